@@ -1,0 +1,44 @@
+# One-command entry points: `make demo` and `make test` do everything on a fresh
+# Linux machine with Python >= 3.11.
+PYTHON ?= python3
+VENV   ?= .venv
+ORACLE ?= .venv-oracle
+BIN    := $(VENV)/bin
+IDEXDASK_DATA ?= $(abspath ../shared/data)
+export IDEXDASK_DATA
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(VENV)/.installed $(ORACLE)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# The official pipeline (test oracle) lives in its own venv: its pins must not
+# hold back our own dependency versions.
+$(ORACLE)/.installed:
+	$(PYTHON) -m venv $(ORACLE)
+	$(ORACLE)/bin/python -m pip install --quiet --upgrade pip
+	$(ORACLE)/bin/python -m pip install --quiet 'imap-processing==1.0.40'
+	touch $@
+
+demo: setup
+	$(BIN)/idexdask demo --output demo-output
+
+test: setup
+	$(BIN)/python -m pytest -n 2 tests
+
+test-fast: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2 -m "not slow and not oracle" tests
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check idexdask tests bench
+
+bench: setup
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) $(ORACLE) demo-output .pytest_cache
