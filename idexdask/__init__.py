@@ -1,0 +1,9 @@
+"""idexdask: ground system for the IMAP IDEX dust instrument.
+
+Bytes -> events (xarray) -> products -> store/exports -> views.
+"""
+
+from idexdask.packets.reader import read_l0
+
+__all__ = ["read_l0"]
+__version__ = "0.1.0"

@@ -1,0 +1,58 @@
+"""Shared fixtures: where the real data live, and the official pipeline's output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ORACLE_PYTHON = REPO / ".venv-oracle" / "bin" / "python"
+
+
+def data_root() -> Path:
+    """Real data directory: ``$IDEXDASK_DATA``, default ``../shared/data`` beside the repo."""
+    return Path(os.environ.get("IDEXDASK_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+L0_DIR = data_root() / "idex-l0"
+TRC_DIR = data_root() / "scope-trc"
+REAL_L0_FILES = sorted(L0_DIR.glob("*.pkts"))
+
+
+@pytest.fixture(scope="session")
+def l0_dir() -> Path:
+    """The real IDEX L0 files; their absence is an error, not a skip."""
+    if not REAL_L0_FILES:
+        pytest.fail(f"no real L0 files under {L0_DIR}: set IDEXDASK_DATA to the shared data")
+    return L0_DIR
+
+
+@pytest.fixture(scope="session")
+def official_l1a(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """Run the official L1a (imap-processing 1.0.40, in .venv-oracle) once on every real file.
+
+    Returns a mapping file name -> ``.npz`` of its science variables.  A missing
+    oracle venv fails the tests that need it (``make setup`` installs it).
+    """
+    if not ORACLE_PYTHON.exists():
+        pytest.fail(f"oracle venv missing ({ORACLE_PYTHON}); run `make setup`")
+    out = tmp_path_factory.mktemp("official_l1a")
+    script = REPO / "tests" / "oracle" / "official_l1a.py"
+    result = subprocess.run(
+        [str(ORACLE_PYTHON), str(script), str(out), *map(str, REAL_L0_FILES)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
+    if result.returncode != 0:
+        pytest.fail(f"official pipeline failed:\n{result.stderr[-4000:]}")
+    return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
+
+
+def pytest_report_header(config):
+    return [f"idexdask data: {data_root()}", f"python: {sys.version.split()[0]}"]
