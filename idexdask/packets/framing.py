@@ -5,15 +5,16 @@ the scan is inherently sequential.  It runs as one compiled (numba) pass over th
 buffer and returns arrays (start, length, APID) of every packet found, plus what
 it had to skip.  Damage never stops it:
 
-* a header that is not plausible (version/type/secondary-header flag wrong, or a
-  science packet whose sync word is not where its length says and after which no
-  plausible header follows) starts a byte-wise search for the next plausible
-  header; the bytes passed over are reported;
+* a packet is accepted only if its length is confirmed: a science packet's sync
+  word sits where the length says, or a plausible header (or the end of the
+  buffer) follows it.  Otherwise a byte-wise search for the next plausible header
+  starts, and the bytes passed over are reported;
 * a length pointing past the end of the buffer marks a truncated packet, reported
   and skipped, and the search continues after its header;
-* a plausible-looking header inside garbage is accepted only if the packet after
-  it also starts with a plausible header (or the buffer ends there), or if it is a
-  science packet whose sync word sits where its length says.
+* while resynchronising, a plausible-looking header is accepted only if it names
+  an IDEX APID and either the packet after it also starts with a plausible header
+  (or the buffer ends there) or it is a science packet whose sync word sits where
+  its length says.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from idexdask.packets.layout import SCIENCE_APID, SYNC_WORD, TRAILER_BYTES
+from idexdask.packets.layout import KNOWN_APIDS, SCIENCE_APID, SYNC_WORD, TRAILER_BYTES
 
 __all__ = ["PacketIndex", "index_packets"]
+
+_KNOWN_APID = np.zeros(2048, dtype=np.bool_)
+_KNOWN_APID[list(KNOWN_APIDS)] = True
+_KNOWN_APID.setflags(write=False)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ def _science_sync_ok(buf, pos, length):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan(buf, n):  # pragma: no cover - compiled
+def _scan(buf, n, known_apid):  # pragma: no cover - compiled
     capacity = max(64, n // 2048)
     starts = np.empty(capacity, dtype=np.int64)
     lengths = np.empty(capacity, dtype=np.int64)
@@ -106,16 +111,16 @@ def _scan(buf, n):  # pragma: no cover - compiled
         if length > 0:
             nxt = pos + length
             followed = nxt == n or _plausible_header(buf, nxt, n) != 0
-            is_science = ((np.int64(buf[pos]) & 7) << 8 | np.int64(buf[pos + 1])) == SCIENCE_APID
+            apid = (np.int64(buf[pos]) & 7) << 8 | np.int64(buf[pos + 1])
             sync_ok = _science_sync_ok(buf, pos, length)
             if in_skip:
-                # Resynchronising: demand corroboration, a science sync word where
-                # the length says, or a plausible header right after the packet.
-                accept = (is_science and sync_ok) or followed
+                # Resynchronising: demand an IDEX APID and corroboration, a science
+                # sync word where the length says or a plausible header after it.
+                accept = known_apid[apid] and ((apid == SCIENCE_APID and sync_ok) or followed)
             else:
-                # In step with the chain: trust the header unless a science
-                # packet's sync word is off and nothing plausible follows it.
-                accept = sync_ok or followed
+                # In step with the chain: a science packet's sync word, or a
+                # plausible header right after the packet, confirms its length.
+                accept = (apid == SCIENCE_APID and sync_ok) or followed
         elif length == -1 and not in_skip:
             truncated += 1
         if accept:
@@ -163,7 +168,7 @@ def index_packets(buffer: np.ndarray) -> PacketIndex:
         Packet offsets, lengths and APIDs, and a count of what was skipped.
     """
     buf = np.ascontiguousarray(buffer, dtype=np.uint8)
-    starts, lengths, skipped, regions, first_skip, truncated = _scan(buf, buf.size)
+    starts, lengths, skipped, regions, first_skip, truncated = _scan(buf, buf.size, _KNOWN_APID)
     b0 = buf[starts].astype(np.int32)
     apid = ((b0 & 7) << 8) | buf[starts + 1].astype(np.int32)
     return PacketIndex(
