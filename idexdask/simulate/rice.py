@@ -46,6 +46,7 @@ __all__ = [
     "choose_parameters",
     "encode_channel",
     "encode_channels",
+    "validate_samples",
 ]
 
 _log = get_logger(__name__)
@@ -207,18 +208,33 @@ def _write_streams(
     return written
 
 
-def _as_samples(samples: np.ndarray, bits: int) -> np.ndarray:
-    """Validate samples (integers within the ADC range) and return them as int64."""
+def validate_samples(samples: np.ndarray, bits: int, name: str = "samples") -> np.ndarray:
+    """Check that samples are integers within the ADC range and return them as int64.
+
+    Parameters
+    ----------
+    samples : array_like
+        Samples, DN.  Integral floats are accepted.
+    bits : int
+        ADC resolution.
+    name : str
+        What to call the samples in an error message.
+
+    Raises
+    ------
+    PacketError
+        If a sample is not an integer or lies outside ``[0, 2**bits - 1]``.
+    """
     array = np.asarray(samples)
-    if array.dtype.kind not in "iu":
-        if array.dtype.kind == "f" and np.all(np.isfinite(array)) and np.all(array == np.round(array)):
-            array = array.astype(np.int64)
-        else:
-            raise PacketError(f"waveform samples must be integers, got dtype {array.dtype}")
-    array = array.astype(np.int64, copy=False)
+    if array.dtype.kind == "f":
+        if not (np.all(np.isfinite(array)) and np.all(array == np.round(array))):
+            raise PacketError(f"{name}: samples must be integers")
+    elif array.dtype.kind not in "iu":
+        raise PacketError(f"{name}: samples must be integers, got dtype {array.dtype}")
+    array = array.astype(np.int64)
     if array.size and (array.min() < 0 or array.max() >= (1 << bits)):
         raise PacketError(
-            f"waveform samples outside the {bits}-bit ADC range [0, {(1 << bits) - 1}]: "
+            f"{name}: samples outside the {bits}-bit ADC range [0, {(1 << bits) - 1}]: "
             f"min {array.min()}, max {array.max()}"
         )
     return array
@@ -248,7 +264,7 @@ def encode_channels(samples: np.ndarray, bits: int) -> list[bytes]:
     """
     if bits not in (10, 12):
         raise PacketError(f"IDEX streams carry 10- or 12-bit samples, not {bits}")
-    x = _as_samples(samples, bits)
+    x = validate_samples(samples, bits)
     if x.ndim != 2:
         raise PacketError(f"expected (records, samples), got shape {x.shape}")
     n_records, n_samples = x.shape
