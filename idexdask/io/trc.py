@@ -624,6 +624,21 @@ def _channel_map(
 # --------------------------------------------------------------------------- dataset
 
 
+def _default_polarity() -> dict[str, int]:
+    """``channels.polarity`` of ``configs/scope.yaml``, else -1 for ``TOF_*`` only."""
+    from idexdask.config import load_yaml
+    from idexdask.errors import ConfigError
+
+    table = {v: -1 for v in _DEFAULT_POLARITY_NEGATIVE}
+    try:
+        cfg = load_yaml("scope.yaml") or {}
+        table.update({str(k): int(v) for k, v in
+                      (cfg.get("channels", {}).get("polarity") or {}).items()})
+    except (ConfigError, AttributeError, TypeError, ValueError) as exc:
+        _log.warning("configs/scope.yaml polarity table unusable (%s); TOF_* = -1", exc)
+    return table
+
+
 def _tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
     """TT2000 ns of a naive datetime taken as UTC (cdflib handles leap seconds)."""
     import cdflib
@@ -703,7 +718,8 @@ def read_trc(
         impact keeps its other channels; the missing one is NaN).
     polarity : mapping of str to int, optional
         ``signal_polarity`` per variable name (±1), overriding the defaults
-        (-1 for ``TOF_*``, +1 otherwise) and the settings.
+        (``channels.polarity`` of ``configs/scope.yaml``: -1 for ``TOF_*`` and the
+        lab's ``QD_1``/``QD_2``; +1 for any other channel) and the settings.
 
     Returns
     -------
@@ -829,10 +845,11 @@ def read_trc(
             "reference_channel": var_of[axis_ref[axis]],
         })
     var_pol: dict[str, int] = {}
+    pol_table = _default_polarity()
     for k, c in enumerate(present_channels):
         var = var_of[c]
         axis = axis_of[c]
-        pol = -1 if var in _DEFAULT_POLARITY_NEGATIVE else 1
+        pol = pol_table.get(var, 1)
         pol = pol_override.get(c, pol)
         if polarity and var in polarity:
             pol = int(polarity[var])

@@ -95,7 +95,7 @@ def test_directory_naming_styles_and_settings(tmp_path):
         assert ds[var].attrs["units"] == "V"
     assert ds.TOF_High.attrs["signal_polarity"] == -1
     assert ds.TOF_Low.attrs["signal_polarity"] == -1
-    assert ds.QD_1.attrs["signal_polarity"] == 1
+    assert ds.QD_1.attrs["signal_polarity"] == -1  # configs/scope.yaml: lab QDs negative
     # values: channel 3 of impact 6 (third row)
     expected = np.float32(2.5e-5 * 3) * _raw(63).astype(float) - np.float32(0.03)
     np.testing.assert_allclose(ds.TOF_High.values[2], expected, rtol=1e-6, atol=1e-9)
