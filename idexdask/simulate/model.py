@@ -74,8 +74,21 @@ def ion_mass(formula: str) -> float:
 
 
 _SPECIES_FORMULAS = (
-    "H", "C", "O", "Na", "Mg", "Al", "Si", "K", "Ca", "Fe",
-    "H3O", "CO", "MgO", "SiO", "FeO",
+    "H",
+    "C",
+    "O",
+    "Na",
+    "Mg",
+    "Al",
+    "Si",
+    "K",
+    "Ca",
+    "Fe",
+    "H3O",
+    "CO",
+    "MgO",
+    "SiO",
+    "FeO",
 )
 SPECIES = MappingProxyType({name: ion_mass(name) for name in _SPECIES_FORMULAS})
 """Ion species of the model -> singly charged ion mass, u."""
@@ -164,8 +177,13 @@ class ModelParameters:
         if not 0.0 < self.species_probability <= 1.0:
             raise ConfigError("species_probability must lie in (0, 1]")
         for name in (
-            "total_area", "line_sigma", "line_gamma", "noise_sigma", "impact_amplitude",
-            "rise_time", "decay_time",
+            "total_area",
+            "line_sigma",
+            "line_gamma",
+            "noise_sigma",
+            "impact_amplitude",
+            "rise_time",
+            "decay_time",
         ):
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
@@ -249,18 +267,24 @@ def _tof_waveforms(
 
     # Evaluate each line on a window of samples around it, then sum per event.
     t_first = time_high[:, 0]
-    first = np.floor((center - 10.0 * sigma - t_first[line_event]) * HIGH_RATE_MSPS).astype(np.int64)
+    first = np.floor((center - 10.0 * sigma - t_first[line_event]) * HIGH_RATE_MSPS).astype(
+        np.int64
+    )
     index = first[:, np.newaxis] + np.arange(_LINE_WINDOW)
     inside = (index >= 0) & (index < HIGH_RATE_SAMPLES)
     index = np.clip(index, 0, HIGH_RATE_SAMPLES - 1)
     times = time_high[line_event[:, np.newaxis], index]
     profile = emg(
-        times, area[:, np.newaxis], center[:, np.newaxis], sigma[:, np.newaxis], gamma[:, np.newaxis]
+        times,
+        area[:, np.newaxis],
+        center[:, np.newaxis],
+        sigma[:, np.newaxis],
+        gamma[:, np.newaxis],
     )
     flat = (line_event[:, np.newaxis] * HIGH_RATE_SAMPLES + index)[inside]
-    spectrum = np.bincount(
-        flat, weights=profile[inside], minlength=n * HIGH_RATE_SAMPLES
-    ).reshape(n, HIGH_RATE_SAMPLES)
+    spectrum = np.bincount(flat, weights=profile[inside], minlength=n * HIGH_RATE_SAMPLES).reshape(
+        n, HIGH_RATE_SAMPLES
+    )
 
     waveforms, baselines, noises = {}, {}, {}
     for name, gain in zip(_TOF_CHANNELS, p.tof_gains, strict=True):
@@ -354,7 +378,11 @@ def _truth_dataset(
         data_vars[name] = ("line", values, {"units": _TRUTH_UNITS.get(name, "")})
     composition = per_event.pop("composition")
     data_vars["composition"] = (("epoch", "species"), composition, {"units": "1"})
-    data_vars["species_mass"] = ("species", np.array([SPECIES[s] for s in p.species]), {"units": "u"})
+    data_vars["species_mass"] = (
+        "species",
+        np.array([SPECIES[s] for s in p.species]),
+        {"units": "u"},
+    )
     for name, values in per_event.items():
         if name.endswith(("_time", "_t0")):
             units = "us"
@@ -363,7 +391,9 @@ def _truth_dataset(
         else:
             units = _TRUTH_UNITS.get(name, "")
         data_vars[name] = ("epoch", values, {"units": units})
-    parameters = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(p).items()}
+    parameters = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(p).items()
+    }
     return xr.Dataset(
         data_vars,
         coords={"epoch": ("epoch", epoch), "species": ("species", list(p.species))},
@@ -447,7 +477,9 @@ def finalize_events(events: xr.Dataset, *, compress: bool, start_sequence: int) 
     out = events.copy()
     n = out.sizes["epoch"]
     for name, value in (
-        ("idx__sci0type", 1), ("idx__sci0frag", 0), ("idx__sci0fragoff", 0),
+        ("idx__sci0type", 1),
+        ("idx__sci0frag", 0),
+        ("idx__sci0fragoff", 0),
         ("idx__sci0comp", int(compress)),
     ):
         out[name] = ("epoch", np.full(n, value, dtype=out[name].dtype))

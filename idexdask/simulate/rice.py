@@ -90,7 +90,9 @@ def _residual_bits(residuals: np.ndarray, bits: int) -> np.ndarray:
     return cost.sum(axis=2, dtype=np.int64)
 
 
-def choose_parameters(subframes: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def choose_parameters(
+    subframes: np.ndarray, bits: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cheapest predictor and Rice parameter of every subframe.
 
     Parameters
@@ -286,7 +288,10 @@ def encode_channels(samples: np.ndarray, bits: int) -> list[bytes]:
         raise PacketError("Rice encoder wrote a different number of bits than it planned")
     _log.debug(
         "Rice-encoded %d records of %d %d-bit samples into %d bytes",
-        n_records, n_samples, bits, out.size,
+        n_records,
+        n_samples,
+        bits,
+        out.size,
     )
     blob = out.tobytes()
     return [blob[byte_start[i] : byte_start[i + 1]] for i in range(n_records)]

@@ -237,9 +237,7 @@ def _pack_words(samples: np.ndarray, spec: ChannelSpec) -> np.ndarray:
     return words.astype(">u4").view(np.uint8).reshape(n, 4 * spec.words)
 
 
-def _put_fields(
-    block: np.ndarray, fields, values: Mapping[str, np.ndarray], base_bit: int
-) -> None:
+def _put_fields(block: np.ndarray, fields, values: Mapping[str, np.ndarray], base_bit: int) -> None:
     """OR each field's values into ``block`` (packets, bytes), all packets at once."""
     for field in fields:
         offset = field.bit_offset - base_bit
@@ -285,7 +283,7 @@ def _channel_streams(
             packed = _pack_words(waveforms[spec.name], spec)
             n_bytes = np.full(n, packed.shape[1], dtype=np.int64)
             pieces.append(packed.reshape(-1))
-        starts.append(offset + np.concatenate([[0], np.cumsum(n_bytes)[:-1]]).astype(np.int64))
+        starts.append(offset + (np.cumsum(n_bytes) - n_bytes).astype(np.int64))
         words.append(n_bytes // 4)
         offset += int(n_bytes.sum())
     return _Streams(np.concatenate(pieces), np.array(starts), np.array(words))
@@ -371,7 +369,7 @@ def encode_events(
 
     payload_bytes = 4 * table["words"]
     length = PAYLOAD_OFFSET + payload_bytes + TRAILER_BYTES
-    start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    start = (np.cumsum(length) - length).astype(np.int64)
     buffer = np.zeros(int(length.sum()), dtype=np.uint8)
 
     # Primary header: version 0, type 0, secondary header present, APID; unsegmented.
@@ -387,7 +385,8 @@ def encode_events(
     event = table["event"]
     per_packet = {name: value[event] for name, value in values.items()}
     per_packet["shcoarse"] = (
-        per_packet["shcoarse"] + np.uint64(_PACKETS_PER_SECOND) * table["index_in_event"].astype(np.uint64)
+        per_packet["shcoarse"]
+        + np.uint64(_PACKETS_PER_SECOND) * table["index_in_event"].astype(np.uint64)
     ) & np.uint64(0xFFFFFFFF)
     per_packet["idx__sci0type"] = table["type"].astype(np.uint64)
     per_packet["idx__sci0frag"] = table["more"].astype(np.uint64)
@@ -403,8 +402,11 @@ def encode_events(
         streams.start[np.maximum(table["channel"], 0), event] + 4 * table["fragoff"],
     )
     _copy_segments(
-        streams.source, source_start.astype(np.int64), buffer,
-        (start + PAYLOAD_OFFSET).astype(np.int64), payload_bytes.astype(np.int64),
+        streams.source,
+        source_start.astype(np.int64),
+        buffer,
+        (start + PAYLOAD_OFFSET).astype(np.int64),
+        payload_bytes.astype(np.int64),
     )
     end = start + length
     buffer[end - 4] = SYNC_WORD >> 8
@@ -414,7 +416,10 @@ def encode_events(
     buffer[end - 1] = crc & 0xFF
     _log.debug(
         "wrote %d events as %d packets (%d bytes, compress=%s)",
-        n, n_packets, buffer.size, compress,
+        n,
+        n_packets,
+        buffer.size,
+        compress,
     )
     return EncodedPackets(
         data=buffer.tobytes(),
@@ -426,9 +431,7 @@ def encode_events(
     )
 
 
-def write_packets(
-    events: xr.Dataset, *, compress: bool = False, start_sequence: int = 0
-) -> bytes:
+def write_packets(events: xr.Dataset, *, compress: bool = False, start_sequence: int = 0) -> bytes:
     """Science packets (APID 1424) of every event in ``events``, back to back.
 
     Parameters

@@ -164,7 +164,11 @@ def test_choice_is_the_cheapest_of_all_predictors_and_k():
 
 def test_compressed_is_smaller_than_raw_on_realistic_data():
     events = simulate_events(2, seed=5).events
-    for name, bits, raw_words in [("TOF_High", 10, 2731), ("TOF_Low", 10, 2731), ("Ion_Grid", 12, 256)]:
+    for name, bits, raw_words in [
+        ("TOF_High", 10, 2731),
+        ("TOF_Low", 10, 2731),
+        ("Ion_Grid", 12, 256),
+    ]:
         for row in events[name].values:
             stream = encode_channel(row, bits)
             assert len(stream) < 0.6 * 4 * raw_words
