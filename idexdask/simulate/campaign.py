@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from idexdask._logging import get_logger
-from idexdask.simulate.model import SimulatedEvents, finalize_events, simulate_events
-from idexdask.simulate.writer import write_packets
+from idexdask.simulate.model import SimulatedEvents, encode_and_finalize, simulate_events
 
 __all__ = ["write_campaign"]
 
@@ -44,10 +43,9 @@ def write_campaign(
         ``idx__crcsci0pkt`` match the packets written); ``truth`` the model draws.
     """
     simulated = simulate_events(n_events, seed=seed, **model_options)
-    events = simulated.events
-    if compress:  # COMP and the sequence counts (hence the CRCs) change
-        events = finalize_events(events, compress=True, start_sequence=0)
-    data = write_packets(events, compress=compress)
+    # Compression changes COMP and the sequence counts (hence the header CRCs).
+    events, encoded = encode_and_finalize(simulated.events, compress=compress, start_sequence=0)
+    data = encoded.data
     Path(path).write_bytes(data)
     _log.info("wrote %d events (%d bytes) to %s", n_events, len(data), path)
     return SimulatedEvents(events=events, truth=simulated.truth)

@@ -37,7 +37,7 @@ from idexdask.errors import ConfigError
 from idexdask.packets.layout import HIGH_RATE_MSPS, HIGH_RATE_SAMPLES
 from idexdask.simulate.dataset import events_dataset, time_axes
 from idexdask.simulate.defaults import REAL_SAMPDELAYS
-from idexdask.simulate.writer import encode_events, header_field_values
+from idexdask.simulate.writer import EncodedPackets, encode_events, header_field_values
 
 __all__ = [
     "ModelParameters",
@@ -473,6 +473,16 @@ def finalize_events(events: xr.Dataset, *, compress: bool, start_sequence: int) 
     xarray.Dataset
         A copy of ``events`` with those variables replaced.
     """
+    return encode_and_finalize(events, compress=compress, start_sequence=start_sequence)[0]
+
+
+def encode_and_finalize(
+    events: xr.Dataset, *, compress: bool, start_sequence: int
+) -> tuple[xr.Dataset, EncodedPackets]:
+    """Encode ``events`` once and return the finalized dataset with the packets.
+
+    See :func:`finalize_events`.
+    """
     encoded = encode_events(events, compress=compress, start_sequence=start_sequence)
     out = events.copy()
     n = out.sizes["epoch"]
@@ -484,4 +494,4 @@ def finalize_events(events: xr.Dataset, *, compress: bool, start_sequence: int) 
     ):
         out[name] = ("epoch", np.full(n, value, dtype=out[name].dtype))
     out["idx__crcsci0pkt"] = ("epoch", encoded.header_crc.astype(np.uint16))
-    return out
+    return out, encoded
