@@ -61,27 +61,27 @@ SIGMA_MIN = 1e-9
 GAMMA_MAX = 1e4
 
 
-def _emg_h(xp: ModuleType, u: Any, gs: Any, with_ratio: bool = False) -> Any:
+def _emg_h(xp: ModuleType, u: Any, gs: Any, with_gauss: bool = False) -> Any:
     """``exp(z**2 - u**2/2) * erfc(z)`` with ``z = (gs - u)/sqrt(2)``, overflow-free.
 
     For ``z >= 0`` this is ``exp(-u**2/2) * erfcx(z)``; for ``z < 0`` it is
-    ``exp(gs**2/2 - gs*u) * (2 - exp(-z**2) * erfcx(-z))``, whose exponent is
-    ``<= -gs**2/2`` there.  One ``erfcx`` call on ``|z|`` serves both branches.
-    With ``with_ratio`` also returns ``R = -d ln erfc(z)/dz = 2/(sqrt(pi) erfcx(z))``.
+    ``exp(gs**2/2 - gs*u) * erfc(z)`` with ``erfc(z) = 2 - exp(-z**2)*erfcx(-z)``,
+    i.e. ``2*exp(gs**2/2 - gs*u) - exp(-u**2/2)*erfcx(-z)``, whose exponent is
+    ``<= -gs**2/2`` there.  One ``erfcx`` call on ``|z|`` serves both branches;
+    neither branch can overflow.  With ``with_gauss`` also returns
+    ``exp(-u**2/2)`` (the Jacobian needs it).
     """
     z = (gs - u) / _SQRT2
     e = _xp.erfcx(xp.abs(z))
-    pos = z >= 0.0
-    with _xp.errstate(xp, over="ignore", under="ignore", invalid="ignore"):
-        ez2 = xp.exp(-z * z)
-        left_branch = xp.exp(-0.5 * u * u) * e
+    with _xp.errstate(xp, over="ignore", under="ignore"):
+        gauss = xp.exp(-0.5 * u * u)
+        ge = gauss * e
         # clip the exponent at 0: it is <= 0 wherever this branch is used
-        right_branch = xp.exp(xp.minimum(0.5 * gs * gs - gs * u, 0.0)) * (2.0 - ez2 * e)
-        h = xp.where(pos, left_branch, right_branch)
-        if not with_ratio:
-            return h
-        ratio = xp.where(pos, _TWO_OVER_SQRTPI / e, _TWO_OVER_SQRTPI * ez2 / (2.0 - ez2 * e))
-    return h, ratio
+        tail = 2.0 * xp.exp(xp.minimum(gs * (0.5 * gs - u), 0.0)) - ge
+    h = xp.where(z >= 0.0, ge, tail)
+    if with_gauss:
+        return h, gauss
+    return h
 
 
 def _prepare(x: Any, *params: Any) -> tuple[ModuleType, Any]:
