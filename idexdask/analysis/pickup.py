@@ -41,6 +41,7 @@ Likewise the default tube length (0.20 m) is a placeholder, see ``configs/scope.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -106,18 +107,31 @@ def _as_2d(a: Any, name: str) -> np.ndarray:
 def _window_stats(
     y: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Median of ``y[e, lo:hi]`` and the error of that level from ``w``-sample means ``s``."""
-    idx = np.arange(y.shape[1])
+    """Median of ``y[e, lo:hi]`` and its error.
+
+    The error is the MAD-scaled scatter of the ``w``-sample means ``s`` that lie
+    inside the window, over the square root of the number of such independent
+    means (this follows noise correlated over less than ``w`` samples).  Windows
+    shorter than ``2 w`` use the scatter of ``y`` itself, with one independent
+    sample per ``w`` (conservative).
+    """
+    idx = np.arange(y.shape[1])[None, :]
     mask = (idx >= lo[:, None]) & (idx < hi[:, None])
+    mask_s = (idx >= lo[:, None]) & (idx <= hi[:, None] - w)
     n = mask.sum(axis=1)
-    with np.errstate(all="ignore"):
-        level = np.nanmedian(np.where(mask, y, np.nan), axis=1) if y.size else np.zeros(0)
-        # scatter of w-sample means (captures noise correlated over < w samples)
-        sm = np.where(mask, s, np.nan)
-        spread = 1.4826 * np.nanmedian(np.abs(sm - np.nanmedian(sm, axis=1)[:, None]), axis=1)
-        err = spread / np.sqrt(np.maximum(n / w, 1.0))
-    level[n == 0] = np.nan
-    err[n == 0] = np.nan
+    n_s = mask_s.sum(axis=1)
+
+    def mad(a: np.ndarray) -> np.ndarray:
+        return 1.4826 * np.nanmedian(np.abs(a - np.nanmedian(a, axis=1)[:, None]), axis=1)
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of empty windows
+        level = np.nanmedian(np.where(mask, y, np.nan), axis=1)
+        err_s = mad(np.where(mask_s, s, np.nan)) / np.sqrt(np.maximum(n_s / w, 1.0))
+        err_y = mad(np.where(mask, y, np.nan))
+    err = np.where(n_s >= w, err_s, err_y)
+    level = np.where(n > 0, level, np.nan)
+    err = np.where(n > 0, err, np.nan)
     return level, err
 
 
@@ -247,7 +261,8 @@ def pickup_charge_speed(
     finite = np.isfinite(y)
     n_fin = finite.sum(axis=1)
     status[n_fin < 4 * w] = 1
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN events
         fill = np.nanmedian(np.where(finite, y, np.nan), axis=1)
     fill = np.where(np.isfinite(fill), fill, 0.0)
     y = polarity * np.where(finite, y, fill[:, None])
@@ -286,16 +301,16 @@ def pickup_charge_speed(
     transit = t_exit - t_entry
 
     # plateau and baseline windows (sample indices)
-    guard = np.maximum(plateau_guard * (c_out - c_in), 2 * w)
-    p_lo = np.ceil(c_in + guard).astype(np.int64)
-    p_hi = np.floor(c_out - guard).astype(np.int64)
-    b_hi = np.floor(c_in - np.maximum(guard, hw_in)).astype(np.int64)
+    c_in_f, c_out_f = np.nan_to_num(c_in), np.nan_to_num(c_out)  # failed events: 0
+    guard = plateau_guard * (c_out_f - c_in_f)
+    p_lo = np.ceil(c_in_f + guard).astype(np.int64)
+    p_hi = np.floor(c_out_f - guard).astype(np.int64) + 1
+    b_hi = np.floor(c_in_f - np.maximum(guard, hw_in)).astype(np.int64)
     b_lo = b_hi - int(round(baseline_us / dt))
-    status[(status == 0) & ((b_hi - np.maximum(b_lo, 0) < 2 * w) | (p_hi - p_lo < 2 * w))] = 4
+    status[(status == 0) & ((b_hi - np.maximum(b_lo, 0) < 2 * w) | (p_hi - p_lo < 4))] = 4
     b_lo = np.maximum(b_lo, 0)
-    s_mean = np.where(np.isfinite(mean_fwd), mean_fwd, np.nan)
-    baseline, baseline_err = _window_stats(y, s_mean, b_lo, b_hi, w)
-    plateau, plateau_err = _window_stats(y, s_mean, p_lo, np.maximum(p_hi - w, p_lo), w)
+    baseline, baseline_err = _window_stats(y, mean_fwd, b_lo, b_hi, w)
+    plateau, plateau_err = _window_stats(y, mean_fwd, p_lo, p_hi, w)
     height = plateau - baseline
     height_err = np.hypot(plateau_err, baseline_err)
     with np.errstate(all="ignore"):

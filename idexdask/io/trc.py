@@ -133,7 +133,9 @@ class TrcHeader:
         0: int8 samples, 1: int16 samples.
     byte_order : str
         ``"<"`` (``COMM_ORDER`` 1, LOFIRST) or ``">"`` (0, HIFIRST).
-    wave_descriptor, user_text, res_desc1, trigtime_array, ris_time_array, res_array1, wave_array_1 : int
+    wave_descriptor, user_text, res_desc1, trigtime_array : int
+        Block lengths, bytes.
+    ris_time_array, res_array1, wave_array_1 : int
         Block lengths, bytes.
     instrument_name : str
         E.g. ``LECROYWRHRO66Zi``.
@@ -798,7 +800,7 @@ def read_trc(
     instruments: set[str] = set()
 
     axis_time: dict[str, np.ndarray] = {}
-    for axis, c_ref in axis_ref.items():
+    for axis in axis_ref:
         n = max(sigs[c][1] for c in present_channels if axis_of[c] == axis)
         axis_time[axis] = np.full((n_ev, n), np.nan)
 
