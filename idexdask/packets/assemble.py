@@ -91,6 +91,33 @@ def _attach(types, evtnums, header_event):  # pragma: no cover - compiled
     return event_of
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unpack_3x10(buf, src, n_words, out, first):  # pragma: no cover - compiled
+    """Words of 2 pad bits + three 10-bit samples, most significant first."""
+    for w in range(n_words):
+        p = src + 4 * w
+        word = (
+            (np.uint32(buf[p]) << 24)
+            | (np.uint32(buf[p + 1]) << 16)
+            | (np.uint32(buf[p + 2]) << 8)
+            | np.uint32(buf[p + 3])
+        )
+        k = first + 3 * w
+        out[k] = (word >> 20) & 0x3FF
+        out[k + 1] = (word >> 10) & 0x3FF
+        out[k + 2] = word & 0x3FF
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _unpack_2x12(buf, src, n_words, out, first):  # pragma: no cover - compiled
+    """Words of 8 pad bits + two 12-bit samples, most significant first."""
+    for w in range(n_words):
+        p = src + 4 * w
+        k = first + 2 * w
+        out[k] = (np.uint16(buf[p + 1]) << 4) | (np.uint16(buf[p + 2]) >> 4)
+        out[k + 1] = ((np.uint16(buf[p + 2]) & 0xF) << 8) | np.uint16(buf[p + 3])
+
+
 @numba.njit(cache=True, nogil=True)
 def _decode_jobs(
     buf, job_ptr, frag_start, frag_len, frag_off, job_compressed, high, low, status
@@ -144,7 +171,14 @@ def _decode_jobs(
                 word0 = frag_off[f]
                 n_words = frag_len[f] // 4
                 src = frag_start[f]
-                for w in range(n_words):
+                # whole words inside the record, unrolled; the final partial word
+                # of a record holds its samples right-aligned behind pad slots
+                full = min(n_words, max(0, n_out // per_word - word0))
+                if per_word == 3:
+                    _unpack_3x10(buf, src, full, out, word0 * 3)
+                else:
+                    _unpack_2x12(buf, src, full, out, word0 * 2)
+                for w in range(full, n_words):
                     p = src + 4 * w
                     word = (
                         (np.int64(buf[p]) << 24)
@@ -153,8 +187,6 @@ def _decode_jobs(
                         | np.int64(buf[p + 3])
                     )
                     base = (word0 + w) * per_word
-                    # A record's final word may be partly filled (8192 = 3*2730 + 2):
-                    # its samples are right-aligned, the leading slot is padding.
                     skip = max(0, base + per_word - n_out)
                     for s in range(skip, per_word):
                         k = base + s - skip

@@ -26,16 +26,40 @@ def _make_table() -> np.ndarray:
     return table
 
 
-_TABLE = _make_table()
+def _make_slicing_tables(base: np.ndarray, n: int = 8) -> np.ndarray:
+    tables = np.zeros((n, 256), dtype=np.int64)
+    tables[0] = base
+    for k in range(1, n):
+        previous = tables[k - 1]
+        tables[k] = ((previous << 8) & 0xFFFF) ^ base[previous >> 8]
+    return tables
+
+
+_TABLES = _make_slicing_tables(_make_table().astype(np.int64))
+_TABLES.setflags(write=False)
 
 
 @numba.njit(cache=True, nogil=True)
-def _crc_many(buffer, starts, lengths, table, out):  # pragma: no cover - compiled
+def _crc_many(buffer, starts, lengths, t, out):  # pragma: no cover - compiled
     for i in range(starts.shape[0]):
-        crc = 0xFFFF
-        start = starts[i]
-        for j in range(start, start + lengths[i]):
-            crc = ((crc << 8) & 0xFFFF) ^ table[((crc >> 8) ^ buffer[j]) & 0xFF]
+        crc = np.int64(0xFFFF)
+        j = starts[i]
+        end = j + lengths[i]
+        while j + 8 <= end:
+            crc = (
+                t[7, ((crc >> 8) ^ buffer[j]) & 0xFF]
+                ^ t[6, (crc ^ buffer[j + 1]) & 0xFF]
+                ^ t[5, buffer[j + 2]]
+                ^ t[4, buffer[j + 3]]
+                ^ t[3, buffer[j + 4]]
+                ^ t[2, buffer[j + 5]]
+                ^ t[1, buffer[j + 6]]
+                ^ t[0, buffer[j + 7]]
+            )
+            j += 8
+        while j < end:
+            crc = ((crc << 8) & 0xFFFF) ^ t[0, ((crc >> 8) ^ buffer[j]) & 0xFF]
+            j += 1
         out[i] = crc
 
 
@@ -59,7 +83,7 @@ def crc16_of_packets(buffer: np.ndarray, starts: np.ndarray, lengths: np.ndarray
         np.ascontiguousarray(buffer, dtype=np.uint8),
         np.asarray(starts, dtype=np.int64),
         np.asarray(lengths, dtype=np.int64),
-        _TABLE,
+        _TABLES,
         out,
     )
     return out

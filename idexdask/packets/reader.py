@@ -39,7 +39,7 @@ from idexdask.packets.layout import (
     TRAILER_BYTES,
 )
 from idexdask.packets.quality import QualityFlag
-from idexdask.packets.timing import epoch_from_header, pretrigger_times, sample_times
+from idexdask.packets.timing import epoch_from_header, pretrigger_times, sample_times_variable
 
 __all__ = ["decode_l0_bytes", "read_l0"]
 
@@ -182,15 +182,13 @@ def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
     t_high, t_low = pretrigger_times(
         header["idx__txhdrblocks"], header["idx__txhdrtrigid"], header["idx__txhdrsampdelay"]
     )
-    variables["time_high_sample_rate"] = xr.Variable(
-        ("epoch", HIGH_DIM),
-        sample_times(t_high, HIGH_RATE_SAMPLES, HIGH_RATE_MSPS),
-        attrs={"units": "µs", "long_name": "high-rate sample time from trigger"},
+    variables["time_high_sample_rate"] = sample_times_variable(
+        t_high, HIGH_RATE_SAMPLES, HIGH_RATE_MSPS, ("epoch", HIGH_DIM),
+        {"units": "µs", "long_name": "high-rate sample time from trigger"},
     )
-    variables["time_low_sample_rate"] = xr.Variable(
-        ("epoch", LOW_DIM),
-        sample_times(t_low, LOW_RATE_SAMPLES, LOW_RATE_MSPS),
-        attrs={"units": "µs", "long_name": "low-rate sample time from trigger"},
+    variables["time_low_sample_rate"] = sample_times_variable(
+        t_low, LOW_RATE_SAMPLES, LOW_RATE_MSPS, ("epoch", LOW_DIM),
+        {"units": "µs", "long_name": "low-rate sample time from trigger"},
     )
     for field_name, values in header.items():
         variables[RENAMED_FIELDS.get(field_name, field_name)] = xr.Variable(("epoch",), values)

@@ -34,6 +34,9 @@ DECODE_SHORT = 1
 DECODE_OUT_OF_RANGE = 2
 """A decoded sample fell outside the ADC range: the stream is corrupt."""
 
+_LEADING_ZEROS_8 = np.array([8] + [7 - int(np.log2(v)) for v in range(1, 256)], dtype=np.int64)
+_LEADING_ZEROS_8.setflags(write=False)
+
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _read(stream, bit_pos, n_bits):  # pragma: no cover - compiled
@@ -44,6 +47,18 @@ def _read(stream, bit_pos, n_bits):  # pragma: no cover - compiled
         window = (window << np.uint64(8)) | np.uint64(stream[byte + i])
     shift = np.uint64(40 - (bit_pos & 7) - n_bits)
     return np.int64((window >> shift) & np.uint64((1 << n_bits) - 1))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _leading_zeros(window):  # pragma: no cover - compiled
+    """Leading zero bits of a non-zero 32-bit value."""
+    if window >> 16:
+        if window >> 24:
+            return _LEADING_ZEROS_8[window >> 24]
+        return 8 + _LEADING_ZEROS_8[window >> 16]
+    if window >> 8:
+        return 16 + _LEADING_ZEROS_8[window >> 8]
+    return 24 + _LEADING_ZEROS_8[window]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -84,13 +99,21 @@ def rice_decode_into(stream, n_bytes, bits, out, n_out):  # pragma: no cover - c
             bp += bits
             i += 1
         for j in range(warmups, count):
+            # Unary quotient: count leading zeros of a 32-bit window, bytewise.
             q = 0
-            while bp < total_bits and stream[bp >> 3] & (0x80 >> (bp & 7)) == 0:
-                q += 1
-                bp += 1
-            if bp >= total_bits:
+            while True:
+                if bp >= total_bits:
+                    return i, DECODE_SHORT
+                window = _read(stream, bp, 32)
+                if window != 0:
+                    break
+                q += 32
+                bp += 32
+            lead = _leading_zeros(window)
+            q += lead
+            bp += lead + 1  # the zeros and the terminating one
+            if bp > total_bits:
                 return i, DECODE_SHORT
-            bp += 1  # the terminating one
             if q == ESCAPE_QUOTIENT:
                 if bp + bits + 2 > total_bits:
                     return i, DECODE_SHORT
@@ -102,7 +125,12 @@ def rice_decode_into(stream, n_bytes, bits, out, n_out):  # pragma: no cover - c
                 high = q >> 1 if (q & 1) == 0 else -((q + 1) >> 1)
                 if bp + k + 1 > total_bits:
                     return i, DECODE_SHORT
-                residual = high * (1 << (k + 1)) + _read(stream, bp, k + 1)
+                used = lead + 1
+                if used + k + 1 <= 32:  # the remainder is still in the window
+                    remainder = (window >> (32 - used - k - 1)) & ((1 << (k + 1)) - 1)
+                else:
+                    remainder = _read(stream, bp, k + 1)
+                residual = high * (1 << (k + 1)) + remainder
                 bp += k + 1
             if predictor == 2:
                 value = np.int64(out[i - 1]) + residual

@@ -22,6 +22,9 @@ Sample times
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 from idexdask.packets.layout import (
     HIGH_RATE_BLOCK,
@@ -37,6 +40,7 @@ __all__ = [
     "met_seconds",
     "pretrigger_times",
     "sample_times",
+    "sample_times_variable",
 ]
 
 MET_EPOCH_TT2000_NS = 315_576_066_184_000_000
@@ -113,3 +117,41 @@ def sample_times(pretrigger_us: np.ndarray, n_samples: int, rate_msps: float) ->
     offsets = np.arange(n_samples, dtype=np.float64) / rate_msps
     pretrigger = np.asarray(pretrigger_us, dtype=np.float64)
     return offsets[np.newaxis, :] - pretrigger[:, np.newaxis]
+
+
+class _SampleTimeArray(BackendArray):
+    """(events, samples) time axis computed on access from per-event pre-trigger times.
+
+    A decoded file's time axes hold 8 bytes per sample but only one number per
+    event of information; materialising them dominated decoding time.  This array
+    is what xarray's own file backends use for lazy variables: indexing it returns
+    exactly what :func:`sample_times` would, for the requested part only.
+    """
+
+    def __init__(self, pretrigger_us: np.ndarray, n_samples: int, rate_msps: float) -> None:
+        self.pretrigger_us = np.asarray(pretrigger_us, dtype=np.float64)
+        self.n_samples = int(n_samples)
+        self.rate_msps = float(rate_msps)
+        self.shape = (self.pretrigger_us.size, self.n_samples)
+        self.dtype = np.dtype(np.float64)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._compute
+        )
+
+    def _compute(self, key: tuple) -> np.ndarray:
+        rows, columns = key
+        offsets = np.arange(self.n_samples, dtype=np.float64)[columns] / self.rate_msps
+        pretrigger = self.pretrigger_us[rows]
+        if np.ndim(offsets) and np.ndim(pretrigger):
+            return offsets[np.newaxis, :] - pretrigger[:, np.newaxis]
+        return np.asarray(offsets - pretrigger)
+
+
+def sample_times_variable(
+    pretrigger_us: np.ndarray, n_samples: int, rate_msps: float, dims: tuple[str, str], attrs: dict
+) -> xr.Variable:
+    """A lazily evaluated :func:`sample_times` as an xarray variable (exact same values)."""
+    lazy = indexing.LazilyIndexedArray(_SampleTimeArray(pretrigger_us, n_samples, rate_msps))
+    return xr.Variable(dims, lazy, attrs=attrs)
