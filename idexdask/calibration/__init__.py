@@ -1,0 +1,69 @@
+"""Time-of-flight to mass calibration.
+
+* :class:`TOFMassCal` -- ``t = t0 + sum_k a_k sqrt(m)**k`` fitted from assigned
+  lines, with an exact safeguarded-Newton inversion (:meth:`TOFMassCal.mass`)
+  and :func:`mass_axis` for many events at once.
+* :func:`bootstrap_calibration` -- calibrate a spectrum without known lines by
+  aligning a comb of common impact ions with its peaks.
+* :mod:`~idexdask.calibration.ions` -- ion masses from formulas (periodictable).
+
+Settings live in ``configs/calibration.yaml`` (:func:`load_calibration_settings`).
+"""
+
+from idexdask.calibration.bootstrap import (
+    Assignment,
+    BootstrapResult,
+    BootstrapSettings,
+    BootstrapStatus,
+    CalibrationSettings,
+    FitSettings,
+    UncalibratedReason,
+    bootstrap_calibration,
+    load_calibration_settings,
+    stack_coefficients,
+    synthetic_peaks,
+)
+from idexdask.calibration.ions import (
+    ELECTRON_MASS_U,
+    Ion,
+    build_ion_table,
+    ion_label,
+    ion_mass,
+    parse_formula,
+)
+from idexdask.calibration.tofmass import (
+    CalibrationStatus,
+    MassFlag,
+    TOFMassCal,
+    adaptive_order,
+    mass_axis,
+    min_slope,
+    time_axis,
+)
+
+__all__ = [
+    "Assignment",
+    "BootstrapResult",
+    "BootstrapSettings",
+    "BootstrapStatus",
+    "CalibrationSettings",
+    "CalibrationStatus",
+    "ELECTRON_MASS_U",
+    "FitSettings",
+    "Ion",
+    "MassFlag",
+    "TOFMassCal",
+    "UncalibratedReason",
+    "adaptive_order",
+    "bootstrap_calibration",
+    "build_ion_table",
+    "ion_label",
+    "ion_mass",
+    "load_calibration_settings",
+    "mass_axis",
+    "min_slope",
+    "parse_formula",
+    "stack_coefficients",
+    "synthetic_peaks",
+    "time_axis",
+]

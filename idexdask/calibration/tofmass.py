@@ -1,0 +1,716 @@
+"""Time-of-flight to mass calibration: a polynomial in the square root of mass.
+
+Model
+-----
+An ion of mass-to-charge ``m`` (u) arrives at
+
+    t(m) = t0 + sum_{k=1..K} a_k * s**k,   s = sqrt(m),
+
+with ``t`` in µs, ``t0`` the impact (zero-mass) time in µs and ``a_k`` in
+µs/u**(k/2).  ``a_1`` is the *stretch* of the ideal drift-tube law
+``t = t0 + a*sqrt(m)``; the higher terms absorb the non-ideal ion optics.
+
+Coefficients are stored low order first, ``[t0, a_1, ..., a_K]``.  Arrays of
+coefficients for many events are ``(n_events, K+1)``; rows may be padded with
+zeros to a common order, and a row of NaN marks an uncalibrated event.
+
+Valid domain and the rule outside it
+------------------------------------
+A calibration is valid over ``mass_range = (m_min, m_max)`` (default 0.5 to
+300 u), on which ``dt/ds`` is strictly positive (checked when fitting).  Between
+``s = 0`` and ``s_min = sqrt(m_min)`` the mapping is *bridged* linearly in ``s``
+from ``t0`` to ``t(m_min)``, so that ``time`` and ``mass`` stay continuous,
+strictly monotonic and exact inverses of each other on ``[0, m_max]``.  Then
+
+* ``t < t0``  (before the impact): mass **0**, flag :attr:`MassFlag.BEFORE_T0`.
+  Zero rather than NaN keeps a mass axis non-decreasing and usable with
+  ``numpy.interp``; the flag says which samples carry no mass information.
+* ``t0 <= t < t(m_min)``: bridge value, flag :attr:`MassFlag.BELOW_RANGE`.
+* ``t > t(m_max)``: clipped to ``m_max``, flag :attr:`MassFlag.ABOVE_RANGE`.
+* ``t`` not finite, or an uncalibrated event: NaN, flag :attr:`MassFlag.INVALID`.
+
+Examples
+--------
+>>> import numpy as np
+>>> cal = TOFMassCal.fit([1.46, 7.0, 11.0], [1.007, 22.99, 55.93], order=1)
+>>> bool(abs(cal.time(cal.mass(7.0)) - 7.0) < 1e-12)
+True
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from idexdask._logging import get_logger
+from idexdask.errors import CalibrationError
+
+__all__ = [
+    "CalibrationStatus",
+    "MassFlag",
+    "TOFMassCal",
+    "adaptive_order",
+    "mass_axis",
+    "time_axis",
+    "min_slope",
+]
+
+_log = get_logger(__name__)
+
+#: Default calibrated mass range, u.
+DEFAULT_MASS_RANGE: tuple[float, float] = (0.5, 300.0)
+#: Default minimum number of lines for orders 1, 2, 3 (2 -> K=1, 3-5 -> K=2, >=6 -> K=3).
+DEFAULT_MIN_LINES_FOR_ORDER: tuple[int, ...] = (2, 3, 6)
+_N_TABLE = 64  # s-grid nodes of the inversion look-up table (initial guess and bracket)
+_N_SLOPE_GRID = 512  # dense s-grid of the monotonicity check
+_MAX_ITER = 100
+
+
+class CalibrationStatus(str, enum.Enum):
+    """Outcome of :meth:`TOFMassCal.fit`."""
+
+    CALIBRATED = "calibrated"  #: fitted at the requested (or adaptive) order
+    REDUCED_ORDER = "reduced_order"  #: fitted at a lower order (non-monotonic or too few lines)
+    TOO_FEW_LINES = "too_few_lines"  #: fewer than two distinct lines
+    NON_MONOTONIC = "non_monotonic"  #: dt/ds not > 0 over the mass range even at order 1
+    FAILED = "failed"  #: numerically singular system
+
+    @property
+    def usable(self) -> bool:
+        """True when the calibration defines a mass axis."""
+        return self in (CalibrationStatus.CALIBRATED, CalibrationStatus.REDUCED_ORDER)
+
+
+class MassFlag(enum.IntEnum):
+    """Per-sample flag of a mass axis (see the module docstring)."""
+
+    OK = 0
+    BEFORE_T0 = 1
+    BELOW_RANGE = 2
+    ABOVE_RANGE = 3
+    INVALID = 4
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _horner(c: NDArray, s: NDArray) -> NDArray:
+    """sum_k c[..., k] * s**k with ``c`` (E, K+1) and ``s`` (E, N)."""
+    out = np.broadcast_to(c[:, -1:], s.shape).copy()
+    for k in range(c.shape[1] - 2, -1, -1):
+        out *= s
+        out += c[:, k : k + 1]
+    return out
+
+
+def _horner_deriv(c: NDArray, s: NDArray) -> NDArray:
+    """d/ds of :func:`_horner`."""
+    kmax = c.shape[1] - 1
+    if kmax < 1:
+        return np.zeros_like(s)
+    out = np.broadcast_to(kmax * c[:, -1:], s.shape).copy()
+    for k in range(kmax - 1, 0, -1):
+        out *= s
+        out += k * c[:, k : k + 1]
+    return out
+
+
+def _as_coefficients(coefficients: ArrayLike) -> NDArray:
+    c = np.asarray(coefficients, dtype=float)
+    if c.ndim == 1:
+        c = c[None, :]
+    if c.ndim != 2 or c.shape[1] < 2:
+        raise CalibrationError(
+            f"coefficients must be (K+1,) or (n_events, K+1) with K >= 1, got shape {c.shape}"
+        )
+    return c
+
+
+def _check_range(mass_range: Sequence[float]) -> tuple[float, float]:
+    lo, hi = (float(v) for v in mass_range)
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
+        raise CalibrationError(f"mass_range must satisfy 0 < m_min < m_max, got {mass_range!r}")
+    return lo, hi
+
+
+def min_slope(coefficients: ArrayLike, s_lo: float, s_hi: float) -> float:
+    """Smallest ``dt/ds`` over ``[s_lo, s_hi]``, µs/sqrt(u).
+
+    Evaluated on a dense grid *and* exactly at the interval ends and at the
+    real critical points of the derivative (roots of ``d2t/ds2``); if the
+    derivative itself has a real root inside the interval the result is <= 0.
+
+    Parameters
+    ----------
+    coefficients : array_like, shape (K+1,)
+        ``[t0, a_1, ..., a_K]``.
+    s_lo, s_hi : float
+        Interval in sqrt(u).
+
+    Returns
+    -------
+    float
+        Minimum slope, µs/sqrt(u) (``-inf`` for non-finite coefficients).
+    """
+    c = np.asarray(coefficients, dtype=float).ravel()
+    if not np.all(np.isfinite(c)):
+        return -math.inf
+    d = np.arange(1, c.size) * c[1:]  # dt/ds, low order first
+    d = np.trim_zeros(d, "b")
+    if d.size == 0:
+        return 0.0
+    pts = [np.linspace(s_lo, s_hi, _N_SLOPE_GRID)]
+    if d.size >= 3:  # derivative of the slope has real roots -> slope extrema
+        dd = np.arange(1, d.size) * d[1:]
+        roots = np.roots(dd[::-1])
+        real = roots[np.abs(roots.imag) <= 1e-12 * (1 + np.abs(roots.real))].real
+        pts.append(real[(real >= s_lo) & (real <= s_hi)])
+    s = np.concatenate(pts)
+    slope = np.polynomial.polynomial.polyval(s, d)
+    smin = float(slope.min())
+    if d.size >= 2 and smin > 0:
+        roots = np.roots(d[::-1])
+        real = roots[np.abs(roots.imag) <= 1e-12 * (1 + np.abs(roots.real))].real
+        if np.any((real >= s_lo) & (real <= s_hi)):
+            return 0.0
+    return smin
+
+
+def adaptive_order(
+    n_lines: int,
+    max_order: int = 3,
+    min_lines_for_order: Sequence[int] = DEFAULT_MIN_LINES_FOR_ORDER,
+) -> int:
+    """Polynomial order for ``n_lines`` distinct lines (0 when fewer than two).
+
+    Parameters
+    ----------
+    n_lines : int
+        Number of distinct calibration lines.
+    max_order : int
+        Cap (from ``calibration.yaml`` ``fit.max_order``).
+    min_lines_for_order : sequence of int
+        ``min_lines_for_order[k-1]`` lines are needed for order ``k``.
+
+    Returns
+    -------
+    int
+        Order K, never above ``n_lines - 1``.
+    """
+    order = 0
+    for k, need in enumerate(min_lines_for_order, start=1):
+        if n_lines >= need:
+            order = k
+    return int(max(0, min(order, max_order, n_lines - 1)))
+
+
+# --------------------------------------------------------------------------- inversion
+
+
+def _invert(
+    c: NDArray, t: NDArray, s_min: float, s_max: float
+) -> tuple[NDArray, NDArray]:
+    """Solve ``t = T(s)`` for s, rows of ``c`` (E, K+1) against rows of ``t`` (E, N).
+
+    Safeguarded Newton: a look-up table of T on an s-grid gives each sample a
+    tight bracket [lo, hi] and a linear-interpolation start; a Newton step that
+    leaves the bracket is replaced by bisection; the bracket shrinks with every
+    evaluation.  Returns s (E, N) and flags (E, N).
+    """
+    n_ev, n_smp = t.shape
+    s = np.zeros(t.shape)
+    flags = np.zeros(t.shape, dtype=np.int8)
+
+    grid = np.linspace(s_min, s_max, _N_TABLE)
+    tab = _horner(c, np.broadcast_to(grid, (n_ev, _N_TABLE)))
+    t0 = c[:, 0]
+    t_lo = tab[:, 0]
+    t_hi = tab[:, -1]
+    with np.errstate(invalid="ignore"):
+        good_row = np.all(np.isfinite(c), axis=1) & np.all(np.diff(tab, axis=1) > 0, axis=1)
+        good_row &= t_lo > t0
+    if not np.all(good_row):
+        _log.debug("%d of %d events have no monotonic calibration", (~good_row).sum(), n_ev)
+
+    finite = np.isfinite(t) & good_row[:, None]
+    flags[~finite] = MassFlag.INVALID
+    s[~finite] = np.nan
+
+    t0b = t0[:, None]
+    t_lob = t_lo[:, None]
+    t_hib = t_hi[:, None]
+    with np.errstate(invalid="ignore"):
+        before = finite & (t < t0b)
+        bridge = finite & (t >= t0b) & (t < t_lob)
+        above = finite & (t > t_hib)
+    inside = finite & ~before & ~bridge & ~above
+
+    flags[before] = MassFlag.BEFORE_T0
+    s[before] = 0.0
+    flags[above] = MassFlag.ABOVE_RANGE
+    s[above] = s_max
+    if np.any(bridge):
+        row = np.nonzero(bridge)[0]
+        s[bridge] = s_min * (t[bridge] - t0[row]) / (t_lo[row] - t0[row])
+        flags[bridge] = MassFlag.BELOW_RANGE
+
+    if not np.any(inside):
+        return s, flags
+    row, col = np.nonzero(inside)
+    tt = t[row, col]
+    # Bracket from the table: normalise each row to [0, 1] and offset by row index
+    # so one searchsorted serves all events at once.
+    good_idx = np.nonzero(good_row)[0]
+    span = (t_hi - t_lo)[good_idx]
+    key_tab = ((tab[good_idx] - t_lo[good_idx, None]) / span[:, None]).clip(0.0, 1.0)
+    key_tab += np.arange(good_idx.size)[:, None] * 2.0
+    pos_of_row = np.full(n_ev, -1)
+    pos_of_row[good_idx] = np.arange(good_idx.size)
+    prow = pos_of_row[row]
+    key = ((tt - t_lo[row]) / (t_hi - t_lo)[row]).clip(0.0, 1.0) + prow * 2.0
+    j = np.searchsorted(key_tab.ravel(), key, side="right") - 1 - prow * _N_TABLE
+    j = j.clip(0, _N_TABLE - 2)
+    lo = grid[j].copy()
+    hi = grid[j + 1].copy()
+    tab_lo = tab[row, j]
+    tab_hi = tab[row, j + 1]
+    x = lo + (hi - lo) * ((tt - tab_lo) / (tab_hi - tab_lo)).clip(0.0, 1.0)
+
+    cr = c[row]
+    active = np.arange(tt.size)
+    tol = 4.0 * np.finfo(float).eps * s_max
+    for _ in range(_MAX_ITER):
+        ca = cr[active]
+        xa = x[active][:, None]
+        f = _horner(ca, xa)[:, 0] - tt[active]
+        fp = _horner_deriv(ca, xa)[:, 0]
+        xa = xa[:, 0]
+        lo_a = np.where(f < 0, xa, lo[active])
+        hi_a = np.where(f > 0, xa, hi[active])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(fp > 0, f / fp, np.inf)
+        x_new = xa - step
+        out = ~((x_new > lo_a) & (x_new < hi_a))
+        x_new[out] = 0.5 * (lo_a[out] + hi_a[out])
+        done = (f == 0) | (np.abs(x_new - xa) <= tol) | (hi_a - lo_a <= tol)
+        x_new[f == 0] = xa[f == 0]
+        x[active] = x_new
+        lo[active] = lo_a
+        hi[active] = hi_a
+        active = active[~done]
+        if active.size == 0:
+            break
+    else:  # pragma: no cover - bisection bounds the count well below _MAX_ITER
+        _log.warning("mass inversion: %d samples did not converge", active.size)
+    s[row, col] = x
+    return s, flags
+
+
+def _broadcast_rows(c: NDArray, values: ArrayLike) -> tuple[NDArray, NDArray, tuple[int, ...]]:
+    v = np.asarray(values, dtype=float)
+    n_ev = c.shape[0]
+    if v.ndim == 0:
+        v2 = np.broadcast_to(v, (n_ev, 1))
+    elif v.ndim == 1 and n_ev == 1:
+        v2 = v[None, :]
+    elif v.ndim == 1:
+        v2 = np.broadcast_to(v, (n_ev, v.size))
+    elif v.ndim == 2 and v.shape[0] in (1, n_ev):
+        v2 = np.broadcast_to(v, (n_ev, v.shape[1]))
+    else:
+        raise CalibrationError(
+            f"values of shape {v.shape} do not broadcast against {n_ev} events"
+        )
+    return c, np.ascontiguousarray(v2), v.shape
+
+
+def mass_axis(
+    coefficients: ArrayLike,
+    t: ArrayLike,
+    mass_range: Sequence[float] = DEFAULT_MASS_RANGE,
+    *,
+    return_flags: bool = False,
+) -> NDArray | tuple[NDArray, NDArray]:
+    """Mass axis for many events at once (vectorised inversion).
+
+    Parameters
+    ----------
+    coefficients : array_like, shape (K+1,) or (n_events, K+1)
+        ``[t0, a_1, ..., a_K]`` per event, µs and µs/u**(k/2); NaN rows give NaN.
+    t : array_like
+        Times, µs: a scalar, ``(n_samples,)`` shared by all events, or
+        ``(n_events, n_samples)``.
+    mass_range : (float, float)
+        Calibrated range (m_min, m_max), u; must match the fit's.
+    return_flags : bool
+        Also return the :class:`MassFlag` of every sample.
+
+    Returns
+    -------
+    mass : numpy.ndarray
+        ``(n_events, n_samples)`` (or the shape of ``t`` for one event), u.
+    flags : numpy.ndarray of int8, optional
+        Same shape.
+    """
+    m_min, m_max = _check_range(mass_range)
+    c = _as_coefficients(coefficients)
+    c, tt, shape_in = _broadcast_rows(c, t)
+    s, flags = _invert(c, tt, math.sqrt(m_min), math.sqrt(m_max))
+    m = np.minimum(s * s, m_max)
+    if np.asarray(coefficients).ndim == 1:
+        m = m.reshape(shape_in)
+        flags = flags.reshape(shape_in)
+    return (m, flags) if return_flags else m
+
+
+def time_axis(
+    coefficients: ArrayLike, m: ArrayLike, mass_range: Sequence[float] = DEFAULT_MASS_RANGE
+) -> NDArray:
+    """Arrival times of masses ``m`` (u) for one or many events, µs.
+
+    Below ``m_min`` the linear-in-sqrt(m) bridge to ``t0`` is used (see module
+    docstring); above ``m_max`` the polynomial is extrapolated.  Negative or
+    non-finite masses give NaN.
+    """
+    m_min, _ = _check_range(mass_range)
+    c = _as_coefficients(coefficients)
+    c, mm, shape_in = _broadcast_rows(c, m)
+    with np.errstate(invalid="ignore"):
+        s = np.sqrt(np.where(mm >= 0, mm, np.nan))
+    s_min = math.sqrt(m_min)
+    t = _horner(c, s)
+    below = s < s_min
+    if np.any(below):
+        t_lo = _horner(c, np.full((c.shape[0], 1), s_min))
+        bridged = c[:, :1] + (t_lo - c[:, :1]) * (s / s_min)
+        t = np.where(below, bridged, t)
+    if np.asarray(coefficients).ndim == 1:
+        t = t.reshape(shape_in)
+    return t
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass(eq=False)
+class TOFMassCal:
+    """A time-of-flight to mass calibration ``t = t0 + sum a_k sqrt(m)**k``.
+
+    Build with :meth:`fit` (from assigned lines) or :meth:`from_dict` (from a
+    product).  A calibration whose :attr:`status` is not usable (too few lines,
+    non-monotonic, failed) holds NaN coefficients and refuses to give masses.
+
+    Attributes
+    ----------
+    coefficients : numpy.ndarray, shape (K+1,)
+        ``[t0, a_1, ..., a_K]``: µs, µs/sqrt(u), µs/u, µs/u**1.5.
+    status : CalibrationStatus
+    mass_range : (float, float)
+        Range (u) over which dt/ds > 0 was verified.
+    covariance : numpy.ndarray or None, shape (K+1, K+1)
+        Coefficient covariance (µs² etc.); NaN when not estimable.
+    requested_order : int
+        Order asked for (or chosen adaptively) before any reduction.
+    line_times_us, line_masses_u : numpy.ndarray
+        Lines used by the fit (empty when built from a dict).
+    residual_us : numpy.ndarray
+        Observed minus model time per line, µs.
+    residual_u : numpy.ndarray
+        Mass from the observed time minus the line mass, u.
+    residual_ppm : numpy.ndarray
+        ``1e6 * residual_u / line_masses_u``, ppm.
+    """
+
+    coefficients: NDArray
+    status: CalibrationStatus = CalibrationStatus.CALIBRATED
+    mass_range: tuple[float, float] = DEFAULT_MASS_RANGE
+    covariance: NDArray | None = None
+    requested_order: int = 0
+    line_times_us: NDArray = field(default_factory=lambda: np.empty(0))
+    line_masses_u: NDArray = field(default_factory=lambda: np.empty(0))
+    residual_us: NDArray = field(default_factory=lambda: np.empty(0))
+    residual_u: NDArray = field(default_factory=lambda: np.empty(0))
+    residual_ppm: NDArray = field(default_factory=lambda: np.empty(0))
+
+    def __post_init__(self) -> None:
+        self.coefficients = np.asarray(self.coefficients, dtype=float).ravel()
+        if self.coefficients.size < 2:
+            raise CalibrationError("a calibration needs at least [t0, a_1]")
+        self.mass_range = _check_range(self.mass_range)
+        self.status = CalibrationStatus(self.status)
+        if not self.requested_order:
+            self.requested_order = self.order
+
+    # ---------------------------------------------------------------- properties
+    @property
+    def order(self) -> int:
+        """Polynomial order K."""
+        return int(self.coefficients.size - 1)
+
+    @property
+    def t0(self) -> float:
+        """Zero-mass (impact) time, µs."""
+        return float(self.coefficients[0])
+
+    @property
+    def stretch(self) -> float:
+        """Linear coefficient ``a_1``, µs/sqrt(u)."""
+        return float(self.coefficients[1])
+
+    @property
+    def usable(self) -> bool:
+        """True when the calibration defines a mass axis."""
+        return self.status.usable and bool(np.all(np.isfinite(self.coefficients)))
+
+    @property
+    def rms_residual_u(self) -> float:
+        """RMS of the per-line mass residuals, u (NaN without lines)."""
+        r = self.residual_u
+        return float(np.sqrt(np.mean(r * r))) if r.size else math.nan
+
+    def _require_usable(self) -> None:
+        if not self.usable:
+            raise CalibrationError(f"calibration is not usable (status {self.status.value})")
+
+    # ---------------------------------------------------------------- evaluation
+    def time(self, m: ArrayLike) -> NDArray | float:
+        """Arrival time of mass ``m`` (u), µs (see :func:`time_axis`)."""
+        self._require_usable()
+        out = time_axis(self.coefficients, m, self.mass_range)
+        return float(out) if np.ndim(m) == 0 else out
+
+    def mass(
+        self, t: ArrayLike, *, return_flags: bool = False
+    ) -> NDArray | float | tuple[Any, Any]:
+        """Mass (u) at times ``t`` (µs), the exact inverse of :meth:`time`.
+
+        Parameters
+        ----------
+        t : array_like
+            Times, µs, any shape.
+        return_flags : bool
+            Also return the per-sample :class:`MassFlag` (int8 array).
+
+        Returns
+        -------
+        mass : float or numpy.ndarray
+            Mass, u, in ``[0, m_max]``; 0 before ``t0``, NaN for non-finite ``t``.
+        flags : numpy.ndarray, optional
+
+        Raises
+        ------
+        CalibrationError
+            If the calibration is not usable.
+        """
+        self._require_usable()
+        tt = np.asarray(t, dtype=float)
+        m, flags = mass_axis(self.coefficients, tt.ravel(), self.mass_range, return_flags=True)
+        m = m.reshape(tt.shape)
+        flags = flags.reshape(tt.shape)
+        if tt.ndim == 0:
+            m, flags = float(m), int(flags)
+        return (m, flags) if return_flags else m
+
+    # ---------------------------------------------------------------- fitting
+    @classmethod
+    def fit(
+        cls,
+        times_us: ArrayLike,
+        masses_u: ArrayLike,
+        weights: ArrayLike | None = None,
+        *,
+        order: int | None = None,
+        mass_range: Sequence[float] = DEFAULT_MASS_RANGE,
+        max_order: int | None = None,
+        min_lines_for_order: Sequence[int] | None = None,
+    ) -> TOFMassCal:
+        """Weighted least-squares calibration from assigned lines.
+
+        The design matrix is a Vandermonde matrix in the centred, scaled variable
+        ``u = (s - s_c)/s_w`` solved by QR (well conditioned for any order), then
+        converted exactly to coefficients in ``s``.  The order is reduced while
+        ``dt/ds`` is not strictly positive over ``mass_range`` (or the linear
+        bridge below ``m_min`` would not rise from ``t0``).
+
+        Parameters
+        ----------
+        times_us : array_like
+            Measured line centres, µs.
+        masses_u : array_like
+            Their ion masses, u; must lie inside ``mass_range``.
+        weights : array_like, optional
+            Inverse variances of the times, 1/µs².  Given, the covariance is
+            absolute; omitted, unit weights are used and the covariance is scaled
+            by the residual variance (NaN with no degree of freedom left).
+        order : int, optional
+            Polynomial order K; default chosen from the number of distinct lines
+            (2 -> 1, 3-5 -> 2, >= 6 -> 3, see ``calibration.yaml`` ``fit``).
+        mass_range : (float, float)
+            Range (u) over which the calibration must be monotonic.
+        max_order : int, optional
+            Cap on K; default ``fit.max_order`` of ``calibration.yaml``.
+        min_lines_for_order : sequence of int, optional
+            Default ``fit.min_lines_for_order`` of ``calibration.yaml``.
+
+        Returns
+        -------
+        TOFMassCal
+            With :attr:`status`; check :attr:`usable` before use.
+
+        Raises
+        ------
+        CalibrationError
+            On malformed input: mismatched shapes, non-finite values, masses
+            outside ``mass_range``, non-positive weights.
+        """
+        m_min, m_max = _check_range(mass_range)
+        t = np.asarray(times_us, dtype=float).ravel()
+        m = np.asarray(masses_u, dtype=float).ravel()
+        if t.shape != m.shape:
+            raise CalibrationError(f"{t.size} times but {m.size} masses")
+        if not (np.all(np.isfinite(t)) and np.all(np.isfinite(m))):
+            raise CalibrationError("line times and masses must be finite")
+        if np.any((m < m_min) | (m > m_max)):
+            raise CalibrationError(f"line masses must lie within the mass range {mass_range}")
+        absolute = weights is not None
+        w = np.ones_like(t) if weights is None else np.asarray(weights, dtype=float).ravel()
+        if w.shape != t.shape or not np.all(np.isfinite(w) & (w > 0)):
+            raise CalibrationError("weights must be finite, > 0, one per line")
+        if max_order is None or min_lines_for_order is None:
+            from idexdask.calibration.bootstrap import load_calibration_settings
+
+            fit_cfg = load_calibration_settings().fit
+            max_order = fit_cfg.max_order if max_order is None else max_order
+            if min_lines_for_order is None:
+                min_lines_for_order = fit_cfg.min_lines_for_order
+
+        n_distinct = int(np.unique(m).size)
+        auto = adaptive_order(n_distinct, int(max_order), min_lines_for_order)
+        requested = auto if order is None else int(order)
+        if requested < 0:
+            raise CalibrationError(f"order must be >= 1, got {order}")
+        common = dict(mass_range=(m_min, m_max), line_times_us=t, line_masses_u=m)
+        if n_distinct < 2 or requested < 1:
+            return cls._unusable(CalibrationStatus.TOO_FEW_LINES, requested, **common)
+        k_start = min(requested, n_distinct - 1)
+        s = np.sqrt(m)
+        s_min, s_max = math.sqrt(m_min), math.sqrt(m_max)
+        singular = False
+        for k in range(k_start, 0, -1):
+            solved = _wls(s, t, w, k, absolute)
+            if solved is None:
+                singular = True
+                continue
+            coef, cov = solved
+            bridge_rise = float(np.polynomial.polynomial.polyval(s_min, coef)) - coef[0]
+            if min_slope(coef, s_min, s_max) > 0 and bridge_rise > 0:
+                status = (
+                    CalibrationStatus.CALIBRATED
+                    if k == requested
+                    else CalibrationStatus.REDUCED_ORDER
+                )
+                if k != requested:
+                    _log.debug("calibration order reduced from %d to %d", requested, k)
+                cal = cls(coef, status, (m_min, m_max), cov, requested, t, m)
+                cal._set_residuals()
+                return cal
+            _log.debug("order %d calibration is not monotonic over %s u", k, mass_range)
+        status = CalibrationStatus.FAILED if singular else CalibrationStatus.NON_MONOTONIC
+        return cls._unusable(status, requested, **common)
+
+    @classmethod
+    def _unusable(
+        cls, status: CalibrationStatus, requested: int, **kwargs: Any
+    ) -> TOFMassCal:
+        k = max(int(requested), 1)
+        return cls(np.full(k + 1, np.nan), status, requested_order=k, **kwargs)
+
+    def _set_residuals(self) -> None:
+        t, m = self.line_times_us, self.line_masses_u
+        model_t = np.polynomial.polynomial.polyval(np.sqrt(m), self.coefficients)
+        self.residual_us = t - model_t
+        self.residual_u = np.asarray(self.mass(t)) - m
+        self.residual_ppm = 1e6 * self.residual_u / m
+
+    # ---------------------------------------------------------------- storage
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python representation for products (JSON/attrs friendly).
+
+        Returns
+        -------
+        dict
+            ``coefficients`` (list, ``[t0, a_1..a_K]``), ``order``, ``t0_us``,
+            ``status``, ``mass_range_u`` and ``covariance`` (nested list or None).
+        """
+        return {
+            "coefficients": [float(v) for v in self.coefficients],
+            "order": self.order,
+            "t0_us": self.t0,
+            "status": self.status.value,
+            "mass_range_u": [float(v) for v in self.mass_range],
+            "covariance": None if self.covariance is None else self.covariance.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TOFMassCal:
+        """Rebuild a calibration stored with :meth:`to_dict`.
+
+        Raises
+        ------
+        CalibrationError
+            If keys are missing or inconsistent (order vs coefficients, t0).
+        """
+        try:
+            coef = np.asarray(data["coefficients"], dtype=float)
+            status = CalibrationStatus(data["status"])
+            order = int(data.get("order", coef.size - 1))
+            mass_range = tuple(data.get("mass_range_u", DEFAULT_MASS_RANGE))
+            cov = data.get("covariance")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"not a stored calibration: {exc}") from exc
+        if coef.ndim != 1 or order != coef.size - 1:
+            raise CalibrationError(f"order {order} does not match {coef.size} coefficients")
+        t0 = data.get("t0_us")
+        if t0 is not None and status.usable and not np.isclose(float(t0), coef[0]):
+            raise CalibrationError("t0_us does not match coefficients[0]")
+        cov_arr = None if cov is None else np.asarray(cov, dtype=float)
+        return cls(coef, status, mass_range, cov_arr, order)  # type: ignore[arg-type]
+
+
+def _wls(
+    s: NDArray, t: NDArray, w: NDArray, k: int, absolute: bool
+) -> tuple[NDArray, NDArray] | None:
+    """Weighted LS of order k in centred/scaled s; coefficients and covariance in s."""
+    centre = float(np.average(s, weights=w))
+    scale = float(np.max(np.abs(s - centre))) or 1.0
+    u = (s - centre) / scale
+    vander = np.vander(u, k + 1, increasing=True)
+    sw = np.sqrt(w)
+    q, r = np.linalg.qr(vander * sw[:, None])
+    diag = np.abs(np.diag(r))
+    if diag.min() <= 1e-10 * diag.max():
+        return None
+    r_inv = np.linalg.inv(r)  # (K+1)x(K+1) upper triangular: tiny, well conditioned
+    beta = r_inv @ (q.T @ (t * sw))
+    cov_u = r_inv @ r_inv.T
+    dof = t.size - (k + 1)
+    if not absolute:
+        if dof > 0:
+            resid = (t - vander @ beta) * sw
+            cov_u = cov_u * float(resid @ resid) / dof
+        else:
+            cov_u = np.full_like(cov_u, np.nan)
+    # t = sum_j beta_j ((s - c)/h)^j = sum_k s^k sum_{j>=k} beta_j C(j,k) (-c)^(j-k) h^-j
+    transform = np.zeros((k + 1, k + 1))
+    for j in range(k + 1):
+        for i in range(j + 1):
+            transform[i, j] = math.comb(j, i) * (-centre) ** (j - i) / scale**j
+    coef = transform @ beta
+    cov = transform @ cov_u @ transform.T
+    return coef, cov
