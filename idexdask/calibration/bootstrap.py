@@ -320,14 +320,14 @@ def load_calibration_settings(
 # --------------------------------------------------------------------------- results
 
 
-class BootstrapStatus(str, enum.Enum):
+class BootstrapStatus(enum.StrEnum):
     """Outcome of :func:`bootstrap_calibration`."""
 
     CALIBRATED = "calibrated"
     UNCALIBRATED = "uncalibrated"
 
 
-class UncalibratedReason(str, enum.Enum):
+class UncalibratedReason(enum.StrEnum):
     """Why a spectrum was left without a mass axis."""
 
     NONE = "none"  #: calibrated

@@ -72,7 +72,7 @@ _N_SLOPE_GRID = 512  # dense s-grid of the monotonicity check
 _MAX_ITER = 100
 
 
-class CalibrationStatus(str, enum.Enum):
+class CalibrationStatus(enum.StrEnum):
     """Outcome of :meth:`TOFMassCal.fit`."""
 
     CALIBRATED = "calibrated"  #: fitted at the requested (or adaptive) order
@@ -162,24 +162,38 @@ def min_slope(coefficients: ArrayLike, s_lo: float, s_hi: float) -> float:
     if not np.all(np.isfinite(c)):
         return -math.inf
     d = np.arange(1, c.size) * c[1:]  # dt/ds, low order first
+    # Drop leading terms negligible over the interval (avoids ill-posed root finding).
+    scale = np.abs(d) * max(abs(s_hi), 1.0) ** np.arange(d.size)
+    while d.size > 1 and scale[d.size - 1] <= 1e-13 * scale.max():
+        d = d[:-1]
     d = np.trim_zeros(d, "b")
     if d.size == 0:
         return 0.0
     pts = [np.linspace(s_lo, s_hi, _N_SLOPE_GRID)]
     if d.size >= 3:  # derivative of the slope has real roots -> slope extrema
         dd = np.arange(1, d.size) * d[1:]
-        roots = np.roots(dd[::-1])
+        roots = _roots(dd)
         real = roots[np.abs(roots.imag) <= 1e-12 * (1 + np.abs(roots.real))].real
         pts.append(real[(real >= s_lo) & (real <= s_hi)])
     s = np.concatenate(pts)
     slope = np.polynomial.polynomial.polyval(s, d)
     smin = float(slope.min())
     if d.size >= 2 and smin > 0:
-        roots = np.roots(d[::-1])
+        roots = _roots(d)
         real = roots[np.abs(roots.imag) <= 1e-12 * (1 + np.abs(roots.real))].real
         if np.any((real >= s_lo) & (real <= s_hi)):
             return 0.0
     return smin
+
+
+def _roots(poly_low_first: NDArray) -> NDArray:
+    """Complex roots of a low-order-first polynomial (empty if not computable)."""
+    try:
+        with np.errstate(all="ignore"):
+            roots = np.roots(poly_low_first[::-1])
+    except np.linalg.LinAlgError:
+        return np.empty(0, dtype=complex)
+    return roots[np.isfinite(roots)]
 
 
 def adaptive_order(
