@@ -213,7 +213,8 @@ def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
             epoch,
             attrs={"units": "ns", "long_name": "event time, TT2000 (ns since J2000 TT)"},
         ),
-        "channel": ("channel", [c.name for c in CHANNELS]),
+        # object dtype: Zarr v3 stores it as variable-length UTF-8 (a specified type)
+        "channel": ("channel", np.array([c.name for c in CHANNELS], dtype=object)),
     }
     other = {apid: n for apid, n in apid_counts.items() if apid != SCIENCE_APID}
     attrs = {
