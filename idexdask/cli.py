@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode = sub.add_parser("decode", help="decode L0 packet files into a Zarr v3 store")
     decode.add_argument("inputs", nargs="+", help="L0 files or directories of them")
     decode.add_argument("-o", "--output", required=True, help="output store (OUT.zarr)")
-    decode.add_argument("--xtce", help="XTCE file to decode the non-science APIDs with")
+    decode.add_argument(
+        "--xtce", action="append", help="XTCE file(s) to decode the non-science APIDs with"
+    )
     decode.add_argument("--chunk", type=int, default=256, help="events per Zarr chunk")
     decode.add_argument("--overwrite", action="store_true", help="replace an existing store")
     decode.set_defaults(func=cmd_decode)

@@ -72,7 +72,7 @@ def _load(source: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[n
 def read_l0(
     source: str | os.PathLike | bytes,
     *,
-    xtce: str | os.PathLike | None = None,
+    xtce: str | os.PathLike | list[str | os.PathLike] | None = None,
 ) -> xr.Dataset:
     """Decode an IDEX L0 packet file into one dataset row per dust event.
 
@@ -80,11 +80,13 @@ def read_l0(
     ----------
     source : path or bytes
         A file of concatenated CCSDS packets (``.pkts``, ``.bin``, ...) or its bytes.
-    xtce : path, optional
-        The official XTCE definition (e.g. ``idex_housekeeping_packet_definition.xml``).
+    xtce : path or list of paths, optional
+        Official XTCE definitions (e.g. ``idex_housekeeping_packet_definition.xml``).
         When given, packets of the other APIDs are decoded with space-packet-parser
-        and added on their own dimensions (``packet_<apid>``); without it they are
-        only counted (attribute ``apid_counts``).
+        and added on their own dimensions (``packet_<apid>``); packets no definition
+        describes are counted (attribute ``undecoded_apid_counts``).  Without it
+        they are only counted (attribute ``apid_counts``).  The science events never
+        depend on it.
 
     Returns
     -------

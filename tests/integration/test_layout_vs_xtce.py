@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import space_packet_parser as spp
@@ -61,3 +63,38 @@ def test_every_header_field_agrees_with_xtce(file, science_definition):
         EVENT_HEADER_FIELDS
     )
     assert compared == expected and len(header_rows) > 0
+
+
+def test_other_apids_decoded_through_xtce_or_counted(l0_dir):
+    from idexdask import read_l0
+
+    definitions = [
+        l0_dir / "idex_housekeeping_packet_definition.xml",
+        l0_dir / "idex_science_packet_definition.xml",
+    ]
+    plain = read_l0(l0_dir / "imap_idex_l0_raw_20231218_v001.pkts")
+    full = read_l0(l0_dir / "imap_idex_l0_raw_20231218_v001.pkts", xtce=definitions)
+    # the science events never depend on XTCE
+    for name in ("TOF_High", "Ion_Grid", "idx__txhdrblocks"):
+        np.testing.assert_array_equal(plain[name].values, full[name].values)
+    assert json.loads(full.attrs["decoded_apid_counts"]) == {"1418": 3}
+    # housekeeping APIDs are not described by the two shipped XTCE files
+    assert json.loads(full.attrs["undecoded_apid_counts"]) == {
+        "1376": 262, "1377": 10, "1413": 12, "1414": 25
+    }
+    assert full.sizes["packet_1418"] == 3
+    assert (full["pkt_apid"].values == 1418).all()
+    messages = read_l0(l0_dir / "imap_idex_l0_raw_20250108_v001.pkts", xtce=definitions)
+    assert messages.sizes["packet_1418"] == 28
+    catalog = read_l0(l0_dir / "imap_idex_l0_raw_20241206_v001.pkts", xtce=definitions)
+    assert catalog.sizes["packet_1419"] == 1
+
+
+def test_bad_xtce_path_is_a_project_error(l0_dir, tmp_path):
+    from idexdask import read_l0
+    from idexdask.errors import XtceError
+
+    bogus = tmp_path / "not.xml"
+    bogus.write_text("<nope/>")
+    with pytest.raises(XtceError):
+        read_l0(l0_dir / "imap_idex_l0_raw_20250108_v001.pkts", xtce=bogus)
