@@ -377,9 +377,10 @@ class BootstrapResult:
     assignments : list of Assignment
         Final identification (empty unless CALIBRATED), sorted by peak index.
     stretch : float
-        Linear comb stretch ``a``, µs/sqrt(u) (NaN when no alignment was found).
+        Linear stretch ``a``, µs/sqrt(u): least squares over the final assigned
+        lines when calibrated, else of the best comb alignment (NaN if none).
     shift : float
-        Linear comb shift ``t0``, µs.
+        Linear shift ``t0``, µs (same rule).
     score : float
         Comb-stage score (see module docstring).
     n_matched : int
@@ -451,6 +452,17 @@ def _match(p: NDArray, q: NDArray, tol: float) -> tuple[NDArray, NDArray]:
     j = np.arange(p.size)
     ok = (best_p[best_q] == j) & (d[j, best_q] <= tol)
     return j[ok], best_q[ok]
+
+
+def _linear_fit(s: NDArray, t: NDArray) -> tuple[float, float]:
+    """Least-squares ``(t0, a)`` of ``t = t0 + a*s`` (NaN when s is constant)."""
+    sm, tm = float(s.mean()), float(t.mean())
+    ds = s - sm
+    den = float(ds @ ds)
+    if den <= 0:
+        return math.nan, math.nan
+    a = float(ds @ (t - tm)) / den
+    return tm - a * sm, a
 
 
 def _match_many(p: NDArray, q: NDArray, tol: float) -> tuple[NDArray, NDArray]:
@@ -713,6 +725,11 @@ def bootstrap_calibration(
             break
         pj, ij = new_pj, new_ij
     assert cal is not None
+    # Report the linear (stretch, shift) of the final, larger line set.
+    if pj.size >= 2:
+        t0_lin, a_lin = _linear_fit(np.sqrt(m_ext[ij]), p[pj])
+        if math.isfinite(a_lin):
+            info["stretch"], info["shift"] = a_lin, t0_lin
     model_t = np.asarray(cal.time(m_ext[ij]))
     assignments = [
         Assignment(int(j), ext[i].label, float(ext[i].mass_u), float(p[j]), float(p[j] - tj))

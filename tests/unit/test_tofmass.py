@@ -98,7 +98,8 @@ def test_residual_units():
     # residual_u = (dm/dt) * residual_us at each line, dm/dt = 2 s / (dt/ds)
     s = np.sqrt(m)
     slope = np.polynomial.polynomial.polyval(s, np.polynomial.polynomial.polyder(cal.coefficients))
-    np.testing.assert_allclose(cal.residual_u, 2 * s / slope * cal.residual_us, rtol=1e-3, atol=1e-9)
+    expected_u = 2 * s / slope * cal.residual_us
+    np.testing.assert_allclose(cal.residual_u, expected_u, rtol=1e-3, atol=1e-9)
     assert np.argmax(np.abs(cal.residual_us)) == 3
     assert abs(cal.residual_us[3]) < 0.004
 
