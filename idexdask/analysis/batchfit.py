@@ -6,8 +6,8 @@ fit; here all windows advance together, one Levenberg–Marquardt iteration per
 Python loop pass, with every operation vectorised across fits:
 
 * model values and Jacobians for all windows at once (analytic for the
-  Gaussian and EMG lines and the baselines, vectorised forward differences
-  for the other shapes);
+  Gaussian and all EMG-family lines and the baselines, vectorised forward
+  differences for the Voigt line);
 * normal equations as an ``(n_fits, p, p)`` stack, Marquardt-scaled and solved
   with one batched ``xp.linalg.solve``;
 * per-fit damping, acceptance, convergence and failure masks; finished fits are
@@ -37,8 +37,6 @@ from idexdask.analysis.lineshapes import (
     SIGMA_MIN,
     GAMMA_MAX,
     _emg_h,
-    double_emg,
-    hyper_emg,
     voigt,
 )
 from idexdask.errors import AnalysisError
@@ -158,21 +156,51 @@ def _gaussian_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
     return f, [g, f * u / s, f * (u * u - 1.0) / s]
 
 
-def _emg_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
-    # ln f = ln(a*gamma/2) + (gamma*sigma)**2/2 - gamma*t + ln erfc(z),
-    # z = (gamma*sigma - t/sigma)/sqrt(2), t = x - center.  The erfc'(z) terms
-    # reduce to the Gaussian exp(-u**2/2): f * d ln erfc(z)/dz = -a*gamma*G/sqrt(pi).
-    a, mu, s, gam = _col(p, 0), _col(p, 1), _col(p, 2), _col(p, 3)
-    t = x - mu
+def _emg_unit_jac(xp: ModuleType, t: Any, s: Any, gam: Any) -> tuple[Any, Any, Any, Any]:
+    """Unit-area EMG at ``t = x - center`` and its derivatives (center, sigma, gamma).
+
+    ln g = ln(gamma/2) + (gamma*sigma)**2/2 - gamma*t + ln erfc(z) with
+    z = (gamma*sigma - t/sigma)/sqrt(2); the erfc'(z) terms reduce to the
+    Gaussian G = exp(-t**2/(2 sigma**2)): g * d ln erfc(z)/dz = -gamma*G/sqrt(pi).
+    """
     h, gauss = _emg_h(xp, t / s, gam * s, with_gauss=True)
     half_h = 0.5 * h
-    unit = gam * half_h
+    g = gam * half_h
+    gg = (gam / _SQRT_2PI) * gauss  # gamma*G/sqrt(2*pi)
+    d_center = gam * g - gg / s
+    d_sigma = (gam * gam * s) * g - gg * (gam + t / (s * s))
+    d_gamma = half_h * (1.0 + gam * (gam * s * s - t)) - gg * s
+    return g, d_center, d_sigma, d_gamma
+
+
+def _emg_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
+    a, mu, s, gam = _col(p, 0), _col(p, 1), _col(p, 2), _col(p, 3)
+    g, dc, ds, dg = _emg_unit_jac(xp, x - mu, s, gam)
+    f = a * g
+    return f, [g, a * dc, a * ds, a * dg]
+
+
+def _two_emg_fj(xp: ModuleType, x: Any, p: Any, mirror_first: bool) -> tuple[Any, Any]:
+    """``a*(w*emg1 + (1-w)*emg2)`` sharing centre and width; emg1 mirrored for hyper-EMG."""
+    a, mu, s, g1, g2, w = (_col(p, j) for j in range(6))
+    t = x - mu
+    u1, c1, s1, r1 = _emg_unit_jac(xp, -t if mirror_first else t, s, g1)
+    if mirror_first:
+        c1 = -c1  # d/d(center) of g(center - x)
+    u2, c2, s2, r2 = _emg_unit_jac(xp, t, s, g2)
+    v = 1.0 - w
+    unit = w * u1 + v * u2
     f = a * unit
-    ag = (a * gam / _SQRT_2PI) * gauss  # a*gamma*G/sqrt(2*pi)
-    d_center = gam * f - ag / s
-    d_sigma = (gam * gam * s) * f - ag * (gam + t / (s * s))
-    d_gamma = a * half_h * (1.0 + gam * (gam * s * s - t)) - ag * s
-    return f, [unit, d_center, d_sigma, d_gamma]
+    return f, [unit, a * (w * c1 + v * c2), a * (w * s1 + v * s2), (a * w) * r1,
+               (a * v) * r2, a * (u1 - u2)]
+
+
+def _double_emg_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
+    return _two_emg_fj(xp, x, p, mirror_first=False)
+
+
+def _hyper_emg_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
+    return _two_emg_fj(xp, x, p, mirror_first=True)
 
 
 def _fd_line(func: Callable[..., Any], n: int) -> Callable[[ModuleType, Any, Any], Any]:
@@ -185,16 +213,16 @@ def _fd_line(func: Callable[..., Any], n: int) -> Callable[[ModuleType, Any, Any
 _ANALYTIC_LINES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "gaussian": (("amplitude", "center", "sigma"), _gaussian_fj),
     "emg": (("amplitude", "center", "sigma", "gamma"), _emg_fj),
-}
-_FD_LINES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "double_emg": (
         ("amplitude", "center", "sigma", "gamma1", "gamma2", "fraction"),
-        double_emg,
+        _double_emg_fj,
     ),
     "hyper_emg": (
         ("amplitude", "center", "sigma", "gamma_left", "gamma_right", "fraction_left"),
-        hyper_emg,
+        _hyper_emg_fj,
     ),
+}
+_FD_LINES: dict[str, tuple[tuple[str, ...], Callable]] = {
     "voigt": (("amplitude", "center", "sigma", "gamma"), voigt),
 }
 _BASELINES: dict[str, tuple[str, ...]] = {
@@ -221,8 +249,8 @@ def batch_model(line: str = "emg", baseline: str = "constant") -> BatchModel:
     Parameters
     ----------
     line : {"emg", "gaussian", "double_emg", "hyper_emg", "voigt"}
-        Line shape (see :mod:`idexdask.analysis.lineshapes`).  ``emg`` and
-        ``gaussian`` have analytic Jacobians; the others use forward differences.
+        Line shape (see :mod:`idexdask.analysis.lineshapes`).  All but
+        ``voigt`` have analytic Jacobians; ``voigt`` uses forward differences.
         For ``voigt``, ``gamma`` is the Lorentzian HWHM (µs), bounded below by 0.
     baseline : {"constant", "linear", "none"}
         ``c`` (DN), ``intercept + slope*x`` (DN, DN/µs), or nothing.
@@ -322,7 +350,7 @@ class _Bounds:
     def to_internal(self, xp: ModuleType, p: Any) -> Any:
         both = self.has_lo & self.has_hi
         width = xp.where(both, self.hi - self.lo, 1.0)
-        with _xp.errstate(xp, invalid="ignore"):
+        with _xp.errstate(xp, invalid="ignore", over="ignore"):
             t_both = xp.arcsin(xp.clip(2.0 * (p - self.lo) / width - 1.0, -1.0, 1.0))
             t_lo = xp.sqrt(xp.maximum((p - self.lo + 1.0) ** 2 - 1.0, 0.0))
             t_hi = xp.sqrt(xp.maximum((self.hi - p + 1.0) ** 2 - 1.0, 0.0))
@@ -332,7 +360,8 @@ class _Bounds:
         """External parameters and their derivative with respect to the internal ones."""
         both = self.has_lo & self.has_hi
         half = 0.5 * (self.hi - self.lo)
-        root = xp.sqrt(t * t + 1.0)
+        with _xp.errstate(xp, over="ignore"):
+            root = xp.sqrt(t * t + 1.0)
         p = xp.where(
             both,
             self.lo + half * (xp.sin(t) + 1.0),
@@ -610,8 +639,8 @@ def fit_batch(
 
     def evaluate_block(theta_: Any, xs_: Any, ys_: Any, ws_: Any, bs_: Any) -> tuple[Any, ...]:
         p_, dp_ = bs_.to_external(xp, theta_)
-        f_, jac_ = model.jacobian(xp, xs_, p_)
-        with _xp.errstate(xp, invalid="ignore", over="ignore"):
+        with _xp.errstate(xp, invalid="ignore", over="ignore", divide="ignore"):
+            f_, jac_ = model.jacobian(xp, xs_, p_)
             r_ = ws_ * (ys_ - f_)  # masked points: finite x and y, weight 0
             a_ext_, b_ext_ = _normal_equations(xp, jac_ * ws_[:, None, :], r_)
             chi_ = xp.sum(r_ * r_, axis=1)
@@ -642,27 +671,33 @@ def fit_batch(
         ]
         return tuple(xp.concatenate(arrays, axis=0) for arrays in zip(*parts, strict=True))
 
-    def plan(a_: Any, b_: Any, chi_: Any, lam_: Any) -> tuple[Any, Any, Any]:
-        """Next damped step, whether the fit has converged, and its scaled gradient."""
-        step_ = _solve_damped(xp, a_, b_, lam_)
-        predicted = xp.sum(step_ * (2.0 * b_ - (a_ @ step_[:, :, None])[:, :, 0]), axis=1)
-        diag = xp.diagonal(a_, axis1=1, axis2=2)
-        with _xp.errstate(xp, invalid="ignore", divide="ignore"):
+    def plan(a_: Any, b_: Any, chi_: Any, lam_: Any, floor_: Any) -> tuple[Any, Any, Any]:
+        """Next damped step, whether the fit has converged, and its scaled gradient.
+
+        ``floor_`` is the chi-square of residuals at the data's rounding level: a
+        noiseless window is converged when chi-square reaches it.
+        """
+        chi_ = chi_ + floor_
+        with _xp.errstate(xp, invalid="ignore", divide="ignore", over="ignore"):
+            step_ = _solve_damped(xp, a_, b_, lam_)
+            predicted = xp.sum(step_ * (2.0 * b_ - (a_ @ step_[:, :, None])[:, :, 0]), axis=1)
+            diag = xp.diagonal(a_, axis1=1, axis2=2)
             cosine = xp.abs(b_) / xp.sqrt(diag * chi_[:, None])
         cosine = xp.max(xp.where(diag > 0.0, cosine, 0.0), axis=1)
         # a nearly undamped step predicting less than ftol*chisq gain: the minimum
         # is reached (and evaluating that step would only show rounding noise)
         done_ = ((lam_ <= _LAMBDA_GN) & (predicted <= ftol * chi_)) | (cosine <= gtol)
-        return step_, done_ | (chi_ == 0.0), cosine
+        return step_, done_, cosine
 
     p_ext, chi, a, b, a_ext = evaluate(theta, xs, ys, ws, bs)
+    chi_floor = 1e-26 * xp.sum((ws * ys) ** 2, axis=1)
     n_act = int(idx.shape[0])
     lam = xp.full((n_act,), _LAMBDA_START, dtype=f64)
     nfev = xp.full((n_act,), 1, dtype=xp.int64)
     niter = xp.zeros((n_act,), dtype=xp.int64)
     chi_ref = chi  # chi-square at the start of the current stall window
     nonfinite = ~xp.isfinite(chi)
-    step, converged, _ = plan(a, b, xp.where(nonfinite, 1.0, chi), lam)
+    step, converged, _ = plan(a, b, xp.where(nonfinite, 1.0, chi), lam, chi_floor)
     converged &= ~nonfinite
     done = converged | nonfinite
     status = xp.where(
@@ -677,7 +712,8 @@ def fit_batch(
             gi = idx[fin]
             out_p[gi] = p_ext[fin]
             out_chi[gi] = chi[fin]
-            out_cov[gi] = _covariance(xp, a_ext[fin])
+            with _xp.errstate(xp, invalid="ignore", divide="ignore", over="ignore"):
+                out_cov[gi] = _covariance(xp, a_ext[fin])
             out_nfev[gi] = nfev[fin]
             out_iter[gi] = niter[fin]
             out_status[gi] = status[fin]
@@ -685,6 +721,7 @@ def fit_batch(
             idx, xs, ys, ws, bs = idx[keep], xs[keep], ys[keep], ws[keep], bs.take(keep)
             theta, p_ext, chi, a, b = theta[keep], p_ext[keep], chi[keep], a[keep], b[keep]
             a_ext, step, chi_ref = a_ext[keep], step[keep], chi_ref[keep]
+            chi_floor = chi_floor[keep]
             lam, nfev, niter, status = lam[keep], nfev[keep], niter[keep], status[keep]
             n_act = int(idx.shape[0])
         if n_act == 0:
@@ -709,15 +746,16 @@ def fit_batch(
         a_ext = xp.where(acc3, a_ext_try, a_ext)
         lam = xp.where(accept, xp.maximum(lam * 0.1, _LAMBDA_MIN), lam * 10.0)
 
-        step, converged, cosine = plan(a, b, chi, lam)
+        step, converged, cosine = plan(a, b, chi, lam, chi_floor)
         converged |= pinned_done
         # damping this large means no descent is left at double precision: a
         # minimum if the gradient is (nearly) orthogonal to the residuals
         stalled = lam > _LAMBDA_MAX
         converged |= stalled & (cosine <= 1e-4)
-        status = xp.where(converged, int(FitStatus.CONVERGED), status).astype(xp.int8)
         window_end = (niter % _STALL_WINDOW) == 0
         no_progress = window_end & ~(chi_ref - chi > stall_tol * chi_ref)
+        converged |= no_progress & (chi <= 100.0 * chi_floor)  # noiseless data, at rounding
+        status = xp.where(converged, int(FitStatus.CONVERGED), status).astype(xp.int8)
         chi_ref = xp.where(window_end, chi, chi_ref)
         done = converged | stalled | no_progress | (niter >= max_iter)
 
