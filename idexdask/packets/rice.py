@@ -39,17 +39,6 @@ _LEADING_ZEROS_8.setflags(write=False)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _read(stream, bit_pos, n_bits):  # pragma: no cover - compiled
-    """Read ``n_bits`` (<= 32) MSB-first at ``bit_pos``; the stream is zero padded."""
-    byte = bit_pos >> 3
-    window = np.uint64(0)
-    for i in range(5):
-        window = (window << np.uint64(8)) | np.uint64(stream[byte + i])
-    shift = np.uint64(40 - (bit_pos & 7) - n_bits)
-    return np.int64((window >> shift) & np.uint64((1 << n_bits) - 1))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
 def _leading_zeros(window):  # pragma: no cover - compiled
     """Leading zero bits of a non-zero 32-bit value."""
     if window >> 16:
@@ -61,77 +50,95 @@ def _leading_zeros(window):  # pragma: no cover - compiled
     return 24 + _LEADING_ZEROS_8[window]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _refill(stream, next_byte, acc, have):  # pragma: no cover - compiled
+    """Top the 64-bit accumulator up to more than 56 valid bits (left-aligned)."""
+    while have <= 56:
+        acc |= np.uint64(stream[next_byte]) << np.uint64(56 - have)
+        next_byte += 1
+        have += 8
+    return next_byte, acc, have
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _take(acc, have, used, n_bits):  # pragma: no cover - compiled
+    """Pop ``n_bits`` (<= 56) from the accumulator: (value, acc, have, used)."""
+    value = np.int64(acc >> np.uint64(64 - n_bits))
+    return value, acc << np.uint64(n_bits), have - n_bits, used + n_bits
+
+
 @numba.njit(cache=True, nogil=True)
 def rice_decode_into(stream, n_bytes, bits, out, n_out):  # pragma: no cover - compiled
     """Decode one channel stream into ``out[:n_out]``.
 
-    ``stream`` must hold at least 8 zero bytes beyond ``n_bytes``.  Returns
+    Bits are read through a 64-bit accumulator, refilled bytewise.  ``stream``
+    must hold at least 8 zero bytes beyond ``n_bytes``.  Returns
     ``(samples_decoded, status)`` with status one of the ``DECODE_*`` codes.
     """
     total_bits = n_bytes * 8
     top = (1 << bits) - 1
-    bp = 0
+    acc = np.uint64(0)
+    have = 0  # valid bits in acc
+    used = 0  # bits consumed from the stream
+    next_byte = 0
     i = 0
     while i < n_out:
-        if bp + 2 > total_bits:
+        next_byte, acc, have = _refill(stream, next_byte, acc, have)
+        if used + 2 > total_bits:
             return i, DECODE_SHORT
-        predictor = _read(stream, bp, 2)
-        bp += 2
+        predictor, acc, have, used = _take(acc, have, used, 2)
         k = 0
         if predictor >= 2:
-            k = _read(stream, bp, 4)
-            bp += 4
+            k, acc, have, used = _take(acc, have, used, 4)
         count = min(SUBFRAME, n_out - i)
         if predictor == 0:
-            if bp + bits > total_bits:
+            if used + bits > total_bits:
                 return i, DECODE_SHORT
-            value = _read(stream, bp, bits)
-            bp += bits
+            value, acc, have, used = _take(acc, have, used, bits)
             for j in range(count):
                 out[i + j] = value
             i += count
             continue
         warmups = count if predictor == 1 else min(predictor - 1, count)
         for j in range(warmups):
-            if bp + bits > total_bits:
+            next_byte, acc, have = _refill(stream, next_byte, acc, have)
+            if used + bits > total_bits:
                 return i, DECODE_SHORT
-            out[i] = _read(stream, bp, bits)
-            bp += bits
+            value, acc, have, used = _take(acc, have, used, bits)
+            out[i] = value
             i += 1
         for j in range(warmups, count):
-            # Unary quotient: count leading zeros of a 32-bit window, bytewise.
+            next_byte, acc, have = _refill(stream, next_byte, acc, have)
+            # unary quotient: leading zeros, then a one
             q = 0
-            while True:
-                if bp >= total_bits:
+            while (acc >> np.uint64(32)) == 0:  # 32 or more zeros: rare
+                if used + 32 > total_bits:
                     return i, DECODE_SHORT
-                window = _read(stream, bp, 32)
-                if window != 0:
-                    break
+                acc <<= np.uint64(32)
+                have -= 32
+                used += 32
                 q += 32
-                bp += 32
-            lead = _leading_zeros(window)
+                next_byte, acc, have = _refill(stream, next_byte, acc, have)
+            lead = _leading_zeros(np.int64(acc >> np.uint64(32)))
             q += lead
-            bp += lead + 1  # the zeros and the terminating one
-            if bp > total_bits:
+            acc <<= np.uint64(lead + 1)
+            have -= lead + 1
+            used += lead + 1
+            if used > total_bits:
                 return i, DECODE_SHORT
+            next_byte, acc, have = _refill(stream, next_byte, acc, have)
             if q == ESCAPE_QUOTIENT:
-                if bp + bits + 2 > total_bits:
+                if used + bits + 2 > total_bits:
                     return i, DECODE_SHORT
-                residual = _read(stream, bp, bits + 2)
-                bp += bits + 2
+                residual, acc, have, used = _take(acc, have, used, bits + 2)
                 if residual >= 1 << (bits + 1):
                     residual -= 1 << (bits + 2)
             else:
                 high = q >> 1 if (q & 1) == 0 else -((q + 1) >> 1)
-                if bp + k + 1 > total_bits:
+                if used + k + 1 > total_bits:
                     return i, DECODE_SHORT
-                used = lead + 1
-                if used + k + 1 <= 32:  # the remainder is still in the window
-                    remainder = (window >> (32 - used - k - 1)) & ((1 << (k + 1)) - 1)
-                else:
-                    remainder = _read(stream, bp, k + 1)
+                remainder, acc, have, used = _take(acc, have, used, k + 1)
                 residual = high * (1 << (k + 1)) + remainder
-                bp += k + 1
             if predictor == 2:
                 value = np.int64(out[i - 1]) + residual
             else:
