@@ -95,12 +95,16 @@ def main() -> None:
     counts = ", ".join(
         f"{s.name}={int(np.sum(status == s))}" for s in FitStatus if np.any(status == s)
     )
-    print(f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, "
-          f"lmfit {lmfit.__version__}, 1 thread")
+    print(
+        f"# {platform.processor() or platform.machine()}, numpy {np.__version__}, "
+        f"lmfit {lmfit.__version__}, 1 thread"
+    )
     print(f"# batch: {args.n} windows x {args.points} points; statuses: {counts}")
     print(f"# lmfit: {k} windows (per-fit rate extrapolates)")
-    print("| windows x points | batched fits/s (wall / cpu) | lmfit fits/s (wall / cpu) "
-          "| speed-up (wall / cpu) |")
+    print(
+        "| windows x points | batched fits/s (wall / cpu) | lmfit fits/s (wall / cpu) "
+        "| speed-up (wall / cpu) |"
+    )
     print("|---|---|---|---|")
     print(
         f"| {args.n} x {args.points} "

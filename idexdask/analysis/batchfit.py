@@ -34,8 +34,8 @@ from typing import Any
 
 from idexdask.analysis import xp as _xp
 from idexdask.analysis.lineshapes import (
-    SIGMA_MIN,
     GAMMA_MAX,
+    SIGMA_MIN,
     _emg_h,
     voigt,
 )
@@ -51,9 +51,9 @@ _FD_STEP = math.sqrt(2.220446049250313e-16)  # forward-difference relative step
 _LAMBDA_START = 1e-3
 _LAMBDA_MIN = 1e-12
 _LAMBDA_MAX = 1e16  # damping beyond this: no descent possible at double precision
-_LAMBDA_GN = 1e-2
-_CPU_BLOCK = 256
-_STALL_WINDOW = 10  # iterations over which a fit must make progress  # a step taken with no more damping than this is ~ Gauss-Newton
+_LAMBDA_GN = 1e-2  # a step taken with no more damping than this is ~ Gauss-Newton
+_CPU_BLOCK = 256  # fits per block on the CPU (temporaries stay in cache)
+_STALL_WINDOW = 10  # iterations over which a fit must make progress
 
 
 class FitStatus(IntEnum):
@@ -191,8 +191,14 @@ def _two_emg_fj(xp: ModuleType, x: Any, p: Any, mirror_first: bool) -> tuple[Any
     v = 1.0 - w
     unit = w * u1 + v * u2
     f = a * unit
-    return f, [unit, a * (w * c1 + v * c2), a * (w * s1 + v * s2), (a * w) * r1,
-               (a * v) * r2, a * (u1 - u2)]
+    return f, [
+        unit,
+        a * (w * c1 + v * c2),
+        a * (w * s1 + v * s2),
+        (a * w) * r1,
+        (a * v) * r2,
+        a * (u1 - u2),
+    ]
 
 
 def _double_emg_fj(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:

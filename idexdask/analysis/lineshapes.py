@@ -286,9 +286,7 @@ def gaussian_model(prefix: str = "") -> lmfit.Model:
     -------
     lmfit.Model
     """
-    return _model(
-        gaussian, prefix, {"amplitude": _AMPLITUDE, "center": _CENTER, "sigma": _SIGMA}
-    )
+    return _model(gaussian, prefix, {"amplitude": _AMPLITUDE, "center": _CENTER, "sigma": _SIGMA})
 
 
 def emg_model(prefix: str = "") -> lmfit.Model:

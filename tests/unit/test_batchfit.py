@@ -65,8 +65,9 @@ def lmfit_fit(model, names, x, y, p0, lower, upper, **fit_kws):
         params[name].set(value=p0[j], min=lower[j], max=upper[j])
     res = model.fit(y, params, x=x, fit_kws=fit_kws or None)
     values = np.array([res.params[k].value for k in names])
-    stderr = np.array([np.nan if res.params[k].stderr is None else res.params[k].stderr
-                       for k in names])
+    stderr = np.array(
+        [np.nan if res.params[k].stderr is None else res.params[k].stderr for k in names]
+    )
     return values, stderr, res.chisqr, res.redchi
 
 
@@ -161,8 +162,9 @@ def test_weights_as_lmfit():
         params = model.make_params()
         for j, name in enumerate(NAMES):
             params[name].set(value=p0[i, j], min=LOWER[j], max=UPPER[j])
-        ref = model.fit(y[i], params, x=x[i], weights=1 / sigma_dn,
-                        fit_kws={"xtol": 1e-12, "ftol": 1e-12})
+        ref = model.fit(
+            y[i], params, x=x[i], weights=1 / sigma_dn, fit_kws={"xtol": 1e-12, "ftol": 1e-12}
+        )
         assert_allclose(res.params[i], [ref.params[k].value for k in NAMES], rtol=1e-4)
         assert res.chisq[i] == pytest.approx(ref.chisqr, rel=1e-6)
 
@@ -174,8 +176,7 @@ def test_single_window_equals_batch(emg_batch):
     x, y, p0, _, res = emg_batch
     model = batch_model("emg", "constant")
     for i in (0, 17, 49):
-        one = fit_batch(x[i : i + 1], y[i : i + 1], model, p0[i : i + 1], lower=LOWER,
-                        upper=UPPER)
+        one = fit_batch(x[i : i + 1], y[i : i + 1], model, p0[i : i + 1], lower=LOWER, upper=UPPER)
         assert one.status[0] == res.status[i]
         assert_allclose(one.params[0], res.params[i], rtol=1e-12)
         assert_allclose(one.chisq[0], res.chisq[i], rtol=1e-12)
@@ -293,17 +294,20 @@ def test_analytic_jacobian_matches_finite_differences(fj):
         h = 1e-4 * p[:, 2] if j == 1 else 1e-4 * np.abs(p[:, j])  # centre: step << sigma
         h = h[:, None]
         # fourth-order central difference
-        numeric = (8 * (shifted(j, 1) - shifted(j, -1)) - shifted(j, 2) + shifted(j, -2)) / (
-            12 * h
-        )
+        numeric = (8 * (shifted(j, 1) - shifted(j, -1)) - shifted(j, 2) + shifted(j, -2)) / (12 * h)
         scale = np.max(np.abs(numeric), axis=1, keepdims=True)
-        assert_allclose(np.broadcast_to(cols[j], numeric.shape) / scale, numeric / scale,
-                        atol=1e-8)
+        assert_allclose(np.broadcast_to(cols[j], numeric.shape) / scale, numeric / scale, atol=1e-8)
 
 
-@pytest.mark.parametrize(("line", "baseline"), [("emg", "linear"), ("gaussian", "none"),
-                                                ("hyper_emg", "constant"),
-                                                ("double_emg", "constant")])
+@pytest.mark.parametrize(
+    ("line", "baseline"),
+    [
+        ("emg", "linear"),
+        ("gaussian", "none"),
+        ("hyper_emg", "constant"),
+        ("double_emg", "constant"),
+    ],
+)
 def test_other_models_recover_noiseless_truth(line, baseline):
     x = 8.0 + np.arange(80) * DT + np.zeros((3, 1))
     model = batch_model(line, baseline)
@@ -347,7 +351,11 @@ def test_forward_difference_model_voigt():
 def test_batch_model_names_and_errors():
     assert batch_model().param_names == NAMES
     assert batch_model("gaussian", "linear").param_names == (
-        "amplitude", "center", "sigma", "intercept", "slope"
+        "amplitude",
+        "center",
+        "sigma",
+        "intercept",
+        "slope",
     )
     assert isinstance(batch_model("voigt"), BatchModel)
     with pytest.raises(AnalysisError):
@@ -365,19 +373,28 @@ def test_batch_model_names_and_errors():
 
 def test_shared_x_and_defaults():
     x, y, p0, _ = idex_windows(3, seed=12)
-    xs = x[0] - x[0, 0]
-    y2 = y.copy()
-    res = fit_batch(xs, y2 - 0.0, batch_model(), np.column_stack([p0[:, 0], p0[:, 1] - x[:, :1][:, 0],
-                                                                   p0[:, 2:]]))
+    """One time axis for all windows (1-D x) and the model's default bounds."""
+    shared = x[0] - x[0, 0]  # µs from the window start
+    p0 = p0.copy()
+    p0[:, 1] -= x[:, 0]
+    res = fit_batch(shared, y, batch_model(), p0)
     assert res.params.shape == (3, 5)
     assert np.all(res.status == FitStatus.CONVERGED)
+    per_window = fit_batch(np.broadcast_to(shared, y.shape), y, batch_model(), p0)
+    assert_allclose(res.params, per_window.params, rtol=1e-12)
 
 
 def test_cupy_matches_numpy():
     cupy = pytest.importorskip("cupy")
     x, y, p0, _ = idex_windows(20, seed=6)
     ref = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER)
-    got = fit_batch(cupy.asarray(x), cupy.asarray(y), batch_model(), cupy.asarray(p0),
-                    lower=cupy.asarray(LOWER), upper=cupy.asarray(UPPER))
+    got = fit_batch(
+        cupy.asarray(x),
+        cupy.asarray(y),
+        batch_model(),
+        cupy.asarray(p0),
+        lower=cupy.asarray(LOWER),
+        upper=cupy.asarray(UPPER),
+    )
     assert_allclose(cupy.asnumpy(got.params), ref.params, rtol=1e-8)
     assert np.array_equal(cupy.asnumpy(got.status), ref.status)

@@ -66,13 +66,17 @@ def _emg_by_convolution(x: float, sigma: float, gamma: float) -> float:
     """EMG (unit area, centre 0) as the Gaussian-exponential convolution, by quadrature."""
 
     def integrand(s: float) -> float:
-        return gamma * math.exp(-gamma * s) * math.exp(-0.5 * ((x - s) / sigma) ** 2) / (
-            sigma * math.sqrt(2 * math.pi)
+        return (
+            gamma
+            * math.exp(-gamma * s)
+            * math.exp(-0.5 * ((x - s) / sigma) ** 2)
+            / (sigma * math.sqrt(2 * math.pi))
         )
 
     upper = 60.0 / gamma
-    return integrate.quad(integrand, 0.0, upper, points=[min(max(x, 0.0), upper)],
-                          limit=500, epsabs=0, epsrel=1e-13)[0]
+    return integrate.quad(
+        integrand, 0.0, upper, points=[min(max(x, 0.0), upper)], limit=500, epsabs=0, epsrel=1e-13
+    )[0]
 
 
 def test_emg_large_gamma_sigma_matches_convolution():
@@ -86,7 +90,9 @@ def test_emg_large_gamma_sigma_matches_convolution():
         mpmath.mp.dps = 50
         ref = [
             float(
-                gamma / 2 * mpmath.exp(gamma / 2 * (gamma * sigma**2 - 2 * t))
+                gamma
+                / 2
+                * mpmath.exp(gamma / 2 * (gamma * sigma**2 - 2 * t))
                 * mpmath.erfc((gamma * sigma**2 - t) / (mpmath.sqrt(2) * sigma))
             )
             for t in xs
@@ -102,8 +108,11 @@ def test_emg_matches_naive_form_where_finite():
     sigma = rng.uniform(0.002, 0.05, 2000)
     gamma = rng.uniform(1.0, 300.0, 2000)
     with np.errstate(over="ignore", invalid="ignore", under="ignore"):
-        naive = gamma / 2 * np.exp(gamma / 2 * (gamma * sigma**2 - 2 * x)) * erfc(
-            (gamma * sigma**2 - x) / (np.sqrt(2) * sigma)
+        naive = (
+            gamma
+            / 2
+            * np.exp(gamma / 2 * (gamma * sigma**2 - 2 * x))
+            * erfc((gamma * sigma**2 - x) / (np.sqrt(2) * sigma))
         )
     ok = np.isfinite(naive) & (naive > 1e-250)
     assert ok.sum() > 1000
@@ -122,8 +131,9 @@ def test_emg_moments(sigma, gamma):
     width = max(sigma, 1 / gamma)
 
     def moment(k):
-        return _integral(lambda t: float(emg(t, 1.0, CENTER, sigma, gamma)) * (t - CENTER) ** k,
-                         CENTER, width)
+        return _integral(
+            lambda t: float(emg(t, 1.0, CENTER, sigma, gamma)) * (t - CENTER) ** k, CENTER, width
+        )
 
     mean = moment(1)
     var = moment(2) - mean**2
@@ -140,9 +150,10 @@ def test_hyper_emg_tail_signs():
             return float(hyper_emg(t, 1.0, CENTER, sigma, **kw))
 
         lo = CENTER - 2.0
-        return integrate.quad(f, -np.inf, lo)[0] + integrate.quad(
-            f, lo, CENTER, points=[CENTER - 0.05], limit=500, epsrel=1e-12
-        )[0]
+        return (
+            integrate.quad(f, -np.inf, lo)[0]
+            + integrate.quad(f, lo, CENTER, points=[CENTER - 0.05], limit=500, epsrel=1e-12)[0]
+        )
 
     # the left tail puts its mass before the centre, the right tail after it
     left = mass_before_center(gamma_left=gl, gamma_right=gr, fraction_left=1.0)
@@ -152,8 +163,9 @@ def test_hyper_emg_tail_signs():
     assert left == pytest.approx(1.0 - right, rel=1e-9)
     # mean = center + (1-f)/gamma_right - f/gamma_left
     f = 0.3
-    mean = _integral(lambda t: float(hyper_emg(t, 1.0, CENTER, sigma, gl, gr, f)) * t,
-                     CENTER, 1 / gl)
+    mean = _integral(
+        lambda t: float(hyper_emg(t, 1.0, CENTER, sigma, gl, gr, f)) * t, CENTER, 1 / gl
+    )
     assert mean == pytest.approx(CENTER + (1 - f) / gr - f / gl, rel=1e-9)
     # the pure right-tailed case is the EMG itself, the left one its mirror image
     t = np.linspace(CENTER - 0.1, CENTER + 0.1, 101)
