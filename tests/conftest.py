@@ -32,6 +32,14 @@ def l0_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def trc_dir() -> Path:
+    """The real LeCroy captures of peridot impacts; their absence is an error."""
+    if not TRC_DIR.is_dir() or not any(TRC_DIR.glob("*.trc")):
+        pytest.fail(f"no LeCroy captures under {TRC_DIR}: set IDEXDASK_DATA to the shared data")
+    return TRC_DIR
+
+
+@pytest.fixture(scope="session")
 def official_l1a(tmp_path_factory, l0_dir) -> dict[str, Path]:
     """Run the official L1a (imap-processing 1.0.40, in .venv-oracle) once on every real file.
 

@@ -1,12 +1,11 @@
 """The .trc reader and the charge pickup analysis on the shared peridot captures.
 
-Data: ``$IDEXDASK_DATA/scope-trc`` (default ``<repo>/../shared/data``); skipped
-when absent.
+Data: ``$IDEXDASK_DATA/scope-trc`` (default ``<repo>/../shared/data``); their
+absence fails the tests (fixture ``trc_dir`` in conftest), it never skips them.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,6 @@ from idexdask.io.trc import read_trc, read_trc_file
 REPO = Path(__file__).resolve().parents[2]
 IMPACTS = (1, 3, 6)
 NAMES = {1: "QD_1", 2: "TOF_Low", 3: "TOF_High", 4: "QD_2"}
-
-
-@pytest.fixture(scope="module")
-def trc_dir() -> Path:
-    root = Path(os.environ.get("IDEXDASK_DATA", REPO.parent / "shared" / "data"))
-    folder = root / "scope-trc"
-    if not folder.is_dir():
-        pytest.skip(f"real LeCroy captures not found under {folder}")
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +57,8 @@ def test_layout(ds):
 @pytest.mark.parametrize("impact", IMPACTS)
 @pytest.mark.parametrize("channel", [1, 2, 3, 4])
 def test_matches_lecroyutils(trc_dir, ds, impact, channel):
-    lecroy = pytest.importorskip("lecroyutils.data")
+    import lecroyutils.data as lecroy  # a dev dependency: its absence is a failure
+
     f = trc_dir / f"peridot_C{channel}_{impact:05d}.trc"
     with pytest.warns() if (channel, impact) == (2, 6) else _nullcontext():
         ref = lecroy.LecroyScopeData.parse_file(str(f))
