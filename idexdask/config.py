@@ -93,37 +93,38 @@ def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
 
 
 def _validate(value: Any, default: Any, dotted: str) -> None:
+    where = dotted.removeprefix("config.")
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{dotted}: expected a mapping, got {type(value).__name__}")
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         for key, sub in value.items():
             if key not in default:
                 known = ", ".join(sorted(map(str, default))) or "(none)"
-                raise ConfigError(f"unknown configuration key {dotted}.{key} (known: {known})")
+                name = f"{dotted}.{key}".removeprefix("config.")
+                raise ConfigError(f"unknown configuration key {name!r} (known: {known})")
             _validate(sub, default[key], f"{dotted}.{key}")
         return
     if default is None or value is None:
         pass  # optional value: any type accepted, checked by the stage using it
     elif isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{dotted}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
     elif isinstance(default, int | float):
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{dotted}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
         if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
             if not value.is_integer():
-                raise ConfigError(f"{dotted}: expected an integer, got {value!r}")
+                raise ConfigError(f"{where}: expected an integer, got {value!r}")
     elif isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{dotted}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
     elif isinstance(default, list):
         if not isinstance(value, list):
-            raise ConfigError(f"{dotted}: expected a list, got {value!r}")
-    key = dotted.removeprefix("config.")
-    if key in _RANGE_CHECKS and value is not None:
-        check, requirement = _RANGE_CHECKS[key]
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+    if where in _RANGE_CHECKS and value is not None:
+        check, requirement = _RANGE_CHECKS[where]
         if not check(value):
-            raise ConfigError(f"{key}: {value!r} is invalid ({requirement})")
+            raise ConfigError(f"{where}: {value!r} is invalid ({requirement})")
 
 
 def load_config(
