@@ -517,7 +517,7 @@ def fit_batch(
     ftol: float = 1e-10,
     gtol: float = 1e-10,
     bound_rtol: float = 1e-6,
-    stall_tol: float = 1e-8,
+    stall_tol: float = 1e-6,
     block_size: int | None = None,
 ) -> BatchFitResult:
     """Fit ``model`` to many windows at once by Levenberg–Marquardt.
@@ -683,6 +683,7 @@ def fit_batch(
         ``floor_`` is the chi-square of residuals at the data's rounding level: a
         noiseless window is converged when chi-square reaches it.
         """
+        at_floor = chi_ <= 100.0 * floor_  # residuals at rounding level (noiseless data)
         chi_ = chi_ + floor_
         with _xp.errstate(xp, invalid="ignore", divide="ignore", over="ignore"):
             step_ = _solve_damped(xp, a_, b_, lam_)
@@ -692,8 +693,8 @@ def fit_batch(
         cosine = xp.max(xp.where(diag > 0.0, cosine, 0.0), axis=1)
         # a nearly undamped step predicting less than ftol*chisq gain: the minimum
         # is reached (and evaluating that step would only show rounding noise)
-        done_ = ((lam_ <= _LAMBDA_GN) & (predicted <= ftol * chi_)) | (cosine <= gtol)
-        return step_, done_, cosine
+        done_ = ((lam_ <= _LAMBDA_GN) & (predicted <= ftol * chi_)) | (cosine <= gtol) | at_floor
+        return step_, predicted, done_, cosine
 
     p_ext, chi, a, b, a_ext = evaluate(theta, xs, ys, ws, bs)
     chi_floor = 1e-26 * xp.sum((ws * ys) ** 2, axis=1)
@@ -703,7 +704,8 @@ def fit_batch(
     niter = xp.zeros((n_act,), dtype=xp.int64)
     chi_ref = chi  # chi-square at the start of the current stall window
     nonfinite = ~xp.isfinite(chi)
-    step, converged, _ = plan(a, b, xp.where(nonfinite, 1.0, chi), lam, chi_floor)
+    step, predicted, converged, _ = plan(a, b, xp.where(nonfinite, 1.0, chi), lam, chi_floor)
+    nu = xp.full((n_act,), 2.0, dtype=f64)  # Nielsen's damping growth factor
     converged &= ~nonfinite
     done = converged | nonfinite
     status = xp.where(
@@ -727,6 +729,7 @@ def fit_batch(
             idx, xs, ys, ws, bs = idx[keep], xs[keep], ys[keep], ws[keep], bs.take(keep)
             theta, p_ext, chi, a, b = theta[keep], p_ext[keep], chi[keep], a[keep], b[keep]
             a_ext, step, chi_ref = a_ext[keep], step[keep], chi_ref[keep]
+            predicted, nu = predicted[keep], nu[keep]
             chi_floor = chi_floor[keep]
             lam, nfev, niter, status = lam[keep], nfev[keep], niter[keep], status[keep]
             n_act = int(idx.shape[0])
@@ -746,13 +749,21 @@ def fit_batch(
         acc2, acc3 = accept[:, None], accept[:, None, None]
         theta = xp.where(acc2, theta_try, theta)
         p_ext = xp.where(acc2, p_try, p_ext)
-        chi = xp.where(accept, chi_try, chi)
         a = xp.where(acc3, a_try, a)
         b = xp.where(acc2, b_try, b)
         a_ext = xp.where(acc3, a_ext_try, a_ext)
-        lam = xp.where(accept, xp.maximum(lam * 0.1, _LAMBDA_MIN), lam * 10.0)
+        # Nielsen's damping update: shrink by how well the quadratic model predicted
+        # the gain (at most 3x), grow geometrically on repeated rejections
+        with _xp.errstate(xp, invalid="ignore", divide="ignore"):
+            rho = (chi - chi_try) / predicted
+        shrink = xp.maximum(
+            1.0 / 3.0, 1.0 - (2.0 * xp.where(xp.isfinite(rho), rho, 1.0) - 1.0) ** 3
+        )
+        lam = xp.where(accept, xp.maximum(lam * shrink, _LAMBDA_MIN), lam * nu)
+        nu = xp.where(accept, 2.0, 2.0 * nu)
+        chi = xp.where(accept, chi_try, chi)
 
-        step, converged, cosine = plan(a, b, chi, lam, chi_floor)
+        step, predicted, converged, cosine = plan(a, b, chi, lam, chi_floor)
         converged |= pinned_done
         # damping this large means no descent is left at double precision: a
         # minimum if the gradient is (nearly) orthogonal to the residuals
