@@ -1,11 +1,10 @@
 """Child process for bench/decode.py: time the official L1a decoder on one file.
 
-Runs in .venv-oracle.  Prints one JSON line: events, seconds, peak RSS (MiB).
+Runs in .venv-oracle.  Prints one JSON line: events, seconds, peak RSS (MiB, VmHWM).
 """
 
 import json
 import logging
-import resource
 import sys
 import time
 from pathlib import Path
@@ -22,5 +21,6 @@ data = PacketParser(sys.argv[1]).data
 seconds = time.perf_counter() - start
 science = data.get("l1a_sci-10days")
 events = 0 if science is None else int(science.sizes["epoch"])
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: ru_maxrss would include the parent's footprint inherited at fork
+rss = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) / 1024
 print(json.dumps({"events": events, "seconds": seconds, "rss_mib": rss}))
