@@ -87,6 +87,7 @@ __all__ = [
     "QualityStatus",
     "channel_arrays",
     "find_time_variable",
+    "detect_quantum",
     "interpolated_mad",
     "load_quality_config",
     "long_runs",
@@ -473,6 +474,41 @@ def interpolated_mad(dev: Any, step: float = 1.0) -> Any:
     return xp.where(good, interp, plain)
 
 
+def detect_quantum(values: Any, *, tolerance: float = 0.05) -> float | None:
+    """Quantisation step of digitised float data, or None if they look continuous.
+
+    Scope captures in volts are ``gain * code - offset``; their distinct values sit
+    on a lattice whose step may be a multiple of the nominal gain (a 12-bit ADC in
+    16-bit words steps by 16 codes).  The step is the smallest gap between
+    distinct values when every gap is within ``tolerance`` of an integer multiple
+    of it.
+
+    Parameters
+    ----------
+    values : array_like
+        Samples (NaN ignored), any shape.
+    tolerance : float
+        Allowed deviation of gap / step from an integer.
+
+    Returns
+    -------
+    float or None
+        The step (units of ``values``), or None.
+    """
+    v = to_numpy(values).ravel()
+    v = np.unique(v[np.isfinite(v)])
+    if v.size < 3:
+        return None
+    gaps = np.diff(v)
+    q = float(gaps.min())
+    if not q > 0:
+        return None
+    ratio = gaps / q
+    if np.any(np.abs(ratio - np.round(ratio)) > tolerance):
+        return None
+    return float(np.median(gaps / np.round(ratio)))
+
+
 def _first_last(mask: Any) -> tuple[Any, Any, Any]:
     """Index of the first and last True per row, and whether any."""
     xp = get_namespace(mask)
@@ -611,7 +647,6 @@ def _channel_quality(
         polarity = 1 if polarity > 0 else -1
     vmin, vmax = _rails(var.attrs)
     quantum = _quantum(var)
-    integer_valued = var.dtype.kind in "iu" or (quantum == 1.0 and bool(xp.all(xp.isnan(x) | (x == xp.round(x)))))
     floor = quantum / math.sqrt(12.0)
 
     n_valid = valid.sum(axis=1)
@@ -629,11 +664,16 @@ def _channel_quality(
     else:
         lo, hi = 0, 0
     xb = xp.where(bmask[:, lo:hi], x[:, lo:hi], xp.nan)
+    # quantisation step: 1 DN for integers, else detected on the baseline samples
+    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
+    if step is not None:
+        quantum = step
+    floor = quantum / math.sqrt(12.0)
     baseline = _nan_median(xp, xb, axis=1) if hi > lo else xp.full(n_events, xp.nan)
     with errstate(xp, invalid="ignore"):
         if hi > lo:
             dev_b = xp.abs(xb - baseline[:, None])
-            mad = interpolated_mad(dev_b, 1.0) if integer_valued else _nan_median(xp, dev_b, axis=1)
+            mad = interpolated_mad(dev_b, step) if step is not None else _nan_median(xp, dev_b, axis=1)
         else:
             mad = xp.full(n_events, xp.nan)
         noise = MAD_TO_SIGMA * mad

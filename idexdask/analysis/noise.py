@@ -1,0 +1,543 @@
+"""Noise diagnostics of one waveform channel: histogram + Gaussian fit, PSD, autocorrelation.
+
+Everything is computed for all events of a dataset at once, on the samples of a
+time window (default the baseline window -7..-5 µs of
+``configs/analysis_quality.yaml``) or on the whole trace.  The work is done on the
+host (SciPy); CuPy-backed datasets are copied to host memory first.
+
+Definitions
+-----------
+Window
+    Samples with ``start <= t < stop`` (µs from the trigger).  Time axes differ by
+    a fraction of a sample between events, so every event contributes the same
+    number ``L`` of consecutive samples from its first one in the window (``L`` =
+    the smallest count over the events that have any).  Missing samples (NaN or
+    ``FILLVAL``) are replaced by the event's median for the PSD and the
+    autocorrelation and left out of the histogram; ``n_missing`` counts them.
+Histogram and Gaussian fit
+    Common bins for all events, spanning ``median +- histogram_range_sigma``
+    robust sigmas of every event.  Integer (DN) data get integer-aligned bins
+    (edges at ``k +- 0.5``, integer widths).  The model of bin ``[a, b)`` is
+    ``amplitude * (Phi((b - mean) / sigma) - Phi((a - mean) / sigma))``, the
+    Gaussian integrated over the bin: ``amplitude`` is the area in samples, and
+    for a rounding ADC ``sigma`` is the analogue noise before quantisation.  It is
+    fitted with :func:`scipy.optimize.curve_fit` to the counts in the event's own
+    ``median +- range`` bins, with Poisson weights ``1 / model`` iterated to
+    convergence (the fixed point is the Poisson maximum-likelihood estimate).
+    Uncertainties are the square roots of the covariance diagonal
+    (``absolute_sigma=True``); ``chi2`` is the Poisson likelihood-ratio
+    (Baker-Cousins) chi-square ``2 * sum(model - n + n * ln(n / model))`` over the
+    fitted bins, distributed as chi-square with ``ndf`` = fitted bins - 3 degrees
+    of freedom but, unlike Pearson's, not blown up by one count in a bin whose
+    expectation is ~0.
+Power spectral density
+    :func:`scipy.signal.welch` (Hann window, ``nperseg`` samples, 50 % overlap,
+    mean removed per segment), one-sided, frequency in MHz and density in
+    ``unit**2 / MHz`` (DN²/MHz or V²/MHz); ``sum(psd) * df`` equals the variance.
+    The sampling rate is ``1 / median(diff(t))`` MHz of the time axis.
+Autocorrelation
+    By FFT (O(L log L)), zero-padded so that it is linear, not circular; mean
+    removed per event, unbiased (``r_k / (L - k)``) and normalised so
+    ``acf[0] == 1``.  Lags in µs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import scipy.signal
+import scipy.special
+import xarray as xr
+
+from idexdask._logging import get_logger
+from idexdask.analysis.signal_quality import (
+    MAD_TO_SIGMA,
+    channel_arrays,
+    detect_quantum,
+    interpolated_mad,
+    load_quality_config,
+)
+from idexdask.analysis.xp import to_numpy
+from idexdask.errors import AnalysisError
+
+__all__ = [
+    "CONFIG_WINDOW",
+    "GaussianFit",
+    "autocorrelation",
+    "fit_gaussian_histogram",
+    "noise_diagnostics",
+    "welch_psd",
+]
+
+_log = get_logger(__name__)
+
+CONFIG_WINDOW = "config"
+"""``window`` value meaning: the ``quality.noise.window_us`` of the configuration."""
+
+
+# ----------------------------------------------------------------------------- Gaussian fit
+
+
+@dataclass(frozen=True)
+class GaussianFit:
+    """Result of :func:`fit_gaussian_histogram` (units of the histogram's axis).
+
+    Attributes
+    ----------
+    mean, mean_err : float
+        Centre and its 1-sigma uncertainty (DN or V).
+    sigma, sigma_err : float
+        Standard deviation and its uncertainty (DN or V).
+    amplitude, amplitude_err : float
+        Area (number of samples) and its uncertainty.
+    chi2 : float
+        Poisson likelihood-ratio (Baker-Cousins) chi-square over the fitted bins.
+    ndf : int
+        Fitted bins - 3.
+    model : numpy.ndarray
+        Expected counts of every bin of the input (NaN where not fitted).
+    ok : bool
+        The fit converged with finite, positive-definite covariance.
+    """
+
+    mean: float
+    mean_err: float
+    sigma: float
+    sigma_err: float
+    amplitude: float
+    amplitude_err: float
+    chi2: float
+    ndf: int
+    model: np.ndarray
+    ok: bool
+
+    @property
+    def reduced_chi2(self) -> float:
+        """``chi2 / ndf`` (NaN when ``ndf < 1``)."""
+        return self.chi2 / self.ndf if self.ndf > 0 else math.nan
+
+
+def _binned_gauss(lower: np.ndarray, upper: np.ndarray):
+    sqrt2 = math.sqrt(2.0)
+
+    def model(_x: np.ndarray, mean: float, sigma: float, amplitude: float) -> np.ndarray:
+        zu = (upper - mean) / (sqrt2 * sigma)
+        zl = (lower - mean) / (sqrt2 * sigma)
+        # 0.5 * (erf(zu) - erf(zl)), computed on the side with better precision
+        prob = np.where(
+            zl > 0,
+            0.5 * (scipy.special.erfc(zl) - scipy.special.erfc(zu)),
+            0.5 * (scipy.special.erfc(-zu) - scipy.special.erfc(-zl)),
+        )
+        return amplitude * prob
+
+    return model
+
+
+def _failed(nbins: int) -> GaussianFit:
+    nan = math.nan
+    return GaussianFit(nan, nan, nan, nan, nan, nan, nan, 0, np.full(nbins, nan), False)
+
+
+def fit_gaussian_histogram(
+    counts: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    *,
+    p0: tuple[float, float, float] | None = None,
+    fit_mask: np.ndarray | None = None,
+    max_iter: int = 8,
+) -> GaussianFit:
+    """Fit a bin-integrated Gaussian to histogram counts with Poisson weights.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray, (n_bins,)
+        Samples per bin.
+    lower, upper : numpy.ndarray, (n_bins,)
+        Bin edges (DN or V).
+    p0 : (mean, sigma, amplitude), optional
+        Start values; default the histogram's moments and total.
+    fit_mask : numpy.ndarray of bool, optional
+        Bins to fit (default all).
+    max_iter : int
+        Most re-weighting passes (weights ``1 / model``).
+
+    Returns
+    -------
+    GaussianFit
+        NaN values and ``ok=False`` when the histogram cannot constrain a Gaussian
+        (fewer than 2 non-empty or 4 fitted bins, or the fit fails); never raises.
+    """
+    counts = np.asarray(counts, dtype=float)
+    lower = np.asarray(lower, dtype=float)
+    upper = np.asarray(upper, dtype=float)
+    nb = counts.size
+    use = np.ones(nb, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
+    use &= np.isfinite(counts)
+    c, lo, hi = counts[use], lower[use], upper[use]
+    if c.size < 4 or np.count_nonzero(c) < 2 or c.sum() <= 0:
+        return _failed(nb)
+    centres = 0.5 * (lo + hi)
+    total = float(c.sum())
+    if p0 is None:
+        m0 = float(np.sum(c * centres) / total)
+        s0 = float(np.sqrt(max(np.sum(c * (centres - m0) ** 2) / total, 1e-12)))
+        p0 = (m0, s0, total)
+    m0, s0, a0 = (float(v) for v in p0)
+    width = float(np.min(hi - lo))
+    if not (math.isfinite(s0) and s0 > 0):
+        s0 = width
+    model = _binned_gauss(lo, hi)
+    bounds = ([lo[0] - 10 * (hi[-1] - lo[0]), 1e-6 * width, 0.0], [hi[-1] + 10 * (hi[-1] - lo[0]), np.inf, np.inf])
+    params = np.array([min(max(m0, bounds[0][0]), bounds[1][0]), s0, max(a0, 1.0)])
+    weights = np.sqrt(np.maximum(c, 1.0))
+    cov = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(max_iter):
+                new, cov = scipy.optimize.curve_fit(
+                    model, centres, c, p0=params, sigma=weights, absolute_sigma=True, bounds=bounds
+                )
+                mu = model(centres, *new)
+                weights = np.sqrt(np.maximum(mu, 1e-3))
+                converged = np.all(np.abs(new - params) <= 1e-6 * (np.abs(params) + 1e-9 + width))
+                params = new
+                if converged:
+                    break
+            # covariance at the final Poisson weights
+            params, cov = scipy.optimize.curve_fit(
+                model, centres, c, p0=params, sigma=weights, absolute_sigma=True, bounds=bounds
+            )
+    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+        _log.debug("Gaussian histogram fit failed: %s", exc)
+        return _failed(nb)
+    if cov is None or not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+        return _failed(nb)
+    mu = model(centres, *params)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_term = np.where(c > 0, c * np.log(c / np.maximum(mu, 1e-300)), 0.0)
+        chi2 = float(2.0 * np.sum(mu - c + log_term))
+    full = np.full(nb, np.nan)
+    full[use] = mu
+    err = np.sqrt(np.diag(cov))
+    return GaussianFit(
+        mean=float(params[0]),
+        mean_err=float(err[0]),
+        sigma=float(params[1]),
+        sigma_err=float(err[1]),
+        amplitude=float(params[2]),
+        amplitude_err=float(err[2]),
+        chi2=chi2,
+        ndf=int(c.size - 3),
+        model=full,
+        ok=True,
+    )
+
+
+# ----------------------------------------------------------------------------- PSD and ACF
+
+
+def welch_psd(x: np.ndarray, sample_rate_mhz: float, nperseg: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided Welch power spectral density of each row.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, (..., L)
+        Samples (DN or V), no NaN.
+    sample_rate_mhz : float
+        Sampling rate, MHz (samples per µs).
+    nperseg : int
+        Segment length, samples (clipped to ``L``).
+
+    Returns
+    -------
+    frequency : numpy.ndarray, (L_f,)
+        MHz.
+    psd : numpy.ndarray, (..., L_f)
+        ``unit**2 / MHz``; ``psd.sum(-1) * (frequency[1] - frequency[0])`` is the
+        variance of the rows.
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    seg = int(max(1, min(nperseg, n)))
+    return scipy.signal.welch(
+        x, fs=sample_rate_mhz, window="hann", nperseg=seg, detrend="constant", scaling="density", axis=-1
+    )
+
+
+def autocorrelation(x: np.ndarray, max_lag: int | None = None) -> np.ndarray:
+    """Normalised, unbiased autocorrelation of each row by FFT.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, (..., L)
+        Samples, no NaN.
+    max_lag : int, optional
+        Largest lag, samples (default and at most ``L - 1``).
+
+    Returns
+    -------
+    numpy.ndarray, (..., max_lag + 1)
+        ``acf[k] = (sum_i y_i y_{i+k} / (L - k)) / (sum_i y_i**2 / L)`` with
+        ``y = x - mean(x)``; ``acf[0] = 1``, NaN for constant rows.
+    """
+    x = np.asarray(x, dtype=float)
+    n = x.shape[-1]
+    if n == 0:
+        return np.full((*x.shape[:-1], 0), np.nan)
+    k = n - 1 if max_lag is None else int(min(max_lag, n - 1))
+    y = x - x.mean(axis=-1, keepdims=True)
+    nfft = 1 << int(math.ceil(math.log2(max(2 * n - 1, 1))))
+    spec = np.fft.rfft(y, n=nfft, axis=-1)
+    r = np.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1)[..., : k + 1]
+    r = r / (n - np.arange(k + 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        acf = r / r[..., :1]
+    return np.where(r[..., :1] > 0, acf, np.nan)
+
+
+# ----------------------------------------------------------------------------- dataset level
+
+
+def _window_segments(
+    x: np.ndarray, valid: np.ndarray, t: np.ndarray | None, window: tuple[float, float] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Equal-length segments (n_events, L), their validity, and their times."""
+    n_events, n = x.shape
+    if t is None:
+        t2 = None
+    else:
+        t2 = t if t.ndim == 2 else np.broadcast_to(t[None, :], (n_events, n))
+    if window is None or t2 is None:
+        if window is not None:
+            _log.warning("no time axis: noise diagnostics on the whole trace")
+        tt = t2 if t2 is not None else np.full((n_events, n), np.nan)
+        return x, valid, tt
+    with np.errstate(invalid="ignore"):
+        inwin = (t2 >= window[0]) & (t2 < window[1])
+    count = inwin.sum(axis=1)
+    has = count > 0
+    if not has.any():
+        return (np.full((n_events, 0), np.nan), np.zeros((n_events, 0), bool), np.full((n_events, 0), np.nan))
+    length = int(count[has].min())
+    start = np.argmax(inwin, axis=1)
+    idx = np.minimum(start[:, None] + np.arange(length)[None, :], n - 1)
+    seg = np.take_along_axis(x, idx, axis=1)
+    ok = np.take_along_axis(valid, idx, axis=1) & has[:, None]
+    tt = np.take_along_axis(t2, idx, axis=1)
+    return np.where(ok, seg, np.nan), ok, tt
+
+
+def noise_diagnostics(
+    ds: xr.Dataset,
+    channel: str,
+    *,
+    window: tuple[float, float] | None | str = CONFIG_WINDOW,
+    nperseg: int | None = None,
+    max_lag: int | None = None,
+    config: Mapping[str, Any] | str | Path | None = None,
+) -> xr.Dataset:
+    """Histogram with Gaussian fit, Welch PSD and autocorrelation of one channel.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Event dataset (:func:`idexdask.read_l0` DN, or :func:`idexdask.io.trc.read_trc` V).
+    channel : str
+        Waveform variable, e.g. ``"TOF_High"``.
+    window : (float, float), None or "config"
+        ``[start, stop)`` µs from the trigger; None for the whole trace; default the
+        configured ``quality.noise.window_us`` (-7..-5 µs).
+    nperseg : int, optional
+        Welch segment length, samples (default ``quality.noise.welch_nperseg``).
+    max_lag : int, optional
+        Largest autocorrelation lag, samples (default ``quality.noise.max_lag``).
+    config : mapping, str, pathlib.Path or None
+        Overrides of the ``quality`` configuration (see
+        :func:`~idexdask.analysis.signal_quality.load_quality_config`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions ``epoch``, ``frequency`` (MHz), ``lag`` (µs), ``bin``:
+        ``histogram`` (epoch, bin) counts, ``histogram_model`` (fitted counts),
+        ``bin_lower`` / ``bin_upper`` (bin) edges, ``gauss_mean``,
+        ``gauss_sigma``, ``gauss_amplitude`` with ``*_err``, ``chi2``, ``ndf``,
+        ``reduced_chi2``, ``fit_ok``, ``psd`` (epoch, frequency), ``autocorrelation``
+        (epoch, lag), ``n_samples``, ``n_missing``, ``median``, ``robust_sigma``
+        (1.4826 x MAD), ``std`` (epoch).
+
+    Raises
+    ------
+    AnalysisError
+        If ``channel`` is not a waveform of ``ds`` or no event has a sample in the
+        window.
+    ConfigError
+        If ``config`` or the overrides are invalid.
+    """
+    cfg = load_quality_config(config)["noise"]
+    if isinstance(window, str):
+        if window != CONFIG_WINDOW:
+            raise AnalysisError(f"window: expected (start_us, stop_us), None or {CONFIG_WINDOW!r}")
+        window = cfg["window_us"]
+    elif window is not None:
+        if len(window) != 2 or not float(window[0]) < float(window[1]):
+            raise AnalysisError(f"window: expected (start_us, stop_us) with start < stop, got {window!r}")
+        window = (float(window[0]), float(window[1]))
+    nperseg = int(cfg["welch_nperseg"] if nperseg is None else nperseg)
+    max_lag = int(cfg["max_lag"] if max_lag is None else max_lag)
+    if nperseg < 2 or max_lag < 0:
+        raise AnalysisError("nperseg must be >= 2 and max_lag >= 0")
+
+    xd, vd, td = channel_arrays(ds, channel)
+    x, valid = to_numpy(xd), to_numpy(vd)
+    t = None if td is None else to_numpy(td)
+    var = ds[channel]
+    units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
+    n_events = x.shape[0]
+
+    seg, ok, tt = _window_segments(x, valid, t, window)
+    length = seg.shape[1]
+    if n_events and length < 2:
+        raise AnalysisError(f"{channel}: fewer than 2 samples in the window {window} µs")
+    n_ok = ok.sum(axis=1)
+    # quantisation step: 1 DN for integers, else detected (scope codes), else None
+    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(seg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(seg, axis=1) if length else np.full(n_events, np.nan)
+        dev = np.abs(seg - med[:, None])
+        mad = interpolated_mad(dev, step) if step is not None else np.nanmedian(dev, axis=1)
+        robust = MAD_TO_SIGMA * mad
+        std = np.nanstd(seg, axis=1, ddof=1)
+        dt = np.nanmedian(np.diff(tt, axis=1)) if length > 1 else math.nan
+    if not (math.isfinite(dt) and dt > 0):
+        rate = var.attrs.get("sample_rate_msps")
+        dt = 1.0 / float(rate) if rate else 1.0
+        _log.warning("%s: no usable time axis; sampling interval %.6g µs assumed", channel, dt)
+    rate_mhz = 1.0 / dt
+    if length > 1 and np.isfinite(tt).all():
+        spread = np.nanmax(np.abs(np.diff(tt, axis=1) - dt)) / dt
+        if spread > 1e-3:
+            _log.warning("%s: sampling interval varies by %.2g (relative); PSD uses %.6g MHz", channel, spread, rate_mhz)
+
+    filled = np.where(ok, seg, med[:, None])
+    filled = np.where(np.isfinite(filled), filled, 0.0)
+    dead = n_ok < 2
+
+    freq, psd = welch_psd(filled, rate_mhz, nperseg) if n_events else welch_psd(np.zeros((0, length)), rate_mhz, nperseg)
+    psd = np.where(dead[:, None], np.nan, psd)
+    acf = autocorrelation(filled, max_lag) if n_events else np.zeros((0, min(max_lag, length - 1) + 1))
+    acf = np.where(dead[:, None], np.nan, acf)
+    lags = np.arange(acf.shape[1]) * dt
+
+    # common histogram bins
+    rsig = np.where((robust > 0) & np.isfinite(robust), robust, std)
+    floor = step if step is not None else 0.0
+    rsig = np.where(np.isfinite(rsig) & (rsig > floor / 4), rsig, max(floor, 1e-12))
+    span = cfg["histogram_range_sigma"]
+    good = np.isfinite(med) & ~dead
+    max_bins = cfg["histogram_max_bins"]
+    if good.any():
+        lo = float(np.min(med[good] - span * rsig[good]))
+        hi = float(np.max(med[good] + span * rsig[good]))
+        if step is not None:
+            # lattice-aligned bins: edges half a step from the sample values
+            ref = float(np.nanmin(seg[ok])) if ok.any() else 0.0
+            k_lo = math.floor((lo - ref) / step)
+            k_hi = math.ceil((hi - ref) / step)
+            lo_e = ref + (k_lo - 0.5) * step
+            mult = max(1, math.ceil((k_hi - k_lo + 1) / max_bins))
+            width = mult * step
+            nb = int(math.ceil((k_hi - k_lo + 1) / mult))
+        else:
+            width = float(np.min(rsig[good])) / 4.0
+            nb = int(min(max_bins, max(8, math.ceil((hi - lo) / width))))
+            width = (hi - lo) / nb
+            lo_e = lo
+        edges = lo_e + width * np.arange(nb + 1)
+    else:
+        nb, edges = 1, np.array([0.0, 1.0])
+    lower, upper = edges[:-1], edges[1:]
+    with np.errstate(invalid="ignore"):
+        b = np.floor((seg - edges[0]) / (edges[1] - edges[0]))
+    inb = ok & np.isfinite(b) & (b >= 0) & (b < nb)
+    flat_idx = (np.arange(n_events)[:, None] * nb + np.where(inb, b, 0).astype(np.int64))[inb]
+    hist = np.bincount(flat_idx, minlength=n_events * nb).reshape(n_events, nb).astype(np.int64)
+
+    fits: list[GaussianFit] = []
+    for e in range(n_events):  # one small least-squares fit per event
+        if not good[e]:
+            fits.append(_failed(nb))
+            continue
+        mask = (upper > med[e] - span * rsig[e]) & (lower < med[e] + span * rsig[e])
+        p0 = (float(med[e]), float(rsig[e]), float(hist[e][mask].sum()))
+        fits.append(fit_gaussian_histogram(hist[e], lower, upper, p0=p0, fit_mask=mask))
+    n_failed = sum(1 for f, g in zip(fits, good) if g and not f.ok)
+    if n_failed:
+        _log.info("%s: Gaussian fit failed for %d of %d events", channel, n_failed, n_events)
+
+    def col(attr: str) -> np.ndarray:
+        return np.array([getattr(f, attr) for f in fits], dtype=float)
+
+    coords: dict[str, Any] = {
+        "frequency": ("frequency", freq, {"units": "MHz", "long_name": "frequency"}),
+        "lag": ("lag", lags, {"units": "us", "long_name": "autocorrelation lag"}),
+        "bin": ("bin", 0.5 * (lower + upper), {"units": units, "long_name": "histogram bin centre"}),
+    }
+    if "epoch" in ds.coords:
+        coords["epoch"] = ds["epoch"].values
+    out = xr.Dataset(coords=coords)
+    e_dims = ("epoch",)
+    out["bin_lower"] = ("bin", lower, {"units": units})
+    out["bin_upper"] = ("bin", upper, {"units": units})
+    out["histogram"] = (("epoch", "bin"), hist, {"units": "1", "long_name": "samples per bin"})
+    out["histogram_model"] = (
+        ("epoch", "bin"),
+        np.stack([f.model for f in fits]) if fits else np.zeros((0, nb)),
+        {"units": "1", "long_name": "fitted bin-integrated Gaussian (NaN outside the fitted bins)"},
+    )
+    for name, unit, long_name in (
+        ("mean", units, "fitted Gaussian mean"),
+        ("sigma", units, "fitted Gaussian standard deviation"),
+        ("amplitude", "1", "fitted Gaussian area (samples)"),
+    ):
+        out[f"gauss_{name}"] = (e_dims, col(name), {"units": unit, "long_name": long_name})
+        out[f"gauss_{name}_err"] = (e_dims, col(f"{name}_err"), {"units": unit, "long_name": f"1-sigma uncertainty of {long_name}"})
+    out["chi2"] = (e_dims, col("chi2"), {"units": "1", "long_name": "Baker-Cousins (Poisson likelihood-ratio) chi-square of the Gaussian fit"})
+    out["ndf"] = (e_dims, np.array([f.ndf for f in fits], dtype=np.int32), {"units": "1"})
+    out["reduced_chi2"] = (e_dims, np.array([f.reduced_chi2 for f in fits], dtype=float), {"units": "1"})
+    out["fit_ok"] = (e_dims, np.array([f.ok for f in fits], dtype=bool))
+    out["psd"] = (
+        ("epoch", "frequency"),
+        psd,
+        {"units": f"{units}^2/MHz", "long_name": "Welch power spectral density (one-sided)", "nperseg": int(min(nperseg, max(length, 1)))},
+    )
+    out["autocorrelation"] = (
+        ("epoch", "lag"),
+        acf,
+        {"units": "1", "long_name": "normalised unbiased autocorrelation"},
+    )
+    out["n_samples"] = (e_dims, n_ok.astype(np.int32), {"units": "1", "long_name": "valid samples in the window"})
+    out["n_missing"] = (e_dims, (length - n_ok).astype(np.int32), {"units": "1"})
+    out["median"] = (e_dims, med, {"units": units})
+    out["robust_sigma"] = (e_dims, robust, {"units": units, "long_name": "1.4826 x MAD"})
+    out["std"] = (e_dims, std, {"units": units, "long_name": "sample standard deviation"})
+    out.attrs.update(
+        {
+            "channel": channel,
+            "window_us": "whole trace" if window is None else list(window),
+            "sample_rate_mhz": rate_mhz,
+            "units": units,
+        }
+    )
+    return out
