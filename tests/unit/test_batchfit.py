@@ -283,12 +283,18 @@ def test_analytic_jacobian_matches_finite_differences(fj):
         p = p[:, :3]
     elif fj is _emg_fj:
         p = p[:, :4]
-    _, cols = fj(np, x, p)
+
+    def value(q):
+        return fj(np, x, q, np.empty((n, q.shape[1], m)))
+
+    cols = np.empty((n, p.shape[1], m))
+    fj(np, x, p, cols)
+    cols = list(np.moveaxis(cols, 1, 0))
 
     def shifted(j, k):
         q = p.copy()
         q[:, j] += k * h[:, 0]
-        return fj(np, x, q)[0]
+        return value(q)
 
     for j in range(p.shape[1]):
         h = 1e-4 * p[:, 2] if j == 1 else 1e-4 * np.abs(p[:, j])  # centre: step << sigma
