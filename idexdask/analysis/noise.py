@@ -27,9 +27,9 @@ Histogram and Gaussian fit
     Uncertainties are the square roots of the covariance diagonal
     (``absolute_sigma=True``); ``chi2`` is the Poisson likelihood-ratio
     (Baker-Cousins) chi-square ``2 * sum(model - n + n * ln(n / model))`` over the
-    fitted bins, distributed as chi-square with ``ndf`` = fitted bins - 3 degrees
-    of freedom but, unlike Pearson's, not blown up by one count in a bin whose
-    expectation is ~0.
+    fitted bins whose expected count is at least 1, distributed approximately as
+    chi-square with ``ndf`` = those bins - 3 degrees of freedom (the far tails,
+    where the asymptotics fail, still constrain the fit but not the statistic).
 Power spectral density
     :func:`scipy.signal.welch` (Hann window, ``nperseg`` samples, 50 % overlap,
     mean removed per segment), one-sided, frequency in MHz and density in
@@ -98,9 +98,10 @@ class GaussianFit:
     amplitude, amplitude_err : float
         Area (number of samples) and its uncertainty.
     chi2 : float
-        Poisson likelihood-ratio (Baker-Cousins) chi-square over the fitted bins.
+        Poisson likelihood-ratio (Baker-Cousins) chi-square over the fitted bins
+        expecting at least one count.
     ndf : int
-        Fitted bins - 3.
+        Bins in ``chi2`` - 3.
     model : numpy.ndarray
         Expected counts of every bin of the input (NaN where not fitted).
     ok : bool
@@ -196,8 +197,7 @@ def fit_gaussian_histogram(
     if not (math.isfinite(s0) and s0 > 0):
         s0 = width
     model = _binned_gauss(lo, hi)
-    bounds = ([lo[0] - 10 * (hi[-1] - lo[0]), 1e-6 * width, 0.0], [hi[-1] + 10 * (hi[-1] - lo[0]), np.inf, np.inf])
-    params = np.array([min(max(m0, bounds[0][0]), bounds[1][0]), s0, max(a0, 1.0)])
+    params = np.array([m0, s0, max(a0, 1.0)])
     weights = np.sqrt(np.maximum(c, 1.0))
     cov = None
     try:
@@ -205,27 +205,35 @@ def fit_gaussian_histogram(
             warnings.simplefilter("ignore")
             for _ in range(max_iter):
                 new, cov = scipy.optimize.curve_fit(
-                    model, centres, c, p0=params, sigma=weights, absolute_sigma=True, bounds=bounds
+                    model, centres, c, p0=params, sigma=weights, absolute_sigma=True, method="lm"
                 )
+                new[1] = abs(new[1])  # the model is even in sigma
                 mu = model(centres, *new)
                 weights = np.sqrt(np.maximum(mu, 1e-3))
-                converged = np.all(np.abs(new - params) <= 1e-6 * (np.abs(params) + 1e-9 + width))
+                converged = np.all(np.abs(new - params) <= 1e-5 * (np.abs(params) + width))
                 params = new
                 if converged:
                     break
             # covariance at the final Poisson weights
             params, cov = scipy.optimize.curve_fit(
-                model, centres, c, p0=params, sigma=weights, absolute_sigma=True, bounds=bounds
+                model, centres, c, p0=params, sigma=weights, absolute_sigma=True, method="lm"
             )
+            params[1] = abs(params[1])
     except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
         _log.debug("Gaussian histogram fit failed: %s", exc)
         return _failed(nb)
-    if cov is None or not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+    if (
+        cov is None
+        or not np.all(np.isfinite(cov))
+        or np.any(np.diag(cov) < 0)
+        or not (np.isfinite(params).all() and params[1] > 0 and params[2] > 0)
+    ):
         return _failed(nb)
     mu = model(centres, *params)
+    gof = mu >= 1.0  # goodness of fit where the chi-square asymptotics hold
     with np.errstate(divide="ignore", invalid="ignore"):
         log_term = np.where(c > 0, c * np.log(c / np.maximum(mu, 1e-300)), 0.0)
-        chi2 = float(2.0 * np.sum(mu - c + log_term))
+        chi2 = float(2.0 * np.sum((mu - c + log_term)[gof]))
     full = np.full(nb, np.nan)
     full[use] = mu
     err = np.sqrt(np.diag(cov))
@@ -237,7 +245,7 @@ def fit_gaussian_histogram(
         amplitude=float(params[2]),
         amplitude_err=float(err[2]),
         chi2=chi2,
-        ndf=int(c.size - 3),
+        ndf=int(np.count_nonzero(gof) - 3),
         model=full,
         ok=True,
     )
