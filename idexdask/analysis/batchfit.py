@@ -662,14 +662,21 @@ def fit_batch(
     # ---- working set: the fits still iterating
     idx = xp.nonzero(~invalid)[0]
     xs, ys, ws, bs = x[idx], y[idx], w[idx], bounds.take(idx)
+    chi_floor = 1e-26 * xp.sum((ws * ys) ** 2, axis=1)
+    if weights is None and sigma is None and bool(xp.all(valid)):
+        ws = None  # unit weights: skip the multiplications
     theta = bs.to_internal(xp, p_start[idx])
 
     def evaluate_block(theta_: Any, xs_: Any, ys_: Any, ws_: Any, bs_: Any) -> tuple[Any, ...]:
         p_, dp_ = bs_.to_external(xp, theta_)
         with _xp.errstate(xp, invalid="ignore", over="ignore", divide="ignore"):
             f_, jac_ = model.jacobian(xp, xs_, p_)
-            r_ = ws_ * (ys_ - f_)  # masked points: finite x and y, weight 0
-            a_ext_, b_ext_ = _normal_equations(xp, jac_ * ws_[:, None, :], r_)
+            if ws_ is None:
+                r_ = ys_ - f_
+            else:  # masked points: finite x and y, weight 0
+                r_ = ws_ * (ys_ - f_)
+                jac_ = jac_ * ws_[:, None, :]
+            a_ext_, b_ext_ = _normal_equations(xp, jac_, r_)
             chi_ = xp.sum(r_ * r_, axis=1)
         # chain rule to the internal parameters: J_int = J_ext * dp/dtheta
         a_ = a_ext_ * (dp_[:, :, None] * dp_[:, None, :])
@@ -691,7 +698,7 @@ def fit_batch(
                 theta_[i : i + block],
                 xs_[i : i + block],
                 ys_[i : i + block],
-                ws_[i : i + block],
+                None if ws_ is None else ws_[i : i + block],
                 bs_.slice(i, i + block),
             )
             for i in range(0, n_, block)
@@ -718,7 +725,6 @@ def fit_batch(
         return step_, predicted, done_, cosine
 
     p_ext, chi, a, b, a_ext = evaluate(theta, xs, ys, ws, bs)
-    chi_floor = 1e-26 * xp.sum((ws * ys) ** 2, axis=1)
     n_act = int(idx.shape[0])
     lam = xp.full((n_act,), _LAMBDA_START, dtype=f64)
     nfev = xp.full((n_act,), 1, dtype=xp.int64)
@@ -747,7 +753,8 @@ def fit_batch(
             out_iter[gi] = niter[fin]
             out_status[gi] = status[fin]
             keep = xp.nonzero(~done)[0]
-            idx, xs, ys, ws, bs = idx[keep], xs[keep], ys[keep], ws[keep], bs.take(keep)
+            idx, xs, ys, bs = idx[keep], xs[keep], ys[keep], bs.take(keep)
+            ws = None if ws is None else ws[keep]
             theta, p_ext, chi, a, b = theta[keep], p_ext[keep], chi[keep], a[keep], b[keep]
             a_ext, step, chi_ref = a_ext[keep], step[keep], chi_ref[keep]
             predicted, nu = predicted[keep], nu[keep]
