@@ -588,7 +588,7 @@ def fit_batch(
     block_size : int, optional
         Fits per block when evaluating the model and normal equations.  The
         arithmetic is memory-bound on a CPU, so blocks whose temporaries fit in
-        cache are several times faster than one pass over the whole batch.
+        cache beat one pass over the whole batch (about 1.5x for 2000 windows).
         Default: 256 on NumPy, the whole batch on CuPy.
 
     Returns
