@@ -254,7 +254,9 @@ def fit_gaussian_histogram(
 # ----------------------------------------------------------------------------- PSD and ACF
 
 
-def welch_psd(x: np.ndarray, sample_rate_mhz: float, nperseg: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def welch_psd(
+    x: np.ndarray, sample_rate_mhz: float, nperseg: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """One-sided Welch power spectral density of each row.
 
     Parameters
@@ -278,7 +280,13 @@ def welch_psd(x: np.ndarray, sample_rate_mhz: float, nperseg: int = 256) -> tupl
     n = x.shape[-1]
     seg = int(max(1, min(nperseg, n)))
     return scipy.signal.welch(
-        x, fs=sample_rate_mhz, window="hann", nperseg=seg, detrend="constant", scaling="density", axis=-1
+        x,
+        fs=sample_rate_mhz,
+        window="hann",
+        nperseg=seg,
+        detrend="constant",
+        scaling="density",
+        axis=-1,
     )
 
 
@@ -335,7 +343,11 @@ def _window_segments(
     count = inwin.sum(axis=1)
     has = count > 0
     if not has.any():
-        return (np.full((n_events, 0), np.nan), np.zeros((n_events, 0), bool), np.full((n_events, 0), np.nan))
+        return (
+            np.full((n_events, 0), np.nan),
+            np.zeros((n_events, 0), bool),
+            np.full((n_events, 0), np.nan),
+        )
     length = int(count[has].min())
     start = np.argmax(inwin, axis=1)
     idx = np.minimum(start[:, None] + np.arange(length)[None, :], n - 1)
@@ -399,7 +411,9 @@ def noise_diagnostics(
         window = cfg["window_us"]
     elif window is not None:
         if len(window) != 2 or not float(window[0]) < float(window[1]):
-            raise AnalysisError(f"window: expected (start_us, stop_us) with start < stop, got {window!r}")
+            raise AnalysisError(
+                f"window: expected (start_us, stop_us) with start < stop, got {window!r}"
+            )
         window = (float(window[0]), float(window[1]))
     nperseg = int(cfg["welch_nperseg"] if nperseg is None else nperseg)
     max_lag = int(cfg["max_lag"] if max_lag is None else max_lag)
@@ -436,15 +450,28 @@ def noise_diagnostics(
     if length > 1 and np.isfinite(tt).all():
         spread = np.nanmax(np.abs(np.diff(tt, axis=1) - dt)) / dt
         if spread > 1e-3:
-            _log.warning("%s: sampling interval varies by %.2g (relative); PSD uses %.6g MHz", channel, spread, rate_mhz)
+            _log.warning(
+                "%s: sampling interval varies by %.2g (relative); PSD uses %.6g MHz",
+                channel,
+                spread,
+                rate_mhz,
+            )
 
     filled = np.where(ok, seg, med[:, None])
     filled = np.where(np.isfinite(filled), filled, 0.0)
     dead = n_ok < 2
 
-    freq, psd = welch_psd(filled, rate_mhz, nperseg) if n_events else welch_psd(np.zeros((0, length)), rate_mhz, nperseg)
+    freq, psd = (
+        welch_psd(filled, rate_mhz, nperseg)
+        if n_events
+        else welch_psd(np.zeros((0, length)), rate_mhz, nperseg)
+    )
     psd = np.where(dead[:, None], np.nan, psd)
-    acf = autocorrelation(filled, max_lag) if n_events else np.zeros((0, min(max_lag, length - 1) + 1))
+    acf = (
+        autocorrelation(filled, max_lag)
+        if n_events
+        else np.zeros((0, min(max_lag, length - 1) + 1))
+    )
     acf = np.where(dead[:, None], np.nan, acf)
     lags = np.arange(acf.shape[1]) * dt
 
@@ -490,7 +517,7 @@ def noise_diagnostics(
         mask = (upper > med[e] - span * rsig[e]) & (lower < med[e] + span * rsig[e])
         p0 = (float(med[e]), float(rsig[e]), float(hist[e][mask].sum()))
         fits.append(fit_gaussian_histogram(hist[e], lower, upper, p0=p0, fit_mask=mask))
-    n_failed = sum(1 for f, g in zip(fits, good) if g and not f.ok)
+    n_failed = sum(1 for f, g in zip(fits, good, strict=True) if g and not f.ok)
     if n_failed:
         _log.info("%s: Gaussian fit failed for %d of %d events", channel, n_failed, n_events)
 
@@ -500,7 +527,11 @@ def noise_diagnostics(
     coords: dict[str, Any] = {
         "frequency": ("frequency", freq, {"units": "MHz", "long_name": "frequency"}),
         "lag": ("lag", lags, {"units": "us", "long_name": "autocorrelation lag"}),
-        "bin": ("bin", 0.5 * (lower + upper), {"units": units, "long_name": "histogram bin centre"}),
+        "bin": (
+            "bin",
+            0.5 * (lower + upper),
+            {"units": units, "long_name": "histogram bin centre"},
+        ),
     }
     if "epoch" in ds.coords:
         coords["epoch"] = ds["epoch"].values
@@ -520,22 +551,45 @@ def noise_diagnostics(
         ("amplitude", "1", "fitted Gaussian area (samples)"),
     ):
         out[f"gauss_{name}"] = (e_dims, col(name), {"units": unit, "long_name": long_name})
-        out[f"gauss_{name}_err"] = (e_dims, col(f"{name}_err"), {"units": unit, "long_name": f"1-sigma uncertainty of {long_name}"})
-    out["chi2"] = (e_dims, col("chi2"), {"units": "1", "long_name": "Baker-Cousins (Poisson likelihood-ratio) chi-square of the Gaussian fit"})
+        out[f"gauss_{name}_err"] = (
+            e_dims,
+            col(f"{name}_err"),
+            {"units": unit, "long_name": f"1-sigma uncertainty of {long_name}"},
+        )
+    out["chi2"] = (
+        e_dims,
+        col("chi2"),
+        {
+            "units": "1",
+            "long_name": "Baker-Cousins (Poisson likelihood-ratio) chi-square of the Gaussian fit",
+        },
+    )
     out["ndf"] = (e_dims, np.array([f.ndf for f in fits], dtype=np.int32), {"units": "1"})
-    out["reduced_chi2"] = (e_dims, np.array([f.reduced_chi2 for f in fits], dtype=float), {"units": "1"})
+    out["reduced_chi2"] = (
+        e_dims,
+        np.array([f.reduced_chi2 for f in fits], dtype=float),
+        {"units": "1"},
+    )
     out["fit_ok"] = (e_dims, np.array([f.ok for f in fits], dtype=bool))
     out["psd"] = (
         ("epoch", "frequency"),
         psd,
-        {"units": f"{units}^2/MHz", "long_name": "Welch power spectral density (one-sided)", "nperseg": int(min(nperseg, max(length, 1)))},
+        {
+            "units": f"{units}^2/MHz",
+            "long_name": "Welch power spectral density (one-sided)",
+            "nperseg": int(min(nperseg, max(length, 1))),
+        },
     )
     out["autocorrelation"] = (
         ("epoch", "lag"),
         acf,
         {"units": "1", "long_name": "normalised unbiased autocorrelation"},
     )
-    out["n_samples"] = (e_dims, n_ok.astype(np.int32), {"units": "1", "long_name": "valid samples in the window"})
+    out["n_samples"] = (
+        e_dims,
+        n_ok.astype(np.int32),
+        {"units": "1", "long_name": "valid samples in the window"},
+    )
     out["n_missing"] = (e_dims, (length - n_ok).astype(np.int32), {"units": "1"})
     out["median"] = (e_dims, med, {"units": units})
     out["robust_sigma"] = (e_dims, robust, {"units": units, "long_name": "1.4826 x MAD"})

@@ -197,19 +197,30 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"quality: missing key(s) {sorted(missing)}")
     out: dict[str, Any] = {}
-    out["baseline_window_us"] = _check_window(cfg["baseline_window_us"], "quality.baseline_window_us")
+    out["baseline_window_us"] = _check_window(
+        cfg["baseline_window_us"], "quality.baseline_window_us"
+    )
     by_channel = cfg["baseline_window_by_channel"] or {}
     if not isinstance(by_channel, Mapping):
         raise ConfigError("quality.baseline_window_by_channel: expected a mapping")
     out["baseline_window_by_channel"] = {
-        str(k): _check_window(v, f"quality.baseline_window_by_channel.{k}") for k, v in by_channel.items()
+        str(k): _check_window(v, f"quality.baseline_window_by_channel.{k}")
+        for k, v in by_channel.items()
     }
     out["baseline_fallback_fraction"] = _check_float(
-        cfg["baseline_fallback_fraction"], "quality.baseline_fallback_fraction", 0.0, 1.0, lo_open=True
+        cfg["baseline_fallback_fraction"],
+        "quality.baseline_fallback_fraction",
+        0.0,
+        1.0,
+        lo_open=True,
     )
-    out["min_baseline_samples"] = _check_int(cfg["min_baseline_samples"], "quality.min_baseline_samples", 1)
+    out["min_baseline_samples"] = _check_int(
+        cfg["min_baseline_samples"], "quality.min_baseline_samples", 1
+    )
     out["min_valid_samples"] = _check_int(cfg["min_valid_samples"], "quality.min_valid_samples", 3)
-    out["saturation_min_run"] = _check_int(cfg["saturation_min_run"], "quality.saturation_min_run", 1)
+    out["saturation_min_run"] = _check_int(
+        cfg["saturation_min_run"], "quality.saturation_min_run", 1
+    )
     out["flat_top_min_run"] = _check_int(cfg["flat_top_min_run"], "quality.flat_top_min_run", 2)
     out["flat_top_sigma"] = _check_float(cfg["flat_top_sigma"], "quality.flat_top_sigma", 0.0, 1e9)
     polarity = cfg["polarity"] or {}
@@ -232,7 +243,9 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
         "window_us": _check_window(noise["window_us"], "quality.noise.window_us", allow_none=True),
         "welch_nperseg": _check_int(noise["welch_nperseg"], "quality.noise.welch_nperseg", 4),
         "max_lag": _check_int(noise["max_lag"], "quality.noise.max_lag", 1),
-        "histogram_max_bins": _check_int(noise["histogram_max_bins"], "quality.noise.histogram_max_bins", 8),
+        "histogram_max_bins": _check_int(
+            noise["histogram_max_bins"], "quality.noise.histogram_max_bins", 8
+        ),
         "histogram_range_sigma": _check_float(
             noise["histogram_range_sigma"], "quality.noise.histogram_range_sigma", 1.0, 1e3
         ),
@@ -386,8 +399,16 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     if tname is not None:
         tvar = ds[tname]
         t = xp.asarray(tvar.data, dtype=xp.float64)
-        if t.ndim == 2 and t.shape != x.shape or t.ndim == 1 and t.shape[0] != x.shape[1] or t.ndim > 2:
-            _log.warning("%s: time axis %s has shape %s, waveform %s; ignored", name, tname, t.shape, x.shape)
+        if (
+            t.ndim == 2
+            and t.shape != x.shape
+            or t.ndim == 1
+            and t.shape[0] != x.shape[1]
+            or t.ndim > 2
+        ):
+            _log.warning(
+                "%s: time axis %s has shape %s, waveform %s; ignored", name, tname, t.shape, x.shape
+            )
             t = None
     return x, valid, t
 
@@ -629,9 +650,7 @@ def baseline_mask(
 # ----------------------------------------------------------------------------- per channel
 
 
-def _channel_quality(
-    ds: xr.Dataset, name: str, cfg: Mapping[str, Any]
-) -> dict[str, np.ndarray]:
+def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """All per-event quantities of one channel (host NumPy arrays of length n_events)."""
     var = ds[name]
     x, valid, t = channel_arrays(ds, name)
@@ -673,7 +692,11 @@ def _channel_quality(
     with errstate(xp, invalid="ignore"):
         if hi > lo:
             dev_b = xp.abs(xb - baseline[:, None])
-            mad = interpolated_mad(dev_b, step) if step is not None else _nan_median(xp, dev_b, axis=1)
+            mad = (
+                interpolated_mad(dev_b, step)
+                if step is not None
+                else _nan_median(xp, dev_b, axis=1)
+            )
         else:
             mad = xp.full(n_events, xp.nan)
         noise = MAD_TO_SIGMA * mad
@@ -735,10 +758,15 @@ def _channel_quality(
     # status
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        vmax_obs = xp.nanmax(xp.where(valid, x, -xp.inf), axis=1) if n else xp.full(n_events, -xp.inf)
+        vmax_obs = (
+            xp.nanmax(xp.where(valid, x, -xp.inf), axis=1) if n else xp.full(n_events, -xp.inf)
+        )
         vmin_obs = xp.nanmin(xp.where(valid, x, xp.inf), axis=1) if n else xp.full(n_events, xp.inf)
-    all_rail = (at_rail.sum(axis=1) == n_valid) & (n_valid > 0) if (vmax is not None or vmin is not None) \
+    all_rail = (
+        (at_rail.sum(axis=1) == n_valid) & (n_valid > 0)
+        if (vmax is not None or vmin is not None)
         else xp.zeros(n_events, dtype=bool)
+    )
     status = xp.full(n_events, int(QualityStatus.OK), dtype=xp.int8)
     conds = [
         (~covered, QualityStatus.BASELINE_FALLBACK),
@@ -759,8 +787,10 @@ def _channel_quality(
     sat = xp.where(saturated_override[:, None], valid, sat)
     sat_any = sat.any(axis=1) | (clipped_x & ~unusable)
     n_sat = sat.sum(axis=1)
-    first, last, anyv = _first_last(sat) if n else (xp.zeros(n_events, dtype=xp.int64),) * 2 + (
-        xp.zeros(n_events, dtype=bool),
+    first, last, anyv = (
+        _first_last(sat)
+        if n
+        else (xp.zeros(n_events, dtype=xp.int64),) * 2 + (xp.zeros(n_events, dtype=bool),)
     )
     t_start = _times_at(t, first, anyv)
     t_stop = _times_at(t, last, anyv)
@@ -876,7 +906,10 @@ def signal_quality(
         spec = {
             "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
             "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window)"),
-            "excursion": (units, f"{label}: largest excursion from the baseline in the signal polarity"),
+            "excursion": (
+                units,
+                f"{label}: largest excursion from the baseline in the signal polarity",
+            ),
             "snr": ("1", f"{label}: peak excursion over the baseline noise"),
             "peak_time": ("us", f"{label}: time of the largest excursion from the trigger"),
             "saturated": ("1", f"{label}: ADC rail run or clipped flat top present"),

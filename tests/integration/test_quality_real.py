@@ -82,7 +82,9 @@ def test_lab_capture_flat_top(l0_dir):
     # the flat-top detector finds on its own and the scope's flag confirms
     impact = ds.impact_number.values.tolist()
     i6 = impact.index(6)
-    assert ds.channel_clipped.sel(channel="TOF_Low").values.tolist() == [i == i6 for i in range(len(impact))]
+    assert ds.channel_clipped.sel(channel="TOF_Low").values.tolist() == [
+        i == i6 for i in range(len(impact))
+    ]
     q_flat_only = signal_quality(ds.drop_vars("channel_clipped"))
     assert q_flat_only.tof_low_saturated.values.tolist() == [i == i6 for i in range(len(impact))]
     assert q.tof_low_saturated.values.tolist() == [i == i6 for i in range(len(impact))]

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.analysis.noise import autocorrelation, fit_gaussian_histogram, noise_diagnostics, welch_psd
+from idexdask.analysis.noise import (
+    autocorrelation,
+    fit_gaussian_histogram,
+    noise_diagnostics,
+    welch_psd,
+)
 from idexdask.errors import AnalysisError
 
 RATE = 260.0
@@ -14,12 +19,18 @@ RATE = 260.0
 
 def dataset(x: np.ndarray, *, t0: float = -7.6, dn: bool = True) -> xr.Dataset:
     n_events, n = x.shape
-    attrs = {"units": "DN", "FILLVAL": 65535, "VALIDMIN": 0, "VALIDMAX": 1023} if dn else {"units": "V"}
+    attrs = (
+        {"units": "DN", "FILLVAL": 65535, "VALIDMIN": 0, "VALIDMAX": 1023} if dn else {"units": "V"}
+    )
     data = x.astype(np.uint16) if dn else x
     return xr.Dataset(
-        {"TOF_High": (("epoch", "time_high_sample_rate_index"), data, attrs),
-         "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"),
-                                   np.tile(t0 + np.arange(n) / RATE, (n_events, 1)))},
+        {
+            "TOF_High": (("epoch", "time_high_sample_rate_index"), data, attrs),
+            "time_high_sample_rate": (
+                ("epoch", "time_high_sample_rate_index"),
+                np.tile(t0 + np.arange(n) / RATE, (n_events, 1)),
+            ),
+        },
         coords={"epoch": np.arange(n_events)},
     )
 

@@ -20,7 +20,9 @@ FILL = 65535
 RATE = 260.0  # MSPS
 
 
-def dn_dataset(wave: np.ndarray, *, t0: float = -7.6, bits: int = 10, name: str = "TOF_High") -> xr.Dataset:
+def dn_dataset(
+    wave: np.ndarray, *, t0: float = -7.6, bits: int = 10, name: str = "TOF_High"
+) -> xr.Dataset:
     """A read_l0-like dataset holding one high-rate uint16 channel."""
     wave = np.atleast_2d(wave)
     n_events, n = wave.shape
@@ -31,16 +33,27 @@ def dn_dataset(wave: np.ndarray, *, t0: float = -7.6, bits: int = 10, name: str 
             name: (
                 ("epoch", "time_high_sample_rate_index"),
                 wave.astype(np.uint16),
-                {"units": "DN", "long_name": f"{name} waveform", "FILLVAL": FILL, "VALIDMIN": 0,
-                 "VALIDMAX": vmax, "adc_bits": bits},
+                {
+                    "units": "DN",
+                    "long_name": f"{name} waveform",
+                    "FILLVAL": FILL,
+                    "VALIDMIN": 0,
+                    "VALIDMAX": vmax,
+                    "adc_bits": bits,
+                },
             ),
-            "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"), np.tile(t, (n_events, 1))),
+            "time_high_sample_rate": (
+                ("epoch", "time_high_sample_rate_index"),
+                np.tile(t, (n_events, 1)),
+            ),
         },
         coords={"epoch": np.arange(n_events)},
     )
 
 
-def noisy(rng: np.random.Generator, n_events: int, n: int, sigma: float, level: float = 512.0) -> np.ndarray:
+def noisy(
+    rng: np.random.Generator, n_events: int, n: int, sigma: float, level: float = 512.0
+) -> np.ndarray:
     return np.clip(np.round(level + rng.normal(0, sigma, (n_events, n))), 0, 1023)
 
 
@@ -60,8 +73,14 @@ def test_noise_sigma_recovered_float_volts_with_time_variable():
     t = -9.0 + np.arange(n) * 0.001 * 2  # 2 ns sampling, covers -7..-5
     x = (-0.05 + rng.normal(0, 0.003, (50, n))).astype(np.float32)
     ds = xr.Dataset(
-        {"QD_1": (("epoch", "s"), x, {"units": "V", "time_variable": "tt", "signal_polarity": -1}),
-         "tt": (("epoch", "s"), np.tile(t, (50, 1)))}
+        {
+            "QD_1": (
+                ("epoch", "s"),
+                x,
+                {"units": "V", "time_variable": "tt", "signal_polarity": -1},
+            ),
+            "tt": (("epoch", "s"), np.tile(t, (50, 1))),
+        }
     )
     q = signal_quality(ds)
     assert abs(np.median(q.qd_1_noise.values) / 0.003 - 1) < 0.03
@@ -120,25 +139,40 @@ def test_bad_inputs_get_status_and_never_raise():
     rng = np.random.default_rng(7)
     n = 8192
     good = noisy(rng, 1, n, 2.0)[0]
-    waves = np.stack([
-        good,
-        np.full(n, 500),            # flat
-        np.zeros(n),                # all zero
-        np.full(n, 1023),           # all at rail
-        np.where(np.arange(n) % 7 == 0, FILL, good),  # some fill
-        np.full(n, FILL),           # no data
-    ])
+    waves = np.stack(
+        [
+            good,
+            np.full(n, 500),  # flat
+            np.zeros(n),  # all zero
+            np.full(n, 1023),  # all at rail
+            np.where(np.arange(n) % 7 == 0, FILL, good),  # some fill
+            np.full(n, FILL),  # no data
+        ]
+    )
     q = signal_quality(dn_dataset(waves))
     st = q.tof_high_quality_status.values.tolist()
-    assert st == [QualityStatus.OK, QualityStatus.FLAT, QualityStatus.ALL_ZERO, QualityStatus.ALL_SATURATED,
-                  QualityStatus.MISSING_SAMPLES, QualityStatus.NO_DATA]
+    assert st == [
+        QualityStatus.OK,
+        QualityStatus.FLAT,
+        QualityStatus.ALL_ZERO,
+        QualityStatus.ALL_SATURATED,
+        QualityStatus.MISSING_SAMPLES,
+        QualityStatus.NO_DATA,
+    ]
     assert q.tof_high_saturated.values.tolist() == [False, False, False, True, False, False]
     assert np.isnan(q.tof_high_snr.values[1:4]).all() and np.isfinite(q.tof_high_snr.values[4])
     assert q.quality_status.sel(channel="TOF_High").values.tolist() == st
     # NaN in float data
     x = np.where(np.arange(n) % 5 == 0, np.nan, good - 512.0)[None, :]
-    ds = xr.Dataset({"TOF_Low": (("epoch", "time_high_sample_rate_index"), x, {"units": "V"}),
-                     "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"), (-7.6 + np.arange(n) / RATE)[None])})
+    ds = xr.Dataset(
+        {
+            "TOF_Low": (("epoch", "time_high_sample_rate_index"), x, {"units": "V"}),
+            "time_high_sample_rate": (
+                ("epoch", "time_high_sample_rate_index"),
+                (-7.6 + np.arange(n) / RATE)[None],
+            ),
+        }
+    )
     assert signal_quality(ds).tof_low_quality_status.values[0] == QualityStatus.MISSING_SAMPLES
 
 
@@ -161,9 +195,18 @@ def test_scope_clipped_flag():
     x[:, 3000:3040] = -0.5
     x = np.round(x / 1e-4) * 1e-4
     ds = xr.Dataset(
-        {"TOF_High": (("epoch", "time_high_sample_rate_index"), x.astype(np.float32), {"units": "V", "signal_polarity": -1}),
-         "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"), np.tile(-8 + np.arange(n) * 0.003, (2, 1))),
-         "channel_clipped": (("epoch", "channel"), np.array([[True], [False]]))},
+        {
+            "TOF_High": (
+                ("epoch", "time_high_sample_rate_index"),
+                x.astype(np.float32),
+                {"units": "V", "signal_polarity": -1},
+            ),
+            "time_high_sample_rate": (
+                ("epoch", "time_high_sample_rate_index"),
+                np.tile(-8 + np.arange(n) * 0.003, (2, 1)),
+            ),
+            "channel_clipped": (("epoch", "channel"), np.array([[True], [False]])),
+        },
         coords={"channel": ["TOF_High"]},
     )
     q = signal_quality(ds)
@@ -206,8 +249,14 @@ def test_config_validation():
     cfg = load_quality_config()
     assert cfg["baseline_window_us"] == (-7.0, -5.0)
     assert cfg["saturation_min_run"] == 3
-    for bad in ({"nope": 1}, {"saturation_min_run": 0}, {"baseline_window_us": [-5, -7]},
-                {"polarity": {"TOF_High": 2}}, {"noise": {"welch_nperseg": "x"}}, {"quality": 3}):
+    for bad in (
+        {"nope": 1},
+        {"saturation_min_run": 0},
+        {"baseline_window_us": [-5, -7]},
+        {"polarity": {"TOF_High": 2}},
+        {"noise": {"welch_nperseg": "x"}},
+        {"quality": 3},
+    ):
         with pytest.raises(ConfigError):
             load_quality_config(bad)
     assert load_quality_config({"quality": {"flat_top_sigma": 5}})["flat_top_sigma"] == 5.0
