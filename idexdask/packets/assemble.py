@@ -164,9 +164,19 @@ def _decode_jobs(
             for k in range(decoded, n_out):
                 out[k] = FILL
         else:
-            out[:] = FILL
+            # Coverage first (fragments are sorted by FRAGOFF): pre-fill only a
+            # record that has gaps, so clean records are written exactly once.
             covered_until = 0
             covered = 0
+            for f in range(first, last):
+                lo = max(frag_off[f] * per_word, covered_until)
+                hi = min((frag_off[f] + frag_len[f] // 4) * per_word, n_out)
+                if hi > lo:
+                    covered += hi - lo
+                covered_until = max(covered_until, hi)
+            if covered < n_out:
+                out[:] = FILL
+                status[event, channel] |= 2  # INCOMPLETE
             for f in range(first, last):
                 word0 = frag_off[f]
                 n_words = frag_len[f] // 4
@@ -192,13 +202,6 @@ def _decode_jobs(
                         k = base + s - skip
                         if k < n_out:
                             out[k] = (word >> (bits * (per_word - 1 - s))) & mask
-                lo = max(word0 * per_word, covered_until)
-                hi = min((word0 + n_words) * per_word, n_out)
-                if hi > lo:
-                    covered += hi - lo
-                covered_until = max(covered_until, hi)
-            if covered < n_out:
-                status[event, channel] |= 2  # INCOMPLETE
 
 
 def assemble_events(
