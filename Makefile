@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 IDEXDASK_DATA ?= $(abspath ../shared/data)
 export IDEXDASK_DATA
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-gpu test-fast lint bench clean
 
 setup: $(VENV)/.installed $(ORACLE)/.installed
 
@@ -29,10 +29,15 @@ demo: setup
 	$(BIN)/idexdask demo --output demo-output
 
 test: setup
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 -m "not gpu" tests
+
+# On a machine with an NVIDIA GPU: install the gpu extra and run the CuPy tests.
+test-gpu: setup
+	$(BIN)/python -m pip install --quiet -e '.[gpu]'
+	$(BIN)/python -m pytest -m gpu tests
 
 test-fast: $(VENV)/.installed
-	$(BIN)/python -m pytest -n 2 -m "not slow and not oracle" tests
+	$(BIN)/python -m pytest -n 2 -m "not slow and not oracle and not gpu" tests
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check idexdask tests bench

@@ -390,8 +390,9 @@ def test_shared_x_and_defaults():
     assert_allclose(res.params, per_window.params, rtol=1e-12)
 
 
+@pytest.mark.gpu
 def test_cupy_matches_numpy():
-    cupy = pytest.importorskip("cupy")
+    import cupy  # deselected where no GPU exists (make test); run by make test-gpu
     x, y, p0, _ = idex_windows(20, seed=6)
     ref = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER)
     got = fit_batch(
