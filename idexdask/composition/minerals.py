@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from idexdask.calibration.ions import parse_formula
+from idexdask.composition.settings import file_key
 from idexdask.config import load_yaml
 from idexdask.errors import ConfigError
 
@@ -122,19 +123,19 @@ def _parse_library(data: Any, source: str) -> MineralLibrary:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_library(name: str) -> MineralLibrary:
-    return _parse_library(load_yaml(name), name)
+def _cached_library(path: str, mtime_ns: int) -> MineralLibrary:
+    return _parse_library(load_yaml(path), path)
 
 
 def load_mineral_library(name_or_path: str | Path = "minerals.yaml") -> MineralLibrary:
-    """Load and validate the mineral library (cached per file name).
+    """Load and validate the mineral library (cached per file path and modification time).
 
     Raises
     ------
     ConfigError
         Malformed formula, unknown element, duplicate name, bad olivine section.
     """
-    return _cached_library(str(name_or_path))
+    return _cached_library(*file_key(name_or_path))
 
 
 def expected_fractions(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import periodictable
 
+from idexdask.composition.settings import file_key
 from idexdask.config import load_yaml
 from idexdask.errors import ConfigError
 
@@ -128,12 +129,12 @@ def _parse_presets(data: Any, source: str) -> Mapping[str, RSFPreset]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_presets(name: str) -> Mapping[str, RSFPreset]:
-    return _parse_presets(load_yaml(name), name)
+def _cached_presets(path: str, mtime_ns: int) -> Mapping[str, RSFPreset]:
+    return _parse_presets(load_yaml(path), path)
 
 
 def load_rsf_presets(name_or_path: str | Path = "rsf.yaml") -> Mapping[str, RSFPreset]:
-    """Load and validate the RSF presets (cached per file name).
+    """Load and validate the RSF presets (cached per file path and modification time).
 
     Returns
     -------
@@ -145,7 +146,7 @@ def load_rsf_presets(name_or_path: str | Path = "rsf.yaml") -> Mapping[str, RSFP
     ConfigError
         Unknown element symbol, non-positive RSF, unknown fallback, bad YAML.
     """
-    return _cached_presets(str(name_or_path))
+    return _cached_presets(*file_key(name_or_path))
 
 
 def _resolve(

@@ -58,6 +58,7 @@ from scipy import stats
 
 from idexdask._logging import get_logger
 from idexdask.calibration.ions import ion_mass, parse_formula
+from idexdask.composition.settings import file_key
 from idexdask.config import load_yaml
 from idexdask.errors import AnalysisError, ConfigError
 
@@ -248,12 +249,12 @@ def _build_library(data: Any, source: str) -> SpeciesLibrary:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_library(name: str) -> SpeciesLibrary:
-    return _build_library(load_yaml(name), name)
+def _cached_library(path: str, mtime_ns: int) -> SpeciesLibrary:
+    return _build_library(load_yaml(path), path)
 
 
 def load_species_library(name_or_path: str | Path = "species.yaml") -> SpeciesLibrary:
-    """Load and validate a species library (cached per file name).
+    """Load and validate a species library (cached per file path and modification time).
 
     Parameters
     ----------
@@ -269,7 +270,7 @@ def load_species_library(name_or_path: str | Path = "species.yaml") -> SpeciesLi
     ConfigError
         Missing file, unknown element symbol, malformed formula, bad prior.
     """
-    return _cached_library(str(name_or_path))
+    return _cached_library(*file_key(name_or_path))
 
 
 # --------------------------------------------------------------------------- core
