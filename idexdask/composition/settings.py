@@ -100,9 +100,10 @@ def composition_settings(
     Parameters
     ----------
     config : mapping, CompositionSettings or None
-        The whole configuration (its ``composition`` key is used), or the
-        ``composition`` section itself; missing keys take
-        :data:`COMPOSITION_DEFAULTS`.
+        The whole configuration (its ``composition`` key is used; a whole
+        configuration without one, recognised by its mapping-valued sections,
+        gives the defaults), or the ``composition`` section itself; missing keys
+        take :data:`COMPOSITION_DEFAULTS`.
 
     Returns
     -------
@@ -119,7 +120,12 @@ def composition_settings(
     if config is not None:
         if not isinstance(config, Mapping):
             raise ConfigError(f"composition config must be a mapping, got {type(config).__name__}")
-        section = config["composition"] if "composition" in config else config
+        if "composition" in config:
+            section = config["composition"]
+        elif any(isinstance(value, Mapping) for value in config.values()):
+            section = {}  # a whole configuration without a composition section
+        else:
+            section = config
         if section is None:
             section = {}
         if not isinstance(section, Mapping):

@@ -152,6 +152,9 @@ def test_species_yaml_validation(tmp_path):
 def test_settings_validation():
     assert composition_settings().rsf_preset == "lab"
     assert composition_settings({"composition": {"mass_tolerance_u": 0.2}}).mass_tolerance_u == 0.2
+    whole = {"decode": {"verify_crc": True}, "composition": {"rsf_preset": "none"}}
+    assert composition_settings(whole).rsf_preset == "none"
+    assert composition_settings({"decode": {"verify_crc": True}}).rsf_preset == "lab"
     with pytest.raises(ConfigError, match="unknown configuration key"):
         composition_settings({"mass_tolerence_u": 0.2})
     with pytest.raises(ConfigError, match="unknown element"):
