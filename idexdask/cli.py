@@ -1,7 +1,14 @@
 """The ``idexdask`` command line.
 
 Sub-commands: ``decode`` (L0 files -> Zarr store), ``simulate`` (write a simulated
-L0 file) and ``demo`` (simulate a small campaign, decode it, print a summary).
+L0 file), ``submit`` (a campaign on a Dask cluster -> resumable Zarr store, with
+HDF5/CDF exports), ``status`` (summary of a campaign store), ``export`` (HDF5/CDF
+files from a store) and ``demo`` (simulate a campaign, run it as ``submit`` does,
+print a summary).
+
+Exit codes: 0 success; 2 usage, configuration, input or store error, detected
+before any work starts; 3 partial failure (some inputs or units failed, the
+others are in the store; see ``idexdask status``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from idexdask.errors import IdexDaskError
+from idexdask.errors import ConfigError, IdexDaskError
 
 logger = logging.getLogger("idexdask.cli")
 
@@ -96,36 +103,198 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+class _ProgressBar:
+    """Events done of total, rate and ETA: a bar on a terminal, else plain lines."""
+
+    def __init__(self, stream=None, min_interval: float = 2.0) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.min_interval = min_interval
+        self.last = -float("inf")
+
+    def __call__(self, progress) -> None:
+        now = time.monotonic()
+        finished = progress.units_done + progress.units_failed >= progress.units_todo
+        if not self.tty and now - self.last < self.min_interval and not finished:
+            return
+        self.last = now
+        total = max(progress.events_total, 1)
+        fraction = progress.events_done / total
+        text = (
+            f"{progress.events_done:>9,}/{progress.events_total:,} events "
+            f"({fraction:6.1%})  {progress.rate:8,.0f} ev/s  ETA {_duration(progress.eta_s)}"
+            + (f"  failed units: {progress.units_failed}" if progress.units_failed else "")
+        )
+        if self.tty:
+            width = 30
+            filled = int(width * fraction)
+            self.stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {text}")
+            if finished:
+                self.stream.write("\n")
+        else:
+            self.stream.write(f"progress: {text}\n")
+        self.stream.flush()
+
+
+def _print_summary(summary, title: str) -> None:
+    _echo(f"== {title} ==")
+    _echo(f"store              : {summary.store}")
+    _echo(f"state              : {summary.state}")
+    _echo(f"events in store    : {summary.events_done:,} of {summary.events_total:,}")
+    _echo(f"units              : {summary.units_done} of {summary.units_total} done"
+          + (f" ({summary.units_skipped} already done before this run)"
+             if summary.units_skipped else ""))
+    if summary.events_this_run or summary.elapsed_s:
+        line = f"this run           : {summary.events_this_run:,} events in {summary.elapsed_s:.1f} s"
+        if summary.elapsed_s > 0 and summary.events_this_run:
+            line += f" ({summary.rate:,.0f} events/s"
+            if summary.workers:
+                line += f", {summary.workers} workers"
+            line += ")"
+        _echo(line)
+    for path in summary.empty_inputs:
+        _echo(f"no science events  : {path}")
+    _echo(f"failures           : {len(summary.failures)}")
+    for failure in summary.failures:
+        _echo(f"  FAILED {failure['uid']}: {failure['reason']}")
+
+
+def _config_from_args(args: argparse.Namespace) -> dict:
+    """The run configuration: defaults < --config FILE < command-line flags."""
+    from idexdask.config import load_config, load_yaml, merge
+
+    import idexdask.pipeline  # noqa: F401  (registers the pipeline's config checks)
+
+    override: dict = {}
+    if getattr(args, "config", None):
+        override = load_yaml(args.config) or {}
+        if not isinstance(override, dict):
+            raise ConfigError(f"{args.config}: a configuration file must hold a mapping")
+    flags: dict = {"cluster": {}, "pipeline": {}, "export": {}}
+    for flag, section, key in (
+        ("workers", "cluster", "workers"),
+        ("threads_per_worker", "cluster", "threads_per_worker"),
+        ("memory_limit", "cluster", "memory_limit"),
+        ("scheduler", "cluster", "address"),
+        ("dashboard", "cluster", "dashboard"),
+        ("batch_events", "pipeline", "batch_events"),
+        ("retries", "pipeline", "retries"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            flags[section][key] = value
+    if getattr(args, "export", None) is not None:
+        flags["export"]["formats"] = [f.strip() for f in args.export.split(",") if f.strip()]
+    override = merge(override, {k: v for k, v in flags.items() if v})
+    return load_config(override)
+
+
+def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
+                    export_dir: str | None, title: str):
+    from idexdask.pipeline.cluster import ClusterOptions
+    from idexdask.pipeline.export import export_store
+    from idexdask.pipeline.runner import run_campaign
+
+    def on_start(dashboard, plan, todo_events) -> None:
+        _echo(f"dashboard          : {dashboard or '(none)'}")
+        _echo(f"planned            : {plan.n_events:,} events in {len(plan.units)} units "
+              f"from {len(plan.inputs)} inputs; {todo_events:,} events to process")
+
+    summary = run_campaign(
+        inputs, store, config,
+        cluster=ClusterOptions.from_config(config, gpu=gpu),
+        overwrite=overwrite, on_start=on_start, on_progress=_ProgressBar(),
+    )
+    _print_summary(summary, title)
+    formats = config["export"]["formats"]
+    if formats:
+        start = time.perf_counter()
+        files = export_store(store, formats, export_dir,
+                             cdf_attributes=config["export"]["cdf_attributes"])
+        _echo(f"exports            : {len(files)} files in {time.perf_counter() - start:.1f} s")
+        for file in files:
+            _echo(f"  {file}")
+    return summary
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    """Process a campaign on a Dask cluster into a resumable Zarr store."""
+    from idexdask.pipeline.store import check_writable
+
+    config = _config_from_args(args)  # validated before anything runs
+    check_writable(args.output)
+    summary = _run_and_report(args.inputs, args.output, config, gpu=args.gpu,
+                              overwrite=args.overwrite, export_dir=args.export_dir,
+                              title="idexdask submit: summary")
+    return summary.exit_code
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from idexdask.pipeline.runner import store_status
+
+    summary = store_status(args.store)
+    _print_summary(summary, "idexdask status")
+    return summary.exit_code
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from idexdask.pipeline.export import export_store
+
+    config = _config_from_args(args)
+    files = export_store(args.store, [args.format], args.output,
+                         cdf_attributes=config["export"]["cdf_attributes"])
+    for file in files:
+        _echo(f"wrote {file}")
+    if not files:
+        _echo("nothing to export: no finished units in the store")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Simulate a small campaign (compressed and not), decode it, print a summary."""
-    from idexdask.io.zarr_store import concat_events, write_zarr
-    from idexdask.packets.reader import read_l0
+    """Simulate a campaign (compressed and not), run it as `submit` does, summarise."""
+    import xarray as xr
+
+    from idexdask.pipeline.export import open_campaign
     from idexdask.simulate import write_campaign
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    plan = [("day1_plain.pkts", False, 1), ("day2_rice.pkts", True, 2), ("day3_plain.pkts", False, 3)]
-    truths = []
-    _echo(f"simulating {len(plan)} L0 files of {args.events} events each in {out}/")
+    inputs = out / "l0"
+    inputs.mkdir(exist_ok=True)
+    plan = [(f"day{i + 1}_{'rice' if i % 2 else 'plain'}.pkts", bool(i % 2), i + 1)
+            for i in range(args.files)]
+    _echo(f"simulating {len(plan)} L0 files of {args.events} events each in {inputs}/")
+    truths = {}
     for name, compress, seed in plan:
-        truths.append(write_campaign(out / name, args.events, compress=compress, seed=seed))
-    start = time.perf_counter()
-    datasets = [read_l0(out / name) for name, _, _ in plan]
-    joined = concat_events(datasets)
-    store = write_zarr(joined, out / "campaign.zarr", overwrite=True)
-    elapsed = time.perf_counter() - start
-    n_bytes = sum((out / name).stat().st_size for name, _, _ in plan)
-    exact = all(
-        np.array_equal(d[v].values, t.events[v].values)
-        for d, t in zip(datasets, truths, strict=True)
-        for v in ("TOF_High", "TOF_Mid", "TOF_Low", "Target_High", "Target_Low", "Ion_Grid")
-    )
-    _echo("")
-    _echo("== idexdask demo: decode summary ==")
-    _summarise(joined, elapsed, n_bytes)
+        truths[name] = write_campaign(inputs / name, args.events, compress=compress, seed=seed)
+    config = _config_from_args(args)
+    config["export"]["formats"] = ["hdf5", "cdf"]
+    store = out / "campaign.zarr"
+    summary = _run_and_report([str(inputs / name) for name, _, _ in plan], store, config,
+                              gpu=False, overwrite=True, export_dir=str(out / "exports"),
+                              title="idexdask demo: campaign summary")
+    stored = open_campaign(store)
+    index = stored["input_index"].values
+    exact = True
+    for number, (name, _, _) in enumerate(plan):
+        rows = np.flatnonzero(index == number)
+        truth = truths[name].events
+        for variable in ("TOF_High", "TOF_Mid", "TOF_Low", "Target_High", "Target_Low",
+                         "Ion_Grid"):
+            exact &= bool(np.array_equal(stored[variable].values[rows], truth[variable].values))
+    xr.Dataset.close(stored)
     _echo(f"round trip exact   : {'yes' if exact else 'NO'}")
-    _echo(f"store              : {store}")
-    return 0 if exact else 1
+    if not exact:
+        return 1
+    return summary.exit_code
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,9 +319,50 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--seed", type=int, default=0, help="random seed")
     simulate.set_defaults(func=cmd_simulate)
 
-    demo = sub.add_parser("demo", help="simulate a small campaign, decode it, summarise")
+    submit = sub.add_parser(
+        "submit", help="process a campaign on a Dask cluster into a resumable Zarr store",
+        description="Plan, run and journal a campaign; re-running resumes it.  Exit codes: "
+        "0 ok, 2 usage/config/store error before any work, 3 partial failure.",
+    )
+    submit.add_argument("inputs", nargs="+",
+                        help="L0 files (.pkts, .bin, no extension), directories of them, "
+                        "or directories of LeCroy .trc captures")
+    submit.add_argument("-o", "--output", required=True, help="campaign store (OUT.zarr)")
+    where = submit.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address (tcp://host:8786) or scheduler file "
+                       "(.json) of a running Dask cluster")
+    where.add_argument("--workers", type=int, help="workers of the embedded cluster")
+    submit.add_argument("--threads-per-worker", type=int, help="threads per embedded worker")
+    submit.add_argument("--memory-limit", help="memory limit per embedded worker (4GiB, auto)")
+    submit.add_argument("--dashboard", help="dashboard address of the embedded cluster (:0)")
+    submit.add_argument("--gpu", action="store_true",
+                        help="run on GPU workers (dask-cuda; fails early without a GPU)")
+    submit.add_argument("--export", help="comma-separated export formats: hdf5,cdf")
+    submit.add_argument("--export-dir", help="directory of the exports (default STORE.exports)")
+    submit.add_argument("--config", help="YAML file overriding configs/default.yaml")
+    submit.add_argument("--batch-events", type=int, help="events per task")
+    submit.add_argument("--retries", type=int, help="retries of a failed task")
+    submit.add_argument("--overwrite", action="store_true",
+                        help="replace an existing store instead of resuming it")
+    submit.set_defaults(func=cmd_submit)
+
+    status = sub.add_parser("status", help="summary of a campaign store (finished or running)")
+    status.add_argument("store", help="campaign store")
+    status.set_defaults(func=cmd_status)
+
+    export = sub.add_parser("export", help="HDF5 or CDF files (one per input) from a store")
+    export.add_argument("store", help="campaign store")
+    export.add_argument("--format", required=True, choices=("hdf5", "cdf"))
+    export.add_argument("-o", "--output", help="output directory (default STORE.exports)")
+    export.add_argument("--config", help="YAML file overriding configs/default.yaml")
+    export.set_defaults(func=cmd_export)
+
+    demo = sub.add_parser("demo", help="simulate a campaign, run it as `submit`, summarise")
     demo.add_argument("--output", default="demo-output", help="working directory")
-    demo.add_argument("--events", type=int, default=100, help="events per simulated file")
+    demo.add_argument("--events", type=int, default=750, help="events per simulated file")
+    demo.add_argument("--files", type=int, default=4, help="simulated files")
+    demo.add_argument("--workers", type=int, help="workers of the embedded cluster")
+    demo.add_argument("--dashboard", default=":0", help="dashboard address")
     demo.set_defaults(func=cmd_demo)
     return parser
 

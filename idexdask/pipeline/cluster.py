@@ -1,0 +1,180 @@
+"""Where the tasks run: an embedded ``LocalCluster``, a GPU cluster, or a running one.
+
+* default: :class:`distributed.LocalCluster` with worker *processes* (the decode
+  holds the GIL in places; processes scale on cores), ``cluster.workers`` of
+  them with ``cluster.threads_per_worker`` threads each;
+* ``address`` (``--scheduler``): connect to a running scheduler (SLURM,
+  Kubernetes, ``dask scheduler`` by hand; see ``docs/deploy.md``);
+* ``gpu`` (``--gpu``): :class:`dask_cuda.LocalCUDACluster` (one worker per GPU),
+  or the GPU workers of a running cluster; tasks ask for ``resources={"GPU": 1}``.
+  Without dask-cuda, without a visible GPU, or (remote) without workers offering
+  a ``GPU`` resource, :func:`check_gpu` fails before any work starts.
+
+Every worker process runs with its BLAS/OpenMP/numba thread pools capped to one
+thread (:data:`THREAD_CAPS`), so that ``threads_per_worker`` is the only source
+of parallelism inside a worker and workers do not oversubscribe the cores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from idexdask.errors import ConfigError, IdexDaskError
+
+__all__ = ["THREAD_CAPS", "ClusterOptions", "check_gpu", "open_client"]
+
+logger = logging.getLogger(__name__)
+
+THREAD_CAPS = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "NUMBA_NUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Cluster settings (``cluster`` section of the configuration + flags).
+
+    Attributes
+    ----------
+    address : str or None
+        Scheduler address (``tcp://host:8786``) or scheduler file (``*.json``) of
+        a running cluster; None starts an embedded one.
+    workers, threads_per_worker : int
+        Embedded cluster size.
+    memory_limit : str
+        Per-worker memory limit (``auto``, ``4GiB``, ``0`` for none).
+    dashboard : str
+        Dashboard address of the embedded cluster (``:8787``, ``:0``; ``""`` none).
+    gpu : bool
+        Run on GPU workers.
+    """
+
+    address: str | None = None
+    workers: int = 2
+    threads_per_worker: int = 1
+    memory_limit: str = "auto"
+    dashboard: str = ":8787"
+    gpu: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict, gpu: bool = False) -> ClusterOptions:
+        section = config["cluster"]
+        return cls(
+            address=section["address"] or None,
+            workers=int(section["workers"]),
+            threads_per_worker=int(section["threads_per_worker"]),
+            memory_limit=str(section["memory_limit"]),
+            dashboard=str(section["dashboard"]),
+            gpu=gpu,
+        )
+
+
+def check_gpu(options: ClusterOptions) -> None:
+    """Fail early when ``--gpu`` cannot be honoured on this machine.
+
+    Raises
+    ------
+    IdexDaskError
+        Embedded GPU cluster without dask-cuda / CuPy or without a visible GPU.
+    """
+    if not options.gpu or options.address:
+        return  # remote: checked against the workers' resources once connected
+    missing = [m for m in ("dask_cuda", "cupy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise IdexDaskError(
+            f"--gpu needs {' and '.join(missing)} (pip install 'idexdask[gpu]') "
+            "and an NVIDIA GPU; run without --gpu to use NumPy on the CPU"
+        )
+    import cupy
+
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA raises its own error types
+        raise IdexDaskError(f"--gpu: no usable CUDA device ({exc})") from exc
+    if count < 1:
+        raise IdexDaskError("--gpu: no CUDA device visible")
+
+
+def _check_remote_gpu(client) -> None:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers):
+        raise IdexDaskError(
+            "--gpu: no worker of the cluster offers the resource GPU; start GPU workers "
+            "with `dask cuda worker ADDRESS --resources GPU=1` (see docs/deploy.md)"
+        )
+
+
+def _memory_limit(value: str) -> str | int:
+    return 0 if value.strip() in ("0", "none", "") else value
+
+
+@contextlib.contextmanager
+def open_client(options: ClusterOptions) -> Iterator:
+    """A :class:`distributed.Client` on the cluster ``options`` describe.
+
+    The embedded cluster is shut down on exit; a remote one is only disconnected.
+
+    Raises
+    ------
+    IdexDaskError
+        If the scheduler cannot be reached or GPU workers are missing.
+    """
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    try:
+        if options.address:
+            kwargs = (
+                {"scheduler_file": options.address}
+                if options.address.endswith(".json")
+                else {"address": options.address}
+            )
+            try:
+                client = Client(timeout="20s", **kwargs)
+            except (OSError, TimeoutError) as exc:
+                raise IdexDaskError(f"cannot reach the scheduler {options.address}: {exc}") from exc
+            if options.gpu:
+                _check_remote_gpu(client)
+        elif options.gpu:
+            from dask_cuda import LocalCUDACluster
+
+            cluster = LocalCUDACluster(
+                threads_per_worker=options.threads_per_worker,
+                memory_limit=_memory_limit(options.memory_limit),
+                dashboard_address=options.dashboard or None,
+                resources={"GPU": 1},
+                env=dict(THREAD_CAPS),
+            )
+            client = Client(cluster)
+        else:
+            if options.workers < 1 or options.threads_per_worker < 1:
+                raise ConfigError("cluster.workers and cluster.threads_per_worker must be >= 1")
+            cluster = LocalCluster(
+                n_workers=options.workers,
+                threads_per_worker=options.threads_per_worker,
+                processes=True,
+                memory_limit=_memory_limit(options.memory_limit),
+                dashboard_address=options.dashboard or None,
+                env=dict(THREAD_CAPS),
+                silence_logs=logging.ERROR,
+            )
+            client = Client(cluster)
+    except BaseException:
+        if cluster is not None:
+            cluster.close()
+        raise
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -1,0 +1,108 @@
+"""Exports of a campaign store: one HDF5 and/or CDF file per input.
+
+Only events of units the manifest records as done are exported; the files are
+written by one process (the caller), never by workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from idexdask.errors import StoreError
+from idexdask.pipeline.runner import done_units
+
+__all__ = ["FORMATS", "export_store", "open_campaign"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = {"hdf5": ".h5", "cdf": ".cdf"}
+
+
+def open_campaign(store: str | os.PathLike) -> xr.Dataset:
+    """Open a campaign store lazily with raw values (no CF decoding of fills/times).
+
+    Raises
+    ------
+    StoreError
+        If the store cannot be opened.
+    """
+    try:
+        return xr.open_zarr(store, consolidated=False, mask_and_scale=False,
+                            decode_times=False, decode_timedelta=False)
+    except Exception as exc:  # zarr raises several types for a bad store
+        raise StoreError(f"cannot open store {store}: {exc}") from exc
+
+
+def _names(inputs: list[str]) -> list[str]:
+    stems = [Path(p).stem or Path(p).name for p in inputs]
+    return [s if stems.count(s) == 1 else f"{i:03d}_{s}" for i, s in enumerate(stems)]
+
+
+def export_store(
+    store: str | os.PathLike,
+    formats: Iterable[str],
+    output_dir: str | os.PathLike | None = None,
+    *,
+    cdf_attributes: str = "cdf_attributes.yaml",
+) -> list[Path]:
+    """Write one file per input and format from the done events of ``store``.
+
+    Parameters
+    ----------
+    store : path
+        Campaign store.
+    formats : iterable of {"hdf5", "cdf"}
+        Formats to write.
+    output_dir : path, optional
+        Directory of the files (default: ``<store>.exports`` beside the store).
+    cdf_attributes : str
+        ISTP attribute file for the CDF exports.
+
+    Returns
+    -------
+    list of pathlib.Path
+        Files written, by input then format.
+
+    Raises
+    ------
+    StoreError
+        Unknown format, unreadable store, unwritable output directory.
+    """
+    from idexdask.io.cdf import load_cdf_attributes, write_cdf
+    from idexdask.io.hdf5 import write_hdf5
+
+    formats = list(dict.fromkeys(formats))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise StoreError(f"unknown export format(s) {unknown}; choose from {sorted(FORMATS)}")
+    store = Path(store)
+    out = Path(output_dir) if output_dir else store.with_name(store.name + ".exports")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the export directory {out}: {exc}") from exc
+    inputs, units = done_units(store)
+    dataset = open_campaign(store)
+    table = load_cdf_attributes(cdf_attributes) if "cdf" in formats else None
+    written = []
+    for index, name in enumerate(_names(inputs)):
+        regions = sorted(tuple(u["region"]) for u in units if u["input_index"] == index)
+        if not regions:
+            continue
+        rows = np.concatenate([np.arange(a, b) for a, b in regions])
+        events = dataset.isel(epoch=rows).load()
+        events.attrs = {"source": inputs[index], "store": str(store)}
+        for fmt in formats:
+            path = out / f"{name}{FORMATS[fmt]}"
+            if fmt == "hdf5":
+                written.append(write_hdf5(events, path))
+            else:
+                written.append(write_cdf(events, path, attributes=table))
+    logger.info("exported %d files to %s", len(written), out)
+    return written

@@ -1,0 +1,95 @@
+"""The run manifest: an append-only JSON-lines journal in the store directory.
+
+One writer only (the submitting client) appends a record after each unit's
+region write has completed, and flushes it to disk (``fsync``) before the next
+unit is accounted for.  A unit not in the manifest is redone on the next run, so
+an interrupted run resumes where it stopped and nothing is counted as done that
+is not in the store.
+
+Records (one JSON object per line, key ``record``):
+
+``run_start``
+    ``run_id``, ``time`` (UTC ISO), ``host``, ``pid``, ``total_events``,
+    ``units``, ``todo_units``, ``todo_events``, ``config_hash``, ``dashboard``.
+``unit``
+    ``uid``, ``status`` (``done`` / ``failed``), ``input``, ``input_index``,
+    ``region`` ([start, stop) rows), ``n_events``, ``input_hash``,
+    ``config_hash``, ``reason`` (failures), ``elapsed_s``, ``worker``, ``run_id``,
+    ``time``, ``attrs`` (the unit's decode attributes: packet counts, ...).
+``run_end``
+    ``run_id``, ``time``, ``events_done``, ``units_done``, ``units_failed``,
+    ``elapsed_s``.
+
+A line cut short by a crash (the last one) is ignored when read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MANIFEST_NAME", "Manifest"]
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+class Manifest:
+    """Append-only journal of a store's runs (see the module docstring).
+
+    Parameters
+    ----------
+    store : path
+        The Zarr store directory; the journal is ``<store>/manifest.jsonl``.
+    """
+
+    def __init__(self, store: str | os.PathLike) -> None:
+        self.path = Path(store) / MANIFEST_NAME
+
+    def append(self, record: Mapping[str, Any]) -> None:
+        """Append one record and force it to disk."""
+        line = json.dumps(record, sort_keys=True, default=_jsonable) + "\n"
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(line)
+            stream.flush()
+            os.fsync(stream.fileno())
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every complete record, oldest first (a torn last line is skipped)."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as stream:
+            for number, line in enumerate(stream, start=1):
+                if not line.endswith("\n"):
+                    logger.warning("%s: incomplete line %d ignored", self.path, number)
+                    continue
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    logger.warning("%s: unreadable line %d ignored", self.path, number)
+
+    def latest_units(self) -> dict[str, dict[str, Any]]:
+        """The most recent ``unit`` record of every unit id."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.records():
+            if record.get("record") == "unit":
+                latest[record["uid"]] = record
+        return latest
+
+    def clear(self) -> None:
+        """Remove the journal (the store is being recreated)."""
+        self.path.unlink(missing_ok=True)
+
+
+def _jsonable(value: Any) -> Any:
+    """JSON fallback for NumPy scalars and other simple objects."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    return str(value)

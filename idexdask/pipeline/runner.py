@@ -1,0 +1,510 @@
+"""Run a campaign: plan, lay out the store, run every unit on the cluster, journal it.
+
+Order of work (everything that can fail cheaply fails before a cluster starts):
+
+1. the store path is checked writable; the configuration is already validated;
+2. the inputs are planned (:func:`~idexdask.pipeline.plan.plan_inputs`): every
+   unit's exact event count, hence every unit's store region;
+3. an existing store is checked against the plan: the same inputs with the same
+   event counts, else :class:`~idexdask.errors.StoreError` (use a new store or
+   ``--overwrite``); units the manifest records as done with the same input
+   digest and configuration digest are skipped;
+4. the cluster starts (or is connected to); a new store is laid out from the
+   schema of the first unit (zero events, computed on a worker);
+5. every remaining unit is one task (``retries`` on failure; a dead worker's
+   tasks are rescheduled by the scheduler): decode + analysis + region write;
+6. the client, the only writer of the manifest, journals each unit as its
+   result arrives, then the run's summary.
+
+Exit codes of the CLI: 0 all done, 2 usage/config/store error before any work,
+3 partial failure (some inputs or units failed; the rest is in the store).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from idexdask.errors import IdexDaskError, StoreError
+from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
+from idexdask.pipeline.manifest import Manifest
+from idexdask.pipeline.plan import Plan, Unit, plan_inputs
+from idexdask.pipeline.store import (
+    check_writable,
+    chunk_rows,
+    initialise_store,
+    read_store_meta,
+    write_region,
+)
+from idexdask.pipeline.units import process_unit
+
+__all__ = [
+    "Progress", "RunSummary", "config_hash", "done_units", "run_campaign", "store_status",
+]
+
+logger = logging.getLogger(__name__)
+
+PLAN_NAME = "plan.json"
+# configuration sections that do not change the products
+_NON_PRODUCT_SECTIONS = ("cluster", "pipeline", "export")
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Digest of the configuration sections that shape the products.
+
+    ``cluster``, ``pipeline`` and ``export`` (where and how the work runs) are
+    left out: changing them does not reprocess anything.
+    """
+    relevant = {k: v for k, v in config.items() if k not in _NON_PRODUCT_SECTIONS}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Progress:
+    """Where a run stands (passed to the progress callback after each unit)."""
+
+    events_done: int
+    events_total: int
+    events_this_run: int
+    units_done: int
+    units_todo: int
+    units_failed: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        """Events per second in this run."""
+        return self.events_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate (None before the first unit)."""
+        left = self.events_total - self.events_done
+        return left / self.rate if self.rate > 0 else None
+
+
+@dataclass
+class RunSummary:
+    """What a run did (or, from :func:`store_status`, what a store holds).
+
+    Attributes
+    ----------
+    store : str
+        Store path.
+    events_total : int
+        Rows of the store (events planned).
+    events_done : int
+        Events in the store, from this and earlier runs.
+    events_this_run : int
+        Events written by this run.
+    units_total, units_done, units_skipped : int
+        Units planned, done (ever), and skipped in this run because done before.
+    failures : list of dict
+        ``{"uid", "input", "reason", "n_events"}`` of every failed unit or input.
+    empty_inputs : list of str
+        Valid inputs without science events.
+    elapsed_s : float
+        Wall time of the run (from the cluster start).
+    dashboard : str or None
+        Dashboard address of the cluster.
+    state : str
+        ``finished``, ``running``, ``interrupted`` or ``new``.
+    """
+
+    store: str
+    events_total: int = 0
+    events_done: int = 0
+    events_this_run: int = 0
+    units_total: int = 0
+    units_done: int = 0
+    units_skipped: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    empty_inputs: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    dashboard: str | None = None
+    state: str = "finished"
+    workers: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        """0 if everything is in the store, 3 if something failed."""
+        return 3 if self.failures else 0
+
+    @property
+    def rate(self) -> float:
+        return self.events_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def _schema_of(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
+    """The unit function's output for ``unit`` with zero events (the store template)."""
+    return process_unit(unit, config).isel(epoch=slice(0, 0)).load()
+
+
+def _run_unit(
+    unit: Unit, config: Mapping[str, Any], store: str, rows: int, n_events: int
+) -> dict[str, Any]:
+    """One task: process the unit and write its region.
+
+    Data errors (:class:`~idexdask.errors.IdexDaskError`) are deterministic and
+    reported as a failed unit; anything else raises, so the scheduler retries it.
+    """
+    start = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        dataset = process_unit(unit, config)
+        write_region(store, dataset, unit.region, rows=rows, n_events=n_events)
+    except IdexDaskError as exc:
+        return {"status": "failed", "reason": str(exc), "worker": worker,
+                "elapsed_s": time.perf_counter() - start, "attrs": {}}
+    attrs = {k: v for k, v in dataset.attrs.items() if isinstance(v, str | int | float)}
+    return {"status": "done", "reason": "", "worker": worker,
+            "elapsed_s": time.perf_counter() - start, "attrs": attrs}
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _layout(plan: Plan) -> list[list[Any]]:
+    """Inputs and their event counts: what the store's row layout depends on."""
+    counts: dict[int, int] = {}
+    for unit in plan.units:
+        counts[unit.input_index] = counts.get(unit.input_index, 0) + unit.n_events
+    return [[path, counts.get(i, 0)] for i, path in enumerate(plan.inputs)]
+
+
+def _write_plan(store: Path, plan: Plan, chash: str) -> None:
+    units = [
+        {"uid": u.uid, "input": u.path, "input_index": u.input_index, "region": list(u.region),
+         "n_events": u.n_events, "input_hash": u.input_hash}
+        for u in plan.units
+    ]
+    failures = [asdict(f) for f in plan.failures]
+    payload = {"config_hash": chash, "inputs": plan.inputs, "units": units,
+               "plan_failures": failures, "empty_inputs": plan.empty}
+    tmp = store / (PLAN_NAME + ".tmp")
+    tmp.write_text(json.dumps(payload))
+    os.replace(tmp, store / PLAN_NAME)
+
+
+def _is_done(record: Mapping[str, Any] | None, unit: Unit, chash: str) -> bool:
+    return (
+        record is not None
+        and record.get("status") == "done"
+        and record.get("input_hash") == unit.input_hash
+        and record.get("config_hash") == chash
+        and list(record.get("region", ())) == list(unit.region)
+    )
+
+
+def run_campaign(
+    inputs: Sequence[str | os.PathLike],
+    store: str | os.PathLike,
+    config: Mapping[str, Any],
+    *,
+    cluster: ClusterOptions | None = None,
+    overwrite: bool = False,
+    on_start: Callable[[str | None, Plan, int], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> RunSummary:
+    """Process a campaign into a Zarr store, resuming what an earlier run left.
+
+    Parameters
+    ----------
+    inputs : sequence of path
+        L0 files, directories of them, or directories of ``.trc`` captures.
+    store : path
+        Output store (created, or resumed).
+    config : mapping
+        Validated configuration (:func:`idexdask.config.load_config`).
+    cluster : ClusterOptions, optional
+        Where to run; default from ``config["cluster"]``.
+    overwrite : bool
+        Replace an existing store (and its manifest) instead of resuming it.
+    on_start : callable, optional
+        ``on_start(dashboard_address, plan, events_to_do)`` once the cluster runs.
+    on_progress : callable, optional
+        Called with a :class:`Progress` after every unit.
+
+    Returns
+    -------
+    RunSummary
+        Events done, failures with reasons, throughput.
+
+    Raises
+    ------
+    StoreError
+        Unwritable store, or a store whose layout does not fit the inputs.
+    IdexDaskError
+        Bad inputs, unreachable scheduler, ``--gpu`` impossible.
+    """
+    store = check_writable(store)
+    cluster = cluster or ClusterOptions.from_config(dict(config))
+    check_gpu(cluster)
+    pipeline = config["pipeline"]
+    plan = plan_inputs(inputs, int(pipeline["batch_events"]))
+    chash = config_hash(config)
+
+    meta = None if overwrite else read_store_meta(store)
+    layout = _layout(plan)
+    if meta is not None and meta.get("layout") != layout:
+        raise StoreError(
+            f"{store} was made for other inputs ({meta.get('n_events')} events in "
+            f"{len(meta.get('layout', []))} inputs; now {plan.n_events} events in "
+            f"{len(layout)}): use a new store or --overwrite"
+        )
+    need_init = meta is None or meta.get("config_hash") != chash
+    manifest = Manifest(store)
+    latest = {} if need_init else manifest.latest_units()
+    todo = [u for u in plan.units if not _is_done(latest.get(u.uid), u, chash)]
+    skipped = len(plan.units) - len(todo)
+    summary = RunSummary(
+        store=str(store), events_total=plan.n_events, units_total=len(plan.units),
+        units_skipped=skipped, empty_inputs=list(plan.empty),
+        events_done=sum(u.n_events for u in plan.units) - sum(u.n_events for u in todo),
+    )
+    summary.units_done = skipped
+    if overwrite and store.exists():
+        shutil.rmtree(store)
+    store.mkdir(exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]
+
+    with open_client(cluster) as client:
+        summary.dashboard = getattr(client, "dashboard_link", None)
+        summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        resources = {"GPU": 1} if cluster.gpu else None
+        retries = int(pipeline["retries"])
+        started = time.perf_counter()
+        if on_start is not None:
+            on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
+        template = None
+        if need_init and plan.units:
+            template = _template(client, plan.units, config, resources, retries)
+        rows = (
+            chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
+            else int(meta["rows"]) if meta else 1
+        )
+        if template is not None:
+            new_meta = {
+                "layout": layout, "inputs": plan.inputs, "n_events": plan.n_events,
+                "config_hash": chash, "rows": rows, "kind": plan.kind,
+                "created": _now(), "idexdask_version": _version(),
+            }
+            initialise_store(
+                store, template, plan.n_events, rows=rows,
+                compressor=str(pipeline["compressor"]),
+                level=int(pipeline["compression_level"]), meta=new_meta,
+            )
+        _write_plan(store, plan, chash)
+        manifest.append({
+            "record": "run_start", "run_id": run_id, "time": _now(),
+            "host": socket.gethostname(), "pid": os.getpid(),
+            "total_events": plan.n_events, "units": len(plan.units),
+            "todo_units": len(todo), "todo_events": sum(u.n_events for u in todo),
+            "config_hash": chash, "dashboard": summary.dashboard,
+        })
+        for failure in plan.failures:
+            manifest.append({
+                "record": "unit", "uid": failure.uid, "status": "failed",
+                "input": failure.path, "input_index": failure.input_index,
+                "region": [0, 0], "n_events": 0, "input_hash": "", "config_hash": chash,
+                "reason": failure.reason, "run_id": run_id, "time": _now(),
+            })
+            summary.failures.append({"uid": failure.uid, "input": failure.path,
+                                     "reason": failure.reason, "n_events": 0})
+        _run_units(client, todo, config, store, rows, plan.n_events, resources, retries,
+                   manifest, run_id, chash, summary, started, on_progress)
+        summary.elapsed_s = time.perf_counter() - started
+    manifest.append({
+        "record": "run_end", "run_id": run_id, "time": _now(),
+        "events_done": summary.events_done, "events_this_run": summary.events_this_run,
+        "units_done": summary.units_done, "units_failed": len(summary.failures),
+        "elapsed_s": summary.elapsed_s,
+    })
+    return summary
+
+
+def _version() -> str:
+    from idexdask import __version__
+
+    return __version__
+
+
+def _template(client, units: list[Unit], config, resources, retries) -> xr.Dataset:
+    """Schema of the unit function's output, from the first unit that succeeds."""
+    errors = []
+    for unit in units[:5]:
+        future = client.submit(_schema_of, unit, config, resources=resources,
+                               retries=retries, pure=False)
+        try:
+            return future.result()
+        except IdexDaskError as exc:
+            errors.append(f"{unit.uid}: {exc}")
+    raise IdexDaskError("cannot compute the store schema; the first units fail: "
+                        + "; ".join(errors))
+
+
+def _run_units(client, todo, config, store, rows, n_events, resources, retries, manifest,
+               run_id, chash, summary, started, on_progress) -> None:
+    from distributed import as_completed
+
+    futures = {
+        client.submit(_run_unit, unit, config, str(store), rows, n_events,
+                      resources=resources, retries=retries, pure=False,
+                      key=f"idexdask-unit-{run_id}-{i}"): unit
+        for i, unit in enumerate(todo)
+    }
+    n_done_run = 0
+    for future in as_completed(futures):
+        unit = futures.pop(future)
+        try:
+            result = future.result()
+        except Exception as exc:  # the task's own error after its retries, or KilledWorker
+            result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+                      "worker": "", "elapsed_s": 0.0, "attrs": {}}
+        future.release()
+        manifest.append({
+            "record": "unit", "uid": unit.uid, "status": result["status"],
+            "input": unit.path, "input_index": unit.input_index, "region": list(unit.region),
+            "n_events": unit.n_events, "input_hash": unit.input_hash, "config_hash": chash,
+            "reason": result["reason"], "elapsed_s": round(result["elapsed_s"], 4),
+            "worker": result["worker"], "run_id": run_id, "time": _now(),
+            "attrs": result["attrs"],
+        })
+        if result["status"] == "done":
+            summary.events_done += unit.n_events
+            summary.events_this_run += unit.n_events
+            summary.units_done += 1
+            n_done_run += 1
+        else:
+            logger.warning("unit %s failed: %s", unit.uid, result["reason"])
+            summary.failures.append({"uid": unit.uid, "input": unit.path,
+                                     "reason": result["reason"], "n_events": unit.n_events})
+        if on_progress is not None:
+            on_progress(Progress(
+                events_done=summary.events_done, events_total=summary.events_total,
+                events_this_run=summary.events_this_run, units_done=n_done_run,
+                units_todo=len(todo), units_failed=len(summary.failures),
+                elapsed_s=time.perf_counter() - started,
+            ))
+
+
+# --------------------------------------------------------------------------- status
+
+
+def store_status(store: str | os.PathLike) -> RunSummary:
+    """Summary of a store from its plan and manifest (finished or still running).
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is not a pipeline store.
+    """
+    store = Path(store)
+    meta = read_store_meta(store)
+    if meta is None or not (store / PLAN_NAME).exists():
+        raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
+    plan = json.loads((store / PLAN_NAME).read_text())
+    chash = plan["config_hash"]
+    records = list(Manifest(store).records())
+    latest: dict[str, dict] = {}
+    runs: dict[str, dict] = {}
+    for record in records:
+        if record.get("record") == "unit":
+            latest[record["uid"]] = record
+        elif record.get("record") in ("run_start", "run_end"):
+            runs.setdefault(record["run_id"], {})[record["record"]] = record
+    summary = RunSummary(store=str(store), events_total=int(meta["n_events"]),
+                         units_total=len(plan["units"]),
+                         empty_inputs=list(plan.get("empty_inputs", [])))
+    for unit in plan["units"]:
+        record = latest.get(unit["uid"])
+        if _record_matches(record, unit, chash):
+            summary.events_done += unit["n_events"]
+            summary.units_done += 1
+        elif record is not None and record.get("status") == "failed":
+            summary.failures.append({"uid": unit["uid"], "input": unit["input"],
+                                     "reason": record.get("reason", ""),
+                                     "n_events": unit["n_events"]})
+    for failure in plan.get("plan_failures", []):
+        summary.failures.append({"uid": f"{failure['path']}@plan", "input": failure["path"],
+                                 "reason": failure["reason"], "n_events": 0})
+    if not runs:
+        summary.state = "new"
+        return summary
+    last_id = next(r["run_id"] for r in reversed(records) if r.get("record") == "run_start")
+    last = runs[last_id]
+    start = last["run_start"]
+    summary.dashboard = start.get("dashboard")
+    this_run = [r for r in latest.values() if r.get("run_id") == last_id and r["status"] == "done"]
+    summary.events_this_run = sum(r["n_events"] for r in this_run)
+    if "run_end" in last:
+        summary.state = "finished"
+        summary.elapsed_s = float(last["run_end"]["elapsed_s"])
+    else:
+        alive = start.get("host") == socket.gethostname() and _pid_alive(int(start["pid"]))
+        summary.state = "running" if alive else "interrupted"
+        begun = datetime.fromisoformat(start["time"])
+        summary.elapsed_s = (datetime.now(UTC) - begun).total_seconds()
+    return summary
+
+
+def _record_matches(record: Mapping[str, Any] | None, unit: Mapping[str, Any], chash: str) -> bool:
+    return (
+        record is not None
+        and record.get("status") == "done"
+        and record.get("input_hash") == unit["input_hash"]
+        and record.get("config_hash") == chash
+        and list(record.get("region", ())) == list(unit["region"])
+    )
+
+
+def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
+    """The store's inputs and its units that are complete (as planned, in the manifest).
+
+    Returns
+    -------
+    inputs : list of str
+        Input paths (``input_index`` points here).
+    units : list of dict
+        Planned units (``uid``, ``input``, ``input_index``, ``region``, ...) whose
+        latest manifest record says done with the current digests.
+    """
+    store = Path(store)
+    if not (store / PLAN_NAME).exists():
+        raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
+    plan = json.loads((store / PLAN_NAME).read_text())
+    latest = Manifest(store).latest_units()
+    done = [u for u in plan["units"]
+            if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
+    return plan["inputs"], done
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
