@@ -1,0 +1,354 @@
+"""Time-of-flight spectra: the three gains merged into one, then its lines fitted.
+
+Merging (:func:`merge_gains`)
+    IDEX records the same TOF current at three gains (TOF_High, TOF_Mid,
+    TOF_Low, nominally 1 : 0.1 : 0.01).  Each is baseline-subtracted and turned
+    positive-going (``polarity * (x - baseline)``).  The combined spectrum, in
+    units of the highest gain present, is that gain wherever it is not
+    saturated; where it is, the next gain scaled by its measured ratio is used,
+    and so on; samples saturated in every gain are NaN (left out of the fits).
+
+    The gain ratios are measured per event from the overlap: samples where both
+    gains are unsaturated and the higher gain lies more than ``overlap_sigma``
+    of its noise above the baseline (and high enough that the lower gain is
+    expected above ``overlap_sigma`` of *its* noise).  The lower gain is
+    regressed on the higher one through the origin (the higher gain is the
+    precise regressor, so noise in the lower gain does not bias the slope),
+    with one 4-sigma clipping pass; the ratio is the inverse slope.  The
+    baselines are clipped means of the pre-trigger samples (a median of integer
+    samples is quantised, and half a DN of offset is a few per cent of a
+    low-gain signal).  With fewer
+    than ``min_overlap_samples`` samples the nominal ratio of the settings is
+    used (status NOMINAL).  TOF_High/TOF_Low is the product of the two
+    neighbouring ratios when TOF_Mid is present (the high and low gains almost
+    never overlap: 100x apart on a 10-bit ADC).
+
+Saturated samples
+    A sample is saturated if it lies within ``saturation_guard`` samples of a
+    rail value (``VALIDMAX``/``VALIDMIN`` or ``2**adc_bits - 1``/0 in the
+    signal's direction) or inside the saturated interval found by
+    :func:`idexdask.analysis.signal_quality.signal_quality` (rail runs and
+    clipped flat tops).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from idexdask._logging import get_logger
+from idexdask.analysis.peaks import (
+    LineFits,
+    PeakCandidates,
+    baseline_sigma,
+    detect_peaks,
+    fit_lines,
+    robust_sigma,
+)
+
+__all__ = [
+    "GainRatioStatus",
+    "MergedSpectrum",
+    "TOF_CHANNELS",
+    "channel_polarity",
+    "channel_time",
+    "merge_gains",
+    "saturation_mask",
+    "tof_lines",
+]
+
+_log = get_logger(__name__)
+
+TOF_CHANNELS = ("TOF_High", "TOF_Mid", "TOF_Low")
+"""TOF gains, highest first."""
+
+
+class GainRatioStatus(IntEnum):
+    """How a gain ratio was obtained."""
+
+    MEASURED = 0
+    """Regressed on the overlap of unsaturated samples of this event."""
+    NOMINAL = 1
+    """Too few overlapping samples: the nominal ratio of the settings."""
+    ABSENT = 2
+    """One of the two gains is not in the dataset."""
+
+
+def channel_polarity(ds: xr.Dataset, name: str, settings: Mapping[str, Any]) -> int:
+    """Signal direction of a waveform: +1 positive-going, -1 negative-going, 0 either.
+
+    From ``settings["polarity"][name]``, else the ``signal_polarity`` attribute,
+    else +1 (IDEX DN data).
+    """
+    pol = (settings.get("polarity") or {}).get(name)
+    if pol is None:
+        pol = ds[name].attrs.get("signal_polarity", 1)
+    return int(np.sign(int(pol)))
+
+
+def channel_time(ds: xr.Dataset, name: str) -> np.ndarray:
+    """Time axis of waveform ``name``, (n_events, n_samples), µs from the trigger.
+
+    The variable named by its ``time_variable`` attribute, else the one implied
+    by its sample dimension; else sample index / ``sample_rate_msps`` (or the
+    plain index, 1 µs per sample, when even that is missing).
+    """
+    from idexdask.analysis.signal_quality import find_time_variable
+
+    var = ds[name]
+    n_events, n = var.shape
+    tname = find_time_variable(ds, name)
+    t = None
+    if tname is not None:
+        t = np.asarray(ds[tname].values, dtype=float)
+        if t.ndim == 1 and t.shape[0] == n:
+            t = np.broadcast_to(t, (n_events, n))
+        elif t.shape != (n_events, n):
+            t = None
+    if t is None:
+        rate = float(var.attrs.get("sample_rate_msps", 1.0))
+        t = np.broadcast_to(np.arange(n) / rate, (n_events, n))
+        _log.info("%s: no time axis; using sample index / %g MSPS", name, rate)
+    return t
+
+
+def _rails(var: xr.DataArray) -> tuple[float | None, float | None]:
+    attrs = var.attrs
+    vmin, vmax = attrs.get("VALIDMIN"), attrs.get("VALIDMAX")
+    if vmax is None and "adc_bits" in attrs:
+        vmin, vmax = 0, 2 ** int(attrs["adc_bits"]) - 1
+    if vmax is None and var.dtype.kind == "u" and var.dtype.itemsize == 2:
+        vmin, vmax = 0, 65534  # no documented ADC: only the top of the type
+    return (None if vmin is None else float(vmin)), (None if vmax is None else float(vmax))
+
+
+def saturation_mask(
+    ds: xr.Dataset,
+    name: str,
+    x: np.ndarray,
+    t: np.ndarray,
+    quality: xr.Dataset | None,
+    polarity: int,
+    guard: int,
+) -> np.ndarray:
+    """Saturated samples of waveform ``name`` (see module docstring), (n_events, n)."""
+    vmin, vmax = _rails(ds[name])
+    sat = np.zeros(x.shape, bool)
+    with np.errstate(invalid="ignore"):
+        if vmax is not None and polarity >= 0:
+            sat |= x >= vmax
+        if vmin is not None and polarity <= 0:
+            sat |= x <= vmin
+    low = name.lower()
+    if quality is not None and f"{low}_saturation_start" in quality:
+        t0 = np.asarray(quality[f"{low}_saturation_start"].values, dtype=float)[:, None]
+        t1 = np.asarray(quality[f"{low}_saturation_stop"].values, dtype=float)[:, None]
+        flag = np.asarray(quality[f"{low}_saturated"].values, dtype=bool)[:, None]
+        with np.errstate(invalid="ignore"):
+            sat |= flag & (t >= t0) & (t <= t1)
+    if guard > 0 and sat.any():
+        grown = sat.copy()
+        for k in range(1, guard + 1):
+            grown[:, k:] |= sat[:, :-k]
+            grown[:, :-k] |= sat[:, k:]
+        sat = grown
+    return sat
+
+
+@dataclass
+class MergedSpectrum:
+    """Combined TOF spectrum of every event.
+
+    Attributes
+    ----------
+    signal : numpy.ndarray
+        Baseline-subtracted, positive-going spectrum in units of the reference
+        (highest present) gain (n_events, n_samples); NaN where unusable.
+    sigma : numpy.ndarray
+        Noise sigma of each sample (n_events, n_samples), same unit.
+    time : numpy.ndarray
+        Sample times (n_events, n_samples), µs.
+    source : numpy.ndarray
+        Index into ``channels`` of the gain used per sample, -1 for none, int8.
+    channels : tuple of str
+        Gains present, highest first.
+    ratios : dict
+        ``name -> (n_events,)`` reference-gain / ``name`` ratio (1 for the reference).
+    ratio_status : dict
+        ``name -> (n_events,)`` :class:`GainRatioStatus`.
+    overlap : dict
+        ``name -> (n_events,)`` samples used to measure the ratio to the next
+        higher gain.
+    noise : numpy.ndarray
+        Baseline noise of the reference gain per event (n_events,).
+    """
+
+    signal: np.ndarray
+    sigma: np.ndarray
+    time: np.ndarray
+    source: np.ndarray
+    channels: tuple[str, ...]
+    ratios: dict[str, np.ndarray]
+    ratio_status: dict[str, np.ndarray]
+    overlap: dict[str, np.ndarray]
+    noise: np.ndarray
+
+
+def _ratio(
+    h: np.ndarray,
+    lo: np.ndarray,
+    ok: np.ndarray,
+    sig_h: np.ndarray,
+    sig_l: np.ndarray,
+    nominal: float,
+    settings: Mapping[str, Any],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Higher/lower gain ratio per event from the overlap (see module docstring)."""
+    k = float(settings["overlap_sigma"])
+    thresh = np.maximum(k * sig_h, k * sig_l * nominal)[:, None]
+    with np.errstate(invalid="ignore"):
+        sel = ok & (h > thresh)
+    with np.errstate(all="ignore"):
+        slope = _origin_fit(h, lo, sel)
+        resid = np.where(sel, lo - slope[:, None] * h, np.nan)
+        spread = robust_sigma(resid, axis=1)
+        sel &= np.abs(resid) <= 4.0 * np.maximum(spread, sig_l)[:, None]
+        slope = _origin_fit(h, lo, sel)
+        ratio = 1.0 / slope
+    n = np.sum(sel, axis=1)
+    good = (n >= int(settings["min_overlap_samples"])) & np.isfinite(ratio) & (ratio > 0)
+    status = np.where(good, GainRatioStatus.MEASURED, GainRatioStatus.NOMINAL).astype(np.int8)
+    return np.where(good, ratio, nominal), status, n.astype(np.int32)
+
+
+def _origin_fit(h: np.ndarray, lo: np.ndarray, sel: np.ndarray) -> np.ndarray:
+    """Least-squares slope through the origin of ``lo`` on ``h`` per row over ``sel``."""
+    hh = np.where(sel, h, 0.0)
+    return np.sum(hh * np.where(sel, lo, 0.0), axis=1) / np.sum(hh * hh, axis=1)
+
+
+def merge_gains(
+    ds: xr.Dataset, quality: xr.Dataset | None, settings: Mapping[str, Any]
+) -> MergedSpectrum | None:
+    """Merge the TOF gains of every event into one spectrum (see module docstring).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Events with any subset of TOF_High, TOF_Mid, TOF_Low.
+    quality : xarray.Dataset or None
+        Output of ``signal_quality(ds)`` (baseline, noise, saturation interval).
+    settings : mapping
+        The ``tof`` section of the analysis settings.
+
+    Returns
+    -------
+    MergedSpectrum or None
+        None when the dataset holds no TOF channel.
+    """
+    from idexdask.analysis.signal_quality import channel_arrays
+
+    present = [c for c in TOF_CHANNELS if c in ds.data_vars and ds[c].ndim == 2]
+    if not present:
+        return None
+    ref_shape = ds[present[0]].shape
+    dropped = [c for c in present if ds[c].shape != ref_shape]
+    if dropped:
+        _log.warning("TOF gains %s sampled differently from %s: not merged", dropped, present[0])
+        present = [c for c in present if c not in dropped]
+    n_events = ref_shape[0]
+    nominal = settings["nominal_gain"]
+    t = channel_time(ds, present[0])
+    ys, sats, sigs = [], [], []
+    for name in present:
+        x, _, _ = channel_arrays(ds, name)
+        x = np.asarray(x, dtype=float)
+        pol = channel_polarity(ds, name, settings) or 1
+        low = name.lower()
+        base, sig = baseline_sigma(x, t, float(settings["baseline_stop_us"]))
+        qsig = _quality_values(quality, f"{low}_noise", n_events)
+        sig = np.where(np.isfinite(qsig) & (qsig > 0), qsig, sig)
+        sats.append(
+            saturation_mask(ds, name, x, t, quality, pol, int(settings["saturation_guard"]))
+        )
+        ys.append(pol * (x - base[:, None]))
+        sigs.append(sig)
+    signal = ys[0].copy()
+    sigma = np.broadcast_to(sigs[0][:, None], signal.shape).copy()
+    source = np.where(np.isfinite(signal) & ~sats[0], 0, -1).astype(np.int8)
+    signal[source < 0] = np.nan
+    ratios = {present[0]: np.ones(n_events)}
+    status = {present[0]: np.full(n_events, GainRatioStatus.MEASURED, np.int8)}
+    overlap = {present[0]: np.zeros(n_events, np.int32)}
+    for j in range(1, len(present)):
+        hi_name, lo_name = present[j - 1], present[j]
+        nom = float(nominal[lo_name]) / float(nominal[hi_name])
+        ok = ~sats[j - 1] & ~sats[j] & np.isfinite(ys[j - 1]) & np.isfinite(ys[j])
+        r, st, n_ov = _ratio(ys[j - 1], ys[j], ok, sigs[j - 1], sigs[j], nom, settings)
+        ratios[lo_name] = ratios[hi_name] * r
+        status[lo_name] = np.maximum(st, status[hi_name] if j > 1 else st).astype(np.int8)
+        overlap[lo_name] = n_ov
+        fill = (source < 0) & ~sats[j] & np.isfinite(ys[j])
+        signal = np.where(fill, ys[j] * ratios[lo_name][:, None], signal)
+        sigma = np.where(fill, (sigs[j] * ratios[lo_name])[:, None], sigma)
+        source = np.where(fill, j, source).astype(np.int8)
+    for name in TOF_CHANNELS:
+        if name not in ratios:
+            ratios[name] = np.full(n_events, np.nan)
+            status[name] = np.full(n_events, GainRatioStatus.ABSENT, np.int8)
+            overlap[name] = np.zeros(n_events, np.int32)
+    return MergedSpectrum(
+        signal=signal,
+        sigma=sigma,
+        time=np.asarray(t, dtype=float),
+        source=source,
+        channels=tuple(present),
+        ratios=ratios,
+        ratio_status=status,
+        overlap=overlap,
+        noise=np.asarray(sigs[0], dtype=float),
+    )
+
+
+def _quality_values(quality: xr.Dataset | None, key: str, n: int) -> np.ndarray:
+    if quality is None or key not in quality:
+        return np.full(n, np.nan)
+    return np.asarray(quality[key].values, dtype=float)
+
+
+def tof_lines(
+    merged: MergedSpectrum,
+    settings: Mapping[str, Any],
+    edit: Any = None,
+) -> tuple[PeakCandidates, LineFits, np.ndarray]:
+    """Detect and fit the lines of every merged spectrum.
+
+    Parameters
+    ----------
+    merged : MergedSpectrum
+        From :func:`merge_gains`.
+    settings : mapping
+        The ``peaks`` section of the analysis settings.
+    edit : callable, optional
+        ``edit(candidates, merged) -> candidates``: applies manual overrides
+        between detection and fitting (see :mod:`idexdask.analysis.overrides`).
+
+    Returns
+    -------
+    candidates : PeakCandidates
+    fits : LineFits
+    zsigma : numpy.ndarray
+        Smoothed-baseline sigma per event used for the prominence scale.
+    """
+    with np.errstate(all="ignore"):
+        scale = merged.sigma / merged.noise[:, None]
+    cand, zsig = detect_peaks(merged.signal, merged.time, merged.noise, settings, scale)
+    if edit is not None:
+        cand = edit(cand, merged)
+    fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings)
+    return cand, fits, zsig
