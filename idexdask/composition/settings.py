@@ -152,6 +152,14 @@ def composition_settings(
         raise ConfigError(f"composition.elements: duplicate symbols in {list(elements)}")
     if not isinstance(values["include_rsf_uncertainty"], bool):
         raise ConfigError("composition.include_rsf_uncertainty: expected true/false")
+    from idexdask.composition.rsf import load_rsf_presets  # rsf imports this module
+
+    presets = load_rsf_presets(values["rsf_file"])
+    if values["rsf_preset"] not in presets:
+        raise ConfigError(
+            f"composition.rsf_preset: unknown preset {values['rsf_preset']!r} "
+            f"(known: {', '.join(sorted(presets))})"
+        )
     out = CompositionSettings(
         rsf_preset=values["rsf_preset"],
         rsf_file=values["rsf_file"],

@@ -332,3 +332,12 @@ def test_plot_ternary_writes_png(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_unknown_rsf_preset_is_rejected_on_load():
+    from idexdask.composition import composition_settings
+    from idexdask.config import load_config
+    from idexdask.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown preset 'bogus'"):
+        composition_settings(load_config({"composition": {"rsf_preset": "bogus"}}))
