@@ -157,7 +157,7 @@ def composition_settings(
     presets = load_rsf_presets(values["rsf_file"])
     if values["rsf_preset"] not in presets:
         raise ConfigError(
-            f"composition.rsf_preset: unknown preset {values['rsf_preset']!r} "
+            f"composition.rsf_preset: unknown RSF preset {values['rsf_preset']!r} "
             f"(known: {', '.join(sorted(presets))})"
         )
     out = CompositionSettings(

@@ -339,5 +339,5 @@ def test_unknown_rsf_preset_is_rejected_on_load():
     from idexdask.config import load_config
     from idexdask.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="unknown preset 'bogus'"):
+    with pytest.raises(ConfigError, match="unknown RSF preset 'bogus'"):
         composition_settings(load_config({"composition": {"rsf_preset": "bogus"}}))
