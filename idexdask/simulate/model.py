@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import numpy as np
-import periodictable
 import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.lineshapes import emg
+from idexdask.calibration.ions import ion_mass
 from idexdask.errors import ConfigError
 from idexdask.packets.layout import HIGH_RATE_MSPS, HIGH_RATE_SAMPLES
 from idexdask.simulate.dataset import events_dataset, time_axes
@@ -49,29 +49,6 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
-
-_ELECTRON_MASS_U = 5.48579909065e-4  # CODATA 2018
-
-
-def ion_mass(formula: str) -> float:
-    """Mass of the singly charged ion of ``formula`` built from the most abundant isotopes, u.
-
-    Parameters
-    ----------
-    formula : str
-        Chemical formula (``"Fe"``, ``"H3O"``, ...), parsed by :mod:`periodictable`.
-
-    Returns
-    -------
-    float
-        Monoisotopic mass minus one electron, u.
-    """
-    total = 0.0
-    for element, count in periodictable.formula(formula).atoms.items():
-        isotope = max(element.isotopes, key=lambda a: element[a].abundance)
-        total += count * element[isotope].mass
-    return total - _ELECTRON_MASS_U
-
 
 _SPECIES_FORMULAS = (
     "H",
