@@ -1,0 +1,513 @@
+"""``analyze``: the analysis products of a batch of IDEX events, all at once.
+
+Input: any event dataset with waveforms on an ``epoch`` dimension and their
+time axes -- :func:`idexdask.read_l0` output, the simulator's ``events``, LeCroy
+captures from :func:`idexdask.read_trc` (a subset of the channels, 1 ns
+sampling, negative-going signals flagged by ``signal_polarity``) -- with header
+fields used when present.  Output: the input variables plus the products
+documented in ``docs/analysis.md``.
+
+Stages (each vectorised over events; the per-event loop is only the mass
+calibration's bootstrap, ~5 ms per event):
+
+1. signal quality (:func:`idexdask.analysis.signal_quality.signal_quality`);
+2. TOF gain merge (:func:`~idexdask.analysis.tof.merge_gains`), line detection
+   and one batched EMG fit of every line (:mod:`~idexdask.analysis.peaks`),
+   with manual overrides applied between detection and fit;
+3. mass calibration per event (:func:`idexdask.calibration.bootstrap_calibration`);
+4. impact-charge fits of Target_High, Target_Low, Ion_Grid
+   (:mod:`~idexdask.analysis.impact`);
+5. impact velocity and dust mass (:mod:`~idexdask.analysis.velocity`);
+6. composition (:func:`_composition_products`).
+
+Bad waveforms (flat, zero, saturated, NaN, fill, too short) give statuses,
+never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from idexdask._logging import get_logger
+from idexdask.analysis.batchfit import FitStatus
+from idexdask.analysis.impact import (
+    FIT_PARAMETERS,
+    IMPACT_CHANNELS,
+    ImpactStatus,
+    fit_impacts,
+    status_meanings,
+)
+from idexdask.analysis.overrides import (
+    apply_tof_overrides,
+    as_table,
+    impact_windows,
+    manual_impact,
+)
+from idexdask.analysis.peaks import fit_status_meanings
+from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
+from idexdask.analysis.velocity import (
+    PowerLawCurve,
+    VelocityStatus,
+    dust_mass,
+    invert_rise_time,
+)
+from idexdask.config import load_config, load_yaml, merge
+from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
+
+__all__ = ["analyze", "load_analysis_settings"]
+
+_log = get_logger(__name__)
+
+_CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
+
+
+def _check_keys(value: Any, default: Any, where: str) -> None:
+    if isinstance(default, Mapping) and default and isinstance(value, Mapping):
+        for key, sub in value.items():
+            if key not in default:
+                raise ConfigError(
+                    f"unknown analysis setting {where}{key!r} (known: {sorted(default)})"
+                )
+            if where.count(".") < 1:  # check two levels; deeper maps are per-channel tables
+                _check_keys(sub, default[key], f"{where}{key}.")
+
+
+def load_analysis_settings(
+    config: Mapping[str, Any] | str | Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The full configuration and the analysis settings it selects.
+
+    Parameters
+    ----------
+    config : mapping, path or None
+        Anything :func:`idexdask.config.load_config` accepts; its
+        ``analysis.settings`` mapping overrides ``configs/analysis.yaml``.
+
+    Returns
+    -------
+    config, settings : dict
+        Validated configuration and merged analysis settings.
+
+    Raises
+    ------
+    ConfigError
+        On unknown keys or invalid values.
+    """
+    cfg = load_config(config)
+    section = cfg.get("analysis") or {}
+    base = load_yaml(section.get("settings_file") or "analysis.yaml")
+    override = section.get("settings") or {}
+    if not isinstance(override, Mapping):
+        raise ConfigError("analysis.settings must be a mapping")
+    _check_keys(override, base, "")
+    return cfg, merge(base, override)
+
+
+def _quality(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset | None:
+    try:
+        from idexdask.analysis.signal_quality import signal_quality
+    except ImportError:  # pragma: no cover - module being written concurrently
+        _log.warning("signal_quality unavailable: no quality products")
+        return None
+    try:
+        return signal_quality(ds, settings.get("quality") or None)
+    except ConfigError:
+        raise
+    except IdexDaskError as exc:
+        _log.warning("signal quality failed (%s): no quality products", exc)
+        return None
+
+
+def _epoch_da(
+    values: np.ndarray, attrs: Mapping[str, Any], dims: tuple[str, ...] = ("epoch",)
+) -> xr.DataArray:
+    return xr.DataArray(values, dims=dims, attrs=dict(attrs))
+
+
+def _tof_products(
+    ds: xr.Dataset,
+    quality: xr.Dataset | None,
+    settings: Mapping[str, Any],
+    table: xr.Dataset,
+    out: dict[str, xr.DataArray],
+) -> dict[str, np.ndarray] | None:
+    merged = merge_gains(ds, quality, {**settings["tof"]})
+    if merged is None:
+        _log.info("no TOF channel: no line products")
+        return None
+    epochs = np.asarray(ds["epoch"].values)
+
+    def edit(cand: Any, m: Any) -> Any:
+        return apply_tof_overrides(cand, table, epochs, m.time)
+
+    cand, fits, zsig = tof_lines(merged, {**settings["peaks"]}, edit=edit)
+    unit = str(ds[merged.channels[0]].attrs.get("units", "DN"))
+    n_events = ds.sizes["epoch"]
+    peaks = {
+        "peak_event": (
+            cand.event.astype(np.int64),
+            "1",
+            "index into epoch of the event holding the line",
+        ),
+        "peak_center": (fits.center, "us", "EMG Gaussian centre, time from the trigger"),
+        "peak_center_err": (fits.center_err, "us", "1-sigma uncertainty of peak_center"),
+        "peak_sigma": (fits.sigma, "us", "EMG Gaussian width"),
+        "peak_gamma": (fits.gamma, "1/us", "EMG exponential tail rate"),
+        "peak_area": (
+            fits.area,
+            f"{unit} us",
+            "line area above the fitted local baseline, merged spectrum (high-gain units)",
+        ),
+        "peak_area_err": (fits.area_err, f"{unit} us", "1-sigma uncertainty of peak_area"),
+        "peak_height": (fits.height, unit, "maximum of the fitted line above its baseline"),
+        "peak_offset": (
+            fits.offset,
+            unit,
+            "fitted local constant baseline (residual after baseline subtraction)",
+        ),
+        "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
+        "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
+        "peak_status": (fits.status, "1", "FitStatus of the line fit"),
+        "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
+        "peak_prominence": (
+            cand.prominence,
+            "1",
+            "detection prominence in smoothed-baseline sigmas (NaN for manual lines)",
+        ),
+        "peak_window_start": (fits.window_start, "us", "fit window start"),
+        "peak_window_stop": (fits.window_stop, "us", "fit window stop"),
+    }
+    for name, (values, units, long_name) in peaks.items():
+        attrs = {"units": units, "long_name": long_name}
+        if name == "peak_status":
+            attrs.update(
+                flag_values=np.arange(len(FitStatus), dtype=np.int8),
+                flag_meanings=fit_status_meanings(),
+            )
+        out[name] = xr.DataArray(values, dims=("peak",), attrs=attrs)
+    for name in TOF_CHANNELS:
+        low = name.lower().removeprefix("tof_")
+        out[f"tof_gain_ratio_{low}"] = _epoch_da(
+            merged.ratios[name],
+            {"units": "1", "long_name": f"TOF_High / {name} gain ratio (NaN if absent)"},
+        )
+        out[f"tof_gain_ratio_{low}_status"] = _epoch_da(
+            merged.ratio_status[name],
+            {
+                "units": "1",
+                "long_name": f"how the {name} gain ratio was obtained",
+                "flag_values": np.arange(len(GainRatioStatus), dtype=np.int8),
+                "flag_meanings": " ".join(s.name.lower() for s in GainRatioStatus),
+            },
+        )
+        out[f"tof_gain_ratio_{low}_overlap"] = _epoch_da(
+            merged.overlap[name],
+            {"units": "1", "long_name": f"overlap samples used for the {name} ratio"},
+        )
+    ref = ds[merged.channels[0]]
+    out["tof_combined"] = xr.DataArray(
+        merged.signal.astype(np.float32),
+        dims=ref.dims,
+        attrs={
+            "units": unit,
+            "long_name": "merged TOF spectrum: baseline removed, positive-going, in units of "
+            f"{merged.channels[0]}; NaN where saturated in every gain",
+            "gains": list(merged.channels),
+        },
+    )
+    out["tof_line_count"] = _epoch_da(
+        np.bincount(cand.event, minlength=n_events).astype(np.int32),
+        {"units": "1", "long_name": "TOF lines per event"},
+    )
+    return {
+        "event": cand.event,
+        "center": fits.center,
+        "area": fits.area,
+        "status": fits.status,
+        "zsig": zsig,
+    }
+
+
+def _mass_calibration(
+    lines: dict[str, np.ndarray],
+    n_events: int,
+    cfg: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    out: dict[str, xr.DataArray],
+) -> np.ndarray:
+    from idexdask.calibration import bootstrap_calibration, mass_axis, stack_coefficients
+
+    preset = str((cfg.get("calibration") or {}).get("preset", "flight"))
+    good = (lines["status"] <= int(settings["calibration"]["max_fit_status"])) & np.isfinite(
+        lines["center"]
+    )
+    good &= np.isfinite(lines["area"]) & (lines["area"] > 0)
+    bounds = np.searchsorted(lines["event"], np.arange(n_events + 1))
+    results = []
+    status = np.full(n_events, "uncalibrated", dtype=object)
+    reason = np.full(n_events, "no_lines", dtype=object)
+    for e in range(n_events):
+        sl = slice(bounds[e], bounds[e + 1])
+        ok = good[sl]
+        try:
+            res = bootstrap_calibration(
+                lines["center"][sl][ok], lines["area"][sl][ok], preset=preset
+            )
+        except IdexDaskError as exc:
+            _log.info("event %d: calibration failed: %s", e, exc)
+            results.append(None)
+            reason[e] = "error"
+            continue
+        results.append(res)
+        status[e] = str(res.status)
+        reason[e] = str(res.reason)
+    coeffs = (
+        stack_coefficients(results, order=_CAL_ORDER) if n_events else np.zeros((0, _CAL_ORDER + 1))
+    )
+    out["mass_calibration"] = xr.DataArray(
+        coeffs,
+        dims=("epoch", "calibration_coefficient"),
+        coords={"calibration_coefficient": np.arange(_CAL_ORDER + 1)},
+        attrs={
+            "units": "us, us/u**(k/2)",
+            "long_name": "t = c0 + sum_k c_k sqrt(m)**k (NaN: uncalibrated)",
+            "preset": preset,
+        },
+    )
+    out["mass_calibration_status"] = _epoch_da(
+        status.astype(str), {"long_name": "bootstrap calibration status"}
+    )
+    out["mass_calibration_reason"] = _epoch_da(
+        reason.astype(str), {"long_name": "why uncalibrated ('none' if calibrated)"}
+    )
+    pm = np.full(lines["event"].size, np.nan)
+    if pm.size:
+        rows = coeffs[lines["event"]]
+        fin = np.all(np.isfinite(rows), axis=1) & np.isfinite(lines["center"])
+        if fin.any():
+            pm[fin] = mass_axis(rows[fin], lines["center"][fin][:, None])[:, 0]
+    out["peak_mass"] = xr.DataArray(
+        pm,
+        dims=("peak",),
+        attrs={"units": "u", "long_name": "line mass from the event's calibration"},
+    )
+    return np.asarray([s == "calibrated" for s in status], dtype=bool)
+
+
+def _impact_products(
+    ds: xr.Dataset,
+    quality: xr.Dataset | None,
+    settings: Mapping[str, Any],
+    table: xr.Dataset,
+    out: dict[str, xr.DataArray],
+) -> dict[str, Any]:
+    n = ds.sizes["epoch"]
+    epochs = np.asarray(ds["epoch"].values)
+    factors = settings["impact"]["dn_to_pc"]
+    fits: dict[str, Any] = {}
+    for name in IMPACT_CHANNELS:
+        low = name.lower()
+        if name not in ds.data_vars or ds[name].ndim != 2:
+            continue
+        fit = fit_impacts(
+            ds, name, quality, settings["impact"], impact_windows(table, epochs, name)
+        )
+        fits[name] = fit
+        unit = str(ds[name].attrs.get("units", "DN"))
+        out[f"{low}_fit_parameters"] = xr.DataArray(
+            fit.params,
+            dims=("epoch", "fit_parameter"),
+            coords={"fit_parameter": list(FIT_PARAMETERS)},
+            attrs={
+                "units": f"us, {unit}, {unit}, us, us",
+                "long_name": f"{name}: fitted impact-charge model "
+                "Q(t) = C0 + H(t-t0) A (1-exp(-(t-t0)/tau_r)) exp(-(t-t0)/tau_d)",
+            },
+        )
+        out[f"{low}_fit_parameter_errors"] = xr.DataArray(
+            fit.stderr,
+            dims=("epoch", "fit_parameter"),
+            attrs={
+                "units": f"us, {unit}, {unit}, us, us",
+                "long_name": f"{name}: 1-sigma fit uncertainties",
+            },
+        )
+        k = float(factors.get(name, math.nan))
+        with np.errstate(invalid="ignore"):
+            charge = np.abs(fit.params[:, 2]) * k
+        out[f"{low}_impact_charge"] = _epoch_da(
+            charge, {"units": "pC", "long_name": f"{name}: |amplitude| x {k} pC/DN", "dn_to_pc": k}
+        )
+        out[f"{low}_impact_charge_err"] = _epoch_da(
+            fit.stderr[:, 2] * k, {"units": "pC", "long_name": f"{name}: 1-sigma"}
+        )
+        out[f"{low}_rise_time_10_90"] = _epoch_da(
+            fit.rise_10_90,
+            {"units": "us", "long_name": f"{name}: 10-90 % rise time of the fitted pulse"},
+        )
+        out[f"{low}_chi_squared"] = _epoch_da(
+            fit.chisq, {"units": "1", "long_name": f"{name}: noise-weighted chi-square"}
+        )
+        out[f"{low}_reduced_chi_squared"] = _epoch_da(
+            fit.redchi, {"units": "1", "long_name": f"{name}: chi-square per degree of freedom"}
+        )
+        out[f"{low}_fit_status"] = _epoch_da(
+            fit.status,
+            {
+                "units": "1",
+                "long_name": f"{name}: ImpactStatus",
+                "flag_values": np.arange(len(ImpactStatus), dtype=np.int8),
+                "flag_meanings": status_meanings(),
+            },
+        )
+        out[f"{low}_signal_polarity"] = _epoch_da(
+            fit.polarity, {"units": "1", "long_name": f"{name}: pulse sign used"}
+        )
+        out[f"{low}_fit_manual"] = _epoch_da(
+            manual_impact(table, epochs, name), {"long_name": f"{name}: fit window set manually"}
+        )
+    # velocity and mass from the first usable target channel
+    vcfg = settings["velocity"]
+    rise_curve = PowerLawCurve.from_config(vcfg["rise_time_curve"])
+    yield_curve = PowerLawCurve.from_config(vcfg["yield_curve"])
+    tau = np.full(n, np.nan)
+    q = np.full(n, np.nan)
+    src = np.full(n, "", dtype=object)
+    for name in vcfg["channels"]:
+        if name not in fits:
+            continue
+        f = fits[name]
+        use = np.isnan(tau) & (f.status <= ImpactStatus.HIT_BOUND) & np.isfinite(f.params[:, 3])
+        tau = np.where(use, f.params[:, 3], tau)
+        q = np.where(use, np.abs(f.params[:, 2]) * float(factors.get(name, math.nan)), q)
+        src = np.where(use, name, src)
+    v, vstat = invert_rise_time(tau, rise_curve)
+    mass = dust_mass(q, v, yield_curve)
+    vstat = np.where(
+        (vstat == VelocityStatus.OK) & ~np.isfinite(mass), VelocityStatus.NO_CHARGE, vstat
+    ).astype(np.int8)
+    prov = f"rise time: {vcfg['rise_time_curve'].get('provenance', '')}; yield: {vcfg['yield_curve'].get('provenance', '')}"
+    out["impact_velocity"] = _epoch_da(
+        v,
+        {
+            "units": "km/s",
+            "long_name": "impact speed from the target rise time",
+            "calibration": prov,
+        },
+    )
+    out["dust_mass"] = _epoch_da(
+        mass, {"units": "kg", "long_name": "dust mass = |Q| / charge yield(v)", "calibration": prov}
+    )
+    out["impact_velocity_status"] = _epoch_da(
+        vstat,
+        {
+            "units": "1",
+            "flag_values": np.arange(len(VelocityStatus), dtype=np.int8),
+            "flag_meanings": " ".join(s.name.lower() for s in VelocityStatus),
+        },
+    )
+    out["impact_velocity_channel"] = _epoch_da(
+        src.astype(str), {"long_name": "target channel giving rise time and charge"}
+    )
+    return fits
+
+
+def _composition_products(
+    peaks: xr.Dataset, n_events: int, config: Mapping[str, Any], calibrated: np.ndarray | None
+) -> xr.Dataset | None:
+    """Composition products (``peak_species``, ``composition``, ``mg_number``, ``best_mineral``).
+
+    Calls :func:`idexdask.composition.composition_products` when that module
+    exposes it; returns None otherwise (the products are then omitted).
+    """
+    try:
+        from idexdask import composition
+    except ImportError:
+        return None
+    func = getattr(composition, "composition_products", None)
+    if func is None or "peak_mass" not in peaks:
+        return None
+    try:
+        return func(peaks, n_events, config, calibrated=calibrated)
+    except (AnalysisError, ConfigError, ValueError) as exc:
+        _log.warning("composition products failed: %s", exc)
+        return None
+
+
+def analyze(
+    l1a: xr.Dataset,
+    config: Mapping[str, Any] | str | Path | None = None,
+    *,
+    overrides: xr.Dataset | str | Path | Iterable[Mapping[str, Any]] | None = None,
+) -> xr.Dataset:
+    """Analysis products of every event of ``l1a``, vectorised across events.
+
+    Parameters
+    ----------
+    l1a : xarray.Dataset
+        Events (``epoch`` dimension) with any of the waveforms TOF_High,
+        TOF_Mid, TOF_Low, Target_High, Target_Low, Ion_Grid (plus any others,
+        which get quality products only) and their time axes (the
+        ``time_variable`` attribute, else ``time_high_sample_rate`` /
+        ``time_low_sample_rate`` by sample dimension).  Fill values
+        (``FILLVAL``, 65535) and NaN samples are ignored.
+    config : mapping, path or None
+        Configuration (see :func:`load_analysis_settings`).
+    overrides : xarray.Dataset, path, records or None
+        Manual overrides (:mod:`idexdask.analysis.overrides`), reapplied here.
+
+    Returns
+    -------
+    xarray.Dataset
+        The input variables plus the products listed in ``docs/analysis.md``:
+        the ``peak`` dimension (``peak_*``), per-event quality
+        (``<channel>_snr``, ``_saturated``, ``_baseline``, ``_noise``, ...),
+        TOF gain ratios, mass calibration, impact fits, velocity and dust mass,
+        and composition when available.
+
+    Raises
+    ------
+    ConfigError
+        On an invalid configuration or override table.
+    AnalysisError
+        If ``l1a`` has no ``epoch`` dimension.
+    """
+    if "epoch" not in l1a.dims:
+        raise AnalysisError("analyze needs an event dataset with an 'epoch' dimension")
+    cfg, settings = load_analysis_settings(config)
+    table = as_table(overrides)
+    n_events = int(l1a.sizes["epoch"])
+    products: dict[str, xr.DataArray] = {}
+    quality = _quality(l1a, settings)
+    lines = _tof_products(l1a, quality, settings, table, products)
+    calibrated = None
+    if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
+        calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+    _impact_products(l1a, quality, settings, table, products)
+
+    out = l1a.copy()
+    if quality is not None:
+        q = quality
+        if "channel" in q.dims:
+            q = q.rename({"channel": "quality_channel"})
+        out = out.merge(q.drop_vars("epoch", errors="ignore"), compat="override", join="override")
+    for name, da in products.items():
+        out[name] = da
+    if "peak_mass" in out:
+        comp = _composition_products(
+            out[[v for v in out.data_vars if v.startswith("peak_")]], n_events, cfg, calibrated
+        )
+        if comp is not None:
+            out = out.merge(
+                comp.drop_vars("epoch", errors="ignore"), compat="override", join="override"
+            )
+    out.attrs["analysis"] = "idexdask.analyze"
+    out.attrs["analysis_overrides"] = int(table.sizes.get("override", 0))
+    _log.info("analyze: %d events, %d lines", n_events, int(out.sizes.get("peak", 0)))
+    return out
