@@ -22,5 +22,8 @@ seconds = time.perf_counter() - start
 science = data.get("l1a_sci-10days")
 events = 0 if science is None else int(science.sizes["epoch"])
 # VmHWM: ru_maxrss would include the parent's footprint inherited at fork
-rss = int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1]) / 1024
+rss = (
+    int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+    / 1024
+)
 print(json.dumps({"events": events, "seconds": seconds, "rss_mib": rss}))

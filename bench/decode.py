@@ -11,8 +11,8 @@ Inputs, made in a temporary directory (nothing is written to the repo):
 * simulated campaigns of ``--events`` events, uncompressed and Rice-compressed.
 
 Each measurement runs in a fresh process pinned to one core (peak RSS is that
-process's VmHWM; idexdask's figure is the best of three decodes).  idexdask is timed after a warm-up call (numba kernels compiled and
-cached); "lazy" leaves the float64 time axes to be computed on access, "full"
+process's VmHWM; idexdask's figure is the best of three decodes).  idexdask is
+timed after a warm-up call (numba kernels compiled and cached); "lazy" leaves the float64 time axes to be computed on access, "full"
 also materialises them.  The official pipeline (imap-processing 1.0.40 in
 .venv-oracle) decodes about 3 events/s, so it is timed on a prefix of each large
 input (``--official-events`` events) and its rate per event is reported.
@@ -32,7 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO / ".venv-oracle" / "bin" / "python"
 DATA = Path(os.environ.get("IDEXDASK_DATA", REPO.parent / "shared" / "data")) / "idex-l0"
 ONE_CORE = {
-    "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
     "NUMBA_NUM_THREADS": "1",
 }
 
@@ -123,7 +125,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         inputs = {
-            "real copies, plain": replicate(DATA / "non_compressed_2023_102_14_22_26.pkts", args.copies),
+            "real copies, plain": replicate(
+                DATA / "non_compressed_2023_102_14_22_26.pkts", args.copies
+            ),
             "real copies, rice": replicate(DATA / "compressed_2023_102_14_24_55.pkts", args.copies),
             "real 20231218 file": (DATA / "imap_idex_l0_raw_20231218_v001.pkts").read_bytes(),
         }
@@ -143,18 +147,34 @@ def main() -> None:
             ours_rate = lazy["events"] / lazy["seconds"]
             theirs_rate = official["events"] / official["seconds"]
             rows.append(
-                (label, lazy["events"], mb, ours_rate, mb / lazy["seconds"],
-                 full["events"] / full["seconds"], lazy["rss_mib"], full["rss_mib"],
-                 official["events"], theirs_rate, official["rss_mib"], ours_rate / theirs_rate)
+                (
+                    label,
+                    lazy["events"],
+                    mb,
+                    ours_rate,
+                    mb / lazy["seconds"],
+                    full["events"] / full["seconds"],
+                    lazy["rss_mib"],
+                    full["rss_mib"],
+                    official["events"],
+                    theirs_rate,
+                    official["rss_mib"],
+                    ours_rate / theirs_rate,
+                )
             )
             print(f"measured {label}", file=sys.stderr, flush=True)
 
-    print("| input | events | MB | idexdask ev/s (lazy) | MB/s | ev/s (full time axes) | "
-          "peak RSS MiB (lazy/full) | official events timed | official ev/s | official RSS MiB | speed-up |")
+    print(
+        "| input | events | MB | idexdask ev/s (lazy) | MB/s | ev/s (full time axes) | "
+        "peak RSS MiB (lazy/full) | official events timed | official ev/s | "
+        "official RSS MiB | speed-up |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:,.0f} | {r[4]:,.0f} | {r[5]:,.0f} | "
-              f"{r[6]:.0f}/{r[7]:.0f} | {r[8]} | {r[9]:.2f} | {r[10]:.0f} | {r[11]:,.0f}x |")
+        print(
+            f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:,.0f} | {r[4]:,.0f} | {r[5]:,.0f} | "
+            f"{r[6]:.0f}/{r[7]:.0f} | {r[8]} | {r[9]:.2f} | {r[10]:.0f} | {r[11]:,.0f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -104,8 +104,14 @@ def concat_events(datasets: list[xr.Dataset]) -> xr.Dataset:
         )
     if not tagged:
         raise StoreError("no datasets to join")
-    joined = xr.concat(tagged, dim="epoch", data_vars="all", coords="minimal", compat="override",
-                       combine_attrs="drop")
+    joined = xr.concat(
+        tagged,
+        dim="epoch",
+        data_vars="all",
+        coords="minimal",
+        compat="override",
+        combine_attrs="drop",
+    )
     if "idx__txhdrevtnum" in joined:
         key = np.stack([joined["epoch"].values, joined["idx__txhdrevtnum"].values.astype(np.int64)])
         _, first = np.unique(key, axis=1, return_index=True)

@@ -17,8 +17,8 @@ Rules (all vectorised or compiled; no Python loop over packets or samples):
 * Uncompressed words are unpacked where FRAGOFF puts them; samples no fragment
   covers are fill (65535) and flag ``INCOMPLETE``.  The final word of a high-rate
   record holds two samples, right-aligned behind one pad slot (8192 = 3*2730 + 2):
-  the real compressed/uncompressed pair of files agrees sample for sample only so.  Compressed streams are decoded
-  from their contiguous start; a gap or early end flags ``INCOMPLETE``, a corrupt
+  the real compressed/uncompressed pair of files agrees sample for sample only so.
+  Compressed streams are decoded from their contiguous start; a gap or early end flags ``INCOMPLETE``, a corrupt
   stream ``DECODE_ERROR``, and the samples from there on are fill.
 """
 
@@ -311,9 +311,13 @@ def assemble_events(
     job = d_event * N_CHANNELS + d_channel
 
     status = np.zeros((n_events, N_CHANNELS), dtype=np.uint16)
-    np.bitwise_or.at(status, (d_event[~d_crc], d_channel[~d_crc]), np.uint16(QualityFlag.CRC_MISMATCH))
+    np.bitwise_or.at(
+        status, (d_event[~d_crc], d_channel[~d_crc]), np.uint16(QualityFlag.CRC_MISMATCH)
+    )
     bad_sync = ~sync_ok[data_idx]
-    np.bitwise_or.at(status, (d_event[bad_sync], d_channel[bad_sync]), np.uint16(QualityFlag.SYNC_MISMATCH))
+    np.bitwise_or.at(
+        status, (d_event[bad_sync], d_channel[bad_sync]), np.uint16(QualityFlag.SYNC_MISMATCH)
+    )
 
     # Order fragments by (job, fragoff), best copy first among equal slots.
     order = np.lexsort((data_idx, -d_len, ~d_crc, d_fragoff, job))
@@ -347,8 +351,17 @@ def assemble_events(
     low = np.empty((3, n_events, n_low), dtype=np.uint16)
     words = buffer[: buffer.size // 4 * 4].view(np.uint32)  # buffer is 4-byte aligned
     _decode_jobs(
-        buffer, words, sys.byteorder == "little",
-        job_ptr, d_start, d_len, d_fragoff, job_compressed, high, low, status,
+        buffer,
+        words,
+        sys.byteorder == "little",
+        job_ptr,
+        d_start,
+        d_len,
+        d_fragoff,
+        job_compressed,
+        high,
+        low,
+        status,
     )
     return AssembledEvents(
         header_packet=chosen_header,

@@ -50,7 +50,9 @@ LOW_DIM = "time_low_sample_rate_index"
 _PAD = 16  # zero bytes after the data so that field gathers never run off the end
 
 
-def _load(source: str | os.PathLike | bytes | bytearray | memoryview) -> tuple[np.ndarray, int, str]:
+def _load(
+    source: str | os.PathLike | bytes | bytearray | memoryview,
+) -> tuple[np.ndarray, int, str]:
     if isinstance(source, bytes | bytearray | memoryview):
         raw = memoryview(source).cast("B")
         buffer = np.zeros(raw.nbytes + _PAD, dtype=np.uint8)
@@ -143,8 +145,16 @@ def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
         | header_fields["idx__txhdrevtnum"].astype(np.uint64)
     )
     events = assemble_events(
-        buffer, starts, lengths, fields, keys, header_ok, crc_ok, sync_ok,
-        HIGH_RATE_SAMPLES, LOW_RATE_SAMPLES,
+        buffer,
+        starts,
+        lengths,
+        fields,
+        keys,
+        header_ok,
+        crc_ok,
+        sync_ok,
+        HIGH_RATE_SAMPLES,
+        LOW_RATE_SAMPLES,
     )
     chosen = events.header_packet
     # position of each chosen header among the header packets
@@ -185,11 +195,17 @@ def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
         header["idx__txhdrblocks"], header["idx__txhdrtrigid"], header["idx__txhdrsampdelay"]
     )
     variables["time_high_sample_rate"] = sample_times_variable(
-        t_high, HIGH_RATE_SAMPLES, HIGH_RATE_MSPS, ("epoch", HIGH_DIM),
+        t_high,
+        HIGH_RATE_SAMPLES,
+        HIGH_RATE_MSPS,
+        ("epoch", HIGH_DIM),
         {"units": "µs", "long_name": "high-rate sample time from trigger"},
     )
     variables["time_low_sample_rate"] = sample_times_variable(
-        t_low, LOW_RATE_SAMPLES, LOW_RATE_MSPS, ("epoch", LOW_DIM),
+        t_low,
+        LOW_RATE_SAMPLES,
+        LOW_RATE_MSPS,
+        ("epoch", LOW_DIM),
         {"units": "µs", "long_name": "low-rate sample time from trigger"},
     )
     for field_name, values in header.items():
@@ -249,7 +265,10 @@ def _report(name: str, index, other: dict[int, int], attrs: dict, dataset: xr.Da
     if index.skipped_bytes:
         logger.warning(
             "%s: skipped %d bytes in %d region(s) that hold no valid packet (first at byte %d)",
-            name, index.skipped_bytes, index.skipped_regions, index.first_skipped_offset,
+            name,
+            index.skipped_bytes,
+            index.skipped_regions,
+            index.first_skipped_offset,
         )
     for key, what in (
         ("truncated_packets", "packet(s) truncated by the end of the data"),
@@ -271,7 +290,10 @@ def _report(name: str, index, other: dict[int, int], attrs: dict, dataset: xr.Da
             problems.insert(0, "header: HEADER_CRC_MISMATCH")
         logger.warning(
             "%s: event %d (evtnum %d) damaged: %s",
-            name, row, int(dataset["idx__sci0evtnum"].values[row]), "; ".join(problems),
+            name,
+            row,
+            int(dataset["idx__sci0evtnum"].values[row]),
+            "; ".join(problems),
         )
     logger.info("%s: decoded %d events", name, dataset.sizes["epoch"])
 

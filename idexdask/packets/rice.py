@@ -100,14 +100,14 @@ def rice_decode_into(stream, n_bytes, bits, out, n_out):  # pragma: no cover - c
             i += count
             continue
         warmups = count if predictor == 1 else min(predictor - 1, count)
-        for j in range(warmups):
+        for _ in range(warmups):
             next_byte, acc, have = _refill(stream, next_byte, acc, have)
             if used + bits > total_bits:
                 return i, DECODE_SHORT
             value, acc, have, used = _take(acc, have, used, bits)
             out[i] = value
             i += 1
-        for j in range(warmups, count):
+        for _ in range(warmups, count):
             next_byte, acc, have = _refill(stream, next_byte, acc, have)
             # unary quotient: leading zeros, then a one
             q = 0

@@ -90,9 +90,7 @@ def trigger_delay_samples(trigid, sampdelay) -> np.ndarray:
     high = sampdelay & 0x3FF
     mid = (sampdelay >> 10) & 0x3FF
     low = (sampdelay >> 20) & 0x3FF
-    return np.where(
-        trigid & 1, high, np.where(trigid & 2, low, np.where(trigid & 4, mid, high))
-    )
+    return np.where(trigid & 1, high, np.where(trigid & 2, low, np.where(trigid & 4, mid, high)))
 
 
 def pretrigger_times(blocks, trigid, sampdelay) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,9 @@ def decode_other_apids(
             name = key.lower().replace(".", "__")
             if name in dataset.variables or name in new_variables:
                 name = f"apid{apid}__{name}"
-            new_variables[name] = xr.Variable((dim,), column, attrs={"xtce_name": key, "apid": apid})
+            new_variables[name] = xr.Variable(
+                (dim,), column, attrs={"xtce_name": key, "apid": apid}
+            )
     if undecoded:
         logger.warning(
             "no XTCE definition given describes APID(s) %s; packets counted, not decoded",

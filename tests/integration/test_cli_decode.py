@@ -42,7 +42,9 @@ def test_decode_real_files_to_zarr_and_read_back(tmp_path, l0_dir, capsys):
         np.testing.assert_array_equal(
             part["time_high_sample_rate"].values, direct["time_high_sample_rate"].values
         )
-        np.testing.assert_array_equal(part["idx__txhdrblocks"].values, direct["idx__txhdrblocks"].values)
+        np.testing.assert_array_equal(
+            part["idx__txhdrblocks"].values, direct["idx__txhdrblocks"].values
+        )
     assert list(back["channel"].values) == [c.name for c in CHANNELS]
 
 

@@ -40,9 +40,7 @@ def test_same_events_and_samples_as_official(file, decoded, official_l1a):
     for name in ("time_high_sample_rate", "time_low_sample_rate"):
         mine = ours[name].values[:, : theirs[name].shape[1]]
         np.testing.assert_allclose(mine, theirs[name], rtol=0, atol=1e-6, err_msg=name)
-    shared = [
-        k for k in theirs if k in ours.data_vars and ours[k].dims == ("epoch",)
-    ]
+    shared = [k for k in theirs if k in ours.data_vars and ours[k].dims == ("epoch",)]
     assert len(shared) > 90  # every header field of the official product is ours too
     for name in shared:
         np.testing.assert_array_equal(ours[name].values, theirs[name], err_msg=name)

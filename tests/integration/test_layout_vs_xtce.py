@@ -80,7 +80,10 @@ def test_other_apids_decoded_through_xtce_or_counted(l0_dir):
     assert json.loads(full.attrs["decoded_apid_counts"]) == {"1418": 3}
     # housekeeping APIDs are not described by the two shipped XTCE files
     assert json.loads(full.attrs["undecoded_apid_counts"]) == {
-        "1376": 262, "1377": 10, "1413": 12, "1414": 25
+        "1376": 262,
+        "1377": 10,
+        "1413": 12,
+        "1414": 25,
     }
     assert full.sizes["packet_1418"] == 3
     assert (full["pkt_apid"].values == 1418).all()
