@@ -12,10 +12,11 @@ Inputs, made in a temporary directory (nothing is written to the repo):
 
 Each measurement runs in a fresh process pinned to one core (peak RSS is that
 process's VmHWM; idexdask's figure is the best of three decodes).  idexdask is
-timed after a warm-up call (numba kernels compiled and cached); "lazy" leaves the float64 time axes to be computed on access, "full"
-also materialises them.  The official pipeline (imap-processing 1.0.40 in
-.venv-oracle) decodes about 3 events/s, so it is timed on a prefix of each large
-input (``--official-events`` events) and its rate per event is reported.
+timed after a warm-up call (numba kernels compiled and cached); "lazy" leaves
+the float64 time axes to be computed on access, "full" also materialises them.
+The official pipeline (imap-processing 1.0.40 in .venv-oracle) decodes about
+3 events/s, so it is timed on a prefix of each large input (``--official-events``
+events) and its rate per event is reported.
 """
 
 from __future__ import annotations

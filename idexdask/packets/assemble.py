@@ -18,8 +18,9 @@ Rules (all vectorised or compiled; no Python loop over packets or samples):
   covers are fill (65535) and flag ``INCOMPLETE``.  The final word of a high-rate
   record holds two samples, right-aligned behind one pad slot (8192 = 3*2730 + 2):
   the real compressed/uncompressed pair of files agrees sample for sample only so.
-  Compressed streams are decoded from their contiguous start; a gap or early end flags ``INCOMPLETE``, a corrupt
-  stream ``DECODE_ERROR``, and the samples from there on are fill.
+  Compressed streams are decoded from their contiguous start; a gap or early end
+  flags ``INCOMPLETE``, a corrupt stream ``DECODE_ERROR``, and the samples from
+  there on are fill.
 """
 
 from __future__ import annotations
