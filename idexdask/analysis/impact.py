@@ -46,7 +46,7 @@ from scipy.ndimage import uniform_filter1d
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
 from idexdask.analysis.batchfit import BatchModel, FitStatus, fit_batch
-from idexdask.analysis.peaks import baseline_sigma, robust_sigma
+from idexdask.analysis.peaks import _quiet, baseline_sigma, robust_sigma
 
 __all__ = [
     "FIT_PARAMETERS",
@@ -335,7 +335,8 @@ def fit_impacts(
     dt = np.nanmedian(np.diff(t, axis=1), axis=1) if n > 1 else np.ones(n_events)
     amp0 = np.maximum(excursion, 1.0) * 1.05
     tr0 = np.clip((t_pk - t_on) / 3.0, dt, None)
-    last_val = np.nanmedian(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan), axis=1)
+    with _quiet():
+        last_val = np.nanmedian(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan), axis=1)
     with np.errstate(all="ignore"):
         ratio = np.where((last_val > 0) & (last_val < excursion), excursion / last_val, np.e**2)
         td0 = np.clip((t_last - t_pk) / np.log(ratio), 3.0 * tr0, 1e4)

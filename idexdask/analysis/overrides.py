@@ -19,7 +19,7 @@ variable           type     meaning
                             to remove/edit (nearest within ``tolerance_us``), µs
 ``window_start_us`` float   fit window start, µs (NaN: automatic)
 ``window_stop_us``  float   fit window stop, µs (NaN: automatic)
-``tolerance_us``   float    matching tolerance for remove/edit, µs (NaN: 0.02)
+``tolerance_us``   float    matching tolerance for remove/edit, µs (NaN: 0.05)
 =================  =======  ==========================================================
 
 ``add`` creates a line at ``center_us`` (fitted in the given window, else the
@@ -59,7 +59,7 @@ _log = get_logger(__name__)
 
 ACTIONS = ("add", "remove", "edit", "window")
 _FLOATS = ("center_us", "window_start_us", "window_stop_us", "tolerance_us")
-_DEFAULT_TOL = 0.02
+_DEFAULT_TOL = 0.05
 
 
 def make_overrides(records: Iterable[Mapping[str, Any]]) -> xr.Dataset:

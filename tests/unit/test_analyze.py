@@ -1,0 +1,149 @@
+"""analyze(): products, bad inputs, lab-like input and manual overrides."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from idexdask.analysis import analyze
+from idexdask.analysis.overrides import make_overrides, read_overrides, write_overrides
+from idexdask.errors import AnalysisError, ConfigError
+from idexdask.simulate import simulate_events
+
+NOCAL = {"analysis": {"settings": {"calibration": {"enabled": False}}}}
+
+
+@pytest.fixture(scope="module")
+def events():
+    return simulate_events(12, seed=3).events
+
+
+@pytest.fixture(scope="module")
+def result(events):
+    return analyze(events)
+
+
+def test_products_present(result, events):
+    for name in ("peak_event", "peak_center", "peak_sigma", "peak_gamma", "peak_area", "peak_area_err",
+                 "peak_height", "peak_chisq", "peak_status", "peak_manual", "peak_mass",
+                 "mass_calibration", "mass_calibration_status", "impact_velocity", "dust_mass",
+                 "impact_velocity_status", "tof_gain_ratio_mid", "tof_gain_ratio_low"):
+        assert name in result, name
+    for ch in ("tof_high", "tof_mid", "tof_low", "target_high", "target_low", "ion_grid"):
+        for suffix in ("snr", "saturated", "baseline", "noise"):
+            assert f"{ch}_{suffix}" in result
+    for ch in ("target_high", "target_low", "ion_grid"):
+        fp = result[f"{ch}_fit_parameters"]
+        assert fp.dims == ("epoch", "fit_parameter")
+        assert list(fp.fit_parameter.values) == ["time_of_impact", "constant_offset", "amplitude",
+                                                 "rise_time", "decay_time"]
+        assert result[f"{ch}_impact_charge"].attrs["units"] == "pC"
+    assert result.peak_event.max() < events.sizes["epoch"]
+    assert result["TOF_High"].equals(events["TOF_High"])
+    assert np.isfinite(result.peak_mass.values).any()
+
+
+def _bad_events(events):
+    ds = events.isel(epoch=slice(0, 7)).copy(deep=True)
+    for name in ("TOF_High", "TOF_Mid", "TOF_Low", "Target_High", "Target_Low", "Ion_Grid"):
+        v = ds[name].values
+        v[0] = 512                      # flat
+        v[1] = 0                        # all zero
+        v[2] = 1023 if name.startswith("TOF") else 4095  # all saturated
+        v[3, ::7] = 65535               # fill-containing
+        v[4] = 65535                    # all fill
+        ds[name].values[:] = v
+    return ds
+
+
+def test_bad_inputs_give_statuses(events):
+    ds = _bad_events(events)
+    out = analyze(ds, NOCAL)
+    st = out.target_low_fit_status.values
+    assert set(st[[0, 1, 4]]) <= {4, 5}
+    assert st[2] in (4, 5)
+    assert st[3] in (0, 1, 2, 6)  # fill samples ignored, still fitted
+    assert np.all(out.peak_event.values != 4)
+
+
+def test_nan_and_short_waveforms(events):
+    ds = events.isel(epoch=slice(0, 3)).copy()
+    for name in ("TOF_High", "Target_Low"):
+        ds[name] = ds[name].astype(float)
+        ds[name][1, 100:200] = np.nan
+        ds[name][2] = np.nan
+    out = analyze(ds, NOCAL)
+    assert out.target_low_fit_status.values[2] == 4
+    short = events.isel(epoch=slice(0, 2), time_high_sample_rate_index=slice(0, 5),
+                        time_low_sample_rate_index=slice(0, 5))
+    out = analyze(short, NOCAL)
+    assert np.all(out.target_high_fit_status.values == 4)
+
+
+def test_lab_like_input(events):
+    """Negative-going float volts, 1 ns sampling, two TOF channels, own time axis names."""
+    n = 6000
+    rng = np.random.default_rng(1)
+    t = np.arange(n) * 1e-3 - 1.0
+    sig = np.zeros((2, n))
+    for c in (1.0, 2.2, 3.1):
+        sig += 0.05 * np.exp(-0.5 * ((t - c) / 0.004) ** 2)
+    hi = -(sig + rng.normal(0, 5e-4, (2, n))).astype(np.float32)
+    lo = -(0.1 * sig + rng.normal(0, 5e-4, (2, n))).astype(np.float32)
+    attrs = {"units": "V", "time_variable": "scope_time", "signal_polarity": -1}
+    ds = xr.Dataset(
+        {
+            "TOF_High": (("epoch", "s"), hi, attrs),
+            "TOF_Low": (("epoch", "s"), lo, attrs),
+            "scope_time": (("epoch", "s"), np.broadcast_to(t, (2, n)).copy(), {"units": "us"}),
+        },
+        coords={"epoch": np.array([1, 2], dtype=np.int64)},
+    )
+    out = analyze(ds, {"calibration": {"preset": "lab"}})
+    strong = out.peak_height.values > 0.02  # V
+    for e in range(2):
+        got = np.sort(out.peak_center.values[strong & (out.peak_event.values == e)])
+        np.testing.assert_allclose(got, [1.0, 2.2, 3.1], atol=0.002)
+    area = out.peak_area.values[strong]
+    np.testing.assert_allclose(area, 0.05 * 0.004 * np.sqrt(2 * np.pi), rtol=0.05)
+    assert "target_high_fit_parameters" not in out
+
+
+def test_overrides_roundtrip_and_reapply(events, result, tmp_path):
+    e = 2
+    ep = int(events.epoch.values[e])
+    mine = np.nonzero(result.peak_event.values == e)[0]
+    first = float(result.peak_center.values[mine[0]])
+    second = float(result.peak_center.values[mine[1]])
+    table = make_overrides([
+        {"epoch": ep, "target": "tof", "action": "remove", "center_us": first},
+        {"epoch": ep, "target": "tof", "action": "edit", "center_us": second,
+         "window_start_us": second - 0.05, "window_stop_us": second + 0.1},
+        {"epoch": ep, "target": "tof", "action": "add", "center_us": 12.345},
+        {"epoch": ep, "target": "Target_Low", "action": "window", "window_start_us": -20.0,
+         "window_stop_us": 40.0},
+        {"epoch": 123, "target": "tof", "action": "add", "center_us": 5.0},  # unknown event: ignored
+    ])
+    path = tmp_path / "ov.json"
+    write_overrides(table, path)
+    table2 = read_overrides(path)
+    out = analyze(events, NOCAL, overrides=table2)
+    m2 = out.peak_event.values == e
+    centers = out.peak_center.values[m2]
+    assert not np.any(np.abs(centers - first) < 1e-3)
+    manual = out.peak_manual.values[m2]
+    assert manual.sum() == 2
+    assert np.any(np.abs(out.peak_window_start.values[m2][manual] - (second - 0.05)) < 0.004)
+    assert out.target_low_fit_manual.values[e] and out.target_low_fit_manual.values.sum() == 1
+    assert out.sizes["peak"] == result.sizes["peak"] + 1 - 1  # one removed, one added
+    # reprocessing with the same table gives the same products
+    again = analyze(events, NOCAL, overrides=path)
+    np.testing.assert_array_equal(again.peak_center.values, out.peak_center.values)
+
+
+def test_invalid_config_and_overrides(events):
+    with pytest.raises(ConfigError):
+        analyze(events, {"analysis": {"settings": {"peaks": {"nope": 1}}}})
+    with pytest.raises(AnalysisError):
+        make_overrides([{"epoch": 1, "action": "explode"}])
