@@ -372,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # the cluster's own chatter, and cdflib's ISTP auto-fix notes
+        for name in ("distributed", "cdflib"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return args.func(args)
     except IdexDaskError as exc:

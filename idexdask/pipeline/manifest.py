@@ -1,4 +1,4 @@
-"""The run manifest: an append-only JSON-lines journal in the store directory.
+"""The run manifest: an append-only JSON-lines journal inside the store directory.
 
 One writer only (the submitting client) appends a record after each unit's
 region write has completed, and flushes it to disk (``fsync``) before the next
@@ -32,11 +32,28 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MANIFEST_NAME", "Manifest"]
+__all__ = ["MANIFEST_NAME", "PIPELINE_DIR", "Manifest", "pipeline_dir"]
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.jsonl"
+PIPELINE_DIR = "_pipeline"
+_GROUP_MARKER = '{"zarr_format": 3, "node_type": "group", "attributes": {}}'
+
+
+def pipeline_dir(store: str | os.PathLike, create: bool = False) -> Path:
+    """``<store>/_pipeline``: the manifest, the plan and the chunk locks.
+
+    It is marked as an (empty) Zarr group so that Zarr readers of the store
+    recognise it and leave it alone.
+    """
+    path = Path(store) / PIPELINE_DIR
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
+        marker = path / "zarr.json"
+        if not marker.exists():
+            marker.write_text(_GROUP_MARKER)
+    return path
 
 
 class Manifest:
@@ -45,15 +62,17 @@ class Manifest:
     Parameters
     ----------
     store : path
-        The Zarr store directory; the journal is ``<store>/manifest.jsonl``.
+        The Zarr store directory; the journal is ``<store>/_pipeline/manifest.jsonl``.
     """
 
     def __init__(self, store: str | os.PathLike) -> None:
-        self.path = Path(store) / MANIFEST_NAME
+        self.store = Path(store)
+        self.path = pipeline_dir(store) / MANIFEST_NAME
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record and force it to disk."""
         line = json.dumps(record, sort_keys=True, default=_jsonable) + "\n"
+        pipeline_dir(self.store, create=True)
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(line)
             stream.flush()

@@ -40,7 +40,7 @@ import xarray as xr
 
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
-from idexdask.pipeline.manifest import Manifest
+from idexdask.pipeline.manifest import Manifest, pipeline_dir
 from idexdask.pipeline.plan import Plan, Unit, plan_inputs
 from idexdask.pipeline.store import (
     check_writable,
@@ -157,8 +157,8 @@ class RunSummary:
 
 
 def _schema_of(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
-    """The unit function's output for ``unit`` with zero events (the store template)."""
-    return process_unit(unit, config).isel(epoch=slice(0, 0)).load()
+    """The unit function's output for ``unit`` with one event (the store template)."""
+    return process_unit(unit, config).isel(epoch=slice(0, 1)).load()
 
 
 def _run_unit(
@@ -202,9 +202,10 @@ def _write_plan(store: Path, plan: Plan, chash: str) -> None:
     failures = [asdict(f) for f in plan.failures]
     payload = {"config_hash": chash, "inputs": plan.inputs, "units": units,
                "plan_failures": failures, "empty_inputs": plan.empty}
-    tmp = store / (PLAN_NAME + ".tmp")
+    directory = pipeline_dir(store, create=True)
+    tmp = directory / (PLAN_NAME + ".tmp")
     tmp.write_text(json.dumps(payload))
-    os.replace(tmp, store / PLAN_NAME)
+    os.replace(tmp, directory / PLAN_NAME)
 
 
 def _is_done(record: Mapping[str, Any] | None, unit: Unit, chash: str) -> bool:
@@ -422,9 +423,9 @@ def store_status(store: str | os.PathLike) -> RunSummary:
     """
     store = Path(store)
     meta = read_store_meta(store)
-    if meta is None or not (store / PLAN_NAME).exists():
+    if meta is None or not (pipeline_dir(store) / PLAN_NAME).exists():
         raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
-    plan = json.loads((store / PLAN_NAME).read_text())
+    plan = json.loads((pipeline_dir(store) / PLAN_NAME).read_text())
     chash = plan["config_hash"]
     records = list(Manifest(store).records())
     latest: dict[str, dict] = {}
@@ -491,9 +492,9 @@ def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]
         latest manifest record says done with the current digests.
     """
     store = Path(store)
-    if not (store / PLAN_NAME).exists():
+    if not (pipeline_dir(store) / PLAN_NAME).exists():
         raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
-    plan = json.loads((store / PLAN_NAME).read_text())
+    plan = json.loads((pipeline_dir(store) / PLAN_NAME).read_text())
     latest = Manifest(store).latest_units()
     done = [u for u in plan["units"]
             if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
