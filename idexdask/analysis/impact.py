@@ -282,6 +282,11 @@ def fit_impacts(
     x, _, _ = channel_arrays(ds, name)
     x = np.asarray(x, dtype=float)
     n_events, n = x.shape
+    if n_events == 0 or n < 2:  # nothing to fit: every event INVALID_INPUT
+        nan5 = np.full((n_events, 5), np.nan)
+        nan1 = np.full(n_events, np.nan)
+        return ImpactFit(nan5, nan5.copy(), np.ones(n_events, np.int8), nan1, nan1.copy(),
+                         nan1.copy(), np.full(n_events, ImpactStatus.INVALID_INPUT, np.int8), nan1.copy())
     t = np.asarray(channel_time(ds, name), dtype=float)
     pol_cfg = channel_polarity(ds, name, settings)
     base_stop = float(
