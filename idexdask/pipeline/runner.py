@@ -66,9 +66,10 @@ def config_hash(config: Mapping[str, Any]) -> str:
     """Digest of the configuration sections that shape the products.
 
     ``cluster``, ``pipeline`` and ``export`` (where and how the work runs) are
-    left out: changing them does not reprocess anything.
+    left out, except ``pipeline.analyze``: changing them reprocesses nothing.
     """
     relevant = {k: v for k, v in config.items() if k not in _NON_PRODUCT_SECTIONS}
+    relevant["pipeline.analyze"] = bool(config.get("pipeline", {}).get("analyze", True))
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 

@@ -96,6 +96,9 @@ def decode_unit(unit: Unit) -> xr.Dataset:
 def process_unit(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
     """Decode one unit and apply the science analysis when it exists.
 
+    The analysis runs when ``idexdask.analysis.analyze`` exists and
+    ``pipeline.analyze`` is true (the default).
+
     Parameters
     ----------
     unit : Unit
@@ -114,7 +117,8 @@ def process_unit(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
         If the input cannot be decoded or the event count differs from the plan.
     """
     dataset = decode_unit(unit)
-    analyze = _resolve_analyze()
+    wanted = bool(config.get("pipeline", {}).get("analyze", True))
+    analyze = _resolve_analyze() if wanted else None
     if analyze is not None:
         dataset = analyze(dataset, config)
     if dataset.sizes.get("epoch", 0) != unit.n_events:

@@ -1,0 +1,305 @@
+"""Campaign pipeline on real Dask processes: a scheduler and workers started as
+subprocesses on 127.0.0.1, real and simulated L0 files, real failures (SIGKILL of a
+worker and of the submitting client, a corrupt input, an unwritable store)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from idexdask.config import load_config
+from idexdask.errors import StoreError
+from idexdask.pipeline.cluster import ClusterOptions
+from idexdask.pipeline.export import open_campaign
+from idexdask.pipeline.manifest import Manifest
+from idexdask.pipeline.plan import plan_inputs
+from idexdask.pipeline.runner import run_campaign, store_status
+from idexdask.pipeline.units import process_unit
+from idexdask.simulate import write_campaign
+
+BIN = Path(sys.executable).parent
+DECODE_ONLY = {"pipeline": {"analyze": False, "batch_events": 40, "chunk_events": 16},
+               "cluster": {"dashboard": ":0"}}
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    return env
+
+
+class DaskProcesses:
+    """`dask scheduler` + `dask worker`s as subprocesses; killed at teardown."""
+
+    def __init__(self, directory: Path, workers: int = 2, nanny: bool = True) -> None:
+        self.scheduler_file = directory / "scheduler.json"
+        self.procs: list[subprocess.Popen] = []
+        log = open(directory / "dask.log", "ab")
+        self.procs.append(subprocess.Popen(
+            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
+             "--no-dashboard", "--scheduler-file", str(self.scheduler_file)],
+            stdout=log, stderr=log, env=_env(),
+        ))
+        deadline = time.monotonic() + 30
+        while not self.scheduler_file.exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError("scheduler did not start")
+            time.sleep(0.1)
+        self.workers = []
+        for _ in range(workers):
+            args = [str(BIN / "dask"), "worker", "--scheduler-file", str(self.scheduler_file),
+                    "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
+                    "--memory-limit", "0"]
+            if not nanny:
+                args.append("--no-nanny")
+            proc = subprocess.Popen(args, stdout=log, stderr=log, env=_env())
+            self.procs.append(proc)
+            self.workers.append(proc)
+        from distributed import Client
+
+        with Client(scheduler_file=str(self.scheduler_file), timeout="30s") as client:
+            client.wait_for_workers(workers, timeout=60)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    procs = DaskProcesses(tmp_path_factory.mktemp("dask"))
+    yield procs
+    procs.close()
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory, l0_dir) -> list[Path]:
+    """Real L0 files + a simulated campaign (plain and Rice-compressed)."""
+    sim = tmp_path_factory.mktemp("sim")
+    write_campaign(sim / "sim_plain.pkts", 130, compress=False, seed=11)
+    write_campaign(sim / "sim_rice.pkts", 90, compress=True, seed=12)
+    return [l0_dir, sim / "sim_plain.pkts", sim / "sim_rice.pkts"]
+
+
+def _reference(inputs, config) -> list:
+    """Single-process results: the unit function on every planned unit, in order."""
+    plan = plan_inputs(inputs, int(config["pipeline"]["batch_events"]))
+    return plan, [process_unit(u, config) for u in plan.units]
+
+
+def _assert_store_equals(store: Path, plan, reference) -> None:
+    stored = open_campaign(store)
+    assert stored.sizes["epoch"] == plan.n_events
+    for unit, expected in zip(plan.units, reference, strict=True):
+        rows = slice(*unit.region)
+        for name, variable in expected.variables.items():
+            if "epoch" not in variable.dims:
+                continue
+            got = stored[name].values[rows]
+            want = variable.values
+            if want.dtype.kind == "f":
+                np.testing.assert_array_equal(got, want, err_msg=f"{unit.uid}: {name}")
+            else:
+                assert np.array_equal(got.astype(want.dtype), want), f"{unit.uid}: {name}"
+    stored.close()
+
+
+def _unit_records(store: Path) -> list[dict]:
+    return [r for r in Manifest(store).records() if r.get("record") == "unit"]
+
+
+def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
+    config = load_config(DECODE_ONLY)
+    store = tmp_path / "campaign.zarr"
+    summary = run_campaign(campaign, store, config,
+                           cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    assert summary.failures == []
+    assert summary.events_done == summary.events_total == 130 + 90 + 22
+    plan, reference = _reference(campaign, config)
+    assert len(plan.units) >= 7  # the simulated files are cut into event batches
+    _assert_store_equals(store, plan, reference)
+    # the read_l0 of each whole file equals its rows, every variable
+    from idexdask import read_l0
+
+    stored = open_campaign(store)
+    for index, path in enumerate(plan.inputs):
+        rows = np.flatnonzero(stored["input_index"].values == index)
+        whole = read_l0(path)
+        for name in whole.variables:
+            if "epoch" in whole[name].dims:
+                assert np.array_equal(stored[name].values[rows], whole[name].values), name
+
+    # unchanged inputs and configuration: nothing to do
+    again = run_campaign(campaign, store, config,
+                         cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    assert again.events_this_run == 0 and again.units_skipped == len(plan.units)
+    # a product-relevant configuration change reprocesses everything
+    changed = load_config({**DECODE_ONLY, "decode": {"verify_crc": False}})
+    redo = run_campaign(campaign, store, changed,
+                        cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    assert redo.events_this_run == redo.events_total and redo.units_skipped == 0
+    _assert_store_equals(store, plan, reference)
+    assert store_status(store).events_done == plan.n_events
+    # inputs with other event counts do not fit the store
+    with pytest.raises(StoreError, match="--overwrite"):
+        run_campaign(campaign[1:], store, changed,
+                     cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+
+
+def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
+    config = load_config({"cluster": {"dashboard": ":0"}})
+    inputs = [l0_dir / "compressed_2023_102_14_24_55.pkts",
+              l0_dir / "non_compressed_2023_102_14_22_26.pkts"]
+    store = tmp_path / "analysed.zarr"
+    summary = run_campaign(inputs, store, config,
+                           cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    assert summary.failures == [] and summary.events_done == 8
+    plan, reference = _reference(inputs, config)
+    _assert_store_equals(store, plan, reference)
+
+
+def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
+    bad = tmp_path / "garbage.pkts"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(DECODE_ONLY))
+    store = tmp_path / "partial.zarr"
+    result = subprocess.run(
+        [str(BIN / "idexdask"), "submit", str(campaign[1]), str(bad), str(campaign[2]),
+         "-o", str(store), "--scheduler", str(cluster.scheduler_file), "--config", str(config)],
+        capture_output=True, text=True, timeout=120, env=_env(),
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "garbage.pkts" in result.stdout and "not IDEX L0 telemetry" in result.stdout
+    failed = [r for r in _unit_records(store) if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["input"].endswith("garbage.pkts")
+    assert store_status(store).events_done == 220
+    status = subprocess.run([str(BIN / "idexdask"), "status", str(store)],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 3 and "garbage.pkts" in status.stdout
+
+
+def test_unwritable_output_fails_before_work(campaign, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    start = time.monotonic()
+    result = subprocess.run(
+        [str(BIN / "idexdask"), "submit", str(campaign[1]), "-o", str(blocker / "store.zarr")],
+        capture_output=True, text=True, timeout=60, env=_env(),
+    )
+    assert result.returncode == 2
+    assert "cannot write the store" in result.stdout
+    assert "dashboard" not in result.stdout  # no cluster was started
+    assert time.monotonic() - start < 30
+
+
+def test_bad_config_rejected_before_work(campaign, tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text("pipeline:\n  batch_events: 0\n")
+    result = subprocess.run(
+        [str(BIN / "idexdask"), "submit", str(campaign[1]), "-o", str(tmp_path / "s.zarr"),
+         "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=_env(),
+    )
+    assert result.returncode == 2 and "pipeline.batch_events" in result.stdout
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def _wait_for_units(store: Path, n: int, proc: subprocess.Popen, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [r for r in _unit_records(store) if r["status"] == "done"] if (
+            store / "_pipeline" / "manifest.jsonl").exists() else []
+        if len(done) >= n:
+            return len(done)
+        if proc.poll() is not None:
+            raise AssertionError(f"submit ended early: {proc.returncode}")
+        time.sleep(0.02)
+    raise AssertionError("no progress")
+
+
+def test_worker_death_mid_run(tmp_path, l0_dir):
+    procs = DaskProcesses(tmp_path, workers=2, nanny=False)
+    try:
+        write_campaign(tmp_path / "sim.pkts", 36, compress=True, seed=21)
+        inputs = [tmp_path / "sim.pkts"]
+        overrides = {"pipeline": {"batch_events": 2, "chunk_events": 4}}
+        (tmp_path / "run.yaml").write_text(yaml.safe_dump(overrides))
+        store = tmp_path / "store.zarr"
+        proc = subprocess.Popen(
+            [str(BIN / "idexdask"), "submit", *map(str, inputs), "-o", str(store),
+             "--scheduler", str(procs.scheduler_file), "--config", str(tmp_path / "run.yaml")],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+        )
+        try:
+            done_at_kill = _wait_for_units(store, 3, proc)
+            procs.workers[0].send_signal(signal.SIGKILL)
+            out, _ = proc.communicate(timeout=150)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, out
+        assert done_at_kill < 18  # the kill landed mid-run
+        records = _unit_records(store)
+        assert sorted(r["uid"] for r in records) == sorted({r["uid"] for r in records})
+        assert all(r["status"] == "done" for r in records) and len(records) == 18
+        config = load_config(overrides)
+        plan, reference = _reference(inputs, config)
+        _assert_store_equals(store, plan, reference)
+    finally:
+        procs.close()
+
+
+def test_client_interrupted_and_resumed(campaign, tmp_path):
+    inputs = [campaign[1], campaign[2]]
+    overrides = {"pipeline": {"analyze": False, "batch_events": 5, "chunk_events": 8},
+                 "cluster": {"dashboard": ":0", "workers": 2}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(overrides))
+    store = tmp_path / "store.zarr"
+    command = [str(BIN / "idexdask"), "submit", *map(str, inputs), "-o", str(store),
+               "--config", str(tmp_path / "run.yaml")]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=_env(), start_new_session=True)
+    try:
+        _wait_for_units(store, 4, proc)
+        os.killpg(proc.pid, signal.SIGKILL)  # the client and its embedded cluster
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = {r["uid"] for r in _unit_records(store) if r["status"] == "done"}
+    status = subprocess.run([str(BIN / "idexdask"), "status", str(store)],
+                            capture_output=True, text=True, timeout=60)
+    assert "interrupted" in status.stdout
+    config = load_config(overrides)
+    plan, reference = _reference(inputs, config)
+    assert 4 <= len(first) < len(plan.units)
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = [r for r in Manifest(store).records() if r.get("record") == "run_start"]
+    assert runs[-1]["todo_units"] == len(plan.units) - len(first)
+    second = [r for r in _unit_records(store) if r["run_id"] == runs[-1]["run_id"]]
+    assert {r["uid"] for r in second} == {u.uid for u in plan.units} - first
+    assert f"{len(first)} already done before this run" in result.stdout
+    _assert_store_equals(store, plan, reference)
+    assert json.loads(json.dumps(store_status(store).failures)) == []
