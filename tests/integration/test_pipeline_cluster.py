@@ -105,7 +105,7 @@ def _reference(inputs, config) -> list:
 
 
 def _assert_store_equals(store: Path, plan, reference) -> None:
-    stored = open_campaign(store)
+    stored = open_campaign(store).load()
     assert stored.sizes["epoch"] == plan.n_events
     for unit, expected in zip(plan.units, reference, strict=True):
         rows = slice(*unit.region)
@@ -138,7 +138,7 @@ def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
     # the read_l0 of each whole file equals its rows, every variable
     from idexdask import read_l0
 
-    stored = open_campaign(store)
+    stored = open_campaign(store).load()
     for index, path in enumerate(plan.inputs):
         rows = np.flatnonzero(stored["input_index"].values == index)
         whole = read_l0(path)

@@ -1,0 +1,86 @@
+"""Planner: exact event counts, cuts only between whole events, store regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from idexdask import read_l0
+from idexdask.config import load_config
+from idexdask.errors import ConfigError, IdexDaskError
+from idexdask.pipeline.plan import expand_inputs, plan_inputs, plan_l0_file
+from idexdask.pipeline.runner import config_hash
+from idexdask.simulate import write_campaign
+from tests.conftest import REAL_L0_FILES
+
+
+@pytest.mark.parametrize("path", REAL_L0_FILES, ids=lambda p: p.name)
+def test_real_file_counts(path):
+    units = plan_l0_file(path, 3)
+    assert sum(u.n_events for u in units) == read_l0(path).sizes["epoch"]
+    for unit in units:
+        assert read_l0(unit.read_input()).sizes["epoch"] == unit.n_events
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_batches_reassemble_the_whole_file(tmp_path, compress):
+    path = tmp_path / "c.pkts"
+    write_campaign(path, 57, compress=compress, seed=3)
+    units = plan_l0_file(path, 10)
+    assert [u.n_events for u in units] == [10, 10, 10, 10, 10, 7]
+    assert units[0].byte_range[0] == 0 and units[-1].byte_range[1] == path.stat().st_size
+    parts = [read_l0(u.read_input()) for u in units]
+    whole = read_l0(path)
+    joined = xr.concat(parts, "epoch", data_vars="all", coords="minimal", compat="override",
+                       combine_attrs="drop")
+    for name in whole.variables:
+        assert np.array_equal(joined[name].values, whole[name].values), name
+
+
+def test_garbage_is_a_failure_and_housekeeping_is_empty(tmp_path, l0_dir):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(bytes(range(256)) * 64)
+    plan = plan_inputs([bad, l0_dir], 100)
+    assert [f.path for f in plan.failures] == [str(bad.resolve())]
+    assert "not IDEX L0 telemetry" in plan.failures[0].reason
+    assert len(plan.empty) == 2  # the two housekeeping-only real files
+    regions = [u.region for u in plan.units]
+    assert regions[0][0] == 0 and all(a[1] == b[0] for a, b in zip(regions, regions[1:]))
+
+
+def test_changed_bytes_are_detected(tmp_path):
+    path = tmp_path / "c.pkts"
+    write_campaign(path, 5, seed=1)
+    (unit,) = plan_l0_file(path, 100)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(IdexDaskError, match="changed since"):
+        unit.read_input()
+
+
+def test_mixed_inputs_rejected(tmp_path, l0_dir, trc_dir):
+    with pytest.raises(IdexDaskError, match="mix"):
+        expand_inputs([l0_dir, trc_dir])
+
+
+def test_trc_units_one_per_impact(trc_dir):
+    plan = plan_inputs([trc_dir], 10)
+    assert [u.impact for u in plan.units] == [1, 3, 6]
+    assert all(len(u.files) == 4 for u in plan.units)
+
+
+def test_config_sections_and_hash():
+    import idexdask.pipeline  # noqa: F401  (registers the checks)
+
+    base = load_config()
+    assert config_hash(base) == config_hash(load_config({"cluster": {"workers": 7}}))
+    assert config_hash(base) != config_hash(load_config({"decode": {"verify_crc": False}}))
+    assert config_hash(base) != config_hash(load_config({"pipeline": {"analyze": False}}))
+    with pytest.raises(ConfigError, match="pipeline.compressor"):
+        load_config({"pipeline": {"compressor": "lzma"}})
+    with pytest.raises(ConfigError, match="cluster.workers"):
+        load_config({"cluster": {"workers": 0}})
+    with pytest.raises(ConfigError, match="unknown configuration key"):
+        load_config({"pipeline": {"batch": 3}})
