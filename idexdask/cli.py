@@ -359,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="simulate a campaign, run it as `submit`, summarise")
     demo.add_argument("--output", default="demo-output", help="working directory")
-    demo.add_argument("--events", type=int, default=750, help="events per simulated file")
+    demo.add_argument("--events", type=int, default=75, help="events per simulated file")
     demo.add_argument("--files", type=int, default=4, help="simulated files")
     demo.add_argument("--workers", type=int, help="workers of the embedded cluster")
     demo.add_argument("--dashboard", default=":0", help="dashboard address")
@@ -373,7 +373,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:  # the cluster's own chatter, and cdflib's ISTP auto-fix notes
-        for name in ("distributed", "cdflib"):
+        for name in ("distributed", "distributed.scheduler", "distributed.nanny",
+                     "distributed.core", "distributed.worker", "distributed.http.proxy",
+                     "cdflib"):
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return args.func(args)
