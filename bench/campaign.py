@@ -1,0 +1,143 @@
+"""Campaign throughput and worker memory of ``idexdask submit`` (embedded LocalCluster).
+
+Usage::
+
+    python bench/campaign.py                 # 10k and 100k events (slow: ~10+ min)
+    python bench/campaign.py --quick         # 2k and 8k events
+    python bench/campaign.py --analyze       # with idexdask.analysis.analyze (slow)
+
+Measures, on simulated campaigns (files of ``--file-events`` events, plain and
+Rice-compressed alternating, made once in a temporary directory):
+
+* end-to-end events/s (plan + cluster start + all tasks; exports excluded) with 1
+  and 2 single-threaded workers, and the speed-up (target >= 1.8x);
+* events/s per core;
+* peak RSS (VmHWM) of every worker at the small and the large campaign (target:
+  flat within 10 %: a worker holds one batch at a time whatever the campaign size).
+
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as stream:
+        line = next(x for x in stream if x.startswith("VmHWM"))
+    return int(line.split()[1]) / 1024
+
+
+def make_campaign(directory: Path, n_events: int, file_events: int) -> list[Path]:
+    """Simulate a campaign, reusing one file per (size, compression) by copying."""
+    from idexdask.simulate import write_campaign
+
+    directory.mkdir(parents=True, exist_ok=True)
+    templates = {}
+    files = []
+    remaining, index = n_events, 0
+    while remaining > 0:
+        n = min(file_events, remaining)
+        compress = bool(index % 2)
+        key = (n, compress)
+        if key not in templates:
+            templates[key] = directory.parent / f"template_{n}_{int(compress)}.pkts"
+            if not templates[key].exists():
+                write_campaign(templates[key], n, compress=compress, seed=n + compress)
+        path = directory / f"f{index:04d}.pkts"
+        path.write_bytes(templates[key].read_bytes())
+        files.append(path)
+        remaining -= n
+        index += 1
+    return files
+
+
+def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int) -> dict:
+    from distributed import get_client  # noqa: F401
+
+    from idexdask.config import load_config
+    from idexdask.pipeline import cluster as cluster_module
+    from idexdask.pipeline.cluster import ClusterOptions
+    from idexdask.pipeline.runner import run_campaign
+
+    config = load_config({"pipeline": {"analyze": analyze, "batch_events": batch}})
+    options = ClusterOptions(workers=workers, threads_per_worker=1, dashboard="")
+    peaks: list[float] = []
+    original = cluster_module.open_client
+
+    def recording(opts):  # wrap the client to read the workers' peak RSS at the end
+        import contextlib
+
+        @contextlib.contextmanager
+        def wrapped():
+            with original(opts) as client:
+                yield client
+                peaks.extend(client.run(_peak_rss_mib).values())
+        return wrapped()
+
+    cluster_module.open_client = recording
+    import idexdask.pipeline.runner as runner_module
+
+    runner_module.open_client = recording
+    try:
+        start = time.perf_counter()
+        summary = run_campaign(files, store, config, cluster=options, overwrite=True)
+        elapsed = time.perf_counter() - start
+    finally:
+        cluster_module.open_client = original
+        runner_module.open_client = original
+    assert not summary.failures, summary.failures
+    return {"events": summary.events_done, "seconds": elapsed,
+            "task_seconds": summary.elapsed_s, "rss": peaks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2k / 8k events instead of 10k / 100k")
+    parser.add_argument("--analyze", action="store_true", help="apply idexdask.analysis.analyze")
+    parser.add_argument("--file-events", type=int, default=1000)
+    parser.add_argument("--batch-events", type=int, default=256)
+    args = parser.parse_args()
+    small, large = (2000, 8000) if args.quick else (10_000, 100_000)
+    with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:
+        tmp = Path(tmp)
+        rows = []
+        small_files = make_campaign(tmp / "small", small, args.file_events)
+        result = {}
+        for workers in (1, 2):
+            result[workers] = run(small_files, tmp / f"s{workers}.zarr", workers,
+                                  args.analyze, args.batch_events)
+        large_files = make_campaign(tmp / "large", large, args.file_events)
+        big = run(large_files, tmp / "large.zarr", 2, args.analyze, args.batch_events)
+    mode = "decode + analysis" if args.analyze else "decode (L1a)"
+    print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
+          f"files of {args.file_events} events)\n")
+    print("| run | events | workers | wall s | events/s | events/s per core | peak RSS per worker MiB |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for workers in (1, 2):
+        r = result[workers]
+        rate = r["events"] / r["seconds"]
+        rows.append(rate)
+        print(f"| small | {r['events']:,} | {workers} | {r['seconds']:.1f} | {rate:,.0f} | "
+              f"{rate / workers:,.0f} | {', '.join(f'{x:.0f}' for x in r['rss'])} |")
+    rate = big["events"] / big["seconds"]
+    print(f"| large | {big['events']:,} | 2 | {big['seconds']:.1f} | {rate:,.0f} | "
+          f"{rate / 2:,.0f} | {', '.join(f'{x:.0f}' for x in big['rss'])} |")
+    speedup = rows[1] / rows[0]
+    rss_small = max(result[2]["rss"])
+    rss_large = max(big["rss"])
+    print(f"\n2 workers vs 1: {speedup:.2f}x (target >= 1.8x); peak worker RSS "
+          f"{rss_small:.0f} MiB at {small:,} events, {rss_large:.0f} MiB at {large:,} "
+          f"({(rss_large / rss_small - 1) * 100:+.1f} %, target within 10 %)")
+
+
+if __name__ == "__main__":
+    main()
