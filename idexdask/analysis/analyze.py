@@ -497,8 +497,7 @@ def analyze(
         if "channel" in q.dims:
             q = q.rename({"channel": "quality_channel"})
         out = out.merge(q.drop_vars("epoch", errors="ignore"), compat="override", join="override")
-    for name, da in products.items():
-        out[name] = da
+    out = out.assign(products)  # one alignment for all products
     if "peak_mass" in out:
         comp = _composition_products(
             out[[v for v in out.data_vars if v.startswith("peak_")]], n_events, cfg, calibrated
