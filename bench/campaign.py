@@ -120,7 +120,8 @@ def main() -> None:
     mode = "decode + analysis" if args.analyze else "decode (L1a)"
     print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
           f"files of {args.file_events} events)\n")
-    print("| run | events | workers | wall s | events/s | events/s per core | peak RSS per worker MiB |")
+    print("| run | events | workers | wall s | events/s | events/s per core "
+          "| peak RSS per worker MiB |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for workers in (1, 2):
         r = result[workers]

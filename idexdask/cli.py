@@ -108,7 +108,8 @@ def _duration(seconds: float | None) -> str:
         return "--:--"
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+    minutes = f"{rest // 60:02d}:{rest % 60:02d}"
+    return f"{hours}:{minutes}" if hours else minutes
 
 
 class _ProgressBar:
@@ -153,7 +154,8 @@ def _print_summary(summary, title: str) -> None:
           + (f" ({summary.units_skipped} already done before this run)"
              if summary.units_skipped else ""))
     if summary.events_this_run or summary.elapsed_s:
-        line = f"this run           : {summary.events_this_run:,} events in {summary.elapsed_s:.1f} s"
+        line = (f"this run           : {summary.events_this_run:,} events "
+                f"in {summary.elapsed_s:.1f} s")
         if summary.elapsed_s > 0 and summary.events_this_run:
             line += f" ({summary.rate:,.0f} events/s"
             if summary.workers:
@@ -169,9 +171,8 @@ def _print_summary(summary, title: str) -> None:
 
 def _config_from_args(args: argparse.Namespace) -> dict:
     """The run configuration: defaults < --config FILE < command-line flags."""
-    from idexdask.config import load_config, load_yaml, merge
-
     import idexdask.pipeline  # noqa: F401  (registers the pipeline's config checks)
+    from idexdask.config import load_config, load_yaml, merge
 
     override: dict = {}
     if getattr(args, "config", None):

@@ -237,7 +237,8 @@ def _partial_chunk_locks(
             shared.append(k)
     with contextlib.ExitStack() as stack:
         for k in shared:  # ascending order: no deadlock between neighbours
-            handle = stack.enter_context(open(pipeline_dir(path) / LOCK_DIR / f"chunk-{k}.lock", "a+b"))
+            lock_file = pipeline_dir(path) / LOCK_DIR / f"chunk-{k}.lock"
+            handle = stack.enter_context(open(lock_file, "a+b"))
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             stack.callback(fcntl.flock, handle.fileno(), fcntl.LOCK_UN)
         yield
