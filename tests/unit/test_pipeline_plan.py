@@ -46,7 +46,8 @@ def test_garbage_is_a_failure_and_housekeeping_is_empty(tmp_path, l0_dir):
     assert "not IDEX L0 telemetry" in plan.failures[0].reason
     assert len(plan.empty) == 2  # the two housekeeping-only real files
     regions = [u.region for u in plan.units]
-    assert regions[0][0] == 0 and all(a[1] == b[0] for a, b in zip(regions, regions[1:], strict=False))
+    assert regions[0][0] == 0
+    assert all(a[1] == b[0] for a, b in zip(regions, regions[1:], strict=False))
 
 
 def test_changed_bytes_are_detected(tmp_path):
