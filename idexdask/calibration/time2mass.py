@@ -77,7 +77,8 @@ def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "source",
-        help="L0 packet file, Zarr store (decode/submit), LeCroy .trc file or directory of captures",
+        help="L0 packet file, Zarr store (decode/submit), LeCroy .trc file or a "
+        "directory of captures",
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--event", type=int, help="event index along epoch (default 0)")
