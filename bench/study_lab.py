@@ -90,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
         axes[-1].plot(t[e][::200], ds["QD_1"].values[e][::200] - 0.03 * e, lw=0.5, color="C0")
         axes[-1].plot(t[e][::200], ds["QD_2"].values[e][::200] - 0.03 * e, lw=0.5, color="C1")
     axes[n - 1].set_xlabel("time from scope trigger (µs)")
-    axes[-1].set_xlabel("time from scope trigger (µs); QD 1 (blue), QD 2 (orange), offset per impact")
+    axes[-1].set_xlabel("time from scope trigger (µs); QD 1 (blue), QD 2 (orange), "
+                        "offset per impact")
     axes[-1].set_ylabel("QD (V)")
     fig.savefig(img / "lab_raw.png", dpi=60)
     plt.close(fig)
 
     # 2. per-impact calibration with the lab preset
-    w("| impact | lines | status (reason) | stretch µs/√u | t0 µs | order | lines (residual ppm) |\n"
+    w("| impact | lines | status (reason) | stretch µs/√u | t0 µs | order "
+      "| lines (residual ppm) |\n"
       "|---|---|---|---|---|---|---|\n")
     results = []
     for e in range(n):
