@@ -365,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workers", type=int, help="workers of the embedded cluster")
     demo.add_argument("--dashboard", default=":0", help="dashboard address")
     demo.set_defaults(func=cmd_demo)
+
+    from idexdask.calibration.time2mass import add_time2mass_parser
+
+    add_time2mass_parser(sub)
     return parser
 
 
