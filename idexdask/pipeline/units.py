@@ -34,6 +34,7 @@ import xarray as xr
 
 from idexdask.errors import IdexDaskError
 from idexdask.pipeline.plan import Unit
+from idexdask.pipeline.ragged import peaks_to_event_major
 
 __all__ = ["AnalyzeFn", "normalise_for_store", "process_unit"]
 
@@ -126,10 +127,13 @@ def process_unit(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
             f"{unit.uid}: decoded {dataset.sizes.get('epoch', 0)} events where the plan "
             f"counted {unit.n_events}"
         )
-    return normalise_for_store(dataset, unit.input_index)
+    max_peaks = int(config.get("pipeline", {}).get("max_peaks_per_event", 64))
+    return normalise_for_store(dataset, unit.input_index, max_peaks=max_peaks)
 
 
-def normalise_for_store(dataset: xr.Dataset, input_index: int) -> xr.Dataset:
+def normalise_for_store(
+    dataset: xr.Dataset, input_index: int, *, max_peaks: int = 64
+) -> xr.Dataset:
     """Make a unit's dataset storable by region: variable-length strings, input index.
 
     Parameters
@@ -138,14 +142,18 @@ def normalise_for_store(dataset: xr.Dataset, input_index: int) -> xr.Dataset:
         Event dataset (dimension ``epoch``).
     input_index : int
         Index of the input the events come from.
+    max_peaks : int
+        ``peak_slot`` capacity per event (config ``pipeline.max_peaks_per_event``).
 
     Returns
     -------
     xarray.Dataset
         The same data; ``U``/``S`` variables as object (variable-length UTF-8 in
-        Zarr v3, so units with longer strings fit the store), plus
+        Zarr v3, so units with longer strings fit the store), the ragged
+        ``peak`` products event-major (:mod:`idexdask.pipeline.ragged`), plus
         ``input_index`` (epoch,) int32.
     """
+    dataset = peaks_to_event_major(dataset, max_peaks)
     converted = {}
     for name, variable in dataset.variables.items():
         if variable.dtype.kind in "US":
