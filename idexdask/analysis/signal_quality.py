@@ -74,6 +74,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -437,6 +438,9 @@ def long_runs(mask: Any, k: int) -> Any:
         return mask.copy()
     if n < k:
         return xp.zeros(mask.shape, dtype=bool)
+    if xp is np:  # compiled run-length scan on the host (one pass, no int64 temporaries)
+        flat = np.ascontiguousarray(mask).reshape(-1, n)
+        return _long_runs_rows(flat, int(k)).reshape(mask.shape)
     lead = mask.shape[:-1]
     zeros = xp.zeros((*lead, 1), dtype=xp.int64)
     cs = xp.concatenate([zeros, xp.cumsum(mask, axis=-1, dtype=xp.int64)], axis=-1)
@@ -446,6 +450,28 @@ def long_runs(mask: Any, k: int) -> Any:
     hi = xp.minimum(j, n - k) + 1
     lo = xp.maximum(j - k + 1, 0)
     return (cf[..., hi] - cf[..., lo]) > 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _long_runs_rows(mask: np.ndarray, k: int) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`long_runs` of each row of a 2-D C-contiguous bool array."""
+    rows, n = mask.shape
+    out = np.zeros((rows, n), dtype=np.bool_)
+    for r in range(rows):
+        start = 0
+        run = 0
+        for j in range(n):
+            if mask[r, j]:
+                if run == 0:
+                    start = j
+                run += 1
+            else:
+                if run >= k:
+                    out[r, start:j] = True
+                run = 0
+        if run >= k:
+            out[r, start:n] = True
+    return out
 
 
 def interpolated_mad(dev: Any, step: float = 1.0) -> Any:
@@ -803,7 +829,10 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
     noise = xp.where(no_stats, nan, noise)
     # flat / zero / all-saturated channels: level is the constant, no noise
     const = unusable & ~no_stats
-    baseline = xp.where(const & (n_valid > 0), _nan_median(xp, x, axis=1) if n else nan, baseline)
+    use_const = const & (n_valid > 0)
+    if n and bool(use_const.any()):  # median of the whole trace only where it is needed
+        rows = xp.nonzero(use_const)[0]
+        baseline[rows] = _nan_median(xp, x[rows], axis=1)
     noise = xp.where(const & (vmax_obs == vmin_obs), 0.0, noise)
 
     return {
