@@ -131,8 +131,8 @@ def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
         values = np.asarray(variable.values)
         if values.dtype == bool:
             values = values.astype(np.uint8)
-        elif values.dtype.kind in "OU":
-            values = values.astype(str)
+        elif values.dtype.kind in "OUT":  # T: numpy StringDType (Zarr v3 strings)
+            values = values.astype(object).astype(str)
         attrs = {k: v for k, v in variable.attrs.items() if k in _KEEP_ATTRS}
         role = _role(name, variable)
         attrs.update(copy.deepcopy(roles.get(role, {})))

@@ -77,8 +77,8 @@ def write_hdf5(
             for name, variable in dataset.variables.items():
                 values = np.asarray(variable.values)
                 kwargs: dict[str, Any] = {}
-                if values.dtype.kind in "OU":
-                    values = values.astype(str).astype(object)
+                if values.dtype.kind in "OUT":  # T: numpy StringDType (Zarr v3 strings)
+                    values = values.astype(object).astype(str).astype(object)
                     kwargs["dtype"] = h5py.string_dtype()
                 elif values.dtype.kind in "biuf" and values.size:
                     chunks = tuple(

@@ -29,7 +29,7 @@ def _fill_value(dtype: np.dtype):
         return np.nan
     if dtype.kind == "b":
         return False
-    if dtype.kind in "OUS":
+    if dtype.kind in "OUST":
         return ""
     if dtype.kind == "i":
         return -1
@@ -85,7 +85,7 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         if variable.dims != (PEAK_DIM,) or name == "peak_event":
             continue
         values = variable.values
-        dtype = values.dtype if values.dtype.kind not in "US" else np.dtype(object)
+        dtype = values.dtype if values.dtype.kind not in "UST" else np.dtype(object)
         table = np.full((n_events, max_peaks), _fill_value(dtype), dtype=dtype)
         table[kept_event, slot] = values[kept_idx]
         out_vars[name] = xr.Variable(("epoch", SLOT_DIM), table, attrs=variable.attrs)

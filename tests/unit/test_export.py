@@ -90,3 +90,25 @@ def test_cdf_roundtrip_and_istp(store, tmp_path):
         assert attrs["DEPEND_0"] == "epoch" and attrs["VAR_TYPE"] == "data"
         assert attrs["LABL_PTR_1"] in info.zVariables and attrs["DEPEND_1"] in info.zVariables
         assert np.array_equal(cdf.varget("compressed"), stored["compressed"].values[rows])
+
+
+def test_string_products_survive_both_exports(tmp_path):
+    """Zarr v3 hands strings back as numpy StringDType; both exports must keep them."""
+    import xarray as xr
+
+    from idexdask.io.cdf import write_cdf
+    from idexdask.io.hdf5 import write_hdf5
+
+    names = np.array(["forsterite", "", "albite"], dtype=np.dtypes.StringDType())
+    ds = xr.Dataset(
+        {
+            "best_mineral": ("epoch", names),
+            "mg_number": ("epoch", np.array([0.9, np.nan, 0.1])),
+        },
+        coords={"epoch": np.array([10, 20, 30], dtype=np.int64) * 10**18},
+    )
+    cdf_path = write_cdf(ds, tmp_path / "s.cdf")
+    assert cdflib.CDF(str(cdf_path)).varget("best_mineral").tolist() == list(names)
+    h5_path = write_hdf5(ds, tmp_path / "s.h5")
+    with h5py.File(h5_path, "r") as f:
+        assert [v.decode() for v in f["best_mineral"][()]] == list(names)
