@@ -37,6 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
@@ -479,87 +480,157 @@ def _match_many(p: NDArray, q: NDArray, tol: float) -> tuple[NDArray, NDArray]:
     return best_q, mutual & (dmin <= tol)
 
 
+@dataclass(frozen=True)
+class _CoarseGrid:
+    """Event-independent part of the coarse search for one (settings, comb)."""
+
+    stretches: NDArray  # (R,) trial stretches, µs/sqrt(u)
+    origin: float  # time of bin 0, µs
+    n_fft: int  # length of the (circular) time grid
+    kernel: NDArray  # (n_fft//2+1,) Gaussian smoothing in the Fourier domain
+    t0_axis: NDArray  # (n_lag,) shift of each lag, µs
+    first: int  # first lag inside the t0 range
+    last: int  # one past the last lag inside the t0 range
+    j0: NDArray  # (R, I) lower bin of each comb line per stretch
+    w_lo: NDArray  # (R, I) comb weight on bin j0
+    w_hi: NDArray  # (R, I) comb weight on bin j0 + 1
+
+
+@functools.lru_cache(maxsize=8)
+def _coarse_grid(
+    cfg: BootstrapSettings, s_comb: tuple[float, ...], c_comb: tuple[float, ...]
+) -> _CoarseGrid:
+    sig = cfg.coarse_tolerance_us
+    h = sig  # bin width: impulses are split linearly between bins, then smoothed by sig
+    s = np.asarray(s_comb)
+    c = np.asarray(c_comb)
+    a_lo, a_hi = cfg.stretch_range
+    t0_lo, t0_hi = cfg.t0_range_us
+    da = sig / s[-1]
+    stretches = np.arange(a_lo, a_hi + 0.5 * da, da)
+    origin = t0_lo - 4.0 * sig
+    n_lag = int(math.ceil((t0_hi - origin + 4.0 * sig) / h)) + 1
+    n_comb = int(math.ceil(a_hi * s[-1] / h)) + 2
+    n_fft = sfft.next_fast_len(n_lag + n_comb + int(8 * sig / h) + 2, real=True)
+    freqs = sfft.rfftfreq(n_fft, d=h)
+    kernel = np.exp(-0.5 * (2.0 * math.pi * freqs * sig) ** 2)
+    t0_axis = origin + h * np.arange(n_lag)
+    first = int(np.searchsorted(t0_axis, t0_lo))
+    last = int(np.searchsorted(t0_axis, t0_hi, side="right"))
+    y = stretches[:, None] * s[None, :] / h  # (R, I) bin positions of the comb
+    j0 = np.floor(y).astype(np.int64)
+    fr = y - j0
+    grid = _CoarseGrid(
+        stretches, origin, int(n_fft), kernel, t0_axis, first, last,
+        np.ascontiguousarray(j0), np.ascontiguousarray(c * (1 - fr)),
+        np.ascontiguousarray(c * fr),
+    )
+    for arr in (grid.stretches, grid.kernel, grid.t0_axis, grid.j0, grid.w_lo, grid.w_hi):
+        arr.flags.writeable = False  # shared by every call: read-only
+    return grid
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_rows(
+    ms: NDArray, j0: NDArray, w_lo: NDArray, w_hi: NDArray, first: int, last: int, per_row: int
+) -> tuple[NDArray, NDArray]:  # pragma: no cover - compiled
+    """Correlation of every stretch row over lags ``first-1 .. last``; top local maxima.
+
+    ``corr[L] = sum_i w_lo[i] ms[L + j0[i]] + w_hi[i] ms[L + j0[i] + 1]`` (indices
+    modulo ``ms.size``): the smoothed measured train against the comb shifted by
+    lag ``L``.  Returns the ``per_row`` largest local maxima per row (value, lag),
+    ``-inf`` where a row has fewer.
+    """
+    n_rows, n_ions = j0.shape
+    n = ms.size
+    width = last - first + 2  # lags first-1 .. last: neighbours of first .. last-1
+    vals = np.full((n_rows, per_row), -np.inf)
+    lags = np.zeros((n_rows, per_row), dtype=np.int64)
+    band = np.empty(width)
+    for r in range(n_rows):
+        band[:] = 0.0
+        for i in range(n_ions):
+            k0 = (first - 1 + j0[r, i]) % n
+            wl = w_lo[r, i]
+            wh = w_hi[r, i]
+            if k0 + width + 1 <= n:
+                for m in range(width):
+                    band[m] += wl * ms[k0 + m] + wh * ms[k0 + m + 1]
+            else:
+                for m in range(width):
+                    band[m] += wl * ms[(k0 + m) % n] + wh * ms[(k0 + m + 1) % n]
+        for m in range(1, width - 1):
+            v = band[m]
+            if v > band[m - 1] and v >= band[m + 1] and v > vals[r, per_row - 1]:
+                q = per_row - 1
+                while q > 0 and v > vals[r, q - 1]:
+                    vals[r, q] = vals[r, q - 1]
+                    lags[r, q] = lags[r, q - 1]
+                    q -= 1
+                vals[r, q] = v
+                lags[r, q] = first + m - 1
+    return vals, lags
+
+
+@numba.njit(cache=True, nogil=True)
+def _pick_distinct(
+    order: NDArray, row_of: NDArray, t0_of: NDArray, n_pos: int, n_max: int, t_near: float
+) -> NDArray:  # pragma: no cover - compiled
+    """Greedy best-first maxima, skipping any within 3 rows and ``t_near`` of a chosen one."""
+    chosen = np.empty(n_max, dtype=np.int64)
+    n_chosen = 0
+    for n in range(n_pos):
+        if n_chosen >= n_max:
+            break
+        near = False
+        for c in range(n_chosen):
+            k = chosen[c]
+            if abs(row_of[k] - row_of[n]) <= 3 and abs(t0_of[k] - t0_of[n]) <= t_near:
+                near = True  # same ridge as a better maximum
+                break
+        if not near:
+            chosen[n_chosen] = n
+            n_chosen += 1
+    return chosen[:n_chosen]
+
+
 def _coarse_candidates(
     p: NDArray, w: NDArray, s_comb: NDArray, c_comb: NDArray, cfg: BootstrapSettings
 ) -> tuple[NDArray, NDArray]:
-    """FFT cross-correlation over the (stretch, t0) box; best distinct maxima.
+    """FFT-smoothed cross-correlation over the (stretch, t0) box; best distinct maxima.
+
+    The measured impulse train is smoothed once (FFT, Gaussian of the coarse
+    tolerance); the correlation with the comb of every trial stretch at every
+    shift is then a sum of the comb's few impulses over the smoothed train
+    (compiled, with the local-maximum search fused in).  The event-independent
+    comb geometry is cached per settings.
 
     Returns the stretches (µs/sqrt(u)) and shifts (µs) of up to
     ``cfg.n_candidates`` distinct local maxima, best first.
     """
     sig = cfg.coarse_tolerance_us
-    h = sig  # bin width: impulses are split linearly between bins, then smoothed by sig
-    a_lo, a_hi = cfg.stretch_range
-    t0_lo, t0_hi = cfg.t0_range_us
-    da = sig / s_comb[-1]
-    stretches = np.arange(a_lo, a_hi + 0.5 * da, da)
-    origin = t0_lo - 4.0 * sig
-    n_lag = int(math.ceil((t0_hi - origin + 4.0 * sig) / h)) + 1
-    n_comb = int(math.ceil(a_hi * s_comb[-1] / h)) + 2
-    n_fft = sfft.next_fast_len(n_lag + n_comb + int(8 * sig / h) + 2, real=True)
+    h = sig
+    g = _coarse_grid(cfg, tuple(map(float, s_comb)), tuple(map(float, c_comb)))
+    n_fft = g.n_fft
 
     # Measured impulse train, linear split between neighbouring bins.
-    x = (p - origin) / h
+    x = (p - g.origin) / h
     keep = (x >= 0) & (x < n_fft - 1)
     x, wk = x[keep], w[keep]
     i0 = np.floor(x).astype(int)
     frac = x - i0
     meas = np.bincount(i0, wk * (1 - frac), n_fft) + np.bincount(i0 + 1, wk * frac, n_fft)
-    freqs = sfft.rfftfreq(n_fft, d=h)
-    kernel = np.exp(-0.5 * (2.0 * math.pi * freqs * sig) ** 2)
-    spec_meas = np.conj(sfft.rfft(meas) * kernel)
+    ms = sfft.irfft(sfft.rfft(meas) * g.kernel, n=n_fft)
 
-    t0_axis = origin + h * np.arange(n_lag)
-    first = int(np.searchsorted(t0_axis, t0_lo))
-    last = int(np.searchsorted(t0_axis, t0_hi, side="right"))
     per_row = 3  # local maxima kept per stretch row
-    vals = np.full((stretches.size, per_row), -np.inf)
-    lags = np.zeros((stretches.size, per_row), dtype=int)
-    block = max(1, cfg.max_block_elements // n_fft)
-    for start in range(0, stretches.size, block):
-        a_blk = stretches[start : start + block]
-        nb = a_blk.size
-        y = a_blk[:, None] * s_comb[None, :] / h  # (nb, n_ions) bin positions
-        j0 = np.floor(y).astype(int)
-        fr = y - j0
-        rows = np.arange(nb)[:, None] * n_fft
-        flat = np.bincount(
-            np.concatenate([(rows + j0).ravel(), (rows + j0 + 1).ravel()]),
-            np.concatenate([(c_comb * (1 - fr)).ravel(), (c_comb * fr).ravel()]),
-            nb * n_fft,
-        ).reshape(nb, n_fft)
-        # corr[L] = sum_k meas[k] * comb[k - L]: the comb shifted by t0 = origin + L*h.
-        # Computed as IFFT(conj(F meas) * F comb) reversed: conj on the measured side
-        # gives sum_k meas[k] comb[k + L'] with L' = -L (mod n_fft).
-        corr = sfft.irfft(sfft.rfft(flat, axis=1) * spec_meas, n=n_fft, axis=1)
-        # lag L lives at index (-L) mod n_fft
-        idx = (-np.arange(first - 1, last + 1)) % n_fft
-        band = corr[:, idx]  # (nb, n_valid + 2), neighbours included for the max test
-        centre = band[:, 1:-1]
-        is_max = (centre > band[:, :-2]) & (centre >= band[:, 2:])
-        masked = np.where(is_max, centre, -np.inf)
-        k = min(per_row, masked.shape[1])
-        top = np.argpartition(-masked, k - 1, axis=1)[:, :k]
-        vals[start : start + nb, :k] = np.take_along_axis(masked, top, axis=1)
-        lags[start : start + nb, :k] = top + first
-
+    vals, lags = _scan_rows(ms, g.j0, g.w_lo, g.w_hi, g.first, g.last, per_row)
     flat_vals = vals.ravel()
     order = np.argsort(-flat_vals)
     row_of = order // per_row
-    t0_of = t0_axis[lags.ravel()[order]]
-    chosen: list[int] = []
+    t0_of = g.t0_axis[lags.ravel()[order]]
     n_pos = int(np.count_nonzero(flat_vals > 0))
-    for n in range(n_pos):
-        if len(chosen) >= cfg.n_candidates:
-            break
-        if chosen:
-            c = np.asarray(chosen)
-            near = (np.abs(row_of[c] - row_of[n]) <= 3) & (np.abs(t0_of[c] - t0_of[n]) <= 3 * sig)
-            if near.any():
-                continue  # same ridge as a better maximum
-        chosen.append(n)
-    sel = np.asarray(chosen, dtype=int)
-    return stretches[row_of[sel]], t0_of[sel]
+    sel = _pick_distinct(order, row_of, t0_of, n_pos, int(cfg.n_candidates), 3 * sig)
+    return g.stretches[row_of[sel]], t0_of[sel]
 
 
 def _refine(
