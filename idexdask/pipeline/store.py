@@ -185,16 +185,18 @@ def initialise_store(
 
     path = Path(path)
     variables = {}
+    strings = {}  # per-event string variables, created directly as Zarr v3 strings below
     for name, variable in template.variables.items():
         if "epoch" in variable.dims:
             shape = tuple(n_events if d == "epoch" else s
                           for d, s in zip(variable.dims, variable.shape, strict=True))
             chunks = tuple(rows if d == "epoch" else s
                            for d, s in zip(variable.dims, variable.shape, strict=True))
-            if variable.dtype == object:  # variable-length strings: xarray infers the
-                data = da.full(shape, "", chunks=chunks, dtype=object)  # type from values
-            else:
-                data = da.zeros(shape, chunks=chunks, dtype=variable.dtype)
+            if variable.dtype == object:
+                # xarray would load a lazy object array whole to infer its type
+                strings[str(name)] = (variable.dims, shape, chunks, dict(variable.attrs))
+                continue
+            data = da.zeros(shape, chunks=chunks, dtype=variable.dtype)
             variables[name] = xr.Variable(variable.dims, data, attrs=variable.attrs)
         else:
             variables[name] = xr.Variable(variable.dims, variable.values, attrs=variable.attrs)
@@ -214,6 +216,7 @@ def initialise_store(
             compute=False,
             encoding=_encoding(full, rows, _compressors(compressor, level)),
         )
+        _create_string_arrays(path, strings, _compressors(compressor, level))
     except (OSError, ValueError, TypeError) as exc:
         raise StoreError(f"cannot create the store {path}: {exc}") from exc
     finally:
@@ -222,6 +225,28 @@ def initialise_store(
                 (pipeline_dir(path, create=True) / name).write_bytes(content)
     (pipeline_dir(path, create=True) / LOCK_DIR).mkdir(exist_ok=True)
     logger.info("initialised %s: %d events, %d per chunk", path, n_events, rows)
+
+
+def _create_string_arrays(
+    path: Path, strings: Mapping[str, tuple], compressors: list | None
+) -> None:
+    """Variable-length UTF-8 arrays (a type Zarr v3 specifies), empty-string filled."""
+    if not strings:
+        return
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    for name, (dims, shape, chunks, attrs) in strings.items():
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=chunks,
+            dtype=str,
+            fill_value="",
+            dimension_names=tuple(dims),
+            attributes=attrs,
+            compressors=compressors if compressors is not None else None,
+        )
 
 
 @contextlib.contextmanager
