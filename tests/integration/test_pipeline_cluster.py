@@ -164,15 +164,33 @@ def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
 
 
 def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
-    config = load_config({"cluster": {"dashboard": ":0"}})
-    inputs = [l0_dir / "compressed_2023_102_14_24_55.pkts",
-              l0_dir / "non_compressed_2023_102_14_22_26.pkts"]
+    """Full analysis on the cluster, several units per file: every event and every
+    TOF line equals analyze() run on the whole file in one process."""
+    from idexdask import read_l0
+    from idexdask.analysis import analyze
+    from idexdask.pipeline.ragged import peaks_to_event_major
+
+    sim = tmp_path / "sim_rice.pkts"
+    write_campaign(sim, 45, compress=True, seed=5)
+    config = load_config({"cluster": {"dashboard": ":0"}, "pipeline": {"batch_events": 10}})
+    inputs = [l0_dir / "imap_idex_l0_raw_20231218_v001.pkts", sim]
     store = tmp_path / "analysed.zarr"
     summary = run_campaign(inputs, store, config,
                            cluster=ClusterOptions(address=str(cluster.scheduler_file)))
-    assert summary.failures == [] and summary.events_done == 8
+    assert summary.failures == [] and summary.events_done == 14 + 45
     plan, reference = _reference(inputs, config)
+    assert len(plan.units) >= 6
     _assert_store_equals(store, plan, reference)
+    stored = open_campaign(store).load()
+    max_peaks = config["pipeline"]["max_peaks_per_event"]
+    for index, path in enumerate(plan.inputs):
+        rows = np.flatnonzero(stored["input_index"].values == index)
+        whole = peaks_to_event_major(analyze(read_l0(path), config), max_peaks)
+        assert int(whole["peak_count"].sum()) > 0  # lines from every unit are stored
+        for name in ("peak_count", "peak_center", "peak_area", "peak_mass",
+                     "target_low_impact_charge", "tof_high_snr", "mass_calibration_status"):
+            np.testing.assert_array_equal(stored[name].values[rows], whole[name].values,
+                                          err_msg=f"{path}: {name}")
 
 
 def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
