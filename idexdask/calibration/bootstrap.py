@@ -466,20 +466,6 @@ def _linear_fit(s: NDArray, t: NDArray) -> tuple[float, float]:
     return tm - a * sm, a
 
 
-def _match_many(p: NDArray, q: NDArray, tol: float) -> tuple[NDArray, NDArray]:
-    """:func:`_match` for C candidate line sets ``q`` (C, I) at once.
-
-    Returns the matched line index per peak (C, P) and the match mask (C, P).
-    """
-    d = np.abs(p[None, :, None] - q[:, None, :])  # (C, P, I)
-    best_q = np.argmin(d, axis=2)  # (C, P)
-    best_p = np.argmin(d, axis=1)  # (C, I)
-    rows = np.arange(q.shape[0])[:, None]
-    mutual = best_p[rows, best_q] == np.arange(p.size)[None, :]
-    dmin = np.take_along_axis(d, best_q[:, :, None], axis=2)[:, :, 0]
-    return best_q, mutual & (dmin <= tol)
-
-
 @dataclass(frozen=True)
 class _CoarseGrid:
     """Event-independent part of the coarse search for one (settings, comb)."""
@@ -554,8 +540,10 @@ def _scan_rows(
             wl = w_lo[r, i]
             wh = w_hi[r, i]
             if k0 + width + 1 <= n:
+                lo = ms[k0 : k0 + width]  # views: lets the loop vectorise
+                hi = ms[k0 + 1 : k0 + 1 + width]
                 for m in range(width):
-                    band[m] += wl * ms[k0 + m] + wh * ms[k0 + m + 1]
+                    band[m] += wl * lo[m] + wh * hi[m]
             else:
                 for m in range(width):
                     band[m] += wl * ms[(k0 + m) % n] + wh * ms[(k0 + m + 1) % n]
@@ -633,44 +621,115 @@ def _coarse_candidates(
     return g.stretches[row_of[sel]], t0_of[sel]
 
 
+@numba.njit(cache=True, nogil=True)
+def _match_into(
+    p: NDArray, a: float, t0: float, s_comb: NDArray, tol: float, d: NDArray,
+    ion: NDArray, ok: NDArray,
+) -> int:  # pragma: no cover - compiled
+    """Mutual nearest neighbours of ``p`` and the comb ``t0 + a*s_comb`` within ``tol``.
+
+    Fills ``ion`` (nearest comb line per peak) and ``ok`` (matched); returns the count.
+    """
+    n_p = p.size
+    n_i = s_comb.size
+    for j in range(n_p):
+        for i in range(n_i):
+            d[j, i] = abs(p[j] - (t0 + a * s_comb[i]))
+    count = 0
+    for j in range(n_p):
+        bi = 0
+        for i in range(1, n_i):
+            if d[j, i] < d[j, bi]:
+                bi = i
+        bj = 0
+        for jj in range(1, n_p):
+            if d[jj, bi] < d[bj, bi]:
+                bj = jj
+        ion[j] = bi
+        ok[j] = bj == j and d[j, bi] <= tol
+        count += ok[j]
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _refine_kernel(
+    a_in: NDArray, t0_in: NDArray, p: NDArray, w: NDArray, s_comb: NDArray, c_comb: NDArray,
+    tols: NDArray, tol: float, a_lo: float, a_hi: float,
+) -> tuple[NDArray, NDArray, NDArray, NDArray, NDArray, NDArray]:  # pragma: no cover
+    n_c = a_in.size
+    n_p = p.size
+    a = a_in.astype(np.float64)
+    t0 = t0_in.astype(np.float64)
+    ion_out = np.full((n_c, n_p), -1, dtype=np.int64)
+    score = np.zeros(n_c)
+    explained = np.zeros(n_c)
+    n_matched = np.zeros(n_c, dtype=np.int64)
+    d = np.empty((n_p, s_comb.size))
+    ion = np.empty(n_p, dtype=np.int64)
+    ok = np.empty(n_p, dtype=np.bool_)
+    for c in range(n_c):
+        alive = True
+        for tol_k in tols:
+            n = _match_into(p, a[c], t0[c], s_comb, tol_k, d, ion, ok)
+            alive = alive and n >= 2
+            nn = max(n, 1)
+            sm = 0.0
+            tm = 0.0
+            for j in range(n_p):
+                if ok[j]:
+                    sm += s_comb[ion[j]]
+                    tm += p[j]
+            sm /= nn
+            tm /= nn
+            den = 0.0
+            num = 0.0
+            for j in range(n_p):
+                if ok[j]:
+                    dsj = s_comb[ion[j]] - sm
+                    den += dsj * dsj
+                    num += dsj * (p[j] - tm)
+            a_new = num / den if den != 0.0 else (np.nan if num == 0.0 else np.inf)
+            alive = alive and np.isfinite(a_new) and a_new >= 0.98 * a_lo and a_new <= 1.02 * a_hi
+            if alive:
+                a[c] = a_new
+                t0[c] = tm - a_new * sm
+        n = _match_into(p, a[c], t0[c], s_comb, tol, d, ion, ok)
+        if not alive:
+            continue  # no match, score 0, explained 0
+        lo_t = t0[c] + a[c] * s_comb[0] - tol
+        hi_t = t0[c] + a[c] * s_comb[-1] + tol
+        sc = 0.0
+        total = 0.0
+        matched_w = 0.0
+        for j in range(n_p):
+            if p[j] >= lo_t and p[j] <= hi_t:
+                total += w[j]
+            if ok[j]:
+                resid = p[j] - (t0[c] + a[c] * s_comb[ion[j]])
+                q = resid / (0.5 * tol)
+                sc += c_comb[ion[j]] * w[j] * np.exp(-0.5 * q * q)
+                matched_w += w[j]
+                ion_out[c, j] = ion[j]
+        score[c] = sc
+        n_matched[c] = n
+        explained[c] = matched_w / max(total, 1e-300) if total > 0 else 0.0
+    return a, t0, ion_out, score, explained, n_matched
+
+
 def _refine(
     a: NDArray, t0: NDArray, p: NDArray, w: NDArray, s_comb: NDArray, c_comb: NDArray,
     cfg: BootstrapSettings,
 ) -> _Candidates:
-    """Assign / refit all candidates at once with a shrinking tolerance."""
-    a = a.astype(float).copy()
-    t0 = t0.astype(float).copy()
-    alive = np.ones(a.size, dtype=bool)
+    """Assign / refit all candidates with a shrinking tolerance (compiled, per candidate)."""
     a_lo, a_hi = cfg.stretch_range
     ratio = cfg.tolerance_us / cfg.coarse_tolerance_us
-    tols = [cfg.coarse_tolerance_us * ratio**f for f in (0.0, 0.5, 1.0, 1.0)]
-    for tol in tols:
-        ion, ok = _match_many(p, t0[:, None] + a[:, None] * s_comb[None, :], tol)
-        n = ok.sum(axis=1)
-        alive &= n >= 2
-        s = s_comb[ion]
-        nn = np.maximum(n, 1)
-        sm = (ok * s).sum(axis=1) / nn
-        tm = (ok * p).sum(axis=1) / nn
-        ds = np.where(ok, s - sm[:, None], 0.0)
-        den = (ds * ds).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            a_new = (ds * (p[None, :] - tm[:, None])).sum(axis=1) / den
-        alive &= np.isfinite(a_new) & (a_new >= 0.98 * a_lo) & (a_new <= 1.02 * a_hi)
-        a = np.where(alive, a_new, a)
-        t0 = np.where(alive, tm - a * sm, t0)
-    ion, ok = _match_many(p, t0[:, None] + a[:, None] * s_comb[None, :], cfg.tolerance_us)
-    ok &= alive[:, None]
-    resid = p[None, :] - (t0[:, None] + a[:, None] * s_comb[ion])
-    quality = np.exp(-0.5 * (resid / (0.5 * cfg.tolerance_us)) ** 2)
-    score = np.where(ok, c_comb[ion] * w[None, :] * quality, 0.0).sum(axis=1)
-    tol = cfg.tolerance_us
-    span = (p[None, :] >= (t0 + a * s_comb[0] - tol)[:, None]) & (
-        p[None, :] <= (t0 + a * s_comb[-1] + tol)[:, None]
+    tols = np.array([cfg.coarse_tolerance_us * ratio**f for f in (0.0, 0.5, 1.0, 1.0)])
+    a_out, t0_out, ion, score, explained, n_matched = _refine_kernel(
+        np.asarray(a, dtype=float), np.asarray(t0, dtype=float), np.ascontiguousarray(p),
+        np.ascontiguousarray(w), np.ascontiguousarray(s_comb), np.ascontiguousarray(c_comb),
+        tols, float(cfg.tolerance_us), float(a_lo), float(a_hi),
     )
-    total = (span * w[None, :]).sum(axis=1)
-    explained = np.where(total > 0, (ok * w[None, :]).sum(axis=1) / np.maximum(total, 1e-300), 0)
-    return _Candidates(a, t0, np.where(ok, ion, -1), score, explained, ok.sum(axis=1))
+    return _Candidates(a_out, t0_out, ion, score, explained, n_matched)
 
 
 def _uncalibrated(reason: UncalibratedReason, message: str, **kw: Any) -> BootstrapResult:
