@@ -201,17 +201,132 @@ def baseline_sigma(
         median of integer data) and 1.4826 x MAD per event (n_events,), NaN
         where no finite sample.
     """
-    pre = (t < stop_us) & np.isfinite(y)
+    y = np.asarray(y, dtype=float)
+    t2 = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
     n_first = max(int(0.1 * y.shape[1]), 1)
-    first = np.zeros_like(pre)
-    first[:, :n_first] = True
-    use = np.where((pre.sum(axis=1) >= min_samples)[:, None], pre, first & np.isfinite(y))
-    sel = np.where(use, y, np.nan)
-    with _quiet():
-        med, sigma = _median_and_sigma(sel)
-        near = np.abs(sel - med[:, None]) <= 4.0 * np.maximum(sigma, 0.5)[:, None]
-        level = np.nanmean(np.where(near, sel, np.nan), axis=1)
-    return np.where(np.isfinite(level), level, med), sigma
+    level, med, mad = _baseline_rows(y, t2, float(stop_us), int(min_samples), n_first)
+    return level, MAD_TO_SIGMA * mad
+
+
+@numba.njit(cache=True, nogil=True)
+def _baseline_rows(
+    y: np.ndarray, t: np.ndarray, stop_us: float, min_samples: int, n_first: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per row: the :func:`baseline_sigma` level, median and MAD, in one compiled pass."""
+    rows, n = y.shape
+    level = np.empty(rows)
+    med = np.empty(rows)
+    mad = np.empty(rows)
+    vals = np.empty(n)
+    pos = np.empty(n, dtype=np.int64)
+    buf = np.empty(n)
+    row = np.empty(n)
+    for r in range(rows):
+        n_pre = 0
+        for j in range(n):
+            if t[r, j] < stop_us and np.isfinite(y[r, j]):
+                n_pre += 1
+        k = 0
+        if n_pre >= min_samples:
+            for j in range(n):
+                if t[r, j] < stop_us and np.isfinite(y[r, j]):
+                    vals[k] = y[r, j]
+                    pos[k] = j
+                    k += 1
+        else:
+            for j in range(min(n_first, n)):
+                if np.isfinite(y[r, j]):
+                    vals[k] = y[r, j]
+                    pos[k] = j
+                    k += 1
+        if k == 0:
+            level[r] = np.nan
+            med[r] = np.nan
+            mad[r] = np.nan
+            continue
+        buf[:k] = vals[:k]
+        m = _median_inplace(buf, k)
+        for j in range(k):
+            buf[j] = abs(vals[j] - m)
+        d = _median_inplace(buf, k)
+        med[r] = m
+        mad[r] = d
+        lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
+        row[:] = 0.0  # NaN-to-zero row, summed as numpy.nanmean does (same rounding)
+        count = 0
+        for j in range(k):
+            if abs(vals[j] - m) <= lim:
+                row[pos[j]] = vals[j]
+                count += 1
+        mean = _pairwise_sum(row, 0, n) / count if count else np.nan
+        level[r] = mean if np.isfinite(mean) else m
+    return level, med, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """numpy's pairwise-summation leaf (``n <= 128``)."""
+    if n < 8:
+        res = 0.0
+        for i in range(lo, lo + n):
+            res += a[i]
+        return res
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i = 8
+    stop = n - n % 8
+    while i < stop:
+        r0 += a[lo + i]
+        r1 += a[lo + i + 1]
+        r2 += a[lo + i + 2]
+        r3 += a[lo + i + 3]
+        r4 += a[lo + i + 4]
+        r5 += a[lo + i + 5]
+        r6 += a[lo + i + 6]
+        r7 += a[lo + i + 7]
+        i += 8
+    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """``numpy.sum`` of ``a[lo:lo+n]`` with numpy's pairwise summation (bitwise equal).
+
+    The recursion (halves rounded down to a multiple of 8, leaves of at most 128)
+    is run on an explicit stack.
+    """
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    top = 0
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = lo, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        if cn <= 128:
+            vals[nv] = _pairwise_block(a, cl, cn)
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    return vals[0]
 
 
 @dataclass

@@ -38,18 +38,20 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.peaks import (
+    MAD_TO_SIGMA,
     LineFits,
     PeakCandidates,
     baseline_sigma,
     detect_peaks,
     fit_lines,
-    robust_sigma,
 )
+from idexdask.analysis.peaks import _median_inplace, _pairwise_sum
 
 __all__ = [
     "GainRatioStatus",
@@ -210,26 +212,81 @@ def _ratio(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Higher/lower gain ratio per event from the overlap (see module docstring)."""
     k = float(settings["overlap_sigma"])
-    thresh = np.maximum(k * sig_h, k * sig_l * nominal)[:, None]
-    with np.errstate(invalid="ignore"):
-        sel = ok & (h > thresh)
+    thresh = np.maximum(k * sig_h, k * sig_l * nominal)
     with np.errstate(all="ignore"):
-        slope = _origin_fit(h, lo, sel)
-        resid = np.where(sel, lo - slope[:, None] * h, np.nan)
-        spread = robust_sigma(resid, axis=1)
-        sel &= np.abs(resid) <= 4.0 * np.maximum(spread, sig_l)[:, None]
-        slope = _origin_fit(h, lo, sel)
+        slope, n = _ratio_rows(
+            np.asarray(h, dtype=float), np.asarray(lo, dtype=float), np.asarray(ok, dtype=bool),
+            np.asarray(thresh, dtype=float), np.asarray(sig_l, dtype=float),
+        )
         ratio = 1.0 / slope
-    n = np.sum(sel, axis=1)
     good = (n >= int(settings["min_overlap_samples"])) & np.isfinite(ratio) & (ratio > 0)
     status = np.where(good, GainRatioStatus.MEASURED, GainRatioStatus.NOMINAL).astype(np.int8)
     return np.where(good, ratio, nominal), status, n.astype(np.int32)
 
 
-def _origin_fit(h: np.ndarray, lo: np.ndarray, sel: np.ndarray) -> np.ndarray:
-    """Least-squares slope through the origin of ``lo`` on ``h`` per row over ``sel``."""
-    hh = np.where(sel, h, 0.0)
-    return np.sum(hh * np.where(sel, lo, 0.0), axis=1) / np.sum(hh * hh, axis=1)
+@numba.njit(cache=True, nogil=True)
+def _ratio_rows(
+    h: np.ndarray, lo: np.ndarray, ok: np.ndarray, thresh: np.ndarray, sig_l: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per row: origin slope of ``lo`` on ``h`` over the overlap, refit without outliers.
+
+    Overlap: ``ok`` and ``h > thresh``; outliers: residual beyond 4 x
+    max(robust residual sigma, ``sig_l``).  Returns the slopes and sample counts.
+    """
+    rows, n = h.shape
+    slope = np.empty(rows)
+    count = np.zeros(rows, dtype=np.int64)
+    sel = np.empty(n, dtype=np.bool_)
+    resid = np.empty(n)
+    buf = np.empty(n)
+    hl = np.empty(n)
+    hh = np.empty(n)
+    for r in range(rows):
+        # products with zeros outside the selection, summed as numpy does (same rounding)
+        for j in range(n):
+            s = ok[r, j] and h[r, j] > thresh[r]
+            sel[j] = s
+            hj = h[r, j] if s else 0.0
+            hl[j] = hj * (lo[r, j] if s else 0.0)
+            hh[j] = hj * hj
+        b = _divide(_pairwise_sum(hl, 0, n), _pairwise_sum(hh, 0, n))
+        k = 0
+        for j in range(n):
+            v = lo[r, j] - b * h[r, j]
+            resid[j] = v
+            if sel[j] and not np.isnan(v):
+                buf[k] = v
+                k += 1
+        spread = np.nan
+        if k:
+            m = _median_inplace(buf, k)
+            kk = 0
+            for j in range(n):
+                if sel[j] and not np.isnan(resid[j]):
+                    buf[kk] = abs(resid[j] - m)
+                    kk += 1
+            spread = MAD_TO_SIGMA * _median_inplace(buf, kk)
+        lim = np.nan if (np.isnan(spread) or np.isnan(sig_l[r])) else 4.0 * max(spread, sig_l[r])
+        c = 0
+        for j in range(n):
+            s = sel[j] and abs(resid[j]) <= lim
+            hj = h[r, j] if s else 0.0
+            hl[j] = hj * (lo[r, j] if s else 0.0)
+            hh[j] = hj * hj
+            c += s
+        slope[r] = _divide(_pairwise_sum(hl, 0, n), _pairwise_sum(hh, 0, n))
+        count[r] = c
+    return slope, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _divide(a: float, b: float) -> float:  # pragma: no cover - compiled
+    """``a / b`` for ``b >= 0`` (a sum of squares), IEEE results at ``b == 0`` as numpy."""
+    if b == 0.0:
+        if a == 0.0 or np.isnan(a):
+            return np.nan
+        return np.inf if a > 0 else -np.inf
+    return a / b
 
 
 def merge_gains(
