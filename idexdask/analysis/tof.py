@@ -150,9 +150,12 @@ def saturation_mask(
     if quality is not None and f"{low}_saturation_start" in quality:
         t0 = np.asarray(quality[f"{low}_saturation_start"].values, dtype=float)[:, None]
         t1 = np.asarray(quality[f"{low}_saturation_stop"].values, dtype=float)[:, None]
-        flag = np.asarray(quality[f"{low}_saturated"].values, dtype=bool)[:, None]
-        with np.errstate(invalid="ignore"):
-            sat |= flag & (t >= t0) & (t <= t1)
+        flag = np.asarray(quality[f"{low}_saturated"].values, dtype=bool)
+        rows = np.nonzero(flag)[0]  # only flagged events have a saturation interval
+        if rows.size:
+            tr = t[rows] if np.ndim(t) == 2 else np.asarray(t)[None, :]
+            with np.errstate(invalid="ignore"):
+                sat[rows] |= (tr >= t0[rows]) & (tr <= t1[rows])
     if guard > 0 and sat.any():
         grown = sat.copy()
         for k in range(1, guard + 1):
@@ -337,7 +340,7 @@ def merge_gains(
         sigs.append(sig)
     signal = ys[0].copy()
     sigma = np.broadcast_to(sigs[0][:, None], signal.shape).copy()
-    source = np.where(np.isfinite(signal) & ~sats[0], 0, -1).astype(np.int8)
+    source = np.where(np.isfinite(signal) & ~sats[0], np.int8(0), np.int8(-1))
     signal[source < 0] = np.nan
     ratios = {present[0]: np.ones(n_events)}
     status = {present[0]: np.full(n_events, GainRatioStatus.MEASURED, np.int8)}
@@ -351,9 +354,10 @@ def merge_gains(
         status[lo_name] = np.maximum(st, status[hi_name] if j > 1 else st).astype(np.int8)
         overlap[lo_name] = n_ov
         fill = (source < 0) & ~sats[j] & np.isfinite(ys[j])
-        signal = np.where(fill, ys[j] * ratios[lo_name][:, None], signal)
-        sigma = np.where(fill, (sigs[j] * ratios[lo_name])[:, None], sigma)
-        source = np.where(fill, j, source).astype(np.int8)
+        # in place, only where filled (signal, sigma and source are owned copies)
+        np.multiply(ys[j], ratios[lo_name][:, None], out=signal, where=fill)
+        np.copyto(sigma, (sigs[j] * ratios[lo_name])[:, None], where=fill)
+        source[fill] = j
     for name in TOF_CHANNELS:
         if name not in ratios:
             ratios[name] = np.full(n_events, np.nan)
