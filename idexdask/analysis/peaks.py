@@ -75,23 +75,78 @@ def nanmedian_rows(x: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _median_inplace(buf: np.ndarray, k: int) -> float:  # pragma: no cover - compiled
-    """Median of ``buf[:k]`` (k >= 1), reordering it."""
-    part = np.partition(buf[:k], k // 2)
-    hi = part[k // 2]
+    """Median of ``buf[:k]`` (k >= 1, no NaN), the same value as sorting; clobbers ``buf``.
+
+    ``buf[k:2k]`` is used as scratch: ``buf`` must hold at least ``2k`` values.
+    """
+    kth = k // 2
+    work = buf[k : 2 * k]
+    work[:] = buf[:k]
+    hi = _select(work, k, kth)
     if k % 2:
         return hi
-    lo = part[0]
-    for j in range(1, k // 2):
-        if part[j] > lo:
-            lo = part[j]
+    # the (kth-1)-th smallest: hi itself when enough values equal it, else the
+    # largest value below it
+    below = 0
+    lo = -np.inf
+    for j in range(k):
+        v = buf[j]
+        below += v < hi
+        if v < hi and v > lo:
+            lo = v
+    if below < kth:
+        lo = hi
     return 0.5 * (lo + hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(work: np.ndarray, n: int, kth: int) -> float:  # pragma: no cover - compiled
+    """``kth`` smallest of ``work[:n]`` (no NaN); reorders ``work``.
+
+    Quickselect whose passes are branch-free counts and compactions, so that
+    data with few distinct values (integer DN) cost no mispredicted branches.
+    """
+    while n > 32:
+        a, b, c = work[0], work[n // 2], work[n - 1]
+        pivot = max(min(a, b), min(max(a, b), c))  # median of three
+        n_lt = 0
+        n_eq = 0
+        for i in range(n):
+            v = work[i]
+            n_lt += v < pivot
+            n_eq += v == pivot
+        if kth < n_lt:
+            w = 0
+            for i in range(n):
+                v = work[i]
+                work[w] = v
+                w += v < pivot
+            n = n_lt
+        elif kth < n_lt + n_eq:
+            return pivot
+        else:
+            w = 0
+            for i in range(n):
+                v = work[i]
+                work[w] = v
+                w += v > pivot
+            kth -= n_lt + n_eq
+            n -= n_lt + n_eq
+    for i in range(1, n):  # insertion sort of the last few
+        v = work[i]
+        j = i - 1
+        while j >= 0 and work[j] > v:
+            work[j + 1] = work[j]
+            j -= 1
+        work[j + 1] = v
+    return work[kth]
 
 
 @numba.njit(cache=True, nogil=True)
 def _nanmedian_2d(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     rows, n = x.shape
     out = np.empty(rows)
-    buf = np.empty(n)
+    buf = np.empty(2 * n)
     for r in range(rows):
         k = 0
         for j in range(n):
@@ -109,7 +164,7 @@ def _median_mad_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: n
     rows, n = x.shape
     med = np.empty(rows)
     mad = np.empty(rows)
-    buf = np.empty(n)
+    buf = np.empty(2 * n)
     for r in range(rows):
         k = 0
         for j in range(n):
@@ -219,21 +274,18 @@ def _baseline_rows(
     mad = np.empty(rows)
     vals = np.empty(n)
     pos = np.empty(n, dtype=np.int64)
-    buf = np.empty(n)
+    buf = np.empty(2 * n)
     row = np.empty(n)
+    row[:] = 0.0  # kept all-zero between rows
     for r in range(rows):
-        n_pre = 0
+        k = 0
         for j in range(n):
             if t[r, j] < stop_us and np.isfinite(y[r, j]):
-                n_pre += 1
-        k = 0
-        if n_pre >= min_samples:
-            for j in range(n):
-                if t[r, j] < stop_us and np.isfinite(y[r, j]):
-                    vals[k] = y[r, j]
-                    pos[k] = j
-                    k += 1
-        else:
+                vals[k] = y[r, j]
+                pos[k] = j
+                k += 1
+        if k < min_samples:  # too short a pre-trigger baseline: first part of the trace
+            k = 0
             for j in range(min(n_first, n)):
                 if np.isfinite(y[r, j]):
                     vals[k] = y[r, j]
@@ -252,13 +304,15 @@ def _baseline_rows(
         med[r] = m
         mad[r] = d
         lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
-        row[:] = 0.0  # NaN-to-zero row, summed as numpy.nanmean does (same rounding)
+        # NaN-to-zero row, summed as numpy.nanmean does (same rounding)
         count = 0
         for j in range(k):
             if abs(vals[j] - m) <= lim:
                 row[pos[j]] = vals[j]
                 count += 1
-        mean = _pairwise_sum(row, 0, n) / count if count else np.nan
+        mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
+        for j in range(k):
+            row[pos[j]] = 0.0
         level[r] = mean if np.isfinite(mean) else m
     return level, med, mad
 
@@ -293,11 +347,14 @@ def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+def _pairwise_sum(
+    a: np.ndarray, lo: int, n: int, end: int
+) -> float:  # pragma: no cover - compiled
     """``numpy.sum`` of ``a[lo:lo+n]`` with numpy's pairwise summation (bitwise equal).
 
     The recursion (halves rounded down to a multiple of 8, leaves of at most 128)
-    is run on an explicit stack.
+    is run on an explicit stack.  ``a`` is known to be zero from index ``end`` on:
+    leaves there are 0 without being read (the same value numpy adds).
     """
     s_lo = np.empty(128, dtype=np.int64)
     s_n = np.empty(128, dtype=np.int64)
@@ -311,7 +368,7 @@ def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover 
         top -= 1
         cl, cn, st = s_lo[top], s_n[top], s_state[top]
         if cn <= 128:
-            vals[nv] = _pairwise_block(a, cl, cn)
+            vals[nv] = _pairwise_block(a, cl, cn) if cl < end else 0.0
             nv += 1
         elif st == 0:
             n2 = cn // 2

@@ -241,7 +241,7 @@ def _ratio_rows(
     count = np.zeros(rows, dtype=np.int64)
     sel = np.empty(n, dtype=np.bool_)
     resid = np.empty(n)
-    buf = np.empty(n)
+    buf = np.empty(2 * n)
     hl = np.empty(n)
     hh = np.empty(n)
     for r in range(rows):
@@ -252,7 +252,7 @@ def _ratio_rows(
             hj = h[r, j] if s else 0.0
             hl[j] = hj * (lo[r, j] if s else 0.0)
             hh[j] = hj * hj
-        b = _divide(_pairwise_sum(hl, 0, n), _pairwise_sum(hh, 0, n))
+        b = _divide(_pairwise_sum(hl, 0, n, n), _pairwise_sum(hh, 0, n, n))
         k = 0
         for j in range(n):
             v = lo[r, j] - b * h[r, j]
@@ -277,7 +277,7 @@ def _ratio_rows(
             hl[j] = hj * (lo[r, j] if s else 0.0)
             hh[j] = hj * hj
             c += s
-        slope[r] = _divide(_pairwise_sum(hl, 0, n), _pairwise_sum(hh, 0, n))
+        slope[r] = _divide(_pairwise_sum(hl, 0, n, n), _pairwise_sum(hh, 0, n, n))
         count[r] = c
     return slope, count
 
