@@ -385,7 +385,9 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     raw = var.data
     xp = get_namespace(raw)
     x = xp.asarray(raw, dtype=xp.float64)
-    valid = ~xp.isnan(x)
+    integer = xp is np and np.asarray(raw).dtype.kind in "iu"
+    # integer samples are never NaN: skip that test, and mask fill in place on the copy
+    valid = xp.ones(x.shape, dtype=bool) if integer else ~xp.isnan(x)
     fill = var.attrs.get("FILLVAL", var.attrs.get("_FillValue"))
     if fill is not None:
         try:
@@ -394,7 +396,11 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
             fill_f = math.nan
         if math.isfinite(fill_f):
             valid &= x != fill_f
-    x = xp.where(valid, x, xp.nan)
+    if integer:
+        if not valid.all():
+            x[~valid] = np.nan  # x is a fresh float64 copy of the integers
+    else:
+        x = xp.where(valid, x, xp.nan)
     tname = find_time_variable(ds, name)
     t = None
     if tname is not None:
@@ -613,6 +619,12 @@ def _clipped_flag(ds: xr.Dataset, name: str, n_events: int) -> np.ndarray | None
 
 
 def _nan_median(xp: Any, a: Any, axis: int = -1) -> Any:
+    if xp is np and getattr(a, "ndim", 0) == 2 and axis in (1, -1) and a.shape[1] > 0:
+        # compiled selection per row: the same values as numpy.nanmedian, which
+        # loops over rows in Python when NaN are present
+        from idexdask.analysis.peaks import nanmedian_rows  # noqa: PLC0415
+
+        return nanmedian_rows(a)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         return xp.nanmedian(a, axis=axis)
