@@ -493,9 +493,15 @@ def detect_peaks(
     z = smooth / safe[:, None]
     if noise_scale is not None:
         with np.errstate(all="ignore"):
-            scale = uniform_filter1d(
-                np.where(np.isfinite(noise_scale), noise_scale, 1.0), 5, axis=1
-            )
+            src = np.where(np.isfinite(noise_scale), noise_scale, 1.0)
+            # rows on the reference gain only are all ones: filter one such row, once
+            # (the filter works row by row, so the result is the same)
+            varying = np.any(src != 1.0, axis=1)
+            scale = np.empty_like(src)
+            if varying.any():
+                scale[varying] = uniform_filter1d(src[varying], 5, axis=1)
+            if not varying.all():
+                scale[~varying] = uniform_filter1d(np.ones((1, src.shape[1])), 5, axis=1)
         z = z / np.maximum(scale, 1.0)
     z[~usable] = 0.0
     z = np.where(np.isfinite(y), z, 0.0)
