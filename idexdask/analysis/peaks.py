@@ -438,6 +438,38 @@ def _empty_candidates() -> PeakCandidates:
     return PeakCandidates(i, i.copy(), f, np.zeros(0, bool), f.copy(), f.copy(), f.copy())
 
 
+@numba.njit(cache=True, nogil=True)
+def _select_by_distance_kernel(position, order, distance):  # pragma: no cover - compiled
+    n = position.size
+    keep = np.ones(n, dtype=np.bool_)
+    for k in range(n):
+        i = order[k]
+        if not keep[i]:
+            continue
+        j = i - 1
+        while j >= 0 and position[i] - position[j] < distance:
+            keep[j] = False
+            j -= 1
+        j = i + 1
+        while j < n and position[j] - position[i] < distance:
+            keep[j] = False
+            j += 1
+    return keep
+
+
+def _select_by_distance(position: np.ndarray, height: np.ndarray, distance: int) -> np.ndarray:
+    """Peaks at least ``distance`` samples apart, higher first, ties to the earlier.
+
+    ``position`` is sorted ascending (as ``find_peaks`` returns it); events are
+    separated by wall samples, so a peak is only ever removed by one of its own
+    event.  Returns a boolean mask.
+    """
+    if distance <= 1 or position.size < 2:
+        return np.ones(position.size, dtype=bool)
+    order = np.lexsort((position, -height))  # height descending, then position
+    return _select_by_distance_kernel(position.astype(np.int64), order, int(distance))
+
+
 def detect_peaks(
     y: np.ndarray,
     t: np.ndarray,
@@ -512,8 +544,13 @@ def detect_peaks(
         flat,
         height=(settings["height_sigma"], 0.5 * _WALL),
         prominence=settings["prominence_sigma"],
-        distance=distance,
     )
+    # scipy's own `distance` selection orders equal heights with an unstable sort,
+    # so which of two equal samples survives depended on the batch's length;
+    # quantised spectra tie often.  Select with ties going to the earlier sample.
+    kept = _select_by_distance(idx, props["peak_heights"], distance)
+    idx = idx[kept]
+    props = {key: value[kept] for key, value in props.items()}
     event = idx // (n + 1)
     index = idx % (n + 1)
     prom = props["prominences"]
@@ -654,9 +691,45 @@ def fit_lines(
     if m == 0:
         z = np.zeros(0)
         return LineFits(*(z.copy() for _ in range(10)), np.zeros(0, np.int8), z.copy(), z.copy())
-    ev = cand.event
     start, stop = _windows(cand, t, settings)
-    width = int(np.max(stop - start)) + 1
+    # A fit must not depend on the other windows of the batch: NaN padding to the
+    # batch's widest window changes the arithmetic (and an ill-conditioned fit's
+    # path), so windows are padded to their own length rounded up to 16 samples
+    # and each width class is fitted as a batch of its own.
+    width_class = (stop - start + 1 + 15) // 16 * 16
+    classes = np.unique(width_class)
+    if classes.size == 1:
+        return _fit_windows(y, t, noise, cand, start, stop, int(classes[0]), settings)
+    parts = []
+    for width in classes:
+        rows = np.flatnonzero(width_class == width)
+        parts.append(
+            (rows, _fit_windows(y, t, noise, cand.take(rows), start[rows], stop[rows],
+                                int(width), settings))
+        )
+    merged = {}
+    for name in LineFits.__dataclass_fields__:
+        first = getattr(parts[0][1], name)
+        column = np.empty(m, dtype=first.dtype)
+        for rows, fits in parts:
+            column[rows] = getattr(fits, name)
+        merged[name] = column
+    return LineFits(**merged)
+
+
+def _fit_windows(
+    y: np.ndarray,
+    t: np.ndarray,
+    noise: np.ndarray,
+    cand: PeakCandidates,
+    start: np.ndarray,
+    stop: np.ndarray,
+    width: int,
+    settings: Mapping[str, Any],
+) -> LineFits:
+    """Fit the windows ``[start, stop]`` (sample indices) padded to ``width`` samples."""
+    m = cand.size
+    ev = cand.event
     cols = start[:, None] + np.arange(width)
     inside = cols <= stop[:, None]
     cols = np.minimum(cols, t.shape[1] - 1)
