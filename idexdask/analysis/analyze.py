@@ -241,9 +241,19 @@ def _mass_calibration(
     settings: Mapping[str, Any],
     out: dict[str, xr.DataArray],
 ) -> np.ndarray:
-    from idexdask.calibration import bootstrap_calibration, mass_axis, stack_coefficients
+    from idexdask.calibration import (
+        bootstrap_calibration,
+        load_calibration_settings,
+        mass_axis,
+        stack_coefficients,
+    )
 
-    preset = str((cfg.get("calibration") or {}).get("preset", "flight"))
+    section = cfg.get("calibration") or {}
+    preset = str(section.get("preset", "flight"))
+    # the configured settings file, not only its default: validated once per call
+    calibration_settings = load_calibration_settings(
+        preset, path=section.get("settings_file") or None
+    )
     good = (lines["status"] <= int(settings["calibration"]["max_fit_status"])) & np.isfinite(
         lines["center"]
     )
@@ -257,7 +267,7 @@ def _mass_calibration(
         ok = good[sl]
         try:
             res = bootstrap_calibration(
-                lines["center"][sl][ok], lines["area"][sl][ok], preset=preset
+                lines["center"][sl][ok], lines["area"][sl][ok], settings=calibration_settings
             )
         except IdexDaskError as exc:
             _log.info("event %d: calibration failed: %s", e, exc)
