@@ -85,8 +85,8 @@ def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
     which.add_argument("--epoch", type=int, help="event epoch, TT2000 ns")
     p.add_argument(
         "--preset",
-        choices=("flight", "lab"),
-        help="calibration preset (default: lab for scope captures, else the config's)",
+        help="calibration preset of configs/calibration.yaml (flight, lab, lab_peridot, ...; "
+        "default: lab for scope captures, else the config's)",
     )
     p.add_argument(
         "--lines",

@@ -64,10 +64,12 @@ def test_uncalibratable_event_exits_1(tmp_path, capsys):
 
 def test_lab_captures(trc_dir, tmp_path, capsys):
     png = tmp_path / "lab.png"
-    rc = run_time2mass(_args(str(trc_dir), "--event", "2", "--plot", str(png)))
+    rc = run_time2mass(
+        _args(str(trc_dir), "--event", "2", "--preset", "lab_peridot", "--plot", str(png))
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
-    assert "preset             : lab" in text and "Na+" in text
+    assert "preset             : lab_peridot" in text and "Na+" in text
     assert png.exists()
     rc = run_time2mass(_args(str(trc_dir), "--event", "0"))
     assert rc == 1 and "no mass axis" in capsys.readouterr().out
