@@ -24,10 +24,9 @@ import xarray as xr
 def run(path: str) -> float:
     logging.disable(logging.CRITICAL)
     import pandas as pd
-    from scipy.signal import find_peaks
-
     from imap_processing import imap_module_directory
     from imap_processing.idex import idex_l2a as l2a
+    from scipy.signal import find_peaks
 
     d = np.load(path)
     masses = pd.read_csv(f"{imap_module_directory}/idex/atomic_masses.csv")["Mass"]

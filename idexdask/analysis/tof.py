@@ -47,11 +47,12 @@ from idexdask.analysis.peaks import (
     MAD_TO_SIGMA,
     LineFits,
     PeakCandidates,
+    _median_inplace,
+    _pairwise_sum,
     baseline_sigma,
     detect_peaks,
     fit_lines,
 )
-from idexdask.analysis.peaks import _median_inplace, _pairwise_sum
 
 __all__ = [
     "GainRatioStatus",

@@ -41,7 +41,7 @@ from idexdask.packets.layout import (
 from idexdask.packets.quality import QualityFlag
 from idexdask.packets.timing import epoch_from_header, pretrigger_times, sample_times_variable
 
-__all__ = ["decode_l0_bytes", "read_l0"]
+__all__ = ["decode_l0_bytes", "load_l0_buffer", "read_l0"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,30 @@ LOW_DIM = "time_low_sample_rate_index"
 _PAD = 16  # zero bytes after the data so that field gathers never run off the end
 
 
-def _load(
+def load_l0_buffer(
     source: str | os.PathLike | bytes | bytearray | memoryview,
 ) -> tuple[np.ndarray, int, str]:
+    """Read L0 bytes into a zero-padded buffer, as every decoding step expects.
+
+    Parameters
+    ----------
+    source : path or bytes
+        A packet file or its contents.
+
+    Returns
+    -------
+    buffer : numpy.ndarray of uint8
+        The bytes followed by 16 zero bytes.
+    size : int
+        Number of data bytes.
+    name : str
+        The file name, or ``"<bytes>"``.
+
+    Raises
+    ------
+    PacketError
+        If the file cannot be read whole.
+    """
     if isinstance(source, bytes | bytearray | memoryview):
         raw = memoryview(source).cast("B")
         buffer = np.zeros(raw.nbytes + _PAD, dtype=np.uint8)
@@ -105,7 +126,7 @@ def read_l0(
     PacketError
         If the file cannot be read.  Damaged packets never raise: they are flagged.
     """
-    buffer, size, name = _load(source)
+    buffer, size, name = load_l0_buffer(source)
     dataset = _decode(buffer, size, name)
     if xtce is not None:
         from idexdask.packets.xtce import decode_other_apids

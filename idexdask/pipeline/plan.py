@@ -42,13 +42,13 @@ from idexdask.packets.layout import (
     SCIENCE_HEADER_FIELDS,
     TRAILER_BYTES,
 )
+from idexdask.packets.reader import load_l0_buffer
 
 __all__ = ["Plan", "PlanFailure", "Unit", "digest_bytes", "plan_inputs", "plan_l0_file"]
 
 logger = logging.getLogger(__name__)
 
 L0_SUFFIXES = (".pkts", ".bin", "")
-_PAD = 16
 _KEY_FIELDS = ("idx__txhdrtimesec1", "idx__txhdrtimesec2", "idx__txhdrtimesubs", "idx__txhdrevtnum")
 _SCIENCE_FIELDS = tuple(
     f for f in SCIENCE_HEADER_FIELDS if f.name in ("idx__sci0type", "idx__sci0evtnum")
@@ -269,15 +269,7 @@ def plan_l0_file(path: str | Path, batch_events: int, input_index: int = 0) -> l
         (corrupt, or not telemetry).
     """
     path = Path(path).resolve()
-    try:
-        size = path.stat().st_size
-        buffer = np.zeros(size + _PAD, dtype=np.uint8)
-        with open(path, "rb") as stream:
-            got = stream.readinto(memoryview(buffer)[:size])
-    except OSError as exc:
-        raise IdexDaskError(f"cannot read {path}: {exc}") from exc
-    if got != size:
-        raise IdexDaskError(f"{path}: read {got} of {size} bytes")
+    buffer, size, _ = load_l0_buffer(path)  # PacketError (an IdexDaskError) if unreadable
     cut_bytes, events_before, total, index = _segment_events(buffer, size)
     total = int(total)
     if total == 0:
