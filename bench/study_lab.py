@@ -1,4 +1,4 @@
-"""Calibrate the three peridot impacts of the LeCroy captures (lab preset).
+"""Calibrate the three peridot impacts of the LeCroy captures (lab_peridot preset; joint scan over the wide lab range).
 
 Regenerates the tables of ``docs/lab-captures.md`` (printed as Markdown) and its
 figures in ``docs/img/``: ``lab_raw.png`` (TOF and QD waveforms), ``lab_scan.png``
@@ -73,8 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     ds = idexdask.read_trc(args.trc)
-    out = analyze(ds, {"calibration": {"preset": "lab"}})
+    # per-impact calibration with this setup's preset; the joint scan below
+    # searches the wide `lab` range that the preset's geometry came from
+    out = analyze(ds, {"calibration": {"preset": "lab_peridot"}})
     settings = load_calibration_settings("lab")
+    setup_settings = load_calibration_settings("lab_peridot")
     t = out["time_high_sample_rate"].values
     impacts = out["impact_number"].values
     n = out.sizes["epoch"]
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(img / "lab_raw.png", dpi=60)
     plt.close(fig)
 
-    # 2. per-impact calibration with the lab preset
+    # 2. per-impact calibration with the lab_peridot preset
     w("| impact | lines | status (reason) | stretch µs/√u | t0 µs | order "
       "| lines (residual ppm) |\n"
       "|---|---|---|---|---|---|---|\n")
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
                            out["tof_combined"].values[e].astype(float), "V")
-        res = calibrate_lines(lines, settings)
+        res = calibrate_lines(lines, setup_settings)
         results.append(res)
         if res.calibrated:
             cal = res.calibration
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             w(f"| {impacts[e]} | {sel.sum()} | calibrated | {res.stretch:.4f} | {cal.t0:+.3f} | "
               f"{cal.order} | {ids} |\n")
             plot_time2mass(lines, res, img / f"lab_impact_{impacts[e]}.png",
-                           title=f"peridot impact {impacts[e]} (lab preset)")
+                           title=f"peridot impact {impacts[e]} (lab_peridot preset)")
         else:
             w(f"| {impacts[e]} | {sel.sum()} | {res.status} ({res.reason}: {res.message}) | "
               f"{res.stretch:.4f} (rejected) | {res.shift:+.3f} (rejected) | — | — |\n")
