@@ -142,18 +142,25 @@ def _select(work: np.ndarray, n: int, kth: int) -> float:  # pragma: no cover - 
     return work[kth]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather_finite(x, r, buf):  # pragma: no cover - compiled
+    """Copy the non-NaN values of row ``r`` to the front of ``buf``; return their count."""
+    k = 0
+    for j in range(x.shape[1]):
+        v = x[r, j]
+        if not np.isnan(v):
+            buf[k] = v
+            k += 1
+    return k
+
+
 @numba.njit(cache=True, nogil=True)
 def _nanmedian_2d(x: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     rows, n = x.shape
     out = np.empty(rows)
     buf = np.empty(2 * n)
     for r in range(rows):
-        k = 0
-        for j in range(n):
-            v = x[r, j]
-            if not np.isnan(v):
-                buf[k] = v
-                k += 1
+        k = _gather_finite(x, r, buf)
         out[r] = _median_inplace(buf, k) if k else np.nan
     return out
 
@@ -166,12 +173,7 @@ def _median_mad_2d(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: n
     mad = np.empty(rows)
     buf = np.empty(2 * n)
     for r in range(rows):
-        k = 0
-        for j in range(n):
-            v = x[r, j]
-            if not np.isnan(v):
-                buf[k] = v
-                k += 1
+        k = _gather_finite(x, r, buf)
         if k == 0:
             med[r] = np.nan
             mad[r] = np.nan
