@@ -55,6 +55,11 @@ def extract_fields(
         raise ValueError("fields must be 1 to 32 bits wide")
     values = np.empty((len(fields), starts.size), dtype=np.uint64)
     _gather_fields(
-        np.ascontiguousarray(buffer, dtype=np.uint8), starts, offsets // 8, offsets % 8, widths, values
+        np.ascontiguousarray(buffer, dtype=np.uint8),
+        starts,
+        offsets // 8,
+        offsets % 8,
+        widths,
+        values,
     )
     return {field.name: values[i].astype(field.dtype) for i, field in enumerate(fields)}

@@ -26,9 +26,7 @@ def test_check_value() -> None:
 def random_ranges(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     # every length class of the folding kernel: < 32, 32-127 (one lane), >= 128
     # (four lanes) with every tail length, at every byte alignment
-    lengths = np.concatenate(
-        [np.arange(0, 200), rng.integers(200, 5000, n - 200)]
-    ).astype(np.int64)
+    lengths = np.concatenate([np.arange(0, 200), rng.integers(200, 5000, n - 200)]).astype(np.int64)
     starts = rng.integers(0, size - lengths.max(), lengths.size).astype(np.int64)
     return starts, lengths
 
@@ -38,7 +36,7 @@ def test_table_kernel_matches_definition() -> None:
     buffer = rng.integers(0, 256, 20_000, dtype=np.uint8)
     starts, lengths = random_ranges(rng, 260, buffer.size)
     got = crc16_of_packets(buffer, starts, lengths, kernel="tables")
-    want = [bitwise_crc(buffer[s : s + n].tobytes()) for s, n in zip(starts, lengths)]
+    want = [bitwise_crc(buffer[s : s + n].tobytes()) for s, n in zip(starts, lengths, strict=True)]
     assert got.tolist() == want
 
 
