@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +141,8 @@ def decode_l0_bytes(data: bytes) -> xr.Dataset:
 
 def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
     index = index_packets(buffer[:size])
-    apid_counts = Counter(index.apid.tolist())
+    apids, counts = np.unique(index.apid, return_counts=True)
+    apid_counts = dict(zip(apids.tolist(), counts.tolist(), strict=True))
     science = (index.apid == SCIENCE_APID) & (index.length >= MIN_SCIENCE_PACKET_BYTES)
     malformed = int(((index.apid == SCIENCE_APID) & ~science).sum())
     starts = index.start[science]
