@@ -246,6 +246,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the configuration (defaults < --config FILE < --set KEY=VALUE) as YAML."""
+    from idexdask.config import dump_config, load_config, load_yaml, merge, parse_assignment
+
+    override: dict = {}
+    if args.config:
+        override = load_yaml(args.config) or {}
+        if not isinstance(override, dict):
+            raise ConfigError(f"{args.config}: a configuration file must hold a mapping")
+    for assignment in args.set or ():
+        override = merge(override, parse_assignment(assignment))
+    config = load_config(override)  # validated: a bad key or value exits with code 2
+    if args.key:  # that key only, still nested: the output is a valid --config file
+        parts = args.key.split(".")
+        value = config
+        for part in parts:
+            if not isinstance(value, dict) or part not in value:
+                raise ConfigError(f"no configuration key {args.key!r}")
+            value = value[part]
+        for part in reversed(parts):
+            value = {part: value}
+        config = value
+    sys.stdout.write(dump_config(config))
+    sys.stdout.flush()
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from idexdask.pipeline.export import export_store
 
@@ -350,6 +377,19 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="summary of a campaign store (finished or running)")
     status.add_argument("store", help="campaign store")
     status.set_defaults(func=cmd_status)
+
+    config = sub.add_parser(
+        "config", help="print the merged, validated configuration (every knob) as YAML",
+        description="Print configs/default.yaml merged with --config FILE and --set overrides, "
+        "after validation (exit code 2 on an unknown key or a bad value).",
+    )
+    config.add_argument("key", nargs="?", help="dotted key of one section or value "
+                        "(analysis.peaks); default everything")
+    config.add_argument("--config", help="YAML file overriding configs/default.yaml")
+    config.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override one key, value read as YAML "
+                        "(analysis.peaks.height_sigma=6); repeatable, applied after --config")
+    config.set_defaults(func=cmd_config)
 
     export = sub.add_parser("export", help="HDF5 or CDF files (one per input) from a store")
     export.add_argument("store", help="campaign store")

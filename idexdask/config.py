@@ -1,10 +1,18 @@
 """Configuration: YAML under ``configs/``, validated on load.
 
-``configs/default.yaml`` holds every knob with its default value; it is also the
+``configs/default.yaml`` holds every knob with its default value (decode,
+calibration, analysis, cluster, pipeline, export, composition); it is also the
 schema.  A user file or mapping may override any subset of its keys.  An unknown
 key, a value of the wrong type, or a value outside its allowed range is rejected
 with a :class:`~idexdask.errors.ConfigError` naming the dotted key, before any work
-starts.
+starts.  Reference data (calibration presets, RSF, species and mineral tables,
+CDF attributes, the lab scope setup) stay in their own files, named by keys of
+``default.yaml``.
+
+Beyond "same type as the default", stage modules declare range checks
+(:func:`register_check`) and per-channel tables with free keys
+(:func:`register_table`); :func:`load_config` imports those modules
+(``_SCHEMA_MODULES``) before validating, so no check is ever skipped.
 
 Examples
 --------
@@ -17,6 +25,7 @@ Examples
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -26,7 +35,19 @@ import yaml
 
 from idexdask.errors import ConfigError
 
-__all__ = ["config_dir", "load_config", "load_yaml", "merge"]
+__all__ = [
+    "config_dir",
+    "dump_config",
+    "load_config",
+    "load_yaml",
+    "merge",
+    "parse_assignment",
+    "register_check",
+    "register_table",
+]
+
+# Modules whose import registers checks and tables of the schema (see register_check).
+_SCHEMA_MODULES = ("idexdask.pipeline", "idexdask.analysis.analyze")
 
 
 def config_dir() -> Path:
@@ -81,10 +102,17 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 # Range checks beyond "same type as the default", keyed by dotted name.
 _Check = Callable[[Any], bool]
 _RANGE_CHECKS: dict[str, tuple[_Check, str]] = {}
+# Per-channel tables: mappings whose keys are free (any channel name).
+_TABLES: dict[str, tuple[_Check | None, str]] = {}
 
 
 def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
     """Add a value check for ``dotted_key`` (used by stage modules at import time).
+
+    ``check(value)`` returns whether the value is valid (else a ConfigError
+    quotes ``requirement``), or raises :class:`~idexdask.errors.ConfigError` with
+    its own message.  A check of a mapping (a whole section) runs on the complete,
+    merged configuration, after its keys and types are checked.
 
     The registry only ever grows with static, import-time declarations: it is a
     schema, not run-time state.
@@ -92,17 +120,45 @@ def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
     _RANGE_CHECKS[dotted_key] = (check, requirement)
 
 
-def _validate(value: Any, default: Any, dotted: str) -> None:
+def register_table(dotted_key: str, check: _Check | None = None, requirement: str = "") -> None:
+    """Declare the mapping at ``dotted_key`` a table with free keys (channel names).
+
+    Each value is checked against the type of the table's default values (when it
+    has any) and by ``check``, as :func:`register_check` does.  Static, import-time
+    declarations only.
+    """
+    _TABLES[dotted_key] = (check, requirement)
+
+
+def _apply_check(where: str, value: Any, entry: tuple[_Check | None, str] | None) -> None:
+    if entry is None or entry[0] is None or value is None:
+        return
+    check, requirement = entry
+    if not check(value):
+        raise ConfigError(f"{where}: {value!r} is invalid ({requirement})")
+
+
+def _validate(value: Any, default: Any, dotted: str, *, complete: bool = True) -> None:
+    """Check ``value`` against the schema ``default``; ``complete``: not a partial override."""
     where = dotted.removeprefix("config.")
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        table = _TABLES.get(where)
         for key, sub in value.items():
-            if key not in default:
+            if key in default:
+                _validate(sub, default[key], f"{dotted}.{key}", complete=complete)
+            elif table is not None:
+                exemplar = next(iter(default.values()), None)  # None: any type
+                _validate(sub, exemplar, f"{dotted}.{key}", complete=complete)
+            else:
                 known = ", ".join(sorted(map(str, default))) or "(none)"
                 name = f"{dotted}.{key}".removeprefix("config.")
                 raise ConfigError(f"unknown configuration key {name!r} (known: {known})")
-            _validate(sub, default[key], f"{dotted}.{key}")
+            if table is not None:
+                _apply_check(f"{where}.{key}", sub, table)
+        if complete:
+            _apply_check(where, value, _RANGE_CHECKS.get(where))
         return
     if default is None or value is None:
         pass  # optional value: any type accepted, checked by the stage using it
@@ -121,10 +177,26 @@ def _validate(value: Any, default: Any, dotted: str) -> None:
     elif isinstance(default, list):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
-    if where in _RANGE_CHECKS and value is not None:
-        check, requirement = _RANGE_CHECKS[where]
-        if not check(value):
-            raise ConfigError(f"{where}: {value!r} is invalid ({requirement})")
+    _apply_check(where, value, _RANGE_CHECKS.get(where))
+
+
+_DEFAULTS_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
+
+
+def _defaults() -> dict[str, Any]:
+    """A fresh copy of ``default.yaml`` (parsed once per file version)."""
+    path = config_dir() / "default.yaml"
+    try:
+        key = (str(path), path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ConfigError(f"configuration file not found: {path}") from exc
+    if key not in _DEFAULTS_CACHE:
+        loaded = load_yaml(path)
+        if not isinstance(loaded, Mapping):
+            raise ConfigError(f"{path}: expected a mapping")
+        _DEFAULTS_CACHE.clear()
+        _DEFAULTS_CACHE[key] = loaded
+    return copy.deepcopy(_DEFAULTS_CACHE[key])
 
 
 def load_config(
@@ -141,21 +213,71 @@ def load_config(
     Returns
     -------
     dict
-        The complete, validated configuration.
+        The complete, validated configuration (a fresh copy).
 
     Raises
     ------
     ConfigError
         On an unknown key, a wrongly typed value or a value out of range.
     """
-    defaults = load_yaml("default.yaml")
+    defaults = _defaults()
     if override is None:
         return defaults
     if isinstance(override, str | Path):
         override = load_yaml(override) or {}
     if not isinstance(override, Mapping):
         raise ConfigError(f"configuration must be a mapping, got {type(override).__name__}")
-    _validate(override, defaults, "config")
+    for module in _SCHEMA_MODULES:  # their import registers the schema's checks
+        importlib.import_module(module)
+    _validate(override, defaults, "config", complete=False)
     merged = merge(defaults, override)
     _validate(merged, defaults, "config")
     return merged
+
+
+def parse_assignment(assignment: str) -> dict[str, Any]:
+    """``"analysis.peaks.height_sigma=6"`` -> ``{"analysis": {"peaks": {"height_sigma": 6}}}``.
+
+    The value is read as YAML (``6``, ``true``, ``null``, ``[1, 2]``, ``{a: 1}``,
+    a bare string); the result is an override for :func:`load_config`.
+
+    Raises
+    ------
+    ConfigError
+        Without ``=``, with an empty key part, or with a value that is not YAML.
+    """
+    key, sep, text = assignment.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(part.strip() for part in parts):
+        raise ConfigError(f"expected KEY=VALUE with a dotted KEY (a.b.c=1), got {assignment!r}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{key.strip()}: value {text!r} is not valid YAML: {exc}") from exc
+    out: dict[str, Any] = {parts[-1].strip(): value}
+    for part in reversed(parts[:-1]):
+        out = {part.strip(): out}
+    return out
+
+
+def dump_config(config: Mapping[str, Any]) -> str:
+    """A configuration as YAML text, in the key order of ``default.yaml``."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def flow_scalars(dumper: yaml.SafeDumper, data: list) -> yaml.Node:  # [-7.0, -5.0]
+        flow = all(not isinstance(v, dict | list) for v in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    Dumper.add_representer(list, flow_scalars)
+    return yaml.dump(
+        plain(config), Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100
+    )

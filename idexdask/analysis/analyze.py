@@ -57,7 +57,7 @@ from idexdask.analysis.velocity import (
     dust_mass,
     invert_rise_time,
 )
-from idexdask.config import load_config, load_yaml, merge
+from idexdask.config import load_config, register_check, register_table
 from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
 
 __all__ = ["analyze", "load_analysis_settings"]
@@ -67,46 +67,77 @@ _log = get_logger(__name__)
 _CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
 
 
-def _check_keys(value: Any, default: Any, where: str) -> None:
-    if isinstance(default, Mapping) and default and isinstance(value, Mapping):
-        for key, sub in value.items():
-            if key not in default:
-                raise ConfigError(
-                    f"unknown analysis setting {where}{key!r} (known: {sorted(default)})"
-                )
-            if where.count(".") < 1:  # check two levels; deeper maps are per-channel tables
-                _check_keys(sub, default[key], f"{where}{key}.")
+# Schema of the `analysis:` section of configs/default.yaml beyond "same type as
+# the default" (checked by idexdask.config.load_config, before any work).
+def _polarity_ok(value: Any) -> bool:
+    return not isinstance(value, bool) and value in (-1, 0, 1)
+
+
+def _quality_ok(section: Mapping[str, Any]) -> bool:
+    from idexdask.analysis.signal_quality import load_quality_config
+
+    try:
+        load_quality_config(section)
+    except ConfigError as exc:
+        raise ConfigError(f"analysis.{exc}") from exc
+    return True
+
+
+def _curve_ok(name: str) -> Any:
+    def check(section: Mapping[str, Any]) -> bool:
+        try:
+            curve = PowerLawCurve.from_config(section)
+            if name == "rise_time_curve":  # must be invertible over its range
+                invert_rise_time(np.ones(1), curve)
+        except ConfigError as exc:
+            raise ConfigError(f"analysis.velocity.{name}: {exc}") from exc
+        return True
+
+    return check
+
+
+for _key in ("analysis.quality.polarity", "analysis.tof.polarity", "analysis.impact.polarity"):
+    register_table(_key, _polarity_ok, "+1, -1 or 0")
+register_table("analysis.quality.baseline_window_by_channel")
+register_table(
+    "analysis.impact.baseline_stop_us",
+    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "a time in µs",
+)
+register_check("analysis.quality", _quality_ok, "see docs/quality.md")
+for _key in ("rise_time_curve", "yield_curve"):
+    register_check(f"analysis.velocity.{_key}", _curve_ok(_key), "see docs/analysis.md")
+register_check(
+    "analysis.velocity.channels",
+    lambda v: all(c in IMPACT_CHANNELS for c in v),
+    f"a list of {', '.join(IMPACT_CHANNELS)}",
+)
 
 
 def load_analysis_settings(
     config: Mapping[str, Any] | str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The full configuration and the analysis settings it selects.
+    """The full configuration and its analysis section.
 
     Parameters
     ----------
     config : mapping, path or None
-        Anything :func:`idexdask.config.load_config` accepts; its
-        ``analysis.settings`` mapping overrides ``configs/analysis.yaml``.
+        Anything :func:`idexdask.config.load_config` accepts; its ``analysis``
+        mapping overrides the ``analysis:`` section of ``configs/default.yaml``
+        (any subset of its keys).
 
     Returns
     -------
     config, settings : dict
-        Validated configuration and merged analysis settings.
+        Validated configuration and its ``analysis`` section.
 
     Raises
     ------
     ConfigError
         On unknown keys or invalid values.
     """
-    cfg = load_config(config)
-    section = cfg.get("analysis") or {}
-    base = load_yaml(section.get("settings_file") or "analysis.yaml")
-    override = section.get("settings") or {}
-    if not isinstance(override, Mapping):
-        raise ConfigError("analysis.settings must be a mapping")
-    _check_keys(override, base, "")
-    return cfg, merge(base, override)
+    cfg = load_config(config if config is not None else {})
+    return cfg, cfg["analysis"]
 
 
 def _quality(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset | None:

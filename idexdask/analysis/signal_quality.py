@@ -80,7 +80,7 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.xp import errstate, get_namespace, to_numpy
-from idexdask.config import load_yaml, merge
+from idexdask.config import load_config, load_yaml, merge
 from idexdask.errors import AnalysisError, ConfigError
 
 __all__ = [
@@ -100,9 +100,6 @@ _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
 """Median absolute deviation -> Gaussian sigma (1 / Phi^-1(3/4))."""
-
-CONFIG_FILE = "analysis_quality.yaml"
-"""Name of the shipped defaults in ``configs/``."""
 
 _DIM_TO_TIME = {
     "time_high_sample_rate_index": "time_high_sample_rate",
@@ -255,7 +252,7 @@ def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    """Defaults from ``configs/analysis_quality.yaml``, overridden and validated.
+    """Defaults from ``analysis.quality`` of ``configs/default.yaml``, overridden and validated.
 
     Parameters
     ----------
@@ -274,10 +271,7 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
     ConfigError
         Unknown key, wrong type or value out of range (named by dotted key).
     """
-    defaults = load_yaml(CONFIG_FILE)
-    if not isinstance(defaults, Mapping) or not isinstance(defaults.get("quality"), Mapping):
-        raise ConfigError(f"{CONFIG_FILE}: expected a top-level 'quality' mapping")
-    base = dict(defaults["quality"])
+    base = load_config()["analysis"]["quality"]
     if config is None:
         return _validate(base)
     if isinstance(config, (str, Path)):
@@ -882,8 +876,8 @@ def signal_quality(
         :func:`idexdask.io.trc.read_trc` (float32 V, NaN for missing).  NumPy or
         CuPy backed.
     config : mapping, str, pathlib.Path or None
-        Overrides of the ``quality`` section of ``configs/analysis_quality.yaml``
-        (see :func:`load_quality_config`).
+        Overrides of ``analysis.quality`` in ``configs/default.yaml`` (see
+        :func:`load_quality_config`).
     channels : sequence of str, optional
         Waveform variables to analyse; default all (:func:`waveform_variables`).
 

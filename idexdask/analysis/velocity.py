@@ -12,8 +12,8 @@ Both curves are smooth broken power laws in velocity ``v`` (km/s)::
 * charge-yield curve: ``f`` = impact charge per unit dust mass (C/kg); the dust
   mass is ``Q / f(v)`` (kg).
 
-The parameter values and their provenance live in ``configs/analysis.yaml``
-(``velocity:``); :class:`PowerLawCurve` takes any replacement.
+The parameter values and their provenance live in ``configs/default.yaml``
+(``analysis.velocity``); :class:`PowerLawCurve` takes any replacement.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from idexdask.analysis.overrides import make_overrides, read_overrides, write_ov
 from idexdask.errors import AnalysisError, ConfigError
 from idexdask.simulate import simulate_events
 
-NOCAL = {"analysis": {"settings": {"calibration": {"enabled": False}}}}
+NOCAL = {"analysis": {"calibration": {"enabled": False}}}
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +144,6 @@ def test_overrides_roundtrip_and_reapply(events, result, tmp_path):
 
 def test_invalid_config_and_overrides(events):
     with pytest.raises(ConfigError):
-        analyze(events, {"analysis": {"settings": {"peaks": {"nope": 1}}}})
+        analyze(events, {"analysis": {"peaks": {"nope": 1}}})
     with pytest.raises(AnalysisError):
         make_overrides([{"epoch": 1, "action": "explode"}])

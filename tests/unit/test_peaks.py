@@ -16,7 +16,7 @@ DT = 1.0 / 260.0  # µs per TOF sample
 @pytest.fixture(scope="module")
 def sim():
     s = simulate_events(150, seed=11)
-    return s, analyze(s.events, {"analysis": {"settings": {"calibration": {"enabled": False}}}})
+    return s, analyze(s.events, {"analysis": {"calibration": {"enabled": False}}})
 
 
 def _matched_isolated(s, out):
