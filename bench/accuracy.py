@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     sim = simulate_events(a.n, seed=a.seed)
-    out = analyze(sim.events, {"analysis": {"settings": {"calibration": {"enabled": False}}}})
+    out = analyze(sim.events, {"analysis": {"calibration": {"enabled": False}}})
     L = line_errors(sim, out)
     Q = charge_errors(sim, out)
     print(f"{a.n} simulated events (seed {a.seed}); isolated lines, fit status <= hit_bound\n")

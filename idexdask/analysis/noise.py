@@ -1,9 +1,9 @@
 """Noise diagnostics of one waveform channel: histogram + Gaussian fit, PSD, autocorrelation.
 
 Everything is computed for all events of a dataset at once, on the samples of a
-time window (default the baseline window -7..-5 µs of
-``configs/analysis_quality.yaml``) or on the whole trace.  The work is done on the
-host (SciPy); CuPy-backed datasets are copied to host memory first.
+time window (default the baseline window -7..-5 µs of ``analysis.quality`` in
+``configs/default.yaml``) or on the whole trace.  The work is done on the host
+(SciPy); CuPy-backed datasets are copied to host memory first.
 
 Definitions
 -----------
