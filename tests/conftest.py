@@ -62,5 +62,35 @@ def official_l1a(tmp_path_factory, l0_dir) -> dict[str, Path]:
     return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
 
 
+def _run_oracle(script_name: str, out: Path, files: list[Path]) -> None:
+    if not ORACLE_PYTHON.exists():
+        pytest.fail(f"oracle venv missing ({ORACLE_PYTHON}); run `make setup`")
+    result = subprocess.run(
+        [
+            str(ORACLE_PYTHON),
+            str(REPO / "tests" / "oracle" / script_name),
+            str(out),
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
+    if result.returncode != 0:
+        pytest.fail(f"official pipeline ({script_name}) failed:\n{result.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def official_target_fits(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """The official L2a impact fits (``estimate_dust_mass``) of every real event.
+
+    Returns a mapping file name -> ``.npz`` (see tests/oracle/official_target_fits.py).
+    """
+    out = tmp_path_factory.mktemp("official_target_fits")
+    _run_oracle("official_target_fits.py", out, REAL_L0_FILES)
+    return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
+
+
 def pytest_report_header(config):
     return [f"idexdask data: {data_root()}", f"python: {sys.version.split()[0]}"]

@@ -285,8 +285,16 @@ def fit_impacts(
     if n_events == 0 or n < 2:  # nothing to fit: every event INVALID_INPUT
         nan5 = np.full((n_events, 5), np.nan)
         nan1 = np.full(n_events, np.nan)
-        return ImpactFit(nan5, nan5.copy(), np.ones(n_events, np.int8), nan1, nan1.copy(),
-                         nan1.copy(), np.full(n_events, ImpactStatus.INVALID_INPUT, np.int8), nan1.copy())
+        return ImpactFit(
+            nan5,
+            nan5.copy(),
+            np.ones(n_events, np.int8),
+            nan1,
+            nan1.copy(),
+            nan1.copy(),
+            np.full(n_events, ImpactStatus.INVALID_INPUT, np.int8),
+            nan1.copy(),
+        )
     t = np.asarray(channel_time(ds, name), dtype=float)
     pol_cfg = channel_polarity(ds, name, settings)
     base_stop = float(
@@ -341,7 +349,9 @@ def fit_impacts(
     amp0 = np.maximum(excursion, 1.0) * 1.05
     tr0 = np.clip((t_pk - t_on) / 3.0, dt, None)
     with _quiet():
-        last_val = np.nanmedian(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan), axis=1)
+        last_val = np.nanmedian(
+            np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan), axis=1
+        )
     with np.errstate(all="ignore"):
         ratio = np.where((last_val > 0) & (last_val < excursion), excursion / last_val, np.e**2)
         td0 = np.clip((t_last - t_pk) / np.log(ratio), 3.0 * tr0, 1e4)
@@ -392,6 +402,24 @@ def fit_impacts(
         chisq[fit_rows] = res.chisq
         redchi[fit_rows] = res.redchi
         st = np.asarray(res.status, dtype=np.int8)
+        second = settings.get("second_start") or {}
+        if second.get("enabled", False):
+            st = _refit_from_trigger(
+                t,
+                y_fit,
+                fit_rows,
+                amp0,
+                lower,
+                upper,
+                sig,
+                settings,
+                second,
+                params,
+                stderr,
+                chisq,
+                redchi,
+                st,
+            )
         had_sat = np.any(sat[fit_rows], axis=1) & (st <= FitStatus.HIT_BOUND)
         status[fit_rows] = np.where(had_sat, ImpactStatus.SATURATED, st)
     # back to the raw signal: Q_raw = base + pol*(C0' + A' g)
@@ -411,6 +439,64 @@ def fit_impacts(
         status=status,
         onset=t_on,
     )
+
+
+def _refit_from_trigger(
+    t: np.ndarray,
+    y_fit: np.ndarray,
+    fit_rows: np.ndarray,
+    amp0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    sig: np.ndarray,
+    settings: Mapping[str, Any],
+    second: Mapping[str, Any],
+    params: np.ndarray,
+    stderr: np.ndarray,
+    chisq: np.ndarray,
+    redchi: np.ndarray,
+    status: np.ndarray,
+) -> np.ndarray:
+    """Fit again from the trigger-time start; keep, per trace, the lower chi-square.
+
+    The onset start finds the nearest minimum; a slow or two-stage rise can have
+    a better one with the impact earlier (the official L2a starts there).  A
+    second start that converges (status <= HIT_BOUND) replaces the first when its
+    chi-square is lower or the first did not converge.  Updates the arrays in
+    place (rows ``fit_rows``) and returns the statuses of those rows.
+    """
+    k = fit_rows.size
+    p0 = np.stack(
+        [
+            np.full(k, float(second["time_us"])),
+            np.zeros(k),
+            amp0[fit_rows],
+            np.full(k, float(second["rise_time_us"])),
+            np.full(k, float(second["decay_time_us"])),
+        ],
+        axis=1,
+    )
+    p0 = np.clip(p0, lower[fit_rows], upper[fit_rows])
+    res = fit_batch(
+        t[fit_rows],
+        y_fit[fit_rows],
+        impact_model(),
+        p0,
+        lower=lower[fit_rows],
+        upper=upper[fit_rows],
+        sigma=sig,
+        max_iter=int(settings["max_iterations"]),
+    )
+    st2 = np.asarray(res.status, dtype=np.int8)
+    first_ok = status <= FitStatus.HIT_BOUND
+    with np.errstate(invalid="ignore"):
+        better = (st2 <= FitStatus.HIT_BOUND) & (~first_ok | (res.chisq < chisq[fit_rows]))
+    take = fit_rows[better]
+    params[take] = res.params[better]
+    stderr[take] = res.stderr[better]
+    chisq[take] = res.chisq[better]
+    redchi[take] = res.redchi[better]
+    return np.where(better, st2, status)
 
 
 def status_meanings() -> str:
