@@ -460,43 +460,56 @@ def _refit_from_trigger(
     """Fit again from the trigger-time start; keep, per trace, the lower chi-square.
 
     The onset start finds the nearest minimum; a slow or two-stage rise can have
-    a better one with the impact earlier (the official L2a starts there).  A
-    second start that converges (status <= HIT_BOUND) replaces the first when its
-    chi-square is lower or the first did not converge.  Updates the arrays in
-    place (rows ``fit_rows``) and returns the statuses of those rows.
+    a better one with the impact earlier (the official L2a starts there).  Traces
+    are refitted when the first fit did not converge, or when its impact time lies
+    more than two rise times from the trigger start (closer, both starts lead to
+    the same minimum; this keeps the extra cost to the traces where it can
+    matter).  A second fit that converges (status <= HIT_BOUND) replaces the first
+    when its chi-square is lower or the first did not converge.  Updates the
+    arrays in place and returns the statuses of ``fit_rows``.
     """
-    k = fit_rows.size
+    t_start = float(second["time_us"])
+    tr_start = float(second["rise_time_us"])
+    with np.errstate(invalid="ignore"):
+        far = np.abs(params[fit_rows, 0] - t_start) > 2.0 * np.fmax(params[fit_rows, 3], tr_start)
+    retry = (status != FitStatus.CONVERGED) | far | ~np.isfinite(params[fit_rows, 0])
+    if not np.any(retry):
+        return status
+    rows = fit_rows[retry]
+    k = rows.size
     p0 = np.stack(
         [
-            np.full(k, float(second["time_us"])),
+            np.full(k, t_start),
             np.zeros(k),
-            amp0[fit_rows],
-            np.full(k, float(second["rise_time_us"])),
+            amp0[rows],
+            np.full(k, tr_start),
             np.full(k, float(second["decay_time_us"])),
         ],
         axis=1,
     )
-    p0 = np.clip(p0, lower[fit_rows], upper[fit_rows])
+    p0 = np.clip(p0, lower[rows], upper[rows])
     res = fit_batch(
-        t[fit_rows],
-        y_fit[fit_rows],
+        t[rows],
+        y_fit[rows],
         impact_model(),
         p0,
-        lower=lower[fit_rows],
-        upper=upper[fit_rows],
-        sigma=sig,
+        lower=lower[rows],
+        upper=upper[rows],
+        sigma=sig[retry],
         max_iter=int(settings["max_iterations"]),
     )
     st2 = np.asarray(res.status, dtype=np.int8)
-    first_ok = status <= FitStatus.HIT_BOUND
+    first_ok = status[retry] <= FitStatus.HIT_BOUND
     with np.errstate(invalid="ignore"):
-        better = (st2 <= FitStatus.HIT_BOUND) & (~first_ok | (res.chisq < chisq[fit_rows]))
-    take = fit_rows[better]
+        better = (st2 <= FitStatus.HIT_BOUND) & (~first_ok | (res.chisq < chisq[rows]))
+    take = rows[better]
     params[take] = res.params[better]
     stderr[take] = res.stderr[better]
     chisq[take] = res.chisq[better]
     redchi[take] = res.redchi[better]
-    return np.where(better, st2, status)
+    out = status.copy()
+    out[np.flatnonzero(retry)[better]] = st2[better]
+    return out
 
 
 def status_meanings() -> str:
