@@ -3,8 +3,9 @@
 Sub-commands: ``decode`` (L0 files -> Zarr store), ``simulate`` (write a simulated
 L0 file), ``submit`` (a campaign on a Dask cluster -> resumable Zarr store, with
 HDF5/CDF exports), ``status`` (summary of a campaign store), ``export`` (HDF5/CDF
-files from a store) and ``demo`` (simulate a campaign, run it as ``submit`` does,
-print a summary).
+files from a store), ``config`` (print the merged, validated configuration),
+``time2mass`` (mass calibration of a spectrum) and ``demo`` (simulate a campaign,
+run it as ``submit`` does, print a summary).
 
 Exit codes: 0 success; 2 usage, configuration, input or store error, detected
 before any work starts; 3 partial failure (some inputs or units failed, the
@@ -66,7 +67,8 @@ def _summarise(dataset, elapsed: float, n_bytes: int) -> None:
         compressed = int(dataset["compressed"].values.any(axis=1).sum())
         _echo(f"compressed events  : {compressed}")
     rate = n_events / elapsed if elapsed > 0 else float("inf")
-    _echo(f"time               : {elapsed:.2f} s ({rate:,.0f} events/s, {n_bytes / elapsed / 1e6:,.1f} MB/s)")
+    mb_per_s = n_bytes / elapsed / 1e6
+    _echo(f"time               : {elapsed:.2f} s ({rate:,.0f} events/s, {mb_per_s:,.1f} MB/s)")
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -99,7 +101,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     simulated = write_campaign(args.output, args.n, compress=args.compress, seed=args.seed)
     size = Path(args.output).stat().st_size
     kind = "Rice-compressed" if args.compress else "uncompressed"
-    _echo(f"wrote {simulated.events.sizes['epoch']} {kind} events ({size:,} bytes) to {args.output}")
+    n_simulated = simulated.events.sizes["epoch"]
+    _echo(f"wrote {n_simulated} {kind} events ({size:,} bytes) to {args.output}")
     return 0
 
 
@@ -170,15 +173,17 @@ def _print_summary(summary, title: str) -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> dict:
-    """The run configuration: defaults < --config FILE < command-line flags."""
+    """The run configuration: defaults < --config FILE < --set KEY=VALUE < flags."""
     import idexdask.pipeline  # noqa: F401  (registers the pipeline's config checks)
-    from idexdask.config import load_config, load_yaml, merge
+    from idexdask.config import load_config, load_yaml, merge, parse_assignment
 
     override: dict = {}
     if getattr(args, "config", None):
         override = load_yaml(args.config) or {}
         if not isinstance(override, dict):
             raise ConfigError(f"{args.config}: a configuration file must hold a mapping")
+    for assignment in getattr(args, "set", None) or []:
+        override = merge(override, parse_assignment(assignment))
     flags: dict = {"cluster": {}, "pipeline": {}, "export": {}}
     for flag, section, key in (
         ("workers", "cluster", "workers"),
@@ -368,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--export", help="comma-separated export formats: hdf5,cdf")
     submit.add_argument("--export-dir", help="directory of the exports (default STORE.exports)")
     submit.add_argument("--config", help="YAML file overriding configs/default.yaml")
+    submit.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override one key, value read as YAML "
+                        "(analysis.peaks.height_sigma=6); repeatable, after --config")
     submit.add_argument("--batch-events", type=int, help="events per task")
     submit.add_argument("--retries", type=int, help="retries of a failed task")
     submit.add_argument("--overwrite", action="store_true",

@@ -62,3 +62,28 @@ def test_submit_rejects_a_bad_analysis_key_before_any_work(tmp_path, capsys):
     assert main(["submit", str(l0), "-o", str(store), "--config", str(path)]) == 2
     assert "analysis.velocity.channels" in capsys.readouterr().out
     assert not store.exists()
+
+
+def test_submit_set_overrides_reach_the_run_config(tmp_path, capsys):
+    """submit --set KEY=VALUE: validated like --config, before any work."""
+    l0 = tmp_path / "in.pkts"
+    l0.write_bytes(b"")
+    store = tmp_path / "out.zarr"
+    argv = ["submit", str(l0), "-o", str(store), "--set", "analysis.peaks.height_sigmaa=6"]
+    assert main(argv) == 2
+    assert "analysis.peaks.height_sigmaa" in capsys.readouterr().out
+    assert not store.exists()
+
+    import argparse
+
+    from idexdask.cli import _config_from_args
+
+    args = argparse.Namespace(
+        config=None, set=["analysis.peaks.height_sigma=6", "pipeline.batch_events=64"],
+        batch_events=None,
+    )
+    config = _config_from_args(args)
+    assert config["analysis"]["peaks"]["height_sigma"] == 6
+    assert config["pipeline"]["batch_events"] == 64
+    args.batch_events = 32  # an explicit flag wins over --set
+    assert _config_from_args(args)["pipeline"]["batch_events"] == 32
