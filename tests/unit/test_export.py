@@ -17,14 +17,9 @@ from idexdask.pipeline.units import process_unit
 from idexdask.simulate import write_campaign
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory, l0_dir):
+def _build_store(root, inputs, config, batch_events):
     """A campaign store built in-process (the same steps as the cluster tasks)."""
-    root = tmp_path_factory.mktemp("export")
-    write_campaign(root / "sim.pkts", 12, compress=True, seed=4)
-    inputs = [root / "sim.pkts", l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"]
-    config = load_config({"pipeline": {"analyze": False, "batch_events": 5}})
-    plan = plan_inputs(inputs, 5)
+    plan = plan_inputs(inputs, batch_events)
     outputs = [process_unit(u, config) for u in plan.units]
     path = root / "store.zarr"
     rows = chunk_rows(outputs[0], 4)
@@ -41,6 +36,26 @@ def store(tmp_path_factory, l0_dir):
                          "region": list(unit.region), "n_events": unit.n_events,
                          "run_id": "x", "input_index": unit.input_index})
     return path, plan
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, l0_dir):
+    """Decoded L1a variables only: a simulated file and a real one."""
+    root = tmp_path_factory.mktemp("export")
+    write_campaign(root / "sim.pkts", 12, compress=True, seed=4)
+    inputs = [root / "sim.pkts", l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"]
+    config = load_config({"pipeline": {"analyze": False, "batch_events": 5}})
+    return _build_store(root, inputs, config, 5)
+
+
+@pytest.fixture(scope="module")
+def analyzed_store(tmp_path_factory):
+    """With the analysis products (NaNs, string arrays, ~280 variables), two inputs."""
+    root = tmp_path_factory.mktemp("export_analyzed")
+    write_campaign(root / "plain.pkts", 5, compress=False, seed=7)
+    write_campaign(root / "rice.pkts", 4, compress=True, seed=8)
+    config = load_config({"pipeline": {"analyze": True, "batch_events": 3}})
+    return _build_store(root, [root / "plain.pkts", root / "rice.pkts"], config, 3)
 
 
 def _rows(stored, index):
@@ -112,3 +127,120 @@ def test_string_products_survive_both_exports(tmp_path):
     h5_path = write_hdf5(ds, tmp_path / "s.h5")
     with h5py.File(h5_path, "r") as f:
         assert [v.decode() for v in f["best_mineral"][()]] == list(names)
+
+
+def _as_cdf_holds(values: np.ndarray) -> np.ndarray:
+    """A store variable as its CDF holds it: NaN as the -1e31 fill, booleans 0/1, str."""
+    if values.dtype == bool:
+        return values.astype(np.uint8)
+    if values.dtype.kind in "OUT":  # T: numpy StringDType (Zarr v3 strings)
+        return values.astype(object).astype(str)
+    if values.dtype.kind == "f":
+        return np.where(np.isnan(values), values.dtype.type(-1.0e31), values)
+    return values
+
+
+def test_cdf_holds_every_store_variable(analyzed_store, tmp_path):
+    path, _ = analyzed_store
+    files = export_store(path, ["cdf"], tmp_path)
+    assert [f.name for f in files] == ["plain.cdf", "rice.cdf"]
+    stored = open_campaign(path).load()
+    assert any(np.isnan(v.values).any() for v in stored.data_vars.values()
+               if v.dtype.kind == "f"), "the fixture should hold NaNs"
+    for index, file in enumerate(files):
+        rows = _rows(stored, index)
+        cdf = cdflib.CDF(str(file))
+        for name, variable in stored.variables.items():
+            if "epoch" not in variable.dims:
+                continue
+            expected = _as_cdf_holds(variable.values[rows])
+            got = cdf.varget(name)
+            assert got.shape == expected.shape, name
+            assert np.array_equal(got, expected), name
+            if variable.dtype.kind == "f":
+                assert cdf.varattsget(name)["FILLVAL"] == -1.0e31, name
+
+
+def test_hdf5_holds_every_store_variable(analyzed_store, tmp_path):
+    path, _ = analyzed_store
+    files = export_store(path, ["hdf5"], tmp_path)
+    stored = open_campaign(path).load()
+    for index, file in enumerate(files):
+        rows = _rows(stored, index)
+        with h5py.File(file, "r") as h5:
+            for name, variable in stored.variables.items():
+                if "epoch" not in variable.dims:
+                    continue
+                expected, got = variable.values[rows], h5[name][...]
+                if expected.dtype.kind in "OUT":
+                    expected = expected.astype(object).astype(str)
+                    got = np.array([v.decode() for v in got.ravel()],
+                                   dtype=str).reshape(got.shape)
+                assert np.array_equal(got, expected, equal_nan=expected.dtype.kind == "f"), name
+
+
+def _cdf_content(path) -> dict:
+    """Everything a CDF holds, by name: attribute entries with their CDF types,
+    variable specifications, data (for files whose bytes may differ: cdflib's gzip
+    stamps the time)."""
+    cdf = cdflib.CDF(str(path))
+    info = cdf.cdf_info()
+    content: dict = {"variables": info.zVariables}
+    for name in cdf.globalattsget():
+        entries = cdf.attinq(name).max_gr_entry + 1
+        content[f"global {name}"] = [(e.Data_Type, np.asarray(e.Data).tolist())
+                                     for e in (cdf.attget(name, i) for i in range(entries))]
+    for var in info.zVariables:
+        spec = cdf.varinq(var)
+        content[f"spec {var}"] = (spec.Data_Type_Description, spec.Num_Elements, spec.Rec_Vary,
+                                  spec.Dim_Sizes, spec.Last_Rec)
+        for att in cdf.varattsget(var):
+            entry = cdf.attget(att, var)
+            content[f"attr {var} {att}"] = (entry.Data_Type, np.asarray(entry.Data).tolist())
+        data = cdf.varget(var)
+        content[f"data {var}"] = (data.dtype.str, data.tobytes())
+    return content
+
+
+@pytest.mark.slow  # cdflib's own ISTP path: the slow writer the exports avoid (~10 s a file)
+def test_cdf_writer_gives_cdflib_istp_checked_file(analyzed_store, tmp_path):
+    """The exports' fast path writes, byte for byte, what cdflib's own ISTP path writes.
+
+    The fast path does cdflib's NaN conversion and ISTP typing beforehand, skips its
+    checker (``istp=False``) and links attribute entries in O(1); cdflib's stock
+    ``xarray_to_cdf(istp=True, terminate_on_warning=True)`` also proves the dataset
+    ISTP-clean (any warning raises).  Compressed, the same content.
+    """
+    from cdflib.xarray import xarray_to_cdf
+
+    from idexdask.io.cdf import istp_dataset, load_cdf_attributes, write_istp
+
+    path, _ = analyzed_store
+    stored = open_campaign(path, dask=False).load()
+    events = stored.isel(epoch=_rows(stored, 0))
+    events.attrs = {"source": "plain.pkts"}
+    istp = istp_dataset(events, load_cdf_attributes())
+    files = {name: tmp_path / f"{name}.cdf" for name in ("fast", "checked", "stock", "fast6",
+                                                         "stock6")}
+    write_istp(istp, files["fast"])
+    write_istp(istp, files["checked"], check=True)  # cdflib's checks, our attribute linking
+    xarray_to_cdf(istp, str(files["stock"]), istp=True, terminate_on_warning=True)
+    assert files["fast"].read_bytes() == files["stock"].read_bytes()
+    assert files["checked"].read_bytes() == files["stock"].read_bytes()
+    write_istp(istp, files["fast6"], compression=6)
+    xarray_to_cdf(istp, str(files["stock6"]), istp=True, terminate_on_warning=True,
+                  compression=6)
+    assert cdflib.CDF(str(files["fast6"])).varinq("TOF_High").Compress == 6
+    assert _cdf_content(files["fast6"]) == _cdf_content(files["stock6"])
+
+
+def test_exports_are_reproducible(analyzed_store, tmp_path):
+    """Zarr lists arrays in no fixed order; the exports sort them: same store, same bytes."""
+    path, _ = analyzed_store
+    first = export_store(path, ["cdf"], tmp_path / "a")
+    second = export_store(path, ["cdf"], tmp_path / "b")
+    for a, b in zip(first, second, strict=True):
+        assert a.read_bytes() == b.read_bytes()
+    in_store = set(open_campaign(path).data_vars)
+    names = [n for n in cdflib.CDF(str(first[0])).cdf_info().zVariables if n in in_store]
+    assert names == sorted(names)
