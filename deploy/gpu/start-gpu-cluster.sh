@@ -13,6 +13,8 @@ INPUT=${1:?input}
 STORE=${2:?store}
 SCHED=${SCHED:-$PWD/scheduler-gpu.json}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+# keep glibc's adaptive malloc in the workers (deploy/dask/idexdask-workers.yaml)
+export DASK_CONFIG=${DASK_CONFIG:-$(dirname "$0")/../dask}
 
 dask scheduler --scheduler-file "$SCHED" &
 SCHED_PID=$!

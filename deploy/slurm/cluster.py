@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 from dask_jobqueue import SLURMCluster
+
+DASK_CONFIG_DIR = Path(__file__).resolve().parent.parent / "dask"
 
 
 def main() -> None:
@@ -40,6 +43,8 @@ def main() -> None:
         account=args.account,
         job_script_prologue=[
             "export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1",
+            # keep glibc's adaptive malloc (deploy/dask/idexdask-workers.yaml)
+            f"export DASK_CONFIG={DASK_CONFIG_DIR}",
         ],
     )
     cluster.scale(jobs=args.jobs)

@@ -321,3 +321,19 @@ def test_client_interrupted_and_resumed(campaign, tmp_path):
     assert f"{len(first)} already done before this run" in result.stdout
     _assert_store_equals(store, plan, reference)
     assert json.loads(json.dumps(store_status(store).failures)) == []
+
+
+def _worker_malloc_env() -> tuple[str | None, str | None]:
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+
+
+def test_embedded_workers_keep_glibc_adaptive_malloc():
+    """Embedded workers start without distributed's MALLOC_TRIM_THRESHOLD_ (2x slower
+    array code: every temporary over 128 KiB mmap-ed and faulted in), thread caps kept."""
+    from idexdask.pipeline.cluster import open_client
+
+    options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="")
+    with open_client(options) as client:
+        ((trim, omp),) = client.run(_worker_malloc_env).values()
+    assert trim is None
+    assert omp == "1"
