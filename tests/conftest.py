@@ -39,29 +39,6 @@ def trc_dir() -> Path:
     return TRC_DIR
 
 
-@pytest.fixture(scope="session")
-def official_l1a(tmp_path_factory, l0_dir) -> dict[str, Path]:
-    """Run the official L1a (imap-processing 1.0.40, in .venv-oracle) once on every real file.
-
-    Returns a mapping file name -> ``.npz`` of its science variables.  A missing
-    oracle venv fails the tests that need it (``make setup`` installs it).
-    """
-    if not ORACLE_PYTHON.exists():
-        pytest.fail(f"oracle venv missing ({ORACLE_PYTHON}); run `make setup`")
-    out = tmp_path_factory.mktemp("official_l1a")
-    script = REPO / "tests" / "oracle" / "official_l1a.py"
-    result = subprocess.run(
-        [str(ORACLE_PYTHON), str(script), str(out), *map(str, REAL_L0_FILES)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
-    )
-    if result.returncode != 0:
-        pytest.fail(f"official pipeline failed:\n{result.stderr[-4000:]}")
-    return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
-
-
 def _run_oracle(script_name: str, out: Path, files: list[Path]) -> None:
     if not ORACLE_PYTHON.exists():
         pytest.fail(f"oracle venv missing ({ORACLE_PYTHON}); run `make setup`")
@@ -79,6 +56,18 @@ def _run_oracle(script_name: str, out: Path, files: list[Path]) -> None:
     )
     if result.returncode != 0:
         pytest.fail(f"official pipeline ({script_name}) failed:\n{result.stderr[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def official_l1a(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """Run the official L1a (imap-processing 1.0.40, in .venv-oracle) once on every real file.
+
+    Returns a mapping file name -> ``.npz`` of its science variables.  A missing
+    oracle venv fails the tests that need it (``make setup`` installs it).
+    """
+    out = tmp_path_factory.mktemp("official_l1a")
+    _run_oracle("official_l1a.py", out, REAL_L0_FILES)
+    return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
 
 
 @pytest.fixture(scope="session")
