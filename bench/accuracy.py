@@ -46,8 +46,15 @@ def line_errors(sim, out):
             inside = (t >= out.peak_window_start.values[j]) & (t <= out.peak_window_stop.values[j])
             raw = sim.events.TOF_High.values[le[i]][inside]
             high_gain = not np.any((raw == 0) | (raw == 1023))
-            rows.append((snr, (pc[j] - lc[i]) / DT, out.peak_area.values[j] / tr.line_area.values[i] - 1,
-                         out.peak_gamma.values[j] / tr.line_gamma.values[i] - 1, high_gain))
+            rows.append(
+                (
+                    snr,
+                    (pc[j] - lc[i]) / DT,
+                    out.peak_area.values[j] / tr.line_area.values[i] - 1,
+                    out.peak_gamma.values[j] / tr.line_gamma.values[i] - 1,
+                    high_gain,
+                )
+            )
     return np.array(rows)
 
 
@@ -74,8 +81,10 @@ def main() -> None:
     L = line_errors(sim, out)
     Q = charge_errors(sim, out)
     print(f"{a.n} simulated events (seed {a.seed}); isolated lines, fit status <= hit_bound\n")
-    print("| SNR | lines | centre err median / p90 (samples) | area err median / p90 | gamma err median / p90 "
-          "| charge fits | charge err median / p90 |")
+    print(
+        "| SNR | lines | centre err median / p90 (samples) | area err median / p90 "
+        "| gamma err median / p90 | charge fits | charge err median / p90 |"
+    )
     print("|---|---:|---|---|---|---:|---|")
     for lo, hi in BINS:
         k = (L[:, 0] >= lo) & (L[:, 0] < hi)
@@ -85,12 +94,24 @@ def main() -> None:
             return f"{np.median(v):+.3f} / {np.percentile(np.abs(v), 90):.3f}" if v.size else "-"
 
         def mpp(v):
-            return f"{100 * np.median(v):+.2f} % / {100 * np.percentile(np.abs(v), 90):.1f} %" if v.size else "-"
+            return (
+                f"{100 * np.median(v):+.2f} % / {100 * np.percentile(np.abs(v), 90):.1f} %"
+                if v.size
+                else "-"
+            )
 
-        print(f"| {lo}-{hi} | {k.sum()} | {mp(L[k, 1])} | {mpp(L[k, 2])} | {mpp(L[k, 3])} | {q.sum()} | {mpp(Q[q, 1])} |")
-    print("\nThe same, lines whose fit window has no TOF_High sample at a rail (measured in the "
-          "high gain, where the SNR above is the line's own):\n")
-    print("| SNR | lines | centre err median / p90 (samples) | area err median / p90 | gamma err median / p90 |")
+        print(
+            f"| {lo}-{hi} | {k.sum()} | {mp(L[k, 1])} | {mpp(L[k, 2])} | {mpp(L[k, 3])} "
+            f"| {q.sum()} | {mpp(Q[q, 1])} |"
+        )
+    print(
+        "\nThe same, lines whose fit window has no TOF_High sample at a rail (measured in the "
+        "high gain, where the SNR above is the line's own):\n"
+    )
+    print(
+        "| SNR | lines | centre err median / p90 (samples) | area err median / p90 "
+        "| gamma err median / p90 |"
+    )
     print("|---|---:|---|---|---|")
     for lo, hi in BINS:
         k = (L[:, 0] >= lo) & (L[:, 0] < hi) & (L[:, 4] > 0)

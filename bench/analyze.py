@@ -49,8 +49,18 @@ def official_seconds_per_event(events, n: int) -> float:
         )
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         res = subprocess.run(
-            [str(ORACLE), "-W", "ignore", str(REPO / "bench" / "_official_l2a_time.py"), str(path), str(n)],
-            capture_output=True, text=True, env=env, timeout=1800,
+            [
+                str(ORACLE),
+                "-W",
+                "ignore",
+                str(REPO / "bench" / "_official_l2a_time.py"),
+                str(path),
+                str(n),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=1800,
         )
         if res.returncode:
             sys.stderr.write(res.stderr[-2000:])
@@ -69,7 +79,10 @@ def main() -> None:
     rows = []
     for label, cfg in (
         ("analyze (all products)", None),
-        ("analyze without mass calibration/composition", {"analysis": {"calibration": {"enabled": False}}}),
+        (
+            "analyze without mass calibration/composition",
+            {"analysis": {"calibration": {"enabled": False}}},
+        ),
     ):
         t0 = time.perf_counter()
         out = analyze(events, cfg)
@@ -79,7 +92,10 @@ def main() -> None:
     print(f"{args.n} simulated events, one core; official L2a steps on {args.n_official} events\n")
     print("| pipeline | ms / event | events / s | lines | speed-up vs official |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| official L2a steps (imap-processing 1.0.40) | {official * 1e3:.0f} | {1 / official:.2f} | - | 1 |")
+    print(
+        f"| official L2a steps (imap-processing 1.0.40) | {official * 1e3:.0f} "
+        f"| {1 / official:.2f} | - | 1 |"
+    )
     for label, per, lines in rows:
         print(f"| {label} | {per * 1e3:.2f} | {1 / per:.0f} | {lines} | {official / per:.0f}x |")
 

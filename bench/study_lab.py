@@ -1,4 +1,6 @@
-"""Calibrate the three peridot impacts of the LeCroy captures (lab_peridot preset; joint scan over the wide lab range).
+"""Calibrate the three peridot impacts of the LeCroy captures.
+
+Per impact the lab_peridot preset; the joint scan runs over the wide lab range.
 
 Regenerates the tables of ``docs/lab-captures.md`` (printed as Markdown) and its
 figures in ``docs/img/``: ``lab_raw.png`` (TOF and QD waveforms), ``lab_scan.png``

@@ -433,7 +433,8 @@ def _impact_products(
     vstat = np.where(
         (vstat == VelocityStatus.OK) & ~np.isfinite(mass), VelocityStatus.NO_CHARGE, vstat
     ).astype(np.int8)
-    prov = f"rise time: {vcfg['rise_time_curve'].get('provenance', '')}; yield: {vcfg['yield_curve'].get('provenance', '')}"
+    rise_prov = vcfg["rise_time_curve"].get("provenance", "")
+    prov = f"rise time: {rise_prov}; yield: {vcfg['yield_curve'].get('provenance', '')}"
     out["impact_velocity"] = _epoch_da(
         v,
         {

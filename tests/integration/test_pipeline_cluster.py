@@ -27,14 +27,20 @@ from idexdask.pipeline.units import process_unit
 from idexdask.simulate import write_campaign
 
 BIN = Path(sys.executable).parent
-DECODE_ONLY = {"pipeline": {"analyze": False, "batch_events": 40, "chunk_events": 16},
-               "cluster": {"dashboard": ":0"}}
+DECODE_ONLY = {
+    "pipeline": {"analyze": False, "batch_events": 40, "chunk_events": 16},
+    "cluster": {"dashboard": ":0"},
+}
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               DASK_DISTRIBUTED__WORKER__DAEMON="False")
+    env.update(
+        OMP_NUM_THREADS="1",
+        OPENBLAS_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        DASK_DISTRIBUTED__WORKER__DAEMON="False",
+    )
     return env
 
 
@@ -45,11 +51,24 @@ class DaskProcesses:
         self.scheduler_file = directory / "scheduler.json"
         self.procs: list[subprocess.Popen] = []
         log = open(directory / "dask.log", "ab")
-        self.procs.append(subprocess.Popen(
-            [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-             "--no-dashboard", "--scheduler-file", str(self.scheduler_file)],
-            stdout=log, stderr=log, env=_env(),
-        ))
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "dask"),
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(self.scheduler_file),
+                ],
+                stdout=log,
+                stderr=log,
+                env=_env(),
+            )
+        )
         deadline = time.monotonic() + 30
         while not self.scheduler_file.exists():
             if time.monotonic() > deadline:
@@ -57,9 +76,19 @@ class DaskProcesses:
             time.sleep(0.1)
         self.workers = []
         for _ in range(workers):
-            args = [str(BIN / "dask"), "worker", "--scheduler-file", str(self.scheduler_file),
-                    "--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard",
-                    "--memory-limit", "0"]
+            args = [
+                str(BIN / "dask"),
+                "worker",
+                "--scheduler-file",
+                str(self.scheduler_file),
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--memory-limit",
+                "0",
+            ]
             if not nanny:
                 args.append("--no-nanny")
             proc = subprocess.Popen(args, stdout=log, stderr=log, env=_env())
@@ -128,8 +157,9 @@ def _unit_records(store: Path) -> list[dict]:
 def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
     config = load_config(DECODE_ONLY)
     store = tmp_path / "campaign.zarr"
-    summary = run_campaign(campaign, store, config,
-                           cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    summary = run_campaign(
+        campaign, store, config, cluster=ClusterOptions(address=str(cluster.scheduler_file))
+    )
     assert summary.failures == []
     assert summary.events_done == summary.events_total == 130 + 90 + 22
     plan, reference = _reference(campaign, config)
@@ -147,20 +177,26 @@ def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
                 assert np.array_equal(stored[name].values[rows], whole[name].values), name
 
     # unchanged inputs and configuration: nothing to do
-    again = run_campaign(campaign, store, config,
-                         cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    again = run_campaign(
+        campaign, store, config, cluster=ClusterOptions(address=str(cluster.scheduler_file))
+    )
     assert again.events_this_run == 0 and again.units_skipped == len(plan.units)
     # a product-relevant configuration change reprocesses everything
     changed = load_config({**DECODE_ONLY, "decode": {"verify_crc": False}})
-    redo = run_campaign(campaign, store, changed,
-                        cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    redo = run_campaign(
+        campaign, store, changed, cluster=ClusterOptions(address=str(cluster.scheduler_file))
+    )
     assert redo.events_this_run == redo.events_total and redo.units_skipped == 0
     _assert_store_equals(store, plan, reference)
     assert store_status(store).events_done == plan.n_events
     # inputs with other event counts do not fit the store
     with pytest.raises(StoreError, match="--overwrite"):
-        run_campaign(campaign[1:], store, changed,
-                     cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+        run_campaign(
+            campaign[1:],
+            store,
+            changed,
+            cluster=ClusterOptions(address=str(cluster.scheduler_file)),
+        )
 
 
 def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
@@ -175,8 +211,9 @@ def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
     config = load_config({"cluster": {"dashboard": ":0"}, "pipeline": {"batch_events": 10}})
     inputs = [l0_dir / "imap_idex_l0_raw_20231218_v001.pkts", sim]
     store = tmp_path / "analysed.zarr"
-    summary = run_campaign(inputs, store, config,
-                           cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    summary = run_campaign(
+        inputs, store, config, cluster=ClusterOptions(address=str(cluster.scheduler_file))
+    )
     assert summary.failures == [] and summary.events_done == 14 + 45
     plan, reference = _reference(inputs, config)
     assert len(plan.units) >= 6
@@ -187,10 +224,18 @@ def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
         rows = np.flatnonzero(stored["input_index"].values == index)
         whole = peaks_to_event_major(analyze(read_l0(path), config), max_peaks)
         assert int(whole["peak_count"].sum()) > 0  # lines from every unit are stored
-        for name in ("peak_count", "peak_center", "peak_area", "peak_mass",
-                     "target_low_impact_charge", "tof_high_snr", "mass_calibration_status"):
-            np.testing.assert_array_equal(stored[name].values[rows], whole[name].values,
-                                          err_msg=f"{path}: {name}")
+        for name in (
+            "peak_count",
+            "peak_center",
+            "peak_area",
+            "peak_mass",
+            "target_low_impact_charge",
+            "tof_high_snr",
+            "mass_calibration_status",
+        ):
+            np.testing.assert_array_equal(
+                stored[name].values[rows], whole[name].values, err_msg=f"{path}: {name}"
+            )
 
 
 def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
@@ -200,17 +245,32 @@ def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
     config.write_text(yaml.safe_dump(DECODE_ONLY))
     store = tmp_path / "partial.zarr"
     result = subprocess.run(
-        [str(BIN / "idexdask"), "submit", str(campaign[1]), str(bad), str(campaign[2]),
-         "-o", str(store), "--scheduler", str(cluster.scheduler_file), "--config", str(config)],
-        capture_output=True, text=True, timeout=120, env=_env(),
+        [
+            str(BIN / "idexdask"),
+            "submit",
+            str(campaign[1]),
+            str(bad),
+            str(campaign[2]),
+            "-o",
+            str(store),
+            "--scheduler",
+            str(cluster.scheduler_file),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert result.returncode == 3, result.stdout + result.stderr
     assert "garbage.pkts" in result.stdout and "not IDEX L0 telemetry" in result.stdout
     failed = [r for r in _unit_records(store) if r["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["input"].endswith("garbage.pkts")
     assert store_status(store).events_done == 220
-    status = subprocess.run([str(BIN / "idexdask"), "status", str(store)],
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [str(BIN / "idexdask"), "status", str(store)], capture_output=True, text=True, timeout=60
+    )
     assert status.returncode == 3 and "garbage.pkts" in status.stdout
 
 
@@ -220,7 +280,10 @@ def test_unwritable_output_fails_before_work(campaign, tmp_path):
     start = time.monotonic()
     result = subprocess.run(
         [str(BIN / "idexdask"), "submit", str(campaign[1]), "-o", str(blocker / "store.zarr")],
-        capture_output=True, text=True, timeout=60, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
     )
     assert result.returncode == 2
     assert "cannot write the store" in result.stdout
@@ -232,9 +295,19 @@ def test_bad_config_rejected_before_work(campaign, tmp_path):
     config = tmp_path / "bad.yaml"
     config.write_text("pipeline:\n  batch_events: 0\n")
     result = subprocess.run(
-        [str(BIN / "idexdask"), "submit", str(campaign[1]), "-o", str(tmp_path / "s.zarr"),
-         "--config", str(config)],
-        capture_output=True, text=True, timeout=60, env=_env(),
+        [
+            str(BIN / "idexdask"),
+            "submit",
+            str(campaign[1]),
+            "-o",
+            str(tmp_path / "s.zarr"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
     )
     assert result.returncode == 2 and "pipeline.batch_events" in result.stdout
     assert not (tmp_path / "s.zarr").exists()
@@ -243,8 +316,11 @@ def test_bad_config_rejected_before_work(campaign, tmp_path):
 def _wait_for_units(store: Path, n: int, proc: subprocess.Popen, timeout: float = 90) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = [r for r in _unit_records(store) if r["status"] == "done"] if (
-            store / "_pipeline" / "manifest.jsonl").exists() else []
+        done = (
+            [r for r in _unit_records(store) if r["status"] == "done"]
+            if (store / "_pipeline" / "manifest.jsonl").exists()
+            else []
+        )
         if len(done) >= n:
             return len(done)
         if proc.poll() is not None:
@@ -262,9 +338,21 @@ def test_worker_death_mid_run(tmp_path, l0_dir):
         (tmp_path / "run.yaml").write_text(yaml.safe_dump(overrides))
         store = tmp_path / "store.zarr"
         proc = subprocess.Popen(
-            [str(BIN / "idexdask"), "submit", *map(str, inputs), "-o", str(store),
-             "--scheduler", str(procs.scheduler_file), "--config", str(tmp_path / "run.yaml")],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
+            [
+                str(BIN / "idexdask"),
+                "submit",
+                *map(str, inputs),
+                "-o",
+                str(store),
+                "--scheduler",
+                str(procs.scheduler_file),
+                "--config",
+                str(tmp_path / "run.yaml"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=_env(),
         )
         try:
             done_at_kill = _wait_for_units(store, 3, proc)
@@ -288,14 +376,28 @@ def test_worker_death_mid_run(tmp_path, l0_dir):
 
 def test_client_interrupted_and_resumed(campaign, tmp_path):
     inputs = [campaign[1], campaign[2]]
-    overrides = {"pipeline": {"analyze": False, "batch_events": 5, "chunk_events": 8},
-                 "cluster": {"dashboard": ":0", "workers": 2}}
+    overrides = {
+        "pipeline": {"analyze": False, "batch_events": 5, "chunk_events": 8},
+        "cluster": {"dashboard": ":0", "workers": 2},
+    }
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(overrides))
     store = tmp_path / "store.zarr"
-    command = [str(BIN / "idexdask"), "submit", *map(str, inputs), "-o", str(store),
-               "--config", str(tmp_path / "run.yaml")]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=_env(), start_new_session=True)
+    command = [
+        str(BIN / "idexdask"),
+        "submit",
+        *map(str, inputs),
+        "-o",
+        str(store),
+        "--config",
+        str(tmp_path / "run.yaml"),
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    )
     try:
         _wait_for_units(store, 4, proc)
         os.killpg(proc.pid, signal.SIGKILL)  # the client and its embedded cluster
@@ -305,8 +407,9 @@ def test_client_interrupted_and_resumed(campaign, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     first = {r["uid"] for r in _unit_records(store) if r["status"] == "done"}
-    status = subprocess.run([str(BIN / "idexdask"), "status", str(store)],
-                            capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [str(BIN / "idexdask"), "status", str(store)], capture_output=True, text=True, timeout=60
+    )
     assert "interrupted" in status.stdout
     config = load_config(overrides)
     plan, reference = _reference(inputs, config)

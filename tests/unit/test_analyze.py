@@ -25,10 +25,26 @@ def result(events):
 
 
 def test_products_present(result, events):
-    for name in ("peak_event", "peak_center", "peak_sigma", "peak_gamma", "peak_area", "peak_area_err",
-                 "peak_height", "peak_chisq", "peak_status", "peak_manual", "peak_mass",
-                 "mass_calibration", "mass_calibration_status", "impact_velocity", "dust_mass",
-                 "impact_velocity_status", "tof_gain_ratio_mid", "tof_gain_ratio_low"):
+    for name in (
+        "peak_event",
+        "peak_center",
+        "peak_sigma",
+        "peak_gamma",
+        "peak_area",
+        "peak_area_err",
+        "peak_height",
+        "peak_chisq",
+        "peak_status",
+        "peak_manual",
+        "peak_mass",
+        "mass_calibration",
+        "mass_calibration_status",
+        "impact_velocity",
+        "dust_mass",
+        "impact_velocity_status",
+        "tof_gain_ratio_mid",
+        "tof_gain_ratio_low",
+    ):
         assert name in result, name
     for ch in ("tof_high", "tof_mid", "tof_low", "target_high", "target_low", "ion_grid"):
         for suffix in ("snr", "saturated", "baseline", "noise"):
@@ -36,8 +52,13 @@ def test_products_present(result, events):
     for ch in ("target_high", "target_low", "ion_grid"):
         fp = result[f"{ch}_fit_parameters"]
         assert fp.dims == ("epoch", "fit_parameter")
-        assert list(fp.fit_parameter.values) == ["time_of_impact", "constant_offset", "amplitude",
-                                                 "rise_time", "decay_time"]
+        assert list(fp.fit_parameter.values) == [
+            "time_of_impact",
+            "constant_offset",
+            "amplitude",
+            "rise_time",
+            "decay_time",
+        ]
         assert result[f"{ch}_impact_charge"].attrs["units"] == "pC"
     assert result.peak_event.max() < events.sizes["epoch"]
     assert result["TOF_High"].equals(events["TOF_High"])
@@ -48,11 +69,11 @@ def _bad_events(events):
     ds = events.isel(epoch=slice(0, 7)).copy(deep=True)
     for name in ("TOF_High", "TOF_Mid", "TOF_Low", "Target_High", "Target_Low", "Ion_Grid"):
         v = ds[name].values
-        v[0] = 512                      # flat
-        v[1] = 0                        # all zero
+        v[0] = 512  # flat
+        v[1] = 0  # all zero
         v[2] = 1023 if name.startswith("TOF") else 4095  # all saturated
-        v[3, ::7] = 65535               # fill-containing
-        v[4] = 65535                    # all fill
+        v[3, ::7] = 65535  # fill-containing
+        v[4] = 65535  # all fill
         ds[name].values[:] = v
     return ds
 
@@ -75,8 +96,11 @@ def test_nan_and_short_waveforms(events):
         ds[name][2] = np.nan
     out = analyze(ds, NOCAL)
     assert out.target_low_fit_status.values[2] == 4
-    short = events.isel(epoch=slice(0, 2), time_high_sample_rate_index=slice(0, 5),
-                        time_low_sample_rate_index=slice(0, 5))
+    short = events.isel(
+        epoch=slice(0, 2),
+        time_high_sample_rate_index=slice(0, 5),
+        time_low_sample_rate_index=slice(0, 5),
+    )
     out = analyze(short, NOCAL)
     assert np.all(out.target_high_fit_status.values == 4)
 
@@ -116,15 +140,33 @@ def test_overrides_roundtrip_and_reapply(events, result, tmp_path):
     mine = np.nonzero(result.peak_event.values == e)[0]
     first = float(result.peak_center.values[mine[0]])
     second = float(result.peak_center.values[mine[1]])
-    table = make_overrides([
-        {"epoch": ep, "target": "tof", "action": "remove", "center_us": first},
-        {"epoch": ep, "target": "tof", "action": "edit", "center_us": second,
-         "window_start_us": second - 0.05, "window_stop_us": second + 0.1},
-        {"epoch": ep, "target": "tof", "action": "add", "center_us": 12.345},
-        {"epoch": ep, "target": "Target_Low", "action": "window", "window_start_us": -20.0,
-         "window_stop_us": 40.0},
-        {"epoch": 123, "target": "tof", "action": "add", "center_us": 5.0},  # unknown event: ignored
-    ])
+    table = make_overrides(
+        [
+            {"epoch": ep, "target": "tof", "action": "remove", "center_us": first},
+            {
+                "epoch": ep,
+                "target": "tof",
+                "action": "edit",
+                "center_us": second,
+                "window_start_us": second - 0.05,
+                "window_stop_us": second + 0.1,
+            },
+            {"epoch": ep, "target": "tof", "action": "add", "center_us": 12.345},
+            {
+                "epoch": ep,
+                "target": "Target_Low",
+                "action": "window",
+                "window_start_us": -20.0,
+                "window_stop_us": 40.0,
+            },
+            {
+                "epoch": 123,
+                "target": "tof",
+                "action": "add",
+                "center_us": 5.0,
+            },  # unknown event: ignored
+        ]
+    )
     path = tmp_path / "ov.json"
     write_overrides(table, path)
     table2 = read_overrides(path)
