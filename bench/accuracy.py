@@ -53,6 +53,8 @@ def line_errors(sim, out):
                     out.peak_area.values[j] / tr.line_area.values[i] - 1,
                     out.peak_gamma.values[j] / tr.line_gamma.values[i] - 1,
                     high_gain,
+                    out.peak_center_err.values[j] / DT,
+                    out.peak_area_err.values[j] / tr.line_area.values[i],
                 )
             )
     return np.array(rows)
@@ -66,7 +68,9 @@ def charge_errors(sim, out):
         snr = amp / sim.truth[f"{ch}_noise"].values
         ok = out[f"{k}_fit_status"].values <= 2
         fit = np.abs(out[f"{k}_fit_parameters"].values[:, 2])
-        rows += list(zip(snr[ok], fit[ok] / amp[ok] - 1, strict=True))
+        charge = np.abs(out[f"{k}_impact_charge"].values)
+        sigma = out[f"{k}_impact_charge_err"].values / np.where(charge > 0, charge, np.nan)
+        rows += list(zip(snr[ok], fit[ok] / amp[ok] - 1, sigma[ok], strict=True))
     return np.array(rows)
 
 
@@ -116,6 +120,33 @@ def main() -> None:
     for lo, hi in BINS:
         k = (L[:, 0] >= lo) & (L[:, 0] < hi) & (L[:, 4] > 0)
         print(f"| {lo}-{hi} | {k.sum()} | {mp(L[k, 1])} | {mpp(L[k, 2])} | {mpp(L[k, 3])} |")
+    print(
+        "\nThe same lines and fits against their own 1-sigma uncertainties (from the fit "
+        "covariance): pull = error / sigma.  An efficient, unbiased fit with honest "
+        "uncertainties has |pull| p90 = 1.64 (Gaussian), and then p90 |error| ~ 1.64 sigma "
+        "is the information limit for that SNR (no estimator does better on average):\n"
+    )
+    print(
+        "| SNR | lines | centre sigma median (samples) | centre pull p90 | area sigma median "
+        "| area pull p90 | charge sigma median | charge pull p90 |"
+    )
+    print("|---|---:|---|---|---|---|---|---|")
+    for lo, hi in BINS:
+        k = (L[:, 0] >= lo) & (L[:, 0] < hi) & (L[:, 4] > 0)
+        q = (Q[:, 0] >= lo) & (Q[:, 0] < hi) & np.isfinite(Q[:, 2]) & (Q[:, 2] > 0)
+
+        def sp(err, sig, pct=False):
+            ok = np.isfinite(sig) & (sig > 0)
+            if not ok.any():
+                return "- | -"
+            med = np.median(sig[ok])
+            med_s = f"{100 * med:.2f} %" if pct else f"{med:.3f}"
+            return f"{med_s} | {np.percentile(np.abs(err[ok] / sig[ok]), 90):.2f}"
+
+        print(
+            f"| {lo}-{hi} | {k.sum()} | {sp(L[k, 1], L[k, 5])} | {sp(L[k, 2], L[k, 6], True)} "
+            f"| {sp(Q[q, 1], Q[q, 2], True)} |"
+        )
     fig, ax = plt.subplots(1, 3, figsize=(12, 3.6), dpi=80)
     ax[0].semilogx(L[:, 0], L[:, 1], ".", ms=2)
     ax[0].set(xlabel="line SNR", ylabel="centre error (samples)", ylim=(-2, 2))
