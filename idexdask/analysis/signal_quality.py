@@ -79,6 +79,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.peaks import _gather_finite, _median_inplace
 from idexdask.analysis.xp import errstate, get_namespace, to_numpy
 from idexdask.config import load_config, load_yaml, merge
 from idexdask.errors import AnalysisError, ConfigError
@@ -308,8 +309,11 @@ def waveform_variables(ds: xr.Dataset) -> list[str]:
     list of str
     """
     time_vars = set(_DIM_TO_TIME.values())
+    coords = set(ds.coords)
     out = []
-    for name, var in ds.data_vars.items():
+    for name, var in ds.variables.items():  # Variables: no DataArray built per name
+        if name in coords:
+            continue
         if var.ndim != 2 or var.dims[0] != "epoch" or name in time_vars:
             continue
         if str(name).startswith("time_"):
@@ -382,36 +386,46 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     integer = xp is np and np.asarray(raw).dtype.kind in "iu"
     # integer samples are never NaN: skip that test, and mask fill in place on the copy
     valid = xp.ones(x.shape, dtype=bool) if integer else ~xp.isnan(x)
-    fill = var.attrs.get("FILLVAL", var.attrs.get("_FillValue"))
-    if fill is not None:
-        try:
-            fill_f = float(fill)
-        except (TypeError, ValueError):
-            fill_f = math.nan
-        if math.isfinite(fill_f):
-            valid &= x != fill_f
+    fill_f = _fill_value(var.attrs)
+    if math.isfinite(fill_f):
+        valid &= x != fill_f
     if integer:
         if not valid.all():
             x[~valid] = np.nan  # x is a fresh float64 copy of the integers
     else:
         x = xp.where(valid, x, xp.nan)
+    return x, valid, _time_axis(ds, name, x.shape, xp)
+
+
+def _fill_value(attrs: Mapping[str, Any]) -> float:
+    """``FILLVAL`` (else ``_FillValue``) as a float; NaN when absent or not a number."""
+    fill = attrs.get("FILLVAL", attrs.get("_FillValue"))
+    if fill is None:
+        return math.nan
+    try:
+        return float(fill)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _time_axis(ds: xr.Dataset, name: str, shape: tuple[int, ...], xp: Any) -> Any | None:
+    """Time axis of waveform ``name`` (float64, µs) if its shape fits ``shape``, else None."""
     tname = find_time_variable(ds, name)
-    t = None
-    if tname is not None:
-        tvar = ds[tname]
-        t = xp.asarray(tvar.data, dtype=xp.float64)
-        if (
-            t.ndim == 2
-            and t.shape != x.shape
-            or t.ndim == 1
-            and t.shape[0] != x.shape[1]
-            or t.ndim > 2
-        ):
-            _log.warning(
-                "%s: time axis %s has shape %s, waveform %s; ignored", name, tname, t.shape, x.shape
-            )
-            t = None
-    return x, valid, t
+    if tname is None:
+        return None
+    t = xp.asarray(ds[tname].data, dtype=xp.float64)
+    if (
+        t.ndim == 2
+        and t.shape != tuple(shape)
+        or t.ndim == 1
+        and t.shape[0] != shape[1]
+        or t.ndim > 2
+    ):
+        _log.warning(
+            "%s: time axis %s has shape %s, waveform %s; ignored", name, tname, t.shape, shape
+        )
+        return None
+    return t
 
 
 def long_runs(mask: Any, k: int) -> Any:
@@ -682,12 +696,16 @@ def baseline_mask(
 # ----------------------------------------------------------------------------- per channel
 
 
-def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """All per-event quantities of one channel (host NumPy arrays of length n_events)."""
+def _channel_quality(
+    ds: xr.Dataset, name: str, cfg: Mapping[str, Any], *, compiled: bool = True
+) -> dict[str, np.ndarray]:
+    """All per-event quantities of one channel (host NumPy arrays of length n_events).
+
+    ``compiled``: NumPy samples of a numeric dtype go through the compiled passes
+    (:func:`_channel_quality_host`); False forces the array-namespace code (the
+    one CuPy runs), which gives the same results.
+    """
     var = ds[name]
-    x, valid, t = channel_arrays(ds, name)
-    xp = get_namespace(x)
-    n_events, n = x.shape
     window = cfg["baseline_window_by_channel"].get(name, cfg["baseline_window_us"])
     polarity = cfg["polarity"].get(name, var.attrs.get("signal_polarity", 1))
     try:
@@ -696,9 +714,241 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
         polarity = 1
     if polarity not in (-1, 0, 1):
         polarity = 1 if polarity > 0 else -1
-    vmin, vmax = _rails(var.attrs)
+    rails = _rails(var.attrs)
+    n_events = var.shape[0] if var.ndim == 2 else 0
+    clipped = _clipped_flag(ds, name, n_events)
+    raw = var.data
+    if (
+        compiled
+        and isinstance(raw, np.ndarray)
+        and raw.ndim == 2
+        and raw.dtype.kind in "iuf"
+        and raw.size > 0
+        and clipped is None
+    ):
+        res = _channel_quality_host(ds, name, cfg, window, polarity, rails)
+    else:
+        res = _channel_quality_xp(ds, name, cfg, window, polarity, rails, clipped)
+    res["_meta"] = {
+        "window": window,
+        "polarity": polarity,
+        "rails": rails,
+        "quantum": res.pop("_q"),
+    }
+    return res
+
+
+def _baseline_noise(xp: Any, xb: Any, step: float | None, n_events: int) -> tuple[Any, Any]:
+    """Median and noise (1.4826 x MAD, std where that is 0) over the window samples ``xb``."""
+    if xb.shape[1] == 0:
+        return xp.full(n_events, xp.nan), xp.full(n_events, xp.nan)
+    baseline = _nan_median(xp, xb, axis=1)
+    with errstate(xp, invalid="ignore"):
+        dev_b = xp.abs(xb - baseline[:, None])
+        mad = interpolated_mad(dev_b, step) if step is not None else _nan_median(xp, dev_b, axis=1)
+        noise = MAD_TO_SIGMA * mad
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            std = xp.nanstd(xb, axis=1)
+        noise = xp.where(noise == 0, std, noise)
+    return baseline, noise
+
+
+def _baseline_noise_host(xb: np.ndarray, step: float | None, n_events: int) -> tuple[Any, Any]:
+    """:func:`_baseline_noise` on NumPy window samples: the per-row selections compiled.
+
+    The median, the median absolute deviation and the counts of
+    :func:`interpolated_mad` come from :func:`_window_rows_stats`; the per-event
+    arithmetic between them is the same NumPy code, and the standard deviation
+    is taken only for the events whose MAD is 0 (the only ones that use it).
+    """
+    if xb.shape[1] == 0:
+        return np.full(n_events, np.nan), np.full(n_events, np.nan)
+    xb = np.ascontiguousarray(xb)
+    baseline, plain, dmin, n = _window_rows_stats(xb)
+    with np.errstate(invalid="ignore"):
+        if step is None:
+            mad = plain
+        else:
+            offset = np.mod(dmin, step)
+            offset = np.where(np.isfinite(offset), offset, 0.0)
+            centre = offset + step * np.floor((plain - offset) / step + 0.5)
+            lower = np.maximum(centre - step / 2.0, 0.0)
+            upper = centre + step / 2.0
+            below, inside = _window_rows_counts(
+                xb, baseline, lower - step * 1e-6, centre, step / 4.0
+            )
+            interp = lower + (upper - lower) * (n / 2.0 - below) / np.maximum(inside, 1)
+            good = (inside > 0) & (n > 0) & np.isfinite(plain)
+            mad = np.where(good, interp, plain)
+        noise = MAD_TO_SIGMA * mad
+        zero = np.nonzero(noise == 0)[0]
+        if zero.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                noise[zero] = np.nanstd(xb[zero], axis=1)
+    return baseline, noise
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_rows_stats(
+    xb: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per row of ``xb`` (NaN ignored): median, median of ``|x - median|`` (NaN
+    ignored), smallest such deviation (inf for none) and the number of them."""
+    rows, m = xb.shape
+    med = np.empty(rows)
+    mad = np.empty(rows)
+    dmin = np.empty(rows)
+    count = np.zeros(rows, dtype=np.int64)
+    buf = np.empty(2 * m)
+    for r in range(rows):
+        k = _gather_finite(xb, r, buf)
+        b = _median_inplace(buf, k) if k else np.nan
+        med[r] = b
+        kk = 0
+        lo = np.inf
+        for j in range(m):
+            d = abs(xb[r, j] - b)
+            if not np.isnan(d):
+                buf[kk] = d
+                kk += 1
+                if d < lo:
+                    lo = d
+        mad[r] = _median_inplace(buf, kk) if kk else np.nan
+        dmin[r] = lo
+        count[r] = kk
+    return med, mad, dmin, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_rows_counts(
+    xb: np.ndarray, baseline: np.ndarray, below_lim: np.ndarray, centre: np.ndarray, half: float
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per row, deviations ``|x - baseline|`` below ``below_lim`` and within ``half`` of
+    ``centre`` (:func:`interpolated_mad`'s counts; NaN deviations count as +inf)."""
+    rows, m = xb.shape
+    below = np.zeros(rows, dtype=np.int64)
+    inside = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        nb = 0
+        ni = 0
+        for j in range(m):
+            d = abs(xb[r, j] - baseline[r])
+            if np.isnan(d):
+                d = np.inf
+            nb += d < below_lim[r]
+            ni += abs(d - centre[r]) < half
+        below[r] = nb
+        inside[r] = ni
+    return below, inside
+
+
+def _whole_trace_stats(xp: Any, xl: Any) -> tuple[Any, Any]:
+    """Median and 1.4826 x MAD of whole rows (events with no baseline sample)."""
+    bl = _nan_median(xp, xl, axis=1)
+    with errstate(xp, invalid="ignore"):
+        nl = MAD_TO_SIGMA * _nan_median(xp, xp.abs(xl - bl[:, None]), axis=1)
+    return bl, nl
+
+
+def _status(
+    xp: Any,
+    covered: Any,
+    n_valid: Any,
+    n: int,
+    vmax_obs: Any,
+    vmin_obs: Any,
+    all_rail: Any,
+    min_valid: int,
+) -> Any:
+    """:class:`QualityStatus` per event: the highest condition that applies."""
+    status = xp.full(n_valid.shape[0], int(QualityStatus.OK), dtype=xp.int8)
+    conds = [
+        (~covered, QualityStatus.BASELINE_FALLBACK),
+        (n_valid < n, QualityStatus.MISSING_SAMPLES),
+        (vmax_obs == vmin_obs, QualityStatus.FLAT),
+        (all_rail, QualityStatus.ALL_SATURATED),
+        ((vmax_obs == 0) & (vmin_obs == 0), QualityStatus.ALL_ZERO),
+        (n_valid < min_valid, QualityStatus.TOO_SHORT),
+        (n_valid == 0, QualityStatus.NO_DATA),
+    ]
+    for cond, code in conds:  # fixed, short list of conditions, each over all events
+        status = xp.where(cond, xp.int8(int(code)), status)
+    return status
+
+
+def _finish(
+    xp: Any,
+    *,
+    t: Any | None,
+    status: Any,
+    baseline: Any,
+    noise: Any,
+    snr: Any,
+    best_exc: Any,
+    best_idx: Any,
+    sat_any: Any,
+    n_sat: Any,
+    first: Any,
+    last: Any,
+    n_valid: Any,
+    vmax_obs: Any,
+    vmin_obs: Any,
+    rows_x: Any,
+    quantum: float,
+) -> dict[str, Any]:
+    """The per-event products from the statistics (``rows_x(rows)``: float rows, NaN missing)."""
+    unusable = status >= int(QualityStatus.FLAT)
+    no_stats = status >= int(QualityStatus.TOO_SHORT)
+    t_start = _times_at(t, first, sat_any)
+    t_stop = _times_at(t, last, sat_any)
+    peak_time = _times_at(t, best_idx, xp.isfinite(best_exc) & ~unusable)
+
+    nan = xp.nan
+    snr = xp.where(unusable, nan, snr)
+    excursion = xp.where(unusable, nan, best_exc)
+    baseline = xp.where(no_stats, nan, baseline)
+    noise = xp.where(no_stats, nan, noise)
+    # flat / zero / all-saturated channels: level is the constant, no noise
+    const = unusable & ~no_stats
+    use_const = const & (n_valid > 0)
+    if bool(use_const.any()):  # median of the whole trace only where it is needed
+        rows = xp.nonzero(use_const)[0]
+        baseline[rows] = _nan_median(xp, rows_x(rows), axis=1)
+    noise = xp.where(const & (vmax_obs == vmin_obs), 0.0, noise)
+
+    return {
+        "baseline": to_numpy(baseline),
+        "noise": to_numpy(noise),
+        "snr": to_numpy(snr),
+        "excursion": to_numpy(excursion),
+        "peak_time": to_numpy(peak_time),
+        "saturated": to_numpy(sat_any),
+        "saturated_samples": to_numpy(n_sat).astype(np.int32),
+        "saturation_start": to_numpy(t_start),
+        "saturation_stop": to_numpy(t_stop),
+        "quality_status": to_numpy(status).astype(np.int8),
+        "_q": quantum,
+    }
+
+
+def _channel_quality_xp(
+    ds: xr.Dataset,
+    name: str,
+    cfg: Mapping[str, Any],
+    window: tuple[float, float],
+    polarity: int,
+    rails: tuple[float | None, float | None],
+    clipped: np.ndarray | None,
+) -> dict[str, Any]:
+    """:func:`_channel_quality` in the array namespace of the samples (NumPy or CuPy)."""
+    var = ds[name]
+    x, valid, t = channel_arrays(ds, name)
+    xp = get_namespace(x)
+    n_events, n = x.shape
+    vmin, vmax = rails
     quantum = _quantum(var)
-    floor = quantum / math.sqrt(12.0)
 
     n_valid = valid.sum(axis=1)
     bmask, covered = baseline_mask(
@@ -720,32 +970,11 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
     if step is not None:
         quantum = step
     floor = quantum / math.sqrt(12.0)
-    baseline = _nan_median(xp, xb, axis=1) if hi > lo else xp.full(n_events, xp.nan)
-    with errstate(xp, invalid="ignore"):
-        if hi > lo:
-            dev_b = xp.abs(xb - baseline[:, None])
-            mad = (
-                interpolated_mad(dev_b, step)
-                if step is not None
-                else _nan_median(xp, dev_b, axis=1)
-            )
-        else:
-            mad = xp.full(n_events, xp.nan)
-        noise = MAD_TO_SIGMA * mad
-        if hi > lo:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                std = xp.nanstd(xb, axis=1)
-            noise = xp.where(noise == 0, std, noise)
+    baseline, noise = _baseline_noise(xp, xb, step, n_events)
     # no valid sample in the window nor in the fallback head: whole trace
     lost = xp.isnan(baseline) & (n_valid > 0)
     if bool(lost.any()):
-        xl = x[lost]
-        bl = _nan_median(xp, xl, axis=1)
-        with errstate(xp, invalid="ignore"):
-            nl = MAD_TO_SIGMA * _nan_median(xp, xp.abs(xl - bl[:, None]), axis=1)
-        baseline[lost] = bl
-        noise[lost] = nl
+        baseline[lost], noise[lost] = _whole_trace_stats(xp, x[lost])
     noise_eff = xp.maximum(noise, floor)
 
     # excursion in the signal's polarity (0: either direction)
@@ -779,7 +1008,6 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
     sat = long_runs(at_rail, cfg["saturation_min_run"]) | flat_top
 
     # scope clipping flag: the run(s) at the extreme of the larger excursion
-    clipped = _clipped_flag(ds, name, n_events)
     clipped_x = xp.zeros(n_events, dtype=bool)
     if clipped is not None:
         clipped_x = xp.asarray(clipped)
@@ -799,21 +1027,11 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
         if (vmax is not None or vmin is not None)
         else xp.zeros(n_events, dtype=bool)
     )
-    status = xp.full(n_events, int(QualityStatus.OK), dtype=xp.int8)
-    conds = [
-        (~covered, QualityStatus.BASELINE_FALLBACK),
-        (n_valid < n, QualityStatus.MISSING_SAMPLES),
-        (vmax_obs == vmin_obs, QualityStatus.FLAT),
-        (all_rail, QualityStatus.ALL_SATURATED),
-        ((vmax_obs == 0) & (vmin_obs == 0), QualityStatus.ALL_ZERO),
-        (n_valid < cfg["min_valid_samples"], QualityStatus.TOO_SHORT),
-        (n_valid == 0, QualityStatus.NO_DATA),
-    ]
-    for cond, code in conds:  # fixed, short list of conditions, each over all events
-        status = xp.where(cond, xp.int8(int(code)), status)
+    status = _status(
+        xp, covered, n_valid, n, vmax_obs, vmin_obs, all_rail, cfg["min_valid_samples"]
+    )
 
     unusable = status >= int(QualityStatus.FLAT)
-    no_stats = status >= int(QualityStatus.TOO_SHORT)
     saturated_override = status == int(QualityStatus.ALL_SATURATED)
     sat = xp.where((unusable & ~saturated_override)[:, None], False, sat)
     sat = xp.where(saturated_override[:, None], valid, sat)
@@ -824,41 +1042,358 @@ def _channel_quality(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> dict[
         if n
         else (xp.zeros(n_events, dtype=xp.int64),) * 2 + (xp.zeros(n_events, dtype=bool),)
     )
-    t_start = _times_at(t, first, anyv)
-    t_stop = _times_at(t, last, anyv)
-    peak_time = _times_at(t, best_idx, xp.isfinite(best_exc) & ~unusable)
+    return _finish(
+        xp,
+        t=t,
+        status=status,
+        baseline=baseline,
+        noise=noise,
+        snr=snr,
+        best_exc=best_exc,
+        best_idx=best_idx,
+        sat_any=sat_any,
+        n_sat=n_sat,
+        first=first,
+        last=last,
+        n_valid=n_valid,
+        vmax_obs=vmax_obs,
+        vmin_obs=vmin_obs,
+        rows_x=lambda rows: x[rows],
+        quantum=quantum,
+    )
 
-    nan = xp.nan
-    snr = xp.where(unusable, nan, snr)
-    excursion = xp.where(unusable, nan, best_exc)
-    baseline = xp.where(no_stats, nan, baseline)
-    noise = xp.where(no_stats, nan, noise)
-    # flat / zero / all-saturated channels: level is the constant, no noise
-    const = unusable & ~no_stats
-    use_const = const & (n_valid > 0)
-    if n and bool(use_const.any()):  # median of the whole trace only where it is needed
-        rows = xp.nonzero(use_const)[0]
-        baseline[rows] = _nan_median(xp, x[rows], axis=1)
-    noise = xp.where(const & (vmax_obs == vmin_obs), 0.0, noise)
 
-    return {
-        "baseline": to_numpy(baseline),
-        "noise": to_numpy(noise),
-        "snr": to_numpy(snr),
-        "excursion": to_numpy(excursion),
-        "peak_time": to_numpy(peak_time),
-        "saturated": to_numpy(sat_any),
-        "saturated_samples": to_numpy(n_sat).astype(np.int32),
-        "saturation_start": to_numpy(t_start),
-        "saturation_stop": to_numpy(t_stop),
-        "quality_status": to_numpy(status).astype(np.int8),
-        "_meta": {
-            "window": window,
-            "polarity": polarity,
-            "rails": (vmin, vmax),
-            "quantum": quantum,
-        },
-    }
+def _channel_quality_host(
+    ds: xr.Dataset,
+    name: str,
+    cfg: Mapping[str, Any],
+    window: tuple[float, float],
+    polarity: int,
+    rails: tuple[float | None, float | None],
+) -> dict[str, Any]:
+    """:func:`_channel_quality_xp` for NumPy samples, by two compiled passes per channel.
+
+    The samples stay in their native dtype (no float64 copy of the traces); each
+    sample is converted as :func:`channel_arrays` would, and every statistic is
+    computed with the same floating-point operations, so the results are the
+    same.  Only the baseline window (a few hundred columns) is copied to float.
+    """
+    var = ds[name]
+    raw = np.ascontiguousarray(var.data)
+    n_events, n = raw.shape
+    vmin, vmax = rails
+    quantum = _quantum(var)
+    fill = _fill_value(var.attrs)
+    has_fill = math.isfinite(fill)
+    t = _time_axis(ds, name, raw.shape, np)
+    has_t = t is not None
+    tk = np.zeros((1, n)) if t is None else t if t.ndim == 2 else t[None, :]
+    tk = np.ascontiguousarray(tk)
+    head = max(1, int(math.ceil(cfg["baseline_fallback_fraction"] * n)))
+    w0, w1 = (float(v) for v in window)
+    vmin_f = math.nan if vmin is None else vmin
+    vmax_f = math.nan if vmax is None else vmax
+    n_valid, vmax_obs, vmin_obs, n_rail, covered, bfirst, blast, fvalid, lvalid = _scan_rows(
+        raw, has_fill, fill, tk, has_t, w0, w1, int(cfg["min_baseline_samples"]), head,
+        vmin_f, vmax_f,
+    )  # fmt: skip
+    used = bfirst >= 0
+    lo, hi = (int(bfirst[used].min()), int(blast[used].max()) + 1) if used.any() else (0, 0)
+    xb = _window_rows(raw, has_fill, fill, tk, covered, w0, w1, head, lo, hi)
+    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
+    if step is not None:
+        quantum = step
+    floor = quantum / math.sqrt(12.0)
+
+    def rows_x(rows: np.ndarray) -> np.ndarray:
+        x = raw[rows].astype(np.float64)
+        miss = np.isnan(x)
+        if has_fill:
+            miss |= x == fill
+        x[miss] = np.nan
+        return x
+
+    baseline, noise = _baseline_noise_host(xb, step, n_events)
+    lost = np.isnan(baseline) & (n_valid > 0)
+    if lost.any():
+        baseline[lost], noise[lost] = _whole_trace_stats(np, rows_x(np.nonzero(lost)[0]))
+    noise_eff = np.maximum(noise, floor)
+    with np.errstate(invalid="ignore"):
+        threshold = cfg["flat_top_sigma"] * noise_eff
+    dirs = np.array([1.0, -1.0] if polarity == 0 else [float(polarity)])
+    best_exc, best_idx, _, n_sat, first, last = _excursion_rows(
+        raw, has_fill, fill, baseline, threshold, dirs, vmin_f, vmax_f,
+        int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]),
+    )  # fmt: skip
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = best_exc / noise_eff
+
+    all_rail = (
+        (n_rail == n_valid) & (n_valid > 0)
+        if (vmax is not None or vmin is not None)
+        else np.zeros(n_events, dtype=bool)
+    )
+    status = _status(
+        np, covered, n_valid, n, vmax_obs, vmin_obs, all_rail, cfg["min_valid_samples"]
+    )
+    # unusable channels have no saturated sample, except all-saturated ones: all valid
+    unusable = status >= int(QualityStatus.FLAT)
+    override = status == int(QualityStatus.ALL_SATURATED)
+    n_sat = np.where(override, n_valid, np.where(unusable, 0, n_sat))
+    first = np.where(override, fvalid, first)
+    last = np.where(override, lvalid, last)
+    sat_any = n_sat > 0
+    return _finish(
+        np,
+        t=t,
+        status=status,
+        baseline=baseline,
+        noise=noise,
+        snr=snr,
+        best_exc=best_exc,
+        best_idx=best_idx,
+        sat_any=sat_any,
+        n_sat=n_sat,
+        first=np.maximum(first, 0),
+        last=np.maximum(last, 0),
+        n_valid=n_valid,
+        vmax_obs=vmax_obs,
+        vmin_obs=vmin_obs,
+        rows_x=rows_x,
+        quantum=quantum,
+    )
+
+
+# ----------------------------------------------------------------------------- NumPy fast path
+#
+# On the host, the whole-trace work of :func:`_channel_quality` (missing-sample
+# mask, baseline-window bounds, observed extremes, excursion, rail runs and
+# clipped flat tops) is done by two compiled passes over the native-dtype samples,
+# with no (n_events, n) float64 temporaries.  Every floating-point operation is the
+# one the array-namespace path performs, in the same order, so the results are
+# identical (checked by ``tests/unit/test_signal_quality.py``).
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
+    """Sample ``raw[r, j]`` as float64, NaN when missing (NaN or ``fill``)."""
+    v = np.float64(raw[r, j])
+    if v != v or (has_fill and v == fill):
+        return np.nan
+    return v
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_rows(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    t: np.ndarray,
+    has_t: bool,
+    w0: float,
+    w1: float,
+    min_samples: int,
+    head: int,
+    vmin: float,
+    vmax: float,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """First pass per row: valid count, extremes, rail count, baseline-window bounds.
+
+    ``vmin``/``vmax`` are NaN for no rail.  Returns ``n_valid``, ``vmax_obs``,
+    ``vmin_obs``, ``n_rail``, ``covered``, ``bfirst``, ``blast`` (first and last
+    baseline sample, -1 for none), ``first_valid`` and ``last_valid``.
+    """
+    rows, n = raw.shape
+    n_valid = np.zeros(rows, dtype=np.int64)
+    vmax_obs = np.full(rows, -np.inf)
+    vmin_obs = np.full(rows, np.inf)
+    n_rail = np.zeros(rows, dtype=np.int64)
+    covered = np.zeros(rows, dtype=np.bool_)
+    bfirst = np.full(rows, -1, dtype=np.int64)
+    blast = np.full(rows, -1, dtype=np.int64)
+    first_valid = np.full(rows, -1, dtype=np.int64)
+    last_valid = np.full(rows, -1, dtype=np.int64)
+    t_rows = t.shape[0]
+    for r in range(rows):
+        tr = r if t_rows == rows else 0
+        nv = 0
+        nr = 0
+        hi = -np.inf
+        lo = np.inf
+        tmin = np.inf
+        tmax = -np.inf
+        n_win = 0
+        wf = -1
+        wl = -1
+        ff = -1
+        fl = -1
+        for j in range(n):
+            v = _sample(raw, r, j, has_fill, fill)
+            ok = v == v
+            tj = 0.0
+            if has_t:
+                tj = t[tr, j]
+                if tj < tmin:
+                    tmin = tj
+                if tj > tmax:
+                    tmax = tj
+            if ok:
+                nv += 1
+                if first_valid[r] < 0:
+                    first_valid[r] = j
+                last_valid[r] = j
+                if v > hi:
+                    hi = v
+                if v < lo:
+                    lo = v
+                if v >= vmax or v <= vmin:
+                    nr += 1
+                if j < head:
+                    if ff < 0:
+                        ff = j
+                    fl = j
+                if has_t and tj >= w0 and tj < w1:
+                    n_win += 1
+                    if wf < 0:
+                        wf = j
+                    wl = j
+        n_valid[r] = nv
+        vmax_obs[r] = hi
+        vmin_obs[r] = lo
+        n_rail[r] = nr
+        cov = has_t and tmin <= w0 and tmax >= w1 and n_win >= min_samples
+        covered[r] = cov
+        bfirst[r] = wf if cov else ff
+        blast[r] = wl if cov else fl
+    return n_valid, vmax_obs, vmin_obs, n_rail, covered, bfirst, blast, first_valid, last_valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_rows(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    t: np.ndarray,
+    covered: np.ndarray,
+    w0: float,
+    w1: float,
+    head: int,
+    lo: int,
+    hi: int,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Samples ``lo:hi`` of each row that lie in its baseline mask, NaN elsewhere."""
+    rows = raw.shape[0]
+    out = np.empty((rows, hi - lo))
+    t_rows = t.shape[0]
+    for r in range(rows):
+        tr = r if t_rows == rows else 0
+        for j in range(lo, hi):
+            v = _sample(raw, r, j, has_fill, fill)
+            if covered[r]:
+                tj = t[tr, j]
+                keep = tj >= w0 and tj < w1
+            else:
+                keep = j < head
+            out[r, j - lo] = v if keep else np.nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mark_runs(flag, mask, n, k):  # pragma: no cover - compiled
+    """Set ``flag[j]`` for the samples of runs of at least ``k`` True in ``mask[:n]``."""
+    run = 0
+    for j in range(n):
+        if mask[j]:
+            run += 1
+        else:
+            if run >= k:
+                flag[j - run : j] = True
+            run = 0
+    if run >= k:
+        flag[n - run : n] = True
+
+
+@numba.njit(cache=True, nogil=True)
+def _excursion_rows(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    baseline: np.ndarray,
+    threshold: np.ndarray,
+    dirs: np.ndarray,
+    vmin: float,
+    vmax: float,
+    rail_run: int,
+    top_run: int,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """Second pass per row: largest excursion and saturated samples.
+
+    For each direction ``d`` the excursion is ``d * (x - baseline)`` (valid
+    samples only); its first maximum (NaN first, as ``numpy.argmax``) is kept
+    when larger than the previous direction's.  Saturated: runs of at least
+    ``rail_run`` samples at a rail, or of ``top_run`` samples equal to a
+    direction's maximum when that exceeds ``threshold``.  Returns ``best_exc``,
+    ``best_idx``, ``best_dir``, the saturated count and its first and last index
+    (-1 for none).
+    """
+    rows, n = raw.shape
+    best_exc = np.full(rows, -np.inf)
+    best_idx = np.zeros(rows, dtype=np.int64)
+    best_dir = np.ones(rows)
+    n_sat = np.zeros(rows, dtype=np.int64)
+    first = np.full(rows, -1, dtype=np.int64)
+    last = np.full(rows, -1, dtype=np.int64)
+    x = np.empty(n)
+    mask = np.empty(n, dtype=np.bool_)
+    sat = np.empty(n, dtype=np.bool_)
+    for r in range(rows):
+        b = baseline[r]
+        for j in range(n):
+            x[j] = _sample(raw, r, j, has_fill, fill)
+        sat[:] = False
+        rails = False
+        for j in range(n):
+            v = x[j]
+            m = v == v and (v >= vmax or v <= vmin)
+            mask[j] = m
+            rails |= m
+        if rails:
+            _mark_runs(sat, mask, n, rail_run)
+        for d in dirs:
+            idx = 0
+            exc = -np.inf
+            for j in range(n):
+                v = x[j]
+                s = d * (v - b) if v == v else -np.inf
+                if j == 0:
+                    exc = s
+                    if s != s:
+                        break
+                elif s != s:
+                    idx = j
+                    exc = s
+                    break
+                elif s > exc:
+                    idx = j
+                    exc = s
+            if exc > threshold[r]:
+                for j in range(n):
+                    v = x[j]
+                    mask[j] = v == v and d * (v - b) == exc
+                _mark_runs(sat, mask, n, top_run)
+            if exc > best_exc[r]:
+                best_exc[r] = exc
+                best_idx[r] = idx
+                best_dir[r] = d
+        c = 0
+        for j in range(n):
+            if sat[j]:
+                c += 1
+                if first[r] < 0:
+                    first[r] = j
+                last[r] = j
+        n_sat[r] = c
+    return best_exc, best_idx, best_dir, n_sat, first, last
 
 
 def signal_quality(
@@ -930,7 +1465,7 @@ def signal_quality(
             _log.debug("%s: not recognised as a waveform by its dims/attrs; analysed anyway", name)
     n_events = int(ds.sizes.get("epoch", 0))
     coords = {"epoch": ds["epoch"].values} if "epoch" in ds.coords else {}
-    out = xr.Dataset(coords=coords)
+    data_vars: dict[str, xr.Variable] = {}  # one Dataset built at the end, not 60 merges
     stacked = []
     for name in names:  # one pass per channel (six at most); events are vectorised
         res = _channel_quality(ds, name, cfg)
@@ -970,7 +1505,7 @@ def signal_quality(
                 attrs["saturation_min_run"] = cfg["saturation_min_run"]
                 attrs["flat_top_min_run"] = cfg["flat_top_min_run"]
                 attrs["flat_top_sigma"] = cfg["flat_top_sigma"]
-            out[f"{low}_{key}"] = xr.DataArray(res[key], dims=("epoch",), attrs=attrs)
+            data_vars[f"{low}_{key}"] = xr.Variable(("epoch",), res[key], attrs=attrs)
         stacked.append(res["quality_status"])
         bad = res["quality_status"] >= int(QualityStatus.MISSING_SAMPLES)
         if bad.any():
@@ -981,6 +1516,7 @@ def signal_quality(
                 {QualityStatus(i).name: int(c) for i, c in enumerate(counts) if c},
             )
     status = np.stack(stacked, axis=1) if stacked else np.zeros((n_events, 0), dtype=np.int8)
+    out = xr.Dataset(coords=coords).assign(data_vars)
     out["quality_status"] = xr.DataArray(
         status.astype(np.int8),
         dims=("epoch", "channel"),

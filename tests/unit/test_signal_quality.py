@@ -8,6 +8,7 @@ import xarray as xr
 
 from idexdask.analysis.signal_quality import (
     QualityStatus,
+    _channel_quality,
     detect_quantum,
     interpolated_mad,
     load_quality_config,
@@ -262,3 +263,89 @@ def test_config_validation():
     assert load_quality_config({"quality": {"flat_top_sigma": 5}})["flat_top_sigma"] == 5.0
     with pytest.raises(AnalysisError):
         signal_quality(dn_dataset(np.zeros((1, 10))), channels=["nope"])
+
+
+def _both_paths(ds: xr.Dataset, name: str, config: dict | None = None) -> None:
+    """The compiled NumPy passes give exactly the array-namespace results."""
+    cfg = load_quality_config(config)
+    fast = _channel_quality(ds, name, cfg)
+    ref = _channel_quality(ds, name, cfg, compiled=False)
+    assert fast["_meta"] == ref["_meta"]
+    for key in ref:
+        if key == "_meta":
+            continue
+        a, b = np.asarray(fast[key]), np.asarray(ref[key])
+        assert a.dtype == b.dtype, key
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (key, a, b)
+
+
+def _mixed_dn_waves(rng: np.random.Generator, n: int) -> np.ndarray:
+    good = noisy(rng, 12, n, 2.0)
+    waves = good.copy()
+    waves[1] = 500  # flat
+    waves[2] = 0  # all zero
+    waves[3] = 1023  # all at the rail
+    waves[4, ::7] = FILL  # some fill
+    waves[5] = FILL  # no data
+    waves[6, 3000:3010] = 1023  # rail run
+    waves[6, 4000:4002] = 1023  # too short a rail run
+    waves[7, 5000:5020] = 900  # flat top below the rail
+    waves[7, 6000:6004] = 900  # a second one at the same extreme
+    waves[8, :] = 512  # quiet baseline: MAD 0, std 0 ...
+    waves[8, 4000:4100] = 700  # ... then a pulse
+    waves[9, :600] = FILL  # nothing valid in the window nor the fallback head
+    waves[10, 100:300] = 0  # low rail run
+    waves[11, 2000:2003] = 40  # negative excursion
+    return waves
+
+
+@pytest.mark.parametrize("polarity", [1, -1, 0])
+def test_compiled_path_matches_array_namespace_dn(polarity):
+    rng = np.random.default_rng(21)
+    ds = dn_dataset(_mixed_dn_waves(rng, 8192))
+    _both_paths(ds, "TOF_High", {"polarity": {"TOF_High": polarity}})
+    # record starting after the window: fallback to the head of the trace
+    _both_paths(dn_dataset(_mixed_dn_waves(rng, 4096), t0=-2.0), "TOF_High")
+    # one shared 1-D time axis, and no time axis at all
+    ds1 = dn_dataset(_mixed_dn_waves(rng, 2048))
+    ds1["time_high_sample_rate"] = ("time_high_sample_rate_index", -7.6 + np.arange(2048) / RATE)
+    _both_paths(ds1, "TOF_High")
+    _both_paths(ds1.drop_vars("time_high_sample_rate"), "TOF_High")
+    # no rails documented, no fill
+    ds2 = dn_dataset(_mixed_dn_waves(rng, 2048))
+    ds2["TOF_High"].attrs = {"units": "DN"}
+    _both_paths(ds2, "TOF_High", {"flat_top_min_run": 2, "saturation_min_run": 1})
+
+
+def test_compiled_path_matches_array_namespace_float():
+    rng = np.random.default_rng(22)
+    n = 3000
+    x = np.round(rng.normal(0, 0.002, (6, n)) / 1e-4) * 1e-4
+    x[1, ::5] = np.nan
+    x[2, 2000:2030] = -0.3  # clipped negative
+    x[3] = 0.01  # flat
+    x[4, :] = np.nan
+    x[5, 1000:1010] = 0.2
+    x[0, 300:1100] = 0.0  # a constant baseline window
+    t = np.tile(-8 + np.arange(n) * 0.003, (6, 1))
+    t[0, 10] = np.nan
+    for dtype in (np.float32, np.float64):
+        ds = xr.Dataset(
+            {
+                "TOF_High": (
+                    ("epoch", "time_high_sample_rate_index"),
+                    x.astype(dtype),
+                    {"units": "V", "signal_polarity": 0, "FILLVAL": 0.2},
+                ),
+                "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"), t),
+            }
+        )
+        _both_paths(ds, "TOF_High")
+        # continuous values: no quantum detected; row 0 has MAD 0 (std used instead)
+        jitter = rng.normal(0, 1e-7, (6, n))
+        jitter[0] = 0.0
+        jitter[0, 400:1000:9] = 3e-4
+        ds["TOF_High"] = ds["TOF_High"] + jitter.astype(dtype)
+        _both_paths(ds, "TOF_High")
+        std_used = _channel_quality(ds, "TOF_High", load_quality_config())["noise"][0]
+        assert 0 < std_used < 1e-3
