@@ -1,0 +1,295 @@
+"""Region writes of the campaign store (idexdask.pipeline.store.RegionWriter).
+
+The writer encodes and writes chunk objects itself instead of going through
+zarr-python's ``setitem``; these tests prove that what it writes is exactly what
+zarr-python writes for the same values (same objects, same bytes), for every
+dtype the pipeline stores, for whole, shared (read-modify-written) and edge
+chunks, and that zarr and xarray read the values back unchanged.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from idexdask.errors import StoreError
+from idexdask.pipeline.store import (
+    RegionWriter,
+    _store_values,
+    chunk_rows,
+    initialise_store,
+    write_region,
+)
+
+N_EVENTS = 10
+ROWS = 4
+# not chunk aligned: chunks 0 and 1 are shared by two units, chunk 2 is the
+# store's last (short) chunk; written out of order
+REGIONS = [(3, 7), (0, 3), (7, 10)]
+
+
+def _campaign(seed: int = 0) -> xr.Dataset:
+    """Ten events with every dtype the store holds, NaN, -0.0, inf, strings."""
+    rng = np.random.default_rng(seed)
+    n = N_EVENTS
+    floats = rng.normal(size=n)
+    floats[[1, 5]] = np.nan
+    floats[2] = -0.0
+    floats[7] = np.inf
+    wave = rng.normal(size=(n, 5)).astype(np.float32)
+    wave[4] = np.nan
+    all_nan = np.full(n, np.nan)  # every chunk is fill: zarr stores none
+    part_nan = np.full(n, np.nan)
+    part_nan[9] = 1.5  # only the last chunk has data
+    zeros = np.zeros(n, dtype=np.float64)
+    zeros[6] = -0.0  # a -0.0 in a chunk otherwise +0.0 (fill 0.0): stored
+    labels = np.array(["", "Mg", "Fe²⁺", "", "Na", "émission", "x" * 40, "", "Ca", "K"],
+                      dtype=object)
+    labels2 = np.array([["a", ""], ["", ""], ["b", "c"], ["", "d"], ["", ""],
+                        ["e", "f"], ["", ""], ["", ""], ["g", ""], ["", "h"]], dtype=object)
+    data = {
+        "flag": ("epoch", rng.random(n) > 0.5),
+        "flags2": (("epoch", "channel"), rng.random((n, 3)) > 0.5),
+        "i8": ("epoch", rng.integers(-128, 127, n, dtype=np.int8)),
+        "i16": ("epoch", rng.integers(-2**15, 2**15 - 1, n, dtype=np.int16)),
+        "i32": ("epoch", rng.integers(-2**31, 2**31 - 1, n, dtype=np.int32)),
+        "i64": ("epoch", rng.integers(-2**62, 2**62, n, dtype=np.int64)),
+        "u8": ("epoch", rng.integers(0, 255, n, dtype=np.uint8)),
+        "u16": (("epoch", "sample"), rng.integers(0, 1023, (n, 7), dtype=np.uint16)),
+        "u32": ("epoch", rng.integers(0, 2**32 - 1, n, dtype=np.uint32)),
+        "u64": ("epoch", rng.integers(0, 2**63, n, dtype=np.uint64)),
+        "f32": (("epoch", "sample5"), wave),
+        "f64": ("epoch", floats),
+        "all_nan": ("epoch", all_nan),
+        "part_nan": ("epoch", part_nan),
+        "zeros": ("epoch", zeros),
+        "label": ("epoch", labels),
+        "label2": (("epoch", "slot"), labels2),
+        "empty": (("epoch", "none"), np.zeros((n, 0))),
+    }
+    coords = {
+        "epoch": ("epoch", np.arange(n, dtype=np.int64) * 1000 + 7, {"units": "ns"}),
+        "channel": ("channel", np.array(["A", "B", "C"], dtype=object)),
+    }
+    ds = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
+    ds["f64"].attrs = {"units": "s", "long_name": "a float"}
+    return ds
+
+
+def _store(path: Path, ds: xr.Dataset, compressor: str, level: int = 3) -> Path:
+    initialise_store(path, ds.isel(epoch=slice(0, 1)), N_EVENTS, rows=ROWS,
+                     compressor=compressor, level=level, meta={"test": 1})
+    return path
+
+
+def _zarr_write(path: Path, ds: xr.Dataset, region: tuple[int, int]) -> None:
+    """The reference: the same values written with zarr-python's own setitem."""
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    for name, variable in ds.variables.items():
+        if "epoch" not in variable.dims:
+            continue
+        values = np.asarray(variable.values)
+        group[str(name)][region[0]:region[1]] = values
+
+
+def _recreate_with_zero_fill(path: Path, name: str) -> None:
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r+")
+    old = group[name]
+    group.create_array(name, shape=old.shape, chunks=old.chunks, dtype=old.dtype,
+                       fill_value=0.0, dimension_names=old.metadata.dimension_names,
+                       compressors=old.compressors, overwrite=True)
+
+
+def _chunk_files(path: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and "_pipeline" not in p.parts and p.name != "zarr.json"
+    }
+
+
+def _assert_same_values(expected: xr.Dataset, back: xr.Dataset) -> None:
+    for name, variable in expected.variables.items():
+        if "epoch" not in variable.dims:
+            continue
+        got = back[name].values
+        want = variable.values
+        assert got.shape == want.shape, name
+        if want.dtype.kind == "O":
+            assert [str(v) for v in got.ravel()] == list(want.ravel()), name
+        else:
+            assert got.dtype == want.dtype, name
+            # bit patterns: NaN, -0.0 and inf exactly as written
+            assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name
+
+
+@pytest.mark.parametrize("compressor", ["zstd", "gzip", "blosc-lz4", "none"])
+def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str) -> None:
+    ds = _campaign()
+    ours = _store(tmp_path / "ours.zarr", ds, compressor)
+    ref = _store(tmp_path / "ref.zarr", ds, compressor)
+    for path in (ours, ref):  # a float array with fill 0.0 (xarray's is NaN): -0.0 differs
+        _recreate_with_zero_fill(path, "zeros")
+    writer = RegionWriter(ours, rows=ROWS, n_events=N_EVENTS)
+    for start, stop in REGIONS:
+        unit = ds.isel(epoch=slice(start, stop))
+        writer.write(unit, (start, stop))
+        _zarr_write(ref, unit, (start, stop))
+    files = _chunk_files(ours)
+    assert files == _chunk_files(ref)
+    # the fast path was used (no array fell back to zarr) and fill chunks are absent
+    assert all(spec.codec is not None for spec in writer._specs.values())
+    assert not any(k.startswith("all_nan/") for k in files)
+    assert [k for k in files if k.startswith("part_nan/")] == ["part_nan/c/2"]
+    assert "zeros/c/1" in files and "zeros/c/0" not in files
+    assert not any(k.startswith("empty/") for k in files)
+    assert not any(k.endswith(".partial") for k in files)
+
+
+@pytest.mark.parametrize("compressor", ["zstd", "blosc-lz4"])
+def test_values_read_back_by_zarr_and_xarray(tmp_path: Path, compressor: str) -> None:
+    import zarr
+
+    ds = _campaign(seed=3)
+    path = _store(tmp_path / "s.zarr", ds, compressor)
+    for start, stop in REGIONS:
+        write_region(path, ds.isel(epoch=slice(start, stop)), (start, stop),
+                     rows=ROWS, n_events=N_EVENTS)
+    with xr.open_zarr(path, consolidated=False) as back:
+        _assert_same_values(ds, back.load())
+    group = zarr.open_group(str(path), mode="r")
+    np.testing.assert_array_equal(group["u64"][:], ds["u64"].values)
+    assert list(group["label"][:]) == list(ds["label"].values)
+
+
+def test_rewrite_is_idempotent_and_keeps_the_neighbours_rows(tmp_path: Path) -> None:
+    ds = _campaign(seed=1)
+    path = _store(tmp_path / "s.zarr", ds, "zstd")
+    writer = RegionWriter(path, rows=ROWS, n_events=N_EVENTS)
+    for start, stop in REGIONS:
+        writer.write(ds.isel(epoch=slice(start, stop)), (start, stop))
+    before = _chunk_files(path)
+    # a unit redone (another writer, as another task would): the same bytes
+    write_region(path, ds.isel(epoch=slice(3, 7)), (3, 7), rows=ROWS, n_events=N_EVENTS)
+    assert _chunk_files(path) == before
+    # a unit redone with other values changes only its own rows of shared chunks
+    other = _campaign(seed=2).isel(epoch=slice(3, 7))
+    writer.write(other, (3, 7))
+    with xr.open_zarr(path, consolidated=False) as back:
+        back = back.load()
+    expected = xr.concat([ds.isel(epoch=slice(0, 3)), other.drop_vars("epoch").assign_coords(
+        epoch=ds.epoch[3:7]), ds.isel(epoch=slice(7, 10))], "epoch", data_vars="all",
+        coords="minimal", compat="override")
+    for name in ("f64", "label", "u16", "flag"):
+        want, got = expected[name].values, back[name].values
+        if want.dtype.kind == "f":
+            np.testing.assert_array_equal(got, want)
+        else:
+            assert list(map(str, got.ravel())) == list(map(str, want.ravel())), name
+
+
+def test_mismatches_raise_store_error(tmp_path: Path) -> None:
+    ds = _campaign()
+    path = _store(tmp_path / "s.zarr", ds, "zstd")
+    unit = ds.isel(epoch=slice(0, 3))
+    kwargs = {"rows": ROWS, "n_events": N_EVENTS}
+    template_only = _chunk_files(path)  # the non-epoch coordinates
+    with pytest.raises(StoreError, match="not in the store"):
+        write_region(path, unit.assign(extra=("epoch", np.ones(3))), (0, 3), **kwargs)
+    with pytest.raises(StoreError, match="per event"):
+        write_region(path, unit.assign(u16=(("epoch", "sample"), np.zeros((3, 8), np.uint16))),
+                     (0, 3), **kwargs)
+    with pytest.raises(StoreError, match="dims"):
+        write_region(path, unit.assign(u16=(("epoch", "other"), np.zeros((3, 7), np.uint16))),
+                     (0, 3), **kwargs)
+    with pytest.raises(StoreError, match="do not fit"):
+        write_region(path, unit.assign(i8=("epoch", np.array([1.5, 2, 3]))), (0, 3), **kwargs)
+    with pytest.raises(StoreError, match="events for store rows"):
+        write_region(path, unit, (0, 4), **kwargs)
+    with pytest.raises(StoreError, match="expects"):
+        write_region(path, unit, (0, 3), rows=ROWS + 1, n_events=N_EVENTS)
+    # nothing was written by the failed writes
+    assert _chunk_files(path) == template_only
+    # a value that fits the store's dtype exactly is stored (int64 1, 2, 3 in int8)
+    write_region(path, unit.assign(i8=("epoch", np.array([1, 2, 3]))), (0, 3), **kwargs)
+    with xr.open_zarr(path, consolidated=False) as back:
+        np.testing.assert_array_equal(back["i8"].values[:3], [1, 2, 3])
+
+
+def test_plain_values_are_what_cf_encoding_gives(tmp_path: Path) -> None:
+    """The shortcut past encode_cf_variable changes no value; CF attributes still apply."""
+    from xarray.conventions import encode_cf_variable
+
+    ds = _campaign()
+    path = _store(tmp_path / "s.zarr", ds, "zstd")
+    writer = RegionWriter(path, rows=ROWS, n_events=N_EVENTS)
+    for name, variable in ds.variables.items():
+        if "epoch" not in variable.dims or variable.dtype == object:
+            continue
+        spec = writer.spec(str(name))
+        cf = np.asarray(encode_cf_variable(variable, name=name).values).astype(spec.dtype)
+        ours = _store_values(str(name), variable, spec)
+        assert ours.dtype == spec.dtype
+        assert ours.tobytes() == cf.tobytes(), name
+    # CF attributes and encodings still go through xarray's CF encoding
+    scaled = xr.Variable("epoch", np.array([0.5, 1.0, np.nan]), encoding={"scale_factor": 0.5,
+                                                                     "_FillValue": -1.0})
+    np.testing.assert_array_equal(_store_values("f64", scaled, writer.spec("f64")),
+                                  [1.0, 2.0, -1.0])
+    for attrs in ({"_FillValue": -9.0}, {"scale_factor": 2.0}, {"add_offset": 1.0}):
+        other = xr.Variable("epoch", np.array([0.5, np.nan]), attrs=attrs)
+        np.testing.assert_array_equal(_store_values("f64", other, writer.spec("f64")),
+                                      encode_cf_variable(other).values)
+
+
+def test_unrecognised_codec_is_written_through_zarr(tmp_path: Path) -> None:
+    """An array whose codec chain the writer does not know falls back to zarr-python."""
+    import zarr
+    from zarr.codecs import BytesCodec, Crc32cCodec
+
+    ds = _campaign()[["f64", "u16"]]
+    path = _store(tmp_path / "s.zarr", ds, "zstd")
+    group = zarr.open_group(str(path), mode="r+")
+    group.create_array("f64", shape=(N_EVENTS,), chunks=(ROWS,), dtype="float64",
+                       fill_value=np.nan, dimension_names=("epoch",),
+                       serializer=BytesCodec(), compressors=[Crc32cCodec()], overwrite=True)
+    writer = RegionWriter(path, rows=ROWS, n_events=N_EVENTS)
+    for start, stop in REGIONS:
+        writer.write(ds.isel(epoch=slice(start, stop)), (start, stop))
+    assert writer.spec("f64").codec is None and writer.spec("u16").codec is not None
+    group = zarr.open_group(str(path), mode="r")
+    np.testing.assert_array_equal(group["f64"][:], ds["f64"].values)
+    np.testing.assert_array_equal(group["u16"][:], ds["u16"].values)
+
+
+def test_chunk_rows_keeps_unit_sized_chunks_for_the_time_axis() -> None:
+    ds = xr.Dataset({
+        "time_high_sample_rate": (("epoch", "s"), np.zeros((1, 8192))),
+        "x": ("epoch", np.zeros(1)),
+    })
+    assert chunk_rows(ds, 256) == 256  # 16 MiB chunks, under the 32 MiB cap
+    assert chunk_rows(ds, 1024) == 512  # the cap still applies
+    assert chunk_rows(ds.drop_vars("time_high_sample_rate"), 1024) == 1024
+
+
+def test_store_written_twice_from_scratch_is_identical(tmp_path: Path) -> None:
+    """Deterministic bytes: two stores written in different unit orders agree."""
+    ds = _campaign(seed=5)
+    a = _store(tmp_path / "a.zarr", ds, "zstd")
+    b = _store(tmp_path / "b.zarr", ds, "zstd")
+    for start, stop in REGIONS:
+        write_region(a, ds.isel(epoch=slice(start, stop)), (start, stop),
+                     rows=ROWS, n_events=N_EVENTS)
+    for start, stop in reversed(REGIONS):
+        write_region(b, ds.isel(epoch=slice(start, stop)), (start, stop),
+                     rows=ROWS, n_events=N_EVENTS)
+    assert _chunk_files(a) == _chunk_files(b)
+    shutil.rmtree(a)
