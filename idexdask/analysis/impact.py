@@ -45,7 +45,7 @@ from scipy.ndimage import uniform_filter1d
 
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
-from idexdask.analysis.batchfit import BatchModel, FitStatus, fit_batch
+from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch
 from idexdask.analysis.peaks import _quiet, baseline_sigma, robust_sigma
 
 __all__ = [
@@ -146,6 +146,7 @@ def impact_model() -> BatchModel:
         upper=(inf, inf, inf, inf, inf),
         evaluate=_evaluate,
         evaluate_with_jacobian=_evaluate_jac,
+        kernel=KERNEL_IMPACT,
     )
 
 
@@ -396,6 +397,7 @@ def fit_impacts(
             upper=upper[fit_rows],
             sigma=sig,
             max_iter=int(settings["max_iterations"]),
+            engine=str(settings.get("fit_engine", "auto")),
         )
         params[fit_rows] = res.params
         stderr[fit_rows] = res.stderr
@@ -497,6 +499,7 @@ def _refit_from_trigger(
         upper=upper[rows],
         sigma=sig[retry],
         max_iter=int(settings["max_iterations"]),
+        engine=str(settings.get("fit_engine", "auto")),
     )
     st2 = np.asarray(res.status, dtype=np.int8)
     first_ok = status[retry] <= FitStatus.HIT_BOUND

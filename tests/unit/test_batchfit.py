@@ -194,7 +194,11 @@ def test_block_size_does_not_change_results(emg_batch):
 # ----------------------------------------------------------------------------- statuses
 
 
-def test_bad_windows_get_status_and_nan_params():
+ENGINES = ("xp", "auto", "compiled")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_bad_windows_get_status_and_nan_params(engine):
     x, y, p0, _ = idex_windows(8, seed=3)
     y = y.copy()
     p0 = p0.copy()
@@ -207,7 +211,7 @@ def test_bad_windows_get_status_and_nan_params():
     lower[5, 3], upper[5, 3] = 200.0, 100.0  # empty bound interval
     p0[6, 0] = 1e308  # model overflows at the start
     lower[6, 0] = -np.inf
-    res = fit_batch(x, y, batch_model(), p0, lower=lower, upper=upper)
+    res = fit_batch(x, y, batch_model(), p0, lower=lower, upper=upper, engine=engine)
     expected = {
         1: FitStatus.INVALID_INPUT,
         2: FitStatus.INVALID_INPUT,
@@ -226,35 +230,39 @@ def test_bad_windows_get_status_and_nan_params():
     assert not np.any(np.isnan(res.params[res.status == FitStatus.CONVERGED]))
 
 
-def test_nan_points_are_omitted():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nan_points_are_omitted(engine):
     x, y, p0, _ = idex_windows(1, seed=4)
     y_nan = y.copy()
     y_nan[0, [3, 40, 41]] = np.nan
     keep = np.isfinite(y_nan[0])
-    res = fit_batch(x, y_nan, batch_model(), p0, lower=LOWER, upper=UPPER)
-    ref = fit_batch(x[:, keep], y[:, keep], batch_model(), p0, lower=LOWER, upper=UPPER)
+    kw = {"lower": LOWER, "upper": UPPER, "engine": engine}
+    res = fit_batch(x, y_nan, batch_model(), p0, **kw)
+    ref = fit_batch(x[:, keep], y[:, keep], batch_model(), p0, **kw)
     assert res.ndata[0] == keep.sum()
     assert_allclose(res.params, ref.params, rtol=1e-10)
     assert_allclose(res.chisq, ref.chisq, rtol=1e-10)
 
 
-def test_hit_bound():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_hit_bound(engine):
     x, y, p0, truth = idex_windows(4, seed=9)
     upper = UPPER.copy()
     upper[2] = 0.003  # narrower than every simulated line (sigma >= 0.005 µs)
     p0 = p0.copy()
     p0[:, 2] = 0.002
-    res = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=upper)
+    res = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=upper, engine=engine)
     assert np.all(res.status == FitStatus.HIT_BOUND)
     assert_allclose(res["sigma"], 0.003, rtol=1e-6)
     # the other parameters are still fitted
     assert_allclose(res["center"], truth[:, 1], atol=0.01)
 
 
-def test_max_iterations():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_max_iterations(engine):
     x, y, p0, _ = idex_windows(3, seed=10)
     p0 = p0 * np.array([0.5, 1.0, 2.0, 0.5, 1.0])
-    res = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER, max_iter=2)
+    res = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER, max_iter=2, engine=engine)
     assert np.all(res.status == FitStatus.MAX_ITERATIONS)
     assert np.all(res.niter == 2)
     assert np.all(np.isfinite(res.params))
@@ -405,3 +413,108 @@ def test_cupy_matches_numpy():
     )
     assert_allclose(cupy.asnumpy(got.params), ref.params, rtol=1e-8)
     assert np.array_equal(cupy.asnumpy(got.status), ref.status)
+
+
+# ----------------------------------------------------------------------------- engines
+
+
+def _masked_weighted_windows():
+    x, y, p0, _ = idex_windows(40, seed=31)
+    y = y.copy()
+    y[::5, 50:] = np.nan  # masked points (weight 0, filled x) in some windows
+    sigma_dn = np.random.default_rng(32).uniform(1.5, 3.0, y.shape)
+    return x, y, p0, sigma_dn
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_auto_engine_bit_identical_to_xp(weighted):
+    """The compiled residual/Jacobian pass changes no bit of any result."""
+    x, y, p0, sigma_dn = _masked_weighted_windows()
+    kw = {"lower": LOWER, "upper": UPPER, "sigma": sigma_dn if weighted else None}
+    if not weighted:
+        y = y[:, :45]  # unit weights, every point valid: the unweighted code path
+        x = x[:, :45]
+    ref = fit_batch(x, y, batch_model(), p0, engine="xp", **kw)
+    got = fit_batch(x, y, batch_model(), p0, engine="auto", **kw)
+    for name in ("params", "stderr", "chisq", "nfev", "niter", "status"):
+        assert np.array_equal(getattr(got, name), getattr(ref, name), equal_nan=True), name
+
+
+def test_emg_kernel_matches_array_jacobian():
+    """Residuals and Jacobian of the compiled EMG + constant kernel equal the xp ones bitwise."""
+    from idexdask.analysis.batchfit import (
+        KERNEL_EMG_CONSTANT,
+        _erfcx_address,
+        _residual_jacobian,
+    )
+
+    rng = np.random.default_rng(0)
+    n, m = 30, 80
+    x = 10.0 + np.arange(m) * DT + np.zeros((n, 1))
+    p = np.stack(
+        [
+            rng.uniform(0.5, 5, n),
+            10.0 + rng.uniform(0.03, 0.25, n),
+            rng.uniform(0.002, 0.03, n),
+            np.exp(rng.uniform(np.log(5.0), np.log(5000.0), n)),
+            rng.uniform(-10, 600, n),
+        ],
+        axis=1,
+    )
+    y = rng.normal(512.0, 5.0, x.shape)
+    w = rng.uniform(0.2, 1.0, x.shape)
+    model = batch_model()
+    f, jac = model.jacobian(np, x, p)
+    r_nb, jac_nb = np.empty_like(x), np.empty_like(jac)
+    _residual_jacobian(KERNEL_EMG_CONSTANT, _erfcx_address(), x, y, w, True, p, r_nb, jac_nb)
+    assert np.array_equal(r_nb, w * (y - f))
+    assert np.array_equal(jac_nb, jac * w[:, None, :])
+    _residual_jacobian(KERNEL_EMG_CONSTANT, _erfcx_address(), x, y, w, False, p, r_nb, jac_nb)
+    assert np.array_equal(r_nb, y - f)
+    assert np.array_equal(jac_nb, jac)
+
+
+def test_compiled_engine_agrees_with_xp(emg_batch):
+    """Same iteration, rounding-level differences: converged fits agree far below stderr."""
+    x, y, p0, _, res = emg_batch
+    got = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER, engine="compiled")
+    assert np.array_equal(got.status, res.status)
+    assert np.max(np.abs(got.params - res.params) / res.stderr) < 1e-4
+    assert_allclose(got.chisq, res.chisq, rtol=1e-10)
+    assert_allclose(got.stderr, res.stderr, rtol=1e-4)
+
+
+def test_compiled_engine_agrees_with_lmfit(emg_batch):
+    x, y, p0, _, _ = emg_batch
+    got = fit_batch(x, y, batch_model(), p0, lower=LOWER, upper=UPPER, engine="compiled")
+    assert np.all(got.status == FitStatus.CONVERGED)
+    model = emg_model() + lmfit.models.ConstantModel()
+    for i in range(0, len(y), 4):
+        values, _, chisq, _ = lmfit_fit(
+            model, NAMES, x[i], y[i], p0[i], LOWER, UPPER, xtol=1e-12, ftol=1e-12
+        )
+        assert_allclose(got.params[i], values, rtol=1e-4, err_msg=f"window {i}")
+        assert got.chisq[i] == pytest.approx(chisq, rel=1e-6)
+
+
+def test_compiled_engine_weighted_masked_close_to_xp():
+    x, y, p0, sigma_dn = _masked_weighted_windows()
+    kw = {"lower": LOWER, "upper": UPPER, "sigma": sigma_dn}
+    ref = fit_batch(x, y, batch_model(), p0, engine="xp", **kw)
+    got = fit_batch(x, y, batch_model(), p0, engine="compiled", **kw)
+    assert np.array_equal(got.status, ref.status)
+    assert np.array_equal(got.ndata, ref.ndata)
+    ok = ref.status == FitStatus.CONVERGED
+    assert ok.sum() > 30
+    assert np.max(np.abs(got.params - ref.params)[ok] / ref.stderr[ok]) < 1e-4
+
+
+def test_engine_choice_errors():
+    x, y, p0, _ = idex_windows(2, seed=1)
+    with pytest.raises(AnalysisError):
+        fit_batch(x, y, batch_model(), p0, engine="fast")
+    with pytest.raises(AnalysisError):  # no compiled kernel for this model
+        fit_batch(x, y[:, :], batch_model("gaussian"), p0[:, [0, 1, 2, 4]], engine="compiled")
+    # "auto" falls back to the array code where there is no kernel
+    res = fit_batch(x, y, batch_model("emg", "linear"), np.c_[p0, np.zeros(2)], engine="auto")
+    assert res.params.shape == (2, 6)
