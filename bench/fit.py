@@ -2,9 +2,10 @@
 
 Simulates IDEX-like mass-line windows (EMG lines, sigma 0.005-0.02 µs, gamma
 50-150 /µs, 260 samples/µs, baseline 512 DN, noise 2 DN, SNR 20-1000), fits
-them all with :func:`idexdask.analysis.batchfit.fit_batch` and a subset with
+them all with :func:`idexdask.analysis.batchfit.fit_batch` (each engine: "xp"
+array code only, "auto" the default, "compiled") and a subset with
 ``lmfit.Model.fit`` (same model, same bounds, same starting values) and prints
-fits/s for both and the speed-up as a markdown table row.
+fits/s and the speed-up over lmfit as markdown table rows.
 
 Usage: ``python bench/fit.py [--n 2000] [--n-lmfit 200] [--points 60] [--seed 0]``
 """
@@ -51,13 +52,15 @@ def simulate(n: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndar
     return x, y, p0
 
 
-def time_batch(x, y, p0, repeats: int = 3) -> tuple[float, float, np.ndarray]:
+def time_batch(
+    x, y, p0, engine: str = "auto", repeats: int = 3
+) -> tuple[float, float, np.ndarray]:
     """Best wall and CPU seconds of ``fit_batch`` over ``repeats`` runs."""
     model = batch_model("emg", "constant")
     wall = cpu = np.inf
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
-        res = fit_batch(x, y, model, p0, lower=LOWER, upper=UPPER)
+        res = fit_batch(x, y, model, p0, lower=LOWER, upper=UPPER, engine=engine)
         wall = min(wall, time.perf_counter() - w0)
         cpu = min(cpu, time.process_time() - c0)
     return wall, cpu, res.status
@@ -87,8 +90,11 @@ def main() -> None:
     args = ap.parse_args()
 
     x, y, p0 = simulate(args.n, args.points, args.seed)
-    time_batch(x[:50], y[:50], p0[:50], repeats=1)  # warm-up (imports, caches)
-    b_wall, b_cpu, status = time_batch(x, y, p0)
+    engines = ("xp", "auto", "compiled")
+    for engine in engines:  # warm-up (imports, numba caches)
+        time_batch(x[:50], y[:50], p0[:50], engine=engine, repeats=1)
+    timings = {engine: time_batch(x, y, p0, engine=engine) for engine in engines}
+    status = timings["auto"][2]
     k = min(args.n_lmfit, args.n)
     l_wall, l_cpu = time_lmfit(x[:k], y[:k], p0[:k])
 
@@ -102,16 +108,17 @@ def main() -> None:
     print(f"# batch: {args.n} windows x {args.points} points; statuses: {counts}")
     print(f"# lmfit: {k} windows (per-fit rate extrapolates)")
     print(
-        "| windows x points | batched fits/s (wall / cpu) | lmfit fits/s (wall / cpu) "
+        "| windows x points | engine | batched fits/s (wall / cpu) | lmfit fits/s (wall / cpu) "
         "| speed-up (wall / cpu) |"
     )
-    print("|---|---|---|---|")
-    print(
-        f"| {args.n} x {args.points} "
-        f"| {args.n / b_wall:,.0f} / {args.n / b_cpu:,.0f} "
-        f"| {k / l_wall:,.1f} / {k / l_cpu:,.1f} "
-        f"| {l_wall / k * args.n / b_wall:,.0f}x / {l_cpu / k * args.n / b_cpu:,.0f}x |"
-    )
+    print("|---|---|---|---|---|")
+    for engine, (b_wall, b_cpu, _) in timings.items():
+        print(
+            f"| {args.n} x {args.points} | {engine} "
+            f"| {args.n / b_wall:,.0f} / {args.n / b_cpu:,.0f} "
+            f"| {k / l_wall:,.1f} / {k / l_cpu:,.1f} "
+            f"| {l_wall / k * args.n / b_wall:,.0f}x / {l_cpu / k * args.n / b_cpu:,.0f}x |"
+        )
 
 
 if __name__ == "__main__":
