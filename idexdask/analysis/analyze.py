@@ -273,10 +273,9 @@ def _mass_calibration(
     out: dict[str, xr.DataArray],
 ) -> np.ndarray:
     from idexdask.calibration import (
-        bootstrap_calibration,
+        bootstrap_calibrations,
         load_calibration_settings,
         mass_axis,
-        stack_coefficients,
     )
 
     section = cfg.get("calibration") or {}
@@ -289,28 +288,17 @@ def _mass_calibration(
         lines["center"]
     )
     good &= np.isfinite(lines["area"]) & (lines["area"] > 0)
-    bounds = np.searchsorted(lines["event"], np.arange(n_events + 1))
-    results = []
-    status = np.full(n_events, "uncalibrated", dtype=object)
-    reason = np.full(n_events, "no_lines", dtype=object)
-    for e in range(n_events):
-        sl = slice(bounds[e], bounds[e + 1])
-        ok = good[sl]
-        try:
-            res = bootstrap_calibration(
-                lines["center"][sl][ok], lines["area"][sl][ok], settings=calibration_settings
-            )
-        except IdexDaskError as exc:
-            _log.info("event %d: calibration failed: %s", e, exc)
-            results.append(None)
-            reason[e] = "error"
-            continue
-        results.append(res)
-        status[e] = str(res.status)
-        reason[e] = str(res.reason)
-    coeffs = (
-        stack_coefficients(results, order=_CAL_ORDER) if n_events else np.zeros((0, _CAL_ORDER + 1))
+    # lines are sorted by event: the good ones of event e are one slice
+    offsets = np.zeros(n_events + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lines["event"][good], minlength=n_events), out=offsets[1:])
+    batch = bootstrap_calibrations(
+        lines["center"][good], lines["area"][good], offsets, settings=calibration_settings
     )
+    for e in np.nonzero(batch.reason_code < 0)[0]:
+        _log.info("event %d: calibration failed: non-finite peak times or amplitudes", e)
+    status = batch.status
+    reason = batch.reason
+    coeffs = batch.stacked(order=_CAL_ORDER)
     out["mass_calibration"] = xr.DataArray(
         coeffs,
         dims=("epoch", "calibration_coefficient"),
@@ -338,7 +326,7 @@ def _mass_calibration(
         dims=("peak",),
         attrs={"units": "u", "long_name": "line mass from the event's calibration"},
     )
-    return np.asarray([s == "calibrated" for s in status], dtype=bool)
+    return batch.calibrated
 
 
 def _impact_products(

@@ -3,7 +3,8 @@
 * :class:`TOFMassCal` -- ``t = t0 + sum_k a_k sqrt(m)**k`` fitted from assigned
   lines, with an exact safeguarded-Newton inversion (:meth:`TOFMassCal.mass`)
   and :func:`mass_axis` for many events at once.
-* :func:`bootstrap_calibration` -- calibrate a spectrum without known lines by
+* :func:`bootstrap_calibration` (one spectrum) and :func:`bootstrap_calibrations`
+  (many at once, same results) -- calibrate spectra without known lines by
   aligning a comb of common impact ions with its peaks.
 * :mod:`~idexdask.calibration.ions` -- ion masses from formulas (periodictable).
 
@@ -12,6 +13,7 @@ Settings live in ``configs/calibration.yaml`` (:func:`load_calibration_settings`
 
 from idexdask.calibration.bootstrap import (
     Assignment,
+    BootstrapBatch,
     BootstrapResult,
     BootstrapSettings,
     BootstrapStatus,
@@ -19,6 +21,7 @@ from idexdask.calibration.bootstrap import (
     FitSettings,
     UncalibratedReason,
     bootstrap_calibration,
+    bootstrap_calibrations,
     load_calibration_settings,
     stack_coefficients,
     synthetic_peaks,
@@ -43,6 +46,7 @@ from idexdask.calibration.tofmass import (
 
 __all__ = [
     "Assignment",
+    "BootstrapBatch",
     "BootstrapResult",
     "BootstrapSettings",
     "BootstrapStatus",
@@ -56,6 +60,7 @@ __all__ = [
     "UncalibratedReason",
     "adaptive_order",
     "bootstrap_calibration",
+    "bootstrap_calibrations",
     "build_ion_table",
     "ion_label",
     "ion_mass",

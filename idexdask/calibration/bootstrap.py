@@ -49,7 +49,13 @@ from idexdask.calibration.ions import (
     isotopologues,
     parse_formula,
 )
-from idexdask.calibration.tofmass import TOFMassCal
+from idexdask.calibration.tofmass import (
+    STATUS_CODES,
+    TOFMassCal,
+    _fit_nb,
+    _time_nb,
+    slope_grid,
+)
 from idexdask.config import load_yaml, merge
 from idexdask.errors import CalibrationError, ConfigError
 
@@ -62,7 +68,9 @@ __all__ = [
     "UncalibratedReason",
     "Assignment",
     "BootstrapResult",
+    "BootstrapBatch",
     "bootstrap_calibration",
+    "bootstrap_calibrations",
     "stack_coefficients",
     "synthetic_peaks",
 ]
@@ -431,41 +439,6 @@ def stack_coefficients(
 # --------------------------------------------------------------------------- algorithm
 
 
-@dataclass
-class _Candidates:
-    """Refined alignments, one per row (C candidates, P peaks)."""
-
-    stretch: NDArray  # (C,) µs/sqrt(u)
-    shift: NDArray  # (C,) µs
-    ion: NDArray  # (C, P) matched comb index per peak, -1 if none
-    score: NDArray  # (C,)
-    explained: NDArray  # (C,)
-    n_matched: NDArray  # (C,)
-
-
-def _match(p: NDArray, q: NDArray, tol: float) -> tuple[NDArray, NDArray]:
-    """Mutual nearest neighbours of peak times ``p`` and line times ``q`` within ``tol``."""
-    if p.size == 0 or q.size == 0:
-        return np.empty(0, int), np.empty(0, int)
-    d = np.abs(p[:, None] - q[None, :])
-    best_q = np.argmin(d, axis=1)
-    best_p = np.argmin(d, axis=0)
-    j = np.arange(p.size)
-    ok = (best_p[best_q] == j) & (d[j, best_q] <= tol)
-    return j[ok], best_q[ok]
-
-
-def _linear_fit(s: NDArray, t: NDArray) -> tuple[float, float]:
-    """Least-squares ``(t0, a)`` of ``t = t0 + a*s`` (NaN when s is constant)."""
-    sm, tm = float(s.mean()), float(t.mean())
-    ds = s - sm
-    den = float(ds @ ds)
-    if den <= 0:
-        return math.nan, math.nan
-    a = float(ds @ (t - tm)) / den
-    return tm - a * sm, a
-
-
 @dataclass(frozen=True)
 class _CoarseGrid:
     """Event-independent part of the coarse search for one (settings, comb)."""
@@ -582,45 +555,6 @@ def _pick_distinct(
     return chosen[:n_chosen]
 
 
-def _coarse_candidates(
-    p: NDArray, w: NDArray, s_comb: NDArray, c_comb: NDArray, cfg: BootstrapSettings
-) -> tuple[NDArray, NDArray]:
-    """FFT-smoothed cross-correlation over the (stretch, t0) box; best distinct maxima.
-
-    The measured impulse train is smoothed once (FFT, Gaussian of the coarse
-    tolerance); the correlation with the comb of every trial stretch at every
-    shift is then a sum of the comb's few impulses over the smoothed train
-    (compiled, with the local-maximum search fused in).  The event-independent
-    comb geometry is cached per settings.
-
-    Returns the stretches (µs/sqrt(u)) and shifts (µs) of up to
-    ``cfg.n_candidates`` distinct local maxima, best first.
-    """
-    sig = cfg.coarse_tolerance_us
-    h = sig
-    g = _coarse_grid(cfg, tuple(map(float, s_comb)), tuple(map(float, c_comb)))
-    n_fft = g.n_fft
-
-    # Measured impulse train, linear split between neighbouring bins.
-    x = (p - g.origin) / h
-    keep = (x >= 0) & (x < n_fft - 1)
-    x, wk = x[keep], w[keep]
-    i0 = np.floor(x).astype(int)
-    frac = x - i0
-    meas = np.bincount(i0, wk * (1 - frac), n_fft) + np.bincount(i0 + 1, wk * frac, n_fft)
-    ms = sfft.irfft(sfft.rfft(meas) * g.kernel, n=n_fft)
-
-    per_row = 3  # local maxima kept per stretch row
-    vals, lags = _scan_rows(ms, g.j0, g.w_lo, g.w_hi, g.first, g.last, per_row)
-    flat_vals = vals.ravel()
-    order = np.argsort(-flat_vals)
-    row_of = order // per_row
-    t0_of = g.t0_axis[lags.ravel()[order]]
-    n_pos = int(np.count_nonzero(flat_vals > 0))
-    sel = _pick_distinct(order, row_of, t0_of, n_pos, int(cfg.n_candidates), 3 * sig)
-    return g.stretches[row_of[sel]], t0_of[sel]
-
-
 @numba.njit(cache=True, nogil=True)
 def _match_into(
     p: NDArray, a: float, t0: float, s_comb: NDArray, tol: float, d: NDArray,
@@ -716,25 +650,571 @@ def _refine_kernel(
     return a, t0, ion_out, score, explained, n_matched
 
 
-def _refine(
-    a: NDArray, t0: NDArray, p: NDArray, w: NDArray, s_comb: NDArray, c_comb: NDArray,
-    cfg: BootstrapSettings,
-) -> _Candidates:
-    """Assign / refit all candidates with a shrinking tolerance (compiled, per candidate)."""
-    a_lo, a_hi = cfg.stretch_range
+
+@numba.njit(cache=True, nogil=True)
+def _event_weights(amp: NDArray, power: float, w: NDArray) -> None:  # pragma: no cover
+    """Peak weights ``(|A| / max|A|) ** power`` (all 1 when every amplitude is 0)."""
+    amax = 0.0
+    for v in amp:
+        amax = max(amax, abs(v))
+    for j in range(amp.size):
+        if amax <= 0:
+            w[j] = 1.0
+            continue
+        x = abs(amp[j]) / amax
+        # NumPy's scalar-power shortcuts, so the rounding is the same
+        if power == 1.0:
+            w[j] = x
+        elif power == 0.5:
+            w[j] = math.sqrt(x)
+        elif power == 2.0:
+            w[j] = x * x
+        elif power == 0.0:
+            w[j] = 1.0
+        else:
+            w[j] = x**power
+
+
+@numba.njit(cache=True, nogil=True)
+def _trains(
+    p: NDArray, amp: NDArray, starts: NDArray, counts: NDArray, events: NDArray,
+    origin: float, h: float, power: float, w: NDArray, meas: NDArray,
+) -> None:  # pragma: no cover - compiled
+    """Peak weights ``w`` and measured impulse trains ``meas[k]`` of ``events[k]``.
+
+    Each peak is split linearly between its two neighbouring bins (the order of
+    the sums follows ``numpy.bincount``).
+    """
+    n_fft = meas.shape[1]
+    lo = np.empty(n_fft)
+    hi = np.empty(n_fft)
+    for k in range(events.size):
+        e = events[k]
+        s0 = starts[e]
+        n = counts[e]
+        _event_weights(amp[s0 : s0 + n], power, w[s0 : s0 + n])
+        lo[:] = 0.0
+        hi[:] = 0.0
+        for j in range(s0, s0 + n):
+            x = (p[j] - origin) / h
+            if x >= 0 and x < n_fft - 1:
+                i0 = int(math.floor(x))
+                frac = x - i0
+                lo[i0] += w[j] * (1 - frac)
+                hi[i0 + 1] += w[j] * frac
+        for i in range(n_fft):
+            meas[k, i] = lo[i] + hi[i]
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_events(
+    ms: NDArray, j0: NDArray, w_lo: NDArray, w_hi: NDArray, first: int, last: int, per_row: int
+) -> tuple[NDArray, NDArray]:  # pragma: no cover - compiled
+    """:func:`_scan_rows` of every smoothed train ``ms[k]``, flattened per event."""
+    n_ev = ms.shape[0]
+    n_rows = j0.shape[0]
+    vals = np.empty((n_ev, n_rows * per_row))
+    lags = np.empty((n_ev, n_rows * per_row), dtype=np.int64)
+    for k in range(n_ev):
+        v, g = _scan_rows(ms[k], j0, w_lo, w_hi, first, last, per_row)
+        vals[k] = v.ravel()
+        lags[k] = g.ravel()
+    return vals, lags
+
+
+@numba.njit(cache=True, nogil=True)
+def _match_lines(p: NDArray, q: NDArray, tol: float, line: NDArray) -> int:  # pragma: no cover
+    """Mutual nearest neighbours of peaks ``p`` and line times ``q`` within ``tol``.
+
+    ``line[j]`` is the matched line of peak j, or -1; returns the number matched.
+    """
+    n_p = p.size
+    n_q = q.size
+    count = 0
+    for j in range(n_p):
+        line[j] = -1
+        if n_q == 0:
+            continue
+        bi = 0
+        for i in range(1, n_q):
+            if abs(p[j] - q[i]) < abs(p[j] - q[bi]):
+                bi = i
+        bj = 0
+        for jj in range(1, n_p):
+            if abs(p[jj] - q[bi]) < abs(p[bj] - q[bi]):
+                bj = jj
+        if bj == j and abs(p[j] - q[bi]) <= tol:
+            line[j] = bi
+            count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _finish_events(
+    p: NDArray, w: NDArray, starts: NDArray, counts: NDArray, events: NDArray,
+    order: NDArray, vals: NDArray, lags: NDArray, stretches: NDArray, t0_axis: NDArray,
+    per_row: int, n_cand: int, t_near: float,
+    s_comb: NDArray, c_comb: NDArray, tols: NDArray, tol: float, a_lo: float, a_hi: float,
+    min_matches: int, min_score: float, min_explained: float, ambiguity: float,
+    comb_to_ext: NDArray, s_ext: NDArray, m_ext: NDArray, line_weight: float, max_iter: int,
+    max_order: int, min_lines: NDArray, s_min: float, s_max: float, sgrid: NDArray,
+    reason: NDArray, rival_stretch: NDArray, rival_score: NDArray, fit_status: NDArray,
+    stretch: NDArray, shift: NDArray, score: NDArray, n_matched: NDArray, explained: NDArray,
+    coef: NDArray, cov: NDArray,
+    cal_order: NDArray, requested: NDArray, peak_line: NDArray, fit_line: NDArray,
+) -> None:  # pragma: no cover - compiled
+    """Refine, gate and reassign every event of ``events`` (codes: :data:`_REASONS`)."""
+    n_ext = s_ext.size
+    q = np.empty(n_ext)
+    cf = np.empty(coef.shape[1])
+    cv = np.empty((coef.shape[1], coef.shape[1]))
+    for k in range(events.size):
+        e = events[k]
+        s0 = starts[e]
+        n = counts[e]
+        pe = np.ascontiguousarray(p[s0 : s0 + n])
+        we = np.ascontiguousarray(w[s0 : s0 + n])
+        # best distinct coarse maxima, then the shrinking-tolerance refinement
+        ordk = order[k]
+        n_pos = 0
+        for v in vals[k]:
+            n_pos += v > 0
+        row_of = ordk // per_row
+        t0_of = t0_axis[lags[k][ordk]]
+        sel = _pick_distinct(ordk, row_of, t0_of, n_pos, n_cand, t_near)
+        a_c, t0_c, ion, sc, ex, nm = _refine_kernel(
+            stretches[row_of[sel]], t0_of[sel], pe, we, s_comb, c_comb, tols, tol, a_lo, a_hi
+        )
+        # best: highest score, then most matches, then first (numpy.lexsort order)
+        b = -1
+        for c in range(sc.size):
+            if b < 0 or sc[c] > sc[b] or (sc[c] == sc[b] and nm[c] > nm[b]):
+                b = c
+        if b < 0 or nm[b] < 2:
+            reason[e] = 3  # OFF_COMB, no alignment at all
+            continue
+        stretch[e] = a_c[b]
+        shift[e] = t0_c[b]
+        score[e] = sc[b]
+        n_matched[e] = nm[b]
+        explained[e] = ex[b]
+        if nm[b] < min_matches or ex[b] < min_explained:
+            reason[e] = 3
+            continue
+        if sc[b] < min_score:
+            reason[e] = 4
+            continue
+        r_found = -1
+        for c in range(sc.size):
+            shared = 0
+            for j in range(n):
+                shared += ion[c, j] == ion[b, j] and ion[b, j] >= 0
+            if shared < 2 and nm[c] >= nm[b] and sc[c] >= ambiguity * sc[b]:
+                r_found = c
+                break
+        if r_found >= 0:
+            reason[e] = 5  # AMBIGUOUS
+            rival_stretch[e] = a_c[r_found]
+            rival_score[e] = sc[r_found]
+            continue
+        # reassignment over the extended list with the growing polynomial
+        cur = np.full(n, -1, dtype=np.int64)
+        for j in range(n):
+            if ion[b, j] >= 0:
+                cur[j] = comb_to_ext[ion[b, j]]
+        new = np.empty(n, dtype=np.int64)
+        failed = False
+        k_fit = 0
+        for _ in range(max_iter):
+            n_l = 0
+            for j in range(n):
+                n_l += cur[j] >= 0
+            tt = np.empty(n_l)
+            ss = np.empty(n_l)
+            mm = np.empty(n_l)
+            i = 0
+            for j in range(n):
+                if cur[j] >= 0:
+                    tt[i] = pe[j]
+                    ss[i] = s_ext[cur[j]]
+                    mm[i] = m_ext[cur[j]]
+                    i += 1
+            st, k_fit, req = _fit_nb(
+                ss, mm, tt, np.full(n_l, line_weight), True, max_order, min_lines,
+                s_min, s_max, sgrid, cf, cv,
+            )
+            usable = st <= 1
+            for v in cf:
+                usable = usable and np.isfinite(v)
+            fit_status[e] = st
+            requested[e] = req
+            if not usable:
+                failed = True
+                break
+            for j in range(n):
+                fit_line[s0 + j] = cur[j]
+            for i in range(n_ext):
+                q[i] = _time_nb(cf, k_fit, s_ext[i], s_min)
+            n_new = _match_lines(pe, q, tol, new)
+            if n_new < 2:
+                break
+            same = True
+            for j in range(n):
+                same = same and new[j] == cur[j]
+            if same:
+                break
+            cur[:] = new
+        if failed:
+            reason[e] = 6
+            for j in range(n):
+                fit_line[s0 + j] = -1
+            continue
+        reason[e] = 0
+        coef[e] = cf
+        cov[e] = cv
+        cal_order[e] = k_fit
+        # linear (stretch, shift) of the final line set
+        n_l = 0
+        sm = 0.0
+        tm = 0.0
+        for j in range(n):
+            if cur[j] >= 0:
+                peak_line[s0 + j] = cur[j]
+                n_l += 1
+                sm += s_ext[cur[j]]
+                tm += pe[j]
+        if n_l >= 2:
+            sm /= n_l
+            tm /= n_l
+            den = 0.0
+            num = 0.0
+            for j in range(n):
+                if cur[j] >= 0:
+                    ds = s_ext[cur[j]] - sm
+                    den += ds * ds
+                    num += ds * (pe[j] - tm)
+            if den > 0:
+                a_lin = num / den
+                if np.isfinite(a_lin):
+                    stretch[e] = a_lin
+                    shift[e] = tm - a_lin * sm
+
+
+#: Reason codes of the compiled kernels: index into this tuple; -1 marks malformed input.
+_REASONS: tuple[UncalibratedReason, ...] = tuple(UncalibratedReason)
+_ERROR = -1
+_PER_ROW = 3  # local maxima kept per stretch row of the coarse scan
+_CHUNK = 256  # events per block of the coarse search (bounds the (events, n_fft) arrays)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Event-independent arrays of one :class:`CalibrationSettings`."""
+
+    grid: _CoarseGrid
+    s_comb: NDArray  # (I,) sqrt of the comb masses, sqrt(u)
+    c_comb: NDArray  # (I,) comb weights
+    comb_to_ext: NDArray  # (I,) index of each comb line in the extended list
+    m_ext: NDArray  # (X,) extended masses, u
+    s_ext: NDArray  # (X,) sqrt(m_ext)
+    tols: NDArray  # refinement tolerances, µs
+    min_lines: NDArray  # fit.min_lines_for_order
+    slope_grid: NDArray  # dense s-grid of the monotonicity check
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(cfg_all: CalibrationSettings) -> _Tables:
+    cfg = cfg_all.bootstrap
+    m_comb = np.array([ion.mass_u for ion in cfg_all.comb])
+    s_comb = np.sqrt(m_comb)
+    c_comb = np.array([ion.weight for ion in cfg_all.comb])
+    m_ext = np.array([ion.mass_u for ion in cfg_all.extended])
     ratio = cfg.tolerance_us / cfg.coarse_tolerance_us
-    tols = np.array([cfg.coarse_tolerance_us * ratio**f for f in (0.0, 0.5, 1.0, 1.0)])
-    a_out, t0_out, ion, score, explained, n_matched = _refine_kernel(
-        np.asarray(a, dtype=float), np.asarray(t0, dtype=float), np.ascontiguousarray(p),
-        np.ascontiguousarray(w), np.ascontiguousarray(s_comb), np.ascontiguousarray(c_comb),
-        tols, float(cfg.tolerance_us), float(a_lo), float(a_hi),
+    tables = _Tables(
+        grid=_coarse_grid(cfg, tuple(map(float, s_comb)), tuple(map(float, c_comb))),
+        s_comb=s_comb,
+        c_comb=c_comb,
+        comb_to_ext=np.searchsorted(m_ext, m_comb).astype(np.int64),
+        m_ext=m_ext,
+        s_ext=np.sqrt(m_ext),
+        tols=np.array([cfg.coarse_tolerance_us * ratio**f for f in (0.0, 0.5, 1.0, 1.0)]),
+        min_lines=np.asarray(cfg_all.fit.min_lines_for_order, dtype=np.int64),
+        slope_grid=slope_grid(cfg_all.fit.mass_range_u),
     )
-    return _Candidates(a_out, t0_out, ion, score, explained, n_matched)
+    for arr in (tables.s_comb, tables.c_comb, tables.comb_to_ext, tables.m_ext, tables.s_ext,
+                tables.tols, tables.min_lines, tables.slope_grid):
+        arr.flags.writeable = False  # shared by every call: read-only
+    return tables
 
 
-def _uncalibrated(reason: UncalibratedReason, message: str, **kw: Any) -> BootstrapResult:
-    _log.debug("bootstrap: uncalibrated (%s): %s", reason.value, message)
-    return BootstrapResult(BootstrapStatus.UNCALIBRATED, reason, message=message, **kw)
+@dataclass
+class BootstrapBatch:
+    """Result of :func:`bootstrap_calibrations` for many spectra (E events, N peaks).
+
+    Attributes
+    ----------
+    settings : CalibrationSettings
+        Settings used.
+    times_us : numpy.ndarray, shape (N,)
+        Input peak centres, µs.
+    offsets : numpy.ndarray, shape (E+1,)
+        Peaks of event e are ``times_us[offsets[e]:offsets[e+1]]``.
+    reason_code : numpy.ndarray of int8, shape (E,)
+        Index into ``tuple(UncalibratedReason)`` (0: calibrated), -1 for an event
+        whose input is malformed (non-finite values).
+    coefficients : numpy.ndarray, shape (E, max_order+1)
+        ``[t0, a_1, ...]`` (µs, µs/u**(k/2)), zero-padded above the order; NaN rows
+        unless calibrated.
+    covariance : numpy.ndarray, shape (E, max_order+1, max_order+1)
+        Coefficient covariance (NaN outside the order and unless calibrated).
+    order, requested_order : numpy.ndarray of int, shape (E,)
+        Polynomial order of the calibration (0 unless calibrated) and the order
+        asked for before any reduction.
+    fit_status : numpy.ndarray of int8, shape (E,)
+        Index into :data:`~idexdask.calibration.tofmass.STATUS_CODES` of the last
+        polynomial fit, -1 where none was made.
+    stretch, shift, score, n_matched, explained_fraction : numpy.ndarray, shape (E,)
+        As in :class:`BootstrapResult` (µs/sqrt(u), µs, 1, 1, 1).
+    rival_stretch, rival_score : numpy.ndarray, shape (E,)
+        Stretch (µs/sqrt(u)) and score of the rival of an AMBIGUOUS event, else NaN.
+    peak_line : numpy.ndarray of int, shape (N,)
+        Index into ``settings.extended`` of the line assigned to each peak, -1 if
+        none (always -1 unless calibrated).
+    fit_line : numpy.ndarray of int, shape (N,)
+        Line of each peak in the final polynomial fit (differs from ``peak_line``
+        only when the reassignment stopped at ``max_iterations``).
+    """
+
+    settings: CalibrationSettings
+    times_us: NDArray
+    offsets: NDArray
+    reason_code: NDArray
+    coefficients: NDArray
+    covariance: NDArray
+    order: NDArray
+    requested_order: NDArray
+    fit_status: NDArray
+    stretch: NDArray
+    shift: NDArray
+    score: NDArray
+    n_matched: NDArray
+    explained_fraction: NDArray
+    rival_stretch: NDArray
+    rival_score: NDArray
+    peak_line: NDArray
+    fit_line: NDArray
+
+    @property
+    def calibrated(self) -> NDArray:
+        """Boolean (E,): True where a calibration was found."""
+        return self.reason_code == 0
+
+    @property
+    def status(self) -> NDArray:
+        """:class:`BootstrapStatus` values per event, ``str`` array (E,)."""
+        return np.where(self.calibrated, BootstrapStatus.CALIBRATED.value,
+                        BootstrapStatus.UNCALIBRATED.value)
+
+    @property
+    def reason(self) -> NDArray:
+        """:class:`UncalibratedReason` values per event, ``"error"`` for malformed input."""
+        labels = np.array([r.value for r in _REASONS] + ["error"])
+        return labels[self.reason_code]  # -1 picks "error"
+
+    def stacked(self, order: int | None = None) -> NDArray:
+        """Coefficients ``(E, order+1)`` as :func:`stack_coefficients` gives them.
+
+        Raises
+        ------
+        CalibrationError
+            If a calibration has a higher order than ``order``.
+        """
+        k = order if order is not None else max(int(self.order.max(initial=1)), 1)
+        too_high = np.nonzero(self.calibrated & (self.order > k))[0]
+        if too_high.size:
+            e = int(too_high[0])
+            raise CalibrationError(f"event {e}: order {int(self.order[e])} exceeds {k}")
+        out = np.full((self.order.size, k + 1), np.nan)
+        ncol = min(k + 1, self.coefficients.shape[1])
+        cal = self.calibrated
+        out[cal] = 0.0
+        out[cal, :ncol] = self.coefficients[cal, :ncol]
+        return out
+
+    def result(self, e: int) -> BootstrapResult:
+        """The :class:`BootstrapResult` of event ``e`` (what :func:`bootstrap_calibration` gives).
+
+        Raises
+        ------
+        CalibrationError
+            If the input of event ``e`` was malformed.
+        """
+        code = int(self.reason_code[e])
+        if code == _ERROR:
+            raise CalibrationError("peak times and amplitudes must be finite")
+        reason = _REASONS[code]
+        info = dict(stretch=float(self.stretch[e]), shift=float(self.shift[e]),
+                    score=float(self.score[e]), n_matched=int(self.n_matched[e]),
+                    explained_fraction=float(self.explained_fraction[e]))
+        if reason is not UncalibratedReason.NONE:
+            message = self._message(e, reason, info)
+            _log.debug("bootstrap: uncalibrated (%s): %s", reason.value, message)
+            return BootstrapResult(BootstrapStatus.UNCALIBRATED, reason, message=message, **info)
+        sl = slice(int(self.offsets[e]), int(self.offsets[e + 1]))
+        p = self.times_us[sl]
+        ext = self.settings.extended
+        m_ext = _tables(self.settings).m_ext
+        fit_cfg = self.settings.fit
+        k = int(self.order[e])
+        in_fit = np.nonzero(self.fit_line[sl] >= 0)[0]
+        cal = TOFMassCal(
+            self.coefficients[e, : k + 1].copy(), STATUS_CODES[int(self.fit_status[e])],
+            fit_cfg.mass_range_u, self.covariance[e, : k + 1, : k + 1].copy(),
+            int(self.requested_order[e]), p[in_fit].copy(), m_ext[self.fit_line[sl][in_fit]],
+        )
+        cal._set_residuals()
+        pj = np.nonzero(self.peak_line[sl] >= 0)[0]
+        ij = self.peak_line[sl][pj]
+        model_t = np.asarray(cal.time(m_ext[ij]))
+        assignments = [
+            Assignment(int(j), ext[i].label, float(ext[i].mass_u), float(p[j]), float(p[j] - tj))
+            for j, i, tj in zip(pj, ij, model_t, strict=True)
+        ]
+        return BootstrapResult(
+            BootstrapStatus.CALIBRATED, UncalibratedReason.NONE, cal, assignments,
+            message=f"{len(assignments)} lines, order {cal.order}", **info,
+        )
+
+    def _message(self, e: int, reason: UncalibratedReason, info: dict[str, Any]) -> str:
+        n_best = info["n_matched"]
+        if reason is UncalibratedReason.NO_LINES:
+            return "no peaks"
+        if reason is UncalibratedReason.ONE_LINE:
+            return "a single peak fixes only one parameter"
+        if reason is UncalibratedReason.OFF_COMB:
+            if n_best < 2:
+                return "no alignment matches two comb lines"
+            if n_best < self.settings.bootstrap.min_matches:
+                return f"best alignment matches {n_best} comb lines"
+            return f"comb explains {info['explained_fraction']:.0%} of the peak weight"
+        if reason is UncalibratedReason.LOW_SCORE:
+            return f"score {info['score']:.2f}"
+        if reason is UncalibratedReason.AMBIGUOUS:
+            return (
+                f"alignments a={info['stretch']:.4f} and a={self.rival_stretch[e]:.4f} "
+                f"µs/sqrt(u) score {info['score']:.2f} and {self.rival_score[e]:.2f}"
+            )
+        return f"polynomial fit {STATUS_CODES[int(self.fit_status[e])].value}"
+
+
+def bootstrap_calibrations(
+    peak_times_us: ArrayLike,
+    amplitudes: ArrayLike | None,
+    offsets: ArrayLike,
+    *,
+    preset: str = "flight",
+    settings: CalibrationSettings | None = None,
+) -> BootstrapBatch:
+    """Calibrate many spectra at once from their peak lists (batched :func:`bootstrap_calibration`).
+
+    Same algorithm and results as :func:`bootstrap_calibration` event by event
+    (which calls this with one event); the coarse search runs as blocks of
+    events (one FFT per block) and the refinement, gates and reassignment are
+    compiled.
+
+    Parameters
+    ----------
+    peak_times_us : array_like, shape (N,)
+        Peak centres of all events, µs, event after event.
+    amplitudes : array_like, shape (N,), or None
+        Peak heights or areas (any unit); None: all equal.
+    offsets : array_like of int, shape (E+1,)
+        Event e owns peaks ``offsets[e]:offsets[e+1]``; non-decreasing, from 0 to N.
+    preset : str
+        Preset of ``calibration.yaml``, if ``settings`` is not given.
+    settings : CalibrationSettings, optional
+        Pre-loaded settings (see :func:`load_calibration_settings`).
+
+    Returns
+    -------
+    BootstrapBatch
+        Per-event arrays; an event with non-finite times or amplitudes is not
+        calibrated and gets reason code -1 (``"error"``) instead of raising.
+
+    Raises
+    ------
+    CalibrationError
+        If the array shapes or ``offsets`` are inconsistent.
+    """
+    cfg_all = settings if settings is not None else load_calibration_settings(preset)
+    cfg = cfg_all.bootstrap
+    tab = _tables(cfg_all)
+    p = np.ascontiguousarray(np.asarray(peak_times_us, dtype=float).ravel())
+    if amplitudes is None:
+        amp = np.ones_like(p)
+    else:
+        amp = np.ascontiguousarray(np.asarray(amplitudes, dtype=float).ravel())
+        if amp.shape != p.shape:
+            raise CalibrationError(f"{p.size} peak times but {amp.size} amplitudes")
+    off = np.asarray(offsets)
+    if (off.ndim != 1 or off.size < 1 or not np.issubdtype(off.dtype, np.integer)
+            or off[0] != 0 or off[-1] != p.size or np.any(np.diff(off) < 0)):
+        raise CalibrationError("offsets must be non-decreasing integers from 0 to the peak count")
+    off = off.astype(np.int64)
+    n_ev = off.size - 1
+    starts = np.ascontiguousarray(off[:-1])
+    counts = np.diff(off)
+    k1 = cfg_all.fit.max_order + 1
+
+    bad = ~(np.isfinite(p) & np.isfinite(amp))
+    bad_ev = np.zeros(n_ev, dtype=bool)
+    if bad.any():
+        bad_ev[np.searchsorted(off, np.nonzero(bad)[0], side="right") - 1] = True
+    reason = np.full(n_ev, 3, dtype=np.int8)  # OFF_COMB unless decided otherwise
+    reason[counts == 0] = 1
+    reason[counts == 1] = 2
+    reason[bad_ev] = _ERROR
+    out = BootstrapBatch(
+        settings=cfg_all, times_us=p, offsets=off, reason_code=reason,
+        coefficients=np.full((n_ev, k1), np.nan), covariance=np.full((n_ev, k1, k1), np.nan),
+        order=np.zeros(n_ev, dtype=np.int64), requested_order=np.zeros(n_ev, dtype=np.int64),
+        fit_status=np.full(n_ev, -1, dtype=np.int8),
+        stretch=np.full(n_ev, np.nan), shift=np.full(n_ev, np.nan), score=np.zeros(n_ev),
+        n_matched=np.zeros(n_ev, dtype=np.int64), explained_fraction=np.zeros(n_ev),
+        rival_stretch=np.full(n_ev, np.nan), rival_score=np.full(n_ev, np.nan),
+        peak_line=np.full(p.size, -1, dtype=np.int64),
+        fit_line=np.full(p.size, -1, dtype=np.int64),
+    )
+    todo = np.nonzero((counts >= 2) & ~bad_ev)[0]
+    if todo.size == 0:
+        return out
+    g = tab.grid
+    a_lo, a_hi = cfg.stretch_range
+    w = np.ones_like(p)
+    fit = cfg_all.fit
+    s_min, s_max = (math.sqrt(v) for v in fit.mass_range_u)
+    for c0 in range(0, todo.size, _CHUNK):
+        events = todo[c0 : c0 + _CHUNK]
+        meas = np.empty((events.size, g.n_fft))
+        _trains(p, amp, starts, counts, events, g.origin, cfg.coarse_tolerance_us,
+                cfg.amplitude_power, w, meas)
+        ms = sfft.irfft(sfft.rfft(meas, axis=-1) * g.kernel, n=g.n_fft, axis=-1)
+        vals, lags = _scan_events(ms, g.j0, g.w_lo, g.w_hi, g.first, g.last, _PER_ROW)
+        order = np.argsort(-vals, axis=1)  # row by row as numpy.argsort of one event
+        _finish_events(
+            p, w, starts, counts, events, order, vals, lags, g.stretches, g.t0_axis,
+            _PER_ROW, int(cfg.n_candidates), 3 * cfg.coarse_tolerance_us,
+            tab.s_comb, tab.c_comb, tab.tols, float(cfg.tolerance_us), float(a_lo), float(a_hi),
+            int(cfg.min_matches), float(cfg.min_score), float(cfg.min_explained_fraction),
+            float(cfg.ambiguity_ratio),
+            tab.comb_to_ext, tab.s_ext, tab.m_ext, 1.0 / fit.timing_sigma_us**2,
+            int(cfg.max_iterations), int(fit.max_order), tab.min_lines, s_min, s_max,
+            tab.slope_grid,
+            out.reason_code, out.rival_stretch, out.rival_score, out.fit_status, out.stretch,
+            out.shift, out.score, out.n_matched, out.explained_fraction, out.coefficients,
+            out.covariance, out.order, out.requested_order, out.peak_line, out.fit_line,
+        )
+    return out
 
 
 def bootstrap_calibration(
@@ -769,106 +1249,16 @@ def bootstrap_calibration(
     ------
     CalibrationError
         If the inputs are malformed (shape mismatch, non-finite values).
+
+    See Also
+    --------
+    bootstrap_calibrations : many spectra at once, same results.
     """
-    cfg_all = settings if settings is not None else load_calibration_settings(preset)
-    cfg = cfg_all.bootstrap
     p = np.asarray(peak_times_us, dtype=float).ravel()
-    if amplitudes is None:
-        amp = np.ones_like(p)
-    else:
-        amp = np.asarray(amplitudes, dtype=float).ravel()
-        if amp.shape != p.shape:
-            raise CalibrationError(f"{p.size} peak times but {amp.size} amplitudes")
-    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(amp))):
-        raise CalibrationError("peak times and amplitudes must be finite")
-    if p.size == 0:
-        return _uncalibrated(UncalibratedReason.NO_LINES, "no peaks")
-    if p.size == 1:
-        return _uncalibrated(UncalibratedReason.ONE_LINE, "a single peak fixes only one parameter")
-    amp = np.abs(amp)
-    w = (amp / amp.max()) ** cfg.amplitude_power if amp.max() > 0 else np.ones_like(p)
-
-    comb = cfg_all.comb
-    m_comb = np.array([ion.mass_u for ion in comb])
-    s_comb = np.sqrt(m_comb)
-    c_comb = np.array([ion.weight for ion in comb])
-
-    a_start, t0_start = _coarse_candidates(p, w, s_comb, c_comb, cfg)
-    cands = _refine(a_start, t0_start, p, w, s_comb, c_comb, cfg)
-    rank = np.lexsort((-cands.n_matched, -cands.score))
-    if rank.size == 0 or cands.n_matched[rank[0]] < 2:
-        return _uncalibrated(UncalibratedReason.OFF_COMB, "no alignment matches two comb lines")
-    b = int(rank[0])
-    n_best = int(cands.n_matched[b])
-    best_score = float(cands.score[b])
-    explained = float(cands.explained[b])
-    info = dict(stretch=float(cands.stretch[b]), shift=float(cands.shift[b]), score=best_score,
-                n_matched=n_best, explained_fraction=explained)
-    if n_best < cfg.min_matches:
-        return _uncalibrated(UncalibratedReason.OFF_COMB,
-                             f"best alignment matches {n_best} comb lines", **info)
-    if explained < cfg.min_explained_fraction:
-        return _uncalibrated(UncalibratedReason.OFF_COMB,
-                             f"comb explains {explained:.0%} of the peak weight", **info)
-    if best_score < cfg.min_score:
-        return _uncalibrated(UncalibratedReason.LOW_SCORE, f"score {best_score:.2f}", **info)
-    best_ion = cands.ion[b]
-    shared = ((cands.ion == best_ion[None, :]) & (best_ion[None, :] >= 0)).sum(axis=1)
-    rivals = np.nonzero(
-        (shared < 2)
-        & (cands.n_matched >= n_best)
-        & (cands.score >= cfg.ambiguity_ratio * best_score)
-    )[0]
-    if rivals.size:
-        r = int(rivals[0])
-        return _uncalibrated(
-            UncalibratedReason.AMBIGUOUS,
-            f"alignments a={cands.stretch[b]:.4f} and a={cands.stretch[r]:.4f} µs/sqrt(u) "
-            f"score {best_score:.2f} and {cands.score[r]:.2f}",
-            **info,
-        )
-    matched = best_ion >= 0
-    best_peaks = np.nonzero(matched)[0]
-    best_ions = best_ion[matched]
-
-    # Reassignment with the growing polynomial over the extended line list.
-    fit_cfg = cfg_all.fit
-    ext = cfg_all.extended
-    m_ext = np.array([ion.mass_u for ion in ext])
-    comb_to_ext = np.searchsorted(m_ext, m_comb[best_ions])
-    pj, ij = best_peaks, comb_to_ext
-    weight = 1.0 / fit_cfg.timing_sigma_us**2
-    cal: TOFMassCal | None = None
-    for _ in range(cfg.max_iterations):
-        cal = TOFMassCal.fit(
-            p[pj], m_ext[ij], np.full(pj.size, weight),
-            mass_range=fit_cfg.mass_range_u, max_order=fit_cfg.max_order,
-            min_lines_for_order=fit_cfg.min_lines_for_order,
-        )
-        if not cal.usable:
-            return _uncalibrated(UncalibratedReason.FIT_FAILED,
-                                 f"polynomial fit {cal.status.value}", **info)
-        new_pj, new_ij = _match(p, np.asarray(cal.time(m_ext)), cfg.tolerance_us)
-        if new_pj.size < 2:
-            break
-        if np.array_equal(new_pj, pj) and np.array_equal(new_ij, ij):
-            break
-        pj, ij = new_pj, new_ij
-    assert cal is not None
-    # Report the linear (stretch, shift) of the final, larger line set.
-    if pj.size >= 2:
-        t0_lin, a_lin = _linear_fit(np.sqrt(m_ext[ij]), p[pj])
-        if math.isfinite(a_lin):
-            info["stretch"], info["shift"] = a_lin, t0_lin
-    model_t = np.asarray(cal.time(m_ext[ij]))
-    assignments = [
-        Assignment(int(j), ext[i].label, float(ext[i].mass_u), float(p[j]), float(p[j] - tj))
-        for j, i, tj in zip(pj, ij, model_t, strict=True)
-    ]
-    return BootstrapResult(
-        BootstrapStatus.CALIBRATED, UncalibratedReason.NONE, cal, assignments,
-        message=f"{len(assignments)} lines, order {cal.order}", **info,
+    batch = bootstrap_calibrations(
+        p, amplitudes, np.array([0, p.size]), preset=preset, settings=settings
     )
+    return batch.result(0)
 
 
 # --------------------------------------------------------------------------- synthetic data

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
@@ -712,7 +713,7 @@ def _wls(
         return None
     r_inv = np.linalg.inv(r)  # (K+1)x(K+1) upper triangular: tiny, well conditioned
     beta = r_inv @ (q.T @ (t * sw))
-    cov_u = r_inv @ r_inv.T
+    cov_u = r_inv @ np.ascontiguousarray(r_inv.T)
     dof = t.size - (k + 1)
     if not absolute:
         if dof > 0:
@@ -728,3 +729,291 @@ def _wls(
     coef = transform @ beta
     cov = transform @ cov_u @ transform.T
     return coef, cov
+
+
+# --------------------------------------------------------------------------- compiled kernels
+# Scalar per-event versions of ``fit`` / ``min_slope`` / ``time_axis`` for the
+# batched bootstrap (idexdask.calibration.bootstrap.bootstrap_calibrations): at a
+# handful of lines per event the NumPy versions are dominated by call overhead.
+# They follow the NumPy code step by step; results agree to rounding (LAPACK/BLAS
+# builds differ), see tests/unit/test_tofmass.py.
+
+#: Codes of :class:`CalibrationStatus` used by the compiled kernels, in this order.
+STATUS_CODES: tuple[CalibrationStatus, ...] = (
+    CalibrationStatus.CALIBRATED,
+    CalibrationStatus.REDUCED_ORDER,
+    CalibrationStatus.TOO_FEW_LINES,
+    CalibrationStatus.NON_MONOTONIC,
+    CalibrationStatus.FAILED,
+)
+
+
+def slope_grid(mass_range: Sequence[float]) -> NDArray:
+    """The dense s-grid of :func:`min_slope` over ``mass_range`` (u), sqrt(u)."""
+    m_min, m_max = _check_range(mass_range)
+    return np.linspace(math.sqrt(m_min), math.sqrt(m_max), _N_SLOPE_GRID)
+
+
+@numba.njit(cache=True, nogil=True)
+def _polyval_nb(x: float, c: NDArray, n: int) -> float:  # pragma: no cover - compiled
+    """``numpy.polynomial.polynomial.polyval(x, c[:n])`` for a scalar x."""
+    c0 = c[n - 1]
+    for i in range(2, n + 1):
+        c0 = c[n - i] + c0 * x
+    return c0
+
+
+@numba.njit(cache=True, nogil=True)
+def _real_roots_nb(
+    d: NDArray, n: int, lo: float, hi: float
+) -> NDArray:  # pragma: no cover - compiled
+    """Real roots (|imag| <= 1e-12 (1+|real|)) of the low-first ``d[:n]`` inside [lo, hi]."""
+    high_first = np.empty(n)
+    for i in range(n):
+        high_first[i] = d[n - 1 - i]
+    try:
+        roots = np.roots(high_first)
+    except Exception:  # noqa: BLE001 - LinAlgError in compiled code: no roots
+        return np.empty(0)
+    out = np.empty(roots.size)
+    k = 0
+    for r in roots:
+        re = r.real
+        im = r.imag
+        if not (np.isfinite(re) and np.isfinite(im)):
+            continue
+        if abs(im) <= 1e-12 * (1.0 + abs(re)) and re >= lo and re <= hi:
+            out[k] = re
+            k += 1
+    return out[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_slope_nb(
+    c: NDArray, s_lo: float, s_hi: float, grid: NDArray
+) -> float:  # pragma: no cover - compiled
+    """:func:`min_slope` of the coefficients ``c`` with its dense ``grid`` precomputed."""
+    n = c.size
+    for v in c:
+        if not np.isfinite(v):
+            return -np.inf
+    nd = n - 1
+    d = np.empty(nd)
+    scale = np.empty(nd)
+    base = max(abs(s_hi), 1.0)
+    smax = 0.0
+    for k in range(nd):
+        d[k] = (k + 1) * c[k + 1]
+        scale[k] = abs(d[k]) * base ** float(k)
+        smax = max(smax, scale[k])
+    while nd > 1 and scale[nd - 1] <= 1e-13 * smax:
+        nd -= 1
+    while nd > 0 and d[nd - 1] == 0.0:
+        nd -= 1
+    if nd == 0:
+        return 0.0
+    smin = np.inf
+    for s in grid:
+        smin = min(smin, _polyval_nb(s, d, nd))
+    if nd >= 3:
+        dd = np.empty(nd - 1)
+        for k in range(1, nd):
+            dd[k - 1] = k * d[k]
+        for s in _real_roots_nb(dd, nd - 1, s_lo, s_hi):
+            smin = min(smin, _polyval_nb(s, d, nd))
+    if nd >= 2 and smin > 0 and _real_roots_nb(d, nd, s_lo, s_hi).size:
+        return 0.0
+    return smin
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sum_nb(a: NDArray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """NumPy's pairwise-sum leaf (n <= 128): 8 accumulators, then the rest in order."""
+    if n < 8:
+        res = 0.0
+        for i in range(n):
+            res += a[lo + i]
+        return res
+    r = np.empty(8)
+    for j in range(8):
+        r[j] = a[lo + j]
+    i = 8
+    while i < n - (n % 8):
+        for j in range(8):
+            r[j] += a[lo + i + j]
+        i += 8
+    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    while i < n:
+        res += a[lo + i]
+        i += 1
+    return res
+
+
+@numba.njit(cache=True, nogil=True)
+def _sum_nb(a: NDArray, lo: int, n: int) -> float:  # pragma: no cover - compiled
+    """``a[lo:lo+n].sum()`` in NumPy's pairwise order (same rounding), without recursion."""
+    if n <= 128:
+        return _block_sum_nb(a, lo, n)
+    # post-order walk of NumPy's split tree: task (lo, n, combine?) on an explicit stack
+    t_lo = np.empty(128, dtype=np.int64)
+    t_n = np.empty(128, dtype=np.int64)
+    t_comb = np.empty(128, dtype=np.bool_)
+    vals = np.empty(128)
+    nt = 0
+    nv = 0
+    t_lo[0] = lo
+    t_n[0] = n
+    t_comb[0] = False
+    nt = 1
+    while nt > 0:
+        nt -= 1
+        if t_comb[nt]:
+            nv -= 1
+            vals[nv - 1] = vals[nv - 1] + vals[nv]
+            continue
+        lo_k = t_lo[nt]
+        n_k = t_n[nt]
+        if n_k <= 128:
+            vals[nv] = _block_sum_nb(a, lo_k, n_k)
+            nv += 1
+            continue
+        n2 = n_k // 2
+        n2 -= n2 % 8
+        t_comb[nt] = True  # then combine
+        t_lo[nt + 1] = lo_k + n2  # right second
+        t_n[nt + 1] = n_k - n2
+        t_comb[nt + 1] = False
+        t_lo[nt + 2] = lo_k  # left first
+        t_n[nt + 2] = n2
+        t_comb[nt + 2] = False
+        nt += 3
+    return vals[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _wls_nb(
+    s: NDArray, t: NDArray, w: NDArray, k: int, absolute: bool, coef: NDArray, cov: NDArray
+) -> bool:  # pragma: no cover - compiled
+    """:func:`_wls` into ``coef[:k+1]`` and ``cov[:k+1, :k+1]``; False when singular."""
+    n = s.size
+    centre = _sum_nb(s * w, 0, n) / _sum_nb(w, 0, n)  # numpy.average
+    scale = 0.0
+    for i in range(n):
+        scale = max(scale, abs(s[i] - centre))
+    if scale == 0.0:
+        scale = 1.0
+    kk = k + 1
+    a = np.empty((n, kk))
+    y = np.empty(n)
+    for i in range(n):
+        sw = math.sqrt(w[i])
+        u = (s[i] - centre) / scale
+        v = 1.0
+        for j in range(kk):
+            a[i, j] = v * sw
+            v *= u
+        y[i] = t[i] * sw
+    q, r = np.linalg.qr(a)
+    dmin = np.inf
+    dmax = 0.0
+    for j in range(kk):
+        dmin = min(dmin, abs(r[j, j]))
+        dmax = max(dmax, abs(r[j, j]))
+    if dmin <= 1e-10 * dmax:
+        return False
+    # what numpy.linalg.inv does (gesv); C order so that the products use the same BLAS calls
+    r_inv = np.ascontiguousarray(np.linalg.solve(r, np.eye(kk)))
+    qty = np.ascontiguousarray(q).T @ y  # as NumPy: C-ordered q, so the same BLAS gemv
+    beta = r_inv @ qty
+    cov_u = r_inv @ np.ascontiguousarray(r_inv.T)
+    dof = n - kk
+    if not absolute:
+        if dof > 0:
+            rss = 0.0
+            for i in range(n):
+                u = (s[i] - centre) / scale
+                v = 1.0
+                fit_i = 0.0
+                for j in range(kk):
+                    fit_i += v * beta[j]
+                    v *= u
+                resid = (t[i] - fit_i) * math.sqrt(w[i])
+                rss += resid * resid
+            cov_u = cov_u * rss / dof
+        else:
+            cov_u[:, :] = np.nan
+    transform = np.zeros((kk, kk))
+    for j in range(kk):
+        binom = 1.0
+        for i in range(j + 1):
+            # binom = C(j, i), built up exactly in floating point (small integers)
+            transform[i, j] = binom * (-centre) ** float(j - i) / scale ** float(j)
+            binom = binom * (j - i) / (i + 1)
+    c_out = transform @ beta
+    cov_out = transform @ cov_u @ np.ascontiguousarray(transform.T)
+    for i in range(kk):
+        coef[i] = c_out[i]
+        for j in range(kk):
+            cov[i, j] = cov_out[i, j]
+    return True
+
+
+@numba.njit(cache=True, nogil=True)
+def _adaptive_order_nb(n_lines: int, max_order: int, min_lines: NDArray) -> int:  # pragma: no cover
+    order = 0
+    for k in range(min_lines.size):
+        if n_lines >= min_lines[k]:
+            order = k + 1
+    return max(0, min(order, max_order, n_lines - 1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _fit_nb(
+    s: NDArray, m: NDArray, t: NDArray, w: NDArray, absolute: bool, max_order: int,
+    min_lines: NDArray, s_min: float, s_max: float, grid: NDArray, coef: NDArray, cov: NDArray,
+) -> tuple[int, int, int]:  # pragma: no cover - compiled
+    """:meth:`TOFMassCal.fit` (adaptive order) of lines at ``s = sqrt(m)``, times ``t``.
+
+    Writes the coefficients (zero-padded to ``coef.size``, NaN when unusable) and
+    covariance; returns (status code of :data:`STATUS_CODES`, order, requested order).
+    The inputs are assumed valid (finite, masses inside the range, weights > 0).
+    """
+    coef[:] = np.nan
+    cov[:, :] = np.nan
+    ms = np.sort(m)
+    n_distinct = 0
+    for i in range(ms.size):
+        if i == 0 or ms[i] != ms[i - 1]:
+            n_distinct += 1
+    requested = _adaptive_order_nb(n_distinct, max_order, min_lines)
+    if n_distinct < 2 or requested < 1:
+        return 2, max(requested, 1), max(requested, 1)
+    singular = False
+    c = np.empty(coef.size)
+    cv = np.empty((coef.size, coef.size))
+    for k in range(min(requested, n_distinct - 1), 0, -1):
+        if not _wls_nb(s, t, w, k, absolute, c, cv):
+            singular = True
+            continue
+        bridge_rise = _polyval_nb(s_min, c, k + 1) - c[0]
+        if _min_slope_nb(c[: k + 1], s_min, s_max, grid) > 0 and bridge_rise > 0:
+            coef[:] = 0.0
+            coef[: k + 1] = c[: k + 1]
+            cov[:, :] = np.nan
+            cov[: k + 1, : k + 1] = cv[: k + 1, : k + 1]
+            return (0 if k == requested else 1), k, requested
+    return (4 if singular else 3), requested, requested
+
+
+@numba.njit(cache=True, nogil=True)
+def _time_nb(c: NDArray, order: int, s: float, s_min: float) -> float:  # pragma: no cover
+    """:func:`time_axis` of one mass at ``s = sqrt(m)`` (bridge below ``s_min``)."""
+    out = c[order]
+    for k in range(order - 1, -1, -1):
+        out = out * s + c[k]
+    if s < s_min:
+        t_lo = c[order]
+        for k in range(order - 1, -1, -1):
+            t_lo = t_lo * s_min + c[k]
+        out = c[0] + (t_lo - c[0]) * (s / s_min)
+    return out
