@@ -430,7 +430,7 @@ class _ArraySpec:
         try:
             self.fill = self._parse_fill(self.fill)
             # arrays of one dtype and codec chain share one codec object
-            key = f"{self.dtype.str} {json.dumps(meta['codecs'], sort_keys=True)}"
+            key = f"{self.dtype.str} {meta['codecs']!r}"
             codecs = {} if codecs is None else codecs
             if key not in codecs:
                 codecs[key] = _ChunkCodec(self.dtype, list(meta["codecs"]))
