@@ -86,12 +86,13 @@ def _median_inplace(buf: np.ndarray, k: int) -> float:  # pragma: no cover - com
     if k % 2:
         return hi
     # the (kth-1)-th smallest: hi itself when enough values equal it, else the
-    # largest value below it
+    # largest value below it (two loops: each compiles branch-free, together not)
     below = 0
+    for j in range(k):
+        below += buf[j] < hi
     lo = -np.inf
     for j in range(k):
         v = buf[j]
-        below += v < hi
         if v < hi and v > lo:
             lo = v
     if below < kth:
@@ -277,8 +278,7 @@ def _baseline_rows(
     vals = np.empty(n)
     pos = np.empty(n, dtype=np.int64)
     buf = np.empty(2 * n)
-    row = np.empty(n)
-    row[:] = 0.0  # kept all-zero between rows
+    row = np.zeros(n)  # kept all-zero between rows
     for r in range(rows):
         k = 0
         for j in range(n):
@@ -293,30 +293,38 @@ def _baseline_rows(
                     vals[k] = y[r, j]
                     pos[k] = j
                     k += 1
-        if k == 0:
-            level[r] = np.nan
-            med[r] = np.nan
-            mad[r] = np.nan
-            continue
-        buf[:k] = vals[:k]
-        m = _median_inplace(buf, k)
-        for j in range(k):
-            buf[j] = abs(vals[j] - m)
-        d = _median_inplace(buf, k)
-        med[r] = m
-        mad[r] = d
-        lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
-        # NaN-to-zero row, summed as numpy.nanmean does (same rounding)
-        count = 0
-        for j in range(k):
-            if abs(vals[j] - m) <= lim:
-                row[pos[j]] = vals[j]
-                count += 1
-        mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
-        for j in range(k):
-            row[pos[j]] = 0.0
-        level[r] = mean if np.isfinite(mean) else m
+        level[r], med[r], mad[r] = _baseline_level(vals, pos, k, n, buf, row)
     return level, med, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def _baseline_level(
+    vals: np.ndarray, pos: np.ndarray, k: int, n: int, buf: np.ndarray, row: np.ndarray
+) -> tuple[float, float, float]:  # pragma: no cover - compiled
+    """Clipped-mean level, median and MAD of the ``k`` baseline samples ``vals[:k]``.
+
+    ``pos[:k]`` are their (increasing) sample indices in a row of ``n``; ``buf``
+    is scratch of ``2 n`` values and ``row`` an all-zero scratch row of ``n``,
+    left all-zero.  The mean is summed as ``numpy.nanmean`` of the row with the
+    other samples NaN would be (same rounding).  NaN for ``k == 0``.
+    """
+    if k == 0:
+        return np.nan, np.nan, np.nan
+    buf[:k] = vals[:k]
+    m = _median_inplace(buf, k)
+    for j in range(k):
+        buf[j] = abs(vals[j] - m)
+    d = _median_inplace(buf, k)
+    lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
+    count = 0
+    for j in range(k):
+        if abs(vals[j] - m) <= lim:
+            row[pos[j]] = vals[j]
+            count += 1
+    mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
+    for j in range(k):
+        row[pos[j]] = 0.0
+    return (mean if np.isfinite(mean) else m), m, d
 
 
 @numba.njit(cache=True, nogil=True)
@@ -349,9 +357,7 @@ def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_sum(
-    a: np.ndarray, lo: int, n: int, end: int
-) -> float:  # pragma: no cover - compiled
+def _pairwise_sum(a: np.ndarray, lo: int, n: int, end: int) -> float:  # pragma: no cover - compiled
     """``numpy.sum`` of ``a[lo:lo+n]`` with numpy's pairwise summation (bitwise equal).
 
     The recursion (halves rounded down to a multiple of 8, leaves of at most 128)
@@ -706,8 +712,12 @@ def fit_lines(
     for width in classes:
         rows = np.flatnonzero(width_class == width)
         parts.append(
-            (rows, _fit_windows(y, t, noise, cand.take(rows), start[rows], stop[rows],
-                                int(width), settings))
+            (
+                rows,
+                _fit_windows(
+                    y, t, noise, cand.take(rows), start[rows], stop[rows], int(width), settings
+                ),
+            )
         )
     merged = {}
     for name in LineFits.__dataclass_fields__:

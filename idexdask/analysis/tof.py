@@ -33,6 +33,7 @@ Saturated samples
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -47,12 +48,13 @@ from idexdask.analysis.peaks import (
     MAD_TO_SIGMA,
     LineFits,
     PeakCandidates,
+    _baseline_level,
     _median_inplace,
-    _pairwise_sum,
-    baseline_sigma,
+    _pairwise_block,
     detect_peaks,
     fit_lines,
 )
+from idexdask.analysis.signal_quality import _fill_value
 
 __all__ = [
     "GainRatioStatus",
@@ -66,6 +68,8 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
+
+_BASELINE_MIN_SAMPLES = 16  # baseline_sigma's min_samples: else the first 10 % of the trace
 
 TOF_CHANNELS = ("TOF_High", "TOF_Mid", "TOF_Low")
 """TOF gains, highest first."""
@@ -219,8 +223,11 @@ def _ratio(
     thresh = np.maximum(k * sig_h, k * sig_l * nominal)
     with np.errstate(all="ignore"):
         slope, n = _ratio_rows(
-            np.asarray(h, dtype=float), np.asarray(lo, dtype=float), np.asarray(ok, dtype=bool),
-            np.asarray(thresh, dtype=float), np.asarray(sig_l, dtype=float),
+            np.asarray(h, dtype=float),
+            np.asarray(lo, dtype=float),
+            np.asarray(ok, dtype=bool),
+            np.asarray(thresh, dtype=float),
+            np.asarray(sig_l, dtype=float),
         )
         ratio = 1.0 / slope
     good = (n >= int(settings["min_overlap_samples"])) & np.isfinite(ratio) & (ratio > 0)
@@ -240,47 +247,125 @@ def _ratio_rows(
     rows, n = h.shape
     slope = np.empty(rows)
     count = np.zeros(rows, dtype=np.int64)
-    sel = np.empty(n, dtype=np.bool_)
-    resid = np.empty(n)
-    buf = np.empty(2 * n)
-    hl = np.empty(n)
-    hh = np.empty(n)
+    work = _RatioWork(n)
     for r in range(rows):
-        # products with zeros outside the selection, summed as numpy does (same rounding)
-        for j in range(n):
-            s = ok[r, j] and h[r, j] > thresh[r]
-            sel[j] = s
-            hj = h[r, j] if s else 0.0
-            hl[j] = hj * (lo[r, j] if s else 0.0)
-            hh[j] = hj * hj
-        b = _divide(_pairwise_sum(hl, 0, n, n), _pairwise_sum(hh, 0, n, n))
-        k = 0
-        for j in range(n):
-            v = lo[r, j] - b * h[r, j]
-            resid[j] = v
-            if sel[j] and not np.isnan(v):
-                buf[k] = v
-                k += 1
-        spread = np.nan
-        if k:
-            m = _median_inplace(buf, k)
-            kk = 0
-            for j in range(n):
-                if sel[j] and not np.isnan(resid[j]):
-                    buf[kk] = abs(resid[j] - m)
-                    kk += 1
-            spread = MAD_TO_SIGMA * _median_inplace(buf, kk)
-        lim = np.nan if (np.isnan(spread) or np.isnan(sig_l[r])) else 4.0 * max(spread, sig_l[r])
-        c = 0
-        for j in range(n):
-            s = sel[j] and abs(resid[j]) <= lim
-            hj = h[r, j] if s else 0.0
-            hl[j] = hj * (lo[r, j] if s else 0.0)
-            hh[j] = hj * hj
-            c += s
-        slope[r] = _divide(_pairwise_sum(hl, 0, n, n), _pairwise_sum(hh, 0, n, n))
-        count[r] = c
+        slope[r], count[r] = _ratio_row(h[r], lo[r], ok[r], thresh[r], sig_l[r], work)
     return slope, count
+
+
+@numba.njit(cache=True, nogil=True)
+def _RatioWork(n: int) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled  # noqa: N802
+    """Scratch arrays of :func:`_ratio_row` for rows of ``n`` samples."""
+    return (
+        np.empty(n, dtype=np.int64),  # selected sample indices
+        np.zeros(n + 1, dtype=np.int64),  # selected samples before each index
+        np.empty(n),  # residuals of the selected samples
+        np.empty(2 * n),  # median scratch
+        np.zeros(n),  # h * lo, all-zero between calls
+        np.zeros(n),  # h * h, all-zero between calls
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _ratio_row(
+    h: np.ndarray,
+    lo: np.ndarray,
+    ok: np.ndarray,
+    thresh: float,
+    sig_l: float,
+    work: tuple[np.ndarray, ...],
+) -> tuple[float, int]:  # pragma: no cover - compiled
+    """:func:`_ratio_rows` of one row (``work`` from :func:`_RatioWork`).
+
+    The sums run over whole rows with zeros outside the selection, as numpy
+    would sum them (same rounding), but pairwise-summation leaves holding no
+    selected sample are known to be zero without being read.
+    """
+    idx, cnt, resid, buf, hl, hh = work
+    n = h.shape[0]
+    m = 0
+    for j in range(n):
+        s = ok[j] and h[j] > thresh
+        idx[m] = j
+        m += s
+        cnt[j + 1] = m
+    for i in range(m):
+        j = idx[i]
+        hl[j] = h[j] * lo[j]
+        hh[j] = h[j] * h[j]
+    b = _divide(_sparse_sum(hl, n, cnt), _sparse_sum(hh, n, cnt))
+    k = 0
+    for i in range(m):
+        j = idx[i]
+        v = lo[j] - b * h[j]
+        resid[i] = v
+        if not np.isnan(v):
+            buf[k] = v
+            k += 1
+    spread = np.nan
+    if k:
+        med = _median_inplace(buf, k)
+        kk = 0
+        for i in range(m):
+            if not np.isnan(resid[i]):
+                buf[kk] = abs(resid[i] - med)
+                kk += 1
+        spread = MAD_TO_SIGMA * _median_inplace(buf, kk)
+    lim = np.nan if (np.isnan(spread) or np.isnan(sig_l)) else 4.0 * max(spread, sig_l)
+    c = 0
+    for i in range(m):
+        j = idx[i]
+        if abs(resid[i]) <= lim:
+            c += 1
+        else:
+            hl[j] = 0.0
+            hh[j] = 0.0
+    slope = _divide(_sparse_sum(hl, n, cnt), _sparse_sum(hh, n, cnt))
+    for i in range(m):
+        j = idx[i]
+        hl[j] = 0.0
+        hh[j] = 0.0
+    return slope, c
+
+
+@numba.njit(cache=True, nogil=True)
+def _sparse_sum(a: np.ndarray, n: int, cnt: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``numpy.sum(a[:n])`` with numpy's pairwise summation (bitwise equal), for ``a``
+    that is +0.0 outside the marked samples (``cnt[i]``: marked samples before ``i``).
+
+    Leaves (the recursion of :func:`~idexdask.analysis.peaks._pairwise_sum`)
+    with no marked sample sum to exactly +0.0 and are not read.
+    """
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        if cn <= 128:
+            vals[nv] = _pairwise_block(a, cl, cn) if cnt[cl + cn] > cnt[cl] else 0.0
+            nv += 1
+        elif cnt[cl + cn] == cnt[cl]:  # a whole subtree of zeros
+            vals[nv] = 0.0
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    return vals[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -312,8 +397,6 @@ def merge_gains(
     MergedSpectrum or None
         None when the dataset holds no TOF channel.
     """
-    from idexdask.analysis.signal_quality import channel_arrays
-
     present = [c for c in TOF_CHANNELS if c in ds.data_vars and ds[c].ndim == 2]
     if not present:
         return None
@@ -325,40 +408,48 @@ def merge_gains(
     n_events = ref_shape[0]
     nominal = settings["nominal_gain"]
     t = channel_time(ds, present[0])
-    ys, sats, sigs = [], [], []
-    for name in present:
-        x, _, _ = channel_arrays(ds, name)
-        x = np.asarray(x, dtype=float)
+    n_gains = len(present)
+    raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
+    flags, t0s, t1s, qsigs, noms = [], [], [], [], []
+    for j, name in enumerate(present):
+        var = ds[name]
+        raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
+        pols.append(float(pol))
+        fill = _fill_value(var.attrs)
+        has_fill.append(math.isfinite(fill))
+        fills.append(fill)
+        vmin, vmax = _rails(var)
+        vmaxs.append(vmax if vmax is not None and pol >= 0 else math.nan)
+        vmins.append(vmin if vmin is not None and pol <= 0 else math.nan)
         low = name.lower()
-        base, sig = baseline_sigma(x, t, float(settings["baseline_stop_us"]))
-        qsig = _quality_values(quality, f"{low}_noise", n_events)
-        sig = np.where(np.isfinite(qsig) & (qsig > 0), qsig, sig)
-        sats.append(
-            saturation_mask(ds, name, x, t, quality, pol, int(settings["saturation_guard"]))
-        )
-        ys.append(pol * (x - base[:, None]))
-        sigs.append(sig)
-    signal = ys[0].copy()
-    sigma = np.broadcast_to(sigs[0][:, None], signal.shape).copy()
-    source = np.where(np.isfinite(signal) & ~sats[0], np.int8(0), np.int8(-1))
-    signal[source < 0] = np.nan
-    ratios = {present[0]: np.ones(n_events)}
-    status = {present[0]: np.full(n_events, GainRatioStatus.MEASURED, np.int8)}
-    overlap = {present[0]: np.zeros(n_events, np.int32)}
-    for j in range(1, len(present)):
-        hi_name, lo_name = present[j - 1], present[j]
-        nom = float(nominal[lo_name]) / float(nominal[hi_name])
-        ok = ~sats[j - 1] & ~sats[j] & np.isfinite(ys[j - 1]) & np.isfinite(ys[j])
-        r, st, n_ov = _ratio(ys[j - 1], ys[j], ok, sigs[j - 1], sigs[j], nom, settings)
-        ratios[lo_name] = ratios[hi_name] * r
-        status[lo_name] = np.maximum(st, status[hi_name] if j > 1 else st).astype(np.int8)
-        overlap[lo_name] = n_ov
-        fill = (source < 0) & ~sats[j] & np.isfinite(ys[j])
-        # in place, only where filled (signal, sigma and source are owned copies)
-        np.multiply(ys[j], ratios[lo_name][:, None], out=signal, where=fill)
-        np.copyto(sigma, (sigs[j] * ratios[lo_name])[:, None], where=fill)
-        source[fill] = j
+        if quality is not None and f"{low}_saturation_start" in quality:
+            flags.append(np.asarray(quality[f"{low}_saturated"].values, dtype=bool))
+            t0s.append(np.asarray(quality[f"{low}_saturation_start"].values, dtype=float))
+            t1s.append(np.asarray(quality[f"{low}_saturation_stop"].values, dtype=float))
+        else:
+            flags.append(np.zeros(n_events, bool))
+            t0s.append(np.full(n_events, np.nan))
+            t1s.append(np.full(n_events, np.nan))
+        qsigs.append(_quality_values(quality, f"{low}_noise", n_events))
+        noms.append(float(nominal[name]) / float(nominal[present[j - 1]]) if j else 1.0)
+    while len(raws) < 3:  # unused slots of the compiled kernel
+        raws.append(raws[0])
+    with np.errstate(all="ignore"):
+        signal = np.empty(ref_shape)
+        sigma = np.empty(ref_shape)
+        source = np.empty(ref_shape, dtype=np.int8)
+        ratio, st, ov, noise = _merge_rows(
+            raws[0], raws[1], raws[2], n_gains, t, float(settings["baseline_stop_us"]),
+            _BASELINE_MIN_SAMPLES, max(int(0.1 * ref_shape[1]), 1),
+            np.array(pols), np.array(has_fill), np.array(fills), np.array(vmins),
+            np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
+            int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
+            np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
+        )  # fmt: skip
+    ratios = {name: ratio[j] for j, name in enumerate(present)}
+    status = {name: st[j] for j, name in enumerate(present)}
+    overlap = {name: ov[j] for j, name in enumerate(present)}
     for name in TOF_CHANNELS:
         if name not in ratios:
             ratios[name] = np.full(n_events, np.nan)
@@ -373,8 +464,184 @@ def merge_gains(
         ratios=ratios,
         ratio_status=status,
         overlap=overlap,
-        noise=np.asarray(sigs[0], dtype=float),
+        noise=noise[0],
     )
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _load_row(raw, r, has_fill, fill, out):  # pragma: no cover - compiled
+    """Row ``r`` of ``raw`` as float64 into ``out``, NaN where missing (NaN or fill)."""
+    for j in range(raw.shape[1]):
+        v = np.float64(raw[r, j])
+        out[j] = np.nan if (v != v or (has_fill and v == fill)) else v
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _merge_rows(
+    x0: np.ndarray,
+    x1: np.ndarray,
+    x2: np.ndarray,
+    n_gains: int,
+    t: np.ndarray,
+    stop_us: float,
+    min_samples: int,
+    n_first: int,
+    pol: np.ndarray,
+    has_fill: np.ndarray,
+    fill: np.ndarray,
+    vmin: np.ndarray,
+    vmax: np.ndarray,
+    flag: np.ndarray,
+    t0: np.ndarray,
+    t1: np.ndarray,
+    guard: int,
+    qsig: np.ndarray,
+    k_sigma: float,
+    nominal: np.ndarray,
+    min_overlap: int,
+    signal: np.ndarray,
+    sigma: np.ndarray,
+    source: np.ndarray,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """:func:`merge_gains` of every event, one row at a time (see there).
+
+    Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used): the
+    :func:`~idexdask.analysis.peaks.baseline_sigma` level and sigma (sigma
+    replaced by ``qsig`` where that is finite and positive), the positive-going
+    signal ``pol * (x - level)``, its saturated samples (``>= vmax``, ``<= vmin``
+    (NaN: none), the quality interval ``[t0, t1]`` where ``flag``, grown by
+    ``guard`` samples), the ratio to the next higher gain (``nominal[g]`` when not
+    measured) and the merged spectrum.  Every value is computed with the
+    operations of the array version, so the results are the same.
+
+    Fills ``signal``, ``sigma``, ``source`` (rows, n; allocated by the caller:
+    NumPy maps large arrays on huge pages, which makes them much cheaper to
+    write) and returns per gain and row ``ratio``, ``status``, ``overlap`` and
+    ``noise``.
+    """
+    rows, n = x0.shape
+    ratio = np.ones((n_gains, rows))
+    status = np.zeros((n_gains, rows), dtype=np.int8)
+    overlap = np.zeros((n_gains, rows), dtype=np.int32)
+    noise = np.empty((n_gains, rows))
+    xf = np.empty((n_gains, n))
+    sat = np.zeros((n_gains, n), dtype=np.bool_)
+    raw_sat = np.empty(n, dtype=np.bool_)
+    ok = np.empty(n, dtype=np.bool_)
+    pre = np.empty(n, dtype=np.int64)
+    vals = np.empty(n)
+    pos = np.empty(n, dtype=np.int64)
+    buf = np.empty(2 * n)
+    zero_row = np.zeros(n)
+    work = _RatioWork(n)
+    for r in range(rows):
+        n_pre = 0
+        for j in range(n):
+            if t[r, j] < stop_us:
+                pre[n_pre] = j
+                n_pre += 1
+        for g in range(n_gains):
+            if g == 0:
+                _load_row(x0, r, has_fill[0], fill[0], xf[0])
+            elif g == 1:
+                _load_row(x1, r, has_fill[1], fill[1], xf[1])
+            else:
+                _load_row(x2, r, has_fill[2], fill[2], xf[2])
+            y = xf[g]
+            k = 0
+            for i in range(n_pre):
+                v = y[pre[i]]
+                if np.isfinite(v):
+                    vals[k] = v
+                    pos[k] = pre[i]
+                    k += 1
+            if k < min_samples:
+                k = 0
+                for j in range(min(n_first, n)):
+                    if np.isfinite(y[j]):
+                        vals[k] = y[j]
+                        pos[k] = j
+                        k += 1
+            base, _, mad = _baseline_level(vals, pos, k, n, buf, zero_row)
+            q = qsig[g, r]
+            noise[g, r] = q if (np.isfinite(q) and q > 0) else MAD_TO_SIGMA * mad
+            # saturated samples (grown by the guard) and the positive-going signal;
+            # the loops are written branch-free (bitwise tests, selects)
+            vmx = vmax[g]
+            vmn = vmin[g]
+            p = pol[g]
+            any_sat = False
+            for j in range(n):
+                v = y[j]
+                s = (v >= vmx) | (v <= vmn)
+                raw_sat[j] = s
+                any_sat |= s
+                y[j] = p * (v - base)
+            if flag[g, r]:
+                lo_t = t0[g, r]
+                hi_t = t1[g, r]
+                for j in range(n):
+                    s = (t[r, j] >= lo_t) & (t[r, j] <= hi_t)
+                    raw_sat[j] |= s
+                    any_sat |= s
+            sg = sat[g]
+            if guard > 0 and any_sat:
+                sg[:] = False
+                for j in range(n):
+                    if raw_sat[j]:
+                        sg[max(j - guard, 0) : min(j + guard + 1, n)] = True
+            else:
+                sg[:] = raw_sat
+        # ratios to the next higher gain, from the overlap
+        for g in range(1, n_gains):
+            h = xf[g - 1]
+            lo = xf[g]
+            sh = sat[g - 1]
+            sl = sat[g]
+            for j in range(n):
+                # v - v == 0: finite
+                ok[j] = ~sh[j] & ~sl[j] & (h[j] - h[j] == 0.0) & (lo[j] - lo[j] == 0.0)
+            a = k_sigma * noise[g - 1, r]
+            b = k_sigma * noise[g, r] * nominal[g]
+            thresh = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
+            slope, c = _ratio_row(h, lo, ok, thresh, noise[g, r], work)
+            rr = 1.0 / slope
+            good = c >= min_overlap and np.isfinite(rr) and rr > 0
+            st = np.int8(0) if good else np.int8(1)
+            ratio[g, r] = ratio[g - 1, r] * (rr if good else nominal[g])
+            status[g, r] = max(st, status[g - 1, r]) if g > 1 else st
+            overlap[g, r] = c
+        # the merged row: highest unsaturated gain, scaled to the first
+        y0 = xf[0]
+        s0 = sat[0]
+        sig_r = sigma[r]
+        out_r = signal[r]
+        src_r = source[r]
+        sig_r[:] = noise[0, r]
+        missing = 0
+        for j in range(n):
+            v = y0[j]
+            use = ~s0[j] & (v - v == 0.0)
+            out_r[j] = v if use else np.nan
+            src_r[j] = np.int8(0) if use else np.int8(-1)
+            missing += not use
+        for g in range(1, n_gains):
+            if missing == 0:  # nothing left to fill in this row
+                break
+            yg = xf[g]
+            sg = sat[g]
+            f = ratio[g, r]
+            sg_r = noise[g, r] * f
+            code = np.int8(g)
+            missing = 0
+            for j in range(n):
+                v = yg[j]
+                put = (src_r[j] < 0) & ~sg[j] & (v - v == 0.0)
+                out_r[j] = v * f if put else out_r[j]
+                sig_r[j] = sg_r if put else sig_r[j]
+                src_r[j] = code if put else src_r[j]
+                missing += src_r[j] < 0
+    return ratio, status, overlap, noise
 
 
 def _quality_values(quality: xr.Dataset | None, key: str, n: int) -> np.ndarray:

@@ -1,0 +1,154 @@
+"""merge_gains (one compiled pass per event) against a plain NumPy statement of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from idexdask.analysis.analyze import load_analysis_settings
+from idexdask.analysis.peaks import MAD_TO_SIGMA, baseline_sigma
+from idexdask.analysis.signal_quality import channel_arrays, signal_quality
+from idexdask.analysis.tof import (
+    TOF_CHANNELS,
+    GainRatioStatus,
+    channel_polarity,
+    channel_time,
+    merge_gains,
+    saturation_mask,
+)
+from idexdask.simulate import simulate_events
+
+
+def _ratio_ref(h, lo, ok, thresh, sig_l):
+    """Origin slope of lo on h over the overlap, one clipping pass (row by row, NumPy)."""
+    slope = np.empty(h.shape[0])
+    count = np.zeros(h.shape[0], dtype=np.int64)
+    with np.errstate(all="ignore"):
+        for r in range(h.shape[0]):
+            sel = ok[r] & (h[r] > thresh[r])
+            hs = np.where(sel, h[r], 0.0)
+            b = np.sum(hs * np.where(sel, lo[r], 0.0)) / np.sum(hs * hs)
+            resid = lo[r] - b * h[r]
+            rs = resid[sel & ~np.isnan(resid)]
+            spread = MAD_TO_SIGMA * np.median(np.abs(rs - np.median(rs))) if rs.size else np.nan
+            lim = np.nan if np.isnan(spread) or np.isnan(sig_l[r]) else 4 * max(spread, sig_l[r])
+            s2 = sel & (np.abs(resid) <= lim)
+            hs = np.where(s2, h[r], 0.0)
+            slope[r] = np.sum(hs * np.where(s2, lo[r], 0.0)) / np.sum(hs * hs)
+            count[r] = s2.sum()
+    return slope, count
+
+
+def _merge_ref(ds, quality, settings):
+    """The merge as whole-array NumPy steps (the formulation the kernel replaced)."""
+    present = [c for c in TOF_CHANNELS if c in ds.data_vars]
+    n_events = ds[present[0]].shape[0]
+    t = channel_time(ds, present[0])
+    ys, sats, sigs = [], [], []
+    for name in present:
+        x = np.asarray(channel_arrays(ds, name)[0], dtype=float)
+        pol = channel_polarity(ds, name, settings) or 1
+        base, sig = baseline_sigma(x, t, float(settings["baseline_stop_us"]))
+        q = (
+            np.asarray(quality[f"{name.lower()}_noise"].values, dtype=float)
+            if quality is not None
+            else np.full(n_events, np.nan)
+        )
+        sigs.append(np.where(np.isfinite(q) & (q > 0), q, sig))
+        sats.append(
+            saturation_mask(ds, name, x, t, quality, pol, int(settings["saturation_guard"]))
+        )
+        ys.append(pol * (x - base[:, None]))
+    signal = ys[0].copy()
+    sigma = np.broadcast_to(sigs[0][:, None], signal.shape).copy()
+    source = np.where(np.isfinite(signal) & ~sats[0], np.int8(0), np.int8(-1))
+    signal[source < 0] = np.nan
+    ratios = {present[0]: np.ones(n_events)}
+    status = {present[0]: np.zeros(n_events, np.int8)}
+    overlap = {present[0]: np.zeros(n_events, np.int32)}
+    k = float(settings["overlap_sigma"])
+    for j in range(1, len(present)):
+        hi, lo = present[j - 1], present[j]
+        nom = float(settings["nominal_gain"][lo]) / float(settings["nominal_gain"][hi])
+        ok = ~sats[j - 1] & ~sats[j] & np.isfinite(ys[j - 1]) & np.isfinite(ys[j])
+        thresh = np.maximum(k * sigs[j - 1], k * sigs[j] * nom)
+        slope, n = _ratio_ref(ys[j - 1], ys[j], ok, thresh, sigs[j])
+        with np.errstate(all="ignore"):
+            ratio = 1.0 / slope
+        good = (n >= int(settings["min_overlap_samples"])) & np.isfinite(ratio) & (ratio > 0)
+        st = np.where(good, 0, 1).astype(np.int8)
+        ratios[lo] = ratios[hi] * np.where(good, ratio, nom)
+        status[lo] = np.maximum(st, status[hi] if j > 1 else st).astype(np.int8)
+        overlap[lo] = n.astype(np.int32)
+        fill = (source < 0) & ~sats[j] & np.isfinite(ys[j])
+        np.multiply(ys[j], ratios[lo][:, None], out=signal, where=fill)
+        np.copyto(sigma, (sigs[j] * ratios[lo])[:, None], where=fill)
+        source[fill] = j
+    return signal, sigma, source, ratios, status, overlap, sigs[0]
+
+
+def _check(ds, settings, quality="compute"):
+    if quality == "compute":
+        quality = signal_quality(ds)
+    m = merge_gains(ds, quality, settings)
+    signal, sigma, source, ratios, status, overlap, noise = _merge_ref(ds, quality, settings)
+    assert np.array_equal(m.signal, signal, equal_nan=True)
+    assert np.array_equal(m.sigma, sigma, equal_nan=True)
+    assert np.array_equal(m.source, source) and m.source.dtype == np.int8
+    assert np.array_equal(m.noise, noise, equal_nan=True)
+    for name in ratios:
+        assert np.array_equal(m.ratios[name], ratios[name], equal_nan=True), name
+        assert np.array_equal(m.ratio_status[name], status[name]), name
+        assert m.ratio_status[name].dtype == np.int8
+        assert np.array_equal(m.overlap[name], overlap[name]), name
+        assert m.overlap[name].dtype == np.int32
+    for name in set(TOF_CHANNELS) - set(ratios):
+        assert (m.ratio_status[name] == GainRatioStatus.ABSENT).all()
+    return m
+
+
+@pytest.fixture(scope="module")
+def events() -> xr.Dataset:
+    ev = simulate_events(24, seed=5).events
+    for name in TOF_CHANNELS:
+        ev[name].attrs.update({"FILLVAL": 65535, "VALIDMIN": 0, "VALIDMAX": 1023})
+    return ev
+
+
+@pytest.fixture(scope="module")
+def settings() -> dict:
+    return {**load_analysis_settings(None)[1]["tof"]}
+
+
+def test_merge_matches_numpy_statement(events, settings):
+    ev = events.copy(deep=True)
+    hi = ev["TOF_High"].values
+    hi[3, 2500:2600] = 1023  # a long rail run in the high gain: filled from the lower gains
+    hi[4, 100:110] = 65535  # missing samples
+    ev["TOF_Mid"].values[4, 2500:2520] = 65535
+    ev["TOF_Mid"].values[4, 100:105] = 65535  # missing in every gain: NaN, source -1
+    ev["TOF_Low"].values[4, 100:105] = 65535
+    ev["TOF_Low"].values[5, :] = 65535  # a dead low gain
+    ev["TOF_High"].values[6, :3000] = 65535  # no pre-trigger baseline: first 10 % used
+    hi[7, 2400:2500] = 1023  # high and mid gains at the rail: the low gain fills in
+    ev["TOF_Mid"].values[7, 2420:2480] = 1023
+    m = _check(ev, settings)
+    assert (m.source == 1).any() and (m.source == 2).any() and (m.source < 0).any()
+    assert (m.ratio_status["TOF_Mid"] == GainRatioStatus.MEASURED).any()
+    _check(ev, settings, quality=None)
+    _check(ev, {**settings, "saturation_guard": 0, "min_overlap_samples": 1})
+    _check(ev.drop_vars("TOF_Mid"), settings)  # high/low directly
+    _check(ev.drop_vars(["TOF_Mid", "TOF_Low"]), settings)
+
+
+def test_merge_float_negative_going(events, settings):
+    ev = events.copy(deep=True)
+    for name in TOF_CHANNELS:
+        x = -(ev[name].values.astype(np.float32) - 500.0) * 1e-3
+        x[1, 50:60] = np.nan
+        x[2, 3000:3010] = np.inf
+        ev[name] = (ev[name].dims, x, {"units": "V", "signal_polarity": -1, "VALIDMIN": -0.5})
+    ev["TOF_High"].values[3, 2500:2600] = -0.5
+    m = _check(ev, settings)
+    assert (m.source == 1).any()
