@@ -53,6 +53,7 @@ from idexdask.calibration.tofmass import (
     STATUS_CODES,
     TOFMassCal,
     _fit_nb,
+    _sum_nb,
     _time_nb,
     slope_grid,
 )
@@ -873,28 +874,27 @@ def _finish_events(
         coef[e] = cf
         cov[e] = cv
         cal_order[e] = k_fit
-        # linear (stretch, shift) of the final line set
+        # linear (stretch, shift) of the final line set, as _linear_fit did in NumPy
         n_l = 0
-        sm = 0.0
-        tm = 0.0
         for j in range(n):
             if cur[j] >= 0:
                 peak_line[s0 + j] = cur[j]
                 n_l += 1
-                sm += s_ext[cur[j]]
-                tm += pe[j]
         if n_l >= 2:
-            sm /= n_l
-            tm /= n_l
-            den = 0.0
-            num = 0.0
+            sl = np.empty(n_l)
+            tl = np.empty(n_l)
+            i = 0
             for j in range(n):
                 if cur[j] >= 0:
-                    ds = s_ext[cur[j]] - sm
-                    den += ds * ds
-                    num += ds * (pe[j] - tm)
+                    sl[i] = s_ext[cur[j]]
+                    tl[i] = pe[j]
+                    i += 1
+            sm = _sum_nb(sl, 0, n_l) / n_l
+            tm = _sum_nb(tl, 0, n_l) / n_l
+            ds = sl - sm
+            den = np.dot(ds, ds)  # BLAS ddot, like ``ds @ ds``
             if den > 0:
-                a_lin = num / den
+                a_lin = np.dot(ds, tl - tm) / den
                 if np.isfinite(a_lin):
                     stretch[e] = a_lin
                     shift[e] = tm - a_lin * sm

@@ -735,8 +735,12 @@ def _wls(
 # Scalar per-event versions of ``fit`` / ``min_slope`` / ``time_axis`` for the
 # batched bootstrap (idexdask.calibration.bootstrap.bootstrap_calibrations): at a
 # handful of lines per event the NumPy versions are dominated by call overhead.
-# They follow the NumPy code step by step; results agree to rounding (LAPACK/BLAS
-# builds differ), see tests/unit/test_tofmass.py.
+# They follow the NumPy code step by step, down to the BLAS/LAPACK calls and the
+# array orders that pick the BLAS kernels, so the results are the same bit for bit
+# (tests/unit/test_tofmass.py; above order 3, complex roots of the slope go through
+# another eigenvalue solver: rounding only).  Numba's on-disk cache of a caller
+# (bootstrap._finish_events) is not invalidated by an edit here: after changing
+# these kernels delete idexdask/calibration/__pycache__/*.nbi and *.nbc.
 
 #: Codes of :class:`CalibrationStatus` used by the compiled kernels, in this order.
 STATUS_CODES: tuple[CalibrationStatus, ...] = (
@@ -772,9 +776,13 @@ def _real_roots_nb(
     for i in range(n):
         high_first[i] = d[n - 1 - i]
     try:
-        roots = np.roots(high_first)
-    except Exception:  # noqa: BLE001 - LinAlgError in compiled code: no roots
-        return np.empty(0)
+        # real eigenvalues of the companion matrix: LAPACK dgeev, as in NumPy
+        roots = np.roots(high_first).astype(np.complex128)
+    except Exception:  # noqa: BLE001 - some roots complex (numba refuses): complex solver
+        try:
+            roots = np.roots(high_first.astype(np.complex128))
+        except Exception:  # noqa: BLE001 - LinAlgError in compiled code: no roots
+            return np.empty(0)
     out = np.empty(roots.size)
     k = 0
     for r in roots:
@@ -929,16 +937,16 @@ def _wls_nb(
     dof = n - kk
     if not absolute:
         if dof > 0:
-            rss = 0.0
+            vander = np.empty((n, kk))
+            sw = np.sqrt(w)
             for i in range(n):
                 u = (s[i] - centre) / scale
                 v = 1.0
-                fit_i = 0.0
                 for j in range(kk):
-                    fit_i += v * beta[j]
+                    vander[i, j] = v
                     v *= u
-                resid = (t[i] - fit_i) * math.sqrt(w[i])
-                rss += resid * resid
+            resid = (t - vander @ beta) * sw  # BLAS gemv and ddot, as in NumPy
+            rss = np.dot(resid, resid)
             cov_u = cov_u * rss / dof
         else:
             cov_u[:, :] = np.nan

@@ -11,6 +11,7 @@ from idexdask.calibration import (
     BootstrapStatus,
     UncalibratedReason,
     bootstrap_calibration,
+    bootstrap_calibrations,
     ion_mass,
     load_calibration_settings,
     mass_axis,
@@ -18,7 +19,7 @@ from idexdask.calibration import (
     stack_coefficients,
     synthetic_peaks,
 )
-from idexdask.errors import ConfigError
+from idexdask.errors import CalibrationError, ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,98 @@ def test_stack_coefficients_feed_mass_axis(flight):
     for i in range(3):
         np.testing.assert_allclose(m[i], results[i].calibration.mass(t), rtol=1e-12)
     assert np.all(np.isnan(m[3]))
+
+
+# ----------------------------------------------------------------------------- batched
+
+
+def _same_result(a, b):
+    """Two BootstrapResults are equal field by field (NaN == NaN), bit for bit."""
+    for f in ("status", "reason", "message", "score", "n_matched", "explained_fraction",
+              "assignments"):
+        assert getattr(a, f) == getattr(b, f), f
+    for f in ("stretch", "shift"):
+        np.testing.assert_array_equal(getattr(a, f), getattr(b, f), err_msg=f)
+    assert (a.calibration is None) == (b.calibration is None)
+    if a.calibration is not None:
+        for f in ("coefficients", "covariance", "line_times_us", "line_masses_u", "residual_u"):
+            np.testing.assert_array_equal(getattr(a.calibration, f), getattr(b.calibration, f))
+        assert a.calibration.status is b.calibration.status
+        assert a.calibration.requested_order == b.calibration.requested_order
+
+
+def _spectra(rng, settings, n):
+    out = []
+    for k in range(n):
+        if k % 4 == 3:  # junk: no comb structure, any number of peaks (0 and 1 included)
+            m = int(rng.integers(0, 10))
+            out.append((np.sort(rng.uniform(0.5, 15.0, m)), rng.uniform(0.0, 1.0, m)))
+        else:
+            t, a, _ = synthetic_peaks(rng, settings=settings, n_ions=(2, 12), n_spurious=(0, 3))
+            out.append((t, a))
+    return out
+
+
+@pytest.mark.parametrize("preset", ["flight", "lab"])
+def test_batch_equals_one_event_at_a_time(preset):
+    settings = load_calibration_settings(preset)
+    rng = np.random.default_rng(41)
+    spectra = _spectra(rng, settings, 60)
+    spectra += [
+        (np.array([]), np.array([])),  # no lines
+        (np.array([7.3]), np.array([1.0])),  # one line
+        (np.array([3.0, 7.3]), np.array([0.0, 0.0])),  # all-zero amplitudes
+        (np.arange(2.0, 14.0, 1.0), np.ones(12)),  # evenly spaced: off the comb
+    ]
+    times = np.concatenate([t for t, _ in spectra])
+    amps = np.concatenate([a for _, a in spectra])
+    offsets = np.cumsum([0] + [t.size for t, _ in spectra])
+    batch = bootstrap_calibrations(times, amps, offsets, settings=settings)
+    singles = [bootstrap_calibration(t, a, settings=settings) for t, a in spectra]
+    assert sum(r.calibrated for r in singles) >= 20  # the comparison covers both outcomes
+    assert len({r.reason for r in singles}) >= 4
+    for e, single in enumerate(singles):
+        _same_result(batch.result(e), single)
+        assert batch.calibrated[e] == single.calibrated
+        assert batch.status[e] == single.status.value
+        assert batch.reason[e] == single.reason.value
+        sl = slice(offsets[e], offsets[e + 1])
+        got = {int(j): settings.extended[i].label
+               for j, i in enumerate(batch.peak_line[sl]) if i >= 0}
+        assert got == {a.peak_index: a.label for a in single.assignments}
+    np.testing.assert_array_equal(batch.stacked(3), stack_coefficients(singles, order=3))
+    # a batch of blocks gives what one block gives (blocks of the coarse search)
+    half = offsets[30]
+    first = bootstrap_calibrations(times[:half], amps[:half], offsets[:31], settings=settings)
+    np.testing.assert_array_equal(first.coefficients, batch.coefficients[:30])
+
+
+def test_batch_non_finite_event_is_flagged_not_raised(flight):
+    rng = np.random.default_rng(8)
+    t1, a1, _ = synthetic_peaks(rng, settings=flight, n_ions=8, n_spurious=0)
+    t2 = t1.copy()
+    t2[2] = np.nan
+    batch = bootstrap_calibrations(
+        np.concatenate([t1, t2, t1]), np.concatenate([a1, a1, a1]),
+        [0, t1.size, 2 * t1.size, 3 * t1.size], settings=flight,
+    )
+    assert list(batch.reason) == ["none", "error", "none"]
+    assert list(batch.calibrated) == [True, False, True]
+    assert np.all(np.isnan(batch.stacked(3)[1]))
+    np.testing.assert_array_equal(batch.coefficients[0], batch.coefficients[2])
+    with pytest.raises(CalibrationError):
+        batch.result(1)
+    with pytest.raises(CalibrationError):
+        bootstrap_calibration(t2, a1, settings=flight)
+
+
+def test_batch_input_checks(flight):
+    with pytest.raises(CalibrationError):
+        bootstrap_calibrations([1.0, 2.0], [1.0], [0, 2], settings=flight)
+    for bad in ([0, 3], [1, 2], [0, 2, 1, 2], [0.0, 2.0]):
+        with pytest.raises(CalibrationError):
+            bootstrap_calibrations([1.0, 2.0], None, bad, settings=flight)
+    empty = bootstrap_calibrations([], None, [0], settings=flight)
+    assert empty.stacked(3).shape == (0, 4)
+    none = bootstrap_calibrations([], None, [0, 0, 0], settings=flight)
+    assert list(none.reason) == ["no_lines", "no_lines"]

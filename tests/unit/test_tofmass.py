@@ -178,3 +178,67 @@ def test_mass_axis_broadcasts_over_events():
     m2 = mass_axis(coef, t2)
     np.testing.assert_allclose(m2[1], cals[1].mass(t + 1), rtol=1e-12)
     np.testing.assert_allclose(time_axis(coef[:3], [23.0])[:, 0], [c.time(23.0) for c in cals])
+
+
+# ----------------------------------------------------------------------------- compiled kernels
+
+
+def test_compiled_fit_equals_numpy_fit():
+    """The kernel of the batched bootstrap reproduces TOFMassCal.fit bit for bit."""
+    from idexdask.calibration.tofmass import STATUS_CODES, _fit_nb, slope_grid
+
+    rng = np.random.default_rng(12)
+    mass_range = (0.5, 300.0)
+    grid = slope_grid(mass_range)
+    s_min, s_max = np.sqrt(mass_range)
+    min_lines = np.array([2, 3, 6])
+    seen = set()
+    for trial in range(400):
+        n = int(rng.integers(1, 14))
+        m = rng.choice(MASSES, n, replace=True) if trial % 5 == 0 else rng.choice(
+            np.linspace(1.0, 250.0, 400), n, replace=False)
+        noise = 0.3 if trial % 3 == 0 else 0.002  # noisy lines: reduced / non-monotonic fits
+        t = 0.1 + 1.45 * np.sqrt(m) + rng.normal(0.0, noise, n)
+        absolute = trial % 2 == 0
+        w = np.full(n, 2.5e5) if absolute else np.ones(n)
+        ref = TOFMassCal.fit(t, m, w if absolute else None, mass_range=mass_range,
+                             max_order=3, min_lines_for_order=(2, 3, 6))
+        coef = np.empty(4)
+        cov = np.empty((4, 4))
+        code, order, requested = _fit_nb(np.sqrt(m), m, t, w, absolute, 3, min_lines,
+                                         s_min, s_max, grid, coef, cov)
+        assert STATUS_CODES[code] is ref.status
+        assert requested == ref.requested_order
+        seen.add(ref.status)
+        if ref.usable:
+            assert order == ref.order
+            np.testing.assert_array_equal(coef[: order + 1], ref.coefficients)
+            assert np.all(coef[order + 1 :] == 0.0)
+            np.testing.assert_array_equal(cov[: order + 1, : order + 1], ref.covariance)
+        else:
+            assert np.all(np.isnan(coef))
+    assert {CalibrationStatus.CALIBRATED, CalibrationStatus.TOO_FEW_LINES} <= seen
+    assert len(seen) >= 3
+
+
+def test_compiled_min_slope_time_and_sum():
+    from idexdask.calibration.tofmass import _min_slope_nb, _sum_nb, _time_nb, slope_grid
+
+    rng = np.random.default_rng(3)
+    grid = slope_grid((0.5, 300.0))
+    s_lo, s_hi = grid[0], grid[-1]
+    for _ in range(300):
+        k = int(rng.integers(1, 6))
+        c = rng.normal(0.0, 1.0, k + 1) * 10.0 ** -rng.uniform(0, 4, k + 1)
+        got, want = _min_slope_nb(c, s_lo, s_hi, grid), min_slope(c, s_lo, s_hi)
+        if k <= 3:  # up to the shipped fit.max_order: the same LAPACK calls, bit for bit
+            assert got == want
+        else:  # complex roots of higher orders go through another solver: rounding only
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
+            assert (got > 0) == (want > 0)
+        for m in (0.1, 0.5, 7.0, 56.0, 400.0):
+            assert _time_nb(c, k, np.sqrt(m), s_lo) == time_axis(c, m)
+    assert _min_slope_nb(np.array([0.0, np.nan]), s_lo, s_hi, grid) == -np.inf
+    for n in (0, 1, 7, 8, 9, 100, 128, 129, 1000, 4321):
+        a = rng.normal(size=n) * 10.0 ** rng.uniform(-6, 6, n)
+        assert _sum_nb(a, 0, n) == a.sum()  # NumPy's pairwise rounding
