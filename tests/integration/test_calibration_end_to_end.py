@@ -192,3 +192,32 @@ def test_spectrum_without_lines_has_no_mass_axis():
     assert set(out["mass_calibration_status"].values) == {"uncalibrated"}
     assert np.all(np.isnan(out["mass_calibration"].values))
     assert np.all(np.isnan(out["peak_mass"].values))
+
+
+def test_batched_bootstrap_equals_per_event_on_simulated_lines(simulated):
+    """analyze() calibrates all events in one batch: the same as one event at a time."""
+    from idexdask.calibration import bootstrap_calibrations, load_calibration_settings
+
+    _, out = simulated
+    pe, pc, pa, ps = (out[v].values for v in ("peak_event", "peak_center", "peak_area",
+                                               "peak_status"))
+    n = out.sizes["epoch"]
+    good = (ps <= 2) & np.isfinite(pc) & np.isfinite(pa) & (pa > 0)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(pe[good], minlength=n))])
+    settings = load_calibration_settings("flight")
+    batch = bootstrap_calibrations(pc[good], pa[good], offsets, settings=settings)
+    np.testing.assert_array_equal(batch.stacked(3), out["mass_calibration"].values)
+    np.testing.assert_array_equal(batch.reason, out["mass_calibration_reason"].values)
+    assert batch.calibrated.sum() >= 8
+    for e in range(n):
+        sel = slice(offsets[e], offsets[e + 1])
+        single = bootstrap_calibration(pc[good][sel], pa[good][sel], settings=settings)
+        got = batch.result(e)
+        assert (got.status, got.reason, got.message) == (single.status, single.reason,
+                                                          single.message)
+        assert got.assignments == single.assignments
+        if single.calibrated:
+            np.testing.assert_array_equal(got.calibration.coefficients,
+                                          single.calibration.coefficients)
+            np.testing.assert_array_equal(got.calibration.residual_u,
+                                          single.calibration.residual_u)
