@@ -33,7 +33,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
 from idexdask._logging import get_logger
@@ -484,6 +483,8 @@ def detect_peaks(
     noise: np.ndarray,
     settings: Mapping[str, Any],
     noise_scale: np.ndarray | None = None,
+    *,
+    scale_den: np.ndarray | None = None,
 ) -> tuple[PeakCandidates, np.ndarray]:
     """Find the lines of every spectrum with a noise-scaled prominence threshold.
 
@@ -502,6 +503,11 @@ def detect_peaks(
         Relative noise of each sample (n_events, n_samples), 1 on the baseline's
         gain: where a merged spectrum uses a lower gain scaled up, its noise is
         that much larger and so is the prominence a peak needs there.
+    scale_den : numpy.ndarray, optional
+        Per-event divisor of ``noise_scale`` (n_events,): the relative noise is
+        then ``noise_scale / scale_den[:, None]``, computed row by row (e.g. the
+        merged spectrum's ``sigma`` and ``noise``, with no (n_events, n_samples)
+        quotient materialised).
     settings : mapping
         The ``peaks`` section of the analysis settings: ``smooth_us``,
         ``prominence_sigma``, ``height_sigma``, ``min_distance_us``,
@@ -517,36 +523,22 @@ def detect_peaks(
     n_events, n = y.shape
     if n_events == 0 or n < 3:
         return _empty_candidates(), np.full(n_events, np.nan)
+    y = np.asarray(y, dtype=float)
+    t = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
     dt = _sample_step(t)
-    width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(int)
-    filled = np.where(np.isfinite(y), y, 0.0)
-    smooth = np.empty_like(filled)
-    for w in np.unique(width):  # one pass per distinct sampling (usually one)
-        rows = width == w
-        smooth[rows] = uniform_filter1d(filled[rows], size=int(w), axis=1, mode="nearest")
-    _, zsig = baseline_sigma(
-        np.where(np.isfinite(y), smooth, np.nan), t, settings["baseline_stop_us"]
-    )
-    zsig = np.where(np.isfinite(zsig) & (zsig > 0), zsig, noise)
-    usable = np.isfinite(zsig) & (zsig > 0) & np.any(np.isfinite(y), axis=1)
-    safe = np.where(usable, zsig, 1.0)
-    z = smooth / safe[:, None]
-    if noise_scale is not None:
-        with np.errstate(all="ignore"):
-            src = np.where(np.isfinite(noise_scale), noise_scale, 1.0)
-            # rows on the reference gain only are all ones: filter one such row, once
-            # (the filter works row by row, so the result is the same)
-            varying = np.any(src != 1.0, axis=1)
-            scale = np.empty_like(src)
-            if varying.any():
-                scale[varying] = uniform_filter1d(src[varying], 5, axis=1)
-            if not varying.all():
-                scale[~varying] = uniform_filter1d(np.ones((1, src.shape[1])), 5, axis=1)
-        z = z / np.maximum(scale, 1.0)
-    z[~usable] = 0.0
-    z = np.where(np.isfinite(y), z, 0.0)
+    width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(np.int64)
+    noise = np.broadcast_to(np.asarray(noise, dtype=float), (n_events,))
+    if noise_scale is None:
+        num, den = np.zeros((1, 1)), np.ones(1)
+    else:
+        num = np.broadcast_to(np.asarray(noise_scale, dtype=float), y.shape)
+        den = np.ones(n_events) if scale_den is None else np.asarray(scale_den, dtype=float)
     # one search over all events: [z_0, WALL, z_1, WALL, ...]
-    flat = np.concatenate([z, np.full((n_events, 1), _WALL)], axis=1).ravel()
+    flat = np.empty(n_events * (n + 1))  # NumPy-allocated: huge pages, cheap to write
+    zsig, usable = _search_rows(
+        y, t, width, float(settings["baseline_stop_us"]), max(int(0.1 * n), 1), noise,
+        num, den, noise_scale is not None, flat,
+    )  # fmt: skip
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
     idx, props = find_peaks(
         flat,
@@ -586,10 +578,154 @@ def detect_peaks(
 
 
 def _sample_step(t: np.ndarray) -> np.ndarray:
-    """Median sample step per event, µs (n_events,)."""
-    with _quiet():
-        d = nanmedian_rows(np.diff(t, axis=1))
+    """Median sample step per event, µs (n_events,).
+
+    ``numpy.nanmedian(numpy.diff(t, axis=1), axis=1)`` (1 where that is not a
+    positive number), computed row by row without the differences array.
+    """
+    t = np.asarray(t, dtype=float)
+    if t.ndim == 2 and t.shape[1] >= 2:
+        d = _median_step_rows(t)
+    else:
+        with _quiet():
+            d = nanmedian_rows(np.diff(t, axis=1))
     return np.where(np.isfinite(d) & (d > 0), d, 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _median_step_rows(t: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """Per row, the median of ``t[j + 1] - t[j]`` ignoring NaN (NaN for none)."""
+    rows, n = t.shape
+    out = np.empty(rows)
+    buf = np.empty(2 * (n - 1))
+    for r in range(rows):
+        k = 0
+        for j in range(n - 1):
+            d = t[r, j + 1] - t[r, j]
+            if not np.isnan(d):
+                buf[k] = d
+                k += 1
+        out[r] = _median_inplace(buf, k) if k else np.nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniform_row(
+    src: np.ndarray, w: int, nearest: bool, ext: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``scipy.ndimage.uniform_filter1d(src, w, mode="nearest" or "reflect")`` into ``out``.
+
+    The same running sum as SciPy's (``NI_UniformFilter1D``: the sum of the
+    first window, then one sample in and one out per step, divided by ``w`` at
+    each output), so the values are bitwise equal; ``ext`` is scratch of
+    ``len(src) + w`` values.
+    """
+    n = src.shape[0]
+    s1 = w // 2
+    s2 = w - s1 - 1
+    for i in range(s1):  # original index -(s1 - i)
+        ext[i] = src[0] if nearest else src[min(s1 - i - 1, n - 1)]
+    ext[s1 : s1 + n] = src
+    for i in range(s2):  # original index n + i
+        ext[s1 + n + i] = src[n - 1] if nearest else src[max(n - 1 - i, 0)]
+    tmp = 0.0
+    for j in range(w):
+        tmp += ext[j]
+    out[0] = tmp / w
+    for j in range(1, n):
+        tmp += ext[j + w - 1] - ext[j - 1]
+        out[j] = tmp / w
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _search_rows(
+    y: np.ndarray,
+    t: np.ndarray,
+    width: np.ndarray,
+    stop_us: float,
+    n_first: int,
+    noise: np.ndarray,
+    num: np.ndarray,
+    den: np.ndarray,
+    has_scale: bool,
+    flat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """The normalised search rows of :func:`detect_peaks`, one event at a time.
+
+    Per row: NaN -> 0, boxcar of ``width`` (``mode="nearest"``), robust sigma of
+    the smoothed pre-trigger samples (``t < stop_us`` and ``y`` finite; the
+    first ``n_first`` samples when fewer than 16), replaced by ``noise`` when not
+    positive; ``z = smooth / sigma``, divided by ``max(boxcar5(scale), 1)``
+    where the relative noise ``scale = num / den`` (non-finite -> 1) is not all
+    one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` goes to
+    ``flat[r * (n + 1):(r + 1) * (n + 1)]``, followed by the wall sample.
+    Returns the sigma per row and whether the row is usable.
+    """
+    rows, n = y.shape
+    zsig = np.empty(rows)
+    usable = np.zeros(rows, dtype=np.bool_)
+    filled = np.empty(n)
+    smooth = np.empty(n)
+    scale = np.empty(n)
+    src = np.empty(n)
+    ext = np.empty(2 * n + 8)
+    vals = np.empty(n)
+    buf = np.empty(2 * n)
+    for r in range(rows):
+        n_fin = 0
+        for j in range(n):
+            v = y[r, j]
+            fin = v - v == 0.0
+            filled[j] = v if fin else 0.0
+            n_fin += fin
+        _uniform_row(filled, width[r], True, ext, smooth)
+        # robust sigma of the smoothed baseline (baseline_sigma's rules)
+        k = 0
+        for j in range(n):
+            v = smooth[j]
+            if t[r, j] < stop_us and np.isfinite(y[r, j]) and np.isfinite(v):
+                vals[k] = v
+                k += 1
+        if k < 16:
+            k = 0
+            for j in range(min(n_first, n)):
+                v = smooth[j]
+                if np.isfinite(y[r, j]) and np.isfinite(v):
+                    vals[k] = v
+                    k += 1
+        zs = np.nan
+        if k:
+            buf[:k] = vals[:k]
+            m = _median_inplace(buf, k)
+            for j in range(k):
+                buf[j] = abs(vals[j] - m)
+            zs = MAD_TO_SIGMA * _median_inplace(buf, k)
+        if not (np.isfinite(zs) and zs > 0):
+            zs = noise[r]
+        ok = np.isfinite(zs) and zs > 0 and n_fin > 0
+        zsig[r] = zs
+        usable[r] = ok
+        safe = zs if ok else 1.0
+        varying = False
+        if has_scale:
+            d = den[r]
+            for j in range(n):
+                v = num[r, j] / d
+                v = v if v - v == 0.0 else 1.0
+                src[j] = v
+                varying |= v != 1.0
+            if varying:
+                _uniform_row(src, 5, False, ext, scale)
+        base = r * (n + 1)
+        for j in range(n):
+            z = smooth[j] / safe
+            if varying:
+                s = scale[j]
+                z = z / (s if (s >= 1.0 or np.isnan(s)) else 1.0)
+            yj = y[r, j]
+            flat[base + j] = z if (ok and yj - yj == 0.0) else 0.0
+        flat[base + n] = _WALL
+    return zsig, usable
 
 
 @dataclass

@@ -674,9 +674,10 @@ def tof_lines(
     zsigma : numpy.ndarray
         Smoothed-baseline sigma per event used for the prominence scale.
     """
-    with np.errstate(all="ignore"):
-        scale = merged.sigma / merged.noise[:, None]
-    cand, zsig = detect_peaks(merged.signal, merged.time, merged.noise, settings, scale)
+    # relative noise sigma / noise, formed row by row inside the detection
+    cand, zsig = detect_peaks(
+        merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise
+    )
     if edit is not None:
         cand = edit(cand, merged)
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings)

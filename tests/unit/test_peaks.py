@@ -93,3 +93,96 @@ def test_single_search_matches_per_event():
         z = y[e] / zsig[e]
         ref, _ = find_peaks(z, height=5.0, prominence=3.0)
         np.testing.assert_array_equal(cand.index[cand.event == e], ref)
+
+
+def _search_rows_ref(y, t, noise, settings, noise_scale):
+    """The normalised search rows as whole-array NumPy/SciPy steps (the former code)."""
+    from scipy.ndimage import uniform_filter1d
+
+    from idexdask.analysis.peaks import baseline_sigma
+
+    n = y.shape[1]
+    with np.errstate(all="ignore"):
+        dt = np.nanmedian(np.diff(t, axis=1), axis=1)
+    dt = np.where(np.isfinite(dt) & (dt > 0), dt, 1.0)
+    width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(int)
+    filled = np.where(np.isfinite(y), y, 0.0)
+    smooth = np.empty_like(filled)
+    for w in np.unique(width):
+        rows = width == w
+        smooth[rows] = uniform_filter1d(filled[rows], size=int(w), axis=1, mode="nearest")
+    _, zsig = baseline_sigma(
+        np.where(np.isfinite(y), smooth, np.nan), t, settings["baseline_stop_us"]
+    )
+    zsig = np.where(np.isfinite(zsig) & (zsig > 0), zsig, noise)
+    usable = np.isfinite(zsig) & (zsig > 0) & np.any(np.isfinite(y), axis=1)
+    z = smooth / np.where(usable, zsig, 1.0)[:, None]
+    if noise_scale is not None:
+        src = np.where(np.isfinite(noise_scale), noise_scale, 1.0)
+        z = z / np.maximum(uniform_filter1d(src, 5, axis=1), 1.0)
+    z[~usable] = 0.0
+    return np.where(np.isfinite(y), z, 0.0), zsig, dt
+
+
+def test_compiled_search_rows_match_numpy():
+    """detect_peaks' compiled row pass equals the whole-array formulation, bit for bit."""
+    from idexdask.analysis.peaks import _WALL, _sample_step, _search_rows
+
+    rng = np.random.default_rng(3)
+    n_events, n = 12, 3000
+    t = np.tile(-2.0 + np.arange(n) * DT, (n_events, 1))
+    t[1] = -2.0 + np.arange(n) * 2 * DT  # another sampling: another boxcar width
+    t[2, 7] = np.nan
+    t[3] = 1.0 + np.arange(n) * DT  # no pre-trigger samples: first 10 %
+    y = np.round(rng.normal(0, 3, (n_events, n)))
+    y[:, 1500:1510] += 200.0
+    y[4, ::3] = np.nan
+    y[5] = np.nan  # nothing finite: unusable
+    y[6] = 0.0  # zero sigma: the given noise is used
+    y[7, :600] = np.nan  # no finite pre-trigger sample either
+    y[8, 100] = np.inf
+    noise = np.full(n_events, 2.0)
+    noise[6] = 0.0  # ... and is not positive either: unusable
+    sigma = np.broadcast_to(noise[:, None], y.shape).copy()
+    sigma[[0, 4, 9], 1400:1600] *= 10.0  # a lower gain scaled up
+    sigma[9, 200:210] = np.inf
+    settings = {"smooth_us": 0.008, "baseline_stop_us": 0.0}
+    dt = _sample_step(t)
+    for scale, den in ((None, None), (sigma, noise), (sigma / 2.0, None)):
+        with np.errstate(all="ignore"):
+            ns = None if scale is None else scale / (1.0 if den is None else den[:, None])
+        z_ref, zsig_ref, dt_ref = _search_rows_ref(y, t, noise, settings, ns)
+        width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(np.int64)
+        flat = np.empty(n_events * (n + 1))
+        zsig, usable = _search_rows(
+            y, t, width, 0.0, n // 10, noise,
+            np.zeros((1, 1)) if scale is None else scale,
+            np.ones(n_events) if den is None else den, scale is not None, flat,
+        )  # fmt: skip
+        flat = flat.reshape(n_events, n + 1)
+        assert np.array_equal(dt, dt_ref)
+        assert np.array_equal(zsig, zsig_ref, equal_nan=True)
+        assert np.array_equal(flat[:, :n], z_ref)
+        assert (flat[:, n] == _WALL).all()
+        assert usable.tolist() == [r not in (5, 6) for r in range(n_events)]
+    assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2
+
+
+def test_uniform_row_matches_scipy():
+    from scipy.ndimage import uniform_filter1d
+
+    from idexdask.analysis.peaks import _uniform_row
+
+    rng = np.random.default_rng(4)
+    for trial in range(300):
+        n = int(rng.integers(3, 400))
+        w = int(rng.integers(1, n // 4 + 2))
+        x = rng.normal(0, 10.0 ** rng.integers(-3, 4), n)
+        if trial % 3 == 0:
+            x = np.round(x)
+        for mode in ("nearest", "reflect"):
+            if mode == "reflect":
+                w = min(w, 5, n)
+            out = np.empty(n)
+            _uniform_row(x, w, mode == "nearest", np.empty(n + w), out)
+            assert np.array_equal(out, uniform_filter1d(x, w, mode=mode)), (n, w, mode)
