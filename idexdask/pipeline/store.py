@@ -524,7 +524,8 @@ class RegionWriter:
     The arrays' metadata (``zarr.json``) is read once per writer, when a variable
     is first written, and kept in the writer: create one per task, or keep one
     per worker process for one store (its memory is a few hundred small records,
-    never chunk data).  Arrays whose metadata this module does not recognise
+    never chunk data), but not across a re-initialisation of the store
+    (``--overwrite`` creates the arrays anew).  Arrays whose metadata this module does not recognise
     (another codec, chunk grid or data type) are written through zarr-python.
 
     Each chunk of a unit's region is encoded with the array's codec chain and
