@@ -30,8 +30,8 @@ register_check("pipeline.retries", lambda v: 0 <= int(v) <= 20, "0 to 20")
 register_check("pipeline.chunk_events", lambda v: int(v) >= 1, "at least 1")
 register_check(
     "pipeline.compressor",
-    lambda v: v in ("zstd", "gzip", "blosc-lz4", "none"),
-    "one of zstd, gzip, blosc-lz4, none",
+    lambda v: v in ("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none"),
+    "one of zstd, zstd-bitshuffle, gzip, blosc-lz4, none",
 )
 register_check("pipeline.compression_level", lambda v: 0 <= int(v) <= 22, "0 to 22")
 register_check(
