@@ -7,10 +7,11 @@ All events are handled together:
   pre-trigger baseline, so one prominence threshold in sigma units applies to
   every event whatever its noise or unit (DN or V).
 * **Detection.**  The normalised spectra of all events are concatenated into one
-  1-D array, separated by a single "wall" sample far above any signal, and
-  :func:`scipy.signal.find_peaks` runs once on it.  A wall stops the prominence
-  base search exactly as the ends of a separate array would, so the result is
-  the same as one call per event, at the cost of one call in all.
+  1-D array, separated by a single "wall" sample far above any signal, and one
+  peak search runs on it (a compiled equivalent of
+  :func:`scipy.signal.find_peaks` with height and prominence limits, giving the
+  same peaks).  A wall stops the prominence base search exactly as the ends of a
+  separate array would, so the result is the same as one search per event.
 * **Windows.**  Each peak gets a fit window ``[t_peak - window_left_us,
   t_peak + window_right_us]`` cut at the midpoint to a neighbouring peak of the
   same event; windows are gathered into one ``(n_peaks, width)`` array padded
@@ -33,7 +34,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from scipy.signal import find_peaks
 
 from idexdask._logging import get_logger
 from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch
@@ -540,11 +540,10 @@ def detect_peaks(
         num, den, noise_scale is not None, flat,
     )  # fmt: skip
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
-    idx, props = find_peaks(
-        flat,
-        height=(settings["height_sigma"], 0.5 * _WALL),
-        prominence=settings["prominence_sigma"],
+    idx, heights, proms = _find_peaks(
+        flat, float(settings["height_sigma"]), 0.5 * _WALL, float(settings["prominence_sigma"])
     )
+    props = {"peak_heights": heights, "prominences": proms}
     # scipy's own `distance` selection orders equal heights with an unstable sort,
     # so which of two equal samples survives depended on the batch's length;
     # quantised spectra tie often.  Select with ties going to the earlier sample.
@@ -575,6 +574,73 @@ def detect_peaks(
         center_guess=np.full(m, np.nan),
     )
     return cand, zsig
+
+
+@numba.njit(cache=True, nogil=True)
+def _find_peaks(
+    x: np.ndarray, hmin: float, hmax: float, pmin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """``scipy.signal.find_peaks(x, height=(hmin, hmax), prominence=pmin)``, compiled.
+
+    The same local maxima (plateaus at their middle sample), kept when their
+    height lies in ``[hmin, hmax]``, then when their prominence (``wlen=None``)
+    is at least ``pmin``: SciPy's tests, with the height test made first, so
+    neither time nor memory goes to the maxima of the noise.  Returns the peak
+    indices, heights and prominences (checked against SciPy in the tests).
+    """
+    n = x.shape[0]
+    peaks = np.empty(max(n // 64, 16), dtype=np.int64)
+    m = 0
+    i_max = n - 1
+    # SciPy's scan jumps over a plateau once found, but whether a sample starts a
+    # peak (rises from its left neighbour, and its plateau then falls) does not
+    # depend on that, so only the samples that pass the height test are examined
+    for b0 in range(1, i_max, 64):
+        b1 = min(b0 + 64, i_max)
+        hits = 0
+        for i in range(b0, b1):  # branch-free count: blocks of noise are skipped
+            hits += x[i] >= hmin
+        if hits == 0:
+            continue
+        for i in range(b0, b1):
+            v = x[i]
+            if v >= hmin and v <= hmax and x[i - 1] < v:
+                ahead = i + 1
+                while ahead < i_max and x[ahead] == v:
+                    ahead += 1
+                if x[ahead] < v:
+                    if m == peaks.shape[0]:
+                        grown = np.empty(2 * m, dtype=np.int64)
+                        grown[:m] = peaks
+                        peaks = grown
+                    peaks[m] = (i + ahead - 1) // 2
+                    m += 1
+    idx = np.empty(m, dtype=np.int64)
+    heights = np.empty(m)
+    proms = np.empty(m)
+    k = 0
+    for p in range(m):
+        peak = peaks[p]
+        top = x[peak]
+        left_min = top
+        j = peak
+        while j >= 0 and x[j] <= top:
+            v = x[j]
+            left_min = v if v < left_min else left_min
+            j -= 1
+        right_min = top
+        j = peak
+        while j <= n - 1 and x[j] <= top:
+            v = x[j]
+            right_min = v if v < right_min else right_min
+            j += 1
+        prom = top - max(left_min, right_min)
+        if pmin <= prom:
+            idx[k] = peak
+            heights[k] = top
+            proms[k] = prom
+            k += 1
+    return idx[:k], heights[:k], proms[:k]
 
 
 def _sample_step(t: np.ndarray) -> np.ndarray:

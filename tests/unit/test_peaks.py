@@ -186,3 +186,25 @@ def test_uniform_row_matches_scipy():
             out = np.empty(n)
             _uniform_row(x, w, mode == "nearest", np.empty(n + w), out)
             assert np.array_equal(out, uniform_filter1d(x, w, mode=mode)), (n, w, mode)
+
+
+def test_compiled_find_peaks_matches_scipy():
+    from idexdask.analysis.peaks import _WALL, _find_peaks
+
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        n = int(rng.integers(3, 3000))
+        x = rng.normal(0, 2.0, n)
+        if trial % 2:
+            x = np.round(x)  # plateaus of equal samples
+        x[rng.integers(0, n, n // 50)] += rng.uniform(3, 40, n // 50)
+        x[rng.integers(0, n, max(n // 200, 1))] = _WALL
+        if trial % 5 == 0:
+            x[rng.integers(0, n, 5)] = np.nan
+        x[-3:] = 9.0  # a plateau at the end
+        for hmin, pmin in ((3.0, 2.0), (0.0, 0.0), (-1.0, 5.0)):
+            ref, props = find_peaks(x, height=(hmin, 0.5 * _WALL), prominence=pmin)
+            idx, heights, proms = _find_peaks(x, hmin, 0.5 * _WALL, pmin)
+            assert np.array_equal(idx, ref)
+            assert np.array_equal(heights, props["peak_heights"])
+            assert np.array_equal(proms, props["prominences"])
