@@ -108,6 +108,14 @@ register_check("analysis.quality", _quality_ok, "see docs/quality.md")
 for _key in ("rise_time_curve", "yield_curve"):
     register_check(f"analysis.velocity.{_key}", _curve_ok(_key), "see docs/analysis.md")
 register_check(
+    "analysis.fitting.device", lambda v: v in ("cpu", "gpu"), "cpu or gpu"
+)
+register_check(
+    "analysis.fitting.engine",
+    lambda v: v in ("compiled", "auto", "xp"),
+    "compiled, auto or xp",
+)
+register_check(
     "analysis.velocity.channels",
     lambda v: all(c in IMPACT_CHANNELS for c in v),
     f"a list of {', '.join(IMPACT_CHANNELS)}",
@@ -138,6 +146,16 @@ def load_analysis_settings(
     """
     cfg = load_config(config if config is not None else {})
     return cfg, cfg["analysis"]
+
+
+def _with_fitting(settings: Mapping[str, Any], section: str) -> dict[str, Any]:
+    """A section of the settings plus the fit device and engine (``analysis.fitting``)."""
+    fitting = settings["fitting"]
+    return {
+        **settings[section],
+        "fit_device": str(fitting["device"]),
+        "fit_engine": str(fitting["engine"]),
+    }
 
 
 def _quality(ds: xr.Dataset, settings: Mapping[str, Any]) -> xr.Dataset | None:
@@ -177,7 +195,7 @@ def _tof_products(
     def edit(cand: Any, m: Any) -> Any:
         return apply_tof_overrides(cand, table, epochs, m.time)
 
-    cand, fits, zsig = tof_lines(merged, {**settings["peaks"]}, edit=edit)
+    cand, fits, zsig = tof_lines(merged, _with_fitting(settings, "peaks"), edit=edit)
     unit = str(ds[merged.channels[0]].attrs.get("units", "DN"))
     n_events = ds.sizes["epoch"]
     peaks = {
@@ -344,9 +362,8 @@ def _impact_products(
         low = name.lower()
         if name not in ds.data_vars or ds[name].ndim != 2:
             continue
-        fit = fit_impacts(
-            ds, name, quality, settings["impact"], impact_windows(table, epochs, name)
-        )
+        windows = impact_windows(table, epochs, name)
+        fit = fit_impacts(ds, name, quality, _with_fitting(settings, "impact"), windows)
         fits[name] = fit
         unit = str(ds[name].attrs.get("units", "DN"))
         out[f"{low}_fit_parameters"] = xr.DataArray(

@@ -47,7 +47,15 @@ from idexdask.analysis.lineshapes import (
 )
 from idexdask.errors import AnalysisError
 
-__all__ = ["BatchFitResult", "BatchModel", "FitStatus", "batch_model", "fit_batch"]
+__all__ = [
+    "FIT_DEVICES",
+    "BatchFitResult",
+    "BatchModel",
+    "FitStatus",
+    "batch_model",
+    "fit_batch",
+    "fit_batch_on",
+]
 
 log = logging.getLogger(__name__)
 
@@ -1462,4 +1470,75 @@ def fit_batch(
         nfev=out_nfev,
         niter=out_iter,
         status=out_status,
+    )
+
+
+FIT_DEVICES = ("cpu", "gpu")
+
+
+def fit_batch_on(
+    device: str,
+    x: Any,
+    y: Any,
+    model: BatchModel,
+    p0: Any,
+    *,
+    engine: str = "auto",
+    **options: Any,
+) -> BatchFitResult:
+    """:func:`fit_batch` of NumPy inputs on the configured device, results in NumPy.
+
+    This is how the analysis runs its fits (config ``analysis.fitting``; ``idexdask
+    submit --gpu`` selects ``device="gpu"``): on ``"cpu"`` the arrays stay where
+    they are and ``engine`` applies; on ``"gpu"`` every array argument is copied
+    to the current CUDA device with CuPy, the fits run through the array code
+    (the compiled engines are CPU-only, so ``engine`` is not used there), and
+    the results are copied back, so callers never see a device array.
+
+    Parameters
+    ----------
+    device : {"cpu", "gpu"}
+        Where the fits run.
+    x, y, model, p0, engine, **options
+        As for :func:`fit_batch` (``lower``, ``upper``, ``weights``, ``sigma``,
+        ``max_iter``, ...).
+
+    Returns
+    -------
+    BatchFitResult
+        With NumPy arrays.
+
+    Raises
+    ------
+    AnalysisError
+        On an unknown device, or ``"gpu"`` without an importable CuPy.
+    """
+    if device == "cpu":
+        return fit_batch(x, y, model, p0, engine=engine, **options)
+    if device != "gpu":
+        raise AnalysisError(f"fit device must be one of {FIT_DEVICES}, got {device!r}")
+    try:
+        import cupy  # noqa: PLC0415  (optional GPU dependency)
+    except ImportError as exc:
+        raise AnalysisError(
+            "analysis.fitting.device 'gpu' needs CuPy (pip install 'idexdask[gpu]')"
+        ) from exc
+
+    def to_device(a: Any) -> Any:
+        return cupy.asarray(a) if isinstance(a, np.ndarray) else a
+
+    result = fit_batch(
+        to_device(np.asarray(x)),
+        to_device(np.asarray(y)),
+        model,
+        to_device(np.asarray(p0)),
+        engine="xp",
+        **{k: to_device(v) for k, v in options.items()},
+    )
+    return BatchFitResult(
+        param_names=result.param_names,
+        **{
+            name: _xp.to_numpy(getattr(result, name))
+            for name in ("params", "stderr", "chisq", "redchi", "ndata", "nfev", "niter", "status")
+        },
     )

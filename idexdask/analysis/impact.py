@@ -45,7 +45,7 @@ from scipy.ndimage import uniform_filter1d
 
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
-from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch
+from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
 from idexdask.analysis.peaks import _quiet, baseline_sigma, robust_sigma
 
 __all__ = [
@@ -388,7 +388,8 @@ def fit_impacts(
     if fit_rows.size:
         sig = np.broadcast_to(noise[fit_rows, None], (fit_rows.size, n))
         p0[fit_rows] = np.clip(p0[fit_rows], lower[fit_rows], upper[fit_rows])
-        res = fit_batch(
+        res = fit_batch_on(
+            str(settings.get("fit_device", "cpu")),
             t[fit_rows],
             y_fit[fit_rows],
             impact_model(),
@@ -490,7 +491,8 @@ def _refit_from_trigger(
         axis=1,
     )
     p0 = np.clip(p0, lower[rows], upper[rows])
-    res = fit_batch(
+    res = fit_batch_on(
+        str(settings.get("fit_device", "cpu")),
         t[rows],
         y_fit[rows],
         impact_model(),

@@ -36,7 +36,7 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch
+from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
 
 __all__ = [
@@ -984,7 +984,8 @@ def _fit_windows(
         else np.broadcast_to(noise[ev][:, None], yw.shape)
     )
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.nan)
-    res = fit_batch(
+    res = fit_batch_on(
+        str(settings.get("fit_device", "cpu")),
         xw,
         yw,
         model,

@@ -67,8 +67,13 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
     ``cluster``, ``pipeline`` and ``export`` (where and how the work runs) are
     left out, except ``pipeline.analyze``: changing them reprocesses nothing.
+    So is ``analysis.fitting`` (CPU or GPU, fit engine): every engine reaches the
+    same converged fits to ~1e-5 of their standard errors, and a run resumed on
+    other hardware must not redo the units already done.
     """
     relevant = {k: v for k, v in config.items() if k not in _NON_PRODUCT_SECTIONS}
+    if isinstance(relevant.get("analysis"), Mapping):
+        relevant["analysis"] = {k: v for k, v in relevant["analysis"].items() if k != "fitting"}
     relevant["pipeline.analyze"] = bool(config.get("pipeline", {}).get("analyze", True))
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
@@ -263,6 +268,10 @@ def run_campaign(
     store = check_writable(store)
     cluster = cluster or ClusterOptions.from_config(dict(config))
     check_gpu(cluster)
+    if cluster.gpu:  # GPU workers: the fits run through CuPy
+        analysis = dict(config.get("analysis", {}))
+        analysis["fitting"] = {**analysis.get("fitting", {}), "device": "gpu"}
+        config = {**config, "analysis": analysis}
     pipeline = config["pipeline"]
     plan = plan_inputs(inputs, int(pipeline["batch_events"]))
     chash = config_hash(config)

@@ -79,6 +79,13 @@ def test_config_sections_and_hash():
     assert config_hash(base) == config_hash(load_config({"cluster": {"workers": 7}}))
     assert config_hash(base) != config_hash(load_config({"decode": {"verify_crc": False}}))
     assert config_hash(base) != config_hash(load_config({"pipeline": {"analyze": False}}))
+    # where the fits run (CPU/GPU, engine) does not change the products: a run
+    # resumed on other hardware keeps the units already done
+    assert config_hash(base) == config_hash(
+        load_config({"analysis": {"fitting": {"device": "gpu", "engine": "xp"}}})
+    )
+    fewer_iterations = load_config({"analysis": {"peaks": {"max_iterations": 7}}})
+    assert config_hash(base) != config_hash(fewer_iterations)
     with pytest.raises(ConfigError, match="pipeline.compressor"):
         load_config({"pipeline": {"compressor": "lzma"}})
     with pytest.raises(ConfigError, match="cluster.workers"):
