@@ -61,7 +61,9 @@ def test_merge_is_deep_and_does_not_mutate():
 
 def test_every_analysis_knob_is_in_default_yaml():
     analysis = load_config()["analysis"]
-    assert set(analysis) == {"quality", "tof", "peaks", "impact", "velocity", "calibration"}
+    assert set(analysis) == {
+        "quality", "tof", "fitting", "peaks", "impact", "velocity", "calibration"
+    }
     assert analysis["peaks"]["height_sigma"] == 5.0
     assert analysis["quality"]["noise"]["welch_nperseg"] == 256
     for name in ("rise_time_curve", "yield_curve"):  # calibration curves, with provenance
