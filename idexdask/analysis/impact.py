@@ -398,7 +398,7 @@ def fit_impacts(
             upper=upper[fit_rows],
             sigma=sig,
             max_iter=int(settings["max_iterations"]),
-            engine=str(settings.get("fit_engine", "auto")),
+            engine=str(settings.get("fit_engine", "compiled")),
         )
         params[fit_rows] = res.params
         stderr[fit_rows] = res.stderr
@@ -501,7 +501,7 @@ def _refit_from_trigger(
         upper=upper[rows],
         sigma=sig[retry],
         max_iter=int(settings["max_iterations"]),
-        engine=str(settings.get("fit_engine", "auto")),
+        engine=str(settings.get("fit_engine", "compiled")),
     )
     st2 = np.asarray(res.status, dtype=np.int8)
     first_ok = status[retry] <= FitStatus.HIT_BOUND

@@ -994,7 +994,7 @@ def _fit_windows(
         upper=upper,
         sigma=sig,
         max_iter=int(settings["max_iterations"]),
-        engine=str(settings.get("fit_engine", "auto")),
+        engine=str(settings.get("fit_engine", "compiled")),
     )
     a, c, s, g, off = (res.params[:, j] for j in range(5))
     # line maximum on a fine grid spanning the Gaussian core and the tail

@@ -61,4 +61,5 @@ def test_cupy_fits_of_simulated_events_match_numpy():
     np.testing.assert_array_equal(gpu.peak_event.values, cpu.peak_event.values)
     both = (gpu.peak_status.values == 0) & (cpu.peak_status.values == 0)
     assert both.sum() > 20
-    np.testing.assert_allclose(gpu.peak_area.values[both], cpu.peak_area.values[both], rtol=1e-6)
+    diff = np.abs(gpu.peak_area.values[both] - cpu.peak_area.values[both])
+    assert np.all(diff <= 1e-3 * cpu.peak_area_err.values[both])

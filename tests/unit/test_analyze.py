@@ -8,6 +8,7 @@ import xarray as xr
 
 from idexdask.analysis import analyze
 from idexdask.analysis.overrides import make_overrides, read_overrides, write_overrides
+from idexdask.config import load_config
 from idexdask.errors import AnalysisError, ConfigError
 from idexdask.simulate import simulate_events
 
@@ -209,31 +210,30 @@ def _converged_lines(out):
 
 def test_fit_engines_agree_on_converged_fits(events, result):
     """The CPU engines differ only in summation order: converged fits agree."""
-    for engine in ("xp", "compiled"):
-        other = analyze(events, {"analysis": {"fitting": {"engine": engine}}})
-        if engine == "xp":  # auto = array code + compiled model/Jacobian: bit-identical
-            assert np.array_equal(other.peak_center.values, result.peak_center.values)
-            assert np.array_equal(other.peak_status.values, result.peak_status.values)
-        ref, got = _converged_lines(result), _converged_lines(other)
-        common = sorted(set(ref) & set(got))
-        assert len(common) >= 0.9 * len(ref) > 20
-        i, j = [ref[k] for k in common], [got[k] for k in common]
-        for name in ("peak_center", "peak_area", "peak_sigma"):
-            err = result[f"{name}_err"].values[i] if f"{name}_err" in result else None
-            a, b = result[name].values[i], other[name].values[j]
-            if err is not None:
-                assert np.all(np.abs(a - b) <= 1e-3 * err), name
-            else:
-                np.testing.assert_allclose(b, a, rtol=1e-4, err_msg=name)
-        for channel in ("target_low", "ion_grid"):
-            both = (result[f"{channel}_fit_status"].values == 0) & (
-                other[f"{channel}_fit_status"].values == 0
-            )
-            np.testing.assert_allclose(
-                other[f"{channel}_impact_charge"].values[both],
-                result[f"{channel}_impact_charge"].values[both],
-                rtol=1e-6,
-            )
+    assert load_config()["analysis"]["fitting"]["engine"] == "compiled"  # `result`'s
+    auto = analyze(events, {"analysis": {"fitting": {"engine": "auto"}}})
+    xp = analyze(events, {"analysis": {"fitting": {"engine": "xp"}}})
+    # auto = the array code with the model and Jacobian compiled: bit-identical
+    for name in ("peak_center", "peak_area", "peak_status", "target_low_fit_parameters"):
+        np.testing.assert_array_equal(auto[name].values, xp[name].values, err_msg=name)
+    ref, got = _converged_lines(auto), _converged_lines(result)
+    common = sorted(set(ref) & set(got))
+    assert len(common) >= 0.9 * len(ref) > 20
+    i, j = [ref[k] for k in common], [got[k] for k in common]
+    for name in ("peak_center", "peak_area"):
+        diff = np.abs(auto[name].values[i] - result[name].values[j])
+        assert np.all(diff <= 1e-3 * auto[f"{name}_err"].values[i]), name
+    np.testing.assert_allclose(result.peak_sigma.values[j], auto.peak_sigma.values[i], rtol=1e-4)
+    for channel in ("target_low", "ion_grid"):
+        both = (auto[f"{channel}_fit_status"].values == 0) & (
+            result[f"{channel}_fit_status"].values == 0
+        )
+        assert both.sum() >= 6
+        np.testing.assert_allclose(
+            result[f"{channel}_impact_charge"].values[both],
+            auto[f"{channel}_impact_charge"].values[both],
+            rtol=1e-6,
+        )
 
 
 def test_gpu_fitting_device(events, result):
@@ -248,6 +248,5 @@ def test_gpu_fitting_device(events, result):
     on_gpu = analyze(events, config)
     ok = (on_gpu.peak_status.values == 0) & (result.peak_status.values == 0)
     assert ok.sum() > 20
-    np.testing.assert_allclose(
-        on_gpu.peak_center.values[ok], result.peak_center.values[ok], rtol=0, atol=1e-6
-    )
+    diff = np.abs(on_gpu.peak_center.values[ok] - result.peak_center.values[ok])
+    assert np.all(diff <= 1e-3 * result.peak_center_err.values[ok])

@@ -170,3 +170,16 @@ def test_dump_config_round_trips():
     text = dump_config(cfg)
     assert "baseline_window_us: [-7.0, -5.0]" in text
     assert load_config(yaml.safe_load(text)) == cfg
+
+
+def test_shipped_yaml_reads_the_same_with_libyaml_and_pure_python():
+    """load_yaml uses libyaml's parser when present; it must not change any value."""
+    import yaml
+
+    from idexdask.config import load_yaml
+
+    files = sorted(config_dir().glob("*.yaml"))
+    assert len(files) >= 5
+    for path in files:
+        with open(path, encoding="utf-8") as stream:
+            assert load_yaml(path) == yaml.load(stream, Loader=yaml.SafeLoader), path.name
