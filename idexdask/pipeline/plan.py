@@ -244,7 +244,25 @@ def _segment_events(
     return starts[cut_positions], events_before, np.asarray(int(cumulative[-1])), index
 
 
-def plan_l0_file(path: str | Path, batch_events: int, input_index: int = 0) -> list[Unit]:
+def _next_cut(done: int, batch_events: int, first_row: int, align: int | None) -> int:
+    """Events of the file before which the next unit should end."""
+    want = done + max(1, int(batch_events))
+    if not align or align <= 1 or align > batch_events:
+        return want  # units smaller than a chunk share chunks whatever the cuts
+    aligned = int(round((first_row + want) / align)) * align - first_row
+    while aligned <= done:
+        aligned += align
+    return aligned
+
+
+def plan_l0_file(
+    path: str | Path,
+    batch_events: int,
+    input_index: int = 0,
+    *,
+    first_row: int = 0,
+    align: int | None = None,
+) -> list[Unit]:
     """Cut one L0 file into units of about ``batch_events`` whole events.
 
     Parameters
@@ -255,6 +273,17 @@ def plan_l0_file(path: str | Path, batch_events: int, input_index: int = 0) -> l
         Target events per unit (a unit may hold more where no cut is possible).
     input_index : int
         Position of the file among the run's inputs.
+    first_row : int
+        Store row of the file's first event (with ``align``).
+    align : int, optional
+        Cut where the store row is a multiple of ``align`` (the store's events
+        per chunk): each unit then writes whole chunks, and only the chunks at
+        the file's two ends are shared with the neighbouring files' units (a
+        shared chunk is read, merged and rewritten under a lock, ~2x the cost).
+        A unit ends at the multiple of ``align`` nearest to ``batch_events``
+        past its start (at least one chunk further), or at the first allowed
+        cut after it.  Not used where ``align > batch_events`` (units smaller
+        than a chunk).
 
     Returns
     -------
@@ -280,15 +309,18 @@ def plan_l0_file(path: str | Path, batch_events: int, input_index: int = 0) -> l
             )
         logger.info("%s: %d packets, no science events", path.name, len(index))
         return []
-    # Greedy: cut at the first allowed header once a batch is full.
+    # Greedy: cut at the first allowed header once a batch is full (at the
+    # target row, with alignment).
     bounds = [0]
     counts = []
     done = 0
+    target = _next_cut(done, batch_events, first_row, align)
     for offset, before in zip(cut_bytes.tolist(), events_before.tolist(), strict=True):
-        if before - done >= batch_events and total - before > 0:
+        if before >= target and total - before > 0:
             bounds.append(offset)
             counts.append(before - done)
             done = before
+            target = _next_cut(done, batch_events, first_row, align)
     bounds.append(size)
     counts.append(total - done)
     units = []
@@ -389,7 +421,9 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
     return found
 
 
-def plan_inputs(inputs: Sequence[str | Path], batch_events: int) -> Plan:
+def plan_inputs(
+    inputs: Sequence[str | Path], batch_events: int, *, align: int | None = None
+) -> Plan:
     """Plan a run: every input's units with their exact event counts and store regions.
 
     Parameters
@@ -398,6 +432,9 @@ def plan_inputs(inputs: Sequence[str | Path], batch_events: int) -> Plan:
         L0 files, directories of L0 files, or directories of ``.trc`` captures.
     batch_events : int
         Target events per unit.
+    align : int, optional
+        Store events per chunk: L0 units are cut at chunk boundaries
+        (:func:`plan_l0_file`).
 
     Returns
     -------
@@ -414,7 +451,9 @@ def plan_inputs(inputs: Sequence[str | Path], batch_events: int) -> Plan:
             if kind == "trc":
                 units = _plan_trc_dir(path, input_index)
             else:
-                units = plan_l0_file(path, batch_events, input_index)
+                units = plan_l0_file(
+                    path, batch_events, input_index, first_row=row, align=align
+                )
         except IdexDaskError as exc:
             plan.failures.append(PlanFailure(str(path), input_index, str(exc)))
             continue

@@ -273,7 +273,9 @@ def run_campaign(
         analysis["fitting"] = {**analysis.get("fitting", {}), "device": "gpu"}
         config = {**config, "analysis": analysis}
     pipeline = config["pipeline"]
-    plan = plan_inputs(inputs, int(pipeline["batch_events"]))
+    # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
+    # every unit writes whole chunks except at the ends of its file
+    plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
     chash = config_hash(config)
 
     meta = None if overwrite else read_store_meta(store)

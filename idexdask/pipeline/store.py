@@ -117,8 +117,12 @@ def chunk_rows(template: xr.Dataset, chunk_events: int) -> int:
     per-event product (the float64 high-rate time axis, 64 KiB per event) at
     256-event chunks (16 MiB), one chunk per variable per default unit: with the
     former 8 MiB cap every unit wrote two chunks of each of ~270 arrays.
+    Where the cap cuts, the result is the largest divisor of ``chunk_events``
+    under it, so that units planned at multiples of ``chunk_events``
+    (:func:`idexdask.pipeline.plan.plan_inputs`) write whole chunks.
     """
-    rows = max(1, int(chunk_events))
+    chunk_events = max(1, int(chunk_events))
+    rows = chunk_events
     for variable in template.variables.values():
         if "epoch" not in variable.dims:
             continue
@@ -127,6 +131,8 @@ def chunk_rows(template: xr.Dataset, chunk_events: int) -> int:
         )
         if per_event > 0:
             rows = min(rows, max(1, _MAX_CHUNK_BYTES // per_event))
+    while chunk_events % rows:
+        rows -= 1
     return rows
 
 

@@ -129,7 +129,10 @@ def campaign(tmp_path_factory, l0_dir) -> list[Path]:
 
 def _reference(inputs, config) -> list:
     """Single-process results: the unit function on every planned unit, in order."""
-    plan = plan_inputs(inputs, int(config["pipeline"]["batch_events"]))
+    pipeline = config["pipeline"]
+    plan = plan_inputs(
+        inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"])
+    )  # the runner's plan
     return plan, [process_unit(u, config) for u in plan.units]
 
 

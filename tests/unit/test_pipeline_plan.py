@@ -38,6 +38,37 @@ def test_batches_reassemble_the_whole_file(tmp_path, compress):
         assert np.array_equal(joined[name].values, whole[name].values), name
 
 
+def test_units_are_cut_at_chunk_boundaries(tmp_path):
+    """With align, units end at store rows that are multiples of the chunk size:
+    only the chunks at file boundaries are shared between units."""
+    files = []
+    for i, n in enumerate((57, 41, 23)):
+        files.append(tmp_path / f"f{i}.pkts")
+        write_campaign(files[-1], n, compress=bool(i % 2), seed=i)
+    plan = plan_inputs(files, 10, align=8)
+    assert plan.n_events == 57 + 41 + 23
+    starts = {0, 57, 57 + 41}
+    shared = 0
+    for unit in plan.units:
+        start, stop = unit.region
+        if start not in starts:
+            assert start % 8 == 0, unit.region
+        assert unit.n_events >= 1
+        shared += start % 8 != 0
+    assert shared == 2  # the first unit of the second and of the third file
+    assert max(u.n_events for u in plan.units) <= 10 + 8
+    # the units still reassemble every file exactly
+    for i, path in enumerate(files):
+        units = [u for u in plan.units if u.input_index == i]
+        assert sum(u.n_events for u in units) == read_l0(path).sizes["epoch"]
+        assert units[0].byte_range[0] == 0 and units[-1].byte_range[1] == path.stat().st_size
+        for unit in units:
+            assert read_l0(unit.read_input()).sizes["epoch"] == unit.n_events
+    # without align, or with chunks larger than the batch, the plain greedy cut
+    assert [u.n_events for u in plan_inputs(files[:1], 10).units] == [10, 10, 10, 10, 10, 7]
+    assert [u.n_events for u in plan_inputs(files[:1], 10, align=16).units] == [10] * 5 + [7]
+
+
 def test_garbage_is_a_failure_and_housekeeping_is_empty(tmp_path, l0_dir):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(bytes(range(256)) * 64)

@@ -284,6 +284,12 @@ def test_chunk_rows_keeps_unit_sized_chunks_for_the_time_axis() -> None:
     assert chunk_rows(ds, 256) == 256  # 16 MiB chunks, under the 32 MiB cap
     assert chunk_rows(ds, 1024) == 512  # the cap still applies
     assert chunk_rows(ds.drop_vars("time_high_sample_rate"), 1024) == 1024
+    # where the cap cuts, a divisor of chunk_events (units are planned at its multiples)
+    assert chunk_rows(ds, 768) == 384
+    big = xr.Dataset({"w": (("epoch", "s"), np.zeros((1, 3 * 2**20)))})  # 24 MiB per event
+    assert chunk_rows(big, 256) == 1
+    wide = xr.Dataset({"w": (("epoch", "s"), np.zeros((1, 10000)))})  # 419 events under the cap
+    assert chunk_rows(wide, 600) == 300 and 600 % chunk_rows(wide, 600) == 0
 
 
 @pytest.mark.parametrize("compressor", ["zstd", "gzip"])
