@@ -5,6 +5,7 @@ Usage::
     python bench/campaign.py                 # 10k and 100k events (slow: ~10+ min)
     python bench/campaign.py --quick         # 2k and 8k events
     python bench/campaign.py --analyze       # with idexdask.analysis.analyze (slow)
+    python bench/campaign.py --analyze --large-one-worker   # + 1 worker at 100k (slower)
 
 Measures, on simulated campaigns (files of ``--file-events`` events, plain and
 Rice-compressed alternating, made once in a temporary directory):
@@ -133,6 +134,12 @@ def main() -> None:
     parser.add_argument("--file-events", type=int, default=1000)
     parser.add_argument("--batch-events", type=int, default=256)
     parser.add_argument("--official-events", type=int, default=12)
+    parser.add_argument(
+        "--large-one-worker",
+        action="store_true",
+        help="also run the large campaign with 1 worker (the speed-up without the fixed "
+        "costs of a run: cluster start, schema, store creation; slow)",
+    )
     args = parser.parse_args()
     small, large = (2000, 8000) if args.quick else (10_000, 100_000)
     with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:
@@ -145,6 +152,10 @@ def main() -> None:
                                   args.analyze, args.batch_events)
         large_files = make_campaign(tmp / "large", large, args.file_events)
         big = run(large_files, tmp / "large.zarr", 2, args.analyze, args.batch_events)
+        big_one = (
+            run(large_files, tmp / "large1.zarr", 1, args.analyze, args.batch_events)
+            if args.large_one_worker else None
+        )
         official = official_seconds_per_event(small_files[0], args.official_events, args.analyze)
     mode = "decode + analysis" if args.analyze else "decode (L1a)"
     print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
@@ -158,9 +169,15 @@ def main() -> None:
         rows.append(rate)
         print(f"| small | {r['events']:,} | {workers} | {r['seconds']:.1f} | {rate:,.0f} | "
               f"{rate / workers:,.0f} | {', '.join(f'{x:.0f}' for x in r['rss'])} |")
+    if big_one is not None:
+        one = big_one["events"] / big_one["seconds"]
+        print(f"| large | {big_one['events']:,} | 1 | {big_one['seconds']:.1f} | {one:,.0f} | "
+              f"{one:,.0f} | {', '.join(f'{x:.0f}' for x in big_one['rss'])} |")
     rate = big["events"] / big["seconds"]
     print(f"| large | {big['events']:,} | 2 | {big['seconds']:.1f} | {rate:,.0f} | "
           f"{rate / 2:,.0f} | {', '.join(f'{x:.0f}' for x in big['rss'])} |")
+    if big_one is not None:
+        print(f"\n2 workers vs 1 at {large:,} events: {rate / one:.2f}x")
     speedup = rows[1] / rows[0]
     rss_small = max(result[2]["rss"])
     rss_large = max(big["rss"])
