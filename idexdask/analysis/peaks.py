@@ -320,7 +320,8 @@ def _baseline_level(
         if abs(vals[j] - m) <= lim:
             row[pos[j]] = vals[j]
             count += 1
-    mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
+    no_counts = np.empty(0, dtype=np.int64)
+    mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1, no_counts) / count if count else np.nan
     for j in range(k):
         row[pos[j]] = 0.0
     return (mean if np.isfinite(mean) else m), m, d
@@ -356,26 +357,36 @@ def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int, end: int) -> float:  # pragma: no cover - compiled
+def _marked_before(cnt: np.ndarray, end: int, i: int) -> int:  # pragma: no cover - compiled
+    """Samples that may be non-zero before index ``i``: ``cnt[i]``, or ``min(i, end)``."""
+    return cnt[i] if cnt.size else min(i, end)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(
+    a: np.ndarray, lo: int, n: int, end: int, cnt: np.ndarray
+) -> float:  # pragma: no cover - compiled
     """``numpy.sum`` of ``a[lo:lo+n]`` with numpy's pairwise summation (bitwise equal).
 
     The recursion (halves rounded down to a multiple of 8, leaves of at most 128)
-    is run on an explicit stack.  ``a`` is known to be zero from index ``end`` on:
-    leaves there are 0 without being read (the same value numpy adds).
+    is run on an explicit stack.  Where ``a`` is known to be +0.0 (from index
+    ``end`` on; or, with a non-empty ``cnt``, outside the samples counted by
+    ``cnt[i]`` = marked samples before ``i``), leaves and whole subtrees are 0
+    without being read: the value numpy's sum of those zeros gives.
     """
     s_lo = np.empty(128, dtype=np.int64)
     s_n = np.empty(128, dtype=np.int64)
     s_state = np.empty(128, dtype=np.int64)
     vals = np.empty(128)
-    top = 0
     nv = 0
     s_lo[0], s_n[0], s_state[0] = lo, n, 0
     top = 1
     while top:
         top -= 1
         cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        if cn <= 128:
-            vals[nv] = _pairwise_block(a, cl, cn) if cl < end else 0.0
+        empty = _marked_before(cnt, end, cl + cn) == _marked_before(cnt, end, cl)
+        if cn <= 128 or empty:
+            vals[nv] = 0.0 if empty else _pairwise_block(a, cl, cn)
             nv += 1
         elif st == 0:
             n2 = cn // 2

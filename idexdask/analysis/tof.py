@@ -50,7 +50,7 @@ from idexdask.analysis.peaks import (
     PeakCandidates,
     _baseline_level,
     _median_inplace,
-    _pairwise_block,
+    _pairwise_sum,
     detect_peaks,
     fit_lines,
 )
@@ -333,39 +333,10 @@ def _sparse_sum(a: np.ndarray, n: int, cnt: np.ndarray) -> float:  # pragma: no 
     """``numpy.sum(a[:n])`` with numpy's pairwise summation (bitwise equal), for ``a``
     that is +0.0 outside the marked samples (``cnt[i]``: marked samples before ``i``).
 
-    Leaves (the recursion of :func:`~idexdask.analysis.peaks._pairwise_sum`)
-    with no marked sample sum to exactly +0.0 and are not read.
+    Leaves and subtrees of :func:`~idexdask.analysis.peaks._pairwise_sum` with no
+    marked sample sum to exactly +0.0 and are not read.
     """
-    s_lo = np.empty(128, dtype=np.int64)
-    s_n = np.empty(128, dtype=np.int64)
-    s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
-    nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
-    top = 1
-    while top:
-        top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        if cn <= 128:
-            vals[nv] = _pairwise_block(a, cl, cn) if cnt[cl + cn] > cnt[cl] else 0.0
-            nv += 1
-        elif cnt[cl + cn] == cnt[cl]:  # a whole subtree of zeros
-            vals[nv] = 0.0
-            nv += 1
-        elif st == 0:
-            n2 = cn // 2
-            n2 -= n2 % 8
-            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
-            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
-            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
-            top += 3
-        else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
-            nv -= 2
-            vals[nv] = left + right
-            nv += 1
-    return vals[0]
+    return _pairwise_sum(a, 0, n, n, cnt)
 
 
 @numba.njit(cache=True, nogil=True)
