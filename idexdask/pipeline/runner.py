@@ -9,10 +9,15 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
    event counts, else :class:`~idexdask.errors.StoreError` (use a new store or
    ``--overwrite``); units the manifest records as done with the same input
    digest and configuration digest are skipped;
-4. the cluster starts (or is connected to); a new store is laid out from the
-   schema of the first unit (zero events, computed on a worker);
-5. every remaining unit is one task (``retries`` on failure; a dead worker's
-   tasks are rescheduled by the scheduler): decode + analysis + region write;
+4. the cluster starts (or is connected to) and every remaining unit's
+   processing (decode + analysis, no store access) is submitted at once;
+5. a new store is laid out from the schema of the first processed unit (one
+   event), while the workers go on processing; only then is each unit's region
+   write submitted, as a second task on the worker that holds the unit's data,
+   at a higher priority than further processing (so at most the units processed
+   while the store was created wait in memory).  Both tasks have ``retries``; a
+   dead worker's tasks, and the processing whose data it held, are rescheduled
+   by the scheduler;
 6. the client, the only writer of the manifest, journals each unit as its
    result arrives, then the run's summary.
 
@@ -162,29 +167,46 @@ class RunSummary:
 # --------------------------------------------------------------------------- tasks
 
 
-def _schema_of(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
-    """The unit function's output for ``unit`` with one event (the store template)."""
-    return process_unit(unit, config).isel(epoch=slice(0, 1)).load()
+def _failed(reason: str, start: float) -> dict[str, Any]:
+    return {"status": "failed", "reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}",
+            "elapsed_s": time.perf_counter() - start, "attrs": {}}
 
 
-def _run_unit(
-    unit: Unit, config: Mapping[str, Any], store: str, rows: int, n_events: int
-) -> dict[str, Any]:
-    """One task: process the unit and write its region.
+def _process_task(unit: Unit, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Task 1 of a unit: decode and analyse (no store access).
 
     Data errors (:class:`~idexdask.errors.IdexDaskError`) are deterministic and
     reported as a failed unit; anything else raises, so the scheduler retries it.
     """
     start = time.perf_counter()
-    worker = f"{socket.gethostname()}:{os.getpid()}"
     try:
         dataset = process_unit(unit, config)
+    except IdexDaskError as exc:
+        return _failed(str(exc), start)
+    return {"status": "processed", "dataset": dataset, "elapsed_s": time.perf_counter() - start}
+
+
+def _schema_task(processed: Mapping[str, Any]) -> xr.Dataset | str:
+    """The store template (one event) from a processed unit, or its failure reason."""
+    if processed["status"] != "processed":
+        return str(processed["reason"])
+    return processed["dataset"].isel(epoch=slice(0, 1)).load()
+
+
+def _write_task(
+    processed: Mapping[str, Any], unit: Unit, store: str, rows: int, n_events: int
+) -> dict[str, Any]:
+    """Task 2 of a unit: write its region (only submitted once the store exists)."""
+    if processed["status"] != "processed":
+        return dict(processed)
+    start = time.perf_counter() - float(processed["elapsed_s"])
+    dataset = processed["dataset"]
+    try:
         write_region(store, dataset, unit.region, rows=rows, n_events=n_events)
     except IdexDaskError as exc:
-        return {"status": "failed", "reason": str(exc), "worker": worker,
-                "elapsed_s": time.perf_counter() - start, "attrs": {}}
+        return _failed(str(exc), start)
     attrs = {k: v for k, v in dataset.attrs.items() if isinstance(v, str | int | float)}
-    return {"status": "done", "reason": "", "worker": worker,
+    return {"status": "done", "reason": "", "worker": f"{socket.gethostname()}:{os.getpid()}",
             "elapsed_s": time.perf_counter() - start, "attrs": attrs}
 
 
@@ -310,9 +332,18 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
+        # Every unit's processing starts now; its region write is submitted once
+        # the store exists, so the schema and the store's creation overlap with
+        # the first units' work instead of preceding it.
+        processing = {
+            unit.uid: client.submit(_process_task, unit, config, resources=resources,
+                                    retries=retries, pure=False,
+                                    key=f"idexdask-process-{run_id}-{i}")
+            for i, unit in enumerate(todo)
+        }
         template = None
         if need_init and plan.units:
-            template = _template(client, plan.units, config, resources, retries)
+            template = _template(client, todo, processing, resources)
         rows = (
             chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
             else int(meta["rows"]) if meta else 1
@@ -345,7 +376,7 @@ def run_campaign(
             })
             summary.failures.append({"uid": failure.uid, "input": failure.path,
                                      "reason": failure.reason, "n_events": 0})
-        _run_units(client, todo, config, store, rows, plan.n_events, resources, retries,
+        _run_units(client, todo, processing, store, rows, plan.n_events, resources, retries,
                    manifest, run_id, chash, summary, started, on_progress)
         summary.elapsed_s = time.perf_counter() - started
     manifest.append({
@@ -363,27 +394,27 @@ def _version() -> str:
     return __version__
 
 
-def _template(client, units: list[Unit], config, resources, retries) -> xr.Dataset:
-    """Schema of the unit function's output, from the first unit that succeeds."""
+def _template(client, units: list[Unit], processing: Mapping[str, Any], resources) -> xr.Dataset:
+    """Schema of the unit function's output, from the first of the first units that succeeds."""
     errors = []
     for unit in units[:5]:
-        future = client.submit(_schema_of, unit, config, resources=resources,
-                               retries=retries, pure=False)
-        try:
-            return future.result()
-        except IdexDaskError as exc:
-            errors.append(f"{unit.uid}: {exc}")
+        schema = client.submit(_schema_task, processing[unit.uid], resources=resources,
+                               pure=False).result()
+        if isinstance(schema, xr.Dataset):
+            return schema
+        errors.append(f"{unit.uid}: {schema}")
     raise IdexDaskError("cannot compute the store schema; the first units fail: "
                         + "; ".join(errors))
 
 
-def _run_units(client, todo, config, store, rows, n_events, resources, retries, manifest,
+def _run_units(client, todo, processing, store, rows, n_events, resources, retries, manifest,
                run_id, chash, summary, started, on_progress) -> None:
     from distributed import as_completed
 
+    # priority 1: a worker writes what it holds before it processes more units
     futures = {
-        client.submit(_run_unit, unit, config, str(store), rows, n_events,
-                      resources=resources, retries=retries, pure=False,
+        client.submit(_write_task, processing[unit.uid], unit, str(store), rows, n_events,
+                      resources=resources, retries=retries, pure=False, priority=1,
                       key=f"idexdask-unit-{run_id}-{i}"): unit
         for i, unit in enumerate(todo)
     }
@@ -396,6 +427,7 @@ def _run_units(client, todo, config, store, rows, n_events, resources, retries, 
             result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
                       "worker": "", "elapsed_s": 0.0, "attrs": {}}
         future.release()
+        processing[unit.uid].release()  # the unit's data leave the worker
         manifest.append({
             "record": "unit", "uid": unit.uid, "status": result["status"],
             "input": unit.path, "input_index": unit.input_index, "region": list(unit.region),
