@@ -89,17 +89,17 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         table = np.full((n_events, max_peaks), _fill_value(dtype), dtype=dtype)
         table[kept_event, slot] = values[kept_idx]
         out_vars[name] = xr.Variable(("epoch", SLOT_DIM), table, attrs=variable.attrs)
-    peak_names = [n for n, v in dataset.variables.items() if PEAK_DIM in v.dims]
-    result = dataset.drop_vars(peak_names).assign(out_vars)
-    result["peak_count"] = xr.Variable(
+    out_vars["peak_count"] = xr.Variable(
         ("epoch",), np.minimum(count, max_peaks).astype(np.int32),
         attrs={"long_name": "number of TOF lines stored in peak_slot"},
     )
-    result["peak_overflow"] = xr.Variable(
+    out_vars["peak_overflow"] = xr.Variable(
         ("epoch",), overflow.astype(np.int32),
         attrs={"long_name": "TOF lines found beyond the stored peak_slot capacity"},
     )
-    return result
+    peak_names = [n for n, v in dataset.variables.items() if PEAK_DIM in v.dims]
+    # one assign: each assignment re-merges all ~270 variables (~7 ms)
+    return dataset.drop_vars(peak_names).assign(out_vars)
 
 
 def peaks_from_event_major(dataset: xr.Dataset) -> xr.Dataset:
