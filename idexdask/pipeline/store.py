@@ -182,7 +182,7 @@ def initialise_store(
     n_events: int,
     *,
     rows: int,
-    compressor: str = "zstd",
+    compressor: str = "zstd-bitshuffle",
     level: int = 3,
     meta: Mapping[str, Any],
 ) -> None:
@@ -200,7 +200,7 @@ def initialise_store(
         Events per chunk (:func:`chunk_rows`).
     compressor, level : str, int
         Chunk compressor (zstd, zstd-bitshuffle, gzip, blosc-lz4, none) and its
-        level (see :func:`_compressors`).
+        level (see :func:`_compressors`); the default is the configured one.
     meta : mapping
         Pipeline metadata stored as the ``idexdask_pipeline`` attribute.
 
