@@ -38,6 +38,7 @@ import numpy as np
 from idexdask._logging import get_logger
 from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
+from idexdask.numerics import pairwise_sum_zero_tail
 
 __all__ = [
     "LineFits",
@@ -320,88 +321,10 @@ def _baseline_level(
         if abs(vals[j] - m) <= lim:
             row[pos[j]] = vals[j]
             count += 1
-    no_counts = np.empty(0, dtype=np.int64)
-    mean = _pairwise_sum(row, 0, n, pos[k - 1] + 1, no_counts) / count if count else np.nan
+    mean = pairwise_sum_zero_tail(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
     for j in range(k):
         row[pos[j]] = 0.0
     return (mean if np.isfinite(mean) else m), m, d
-
-
-@numba.njit(cache=True, nogil=True)
-def _pairwise_block(a: np.ndarray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """numpy's pairwise-summation leaf (``n <= 128``)."""
-    if n < 8:
-        res = 0.0
-        for i in range(lo, lo + n):
-            res += a[i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    stop = n - n % 8
-    while i < stop:
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@numba.njit(cache=True, nogil=True)
-def _marked_before(cnt: np.ndarray, end: int, i: int) -> int:  # pragma: no cover - compiled
-    """Samples that may be non-zero before index ``i``: ``cnt[i]``, or ``min(i, end)``."""
-    return cnt[i] if cnt.size else min(i, end)
-
-
-@numba.njit(cache=True, nogil=True)
-def _pairwise_sum(
-    a: np.ndarray, lo: int, n: int, end: int, cnt: np.ndarray
-) -> float:  # pragma: no cover - compiled
-    """``numpy.sum`` of ``a[lo:lo+n]`` with numpy's pairwise summation (bitwise equal).
-
-    The recursion (halves rounded down to a multiple of 8, leaves of at most 128)
-    is run on an explicit stack.  Where ``a`` is known to be +0.0 (from index
-    ``end`` on; or, with a non-empty ``cnt``, outside the samples counted by
-    ``cnt[i]`` = marked samples before ``i``), leaves and whole subtrees are 0
-    without being read: the value numpy's sum of those zeros gives.
-    """
-    s_lo = np.empty(128, dtype=np.int64)
-    s_n = np.empty(128, dtype=np.int64)
-    s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
-    nv = 0
-    s_lo[0], s_n[0], s_state[0] = lo, n, 0
-    top = 1
-    while top:
-        top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        empty = _marked_before(cnt, end, cl + cn) == _marked_before(cnt, end, cl)
-        if cn <= 128 or empty:
-            vals[nv] = 0.0 if empty else _pairwise_block(a, cl, cn)
-            nv += 1
-        elif st == 0:
-            n2 = cn // 2
-            n2 -= n2 % 8
-            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
-            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
-            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
-            top += 3
-        else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
-            nv -= 2
-            vals[nv] = left + right
-            nv += 1
-    return vals[0]
 
 
 @dataclass

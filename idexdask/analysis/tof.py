@@ -50,11 +50,11 @@ from idexdask.analysis.peaks import (
     PeakCandidates,
     _baseline_level,
     _median_inplace,
-    _pairwise_sum,
     detect_peaks,
     fit_lines,
 )
 from idexdask.analysis.signal_quality import _fill_value
+from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
     "GainRatioStatus",
@@ -293,7 +293,7 @@ def _ratio_row(
         j = idx[i]
         hl[j] = h[j] * lo[j]
         hh[j] = h[j] * h[j]
-    b = _divide(_sparse_sum(hl, n, cnt), _sparse_sum(hh, n, cnt))
+    b = _divide(pairwise_sum_sparse(hl, n, cnt), pairwise_sum_sparse(hh, n, cnt))
     k = 0
     for i in range(m):
         j = idx[i]
@@ -320,23 +320,12 @@ def _ratio_row(
         else:
             hl[j] = 0.0
             hh[j] = 0.0
-    slope = _divide(_sparse_sum(hl, n, cnt), _sparse_sum(hh, n, cnt))
+    slope = _divide(pairwise_sum_sparse(hl, n, cnt), pairwise_sum_sparse(hh, n, cnt))
     for i in range(m):
         j = idx[i]
         hl[j] = 0.0
         hh[j] = 0.0
     return slope, c
-
-
-@numba.njit(cache=True, nogil=True)
-def _sparse_sum(a: np.ndarray, n: int, cnt: np.ndarray) -> float:  # pragma: no cover - compiled
-    """``numpy.sum(a[:n])`` with numpy's pairwise summation (bitwise equal), for ``a``
-    that is +0.0 outside the marked samples (``cnt[i]``: marked samples before ``i``).
-
-    Leaves and subtrees of :func:`~idexdask.analysis.peaks._pairwise_sum` with no
-    marked sample sum to exactly +0.0 and are not read.
-    """
-    return _pairwise_sum(a, 0, n, n, cnt)
 
 
 @numba.njit(cache=True, nogil=True)

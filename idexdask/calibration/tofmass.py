@@ -51,6 +51,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from idexdask._logging import get_logger
 from idexdask.errors import CalibrationError
+from idexdask.numerics import pairwise_sum
 
 __all__ = [
     "CalibrationStatus",
@@ -835,67 +836,9 @@ def _min_slope_nb(
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_sum_nb(a: NDArray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """NumPy's pairwise-sum leaf (n <= 128): 8 accumulators, then the rest in order."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    r = np.empty(8)
-    for j in range(8):
-        r[j] = a[lo + j]
-    i = 8
-    while i < n - (n % 8):
-        for j in range(8):
-            r[j] += a[lo + i + j]
-        i += 8
-    res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@numba.njit(cache=True, nogil=True)
 def _sum_nb(a: NDArray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """``a[lo:lo+n].sum()`` in NumPy's pairwise order (same rounding), without recursion."""
-    if n <= 128:
-        return _block_sum_nb(a, lo, n)
-    # post-order walk of NumPy's split tree: task (lo, n, combine?) on an explicit stack
-    t_lo = np.empty(128, dtype=np.int64)
-    t_n = np.empty(128, dtype=np.int64)
-    t_comb = np.empty(128, dtype=np.bool_)
-    vals = np.empty(128)
-    nt = 0
-    nv = 0
-    t_lo[0] = lo
-    t_n[0] = n
-    t_comb[0] = False
-    nt = 1
-    while nt > 0:
-        nt -= 1
-        if t_comb[nt]:
-            nv -= 1
-            vals[nv - 1] = vals[nv - 1] + vals[nv]
-            continue
-        lo_k = t_lo[nt]
-        n_k = t_n[nt]
-        if n_k <= 128:
-            vals[nv] = _block_sum_nb(a, lo_k, n_k)
-            nv += 1
-            continue
-        n2 = n_k // 2
-        n2 -= n2 % 8
-        t_comb[nt] = True  # then combine
-        t_lo[nt + 1] = lo_k + n2  # right second
-        t_n[nt + 1] = n_k - n2
-        t_comb[nt + 1] = False
-        t_lo[nt + 2] = lo_k  # left first
-        t_n[nt + 2] = n2
-        t_comb[nt + 2] = False
-        nt += 3
-    return vals[0]
+    """``a[lo:lo+n].sum()`` in NumPy's pairwise order (same rounding)."""
+    return pairwise_sum(a, lo, n)
 
 
 @numba.njit(cache=True, nogil=True)
