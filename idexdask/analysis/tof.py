@@ -209,50 +209,6 @@ class MergedSpectrum:
     noise: np.ndarray
 
 
-def _ratio(
-    h: np.ndarray,
-    lo: np.ndarray,
-    ok: np.ndarray,
-    sig_h: np.ndarray,
-    sig_l: np.ndarray,
-    nominal: float,
-    settings: Mapping[str, Any],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Higher/lower gain ratio per event from the overlap (see module docstring)."""
-    k = float(settings["overlap_sigma"])
-    thresh = np.maximum(k * sig_h, k * sig_l * nominal)
-    with np.errstate(all="ignore"):
-        slope, n = _ratio_rows(
-            np.asarray(h, dtype=float),
-            np.asarray(lo, dtype=float),
-            np.asarray(ok, dtype=bool),
-            np.asarray(thresh, dtype=float),
-            np.asarray(sig_l, dtype=float),
-        )
-        ratio = 1.0 / slope
-    good = (n >= int(settings["min_overlap_samples"])) & np.isfinite(ratio) & (ratio > 0)
-    status = np.where(good, GainRatioStatus.MEASURED, GainRatioStatus.NOMINAL).astype(np.int8)
-    return np.where(good, ratio, nominal), status, n.astype(np.int32)
-
-
-@numba.njit(cache=True, nogil=True)
-def _ratio_rows(
-    h: np.ndarray, lo: np.ndarray, ok: np.ndarray, thresh: np.ndarray, sig_l: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Per row: origin slope of ``lo`` on ``h`` over the overlap, refit without outliers.
-
-    Overlap: ``ok`` and ``h > thresh``; outliers: residual beyond 4 x
-    max(robust residual sigma, ``sig_l``).  Returns the slopes and sample counts.
-    """
-    rows, n = h.shape
-    slope = np.empty(rows)
-    count = np.zeros(rows, dtype=np.int64)
-    work = _RatioWork(n)
-    for r in range(rows):
-        slope[r], count[r] = _ratio_row(h[r], lo[r], ok[r], thresh[r], sig_l[r], work)
-    return slope, count
-
-
 @numba.njit(cache=True, nogil=True)
 def _RatioWork(n: int) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled  # noqa: N802
     """Scratch arrays of :func:`_ratio_row` for rows of ``n`` samples."""
@@ -275,7 +231,9 @@ def _ratio_row(
     sig_l: float,
     work: tuple[np.ndarray, ...],
 ) -> tuple[float, int]:  # pragma: no cover - compiled
-    """:func:`_ratio_rows` of one row (``work`` from :func:`_RatioWork`).
+    """Origin slope of ``lo`` on ``h`` over one row's overlap, refit without outliers.
+
+    ``work`` comes from :func:`_RatioWork`.
 
     The sums run over whole rows with zeros outside the selection, as numpy
     would sum them (same rounding), but pairwise-summation leaves holding no
