@@ -209,6 +209,17 @@ class MineralRanking:
     chi2: np.ndarray
 
 
+def _row_dots(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` with every element summed over the last axis in a fixed order.
+
+    A matrix product's rounding depends on how many rows it is given (BLAS
+    blocks the work by shape), so an event's scores would change in the last
+    bit with the events it is ranked with; here each element is the same
+    NumPy reduction of its own row whatever the batch.
+    """
+    return (a[:, np.newaxis, :] * b[np.newaxis, :, :]).sum(axis=-1)
+
+
 def rank_minerals(
     fractions: np.ndarray,
     fractions_err: np.ndarray | None,
@@ -216,7 +227,7 @@ def rank_minerals(
     expected: np.ndarray,
     *,
     model_sigma: float = 0.02,
-    block: int = 4096,
+    block: int = 512,
 ) -> MineralRanking:
     """Rank candidate minerals and two-mineral mixtures (vectorised over events).
 
@@ -233,7 +244,8 @@ def rank_minerals(
     model_sigma : float
         Absolute 1-sigma floor per fraction.
     block : int
-        Events per block (bounds memory: block x n_pairs floats).
+        Events per block (bounds memory: block x n_pairs x n_elements floats,
+        ~9 MB for the default library); the results do not depend on it.
 
     Returns
     -------
@@ -263,7 +275,9 @@ def rank_minerals(
         xb = x[rows]
         w = 1.0 / np.maximum(err[rows] ** 2 + model_sigma**2, 1e-30)
         # chi2 of single candidates: sum w x^2 - 2 (w x) M^T + w (M^2)^T
-        chi2 = (w * xb**2).sum(1)[:, None] - 2 * (w * xb) @ expected.T + w @ (expected**2).T
+        chi2 = (w * xb**2).sum(1)[:, None] - 2 * _row_dots(w * xb, expected) + _row_dots(
+            w, expected**2
+        )
         chi2 = np.maximum(chi2, 0.0)
         chi2_all[rows] = chi2
         k = np.argmin(chi2, axis=1)
@@ -272,8 +286,8 @@ def rank_minerals(
         if ia.size == 0:
             continue
         # mixture f a + (1-f) b: r = x - b, f = sum w r d / sum w d^2
-        num = (w * xb) @ diff.T - w @ (expected[ib] * diff).T
-        den = w @ (diff**2).T
+        num = _row_dots(w * xb, diff) - _row_dots(w, expected[ib] * diff)
+        den = _row_dots(w, diff**2)
         f = np.clip(num / np.maximum(den, 1e-30), 0.0, 1.0)
         chi2_mix = chi2[:, ib] - 2 * f * num + f**2 * den
         chi2_mix = np.maximum(chi2_mix, 0.0)
