@@ -1,7 +1,7 @@
 """The run manifest: an append-only JSON-lines journal inside the store directory.
 
-One writer only (the submitting client) appends a record after each unit's
-region write has completed, and flushes it to disk (``fsync``) before the next
+One writer only (the submitting client) appends the records of a task's units
+after the task's region write has completed, and flushes it to disk (``fsync``) before the next
 unit is accounted for.  A unit not in the manifest is redone on the next run, so
 an interrupted run resumes where it stopped and nothing is counted as done that
 is not in the store.
@@ -15,7 +15,9 @@ Records (one JSON object per line, key ``record``):
     ``uid``, ``status`` (``done`` / ``failed``), ``input``, ``input_index``,
     ``region`` ([start, stop) rows), ``n_events``, ``input_hash``,
     ``config_hash``, ``reason`` (failures), ``elapsed_s``, ``worker``, ``run_id``,
-    ``time``, ``attrs`` (the unit's decode attributes: packet counts, ...).
+    ``time``, ``attrs`` (the unit's decode attributes: packet counts, ...),
+    ``task_units`` (units processed in the same task; ``elapsed_s`` is the
+    task's time shared among them by events).
 ``run_end``
     ``run_id``, ``time``, ``events_done``, ``units_done``, ``units_failed``,
     ``elapsed_s``.
@@ -28,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,22 @@ class Manifest:
 
     def append(self, record: Mapping[str, Any]) -> None:
         """Append one record and force it to disk."""
-        line = json.dumps(record, sort_keys=True, default=_jsonable) + "\n"
+        self.extend([record])
+
+    def extend(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Append records (one task's units) in one write, forced to disk once.
+
+        A crash in between leaves at most the last line torn, which
+        :meth:`records` skips: those units are redone, never counted twice.
+        """
+        if not records:
+            return
+        text = "".join(
+            json.dumps(record, sort_keys=True, default=_jsonable) + "\n" for record in records
+        )
         pipeline_dir(self.store, create=True)
         with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(line)
+            stream.write(text)
             stream.flush()
             os.fsync(stream.fileno())
 

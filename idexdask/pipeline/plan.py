@@ -18,6 +18,13 @@ return.  It finds that out cheaply:
 
 Each unit carries a digest of its input bytes, so that a re-run can tell whether
 the unit done before is still the same work.
+
+Units are what the manifest journals; tasks are *packs* of consecutive units
+(:func:`pack_units`): the small units of short files (a day of telemetry may
+hold a dozen events; a lab impact is one) are processed together, so that every
+task amortises the per-call costs of decoding, analysis and the region write
+over about ``batch_events`` events, and packs end on chunk boundaries of the
+store wherever the units allow it.
 """
 
 from __future__ import annotations
@@ -44,7 +51,9 @@ from idexdask.packets.layout import (
 )
 from idexdask.packets.reader import load_l0_buffer
 
-__all__ = ["Plan", "PlanFailure", "Unit", "digest_bytes", "plan_inputs", "plan_l0_file"]
+__all__ = [
+    "Plan", "PlanFailure", "Unit", "digest_bytes", "pack_units", "plan_inputs", "plan_l0_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -337,6 +346,56 @@ def plan_l0_file(
             )
         )
     return units
+
+
+def pack_units(
+    units: Sequence[Unit], batch_events: int, align: int | None = None
+) -> list[tuple[Unit, ...]]:
+    """Group consecutive units into packs of about ``batch_events`` events, one task each.
+
+    A pack holds units whose store regions follow each other without a gap (the
+    units still to do of a resumed run may not), in plan order.  It is closed
+    once it holds at least ``batch_events`` events and either ends on a
+    multiple of ``align`` (a chunk boundary of the store: the pack then shares
+    no chunk with the next one), or would exceed ``2 * batch_events`` with the
+    next unit.  A unit larger than that is a pack of its own.
+
+    Parameters
+    ----------
+    units : sequence of Unit
+        Planned units (``region`` assigned), in store order.
+    batch_events : int
+        Target events per pack.
+    align : int, optional
+        Store events per chunk.
+
+    Returns
+    -------
+    list of tuple of Unit
+        Every unit exactly once, in the given order.
+    """
+    target = max(1, int(batch_events))
+    align = int(align) if align and align > 1 else 1
+    packs: list[tuple[Unit, ...]] = []
+    current: list[Unit] = []
+    events = 0
+    for index, unit in enumerate(units):
+        if current and unit.region[0] != current[-1].region[1]:
+            packs.append(tuple(current))  # a gap (units done before): never bridged
+            current, events = [], 0
+        current.append(unit)
+        events += unit.n_events
+        following = units[index + 1] if index + 1 < len(units) else None
+        if events < target:
+            continue
+        aligned = unit.region[1] % align == 0
+        too_big = following is None or events + following.n_events > 2 * target
+        if aligned or too_big:
+            packs.append(tuple(current))
+            current, events = [], 0
+    if current:
+        packs.append(tuple(current))
+    return packs
 
 
 # --------------------------------------------------------------------------- TRC

@@ -9,17 +9,20 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
    event counts, else :class:`~idexdask.errors.StoreError` (use a new store or
    ``--overwrite``); units the manifest records as done with the same input
    digest and configuration digest are skipped;
-4. the cluster starts (or is connected to) and every remaining unit's
-   processing (decode + analysis, no store access) is submitted at once;
-5. a new store is laid out from the schema of the first processed unit (one
-   event), while the workers go on processing; only then is each unit's region
-   write submitted, as a second task on the worker that holds the unit's data,
-   at a higher priority than further processing (so at most the units processed
+4. the cluster starts (or is connected to); the remaining units are grouped into
+   packs of about ``batch_events`` events ending on chunk boundaries
+   (:func:`~idexdask.pipeline.plan.pack_units`: short files and lab impacts
+   share a task), and every pack's processing (decode + analysis, no store
+   access) is submitted at once;
+5. a new store is laid out from the schema of the first processed pack (one
+   event), while the workers go on processing; only then is each pack's region
+   write submitted, as a second task on the worker that holds the pack's data,
+   at a higher priority than further processing (so at most the packs processed
    while the store was created wait in memory).  Both tasks have ``retries``; a
    dead worker's tasks, and the processing whose data it held, are rescheduled
    by the scheduler;
-6. the client, the only writer of the manifest, journals each unit as its
-   result arrives, then the run's summary.
+6. the client, the only writer of the manifest, journals each unit of a pack as
+   the pack's result arrives, then the run's summary.
 
 Exit codes of the CLI: 0 all done, 2 usage/config/store error before any work,
 3 partial failure (some inputs or units failed; the rest is in the store).
@@ -46,7 +49,7 @@ import xarray as xr
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.manifest import Manifest, pipeline_dir
-from idexdask.pipeline.plan import Plan, Unit, plan_inputs
+from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -54,7 +57,7 @@ from idexdask.pipeline.store import (
     read_store_meta,
     write_region,
 )
-from idexdask.pipeline.units import process_unit
+from idexdask.pipeline.units import ProcessedUnits, process_units
 
 __all__ = [
     "Progress", "RunSummary", "config_hash", "done_units", "run_campaign", "store_status",
@@ -167,47 +170,69 @@ class RunSummary:
 # --------------------------------------------------------------------------- tasks
 
 
-def _failed(reason: str, start: float) -> dict[str, Any]:
-    return {"status": "failed", "reason": reason, "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "elapsed_s": time.perf_counter() - start, "attrs": {}}
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_task(unit: Unit, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Task 1 of a unit: decode and analyse (no store access).
+def _process_task(pack: tuple[Unit, ...], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Task 1 of a pack: decode and analyse its units (no store access).
 
     Data errors (:class:`~idexdask.errors.IdexDaskError`) are deterministic and
-    reported as a failed unit; anything else raises, so the scheduler retries it.
+    reported as failed units; anything else raises, so the scheduler retries it.
     """
     start = time.perf_counter()
-    try:
-        dataset = process_unit(unit, config)
-    except IdexDaskError as exc:
-        return _failed(str(exc), start)
-    return {"status": "processed", "dataset": dataset, "elapsed_s": time.perf_counter() - start}
+    processed = process_units(pack, config)
+    return {"processed": processed, "elapsed_s": time.perf_counter() - start}
 
 
-def _schema_task(processed: Mapping[str, Any]) -> xr.Dataset | str:
-    """The store template (one event) from a processed unit, or its failure reason."""
-    if processed["status"] != "processed":
-        return str(processed["reason"])
-    return processed["dataset"].isel(epoch=slice(0, 1)).load()
+def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
+    """The store template (one event) from a processed pack, or why there is none."""
+    processed: ProcessedUnits = result["processed"]
+    if processed.dataset is None:
+        return "; ".join(processed.failures.values()) or "no events"
+    return processed.dataset.isel(epoch=slice(0, 1)).load()
 
 
 def _write_task(
-    processed: Mapping[str, Any], unit: Unit, store: str, rows: int, n_events: int
+    result: Mapping[str, Any], pack: tuple[Unit, ...], store: str, rows: int, n_events: int
 ) -> dict[str, Any]:
-    """Task 2 of a unit: write its region (only submitted once the store exists)."""
-    if processed["status"] != "processed":
-        return dict(processed)
-    start = time.perf_counter() - float(processed["elapsed_s"])
-    dataset = processed["dataset"]
-    try:
-        write_region(store, dataset, unit.region, rows=rows, n_events=n_events)
-    except IdexDaskError as exc:
-        return _failed(str(exc), start)
-    attrs = {k: v for k, v in dataset.attrs.items() if isinstance(v, str | int | float)}
-    return {"status": "done", "reason": "", "worker": f"{socket.gethostname()}:{os.getpid()}",
-            "elapsed_s": time.perf_counter() - start, "attrs": attrs}
+    """Task 2 of a pack: write the regions of its processed units.
+
+    Only submitted once the store exists.  The processed units are written as
+    runs of contiguous rows (a pack whose middle unit failed has two).
+
+    Returns
+    -------
+    dict
+        ``status`` per unit uid (``done`` or ``failed``), ``reason`` per failed
+        uid, the units' decode ``attrs``, ``worker`` and ``elapsed_s``.
+    """
+    processed: ProcessedUnits = result["processed"]
+    start = time.perf_counter() - float(result["elapsed_s"])
+    reasons = dict(processed.failures)
+    done: list[str] = []
+    if processed.dataset is not None:
+        offset = 0
+        runs: list[list[Unit]] = []
+        for unit in processed.done:
+            if runs and runs[-1][-1].region[1] == unit.region[0]:
+                runs[-1].append(unit)
+            else:
+                runs.append([unit])
+        for run in runs:
+            count = sum(u.n_events for u in run)
+            region = (run[0].region[0], run[-1].region[1])
+            part = processed.dataset.isel(epoch=slice(offset, offset + count))
+            offset += count
+            try:
+                write_region(store, part, region, rows=rows, n_events=n_events)
+            except IdexDaskError as exc:
+                reasons.update({u.uid: str(exc) for u in run})
+            else:
+                done.extend(u.uid for u in run)
+    return {"status": {**{uid: "failed" for uid in reasons}, **{uid: "done" for uid in done}},
+            "reason": reasons, "attrs": processed.attrs, "worker": _worker_name(),
+            "elapsed_s": time.perf_counter() - start}
 
 
 # --------------------------------------------------------------------------- run
@@ -335,15 +360,15 @@ def run_campaign(
         # Every unit's processing starts now; its region write is submitted once
         # the store exists, so the schema and the store's creation overlap with
         # the first units' work instead of preceding it.
-        processing = {
-            unit.uid: client.submit(_process_task, unit, config, resources=resources,
-                                    retries=retries, pure=False,
-                                    key=f"idexdask-process-{run_id}-{i}")
-            for i, unit in enumerate(todo)
-        }
+        packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
+        processing = [
+            client.submit(_process_task, pack, config, resources=resources,
+                          retries=retries, pure=False, key=f"idexdask-process-{run_id}-{i}")
+            for i, pack in enumerate(packs)
+        ]
         template = None
         if need_init and plan.units:
-            template = _template(client, todo, processing, resources)
+            template = _template(client, packs, processing, resources)
         rows = (
             chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
             else int(meta["rows"]) if meta else 1
@@ -376,7 +401,7 @@ def run_campaign(
             })
             summary.failures.append({"uid": failure.uid, "input": failure.path,
                                      "reason": failure.reason, "n_events": 0})
-        _run_units(client, todo, processing, store, rows, plan.n_events, resources, retries,
+        _run_packs(client, packs, processing, store, rows, plan.n_events, resources, retries,
                    manifest, run_id, chash, summary, started, on_progress)
         summary.elapsed_s = time.perf_counter() - started
     manifest.append({
@@ -394,62 +419,72 @@ def _version() -> str:
     return __version__
 
 
-def _template(client, units: list[Unit], processing: Mapping[str, Any], resources) -> xr.Dataset:
-    """Schema of the unit function's output, from the first of the first units that succeeds."""
+def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
+              resources) -> xr.Dataset:
+    """Schema of the unit function's output, from the first of the first packs that succeeds."""
     errors = []
-    for unit in units[:5]:
-        schema = client.submit(_schema_task, processing[unit.uid], resources=resources,
-                               pure=False).result()
+    for pack, future in list(zip(packs, processing, strict=True))[:5]:
+        schema = client.submit(_schema_task, future, resources=resources, pure=False).result()
         if isinstance(schema, xr.Dataset):
             return schema
-        errors.append(f"{unit.uid}: {schema}")
+        errors.append(f"{pack[0].uid}: {schema}")
     raise IdexDaskError("cannot compute the store schema; the first units fail: "
                         + "; ".join(errors))
 
 
-def _run_units(client, todo, processing, store, rows, n_events, resources, retries, manifest,
+def _run_packs(client, packs, processing, store, rows, n_events, resources, retries, manifest,
                run_id, chash, summary, started, on_progress) -> None:
     from distributed import as_completed
 
-    # priority 1: a worker writes what it holds before it processes more units
+    # priority 1: a worker writes what it holds before it processes more packs
     futures = {
-        client.submit(_write_task, processing[unit.uid], unit, str(store), rows, n_events,
+        client.submit(_write_task, processing[i], pack, str(store), rows, n_events,
                       resources=resources, retries=retries, pure=False, priority=1,
-                      key=f"idexdask-unit-{run_id}-{i}"): unit
-        for i, unit in enumerate(todo)
+                      key=f"idexdask-write-{run_id}-{i}"): i
+        for i, pack in enumerate(packs)
     }
+    n_units = sum(len(p) for p in packs)
     n_done_run = 0
     for future in as_completed(futures):
-        unit = futures.pop(future)
+        index = futures.pop(future)
+        pack = packs[index]
         try:
             result = future.result()
         except Exception as exc:  # the task's own error after its retries, or KilledWorker
-            result = {"status": "failed", "reason": f"{type(exc).__name__}: {exc}",
+            reason = f"{type(exc).__name__}: {exc}"
+            result = {"status": {u.uid: "failed" for u in pack},
+                      "reason": {u.uid: reason for u in pack},
                       "worker": "", "elapsed_s": 0.0, "attrs": {}}
         future.release()
-        processing[unit.uid].release()  # the unit's data leave the worker
-        manifest.append({
-            "record": "unit", "uid": unit.uid, "status": result["status"],
-            "input": unit.path, "input_index": unit.input_index, "region": list(unit.region),
-            "n_events": unit.n_events, "input_hash": unit.input_hash, "config_hash": chash,
-            "reason": result["reason"], "elapsed_s": round(result["elapsed_s"], 4),
-            "worker": result["worker"], "run_id": run_id, "time": _now(),
-            "attrs": result["attrs"],
-        })
-        if result["status"] == "done":
-            summary.events_done += unit.n_events
-            summary.events_this_run += unit.n_events
-            summary.units_done += 1
-            n_done_run += 1
-        else:
-            logger.warning("unit %s failed: %s", unit.uid, result["reason"])
-            summary.failures.append({"uid": unit.uid, "input": unit.path,
-                                     "reason": result["reason"], "n_events": unit.n_events})
+        processing[index].release()  # the pack's data leave the worker
+        share = round(result["elapsed_s"] / max(1, sum(u.n_events for u in pack)), 7)
+        records = []
+        for unit in pack:
+            status = result["status"].get(unit.uid, "failed")
+            reason = result["reason"].get(unit.uid, "" if status == "done" else "not processed")
+            records.append({
+                "record": "unit", "uid": unit.uid, "status": status,
+                "input": unit.path, "input_index": unit.input_index, "region": list(unit.region),
+                "n_events": unit.n_events, "input_hash": unit.input_hash, "config_hash": chash,
+                "reason": reason, "elapsed_s": round(share * unit.n_events, 4),
+                "task_units": len(pack), "worker": result["worker"], "run_id": run_id,
+                "time": _now(), "attrs": result["attrs"].get(unit.uid, {}),
+            })
+            if status == "done":
+                summary.events_done += unit.n_events
+                summary.events_this_run += unit.n_events
+                summary.units_done += 1
+                n_done_run += 1
+            else:
+                logger.warning("unit %s failed: %s", unit.uid, reason)
+                summary.failures.append({"uid": unit.uid, "input": unit.path,
+                                         "reason": reason, "n_events": unit.n_events})
+        manifest.extend(records)
         if on_progress is not None:
             on_progress(Progress(
                 events_done=summary.events_done, events_total=summary.events_total,
                 events_this_run=summary.events_this_run, units_done=n_done_run,
-                units_todo=len(todo), units_failed=len(summary.failures),
+                units_todo=n_units, units_failed=len(summary.failures),
                 elapsed_s=time.perf_counter() - started,
             ))
 

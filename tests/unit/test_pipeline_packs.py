@@ -1,0 +1,110 @@
+"""Packs: consecutive units processed as one task (short files, lab impacts)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from idexdask.config import load_config
+from idexdask.errors import IdexDaskError
+from idexdask.pipeline.plan import Unit, pack_units, plan_inputs
+from idexdask.pipeline.units import concat_events, process_unit, process_units
+from idexdask.simulate import write_campaign
+
+DECODE_ONLY = {"pipeline": {"analyze": False}}
+
+
+def _units(counts, start=0, gap_after=()):
+    units, row = [], start
+    for i, n in enumerate(counts):
+        units.append(Unit(uid=f"u{i}", kind="l0", path=f"f{i}", input_index=i, n_events=n,
+                          input_hash="", region=(row, row + n)))
+        row += n + (100 if i in gap_after else 0)
+    return units
+
+
+def _sizes(packs):
+    return [sum(u.n_events for u in p) for p in packs]
+
+
+def test_every_unit_once_in_order():
+    units = _units([14, 3, 25, 9, 1, 40, 7, 7, 2] * 5)
+    packs = pack_units(units, 32, 16)
+    assert [u for p in packs for u in p] == units
+    for pack in packs:  # rows contiguous within a pack
+        assert all(a.region[1] == b.region[0] for a, b in zip(pack, pack[1:], strict=False))
+    sizes = _sizes(packs)
+    assert all(s >= 32 for s in sizes[:-1])  # only the last pack may be short
+    assert all(s <= 2 * 32 for s in sizes)  # no unit here is larger than the batch
+
+
+def test_packs_end_on_chunk_boundaries_when_units_allow():
+    # files of 1000 events cut at chunk rows (256): 256, 256, 256, 232 | 280, ...
+    plan_like = _units([256, 256, 256, 232, 280, 256, 256, 208])
+    packs = pack_units(plan_like, 256, 256)
+    assert _sizes(packs) == [256, 256, 256, 512, 256, 256, 208]
+    assert all(p[-1].region[1] % 256 == 0 for p in packs[:-1])
+
+
+def test_small_units_fill_a_pack_and_a_gap_splits_it():
+    units = _units([1] * 10, gap_after={4})
+    packs = pack_units(units, 4, 1)
+    assert _sizes(packs) == [4, 1, 4, 1]  # never across the gap (units done before)
+    assert pack_units(units[:3], 100, 8) == [tuple(units[:3])]
+    big = _units([500, 3])
+    assert _sizes(pack_units(big, 10, 8)) == [500, 3]  # a large unit is its own pack
+
+
+@pytest.fixture(scope="module")
+def three_files(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("packs")
+    files = []
+    for i, n in enumerate((7, 5, 9)):
+        files.append(directory / f"f{i}.pkts")
+        write_campaign(files[-1], n, compress=bool(i % 2), seed=20 + i)
+    return files
+
+
+def test_a_pack_equals_its_units_processed_alone(three_files):
+    config = load_config({})
+    plan = plan_inputs(three_files, 100)
+    assert len(plan.units) == 3
+    (pack,) = pack_units(plan.units, 100, 8)
+    processed = process_units(pack, config)
+    assert processed.failures == {} and processed.done == pack
+    alone = concat_events([process_unit(u, config) for u in plan.units])
+    assert list(processed.dataset.variables) == list(alone.variables)
+    for name, variable in alone.variables.items():
+        got = processed.dataset[name].values
+        if variable.dtype.kind == "f":
+            np.testing.assert_array_equal(got, variable.values, err_msg=name)
+        else:
+            assert np.array_equal(got, variable.values), name
+    assert processed.dataset["input_index"].values.tolist() == [0] * 7 + [1] * 5 + [2] * 9
+    assert set(processed.attrs) == {u.uid for u in pack}
+    assert processed.attrs[pack[1].uid]["source"] == "f1.pkts"
+
+
+def test_a_bad_unit_fails_alone(three_files, tmp_path):
+    plan = plan_inputs(three_files, 100)
+    changed = replace(plan.units[1], input_hash="0" * 32)  # the file "changed" since planning
+    pack = (plan.units[0], changed, plan.units[2])
+    processed = process_units(pack, load_config(DECODE_ONLY))
+    assert processed.done == (plan.units[0], plan.units[2])
+    assert list(processed.failures) == [changed.uid]
+    assert "changed since" in processed.failures[changed.uid]
+    assert processed.dataset.sizes["epoch"] == 7 + 9
+    assert processed.dataset["input_index"].values.tolist() == [0] * 7 + [2] * 9
+    with pytest.raises(IdexDaskError, match="changed since"):
+        process_unit(changed, load_config(DECODE_ONLY))
+
+
+def test_concat_requires_the_same_variables(three_files):
+    config = load_config(DECODE_ONLY)
+    plan = plan_inputs(three_files, 100)
+    a = process_unit(plan.units[0], config)
+    b = process_unit(plan.units[1], config).drop_vars("quality_flags")
+    with pytest.raises(IdexDaskError, match="different variables"):
+        concat_events([a, b])
