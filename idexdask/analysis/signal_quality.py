@@ -93,6 +93,7 @@ __all__ = [
     "interpolated_mad",
     "load_quality_config",
     "long_runs",
+    "quality_variables",
     "signal_quality",
     "waveform_variables",
 ]
@@ -339,7 +340,7 @@ def find_time_variable(ds: xr.Dataset, name: str) -> str | None:
         The ``time_variable`` attribute if it names a variable of ``ds``, else the
         axis implied by the sample dimension, else None.
     """
-    var = ds[name]
+    var = ds.variables[name]
     tv = var.attrs.get("time_variable")
     if tv is not None and tv in ds.variables:
         return str(tv)
@@ -377,7 +378,7 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     """
     if name not in ds.data_vars:
         raise AnalysisError(f"no waveform variable {name!r} in the dataset")
-    var = ds[name]
+    var = ds.variables[name]
     if var.ndim != 2:
         raise AnalysisError(f"{name}: expected (epoch, sample) dimensions, got {var.dims}")
     raw = var.data
@@ -413,7 +414,7 @@ def _time_axis(ds: xr.Dataset, name: str, shape: tuple[int, ...], xp: Any) -> An
     tname = find_time_variable(ds, name)
     if tname is None:
         return None
-    t = xp.asarray(ds[tname].data, dtype=xp.float64)
+    t = xp.asarray(ds.variables[tname].data, dtype=xp.float64)
     if (
         t.ndim == 2
         and t.shape != tuple(shape)
@@ -602,7 +603,7 @@ def _rails(attrs: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return (None if vmin is None else float(vmin), None if vmax is None else float(vmax))
 
 
-def _quantum(var: xr.DataArray) -> float:
+def _quantum(var: xr.Variable | xr.DataArray) -> float:
     if var.dtype.kind in "iu" or str(var.attrs.get("units", "")).upper() == "DN":
         return 1.0
     gain = var.attrs.get("vertical_gain")
@@ -705,7 +706,7 @@ def _channel_quality(
     (:func:`_channel_quality_host`); False forces the array-namespace code (the
     one CuPy runs), which gives the same results.
     """
-    var = ds[name]
+    var = ds.variables[name]
     window = cfg["baseline_window_by_channel"].get(name, cfg["baseline_window_us"])
     polarity = cfg["polarity"].get(name, var.attrs.get("signal_polarity", 1))
     try:
@@ -943,7 +944,7 @@ def _channel_quality_xp(
     clipped: np.ndarray | None,
 ) -> dict[str, Any]:
     """:func:`_channel_quality` in the array namespace of the samples (NumPy or CuPy)."""
-    var = ds[name]
+    var = ds.variables[name]
     x, valid, t = channel_arrays(ds, name)
     xp = get_namespace(x)
     n_events, n = x.shape
@@ -1078,7 +1079,7 @@ def _channel_quality_host(
     computed with the same floating-point operations, so the results are the
     same.  Only the baseline window (a few hundred columns) is copied to float.
     """
-    var = ds[name]
+    var = ds.variables[name]
     raw = np.ascontiguousarray(var.data)
     n_events, n = raw.shape
     vmin, vmax = rails
@@ -1456,22 +1457,66 @@ def signal_quality(
     too short): these get a :class:`QualityStatus` and NaN statistics.
     """
     cfg = load_quality_config(config)
-    names = list(channels) if channels is not None else waveform_variables(ds)
-    available = set(waveform_variables(ds))
+    names = list(channels) if channels is not None else None
+    variables = quality_variables(ds, cfg, names)
+    coords = {"epoch": ds["epoch"].values} if "epoch" in ds.coords else {}
+    out = xr.Dataset(coords=coords).assign(variables)  # one assign, not 60 merges
+    out.attrs["baseline_window_us"] = list(cfg["baseline_window_us"])
+    out.attrs["mad_to_sigma"] = MAD_TO_SIGMA
+    return out
+
+
+def quality_variables(
+    ds: xr.Dataset,
+    cfg: Mapping[str, Any],
+    channels: Sequence[str] | None = None,
+    *,
+    channel_dim: str = "channel",
+) -> dict[str, xr.Variable]:
+    """The variables of :func:`signal_quality`, without building their Dataset.
+
+    For callers that add them to a dataset of their own (:func:`idexdask.analyze`
+    assigns them, with its other products, in one step).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Event dataset (see :func:`signal_quality`).
+    cfg : mapping
+        A configuration already validated by :func:`load_quality_config`.
+    channels : sequence of str, optional
+        Waveform variables to analyse; default all (:func:`waveform_variables`).
+    channel_dim : str
+        Name of the channel dimension of ``quality_status``.
+
+    Returns
+    -------
+    dict of str to xarray.Variable
+        In the order of :func:`signal_quality`'s variables after ``epoch``: the
+        per-channel variables, the ``channel_dim`` coordinate values, then
+        ``quality_status``.
+
+    Raises
+    ------
+    AnalysisError
+        If a requested channel is not a waveform of ``ds``.
+    """
+    available = waveform_variables(ds)
+    names = list(channels) if channels is not None else available
     for name in names:
-        if name not in ds.data_vars or ds[name].ndim != 2:
+        if name not in ds.data_vars or ds.variables[name].ndim != 2:
             raise AnalysisError(f"{name!r} is not a waveform variable of the dataset")
         if name not in available:
             _log.debug("%s: not recognised as a waveform by its dims/attrs; analysed anyway", name)
     n_events = int(ds.sizes.get("epoch", 0))
-    coords = {"epoch": ds["epoch"].values} if "epoch" in ds.coords else {}
-    data_vars: dict[str, xr.Variable] = {}  # one Dataset built at the end, not 60 merges
+    data_vars: dict[str, xr.Variable] = {}
     stacked = []
     for name in names:  # one pass per channel (six at most); events are vectorised
         res = _channel_quality(ds, name, cfg)
         meta = res.pop("_meta")
-        units = str(ds[name].attrs.get("units", "DN" if ds[name].dtype.kind in "iu" else ""))
-        label = str(ds[name].attrs.get("long_name", name))
+        var = ds.variables[name]
+        units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
+        label = str(var.attrs.get("long_name", name))
         low = name.lower()
         spec = {
             "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
@@ -1516,17 +1561,14 @@ def signal_quality(
                 {QualityStatus(i).name: int(c) for i, c in enumerate(counts) if c},
             )
     status = np.stack(stacked, axis=1) if stacked else np.zeros((n_events, 0), dtype=np.int8)
-    out = xr.Dataset(coords=coords).assign(data_vars)
-    out["quality_status"] = xr.DataArray(
+    data_vars[channel_dim] = xr.Variable((channel_dim,), np.asarray(names, dtype=str))
+    data_vars["quality_status"] = xr.Variable(
+        ("epoch", channel_dim),
         status.astype(np.int8),
-        dims=("epoch", "channel"),
-        coords={"channel": np.asarray(names, dtype=str)},
         attrs={
             "long_name": "worst applicable quality condition per event and channel",
             "flag_values": np.arange(len(QualityStatus), dtype=np.int8),
             "flag_meanings": _STATUS_MEANINGS,
         },
     )
-    out.attrs["baseline_window_us"] = list(cfg["baseline_window_us"])
-    out.attrs["mad_to_sigma"] = MAD_TO_SIGMA
-    return out
+    return data_vars

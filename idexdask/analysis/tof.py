@@ -94,7 +94,7 @@ def channel_polarity(ds: xr.Dataset, name: str, settings: Mapping[str, Any]) -> 
     """
     pol = (settings.get("polarity") or {}).get(name)
     if pol is None:
-        pol = ds[name].attrs.get("signal_polarity", 1)
+        pol = ds.variables[name].attrs.get("signal_polarity", 1)
     return int(np.sign(int(pol)))
 
 
@@ -107,12 +107,12 @@ def channel_time(ds: xr.Dataset, name: str) -> np.ndarray:
     """
     from idexdask.analysis.signal_quality import find_time_variable
 
-    var = ds[name]
+    var = ds.variables[name]
     n_events, n = var.shape
     tname = find_time_variable(ds, name)
     t = None
     if tname is not None:
-        t = np.asarray(ds[tname].values, dtype=float)
+        t = np.asarray(ds.variables[tname].values, dtype=float)
         if t.ndim == 1 and t.shape[0] == n:
             t = np.broadcast_to(t, (n_events, n))
         elif t.shape != (n_events, n):
@@ -124,7 +124,7 @@ def channel_time(ds: xr.Dataset, name: str) -> np.ndarray:
     return t
 
 
-def _rails(var: xr.DataArray) -> tuple[float | None, float | None]:
+def _rails(var: xr.Variable | xr.DataArray) -> tuple[float | None, float | None]:
     attrs = var.attrs
     vmin, vmax = attrs.get("VALIDMIN"), attrs.get("VALIDMAX")
     if vmax is None and "adc_bits" in attrs:
@@ -139,12 +139,12 @@ def saturation_mask(
     name: str,
     x: np.ndarray,
     t: np.ndarray,
-    quality: xr.Dataset | None,
+    quality: Mapping[str, Any] | None,
     polarity: int,
     guard: int,
 ) -> np.ndarray:
     """Saturated samples of waveform ``name`` (see module docstring), (n_events, n)."""
-    vmin, vmax = _rails(ds[name])
+    vmin, vmax = _rails(ds.variables[name])
     sat = np.zeros(x.shape, bool)
     with np.errstate(invalid="ignore"):
         if vmax is not None and polarity >= 0:
@@ -297,7 +297,7 @@ def _divide(a: float, b: float) -> float:  # pragma: no cover - compiled
 
 
 def merge_gains(
-    ds: xr.Dataset, quality: xr.Dataset | None, settings: Mapping[str, Any]
+    ds: xr.Dataset, quality: Mapping[str, Any] | None, settings: Mapping[str, Any]
 ) -> MergedSpectrum | None:
     """Merge the TOF gains of every event into one spectrum (see module docstring).
 
@@ -305,8 +305,9 @@ def merge_gains(
     ----------
     ds : xarray.Dataset
         Events with any subset of TOF_High, TOF_Mid, TOF_Low.
-    quality : xarray.Dataset or None
-        Output of ``signal_quality(ds)`` (baseline, noise, saturation interval).
+    quality : xarray.Dataset, mapping or None
+        Output of ``signal_quality(ds)`` (baseline, noise, saturation interval),
+        or its variables (:func:`~idexdask.analysis.signal_quality.quality_variables`).
     settings : mapping
         The ``tof`` section of the analysis settings.
 
@@ -315,11 +316,11 @@ def merge_gains(
     MergedSpectrum or None
         None when the dataset holds no TOF channel.
     """
-    present = [c for c in TOF_CHANNELS if c in ds.data_vars and ds[c].ndim == 2]
+    present = [c for c in TOF_CHANNELS if c in ds.data_vars and ds.variables[c].ndim == 2]
     if not present:
         return None
-    ref_shape = ds[present[0]].shape
-    dropped = [c for c in present if ds[c].shape != ref_shape]
+    ref_shape = ds.variables[present[0]].shape
+    dropped = [c for c in present if ds.variables[c].shape != ref_shape]
     if dropped:
         _log.warning("TOF gains %s sampled differently from %s: not merged", dropped, present[0])
         present = [c for c in present if c not in dropped]
@@ -330,7 +331,7 @@ def merge_gains(
     raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
     flags, t0s, t1s, qsigs, noms = [], [], [], [], []
     for j, name in enumerate(present):
-        var = ds[name]
+        var = ds.variables[name]
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
@@ -562,7 +563,7 @@ def _merge_rows(
     return ratio, status, overlap, noise
 
 
-def _quality_values(quality: xr.Dataset | None, key: str, n: int) -> np.ndarray:
+def _quality_values(quality: Mapping[str, Any] | None, key: str, n: int) -> np.ndarray:
     if quality is None or key not in quality:
         return np.full(n, np.nan)
     return np.asarray(quality[key].values, dtype=float)

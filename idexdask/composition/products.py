@@ -29,12 +29,15 @@ __all__ = [
     "CompositionStatus",
     "STATUS_MEANINGS",
     "composition_products",
+    "composition_variables",
     "mg_number",
     "molar_fractions",
     "ternary",
 ]
 
 _log = get_logger(__name__)
+
+_Spec = tuple[Any, ...]  # (dims, values[, attrs]), as xarray.Dataset takes them
 
 
 class CompositionStatus(enum.IntEnum):
@@ -135,8 +138,8 @@ def _peak_arrays(peaks: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     if missing:
         raise AnalysisError(f"composition_products: peaks lack {missing}")
     dim = "peak"
-    if isinstance(peaks, xr.Dataset):
-        dims = peaks["peak_mass"].dims
+    if isinstance(peaks, xr.Dataset) or isinstance(get("peak_mass"), xr.Variable):
+        dims = get("peak_mass").dims  # a Dataset, or bare Variables (from analyze)
         if len(dims) != 1:
             raise AnalysisError(f"peak_mass must be 1-D, has dims {dims}")
         dim = str(dims[0])
@@ -192,6 +195,55 @@ def composition_products(
     ConfigError
         Invalid settings, unknown RSF preset, element without an RSF.
     """
+    data_vars, coords, attrs = _composition_parts(peaks, n_events, config, calibrated)
+    return xr.Dataset(data_vars, coords=coords, attrs=attrs)
+
+
+def composition_variables(
+    peaks: xr.Dataset | Mapping[str, Any],
+    n_events: int,
+    config: Mapping[str, Any] | CompositionSettings | None = None,
+    *,
+    calibrated: np.ndarray | None = None,
+) -> tuple[dict[str, xr.Variable], frozenset[str]]:
+    """The variables of :func:`composition_products`, without building their Dataset.
+
+    For callers that add them to a dataset of their own (:func:`idexdask.analyze`):
+    one ``assign`` of bare Variables there is much cheaper than merging a Dataset.
+
+    Parameters
+    ----------
+    peaks, n_events, config, calibrated
+        As for :func:`composition_products`; ``peaks`` may also map names to
+        :class:`xarray.Variable` objects (their dimension is the peak dimension).
+
+    Returns
+    -------
+    variables : dict of str to xarray.Variable
+        In the order of the variables of :func:`composition_products`'s Dataset:
+        data variables, then coordinates.
+    coordinates : frozenset of str
+        Which of them are coordinates (``element``, ``rsf``, ``mg_si_fe``,
+        ``mg_fe_ca``, ``mixture_member``).
+
+    Raises
+    ------
+    AnalysisError, ConfigError
+        As :func:`composition_products`.
+    """
+    data_vars, coords, _ = _composition_parts(peaks, n_events, config, calibrated)
+    variables = {name: xr.Variable(*spec) for name, spec in data_vars.items()}
+    variables.update((name, xr.Variable(*spec)) for name, spec in coords.items())
+    return variables, frozenset(coords)
+
+
+def _composition_parts(
+    peaks: xr.Dataset | Mapping[str, Any],
+    n_events: int,
+    config: Mapping[str, Any] | CompositionSettings | None,
+    calibrated: np.ndarray | None,
+) -> tuple[dict[str, _Spec], dict[str, _Spec], dict[str, Any]]:
+    """Data variables, coordinates and attributes of :func:`composition_products`."""
     settings = composition_settings(config)
     event, mass, area, err, peak_dim = _peak_arrays(peaks)
     n_events = int(n_events)
@@ -345,18 +397,16 @@ def composition_products(
             },
         ),
     }
-    return xr.Dataset(
-        data_vars,
-        coords={
-            el: (el, list(elements)),
-            "rsf": (el, rsf, {"units": "1", "long_name": "RSF relative to Si"}),
-            "mg_si_fe": ("mg_si_fe", ["Mg", "Si", "Fe"]),
-            "mg_fe_ca": ("mg_fe_ca", ["Mg", "Fe", "Ca"]),
-            "mixture_member": ("mixture_member", [0, 1]),
-        },
-        attrs={
-            "rsf_preset": settings.rsf_preset,
-            "rsf_convention": "abundance = line area / RSF",
-            "mass_tolerance_u": settings.mass_tolerance_u,
-        },
-    )
+    coords = {
+        el: (el, list(elements)),
+        "rsf": (el, rsf, {"units": "1", "long_name": "RSF relative to Si"}),
+        "mg_si_fe": ("mg_si_fe", ["Mg", "Si", "Fe"]),
+        "mg_fe_ca": ("mg_fe_ca", ["Mg", "Fe", "Ca"]),
+        "mixture_member": ("mixture_member", [0, 1]),
+    }
+    attrs = {
+        "rsf_preset": settings.rsf_preset,
+        "rsf_convention": "abundance = line area / RSF",
+        "mass_tolerance_u": settings.mass_tolerance_u,
+    }
+    return data_vars, coords, attrs
