@@ -164,6 +164,13 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     raise StoreError(f"unknown compressor {name!r}")
 
 
+#: Chunk files named ``c.<k>.0`` in the array's directory (Zarr v3 default
+#: encoding, "." separator), not ``c/<k>/0``: a 2-D array's every chunk would
+#: otherwise need a directory of its own, one ``mkdir`` per variable and chunk
+#: (~50 per unit write, each a journalled metadata update).
+CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
+
+
 def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> dict[str, dict]:
     encoding: dict[str, dict] = {}
     for name, variable in template.variables.items():
@@ -172,7 +179,8 @@ def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> d
         chunks = tuple(rows if d == "epoch" else max(1, s)
                        for d, s in zip(variable.dims, variable.shape, strict=True))
         encoding[name] = {"chunks": chunks,
-                          "compressors": _compressors(compressor, level, variable.dtype)}
+                          "compressors": _compressors(compressor, level, variable.dtype),
+                          "chunk_key_encoding": dict(CHUNK_KEY_ENCODING)}
     return encoding
 
 
@@ -277,6 +285,7 @@ def _create_string_arrays(
             dimension_names=tuple(dims),
             attributes=attrs,
             compressors=compressors if compressors is not None else None,
+            chunk_key_encoding=dict(CHUNK_KEY_ENCODING),
         )
 
 

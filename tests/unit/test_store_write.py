@@ -105,7 +105,8 @@ def _recreate_with_zero_fill(path: Path, name: str) -> None:
     old = group[name]
     group.create_array(name, shape=old.shape, chunks=old.chunks, dtype=old.dtype,
                        fill_value=0.0, dimension_names=old.metadata.dimension_names,
-                       compressors=old.compressors, overwrite=True)
+                       compressors=old.compressors, overwrite=True,
+                       chunk_key_encoding=old.metadata.chunk_key_encoding)
 
 
 def _chunk_files(path: Path) -> dict[str, bytes]:
@@ -154,8 +155,11 @@ def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str) 
     # the fast path was used (no array fell back to zarr) and fill chunks are absent
     assert all(spec.codec is not None for spec in writer._specs.values())
     assert not any(k.startswith("all_nan/") for k in files)
-    assert [k for k in files if k.startswith("part_nan/")] == ["part_nan/c/2"]
-    assert "zeros/c/1" in files and "zeros/c/0" not in files
+    assert [k for k in files if k.startswith("part_nan/")] == ["part_nan/c.2"]
+    assert "zeros/c.1" in files and "zeros/c.0" not in files
+    # chunk files sit in their array's directory: no directory per chunk to create
+    assert all(k.count("/") == 1 for k in files if not k.startswith("channel/")), sorted(files)
+    assert "flags2/c.0.0" in files
     assert not any(k.startswith("empty/") for k in files)
     assert not any(k.endswith(".partial") for k in files)
 
