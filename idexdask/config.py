@@ -38,6 +38,7 @@ from idexdask.errors import ConfigError
 __all__ = [
     "config_dir",
     "dump_config",
+    "file_key",
     "load_config",
     "load_yaml",
     "merge",
@@ -91,6 +92,23 @@ def load_yaml(name_or_path: str | Path) -> Any:
         raise ConfigError(f"configuration file not found: {name_or_path}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def file_key(name_or_path: str | Path) -> tuple[str, int]:
+    """Cache key of a YAML file: its resolved path and modification time (ns).
+
+    Resolved as :func:`load_yaml` does (a path, else a name inside
+    :func:`config_dir`).  A file edited during a session therefore gets a new key
+    and is re-read; a missing file gives mtime -1 (the loader then raises
+    ConfigError).
+    """
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = config_dir() / str(name_or_path)
+    try:
+        return str(path.resolve()), path.stat().st_mtime_ns
+    except OSError:
+        return str(path), -1
 
 
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

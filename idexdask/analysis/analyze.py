@@ -90,7 +90,7 @@ def _curve_ok(name: str) -> Any:
         try:
             curve = PowerLawCurve.from_config(section)
             if name == "rise_time_curve":  # must be invertible over its range
-                invert_rise_time(np.ones(1), curve)
+                curve.monotonic_range()
         except ConfigError as exc:
             raise ConfigError(f"analysis.velocity.{name}: {exc}") from exc
         return True

@@ -180,17 +180,16 @@ def rise_time_10_90(tau_r: np.ndarray, tau_d: np.ndarray, iterations: int = 60) 
         return -np.expm1(-u / tr) * np.exp(-u / td)
 
     gmax = shape(umax)
-    out = []
-    for level in (0.1, 0.9):
-        lo = np.zeros_like(umax)
-        hi = umax.copy()
-        target = level * gmax
-        for _ in range(iterations):
-            mid = 0.5 * (lo + hi)
-            below = shape(mid) < target
-            lo = np.where(below, mid, lo)
-            hi = np.where(below, hi, mid)
-        out.append(0.5 * (lo + hi))
+    # both levels in one bisection (rows 0 and 1): half the array operations
+    lo = np.zeros((2, *umax.shape))
+    hi = np.stack([umax, umax])
+    target = np.array([0.1, 0.9]).reshape((2,) + (1,) * umax.ndim) * gmax
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        below = shape(mid) < target
+        np.copyto(lo, mid, where=below)
+        np.copyto(hi, mid, where=~below)
+    out = 0.5 * (lo + hi)
     return np.where(ok, out[1] - out[0], np.nan)
 
 
@@ -253,7 +252,7 @@ def _onset(
 def fit_impacts(
     ds: xr.Dataset,
     name: str,
-    quality: xr.Dataset | None,
+    quality: Mapping[str, Any] | None,
     settings: Mapping[str, Any],
     windows: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ImpactFit:
@@ -265,8 +264,8 @@ def fit_impacts(
         Events holding waveform ``name`` (DN, fill 65535 or NaN ignored).
     name : str
         ``Target_High``, ``Target_Low``, ``Ion_Grid`` (any 2-D waveform works).
-    quality : xarray.Dataset or None
-        ``signal_quality`` output (saturation interval); None to skip.
+    quality : xarray.Dataset, mapping or None
+        ``signal_quality`` output or its variables (saturation interval); None to skip.
     settings : mapping
         The ``impact`` section of the analysis settings.
     windows : (numpy.ndarray, numpy.ndarray), optional

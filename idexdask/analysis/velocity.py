@@ -81,16 +81,45 @@ class PowerLawCurve:
         """``log10 f(v)`` for ``v`` in km/s."""
         v = np.asarray(v, dtype=float)
         with np.errstate(all="ignore"):
-            return (
-                self.log_a
-                + self.a1 * np.log10(v)
-                + (self.a2 - self.a1) / self.k * np.log10(1.0 + (v / self.vb) ** self.k)
-                + (self.a3 - self.a2) / self.k * np.log10(1.0 + (v / self.vc) ** self.k)
-            )
+            return self._log10(v)
+
+    def _log10(self, v: np.ndarray) -> np.ndarray:
+        """:meth:`log10` of a float array, under the caller's ``numpy.errstate``."""
+        return (
+            self.log_a
+            + self.a1 * np.log10(v)
+            + (self.a2 - self.a1) / self.k * np.log10(1.0 + (v / self.vb) ** self.k)
+            + (self.a3 - self.a2) / self.k * np.log10(1.0 + (v / self.vc) ** self.k)
+        )
 
     def __call__(self, v: Any) -> np.ndarray:
         """``f(v)``."""
         return 10.0 ** self.log10(v)
+
+    def monotonic_range(self) -> tuple[bool, float, float]:
+        """Direction and range of ``log10 f`` over :attr:`v_range` (checked on a fine grid).
+
+        Returns
+        -------
+        decreasing : bool
+            Whether ``f`` decreases with ``v``.
+        lo, hi : float
+            Smallest and largest ``log10 f`` over the range.
+
+        Raises
+        ------
+        ConfigError
+            If the curve is not strictly monotonic over ``v_range`` (then it
+            cannot be inverted).
+        """
+        lv0, lv1 = np.log10(self.v_range[0]), np.log10(self.v_range[1])
+        grid = self.log10(10 ** np.linspace(lv0, lv1, 512))
+        steps = np.diff(grid)
+        if not (np.all(steps < 0) or np.all(steps > 0)):
+            raise ConfigError("rise-time curve is not monotonic over its velocity range")
+        decreasing = bool(steps[0] < 0)
+        lo, hi = (grid[-1], grid[0]) if decreasing else (grid[0], grid[-1])
+        return decreasing, float(lo), float(hi)
 
 
 def invert_rise_time(
@@ -116,24 +145,22 @@ def invert_rise_time(
     """
     tr = np.asarray(rise_time, dtype=float)
     lv0, lv1 = np.log10(curve.v_range[0]), np.log10(curve.v_range[1])
-    grid = curve.log10(10 ** np.linspace(lv0, lv1, 512))
-    steps = np.diff(grid)
-    if not (np.all(steps < 0) or np.all(steps > 0)):
-        raise ConfigError("rise-time curve is not monotonic over its velocity range")
-    decreasing = steps[0] < 0
+    decreasing, lo_val, hi_val = curve.monotonic_range()
     with np.errstate(all="ignore"):
         target = np.log10(tr)
-    lo_val, hi_val = (grid[-1], grid[0]) if decreasing else (grid[0], grid[-1])
     ok = np.isfinite(target) & (tr > 0)
     inside = ok & (target >= lo_val) & (target <= hi_val)
     lo = np.full(tr.shape, lv0)
     hi = np.full(tr.shape, lv1)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        above = curve.log10(10**mid) > target  # curve value above the target
-        go_right = above if decreasing else ~above
-        lo = np.where(go_right, mid, lo)
-        hi = np.where(go_right, hi, mid)
+    # one errstate for the loop (not one per curve evaluation): the fixed cost of a
+    # small batch is these 60 steps of a dozen tiny array operations
+    with np.errstate(all="ignore"):
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            above = curve._log10(10**mid) > target  # curve value above the target
+            go_right = above if decreasing else ~above
+            np.copyto(lo, mid, where=go_right)
+            np.copyto(hi, mid, where=~go_right)
     v = np.where(inside, 10 ** (0.5 * (lo + hi)), np.nan)
     status = np.where(
         ~ok,

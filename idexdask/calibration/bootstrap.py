@@ -57,7 +57,7 @@ from idexdask.calibration.tofmass import (
     _time_nb,
     slope_grid,
 )
-from idexdask.config import load_yaml, merge
+from idexdask.config import file_key, load_yaml, merge
 from idexdask.errors import CalibrationError, ConfigError
 
 __all__ = [
@@ -289,6 +289,12 @@ def _cached_settings(preset: str) -> CalibrationSettings:
     return _parse_settings(load_yaml("calibration.yaml"), preset)
 
 
+@functools.lru_cache(maxsize=8)
+def _cached_file_settings(path: str, mtime_ns: int, preset: str) -> CalibrationSettings:
+    """Settings of a file identified by :func:`~idexdask.config.file_key` (path, mtime)."""
+    return _parse_settings(load_yaml(path), preset)
+
+
 def load_calibration_settings(
     preset: str = "flight",
     override: Mapping[str, Any] | None = None,
@@ -311,7 +317,8 @@ def load_calibration_settings(
     Returns
     -------
     CalibrationSettings
-        Immutable; the shipped file is parsed once per preset and cached.
+        Immutable; the shipped file is parsed once per preset and cached, a file
+        given by ``path`` once per preset and file version (path and mtime).
 
     Raises
     ------
@@ -321,6 +328,8 @@ def load_calibration_settings(
     """
     if override is None and path is None:
         return _cached_settings(preset)
+    if override is None:  # a named file: parsed once per file version (path, mtime)
+        return _cached_file_settings(*file_key(path), preset)
     raw = load_yaml(path or "calibration.yaml")
     if override is not None:
         raw = merge(raw, override)

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import periodictable
 
-from idexdask.config import config_dir
+from idexdask.config import file_key  # re-exported: the libraries' cache key
 from idexdask.errors import ConfigError
 
 __all__ = ["COMPOSITION_DEFAULTS", "CompositionSettings", "composition_settings", "file_key"]
@@ -178,18 +177,3 @@ def composition_settings(
         include_rsf_uncertainty=values["include_rsf_uncertainty"],
     )
     return out
-
-
-def file_key(name_or_path: str | Path) -> tuple[str, int]:
-    """Cache key of a YAML file: its resolved path and modification time (ns).
-
-    A file edited during a session is therefore re-read; a missing file gives
-    mtime -1 (the loader then raises ConfigError).
-    """
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = config_dir() / str(name_or_path)
-    try:
-        return str(path.resolve()), path.stat().st_mtime_ns
-    except OSError:
-        return str(path), -1
