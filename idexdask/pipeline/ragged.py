@@ -16,7 +16,9 @@ import logging
 import numpy as np
 import xarray as xr
 
-__all__ = ["PEAK_DIM", "SLOT_DIM", "peaks_from_event_major", "peaks_to_event_major"]
+__all__ = [
+    "PEAK_DIM", "SLOT_DIM", "event_major_peaks", "peaks_from_event_major", "peaks_to_event_major",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +56,35 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         Same variables; ``peak_*`` on (epoch, peak_slot), plus ``peak_count`` and
         ``peak_overflow`` (epoch,).  ``peak_event`` is dropped (the row is the event).
     """
-    if PEAK_DIM not in dataset.dims or "peak_event" not in dataset:
+    event_major = event_major_peaks(dataset, max_peaks)
+    if event_major is None:
         return dataset
+    dropped, new = event_major
+    # one assign: each assignment re-merges all ~270 variables (~7 ms)
+    return dataset.drop_vars(dropped).assign(new)
+
+
+def event_major_peaks(
+    dataset: xr.Dataset, max_peaks: int
+) -> tuple[list[str], dict[str, xr.Variable]] | None:
+    """What :func:`peaks_to_event_major` changes: the names it drops, the variables it adds.
+
+    Returns
+    -------
+    (list of str, dict) or None
+        The ragged variables (everything on ``peak``) and the new (epoch,
+        peak_slot) and (epoch,) variables in order; None without a ``peak``
+        dimension and ``peak_event``.
+    """
+    if PEAK_DIM not in dataset.dims or "peak_event" not in dataset.variables:
+        return None
+    variables = dataset.variables
     n_events = dataset.sizes["epoch"]
-    event = dataset["peak_event"].values.astype(np.int64)
-    center = dataset["peak_center"].values if "peak_center" in dataset else np.arange(event.size)
-    area = dataset["peak_area"].values if "peak_area" in dataset else np.zeros(event.size)
+    event = variables["peak_event"].values.astype(np.int64)
+    center = variables["peak_center"].values if "peak_center" in variables else np.arange(
+        event.size
+    )
+    area = variables["peak_area"].values if "peak_area" in variables else np.zeros(event.size)
     # rank lines within their event by area (largest first) to choose the kept ones
     by_area = np.lexsort((-np.nan_to_num(area, nan=-np.inf), event))
     rank = np.empty(event.size, dtype=np.int64)
@@ -97,9 +122,8 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         ("epoch",), overflow.astype(np.int32),
         attrs={"long_name": "TOF lines found beyond the stored peak_slot capacity"},
     )
-    peak_names = [n for n, v in dataset.variables.items() if PEAK_DIM in v.dims]
-    # one assign: each assignment re-merges all ~270 variables (~7 ms)
-    return dataset.drop_vars(peak_names).assign(out_vars)
+    peak_names = [str(n) for n, v in dataset.variables.items() if PEAK_DIM in v.dims]
+    return peak_names, out_vars
 
 
 def peaks_from_event_major(dataset: xr.Dataset) -> xr.Dataset:
