@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -105,8 +106,10 @@ def file_key(name_or_path: str | Path) -> tuple[str, int]:
     path = Path(name_or_path)
     if not path.is_file():
         path = config_dir() / str(name_or_path)
+    # an absolute path, not a resolved one: resolve() costs a system call per path
+    # component, and a file reached by two spellings only gets two cache entries
     try:
-        return str(path.resolve()), path.stat().st_mtime_ns
+        return os.path.abspath(path), path.stat().st_mtime_ns
     except OSError:
         return str(path), -1
 

@@ -46,7 +46,7 @@ from scipy.ndimage import uniform_filter1d
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
 from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
-from idexdask.analysis.peaks import _quiet, baseline_sigma, robust_sigma
+from idexdask.analysis.peaks import _quiet, baseline_sigma, nanmedian_rows, robust_sigma
 
 __all__ = [
     "FIT_PARAMETERS",
@@ -229,8 +229,8 @@ def _onset(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Onset index, index of the smoothed maximum and smoothed trace (see module doc)."""
     n = y.shape[1]
-    dt = np.nanmedian(np.diff(t, axis=1), axis=1)
-    w = int(np.clip(np.rint(settings["smooth_us"] / np.nanmedian(dt)), 1, max(n // 8, 1)))
+    dt = nanmedian_rows(np.diff(t, axis=1))
+    w = int(np.clip(np.rint(settings["smooth_us"] / nanmedian_rows(dt)), 1, max(n // 8, 1)))
     filled = np.where(np.isfinite(y), y, 0.0)
     s = uniform_filter1d(filled, size=w, axis=1, mode="nearest")
     d = np.zeros_like(s)
@@ -345,13 +345,13 @@ def fit_impacts(
     t_pk = t[rows, peak]
     t_first = np.nanmin(t, axis=1)
     t_last = np.nanmax(t, axis=1)
-    dt = np.nanmedian(np.diff(t, axis=1), axis=1) if n > 1 else np.ones(n_events)
+    dt = nanmedian_rows(np.diff(t, axis=1)) if n > 1 else np.ones(n_events)
     amp0 = np.maximum(excursion, 1.0) * 1.05
     tr0 = np.clip((t_pk - t_on) / 3.0, dt, None)
     with _quiet():
-        last_val = np.nanmedian(
-            np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan), axis=1
-        )
+        # compiled, the values of numpy.nanmedian (which goes through numpy.ma
+        # row by row when NaN are present: ~0.2 ms per call whatever the batch)
+        last_val = nanmedian_rows(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan))
     with np.errstate(all="ignore"):
         ratio = np.where((last_val > 0) & (last_val < excursion), excursion / last_val, np.e**2)
         td0 = np.clip((t_last - t_pk) / np.log(ratio), 3.0 * tr0, 1e4)
