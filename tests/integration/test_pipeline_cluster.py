@@ -241,6 +241,26 @@ def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
             )
 
 
+def test_lab_captures_share_a_task(cluster, trc_dir, tmp_path):
+    """A directory of LeCroy captures: one unit per impact, the impacts processed
+    together in one task, every event as the unit function gives it alone."""
+    config = load_config({"cluster": {"dashboard": ":0"}, "pipeline": {"batch_events": 64}})
+    store = tmp_path / "lab.zarr"
+    summary = run_campaign(
+        [trc_dir], store, config, cluster=ClusterOptions(address=str(cluster.scheduler_file))
+    )
+    plan, reference = _reference([trc_dir], config)
+    assert len(plan.units) == 3 and summary.failures == []
+    assert summary.events_done == summary.events_total == 3
+    _assert_store_equals(store, plan, reference)
+    records = _unit_records(store)
+    assert sorted(r["uid"] for r in records) == sorted(u.uid for u in plan.units)
+    assert {r["task_units"] for r in records} == {3}  # one task for the three impacts
+    stored = open_campaign(store).load()
+    assert stored["impact_number"].values.tolist() == [u.impact for u in plan.units]
+    stored.close()
+
+
 def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
     bad = tmp_path / "garbage.pkts"
     bad.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
