@@ -168,6 +168,8 @@ def test_remote_cluster_equals_single_process(cluster, campaign, tmp_path):
     plan, reference = _reference(campaign, config)
     assert len(plan.units) >= 7  # the simulated files are cut into event batches
     _assert_store_equals(store, plan, reference)
+    # the short real files share tasks with their neighbours
+    assert max(r["task_units"] for r in _unit_records(store)) > 1
     # the read_l0 of each whole file equals its rows, every variable
     from idexdask import read_l0
 
