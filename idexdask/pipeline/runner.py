@@ -30,6 +30,7 @@ Exit codes of the CLI: 0 all done, 2 usage/config/store error before any work,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,7 +39,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -58,6 +59,8 @@ from idexdask.pipeline.store import (
     write_region,
 )
 from idexdask.pipeline.units import ProcessedUnits, process_units
+from idexdask.pipeline.writers import PLUGIN_NAME as WRITERS_PLUGIN
+from idexdask.pipeline.writers import RegionWriters, region_writer
 
 __all__ = [
     "Progress", "RunSummary", "config_hash", "done_units", "run_campaign", "store_status",
@@ -194,12 +197,14 @@ def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
 
 
 def _write_task(
-    result: Mapping[str, Any], pack: tuple[Unit, ...], store: str, rows: int, n_events: int
+    result: Mapping[str, Any], pack: tuple[Unit, ...], store: str, rows: int, n_events: int,
+    run_id: str = "",
 ) -> dict[str, Any]:
     """Task 2 of a pack: write the regions of its processed units.
 
     Only submitted once the store exists.  The processed units are written as
-    runs of contiguous rows (a pack whose middle unit failed has two).
+    runs of contiguous rows (a pack whose middle unit failed has two), with the
+    worker's region writer of this run (:mod:`~idexdask.pipeline.writers`).
 
     Returns
     -------
@@ -225,7 +230,8 @@ def _write_task(
             part = processed.dataset.isel(epoch=slice(offset, offset + count))
             offset += count
             try:
-                write_region(store, part, region, rows=rows, n_events=n_events)
+                write_region(store, part, region, rows=rows, n_events=n_events,
+                             writer=region_writer(store, rows, n_events, run_id))
             except IdexDaskError as exc:
                 reasons.update({u.uid: str(exc) for u in run})
             else:
@@ -349,7 +355,7 @@ def run_campaign(
     store.mkdir(exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
 
-    with open_client(cluster) as client:
+    with open_client(cluster) as client, _writers_registered(client):
         summary.dashboard = getattr(client, "dashboard_link", None)
         summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
         resources = {"GPU": 1} if cluster.gpu else None
@@ -413,6 +419,22 @@ def run_campaign(
     return summary
 
 
+@contextlib.contextmanager
+def _writers_registered(client) -> Iterator[None]:
+    """The :class:`~idexdask.pipeline.writers.RegionWriters` plugin on every worker, for a run.
+
+    Removed at the end, so that a cluster the run connected to is left as it was.
+    """
+    client.register_plugin(RegionWriters(), name=WRITERS_PLUGIN)
+    try:
+        yield
+    finally:
+        try:
+            client.unregister_worker_plugin(WRITERS_PLUGIN)
+        except Exception as exc:  # noqa: BLE001 - a vanished worker must not fail the run
+            logger.debug("could not remove the writer plugin: %s", exc)
+
+
 def _version() -> str:
     from idexdask import __version__
 
@@ -438,7 +460,7 @@ def _run_packs(client, packs, processing, store, rows, n_events, resources, retr
 
     # priority 1: a worker writes what it holds before it processes more packs
     futures = {
-        client.submit(_write_task, processing[i], pack, str(store), rows, n_events,
+        client.submit(_write_task, processing[i], pack, str(store), rows, n_events, run_id,
                       resources=resources, retries=retries, pure=False, priority=1,
                       key=f"idexdask-write-{run_id}-{i}"): i
         for i, pack in enumerate(packs)
