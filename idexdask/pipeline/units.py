@@ -250,8 +250,11 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
         except IdexDaskError as exc:
             result.failures[unit.uid] = str(exc)
     if parts:
-        result.dataset = concat_events(parts)
-        result.done = tuple(done)
+        try:
+            result.dataset = concat_events(parts)
+            result.done = tuple(done)
+        except IdexDaskError as exc:  # analysed alone, they differ in schema
+            result.failures.update({u.uid: str(exc) for u in done})
     return result
 
 

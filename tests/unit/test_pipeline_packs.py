@@ -108,3 +108,25 @@ def test_concat_requires_the_same_variables(three_files):
     b = process_unit(plan.units[1], config).drop_vars("quality_flags")
     with pytest.raises(IdexDaskError, match="different variables"):
         concat_events([a, b])
+
+
+def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch):
+    """The pack's analysis raises: its units are analysed one by one."""
+    from idexdask.errors import AnalysisError
+    from idexdask.pipeline import units as units_module
+
+    plan = plan_inputs(three_files, 100)
+    bad_epochs = set(process_unit(plan.units[1], load_config(DECODE_ONLY))["epoch"].values.tolist())
+
+    def picky_analyze(dataset, config):
+        if bad_epochs & set(dataset["epoch"].values.tolist()):
+            raise AnalysisError("cannot analyse these events")
+        return dataset.assign(answer=("epoch", np.full(dataset.sizes["epoch"], 42.0)))
+
+    monkeypatch.setattr(units_module, "_resolve_analyze", lambda: picky_analyze)
+    processed = process_units(tuple(plan.units), load_config({}))
+    assert processed.done == (plan.units[0], plan.units[2])
+    assert processed.failures == {plan.units[1].uid: "cannot analyse these events"}
+    assert processed.dataset.sizes["epoch"] == 7 + 9
+    assert (processed.dataset["answer"].values == 42.0).all()
+    assert processed.dataset["input_index"].values.tolist() == [0] * 7 + [2] * 9
