@@ -258,7 +258,10 @@ def _next_cut(done: int, batch_events: int, first_row: int, align: int | None) -
     want = done + max(1, int(batch_events))
     if not align or align <= 1 or align > batch_events:
         return want  # units smaller than a chunk share chunks whatever the cuts
-    aligned = int(round((first_row + want) / align)) * align - first_row
+    # the last chunk boundary at or before the target: a file starting inside a
+    # chunk gets a short first unit up to the next boundary, which
+    # pack_units joins to the previous file's last unit (one task, one chunk)
+    aligned = ((first_row + want) // align) * align - first_row
     while aligned <= done:
         aligned += align
     return aligned
@@ -289,9 +292,11 @@ def plan_l0_file(
         per chunk): each unit then writes whole chunks, and only the chunks at
         the file's two ends are shared with the neighbouring files' units (a
         shared chunk is read, merged and rewritten under a lock, ~2x the cost).
-        A unit ends at the multiple of ``align`` nearest to ``batch_events``
-        past its start (at least one chunk further), or at the first allowed
-        cut after it.  Not used where ``align > batch_events`` (units smaller
+        A unit ends at the last multiple of ``align`` at most ``batch_events``
+        past its start (the next one if there is none), or at the first allowed
+        cut after it: a file that starts inside a chunk has a short first unit
+        up to the chunk's end, which :func:`pack_units` puts in one task with
+        the previous file's last unit.  Not used where ``align > batch_events`` (units smaller
         than a chunk).
 
     Returns

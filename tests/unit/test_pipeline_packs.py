@@ -130,3 +130,17 @@ def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch
     assert processed.dataset.sizes["epoch"] == 7 + 9
     assert (processed.dataset["answer"].values == 42.0).all()
     assert processed.dataset["input_index"].values.tolist() == [0] * 7 + [2] * 9
+
+
+def test_planned_files_pack_into_whole_chunks(tmp_path):
+    """Files whose sizes are not multiples of the chunk: every pack but the last
+    is exactly one chunk of rows, even across file boundaries."""
+    files = []
+    for i, n in enumerate((37, 29, 45)):
+        files.append(tmp_path / f"f{i}.pkts")
+        write_campaign(files[-1], n, compress=False, seed=40 + i)
+    plan = plan_inputs(files, 16, align=16)
+    assert max(u.n_events for u in plan.units) <= 16
+    packs = pack_units(plan.units, 16, 16)
+    assert [sum(u.n_events for u in p) for p in packs] == [16] * 6 + [15]
+    assert any(len({u.input_index for u in p}) > 1 for p in packs)  # across files
