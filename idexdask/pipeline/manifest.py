@@ -1,10 +1,10 @@
 """The run manifest: an append-only JSON-lines journal inside the store directory.
 
 One writer only (the submitting client) appends the records of a task's units
-after the task's region write has completed, and flushes it to disk (``fsync``) before the next
-unit is accounted for.  A unit not in the manifest is redone on the next run, so
-an interrupted run resumes where it stopped and nothing is counted as done that
-is not in the store.
+after the task's region write has completed, and flushes them to disk
+(``fsync``) before the next task is accounted for.  A unit not in the manifest
+is redone on the next run, so an interrupted run resumes where it stopped and
+nothing is counted as done that is not in the store.
 
 Records (one JSON object per line, key ``record``):
 

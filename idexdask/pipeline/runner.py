@@ -198,7 +198,7 @@ def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
 
 def _write_task(
     result: Mapping[str, Any], pack: tuple[Unit, ...], store: str, rows: int, n_events: int,
-    run_id: str = "",
+    run_id: str,
 ) -> dict[str, Any]:
     """Task 2 of a pack: write the regions of its processed units.
 
@@ -217,6 +217,7 @@ def _write_task(
     reasons = dict(processed.failures)
     done: list[str] = []
     if processed.dataset is not None:
+        writer = region_writer(store, rows, n_events, run_id)
         offset = 0
         runs: list[list[Unit]] = []
         for unit in processed.done:
@@ -230,8 +231,7 @@ def _write_task(
             part = processed.dataset.isel(epoch=slice(offset, offset + count))
             offset += count
             try:
-                write_region(store, part, region, rows=rows, n_events=n_events,
-                             writer=region_writer(store, rows, n_events, run_id))
+                write_region(store, part, region, rows=rows, n_events=n_events, writer=writer)
             except IdexDaskError as exc:
                 reasons.update({u.uid: str(exc) for u in run})
             else:
@@ -363,9 +363,9 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        # Every unit's processing starts now; its region write is submitted once
+        # Every pack's processing starts now; its region write is submitted once
         # the store exists, so the schema and the store's creation overlap with
-        # the first units' work instead of preceding it.
+        # the first packs' work instead of preceding it.
         packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
         processing = [
             client.submit(_process_task, pack, config, resources=resources,

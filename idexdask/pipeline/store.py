@@ -33,6 +33,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -168,7 +169,7 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
 #: encoding, "." separator), not ``c/<k>/0``: a 2-D array's every chunk would
 #: otherwise need a directory of its own, one ``mkdir`` per variable and chunk
 #: (~50 per unit write, each a journalled metadata update).
-CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
+CHUNK_KEY_ENCODING = MappingProxyType({"name": "default", "separator": "."})
 
 
 def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> dict[str, dict]:

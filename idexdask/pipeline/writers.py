@@ -18,7 +18,7 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from distributed import WorkerPlugin
+from distributed import WorkerPlugin, get_worker
 
 from idexdask.pipeline.store import RegionWriter
 
@@ -80,8 +80,6 @@ def region_writer(store: str | os.PathLike, rows: int, n_events: int, run: str) 
     run : str
         Identifier of the run (the store's layout does not change within it).
     """
-    from distributed import get_worker
-
     try:
         worker = get_worker()
     except ValueError:  # not in a Dask worker
