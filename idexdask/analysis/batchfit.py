@@ -736,8 +736,10 @@ def _emg_constant_normal(erfcx_address, x, y, w, p, a, b):  # pragma: no cover -
     amp, mu, s, gam, c = p[0], p[1], p[2], p[3], p[4]
     acc = _ACC5_ZERO
     for i in range(x.size):
-        g, jc, js, jg = _emg_point(erfcx_address, x[i], amp, mu, s, gam)
         wi = w[i]
+        if wi == 0.0:
+            continue  # a masked point adds exact zeros (its x is finite, see fit_batch)
+        g, jc, js, jg = _emg_point(erfcx_address, x[i], amp, mu, s, gam)
         r = wi * (y[i] - (amp * g + c))
         acc = _acc5(acc, g * wi, jc * wi, js * wi, jg * wi, wi, r)
     return _store5(acc, a, b)
@@ -749,8 +751,10 @@ def _impact_normal(x, y, w, p, a, b):  # pragma: no cover - compiled
     t0, c0, amp, tr, td = p[0], p[1], p[2], p[3], p[4]
     acc = _ACC5_ZERO
     for i in range(x.size):
-        g, j0, j3, j4 = _impact_point(x[i], t0, amp, tr, td)
         wi = w[i]
+        if wi == 0.0:
+            continue  # a masked point adds exact zeros (its x is finite, see fit_batch)
+        g, j0, j3, j4 = _impact_point(x[i], t0, amp, tr, td)
         r = wi * (y[i] - (c0 + amp * g))
         acc = _acc5(acc, j0 * wi, wi, g * wi, j3 * wi, j4 * wi, r)
     return _store5(acc, a, b)
