@@ -1,5 +1,10 @@
 """Analysis layer: line fits, impact fits, signal quality and ``analyze``."""
 
-from idexdask.analysis.analyze import analyze, load_analysis_settings
+from idexdask.analysis.analyze import (
+    AnalysisProducts,
+    analysis_products,
+    analyze,
+    load_analysis_settings,
+)
 
-__all__ = ["analyze", "load_analysis_settings"]
+__all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]

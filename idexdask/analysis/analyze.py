@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,7 @@ from idexdask.analysis.velocity import (
 from idexdask.config import load_config, register_check, register_table
 from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
 
-__all__ = ["analyze", "load_analysis_settings"]
+__all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]
 
 _log = get_logger(__name__)
 
@@ -523,6 +524,102 @@ def _composition_products(
         return None
 
 
+@dataclass(frozen=True)
+class AnalysisProducts:
+    """What :func:`analyze` adds to an event dataset, before it is assembled.
+
+    Attributes
+    ----------
+    variables : dict of str to xarray.Variable
+        The products, in order: each replaces the input variable of its name
+        (keeping that variable's place) or is appended.
+    coord_names : tuple of str
+        Products that are non-index coordinates.
+    attrs : dict
+        Dataset attributes to set (which analysis, how many overrides).
+    """
+
+    variables: dict[str, xr.Variable]
+    coord_names: tuple[str, ...]
+    attrs: dict[str, Any]
+
+    def merged_with(self, l1a: xr.Dataset) -> dict[str, xr.Variable]:
+        """``l1a``'s variables updated with the products, in :func:`analyze`'s order."""
+        variables = {str(k): v for k, v in l1a.variables.items()}
+        variables.update(self.variables)
+        return variables
+
+
+def analysis_products(
+    l1a: xr.Dataset,
+    config: Mapping[str, Any] | str | Path | None = None,
+    *,
+    overrides: xr.Dataset | str | Path | Iterable[Mapping[str, Any]] | None = None,
+) -> AnalysisProducts:
+    """The products :func:`analyze` adds to ``l1a``, not yet assembled into a Dataset.
+
+    For callers that build their own Dataset of the result (the campaign
+    pipeline): assembling ~270 variables costs ~15 ms per call, once is enough.
+    Same parameters and errors as :func:`analyze`.
+    """
+    if "epoch" not in l1a.dims:
+        raise AnalysisError("analyze needs an event dataset with an 'epoch' dimension")
+    cfg, settings = load_analysis_settings(config)
+    table = as_table(overrides)
+    n_events = int(l1a.sizes["epoch"])
+    products: dict[str, xr.Variable] = {}
+    quality = _quality(l1a, settings)
+    lines = _tof_products(l1a, quality, settings, table, products)
+    calibrated = None
+    if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
+        calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+    _impact_products(l1a, quality, settings, table, products)
+
+    # Bare Variables (no coordinates to align), assembled by the caller in one
+    # step: each merge or assign over the ~270 variables costs several ms.
+    # Precedence and order are those of the former sequence
+    #   l1a.merge(quality, compat="override").assign(products).merge(composition, ...)
+    # : a variable already present keeps its place; ``merge`` keeps the existing
+    # variable, ``assign`` replaces it.
+    present = l1a.variables
+    new: dict[str, xr.Variable] = {}
+    if quality is not None:
+        for name, var in quality.items():
+            if name not in present:
+                new[name] = var
+    new.update(products)
+    coord_names: list[str] = []
+    if "peak_mass" in present or "peak_mass" in new:
+        comp = _composition_products(
+            {
+                name: var
+                for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
+                if var is not None
+            },
+            n_events,
+            cfg,
+            calibrated,
+        )
+        if comp is not None:
+            variables, comp_coords = comp
+            for name, var in variables.items():
+                if name == "epoch" or name in present or name in new:
+                    continue
+                new[name] = var
+                if name in comp_coords and name not in var.dims:
+                    coord_names.append(name)  # a non-index coordinate (rsf)
+    n_lines = int(new["peak_event"].size) if "peak_event" in new else 0
+    _log.info("analyze: %d events, %d lines", n_events, n_lines)
+    return AnalysisProducts(
+        variables=new,
+        coord_names=tuple(coord_names),
+        attrs={
+            "analysis": "idexdask.analyze",
+            "analysis_overrides": int(table.sizes.get("override", 0)),
+        },
+    )
+
+
 def analyze(
     l1a: xr.Dataset,
     config: Mapping[str, Any] | str | Path | None = None,
@@ -561,56 +658,9 @@ def analyze(
     AnalysisError
         If ``l1a`` has no ``epoch`` dimension.
     """
-    if "epoch" not in l1a.dims:
-        raise AnalysisError("analyze needs an event dataset with an 'epoch' dimension")
-    cfg, settings = load_analysis_settings(config)
-    table = as_table(overrides)
-    n_events = int(l1a.sizes["epoch"])
-    products: dict[str, xr.Variable] = {}
-    quality = _quality(l1a, settings)
-    lines = _tof_products(l1a, quality, settings, table, products)
-    calibrated = None
-    if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
-        calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
-    _impact_products(l1a, quality, settings, table, products)
-
-    # Everything is assembled in ONE assign of bare Variables (no coordinates to
-    # align): per call, each merge or assign over the ~270 variables costs a few ms.
-    # Precedence and order are those of the former sequence
-    #   l1a.merge(quality, compat="override").assign(products).merge(composition, ...)
-    # : a variable already present keeps its place; ``merge`` keeps the existing
-    # variable, ``assign`` replaces it.
-    present = l1a.variables
-    new: dict[str, xr.Variable] = {}
-    if quality is not None:
-        for name, var in quality.items():
-            if name not in present:
-                new[name] = var
-    new.update(products)
-    coord_names: list[str] = []
-    if "peak_mass" in present or "peak_mass" in new:
-        comp = _composition_products(
-            {
-                name: var
-                for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
-                if var is not None
-            },
-            n_events,
-            cfg,
-            calibrated,
-        )
-        if comp is not None:
-            variables, comp_coords = comp
-            for name, var in variables.items():
-                if name == "epoch" or name in present or name in new:
-                    continue
-                new[name] = var
-                if name in comp_coords and name not in var.dims:
-                    coord_names.append(name)  # a non-index coordinate (rsf)
-    out = l1a.assign(new)
-    if coord_names:
-        out = out.set_coords(coord_names)
-    out.attrs["analysis"] = "idexdask.analyze"
-    out.attrs["analysis_overrides"] = int(table.sizes.get("override", 0))
-    _log.info("analyze: %d events, %d lines", n_events, int(out.sizes.get("peak", 0)))
+    products = analysis_products(l1a, config, overrides=overrides)
+    out = l1a.assign(products.variables)
+    if products.coord_names:
+        out = out.set_coords(list(products.coord_names))
+    out.attrs.update(products.attrs)
     return out

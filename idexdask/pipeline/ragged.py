@@ -12,6 +12,7 @@ ragged form ``analyze`` returns.
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable, Mapping
 
 import numpy as np
 import xarray as xr
@@ -56,7 +57,7 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         Same variables; ``peak_*`` on (epoch, peak_slot), plus ``peak_count`` and
         ``peak_overflow`` (epoch,).  ``peak_event`` is dropped (the row is the event).
     """
-    event_major = event_major_peaks(dataset, max_peaks)
+    event_major = event_major_peaks(dataset.variables, dataset.sizes.get("epoch", 0), max_peaks)
     if event_major is None:
         return dataset
     dropped, new = event_major
@@ -65,9 +66,19 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
 
 
 def event_major_peaks(
-    dataset: xr.Dataset, max_peaks: int
+    variables: Mapping[Hashable, xr.Variable], n_events: int, max_peaks: int
 ) -> tuple[list[str], dict[str, xr.Variable]] | None:
     """What :func:`peaks_to_event_major` changes: the names it drops, the variables it adds.
+
+    Parameters
+    ----------
+    variables : mapping of str to xarray.Variable
+        An event dataset's variables (``Dataset.variables``, or the same before
+        they are assembled into a Dataset).
+    n_events : int
+        Length of ``epoch``.
+    max_peaks : int
+        ``peak_slot`` capacity per event.
 
     Returns
     -------
@@ -76,10 +87,8 @@ def event_major_peaks(
         peak_slot) and (epoch,) variables in order; None without a ``peak``
         dimension and ``peak_event``.
     """
-    if PEAK_DIM not in dataset.dims or "peak_event" not in dataset.variables:
+    if "peak_event" not in variables:
         return None
-    variables = dataset.variables
-    n_events = dataset.sizes["epoch"]
     event = variables["peak_event"].values.astype(np.int64)
     center = variables["peak_center"].values if "peak_center" in variables else np.arange(
         event.size
@@ -106,7 +115,7 @@ def event_major_peaks(
     first = np.searchsorted(kept_event, np.arange(n_events))
     slot = np.arange(kept_idx.size) - first[kept_event]
     out_vars = {}
-    for name, variable in dataset.variables.items():
+    for name, variable in variables.items():
         if variable.dims != (PEAK_DIM,) or name == "peak_event":
             continue
         values = variable.values
@@ -122,7 +131,7 @@ def event_major_peaks(
         ("epoch",), overflow.astype(np.int32),
         attrs={"long_name": "TOF lines found beyond the stored peak_slot capacity"},
     )
-    peak_names = [str(n) for n, v in dataset.variables.items() if PEAK_DIM in v.dims]
+    peak_names = [str(n) for n, v in variables.items() if PEAK_DIM in v.dims]
     return peak_names, out_vars
 
 

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import xarray as xr
 
 from idexdask.config import load_config
 from idexdask.errors import IdexDaskError
@@ -112,18 +113,20 @@ def test_concat_requires_the_same_variables(three_files):
 
 def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch):
     """The pack's analysis raises: its units are analysed one by one."""
+    from idexdask.analysis.analyze import AnalysisProducts
     from idexdask.errors import AnalysisError
     from idexdask.pipeline import units as units_module
 
     plan = plan_inputs(three_files, 100)
     bad_epochs = set(process_unit(plan.units[1], load_config(DECODE_ONLY))["epoch"].values.tolist())
 
-    def picky_analyze(dataset, config):
+    def picky_analysis(dataset, config):
         if bad_epochs & set(dataset["epoch"].values.tolist()):
             raise AnalysisError("cannot analyse these events")
-        return dataset.assign(answer=("epoch", np.full(dataset.sizes["epoch"], 42.0)))
+        answer = xr.Variable("epoch", np.full(dataset.sizes["epoch"], 42.0))
+        return AnalysisProducts(variables={"answer": answer}, coord_names=(), attrs={})
 
-    monkeypatch.setattr(units_module, "_resolve_analyze", lambda: picky_analyze)
+    monkeypatch.setattr(units_module, "_analysis_products", picky_analysis)
     processed = process_units(tuple(plan.units), load_config({}))
     assert processed.done == (plan.units[0], plan.units[2])
     assert processed.failures == {plan.units[1].uid: "cannot analyse these events"}
@@ -144,3 +147,24 @@ def test_planned_files_pack_into_whole_chunks(tmp_path):
     packs = pack_units(plan.units, 16, 16)
     assert [sum(u.n_events for u in p) for p in packs] == [16] * 6 + [15]
     assert any(len({u.input_index for u in p}) > 1 for p in packs)  # across files
+
+
+def test_a_pack_is_the_normalised_analysis_of_its_events(three_files):
+    """process_units assembles the analysis products itself (one Dataset, not
+    analyze's and then normalise's): the result is the same as those two steps."""
+    from idexdask.analysis import analyze
+    from idexdask.pipeline.units import normalise_for_store
+
+    plan = plan_inputs(three_files, 100)
+    config = load_config({})
+    decoded = concat_events(
+        [process_unit(u, load_config(DECODE_ONLY)).drop_vars("input_index") for u in plan.units]
+    )
+    expected = normalise_for_store(
+        analyze(decoded, config),
+        np.repeat([u.input_index for u in plan.units], [u.n_events for u in plan.units]),
+    )
+    got = process_units(tuple(plan.units), config).dataset
+    xr.testing.assert_identical(got, expected)
+    assert list(got.variables) == list(expected.variables)
+    assert "rsf" in got.coords  # the analysis' non-index coordinate stays one
