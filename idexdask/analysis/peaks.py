@@ -768,12 +768,15 @@ class LineFits:
 
 
 def _windows(
-    cand: PeakCandidates, t: np.ndarray, settings: Mapping[str, Any]
+    cand: PeakCandidates, t: np.ndarray, step: np.ndarray, settings: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """First and last sample index (inclusive) of every fit window."""
+    """First and last sample index (inclusive) of every fit window.
+
+    ``step`` is :func:`_sample_step` of ``t`` (n_events,), µs.
+    """
     n = t.shape[1]
     ev, ix = cand.event, cand.index
-    dt = _sample_step(t)[ev]
+    dt = step[ev]
     left = np.rint(settings["window_left_us"] / dt).astype(np.int64)
     right = np.rint(settings["window_right_us"] / dt).astype(np.int64)
     start = ix - left
@@ -835,7 +838,8 @@ def fit_lines(
     if m == 0:
         z = np.zeros(0)
         return LineFits(*(z.copy() for _ in range(10)), np.zeros(0, np.int8), z.copy(), z.copy())
-    start, stop = _windows(cand, t, settings)
+    step = _sample_step(t)  # once: a median of every event's time steps
+    start, stop = _windows(cand, t, step, settings)
     # A fit must not depend on the other windows of the batch: NaN padding to the
     # batch's widest window changes the arithmetic (and an ill-conditioned fit's
     # path), so windows are padded to their own length rounded up to 16 samples
@@ -843,7 +847,7 @@ def fit_lines(
     width_class = (stop - start + 1 + 15) // 16 * 16
     classes = np.unique(width_class)
     if classes.size == 1:
-        return _fit_windows(y, t, noise, cand, start, stop, int(classes[0]), settings)
+        return _fit_windows(y, t, step, noise, cand, start, stop, int(classes[0]), settings)
     parts = []
     for width in classes:
         rows = np.flatnonzero(width_class == width)
@@ -851,7 +855,8 @@ def fit_lines(
             (
                 rows,
                 _fit_windows(
-                    y, t, noise, cand.take(rows), start[rows], stop[rows], int(width), settings
+                    y, t, step, noise, cand.take(rows), start[rows], stop[rows], int(width),
+                    settings,
                 ),
             )
         )
@@ -868,6 +873,7 @@ def fit_lines(
 def _fit_windows(
     y: np.ndarray,
     t: np.ndarray,
+    step: np.ndarray,
     noise: np.ndarray,
     cand: PeakCandidates,
     start: np.ndarray,
@@ -875,7 +881,10 @@ def _fit_windows(
     width: int,
     settings: Mapping[str, Any],
 ) -> LineFits:
-    """Fit the windows ``[start, stop]`` (sample indices) padded to ``width`` samples."""
+    """Fit the windows ``[start, stop]`` (sample indices) padded to ``width`` samples.
+
+    ``step`` is :func:`_sample_step` of ``t`` (n_events,), µs.
+    """
     m = cand.size
     ev = cand.event
     cols = start[:, None] + np.arange(width)
@@ -883,7 +892,7 @@ def _fit_windows(
     cols = np.minimum(cols, t.shape[1] - 1)
     xw = np.where(inside, t[ev[:, None], cols], np.nan)
     yw = np.where(inside, y[ev[:, None], cols], np.nan)
-    dt = _sample_step(t)[ev]
+    dt = step[ev]
     t_lo = t[ev, start]
     t_hi = t[ev, stop]
     span = np.maximum(t_hi - t_lo, dt)
