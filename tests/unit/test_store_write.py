@@ -327,3 +327,39 @@ def test_zstd_bitshuffle_compresses_integers_with_blosc(tmp_path: Path) -> None:
         if kind == "blosc":
             assert codecs[-1]["configuration"]["shuffle"] == "bitshuffle"
             assert codecs[-1]["configuration"]["typesize"] == group[name].dtype.itemsize
+
+
+@pytest.mark.parametrize("compressor", ["zstd-bitshuffle", "none"])
+def test_initialised_arrays_are_those_xarray_creates_at_full_size(tmp_path, compressor):
+    """initialise_store writes a one-event template and grows its arrays: the
+    metadata must be what xarray writes for the full-size (lazy) dataset, and no
+    chunk object may be left behind (every row reads as fill until written)."""
+    import json
+
+    import dask.array as da
+
+    from idexdask.pipeline.store import _encoding
+
+    ds = _campaign().drop_vars(["label", "label2"])  # strings: created by zarr directly
+    path = _store(tmp_path / "ours.zarr", ds, compressor)
+
+    lazy = xr.Dataset(
+        {k: xr.Variable(v.dims, da.zeros((N_EVENTS, *v.shape[1:]), dtype=v.dtype),
+                        attrs=v.attrs)
+         for k, v in ds.data_vars.items()},
+        coords={"epoch": ("epoch", da.zeros(N_EVENTS, dtype=np.int64), {"units": "ns"}),
+                "channel": ds["channel"].variable},
+    )
+    reference = tmp_path / "reference.zarr"
+    lazy.to_zarr(reference, mode="w", zarr_format=3, consolidated=False, compute=False,
+                 safe_chunks=False, encoding=_encoding(lazy, ROWS, compressor, 3))
+    for name in list(ds.data_vars) + ["epoch"]:
+        ours = json.loads((path / name / "zarr.json").read_text())
+        theirs = json.loads((reference / name / "zarr.json").read_text())
+        assert ours == theirs, name
+        assert ours["shape"][0] == N_EVENTS
+        assert not [p.name for p in (path / name).iterdir() if p.name != "zarr.json"], name
+    stored = xr.open_zarr(path, consolidated=False)
+    assert stored.sizes["epoch"] == N_EVENTS
+    assert np.isnan(stored["f64"].values).all()
+    assert (stored["i16"].values == 0).all()  # the fill value, nothing of the template
