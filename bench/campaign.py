@@ -166,7 +166,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2k / 8k events instead of 10k / 100k")
     parser.add_argument("--analyze", action="store_true", help="apply idexdask.analysis.analyze")
     parser.add_argument("--file-events", type=int, default=1000)
-    parser.add_argument("--batch-events", type=int, default=256)
+    parser.add_argument("--batch-events", type=int, default=None,
+                        help="events per task (default: configs/default.yaml's)")
     parser.add_argument("--official-events", type=int, default=12)
     parser.add_argument(
         "--large-one-worker",
@@ -175,6 +176,10 @@ def main() -> None:
         "costs of a run: cluster start, schema, store creation; slow)",
     )
     args = parser.parse_args()
+    if args.batch_events is None:
+        from idexdask.config import load_config
+
+        args.batch_events = int(load_config({})["pipeline"]["batch_events"])
     small, large = (2000, 8000) if args.quick else (10_000, 100_000)
     with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:
         tmp = Path(tmp)
@@ -195,7 +200,7 @@ def main() -> None:
     print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
           f"files of {args.file_events} events)\n")
     print("| run | events | workers | wall s | events/s | events/s per core "
-          "| worker CPU ms per event | scheduler + client CPU ms per event "
+          "| worker CPU ms per event | client, scheduler, nannies CPU ms per event "
           "| peak RSS per worker MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 
