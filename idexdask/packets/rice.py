@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from idexdask.errors import DecompressionError
 
@@ -33,22 +34,6 @@ DECODE_SHORT = 1
 """The stream ended before all samples were decoded."""
 DECODE_OUT_OF_RANGE = 2
 """A decoded sample fell outside the ADC range: the stream is corrupt."""
-
-_LEADING_ZEROS_8 = np.array([8] + [7 - int(np.log2(v)) for v in range(1, 256)], dtype=np.int64)
-_LEADING_ZEROS_8.setflags(write=False)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _leading_zeros(window):  # pragma: no cover - compiled
-    """Leading zero bits of a non-zero 32-bit value."""
-    if window >> 16:
-        if window >> 24:
-            return _LEADING_ZEROS_8[window >> 24]
-        return 8 + _LEADING_ZEROS_8[window >> 16]
-    if window >> 8:
-        return 16 + _LEADING_ZEROS_8[window >> 8]
-    return 24 + _LEADING_ZEROS_8[window]
-
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _refill(stream, next_byte, acc, have):  # pragma: no cover - compiled
@@ -119,14 +104,15 @@ def rice_decode_into(stream, n_bytes, bits, out, n_out):  # pragma: no cover - c
                 used += 32
                 q += 32
                 next_byte, acc, have = _refill(stream, next_byte, acc, have)
-            lead = _leading_zeros(np.int64(acc >> np.uint64(32)))
+            lead = np.int64(leading_zeros(acc))  # < 32: one CPU instruction (lzcnt)
             q += lead
             acc <<= np.uint64(lead + 1)
             have -= lead + 1
             used += lead + 1
             if used > total_bits:
                 return i, DECODE_SHORT
-            next_byte, acc, have = _refill(stream, next_byte, acc, have)
+            # no refill needed: > 56 bits were there, at most 32 went to the
+            # quotient, and what follows takes at most 16 (k + 1) or 14 (escape)
             if q == ESCAPE_QUOTIENT:
                 if used + bits + 2 > total_bits:
                     return i, DECODE_SHORT
