@@ -79,17 +79,19 @@ def make_campaign(directory: Path, n_events: int, file_events: int) -> list[Path
     return files
 
 
-def _overhead_cpu_seconds(client) -> float:
-    """CPU seconds so far of this process (the client, and the scheduler of a
-    LocalCluster, which runs in it), of a scheduler in a process of its own, and
-    of the workers' nannies."""
+def _pid_cpu_seconds() -> tuple[int, float]:
     import os
 
-    total = _cpu_seconds()
-    if client.run_on_scheduler(os.getpid) != os.getpid():
-        total += client.run_on_scheduler(_cpu_seconds)
-    total += sum(client.run(_cpu_seconds, nanny=True).values())
-    return total
+    return os.getpid(), _cpu_seconds()
+
+
+def _overhead_cpu_seconds(client) -> float:
+    """CPU seconds so far of the processes other than the workers: this one (the
+    client; a LocalCluster's scheduler and nannies also run in it), and a
+    scheduler or nannies in processes of their own, each process counted once."""
+    processes = dict([_pid_cpu_seconds(), client.run_on_scheduler(_pid_cpu_seconds)])
+    processes.update(client.run(_pid_cpu_seconds, nanny=True).values())
+    return sum(processes.values())
 
 
 def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int) -> dict:
