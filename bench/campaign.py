@@ -231,6 +231,10 @@ def main() -> None:
     print(f"\n2 workers vs 1: {speedup:.2f}x (target >= 1.8x); peak worker RSS "
           f"{rss_small:.0f} MiB at {small:,} events, {rss_large:.0f} MiB at {large:,} "
           f"({(rss_large / rss_small - 1) * 100:+.1f} %, target within 10 %)")
+    if big_one is not None:
+        one_small, one_large = max(result[1]["rss"]), max(big_one["rss"])
+        print(f"peak RSS of the single worker: {one_small:.0f} MiB at {small:,} events, "
+              f"{one_large:.0f} MiB at {large:,} ({(one_large / one_small - 1) * 100:+.1f} %)")
     per_core = max(rows[0], rows[1] / 2, rate / 2, one if big_one is not None else 0.0)
     label = "L1a + L2a steps" if args.analyze else "L1a"
     print(f"official pipeline ({label}), same events: {official:.3f} s per event = "
