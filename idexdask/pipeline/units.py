@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -35,6 +35,9 @@ import xarray as xr
 from idexdask.errors import IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
+
+if TYPE_CHECKING:
+    from idexdask.analysis.analyze import AnalysisProducts
 
 __all__ = ["ProcessedUnits", "normalise_for_store", "process_unit", "process_units"]
 
@@ -174,11 +177,12 @@ class _Events:
 
     @classmethod
     def of(cls, dataset: xr.Dataset) -> _Events:
+        """A Dataset's own variables, coordinates and attributes."""
         return cls({str(k): v for k, v in dataset.variables.items()}, dataset, (),
                    dict(dataset.attrs))
 
 
-def _analysis_products(dataset: xr.Dataset, config: Mapping[str, Any]) -> Any:
+def _analysis_products(dataset: xr.Dataset, config: Mapping[str, Any]) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
     from idexdask.analysis.analyze import analysis_products  # noqa: PLC0415
 
