@@ -9,12 +9,19 @@ export IDEXDASK_DATA
 
 .PHONY: setup demo test test-gpu test-fast lint bench clean
 
-setup: $(VENV)/.installed $(ORACLE)/.installed
+setup: $(VENV)/.installed $(VENV)/.compiled $(ORACLE)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# numba's caches of the compiled kernels, filled once (~70 s of one core) instead
+# of by every worker's and every test process's first task; again when a
+# module changes (numba itself recompiles only what changed).
+$(VENV)/.compiled: $(VENV)/.installed $(wildcard idexdask/*.py idexdask/*/*.py)
+	$(BIN)/idexdask compile
 	touch $@
 
 # The official pipeline (test oracle) lives in its own venv: its pins must not
