@@ -518,3 +518,33 @@ def test_engine_choice_errors():
     # "auto" falls back to the array code where there is no kernel
     res = fit_batch(x, y, batch_model("emg", "linear"), np.c_[p0, np.zeros(2)], engine="auto")
     assert res.params.shape == (2, 6)
+
+
+def test_impact_exponentials_carried_along_a_uniform_grid():
+    """The compiled impact model carries its exponentials from point to point on a
+    uniform grid: the same chi-square and normal equations as evaluating them at
+    every point, to ~1e-13, with masked points and the impact inside the window."""
+    from idexdask.analysis.batchfit import _grid_steps, _impact_normal
+
+    rng = np.random.default_rng(3)
+    step = 1.0 / 4.0625  # µs, the low-rate channels
+    x = -20.0 + step * np.arange(512)  # as the decoder's time axis: (i - offset) / rate
+    w = np.full(512, 0.7)
+    w[[100, 101, 300]] = 0.0  # masked: weight 0, x replaced by the window mean
+    x_masked = x.copy()
+    x_masked[w == 0.0] = x[w != 0.0].mean()
+    y = rng.normal(size=512)
+    p = np.array([3.1, 0.2, 5.0, 0.9, 37.0])  # t0 µs, c0, amplitude, tau_r, tau_d µs
+    steps = _grid_steps(np.stack([x_masked, x_masked[::-1]]), np.stack([w, w]))
+    assert steps[0] == pytest.approx(step, rel=1e-12)
+    assert steps[1] == 0.0  # decreasing: not the grid the recurrence walks
+
+    a0, b0, a1, b1 = (np.empty((5, 5)), np.empty(5), np.empty((5, 5)), np.empty(5))
+    chi_exact = _impact_normal(x_masked, y, w, p, a0, b0, 0.0)
+    chi_carried = _impact_normal(x_masked, y, w, p, a1, b1, steps[0])
+    assert chi_carried == pytest.approx(chi_exact, rel=1e-12)
+    np.testing.assert_allclose(a1, a0, rtol=1e-11, atol=1e-12 * np.abs(a0).max())
+    np.testing.assert_allclose(b1, b0, rtol=1e-11, atol=1e-12 * np.abs(b0).max())
+
+    jittered = x_masked + np.where(w != 0.0, 1e-6 * rng.normal(size=512), 0.0)
+    assert _grid_steps(jittered[None, :], w[None, :])[0] == 0.0  # not uniform: exp per point
