@@ -36,7 +36,13 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch_on
+from idexdask.analysis.batchfit import (
+    FitStatus,
+    _call_erfcx,
+    _erfcx_address,
+    batch_model,
+    fit_batch_on,
+)
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
 from idexdask.numerics import pairwise_sum_zero_tail
 
@@ -53,6 +59,7 @@ _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
 _WALL = 1e300  # separator sample between events in the concatenated search array
+_SQRT2 = math.sqrt(2.0)
 _HEIGHT_GRID = 64  # points of the fine grid on which the fitted line height is taken
 
 
@@ -870,6 +877,60 @@ def fit_lines(
     return LineFits(**merged)
 
 
+def line_heights(
+    area: np.ndarray, center: np.ndarray, sigma: np.ndarray, gamma: np.ndarray
+) -> np.ndarray:
+    """Maximum of each fitted EMG line, DN (NaN where it is not finite).
+
+    Taken on a fine grid spanning the Gaussian core and the tail: the mode lies
+    within [-1, 4] sigma of the centre, or within 1.5/gamma for a line whose
+    tail is narrower than its Gaussian core.  Compiled, with scipy's own
+    ``erfcx`` and :func:`~idexdask.analysis.lineshapes.emg`'s expressions: the
+    same values to the last bit as ``emg`` on the grid (tested), in a quarter
+    of the time of its temporaries.
+    """
+    grid = np.linspace(-1.0, 4.0, _HEIGHT_GRID)
+    args = [np.ascontiguousarray(v, dtype=np.float64) for v in (area, center, sigma, gamma)]
+    address = _erfcx_address()
+    if address:
+        out = np.empty(args[0].size)
+        _line_heights_compiled(address, grid, *args, out)
+        return out
+    a, c, s, g = (v[:, None] for v in args)  # pragma: no cover - SciPy without C erfcx
+    with np.errstate(all="ignore"):
+        tg = np.concatenate([c + grid * s, c + (grid + 1.0) / (3.3 * g)], axis=1)
+        prof = emg(tg, a, c, s, g)
+        height = np.nanmax(np.where(np.isfinite(prof), prof, -np.inf), axis=1)
+    return np.where(np.isfinite(height), height, np.nan)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _line_heights_compiled(address, grid, a, c, s, g, out):  # pragma: no cover - compiled
+    """:func:`line_heights` per line: ``emg`` on both grids, the largest finite value."""
+    for i in range(a.size):
+        best = -np.inf
+        gs = g[i] * s[i]
+        for half in range(2):
+            for j in range(grid.size):
+                if half == 0:
+                    t = c[i] + grid[j] * s[i]
+                else:
+                    t = c[i] + (grid[j] + 1.0) / (3.3 * g[i])
+                u = (t - c[i]) / s[i]
+                z = (gs - u) / _SQRT2
+                e = _call_erfcx(address, abs(z))
+                ge = math.exp(-0.5 * u * u) * e
+                if z >= 0.0:
+                    h = ge
+                else:
+                    m = gs * (0.5 * gs - u)
+                    h = 2.0 * (1.0 if m > 0.0 else math.exp(m)) - ge  # NaN stays NaN
+                v = 0.5 * a[i] * g[i] * h
+                if math.isfinite(v) and v > best:
+                    best = v
+        out[i] = best if math.isfinite(best) else np.nan
+
+
 def _fit_windows(
     y: np.ndarray,
     t: np.ndarray,
@@ -943,15 +1004,7 @@ def _fit_windows(
     # line maximum on a fine grid spanning the Gaussian core and the tail
     # (the mode lies within [-1, 4] sigma of the centre, or within 1.5/gamma for
     # a line whose tail is narrower than its Gaussian core)
-    grid = np.linspace(-1.0, 4.0, _HEIGHT_GRID)
-    with np.errstate(all="ignore"):
-        tg = np.concatenate(
-            [c[:, None] + grid * s[:, None], c[:, None] + (grid + 1.0) / (3.3 * g[:, None])],
-            axis=1,
-        )
-        prof = emg(tg, a[:, None], c[:, None], s[:, None], g[:, None])
-        height = np.nanmax(np.where(np.isfinite(prof), prof, -np.inf), axis=1)
-    height = np.where(np.isfinite(height), height, np.nan)
+    height = line_heights(a, c, s, g)
     return LineFits(
         center=c,
         center_err=res.stderr[:, 1],

@@ -208,3 +208,29 @@ def test_compiled_find_peaks_matches_scipy():
             assert np.array_equal(idx, ref)
             assert np.array_equal(heights, props["peak_heights"])
             assert np.array_equal(proms, props["prominences"])
+
+
+def test_line_heights_equal_emg_on_the_grid_bitwise():
+    """The compiled line maximum is emg() on the same grids, to the last bit,
+    for sharp and wide tails, lines near the gamma bounds, and NaN fits."""
+    from idexdask.analysis.lineshapes import emg
+    from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
+
+    rng = np.random.default_rng(11)
+    n = 400
+    area = rng.lognormal(0.0, 2.0, n)
+    center = rng.uniform(0.5, 9.0, n)
+    sigma = rng.uniform(4e-4, 0.02, n)
+    gamma = np.exp(rng.uniform(np.log(2.0), np.log(1e4), n))
+    area[:3], sigma[3], gamma[4] = np.nan, np.nan, 1e4  # failed fits; a line at the bound
+    got = line_heights(area, center, sigma, gamma)
+
+    grid = np.linspace(-1.0, 4.0, _HEIGHT_GRID)
+    a, c, s, g = (v[:, None] for v in (area, center, sigma, gamma))
+    with np.errstate(all="ignore"):
+        tg = np.concatenate([c + grid * s, c + (grid + 1.0) / (3.3 * g)], axis=1)
+        prof = emg(tg, a, c, s, g)
+        expected = np.nanmax(np.where(np.isfinite(prof), prof, -np.inf), axis=1)
+    expected = np.where(np.isfinite(expected), expected, np.nan)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[:4]).all() and np.isfinite(got[4:]).all()
