@@ -713,21 +713,25 @@ def _impact_point(xq, t0, amp, tr, td):  # pragma: no cover - compiled
     Mirrors ``impact._evaluate_jac`` expression by expression; before the impact
     (``x <= t0``) the exponentials are exactly 1 and are not evaluated.
     """
-    dt = xq - t0
-    if dt > 0.0:
-        d = dt
-        er = math.exp(-d / tr)
-        ed = math.exp(-d / td)
-        rise = 1.0 - er
-        g = rise * ed
-        return (
-            g,
-            -amp * ed * (er / tr - rise / td),
-            -amp * ed * er * d / (tr * tr),
-            amp * g * d / (td * td),
-        )
+    d = xq - t0
+    if d > 0.0:
+        return _impact_terms(d, math.exp(-d / tr), math.exp(-d / td), amp, tr, td)
     # d = 0: er = ed = 1, rise = g = 0
     return 0.0, 0.0, -amp * 0.0 / (tr * tr), amp * 0.0 * 0.0 / (td * td)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _impact_terms(d, er, ed, amp, tr, td):  # pragma: no cover - compiled
+    """``g`` and d/d(t0, tau_r, tau_d) of ``A g`` at ``d = x - t0 > 0``, given
+    ``er = exp(-d/tau_r)`` and ``ed = exp(-d/tau_d)``."""
+    rise = 1.0 - er
+    g = rise * ed
+    return (
+        g,
+        -amp * ed * (er / tr - rise / td),
+        -amp * ed * er * d / (tr * tr),
+        amp * g * d / (td * td),
+    )
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -777,11 +781,7 @@ def _impact_normal(x, y, w, p, a, b, step):  # pragma: no cover - compiled
                 er = math.exp(-d / tr)
                 ed = math.exp(-d / td)
             previous = i
-            rise = 1.0 - er
-            g = rise * ed
-            j0 = -amp * ed * (er / tr - rise / td)
-            j3 = -amp * ed * er * d / (tr * tr)
-            j4 = amp * g * d / (td * td)
+            g, j0, j3, j4 = _impact_terms(d, er, ed, amp, tr, td)
         else:
             g, j0, j3, j4 = _impact_point(x[i], t0, amp, tr, td)
         r = wi * (y[i] - (c0 + amp * g))

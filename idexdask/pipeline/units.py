@@ -288,10 +288,9 @@ def _input_indices(units: Sequence[Unit]) -> np.ndarray:
 
 
 def process_unit(unit: Unit, config: Mapping[str, Any]) -> xr.Dataset:
-    """Decode one unit and apply the science analysis when it exists.
+    """Decode one unit and apply the science analysis (:func:`process_units` of one unit).
 
-    The analysis runs when ``idexdask.analysis.analyze`` exists and
-    ``pipeline.analyze`` is true (the default).
+    The analysis runs unless ``pipeline.analyze`` is false.
 
     Parameters
     ----------
