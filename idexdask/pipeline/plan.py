@@ -29,13 +29,13 @@ store wherever the units allow it.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from idexdask.errors import IdexDaskError
 from idexdask.packets.fields import extract_fields
@@ -66,8 +66,15 @@ _HEADER_KEY_FIELDS = tuple(f for f in EVENT_HEADER_FIELDS if f.name in _KEY_FIEL
 
 
 def digest_bytes(*chunks: bytes | memoryview | np.ndarray) -> str:
-    """BLAKE2b-128 hex digest of the concatenated ``chunks``."""
-    hasher = hashlib.blake2b(digest_size=16)
+    """XXH3-128 hex digest of the concatenated ``chunks``.
+
+    The digest tells whether a unit's input is still the bytes planned (and
+    journalled): a change-detection checksum, not a defence against crafted
+    collisions.  XXH3 hashes ~16 GB/s on one core against BLAKE2b's ~0.8, which
+    took 70 % of the planner's CPU and ~0.03 ms per event again in the worker,
+    which checks the bytes it reads against the plan.
+    """
+    hasher = xxhash.xxh3_128()
     for chunk in chunks:
         hasher.update(memoryview(chunk).cast("B") if not isinstance(chunk, bytes) else chunk)
     return hasher.hexdigest()
@@ -91,7 +98,7 @@ class Unit:
     n_events : int
         Events the unit decodes to (exact).
     input_hash : str
-        BLAKE2b digest of the unit's input bytes.
+        XXH3-128 digest of the unit's input bytes (:func:`digest_bytes`).
     byte_range : tuple of int, optional
         ``[start, stop)`` byte offsets in the L0 file.
     files : tuple of str

@@ -9,7 +9,7 @@ import xarray as xr
 from idexdask import read_l0
 from idexdask.config import load_config
 from idexdask.errors import ConfigError, IdexDaskError
-from idexdask.pipeline.plan import expand_inputs, plan_inputs, plan_l0_file
+from idexdask.pipeline.plan import digest_bytes, expand_inputs, plan_inputs, plan_l0_file
 from idexdask.pipeline.runner import config_hash
 from idexdask.simulate import write_campaign
 from tests.conftest import REAL_L0_FILES
@@ -90,6 +90,16 @@ def test_changed_bytes_are_detected(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(IdexDaskError, match="changed since"):
         unit.read_input()
+
+
+def test_digest_of_pieces_is_the_digest_of_the_whole():
+    data = np.random.default_rng(3).integers(0, 256, 100_003, dtype=np.uint8)
+    whole = digest_bytes(data.tobytes())
+    assert digest_bytes(data[:17], memoryview(data[17:5000]), data[5000:].tobytes()) == whole
+    assert len(whole) == 32 and int(whole, 16) >= 0  # 128 bits, hex
+    flipped = data.copy()
+    flipped[-1] ^= 1
+    assert digest_bytes(flipped) != whole
 
 
 def test_mixed_inputs_rejected(tmp_path, l0_dir, trc_dir):
