@@ -34,9 +34,6 @@ from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import get_cython_function_address, intrinsic
 
 from idexdask.analysis import xp as _xp
 from idexdask.analysis.lineshapes import (
@@ -45,6 +42,7 @@ from idexdask.analysis.lineshapes import (
     _emg_h,
     voigt,
 )
+from idexdask.analysis.special import call_scipy_erfcx, erfcx_kernel, scipy_erfcx_address
 from idexdask.errors import AnalysisError
 
 __all__ = [
@@ -554,14 +552,18 @@ def _covariance(xp: ModuleType, a: Any) -> Any:
 #   kernels (``_emg_fj`` + constant, ``impact._evaluate_jac``) in the same order,
 #   erfcx is scipy's own C function (the code behind ``scipy.special.erfcx``),
 #   and numba does not contract to FMA, so the values are the same to the last
-#   bit and the fits follow exactly the same path.
+#   bit and the fits follow exactly the same path (the kernels' ``scipy_erfcx``
+#   argument: that function's address).
 # * ``_lm_compiled`` (engine "compiled"): the whole Levenberg-Marquardt iteration
 #   of ``_iterate_xp``, decision for decision, one fit at a time, with the model,
 #   Jacobian and normal equations fused in one pass over the window (no
 #   (n_fits, n_params, n_points) temporaries, no BLAS call, no per-iteration
 #   Python overhead).  The normal equations are summed point by point instead of
 #   by BLAS and the damped systems solved by Gaussian elimination instead of
-#   LAPACK: rounding-level differences, which a converged fit absorbs (~1e-5
+#   LAPACK, and erfcx is :func:`~idexdask.analysis.special.erfcx_kernel`
+#   (``scipy_erfcx = 0``; within 1 ulp of scipy's, equal at ~99.99 % of points,
+#   without scipy's mispredicted interval dispatch: the EMG kernel ~35 % faster):
+#   rounding-level differences, which a converged fit absorbs (~1e-5
 #   standard errors) but a wandering one (MAX_ITERATIONS / HIT_BOUND after a
 #   creep) may not -- exactly as under a 1-ulp change of its data.
 
@@ -570,53 +572,10 @@ KERNEL_NONE = 0
 KERNEL_EMG_CONSTANT = 1
 KERNEL_IMPACT = 2
 
-_ERFCX_FUNCTION = "__pyx_fuse_1erfcx"  # the double flavour of cython_special.erfcx
-_ERFCX_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
 _INF_F = math.inf
 _ST_CONVERGED = int(FitStatus.CONVERGED)
 _ST_MAX_ITERATIONS = int(FitStatus.MAX_ITERATIONS)
 _ST_FAILED_NONFINITE = int(FitStatus.FAILED_NONFINITE)
-
-
-def _erfcx_address() -> int:
-    """Address of scipy's C ``erfcx(double)`` (the code behind ``scipy.special.erfcx``).
-
-    Returns
-    -------
-    int
-        The function's address, or 0 when this SciPy does not export it with the
-        expected signature (the compiled engine is then not used).
-    """
-    try:
-        import scipy.special.cython_special as cython_special  # noqa: PLC0415
-
-        capsule = cython_special.__pyx_capi__[_ERFCX_FUNCTION]
-        if _ERFCX_SIGNATURE not in repr(capsule):
-            return 0
-        return int(get_cython_function_address("scipy.special.cython_special", _ERFCX_FUNCTION))
-    except (ImportError, KeyError, AttributeError, ValueError) as exc:  # pragma: no cover
-        log.debug("scipy's C erfcx is not available (%s)", exc)
-        return 0
-
-
-@intrinsic
-def _call_erfcx(typingctx: Any, address: Any, z: Any) -> Any:  # pragma: no cover - compiled
-    """Call ``double f(double, int)`` at ``address`` as ``f(z, 0)``.
-
-    The address is a run-time argument (not a ctypes global), so the functions
-    calling this stay cacheable.
-    """
-    if not isinstance(address, types.Integer) or not isinstance(z, types.Float):
-        return None
-    sig = types.float64(address, z)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.IntType(32)])
-        fn = builder.inttoptr(args[0], fnty.as_pointer())
-        zv = context.cast(builder, args[1], signature.args[1], types.float64)
-        return builder.call(fn, [zv, ir.Constant(ir.IntType(32), 0)])
-
-    return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -680,17 +639,20 @@ _ACC5_ZERO = (0.0,) * 21
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _emg_point(erfcx_address, xq, amp, mu, s, gam):  # pragma: no cover - compiled
+def _emg_point(scipy_erfcx, xq, amp, mu, s, gam):  # pragma: no cover - compiled
     """EMG line at one point: unit profile and d/d(center, sigma, gamma) of the line.
 
     Mirrors ``_emg_fj``/``_emg_unit_jac``/``_emg_h`` expression by expression
-    (same values to the last bit: scipy's own erfcx, no contraction to FMA).
+    (no contraction to FMA).  ``scipy_erfcx``: the address of scipy's C erfcx
+    (then the values are the array code's to the last bit), or 0 for
+    :func:`~idexdask.analysis.special.erfcx_kernel`.
     """
     t = xq - mu
     u = t / s
     gs = gam * s
     z = (gs - u) / _SQRT2
-    e = _call_erfcx(erfcx_address, abs(z))
+    az = abs(z)
+    e = call_scipy_erfcx(scipy_erfcx, az) if scipy_erfcx != 0 else erfcx_kernel(az)
     gauss = math.exp(-0.5 * u * u)
     ge = gauss * e
     if z >= 0.0:
@@ -735,7 +697,7 @@ def _impact_terms(d, er, ed, amp, tr, td):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _emg_constant_normal(erfcx_address, x, y, w, p, a, b):  # pragma: no cover - compiled
+def _emg_constant_normal(scipy_erfcx, x, y, w, p, a, b):  # pragma: no cover - compiled
     """Chi-square, ``A = J J^T`` and ``b = J r`` of EMG + constant on one window."""
     amp, mu, s, gam, c = p[0], p[1], p[2], p[3], p[4]
     acc = _ACC5_ZERO
@@ -743,7 +705,7 @@ def _emg_constant_normal(erfcx_address, x, y, w, p, a, b):  # pragma: no cover -
         wi = w[i]
         if wi == 0.0:
             continue  # a masked point adds exact zeros (its x is finite, see fit_batch)
-        g, jc, js, jg = _emg_point(erfcx_address, x[i], amp, mu, s, gam)
+        g, jc, js, jg = _emg_point(scipy_erfcx, x[i], amp, mu, s, gam)
         r = wi * (y[i] - (amp * g + c))
         acc = _acc5(acc, g * wi, jc * wi, js * wi, jg * wi, wi, r)
     return _store5(acc, a, b)
@@ -810,7 +772,7 @@ def _grid_steps(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _residual_jacobian(kernel, erfcx_address, x, y, w, weighted, p, r, jac):  # pragma: no cover
+def _residual_jacobian(kernel, scipy_erfcx, x, y, w, weighted, p, r, jac):  # pragma: no cover
     """Weighted residuals ``r`` (n, m) and Jacobian ``jac`` (n, 5, m) of a compiled model.
 
     What the vectorised loop computes with ``model.jacobian`` and the weighting,
@@ -821,7 +783,7 @@ def _residual_jacobian(kernel, erfcx_address, x, y, w, weighted, p, r, jac):  # 
         p0, p1, p2, p3, p4 = p[i, 0], p[i, 1], p[i, 2], p[i, 3], p[i, 4]
         for q in range(m):
             if kernel == KERNEL_EMG_CONSTANT:
-                g, jc, js, jg = _emg_point(erfcx_address, x[i, q], p0, p1, p2, p3)
+                g, jc, js, jg = _emg_point(scipy_erfcx, x[i, q], p0, p1, p2, p3)
                 f = p0 * g + p4
                 j0, j1, j2, j3, j4 = g, jc, js, jg, 1.0
             else:
@@ -886,12 +848,12 @@ def _at_bound_one(p, lo, hi, has_lo, has_hi, rtol):  # pragma: no cover - compil
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _evaluate_one(kernel, erfcx_address, x, y, w, step, lo, hi, has_lo, has_hi, theta, p, dp,
+def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lo, hi, has_lo, has_hi, theta, p, dp,
                   a_ext, b_ext, a, b):  # pragma: no cover - compiled
     """``evaluate_block`` for one fit: chi-square (inf if not finite), ``A``, ``b``."""
     _to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
-        chi = _emg_constant_normal(erfcx_address, x, y, w, p, a_ext, b_ext)
+        chi = _emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext)
     else:
         chi = _impact_normal(x, y, w, p, a_ext, b_ext, step)
     k = theta.size
@@ -986,7 +948,7 @@ def _plan_one(a, b, chi, lam, floor, ftol, gtol, step, m, s):  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _lm_compiled(kernel, erfcx_address, x, y, w, steps, lo, hi, has_lo, has_hi, theta0, chi_floor,
+def _lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lo, hi, has_lo, has_hi, theta0, chi_floor,
                  max_iter, ftol, gtol, bound_rtol, stall_tol,
                  out_p, out_chi, out_a, out_nfev, out_niter, out_status):  # pragma: no cover
     """The Levenberg-Marquardt loop of ``_iterate_xp``, one fit at a time."""
@@ -1011,7 +973,7 @@ def _lm_compiled(kernel, erfcx_address, x, y, w, steps, lo, hi, has_lo, has_hi, 
         loi, hii, hl, hh = lo[i], hi[i], has_lo[i], has_hi[i]
         floor = chi_floor[i]
         theta[:] = theta0[i]
-        chi = _evaluate_one(kernel, erfcx_address, xi, yi, wi, steps[i], loi, hii, hl, hh,
+        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], loi, hii, hl, hh,
                             theta, p, dp, a_ext, b_ext, a, b)
         lam = _LAMBDA_START
         nfev = 1
@@ -1034,7 +996,7 @@ def _lm_compiled(kernel, erfcx_address, x, y, w, steps, lo, hi, has_lo, has_hi, 
             for j in range(k):
                 theta_try[j] = theta[j] + step[j]
                 finite_theta = finite_theta and math.isfinite(theta_try[j])
-            chi_try = _evaluate_one(kernel, erfcx_address, xi, yi, wi, steps[i], loi, hii, hl, hh,
+            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], loi, hii, hl, hh,
                                     theta_try, p_try, dp, a_ext_try, b_ext, a_try, b_try)
             nfev += 1
             niter += 1
@@ -1085,8 +1047,8 @@ def _compiled_kernel(xp: ModuleType, model: BatchModel, engine: str) -> int:
     if engine == "xp":
         return KERNEL_NONE
     usable = xp is np and model.kernel != KERNEL_NONE
-    if usable and model.kernel == KERNEL_EMG_CONSTANT:
-        usable = _erfcx_address() != 0
+    if usable and model.kernel == KERNEL_EMG_CONSTANT and engine == "auto":
+        usable = scipy_erfcx_address() != 0  # its bit-for-bit promise needs scipy's erfcx
     if engine == "compiled" and not usable:
         raise AnalysisError(
             f"no compiled kernel for model {model.name!r} on {xp.__name__} arrays"
@@ -1126,7 +1088,7 @@ def _iterate_compiled(
     steps = _grid_steps(x64, w64) if kernel == KERNEL_IMPACT else np.zeros(n_act)
     _lm_compiled(
         kernel,
-        _erfcx_address() if kernel == KERNEL_EMG_CONSTANT else 0,
+        0,  # erfcx_kernel, not scipy's erfcx (see "compiled kernels" above)
         x64,
         c64(ys),
         w64,
@@ -1179,7 +1141,7 @@ def _iterate_xp(
     idx, xs, ys, ws, bs, theta, chi_floor = work
     out_p, out_cov, out_chi, out_nfev, out_iter, out_status = outs
     max_iter, ftol, gtol, bound_rtol, stall_tol = opts
-    erfcx_address = _erfcx_address() if kernel == KERNEL_EMG_CONSTANT else 0
+    scipy_erfcx = scipy_erfcx_address() if kernel == KERNEL_EMG_CONSTANT else 0
 
     def evaluate_block(theta_: Any, xs_: Any, ys_: Any, ws_: Any, bs_: Any) -> tuple[Any, ...]:
         p_, dp_ = bs_.to_external(xp, theta_)
@@ -1190,7 +1152,7 @@ def _iterate_xp(
                 jac_ = np.empty((n_, model.n_params, m_))
                 weighted = ws_ is not None
                 _residual_jacobian(
-                    kernel, erfcx_address, xs_, ys_, ws_ if weighted else ys_, weighted,
+                    kernel, scipy_erfcx, xs_, ys_, ws_ if weighted else ys_, weighted,
                     p_, r_, jac_,
                 )
             else:

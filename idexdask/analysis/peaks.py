@@ -36,14 +36,9 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import (
-    FitStatus,
-    _call_erfcx,
-    _erfcx_address,
-    batch_model,
-    fit_batch_on,
-)
+from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
+from idexdask.analysis.special import call_scipy_erfcx, scipy_erfcx_address
 from idexdask.numerics import pairwise_sum_zero_tail
 
 __all__ = [
@@ -891,7 +886,7 @@ def line_heights(
     """
     grid = np.linspace(-1.0, 4.0, _HEIGHT_GRID)
     args = [np.ascontiguousarray(v, dtype=np.float64) for v in (area, center, sigma, gamma)]
-    address = _erfcx_address()
+    address = scipy_erfcx_address()
     if address:
         out = np.empty(args[0].size)
         _line_heights_compiled(address, grid, *args, out)
@@ -918,7 +913,7 @@ def _line_heights_compiled(address, grid, a, c, s, g, out):  # pragma: no cover 
                     t = c[i] + (grid[j] + 1.0) / (3.3 * g[i])
                 u = (t - c[i]) / s[i]
                 z = (gs - u) / _SQRT2
-                e = _call_erfcx(address, abs(z))
+                e = call_scipy_erfcx(address, abs(z))
                 ge = math.exp(-0.5 * u * u) * e
                 if z >= 0.0:
                     h = ge
