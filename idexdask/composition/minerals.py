@@ -43,6 +43,8 @@ __all__ = [
     "rank_minerals",
 ]
 
+_TIE_RTOL = 1e-9  # mixture chi-squares this close (relative to their sums' size) are tied
+
 
 @dataclass(frozen=True)
 class Mineral:
@@ -291,7 +293,14 @@ def rank_minerals(
         f = np.clip(num / np.maximum(den, 1e-30), 0.0, 1.0)
         chi2_mix = chi2[:, ib] - 2 * f * num + f**2 * den
         chi2_mix = np.maximum(chi2_mix, 0.0)
-        p = np.argmin(chi2_mix, axis=1)
+        # Mixtures on the same join (fayalite + silica and ferrosilite +
+        # magnetite|troilite both span Fe-Si) fit equally well when the measured
+        # point projects inside both: their chi-squares differ by rounding only,
+        # of the expanded sums above (~1e-16 of sum w x^2).  Such ties go to the
+        # first pair in library order, so rounding never picks the mixture.
+        lowest = chi2_mix.min(axis=1, keepdims=True)
+        slack = _TIE_RTOL * (lowest + (w * xb**2).sum(1)[:, None])
+        p = np.argmax(chi2_mix <= lowest + slack, axis=1)
         fp = f[np.arange(rows.size), p]
         first_is_a = fp >= 0.5
         mix[rows, 0] = np.where(first_is_a, names_arr[ia[p]], names_arr[ib[p]])

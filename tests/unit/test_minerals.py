@@ -73,6 +73,29 @@ def test_mixture_fit_recovers_fraction(table):
     assert r.best_mixture_fraction[0] == pytest.approx(0.9)
 
 
+def test_equivalent_mixtures_tie_to_library_order(table):
+    """On the Fe-Si join several mixtures (fayalite + ferrosilite, fayalite + silica,
+    ferrosilite + magnetite|troilite, ...) fit a point exactly: rounding must not
+    choose between them; the first such pair in library order is reported."""
+    names, expected = table
+    fs, fa = expected[names.index("ferrosilite")], expected[names.index("fayalite")]
+    rng = np.random.default_rng(0)
+    for f in (0.3, 0.5, 0.8):
+        x = f * fs + (1 - f) * fa
+        exact = []  # pairs whose segment holds x, in library order (independent geometry)
+        for a in range(len(names)):
+            for b in range(a + 1, len(names)):
+                d = expected[a] - expected[b]
+                t = np.dot(x - expected[b], d) / np.dot(d, d)
+                if 0 <= t <= 1 and np.allclose(t * d + expected[b], x, atol=1e-12):
+                    exact.append({names[a], names[b]})
+        assert len(exact) >= 3  # the tie is real
+        jitter = x * (1 + rng.uniform(-1e-13, 1e-13, (64, x.size)))  # rounding-level noise
+        ranking = rank_minerals(np.vstack([x, jitter]), None, names, expected)
+        assert np.all(ranking.best_mixture_score < 1e-9)
+        assert all(set(m) == exact[0] for m in ranking.best_mixture)
+
+
 def test_uncertainties_weight_the_ranking(table):
     names, expected = table
     x = np.array([np.where(np.array(ELEMENTS) == "Si", 1.0, 0.0)])
