@@ -35,12 +35,17 @@ from dataclasses import dataclass
 
 from idexdask.errors import ConfigError, IdexDaskError
 
-__all__ = ["NANNY_ENVIRON_OVERRIDES", "THREAD_CAPS", "ClusterOptions", "check_gpu", "open_client"]
+__all__ = [
+    "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS", "ClusterOptions", "check_gpu",
+    "open_client",
+]
 
 logger = logging.getLogger(__name__)
 
 #: distributed's pre-spawn environment, minus the malloc setting that slows array code
 NANNY_ENVIRON_OVERRIDES = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: dask setting of the workers' statistical profiler (the dashboard's Profile page)
+PROFILER_SETTING = "distributed.worker.profile.enabled"
 
 THREAD_CAPS = {
     "OMP_NUM_THREADS": "1",
@@ -69,6 +74,12 @@ class ClusterOptions:
         Dashboard address of the embedded cluster (``:8787``, ``:0``; ``""`` none).
     gpu : bool
         Run on GPU workers.
+    profile : bool
+        Keep Dask's statistical profiler in the embedded cluster's workers: it
+        samples every worker thread's stack every 10 ms for the dashboard's
+        Profile page, ~2 % of a busy worker's CPU (``bench/campaign.py``).
+        Workers of a running cluster keep their own setting
+        (``deploy/dask/idexdask-workers.yaml`` turns it off).
     """
 
     address: str | None = None
@@ -77,6 +88,7 @@ class ClusterOptions:
     memory_limit: str = "auto"
     dashboard: str = ":8787"
     gpu: bool = False
+    profile: bool = False
 
     @classmethod
     def from_config(cls, config: dict, gpu: bool = False) -> ClusterOptions:
@@ -88,6 +100,7 @@ class ClusterOptions:
             memory_limit=str(section["memory_limit"]),
             dashboard=str(section["dashboard"]),
             gpu=gpu,
+            profile=bool(section["profile"]),
         )
 
 
@@ -161,7 +174,7 @@ def open_client(options: ClusterOptions) -> Iterator:
         elif options.gpu:
             from dask_cuda import LocalCUDACluster
 
-            with dask.config.set(NANNY_ENVIRON_OVERRIDES):
+            with dask.config.set({**NANNY_ENVIRON_OVERRIDES, PROFILER_SETTING: options.profile}):
                 cluster = LocalCUDACluster(
                     threads_per_worker=options.threads_per_worker,
                     memory_limit=_memory_limit(options.memory_limit),
@@ -173,7 +186,7 @@ def open_client(options: ClusterOptions) -> Iterator:
         else:
             if options.workers < 1 or options.threads_per_worker < 1:
                 raise ConfigError("cluster.workers and cluster.threads_per_worker must be >= 1")
-            with dask.config.set(NANNY_ENVIRON_OVERRIDES):
+            with dask.config.set({**NANNY_ENVIRON_OVERRIDES, PROFILER_SETTING: options.profile}):
                 cluster = LocalCluster(
                     n_workers=options.workers,
                     threads_per_worker=options.threads_per_worker,

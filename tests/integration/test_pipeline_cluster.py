@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -455,6 +456,11 @@ def _worker_malloc_env() -> tuple[str | None, str | None]:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
 
 
+def _worker_profiles(dask_worker) -> bool:
+    """Whether the worker runs its statistical profiler (a periodic stack sample)."""
+    return "profile" in dask_worker.periodic_callbacks
+
+
 def test_embedded_workers_keep_glibc_adaptive_malloc():
     """Embedded workers start without distributed's MALLOC_TRIM_THRESHOLD_ (2x slower
     array code: every temporary over 128 KiB mmap-ed and faulted in), thread caps kept."""
@@ -463,5 +469,10 @@ def test_embedded_workers_keep_glibc_adaptive_malloc():
     options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="")
     with open_client(options) as client:
         ((trim, omp),) = client.run(_worker_malloc_env).values()
+        (profiled,) = client.run(_worker_profiles).values()
     assert trim is None
     assert omp == "1"
+    assert not profiled  # cluster.profile: false (the default) reaches the workers
+    with open_client(replace(options, profile=True)) as client:
+        (profiled,) = client.run(_worker_profiles).values()
+    assert profiled
