@@ -47,12 +47,12 @@ def _peak_rss_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process (a worker), all its threads."""
+def _cpu_seconds() -> tuple[float, float]:
+    """User and system CPU time of this process (a worker), all its threads."""
     import resource
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
 def make_campaign(directory: Path, n_events: int, file_events: int) -> list[Path]:
@@ -82,7 +82,7 @@ def make_campaign(directory: Path, n_events: int, file_events: int) -> list[Path
 def _pid_cpu_seconds() -> tuple[int, float]:
     import os
 
-    return os.getpid(), _cpu_seconds()
+    return os.getpid(), sum(_cpu_seconds())
 
 
 def _overhead_cpu_seconds(client) -> float:
@@ -105,8 +105,8 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
     config = load_config({"pipeline": {"analyze": analyze, "batch_events": batch}})
     options = ClusterOptions(workers=workers, threads_per_worker=1, dashboard="")
     peaks: list[float] = []
-    cpu_start: list[float] = []
-    cpu_end: list[float] = []
+    cpu_start: list[tuple[float, float]] = []
+    cpu_end: list[tuple[float, float]] = []
     overhead: list[float] = []  # the scheduler's and this process's (the client's) CPU
     original = cluster_module.open_client
 
@@ -138,7 +138,9 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
     assert not summary.failures, summary.failures
     return {"events": summary.events_done, "seconds": elapsed,
             "task_seconds": summary.elapsed_s, "rss": peaks,
-            "worker_cpu": sum(cpu_end) - sum(cpu_start), "overhead_cpu": sum(overhead)}
+            "worker_cpu": sum(map(sum, cpu_end)) - sum(map(sum, cpu_start)),
+            "worker_sys": sum(c[1] for c in cpu_end) - sum(c[1] for c in cpu_start),
+            "overhead_cpu": sum(overhead)}
 
 
 def official_seconds_per_event(plain_file: Path, n_events: int, with_l2a: bool) -> float:
@@ -202,12 +204,13 @@ def main() -> None:
     print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
           f"files of {args.file_events} events)\n")
     print("| run | events | workers | wall s | events/s | events/s per core "
-          "| worker CPU ms per event | client, scheduler, nannies CPU ms per event "
+          "| worker CPU ms per event (system) | client, scheduler, nannies CPU ms per event "
           "| peak RSS per worker MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 
     def cpu(r: dict) -> str:
-        return (f"{r['worker_cpu'] / r['events'] * 1e3:.2f} | "
+        return (f"{r['worker_cpu'] / r['events'] * 1e3:.2f} "
+                f"({r['worker_sys'] / r['events'] * 1e3:.2f}) | "
                 f"{r['overhead_cpu'] / r['events'] * 1e3:.2f}")
 
     for workers in (1, 2):
