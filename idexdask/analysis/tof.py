@@ -52,6 +52,7 @@ from idexdask.analysis.peaks import (
     _median_inplace,
     detect_peaks,
     fit_lines,
+    sample_step,
 )
 from idexdask.analysis.signal_quality import _fill_value
 from idexdask.numerics import pairwise_sum_sparse
@@ -594,10 +595,12 @@ def tof_lines(
         Smoothed-baseline sigma per event used for the prominence scale.
     """
     # relative noise sigma / noise, formed row by row inside the detection
+    step = sample_step(np.broadcast_to(merged.time, merged.signal.shape))  # for both
     cand, zsig = detect_peaks(
-        merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise
+        merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise,
+        step=step,
     )
     if edit is not None:
         cand = edit(cand, merged)
-    fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings)
+    fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
     return cand, fits, zsig

@@ -126,7 +126,7 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
 
 def test_compiled_search_rows_match_numpy():
     """detect_peaks' compiled row pass equals the whole-array formulation, bit for bit."""
-    from idexdask.analysis.peaks import _WALL, _sample_step, _search_rows
+    from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
 
     rng = np.random.default_rng(3)
     n_events, n = 12, 3000
@@ -147,7 +147,7 @@ def test_compiled_search_rows_match_numpy():
     sigma[[0, 4, 9], 1400:1600] *= 10.0  # a lower gain scaled up
     sigma[9, 200:210] = np.inf
     settings = {"smooth_us": 0.008, "baseline_stop_us": 0.0}
-    dt = _sample_step(t)
+    dt = sample_step(t)
     for scale, den in ((None, None), (sigma, noise), (sigma / 2.0, None)):
         with np.errstate(all="ignore"):
             ns = None if scale is None else scale / (1.0 if den is None else den[:, None])
