@@ -683,22 +683,34 @@ def _impact_point(xq, t0, amp, tr, td):  # pragma: no cover - compiled
     """
     d = xq - t0
     if d > 0.0:
-        return _impact_terms(d, math.exp(-d / tr), math.exp(-d / td), amp, tr, td)
+        return _impact_terms(d, math.exp(-d / tr), math.exp(-d / td), amp, tr, td, 0.0, 0.0, True)
     # d = 0: er = ed = 1, rise = g = 0
     return 0.0, 0.0, -amp * 0.0 / (tr * tr), amp * 0.0 * 0.0 / (td * td)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _impact_terms(d, er, ed, amp, tr, td):  # pragma: no cover - compiled
+def _impact_terms(d, er, ed, amp, tr, td, inv_tr, inv_td, exact):  # pragma: no cover
     """``g`` and d/d(t0, tau_r, tau_d) of ``A g`` at ``d = x - t0 > 0``, given
-    ``er = exp(-d/tau_r)`` and ``ed = exp(-d/tau_d)``."""
+    ``er = exp(-d/tau_r)`` and ``ed = exp(-d/tau_d)``.
+
+    ``exact``: the array code's expressions (its values to the last bit); else
+    the divisions by ``tau`` as multiplications by ``inv_tr = 1/tau_r`` and
+    ``inv_td = 1/tau_d`` (the compiled engine; equal to rounding).
+    """
     rise = 1.0 - er
     g = rise * ed
+    if exact:
+        return (
+            g,
+            -amp * ed * (er / tr - rise / td),
+            -amp * ed * er * d / (tr * tr),
+            amp * g * d / (td * td),
+        )
     return (
         g,
-        -amp * ed * (er / tr - rise / td),
-        -amp * ed * er * d / (tr * tr),
-        amp * g * d / (td * td),
+        -amp * ed * (er * inv_tr - rise * inv_td),
+        -amp * ed * er * d * (inv_tr * inv_tr),
+        amp * g * d * (inv_td * inv_td),
     )
 
 
@@ -730,6 +742,8 @@ def _impact_normal(x, y, w, p, a, b, step):  # pragma: no cover - compiled
     :func:`_impact_point`'s by ~1e-13 relative (one rounding per point).
     """
     t0, c0, amp, tr, td = p[0], p[1], p[2], p[3], p[4]
+    inv_tr = 1.0 / tr
+    inv_td = 1.0 / td
     acc = _ACC5_ZERO
     carry = step > 0.0
     q_r = math.exp(-step / tr) if carry else 0.0
@@ -750,7 +764,7 @@ def _impact_normal(x, y, w, p, a, b, step):  # pragma: no cover - compiled
                 er = math.exp(-d / tr)
                 ed = math.exp(-d / td)
             previous = i
-            g, j0, j3, j4 = _impact_terms(d, er, ed, amp, tr, td)
+            g, j0, j3, j4 = _impact_terms(d, er, ed, amp, tr, td, inv_tr, inv_td, False)
         else:
             g, j0, j3, j4 = _impact_point(x[i], t0, amp, tr, td)
         r = wi * (y[i] - (c0 + amp * g))

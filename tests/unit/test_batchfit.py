@@ -548,3 +548,12 @@ def test_impact_exponentials_carried_along_a_uniform_grid():
 
     jittered = x_masked + np.where(w != 0.0, 1e-6 * rng.normal(size=512), 0.0)
     assert _grid_steps(jittered[None, :], w[None, :])[0] == 0.0  # not uniform: exp per point
+
+    # both against the array code's expressions (divisions by tau, not reciprocals)
+    from idexdask.analysis.batchfit import KERNEL_IMPACT, _residual_jacobian
+
+    r, jac = np.empty((1, 512)), np.empty((1, 5, 512))
+    _residual_jacobian(KERNEL_IMPACT, 0, x_masked[None], y[None], w[None], True, p[None], r, jac)
+    np.testing.assert_allclose(a0, jac[0] @ jac[0].T, rtol=1e-12, atol=1e-13 * np.abs(a0).max())
+    np.testing.assert_allclose(b0, jac[0] @ r[0], rtol=1e-12, atol=1e-13 * np.abs(b0).max())
+    assert chi_exact == pytest.approx(r[0] @ r[0], rel=1e-13)
