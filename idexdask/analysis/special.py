@@ -23,7 +23,7 @@ scalar versions serve the numba kernels:
   an indirect jump that the processor mispredicts whenever consecutive
   points fall in different intervals -- every point of a fit window, where
   ``x`` moves by ~0.3-0.7 per sample.  Measured on one core: 25 ns per call on
-  such inputs against 7-8 ns here (the EMG line-fit kernel ~35 % faster).
+  such inputs against 7-8 ns here (the EMG line fits 10 % faster on simulated spectra).
 
 The table is a read-only array that numba freezes into the compiled code as a
 constant; its cache does not see a change of the table, so after regenerating
