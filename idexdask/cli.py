@@ -449,6 +449,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:  # the cluster's own chatter, and cdflib's ISTP auto-fix notes
+        import dask
+
+        # distributed sets its loggers' levels from this when it is imported (later,
+        # by the commands that use it), overriding a level set on them before
+        dask.config.set({"distributed.logging.distributed": "error"})
         for name in ("distributed", "distributed.scheduler", "distributed.nanny",
                      "distributed.core", "distributed.worker", "distributed.http.proxy",
                      "cdflib"):
