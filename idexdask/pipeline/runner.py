@@ -12,17 +12,15 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
 4. the cluster starts (or is connected to); the remaining units are grouped into
    packs of about ``batch_events`` events ending on chunk boundaries
    (:func:`~idexdask.pipeline.plan.pack_units`: short files and lab impacts
-   share a task), and the processing (decode + analysis, no store access) of
-   the first ``pipeline.run_ahead`` packs per worker thread is submitted;
+   share a task), and every pack's processing (decode + analysis, no store
+   access) is submitted at once;
 5. a new store is laid out from the schema of the first processed pack (one
    event), while the workers go on processing; only then is each pack's region
    write submitted, as a second task on the worker that holds the pack's data,
-   at a higher priority than further processing.  Each finished write lets one
-   more pack's processing in, so the packs in flight stay as many: the packs
-   processed while the store was created, all waiting in memory, are at most
-   ``run_ahead`` per worker thread.  Both tasks have ``retries``; a dead
-   worker's tasks, and the processing whose data it held, are rescheduled by
-   the scheduler;
+   at a higher priority than further processing (so at most the packs processed
+   while the store was created wait in memory).  Both tasks have ``retries``; a
+   dead worker's tasks, and the processing whose data it held, are rescheduled
+   by the scheduler;
 6. the client, the only writer of the manifest, journals each unit of a pack as
    the pack's result arrives, then the run's summary.
 
@@ -365,12 +363,15 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        # The first packs' processing starts now; their region writes are
-        # submitted once the store exists, so the schema and the store's creation
-        # overlap with the first packs' work instead of preceding it.
+        # Every pack's processing starts now; its region write is submitted once
+        # the store exists, so the schema and the store's creation overlap with
+        # the first packs' work instead of preceding it.
         packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
-        processing = _Processing(client, packs, config, resources, retries, run_id)
-        processing.submit_up_to(_run_ahead(client, int(pipeline["run_ahead"])))
+        processing = [
+            client.submit(_process_task, pack, config, resources=resources,
+                          retries=retries, pure=False, key=f"idexdask-process-{run_id}-{i}")
+            for i, pack in enumerate(packs)
+        ]
         template = None
         if need_init and plan.units:
             template = _template(client, packs, processing, resources)
@@ -440,51 +441,11 @@ def _version() -> str:
     return __version__
 
 
-class _Processing:
-    """The processing tasks of a run's packs, submitted as the run advances.
-
-    ``submit_up_to(n)`` submits the processing of the first ``n`` packs (those not
-    submitted yet); ``futures[i]`` is pack ``i``'s future, None until submitted.
-    """
-
-    def __init__(self, client, packs: list[tuple[Unit, ...]], config: Mapping[str, Any],
-                 resources, retries: int, run_id: str) -> None:
-        self.client, self.packs, self.config = client, packs, config
-        self.resources, self.retries, self.run_id = resources, retries, run_id
-        self.futures: list[Any] = [None] * len(packs)
-        self.submitted = 0
-
-    def submit_up_to(self, n: int) -> list[int]:
-        """Submit packs ``submitted .. n - 1``; return their indices."""
-        stop = min(n, len(self.packs))
-        new = list(range(self.submitted, stop))
-        for i in new:
-            self.futures[i] = self.client.submit(
-                _process_task, self.packs[i], self.config, resources=self.resources,
-                retries=self.retries, pure=False, key=f"idexdask-process-{self.run_id}-{i}",
-            )
-        self.submitted = max(self.submitted, stop)
-        return new
-
-
-def _run_ahead(client, per_thread: int) -> int:
-    """Packs in flight at once: ``per_thread`` for every worker thread (at least 2)."""
-    try:
-        workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        threads = sum(int(w.get("nthreads", 1)) for w in workers)
-    except Exception as exc:  # noqa: BLE001 - an unusual scheduler: size it for one thread
-        logger.debug("cannot count the worker threads: %s", exc)
-        threads = 1
-    return max(2, per_thread * max(threads, 1))
-
-
-def _template(client, packs: list[tuple[Unit, ...]], processing: _Processing,
+def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
               resources) -> xr.Dataset:
     """Schema of the unit function's output, from the first of the first packs that succeeds."""
     errors = []
-    for i, pack in enumerate(packs[:5]):
-        processing.submit_up_to(i + 1)
-        future = processing.futures[i]
+    for pack, future in list(zip(packs, processing, strict=True))[:5]:
         schema = client.submit(_schema_task, future, resources=resources, pure=False).result()
         if isinstance(schema, xr.Dataset):
             return schema
@@ -497,23 +458,17 @@ def _run_packs(client, packs, processing, store, rows, n_events, resources, retr
                run_id, chash, summary, started, on_progress) -> None:
     from distributed import as_completed
 
-    def submit_write(i: int) -> Any:
-        # priority 1: a worker writes what it holds before it processes more packs
-        return client.submit(_write_task, processing.futures[i], packs[i], str(store), rows,
-                             n_events, run_id, resources=resources, retries=retries, pure=False,
-                             priority=1, key=f"idexdask-write-{run_id}-{i}")
-
-    futures = {submit_write(i): i for i in range(processing.submitted)}
+    # priority 1: a worker writes what it holds before it processes more packs
+    futures = {
+        client.submit(_write_task, processing[i], pack, str(store), rows, n_events, run_id,
+                      resources=resources, retries=retries, pure=False, priority=1,
+                      key=f"idexdask-write-{run_id}-{i}"): i
+        for i, pack in enumerate(packs)
+    }
     n_units = sum(len(p) for p in packs)
     n_done_run = 0
-    pending = as_completed(list(futures))
-    for future in pending:
+    for future in as_completed(futures):
         index = futures.pop(future)
-        # one pack done, one more submitted: the packs in flight stay as many
-        for i in processing.submit_up_to(processing.submitted + 1):
-            write = submit_write(i)
-            futures[write] = i
-            pending.add(write)
         pack = packs[index]
         try:
             result = future.result()
@@ -523,8 +478,7 @@ def _run_packs(client, packs, processing, store, rows, n_events, resources, retr
                       "reason": {u.uid: reason for u in pack},
                       "worker": "", "elapsed_s": 0.0, "attrs": {}}
         future.release()
-        processing.futures[index].release()  # the pack's data leave the worker
-        processing.futures[index] = None
+        processing[index].release()  # the pack's data leave the worker
         share = round(result["elapsed_s"] / max(1, sum(u.n_events for u in pack)), 7)
         records = []
         for unit in pack:

@@ -452,42 +452,6 @@ def test_client_interrupted_and_resumed(campaign, tmp_path):
     assert json.loads(json.dumps(store_status(store).failures)) == []
 
 
-def test_packs_in_flight_are_bounded(cluster, campaign, tmp_path):
-    """A pack's processing starts only when the writes of all but ``run_ahead`` per
-    worker thread of the packs before it have finished: the packs waiting in memory
-    for the store (or for their write) are bounded."""
-    from distributed import Client, get_task_stream
-
-    config = load_config({**DECODE_ONLY, "pipeline": {
-        **DECODE_ONLY["pipeline"], "batch_events": 16, "run_ahead": 1}})
-    store = tmp_path / "bounded.zarr"
-    with Client(scheduler_file=str(cluster.scheduler_file), timeout="30s") as client:
-        threads = sum(w["nthreads"] for w in client.scheduler_info()["workers"].values())
-        with get_task_stream(client) as stream:
-            summary = run_campaign(campaign, store, config,
-                                   cluster=ClusterOptions(address=str(cluster.scheduler_file)))
-    assert summary.failures == []
-    in_flight = max(2, threads)
-    started: dict[int, float] = {}
-    written: list[float] = []
-    for record in stream.data:
-        key = str(record["key"])
-        compute = [s for s in record["startstops"] if s["action"] == "compute"]
-        if not compute or "idexdask-" not in key:
-            continue
-        index = int(key.rsplit("-", 1)[1])
-        if "-process-" in key:
-            started[index] = min(started.get(index, np.inf), compute[0]["start"])
-        elif "-write-" in key:
-            written.append(compute[-1]["stop"])
-    assert len(started) == len(written) > 2 * in_flight  # enough packs to wait
-    written.sort()
-    for index, start in started.items():
-        if index >= in_flight:  # waits for index - in_flight + 1 writes to finish
-            assert written[index - in_flight] <= start, index
-    _assert_store_equals(store, *_reference(campaign, config))
-
-
 def _worker_malloc_env() -> tuple[str | None, str | None]:
     return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
 
