@@ -642,6 +642,27 @@ _ACC5_ZERO = (0.0,) * 21
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def emg_profile(scipy_erfcx, u, gs):  # pragma: no cover - compiled
+    """``exp(-u**2/2)`` and the EMG shape ``h`` at ``u = (x - center)/sigma``, ``gs = gamma sigma``.
+
+    ``_emg_h``'s expressions for one point: one ``erfcx`` of ``|z|``,
+    ``z = (gs - u)/sqrt(2)``.  ``scipy_erfcx`` nonzero (the address of scipy's C
+    erfcx): the array code's values to the last bit; zero: the compiled engine's
+    :func:`~idexdask.analysis.special.erfcx_kernel` and a multiplication by
+    1/sqrt(2) (equal to rounding).
+    """
+    exact = scipy_erfcx != 0
+    z = (gs - u) / _SQRT2 if exact else (gs - u) * _INV_SQRT2
+    az = abs(z)
+    e = call_scipy_erfcx(scipy_erfcx, az) if exact else erfcx_kernel(az)
+    gauss = math.exp(-0.5 * u * u)
+    ge = gauss * e
+    if z >= 0.0:
+        return gauss, ge
+    return gauss, 2.0 * math.exp(min(gs * (0.5 * gs - u), 0.0)) - ge  # exp(<= 0); NaN stays NaN
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - compiled
     """EMG line at one point: unit profile and d/d(center, sigma, gamma) of the line.
 
@@ -656,15 +677,7 @@ def _emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - c
     t = xq - mu
     u = t / s if exact else t * inv_s
     gs = gam * s
-    z = (gs - u) / _SQRT2 if exact else (gs - u) * _INV_SQRT2
-    az = abs(z)
-    e = call_scipy_erfcx(scipy_erfcx, az) if exact else erfcx_kernel(az)
-    gauss = math.exp(-0.5 * u * u)
-    ge = gauss * e
-    if z >= 0.0:
-        h = ge
-    else:
-        h = 2.0 * math.exp(min(gs * (0.5 * gs - u), 0.0)) - ge
+    gauss, h = emg_profile(scipy_erfcx, u, gs)
     half_h = 0.5 * h
     g = gam * half_h
     gg = (gam / _SQRT_2PI) * gauss

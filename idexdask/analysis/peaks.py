@@ -36,9 +36,9 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch_on
+from idexdask.analysis.batchfit import FitStatus, batch_model, emg_profile, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
-from idexdask.analysis.special import call_scipy_erfcx, scipy_erfcx_address
+from idexdask.analysis.special import scipy_erfcx_address
 from idexdask.numerics import pairwise_sum_zero_tail
 
 __all__ = [
@@ -55,7 +55,6 @@ _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
 _WALL = 1e300  # separator sample between events in the concatenated search array
-_SQRT2 = math.sqrt(2.0)
 _HEIGHT_GRID = 64  # points of the fine grid on which the fitted line height is taken
 
 
@@ -922,14 +921,7 @@ def _line_heights_compiled(address, grid, a, c, s, g, out):  # pragma: no cover 
                 else:
                     t = c[i] + (grid[j] + 1.0) / (3.3 * g[i])
                 u = (t - c[i]) / s[i]
-                z = (gs - u) / _SQRT2
-                e = call_scipy_erfcx(address, abs(z))
-                ge = math.exp(-0.5 * u * u) * e
-                if z >= 0.0:
-                    h = ge
-                else:
-                    m = gs * (0.5 * gs - u)
-                    h = 2.0 * (1.0 if m > 0.0 else math.exp(m)) - ge  # NaN stays NaN
+                _, h = emg_profile(address, u, gs)
                 v = 0.5 * a[i] * g[i] * h
                 if math.isfinite(v) and v > best:
                     best = v

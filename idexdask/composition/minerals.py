@@ -277,9 +277,8 @@ def rank_minerals(
         xb = x[rows]
         w = 1.0 / np.maximum(err[rows] ** 2 + model_sigma**2, 1e-30)
         # chi2 of single candidates: sum w x^2 - 2 (w x) M^T + w (M^2)^T
-        chi2 = (w * xb**2).sum(1)[:, None] - 2 * _row_dots(w * xb, expected) + _row_dots(
-            w, expected**2
-        )
+        wxx = (w * xb**2).sum(1)[:, None]
+        chi2 = wxx - 2 * _row_dots(w * xb, expected) + _row_dots(w, expected**2)
         chi2 = np.maximum(chi2, 0.0)
         chi2_all[rows] = chi2
         k = np.argmin(chi2, axis=1)
@@ -299,7 +298,7 @@ def rank_minerals(
         # of the expanded sums above (~1e-16 of sum w x^2).  Such ties go to the
         # first pair in library order, so rounding never picks the mixture.
         lowest = chi2_mix.min(axis=1, keepdims=True)
-        slack = _TIE_RTOL * (lowest + (w * xb**2).sum(1)[:, None])
+        slack = _TIE_RTOL * (lowest + wxx)
         p = np.argmax(chi2_mix <= lowest + slack, axis=1)
         fp = f[np.arange(rows.size), p]
         first_is_a = fp >= 0.5
