@@ -35,6 +35,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -103,7 +104,9 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
     from idexdask.pipeline.runner import run_campaign
 
     config = load_config({"pipeline": {"analyze": analyze, "batch_events": batch}})
-    options = ClusterOptions(workers=workers, threads_per_worker=1, dashboard="")
+    # the shipped cluster settings (cluster.dask_config), this run's size, no dashboard
+    options = replace(ClusterOptions.from_config(config), workers=workers,
+                      threads_per_worker=1, dashboard="")
     peaks: list[float] = []
     cpu_start: list[tuple[float, float]] = []
     cpu_end: list[tuple[float, float]] = []

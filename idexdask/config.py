@@ -128,8 +128,9 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 # Range checks beyond "same type as the default", keyed by dotted name.
 _Check = Callable[[Any], bool]
 _RANGE_CHECKS: dict[str, tuple[_Check, str]] = {}
-# Per-channel tables: mappings whose keys are free (any channel name).
-_TABLES: dict[str, tuple[_Check | None, str]] = {}
+# Tables: mappings whose keys are free (channel names, Dask settings), with
+# their value check, its requirement, and whether values share the defaults' type.
+_TABLES: dict[str, tuple[_Check | None, str, bool]] = {}
 
 
 def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
@@ -146,14 +147,16 @@ def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
     _RANGE_CHECKS[dotted_key] = (check, requirement)
 
 
-def register_table(dotted_key: str, check: _Check | None = None, requirement: str = "") -> None:
+def register_table(
+    dotted_key: str, check: _Check | None = None, requirement: str = "", *, typed: bool = True
+) -> None:
     """Declare the mapping at ``dotted_key`` a table with free keys (channel names).
 
     Each value is checked against the type of the table's default values (when it
-    has any) and by ``check``, as :func:`register_check` does.  Static, import-time
-    declarations only.
+    has any, and ``typed``) and by ``check``, as :func:`register_check` does.
+    Static, import-time declarations only.
     """
-    _TABLES[dotted_key] = (check, requirement)
+    _TABLES[dotted_key] = (check, requirement, typed)
 
 
 def _apply_check(where: str, value: Any, entry: tuple[_Check | None, str] | None) -> None:
@@ -175,14 +178,15 @@ def _validate(value: Any, default: Any, dotted: str, *, complete: bool = True) -
             if key in default:
                 _validate(sub, default[key], f"{dotted}.{key}", complete=complete)
             elif table is not None:
-                exemplar = next(iter(default.values()), None)  # None: any type
+                # None: any type
+                exemplar = next(iter(default.values()), None) if table[2] else None
                 _validate(sub, exemplar, f"{dotted}.{key}", complete=complete)
             else:
                 known = ", ".join(sorted(map(str, default))) or "(none)"
                 name = f"{dotted}.{key}".removeprefix("config.")
                 raise ConfigError(f"unknown configuration key {name!r} (known: {known})")
             if table is not None:
-                _apply_check(f"{where}.{key}", sub, table)
+                _apply_check(f"{where}.{key}", sub, table[:2])
         if complete:
             _apply_check(where, value, _RANGE_CHECKS.get(where))
         return

@@ -14,7 +14,7 @@ See ``docs/pipeline.md``.
 
 from __future__ import annotations
 
-from idexdask.config import register_check
+from idexdask.config import register_check, register_table
 
 # Range checks of the pipeline's configuration sections (a schema, declared once).
 register_check("cluster.workers", lambda v: int(v) >= 1, "at least 1")
@@ -23,6 +23,12 @@ register_check(
     "cluster.memory_limit",
     lambda v: isinstance(v, str) and (v in ("auto", "0") or v[:1].isdigit()),
     'a size such as "4GiB", "auto" or "0" (no limit)',
+)
+register_table(
+    "cluster.dask_config",
+    lambda v: isinstance(v, str | int | float | bool),
+    "a string, number or true/false (null: Dask's default)",
+    typed=False,
 )
 register_check("pipeline.batch_events", lambda v: int(v) >= 1, "at least 1")
 register_check("pipeline.max_peaks_per_event", lambda v: int(v) >= 1, "at least 1")

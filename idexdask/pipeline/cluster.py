@@ -23,6 +23,10 @@ as long with 1,000,000 page faults instead of 1,600, and a 256-event analysis
 unit 2.4x.  A worker holds one unit at a time, so its heap stays bounded without
 the aggressive trimming.  Workers of a running cluster are started by their
 deployment (``deploy/`` sets the same).
+
+The embedded cluster also runs with ``cluster.dask_config``, Dask settings of
+its scheduler, nannies and workers; the shipped ones make Dask's event-loop and
+memory monitors poll less often (``configs/default.yaml`` says why).
 """
 
 from __future__ import annotations
@@ -30,14 +34,15 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from idexdask.errors import ConfigError, IdexDaskError
 
 __all__ = [
     "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS", "ClusterOptions", "check_gpu",
-    "open_client",
+    "check_dask_settings", "open_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -80,6 +85,10 @@ class ClusterOptions:
         Profile page, ~2 % of a busy worker's CPU (``bench/campaign.py``).
         Workers of a running cluster keep their own setting
         (``deploy/dask/idexdask-workers.yaml`` turns it off).
+    dask_config : mapping
+        Dask settings (dotted keys, e.g. ``distributed.admin.tick.interval``)
+        for the embedded cluster's scheduler, nannies and workers; empty keeps
+        Dask's defaults.  A running cluster keeps its own.
     """
 
     address: str | None = None
@@ -89,6 +98,7 @@ class ClusterOptions:
     dashboard: str = ":8787"
     gpu: bool = False
     profile: bool = False
+    dask_config: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, config: dict, gpu: bool = False) -> ClusterOptions:
@@ -101,7 +111,35 @@ class ClusterOptions:
             dashboard=str(section["dashboard"]),
             gpu=gpu,
             profile=bool(section["profile"]),
+            dask_config=check_dask_settings(dict(section["dask_config"])),
         )
+
+
+def check_dask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Check that every key of ``settings`` is a Dask setting (distributed's included).
+
+    Returns
+    -------
+    dict
+        ``settings`` without its null values (a null keeps Dask's default).
+
+    Raises
+    ------
+    ConfigError
+        Naming the first key Dask does not know.
+    """
+    import dask
+    import distributed  # noqa: F401 - registers distributed's settings with dask.config
+
+    for key in settings:
+        try:
+            dask.config.get(str(key))
+        except KeyError:
+            raise ConfigError(
+                f"cluster.dask_config: {key!r} is not a Dask setting (dotted keys such as "
+                "distributed.admin.tick.interval; see Dask's configuration reference)"
+            ) from None
+    return {str(key): value for key, value in settings.items() if value is not None}
 
 
 def check_gpu(options: ClusterOptions) -> None:
@@ -143,6 +181,12 @@ def _memory_limit(value: str) -> str | int:
     return 0 if value.strip() in ("0", "none", "") else value
 
 
+def _embedded_settings(options: ClusterOptions) -> dict[str, Any]:
+    """Dask settings an embedded cluster is created under (its nannies pass them on)."""
+    return {**check_dask_settings(options.dask_config), **NANNY_ENVIRON_OVERRIDES,
+            PROFILER_SETTING: options.profile}
+
+
 @contextlib.contextmanager
 def open_client(options: ClusterOptions) -> Iterator:
     """A :class:`distributed.Client` on the cluster ``options`` describe.
@@ -174,7 +218,7 @@ def open_client(options: ClusterOptions) -> Iterator:
         elif options.gpu:
             from dask_cuda import LocalCUDACluster
 
-            with dask.config.set({**NANNY_ENVIRON_OVERRIDES, PROFILER_SETTING: options.profile}):
+            with dask.config.set(_embedded_settings(options)):
                 cluster = LocalCUDACluster(
                     threads_per_worker=options.threads_per_worker,
                     memory_limit=_memory_limit(options.memory_limit),
@@ -186,7 +230,7 @@ def open_client(options: ClusterOptions) -> Iterator:
         else:
             if options.workers < 1 or options.threads_per_worker < 1:
                 raise ConfigError("cluster.workers and cluster.threads_per_worker must be >= 1")
-            with dask.config.set({**NANNY_ENVIRON_OVERRIDES, PROFILER_SETTING: options.profile}):
+            with dask.config.set(_embedded_settings(options)):
                 cluster = LocalCluster(
                     n_workers=options.workers,
                     threads_per_worker=options.threads_per_worker,
