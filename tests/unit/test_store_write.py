@@ -363,3 +363,33 @@ def test_initialised_arrays_are_those_xarray_creates_at_full_size(tmp_path, comp
     assert stored.sizes["epoch"] == N_EVENTS
     assert np.isnan(stored["f64"].values).all()
     assert (stored["i16"].values == 0).all()  # the fill value, nothing of the template
+
+
+def test_reinitialisation_keeps_the_journal_and_an_interrupted_creation_is_no_store(tmp_path):
+    """The group's zarr.json (with the pipeline metadata) is written last: a store
+    whose creation stopped half-way reads as not created (and is laid out again),
+    not as a store of the inputs it was meant for; the journal always survives."""
+    from idexdask.pipeline.manifest import pipeline_dir
+    from idexdask.pipeline.store import read_store_meta
+
+    ds = _campaign()
+    path = _store(tmp_path / "s.zarr", ds, "zstd")
+    assert read_store_meta(path) == {"test": 1}
+    (pipeline_dir(path) / "manifest.jsonl").write_text('{"record": "run_start"}\n')
+    write_region(path, ds.isel(epoch=slice(0, ROWS)), (0, ROWS), rows=ROWS, n_events=N_EVENTS)
+
+    (path / "zarr.json").unlink()  # as if the process died before the last object
+    assert read_store_meta(path) is None
+    initialise_store(path, ds.isel(epoch=slice(0, 1)), N_EVENTS, rows=ROWS, compressor="zstd",
+                     meta={"test": 2})
+    assert read_store_meta(path) == {"test": 2}
+    assert (pipeline_dir(path) / "manifest.jsonl").read_text() == '{"record": "run_start"}\n'
+    stored = xr.open_zarr(path, consolidated=False)
+    assert np.isnan(stored["f64"].values).all()  # the earlier rows are gone with the layout
+    assert (stored["label"].values == "").all()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not a Zarr store"):
+        read_store_meta(foreign)
