@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import math
 from types import ModuleType
-from typing import Any
-
-import lmfit
+from typing import TYPE_CHECKING, Any
 
 from idexdask.analysis import xp as _xp
+
+if TYPE_CHECKING:  # lmfit is imported where a model is made: it costs a worker ~0.5 s
+    import lmfit
 
 __all__ = [
     "double_emg",
@@ -261,6 +262,8 @@ def voigt(x, amplitude, center, sigma, gamma):
 
 
 def _model(func, prefix: str, hints: dict[str, dict[str, float]]) -> lmfit.Model:
+    import lmfit  # not at module import: the batched engines never need it
+
     model = lmfit.Model(func, prefix=prefix)
     for name, hint in hints.items():
         model.set_param_hint(name, **hint)
