@@ -12,15 +12,18 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
 4. the cluster starts (or is connected to); the remaining units are grouped into
    packs of about ``batch_events`` events ending on chunk boundaries
    (:func:`~idexdask.pipeline.plan.pack_units`: short files and lab impacts
-   share a task), and every pack's processing (decode + analysis, no store
-   access) is submitted at once;
-5. a new store is laid out from the schema of the first processed pack (one
-   event), while the workers go on processing; only then is each pack's region
-   write submitted, as a second task on the worker that holds the pack's data,
-   at a higher priority than further processing (so at most the packs processed
-   while the store was created wait in memory).  Both tasks have ``retries``; a
-   dead worker's tasks, and the processing whose data it held, are rescheduled
-   by the scheduler;
+   share a task);
+5. a new store needs a schema: the processing (decode + analysis, no store
+   access) of the first packs, two per worker thread, is submitted at once, and
+   the store is laid out from the first processed pack's schema (one event)
+   while the workers go on with the others.  Then each of those packs' region
+   write is submitted as a second task on the worker that holds its data, at a
+   higher priority than further work, and every other pack as one task that
+   processes and writes it, so that a worker never holds more than the packs
+   it processed while the store was created (a resumed store needs no schema:
+   all its packs are single tasks).  Every task has ``retries``; a dead
+   worker's tasks, and the processing whose data it held, are rescheduled by
+   the scheduler;
 6. the client, the only writer of the manifest, journals each unit of a pack as
    the pack's result arrives, then the run's summary.
 
@@ -69,6 +72,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PLAN_NAME = "plan.json"
+# packs whose processing may fail before the store's schema is given up
+_SCHEMA_TRIES = 5
 # configuration sections that do not change the products
 _NON_PRODUCT_SECTIONS = ("cluster", "pipeline", "export")
 
@@ -186,6 +191,19 @@ def _process_task(pack: tuple[Unit, ...], config: Mapping[str, Any]) -> dict[str
     start = time.perf_counter()
     processed = process_units(pack, config)
     return {"processed": processed, "elapsed_s": time.perf_counter() - start}
+
+
+def _pack_task(
+    pack: tuple[Unit, ...], config: Mapping[str, Any], store: str, rows: int, n_events: int,
+    run_id: str,
+) -> dict[str, Any]:
+    """A pack's processing and region write in one task (once the store exists).
+
+    Nothing but the small summary of :func:`_write_task` leaves the task, so the
+    worker frees the pack's data as soon as it is written, whatever the client
+    is doing (a processed pack is ~80 MiB for 512 events).
+    """
+    return _write_task(_process_task(pack, config), pack, store, rows, n_events, run_id)
 
 
 def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
@@ -363,18 +381,20 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        # Every pack's processing starts now; its region write is submitted once
-        # the store exists, so the schema and the store's creation overlap with
-        # the first packs' work instead of preceding it.
         packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
-        processing = [
-            client.submit(_process_task, pack, config, resources=resources,
-                          retries=retries, pure=False, key=f"idexdask-process-{run_id}-{i}")
-            for i, pack in enumerate(packs)
-        ]
+        # A new store needs a schema: the first packs' processing starts now and
+        # their region writes are submitted once the store exists, so the schema
+        # and the store's creation overlap with work instead of preceding it.
+        def submit_processing(index: int):
+            return client.submit(_process_task, packs[index], config, resources=resources,
+                                 retries=retries, pure=False,
+                                 key=f"idexdask-process-{run_id}-{index}")
+
+        n_leading = min(len(packs), 2 * _threads(client)) if need_init and plan.units else 0
+        processing = [submit_processing(i) for i in range(n_leading)]
         template = None
-        if need_init and plan.units:
-            template = _template(client, packs, processing, resources)
+        if n_leading:
+            template = _template(client, packs, processing, submit_processing, resources)
         rows = (
             chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
             else int(meta["rows"]) if meta else 1
@@ -407,8 +427,8 @@ def run_campaign(
             })
             summary.failures.append({"uid": failure.uid, "input": failure.path,
                                      "reason": failure.reason, "n_events": 0})
-        _run_packs(client, packs, processing, store, rows, plan.n_events, resources, retries,
-                   manifest, run_id, chash, summary, started, on_progress)
+        _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
+                   retries, manifest, run_id, chash, summary, started, on_progress)
         summary.elapsed_s = time.perf_counter() - started
     manifest.append({
         "record": "run_end", "run_id": run_id, "time": _now(),
@@ -441,30 +461,50 @@ def _version() -> str:
     return __version__
 
 
+def _threads(client) -> int:
+    """Worker threads of the cluster (at least 1)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+
+
 def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
-              resources) -> xr.Dataset:
-    """Schema of the unit function's output, from the first of the first packs that succeeds."""
+              submit: Callable[[int], Any], resources) -> xr.Dataset:
+    """Schema of the unit function's output, from the first of the first packs that succeeds.
+
+    Up to :data:`_SCHEMA_TRIES` packs are tried, in order; those beyond the ones
+    already in ``processing`` are submitted (``submit(index)``) and appended to it.
+    """
     errors = []
-    for pack, future in list(zip(packs, processing, strict=True))[:5]:
-        schema = client.submit(_schema_task, future, resources=resources, pure=False).result()
+    for index in range(min(_SCHEMA_TRIES, len(packs))):
+        if index == len(processing):
+            processing.append(submit(index))
+        schema = client.submit(_schema_task, processing[index], resources=resources,
+                               pure=False).result()
         if isinstance(schema, xr.Dataset):
             return schema
-        errors.append(f"{pack[0].uid}: {schema}")
+        errors.append(f"{packs[index][0].uid}: {schema}")
     raise IdexDaskError("cannot compute the store schema; the first units fail: "
                         + "; ".join(errors))
 
 
-def _run_packs(client, packs, processing, store, rows, n_events, resources, retries, manifest,
-               run_id, chash, summary, started, on_progress) -> None:
+def _run_packs(client, packs, processing, config, store, rows, n_events, resources, retries,
+               manifest, run_id, chash, summary, started, on_progress) -> None:
+    """Submit the writes of the processed packs and the other packs whole; journal them."""
     from distributed import as_completed
 
     # priority 1: a worker writes what it holds before it processes more packs
     futures = {
-        client.submit(_write_task, processing[i], pack, str(store), rows, n_events, run_id,
+        client.submit(_write_task, processing[i], packs[i], str(store), rows, n_events, run_id,
                       resources=resources, retries=retries, pure=False, priority=1,
                       key=f"idexdask-write-{run_id}-{i}"): i
-        for i, pack in enumerate(packs)
+        for i in range(len(processing))
     }
+    futures.update({
+        client.submit(_pack_task, packs[i], config, str(store), rows, n_events, run_id,
+                      resources=resources, retries=retries, pure=False,
+                      key=f"idexdask-pack-{run_id}-{i}"): i
+        for i in range(len(processing), len(packs))
+    })
     n_units = sum(len(p) for p in packs)
     n_done_run = 0
     for future in as_completed(futures):
@@ -478,7 +518,8 @@ def _run_packs(client, packs, processing, store, rows, n_events, resources, retr
                       "reason": {u.uid: reason for u in pack},
                       "worker": "", "elapsed_s": 0.0, "attrs": {}}
         future.release()
-        processing[index].release()  # the pack's data leave the worker
+        if index < len(processing):
+            processing[index].release()  # the pack's data leave the worker
         share = round(result["elapsed_s"] / max(1, sum(u.n_events for u in pack)), 7)
         records = []
         for unit in pack:

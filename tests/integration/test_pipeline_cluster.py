@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 import yaml
 
 from idexdask.config import load_config
@@ -510,3 +511,41 @@ def test_embedded_cluster_runs_with_the_configured_dask_settings():
     dropped = ClusterOptions.from_config(load_config(
         {"cluster": {"dask_config": {"distributed.admin.tick.interval": None}}}))
     assert "distributed.admin.tick.interval" not in dropped.dask_config
+
+
+def _processed(index: int, good_from: int) -> dict:
+    from idexdask.pipeline.units import ProcessedUnits
+
+    if index < good_from:
+        return {"processed": ProcessedUnits(None, failures={f"u{index}": "bad bytes"}),
+                "elapsed_s": 0.0}
+    events = xr.Dataset({"x": ("epoch", np.arange(3.0) + index)})
+    return {"processed": ProcessedUnits(events), "elapsed_s": 0.0}
+
+
+def test_store_schema_from_the_first_pack_that_processes():
+    """The store's schema comes from the first pack whose processing succeeds: packs
+    beyond those already processing are submitted one by one (and kept, their writes
+    follow), up to five; if all fail, the run stops with every reason."""
+    from idexdask.errors import IdexDaskError
+    from idexdask.pipeline.cluster import open_client
+    from idexdask.pipeline.runner import _template
+    from idexdask.pipeline.units import Unit
+
+    packs = [(Unit(uid=f"u{i}", kind="l0", path="f", input_index=0, n_events=3,
+                   input_hash="", region=(3 * i, 3 * i + 3)),) for i in range(8)]
+    with open_client(ClusterOptions(workers=1, threads_per_worker=1, dashboard="")) as client:
+        for good_from, leading in ((3, 2), (0, 2), (6, 2)):
+            def submit(index, good_from=good_from):
+                return client.submit(_processed, index, good_from, pure=False)
+
+            processing = [submit(i) for i in range(leading)]
+            if good_from < 5:
+                schema = _template(client, packs, processing, submit, None)
+                assert float(schema["x"].values[0]) == good_from
+                assert len(processing) == max(leading, good_from + 1)
+            else:
+                with pytest.raises(IdexDaskError, match="u4: bad bytes") as failure:
+                    _template(client, packs, processing, submit, None)
+                assert "u0: bad bytes" in str(failure.value)
+                assert len(processing) == 5
