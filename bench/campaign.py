@@ -23,7 +23,9 @@ Rice-compressed alternating, made once in a temporary directory):
   flat within 10 %: a worker holds one batch at a time whatever the campaign size);
 * the host's CPU steal time during each run (``/proc/stat``): on a virtual
   machine, time the hypervisor gave to other guests while ours wanted the CPU;
-  a run where it grows measured a busy host, not this code;
+  and, before and after the runs, how much two busy processes slow each other
+  (a pure-Python loop alone and two at once): on a loaded host each of two
+  takes up to 70 % longer than one alone, and every two-worker figure with it;
 * the official pipeline's (imap-processing 1.0.40, ``.venv-oracle``) time per
   event on the same simulated events, measured in the same run: its L1a decoder
   on the first ``--official-events`` events of a plain file, plus, with
@@ -98,6 +100,33 @@ def _steal_seconds() -> float:
     except OSError:
         return float("nan")
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else float("nan")
+
+
+def _python_loop_seconds(_: int = 0) -> float:
+    """CPU seconds of a fixed pure-Python loop (no memory traffic to speak of)."""
+    start = time.process_time()
+    total = 0
+    for i in range(10_000_000):
+        total += i * i
+    return time.process_time() - start
+
+
+def host_check() -> str:
+    """How much two busy processes slow each other on this host, right now.
+
+    A pure-Python loop alone, then two at once: on a quiet host each of the two
+    takes what one alone does; on a virtual machine whose host is loaded (or
+    places both virtual CPUs on one physical core) each takes longer, and so does
+    every two-worker run.
+    """
+    from multiprocessing import get_context
+
+    alone = min(_python_loop_seconds() for _ in range(2))
+    with get_context("spawn").Pool(2) as pool:
+        both = pool.map(_python_loop_seconds, [0, 1])
+    slower = (sum(both) / len(both) / alone - 1) * 100
+    return (f"host check: a pure-Python loop takes {alone:.2f} s alone, "
+            f"{sum(both) / len(both):.2f} s each with a second at once ({slower:+.0f} %)")
 
 
 def _pid_cpu_seconds() -> tuple[int, float]:
@@ -215,6 +244,7 @@ def main() -> None:
 
         args.batch_events = int(load_config({})["pipeline"]["batch_events"])
     small, large = (2000, 8000) if args.quick else (10_000, 100_000)
+    checks = [host_check()]
     with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:
         tmp = Path(tmp)
         rows = []
@@ -231,10 +261,12 @@ def main() -> None:
             one = (run(large_files, tmp / f"large1_{index}.zarr", 1, args.analyze,
                        args.batch_events) if args.large_one_worker else None)
             pairs.append((two, one))
+        checks.append(host_check())
         official = official_seconds_per_event(small_files[0], args.official_events, args.analyze)
     mode = "decode + analysis" if args.analyze else "decode (L1a)"
     print(f"\n### Campaign pipeline ({mode}, batch {args.batch_events} events, "
           f"files of {args.file_events} events)\n")
+    print(f"before the runs, {checks[0]}; after them, {checks[1]}\n")
     print("| run | events | workers | wall s | events/s | events/s per core "
           "| worker CPU ms per event (system) | client, scheduler, nannies CPU ms per event "
           "| peak RSS per worker MiB | host steal s |")

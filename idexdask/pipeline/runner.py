@@ -390,7 +390,8 @@ def run_campaign(
                                  retries=retries, pure=False,
                                  key=f"idexdask-process-{run_id}-{index}")
 
-        n_leading = min(len(packs), 2 * _threads(client)) if need_init and plan.units else 0
+        n_leading = (min(len(packs), 2 * _threads(client, resources))
+                     if need_init and plan.units else 0)
         processing = [submit_processing(i) for i in range(n_leading)]
         template = None
         if n_leading:
@@ -461,10 +462,12 @@ def _version() -> str:
     return __version__
 
 
-def _threads(client) -> int:
-    """Worker threads of the cluster (at least 1)."""
+def _threads(client, resources: Mapping[str, float] | None) -> int:
+    """Threads of the workers that can run the tasks (those offering ``resources``), >= 1."""
     workers = client.scheduler_info(n_workers=-1)["workers"].values()
-    return max(1, sum(int(w.get("nthreads", 1)) for w in workers))
+    able = [w for w in workers
+            if all(w.get("resources", {}).get(k, 0) >= v for k, v in (resources or {}).items())]
+    return max(1, sum(int(w.get("nthreads", 1)) for w in able))
 
 
 def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
