@@ -88,7 +88,9 @@ class ClusterOptions:
     dask_config : mapping
         Dask settings (dotted keys, e.g. ``distributed.admin.tick.interval``)
         for the embedded cluster's scheduler, nannies and workers; empty keeps
-        Dask's defaults.  A running cluster keeps its own.
+        Dask's defaults, a null value Dask's default for that key.  Checked
+        when the options are made (:func:`check_dask_settings`).  A running
+        cluster keeps its own.
     """
 
     address: str | None = None
@@ -99,6 +101,9 @@ class ClusterOptions:
     gpu: bool = False
     profile: bool = False
     dask_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # once per options, whoever makes them
+        object.__setattr__(self, "dask_config", check_dask_settings(self.dask_config))
 
     @classmethod
     def from_config(cls, config: dict, gpu: bool = False) -> ClusterOptions:
@@ -111,7 +116,7 @@ class ClusterOptions:
             dashboard=str(section["dashboard"]),
             gpu=gpu,
             profile=bool(section["profile"]),
-            dask_config=check_dask_settings(dict(section["dask_config"])),
+            dask_config=dict(section["dask_config"]),
         )
 
 
@@ -128,6 +133,8 @@ def check_dask_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     ConfigError
         Naming the first key Dask does not know.
     """
+    if not settings:
+        return {}
     import dask
     import distributed  # noqa: F401 - registers distributed's settings with dask.config
 
@@ -183,7 +190,7 @@ def _memory_limit(value: str) -> str | int:
 
 def _embedded_settings(options: ClusterOptions) -> dict[str, Any]:
     """Dask settings an embedded cluster is created under (its nannies pass them on)."""
-    return {**check_dask_settings(options.dask_config), **NANNY_ENVIRON_OVERRIDES,
+    return {**options.dask_config, **NANNY_ENVIRON_OVERRIDES,
             PROFILER_SETTING: options.profile}
 
 

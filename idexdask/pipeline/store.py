@@ -249,10 +249,16 @@ def initialise_store(
                                     _compressors(compressor, level, np.dtype(object)))
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreError(f"cannot create the store {path}: {exc}") from exc
-    for name in resized:  # full size, all fill: only the metadata, not the template's row
-        key = f"{name}/zarr.json"
-        objects = {k: v for k, v in objects.items() if not k.startswith(f"{name}/") or k == key}
-        objects[key] = _resized(objects[key], n_events, name)
+    # the arrays along events at full size, all fill: their metadata, not the template's row
+    grown = set(resized)
+    laid_out = {}
+    for key, content in objects.items():
+        name, _, leaf = key.rpartition("/")
+        if name not in grown:
+            laid_out[key] = content
+        elif leaf == "zarr.json":
+            laid_out[key] = _resized(content, n_events, name)
+    objects = laid_out
     try:
         _write_objects(path, objects)
     except OSError as exc:
