@@ -1,0 +1,579 @@
+"""The instrument state of every event, in engineering units.
+
+Every IDEX event header carries the state of the instrument at the impact:
+high voltages, HVPS currents, low-voltage buses, temperatures (two 12-bit
+fields packed in each 32-bit housekeeping word), the trigger mode and threshold
+of each TOF gain, which source triggered, and the event's dead time.  This
+module unpacks and converts them with the table of
+:mod:`idexdask.analysis.instrument_table`, for all events at once (one
+vectorised pass per table: no per-event Python loop).
+
+Public functions
+----------------
+:func:`instrument_state`
+    The state of a decoded event dataset, as an ``xarray.Dataset``.
+:func:`instrument_state_variables`
+    The same variables as bare ``xarray.Variable`` (what :func:`idexdask.analyze`
+    adds to its products, hence to every store and export).
+:func:`physical_waveforms`
+    The waveforms in mA / pC, computed on demand (lazily for Dask-backed data).
+:func:`group_by_high_voltage`
+    Events grouped by high-voltage setting (for campaign-level calibration).
+
+Damaged headers never raise: an event whose header words are absent or fill
+gets fill values (NaN, ``""``, -1) and ``HEADER_MISSING``; an event whose header
+packet failed its CRC keeps its values and gets ``HEADER_SUSPECT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntFlag
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from idexdask._logging import get_logger
+from idexdask.analysis.instrument_table import (
+    HousekeepingQuantity,
+    InstrumentTable,
+    load_instrument_table,
+)
+from idexdask.errors import AnalysisError
+from idexdask.packets.quality import QualityFlag
+
+__all__ = [
+    "HighVoltageGroups",
+    "InstrumentStateFlag",
+    "group_by_high_voltage",
+    "instrument_state",
+    "instrument_state_variables",
+    "physical_waveforms",
+]
+
+_log = get_logger(__name__)
+
+TableLike = InstrumentTable | str | Path | Mapping[str, Any] | None
+
+_WORD_MAX = 0xFFFFFFFF  # header words are unsigned 32-bit at most
+
+
+class InstrumentStateFlag(IntFlag):
+    """Bits of ``instrument_state_flags`` (0: the state is complete and nominal)."""
+
+    OUT_OF_RANGE = 1
+    """A housekeeping quantity lies outside its valid range (which: ``instrument_range_mask``)."""
+    HEADER_MISSING = 2
+    """Header words are absent or fill: the quantities they carry are fill (NaN, "", -1)."""
+    HEADER_SUSPECT = 4
+    """The event header packet failed its CRC: values are as decoded, but suspect."""
+    UNKNOWN_TRIGGER_MODE = 8
+    """A gain's trigger mode number is not in the table (its label is "unknown")."""
+
+    @classmethod
+    def meanings(cls) -> str:
+        """CF ``flag_meanings``: the lower-case names in bit order."""
+        return " ".join(str(f.name).lower() for f in cls)
+
+
+@dataclass(frozen=True)
+class _Word:
+    """One raw header word of every event: its values (0 where missing) and where it is missing."""
+
+    values: np.ndarray  # int64, (events,)
+    missing: np.ndarray  # bool, (events,)
+
+
+def _raw_word(events: xr.Dataset, name: str, n_events: int) -> _Word:
+    """The header word ``name`` as int64, with the events where it is absent or fill.
+
+    Absent variable: missing everywhere.  Missing per event: non-finite, negative,
+    non-integral, wider than 32 bits, or equal to the variable's ``FILLVAL``/
+    ``_FillValue`` (a concatenation with header-less events gives NaN; an
+    official CDF gives its fill value).
+    """
+    if name not in events.variables:
+        return _Word(np.zeros(n_events, np.int64), np.ones(n_events, dtype=bool))
+    variable = events.variables[name]
+    if variable.dims != ("epoch",):
+        raise AnalysisError(f"header word {name!r} must run along epoch only, has {variable.dims}")
+    raw = np.asarray(variable.values)
+    if raw.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            missing = ~np.isfinite(raw) | (raw < 0) | (raw > _WORD_MAX) | (raw != np.floor(raw))
+    elif raw.dtype.kind in "iu":
+        missing = (raw < 0) | (raw > _WORD_MAX)
+    else:
+        raise AnalysisError(f"header word {name!r} is not numeric ({raw.dtype})")
+    for key in ("FILLVAL", "_FillValue"):
+        fill = variable.attrs.get(key, variable.encoding.get(key))
+        if fill is not None and np.ndim(fill) == 0 and np.isfinite(float(fill)):
+            missing |= raw == fill
+    values = np.where(missing, 0, raw).astype(np.int64)
+    return _Word(values, np.asarray(missing, dtype=bool))
+
+
+def _field(values: np.ndarray, shift: int | np.ndarray, bits: int | np.ndarray) -> np.ndarray:
+    """Unsigned bit field ``(values >> shift) & (2**bits - 1)`` (int64 in, int64 out)."""
+    return (values >> shift) & ((np.int64(1) << bits) - 1)
+
+
+def _horner(coefficients: np.ndarray, dn: np.ndarray) -> np.ndarray:
+    """Polynomials in ascending coefficients, one per column.
+
+    ``coefficients`` (quantities, degree+1) zero-padded; ``dn`` (events, quantities).
+    Horner's scheme from the highest power, as every polynomial evaluator does.
+    """
+    x = dn.astype(np.float64)
+    out = np.zeros_like(x)
+    for k in range(coefficients.shape[1] - 1, -1, -1):
+        out = out * x + coefficients[:, k]
+    return out
+
+
+def _housekeeping(
+    events: xr.Dataset, table: InstrumentTable, n_events: int, words: dict[str, _Word]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Engineering values (events, quantities), missing mask, out-of-range mask."""
+    quantities = table.housekeeping
+    for q in quantities:
+        if q.word not in words:
+            words[q.word] = _raw_word(events, q.word, n_events)
+    raw = np.stack([words[q.word].values for q in quantities], axis=1) if n_events else np.zeros(
+        (0, len(quantities)), np.int64
+    )
+    missing = np.stack([words[q.word].missing for q in quantities], axis=1) if n_events else (
+        np.zeros((0, len(quantities)), bool)
+    )
+    shifts = np.array([q.shift for q in quantities], dtype=np.int64)
+    bits = np.array([q.bits for q in quantities], dtype=np.int64)
+    degree = max(len(q.coefficients) for q in quantities)
+    coefficients = np.zeros((len(quantities), degree))
+    for i, q in enumerate(quantities):
+        coefficients[i, : len(q.coefficients)] = q.coefficients
+    values = _horner(coefficients, _field(raw, shifts, bits))
+    values[missing] = np.nan
+    low = np.array([q.valid_min for q in quantities])
+    high = np.array([q.valid_max for q in quantities])
+    out_of_range = (values < low) | (values > high)  # NaN compares False: missing is not "out"
+    return values, missing, out_of_range
+
+
+def _quantity_attrs(q: HousekeepingQuantity) -> dict[str, Any]:
+    return {
+        "units": q.units,
+        "long_name": q.long_name,
+        "valid_min": q.valid_min,
+        "valid_max": q.valid_max,
+        "valid_range_basis": q.basis,
+        "source_word": q.word,
+        "source_bits": f"{q.shift}-{q.shift + q.bits - 1}",
+        "polynomial": list(q.coefficients),
+    }
+
+
+def instrument_state_variables(
+    events: xr.Dataset, table: TableLike = None
+) -> dict[str, xr.Variable]:
+    """The instrument-state variables of every event (bare Variables on ``epoch``).
+
+    Parameters
+    ----------
+    events : xarray.Dataset
+        Decoded events (``epoch`` dimension) with the raw ``idx__txhdr...``
+        header words of :func:`idexdask.read_l0` (or an official L1a read back).
+        Absent words give fill values and ``HEADER_MISSING``, never an error.
+    table : InstrumentTable, path, mapping or None
+        Conversion table (:func:`~idexdask.analysis.instrument_table.load_instrument_table`);
+        None: the shipped ``configs/instrument_state.yaml``.
+
+    Returns
+    -------
+    dict of str to xarray.Variable
+        In order: the housekeeping quantities (float64, engineering units, NaN
+        where missing); per gain ``g`` of the table, ``trigger_mode_g`` (str,
+        e.g. ``"HGThreshold"``, ``""`` when the gain is not armed),
+        ``trigger_mode_g_code`` (int8, 0 not armed, -1 missing) and
+        ``trigger_level_g`` (float64, the threshold in the gain's waveform units,
+        mA; NaN when not armed); ``trigger_origin`` (str), ``trigger_origin_bits``
+        (int16, -1 missing); ``dead_time`` (float64, s);
+        ``instrument_range_mask`` (one bit per housekeeping quantity outside its
+        valid range); ``instrument_state_flags`` (:class:`InstrumentStateFlag`).
+
+    Raises
+    ------
+    ConfigError
+        If the table is invalid.
+    AnalysisError
+        If ``events`` has no ``epoch`` dimension or a header word is not a
+        numeric variable along ``epoch``.
+    """
+    if "epoch" not in events.dims:
+        raise AnalysisError("instrument_state needs an event dataset with an 'epoch' dimension")
+    tab = load_instrument_table(table)
+    n = int(events.sizes["epoch"])
+    words: dict[str, _Word] = {}
+    flags = np.zeros(n, dtype=np.uint8)
+    out: dict[str, xr.Variable] = {}
+
+    values, missing, out_of_range = _housekeeping(events, tab, n, words)
+    for i, q in enumerate(tab.housekeeping):
+        out[q.name] = xr.Variable(("epoch",), values[:, i], attrs=_quantity_attrs(q))
+
+    any_missing = missing.any(axis=1)
+    for gain in tab.trigger_gains:
+        mode = _raw_word(events, gain.mode_word, n)
+        control = _raw_word(events, gain.control_word, n)
+        code = mode.values
+        lost = mode.missing | control.missing
+        known = np.isin(code, np.array(list(tab.trigger_modes), dtype=np.int64))
+        unknown = ~lost & (code != 0) & ~known
+        flags[unknown] |= np.uint8(InstrumentStateFlag.UNKNOWN_TRIGGER_MODE)
+        any_missing |= lost
+        # labels by table lookup on the distinct codes (a handful), not per event
+        names = np.full(n, "", dtype=object)
+        for number, mode_name in tab.trigger_modes.items():
+            names[~lost & (code == number)] = f"{gain.gain.upper()}{mode_name}"
+        names[unknown] = f"{gain.gain.upper()}unknown"
+        scale = tab.waveforms[gain.waveform]
+        threshold = _field(control.values, tab.threshold_shift, tab.threshold_bits)
+        level = np.where(~lost & (code != 0), threshold.astype(np.float64) * scale.scale, np.nan)
+        out[f"trigger_mode_{gain.gain}"] = xr.Variable(
+            ("epoch",),
+            names.astype(str),
+            attrs={
+                "long_name": f"{gain.gain.upper()} trigger mode ('' when the gain is not armed)",
+                "source_word": gain.mode_word,
+            },
+        )
+        out[f"trigger_mode_{gain.gain}_code"] = xr.Variable(
+            ("epoch",),
+            np.where(lost, -1, np.minimum(code, 127)).astype(np.int8),
+            attrs={
+                "units": "1",
+                "long_name": f"{gain.gain.upper()} trigger mode number (0 not armed, -1 missing)",
+                "flag_values": np.array([0, *tab.trigger_modes], dtype=np.int8),
+                "flag_meanings": " ".join(
+                    ["not_armed", *(m.lower() for m in tab.trigger_modes.values())]
+                ),
+            },
+        )
+        out[f"trigger_level_{gain.gain}"] = xr.Variable(
+            ("epoch",),
+            level,
+            attrs={
+                "units": scale.units,
+                "long_name": f"{gain.gain.upper()} trigger threshold ({gain.waveform} units; "
+                "NaN when the gain is not armed)",
+                "source_word": gain.control_word,
+                "source_bits": f"{tab.threshold_shift}-"
+                f"{tab.threshold_shift + tab.threshold_bits - 1}",
+                "dn_scale": scale.scale,
+            },
+        )
+
+    origin = _raw_word(events, tab.trigger_origin.word, n)
+    bits = _field(origin.values, 0, tab.trigger_origin.bits)
+    labels = np.full(n, "", dtype=object)
+    for bit, label in tab.trigger_origin.labels.items():
+        has = (bits >> bit) & 1 == 1
+        labels[has] = np.where(labels[has] == "", label, labels[has] + ", " + label)
+    labels[labels == ""] = tab.trigger_origin.none_label
+    labels[origin.missing] = ""
+    any_missing |= origin.missing
+    out["trigger_origin"] = xr.Variable(
+        ("epoch",),
+        labels.astype(str),
+        attrs={
+            "long_name": "which source(s) triggered the event ('' when the header is missing)",
+            "source_word": tab.trigger_origin.word,
+        },
+    )
+    out["trigger_origin_bits"] = xr.Variable(
+        ("epoch",),
+        np.where(origin.missing, -1, bits).astype(np.int16),
+        attrs={
+            "units": "1",
+            "long_name": "trigger origin bits (-1 missing)",
+            "flag_masks": np.array([1 << b for b in tab.trigger_origin.labels], dtype=np.int16),
+            "flag_meanings": " ".join(
+                "_".join(label.lower().replace("(", "").replace(")", "").replace("/", "").split())
+                for label in tab.trigger_origin.labels.values()
+            ),
+        },
+    )
+
+    dead = tab.dead_time
+    blocks = _raw_word(events, dead.word, n)
+    base = _field(blocks.values, dead.base_shift, dead.base_bits).astype(np.float64)
+    exponent = _field(blocks.values, dead.exponent_shift, dead.exponent_bits).astype(np.float64)
+    dead_time = np.where(blocks.missing, np.nan, base * np.power(2.0, exponent) * dead.block_s)
+    any_missing |= blocks.missing
+    out["dead_time"] = xr.Variable(
+        ("epoch",),
+        dead_time,
+        attrs={
+            "units": "s",
+            "long_name": "event dead time = base * 2**exponent * one low-rate block",
+            "source_word": dead.word,
+            "block_s": dead.block_s,
+        },
+    )
+
+    n_q = len(tab.housekeeping)
+    mask_dtype = np.uint32 if n_q <= 32 else np.uint64
+    weights = (np.uint64(1) << np.arange(n_q, dtype=np.uint64)).astype(mask_dtype)
+    mask = (out_of_range.astype(mask_dtype) * weights).sum(axis=1, dtype=mask_dtype)
+    out["instrument_range_mask"] = xr.Variable(
+        ("epoch",),
+        mask,
+        attrs={
+            "units": "1",
+            "long_name": "housekeeping quantities outside their valid range, one bit each",
+            "flag_masks": weights,
+            "flag_meanings": " ".join(q.name for q in tab.housekeeping),
+        },
+    )
+    flags[out_of_range.any(axis=1)] |= np.uint8(InstrumentStateFlag.OUT_OF_RANGE)
+    flags[any_missing] |= np.uint8(InstrumentStateFlag.HEADER_MISSING)
+    if "quality_flags" in events.variables:
+        quality = np.asarray(events.variables["quality_flags"].values)
+        if quality.dtype.kind in "iu":
+            suspect = (quality & int(QualityFlag.HEADER_CRC_MISMATCH)) != 0
+            flags[suspect] |= np.uint8(InstrumentStateFlag.HEADER_SUSPECT)
+    out["instrument_state_flags"] = xr.Variable(
+        ("epoch",),
+        flags,
+        attrs={
+            "units": "1",
+            "long_name": "instrument state quality (0: complete and in range)",
+            "flag_masks": np.array([int(f) for f in InstrumentStateFlag], dtype=np.uint8),
+            "flag_meanings": InstrumentStateFlag.meanings(),
+        },
+    )
+    bad = int(np.count_nonzero(flags))
+    if bad:
+        _log.info(
+            "instrument state: %d of %d events flagged (%d out of range, %d header missing)",
+            bad,
+            n,
+            int(np.count_nonzero(flags & InstrumentStateFlag.OUT_OF_RANGE)),
+            int(np.count_nonzero(flags & InstrumentStateFlag.HEADER_MISSING)),
+        )
+    return out
+
+
+def instrument_state(events: xr.Dataset, table: TableLike = None) -> xr.Dataset:
+    """The instrument state of every event of a decoded dataset, in engineering units.
+
+    Parameters
+    ----------
+    events : xarray.Dataset
+        Decoded events (:func:`idexdask.read_l0`, a store, an official L1a).
+    table : InstrumentTable, path, mapping or None
+        Conversion table; None: ``configs/instrument_state.yaml``.
+
+    Returns
+    -------
+    xarray.Dataset
+        On ``epoch`` (the input's coordinate): the variables of
+        :func:`instrument_state_variables` (32 housekeeping quantities named
+        as in the official L1b -- ``reflectron_voltage`` V, ``temperature_1`` C,
+        ``current_3p3v_bus`` A, ... --, trigger modes and thresholds per gain,
+        trigger origin, dead time, range mask and flags).  Documented with
+        units and ranges in ``docs/products.md``.
+
+    Raises
+    ------
+    ConfigError, AnalysisError
+        As :func:`instrument_state_variables`.
+
+    Examples
+    --------
+    >>> state = idexdask.instrument_state(idexdask.read_l0("events.pkts"))  # doctest: +SKIP
+    >>> state["reflectron_voltage"].values  # doctest: +SKIP
+    """
+    variables = instrument_state_variables(events, table)
+    coords = {"epoch": events.variables["epoch"]} if "epoch" in events.variables else None
+    return xr.Dataset(variables, coords=coords, attrs={"table": load_instrument_table(table).source})
+
+
+def physical_waveforms(
+    events: xr.Dataset,
+    names: Iterable[str] | None = None,
+    table: TableLike = None,
+) -> xr.Dataset:
+    """Waveforms in physical units (TOF in mA, target and ion grid in pC), on demand.
+
+    Multiplies the stored DN by the table's factor; nothing is stored: on a
+    Dask-backed dataset (a store opened lazily) the result is lazy too.  Fill
+    samples (``FILLVAL``, 65535) become NaN.
+
+    Parameters
+    ----------
+    events : xarray.Dataset
+        Events with waveforms in DN.
+    names : iterable of str, optional
+        Waveforms to convert; default every waveform of the table present.
+    table : InstrumentTable, path, mapping or None
+        Conversion table; None: ``configs/instrument_state.yaml``.
+
+    Returns
+    -------
+    xarray.Dataset
+        One float64 variable per waveform with ``units`` and ``dn_scale``.
+
+    Raises
+    ------
+    AnalysisError
+        If a requested waveform is absent, has no factor in the table, or is
+        not in DN (a LeCroy capture is already in volts).
+    """
+    tab = load_instrument_table(table)
+    wanted = list(names) if names is not None else [w for w in tab.waveforms if w in events]
+    out = {}
+    for name in wanted:
+        if name not in events.variables:
+            raise AnalysisError(f"no waveform {name!r} in the events")
+        if name not in tab.waveforms:
+            raise AnalysisError(f"no DN-to-physical factor for {name!r} in {tab.source}")
+        wave = events[name]
+        unit = str(wave.attrs.get("units", "DN"))
+        if unit != "DN":
+            raise AnalysisError(f"{name} is in {unit}, not DN: no conversion applies")
+        factor = tab.waveforms[name]
+        fill = wave.attrs.get("FILLVAL", 65535)
+        physical = wave.where(wave != fill).astype(np.float64) * factor.scale
+        physical.attrs = {
+            "units": factor.units,
+            "long_name": f"{name} in {factor.units}",
+            "dn_scale": factor.scale,
+        }
+        out[name] = physical
+    return xr.Dataset(out)
+
+
+@dataclass(frozen=True)
+class HighVoltageGroups:
+    """Events grouped by high-voltage setting.
+
+    Attributes
+    ----------
+    group : numpy.ndarray of int64
+        (events,) group index of each event, -1 where a voltage is missing (NaN).
+    voltages : tuple of str
+        The quantities compared (e.g. ``reflectron_voltage``, ``target_voltage``).
+    setting : numpy.ndarray of float64
+        (groups, voltages) median of each voltage over the group's events, V.
+    spread : numpy.ndarray of float64
+        (groups, voltages) max - min of each voltage in the group, V.
+    count : numpy.ndarray of int64
+        (groups,) events per group.
+    tolerance_v : float
+        The tolerance used, V.
+    """
+
+    group: np.ndarray
+    voltages: tuple[str, ...]
+    setting: np.ndarray
+    spread: np.ndarray
+    count: np.ndarray
+    tolerance_v: float
+
+    @property
+    def n_groups(self) -> int:
+        """Number of settings found."""
+        return int(self.count.size)
+
+    def members(self, index: int) -> np.ndarray:
+        """Event indices (into ``epoch``) of group ``index``."""
+        return np.flatnonzero(self.group == index)
+
+
+def _gap_clusters(values: np.ndarray, tolerance: float) -> np.ndarray:
+    """1-D clusters: sorted values split where consecutive ones differ by more than ``tolerance``."""
+    order = np.argsort(values, kind="stable")
+    new = np.concatenate([[0], np.diff(values[order]) > tolerance]).astype(np.int64)
+    labels = np.empty(values.size, dtype=np.int64)
+    labels[order] = np.cumsum(new)
+    return labels
+
+
+def group_by_high_voltage(
+    events: xr.Dataset,
+    tolerance_v: float | None = None,
+    voltages: Iterable[str] | None = None,
+    table: TableLike = None,
+) -> HighVoltageGroups:
+    """Group events by high-voltage setting (reflectron and target voltages by default).
+
+    Two events share a setting when, for every compared voltage, they are linked
+    by a chain of events each within ``tolerance_v`` of the next (single linkage
+    per voltage; gaps wider than the tolerance separate settings).  Readout
+    noise (1.47 V per DN) stays within one setting; the ``spread`` of each group
+    shows a slow drift that chains through.
+
+    Parameters
+    ----------
+    events : xarray.Dataset
+        A dataset holding the voltages (an :func:`instrument_state` result, an
+        analysed dataset or a campaign store), or decoded events (the state is
+        then computed from their header words).
+    tolerance_v : float, optional
+        Largest gap within one setting, V; default the table's
+        ``high_voltage_groups.tolerance_v`` (25 V).
+    voltages : iterable of str, optional
+        Quantities compared; default the table's (``reflectron_voltage``,
+        ``target_voltage``).
+    table : InstrumentTable, path, mapping or None
+        Conversion table; None: ``configs/instrument_state.yaml``.
+
+    Returns
+    -------
+    HighVoltageGroups
+        Groups numbered by increasing setting (first voltage, then the next);
+        events with a missing voltage get group -1.
+
+    Raises
+    ------
+    AnalysisError
+        If the tolerance is not positive.
+    """
+    tab = load_instrument_table(table)
+    names = tuple(voltages) if voltages is not None else tab.high_voltage_groups.voltages
+    tol = float(tolerance_v if tolerance_v is not None else tab.high_voltage_groups.tolerance_v)
+    if not np.isfinite(tol) or tol <= 0:
+        raise AnalysisError(f"tolerance_v must be a positive number of volts, got {tolerance_v!r}")
+    if not all(name in events.variables for name in names):
+        state = instrument_state_variables(events, tab)
+        columns = [np.asarray(state[name].values, dtype=np.float64) for name in names]
+    else:
+        columns = [np.asarray(events.variables[name].values, dtype=np.float64) for name in names]
+    n = int(events.sizes.get("epoch", columns[0].size if columns else 0))
+    values = np.stack(columns, axis=1) if n else np.zeros((0, len(names)))
+    usable = np.all(np.isfinite(values), axis=1)
+    group = np.full(n, -1, dtype=np.int64)
+    if not usable.any():
+        empty = np.zeros((0, len(names)))
+        return HighVoltageGroups(group, names, empty, empty.copy(), np.zeros(0, np.int64), tol)
+    good = values[usable]
+    keys = np.stack([_gap_clusters(good[:, j], tol) for j in range(len(names))], axis=1)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    group[usable] = inverse
+    n_groups = int(inverse.max()) + 1
+    count = np.bincount(inverse, minlength=n_groups).astype(np.int64)
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(count)[:-1]])
+    sorted_values = good[order]
+    setting = np.empty((n_groups, len(names)))
+    spread = np.empty((n_groups, len(names)))
+    for j in range(len(names)):  # per voltage: reduce over the groups' contiguous slices
+        col = sorted_values[:, j]
+        setting[:, j] = [np.median(part) for part in np.split(col, starts[1:])]
+        spread[:, j] = np.maximum.reduceat(col, starts) - np.minimum.reduceat(col, starts)
+    _log.info("%d events in %d high-voltage settings (tolerance %g V)", int(usable.sum()), n_groups, tol)
+    return HighVoltageGroups(group, names, setting, spread, count, tol)
