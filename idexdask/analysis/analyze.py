@@ -44,6 +44,7 @@ from idexdask.analysis.impact import (
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.instrument import instrument_products
 from idexdask.analysis.overrides import (
     apply_tof_overrides,
     as_table,
@@ -574,6 +575,7 @@ def analysis_products(
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
         calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
     _impact_products(l1a, quality, settings, table, products)
+    products.update(instrument_products(l1a))  # header words -> engineering units
 
     # Bare Variables (no coordinates to align), assembled by the caller in one
     # step: each merge or assign over the ~270 variables costs several ms.

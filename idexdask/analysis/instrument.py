@@ -49,6 +49,7 @@ __all__ = [
     "HighVoltageGroups",
     "InstrumentStateFlag",
     "group_by_high_voltage",
+    "instrument_products",
     "instrument_state",
     "instrument_state_variables",
     "physical_waveforms",
@@ -142,11 +143,15 @@ def _housekeeping(
     for q in quantities:
         if q.word not in words:
             words[q.word] = _raw_word(events, q.word, n_events)
-    raw = np.stack([words[q.word].values for q in quantities], axis=1) if n_events else np.zeros(
-        (0, len(quantities)), np.int64
+    raw = (
+        np.stack([words[q.word].values for q in quantities], axis=1)
+        if n_events
+        else np.zeros((0, len(quantities)), np.int64)
     )
-    missing = np.stack([words[q.word].missing for q in quantities], axis=1) if n_events else (
-        np.zeros((0, len(quantities)), bool)
+    missing = (
+        np.stack([words[q.word].missing for q in quantities], axis=1)
+        if n_events
+        else (np.zeros((0, len(quantities)), bool))
     )
     shifts = np.array([q.shift for q in quantities], dtype=np.int64)
     bits = np.array([q.bits for q in quantities], dtype=np.int64)
@@ -366,6 +371,23 @@ def instrument_state_variables(
     return out
 
 
+def instrument_products(events: xr.Dataset, table: TableLike = None) -> dict[str, xr.Variable]:
+    """What :func:`idexdask.analyze` adds: the instrument state of IDEX telemetry events.
+
+    :func:`instrument_state_variables` when ``events`` carry at least one header
+    word of the table (decoded or simulated IDEX events, a store, an official
+    L1a); nothing for sources without an IDEX event header (LeCroy captures),
+    which would otherwise get 46 variables of fill.
+    """
+    tab = load_instrument_table(table)
+    words = {q.word for q in tab.housekeeping} | {tab.trigger_origin.word, tab.dead_time.word}
+    words |= {w for g in tab.trigger_gains for w in (g.mode_word, g.control_word)}
+    if not any(word in events.variables for word in words):
+        _log.debug("no IDEX event header words: no instrument-state products")
+        return {}
+    return instrument_state_variables(events, tab)
+
+
 def instrument_state(events: xr.Dataset, table: TableLike = None) -> xr.Dataset:
     """The instrument state of every event of a decoded dataset, in engineering units.
 
@@ -398,7 +420,9 @@ def instrument_state(events: xr.Dataset, table: TableLike = None) -> xr.Dataset:
     """
     variables = instrument_state_variables(events, table)
     coords = {"epoch": events.variables["epoch"]} if "epoch" in events.variables else None
-    return xr.Dataset(variables, coords=coords, attrs={"table": load_instrument_table(table).source})
+    return xr.Dataset(
+        variables, coords=coords, attrs={"table": load_instrument_table(table).source}
+    )
 
 
 def physical_waveforms(
@@ -494,7 +518,7 @@ class HighVoltageGroups:
 
 
 def _gap_clusters(values: np.ndarray, tolerance: float) -> np.ndarray:
-    """1-D clusters: sorted values split where consecutive ones differ by more than ``tolerance``."""
+    """1-D clusters: sorted values split where neighbours differ by more than ``tolerance``."""
     order = np.argsort(values, kind="stable")
     new = np.concatenate([[0], np.diff(values[order]) > tolerance]).astype(np.int64)
     labels = np.empty(values.size, dtype=np.int64)
@@ -575,5 +599,7 @@ def group_by_high_voltage(
         col = sorted_values[:, j]
         setting[:, j] = [np.median(part) for part in np.split(col, starts[1:])]
         spread[:, j] = np.maximum.reduceat(col, starts) - np.minimum.reduceat(col, starts)
-    _log.info("%d events in %d high-voltage settings (tolerance %g V)", int(usable.sum()), n_groups, tol)
+    _log.info(
+        "%d events in %d high-voltage settings (tolerance %g V)", int(usable.sum()), n_groups, tol
+    )
     return HighVoltageGroups(group, names, setting, spread, count, tol)

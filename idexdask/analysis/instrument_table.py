@@ -245,7 +245,9 @@ def _parse(data: Any, source: str) -> InstrumentTable:
         raise ConfigError(f"{source}: housekeeping must be a non-empty list")
     if len(rows) > 64:  # instrument_range_mask is one uint64 bit per quantity
         raise ConfigError(f"{source}: at most 64 housekeeping quantities, got {len(rows)}")
-    housekeeping = tuple(_housekeeping(r, f"{source}: housekeeping[{i}]") for i, r in enumerate(rows))
+    housekeeping = tuple(
+        _housekeeping(r, f"{source}: housekeeping[{i}]") for i, r in enumerate(rows)
+    )
     names = [q.name for q in housekeeping]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: duplicate housekeeping names")
@@ -315,7 +317,9 @@ def _parse(data: Any, source: str) -> InstrumentTable:
             dead["exponent_shift"], f"{where}.exponent_shift", 0, _WORD_BITS - exponent_bits
         ),
         exponent_bits=exponent_bits,
-        samples_per_block=_integer(dead["samples_per_block"], f"{where}.samples_per_block", 1, 1 << 16),
+        samples_per_block=_integer(
+            dead["samples_per_block"], f"{where}.samples_per_block", 1, 1 << 16
+        ),
         low_rate_hz=low_rate_hz,
     )
 
@@ -328,7 +332,9 @@ def _parse(data: Any, source: str) -> InstrumentTable:
         scale = _number(entry["scale"], f"{where}.scale")
         if scale <= 0:
             raise ConfigError(f"{where}.scale must be positive")
-        waveforms[str(wave)] = WaveformUnits(str(wave), scale, _text(entry["units"], f"{where}.units"))
+        waveforms[str(wave)] = WaveformUnits(
+            str(wave), scale, _text(entry["units"], f"{where}.units")
+        )
     for g in gains:
         if g.waveform not in waveforms:
             raise ConfigError(f"{source}: trigger gain {g.gain}: no waveform {g.waveform!r}")

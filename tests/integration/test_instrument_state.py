@@ -66,10 +66,15 @@ def assert_state_equal(ours: xr.Dataset, events: xr.Dataset, theirs: dict[str, n
         checked += 1
     for gain in GAINS:
         # labels are exact strings; "" where the official gives None (gain not armed)
-        assert ours[f"trigger_mode_{gain}"].values.tolist() == theirs[f"trigger_mode_{gain}"].tolist()
+        assert (
+            ours[f"trigger_mode_{gain}"].values.tolist() == theirs[f"trigger_mode_{gain}"].tolist()
+        )
         # one product threshold x factor on each side: at most 1 ulp apart
         np.testing.assert_allclose(
-            ours[f"trigger_level_{gain}"].values, theirs[f"trigger_level_{gain}"], rtol=2 * EPS, atol=0
+            ours[f"trigger_level_{gain}"].values,
+            theirs[f"trigger_level_{gain}"],
+            rtol=2 * EPS,
+            atol=0,
         )
         checked += 2
     assert ours["trigger_origin"].values.tolist() == theirs["trigger_origin"].tolist()
@@ -81,6 +86,7 @@ def assert_state_equal(ours: xr.Dataset, events: xr.Dataset, theirs: dict[str, n
     assert checked == len(official_names) == 32 + 6 + 2  # nothing the official computes is left out
 
 
+@pytest.mark.oracle
 @pytest.mark.parametrize("file", REAL_L0_FILES, ids=lambda p: p.name)
 def test_real_events_equal_official_l1b(file, official_instrument_state):
     events = idexdask.read_l0(file)
@@ -103,6 +109,7 @@ def test_real_events_equal_official_l1b(file, official_instrument_state):
         np.testing.assert_allclose(mine, official, rtol=2 * EPS, atol=0)
 
 
+@pytest.mark.oracle
 def test_random_header_words_equal_official_l1b(official_instrument_state):
     with np.load(official_instrument_state["synthetic"]) as npz:
         theirs = dict(npz)
@@ -133,7 +140,11 @@ def test_real_state_values_and_flags(l0_dir):
     assert (flags == InstrumentStateFlag.OUT_OF_RANGE).all()
     names = ground["instrument_range_mask"].attrs["flag_meanings"].split()
     masks = ground["instrument_range_mask"].attrs["flag_masks"]
-    out = {n for n, m in zip(names, masks, strict=True) if ground["instrument_range_mask"].values[0] & m}
+    out = {
+        n
+        for n, m in zip(names, masks, strict=True)
+        if ground["instrument_range_mask"].values[0] & m
+    }
     assert {"reflectron_voltage", "target_voltage", "fpga_temperature", "voltage_pos5v_bus"} <= out
     assert "temperature_1" not in out and "voltage_1v_bus" not in out
     assert set(ground["trigger_origin"].values) == {"SW trigger"}
@@ -174,7 +185,9 @@ def test_out_of_range_value_sets_the_flag(flight):
     forged = bytearray(packets[third])
     word = int.from_bytes(forged[start : start + 4], "big")
     forged[start : start + 4] = ((word & ~0xFFF) | 0xFFF).to_bytes(4, "big")  # reflectron DN 4095
-    damaged = idexdask.read_l0(b"".join(packets[:third] + [with_crc(bytes(forged))] + packets[third + 1 :]))
+    damaged = idexdask.read_l0(
+        b"".join(packets[:third] + [with_crc(bytes(forged))] + packets[third + 1 :])
+    )
     state = instrument_state(damaged)
     np.testing.assert_allclose(state["reflectron_voltage"].values[2], 4095 * 1.4652, rtol=1e-12)
     flags = state["instrument_state_flags"].values
@@ -201,7 +214,7 @@ def test_header_crc_failure_marks_the_state_suspect(flight):
 
 
 def test_dropped_header_packet_never_raises(flight):
-    """Without its header packet an event cannot be placed: its data are orphans, the rest intact."""
+    """No header packet: the event's data are orphans: its data are orphans, the rest intact."""
     packets, reference = flight
     second = header_packets(packets)[1]
     damaged = idexdask.read_l0(b"".join(packets[:second] + packets[second + 1 :]))
@@ -215,7 +228,7 @@ def test_dropped_header_packet_never_raises(flight):
 
 
 def test_events_without_header_words_get_fill_and_a_flag(flight, trc_dir):
-    """Events from a source with no header (a concatenation with lab captures): fill, never raise."""
+    """Events of a source without header (as concatenated with lab captures): fill, no error."""
     packets, reference = flight
     words = [q.word for q in TABLE.housekeeping] + ["idx__txhdrtrigid", "idx__txhdrblocks"]
     mixed = reference.copy()
@@ -230,9 +243,13 @@ def test_events_without_header_words_get_fill_and_a_flag(flight, trc_dir):
     assert np.isnan(state["reflectron_voltage"].values[[3, 7]]).all()
     assert np.isnan(state["dead_time"].values[[3, 7]]).all()
     assert state["trigger_origin"].values[3] == "" and state["trigger_mode_hg"].values[3] == ""
-    assert state["trigger_origin_bits"].values[3] == -1 and state["trigger_mode_hg_code"].values[3] == -1
+    assert (
+        state["trigger_origin_bits"].values[3] == -1
+        and state["trigger_mode_hg_code"].values[3] == -1
+    )
     np.testing.assert_array_equal(
-        state["reflectron_voltage"].values[0], instrument_state(reference)["reflectron_voltage"].values[0]
+        state["reflectron_voltage"].values[0],
+        instrument_state(reference)["reflectron_voltage"].values[0],
     )
     # a lab capture has no header words at all
     capture = idexdask.read_trc(trc_dir)
@@ -263,3 +280,60 @@ def test_table_validation_rejects_a_bad_entry():
         with pytest.raises(ConfigError):
             load_instrument_table(bad)
         assert what
+
+
+# ---------------------------------------------------------------- in every product
+@pytest.mark.slow  # a real submit with exports, ~20-40 s on 2 shared cores
+def test_analyze_store_and_exports_carry_the_state(l0_dir, trc_dir, tmp_path):
+    """analyze() adds the state; a real submit stores it and exports it to HDF5 and CDF."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cdflib.xarray
+    import h5py
+
+    from idexdask.pipeline.export import open_campaign
+
+    flight_file = l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"
+    ground_file = l0_dir / "non_compressed_2023_102_14_22_26.pkts"
+    events = idexdask.read_l0(flight_file)
+    analysed = idexdask.analyze(events)
+    state = instrument_state(events)
+    for name in state.data_vars:
+        np.testing.assert_array_equal(analysed[name].values, state[name].values, err_msg=name)
+    assert "reflectron_voltage" not in idexdask.analyze(idexdask.read_trc(trc_dir))  # no header
+
+    store = tmp_path / "state.zarr"
+    bin_dir = Path(sys.executable).parent
+    run = subprocess.run(
+        [str(bin_dir / "idexdask"), "submit", str(flight_file), str(ground_file),
+         "-o", str(store), "--workers", "1", "--export", "hdf5,cdf"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    stored = open_campaign(store).load()
+    rows = np.flatnonzero(np.isin(stored["epoch"].values, events["epoch"].values))
+    assert rows.size == 14
+    for name in ("reflectron_voltage", "temperature_1", "trigger_level_hg", "dead_time"):
+        np.testing.assert_array_equal(stored[name].values[rows], state[name].values, err_msg=name)
+    assert [str(v) for v in stored["trigger_mode_hg"].values[rows]] == state[
+        "trigger_mode_hg"
+    ].values.tolist()
+    others = ~np.isin(np.arange(stored.sizes["epoch"]), rows)
+    assert (stored["instrument_state_flags"].values[others]
+            == InstrumentStateFlag.OUT_OF_RANGE).all()  # fmt: skip
+    exports = Path(str(store) + ".exports")
+    with h5py.File(exports / "imap_idex_l0_raw_20231218_v001.h5") as h5:
+        found: dict[str, np.ndarray] = {}
+
+        def collect(name: str, obj) -> None:  # visititems stops at a non-None return
+            if isinstance(obj, h5py.Dataset):
+                found[name.split("/")[-1]] = obj[()]
+
+        h5.visititems(collect)
+    np.testing.assert_array_equal(found["reflectron_voltage"], state["reflectron_voltage"].values)
+    cdf = cdflib.xarray.cdf_to_xarray(str(exports / "imap_idex_l0_raw_20231218_v001.cdf"))
+    np.testing.assert_array_equal(cdf["target_voltage"].values, state["target_voltage"].values)
+    assert cdf["target_voltage"].attrs["UNITS"] == "V"
+    assert cdf["trigger_origin"].values.tolist() == state["trigger_origin"].values.tolist()

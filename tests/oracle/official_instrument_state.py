@@ -46,6 +46,7 @@ def main(out_dir: str, files: list[str]) -> int:
 
     table = f"{imap_module_directory}/idex/idex_variable_unpacking_and_eu_conversion.csv"
     attrs = get_idex_attrs("l1b")
+
     def state(science: xr.Dataset) -> dict[str, np.ndarray]:
         arrays: dict[str, np.ndarray] = {}
         if science is not None:
