@@ -109,8 +109,10 @@ def _raw_word(events: xr.Dataset, name: str, n_events: int) -> _Word:
         missing = (raw < 0) | (raw > _WORD_MAX)
     else:
         raise AnalysisError(f"header word {name!r} is not numeric ({raw.dtype})")
+    # fill declared on raw values only: a fill in ``encoding`` was already masked
+    # to NaN by xarray's decoding (and Zarr's own storage fill_value is no fill)
     for key in ("FILLVAL", "_FillValue"):
-        fill = variable.attrs.get(key, variable.encoding.get(key))
+        fill = variable.attrs.get(key)
         if fill is not None and np.ndim(fill) == 0 and np.isfinite(float(fill)):
             missing |= raw == fill
     values = np.where(missing, 0, raw).astype(np.int64)
