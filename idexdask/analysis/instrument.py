@@ -124,49 +124,41 @@ def _field(values: np.ndarray, shift: int | np.ndarray, bits: int | np.ndarray) 
     return (values >> shift) & ((np.int64(1) << bits) - 1)
 
 
-def _horner(coefficients: np.ndarray, dn: np.ndarray) -> np.ndarray:
-    """Polynomials in ascending coefficients, one per column.
+def _horner(coefficients: tuple[float, ...], dn: np.ndarray) -> np.ndarray:
+    """Polynomial in ascending ``coefficients`` at every ``dn`` (float64).
 
-    ``coefficients`` (quantities, degree+1) zero-padded; ``dn`` (events, quantities).
-    Horner's scheme from the highest power, as every polynomial evaluator does.
+    Horner's scheme from the highest power, as every polynomial evaluator does;
+    its own degree per quantity (most are linear: two array operations).
     """
     x = dn.astype(np.float64)
-    out = np.zeros_like(x)
-    for k in range(coefficients.shape[1] - 1, -1, -1):
-        out = out * x + coefficients[:, k]
+    out = np.full(x.shape, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        out *= x
+        out += c
     return out
 
 
 def _housekeeping(
     events: xr.Dataset, table: InstrumentTable, n_events: int, words: dict[str, _Word]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Engineering values (events, quantities), missing mask, out-of-range mask."""
+    """Engineering values, missing mask, out-of-range mask, each (events, quantities).
+
+    A loop over the table's quantities (32), each one vectorised over all events.
+    """
     quantities = table.housekeeping
-    for q in quantities:
+    values = np.empty((len(quantities), n_events))
+    missing = np.empty((len(quantities), n_events), dtype=bool)
+    for i, q in enumerate(quantities):
         if q.word not in words:
             words[q.word] = _raw_word(events, q.word, n_events)
-    raw = (
-        np.stack([words[q.word].values for q in quantities], axis=1)
-        if n_events
-        else np.zeros((0, len(quantities)), np.int64)
-    )
-    missing = (
-        np.stack([words[q.word].missing for q in quantities], axis=1)
-        if n_events
-        else (np.zeros((0, len(quantities)), bool))
-    )
-    shifts = np.array([q.shift for q in quantities], dtype=np.int64)
-    bits = np.array([q.bits for q in quantities], dtype=np.int64)
-    degree = max(len(q.coefficients) for q in quantities)
-    coefficients = np.zeros((len(quantities), degree))
-    for i, q in enumerate(quantities):
-        coefficients[i, : len(q.coefficients)] = q.coefficients
-    values = _horner(coefficients, _field(raw, shifts, bits))
+        word = words[q.word]
+        values[i] = _horner(q.coefficients, _field(word.values, q.shift, q.bits))
+        missing[i] = word.missing
     values[missing] = np.nan
-    low = np.array([q.valid_min for q in quantities])
-    high = np.array([q.valid_max for q in quantities])
+    low = np.array([q.valid_min for q in quantities])[:, None]
+    high = np.array([q.valid_max for q in quantities])[:, None]
     out_of_range = (values < low) | (values > high)  # NaN compares False: missing is not "out"
-    return values, missing, out_of_range
+    return values.T, missing.T, out_of_range.T
 
 
 def _quantity_attrs(q: HousekeepingQuantity) -> dict[str, Any]:
@@ -240,17 +232,24 @@ def instrument_state_variables(
         unknown = ~lost & (code != 0) & ~known
         flags[unknown] |= np.uint8(InstrumentStateFlag.UNKNOWN_TRIGGER_MODE)
         any_missing |= lost
-        # labels by table lookup on the distinct codes (a handful), not per event
-        names = np.full(n, "", dtype=object)
-        for number, mode_name in tab.trigger_modes.items():
-            names[~lost & (code == number)] = f"{gain.gain.upper()}{mode_name}"
-        names[unknown] = f"{gain.gain.upper()}unknown"
+        # labels by lookup: slot 0 "" (not armed or missing), then the table's modes,
+        # last "unknown"; a fixed-width str array (object -> str costs ~1 µs per event)
+        numbers = list(tab.trigger_modes)
+        lookup = np.array(
+            ["", *(f"{gain.gain.upper()}{m}" for m in tab.trigger_modes.values()),
+             f"{gain.gain.upper()}unknown"]
+        )  # fmt: skip
+        slot = np.zeros(n, dtype=np.int64)
+        for position, number in enumerate(numbers, start=1):
+            slot[~lost & (code == number)] = position
+        slot[unknown] = len(numbers) + 1
+        names = lookup[slot]
         scale = tab.waveforms[gain.waveform]
         threshold = _field(control.values, tab.threshold_shift, tab.threshold_bits)
         level = np.where(~lost & (code != 0), threshold.astype(np.float64) * scale.scale, np.nan)
         out[f"trigger_mode_{gain.gain}"] = xr.Variable(
             ("epoch",),
-            names.astype(str),
+            names,
             attrs={
                 "long_name": f"{gain.gain.upper()} trigger mode ('' when the gain is not armed)",
                 "source_word": gain.mode_word,
@@ -284,16 +283,18 @@ def instrument_state_variables(
 
     origin = _raw_word(events, tab.trigger_origin.word, n)
     bits = _field(origin.values, 0, tab.trigger_origin.bits)
-    labels = np.full(n, "", dtype=object)
-    for bit, label in tab.trigger_origin.labels.items():
-        has = (bits >> bit) & 1 == 1
-        labels[has] = np.where(labels[has] == "", label, labels[has] + ", " + label)
-    labels[labels == ""] = tab.trigger_origin.none_label
-    labels[origin.missing] = ""
+    # one label per distinct bit pattern (at most 2**bits), then a lookup
+    patterns, which = np.unique(bits, return_inverse=True)
+    names_of = [
+        ", ".join(label for bit, label in tab.trigger_origin.labels.items() if (p >> bit) & 1)
+        or tab.trigger_origin.none_label
+        for p in patterns.tolist()
+    ]
+    labels = np.array([*names_of, ""])[np.where(origin.missing, len(names_of), which.reshape(-1))]
     any_missing |= origin.missing
     out["trigger_origin"] = xr.Variable(
         ("epoch",),
-        labels.astype(str),
+        labels,
         attrs={
             "long_name": "which source(s) triggered the event ('' when the header is missing)",
             "source_word": tab.trigger_origin.word,
