@@ -17,8 +17,11 @@ Public functions
     adds to its products, hence to every store and export).
 :func:`physical_waveforms`
     The waveforms in mA / pC, computed on demand (lazily for Dask-backed data).
-:func:`group_by_high_voltage`
-    Events grouped by high-voltage setting (for campaign-level calibration).
+:func:`event_readings`
+    One event's quantities with units, ranges and whether each is in range
+    (what an event view shows).
+
+Events are grouped by high-voltage setting in :mod:`idexdask.analysis.hv_settings`.
 
 Damaged headers never raise: an event whose header words are absent or fill
 gets fill values (NaN, ``""``, -1) and ``HEADER_MISSING``; an event whose header
@@ -27,10 +30,9 @@ packet failed its CRC keeps its values and gets ``HEADER_SUSPECT``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntFlag
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,15 +42,16 @@ from idexdask._logging import get_logger
 from idexdask.analysis.instrument_table import (
     HousekeepingQuantity,
     InstrumentTable,
+    TableLike,
     load_instrument_table,
 )
 from idexdask.errors import AnalysisError
 from idexdask.packets.quality import QualityFlag
 
 __all__ = [
-    "HighVoltageGroups",
+    "InstrumentReading",
     "InstrumentStateFlag",
-    "group_by_high_voltage",
+    "event_readings",
     "instrument_products",
     "instrument_state",
     "instrument_state_variables",
@@ -56,8 +59,6 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
-
-TableLike = InstrumentTable | str | Path | Mapping[str, Any] | None
 
 _WORD_MAX = 0xFFFFFFFF  # header words are unsigned 32-bit at most
 
@@ -484,125 +485,77 @@ def physical_waveforms(
 
 
 @dataclass(frozen=True)
-class HighVoltageGroups:
-    """Events grouped by high-voltage setting.
+class InstrumentReading:
+    """One housekeeping quantity of one event, ready to display.
 
     Attributes
     ----------
-    group : numpy.ndarray of int64
-        (events,) group index of each event, -1 where a voltage is missing (NaN).
-    voltages : tuple of str
-        The quantities compared (e.g. ``reflectron_voltage``, ``target_voltage``).
-    setting : numpy.ndarray of float64
-        (groups, voltages) median of each voltage over the group's events, V.
-    spread : numpy.ndarray of float64
-        (groups, voltages) max - min of each voltage in the group, V.
-    count : numpy.ndarray of int64
-        (groups,) events per group.
-    tolerance_v : float
-        The tolerance used, V.
+    name, long_name, units : str
+        As in the table (``reflectron_voltage``, ..., ``V``).
+    value : float
+        Engineering value; NaN when the header is missing.
+    valid_min, valid_max : float
+        Valid range, in ``units``.
+    out_of_range : bool
+        The value lies outside the valid range (False for NaN).
     """
 
-    group: np.ndarray
-    voltages: tuple[str, ...]
-    setting: np.ndarray
-    spread: np.ndarray
-    count: np.ndarray
-    tolerance_v: float
-
-    @property
-    def n_groups(self) -> int:
-        """Number of settings found."""
-        return int(self.count.size)
-
-    def members(self, index: int) -> np.ndarray:
-        """Event indices (into ``epoch``) of group ``index``."""
-        return np.flatnonzero(self.group == index)
+    name: str
+    long_name: str
+    units: str
+    value: float
+    valid_min: float
+    valid_max: float
+    out_of_range: bool
 
 
-def _gap_clusters(values: np.ndarray, tolerance: float) -> np.ndarray:
-    """1-D clusters: sorted values split where neighbours differ by more than ``tolerance``."""
-    order = np.argsort(values, kind="stable")
-    new = np.concatenate([[0], np.diff(values[order]) > tolerance]).astype(np.int64)
-    labels = np.empty(values.size, dtype=np.int64)
-    labels[order] = np.cumsum(new)
-    return labels
+def event_readings(
+    dataset: xr.Dataset, index: int, table: TableLike = None
+) -> list[InstrumentReading]:
+    """The housekeeping quantities of event ``index``, in table order, with their ranges.
 
-
-def group_by_high_voltage(
-    events: xr.Dataset,
-    tolerance_v: float | None = None,
-    voltages: Iterable[str] | None = None,
-    table: TableLike = None,
-) -> HighVoltageGroups:
-    """Group events by high-voltage setting (reflectron and target voltages by default).
-
-    Two events share a setting when, for every compared voltage, they are linked
-    by a chain of events each within ``tolerance_v`` of the next (single linkage
-    per voltage; gaps wider than the tolerance separate settings).  Readout
-    noise (1.47 V per DN) stays within one setting; the ``spread`` of each group
-    shows a slow drift that chains through.
+    Reads the stored quantities of an analysed dataset or a campaign store (one
+    event's values only: cheap on a lazily opened store); computes them from the
+    header words when they are absent.
 
     Parameters
     ----------
-    events : xarray.Dataset
-        A dataset holding the voltages (an :func:`instrument_state` result, an
-        analysed dataset or a campaign store), or decoded events (the state is
-        then computed from their header words).
-    tolerance_v : float, optional
-        Largest gap within one setting, V; default the table's
-        ``high_voltage_groups.tolerance_v`` (25 V).
-    voltages : iterable of str, optional
-        Quantities compared; default the table's (``reflectron_voltage``,
-        ``target_voltage``).
+    dataset : xarray.Dataset
+        Events (``epoch`` dimension): analysed, stored or decoded.
+    index : int
+        Position along ``epoch``.
     table : InstrumentTable, path, mapping or None
-        Conversion table; None: ``configs/instrument_state.yaml``.
+        Conversion table (ranges, units, order); None: ``configs/instrument_state.yaml``.
 
     Returns
     -------
-    HighVoltageGroups
-        Groups numbered by increasing setting (first voltage, then the next);
-        events with a missing voltage get group -1.
+    list of InstrumentReading
 
     Raises
     ------
     AnalysisError
-        If the tolerance is not positive.
+        If ``index`` is outside the dataset.
     """
     tab = load_instrument_table(table)
-    names = tuple(voltages) if voltages is not None else tab.high_voltage_groups.voltages
-    tol = float(tolerance_v if tolerance_v is not None else tab.high_voltage_groups.tolerance_v)
-    if not np.isfinite(tol) or tol <= 0:
-        raise AnalysisError(f"tolerance_v must be a positive number of volts, got {tolerance_v!r}")
-    if not all(name in events.variables for name in names):
-        state = instrument_state_variables(events, tab)
-        columns = [np.asarray(state[name].values, dtype=np.float64) for name in names]
+    n = int(dataset.sizes.get("epoch", 0))
+    if not -n <= index < n:
+        raise AnalysisError(f"event {index} is outside the {n} events")
+    one = dataset.isel(epoch=[index])
+    names = [q.name for q in tab.housekeeping]
+    if all(name in one.variables for name in names):
+        values = [float(np.asarray(one.variables[name].values)[0]) for name in names]
     else:
-        columns = [np.asarray(events.variables[name].values, dtype=np.float64) for name in names]
-    n = int(events.sizes.get("epoch", columns[0].size if columns else 0))
-    values = np.stack(columns, axis=1) if n else np.zeros((0, len(names)))
-    usable = np.all(np.isfinite(values), axis=1)
-    group = np.full(n, -1, dtype=np.int64)
-    if not usable.any():
-        empty = np.zeros((0, len(names)))
-        return HighVoltageGroups(group, names, empty, empty.copy(), np.zeros(0, np.int64), tol)
-    good = values[usable]
-    keys = np.stack([_gap_clusters(good[:, j], tol) for j in range(len(names))], axis=1)
-    _, inverse = np.unique(keys, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    group[usable] = inverse
-    n_groups = int(inverse.max()) + 1
-    count = np.bincount(inverse, minlength=n_groups).astype(np.int64)
-    order = np.argsort(inverse, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(count)[:-1]])
-    sorted_values = good[order]
-    setting = np.empty((n_groups, len(names)))
-    spread = np.empty((n_groups, len(names)))
-    for j in range(len(names)):  # per voltage: reduce over the groups' contiguous slices
-        col = sorted_values[:, j]
-        setting[:, j] = [np.median(part) for part in np.split(col, starts[1:])]
-        spread[:, j] = np.maximum.reduceat(col, starts) - np.minimum.reduceat(col, starts)
-    _log.info(
-        "%d events in %d high-voltage settings (tolerance %g V)", int(usable.sum()), n_groups, tol
-    )
-    return HighVoltageGroups(group, names, setting, spread, count, tol)
+        state = instrument_state_variables(one, tab)
+        values = [float(state[name].values[0]) for name in names]
+    return [
+        InstrumentReading(
+            name=q.name,
+            long_name=q.long_name,
+            units=q.units,
+            value=v,
+            valid_min=q.valid_min,
+            valid_max=q.valid_max,
+            out_of_range=bool(v < q.valid_min or v > q.valid_max),
+        )
+        for q, v in zip(tab.housekeeping, values, strict=True)
+    ]

@@ -29,6 +29,7 @@ __all__ = [
     "HighVoltageGrouping",
     "HousekeepingQuantity",
     "InstrumentTable",
+    "TableLike",
     "TriggerGain",
     "TriggerOriginField",
     "WaveformUnits",
@@ -162,10 +163,8 @@ class InstrumentTable:
         raise ConfigError(f"{self.source}: no housekeeping quantity {name!r}")
 
 
-def _section(data: Mapping[str, Any], key: str, where: str) -> Any:
-    if key not in data:
-        raise ConfigError(f"{where}: missing {key!r}")
-    return data[key]
+TableLike = InstrumentTable | str | Path | Mapping[str, Any] | None
+"""What the functions taking a ``table`` accept (see :func:`load_instrument_table`)."""
 
 
 def _number(value: Any, where: str) -> float:

@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 
 import idexdask
+from idexdask.analysis.hv_settings import group_by_high_voltage
 from idexdask.analysis.instrument import (
     InstrumentStateFlag,
-    group_by_high_voltage,
     instrument_state,
     physical_waveforms,
 )

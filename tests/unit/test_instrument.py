@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from idexdask.analysis.hv_settings import group_by_high_voltage
 from idexdask.analysis.instrument import (
     InstrumentStateFlag,
-    group_by_high_voltage,
+    event_readings,
     instrument_products,
     instrument_state,
     physical_waveforms,
@@ -113,3 +114,18 @@ def test_unknown_trigger_mode_and_fill_words():
     assert instrument_products(xr.Dataset({"TOF_High": ("epoch", np.zeros(2))})) == {}
     with pytest.raises(AnalysisError, match="epoch"):
         instrument_state(xr.Dataset({"x": ("t", np.zeros(2))}))
+
+
+def test_event_readings_from_words_and_from_stored_values():
+    words = {q.word: np.zeros(2, np.uint32) for q in TABLE.housekeeping}
+    words["idx__txhdrhvpshkch45"] = np.array([2011, 4095], np.uint32)  # reflectron DN
+    ds = xr.Dataset({k: ("epoch", v) for k, v in words.items()})
+    readings = event_readings(ds, 1)
+    assert [r.name for r in readings] == [q.name for q in TABLE.housekeeping]
+    refl = next(r for r in readings if r.name == "reflectron_voltage")
+    assert refl.units == "V" and refl.out_of_range and refl.value == pytest.approx(4095 * 1.4652)
+    stored = xr.Dataset(instrument_state(ds).data_vars)
+    again = event_readings(stored, 0)
+    assert not next(r for r in again if r.name == "reflectron_voltage").out_of_range
+    with pytest.raises(AnalysisError, match="outside"):
+        event_readings(ds, 2)
