@@ -5,8 +5,9 @@ high voltages, HVPS currents, low-voltage buses, temperatures (two 12-bit
 fields packed in each 32-bit housekeeping word), the trigger mode and threshold
 of each TOF gain, which source triggered, and the event's dead time.  This
 module unpacks and converts them with the table of
-:mod:`idexdask.analysis.instrument_table`, for all events at once (one
-vectorised pass per table: no per-event Python loop).
+:mod:`idexdask.analysis.instrument_table`, for all events at once (a loop over
+the table's 32 quantities, each vectorised over every event: no per-event
+Python loop).
 
 Public functions
 ----------------
