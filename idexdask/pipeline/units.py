@@ -197,12 +197,7 @@ def _analysed(dataset: xr.Dataset, config: Mapping[str, Any], n_events: int) -> 
     costs ~15 ms).
     """
     if not bool(config.get("pipeline", {}).get("analyze", True)):
-        # the instrument state is unit conversion, not analysis: stored either way
-        from idexdask.analysis.instrument import instrument_products  # noqa: PLC0415
-
-        events = _Events.of(dataset)
-        return _Events({**events.variables, **instrument_products(dataset)}, dataset, (),
-                       events.attrs)
+        return _Events.of(dataset)
     products = _analysis_products(dataset, config)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:

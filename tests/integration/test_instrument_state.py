@@ -337,19 +337,3 @@ def test_analyze_store_and_exports_carry_the_state(l0_dir, trc_dir, tmp_path):
     np.testing.assert_array_equal(cdf["target_voltage"].values, state["target_voltage"].values)
     assert cdf["target_voltage"].attrs["UNITS"] == "V"
     assert cdf["trigger_origin"].values.tolist() == state["trigger_origin"].values.tolist()
-
-
-def test_campaign_units_carry_the_state_without_analysis(l0_dir):
-    """``pipeline.analyze: false`` stores decoded events: still with their instrument state."""
-    from idexdask.config import load_config
-    from idexdask.pipeline.plan import plan_inputs
-    from idexdask.pipeline.units import process_unit
-
-    flight_file = l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"
-    config = load_config({"pipeline": {"analyze": False}})
-    plan = plan_inputs([flight_file], int(config["pipeline"]["batch_events"]), align=1)
-    units = [process_unit(unit, config) for unit in plan.units]
-    assert all("peak_center" not in u for u in units)  # no analysis ...
-    state = instrument_state(idexdask.read_l0(flight_file))
-    stored = np.concatenate([u["reflectron_voltage"].values for u in units])
-    np.testing.assert_array_equal(stored, state["reflectron_voltage"].values)  # ... but the state
