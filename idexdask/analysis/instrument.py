@@ -351,6 +351,8 @@ def instrument_state_variables(
     flags[any_missing] |= np.uint8(InstrumentStateFlag.HEADER_MISSING)
     if "quality_flags" in events.variables:
         quality = np.asarray(events.variables["quality_flags"].values)
+        if quality.dtype.kind == "f":  # concatenated with flag-less events: NaN there
+            quality = np.where(np.isfinite(quality), quality, 0).astype(np.int64)
         if quality.dtype.kind in "iu":
             suspect = (quality & int(QualityFlag.HEADER_CRC_MISMATCH)) != 0
             flags[suspect] |= np.uint8(InstrumentStateFlag.HEADER_SUSPECT)

@@ -129,3 +129,14 @@ def test_event_readings_from_words_and_from_stored_values():
     assert not next(r for r in again if r.name == "reflectron_voltage").out_of_range
     with pytest.raises(AnalysisError, match="outside"):
         event_readings(ds, 2)
+
+
+def test_header_suspect_from_decoder_flags_even_after_concatenation():
+    words = {q.word: np.zeros(3, np.uint32) for q in TABLE.housekeeping}
+    flags = np.array([0.0, 128.0, np.nan])  # HEADER_CRC_MISMATCH = 128; NaN: no flags
+    ds = xr.Dataset(
+        {**{k: ("epoch", v) for k, v in words.items()}, "quality_flags": ("epoch", flags)}
+    )
+    state = instrument_state(ds)
+    suspect = state["instrument_state_flags"].values & InstrumentStateFlag.HEADER_SUSPECT
+    assert (suspect != 0).tolist() == [False, True, False]
