@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,11 +151,12 @@ class Bool(Spec):
 
 @dataclass(frozen=True)
 class Str(Spec):
-    """A string; ``nonempty`` refuses ""."""
+    """A string; ``nonempty`` refuses "", ``pattern`` (a regular expression) must match."""
 
     nonempty: bool = False
     nullable: bool = False
     description: str = ""
+    pattern: str = ""
 
     def allowed(self) -> str:
         text = self.description or ("a non-empty string" if self.nonempty else "a string")
@@ -162,6 +164,8 @@ class Str(Spec):
 
     def check(self, value: Any, key: str) -> str:
         if not isinstance(value, str) or (self.nonempty and not value):
+            raise self.fail(key, value)
+        if self.pattern and re.fullmatch(self.pattern, value) is None:
             raise self.fail(key, value)
         return value
 
@@ -256,7 +260,8 @@ class Scalar(Spec):
 # --------------------------------------------------------------------------- the model
 
 _POLARITY = Choice((-1, 0, 1))
-_MEMORY = Str(description='a size such as "4GiB", "auto" or "0" (no limit)')
+_MEMORY = Str(description='a size such as "4GiB", "auto" or "0" (no limit)',
+              pattern=r"auto|0|\d.*")
 
 
 def _curve(prefix: str) -> dict[str, Spec]:
@@ -352,8 +357,8 @@ SCHEMA: dict[str, Spec] = {
     "cluster.workers": Int(min=1),
     "cluster.threads_per_worker": Int(min=1),
     "cluster.memory_limit": _MEMORY,
-    "cluster.address": Str(nonempty=True, nullable=True,
-                           description="a scheduler address (tcp://host:8786) or file (.json)"),
+    "cluster.address": Str(nullable=True, description="a scheduler address (tcp://host:8786) "
+                           'or scheduler file (.json); null or "" for the embedded cluster'),
     "cluster.dashboard": Str(description='a dashboard address (":8787", ":0" any free port, '
                              '"" none)'),
     "cluster.profile": Bool(),

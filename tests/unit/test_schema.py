@@ -164,3 +164,20 @@ def test_analysis_products_unchanged_by_the_model(events):
             assert np.array_equal(a, b, equal_nan=True), name
         else:
             assert np.array_equal(a, b), name
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"cluster": {"memory_limit": "lots"}}, "cluster.memory_limit: expected a size"),
+    ({"cluster": {"dask_config": {"distributed.nope": 1}}}, "'distributed.nope' is not a Dask"),
+    ({"export": {"formats": ["pdf"]}}, "export.formats[0]: expected one of hdf5, cdf"),
+    ({"export": {"cdf_attributes": "absent.yaml"}}, "export.cdf_attributes: "),
+    ({"analysis": {"impact": {"tau_min_us": 2000.0}}}, "analysis.impact.tau_min_us: "),
+    ({"analysis": {"quality": {"polarity": {"QD_1": 2}}}},
+     "analysis.quality.polarity.QD_1: expected one of -1, 0, 1, got 2"),
+    ({"composition": {"elements": ["Mg", "Mg"]}}, "composition.elements: expected a non-empty"),
+    ({"analysis": None}, "analysis: expected a mapping"),
+])
+def test_more_mistakes_name_their_key(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(override)
+    assert message in str(info.value)
