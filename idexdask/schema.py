@@ -229,9 +229,15 @@ class ListOf(Spec):
 
 @dataclass(frozen=True)
 class Table(Spec):
-    """A mapping with free keys (channel names, Dask settings) and checked values."""
+    """A mapping with free keys (channel names, Dask settings) and checked values.
+
+    An empty YAML entry (null) is the empty table.
+    """
 
     value: Spec
+
+    def __call__(self, value: Any, key: str) -> Any:
+        return {} if value is None else self.check(value, key)
 
     def allowed(self) -> str:
         return f"a mapping of names to {self.value.allowed()}"
