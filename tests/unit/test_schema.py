@@ -119,6 +119,12 @@ def test_mistake_stops_submit_before_anything_is_written(tmp_path, capsys, key, 
     out = capsys.readouterr().out
     assert message in out and "dashboard" not in out  # no cluster started
     assert not store.exists()
+    path = tmp_path / "user.yaml"
+    path.write_text(yaml.safe_dump(_nested(key, value)))
+    assert main(["submit", str(tmp_path / "in"), "-o", str(store), "--config", str(path)]) == 2
+    out = capsys.readouterr().out
+    assert message in out and "dashboard" not in out
+    assert not store.exists()
 
 
 def test_bad_config_file_that_is_not_a_mapping(tmp_path, capsys):
