@@ -50,7 +50,7 @@ from typing import Any
 
 import xarray as xr
 
-from idexdask.errors import IdexDaskError, StoreError
+from idexdask.errors import ConfigError, IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.lock import LOCK_NAME
 from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, pipeline_dir
@@ -519,6 +519,8 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
         pack = packs[index]
         try:
             result = future.result()
+        except ConfigError:
+            raise  # every pack would fail alike: stop the run (units.process_units)
         except Exception as exc:  # the task's own error after its retries, or KilledWorker
             reason = f"{type(exc).__name__}: {exc}"
             result = {"status": {u.uid: "failed" for u in pack},
