@@ -21,6 +21,7 @@ from idexdask.config import (
     load_config,
 )
 from idexdask.errors import ConfigError
+from idexdask.schema import Settings
 
 __all__ = [
     "CompositionSettings",
@@ -116,7 +117,10 @@ def composition_settings(
     """
     if isinstance(config, CompositionSettings):
         return config
-    values = load_config({"composition": dict(_section(config))})["composition"]
+    if isinstance(config, Settings) and "composition" in config:
+        values = config["composition"]  # validated when it was loaded (load_settings)
+    else:
+        values = load_config({"composition": dict(_section(config))})["composition"]
     return CompositionSettings(
         rsf_preset=values["rsf_preset"],
         rsf_file=values["rsf_file"],
