@@ -59,7 +59,7 @@ from idexdask.analysis.velocity import (
     dust_mass,
     invert_rise_time,
 )
-from idexdask.config import load_config, register_check, register_table
+from idexdask.config import load_settings
 from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
 
 __all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]
@@ -69,61 +69,6 @@ _log = get_logger(__name__)
 _CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
 # the peak variables the composition layer reads
 _PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err")
-
-
-# Schema of the `analysis:` section of configs/default.yaml beyond "same type as
-# the default" (checked by idexdask.config.load_config, before any work).
-def _polarity_ok(value: Any) -> bool:
-    return not isinstance(value, bool) and value in (-1, 0, 1)
-
-
-def _quality_ok(section: Mapping[str, Any]) -> bool:
-    from idexdask.analysis.signal_quality import load_quality_config
-
-    try:
-        load_quality_config(section)
-    except ConfigError as exc:
-        raise ConfigError(f"analysis.{exc}") from exc
-    return True
-
-
-def _curve_ok(name: str) -> Any:
-    def check(section: Mapping[str, Any]) -> bool:
-        try:
-            curve = PowerLawCurve.from_config(section)
-            if name == "rise_time_curve":  # must be invertible over its range
-                curve.monotonic_range()
-        except ConfigError as exc:
-            raise ConfigError(f"analysis.velocity.{name}: {exc}") from exc
-        return True
-
-    return check
-
-
-for _key in ("analysis.quality.polarity", "analysis.tof.polarity", "analysis.impact.polarity"):
-    register_table(_key, _polarity_ok, "+1, -1 or 0")
-register_table("analysis.quality.baseline_window_by_channel")
-register_table(
-    "analysis.impact.baseline_stop_us",
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "a time in µs",
-)
-register_check("analysis.quality", _quality_ok, "see docs/quality.md")
-for _key in ("rise_time_curve", "yield_curve"):
-    register_check(f"analysis.velocity.{_key}", _curve_ok(_key), "see docs/analysis.md")
-register_check(
-    "analysis.fitting.device", lambda v: v in ("cpu", "gpu"), "cpu or gpu"
-)
-register_check(
-    "analysis.fitting.engine",
-    lambda v: v in ("compiled", "auto", "xp"),
-    "compiled, auto or xp",
-)
-register_check(
-    "analysis.velocity.channels",
-    lambda v: all(c in IMPACT_CHANNELS for c in v),
-    f"a list of {', '.join(IMPACT_CHANNELS)}",
-)
 
 
 def load_analysis_settings(
@@ -140,15 +85,15 @@ def load_analysis_settings(
 
     Returns
     -------
-    config, settings : dict
-        Validated configuration and its ``analysis`` section.
+    config, settings : idexdask.schema.Settings
+        Validated, frozen configuration and its ``analysis`` section.
 
     Raises
     ------
     ConfigError
         On unknown keys or invalid values.
     """
-    cfg = load_config(config if config is not None else {})
+    cfg = load_settings(config if config is not None else {})
     return cfg, cfg["analysis"]
 
 
@@ -520,7 +465,9 @@ def _composition_products(
         return None
     try:
         return func(peaks, n_events, config, calibrated=calibrated)
-    except (AnalysisError, ConfigError, ValueError) as exc:
+    except ConfigError:
+        raise  # a configuration mistake stops the analysis: it never drops products
+    except (AnalysisError, ValueError) as exc:
         _log.warning("composition products failed: %s", exc)
         return None
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import IdexDaskError
+from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
 
@@ -257,6 +257,8 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
         result.dataset = _normalised(analysed, _input_indices(done), max_peaks=max_peaks)
         result.done = tuple(done)
         return result
+    except ConfigError:
+        raise  # the same for every unit: a configuration mistake, not a unit's data
     except IdexDaskError as exc:
         if len(decoded) == 1:
             result.failures[decoded[0][0].uid] = str(exc)
@@ -269,6 +271,8 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
             analysed = _analysed(dataset, config, unit.n_events)
             parts.append(_normalised(analysed, unit.input_index, max_peaks=max_peaks))
             done.append(unit)
+        except ConfigError:
+            raise
         except IdexDaskError as exc:
             result.failures[unit.uid] = str(exc)
     if parts:
