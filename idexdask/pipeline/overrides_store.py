@@ -42,9 +42,11 @@ import xarray as xr
 from idexdask.analysis.overrides import (
     NO_SPECIES,
     SCHEMA,
+    active_overrides,
     empty_overrides,
     make_overrides,
     new_override_id,
+    override_digest,
     override_records,
 )
 from idexdask.errors import AnalysisError, IdexDaskError, StoreError
@@ -55,11 +57,14 @@ __all__ = [
     "OVERRIDES_NAME",
     "add_override_rows",
     "event_override_rows",
+    "overrides_in_force",
     "overrides_path",
+    "read_overrides_file",
     "read_store_overrides",
     "redo_override",
     "store_write_lock",
     "undo_override",
+    "unit_override_digests",
     "write_overrides_file",
     "write_store_overrides",
 ]
@@ -162,10 +167,17 @@ def read_store_overrides(store: str | os.PathLike) -> xr.Dataset:
         invalid.
     """
     path = _campaign_store(store)
-    return _read_table(path)
+    return read_overrides_file(path)
 
 
-def _read_table(store: Path) -> xr.Dataset:
+def read_overrides_file(store: str | os.PathLike) -> xr.Dataset:
+    """The table file of ``store``, every row (empty without a file), no store check.
+
+    Raises
+    ------
+    StoreError
+        If the file cannot be read or holds an invalid table.
+    """
     file = overrides_path(store)
     if not file.exists():
         return empty_overrides()
@@ -324,7 +336,7 @@ def add_override_rows(
         if unknown:
             raise StoreError(f"{path}: no event with epoch {unknown[0]} in the store")
     with store_write_lock(path, purpose=purpose):
-        records = override_records(_read_table(path)) + new
+        records = override_records(read_overrides_file(path)) + new
         checked = _validated(records)
         write_overrides_file(path, checked)
     logger.info("%s: %d override row(s) added", path, len(new))
@@ -336,7 +348,7 @@ def _set_undone(
 ) -> dict[str, Any]:
     path = _campaign_store(store)
     with store_write_lock(path, purpose=purpose):
-        records = override_records(_read_table(path))
+        records = override_records(read_overrides_file(path))
         match = [r for r in records if r["id"] == row_id]
         if not match:
             raise StoreError(f"{path}: no override row {row_id!r}")
@@ -402,3 +414,46 @@ def event_override_rows(
     return [r for r in records
             if r["epoch"] == int(epoch) and (include_undone or not r["undone"])]
 
+
+
+def overrides_in_force(store: str | os.PathLike) -> xr.Dataset:
+    """The rows ``submit`` applies: the table's rows not undone (empty without a table).
+
+    Unlike :func:`read_store_overrides` it does not ask for a finished store:
+    ``submit`` reads it before it creates or resumes one.
+
+    Raises
+    ------
+    StoreError
+        If the table exists but cannot be read or is invalid.
+    """
+    return active_overrides(read_overrides_file(Path(store)))
+
+
+def unit_override_digests(
+    store: str | os.PathLike, table: xr.Dataset, regions: Mapping[str, tuple[int, int]]
+) -> dict[str, str]:
+    """Per unit, the digest of the rows of the events stored in its region.
+
+    Parameters
+    ----------
+    store : path
+        The campaign store (its ``epoch`` array is read once).
+    table : xarray.Dataset
+        Rows in force (:func:`overrides_in_force`).
+    regions : mapping of str to (int, int)
+        ``uid -> [start, stop)`` rows of the store.
+
+    Returns
+    -------
+    dict
+        ``uid -> digest`` (:func:`idexdask.analysis.overrides.override_digest`),
+        what ``process_units`` records for the same events.
+    """
+    if table.sizes.get("override", 0) == 0 or not regions:
+        return dict.fromkeys(regions, "")
+    epochs = _store_epochs(Path(store))
+    if epochs is None:
+        return dict.fromkeys(regions, "")
+    return {uid: override_digest(table, epochs[start:stop])
+            for uid, (start, stop) in regions.items()}
