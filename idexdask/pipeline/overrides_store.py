@@ -18,15 +18,16 @@ unit the rows of its events and records their digest
 the input and configuration digests: a rerun reprocesses exactly the units
 whose rows changed.
 
-Writers take the store's lock (:func:`store_write_lock`), so two writers (two
-dashboards, a dashboard and a running ``submit``) never interleave; readers
-take no lock.  See ``docs/pipeline.md``.
+Writers take the store's lock (:func:`store_write_lock`, the lock of
+:mod:`idexdask.pipeline.lock`), so two writers (two dashboards, a dashboard
+and a running ``submit``) never interleave: a write while another holds it
+raises :class:`~idexdask.errors.StoreLockedError`.  Readers take no lock.
+See ``docs/pipeline.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import logging
@@ -50,6 +51,7 @@ from idexdask.analysis.overrides import (
     override_records,
 )
 from idexdask.errors import AnalysisError, IdexDaskError, StoreError
+from idexdask.pipeline.lock import store_lock
 from idexdask.pipeline.manifest import pipeline_dir
 from idexdask.pipeline.store import read_store_meta
 
@@ -72,7 +74,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OVERRIDES_NAME = "overrides.json"
-_LOCAL_LOCK = "overrides.lock"
 
 
 def _now() -> str:
@@ -108,41 +109,20 @@ def _campaign_store(store: str | os.PathLike) -> Path:
 
 @contextlib.contextmanager
 def store_write_lock(store: str | os.PathLike, *, purpose: str) -> Iterator[None]:
-    """The store's lock, held while the override table is written.
+    """The store's lock (:func:`idexdask.pipeline.lock.store_lock`) while the table is written.
 
-    The one place the lock plugs in: the store lock of
-    :mod:`idexdask.pipeline.lock` where that module exists (``submit`` holds the
-    same lock for its run, so a save during a run is refused with its error),
-    else an exclusive ``flock`` on ``<store>/_pipeline/locks/overrides.lock``
-    that serialises the writers of the table.
+    The one place the override writers take it.  ``idexdask submit`` holds the
+    same lock for its whole run, so an edit saved during a run is refused (and
+    can be saved once the run ends); the run applies the table it read at its
+    start.
 
     Raises
     ------
-    StoreError
-        If the lock is held by another writer (``StoreLockedError`` where the
-        store lock exists).
+    StoreLockedError
+        If another live run holds the lock (the message names it).
     """
-    try:
-        from idexdask.pipeline.lock import store_lock  # noqa: PLC0415
-    except ImportError:
-        store_lock = None
-    if store_lock is not None:
-        with store_lock(store, purpose=purpose):
-            yield
-        return
-    directory = pipeline_dir(store, create=True) / "locks"
-    directory.mkdir(exist_ok=True)
-    with open(directory / _LOCAL_LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise StoreError(
-                f"{store}: the override table is being written by another process ({purpose})"
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with store_lock(store, purpose=f"override table: {purpose}"):
+        yield
 
 
 def read_store_overrides(store: str | os.PathLike) -> xr.Dataset:
@@ -259,7 +239,9 @@ def write_store_overrides(
     Raises
     ------
     StoreError
-        Not a campaign store, an invalid table, or the store locked by another writer.
+        Not a campaign store, or an invalid table.
+    StoreLockedError
+        If another run holds the store's lock.
     """
     path = _campaign_store(store)
     checked = _validated(table)
@@ -312,7 +294,8 @@ def add_override_rows(
     ------
     StoreError
         Not a campaign store, an invalid row, an epoch that is not an event of
-        the store, or the store locked by another writer.
+        the store; ``StoreLockedError`` (a ``StoreError``) if another run holds
+        the store's lock.
     """
     path = _campaign_store(store)
     now = _now()
@@ -377,7 +360,8 @@ def undo_override(
     Raises
     ------
     StoreError
-        Not a campaign store, no such row, a row already undone, or the store locked.
+        Not a campaign store, no such row, a row already undone;
+        ``StoreLockedError`` if another run holds the store's lock.
     """
     return _set_undone(store, row_id, True, author, purpose)
 
@@ -391,7 +375,8 @@ def redo_override(
     Raises
     ------
     StoreError
-        Not a campaign store, no such row, a row in force, or the store locked.
+        Not a campaign store, no such row, a row in force; ``StoreLockedError``
+        if another run holds the store's lock.
     """
     return _set_undone(store, row_id, False, author, purpose)
 

@@ -52,7 +52,8 @@ import xarray as xr
 
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
-from idexdask.pipeline.manifest import Manifest, pipeline_dir
+from idexdask.pipeline.lock import LOCK_NAME
+from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, pipeline_dir
 from idexdask.pipeline.overrides_store import (
     overrides_in_force,
     read_overrides_file,
@@ -154,7 +155,8 @@ class RunSummary:
     dashboard : str or None
         Dashboard address of the cluster.
     state : str
-        ``finished``, ``running``, ``interrupted`` or ``new``.
+        ``finished`` (every unit done), ``incomplete`` (the run ended with
+        failed units or inputs), ``running``, ``interrupted`` or ``new``.
     """
 
     store: str
@@ -392,7 +394,7 @@ def run_campaign(
     # a person's edits are data: they outlive the products they were made on
     kept = read_overrides_file(store) if overwrite else None
     if overwrite and store.exists():
-        shutil.rmtree(store)
+        _clear_store(store)
     store.mkdir(exist_ok=True)
     if kept is not None and kept.sizes.get("override", 0):
         write_overrides_file(store, kept)
@@ -461,6 +463,8 @@ def run_campaign(
                    retries, manifest, run_id, chash, summary, started, on_progress,
                    shared_overrides)
         summary.elapsed_s = time.perf_counter() - started
+    if summary.failures:
+        summary.state = "incomplete"
     manifest.append({
         "record": "run_end", "run_id": run_id, "time": _now(),
         "events_done": summary.events_done, "events_this_run": summary.events_this_run,
@@ -637,7 +641,7 @@ def store_status(store: str | os.PathLike) -> RunSummary:
     this_run = [r for r in latest.values() if r.get("run_id") == last_id and r["status"] == "done"]
     summary.events_this_run = sum(r["n_events"] for r in this_run)
     if "run_end" in last:
-        summary.state = "finished"
+        summary.state = "incomplete" if summary.failures else "finished"
         summary.elapsed_s = float(last["run_end"]["elapsed_s"])
     else:
         alive = start.get("host") == socket.gethostname() and _pid_alive(int(start["pid"]))
@@ -676,6 +680,19 @@ def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]
     done = [u for u in plan["units"]
             if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
     return plan["inputs"], done
+
+
+def _clear_store(store: Path) -> None:
+    """Empty a store for ``--overwrite``, all but its lock (held by this run)."""
+    for child in store.iterdir():
+        if child.name == PIPELINE_DIR:
+            for item in child.iterdir():
+                if item.name != LOCK_NAME:
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _pid_alive(pid: int) -> bool:

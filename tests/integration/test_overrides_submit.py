@@ -8,6 +8,7 @@ its unit is reprocessed, and undoing the row brings the automatic products back.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +149,7 @@ def test_real_l0_store_line_added_survives_submit(tmp_path, l0_dir):
                                "target": "tof", "center_us": spot}])
     after = _check_added_and_only_unit_redone(store, config, inputs, event, spot)
     j = int(_manual_lines(after, event)[0])
-    print(f"real event {event}: line added at {spot:.4f} us -> fitted centre "
-          f"{after.peak_center.values[j]:.4f} us, area {after.peak_area.values[j]:.4g}, "
-          f"status {after.peak_status.values[j]}; units {first.units_total}")
+    logging.getLogger(__name__).info(
+        "real event %d: line added at %.4f us -> fitted centre %.4f us, area %.4g, status %d",
+        event, spot, after.peak_center.values[j], after.peak_area.values[j],
+        after.peak_status.values[j])

@@ -10,7 +10,8 @@ import pytest
 import zarr
 
 from idexdask.analysis.overrides import active_overrides, override_digest
-from idexdask.errors import StoreError
+from idexdask.errors import StoreError, StoreLockedError
+from idexdask.pipeline.lock import store_lock
 from idexdask.pipeline.overrides_store import (
     add_override_rows,
     event_override_rows,
@@ -115,7 +116,7 @@ def test_write_replaces_whole_table(store):
 
 
 def _hold_lock(store, ready, release):
-    with store_write_lock(store, purpose="other writer"):
+    with store_lock(store, purpose="idexdask submit"):
         ready.set()
         release.wait(30)
 
@@ -127,10 +128,15 @@ def test_writes_take_the_store_lock(store):
     holder.start()
     try:
         assert ready.wait(60)
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreLockedError, match="idexdask submit"):
             add_override_rows(store, [{"epoch": 1000, "action": "remove", "center_us": 2.0}])
+        with pytest.raises(StoreLockedError):
+            write_store_overrides(store, [])
+        assert not overrides_path(store).exists()
     finally:
         release.set()
         holder.join(30)
     add_override_rows(store, [{"epoch": 1000, "action": "remove", "center_us": 2.0}])
     assert read_store_overrides(store).sizes["override"] == 1
+    with store_write_lock(store, purpose="dashboard"):  # released after each write
+        pass
