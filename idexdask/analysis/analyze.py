@@ -46,6 +46,7 @@ from idexdask.analysis.impact import (
 )
 from idexdask.analysis.line_edits import apply_line_edits
 from idexdask.analysis.overrides import (
+    LINE_SHAPES,
     apply_tof_overrides,
     as_table,
     impact_windows,
@@ -68,7 +69,7 @@ _log = get_logger(__name__)
 
 _CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
 # the peak variables the composition layer reads
-_PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err", "peak_species_manual")
+_PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err")
 
 
 # Schema of the `analysis:` section of configs/default.yaml beyond "same type as
@@ -247,16 +248,17 @@ def _tof_products(
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
         "peak_status": (fits.status, "1", "FitStatus of the line fit"),
         "peak_manual": (edits.manual, "1", "line added, edited or reshaped by a manual override"),
-        "peak_shape": (edits.shape, "", "line shape of the fit (idexdask.analysis.lineshapes)"),
+        "peak_shape": (edits.shape, "1", "line shape of the fit (idexdask.analysis.lineshapes)"),
         "peak_shape_parameters": (
             edits.shape_parameters,
             "",
-            "JSON of the shape's parameters beyond amplitude, center, sigma ('' automatic EMG)",
+            "JSON of a reshaped line's parameters beyond amplitude, center, sigma "
+            "('' for the automatic EMG)",
         ),
         "peak_species_manual": (
-            edits.species,
-            "",
-            "species assigned by hand ('' automatic, 'none' no species)",
+            edits.species != "",
+            "1",
+            "peak_species assigned by hand ('' there: assigned to no species)",
         ),
         "peak_prominence": (
             cand.prominence,
@@ -273,6 +275,9 @@ def _tof_products(
                 flag_values=np.arange(len(FitStatus), dtype=np.int8),
                 flag_meanings=fit_status_meanings(),
             )
+        if name == "peak_shape":
+            attrs.update(flag_values=np.arange(len(LINE_SHAPES), dtype=np.int8),
+                         flag_meanings=" ".join(LINE_SHAPES))
         out[name] = xr.Variable(("peak",), values, attrs=attrs)
     for name in TOF_CHANNELS:
         low = name.lower().removeprefix("tof_")
@@ -668,12 +673,15 @@ def analysis_products(
     new.update(products)
     coord_names: list[str] = []
     if "peak_mass" in present or "peak_mass" in new:
+        peak_inputs = {
+            name: var
+            for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
+            if var is not None
+        }
+        if lines is not None and (lines["species_manual"] != "").any():
+            peak_inputs["peak_species_by_hand"] = xr.Variable(("peak",), lines["species_manual"])
         comp = _composition_products(
-            {
-                name: var
-                for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
-                if var is not None
-            },
+            peak_inputs,
             n_events,
             cfg,
             calibrated,

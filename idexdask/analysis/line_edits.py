@@ -10,7 +10,8 @@ whatever shape it is given.
 * ``shape``: the line is refitted, in the same window and with the same
   noise weights, with the chosen shape of :mod:`idexdask.analysis.lineshapes`
   plus a constant (all such lines of a shape in one batched fit, started from
-  the EMG result).  Its ``peak_shape`` is the shape and ``peak_shape_parameters``
+  the EMG result).  Its ``peak_shape`` is the shape (its index in
+  :data:`~idexdask.analysis.overrides.LINE_SHAPES`) and ``peak_shape_parameters``
   the shape's own parameters beyond ``amplitude``, ``center`` and ``sigma`` as
   JSON (lmfit names: ``{"gamma1": .., "gamma2": .., "fraction": ..}``);
   ``peak_gamma`` stays the right-tail rate of the EMG-like shapes, NaN for
@@ -35,6 +36,7 @@ import xarray as xr
 from idexdask._logging import get_logger
 from idexdask.analysis.batchfit import batch_model, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, SIGMA_MIN
+from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.analysis.peaks import LineFits, PeakCandidates
 
 __all__ = ["DEFAULT_SHAPE", "LineEdits", "apply_line_edits", "shape_parameter_names"]
@@ -73,7 +75,8 @@ class LineEdits:
     manual : numpy.ndarray
         Added, edited or reshaped by an override (bool).
     shape : numpy.ndarray
-        Line shape name (str).
+        Line shape, index in :data:`~idexdask.analysis.overrides.LINE_SHAPES`
+        (0: the automatic EMG) (int8).
     shape_parameters : numpy.ndarray
         JSON of the shape's extra parameters for reshaped lines, ``""`` for the
         automatic EMG (whose ``gamma`` is ``peak_gamma``) (str).
@@ -129,7 +132,7 @@ def apply_line_edits(
     edits = LineEdits(
         fits=fits,
         manual=np.asarray(cand.manual, dtype=bool).copy(),
-        shape=np.full(n, DEFAULT_SHAPE, dtype=object),
+        shape=np.zeros(n, dtype=np.int8),
         shape_parameters=np.full(n, "", dtype=object),
         species=np.full(n, "", dtype=object),
     )
@@ -164,7 +167,7 @@ def apply_line_edits(
             edits.species[j] = str(table["species"].values[r])
     for j, shape in reshape.items():
         edits.manual[j] = True
-        edits.shape[j] = shape
+        edits.shape[j] = LINE_SHAPES.index(shape)
     by_shape: dict[str, list[int]] = {}
     for j, shape in reshape.items():
         if shape != DEFAULT_SHAPE:  # the EMG batch fit is already that shape's fit
@@ -177,7 +180,6 @@ def apply_line_edits(
 def _as_str(edits: LineEdits) -> LineEdits:
     return replace(
         edits,
-        shape=edits.shape.astype(str),
         shape_parameters=edits.shape_parameters.astype(str),
         species=edits.species.astype(str),
     )

@@ -113,7 +113,8 @@ ACTIONS = ("add", "remove", "edit", "window", "shape", "species", "calibrate")
 #: Actions that refer to a fitted line (matched on its EMG centre, after the fit).
 LINE_ACTIONS = ("shape", "species")
 #: Line shapes a ``shape`` row may choose (the shapes of :mod:`idexdask.analysis.lineshapes`).
-LINE_SHAPES = ("gaussian", "emg", "double_emg", "hyper_emg", "voigt")
+#: (``peak_shape`` is the index in this tuple: 0 is the automatic EMG)
+LINE_SHAPES = ("emg", "gaussian", "double_emg", "hyper_emg", "voigt")
 #: The species of a ``species`` row that assigns a line to nothing.
 NO_SPECIES = "none"
 _FLOATS = ("center_us", "window_start_us", "window_stop_us", "tolerance_us")

@@ -173,13 +173,18 @@ def _candidates(
 
 
 def _manual_species(peaks: Any, n_peaks: int) -> np.ndarray | None:
-    """``peak_species_manual`` of the peaks (species assigned by hand), if given."""
+    """``peak_species_by_hand`` of the peaks (species assigned by hand), if given.
+
+    Labels per peak: ``""`` automatic, ``"none"`` assigned to no species.  From a
+    stored dataset: ``where(peak_species_manual, where(peak_species == "", "none",
+    peak_species), "")``.
+    """
     names = peaks.data_vars if isinstance(peaks, xr.Dataset) else peaks
-    if "peak_species_manual" not in names:
+    if "peak_species_by_hand" not in names:
         return None
-    manual = np.asarray(peaks["peak_species_manual"]).astype(str).ravel()
+    manual = np.asarray(peaks["peak_species_by_hand"]).astype(str).ravel()
     if manual.size != n_peaks:
-        raise AnalysisError("peak_species_manual differs in length from peak_event")
+        raise AnalysisError("peak_species_by_hand differs in length from peak_event")
     return manual if (manual != "").any() else None
 
 
@@ -243,7 +248,9 @@ def composition_products(
     peaks : xarray.Dataset or mapping of arrays
         ``peak_event`` (int, event index 0..n_events-1), ``peak_mass`` (u; NaN for
         an uncalibrated event), ``peak_area`` (DN·µs) and optionally
-        ``peak_area_err`` (DN·µs, 1-sigma), all along one ``peak`` dimension.
+        ``peak_area_err`` (DN·µs, 1-sigma) and ``peak_species_by_hand`` (str:
+        species a person assigned, ``""`` automatic, ``"none"`` no species; it
+        replaces the automatic assignment), all along one ``peak`` dimension.
     n_events : int
         Number of events (length of ``epoch``).
     config : mapping or CompositionSettings, optional

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from idexdask.analysis import analyze
-from idexdask.analysis.overrides import make_overrides, override_digest, override_records
+from idexdask.analysis.overrides import (
+    LINE_SHAPES,
+    make_overrides,
+    override_digest,
+    override_records,
+)
 from idexdask.calibration.ions import ion_mass
 from idexdask.errors import AnalysisError
 from idexdask.simulate import simulate_events
@@ -47,9 +52,10 @@ def _undone(table, index=-1):
 
 
 def test_defaults_without_overrides(base):
-    assert set(base.peak_shape.values) == {"emg"}
+    assert set(base.peak_shape.values) == {0} and LINE_SHAPES[0] == "emg"
+    assert base.peak_shape.attrs["flag_meanings"].split() == list(LINE_SHAPES)
     assert set(base.peak_shape_parameters.values) == {""}
-    assert set(base.peak_species_manual.values) == {""}
+    assert not base.peak_species_manual.values.any()
     assert set(base.mass_calibration_method.values) == {"bootstrap"}
 
 
@@ -60,7 +66,7 @@ def test_shape_refits_one_line(events, base, shape):
     table = make_overrides([_row(events, "shape", center + 0.01, shape=shape)])
     out = analyze(events, overrides=table)
     assert out.sizes["peak"] == base.sizes["peak"]
-    assert out.peak_shape.values[j] == shape and out.peak_manual.values[j]
+    assert LINE_SHAPES[out.peak_shape.values[j]] == shape and out.peak_manual.values[j]
     params = json.loads(out.peak_shape_parameters.values[j])
     expected = {"gaussian": set(), "voigt": {"gamma"},
                 "double_emg": {"gamma1", "gamma2", "fraction"},
@@ -83,7 +89,7 @@ def test_shape_refits_one_line(events, base, shape):
     others = np.arange(base.sizes["peak"]) != j
     np.testing.assert_array_equal(out.peak_center.values[others],
                                   base.peak_center.values[others])
-    assert set(out.peak_shape.values[others]) == {"emg"}
+    assert set(out.peak_shape.values[others]) == {0}
 
 
 def test_shape_undo_restores_the_automatic_fit(events, base):
@@ -101,7 +107,7 @@ def test_shape_row_far_from_any_line_is_ignored(events, base):
     table = make_overrides([_row(events, "shape", 0.5, shape="gaussian")])
     out = analyze(events, overrides=table)
     np.testing.assert_array_equal(out.peak_center.values, base.peak_center.values)
-    assert set(out.peak_shape.values) == {"emg"}
+    assert set(out.peak_shape.values) == {0}
 
 
 def test_species_by_hand_replaces_the_automatic_assignment(events, base):
@@ -113,7 +119,7 @@ def test_species_by_hand_replaces_the_automatic_assignment(events, base):
     table = make_overrides([_row(events, "species", float(base.peak_center.values[j]),
                                  species="Mg")])
     out = analyze(events, overrides=table)
-    assert out.peak_species_manual.values[j] == "Mg"
+    assert out.peak_species_manual.values[j] and out.peak_species_manual.values.sum() == 1
     assert out.peak_species.values[j] == "24Mg"  # Mg names its main line
     assert out.peak_element.values[j] == "Mg" and not out.peak_ambiguous.values[j]
     before = base.element_area.values[EVENT, elements.index("Mg")]
@@ -129,6 +135,7 @@ def test_species_by_hand_replaces_the_automatic_assignment(events, base):
                                 species="none")])
     out = analyze(events, overrides=none)
     assert out.peak_species.values[j] == "" and out.peak_element.values[j] == ""
+    assert out.peak_species_manual.values[j]
     out = analyze(events, overrides=_undone(none))
     np.testing.assert_array_equal(out.peak_species.values, base.peak_species.values)
     np.testing.assert_array_equal(out.composition.values, base.composition.values)
