@@ -52,7 +52,7 @@ from idexdask.analysis.overrides import (
 )
 from idexdask.errors import AnalysisError, IdexDaskError, StoreError
 from idexdask.pipeline.lock import store_lock
-from idexdask.pipeline.manifest import pipeline_dir
+from idexdask.pipeline.manifest import Manifest, pipeline_dir
 from idexdask.pipeline.store import read_store_meta
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "store_write_lock",
     "undo_override",
     "unit_override_digests",
+    "units_awaiting_overrides",
     "write_overrides_file",
     "write_store_overrides",
 ]
@@ -442,3 +443,30 @@ def unit_override_digests(
         return dict.fromkeys(regions, "")
     return {uid: override_digest(table, epochs[start:stop])
             for uid, (start, stop) in regions.items()}
+
+
+def units_awaiting_overrides(store: str | os.PathLike) -> list[dict[str, Any]]:
+    """Done units whose override rows changed since they were processed.
+
+    The next ``idexdask submit`` redoes exactly these; until then their stored
+    products do not show the saved edits (a dashboard says so).
+
+    Returns
+    -------
+    list of dict
+        Planned units (``uid``, ``input``, ``region``, ...), in plan order.
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is not a campaign store.
+    """
+    from idexdask.pipeline.runner import done_units  # noqa: PLC0415 - the runner imports us
+
+    path = _campaign_store(store)
+    _, units = done_units(path)
+    latest = Manifest(path).latest_units()
+    digests = unit_override_digests(path, overrides_in_force(path),
+                                    {u["uid"]: tuple(u["region"]) for u in units})
+    return [u for u in units
+            if latest[u["uid"]].get("overrides_hash", "") != digests[u["uid"]]]

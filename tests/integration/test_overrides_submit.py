@@ -16,10 +16,12 @@ import numpy as np
 from idexdask.config import load_config
 from idexdask.pipeline.export import open_campaign
 from idexdask.pipeline.manifest import Manifest
+from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.pipeline.overrides_store import (
     add_override_rows,
     read_store_overrides,
     undo_override,
+    units_awaiting_overrides,
 )
 from idexdask.pipeline.ragged import peaks_from_event_major
 from idexdask.pipeline.runner import run_campaign
@@ -109,10 +111,14 @@ def test_simulated_campaign_line_added_survives_submit(tmp_path):
     lines = _lines(store)
     spot = _free_spot(lines, event)
     epoch = int(lines.epoch.values[event])
+    assert units_awaiting_overrides(store) == []
     (row_id,) = add_override_rows(
         store, [{"epoch": epoch, "action": "add", "target": "tof", "center_us": spot,
                  "note": "line the detection missed"}], author="tester")
+    (waiting,) = units_awaiting_overrides(store)
+    assert waiting["region"][0] <= event < waiting["region"][1]
     _check_added_and_only_unit_redone(store, config, [sim], event, spot)
+    assert units_awaiting_overrides(store) == []
 
     # nothing changed: nothing is redone
     again = run_campaign([sim], store, config)
@@ -149,6 +155,55 @@ def test_real_l0_store_line_added_survives_submit(tmp_path, l0_dir):
                                "target": "tof", "center_us": spot}])
     after = _check_added_and_only_unit_redone(store, config, inputs, event, spot)
     j = int(_manual_lines(after, event)[0])
+
+    # a second save on the same event (shape and species of its strongest line):
+    # its unit is redone again, and both edits are in the products
+    mine = np.nonzero(after.peak_event.values == event)[0]
+    k = int(mine[np.nanargmax(np.where(mine == j, -np.inf, after.peak_area.values[mine]))])
+    center = float(after.peak_center.values[k])
+    epoch = int(after.epoch.values[event])
+    add_override_rows(store, [
+        {"epoch": epoch, "action": "shape", "center_us": center, "shape": "gaussian"},
+        {"epoch": epoch, "action": "species", "center_us": center, "species": "Na"},
+    ])
+    summary = run_campaign(inputs, store, config)
+    assert len(_last_run(store)) == 1 and summary.units_skipped == summary.units_total - 1
+    again = _lines(store)
+    mine = np.nonzero(again.peak_event.values == event)[0]
+    k2 = int(mine[np.argmin(np.abs(again.peak_center.values[mine] - center))])
+    assert LINE_SHAPES[again.peak_shape.values[k2]] == "gaussian"
+    assert again.peak_species.values[k2] == "Na" and again.peak_species_manual.values[k2]
+    assert again.peak_manual.values[mine].sum() == 2
+
+    # a detected line removed and added back by hand in its own window: the
+    # same line, now manual, fitted to the same samples
+    auto = mine[~again.peak_manual.values[mine].astype(bool)]
+    m = int(auto[np.nanargmax(again.peak_area.values[auto])])
+    c, w0, w1 = (float(again[n].values[m])
+                 for n in ("peak_center", "peak_window_start", "peak_window_stop"))
+    add_override_rows(store, [
+        {"epoch": epoch, "action": "remove", "center_us": c, "tolerance_us": 0.02},
+        {"epoch": epoch, "action": "add", "center_us": c, "window_start_us": w0,
+         "window_stop_us": w1},
+    ])
+    run_campaign(inputs, store, config)
+    assert len(_last_run(store)) == 1
+    third = _lines(store)
+    mine3 = np.nonzero(third.peak_event.values == event)[0]
+    assert mine3.size == mine.size
+    m3 = int(mine3[np.argmin(np.abs(third.peak_center.values[mine3] - c))])
+    assert third.peak_manual.values[m3] and third.peak_status.values[m3] <= 1
+    # same samples and window, a start a fraction of a sample away: the fit reaches
+    # the same minimum; 0.1 sigma leaves room for the optimiser's stopping tolerance
+    assert abs(third.peak_center.values[m3] - c) <= 0.1 * again.peak_center_err.values[m]
+    assert (abs(third.peak_area.values[m3] - again.peak_area.values[m])
+            <= 0.1 * again.peak_area_err.values[m])
+    logging.getLogger(__name__).info(
+        "real event %d, line re-added by hand: centre %.5f -> %.5f us (err %.2g), "
+        "area %.5g -> %.5g (err %.2g), status %d -> %d", event, c,
+        third.peak_center.values[m3], again.peak_center_err.values[m],
+        again.peak_area.values[m], third.peak_area.values[m3], again.peak_area_err.values[m],
+        again.peak_status.values[m], third.peak_status.values[m3])
     logging.getLogger(__name__).info(
         "real event %d: line added at %.4f us -> fitted centre %.4f us, area %.4g, status %d",
         event, spot, after.peak_center.values[j], after.peak_area.values[j],
