@@ -102,6 +102,7 @@ __all__ = [
     "new_override_id",
     "override_digest",
     "override_records",
+    "overrides_for",
     "read_overrides",
     "write_overrides",
 ]
@@ -292,14 +293,22 @@ def as_table(overrides: xr.Dataset | str | Path | Iterable[Mapping[str, Any]] | 
         return empty_overrides()
     if isinstance(overrides, xr.Dataset):
         table = overrides
-        if table.sizes.get("override", 0) and "action" in table:
-            # a table built elsewhere is validated like one read from a file
+        if table.sizes.get("override", 0) and table.attrs.get("schema") != SCHEMA:
+            # a table not made by make_overrides is validated like one read from a file
             table = make_overrides(override_records(table))
     elif isinstance(overrides, str | Path):
         table = read_overrides(overrides)
     else:
         table = make_overrides(overrides)
     return active_overrides(table)
+
+
+def overrides_for(table: xr.Dataset, epochs: Iterable[int]) -> xr.Dataset:
+    """The rows of ``table`` whose epoch is one of ``epochs`` (in table order)."""
+    if table.sizes.get("override", 0) == 0:
+        return table
+    mine = np.isin(table["epoch"].values, np.fromiter((int(e) for e in epochs), np.int64))
+    return table if mine.all() else table.isel(override=np.nonzero(mine)[0])
 
 
 def override_digest(table: xr.Dataset, epochs: Iterable[int]) -> str:

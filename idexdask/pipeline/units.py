@@ -207,6 +207,11 @@ def _analysed(
     """
     if not bool(config.get("pipeline", {}).get("analyze", True)):
         return _Events.of(dataset)
+    if overrides is not None and overrides.sizes.get("override", 0):
+        from idexdask.analysis.overrides import overrides_for  # noqa: PLC0415
+
+        # the rows of these events only: the campaign's others would each be logged
+        overrides = overrides_for(overrides, dataset.variables["epoch"].values)
     products = _analysis_products(dataset, config, overrides)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.config import load_config
 from idexdask.pipeline.export import open_campaign
 from idexdask.pipeline.manifest import Manifest
-from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.pipeline.overrides_store import (
     add_override_rows,
     read_store_overrides,

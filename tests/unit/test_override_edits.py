@@ -13,6 +13,7 @@ from idexdask.analysis.overrides import (
     make_overrides,
     override_digest,
     override_records,
+    overrides_for,
 )
 from idexdask.calibration.ions import ion_mass
 from idexdask.errors import AnalysisError
@@ -218,3 +219,5 @@ def test_digest_follows_the_rows_in_force():
     moved = make_overrides([{**rows[0], "center_us": 2.5}, rows[1]])
     assert override_digest(moved, [1]) != d1
     assert override_digest(_undone(table, 0), [1]) == ""
+    assert list(overrides_for(table, [2, 5])["override"].values) == ["b"]
+    assert overrides_for(table, [7]).sizes["override"] == 0
