@@ -49,6 +49,9 @@ class ManualCalibrations:
         ``"none"`` if calibrated, else ``manual_<status>`` or ``manual_bad_lines`` (str).
     n_lines : numpy.ndarray
         Hand-assigned lines used (int).
+    calibrations : list of TOFMassCal or None
+        Each event's fit (its lines, residuals in µs, u and ppm: what a
+        calibration panel shows); None where the lines were unusable.
     """
 
     events: np.ndarray
@@ -56,6 +59,7 @@ class ManualCalibrations:
     calibrated: np.ndarray
     reason: np.ndarray
     n_lines: np.ndarray
+    calibrations: list[TOFMassCal | None]
 
 
 def manual_calibrations(
@@ -94,6 +98,7 @@ def manual_calibrations(
     calibrated = np.zeros(ev.size, bool)
     reason = np.full(ev.size, "manual_too_few_lines", dtype=object)
     n_lines = np.zeros(ev.size, np.int64)
+    fitted: list[TOFMassCal | None] = [None] * ev.size
     species = np.asarray(peak_species).astype(str)
     assigned = (species != "") & (species != _NO_SPECIES) & np.isfinite(peak_center)
     for i, e in enumerate(ev):
@@ -110,6 +115,7 @@ def manual_calibrations(
             _log.info("event %d: manual calibration from %d lines failed: %s", e, lines.size, exc)
             reason[i] = "manual_bad_lines"
             continue
+        fitted[i] = cal
         if not cal.usable:
             reason[i] = f"manual_{cal.status.value}"
             _log.info("event %d: manual calibration from %d lines: %s", e, lines.size,
@@ -119,4 +125,4 @@ def manual_calibrations(
         coeffs[i, : cal.coefficients.size] = cal.coefficients
         calibrated[i] = True
         reason[i] = "none"
-    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines)
+    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines, fitted)

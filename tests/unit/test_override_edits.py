@@ -221,3 +221,25 @@ def test_digest_follows_the_rows_in_force():
     assert override_digest(_undone(table, 0), [1]) == ""
     assert list(overrides_for(table, [2, 5])["override"].values) == ["b"]
     assert overrides_for(table, [7]).sizes["override"] == 0
+
+
+def test_manual_calibrations_recover_a_known_scale():
+    """Lines placed by a known t = t0 + a sqrt(m): the fit gives the scale back."""
+    from idexdask.calibration import load_calibration_settings
+    from idexdask.calibration.manual import manual_calibrations
+
+    species = np.array(["Na", "K", "56Fe", "none", "", "12C"])
+    masses = np.array([ion_mass(s) if s not in ("", "none") else 30.0 for s in species])
+    t0, a = -1.5, 1.45  # µs, µs/sqrt(u): inside the flight preset's ranges
+    centers = t0 + a * np.sqrt(masses)
+    event = np.array([0, 0, 0, 0, 0, 1])
+    settings = load_calibration_settings("flight")
+    cal = manual_calibrations(event, centers, species, [0, 1], settings, order=3)
+    assert cal.calibrated.tolist() == [True, False]
+    assert cal.reason.tolist() == ["none", "manual_too_few_lines"]
+    assert cal.n_lines.tolist() == [3, 1]  # "none" and "" lines are not used
+    # exact times of three distinct masses: an exact fit, to rounding (1e-9 µs)
+    t = np.polynomial.polynomial.polyval(np.sqrt(masses[:3]), cal.coefficients[0])
+    np.testing.assert_allclose(t, centers[:3], atol=1e-9)
+    assert np.abs(cal.calibrations[0].residual_ppm).max() < 1e-3
+    assert np.isnan(cal.coefficients[1]).all()
