@@ -410,7 +410,11 @@ def _manual_calibration(
     from idexdask.calibration.manual import manual_calibrations
 
     n_events = calibrated.size
-    method = np.full(n_events, "bootstrap", dtype=object)
+    method = (  # how the automatic calibration was made, where it says so
+        out["mass_calibration_method"].values.astype(object)
+        if "mass_calibration_method" in out
+        else np.full(n_events, "bootstrap", dtype=object)
+    )
     events: list[int] = []
     if table.sizes.get("override", 0):
         rows = np.nonzero(table["action"].values == "calibrate")[0]
@@ -445,10 +449,17 @@ def _manual_calibration(
         if fin.any():
             pm[fin] = mass_axis(coeffs[lines["event"][fin]], lines["center"][fin][:, None])[:, 0]
         out["peak_mass"] = out["peak_mass"].copy(data=pm)
-    out["mass_calibration_method"] = _epoch_da(
-        method.astype(str),
-        {"long_name": "how the mass calibration was made: bootstrap, or manual (assigned lines)"},
-    )
+        if "peak_calibration_residual" in out:  # the manual fit's own residuals there
+            res = out["peak_calibration_residual"].values.copy()
+            res[mine] = np.nan
+            for used, fit in zip(cal.lines, cal.calibrations, strict=True):
+                if fit is not None and fit.usable:
+                    res[used] = fit.residual_us
+            out["peak_calibration_residual"] = out["peak_calibration_residual"].copy(data=res)
+    attrs = (dict(out["mass_calibration_method"].attrs) if "mass_calibration_method" in out
+             else {"long_name": "how the mass calibration was made"})
+    attrs["long_name"] = f"{attrs['long_name']}; manual: fitted to hand-assigned lines"
+    out["mass_calibration_method"] = _epoch_da(method.astype(str), attrs)
     return calibrated
 
 

@@ -15,7 +15,9 @@ whatever shape it is given.
   the shape's own parameters beyond ``amplitude``, ``center`` and ``sigma`` as
   JSON (lmfit names: ``{"gamma1": .., "gamma2": .., "fraction": ..}``);
   ``peak_gamma`` stays the right-tail rate of the EMG-like shapes, NaN for
-  ``gaussian`` and ``voigt`` (whose ``gamma`` is a Lorentzian HWHM in µs).
+  ``gaussian`` and ``voigt`` (whose ``gamma`` is a Lorentzian HWHM in µs).  A
+  row choosing the shape the automatic fit already has marks the line manual
+  and keeps its fit.
 * ``species``: the line's species as a person assigned it, used by the
   composition instead of the automatic assignment and by a ``calibrate`` row.
 
@@ -39,11 +41,10 @@ from idexdask.analysis.lineshapes import GAMMA_MAX, SIGMA_MIN
 from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.analysis.peaks import LineFits, PeakCandidates
 
-__all__ = ["DEFAULT_SHAPE", "LineEdits", "apply_line_edits", "shape_parameter_names"]
+__all__ = ["LineEdits", "apply_line_edits", "shape_parameter_names"]
 
 _log = get_logger(__name__)
 
-DEFAULT_SHAPE = "emg"
 _DEFAULT_TOL = 0.05
 _GRID = 512  # points on which a reshaped line's height is taken
 
@@ -78,8 +79,8 @@ class LineEdits:
         Line shape, index in :data:`~idexdask.analysis.overrides.LINE_SHAPES`
         (0: the automatic EMG) (int8).
     shape_parameters : numpy.ndarray
-        JSON of the shape's extra parameters for reshaped lines, ``""`` for the
-        automatic EMG (whose ``gamma`` is ``peak_gamma``) (str).
+        JSON of the shape's extra parameters for refitted lines, ``""`` for the
+        automatic fits (whose tail rate is ``peak_gamma``) (str).
     species : numpy.ndarray
         Species assigned by hand, ``""`` where automatic, ``"none"`` for "no
         species" (str).
@@ -132,7 +133,8 @@ def apply_line_edits(
     edits = LineEdits(
         fits=fits,
         manual=np.asarray(cand.manual, dtype=bool).copy(),
-        shape=np.zeros(n, dtype=np.int8),
+        # the shape the automatic fit chose (EMG, or a fallback where the fitter has one)
+        shape=np.asarray(getattr(fits, "shape", np.zeros(n)), dtype=np.int8).copy(),
         shape_parameters=np.full(n, "", dtype=object),
         species=np.full(n, "", dtype=object),
     )
@@ -165,13 +167,12 @@ def apply_line_edits(
             reshape[j] = str(table["shape"].values[r])
         else:
             edits.species[j] = str(table["species"].values[r])
-    for j, shape in reshape.items():
-        edits.manual[j] = True
-        edits.shape[j] = LINE_SHAPES.index(shape)
     by_shape: dict[str, list[int]] = {}
     for j, shape in reshape.items():
-        if shape != DEFAULT_SHAPE:  # the EMG batch fit is already that shape's fit
+        edits.manual[j] = True
+        if LINE_SHAPES.index(shape) != edits.shape[j]:  # else the fit is that shape's already
             by_shape.setdefault(shape, []).append(j)
+        edits.shape[j] = LINE_SHAPES.index(shape)
     for shape, lines in by_shape.items():
         _refit(edits, np.array(sorted(lines)), shape, cand, signal, time, sigma, settings)
     return _as_str(edits)
@@ -261,6 +262,8 @@ def _refit(
     new = {name: getattr(fits, name).copy() for name in LineFits.__dataclass_fields__}
     for name, values in updates.items():
         new[name][lines] = values
+    if "shape" in new:
+        new["shape"][lines] = LINE_SHAPES.index(shape)
     edits.fits = LineFits(**new)
     for i, j in enumerate(lines):
         edits.shape_parameters[j] = json.dumps(

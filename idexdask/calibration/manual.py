@@ -52,6 +52,8 @@ class ManualCalibrations:
     calibrations : list of TOFMassCal or None
         Each event's fit (its lines, residuals in µs, u and ppm: what a
         calibration panel shows); None where the lines were unusable.
+    lines : list of numpy.ndarray
+        Each event's lines used (indices into the peak arrays, in fit order).
     """
 
     events: np.ndarray
@@ -60,6 +62,7 @@ class ManualCalibrations:
     reason: np.ndarray
     n_lines: np.ndarray
     calibrations: list[TOFMassCal | None]
+    lines: list[np.ndarray]
 
 
 def manual_calibrations(
@@ -99,11 +102,13 @@ def manual_calibrations(
     reason = np.full(ev.size, "manual_too_few_lines", dtype=object)
     n_lines = np.zeros(ev.size, np.int64)
     fitted: list[TOFMassCal | None] = [None] * ev.size
+    used: list[np.ndarray] = []
     species = np.asarray(peak_species).astype(str)
     assigned = (species != "") & (species != _NO_SPECIES) & np.isfinite(peak_center)
     for i, e in enumerate(ev):
         lines = np.nonzero(assigned & (peak_event == e))[0]
         n_lines[i] = lines.size
+        used.append(lines)
         try:
             masses = np.array([ion_mass(str(s)) for s in species[lines]], dtype=float)
             cal = TOFMassCal.fit(
@@ -125,4 +130,4 @@ def manual_calibrations(
         coeffs[i, : cal.coefficients.size] = cal.coefficients
         calibrated[i] = True
         reason[i] = "none"
-    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines, fitted)
+    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines, fitted, used)

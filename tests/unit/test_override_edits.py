@@ -93,6 +93,16 @@ def test_shape_refits_one_line(events, base, shape):
     assert set(out.peak_shape.values[others]) == {0}
 
 
+def test_shape_of_the_automatic_fit_keeps_it(events, base):
+    j = _strongest(base)
+    assert base.peak_shape.values[j] == LINE_SHAPES.index("emg")
+    table = make_overrides([_row(events, "shape", float(base.peak_center.values[j]),
+                                 shape="emg")])
+    out = analyze(events, overrides=table)
+    np.testing.assert_array_equal(out.peak_area.values, base.peak_area.values)
+    assert out.peak_manual.values[j] and out.peak_manual.values.sum() == 1
+
+
 def test_shape_undo_restores_the_automatic_fit(events, base):
     j = _strongest(base)
     table = make_overrides([_row(events, "shape", float(base.peak_center.values[j]),
