@@ -422,10 +422,11 @@ def _manual_calibration(
         events = sorted({index[int(e)] for e in table["epoch"].values[rows] if int(e) in index})
     if events:
         section = cfg.get("calibration") or {}
+        # the preset the automatic calibration used (the configured one, resolved)
+        preset = out["mass_calibration"].attrs.get("preset", section.get("preset", "flight"))
         cal = manual_calibrations(
             lines["event"], lines["center"], lines["species_manual"], events,
-            load_calibration_settings(str(section.get("preset", "flight")),
-                                      path=section.get("settings_file") or None),
+            load_calibration_settings(str(preset), path=section.get("settings_file") or None),
             order=_CAL_ORDER,
         )
         coeffs = out["mass_calibration"].values.copy()

@@ -53,11 +53,12 @@ def _undone(table, index=-1):
 
 
 def test_defaults_without_overrides(base):
-    assert set(base.peak_shape.values) == {0} and LINE_SHAPES[0] == "emg"
+    # the automatic fits: EMG, or a Gaussian where the fitter falls back to one
+    assert set(base.peak_shape.values) <= {0, 1} and LINE_SHAPES[:2] == ("emg", "gaussian")
     assert base.peak_shape.attrs["flag_meanings"].split() == list(LINE_SHAPES)
     assert set(base.peak_shape_parameters.values) == {""}
     assert not base.peak_species_manual.values.any()
-    assert set(base.mass_calibration_method.values) == {"bootstrap"}
+    assert "manual" not in set(base.mass_calibration_method.values)
 
 
 @pytest.mark.parametrize("shape", ["gaussian", "double_emg", "hyper_emg", "voigt"])
@@ -90,7 +91,7 @@ def test_shape_refits_one_line(events, base, shape):
     others = np.arange(base.sizes["peak"]) != j
     np.testing.assert_array_equal(out.peak_center.values[others],
                                   base.peak_center.values[others])
-    assert set(out.peak_shape.values[others]) == {0}
+    np.testing.assert_array_equal(out.peak_shape.values[others], base.peak_shape.values[others])
 
 
 def test_shape_of_the_automatic_fit_keeps_it(events, base):
@@ -118,7 +119,7 @@ def test_shape_row_far_from_any_line_is_ignored(events, base):
     table = make_overrides([_row(events, "shape", 0.5, shape="gaussian")])
     out = analyze(events, overrides=table)
     np.testing.assert_array_equal(out.peak_center.values, base.peak_center.values)
-    assert set(out.peak_shape.values) == {0}
+    np.testing.assert_array_equal(out.peak_shape.values, base.peak_shape.values)
 
 
 def test_species_by_hand_replaces_the_automatic_assignment(events, base):
@@ -198,7 +199,8 @@ def test_manual_calibration_from_assigned_lines(events, base):
     # undoing the calibrate row brings the bootstrap back
     out = analyze(events, overrides=_undone(table))
     np.testing.assert_array_equal(out.mass_calibration.values, base.mass_calibration.values)
-    assert set(out.mass_calibration_method.values) == {"bootstrap"}
+    np.testing.assert_array_equal(out.mass_calibration_method.values,
+                                  base.mass_calibration_method.values)
 
 
 def test_new_rows_validated():
