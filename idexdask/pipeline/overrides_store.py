@@ -136,10 +136,10 @@ def store_write_lock(store: str | os.PathLike, *, purpose: str) -> Iterator[None
                 stack.enter_context(store_lock(store, purpose=f"override table: {purpose}"))
                 break
             except StoreLockedError:
-                holder = read_lock(store)
-                mine = holder is not None and (holder.host, holder.pid) == (
+                holder = read_lock(store)  # None: released meanwhile, try again
+                other = holder is not None and (holder.host, holder.pid) != (
                     socket.gethostname(), os.getpid())
-                if not mine or time.monotonic() > deadline:
+                if other or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
         yield
