@@ -255,3 +255,25 @@ def test_manual_calibrations_recover_a_known_scale():
     np.testing.assert_allclose(t, centers[:3], atol=1e-9)
     assert np.abs(cal.calibrations[0].residual_ppm).max() < 1e-3
     assert np.isnan(cal.coefficients[1]).all()
+
+
+def test_calibrate_row_is_time2mass_lines(events, base):
+    """A calibrate row fits what `idexdask time2mass --lines "t1:X,t2:Y,..."` fits."""
+    from idexdask.calibration import load_calibration_settings
+    from idexdask.calibration.time2mass import calibrate_lines, parse_lines
+
+    mine = _lines(base)
+    named = [(int(j), str(base.peak_species.values[j])) for j in mine
+             if base.peak_species.values[j] and base.peak_status.values[j] == 0][:3]
+    rows = [_row(events, "species", float(base.peak_center.values[j]), species=label)
+            for j, label in named]
+    rows.append({"epoch": int(events.epoch.values[EVENT]), "action": "calibrate"})
+    out = analyze(events, overrides=rows)
+    text = ",".join(f"{float(base.peak_center.values[j])!r}:{label}" for j, label in named)
+    preset = base.mass_calibration.attrs["preset"]
+    cli = calibrate_lines(None, load_calibration_settings(preset),  # type: ignore[arg-type]
+                          user_lines=parse_lines(text))
+    assert cli.calibrated
+    coeffs = cli.calibration.coefficients
+    # the same fit of the same numbers (the same code run twice): identical
+    np.testing.assert_array_equal(out.mass_calibration.values[EVENT][: coeffs.size], coeffs)
