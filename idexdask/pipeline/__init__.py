@@ -5,6 +5,8 @@
   function (decode, then ``idexdask.analysis.analyze`` once it exists);
 * :mod:`~idexdask.pipeline.store`: the full-size store and per-unit region writes;
 * :mod:`~idexdask.pipeline.manifest`: the journal of finished units;
+* :mod:`~idexdask.pipeline.overrides_store`: the store's manual override table,
+  reapplied by every run (a unit is redone when its rows change);
 * :mod:`~idexdask.pipeline.cluster`: LocalCluster / GPU / remote scheduler;
 * :mod:`~idexdask.pipeline.runner`: :func:`run_campaign` and :func:`store_status`;
 * :mod:`~idexdask.pipeline.export`: HDF5 and CDF files per input from a store.
