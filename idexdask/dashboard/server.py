@@ -138,5 +138,9 @@ def serve(context: ServerContext, *, port: int = 5006, address: str = "127.0.0.1
     origins = list(allow_websocket_origin) or [f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.extension("tabulator", notifications=True)
     logger.info("serving %s on http://%s:%d", context.data.path, address, port)
+    from idexdask.dashboard.pages.docs import ASSETS_ROUTE
+
+    static = {ASSETS_ROUTE.strip("/"): str(context.docs_dir)} if context.docs_dir else {}
     pn.serve(build_routes(context), port=port, address=address, websocket_origin=origins,
-             show=show, title="idexdask review", start=True, threaded=False)
+             show=show, title="idexdask review", start=True, threaded=False,
+             static_dirs=static)

@@ -37,19 +37,22 @@ def open_page(driver, url: str, timeout: float = 60) -> None:
 
 
 def shadow_text(driver) -> str:
-    """All text of the page, shadow roots included (Panel renders into shadow DOM)."""
-    return driver.execute_script("""
+    """Visible text of the page, shadow roots included (Panel renders into shadow DOM),
+    whitespace collapsed to single spaces."""
+    text = driver.execute_script("""
         function collect(node) {
             let text = '';
             if (node.shadowRoot) text += collect(node.shadowRoot);
             for (const child of node.childNodes) {
                 if (child.nodeType === Node.TEXT_NODE) text += child.textContent + ' ';
-                else text += collect(child);
+                else if (!['STYLE', 'SCRIPT', 'LINK'].includes(child.nodeName))
+                    text += collect(child);
             }
             return text;
         }
         return collect(document.body);
     """)
+    return " ".join(text.split())
 
 
 def wait_text(driver, needle: str, timeout: float = 60) -> str:
@@ -117,3 +120,43 @@ def screenshot(driver, folder: Path, name: str) -> Path:
     driver.save_screenshot(str(path))
     driver.set_window_size(1400, 1800)
     return path
+
+
+def plot_texts(driver) -> list[str]:
+    """Titles and axis labels of every Bokeh plot of the page (drawn on canvas, not DOM)."""
+    return driver.execute_script("""
+        const texts = [];
+        for (const doc of Bokeh.documents)
+            for (const model of doc._all_models.values()) {
+                if (model.type === 'Title' && model.text) texts.push(model.text);
+                if (model.axis_label) texts.push(model.axis_label);
+            }
+        return texts;
+    """)
+
+
+def source_lengths(driver) -> list[int]:
+    """Lengths of the columns of every Bokeh data source of the page."""
+    return driver.execute_script("""
+        const sizes = [];
+        for (const doc of Bokeh.documents)
+            for (const model of doc._all_models.values())
+                if (model.type === 'ColumnDataSource')
+                    for (const column of Object.values(model.data))
+                        if (column && column.length !== undefined) sizes.push(column.length);
+        return sizes;
+    """)
+
+
+def source_strings(driver) -> set[str]:
+    """Every string value held by the page's Bokeh data sources (labels, names)."""
+    return set(driver.execute_script("""
+        const out = [];
+        for (const doc of Bokeh.documents)
+            for (const model of doc._all_models.values())
+                if (model.type === 'ColumnDataSource')
+                    for (const column of Object.values(model.data))
+                        if (Array.isArray(column))
+                            for (const v of column) if (typeof v === 'string') out.push(v);
+        return out;
+    """))

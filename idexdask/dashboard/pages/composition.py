@@ -54,7 +54,15 @@ def fractions_for_preset(context: ServerContext, preset: str) -> pd.DataFrame:
     for i, element in enumerate(elements):
         frame[f"err_{element}"] = err[:, i]
     frame.insert(0, "event", rows)
-    for name in ("best_mineral", "mg_number", "mg_number_err", "mass_calibration_status"):
+    if "best_mixture" in dataset and "best_mixture_fraction" in dataset:
+        members = as_text(np.asarray(dataset["best_mixture"].values)[rows])
+        share = np.asarray(dataset["best_mixture_fraction"].values, dtype=float)[rows]
+        frame["best_mixture"] = [
+            f"{a} {f:.2f} + {b} {1 - f:.2f}" if a and np.isfinite(f) else ""
+            for (a, b), f in zip(members, share, strict=True)
+        ]
+    for name in ("best_mineral", "best_mineral_score", "mg_number", "mg_number_err",
+                 "mass_calibration_status"):
         if name in dataset:
             values = np.asarray(dataset[name].values)[rows]
             frame[name] = as_text(values) if values.dtype.kind not in "biuf" else values
@@ -64,7 +72,8 @@ def fractions_for_preset(context: ServerContext, preset: str) -> pd.DataFrame:
 def _triangle(corners: tuple[str, str, str]) -> list:
     edge = np.array([[0.5, np.sqrt(3) / 2], [0, 0], [1, 0], [0.5, np.sqrt(3) / 2]])
     labels = hv.Labels([(0.5, np.sqrt(3) / 2 + 0.04, corners[0]), (-0.04, -0.04, corners[1]),
-                        (1.04, -0.04, corners[2])], ["x", "y"], "text")
+                        (1.04, -0.04, corners[2])], ["x", "y"], "text").opts(
+                            text_color="black", text_font_size="12pt")
     return [hv.Curve(edge, "x", "y").opts(color="black"), labels]
 
 
@@ -83,6 +92,9 @@ def composition_page(context: ServerContext) -> pn.Column:
     start_live(state)
     library = load_mineral_library(context.config.get("composition", {}).get(
         "minerals_file", "minerals.yaml"))
+
+    library_elements = {str(e) for e in context.data.dataset["element"].values} \
+        if "element" in context.data.dataset else set()
 
     @guarded
     def ternaries(preset, color, refresh):
@@ -108,8 +120,13 @@ def composition_page(context: ServerContext) -> pn.Column:
                 if index:
                     view.tapped = int(points["event"].iloc[index[0]])
             tap.add_subscriber(opened)
-            names, expected = expected_fractions(library, list(corners))
-            mx, my = ternary_xy(ternary(expected))
+            elements = [c for c in frame.columns if c in library_elements]
+            names, expected = expected_fractions(library, elements)
+            corner_columns = [elements.index(c) for c in corners]
+            expected = ternary(expected[:, corner_columns])
+            shown = np.isfinite(expected).all(axis=1)
+            names = [n for n, ok in zip(names, shown, strict=True) if ok]
+            mx, my = ternary_xy(expected[shown])
             minerals = hv.Points((mx, my, list(names)), ["x", "y"], "mineral").opts(
                 marker="diamond", color="red", size=10, tools=["hover"])
             mineral_labels = hv.Labels((mx, my + 0.03, [n.split("|")[0] for n in names]),
@@ -118,6 +135,7 @@ def composition_page(context: ServerContext) -> pn.Column:
             overlay = hv.Overlay([*_triangle(corners), minerals, mineral_labels, element])
             plots.append(overlay.opts(hv.opts.Overlay(
                 title=f"{title} ({int(keep.sum())} events)", width=460, height=420,
+                xlim=(-0.12, 1.12), ylim=(-0.1, 1.0),
                 xaxis=None, yaxis=None, show_legend=False)))
         if not plots:
             return pn.pane.HTML("<i>no ternary elements in this store</i>")
@@ -139,7 +157,10 @@ def composition_page(context: ServerContext) -> pn.Column:
         note = ("stored fractions with their uncertainties" if preset == STORED else
                 f"recomputed with the {preset} RSF preset from the stored areas "
                 "(uncertainty: RSF only)")
-        shown = calibrated.copy()
+        leading = [c for c in ("event", "best_mineral", "best_mixture", "mg_number",
+                               "mg_number_err")
+                   if c in calibrated]
+        shown = calibrated[leading + [c for c in calibrated.columns if c not in leading]].copy()
         shown.insert(0, "open", [f'<a href="/event?event={i}">{i}</a>' for i in shown["event"]])
         return pn.Column(
             pn.pane.HTML(f"<b>{len(calibrated)}</b> of {len(frame)} events with a composition;"

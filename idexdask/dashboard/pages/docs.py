@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import logging
+import re
 from pathlib import Path
 
 import panel as pn
@@ -15,7 +16,16 @@ import panel as pn
 from idexdask.dashboard.common import error_pane, guarded, page_shell, query_str
 from idexdask.dashboard.state import ServerContext
 
-__all__ = ["docs_page", "search_docs"]
+__all__ = ["ASSETS_ROUTE", "docs_page", "search_docs", "with_asset_links"]
+
+#: Where the server serves the docs directory's images (a static route).
+ASSETS_ROUTE = "/docs-assets"
+_IMAGE = re.compile(r"!\[([^\]]*)\]\((?!https?:|/)([^)\s]+)\)")
+
+
+def with_asset_links(markdown: str) -> str:
+    """Point the relative image links of a document at :data:`ASSETS_ROUTE`."""
+    return _IMAGE.sub(lambda m: f"![{m.group(1)}]({ASSETS_ROUTE}/{m.group(2)})", markdown)
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +70,7 @@ def docs_page(context: ServerContext) -> pn.Column:
     def document(name):
         if pn.state.location is not None:
             pn.state.location.update_query(page=name)
-        text = documents[name].read_text(encoding="utf-8")
+        text = with_asset_links(documents[name].read_text(encoding="utf-8"))
         return pn.pane.Markdown(text, sizing_mode="stretch_width", css_classes=["idx-doc"],
                                 disable_anchors=False)
 
