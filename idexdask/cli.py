@@ -205,6 +205,17 @@ def _config_from_args(args: argparse.Namespace) -> dict:
 
 def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
                     export_dir: str | None, title: str):
+    """Run a campaign holding the store's lock (taken before the cluster starts)."""
+    from idexdask.pipeline.lock import store_lock
+
+    purpose = title.partition(":")[0]  # "idexdask submit"
+    with store_lock(store, purpose=purpose):
+        return _run_locked(inputs, store, config, gpu=gpu, overwrite=overwrite,
+                           export_dir=export_dir, title=title)
+
+
+def _run_locked(inputs, store, config, *, gpu: bool, overwrite: bool,
+                export_dir: str | None, title: str):
     from idexdask.pipeline.cluster import ClusterOptions
     from idexdask.pipeline.export import export_store
     from idexdask.pipeline.runner import run_campaign

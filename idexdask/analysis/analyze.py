@@ -44,7 +44,9 @@ from idexdask.analysis.impact import (
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.line_edits import apply_line_edits
 from idexdask.analysis.overrides import (
+    LINE_SHAPES,
     apply_tof_overrides,
     as_table,
     impact_windows,
@@ -214,6 +216,10 @@ def _tof_products(
         return apply_tof_overrides(cand, table, epochs, m.time)
 
     cand, fits, zsig = tof_lines(merged, _with_fitting(settings, "peaks"), edit=edit)
+    # line shapes and species chosen by hand (override rows `shape`, `species`)
+    edits = apply_line_edits(cand, fits, merged.signal, merged.time, merged.sigma, table,
+                             epochs, _with_fitting(settings, "peaks"))
+    fits = edits.fits
     unit = str(ds.variables[merged.channels[0]].attrs.get("units", "DN"))
     n_events = ds.sizes["epoch"]
     peaks = {
@@ -241,7 +247,19 @@ def _tof_products(
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
         "peak_status": (fits.status, "1", "FitStatus of the line fit"),
-        "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
+        "peak_manual": (edits.manual, "1", "line added, edited or reshaped by a manual override"),
+        "peak_shape": (edits.shape, "1", "line shape of the fit (idexdask.analysis.lineshapes)"),
+        "peak_shape_parameters": (
+            edits.shape_parameters,
+            "",
+            "JSON of a reshaped line's parameters beyond amplitude, center, sigma "
+            "('' for the automatic EMG)",
+        ),
+        "peak_species_manual": (
+            edits.species != "",
+            "1",
+            "peak_species assigned by hand ('' there: assigned to no species)",
+        ),
         "peak_prominence": (
             cand.prominence,
             "1",
@@ -257,6 +275,9 @@ def _tof_products(
                 flag_values=np.arange(len(FitStatus), dtype=np.int8),
                 flag_meanings=fit_status_meanings(),
             )
+        if name == "peak_shape":
+            attrs.update(flag_values=np.arange(len(LINE_SHAPES), dtype=np.int8),
+                         flag_meanings=" ".join(LINE_SHAPES))
         out[name] = xr.Variable(("peak",), values, attrs=attrs)
     for name in TOF_CHANNELS:
         low = name.lower().removeprefix("tof_")
@@ -298,6 +319,7 @@ def _tof_products(
         "area": fits.area,
         "status": fits.status,
         "zsig": zsig,
+        "species_manual": edits.species,
     }
 
 
@@ -368,6 +390,66 @@ def _mass_calibration(
         attrs={"units": "u", "long_name": "line mass from the event's calibration"},
     )
     return batch.calibrated
+
+
+def _manual_calibration(
+    lines: dict[str, np.ndarray],
+    table: xr.Dataset,
+    l1a: xr.Dataset,
+    cfg: Mapping[str, Any],
+    out: dict[str, xr.Variable],
+    calibrated: np.ndarray,
+) -> np.ndarray:
+    """Events with a ``calibrate`` override: calibrated from their hand-assigned lines.
+
+    Replaces their row of ``mass_calibration``, status, reason and line masses
+    (:mod:`idexdask.calibration.manual`); adds ``mass_calibration_method``.
+    Returns the updated ``calibrated`` mask.
+    """
+    from idexdask.calibration import load_calibration_settings, mass_axis
+    from idexdask.calibration.manual import manual_calibrations
+
+    n_events = calibrated.size
+    method = np.full(n_events, "bootstrap", dtype=object)
+    events: list[int] = []
+    if table.sizes.get("override", 0):
+        rows = np.nonzero(table["action"].values == "calibrate")[0]
+        index = {int(e): i for i, e in enumerate(np.asarray(l1a.variables["epoch"].values))}
+        events = sorted({index[int(e)] for e in table["epoch"].values[rows] if int(e) in index})
+    if events:
+        section = cfg.get("calibration") or {}
+        cal = manual_calibrations(
+            lines["event"], lines["center"], lines["species_manual"], events,
+            load_calibration_settings(str(section.get("preset", "flight")),
+                                      path=section.get("settings_file") or None),
+            order=_CAL_ORDER,
+        )
+        coeffs = out["mass_calibration"].values.copy()
+        status = out["mass_calibration_status"].values.astype(object)
+        reason = out["mass_calibration_reason"].values.astype(object)
+        coeffs[cal.events] = cal.coefficients
+        status[cal.events] = np.where(cal.calibrated, "calibrated", "uncalibrated")
+        reason[cal.events] = cal.reason
+        method[cal.events] = "manual"
+        calibrated = calibrated.copy()
+        calibrated[cal.events] = cal.calibrated
+        out["mass_calibration"] = out["mass_calibration"].copy(data=coeffs)
+        out["mass_calibration_status"] = out["mass_calibration_status"].copy(
+            data=status.astype(str))
+        out["mass_calibration_reason"] = out["mass_calibration_reason"].copy(
+            data=reason.astype(str))
+        mine = np.isin(lines["event"], cal.events)
+        pm = out["peak_mass"].values.copy()
+        pm[mine] = np.nan
+        fin = mine & np.isfinite(lines["center"]) & calibrated[lines["event"]]
+        if fin.any():
+            pm[fin] = mass_axis(coeffs[lines["event"][fin]], lines["center"][fin][:, None])[:, 0]
+        out["peak_mass"] = out["peak_mass"].copy(data=pm)
+    out["mass_calibration_method"] = _epoch_da(
+        method.astype(str),
+        {"long_name": "how the mass calibration was made: bootstrap, or manual (assigned lines)"},
+    )
+    return calibrated
 
 
 def _impact_products(
@@ -573,6 +655,7 @@ def analysis_products(
     calibrated = None
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
         calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+        calibrated = _manual_calibration(lines, table, l1a, cfg, products, calibrated)
     _impact_products(l1a, quality, settings, table, products)
 
     # Bare Variables (no coordinates to align), assembled by the caller in one
@@ -590,12 +673,15 @@ def analysis_products(
     new.update(products)
     coord_names: list[str] = []
     if "peak_mass" in present or "peak_mass" in new:
+        peak_inputs = {
+            name: var
+            for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
+            if var is not None
+        }
+        if lines is not None and (lines["species_manual"] != "").any():
+            peak_inputs["peak_species_by_hand"] = xr.Variable(("peak",), lines["species_manual"])
         comp = _composition_products(
-            {
-                name: var
-                for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
-                if var is not None
-            },
+            peak_inputs,
             n_events,
             cfg,
             calibrated,

@@ -120,7 +120,7 @@ def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch
     plan = plan_inputs(three_files, 100)
     bad_epochs = set(process_unit(plan.units[1], load_config(DECODE_ONLY))["epoch"].values.tolist())
 
-    def picky_analysis(dataset, config):
+    def picky_analysis(dataset, config, overrides=None):
         if bad_epochs & set(dataset["epoch"].values.tolist()):
             raise AnalysisError("cannot analyse these events")
         answer = xr.Variable("epoch", np.full(dataset.sizes["epoch"], 42.0))
