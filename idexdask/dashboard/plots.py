@@ -146,7 +146,8 @@ def line_curves(lines: pd.DataFrame, *, points: int = 200) -> list[tuple[np.ndar
 
 
 def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
-                  height: int = 320, tools: tuple[str, ...] = ()) -> hv.Overlay:
+                  height: int = 320, tools: tuple[str, ...] = (),
+                  streams: tuple = ()) -> hv.Overlay:
     """The merged TOF spectrum with every fitted line drawn and labelled.
 
     Parameters
@@ -157,6 +158,11 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
         Line table (:func:`idexdask.dashboard.data.lines_frame`).
     mass : bool
         Mass axis (u) instead of time (µs); only when the event is calibrated.
+    tools : tuple of str
+        Extra Bokeh tools of the spectrum (the first is made active).
+    streams : tuple of holoviews.streams.Stream
+        Linked streams (a box selection) attached to the spectrum trace itself:
+        HoloViews links them only to the element that carries the tool.
     """
     name = "tof_combined" if "tof_combined" in event else "TOF_High"
     time, values, unit = waveform(event, name)
@@ -168,8 +174,11 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     else:
         x, xdim = time, hv.Dimension("time", label="time", unit="µs")
     ydim = hv.Dimension("signal", label=f"TOF spectrum ({unit})")
-    layers = [_downsampled(hv.Curve((x, values), xdim, ydim)).opts(color="#444",
-                                                                    tools=list(tools))]
+    trace = _downsampled(hv.Curve((x, values), xdim, ydim)).opts(
+        color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
+    for stream in streams:
+        stream.source = trace
+    layers = [trace]
     labels = []
     for (lx, ly), row in zip(line_curves(lines), lines.itertuples(), strict=False):
         if masses is not None:

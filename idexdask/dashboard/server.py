@@ -138,7 +138,13 @@ def serve(context: ServerContext, *, port: int = 5006, address: str = "127.0.0.1
     origins = list(allow_websocket_origin) or [f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.extension("tabulator", notifications=True)
     logger.info("serving %s on http://%s:%d", context.data.path, address, port)
+    import threading
+
     from idexdask.dashboard.pages.docs import ASSETS_ROUTE
+    from idexdask.dashboard.studio import warm_refit
+
+    threading.Thread(target=warm_refit, args=(context.data, context.config), daemon=True,
+                     name="idexdask-warm-refit").start()
 
     static = {ASSETS_ROUTE.strip("/"): str(context.docs_dir)} if context.docs_dir else {}
     pn.serve(build_routes(context), port=port, address=address, websocket_origin=origins,

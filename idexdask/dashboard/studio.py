@@ -11,7 +11,6 @@ calibration is :meth:`TOFMassCal.fit` of the lines the user assigned.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import time
@@ -23,21 +22,19 @@ import pandas as pd
 import xarray as xr
 
 from idexdask.analysis.analyze import analyze
-from idexdask.analysis.overrides import ACTIONS, make_overrides
+from idexdask.analysis.overrides import make_overrides
 from idexdask.dashboard.data import StoreData, lines_frame
-from idexdask.errors import StoreError
+from idexdask.errors import AnalysisError, StoreError
+from idexdask.pipeline.overrides_store import (
+    add_override_rows,
+    event_override_rows,
+    read_store_overrides,
+    undo_override,
+)
 
-__all__ = ["RefitResult", "StudioSession", "decoded_event", "overrides_backend"]
+__all__ = ["RefitResult", "StudioSession", "decoded_event", "warm_refit"]
 
 logger = logging.getLogger(__name__)
-
-
-def overrides_backend():
-    """The store override-table module (``idexdask.pipeline.overrides_store``) or None."""
-    try:
-        return importlib.import_module("idexdask.pipeline.overrides_store")
-    except ImportError:
-        return None
 
 
 def decoded_event(row: xr.Dataset) -> xr.Dataset:
@@ -118,15 +115,18 @@ class StudioSession:
         return self._push({"action": "edit", "center_us": float(center_us),
                            "window_start_us": float(start_us), "window_stop_us": float(stop_us)})
 
-    def supports(self, action: str) -> bool:
-        """Whether the override table knows ``action`` (shape, species: newer tables)."""
-        return action in ACTIONS
+    def set_shape(self, center_us: float, shape: str) -> dict:
+        """Refit the line at ``center_us`` with ``shape`` (:mod:`idexdask.analysis.lineshapes`)."""
+        return self._push({"action": "shape", "center_us": float(center_us), "shape": shape})
 
-    def extra_edit(self, action: str, **fields: Any) -> dict:
-        """An edit of a kind the override table may add (line shape, species, calibration)."""
-        if not self.supports(action):
-            raise StoreError(f"the override table of this version has no {action!r} edit")
-        return self._push({"action": action, **fields})
+    def assign_species(self, center_us: float, species: str) -> dict:
+        """Assign ``species`` (an ion label, or ``"none"``) to the line at ``center_us``."""
+        return self._push({"action": "species", "center_us": float(center_us),
+                           "species": species.strip()})
+
+    def calibrate(self) -> dict:
+        """Calibrate the event from its lines with a hand-assigned species."""
+        return self._push({"action": "calibrate"})
 
     def undo(self) -> dict | None:
         """Drop the last pending edit."""
@@ -139,7 +139,10 @@ class StudioSession:
 
     def _push(self, record: dict) -> dict:
         record = {"epoch": self.epoch, "target": "tof", **record}
-        make_overrides([record])  # validated now, not at refit time
+        try:
+            make_overrides([record])  # validated now, not at refit time
+        except AnalysisError as exc:
+            raise StoreError(str(exc)) from None
         self.pending.append(record)
         return record
 
@@ -157,18 +160,18 @@ class StudioSession:
     # ------------------------------------------------------------------ table
 
     def saved_records(self) -> list[dict[str, Any]]:
-        """The store's saved override rows of this event."""
-        backend = overrides_backend()
-        if backend is None:
-            return []
-        table = backend.read_store_overrides(self.data.path)
-        if table is None or table.sizes.get("override", 0) == 0:
-            return []
-        return [r for r in _records(table) if int(r["epoch"]) == self.epoch]
+        """The store's saved override rows of this event that are in force."""
+        return event_override_rows(read_store_overrides(self.data.path), self.epoch)
 
     def table(self) -> xr.Dataset:
         """Saved rows of this event plus the pending ones."""
         return make_overrides([*self.saved_records(), *self.pending])
+
+    def undo_saved(self, row_id: str, *, read_only: bool) -> dict[str, Any]:
+        """Undo a saved row (it stays in the table's history, marked undone)."""
+        if read_only:
+            raise StoreError("this server is read-only (--read-only): edits cannot be undone")
+        return undo_override(self.data.path, row_id, purpose=origin_purpose(self.index))
 
     # ------------------------------------------------------------------ refit, save
 
@@ -187,43 +190,41 @@ class StudioSession:
         return self.last
 
     def save(self, *, read_only: bool) -> int:
-        """Write the pending edits into the store's override table; rows written.
+        """Append the pending edits to the store's override table; rows written.
+
+        The write takes the store's lock (a running ``submit`` holds it: the save
+        is then refused with its message and the edits stay pending).
 
         Raises
         ------
         StoreError
-            Read-only server, no override table in this version, or nothing to save.
+            Read-only server, nothing to save, the store locked, a row refused.
         """
         if read_only:
             raise StoreError("this server is read-only (--read-only): edits cannot be saved")
-        backend = overrides_backend()
-        if backend is None:
-            raise StoreError("this version of idexdask has no store override table "
-                             "(idexdask.pipeline.overrides_store)")
         if not self.pending:
             raise StoreError("nothing to save: no pending edit")
-        current = backend.read_store_overrides(self.data.path)
-        rows = _records(current) if current is not None else []
-        rows.extend(self.pending)
-        backend.write_store_overrides(self.data.path, make_overrides(rows),
-                                      purpose=f"dashboard: edits of event {self.index}")
-        saved = len(self.pending)
+        ids = add_override_rows(self.data.path, self.pending, origin="dashboard",
+                                purpose=origin_purpose(self.index))
         self.pending.clear()
-        return saved
+        return len(ids)
 
 
-def _records(table: xr.Dataset) -> list[dict[str, Any]]:
-    """Rows of an override table as records (NaN floats as None)."""
-    records = []
-    for i in range(table.sizes.get("override", 0)):
-        record: dict[str, Any] = {}
-        for name, variable in table.data_vars.items():
-            if variable.dims != ("override",):
-                continue
-            value = variable.values[i]
-            value = value.item() if hasattr(value, "item") else value
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            record[str(name)] = value
-        records.append(record)
-    return records
+def origin_purpose(index: int) -> str:
+    """What the dashboard says it is doing when it takes the store's lock."""
+    return f"dashboard: edits of event {index}"
+
+
+def warm_refit(data: StoreData, config: dict) -> None:
+    """Refit one done event once, so that a session's first refit is not the compile's.
+
+    Run in a background thread when the server starts: ``analyze``'s first call
+    in a process loads and compiles its kernels (~1 s), later ones take tens of ms.
+    """
+    done = np.flatnonzero(data.done)
+    if not done.size:
+        return
+    try:
+        StudioSession(data, int(done[0]), config).refit()
+    except Exception:  # a warm-up must never stop the server; the session will report it
+        logger.exception("warm-up refit failed")

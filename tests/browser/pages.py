@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 #: Console messages that are not errors of the page (Chromium's own notices).
@@ -73,7 +71,8 @@ def count_in_shadow(driver, selector: str) -> int:
         const selector = arguments[0];
         function count(root) {
             let n = root.querySelectorAll(selector).length;
-            for (const el of root.querySelectorAll('*')) if (el.shadowRoot) n += count(el.shadowRoot);
+            for (const el of root.querySelectorAll('*'))
+                if (el.shadowRoot) n += count(el.shadowRoot);
             return n;
         }
         return count(document);

@@ -21,8 +21,8 @@ from idexdask.composition.minerals import expected_fractions, load_mineral_libra
 from idexdask.composition.plot import ternary_xy
 from idexdask.composition.products import molar_fractions, ternary
 from idexdask.composition.rsf import PRESET_NAMES, rsf_values
-from idexdask.dashboard.data import as_text
 from idexdask.dashboard.common import guarded, page_shell, start_live
+from idexdask.dashboard.data import as_text
 from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.errors import StoreError
 

@@ -21,8 +21,8 @@ import pandas as pd
 import panel as pn
 import param
 
-from idexdask.analysis.overrides import ACTIONS
-from idexdask.calibration.tofmass import TOFMassCal
+from idexdask.analysis.overrides import LINE_SHAPES
+from idexdask.calibration.ions import ion_mass
 from idexdask.dashboard.common import error_pane, guarded, page_shell, query_int
 from idexdask.dashboard.pages.event import event_controls, sync_event_to_url
 from idexdask.dashboard.plots import line_curves, spectrum_plot, waveform
@@ -30,23 +30,29 @@ from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.dashboard.studio import StudioSession
 from idexdask.errors import IdexDaskError
 
-__all__ = ["LINE_SHAPES", "lines_page", "manual_calibration"]
+__all__ = ["calibration_residuals", "lines_page"]
 
 logger = logging.getLogger(__name__)
 
-#: Line shapes of idexdask.analysis.lineshapes offered by the shape edit.
-LINE_SHAPES = ("emg", "gaussian", "double_emg", "hyper_emg", "voigt")
-
-
-def manual_calibration(text: str) -> tuple[TOFMassCal, list[str]]:
-    """Fit ``t = t0 + sum a_k sqrt(m)^k`` to lines assigned by hand ("t:species, ...").
-
-    The same input as ``idexdask time2mass --lines``.
-    """
-    from idexdask.calibration.time2mass import parse_lines
-
-    times, masses, labels = parse_lines(text)
-    return TOFMassCal.fit(times, masses), labels
+def calibration_residuals(lines: pd.DataFrame) -> pd.DataFrame:
+    """Lines with a species: calibrated mass minus the ion's mass, in u and ppm."""
+    if "species" not in lines or "mass" not in lines:
+        return pd.DataFrame(columns=["line", "center", "species", "mass", "ion_mass",
+                                     "residual_u", "residual_ppm"])
+    rows = []
+    for row in lines.itertuples():
+        species = str(row.species)
+        if not species or species == "none":
+            continue
+        try:
+            reference = ion_mass(species)
+        except Exception:  # a label the ion tables cannot weigh: shown without residual
+            reference = np.nan
+        residual = float(row.mass) - reference
+        rows.append({"line": row.Index, "center": row.center, "species": species,
+                     "mass": row.mass, "ion_mass": reference, "residual_u": residual,
+                     "residual_ppm": 1e6 * residual / reference if reference else np.nan})
+    return pd.DataFrame(rows)
 
 
 class StudioView(param.Parameterized):
@@ -105,10 +111,10 @@ def lines_page(context: ServerContext) -> pn.Column:
     def spectrum(event, revision):
         lines, source = current_lines()
         row = session().last.dataset.isel(epoch=0) if session().last else data.event(event).event
-        plot = spectrum_plot(row, lines, tools=("xbox_select",), height=300)
+        plot = spectrum_plot(row, lines, tools=("xbox_select",), height=300,
+                             streams=(span_stream,))
         plot = plot.opts(hv.opts.Overlay(title=f"TOF spectrum, lines {source} — box-select "
-                                         "a span to add a line"), clone=True)
-        span_stream.source = plot
+                                         "a span to add a line"))
         return pn.pane.HoloViews(plot, sizing_mode="stretch_width", css_classes=["idx-spectrum"])
 
     @guarded
@@ -223,14 +229,17 @@ def lines_page(context: ServerContext) -> pn.Column:
 
     def set_shape():
         line = selected_line()
-        session().extra_edit("shape", center_us=float(line["center"]), shape=shape.value)
+        session().set_shape(float(line["center"]), shape.value)
         refit(f"line shape {shape.value}")
 
     def set_species():
         line = selected_line()
-        session().extra_edit("species", center_us=float(line["center"]),
-                             species=species.value.strip())
+        session().assign_species(float(line["center"]), species.value)
         refit(f"species {species.value.strip()}")
+
+    def calibrate():
+        session().calibrate()
+        refit("calibration from the lines assigned by hand")
 
     def refit(what: str = "refit") -> None:
         result = session().refit()
@@ -255,7 +264,6 @@ def lines_page(context: ServerContext) -> pn.Column:
         widget.on_click(act(function))
         return widget
 
-    shape_ok, species_ok = "shape" in ACTIONS, "species" in ACTIONS
     edits = pn.Column(
         pn.Row(button("add line in span", add, "idx-add"),
                button("remove selected line", remove, "idx-remove"),
@@ -263,53 +271,55 @@ def lines_page(context: ServerContext) -> pn.Column:
                button("undo", undo, "idx-undo"), button("reset", reset, "idx-reset"),
                button("save to store", save, "idx-save", disabled=context.read_only)),
         pn.Row(window_start, window_stop, button("set fit window", set_window, "idx-window")),
-        pn.Row(shape, button("set shape", set_shape, "idx-shape", disabled=not shape_ok),
-               species, button("assign species", set_species, "idx-species",
-                               disabled=not species_ok)),
+        pn.Row(shape, button("set shape", set_shape, "idx-shape"),
+               species, button("assign species", set_species, "idx-species"),
+               button("calibrate from assigned lines", calibrate, "idx-calibrate")),
         pn.pane.HTML("<span style='color:#555'>read-only server: saving is disabled</span>"
                      if context.read_only else ""),
     )
 
     # -------------------------------------------------------------- calibration
 
-    assignments = pn.widgets.TextInput(name="lines assigned by hand (time µs : species or "
-                                       "mass u)", placeholder="1.3726:H, 4.8261:12C, 7.3898:Si",
-                                       sizing_mode="stretch_width",
-                                       css_classes=["idx-cal-lines"])
-    calibrate = pn.widgets.Button(name="calibrate from these lines", css_classes=["idx-cal"])
-    calibration_out = pn.Column(sizing_mode="stretch_width")
-
     @guarded
-    def stored_calibration(event, revision):
-        row = data.event(event).event
+    def calibration(event, revision):
+        studio = session()
+        row = studio.last.dataset.isel(epoch=0) if studio.last else data.event(event).event
+        lines, source = current_lines()
         coefficients = np.asarray(row["mass_calibration"].values, dtype=float)
         status = str(row["mass_calibration_status"].values)
         reason = str(row["mass_calibration_reason"].values)
-        lines, _ = current_lines()
-        assigned = lines[(lines.get("species", pd.Series(dtype=str)) != "")] \
-            if "species" in lines else lines.iloc[:0]
-        text = (f"<b>stored calibration</b>: {html.escape(status)} ({html.escape(reason)}); "
-                f"t = c0 + Σ c_k √m^k with c = {np.array2string(coefficients, precision=6)}; "
-                f"{len(assigned)} lines with a species")
-        return pn.pane.HTML(text, css_classes=["idx-calibration"])
+        residuals = calibration_residuals(lines)
+        rms = (float(np.sqrt(np.nanmean(residuals["residual_u"] ** 2)))
+               if len(residuals) else np.nan)
+        text = (f"<b>calibration ({source})</b>: <span class='idx-cal-status'>"
+                f"{html.escape(status)}</span> ({html.escape(reason)}); t = c0 + Σ c_k √m^k, "
+                f"c = {np.array2string(coefficients, precision=6)}; {len(residuals)} lines "
+                f"with a species, RMS residual {rms:.4g} u")
+        return pn.Column(pn.pane.HTML(text, css_classes=["idx-calibration"]),
+                         pn.widgets.Tabulator(residuals.round(6), disabled=True,
+                                              show_index=False, sizing_mode="stretch_width",
+                                              height=160), sizing_mode="stretch_width")
 
-    def run_calibration(_event=None):
-        try:
-            cal, labels = manual_calibration(assignments.value)
-        except IdexDaskError as exc:
-            calibration_out.objects = [error_pane(str(exc))]
-            return
-        table = pd.DataFrame({"line": labels, "time_us": cal.line_times_us,
-                              "mass_u": cal.line_masses_u, "residual_u": cal.residual_u,
-                              "residual_ppm": cal.residual_ppm})
-        calibration_out.objects = [
-            pn.pane.HTML(f"<b>manual calibration</b>: {cal.status.value}, order {cal.order}, "
-                         f"c = {np.array2string(cal.coefficients, precision=6)}, RMS residual "
-                         f"{cal.rms_residual_u:.4g} u", css_classes=["idx-cal-result"]),
-            pn.widgets.Tabulator(table.round(6), disabled=True, show_index=False,
-                                 sizing_mode="stretch_width", height=160),
-        ]
-    calibrate.on_click(run_calibration)
+    @guarded
+    def saved(event, revision):
+        rows = session().saved_records()
+        if not rows:
+            return pn.pane.HTML("<i>no saved edit for this event</i>", css_classes=["idx-saved"])
+        frame = pd.DataFrame(rows)[["id", "action", "center_us", "window_start_us",
+                                    "window_stop_us", "shape", "species", "author", "created"]]
+        chooser = pn.widgets.Select(name="saved row", options=frame["id"].tolist(), width=160)
+        undo_button = pn.widgets.Button(name="undo saved row", css_classes=["idx-undo-saved"],
+                                        disabled=context.read_only)
+
+        def undo_saved(_event=None):
+            session().undo_saved(chooser.value, read_only=context.read_only)
+            refit(f"saved row {chooser.value} undone (kept in the table's history)")
+        undo_button.on_click(act(undo_saved))
+        return pn.Column(pn.pane.HTML(f"<b class='idx-saved-count'>{len(frame)}</b> saved edits "
+                                      "in force for this event"),
+                         pn.widgets.Tabulator(frame, disabled=True, show_index=False,
+                                              sizing_mode="stretch_width", height=140),
+                         pn.Row(chooser, undo_button), sizing_mode="stretch_width")
 
     # -------------------------------------------------------------- layout
 
@@ -327,10 +337,10 @@ def lines_page(context: ServerContext) -> pn.Column:
                          sizing_mode="stretch_width"),
                pn.panel(pn.bind(inspector, view.param.selected, view.param.revision)),
                sizing_mode="stretch_width"),
+        pn.pane.HTML("<h3>Saved edits</h3>"),
+        pn.panel(pn.bind(saved, *dep)),
         pn.pane.HTML("<h3>Calibration</h3>"),
-        pn.panel(pn.bind(stored_calibration, *dep)),
-        pn.Row(assignments, calibrate, sizing_mode="stretch_width"),
-        calibration_out,
+        pn.panel(pn.bind(calibration, *dep)),
         sizing_mode="stretch_width",
     )
 
