@@ -465,6 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
     from idexdask.calibration.time2mass import add_time2mass_parser
 
     add_time2mass_parser(sub)
+
+    from idexdask.dashboard.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 
