@@ -238,7 +238,11 @@ class _quiet:
 
 
 def baseline_sigma(
-    y: np.ndarray, t: np.ndarray, stop_us: float, min_samples: int = 16
+    y: np.ndarray,
+    t: np.ndarray,
+    stop_us: float,
+    min_samples: int = 16,
+    quantum: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Robust baseline level and sigma of each event from samples before ``stop_us``.
 
@@ -253,19 +257,37 @@ def baseline_sigma(
     min_samples : int
         Fewer finite samples before ``stop_us``: the first 10 % of the trace is
         used instead.
+    quantum : float
+        Quantisation step of ``y`` (1 DN for integer data, the ADC step in V
+        for scope captures; 0 when unknown): the sigma is never below the
+        quantisation noise ``quantum / sqrt(12)``.
 
     Returns
     -------
     level, sigma : numpy.ndarray
         Mean of the samples within 4 sigma of the median (not quantised like a
         median of integer data) and 1.4826 x MAD per event (n_events,), NaN
-        where no finite sample.
+        where no finite sample.  A quiet quantised baseline can have MAD = 0:
+        the standard deviation of its samples is used then, and the result is
+        floored at ``quantum / sqrt(12)``.
     """
     y = np.asarray(y, dtype=float)
     t2 = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
     n_first = max(int(0.1 * y.shape[1]), 1)
     level, med, mad = _baseline_rows(y, t2, float(stop_us), int(min_samples), n_first)
-    return level, MAD_TO_SIGMA * mad
+    sigma = MAD_TO_SIGMA * mad
+    zero = np.nonzero(sigma == 0)[0]
+    if zero.size:  # rare: a MAD that collapsed on quantised data
+        yz, tz = y[zero], t2[zero]
+        use = (tz < stop_us) & np.isfinite(yz)
+        short = use.sum(axis=1) < min_samples
+        head = np.zeros_like(use)
+        head[:, :n_first] = True
+        use = np.where(short[:, None], head & np.isfinite(yz), use)
+        with _quiet():
+            sigma[zero] = np.nanstd(np.where(use, yz, np.nan), axis=1)
+    floor = abs(float(quantum)) / math.sqrt(12.0) if math.isfinite(quantum) else 0.0
+    return level, np.fmax(sigma, floor) if floor > 0 else sigma
 
 
 @numba.njit(cache=True, nogil=True)
