@@ -103,6 +103,9 @@ for _key in ("analysis.quality.polarity", "analysis.tof.polarity", "analysis.imp
     register_table(_key, _polarity_ok, "+1, -1 or 0")
 register_table("analysis.quality.baseline_window_by_channel")
 register_table(
+    "calibration.source_presets", lambda v: isinstance(v, str) and bool(v), "a preset name"
+)
+register_table(
     "analysis.impact.baseline_stop_us",
     lambda v: isinstance(v, int | float) and not isinstance(v, bool),
     "a time in µs",
@@ -307,15 +310,19 @@ def _mass_calibration(
     cfg: Mapping[str, Any],
     settings: Mapping[str, Any],
     out: dict[str, xr.Variable],
+    attrs: Mapping[str, Any],
+    variables: Any = (),
 ) -> np.ndarray:
     from idexdask.calibration import (
         bootstrap_calibrations,
         load_calibration_settings,
         mass_axis,
     )
+    from idexdask.calibration.source import resolve_preset
 
     section = cfg.get("calibration") or {}
-    preset = str(section.get("preset", "flight"))
+    # explicit preset, else the one of the data's source kind (flight / lab)
+    preset = resolve_preset(section, attrs, variables)
     # the configured settings file, not only its default: validated once per call
     calibration_settings = load_calibration_settings(
         preset, path=section.get("settings_file") or None
@@ -572,7 +579,9 @@ def analysis_products(
     lines = _tof_products(l1a, quality, settings, table, products)
     calibrated = None
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
-        calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+        calibrated = _mass_calibration(
+            lines, n_events, cfg, settings, products, l1a.attrs, l1a.variables
+        )
     _impact_products(l1a, quality, settings, table, products)
 
     # Bare Variables (no coordinates to align), assembled by the caller in one

@@ -38,6 +38,7 @@ from idexdask.calibration.bootstrap import (
 )
 from idexdask.calibration.ions import ion_label, ion_mass
 from idexdask.calibration.tofmass import TOFMassCal
+from idexdask.calibration.source import resolve_preset
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 
 __all__ = ["EventLines", "Time2MassResult", "add_time2mass_parser", "parse_lines", "run_time2mass"]
@@ -86,7 +87,8 @@ def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         help="calibration preset of configs/calibration.yaml (flight, lab, lab_peridot, ...; "
-        "default: lab for scope captures, else the config's)",
+        "default: the configuration's calibration.preset; auto = lab for scope captures, "
+        "flight for IDEX data)",
     )
     p.add_argument(
         "--lines",
@@ -501,8 +503,8 @@ def run_time2mass(args: argparse.Namespace) -> int:
     ds, kind = _load_source(args.source)
     index = _select_event(ds, getattr(args, "event", None), getattr(args, "epoch", None))
     base_cfg, analysis = load_analysis_settings(getattr(args, "config", None))
-    preset = args.preset or ("lab" if kind == "trc" else str(
-        (base_cfg.get("calibration") or {}).get("preset", "flight")))
+    # --preset, else the configuration's preset (auto: the source kind's default)
+    preset = args.preset or resolve_preset(base_cfg.get("calibration"), ds.attrs, ds.variables)
     cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
                                                         "preset": preset}}
     settings = _calibration_settings(preset, cfg)
