@@ -36,7 +36,6 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus
 from idexdask.analysis.impact import (
     FIT_PARAMETERS,
     IMPACT_CHANNELS,
@@ -50,7 +49,12 @@ from idexdask.analysis.overrides import (
     impact_windows,
     manual_impact,
 )
-from idexdask.analysis.peaks import fit_status_meanings
+from idexdask.analysis.peaks import (
+    LineShape,
+    LineStatus,
+    fit_status_meanings,
+    line_shape_meanings,
+)
 from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
 from idexdask.analysis.velocity import (
     PowerLawCurve,
@@ -228,7 +232,7 @@ def _tof_products(
         "peak_center": (fits.center, "us", "EMG Gaussian centre, time from the trigger"),
         "peak_center_err": (fits.center_err, "us", "1-sigma uncertainty of peak_center"),
         "peak_sigma": (fits.sigma, "us", "EMG Gaussian width"),
-        "peak_gamma": (fits.gamma, "1/us", "EMG exponential tail rate"),
+        "peak_gamma": (fits.gamma, "1/us", "EMG exponential tail rate (NaN: Gaussian line)"),
         "peak_area": (
             fits.area,
             f"{unit} us",
@@ -243,7 +247,8 @@ def _tof_products(
         ),
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
-        "peak_status": (fits.status, "1", "FitStatus of the line fit"),
+        "peak_status": (fits.status, "1", "LineStatus of the line fit"),
+        "peak_shape": (fits.shape, "1", "line shape fitted (emg, or gaussian: no tail)"),
         "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
         "peak_prominence": (
             cand.prominence,
@@ -257,8 +262,13 @@ def _tof_products(
         attrs = {"units": units, "long_name": long_name}
         if name == "peak_status":
             attrs.update(
-                flag_values=np.arange(len(FitStatus), dtype=np.int8),
+                flag_values=np.arange(len(LineStatus), dtype=np.int8),
                 flag_meanings=fit_status_meanings(),
+            )
+        elif name == "peak_shape":
+            attrs.update(
+                flag_values=np.arange(len(LineShape), dtype=np.int8),
+                flag_meanings=line_shape_meanings(),
             )
         out[name] = xr.Variable(("peak",), values, attrs=attrs)
     for name in TOF_CHANNELS:
