@@ -26,6 +26,7 @@ never an exception.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -321,7 +322,7 @@ def _mass_calibration(
     settings: Mapping[str, Any],
     out: dict[str, xr.Variable],
     attrs: Mapping[str, Any],
-    variables: Any = (),
+    variables: Mapping[str, Any] | tuple[()] = (),
 ) -> np.ndarray:
     from idexdask.calibration import (
         bootstrap_calibrations,
@@ -349,9 +350,25 @@ def _mass_calibration(
     )
     for e in np.nonzero(batch.reason_code < 0)[0]:
         _log.info("event %d: calibration failed: non-finite peak times or amplitudes", e)
-    status = batch.status
-    reason = batch.reason
-    coeffs = batch.stacked(order=_CAL_ORDER)
+    # campaign level: one shape per group of events (input file / lab run),
+    # a shift per event; an event's own calibration where it is better supported
+    from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
+
+    group = (
+        np.asarray(variables["input_index"].values)
+        if "input_index" in variables and variables["input_index"].dims == ("epoch",)
+        else np.zeros(n_events, np.int64)
+    )
+    own = batch.stacked(order=_CAL_ORDER)
+    grouped = calibrate_groups(
+        lines["event"], lines["center"], lines["area"], good, group, calibration_settings,
+        CampaignSettings.from_config(settings["calibration"].get("campaign")),
+        own, batch.n_matched,
+    )
+    coeffs = grouped.coefficients
+    calibrated = np.all(np.isfinite(coeffs[:, :2]), axis=1)
+    status = np.where(calibrated, "calibrated", batch.status)
+    reason = np.where(calibrated, "none", batch.reason)
     _with_coord(
         out,
         "calibration_coefficient",
@@ -364,11 +381,23 @@ def _mass_calibration(
                 "units": "us, us/u**(k/2)",
                 "long_name": "t = c0 + sum_k c_k sqrt(m)**k (NaN: uncalibrated)",
                 "preset": preset,
+                # per group (input): shared shape, events, anchors, rms residual
+                "campaign_calibration": json.dumps(grouped.groups, sort_keys=True),
             },
         ),
     )
     out["mass_calibration_status"] = _epoch_da(
-        status.astype(str), {"long_name": "bootstrap calibration status"}
+        status.astype(str), {"long_name": "mass calibration status"}
+    )
+    out["mass_calibration_method"] = _epoch_da(
+        grouped.method.astype(str),
+        {"long_name": "campaign (shared shape, own shift), event (own bootstrap) or none"},
+    )
+    out["peak_calibration_residual"] = xr.Variable(
+        ("peak",),
+        grouped.residual_us,
+        attrs={"units": "us", "long_name": "residual of the line in its group's joint "
+               "calibration fit (NaN: not used)"},
     )
     out["mass_calibration_reason"] = _epoch_da(
         reason.astype(str), {"long_name": "why uncalibrated ('none' if calibrated)"}
@@ -384,7 +413,7 @@ def _mass_calibration(
         pm,
         attrs={"units": "u", "long_name": "line mass from the event's calibration"},
     )
-    return batch.calibrated
+    return calibrated
 
 
 def _impact_products(

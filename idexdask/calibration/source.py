@@ -27,7 +27,7 @@ DEFAULT_SOURCE_KIND = "idex_l0"
 """Source kind of a dataset that does not say (IDEX data: decoded, simulated, CDF)."""
 
 # the built-in map, used where a configuration has no `source_presets` table
-_BUILTIN = {"idex_l0": "flight", "lecroy_trc": "lab"}
+_BUILTIN = {"idex_l0": "flight", "lecroy_trc": "lab_peridot"}
 
 
 def source_kind(attrs: Mapping[str, Any], variables: Collection[str] = ()) -> str:

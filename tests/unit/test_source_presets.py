@@ -21,13 +21,13 @@ def test_source_kind_from_attributes_and_variables():
 def test_auto_preset_by_source_and_explicit_preset_wins():
     section = load_config()["calibration"]
     assert section["preset"] == "auto"
-    assert resolve_preset(section, {"source_kind": "lecroy_trc"}) == "lab"
+    assert resolve_preset(section, {"source_kind": "lecroy_trc"}) == "lab_peridot"
     assert resolve_preset(section, {"source_kind": "idex_l0"}) == "flight"
     assert resolve_preset(section, {}) == "flight"
     explicit = load_config({"calibration": {"preset": "flight"}})["calibration"]
     assert resolve_preset(explicit, {"source_kind": "lecroy_trc"}) == "flight"
-    mapped = load_config({"calibration": {"source_presets": {"lecroy_trc": "lab_peridot"}}})
-    assert resolve_preset(mapped["calibration"], {"source_kind": "lecroy_trc"}) == "lab_peridot"
+    mapped = load_config({"calibration": {"source_presets": {"lecroy_trc": "lab"}}})
+    assert resolve_preset(mapped["calibration"], {"source_kind": "lecroy_trc"}) == "lab"
     with pytest.raises(ConfigError, match="no preset for source kind 'cdf_x'"):
         resolve_preset(section, {"source_kind": "cdf_x"})
 
@@ -41,6 +41,6 @@ def test_analyze_records_the_preset_of_the_source():
     ev = simulate_events(2, seed=1).events
     assert analyze(ev)["mass_calibration"].attrs["preset"] == "flight"
     lab = ev.assign_attrs(source_kind="lecroy_trc")
-    assert analyze(lab)["mass_calibration"].attrs["preset"] == "lab"
+    assert analyze(lab)["mass_calibration"].attrs["preset"] == "lab_peridot"
     forced = analyze(lab, {"calibration": {"preset": "flight"}})
     assert forced["mass_calibration"].attrs["preset"] == "flight"
