@@ -26,7 +26,6 @@ never an exception.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -327,7 +326,6 @@ def _mass_calibration(
     from idexdask.calibration import (
         bootstrap_calibrations,
         load_calibration_settings,
-        mass_axis,
     )
     from idexdask.calibration.source import resolve_preset
 
@@ -353,6 +351,7 @@ def _mass_calibration(
     # campaign level: one shape per group of events (input file / lab run),
     # a shift per event; an event's own calibration where it is better supported
     from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
+    from idexdask.calibration.products import calibration_variables
 
     group = (
         np.asarray(variables["input_index"].values)
@@ -369,50 +368,19 @@ def _mass_calibration(
     calibrated = np.all(np.isfinite(coeffs[:, :2]), axis=1)
     status = np.where(calibrated, "calibrated", batch.status)
     reason = np.where(calibrated, "none", batch.reason)
-    _with_coord(
-        out,
-        "calibration_coefficient",
-        np.arange(_CAL_ORDER + 1),
-        "mass_calibration",
-        xr.Variable(
-            ("epoch", "calibration_coefficient"),
-            coeffs,
-            attrs={
-                "units": "us, us/u**(k/2)",
-                "long_name": "t = c0 + sum_k c_k sqrt(m)**k (NaN: uncalibrated)",
-                "preset": preset,
-                # per group (input): shared shape, events, anchors, rms residual
-                "campaign_calibration": json.dumps(grouped.groups, sort_keys=True),
-            },
-        ),
+    variables = calibration_variables(
+        coeffs, status, reason, grouped.method, grouped.residual_us, lines["event"],
+        lines["center"], preset, grouped.groups,
     )
-    out["mass_calibration_status"] = _epoch_da(
-        status.astype(str), {"long_name": "mass calibration status"}
-    )
-    out["mass_calibration_method"] = _epoch_da(
-        grouped.method.astype(str),
-        {"long_name": "campaign (shared shape, own shift), event (own bootstrap) or none"},
-    )
-    out["peak_calibration_residual"] = xr.Variable(
-        ("peak",),
-        grouped.residual_us,
-        attrs={"units": "us", "long_name": "residual of the line in its group's joint "
-               "calibration fit (NaN: not used)"},
-    )
-    out["mass_calibration_reason"] = _epoch_da(
-        reason.astype(str), {"long_name": "why uncalibrated ('none' if calibrated)"}
-    )
-    pm = np.full(lines["event"].size, np.nan)
-    if pm.size:
-        rows = coeffs[lines["event"]]
-        fin = np.all(np.isfinite(rows), axis=1) & np.isfinite(lines["center"])
-        if fin.any():
-            pm[fin] = mass_axis(rows[fin], lines["center"][fin][:, None])[:, 0]
-    out["peak_mass"] = xr.Variable(
-        ("peak",),
-        pm,
-        attrs={"units": "u", "long_name": "line mass from the event's calibration"},
-    )
+    for name, variable in variables.items():
+        if name == "calibration_coefficient":
+            continue
+        if name == "mass_calibration":
+            _with_coord(
+                out, "calibration_coefficient", np.arange(_CAL_ORDER + 1), name, variable
+            )
+        else:
+            out[name] = variable
     return calibrated
 
 

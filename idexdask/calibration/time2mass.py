@@ -37,8 +37,8 @@ from idexdask.calibration.bootstrap import (
     load_calibration_settings,
 )
 from idexdask.calibration.ions import ion_label, ion_mass
-from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.calibration.source import resolve_preset
+from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 
 __all__ = ["EventLines", "Time2MassResult", "add_time2mass_parser", "parse_lines", "run_time2mass"]
