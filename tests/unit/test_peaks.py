@@ -268,7 +268,7 @@ def test_lines_without_tail_converge():
     shapes = []
     for seed in range(4):
         for width in (0.004, 0.008, 0.015):
-            t, y = _one_window_spectrum(lambda t: gaussian(t, 2.0, 1.5, width), seed=seed)
+            t, y = _one_window_spectrum(lambda t, w=width: gaussian(t, 2.0, 1.5, w), seed=seed)
             _, fits = _fit_one(t, y)
             k = int(np.argmin(np.abs(fits.center - 1.5)))
             assert fits.status[k] == LineStatus.CONVERGED, (seed, width)
