@@ -54,6 +54,7 @@ from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.manifest import Manifest, pipeline_dir
 from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
+from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -149,6 +150,8 @@ class RunSummary:
         Dashboard address of the cluster.
     state : str
         ``finished``, ``running``, ``interrupted`` or ``new``.
+    campaign_calibration : dict or None
+        Joint calibration of every group (input) when this run made it.
     """
 
     store: str
@@ -164,6 +167,7 @@ class RunSummary:
     dashboard: str | None = None
     state: str = "finished"
     workers: int = 0
+    campaign_calibration: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -430,6 +434,14 @@ def run_campaign(
                                      "reason": failure.reason, "n_events": 0})
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
                    retries, manifest, run_id, chash, summary, started, on_progress)
+        # the reduction over every group's line lists, then the calibration-
+        # dependent products of every unit (idexdask.pipeline.recalibrate)
+        latest_units = manifest.latest_units()
+        done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, chash)]
+        summary.campaign_calibration = campaign_step(
+            client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
+            resources, retries,
+        )
         summary.elapsed_s = time.perf_counter() - started
     manifest.append({
         "record": "run_end", "run_id": run_id, "time": _now(),
