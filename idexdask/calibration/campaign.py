@@ -108,6 +108,8 @@ class CampaignCalibration:
     shape : numpy.ndarray
         Shared ``[a_1, a_2, a_3]`` (µs/u**(k/2)), zero above the order; NaN if
         not calibrated.
+    shape_err : numpy.ndarray
+        Their 1-sigma errors (from the residual scatter; NaN above the order).
     order : int
     stretch : float
         Linear stretch of the joint scan, µs/sqrt(u).
@@ -143,6 +145,7 @@ class CampaignCalibration:
     rms_residual_us: float = math.nan
     score: float = math.nan
     rival_score: float = math.nan
+    shape_err: np.ndarray = field(default_factory=lambda: np.full(3, np.nan))
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (for store attributes and logs)."""
@@ -152,6 +155,7 @@ class CampaignCalibration:
             "order": int(self.order),
             "stretch_us_per_sqrt_u": _num(self.stretch),
             "shape": [_num(v) for v in self.shape],
+            "shape_err": [_num(v) for v in self.shape_err],
             "events_campaign": int(np.sum(self.method == METHOD_CAMPAIGN)),
             "events_own": int(np.sum(self.method == METHOD_EVENT)),
             "anchors": [int(e) for e in self.anchors],
@@ -332,6 +336,7 @@ class _JointFit:
     n_lines: int
     rms: float
     score: float
+    shape_err: np.ndarray
 
 
 def _joint_fit(
@@ -419,13 +424,23 @@ def _joint_fit(
         shape[:order_k] = sol[used.size:]
         rows = (ev_a, t_a, m_a, t_a - design @ sol)
         score = float(np.sum(w_a * np.exp(-0.5 * (rows[3] / tol) ** 2)))
+        # 1-sigma errors of the shared terms from the scatter of the residuals
+        dof = ev_a.size - design.shape[1]
+        shape_err = np.full(3, np.nan)
+        if dof > 0:
+            var = float(np.sum(rows[3] ** 2)) / dof
+            try:
+                cov = var * np.linalg.inv(design.T @ design)
+                shape_err[:order_k] = np.sqrt(np.diag(cov)[used.size:])
+            except np.linalg.LinAlgError:
+                pass
         comb_s, comb_w = s_ext, w_ext  # reassignment stage: the extended list
     if rows is None:
         return None
     resid = rows[3]
     return _JointFit(shape=shape, order=order_k, t0=t0_e, anchors=anchors, rows=rows,
                      n_lines=int(resid.size), rms=float(np.sqrt(np.mean(resid**2))),
-                     score=score)
+                     score=score, shape_err=shape_err)
 
 
 def calibrate_campaign(
@@ -548,7 +563,7 @@ def calibrate_campaign(
         coefficients=coeffs, method=method.astype(str), n_matched=counts, anchors=anchors,
         line_event=ev_a, line_time_us=t_a, line_mass_u=m_a, line_residual_us=resid,
         rms_residual_us=float(np.sqrt(np.mean(resid**2))) if resid.size else math.nan,
-        score=best_score, rival_score=rival,
+        score=best_score, rival_score=rival, shape_err=jf.shape_err,
     )
     _log.info("campaign calibration: stretch %.5f us/sqrt(u), order %d, %d events "
               "(%d anchors), rms %.2f ns", stretch, order_k, int(camp.sum()), anchors.size,
