@@ -121,6 +121,21 @@ register_check(
     "analysis.fitting.device", lambda v: v in ("cpu", "gpu"), "cpu or gpu"
 )
 register_check(
+    "analysis.peaks.min_line_snr",
+    lambda v: not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+    "a number >= 0",
+)
+register_check(
+    "analysis.calibration.campaign.min_event_matches",
+    lambda v: not isinstance(v, bool) and int(v) == v and v >= 1,
+    "an integer >= 1",
+)
+register_check(
+    "analysis.calibration.campaign.shift_window_us",
+    lambda v: not isinstance(v, bool) and math.isfinite(v) and v > 0,
+    "a time > 0 (µs)",
+)
+register_check(
     "analysis.fitting.engine",
     lambda v: v in ("compiled", "auto", "xp"),
     "compiled, auto or xp",

@@ -44,3 +44,16 @@ def test_analyze_records_the_preset_of_the_source():
     assert analyze(lab)["mass_calibration"].attrs["preset"] == "lab_peridot"
     forced = analyze(lab, {"calibration": {"preset": "flight"}})
     assert forced["mass_calibration"].attrs["preset"] == "flight"
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"analysis": {"calibration": {"campaign": {"shift_window_us": 0}}}},
+        {"analysis": {"calibration": {"campaign": {"min_event_matches": 0}}}},
+        {"analysis": {"peaks": {"min_line_snr": -1.0}}},
+    ],
+)
+def test_new_keys_range_checked(override):
+    with pytest.raises(ConfigError):
+        load_config(override)
