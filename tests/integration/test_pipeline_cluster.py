@@ -303,6 +303,18 @@ def test_lab_campaign_calibration_is_a_dataflow_step(cluster, trc_dir, tmp_path)
             assert np.array_equal(got.astype(want.dtype), want), name
     assert "campaign_calibration" in stored.attrs
     stored.close()
+    # the exports carry it: per event, and the input's joint result
+    import json
+
+    import h5py
+
+    from idexdask.pipeline.export import export_store
+
+    (h5,) = export_store(store, ["hdf5"], tmp_path / "exports")
+    with h5py.File(h5) as f:
+        assert json.loads(f.attrs["campaign_calibration"])["events"] == [0, 1, 2]
+        assert [bytes(m).decode() if isinstance(m, bytes) else str(m)
+                for m in f["mass_calibration_method"][:]] == ["campaign"] * 3
     again = run_campaign([trc_dir], store, config, cluster=address)
     assert again.campaign_calibration is None  # unchanged: the step is skipped
     assert summary.campaign_calibration["0"]["calibrated"]
