@@ -61,8 +61,12 @@ METHOD_NONE = "none"
 METHOD_CAMPAIGN = "campaign"
 METHOD_EVENT = "event"
 _BIN_REL = 0.002  # relative width of a stretch bin (votes), about 1/5 of a match window
-_FINE = np.linspace(-1.5, 1.5, 7)  # refinement grid around a candidate, in bins
+_FINE = np.linspace(-1.0, 1.0, 5)  # refinement grid around a candidate, in bins
 _N_ITER = 3
+# Events that search and rank the shape candidates: the shape is shared, a few
+# hundred line-rich events pin it, and the search then costs the same for a
+# file of 500 or 50 000 events (every event still gets its shift and lines).
+_SCAN_EVENTS = 100
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,19 @@ def _joint_score(lines: list[tuple[np.ndarray, np.ndarray]], predicted_rel: np.n
     return float(total[i]), t0_lo + (i + 0.5) * step
 
 
+def _scan_events(lines: list[tuple[np.ndarray, np.ndarray]], area: np.ndarray,
+                 event: np.ndarray, limit: int) -> list[int]:
+    """The events that search the shape: all, or the ``limit`` richest in lines
+    (most lines, then largest total area), in event order."""
+    n = len(lines)
+    if n <= limit:
+        return list(range(n))
+    counts = np.array([t.size for t, _ in lines])
+    total = np.bincount(event, weights=area, minlength=n)
+    order = np.lexsort((-total, -counts))[:limit]
+    return sorted(int(e) for e in order)
+
+
 def _assign(t: np.ndarray, model_t: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
     """Comb lines (index) matched by a line within ``tol`` (each line used once)."""
     if t.size == 0:
@@ -407,31 +424,38 @@ def _joint_fit(
         if ev_a.size < used.size + order_k + 1:
             break
         col = np.searchsorted(used, ev_a)
+        n_used = used.size
+        per_event = np.bincount(col, minlength=n_used).astype(float)
         s_lo, s_hi = (math.sqrt(m) for m in fit.mass_range_u)
+
+        def centred(v: np.ndarray) -> np.ndarray:
+            # minus its mean over the event's lines: the per-event shifts drop out
+            return v - (np.bincount(col, weights=v, minlength=n_used) / per_event)[col]
+
+        tc = centred(t_a)
         while True:  # the highest order whose t(sqrt m) rises over the mass range
-            design = np.zeros((ev_a.size, used.size + order_k))
-            design[np.arange(ev_a.size), col] = 1.0
-            for k in range(order_k):
-                design[:, used.size + k] = np.sqrt(m_a) ** (k + 1)
-            sol, *_ = np.linalg.lstsq(design, t_a, rcond=None)
-            trial = np.concatenate([[0.0], sol[used.size:]])
-            if order_k == 1 or min_slope(trial, s_lo, s_hi) > 0:
+            powers = np.stack([np.sqrt(m_a) ** (k + 1) for k in range(order_k)], axis=1)
+            xc = np.stack([centred(powers[:, k]) for k in range(order_k)], axis=1)
+            # fixed effects: the shared terms from the within-event variation,
+            # the same solution as the least squares with one column per shift
+            coef, *_ = np.linalg.lstsq(xc, tc, rcond=None)
+            if order_k == 1 or min_slope(np.concatenate([[0.0], coef]), s_lo, s_hi) > 0:
                 break
             order_k -= 1
+        t0_used = (np.bincount(col, weights=t_a - powers @ coef, minlength=n_used) / per_event)
         t0_e = np.full(n_events, np.nan)
-        t0_e[used] = sol[: used.size]
+        t0_e[used] = t0_used
         shape = np.zeros(3)
-        shape[:order_k] = sol[used.size:]
-        rows = (ev_a, t_a, m_a, t_a - design @ sol)
+        shape[:order_k] = coef
+        rows = (ev_a, t_a, m_a, t_a - t0_used[col] - powers @ coef)
         score = float(np.sum(w_a * np.exp(-0.5 * (rows[3] / tol) ** 2)))
         # 1-sigma errors of the shared terms from the scatter of the residuals
-        dof = ev_a.size - design.shape[1]
+        dof = ev_a.size - n_used - order_k
         shape_err = np.full(3, np.nan)
         if dof > 0:
             var = float(np.sum(rows[3] ** 2)) / dof
             try:
-                cov = var * np.linalg.inv(design.T @ design)
-                shape_err[:order_k] = np.sqrt(np.diag(cov)[used.size:])
+                shape_err[:order_k] = np.sqrt(np.diag(var * np.linalg.inv(xc.T @ xc)))
             except np.linalg.LinAlgError:
                 pass
         comb_s, comb_w = s_ext, w_ext  # reassignment stage: the extended list
@@ -500,11 +524,13 @@ def calibrate_campaign(
     lo, hi = boot.stretch_range
 
     # 1. stretch candidates from the events' pairwise votes
+    scan = _scan_events(lines, area, event, _SCAN_EVENTS)
+    lines_all, lines = lines, [lines[e] for e in scan]
     edges, votes = _stretch_votes(lines, s, wk, lo, hi, min_dt=20.0 * tol)
     if not np.any(votes > 0):
         return _uncalibrated("no_candidate", n_events, own)
     peaks = np.nonzero((votes > 0) & (votes >= np.roll(votes, 1)) & (votes >= np.roll(votes, -1)))
-    order = peaks[0][np.argsort(-votes[peaks[0]])][: max(2 * boot.n_candidates, 8)]
+    order = peaks[0][np.argsort(-votes[peaks[0]])][: max(boot.n_candidates // 2, 8)]
 
     # 2. joint score of each candidate, refined on a fine grid
     half = options.shift_window_us
@@ -533,6 +559,12 @@ def calibrate_campaign(
                              score=float(scored[0][0]))
     fits.sort(key=lambda f: f[0], reverse=True)
     best_score, stretch, jf = fits[0]
+    if len(scan) < n_events:  # the adopted candidate over every event
+        jf = _joint_fit(lines_all, stretch, float(np.median(jf.t0[np.isfinite(jf.t0)])), s, wk,
+                        s_ext, w_ext, settings, options)
+        if jf is None:
+            return _uncalibrated("no_anchor", n_events, own, stretch=stretch,
+                                 score=best_score, rival_score=0.0)
     rival = max((f[0] for f in fits[1:] if abs(f[1] / stretch - 1.0) > 0.02), default=0.0)
     if rival >= boot.ambiguity_ratio * best_score:
         return _uncalibrated("ambiguous", n_events, own, stretch=stretch,

@@ -35,7 +35,7 @@ import xarray as xr
 
 from idexdask.pipeline.plan import Unit
 
-__all__ = ["campaign_step", "reduce_group", "apply_region"]
+__all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,23 @@ def _enabled(config: Mapping[str, Any]) -> bool:
     return (bool(config.get("pipeline", {}).get("analyze", True)) and bool(cal.get("enabled"))
             and bool(config.get("calibration")) and CampaignSettings.from_config(
                 cal.get("campaign")).enabled)
+
+
+def pack_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The configuration of the per-pack analysis when this step runs after it.
+
+    The step calibrates each input's events together and rewrites every
+    calibration-dependent product, so the packs calibrate each event on its
+    own (their bootstrap): no work is done twice, and a pack's products are
+    those of its units processed alone.
+    """
+    if not _enabled(config):
+        return config
+    analysis = dict(config["analysis"])
+    calibration = dict(analysis["calibration"])
+    calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
+    analysis["calibration"] = calibration
+    return {**config, "analysis": analysis}
 
 
 def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mapping[str, Any],

@@ -198,7 +198,11 @@ def _analysed(dataset: xr.Dataset, config: Mapping[str, Any], n_events: int) -> 
     """
     if not bool(config.get("pipeline", {}).get("analyze", True)):
         return _Events.of(dataset)
-    products = _analysis_products(dataset, config)
+    from idexdask.pipeline.recalibrate import pack_config
+
+    # each event calibrated on its own here; the campaign step of the run
+    # (idexdask.pipeline.recalibrate) calibrates every input's events together
+    products = _analysis_products(dataset, pack_config(config))
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(
