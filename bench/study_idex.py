@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         sel = out["peak_event"].values == e
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
-                           out["tof_combined"].values[e].astype(float), "DN")
+                           out["tof_combined"].values[e].astype(float), "DN",
+                           shape=out["peak_shape"].values[sel])
         res = calibrate_lines(lines, settings)
         stored = str(out["mass_calibration_status"].values[e])
         if str(out["mass_calibration_method"].values[e]) != "campaign":

@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         sel = out["peak_event"].values == e
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
-                           out["tof_combined"].values[e].astype(float), "V")
+                           out["tof_combined"].values[e].astype(float), "V",
+                           shape=out["peak_shape"].values[sel])
         own = calibrate_lines(lines, setup_settings)
         results.append(own)
         used = sel & np.isfinite(resid)

@@ -263,7 +263,10 @@ def _tof_products(
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
         "peak_status": (fits.status, "1", "LineStatus of the line fit"),
-        "peak_shape": (fits.shape, "1", "line shape fitted (emg, or gaussian: no tail)"),
+        "peak_shape": (
+            fits.shape, "1", "line shape fitted (emg; gaussian: no tail; gaussian_mode: the "
+            "EMG did not converge, centre at the mode, not calibrated on)",
+        ),
         "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
         "peak_prominence": (
             cand.prominence,
@@ -325,6 +328,7 @@ def _tof_products(
         "center": fits.center,
         "area": fits.area,
         "status": fits.status,
+        "shape": fits.shape,
         "zsig": zsig,
     }
 
@@ -355,6 +359,9 @@ def _mass_calibration(
         lines["center"]
     )
     good &= np.isfinite(lines["area"]) & (lines["area"] > 0)
+    # a Gaussian fitted where the EMG failed is centred on the line's mode, not
+    # on the EMG centre the comb times refer to
+    good &= lines["shape"] != LineShape.GAUSSIAN_MODE
     # lines are sorted by event: the good ones of event e are one slice
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n_events), out=offsets[1:])

@@ -86,8 +86,12 @@ class LineShape(IntEnum):
     EMG = 0
     """Exponentially modified Gaussian (``peak_gamma`` its tail rate)."""
     GAUSSIAN = 1
-    """Gaussian: the EMG's tail collapsed below ``TAU_MIN_SAMPLES`` samples, or
-    only the Gaussian converged (``peak_gamma`` NaN: no tail)."""
+    """Gaussian: the EMG's tail collapsed below ``TAU_MIN_SAMPLES`` samples
+    (``peak_gamma`` NaN: no tail); its centre is the EMG's."""
+    GAUSSIAN_MODE = 2
+    """Gaussian fitted where the EMG did not converge on a line with a tail: its
+    centre is the line's mode, later than an EMG centre by up to the tail time,
+    so the mass calibration does not use it (``peak_gamma`` NaN)."""
 
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
@@ -968,7 +972,7 @@ def _deblend(
         total = np.zeros(cols.size)
         with np.errstate(all="ignore"):
             for j in others:
-                if fits.shape[j] == LineShape.GAUSSIAN:
+                if fits.shape[j] != LineShape.EMG:
                     prof = gaussian(x, fits.area[j], fits.center[j], fits.sigma[j])
                 else:
                     prof = emg(x, fits.area[j], fits.center[j], fits.sigma[j], fits.gamma[j])
@@ -1174,7 +1178,7 @@ def _fit_windows(
         lower, upper, dt, settings,
     )  # fmt: skip
     a, c, s, g, off = (params[:, j] for j in range(5))
-    gauss = shape == LineShape.GAUSSIAN
+    gauss = shape != LineShape.EMG
     g = np.where(gauss, np.nan, g)
     # line maximum on a fine grid spanning the Gaussian core and the tail
     # (the mode lies within [-1, 4] sigma of the centre, or within 1.5/gamma for
@@ -1316,7 +1320,7 @@ def _gaussian_fallback(
     chisq[r] = np.asarray(res.chisq)[take]
     redchi[r] = np.asarray(res.redchi)[take]
     status[r] = st[take]
-    shape[r] = LineShape.GAUSSIAN
+    shape[r] = np.where(collapsed[r], LineShape.GAUSSIAN, LineShape.GAUSSIAN_MODE)
 
 
 def _classify(

@@ -45,7 +45,7 @@ import numpy as np
 
 from idexdask._logging import get_logger
 from idexdask.calibration.bootstrap import CalibrationSettings
-from idexdask.calibration.tofmass import min_slope
+from idexdask.calibration.tofmass import mass_axis, min_slope
 
 __all__ = [
     "CampaignCalibration",
@@ -67,6 +67,13 @@ _N_ITER = 3
 # hundred line-rich events pin it, and the search then costs the same for a
 # file of 500 or 50 000 events (every event still gets its shift and lines).
 _SCAN_EVENTS = 100
+# One shape must describe the events that calibrate on their own: each line the
+# campaign assigns them must get the same mass (within 0.5 u) from their own
+# calibration.  If more than a third disagree, the group does not share one
+# geometry (a campaign mixing settings, or the simulator's per-event stretches)
+# and stays with the events' own calibrations.
+_MASS_TOL = 0.5
+_MAX_DISAGREE = 1.0 / 3.0
 
 
 @dataclass(frozen=True)
@@ -108,7 +115,8 @@ class CampaignCalibration:
         Whether a shared shape was found.
     reason : str
         Why not (``none`` when calibrated): ``no_lines``, ``no_candidate``,
-        ``ambiguous``, ``no_anchor``, ``not_monotonic``.
+        ``ambiguous``, ``no_anchor``, ``not_monotonic``, ``inconsistent`` (the
+        events' own calibrations do not share the shape).
     shape : numpy.ndarray
         Shared ``[a_1, a_2, a_3]`` (µs/u**(k/2)), zero above the order; NaN if
         not calibrated.
@@ -300,6 +308,31 @@ def _joint_score(lines: list[tuple[np.ndarray, np.ndarray]], predicted_rel: np.n
     return float(total[i]), t0_lo + (i + 0.5) * step
 
 
+def _own_disagree(own: np.ndarray, jf: _JointFit) -> float:
+    """Share of the events calibrated on their own that the campaign's shape does
+    not describe: not matched by it, or given another mass (by more than
+    ``_MASS_TOL`` u) for a line the campaign assigned them."""
+    ev_a, t_a, m_a, _ = jf.rows
+    ok = np.nonzero(np.all(np.isfinite(own[:, :2]), axis=1))[0]
+    if ok.size == 0:
+        return 0.0
+    disagree = 0
+    for e in ok:
+        sel = ev_a == e
+        if not sel.any():
+            disagree += 1
+            continue
+        mine = mass_axis(np.nan_to_num(own[[e]]), t_a[sel][None, :])[0]
+        disagree += bool(np.any(~(np.abs(mine - m_a[sel]) <= _MASS_TOL)))
+    return disagree / ok.size
+
+
+def _centred(v: np.ndarray, col: np.ndarray, per_event: np.ndarray) -> np.ndarray:
+    """``v`` minus its mean over each event's lines (``col``: the event of each
+    line, ``per_event``: lines per event): the per-event shifts drop out."""
+    return v - (np.bincount(col, weights=v, minlength=per_event.size) / per_event)[col]
+
+
 def _scan_events(lines: list[tuple[np.ndarray, np.ndarray]], area: np.ndarray,
                  event: np.ndarray, limit: int) -> list[int]:
     """The events that search the shape: all, or the ``limit`` richest in lines
@@ -428,14 +461,11 @@ def _joint_fit(
         per_event = np.bincount(col, minlength=n_used).astype(float)
         s_lo, s_hi = (math.sqrt(m) for m in fit.mass_range_u)
 
-        def centred(v: np.ndarray) -> np.ndarray:
-            # minus its mean over the event's lines: the per-event shifts drop out
-            return v - (np.bincount(col, weights=v, minlength=n_used) / per_event)[col]
-
-        tc = centred(t_a)
+        tc = _centred(t_a, col, per_event)
         while True:  # the highest order whose t(sqrt m) rises over the mass range
             powers = np.stack([np.sqrt(m_a) ** (k + 1) for k in range(order_k)], axis=1)
-            xc = np.stack([centred(powers[:, k]) for k in range(order_k)], axis=1)
+            xc = np.stack([_centred(powers[:, k], col, per_event) for k in range(order_k)],
+                          axis=1)
             # fixed effects: the shared terms from the within-event variation,
             # the same solution as the least squares with one column per shift
             coef, *_ = np.linalg.lstsq(xc, tc, rcond=None)
@@ -573,6 +603,9 @@ def calibrate_campaign(
     s_lo, s_hi = (math.sqrt(m) for m in fit.mass_range_u)
     if not min_slope(np.concatenate([[0.0], jf.shape[: jf.order]]), s_lo, s_hi) > 0:
         return _uncalibrated("not_monotonic", n_events, own, stretch=stretch,
+                             score=best_score, rival_score=rival)
+    if own is not None and _own_disagree(own, jf) > _MAX_DISAGREE:
+        return _uncalibrated("inconsistent", n_events, own, stretch=stretch,
                              score=best_score, rival_score=rival)
     shape, order_k, t0_e, anchors = jf.shape, jf.order, jf.t0, jf.anchors
     ev_a, t_a, m_a, resid = jf.rows

@@ -7,7 +7,6 @@ written by one process (the caller), never by workers.
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 from collections.abc import Iterable

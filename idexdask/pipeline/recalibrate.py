@@ -39,7 +39,9 @@ __all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
 
 logger = logging.getLogger(__name__)
 
-_LINE_VARIABLES = ("peak_center", "peak_area", "peak_area_err", "peak_status", "peak_count")
+_LINE_VARIABLES = (
+    "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_shape", "peak_count",
+)
 _SOURCE_KIND = {"l0": "idex_l0", "trc": "lecroy_trc"}
 
 
@@ -59,7 +61,7 @@ def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
     used = np.arange(slots)[None, :] < count[:, None]
     event, _ = np.nonzero(used)
     out = {"event": event, "used": used}
-    for name in ("peak_center", "peak_area", "peak_area_err", "peak_status"):
+    for name in ("peak_center", "peak_area", "peak_area_err", "peak_status", "peak_shape"):
         if name in ds:
             out[name] = np.asarray(ds[name].values)[used]
     return out
@@ -110,6 +112,10 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
     center, area = lines["peak_center"].astype(float), lines["peak_area"].astype(float)
     good = (lines["peak_status"] <= int(cal_cfg["max_fit_status"])) & np.isfinite(center)
     good &= np.isfinite(area) & (area > 0)
+    if "peak_shape" in lines:  # as analyze(): mode-centred Gaussians are not used
+        from idexdask.analysis.peaks import LineShape
+
+        good &= lines["peak_shape"] != LineShape.GAUSSIAN_MODE
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
     batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
