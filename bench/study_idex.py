@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
                            out["tof_combined"].values[e].astype(float), "DN",
-                           shape=out["peak_shape"].values[sel])
+                           mode_centred=out["peak_center_at_mode"].values[sel])
         res = calibrate_lines(lines, settings)
         stored = str(out["mass_calibration_status"].values[e])
         if str(out["mass_calibration_method"].values[e]) != "campaign":

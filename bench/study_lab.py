@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
                            out["tof_combined"].values[e].astype(float), "V",
-                           shape=out["peak_shape"].values[sel])
+                           mode_centred=out["peak_center_at_mode"].values[sel])
         own = calibrate_lines(lines, setup_settings)
         results.append(own)
         used = sel & np.isfinite(resid)

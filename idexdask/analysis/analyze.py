@@ -263,9 +263,10 @@ def _tof_products(
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
         "peak_status": (fits.status, "1", "LineStatus of the line fit"),
-        "peak_shape": (
-            fits.shape, "1", "line shape fitted (emg; gaussian: no tail; gaussian_mode: the "
-            "EMG did not converge, centre at the mode, not calibrated on)",
+        "peak_shape": (fits.shape, "1", "line shape fitted (emg, or gaussian: no tail)"),
+        "peak_center_at_mode": (
+            fits.mode_centred, "1", "Gaussian fitted where the EMG did not converge: "
+            "peak_center is the line's mode, not an EMG centre (not calibrated on)",
         ),
         "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
         "peak_prominence": (
@@ -328,7 +329,7 @@ def _tof_products(
         "center": fits.center,
         "area": fits.area,
         "status": fits.status,
-        "shape": fits.shape,
+        "mode_centred": fits.mode_centred,
         "zsig": zsig,
     }
 
@@ -361,7 +362,7 @@ def _mass_calibration(
     good &= np.isfinite(lines["area"]) & (lines["area"] > 0)
     # a Gaussian fitted where the EMG failed is centred on the line's mode, not
     # on the EMG centre the comb times refer to
-    good &= lines["shape"] != LineShape.GAUSSIAN_MODE
+    good &= ~lines["mode_centred"]
     # lines are sorted by event: the good ones of event e are one slice
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n_events), out=offsets[1:])

@@ -81,17 +81,17 @@ class LineStatus(IntEnum):
 
 
 class LineShape(IntEnum):
-    """Line shape of a TOF line fit."""
+    """Line shape of an automatic TOF line fit (its index in
+    :data:`idexdask.analysis.overrides.LINE_SHAPES`, the ``peak_shape`` codes)."""
 
     EMG = 0
     """Exponentially modified Gaussian (``peak_gamma`` its tail rate)."""
     GAUSSIAN = 1
-    """Gaussian: the EMG's tail collapsed below ``TAU_MIN_SAMPLES`` samples
-    (``peak_gamma`` NaN: no tail); its centre is the EMG's."""
-    GAUSSIAN_MODE = 2
-    """Gaussian fitted where the EMG did not converge on a line with a tail: its
-    centre is the line's mode, later than an EMG centre by up to the tail time,
-    so the mass calibration does not use it (``peak_gamma`` NaN)."""
+    """Gaussian (``peak_gamma`` NaN: no tail): the EMG's tail collapsed below
+    ``TAU_MIN_SAMPLES`` samples (centre as an EMG's), or the EMG did not
+    converge on a line with a tail and the Gaussian did (``mode_centred``: the
+    centre is then the line's mode, later than an EMG centre by up to the tail
+    time, and the mass calibration does not use it)."""
 
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
@@ -820,6 +820,8 @@ class LineFits:
         Fit window actually used, µs.
     shape : numpy.ndarray
         :class:`LineShape` codes, int8.
+    mode_centred : numpy.ndarray
+        Gaussian fallbacks of unconverged EMG fits: centre at the line's mode (bool).
     """
 
     center: np.ndarray
@@ -836,6 +838,7 @@ class LineFits:
     window_start: np.ndarray
     window_stop: np.ndarray
     shape: np.ndarray
+    mode_centred: np.ndarray
 
 
 def _windows(
@@ -914,7 +917,7 @@ def fit_lines(
         z = np.zeros(0)
         return LineFits(
             *(z.copy() for _ in range(10)), np.zeros(0, np.int8), z.copy(), z.copy(),
-            np.zeros(0, np.int8),
+            np.zeros(0, np.int8), np.zeros(0, bool),
         )
     if step is None:
         step = sample_step(t)  # once: a median of every event's time steps
@@ -1173,8 +1176,9 @@ def _fit_windows(
     redchi = np.array(res.redchi, dtype=float)
     status = np.asarray(res.status, dtype=np.int8).copy()
     shape = np.full(m, LineShape.EMG, dtype=np.int8)
+    mode_centred = np.zeros(m, dtype=bool)
     _gaussian_fallback(
-        device, xw, yw, sig, params, stderr, chisq, redchi, status, shape,
+        device, xw, yw, sig, params, stderr, chisq, redchi, status, shape, mode_centred,
         lower, upper, dt, settings,
     )  # fmt: skip
     a, c, s, g, off = (params[:, j] for j in range(5))
@@ -1202,6 +1206,7 @@ def _fit_windows(
         window_start=t_lo,
         window_stop=t_hi,
         shape=shape,
+        mode_centred=mode_centred,
     )
 
 
@@ -1271,6 +1276,7 @@ def _gaussian_fallback(
     redchi: np.ndarray,
     status: np.ndarray,
     shape: np.ndarray,
+    mode_centred: np.ndarray,
     lower: np.ndarray,
     upper: np.ndarray,
     dt: np.ndarray,
@@ -1287,7 +1293,7 @@ def _gaussian_fallback(
     another reason (sigma and tail trade against each other on broad lines) is
     refitted too, and the Gaussian kept only where it converged: its centre is
     then the line's mode, later than an EMG centre by up to the tail time
-    (``peak_shape`` says which).  Updates the arrays in place.
+    (``peak_shape``, ``mode_centred``).  Updates the arrays in place.
     """
     with np.errstate(invalid="ignore", divide="ignore"):
         collapsed = np.isfinite(params[:, 3]) & (1.0 / params[:, 3] < TAU_MIN_SAMPLES * dt)
@@ -1320,7 +1326,8 @@ def _gaussian_fallback(
     chisq[r] = np.asarray(res.chisq)[take]
     redchi[r] = np.asarray(res.redchi)[take]
     status[r] = st[take]
-    shape[r] = np.where(collapsed[r], LineShape.GAUSSIAN, LineShape.GAUSSIAN_MODE)
+    shape[r] = LineShape.GAUSSIAN
+    mode_centred[r] = ~collapsed[r]
 
 
 def _classify(

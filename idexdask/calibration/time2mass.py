@@ -210,9 +210,9 @@ class EventLines:
         Units of ``spectrum``.
     source : str
         ``"analyze"`` or ``"stored"``.
-    shape : numpy.ndarray or None
-        Line shapes (``peak_shape``); lines fitted as mode-centred Gaussians
-        (2) are not calibrated on, as in ``analyze``.
+    mode_centred : numpy.ndarray or None
+        ``peak_center_at_mode``: lines whose centre is their mode are not
+        calibrated on, as in ``analyze``.
     """
 
     center_us: np.ndarray
@@ -222,7 +222,7 @@ class EventLines:
     spectrum: np.ndarray | None = None
     units: str = ""
     source: str = "analyze"
-    shape: np.ndarray | None = None
+    mode_centred: np.ndarray | None = None
 
 
 def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
@@ -252,7 +252,8 @@ def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> Event
             None if spec is None else np.asarray(spec.values, dtype=float),
             str(spec.attrs.get("units", "")) if spec is not None else "",
             "stored",
-            np.asarray(ds["peak_shape"].values)[sel] if "peak_shape" in ds else None,
+            (np.asarray(ds["peak_center_at_mode"].values)[sel]
+             if "peak_center_at_mode" in ds else None),
         )
     from idexdask.analysis.analyze import analyze
 
@@ -269,7 +270,8 @@ def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> Event
         np.asarray(spec.values[0], dtype=float),
         str(spec.attrs.get("units", "")),
         "analyze",
-        np.asarray(out["peak_shape"].values) if "peak_shape" in out else None,
+        (np.asarray(out["peak_center_at_mode"].values)
+         if "peak_center_at_mode" in out else None),
     )
 
 
@@ -360,8 +362,8 @@ def calibrate_lines(
         )
     good = (lines.status <= max_fit_status) & np.isfinite(lines.center_us)
     good &= np.isfinite(lines.area) & (lines.area > 0)
-    if lines.shape is not None:  # mode-centred Gaussians (LineShape.GAUSSIAN_MODE)
-        good &= np.asarray(lines.shape) != 2
+    if lines.mode_centred is not None:  # Gaussian fallbacks centred on the mode
+        good &= ~np.asarray(lines.mode_centred, dtype=bool)
     res: BootstrapResult = bootstrap_calibration(
         lines.center_us[good], lines.area[good], settings=settings
     )

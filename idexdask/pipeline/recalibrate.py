@@ -40,7 +40,8 @@ __all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
 logger = logging.getLogger(__name__)
 
 _LINE_VARIABLES = (
-    "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_shape", "peak_count",
+    "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
+    "peak_count",
 )
 _SOURCE_KIND = {"l0": "idex_l0", "trc": "lecroy_trc"}
 
@@ -61,7 +62,8 @@ def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
     used = np.arange(slots)[None, :] < count[:, None]
     event, _ = np.nonzero(used)
     out = {"event": event, "used": used}
-    for name in ("peak_center", "peak_area", "peak_area_err", "peak_status", "peak_shape"):
+    for name in ("peak_center", "peak_area", "peak_area_err", "peak_status",
+                 "peak_center_at_mode"):
         if name in ds:
             out[name] = np.asarray(ds[name].values)[used]
     return out
@@ -112,10 +114,8 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
     center, area = lines["peak_center"].astype(float), lines["peak_area"].astype(float)
     good = (lines["peak_status"] <= int(cal_cfg["max_fit_status"])) & np.isfinite(center)
     good &= np.isfinite(area) & (area > 0)
-    if "peak_shape" in lines:  # as analyze(): mode-centred Gaussians are not used
-        from idexdask.analysis.peaks import LineShape
-
-        good &= lines["peak_shape"] != LineShape.GAUSSIAN_MODE
+    if "peak_center_at_mode" in lines:  # as analyze(): mode-centred lines are not used
+        good &= ~lines["peak_center_at_mode"].astype(bool)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
     batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
