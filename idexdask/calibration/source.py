@@ -18,7 +18,13 @@ from typing import Any
 
 from idexdask.errors import ConfigError
 
-__all__ = ["AUTO_PRESET", "DEFAULT_SOURCE_KIND", "resolve_preset", "source_kind"]
+__all__ = [
+    "AUTO_PRESET",
+    "DEFAULT_SOURCE_KIND",
+    "builtin_source_presets",
+    "resolve_preset",
+    "source_kind",
+]
 
 AUTO_PRESET = "auto"
 """``calibration.preset`` value meaning "the preset of the data's source kind"."""
@@ -28,6 +34,11 @@ DEFAULT_SOURCE_KIND = "idex_l0"
 
 # the built-in map, used where a configuration has no `source_presets` table
 _BUILTIN = {"idex_l0": "flight", "lecroy_trc": "lab_peridot"}
+
+
+def builtin_source_presets() -> dict[str, str]:
+    """The per-source presets used where a configuration names none (a copy)."""
+    return dict(_BUILTIN)
 
 
 def source_kind(attrs: Mapping[str, Any], variables: Collection[str] = ()) -> str:

@@ -156,18 +156,44 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     ds = _read_rows(store, [region])
     n = int(ds.sizes["epoch"])
     lines = _flat_lines(ds)
+    coefficients = np.array(part["coefficients"], dtype=float)
+    status = np.array(part["status"], dtype=object)
+    reason = np.array(part["reason"], dtype=object)
+    method = np.array(part["method"], dtype=object)
     residual = np.asarray(part["residual"])[lines["used"]]
+    # events calibrated by hand (override rows `calibrate`) keep that calibration
+    kept = _stored(store, region, ("mass_calibration", "mass_calibration_status",
+                                   "mass_calibration_reason", "mass_calibration_method",
+                                   "peak_calibration_residual", "peak_species",
+                                   "peak_species_manual"))
+    if "mass_calibration_method" in kept:
+        manual = np.asarray(kept["mass_calibration_method"].values).astype(str) == "manual"
+        if manual.any():
+            coefficients[manual] = kept["mass_calibration"].values[manual]
+            status[manual] = kept["mass_calibration_status"].values[manual]
+            reason[manual] = kept["mass_calibration_reason"].values[manual]
+            method[manual] = "manual"
+            if "peak_calibration_residual" in kept:
+                mine = manual[lines["event"]]
+                residual = np.where(
+                    mine, kept["peak_calibration_residual"].values[lines["used"]], residual)
     variables = calibration_variables(
-        part["coefficients"], part["status"], part["reason"], part["method"], residual,
+        coefficients, status.astype(str), reason.astype(str), method.astype(str), residual,
         lines["event"], lines["peak_center"], part["preset"], groups,
     )
-    calibrated = np.all(np.isfinite(np.asarray(part["coefficients"])[:, :2]), axis=1)
+    calibrated = np.all(np.isfinite(coefficients[:, :2]), axis=1)
     peaks = {
         "peak_event": xr.Variable(("peak",), lines["event"]),
         "peak_mass": variables["peak_mass"],
         "peak_area": xr.Variable(("peak",), lines["peak_area"]),
         "peak_area_err": xr.Variable(("peak",), lines["peak_area_err"]),
     }
+    if "peak_species_manual" in kept:  # species assigned by hand stay assigned
+        by_hand = np.asarray(kept["peak_species_manual"].values)[lines["used"]].astype(bool)
+        if by_hand.any():
+            species = np.asarray(kept["peak_species"].values)[lines["used"]].astype(str)
+            peaks["peak_species_by_hand"] = xr.Variable(
+                ("peak",), np.where(by_hand, species, ""))
     comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
     out = xr.Dataset(
@@ -183,6 +209,13 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     keep = [k for k in names if k in stored.variables and "epoch" in stored.variables[k].dims]
     write_region(store, stored[keep], region, rows=rows, n_events=n_events)
     return n, keep
+
+
+def _stored(store: str, region: tuple[int, int], names: Sequence[str]) -> xr.Dataset:
+    """The variables ``names`` the store has, for rows ``region`` (loaded)."""
+    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    present = [n for n in names if n in ds.variables]
+    return ds[present].isel(epoch=slice(*region)).load()
 
 
 def _signature(units: Sequence[Unit], chash: str) -> str:
