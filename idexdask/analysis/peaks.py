@@ -1363,8 +1363,3 @@ def _classify(
 def fit_status_meanings() -> str:
     """CF ``flag_meanings`` string of the :class:`LineStatus` codes."""
     return " ".join(s.name.lower() for s in LineStatus)
-
-
-def line_shape_meanings() -> str:
-    """CF ``flag_meanings`` string of the :class:`LineShape` codes."""
-    return " ".join(s.name.lower() for s in LineShape)
