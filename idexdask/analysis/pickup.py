@@ -276,6 +276,9 @@ def pickup_charge_speed(
     d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
     core = d[:, w : n - w + 1]
     sigma_d = 1.4826 * np.median(np.abs(core - np.median(core, axis=1)[:, None]), axis=1)
+    # a quiet quantised trace can have a zero MAD: its derivative's standard
+    # deviation then (zero only for a constant trace, which has no pulse)
+    sigma_d = np.where(sigma_d > 0, sigma_d, np.std(core, axis=1))
     sigma_d = np.where(sigma_d > 0, sigma_d, np.finfo(float).tiny)
 
     rows = np.arange(n_ev)
