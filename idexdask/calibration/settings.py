@@ -335,9 +335,9 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
     )
     for key, name in wanted:
         if name not in presets:
+            allowed = [*map(str, presets), *([AUTO_PRESET] if key == "calibration.preset" else [])]
             raise ConfigError(
-                f"{key}: unknown preset {name!r} of {path} "
-                f"(allowed: {', '.join(map(str, presets))})"
+                f"{key}: unknown preset {name!r} of {path} (allowed: {', '.join(allowed)})"
             )
         try:
             load_calibration_settings(name, path=None if path == "calibration.yaml" else path)
