@@ -167,11 +167,11 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
                                    "peak_calibration_residual", "peak_species",
                                    "peak_species_manual"))
     if "mass_calibration_method" in kept:
-        manual = np.asarray(kept["mass_calibration_method"].values).astype(str) == "manual"
+        manual = _strings(kept["mass_calibration_method"].values) == "manual"
         if manual.any():
             coefficients[manual] = kept["mass_calibration"].values[manual]
-            status[manual] = kept["mass_calibration_status"].values[manual]
-            reason[manual] = kept["mass_calibration_reason"].values[manual]
+            status[manual] = _strings(kept["mass_calibration_status"].values)[manual]
+            reason[manual] = _strings(kept["mass_calibration_reason"].values)[manual]
             method[manual] = "manual"
             if "peak_calibration_residual" in kept:
                 mine = manual[lines["event"]]
@@ -191,7 +191,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     if "peak_species_manual" in kept:  # species assigned by hand stay assigned
         by_hand = np.asarray(kept["peak_species_manual"].values)[lines["used"]].astype(bool)
         if by_hand.any():
-            species = np.asarray(kept["peak_species"].values)[lines["used"]].astype(str)
+            species = _strings(kept["peak_species"].values)[lines["used"]]
             peaks["peak_species_by_hand"] = xr.Variable(
                 ("peak",), np.where(by_hand, species, ""))
     comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
@@ -209,6 +209,12 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     keep = [k for k in names if k in stored.variables and "epoch" in stored.variables[k].dims]
     write_region(store, stored[keep], region, rows=rows, n_events=n_events)
     return n, keep
+
+
+def _strings(values: Any) -> np.ndarray:
+    """Stored strings (Zarr's variable-length: object or NumPy StringDType) as ``str``."""
+    return np.array([str(v) for v in np.asarray(values, dtype=object).ravel()],
+                    dtype=str).reshape(np.shape(values))
 
 
 def _stored(store: str, region: tuple[int, int], names: Sequence[str]) -> xr.Dataset:
