@@ -192,3 +192,54 @@ def test_scope_config_has_provenance():
     assert isinstance(p["volts_per_coulomb"], float)
     assert p["calibration"] == "placeholder"
     assert cfg["channels"]["polarity"]["TOF_High"] == -1
+
+
+def _capture(tmp_path, rng, qd_raw):
+    """Two impacts: a TOF trace and the QD channels given by ``qd_raw(impact)``."""
+    from idexdask.io.trc import write_trc
+
+    gain = 5e-6
+    for imp in (1, 2):
+        tof = np.round(rng.normal(0, 2e-3, T.size) / gain).astype(np.int16)
+        write_trc(tmp_path / f"peridot_C3_{imp:05d}.trc", tof, horiz_interval=DT_US * 1e-6,
+                  horiz_offset=T[0] * 1e-6, vertical_gain=gain, wave_source=3)
+        for ch, raw in qd_raw(imp, gain).items():
+            write_trc(tmp_path / f"peridot_C{ch}_{imp:05d}.trc", raw,
+                      horiz_interval=DT_US * 1e-6, horiz_offset=T[0] * 1e-6,
+                      vertical_gain=gain, wave_source=ch)
+    (tmp_path / "peridot_settings.txt").write_text("QD 1\nTOF Low\nTOF High\nQD 2\n")
+
+
+def test_analyze_gives_qd_products_and_statuses(tmp_path, rng):
+    """QD_1 flat, QD_2 carrying the pulse: statuses for QD_1, speed from QD_2."""
+    from idexdask.analysis.analyze import analyze
+    from idexdask.analysis.pickup_products import QDStatus
+    from idexdask.io.trc import read_trc
+
+    def qd(imp, gain):
+        pulse = _events(rng, [9.0], [20.0], [-200.0], **QUIET)[0]
+        return {1: np.full(T.size, 7, np.int16), 4: np.round(pulse / gain).astype(np.int16)}
+
+    _capture(tmp_path, rng, qd)
+    out = analyze(read_trc(tmp_path))
+    assert out["qd1_status"].values.tolist() == [2, 2]  # no_pulse
+    assert np.isnan(out["qd1_speed"].values).all()
+    assert out["qd_status"].values.tolist() == [QDStatus.OK] * 2
+    np.testing.assert_allclose(out["qd_speed"].values, 9.0, rtol=0.01)
+    np.testing.assert_allclose(out["qd_charge"].values, 20.0, rtol=0.02)
+    assert out["qd_charge_detector"].values.tolist() == ["QD_2", "QD_2"]
+
+
+def test_analyze_capture_without_qd_channels(tmp_path, rng):
+    """No QD channel at all: every product present, NaN, with a status."""
+    from idexdask.analysis.analyze import analyze
+    from idexdask.analysis.pickup_products import QDStatus
+    from idexdask.io.trc import read_trc
+
+    _capture(tmp_path, rng, lambda imp, gain: {})
+    out = analyze(read_trc(tmp_path))
+    assert out["qd_status"].values.tolist() == [QDStatus.NO_CHANNEL] * 2
+    assert out["qd1_status"].values.tolist() == [1, 1]  # no_signal
+    assert out["qd2_status"].values.tolist() == [1, 1]
+    assert np.isnan(out["qd_speed"].values).all() and np.isnan(out["qd_charge"].values).all()
+    assert out["qd_charge_detector"].values.tolist() == ["", ""]
