@@ -35,7 +35,13 @@ Output layout
 -------------
 One row per impact along ``epoch`` (TT2000 ns of the scope's trigger time stamp;
 the scope clock is taken as UTC, which it is only if the lab set it so).  Waveform
-variables are float32 volts at the native sampling.  Channels that share the
+variables are float32 volts at the native sampling; where a channel has one gain
+and offset over the impacts read, its ``encoding`` holds them as CF
+``scale_factor``/``add_offset`` of int16 codes (:mod:`idexdask.adccodes`), so that
+stores keep the recorded codes.  Time axes are given by formula
+(:mod:`idexdask.timeaxis`): ``(HORIZ_OFFSET + i * HORIZ_INTERVAL) * 1e6`` µs of the
+axis's reference channel, from the per-event terms ``<axis>_start`` (s),
+``<axis>_step`` (s) and ``<axis>_count``, computed when read.  Channels that share the
 sampling interval and record length of the reference channel (``TOF_High``,
 else ``TOF_Mid``, ``TOF_Low``, else the first channel) share the high-rate axis
 ``time_high_sample_rate`` (epoch, ``time_high_sample_rate_index``), float64 µs;
@@ -70,7 +76,9 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.adccodes import CODE_FILL, code_encoding
 from idexdask.errors import TraceFileError
+from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
 __all__ = [
     "TRC_NAME_PATTERN",
@@ -799,37 +807,45 @@ def read_trc(
     files = np.full(shape_ch, "", dtype=object)
     instruments: set[str] = set()
 
-    axis_time: dict[str, np.ndarray] = {}
-    for axis in axis_ref:
-        n = max(sigs[c][1] for c in present_channels if axis_of[c] == axis)
-        axis_time[axis] = np.full((n_ev, n), np.nan)
+    # each axis by formula: (HORIZ_OFFSET + i * HORIZ_INTERVAL) * 1e6 µs, i < count
+    axis_len = {axis: max(sigs[c][1] for c in present_channels if axis_of[c] == axis)
+                for axis in axis_ref}
+    axis_start = {axis: np.full(n_ev, np.nan) for axis in axis_ref}
+    axis_step = {axis: np.full(n_ev, np.nan) for axis in axis_ref}
+    axis_count = {axis: np.zeros(n_ev, np.int64) for axis in axis_ref}
 
     waves = {
         c: np.full((n_ev, sigs[c][1]), np.nan, dtype=np.float32) for c in present_channels
     }
+    fill_code_seen: set[int] = set()
     for e, num in enumerate(numbers):
         chans = impacts[num]
         # axis times from the axis's reference channel, else any channel on the axis
-        for axis, t in axis_time.items():
+        for axis in axis_ref:
             on_axis = [c for c in present_channels if axis_of[c] == axis and c in chans]
             if not on_axis:
                 continue
             c0 = axis_ref[axis] if axis_ref[axis] in chans else on_axis[0]
             h = chans[c0].header
-            t[e, : h.wave_array_count] = (
-                h.horiz_offset + np.arange(h.wave_array_count) * h.horiz_interval
-            ) * 1e6
+            axis_start[axis][e] = h.horiz_offset
+            axis_step[axis][e] = h.horiz_interval
+            axis_count[axis][e] = h.wave_array_count
         for k, c in enumerate(present_channels):
             if c not in chans:
                 continue
             wf = chans[c]
             h = wf.header
             present[e, k] = True
-            waves[c][e, : h.wave_array_count] = wf.volts.astype(np.float32)
+            # V = gain * code - offset in float64, rounded once to float32, written
+            # in place: the codes are read once and the volts made in one pass
+            volts = np.multiply(wf.raw, h.vertical_gain, dtype=np.float64)
+            volts -= h.vertical_offset
+            waves[c][e, : h.wave_array_count] = volts
+            fill_code_seen |= {c} if bool((wf.raw == CODE_FILL).any()) else set()
             lo, hi = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
             clipped[e, k] = bool(wf.raw.max() >= hi or wf.raw.min() <= lo)
             gain[e, k], voff[e, k] = h.vertical_gain, h.vertical_offset
-            t_offset[e, k] = h.horiz_offset * 1e6 - axis_time[axis_of[c]][e, 0]
+            t_offset[e, k] = h.horiz_offset * 1e6 - axis_start[axis_of[c]][e] * 1e6
             files[e, k] = Path(h.path).name
             instruments.add(h.instrument_name)
         h0 = (chans[ref] if ref in chans else next(iter(chans.values()))).header
@@ -839,13 +855,22 @@ def read_trc(
         if len(stamps) > 1:
             _log.warning("impact %d: channels carry different trigger times %s", num, stamps)
 
-    for axis, t in axis_time.items():
+    for axis in axis_ref:
         tname, dim = f"time_{axis}", f"time_{axis}_index"
-        data_vars[tname] = (("epoch", dim), t, {
-            "units": "us",
-            "long_name": "time from the trigger of the axis's reference channel",
-            "reference_channel": var_of[axis_ref[axis]],
-        })
+        terms = AxisTerms.for_axis(tname)
+        data_vars[tname] = uniform_axis_variable(
+            ("epoch", dim), axis_start[axis], axis_step[axis], axis_count[axis],
+            axis_len[axis], scale=1e6, terms=terms, attrs={
+                "units": "us",
+                "long_name": "time from the trigger of the axis's reference channel",
+                "reference_channel": var_of[axis_ref[axis]],
+            })
+        data_vars[terms.start] = (("epoch",), axis_start[axis], {
+            "units": "s", "long_name": f"{tname}: HORIZ_OFFSET of its reference channel"})
+        data_vars[terms.step] = (("epoch",), axis_step[axis], {
+            "units": "s", "long_name": f"{tname}: HORIZ_INTERVAL of its reference channel"})
+        data_vars[terms.count] = (("epoch",), axis_count[axis], {
+            "units": "1", "long_name": f"{tname}: samples recorded (NaN times beyond)"})
     var_pol: dict[str, int] = {}
     pol_table = _default_polarity()
     for k, c in enumerate(present_channels):
@@ -867,7 +892,11 @@ def read_trc(
             "vertical_offset": float(o[0]) if np.all(o == o[0]) else [float(x) for x in o],
             "source_files": [str(x) for x in files[:, k]],
         }
-        data_vars[var] = (("epoch", f"time_{axis}_index"), waves[c], attrs)
+        waveform = xr.Variable(("epoch", f"time_{axis}_index"), waves[c], attrs)
+        if g.size and np.all(g == g[0]) and np.all(o == o[0]) and c not in fill_code_seen:
+            # one gain and offset: the store keeps the codes (idexdask.adccodes)
+            waveform.encoding = code_encoding(float(g[0]), -float(o[0]))
+        data_vars[var] = waveform
     ch_names = [var_of[c] for c in present_channels]
     data_vars["impact_number"] = (("epoch",), np.asarray(numbers, dtype=np.int64),
                                   {"long_name": "trailing number of the trace file names"})

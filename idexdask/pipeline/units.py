@@ -15,8 +15,9 @@ analysis is per event, so an event's products do not depend on the events it is
 analysed with (the cluster tests compare with ``analyze`` of whole files).
 
 The dataset returned is normalised for the store (:func:`normalise_for_store`):
-fixed-width strings become variable-length strings, and ``input_index`` records
-which input each event came from.
+fixed-width strings become variable-length strings, uniform time axes given by
+formula are replaced by their terms (:mod:`idexdask.timeaxis`), and
+``input_index`` records which input each event came from.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import xarray as xr
 from idexdask.errors import IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
+from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 
 if TYPE_CHECKING:
     from idexdask.analysis.analyze import AnalysisProducts
@@ -51,8 +53,7 @@ def _decode_trc(unit: Unit) -> xr.Dataset:
     with tempfile.TemporaryDirectory(prefix="idexdask-trc-") as tmp:
         for file in (*unit.files, *map(str, sorted(directory.glob("*settings*.txt")))):
             os.symlink(file, Path(tmp) / Path(file).name)
-        dataset = read_trc(tmp)
-        dataset.load()
+        dataset = read_trc(tmp)  # read whole; only the time axes stay formulas
     dataset.attrs["source_path"] = str(directory)
     return dataset
 
@@ -132,13 +133,20 @@ def concat_events(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         if list(part.variables) != names:
             raise IdexDaskError("units of one task decode to different variables")
     variables: dict[str, xr.Variable] = {}
+    axes = []
     for name, variable in first.variables.items():
-        if "epoch" in variable.dims:
+        if is_formula_axis(variable):
+            axes.append(str(name))  # rebuilt over the concatenated terms below
+            variables[str(name)] = variable
+        elif "epoch" in variable.dims:
             axis = variable.dims.index("epoch")
             values = np.concatenate([p.variables[name].values for p in parts], axis=axis)
-            variables[str(name)] = xr.Variable(variable.dims, values, attrs=variable.attrs)
+            variables[str(name)] = xr.Variable(variable.dims, values, attrs=variable.attrs,
+                                               encoding=variable.encoding)
         else:
             variables[str(name)] = variable
+    for name in axes:
+        variables[name] = concat_axis(variables[name], variables)
     attrs = {
         k: v for k, v in first.attrs.items()
         if all(k in p.attrs and _same(p.attrs[k], v) for p in parts[1:])
@@ -358,6 +366,7 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
             variable = xr.Variable(variable.dims, values, attrs=variable.attrs)
         variables[name] = variable
     variables.update(added)
+    variables = compact_axes(variables)  # uniform time axes: stored as their terms
     variables["input_index"] = xr.Variable(
         ("epoch",),
         np.broadcast_to(np.asarray(input_index, dtype=np.int32), (n_events,)).copy(),
