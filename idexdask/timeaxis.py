@@ -119,14 +119,30 @@ class UniformAxisArray(BackendArray):
             key, self.shape, indexing.IndexingSupport.OUTER, self._compute
         )
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_whole": None}  # the terms travel, never the values
+
     def _compute(self, key: tuple) -> np.ndarray:
         rows, columns = key
+        whole = all(isinstance(k, slice) and k == slice(None) for k in key)
+        if whole and getattr(self, "_whole", None) is not None:
+            return self._whole  # read-only: every reader of the axis shares it
         index = np.arange(self.n_samples, dtype=np.float64)[columns]
         start, step, count = self.start[rows], self.step[rows], self.count[rows]
         if np.ndim(start) and np.ndim(index):
             start, step, count = start[:, None], step[:, None], count[:, None]
-        values = (start + index * step) * self.scale
-        return np.where(index < count, values, np.nan)
+        # in place, in the order of (start + index * step) * scale: the same roundings
+        values = np.multiply(index, step)
+        values += start
+        values *= self.scale
+        short = index >= count
+        if np.any(short):
+            values = np.where(short, np.nan, values)
+        if whole:
+            # the analysis reads an axis once per channel and stage: computed once
+            values.flags.writeable = False
+            self._whole = values
+        return values
 
 
 def uniform_axis_variable(

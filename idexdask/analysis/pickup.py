@@ -41,6 +41,8 @@ Likewise the default tube length (0.20 m) is a placeholder, see ``configs/scope.
 
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +94,17 @@ def load_scope_config(path: str | Path | None = None) -> dict[str, Any]:
     dict
         The parsed YAML (``pickup``, ``channels`` sections).
     """
+    from idexdask.config import file_key
+
+    # parsed once per file version (every pack of a campaign asks); a copy each call
+    return copy.deepcopy(_scope_config(*file_key(path if path is not None else "scope.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _scope_config(path: str, mtime_ns: int) -> dict[str, Any]:
     from idexdask.config import load_yaml
 
-    return load_yaml(path if path is not None else "scope.yaml")
+    return load_yaml(path) or {}
 
 
 def _as_2d(a: Any, name: str) -> np.ndarray:

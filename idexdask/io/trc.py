@@ -65,6 +65,7 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -72,6 +73,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -433,6 +435,18 @@ def read_trc_file(path: str | Path) -> TrcWaveform:
     return TrcWaveform(header=header, raw=raw.astype(raw.dtype.newbyteorder("="), copy=False))
 
 
+@numba.njit(cache=True, nogil=True)
+def _volts_into(raw, gain, offset, out):  # pragma: no cover - compiled
+    """``out[i] = float32(gain * float64(raw[i]) - offset)``: one pass over the codes.
+
+    The operations of :attr:`TrcWaveform.volts` (a float64 product and
+    difference, each correctly rounded, then one rounding to float32), without
+    its float64 array.
+    """
+    for i in range(raw.size):
+        out[i] = np.float32(gain * np.float64(raw[i]) - offset)
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -636,17 +650,25 @@ def _channel_map(
 
 def _default_polarity() -> dict[str, int]:
     """``channels.polarity`` of ``configs/scope.yaml``, else -1 for ``TOF_*`` only."""
+    from idexdask.config import file_key
+
+    return dict(_polarity_table(*file_key("scope.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _polarity_table(path: str, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """:func:`_default_polarity` of one version of the file (a campaign reads it once)."""
     from idexdask.config import load_yaml
     from idexdask.errors import ConfigError
 
     table = {v: -1 for v in _DEFAULT_POLARITY_NEGATIVE}
     try:
-        cfg = load_yaml("scope.yaml") or {}
+        cfg = load_yaml(path) or {}
         table.update({str(k): int(v) for k, v in
                       (cfg.get("channels", {}).get("polarity") or {}).items()})
     except (ConfigError, AttributeError, TypeError, ValueError) as exc:
         _log.warning("configs/scope.yaml polarity table unusable (%s); TOF_* = -1", exc)
-    return table
+    return tuple(table.items())
 
 
 def _tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
@@ -664,9 +686,15 @@ def _tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
 
 
 def _collect(
-    path: Path, errors: str
+    path: Path | tuple[Path, ...], errors: str
 ) -> tuple[Path, dict[int, dict[int, TrcWaveform]], dict[int, list[str]]]:
-    if path.is_dir():
+    if isinstance(path, tuple):  # given files (one impact of a campaign), not a directory
+        if not path:
+            raise TraceFileError("no .trc files given")
+        directory, files = path[0].parent, sorted(path)
+        if any(f.parent != directory for f in files):
+            raise TraceFileError(f"files of one read must share a directory: {files}")
+    elif path.is_dir():
         directory = path
         files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".trc" and p.is_file())
     elif path.is_file():
@@ -679,7 +707,7 @@ def _collect(
         parsed = parse_trc_filename(f.name)
         if parsed is None:
             msg = f"{f}: name does not match <...>C<channel><sep>...<impact>.trc"
-            if errors == "raise" and path.is_file():
+            if errors == "raise" and (isinstance(path, tuple) or path.is_file()):
                 raise TraceFileError(msg)
             _log.warning("%s; skipped", msg)
             continue
@@ -704,7 +732,7 @@ def _collect(
 
 
 def read_trc(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     settings: str | Path | Mapping[int, Any] | None = None,
     errors: Literal["raise", "skip"] = "raise",
@@ -714,8 +742,9 @@ def read_trc(
 
     Parameters
     ----------
-    path : str or Path
-        One ``.trc`` file or a directory of them.  Files are grouped into impacts
+    path : str, Path or sequence of them
+        One ``.trc`` file, a directory of them, or files of one directory (the
+        settings file is looked for beside them).  Files are grouped into impacts
         by :data:`TRC_NAME_PATTERN`.
     settings : str, Path or mapping, optional
         Channel names: a settings text file (line *n* names C\\ *n*) or a mapping
@@ -749,8 +778,13 @@ def read_trc(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-    path = Path(path)
-    directory, impacts, bad = _collect(path, errors)
+    if isinstance(path, str | Path):
+        path = Path(path)
+        directory, impacts, bad = _collect(path, errors)
+    else:
+        files = tuple(Path(p) for p in path)
+        directory, impacts, bad = _collect(files, errors)
+        path = directory
     trace_names = [Path(w.header.path).name for ch in impacts.values() for w in ch.values()]
     names, pol_override, settings_source = _channel_map(settings, directory, trace_names)
 
@@ -814,9 +848,8 @@ def read_trc(
     axis_step = {axis: np.full(n_ev, np.nan) for axis in axis_ref}
     axis_count = {axis: np.zeros(n_ev, np.int64) for axis in axis_ref}
 
-    waves = {
-        c: np.full((n_ev, sigs[c][1]), np.nan, dtype=np.float32) for c in present_channels
-    }
+    # written in place below; NaN only where no sample is (missing channel, padding)
+    waves = {c: np.empty((n_ev, sigs[c][1]), dtype=np.float32) for c in present_channels}
     fill_code_seen: set[int] = set()
     for e, num in enumerate(numbers):
         chans = impacts[num]
@@ -832,15 +865,16 @@ def read_trc(
             axis_count[axis][e] = h.wave_array_count
         for k, c in enumerate(present_channels):
             if c not in chans:
+                waves[c][e] = np.nan
                 continue
             wf = chans[c]
             h = wf.header
             present[e, k] = True
             # V = gain * code - offset in float64, rounded once to float32, written
             # in place: the codes are read once and the volts made in one pass
-            volts = np.multiply(wf.raw, h.vertical_gain, dtype=np.float64)
-            volts -= h.vertical_offset
-            waves[c][e, : h.wave_array_count] = volts
+            _volts_into(wf.raw, h.vertical_gain, h.vertical_offset,
+                        waves[c][e, : h.wave_array_count])
+            waves[c][e, h.wave_array_count :] = np.nan
             fill_code_seen |= {c} if bool((wf.raw == CODE_FILL).any()) else set()
             lo, hi = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
             clipped[e, k] = bool(wf.raw.max() >= hi or wf.raw.min() <= lo)

@@ -34,6 +34,7 @@ register_check("pipeline.batch_events", lambda v: int(v) >= 1, "at least 1")
 register_check("pipeline.max_peaks_per_event", lambda v: int(v) >= 1, "at least 1")
 register_check("pipeline.retries", lambda v: 0 <= int(v) <= 20, "0 to 20")
 register_check("pipeline.chunk_events", lambda v: int(v) >= 1, "at least 1")
+register_check("pipeline.lab_batch_events", lambda v: int(v) >= 1, "at least 1")
 register_check(
     "pipeline.compressor",
     lambda v: v in ("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none"),

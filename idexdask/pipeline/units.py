@@ -23,8 +23,6 @@ formula are replaced by their terms (:mod:`idexdask.timeaxis`), and
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +47,8 @@ def _decode_trc(unit: Unit) -> xr.Dataset:
     """Read one impact's captures (its files alone, with the directory's settings)."""
     from idexdask.io.trc import read_trc
 
-    directory = Path(unit.path)
-    with tempfile.TemporaryDirectory(prefix="idexdask-trc-") as tmp:
-        for file in (*unit.files, *map(str, sorted(directory.glob("*settings*.txt")))):
-            os.symlink(file, Path(tmp) / Path(file).name)
-        dataset = read_trc(tmp)  # read whole; only the time axes stay formulas
-    dataset.attrs["source_path"] = str(directory)
+    dataset = read_trc(unit.files)  # read whole; only the time axes stay formulas
+    dataset.attrs["source_path"] = str(Path(unit.path))
     return dataset
 
 
