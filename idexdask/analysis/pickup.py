@@ -9,7 +9,7 @@ of length *L*.  Two tubes a distance *D* apart see the grain ``D / v`` apart.
 
 Method (vectorised over events; one function per step)
 -----------------------------------------
-1. Polarity: the signal is multiplied by ``polarity`` (±1; the lab amplifiers give
+1. Polarity: the signal is multiplied (in step 2's pass) by ``polarity`` (±1; the lab amplifiers give
    negative-going QD pulses, so the default is -1) so that the pulse is positive.
 2. Edges: a smoothed derivative, the difference of the means of ``w`` samples after
    and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n)).  Its
@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -270,13 +271,12 @@ def _pickup_settings(
 def _records(
     start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: _PickupSettings
 ) -> _Records:
-    """Step 1: flip to positive pulses; NaN samples take the event's median."""
+    """Step 1: the records as float64, NaN samples taking the event's median."""
     n_ev = signal_v.shape[0]
     status = np.zeros(n_ev, np.int8)
     finite = np.isfinite(signal_v)
-    all_finite = bool(finite.all())
-    y = signal_v * float(s.polarity)  # one pass, and our own copy
-    if not all_finite:
+    y = np.array(signal_v, dtype=np.float64)  # our own copy (the sign is applied in step 2)
+    if not bool(finite.all()):
         status[finite.sum(axis=1) < 4 * s.w] = 1
         for e in np.nonzero(~finite.all(axis=1))[0]:
             good = y[e][finite[e]]
@@ -285,17 +285,39 @@ def _records(
                     dt=np.broadcast_to(interval_us, (n_ev,)), status=status)
 
 
-def _derivative(y: np.ndarray, w: int) -> _Derivative:
-    """Step 2a: ``w``-sample running means and their difference, from cumulative sums."""
+@numba.njit(cache=True, nogil=True)
+def _running_means(y, polarity, w, mean_fwd, d):  # pragma: no cover - compiled
+    """Per row: ``y *= polarity``; ``mean_fwd[i]`` = mean of ``y[i:i+w]`` (NaN past
+    the end); ``d[i] = mean_fwd[i] - mean_fwd[i-w]`` on ``[w, n-w]``, else 0.
+
+    One pass per row; the running sum is the sequential float64 cumulative sum
+    ``numpy.cumsum`` forms, so the values are those of the array formulas.
+    """
+    rows, n = y.shape
+    cs = np.empty(n + 1)
+    for r in range(rows):
+        total = 0.0
+        cs[0] = 0.0
+        for i in range(n):
+            v = polarity * y[r, i]
+            y[r, i] = v
+            total += v
+            cs[i + 1] = total
+        for i in range(n - w + 1):
+            mean_fwd[r, i] = (cs[i + w] - cs[i]) / w
+        for i in range(n - w + 1, n):
+            mean_fwd[r, i] = np.nan
+        for i in range(n):
+            d[r, i] = mean_fwd[r, i] - mean_fwd[r, i - w] if w <= i <= n - w else 0.0
+
+
+def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
+    """Step 2a: pulses made positive (``y`` in place), ``w``-sample running means and
+    their difference, and the derivative's noise."""
     n_ev, n = y.shape
-    cs = np.zeros((n_ev, n + 1))
-    np.cumsum(y, axis=1, out=cs[:, 1:])
-    mean_fwd = np.full((n_ev, n), np.nan)  # mean of y[i : i+w]
-    np.subtract(cs[:, w:], cs[:, : n - w + 1], out=mean_fwd[:, : n - w + 1])
-    mean_fwd[:, : n - w + 1] /= w
-    d = np.zeros((n_ev, n))
-    np.subtract(mean_fwd[:, w : n - w + 1], mean_fwd[:, : n - 2 * w + 1],
-                out=d[:, w : n - w + 1])
+    mean_fwd = np.empty((n_ev, n))
+    d = np.empty((n_ev, n))
+    _running_means(y, float(polarity), int(w), mean_fwd, d)
     core = d[:, w : n - w + 1]
     med = np.median(core, axis=1)
     sigma = 1.4826 * np.median(np.abs(core - med[:, None]), axis=1)
@@ -478,8 +500,8 @@ def pickup_uniform(
         min_transit_us=min_transit_us, max_transit_us=max_transit_us,
         edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
     )
-    rec = _records(t0, dt_ev, y, settings)              # 1. polarity, NaN samples
-    der = _derivative(rec.y, settings.w)                # 2. smoothed derivative
+    rec = _records(t0, dt_ev, y, settings)              # 1. NaN samples
+    der = _derivative(rec.y, settings.w, polarity)      # 2. smoothed derivative
     edges = _edges(der, settings, rec.status)           # 2. entry and exit edges
     levels = _levels(rec, der, edges, settings)         # 4. pulse height
     return _pickup_dataset(                             # 3, 5. speed, charge, errors
