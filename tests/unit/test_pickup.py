@@ -243,3 +243,41 @@ def test_analyze_capture_without_qd_channels(tmp_path, rng):
     assert out["qd2_status"].values.tolist() == [1, 1]
     assert np.isnan(out["qd_speed"].values).all() and np.isnan(out["qd_charge"].values).all()
     assert out["qd_charge_detector"].values.tolist() == ["", ""]
+
+
+def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
+    """Simulated IDEX events given QD channels: the dust mass takes the QD speed."""
+    import xarray as xr
+
+    from idexdask.analysis.analyze import analyze, load_analysis_settings
+    from idexdask.analysis.velocity import PowerLawCurve, dust_mass
+    from idexdask.simulate import simulate_events
+
+    events = simulate_events(4, seed=3).events
+    n = events.sizes["epoch"]
+    speeds = np.array([9.0, 6.0, 12.0, 20.0])
+    qd = _events(rng, speeds, [20.0] * n, [-200.0] * n, **QUIET)
+    qd[3] = np.nan  # no pickup signal: the rise-time speed stays
+    events = events.assign(
+        time_qd=(("epoch", "time_qd_index"), np.broadcast_to(T, (n, T.size)).copy()),
+        QD_1=(("epoch", "time_qd_index"), qd, {"time_variable": "time_qd",
+                                                 "signal_polarity": -1}),
+    )
+    out = analyze(events)
+    np.testing.assert_allclose(out["qd_speed"].values[:3], speeds[:3], rtol=0.01)
+    assert np.isnan(out["qd_speed"].values[3])
+    _, settings = load_analysis_settings()
+    curve = PowerLawCurve.from_config(settings["velocity"]["yield_curve"])
+    channel = out["impact_velocity_channel"].values
+    source = out["dust_mass_velocity_source"].values
+    checked = 0
+    for e in range(3):
+        if channel[e]:  # a usable target fit: its charge and the QD speed give the mass
+            charge = out[f"{channel[e].lower()}_impact_charge"].values[e]
+            assert source[e] == "pickup"
+            assert out["dust_mass"].values[e] == pytest.approx(
+                float(dust_mass(charge, out["qd_speed"].values[e], curve)), rel=1e-12)
+            checked += 1
+    assert checked >= 2
+    assert source[3] in ("rise_time", "")
+    assert isinstance(out, xr.Dataset)
