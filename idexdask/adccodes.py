@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 from xarray.backends import BackendArray
@@ -82,25 +83,38 @@ class CodeScale:
         """The codes of float ``values``, or None where they are not exactly codes.
 
         The codes must decode (:meth:`decode`) to exactly ``values``, NaN to NaN.
+        One compiled pass: each value's code, checked by decoding it back.
         """
-        values = np.asarray(values)
-        wide = values.astype(np.float64)
-        wide -= self.offset
-        wide /= self.scale
-        np.rint(wide, out=wide)
-        finite = np.isfinite(wide)
-        if not finite.all():
-            if not np.array_equal(np.isnan(values), ~finite):
-                return None  # ±inf
-            wide[~finite] = self.fill
-        lo, hi = np.iinfo(CODE_DTYPE).min, np.iinfo(CODE_DTYPE).max
-        if wide.size and (wide.min() < lo or wide.max() > hi):
+        values = np.ascontiguousarray(values)
+        if values.dtype not in (np.float32, np.float64):
             return None
-        codes = wide.astype(CODE_DTYPE)
-        back = self.decode(codes).astype(values.dtype, copy=False)
-        if not np.array_equal(back, values, equal_nan=True):
-            return None
-        return codes
+        codes = np.empty(values.shape, CODE_DTYPE)
+        ok = _encode_exact(values.reshape(-1), self.scale, self.offset, self.fill,
+                           values.dtype == np.float32, codes.reshape(-1))
+        return codes if ok else None
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_exact(values, scale, offset, fill, single, codes):  # pragma: no cover - compiled
+    """``codes[i]`` = the int16 code of ``values[i]`` (``fill`` for NaN); False as soon
+    as a value is not exactly ``float(code * scale + offset)`` of an int16 code
+    other than ``fill`` (``single``: rounded to float32)."""
+    for i in range(values.size):
+        v = values[i]
+        if v != v:
+            codes[i] = fill
+            continue
+        c = np.rint((np.float64(v) - offset) / scale)
+        if not (-32768.0 <= c <= 32767.0) or c == fill:
+            return False
+        back = c * scale + offset
+        if single:  # float32 values: the rounding the decoder makes
+            if np.float32(back) != v:
+                return False
+        elif back != v:
+            return False
+        codes[i] = np.int16(c)
+    return True
 
 
 def code_encoding(scale: float, offset: float) -> dict[str, Any]:
