@@ -8,9 +8,10 @@ long as the fringing field takes to cross, about one tube radius) of height
 of length *L*.  Two tubes a distance *D* apart see the grain ``D / v`` apart.
 
 Method (vectorised over events; one function per step)
------------------------------------------
-1. Polarity: the signal is multiplied (in step 2's pass) by ``polarity`` (±1; the lab amplifiers give
-   negative-going QD pulses, so the default is -1) so that the pulse is positive.
+------------------------------------------------------
+1. Polarity: the signal is multiplied (in step 2's pass) by ``polarity`` (±1; the
+   lab amplifiers give negative-going QD pulses, so the default is -1) so that the
+   pulse is positive.
 2. Edges: a smoothed derivative, the difference of the means of ``w`` samples after
    and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n)).  Its
    noise is the MAD-scaled spread over the whole record.  The entry edge is its

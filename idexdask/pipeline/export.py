@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from idexdask.adccodes import decode_code_variables
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.runner import done_units
-from idexdask.adccodes import decode_code_variables
 from idexdask.timeaxis import expand_axes
 
 __all__ = ["FORMATS", "export_store", "open_campaign"]

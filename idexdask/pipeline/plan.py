@@ -52,7 +52,8 @@ from idexdask.packets.layout import (
 from idexdask.packets.reader import load_l0_buffer
 
 __all__ = [
-    "Plan", "PlanFailure", "Unit", "batch_sizes", "digest_bytes", "pack_units", "plan_inputs", "plan_l0_file",
+    "Plan", "PlanFailure", "Unit", "batch_sizes", "digest_bytes", "pack_units", "plan_inputs",
+    "plan_l0_file",
 ]
 
 logger = logging.getLogger(__name__)

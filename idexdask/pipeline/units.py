@@ -52,6 +52,30 @@ def _decode_trc(unit: Unit) -> xr.Dataset:
     return dataset
 
 
+def _decode_trc_pack(units: Sequence[Unit]) -> xr.Dataset | None:
+    """The impacts of a pack of lab units in one read, in unit order, or None.
+
+    None (read them one by one, so that an unreadable impact fails alone) unless
+    there are several units, all impacts of one capture directory, and every file
+    reads.
+    """
+    if len(units) < 2 or any(u.kind != "trc" for u in units):
+        return None
+    if len({u.path for u in units}) != 1 or any(u.n_events != 1 for u in units):
+        return None
+    from idexdask.io.trc import read_trc
+
+    try:
+        dataset = read_trc([f for u in units for f in u.files])
+    except IdexDaskError as exc:
+        logger.info("a pack of %d impacts read one by one (%s)", len(units), exc)
+        return None
+    if dataset["impact_number"].values.tolist() != [u.impact for u in units]:
+        return None  # not in plan order: one by one
+    dataset.attrs["source_path"] = str(Path(units[0].path))
+    return dataset
+
+
 def decode_unit(unit: Unit) -> xr.Dataset:
     """Decode the unit's input (no analysis).
 
@@ -236,7 +260,12 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
     max_peaks = int(config.get("pipeline", {}).get("max_peaks_per_event", 64))
     result = ProcessedUnits(dataset=None)
     decoded: list[tuple[Unit, xr.Dataset]] = []
-    for unit in units:
+    joint = _decode_trc_pack(units)
+    if joint is not None:  # every impact of the pack in one read: no copy to concatenate
+        for index, unit in enumerate(units):
+            result.attrs[unit.uid] = _scalar_attrs(joint.attrs)
+            decoded.append((unit, joint.isel(epoch=slice(index, index + 1))))
+    for unit in units if joint is None else ():
         try:
             dataset = decode_unit(unit)
         except IdexDaskError as exc:
@@ -253,7 +282,7 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
     if not decoded:
         return result
     try:
-        events = concat_events([d for _, d in decoded])
+        events = joint if joint is not None else concat_events([d for _, d in decoded])
         analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded))
         done = [u for u, _ in decoded]
         result.dataset = _normalised(analysed, _input_indices(done), max_peaks=max_peaks)

@@ -5,8 +5,8 @@ next to their modules (``cache=True``).  On a fresh installation the first task
 of every worker process compiles them all: ~70 s of one core each, on every
 worker at once.  :func:`compile_kernels` runs the pipeline's own code once, on
 two tiny simulated files (one plain, one Rice-compressed) and a tiny LeCroy
-capture decoded, analysed and written to throw-away stores, so that the caches exist before any worker
-starts; ``make setup`` calls it (``idexdask compile``), and a cluster image
+capture decoded, analysed and written to throw-away stores, so that the caches
+exist before any worker starts; ``make setup`` calls it (``idexdask compile``), and a cluster image
 should too (docs/deploy.md).  With warm caches it takes a few seconds.
 """
 
