@@ -109,8 +109,8 @@ def _scope_config(path: str, mtime_ns: int) -> dict[str, Any]:
     return load_yaml(path) or {}
 
 
-def _as_2d(a: Any, name: str) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+def _as_2d(a: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    arr = np.asarray(a, dtype=dtype)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -492,7 +492,7 @@ def pickup_uniform(
     xarray.Dataset
         As :func:`pickup_charge_speed`.
     """
-    y = _as_2d(signal_v, "signal_v")
+    y = _as_2d(signal_v, "signal_v", dtype=None)  # as given: step 1 makes the float64 copy
     n_ev, n = y.shape
     t0 = np.broadcast_to(np.asarray(start_us, dtype=np.float64), (n_ev,))
     dt_ev = np.broadcast_to(np.asarray(interval_us, dtype=np.float64), (n_ev,))
