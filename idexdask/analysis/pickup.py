@@ -319,11 +319,32 @@ def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
     mean_fwd = np.empty((n_ev, n))
     d = np.empty((n_ev, n))
     _running_means(y, float(polarity), int(w), mean_fwd, d)
-    core = d[:, w : n - w + 1]
-    med = np.median(core, axis=1)
-    sigma = 1.4826 * np.median(np.abs(core - med[:, None]), axis=1)
+    sigma = 1.4826 * _row_mads(d[:, w : n - w + 1])
     sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)
     return _Derivative(mean_fwd=mean_fwd, d=d, sigma=sigma)
+
+
+def _row_median_inplace(a: np.ndarray) -> float:
+    """``numpy.median`` of a 1-D scratch array, reordering it (no copy)."""
+    k = a.size // 2
+    if a.size % 2:
+        a.partition(k)
+        return float(a[k])
+    a.partition((k - 1, k))
+    return float(0.5 * (a[k - 1] + a[k]))
+
+
+def _row_mads(core: np.ndarray) -> np.ndarray:
+    """Median absolute deviation from the median of each row (one scratch copy per row)."""
+    out = np.empty(core.shape[0])
+    scratch = np.empty(core.shape[1])
+    for e in range(core.shape[0]):
+        scratch[:] = core[e]
+        med = _row_median_inplace(scratch)
+        np.subtract(scratch, med, out=scratch)  # the same values, in another order
+        np.abs(scratch, out=scratch)
+        out[e] = _row_median_inplace(scratch)
+    return out
 
 
 def _edges(der: _Derivative, s: _PickupSettings, status: np.ndarray) -> _Edges:
