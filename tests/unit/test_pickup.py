@@ -281,3 +281,14 @@ def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
     assert checked >= 2
     assert source[3] in ("rise_time", "")
     assert isinstance(out, xr.Dataset)
+
+
+def test_noise_statistics_are_numpy_medians():
+    """The derivative's MAD is numpy's median of |x - median| (order statistics: exact)."""
+    from idexdask.analysis.pickup import _row_mads
+
+    rng = np.random.default_rng(9)
+    for n in (10, 11, 100_001):
+        a = rng.normal(size=(3, n))
+        expected = np.median(np.abs(a - np.median(a, axis=1)[:, None]), axis=1)
+        np.testing.assert_array_equal(_row_mads(a), expected)
