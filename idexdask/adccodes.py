@@ -99,22 +99,30 @@ def _encode_exact(values, scale, offset, fill, single, codes):  # pragma: no cov
     """``codes[i]`` = the int16 code of ``values[i]`` (``fill`` for NaN); False as soon
     as a value is not exactly ``float(code * scale + offset)`` of an int16 code
     other than ``fill`` (``single``: rounded to float32)."""
+    inverse = 1.0 / scale  # a product is ~4x cheaper than a quotient; checked below
     for i in range(values.size):
         v = values[i]
         if v != v:
             codes[i] = fill
             continue
-        c = np.rint((np.float64(v) - offset) / scale)
-        if not (-32768.0 <= c <= 32767.0) or c == fill:
-            return False
-        back = c * scale + offset
-        if single:  # float32 values: the rounding the decoder makes
-            if np.float32(back) != v:
+        c = np.rint((np.float64(v) - offset) * inverse)
+        if not _decodes_to(c, v, scale, offset, single):
+            c = np.rint((np.float64(v) - offset) / scale)
+            if not _decodes_to(c, v, scale, offset, single):
                 return False
-        elif back != v:
+        if not (-32768.0 <= c <= 32767.0) or c == fill:
             return False
         codes[i] = np.int16(c)
     return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decodes_to(code, value, scale, offset, single):  # pragma: no cover - compiled
+    """Whether ``code`` decodes (as :meth:`CodeScale.decode`) to exactly ``value``."""
+    back = code * scale + offset
+    if single:  # float32 values: the rounding the decoder makes
+        return np.float32(back) == value
+    return back == value
 
 
 def code_encoding(scale: float, offset: float) -> dict[str, Any]:
