@@ -304,11 +304,8 @@ def _running_means(y, polarity, w, mean_fwd, d):  # pragma: no cover - compiled
             y[r, i] = v
             total += v
             cs[i + 1] = total
-        for i in range(n - w + 1):
-            mean_fwd[r, i] = (cs[i + w] - cs[i]) / w
-        for i in range(n - w + 1, n):
-            mean_fwd[r, i] = np.nan
-        for i in range(n):
+        for i in range(n):  # d[i] needs mean_fwd[i - w], already made
+            mean_fwd[r, i] = (cs[i + w] - cs[i]) / w if i <= n - w else np.nan
             d[r, i] = mean_fwd[r, i] - mean_fwd[r, i - w] if w <= i <= n - w else 0.0
 
 

@@ -292,3 +292,27 @@ def test_noise_statistics_are_numpy_medians():
         a = rng.normal(size=(3, n))
         expected = np.median(np.abs(a - np.median(a, axis=1)[:, None]), axis=1)
         np.testing.assert_array_equal(_row_mads(a), expected)
+
+
+def test_running_means_are_the_cumulative_sum_formulas():
+    """The compiled pass gives the array formulas' values (sequential float64 sums)."""
+    from idexdask.analysis.pickup import _running_means
+
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(2, 5000)).astype(np.float32).astype(np.float64)
+    w, n = 37, y.shape[1]
+    flipped = -y
+    cs = np.zeros((2, n + 1))
+    np.cumsum(flipped, axis=1, out=cs[:, 1:])
+    mean_fwd = np.full((2, n), np.nan)
+    mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
+    d = np.zeros((2, n))
+    d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
+    got_mean, got_d = np.empty((2, n)), np.empty((2, n))
+    _running_means(y, -1.0, w, got_mean, got_d)
+    np.testing.assert_array_equal(y, flipped)  # a sign flip: exact anywhere
+    # the same operations in the same order; a tolerance of a few ulps of the running
+    # sum (~1e3 here) for a NumPy whose accumulate would group the additions otherwise
+    np.testing.assert_allclose(got_mean, mean_fwd, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_d, d, rtol=0, atol=1e-12)
+    assert np.isnan(got_mean[:, n - w + 1 :]).all() and (got_d[:, :w] == 0).all()
