@@ -312,7 +312,7 @@ def test_running_means_are_the_cumulative_sum_formulas():
     _running_means(y, -1.0, w, got_mean, got_d)
     np.testing.assert_array_equal(y, flipped)  # a sign flip: exact anywhere
     # the same operations in the same order; a tolerance of a few ulps of the running
-    # sum (~1e3 here) for a NumPy whose accumulate would group the additions otherwise
+    # sum (|sum| < ~300 here) for a NumPy whose accumulate would group the additions otherwise
     np.testing.assert_allclose(got_mean, mean_fwd, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got_d, d, rtol=0, atol=1e-12)
     assert np.isnan(got_mean[:, n - w + 1 :]).all() and (got_d[:, :w] == 0).all()
