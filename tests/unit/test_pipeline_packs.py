@@ -205,7 +205,7 @@ def test_a_configuration_error_is_not_a_unit_failure(three_files, monkeypatch):
     plan = plan_inputs(three_files, 100)
     calls = []
 
-    def misconfigured(dataset, config):
+    def misconfigured(dataset, config, overrides=None):
         calls.append(dataset.sizes["epoch"])
         raise ConfigError("composition.rsf_preset: unknown RSF preset 'labb'")
 
