@@ -11,22 +11,25 @@ peridot impacts (``$IDEXDASK_DATA/scope-trc``, 3 impacts x 4 channels) replicate
 under new impact numbers as symbolic links (the same bytes, read from the page
 cache, as a campaign re-read after its recording), plus their settings file.
 Then ``run_campaign`` (what ``idexdask submit`` runs) with an embedded cluster of 1
-and of 2 single-threaded workers, and reports, beside the flight figures of
-``bench/campaign.py``:
+and of 2 single-threaded workers, and reports (no peer runs beside: the official
+pipeline reads no LeCroy captures; docs/performance.md puts these figures beside
+the flight ones):
 
 * impacts/s end to end (plan + cluster start + every task; exports excluded) and
   per core (wall: with 2 workers, on 2 cores, the client and scheduler share them);
   target >= 50 impacts/s per core;
 * the speed-up of 2 workers over 1 (target >= 1.8x);
 * the store's bytes over the input .trc bytes (target <= 1.2);
-* the workers' CPU seconds per impact, the host's steal time and the host check
-  of ``bench/campaign.py`` (a shared machine makes every figure noisy).
+* the workers' and the client's CPU time per impact, the host's steal time, the
+  host check of ``bench/campaign.py`` and the load average (a shared machine makes
+  every wall figure noisy; the CPU times less so).
 
-``--stages`` times the stages of one task's work on one pack of impacts, in this
-process: reading (``read_trc`` per impact), signal quality, the TOF gain merge,
-line search and fits, the pickup (QD) products, the rest of the analysis, the
-normalisation for the store, the encoding of the store's values, and pickling the
-result (what a worker would send to the client).
+``--stages`` times (CPU time of this process, best of 3) the stages of one task's
+work on one pack of impacts: reading (``decode_unit`` per impact), concatenating,
+signal quality, the TOF gain merge, line search and fits, the pickup (QD)
+products, the whole analysis, ``process_units`` (a pack's read, analysis and
+normalisation for the store), and pickling the result (what a worker sends the
+client for the store's schema).
 """
 
 from __future__ import annotations
