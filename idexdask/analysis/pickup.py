@@ -316,7 +316,12 @@ def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
     mean_fwd = np.empty((n_ev, n))
     d = np.empty((n_ev, n))
     _running_means(y, float(polarity), int(w), mean_fwd, d)
-    sigma = 1.4826 * _row_mads(d[:, w : n - w + 1])
+    core = d[:, w : n - w + 1]
+    sigma = 1.4826 * _row_mads(core)
+    if not np.all(sigma > 0):
+        # a quiet quantised trace can have a zero MAD: its derivative's standard
+        # deviation then (zero only for a constant trace, which has no pulse)
+        sigma = np.where(sigma > 0, sigma, np.std(core, axis=1))
     sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)
     return _Derivative(mean_fwd=mean_fwd, d=d, sigma=sigma)
 

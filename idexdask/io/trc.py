@@ -954,6 +954,7 @@ def read_trc(
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({
         "source": "lecroy_trc",
+        "source_kind": "lecroy_trc",  # picks the per-source defaults (calibration preset)
         "instrument_name": ", ".join(sorted(instruments)),
         "source_path": str(path),
         "settings_source": settings_source or "",

@@ -6,6 +6,7 @@ written by one process (the caller), never by workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -126,6 +127,10 @@ def export_store(
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         events = dataset.isel(epoch=rows).load()
         events.attrs = {"source": inputs[index], "store": str(store)}
+        # the input's campaign calibration (idexdask.pipeline.recalibrate)
+        campaign = json.loads(dataset.attrs.get("campaign_calibration") or "{}").get(str(index))
+        if campaign is not None:
+            events.attrs["campaign_calibration"] = json.dumps(campaign, sort_keys=True)
         for fmt in formats:
             path = out / f"{name}{FORMATS[fmt]}"
             if fmt == "hdf5":

@@ -61,6 +61,7 @@ from idexdask.pipeline.overrides_store import (
     write_overrides_file,
 )
 from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
+from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -157,6 +158,8 @@ class RunSummary:
     state : str
         ``finished`` (every unit done), ``incomplete`` (the run ended with
         failed units or inputs), ``running``, ``interrupted`` or ``new``.
+    campaign_calibration : dict or None
+        Joint calibration of every group (input) when this run made it.
     """
 
     store: str
@@ -172,6 +175,7 @@ class RunSummary:
     dashboard: str | None = None
     state: str = "finished"
     workers: int = 0
+    campaign_calibration: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -465,6 +469,14 @@ def run_campaign(
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
                    retries, manifest, run_id, chash, summary, started, on_progress,
                    shared_overrides)
+        # the reduction over every group's line lists, then the calibration-
+        # dependent products of every unit (idexdask.pipeline.recalibrate)
+        latest_units = manifest.latest_units()
+        done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, chash)]
+        summary.campaign_calibration = campaign_step(
+            client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
+            resources, retries,
+        )
         summary.elapsed_s = time.perf_counter() - started
     if summary.failures:
         summary.state = "incomplete"

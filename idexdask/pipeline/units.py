@@ -238,7 +238,11 @@ def _analysed(
 
         # the rows of these events only: the campaign's others would each be logged
         overrides = overrides_for(overrides, dataset.variables["epoch"].values)
-    products = _analysis_products(dataset, config, overrides)
+    from idexdask.pipeline.recalibrate import pack_config  # noqa: PLC0415
+
+    # each event calibrated on its own here; the campaign step of the run
+    # (idexdask.pipeline.recalibrate) calibrates every input's events together
+    products = _analysis_products(dataset, pack_config(config), overrides)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(
