@@ -379,6 +379,7 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.analyze": Bool(),
     "pipeline.retries": Int(min=0, max=20),
     "pipeline.chunk_events": Int(min=1),
+    "pipeline.lab_batch_events": Int(min=1),
     "pipeline.max_peaks_per_event": Int(min=1),
     "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),

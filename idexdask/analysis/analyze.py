@@ -17,7 +17,9 @@ calibration's bootstrap, ~5 ms per event):
 3. mass calibration per event (:func:`idexdask.calibration.bootstrap_calibration`);
 4. impact-charge fits of Target_High, Target_Low, Ion_Grid
    (:mod:`~idexdask.analysis.impact`);
-5. impact velocity and dust mass (:mod:`~idexdask.analysis.velocity`);
+5. lab captures: grain speed and charge from the pickup tubes
+   (:mod:`~idexdask.analysis.pickup_products`); impact velocity and dust mass
+   (:mod:`~idexdask.analysis.velocity`; the pickup speed, where measured, for the mass);
 6. composition (:func:`_composition_products`).
 
 Bad waveforms (flat, zero, saturated, NaN, fill, too short) give statuses,
@@ -56,6 +58,7 @@ from idexdask.analysis.peaks import (
     LineStatus,
     fit_status_meanings,
 )
+from idexdask.analysis.pickup_products import pickup_products
 from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
 from idexdask.analysis.velocity import (
     PowerLawCurve,
@@ -430,6 +433,7 @@ def _impact_products(
     settings: Mapping[str, Any],
     table: xr.Dataset,
     out: dict[str, xr.Variable],
+    pickup_speed: np.ndarray | None = None,
 ) -> dict[str, Any]:
     n = ds.sizes["epoch"]
     epochs = np.asarray(ds.variables["epoch"].values)
@@ -520,6 +524,13 @@ def _impact_products(
     vstat = np.where(
         (vstat == VelocityStatus.OK) & ~np.isfinite(mass), VelocityStatus.NO_CHARGE, vstat
     ).astype(np.int8)
+    # a measured grain speed (lab captures: the pickup tubes) replaces the rise-time
+    # estimate in the mass
+    mass_source = np.where(np.isfinite(mass), "rise_time", "").astype(object)
+    if pickup_speed is not None:
+        measured = np.isfinite(pickup_speed)
+        mass = np.where(measured, dust_mass(q, pickup_speed, yield_curve), mass)
+        mass_source = np.where(measured & np.isfinite(mass), "pickup", mass_source)
     rise_prov = vcfg["rise_time_curve"].get("provenance", "")
     prov = f"rise time: {rise_prov}; yield: {vcfg['yield_curve'].get('provenance', '')}"
     out["impact_velocity"] = _epoch_da(
@@ -532,6 +543,10 @@ def _impact_products(
     )
     out["dust_mass"] = _epoch_da(
         mass, {"units": "kg", "long_name": "dust mass = |Q| / charge yield(v)", "calibration": prov}
+    )
+    out["dust_mass_velocity_source"] = _epoch_da(
+        mass_source.astype(str),
+        {"long_name": "speed used for dust_mass: pickup (QD), rise_time, '' (no mass)"},
     )
     out["impact_velocity_status"] = _epoch_da(
         vstat,
@@ -632,7 +647,11 @@ def analysis_products(
             lines, n_events, cfg, settings, products, l1a.attrs, l1a.variables
         )
         calibrated = _manual_calibration(lines, table, l1a, cfg, products, calibrated)
-    _impact_products(l1a, quality, settings, table, products)
+    pickup = pickup_products(l1a)  # lab captures: grain speed and charge (QD)
+    if pickup is not None:
+        products.update(pickup)
+    _impact_products(l1a, quality, settings, table, products,
+                     pickup_speed=None if pickup is None else pickup["qd_speed"].values)
     products.update(instrument_products(l1a))  # header words -> engineering units
 
     # Bare Variables (no coordinates to align), assembled by the caller in one

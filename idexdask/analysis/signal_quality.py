@@ -621,9 +621,17 @@ def _channel_quality(
         and raw.ndim == 2
         and raw.dtype.kind in "iuf"
         and raw.size > 0
-        and clipped is None
     ):
         res = _channel_quality_host(ds, name, cfg, window, polarity, rails)
+        if clipped is not None and clipped.any():
+            # the compiled passes know no scope clipping flag: the (few) events the
+            # scope flagged clipped are redone by the array code, with the flag
+            rows = np.nonzero(clipped)[0]
+            redone = _channel_quality_xp(ds.isel(epoch=rows), name, cfg, window, polarity,
+                                         rails, clipped[rows])
+            for key, values in redone.items():
+                if key != "_q":
+                    res[key][rows] = values
     else:
         res = _channel_quality_xp(ds, name, cfg, window, polarity, rails, clipped)
     res["_meta"] = {

@@ -169,7 +169,9 @@ def _load_source(source: str) -> tuple[xr.Dataset, str]:
         raise IdexDaskError(f"time2mass: {path} not found")
     if _is_zarr(path) or path.suffix == ".zarr":
         try:
-            return xr.open_zarr(path, consolidated=False), "zarr"
+            from idexdask.timeaxis import expand_axes  # campaign stores: axes by formula
+
+            return expand_axes(xr.open_zarr(path, consolidated=False)), "zarr"
         except (OSError, ValueError, KeyError) as exc:
             raise IdexDaskError(f"time2mass: {path} is not a readable Zarr store: {exc}") from exc
     if path.is_dir() or path.suffix.lower() == ".trc":

@@ -60,7 +60,7 @@ from idexdask.pipeline.overrides_store import (
     unit_override_digests,
     write_overrides_file,
 )
-from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
+from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
 from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
@@ -365,6 +365,9 @@ def run_campaign(
     # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
     # every unit writes whole chunks except at the ends of its file
     plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
+    batch_events, chunk_events = batch_sizes(  # lab impacts: smaller packs and chunks
+        plan, pipeline["batch_events"], pipeline["chunk_events"],
+        pipeline.get("lab_batch_events", pipeline["batch_events"]))
     chash = config_hash(config)
 
     meta = None if overwrite else read_store_meta(store)
@@ -412,7 +415,7 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
+        packs = pack_units(todo, batch_events, chunk_events)
         # A new store needs a schema: the first packs' processing starts now and
         # their region writes are submitted once the store exists, so the schema
         # and the store's creation overlap with work instead of preceding it.
@@ -432,7 +435,7 @@ def run_campaign(
         if n_leading:
             template = _template(client, packs, processing, submit_processing, resources)
         rows = (
-            chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
+            chunk_rows(template, chunk_events) if template is not None
             else int(meta["rows"]) if meta else 1
         )
         if template is not None:
