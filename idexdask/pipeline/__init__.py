@@ -45,6 +45,7 @@ register_check(
     lambda v: all(f in ("hdf5", "cdf") for f in v),
     "a list of hdf5, cdf",
 )
+register_check("export.cdf_compression", lambda v: 0 <= int(v) <= 9, "0 to 9")
 
 __all__ = ["process_unit", "run_campaign", "store_status"]
 

@@ -39,9 +39,16 @@ from idexdask.pipeline.ragged import event_major_peaks
 if TYPE_CHECKING:
     from idexdask.analysis.analyze import AnalysisProducts
 
-__all__ = ["ProcessedUnits", "normalise_for_store", "process_unit", "process_units"]
+__all__ = ["LEVEL_ATTR", "ProcessedUnits", "normalise_for_store", "process_unit",
+           "process_units"]
 
 logger = logging.getLogger(__name__)
+
+LEVEL_ATTR = "product_level"
+"""Variable attribute saying which product a stored variable belongs to: ``l1a``
+(decoded by the reader) or ``l2a`` (made by the analysis); the CDF exports
+split on it."""
+
 
 def _decode_trc(unit: Unit) -> xr.Dataset:
     """Read one impact's captures (its files alone, with the directory's settings)."""
@@ -336,7 +343,9 @@ def normalise_for_store(
         The same data; ``U``/``S`` variables as object (variable-length UTF-8 in
         Zarr v3, so units with longer strings fit the store), the ragged
         ``peak`` products event-major (:mod:`idexdask.pipeline.ragged`), plus
-        ``input_index`` (epoch,) int32.
+        ``input_index`` (epoch,) int32; every variable's attribute
+        :data:`LEVEL_ATTR` says whether the reader made it (``l1a``) or the
+        analysis (``l2a``).
     """
     return _normalised(_Events.of(dataset), input_index, max_peaks=max_peaks)
 
@@ -349,18 +358,23 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
     skip = set(dropped)
     # every variable in its place (decoded, analysis products, event-major lines)
     # built into ONE Dataset: each assign or drop_vars re-merges all ~270 (~7 ms)
+    decoded = events.like.variables
     variables: dict[str, xr.Variable] = {}
     for name, variable in events.variables.items():
         if name in skip:
             continue
+        values = variable.data
         if variable.dtype.kind in "US":
             values = variable.values.astype(str).astype(object)
-            variable = xr.Variable(variable.dims, values, attrs=variable.attrs)
-        variables[name] = variable
-    variables.update(added)
+        level = "l1a" if name in decoded else "l2a"
+        variables[name] = xr.Variable(variable.dims, values,
+                                      attrs={**variable.attrs, LEVEL_ATTR: level})
+    variables.update({name: xr.Variable(v.dims, v.data, attrs={**v.attrs, LEVEL_ATTR: "l2a"})
+                      for name, v in added.items()})
     variables["input_index"] = xr.Variable(
         ("epoch",),
         np.broadcast_to(np.asarray(input_index, dtype=np.int32), (n_events,)).copy(),
-        attrs={"long_name": "index of the input file in the store attribute 'inputs'"},
+        attrs={"long_name": "index of the input file in the store attribute 'inputs'",
+               LEVEL_ATTR: "l1a"},
     )
     return _in_order(variables, events.like, events.attrs, skip, events.coord_names)
