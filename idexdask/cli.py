@@ -206,7 +206,6 @@ def _config_from_args(args: argparse.Namespace) -> dict:
 def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
                     export_dir: str | None, title: str):
     from idexdask.pipeline.cluster import ClusterOptions
-    from idexdask.pipeline.export import export_store
     from idexdask.pipeline.runner import run_campaign
 
     def on_start(dashboard, plan, todo_events) -> None:
@@ -218,15 +217,13 @@ def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
         inputs, store, config,
         cluster=ClusterOptions.from_config(config, gpu=gpu),
         overwrite=overwrite, on_start=on_start, on_progress=_ProgressBar(),
+        export_dir=export_dir,
     )
     _print_summary(summary, title)
-    formats = config["export"]["formats"]
-    if formats:
-        start = time.perf_counter()
-        files = export_store(store, formats, export_dir,
-                             cdf_attributes=config["export"]["cdf_attributes"])
-        _echo(f"exports            : {len(files)} files in {time.perf_counter() - start:.1f} s")
-        for file in files:
+    if config["export"]["formats"]:  # written on the cluster as the inputs finished
+        _echo(f"exports            : {len(summary.exports)} files, the last "
+              f"{summary.export_s:.1f} s after the first")
+        for file in summary.exports:
             _echo(f"  {file}")
     return summary
 
@@ -287,11 +284,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from idexdask.pipeline.cluster import ClusterOptions, open_client
     from idexdask.pipeline.export import export_store
 
     config = _config_from_args(args)
-    files = export_store(args.store, [args.format], args.output,
-                         cdf_attributes=config["export"]["cdf_attributes"])
+    with open_client(ClusterOptions.from_config(config)) as client:  # one task per input
+        files = export_store(args.store, [args.format], args.output,
+                             cdf_attributes=config["export"]["cdf_attributes"],
+                             compression=int(config["export"]["cdf_compression"]),
+                             client=client)
     for file in files:
         _echo(f"wrote {file}")
     if not files:

@@ -431,9 +431,11 @@ class CampaignExports:
                             self.first_epochs)
         for job in jobs:
             if job.input_index in ready:
+                # priority 1, as the region writes: a finished input's files are
+                # written before more packs are processed, not after all of them
                 future = self.client.submit(
                     write_exports, str(self.store), job, self.formats, str(self.output_dir),
-                    self.table, self.compression, pure=False,
+                    self.table, self.compression, pure=False, priority=1,
                     key=f"idexdask-export-{job.input_index}-{time.time_ns()}")
                 self.futures.append((job, future))
 

@@ -149,6 +149,10 @@ class RunSummary:
         Dashboard address of the cluster.
     state : str
         ``finished``, ``running``, ``interrupted`` or ``new``.
+    exports : list of str
+        Files the run exported (``export.formats``), by input.
+    export_s : float
+        Seconds from the first export's submission to the last file written.
     """
 
     store: str
@@ -164,6 +168,8 @@ class RunSummary:
     dashboard: str | None = None
     state: str = "finished"
     workers: int = 0
+    exports: list[str] = field(default_factory=list)
+    export_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -304,6 +310,7 @@ def run_campaign(
     overwrite: bool = False,
     on_start: Callable[[str | None, Plan, int], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    export_dir: str | os.PathLike | None = None,
 ) -> RunSummary:
     """Process a campaign into a Zarr store, resuming what an earlier run left.
 
@@ -323,6 +330,10 @@ def run_campaign(
         ``on_start(dashboard_address, plan, events_to_do)`` once the cluster runs.
     on_progress : callable, optional
         Called with a :class:`Progress` after every unit.
+    export_dir : path, optional
+        Directory of the exports of ``config["export"]["formats"]`` (default
+        ``<store>.exports``): written on the cluster, each input's files as soon
+        as its units are done (:class:`~idexdask.pipeline.export.CampaignExports`).
 
     Returns
     -------
@@ -428,9 +439,17 @@ def run_campaign(
             })
             summary.failures.append({"uid": failure.uid, "input": failure.path,
                                      "reason": failure.reason, "n_events": 0})
+        from idexdask.pipeline.export import CampaignExports
+
+        exports = CampaignExports.start(client, store, plan, todo, config.get("export", {}),
+                                        export_dir)
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
-                   retries, manifest, run_id, chash, summary, started, on_progress)
+                   retries, manifest, run_id, chash, summary, started, on_progress, exports)
         summary.elapsed_s = time.perf_counter() - started
+        if exports is not None:
+            summary.export_s = exports.wait()
+            summary.exports = list(exports.written)
+            summary.failures.extend(exports.failures)
     manifest.append({
         "record": "run_end", "run_id": run_id, "time": _now(),
         "events_done": summary.events_done, "events_this_run": summary.events_this_run,
@@ -491,8 +510,12 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
 
 
 def _run_packs(client, packs, processing, config, store, rows, n_events, resources, retries,
-               manifest, run_id, chash, summary, started, on_progress) -> None:
-    """Submit the writes of the processed packs and the other packs whole; journal them."""
+               manifest, run_id, chash, summary, started, on_progress, exports=None) -> None:
+    """Submit the writes of the processed packs and the other packs whole; journal them.
+
+    ``exports`` (:class:`~idexdask.pipeline.export.CampaignExports`) hears of every
+    journalled unit, to export each input once its units are done.
+    """
     from distributed import as_completed
 
     # priority 1: a worker writes what it holds before it processes more packs
@@ -546,6 +569,9 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
                 summary.failures.append({"uid": unit.uid, "input": unit.path,
                                          "reason": reason, "n_events": unit.n_events})
         manifest.extend(records)
+        if exports is not None:
+            for unit, record in zip(pack, records, strict=True):
+                exports.unit_finished(unit, record["status"])
         if on_progress is not None:
             on_progress(Progress(
                 events_done=summary.events_done, events_total=summary.events_total,

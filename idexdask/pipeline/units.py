@@ -3,8 +3,9 @@
 :func:`process_units` is what every pipeline task runs, on a pack of
 consecutive units (:func:`~idexdask.pipeline.plan.pack_units`);
 :func:`process_unit` is the same for one unit.  It decodes each unit's
-input (an L0 byte range with :func:`~idexdask.packets.reader.read_l0`, or one lab
-impact with :func:`~idexdask.io.trc.read_trc`) and applies the science
+input (an L0 byte range with :func:`~idexdask.packets.reader.read_l0`, records of
+an official L1a CDF with :func:`~idexdask.io.l1a_cdf.read_cdf`, or one lab impact
+with :func:`~idexdask.io.trc.read_trc`) and applies the science
 analysis (:func:`idexdask.analysis.analysis_products`, unless the configuration
 has ``pipeline.analyze: false``); the store takes whatever variables the first
 unit returns as its schema.
@@ -64,8 +65,25 @@ def _decode_trc(unit: Unit) -> xr.Dataset:
     return dataset
 
 
+def _decode_cdf(unit: Unit) -> xr.Dataset:
+    """Read one unit's records of an official L1a CDF (the file checked against the plan)."""
+    from idexdask.io.l1a_cdf import read_cdf
+    from idexdask.pipeline.plan import digest_bytes
+
+    try:
+        data = Path(unit.path).read_bytes()
+    except OSError as exc:
+        raise IdexDaskError(f"cannot read {unit.path}: {exc}") from exc
+    if digest_bytes(data) != unit.input_hash:
+        raise IdexDaskError(f"{unit.path} changed since the run was planned; submit again to "
+                            "re-plan")
+    dataset = read_cdf(unit.path, records=unit.records)
+    dataset.attrs["source"] = Path(unit.path).name
+    return dataset
+
+
 def decode_unit(unit: Unit) -> xr.Dataset:
-    """Decode the unit's input (no analysis).
+    """Decode the unit's input (no analysis); every variable tagged ``l1a`` (:data:`LEVEL_ATTR`).
 
     Raises
     ------
@@ -77,10 +95,15 @@ def decode_unit(unit: Unit) -> xr.Dataset:
 
         dataset = read_l0(unit.read_input())
         dataset.attrs["source"] = Path(unit.path).name
-        return dataset
-    if unit.kind == "trc":
-        return _decode_trc(unit)
-    raise IdexDaskError(f"{unit.uid}: unknown unit kind {unit.kind!r}")
+    elif unit.kind == "cdf":
+        dataset = _decode_cdf(unit)
+    elif unit.kind == "trc":
+        dataset = _decode_trc(unit)
+    else:
+        raise IdexDaskError(f"{unit.uid}: unknown unit kind {unit.kind!r}")
+    for variable in dataset.variables.values():
+        variable.attrs[LEVEL_ATTR] = "l1a"
+    return dataset
 
 
 @dataclass
@@ -345,7 +368,8 @@ def normalise_for_store(
         ``peak`` products event-major (:mod:`idexdask.pipeline.ragged`), plus
         ``input_index`` (epoch,) int32; every variable's attribute
         :data:`LEVEL_ATTR` says whether the reader made it (``l1a``) or the
-        analysis (``l2a``).
+        analysis (``l2a``): a variable keeps its tag; untagged ones are ``l2a``
+        where others are tagged, else (a reader's output) ``l1a``.
     """
     return _normalised(_Events.of(dataset), input_index, max_peaks=max_peaks)
 
@@ -358,7 +382,11 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
     skip = set(dropped)
     # every variable in its place (decoded, analysis products, event-major lines)
     # built into ONE Dataset: each assign or drop_vars re-merges all ~270 (~7 ms)
-    decoded = events.like.variables
+    # a variable's level is its tag (decode_unit tags what the readers return);
+    # untagged variables beside tagged ones were added by the analysis, and a
+    # dataset with no tag at all is a reader's output
+    tagged = any(LEVEL_ATTR in v.attrs for v in events.variables.values())
+    untagged = "l2a" if tagged else "l1a"
     variables: dict[str, xr.Variable] = {}
     for name, variable in events.variables.items():
         if name in skip:
@@ -366,7 +394,7 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
         values = variable.data
         if variable.dtype.kind in "US":
             values = variable.values.astype(str).astype(object)
-        level = "l1a" if name in decoded else "l2a"
+        level = variable.attrs.get(LEVEL_ATTR, untagged)
         variables[name] = xr.Variable(variable.dims, values,
                                       attrs={**variable.attrs, LEVEL_ATTR: level})
     variables.update({name: xr.Variable(v.dims, v.data, attrs={**v.attrs, LEVEL_ATTR: "l2a"})

@@ -33,11 +33,11 @@ def main(out_dir: str, files: list[str]) -> int:
     for number, file in enumerate(files):
         science = PacketParser(file).data.get("l1a_sci-10days")
         if science is None or science.sizes.get("epoch", 0) == 0:
-            print(f"{file}\t-")
+            sys.stdout.write(f"{file}\t-\n")
             continue
         imap_data_access.config["DATA_DIR"] = Path(out_dir).resolve() / str(number)
         science.attrs.setdefault("Data_version", "001")
-        print(f"{file}\t{write_cdf(science)}")
+        sys.stdout.write(f"{file}\t{write_cdf(science)}\n")
     return 0
 
 
