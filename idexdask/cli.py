@@ -203,6 +203,15 @@ def _config_from_args(args: argparse.Namespace) -> dict:
     return load_config(override)
 
 
+def _ensure_kernels() -> None:
+    """Compile the numba kernels here, once per installation, saying so (first run)."""
+    from idexdask.pipeline.warmup import ensure_kernels
+
+    seconds = ensure_kernels(lambda line: _echo(f"kernels            : {line}"))
+    if seconds is not None:
+        _echo(f"kernels            : compiled in {seconds:.0f} s")
+
+
 def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
                     export_dir: str | None, title: str):
     from idexdask.pipeline.cluster import ClusterOptions
@@ -213,9 +222,12 @@ def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
         _echo(f"planned            : {plan.n_events:,} events in {len(plan.units)} units "
               f"from {len(plan.inputs)} inputs; {todo_events:,} events to process")
 
+    options = ClusterOptions.from_config(config, gpu=gpu)
+    if not options.address:  # workers on this machine: their kernels compiled once, first
+        _ensure_kernels()
     summary = run_campaign(
         inputs, store, config,
-        cluster=ClusterOptions.from_config(config, gpu=gpu),
+        cluster=options,
         overwrite=overwrite, on_start=on_start, on_progress=_ProgressBar(),
         export_dir=export_dir,
     )
@@ -310,6 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    _ensure_kernels()  # before the simulator's processes, which use kernels too
     inputs = out / "l0"
     inputs.mkdir(exist_ok=True)
     plan = [(f"day{i + 1}_{'rice' if i % 2 else 'plain'}.pkts", bool(i % 2), i + 1)

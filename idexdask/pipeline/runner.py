@@ -384,6 +384,10 @@ def run_campaign(
     store.mkdir(exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
 
+    if not cluster.address:  # workers on this machine: compile their kernels once, here
+        from idexdask.pipeline.warmup import ensure_kernels
+
+        ensure_kernels()
     with open_client(cluster) as client, _writers_registered(client):
         summary.dashboard = getattr(client, "dashboard_link", None)
         summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
