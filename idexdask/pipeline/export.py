@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import IdexDaskError, StoreError
+from idexdask.errors import StoreError
 from idexdask.pipeline.ragged import SLOT_DIM, peaks_from_event_major
 from idexdask.pipeline.units import LEVEL_ATTR
 
@@ -444,7 +444,7 @@ class CampaignExports:
         for job, future in self.futures:
             try:
                 self.written.extend(future.result())
-            except (IdexDaskError, OSError, ValueError) as exc:
+            except Exception as exc:  # noqa: BLE001 - one input's export must not lose the run
                 logger.warning("export of %s failed: %s", job.source, exc)
                 self.failures.append({"uid": f"{job.source}@export", "input": job.source,
                                       "reason": f"export failed: {exc}", "n_events": 0})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cdflib
 import h5py
 import numpy as np
@@ -303,3 +305,38 @@ def test_exports_are_reproducible(analyzed_store, tmp_path):
     in_store = set(open_campaign(path).data_vars)
     names = [n for n in cdflib.CDF(str(first[0])).cdf_info().zVariables if n in in_store]
     assert names == sorted(names)
+
+
+def test_campaign_exports_start_when_an_input_and_those_before_it_are_done(store, tmp_path):
+    """The runner reports each journalled unit; an input's files are submitted once
+    its units and those of every input before it are finished (its name depends on
+    their dates), and are the files export_store writes."""
+    from distributed import Client
+
+    from idexdask.pipeline.export import CampaignExports
+
+    path, plan = store
+    first = [u for u in plan.units if u.input_index == 0]
+    second = [u for u in plan.units if u.input_index == 1]
+    assert len(first) > 1 and second
+    with Client(processes=False, n_workers=1, threads_per_worker=1,
+                dashboard_address=":0") as client:
+        exports = CampaignExports.start(client, path, plan, plan.units,
+                                        {"formats": ["cdf", "hdf5"], "cdf_compression": 6},
+                                        tmp_path / "streamed")
+        assert exports.futures == []
+        for unit in second:  # the later input finishes first: it waits for the first
+            exports.unit_finished(unit, "done")
+        assert exports.futures == []
+        for unit in first[:-1]:
+            exports.unit_finished(unit, "done")
+        assert exports.futures == []
+        exports.unit_finished(first[-1], "done")
+        assert [job.input_index for job, _ in exports.futures] == [0, 1]
+        exports.wait()
+    assert exports.failures == []
+    expected = export_store(path, ["cdf", "hdf5"], tmp_path / "after")
+    assert [Path(f).name for f in exports.written] == [f.name for f in expected]
+    for streamed, after in zip(exports.written, expected, strict=True):
+        if after.suffix == ".cdf":  # HDF5 files hold their creation times
+            assert Path(streamed).read_bytes() == after.read_bytes()
