@@ -340,3 +340,14 @@ def test_campaign_exports_start_when_an_input_and_those_before_it_are_done(store
     for streamed, after in zip(exports.written, expected, strict=True):
         if after.suffix == ".cdf":  # HDF5 files hold their creation times
             assert Path(streamed).read_bytes() == after.read_bytes()
+
+
+def test_lab_capture_exports_are_istp_clean(tmp_path, trc_dir):
+    """The real LeCroy captures (records of milliseconds, pickup products) export
+    to L1a and L2a CDFs that SpacePy's checker passes too."""
+    config = load_config({"pipeline": {"analyze": True, "batch_events": 10}})
+    path, _ = _build_store(tmp_path, [trc_dir], config, 10)
+    files = export_store(path, ["cdf"], tmp_path / "out")
+    assert [f.name[:18] for f in files] == ["imap_idex_l1a_sci_", "imap_idex_l2a_sci_"]
+    for file in files:
+        assert _istp_problems(file) == [], file.name
