@@ -10,9 +10,10 @@ from idexdask import kernel_cache
 kernel_cache.configure()
 
 from idexdask.analysis import analyze  # noqa: E402
+from idexdask.analysis.instrument import instrument_state  # noqa: E402
 from idexdask.io.l1a_cdf import read_cdf  # noqa: E402
 from idexdask.io.trc import read_trc  # noqa: E402
 from idexdask.packets.reader import read_l0  # noqa: E402
 
-__all__ = ["analyze", "read_cdf", "read_l0", "read_trc"]
+__all__ = ["analyze", "instrument_state", "read_cdf", "read_l0", "read_trc"]
 __version__ = "0.1.0"

@@ -214,6 +214,17 @@ def _ensure_kernels() -> None:
 
 def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
                     export_dir: str | None, title: str):
+    """Run a campaign holding the store's lock (taken before the cluster starts)."""
+    from idexdask.pipeline.lock import store_lock
+
+    purpose = title.partition(":")[0]  # "idexdask submit"
+    with store_lock(store, purpose=purpose):
+        return _run_locked(inputs, store, config, gpu=gpu, overwrite=overwrite,
+                           export_dir=export_dir, title=title)
+
+
+def _run_locked(inputs, store, config, *, gpu: bool, overwrite: bool,
+                export_dir: str | None, title: str):
     from idexdask.pipeline.cluster import ClusterOptions
     from idexdask.pipeline.runner import run_campaign
 
@@ -257,7 +268,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     summary = store_status(args.store)
     _print_summary(summary, "idexdask status")
+    _print_overrides(args.store)
     return summary.exit_code
+
+
+def _print_overrides(store: str) -> None:
+    """The store's manual overrides: rows in force, undone, units the next submit redoes."""
+    from idexdask.pipeline.overrides_store import read_store_overrides, units_awaiting_overrides
+
+    table = read_store_overrides(store)
+    if table.sizes["override"] == 0:
+        return
+    in_force = int((table["undone"].values == "").sum())
+    waiting = units_awaiting_overrides(store)
+    _echo(f"manual overrides   : {in_force} in force, {table.sizes['override'] - in_force} undone"
+          + (f"; {len(waiting)} unit(s) redone by the next submit" if waiting else ""))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -454,6 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
     from idexdask.calibration.time2mass import add_time2mass_parser
 
     add_time2mass_parser(sub)
+
+    from idexdask.dashboard.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

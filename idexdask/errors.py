@@ -46,3 +46,7 @@ class CalibrationError(IdexDaskError):
 
 class StoreError(IdexDaskError):
     """The output store is unwritable, corrupt, or belongs to another run."""
+
+
+class StoreLockedError(StoreError):
+    """Another run holds the store's lock (``<store>/_pipeline/lock.json``)."""

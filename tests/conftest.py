@@ -83,6 +83,19 @@ def official_target_fits(tmp_path_factory, l0_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def official_instrument_state(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """The official L1b instrument state of every real event, plus random header words.
+
+    Returns a mapping file name -> ``.npz``, and ``"synthetic"`` -> the ``.npz``
+    of random words (see tests/oracle/official_instrument_state.py).
+    """
+    out = tmp_path_factory.mktemp("official_instrument_state")
+    _run_oracle("official_instrument_state.py", out, REAL_L0_FILES)
+    paths = {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
+    return paths | {"synthetic": out / "synthetic.npz"}
+
+
+@pytest.fixture(scope="session")
 def official_l1a_cdfs(tmp_path_factory, l0_dir) -> dict[str, Path]:
     """The official L1a science CDFs of the real files (imap-processing 1.0.40's writer).
 

@@ -44,7 +44,10 @@ from idexdask.analysis.impact import (
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.instrument import instrument_products
+from idexdask.analysis.line_edits import apply_line_edits
 from idexdask.analysis.overrides import (
+    LINE_SHAPES,
     apply_tof_overrides,
     as_table,
     impact_windows,
@@ -58,7 +61,7 @@ from idexdask.analysis.velocity import (
     dust_mass,
     invert_rise_time,
 )
-from idexdask.config import load_config, register_check, register_table
+from idexdask.config import load_settings
 from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
 
 __all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]
@@ -68,61 +71,6 @@ _log = get_logger(__name__)
 _CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
 # the peak variables the composition layer reads
 _PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err")
-
-
-# Schema of the `analysis:` section of configs/default.yaml beyond "same type as
-# the default" (checked by idexdask.config.load_config, before any work).
-def _polarity_ok(value: Any) -> bool:
-    return not isinstance(value, bool) and value in (-1, 0, 1)
-
-
-def _quality_ok(section: Mapping[str, Any]) -> bool:
-    from idexdask.analysis.signal_quality import load_quality_config
-
-    try:
-        load_quality_config(section)
-    except ConfigError as exc:
-        raise ConfigError(f"analysis.{exc}") from exc
-    return True
-
-
-def _curve_ok(name: str) -> Any:
-    def check(section: Mapping[str, Any]) -> bool:
-        try:
-            curve = PowerLawCurve.from_config(section)
-            if name == "rise_time_curve":  # must be invertible over its range
-                curve.monotonic_range()
-        except ConfigError as exc:
-            raise ConfigError(f"analysis.velocity.{name}: {exc}") from exc
-        return True
-
-    return check
-
-
-for _key in ("analysis.quality.polarity", "analysis.tof.polarity", "analysis.impact.polarity"):
-    register_table(_key, _polarity_ok, "+1, -1 or 0")
-register_table("analysis.quality.baseline_window_by_channel")
-register_table(
-    "analysis.impact.baseline_stop_us",
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "a time in µs",
-)
-register_check("analysis.quality", _quality_ok, "see docs/quality.md")
-for _key in ("rise_time_curve", "yield_curve"):
-    register_check(f"analysis.velocity.{_key}", _curve_ok(_key), "see docs/analysis.md")
-register_check(
-    "analysis.fitting.device", lambda v: v in ("cpu", "gpu"), "cpu or gpu"
-)
-register_check(
-    "analysis.fitting.engine",
-    lambda v: v in ("compiled", "auto", "xp"),
-    "compiled, auto or xp",
-)
-register_check(
-    "analysis.velocity.channels",
-    lambda v: all(c in IMPACT_CHANNELS for c in v),
-    f"a list of {', '.join(IMPACT_CHANNELS)}",
-)
 
 
 def load_analysis_settings(
@@ -139,15 +87,15 @@ def load_analysis_settings(
 
     Returns
     -------
-    config, settings : dict
-        Validated configuration and its ``analysis`` section.
+    config, settings : idexdask.schema.Settings
+        Validated, frozen configuration and its ``analysis`` section.
 
     Raises
     ------
     ConfigError
         On unknown keys or invalid values.
     """
-    cfg = load_config(config if config is not None else {})
+    cfg = load_settings(config if config is not None else {})
     return cfg, cfg["analysis"]
 
 
@@ -214,6 +162,10 @@ def _tof_products(
         return apply_tof_overrides(cand, table, epochs, m.time)
 
     cand, fits, zsig = tof_lines(merged, _with_fitting(settings, "peaks"), edit=edit)
+    # line shapes and species chosen by hand (override rows `shape`, `species`)
+    edits = apply_line_edits(cand, fits, merged.signal, merged.time, merged.sigma, table,
+                             epochs, _with_fitting(settings, "peaks"))
+    fits = edits.fits
     unit = str(ds.variables[merged.channels[0]].attrs.get("units", "DN"))
     n_events = ds.sizes["epoch"]
     peaks = {
@@ -241,7 +193,19 @@ def _tof_products(
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
         "peak_status": (fits.status, "1", "FitStatus of the line fit"),
-        "peak_manual": (cand.manual, "1", "line added or edited by a manual override"),
+        "peak_manual": (edits.manual, "1", "line added, edited or reshaped by a manual override"),
+        "peak_shape": (edits.shape, "1", "line shape of the fit (idexdask.analysis.lineshapes)"),
+        "peak_shape_parameters": (
+            edits.shape_parameters,
+            "",
+            "JSON of a reshaped line's parameters beyond amplitude, center, sigma "
+            "('' for the automatic EMG)",
+        ),
+        "peak_species_manual": (
+            edits.species != "",
+            "1",
+            "peak_species assigned by hand ('' there: assigned to no species)",
+        ),
         "peak_prominence": (
             cand.prominence,
             "1",
@@ -257,6 +221,9 @@ def _tof_products(
                 flag_values=np.arange(len(FitStatus), dtype=np.int8),
                 flag_meanings=fit_status_meanings(),
             )
+        if name == "peak_shape":
+            attrs.update(flag_values=np.arange(len(LINE_SHAPES), dtype=np.int8),
+                         flag_meanings=" ".join(LINE_SHAPES))
         out[name] = xr.Variable(("peak",), values, attrs=attrs)
     for name in TOF_CHANNELS:
         low = name.lower().removeprefix("tof_")
@@ -298,6 +265,7 @@ def _tof_products(
         "area": fits.area,
         "status": fits.status,
         "zsig": zsig,
+        "species_manual": edits.species,
     }
 
 
@@ -368,6 +336,78 @@ def _mass_calibration(
         attrs={"units": "u", "long_name": "line mass from the event's calibration"},
     )
     return batch.calibrated
+
+
+def _manual_calibration(
+    lines: dict[str, np.ndarray],
+    table: xr.Dataset,
+    l1a: xr.Dataset,
+    cfg: Mapping[str, Any],
+    out: dict[str, xr.Variable],
+    calibrated: np.ndarray,
+) -> np.ndarray:
+    """Events with a ``calibrate`` override: calibrated from their hand-assigned lines.
+
+    Replaces their row of ``mass_calibration``, status, reason and line masses
+    (:mod:`idexdask.calibration.manual`); adds ``mass_calibration_method``.
+    Returns the updated ``calibrated`` mask.
+    """
+    from idexdask.calibration import load_calibration_settings, mass_axis
+    from idexdask.calibration.manual import manual_calibrations
+
+    n_events = calibrated.size
+    method = (  # how the automatic calibration was made, where it says so
+        out["mass_calibration_method"].values.astype(object)
+        if "mass_calibration_method" in out
+        else np.full(n_events, "bootstrap", dtype=object)
+    )
+    events: list[int] = []
+    if table.sizes.get("override", 0):
+        rows = np.nonzero(table["action"].values == "calibrate")[0]
+        index = {int(e): i for i, e in enumerate(np.asarray(l1a.variables["epoch"].values))}
+        events = sorted({index[int(e)] for e in table["epoch"].values[rows] if int(e) in index})
+    if events:
+        section = cfg.get("calibration") or {}
+        # the preset the automatic calibration used (the configured one, resolved)
+        preset = out["mass_calibration"].attrs.get("preset", section.get("preset", "flight"))
+        cal = manual_calibrations(
+            lines["event"], lines["center"], lines["species_manual"], events,
+            load_calibration_settings(str(preset), path=section.get("settings_file") or None),
+            order=_CAL_ORDER,
+        )
+        coeffs = out["mass_calibration"].values.copy()
+        status = out["mass_calibration_status"].values.astype(object)
+        reason = out["mass_calibration_reason"].values.astype(object)
+        coeffs[cal.events] = cal.coefficients
+        status[cal.events] = np.where(cal.calibrated, "calibrated", "uncalibrated")
+        reason[cal.events] = cal.reason
+        method[cal.events] = "manual"
+        calibrated = calibrated.copy()
+        calibrated[cal.events] = cal.calibrated
+        out["mass_calibration"] = out["mass_calibration"].copy(data=coeffs)
+        out["mass_calibration_status"] = out["mass_calibration_status"].copy(
+            data=status.astype(str))
+        out["mass_calibration_reason"] = out["mass_calibration_reason"].copy(
+            data=reason.astype(str))
+        mine = np.isin(lines["event"], cal.events)
+        pm = out["peak_mass"].values.copy()
+        pm[mine] = np.nan
+        fin = mine & np.isfinite(lines["center"]) & calibrated[lines["event"]]
+        if fin.any():
+            pm[fin] = mass_axis(coeffs[lines["event"][fin]], lines["center"][fin][:, None])[:, 0]
+        out["peak_mass"] = out["peak_mass"].copy(data=pm)
+        if "peak_calibration_residual" in out:  # the manual fit's own residuals there
+            res = out["peak_calibration_residual"].values.copy()
+            res[mine] = np.nan
+            for used, fit in zip(cal.lines, cal.calibrations, strict=True):
+                if fit is not None and fit.usable:
+                    res[used] = fit.residual_us
+            out["peak_calibration_residual"] = out["peak_calibration_residual"].copy(data=res)
+    attrs = (dict(out["mass_calibration_method"].attrs) if "mass_calibration_method" in out
+             else {"long_name": "how the mass calibration was made"})
+    attrs["long_name"] = f"{attrs['long_name']}; manual: fitted to hand-assigned lines"
+    out["mass_calibration_method"] = _epoch_da(method.astype(str), attrs)
+    return calibrated
 
 
 def _impact_products(
@@ -519,7 +559,9 @@ def _composition_products(
         return None
     try:
         return func(peaks, n_events, config, calibrated=calibrated)
-    except (AnalysisError, ConfigError, ValueError) as exc:
+    except ConfigError:
+        raise  # a configuration mistake stops the analysis: it never drops products
+    except (AnalysisError, ValueError) as exc:
         _log.warning("composition products failed: %s", exc)
         return None
 
@@ -573,7 +615,9 @@ def analysis_products(
     calibrated = None
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
         calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+        calibrated = _manual_calibration(lines, table, l1a, cfg, products, calibrated)
     _impact_products(l1a, quality, settings, table, products)
+    products.update(instrument_products(l1a))  # header words -> engineering units
 
     # Bare Variables (no coordinates to align), assembled by the caller in one
     # step: each merge or assign over the ~270 variables costs several ms.
@@ -590,12 +634,15 @@ def analysis_products(
     new.update(products)
     coord_names: list[str] = []
     if "peak_mass" in present or "peak_mass" in new:
+        peak_inputs = {
+            name: var
+            for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
+            if var is not None
+        }
+        if lines is not None and (lines["species_manual"] != "").any():
+            peak_inputs["peak_species_by_hand"] = xr.Variable(("peak",), lines["species_manual"])
         comp = _composition_products(
-            {
-                name: var
-                for name, var in ((n, new.get(n, present.get(n))) for n in _PEAK_INPUTS)
-                if var is not None
-            },
+            peak_inputs,
             n_events,
             cfg,
             calibrated,

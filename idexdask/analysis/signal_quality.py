@@ -81,8 +81,9 @@ import xarray as xr
 from idexdask._logging import get_logger
 from idexdask.analysis.peaks import _gather_finite, _median_inplace
 from idexdask.analysis.xp import errstate, get_namespace, to_numpy
-from idexdask.config import load_config, load_yaml, merge
+from idexdask.config import load_config, load_yaml
 from idexdask.errors import AnalysisError, ConfigError
+from idexdask.schema import Settings
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -137,124 +138,8 @@ _STATUS_MEANINGS = " ".join(s.name.lower() for s in QualityStatus)
 
 # ----------------------------------------------------------------------------- config
 
-_NOISE_KEYS = {
-    "window_us",
-    "welch_nperseg",
-    "max_lag",
-    "histogram_max_bins",
-    "histogram_range_sigma",
-}
-_QUALITY_KEYS = {
-    "baseline_window_us",
-    "baseline_window_by_channel",
-    "baseline_fallback_fraction",
-    "min_baseline_samples",
-    "min_valid_samples",
-    "saturation_min_run",
-    "flat_top_min_run",
-    "flat_top_sigma",
-    "polarity",
-    "noise",
-}
-
-
-def _check_window(value: Any, key: str, allow_none: bool = False) -> tuple[float, float] | None:
-    if value is None and allow_none:
-        return None
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise ConfigError(f"{key}: expected [start_us, stop_us], got {value!r}")
-    start, stop = float(value[0]), float(value[1])
-    if not (math.isfinite(start) and math.isfinite(stop) and start < stop):
-        raise ConfigError(f"{key}: need finite start < stop, got {value!r}")
-    return (start, stop)
-
-
-def _check_int(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
-        raise ConfigError(f"{key}: {v} outside {'(' if lo_open else '['}{lo}, {hi}]")
-    return v
-
-
-def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(cfg) - _QUALITY_KEYS
-    if unknown:
-        raise ConfigError(f"quality: unknown key(s) {sorted(unknown)}")
-    missing = _QUALITY_KEYS - set(cfg)
-    if missing:
-        raise ConfigError(f"quality: missing key(s) {sorted(missing)}")
-    out: dict[str, Any] = {}
-    out["baseline_window_us"] = _check_window(
-        cfg["baseline_window_us"], "quality.baseline_window_us"
-    )
-    by_channel = cfg["baseline_window_by_channel"] or {}
-    if not isinstance(by_channel, Mapping):
-        raise ConfigError("quality.baseline_window_by_channel: expected a mapping")
-    out["baseline_window_by_channel"] = {
-        str(k): _check_window(v, f"quality.baseline_window_by_channel.{k}")
-        for k, v in by_channel.items()
-    }
-    out["baseline_fallback_fraction"] = _check_float(
-        cfg["baseline_fallback_fraction"],
-        "quality.baseline_fallback_fraction",
-        0.0,
-        1.0,
-        lo_open=True,
-    )
-    out["min_baseline_samples"] = _check_int(
-        cfg["min_baseline_samples"], "quality.min_baseline_samples", 1
-    )
-    out["min_valid_samples"] = _check_int(cfg["min_valid_samples"], "quality.min_valid_samples", 3)
-    out["saturation_min_run"] = _check_int(
-        cfg["saturation_min_run"], "quality.saturation_min_run", 1
-    )
-    out["flat_top_min_run"] = _check_int(cfg["flat_top_min_run"], "quality.flat_top_min_run", 2)
-    out["flat_top_sigma"] = _check_float(cfg["flat_top_sigma"], "quality.flat_top_sigma", 0.0, 1e9)
-    polarity = cfg["polarity"] or {}
-    if not isinstance(polarity, Mapping):
-        raise ConfigError("quality.polarity: expected a mapping channel -> +1/-1/0")
-    for k, v in polarity.items():
-        if isinstance(v, bool) or v not in (-1, 0, 1):
-            raise ConfigError(f"quality.polarity.{k}: expected +1, -1 or 0, got {v!r}")
-    out["polarity"] = {str(k): int(v) for k, v in polarity.items()}
-    noise = cfg["noise"]
-    if not isinstance(noise, Mapping):
-        raise ConfigError("quality.noise: expected a mapping")
-    unknown = set(noise) - _NOISE_KEYS
-    if unknown:
-        raise ConfigError(f"quality.noise: unknown key(s) {sorted(unknown)}")
-    missing = _NOISE_KEYS - set(noise)
-    if missing:
-        raise ConfigError(f"quality.noise: missing key(s) {sorted(missing)}")
-    out["noise"] = {
-        "window_us": _check_window(noise["window_us"], "quality.noise.window_us", allow_none=True),
-        "welch_nperseg": _check_int(noise["welch_nperseg"], "quality.noise.welch_nperseg", 4),
-        "max_lag": _check_int(noise["max_lag"], "quality.noise.max_lag", 1),
-        "histogram_max_bins": _check_int(
-            noise["histogram_max_bins"], "quality.noise.histogram_max_bins", 8
-        ),
-        "histogram_range_sigma": _check_float(
-            noise["histogram_range_sigma"], "quality.noise.histogram_range_sigma", 1.0, 1e3
-        ),
-    }
-    return out
-
-
-def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    """Defaults from ``analysis.quality`` of ``configs/default.yaml``, overridden and validated.
+def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) -> Settings:
+    """The ``analysis.quality`` settings: defaults from ``configs/default.yaml``, overridden.
 
     Parameters
     ----------
@@ -264,8 +149,9 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
 
     Returns
     -------
-    dict
-        The ``quality`` section, validated; windows as ``(start_us, stop_us)``
+    idexdask.schema.Settings
+        The ``quality`` section, validated by the configuration model
+        (:mod:`idexdask.schema`) and frozen; windows as ``(start_us, stop_us)``
         tuples.
 
     Raises
@@ -273,11 +159,12 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
     ConfigError
         Unknown key, wrong type or value out of range (named by dotted key).
     """
-    base = load_config()["analysis"]["quality"]
-    if config is None:
-        return _validate(base)
+    if isinstance(config, Settings):
+        return config
     if isinstance(config, (str, Path)):
         config = load_yaml(config)
+    if config is None:
+        config = {}
     if not isinstance(config, Mapping):
         raise ConfigError(f"quality config: expected a mapping, got {type(config).__name__}")
     if "quality" in config:
@@ -285,9 +172,8 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
         if extra:
             raise ConfigError(f"quality config: unknown top-level key(s) {sorted(extra)}")
         config = config["quality"]
-        if not isinstance(config, Mapping):
-            raise ConfigError("quality: expected a mapping")
-    return _validate(merge(base, config))
+    loaded = load_config({"analysis": {"quality": config}})
+    return Settings(loaded["analysis"]["quality"], "analysis.quality")
 
 
 # ----------------------------------------------------------------------------- dataset helpers

@@ -172,6 +172,64 @@ def _candidates(
     return names, expected
 
 
+def _manual_species(peaks: Any, n_peaks: int) -> np.ndarray | None:
+    """``peak_species_by_hand`` of the peaks (species assigned by hand), if given.
+
+    Labels per peak: ``""`` automatic, ``"none"`` assigned to no species.  From a
+    stored dataset: ``where(peak_species_manual, where(peak_species == "", "none",
+    peak_species), "")``.
+    """
+    names = peaks.data_vars if isinstance(peaks, xr.Dataset) else peaks
+    if "peak_species_by_hand" not in names:
+        return None
+    manual = np.asarray(peaks["peak_species_by_hand"]).astype(str).ravel()
+    if manual.size != n_peaks:
+        raise AnalysisError("peak_species_by_hand differs in length from peak_event")
+    return manual if (manual != "").any() else None
+
+
+def _assign_by_hand(
+    event: np.ndarray,
+    line: np.ndarray,
+    ambiguous: np.ndarray,
+    manual: np.ndarray,
+    library: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The automatic assignment with the hand-assigned species put in.
+
+    A peak given a library label takes that line (not ambiguous); any other peak
+    of the event the automatic assignment gave the same line loses it (the
+    person's choice wins).  ``"none"`` unassigns the peak.  A label not in the
+    library is kept as the peak's species but quantifies nothing.
+
+    Returns
+    -------
+    line, ambiguous, unlisted : numpy.ndarray
+        Library line per peak (-1 none), ambiguity, and the peaks whose hand
+        label is not in the library.
+    """
+    line = line.copy()
+    ambiguous = np.asarray(ambiguous, dtype=bool).copy()
+    by_hand = manual != ""
+    lookup = {str(label): i for i, label in enumerate(library.labels)}
+    for i, ln in enumerate(library.lines):  # "Mg" names the main line of Mg (24Mg)
+        if ln.element and ln.main:
+            lookup.setdefault(ln.element, i)
+    unlisted = np.zeros(line.size, bool)
+    for k in np.nonzero(by_hand)[0]:
+        label = str(manual[k])
+        idx = lookup.get(label, -1)
+        if idx >= 0:
+            line[(event == event[k]) & (line == idx) & ~by_hand] = -1
+        elif label != "none":
+            unlisted[k] = True
+            _log.info("peak %d: species %r assigned by hand is not in the species library; "
+                      "it is kept but quantifies no element", k, label)
+        line[k] = idx
+        ambiguous[k] = False
+    return line, ambiguous, unlisted
+
+
 def _index(elements: tuple[str, ...], symbol: str) -> int | None:
     return elements.index(symbol) if symbol in elements else None
 
@@ -190,7 +248,9 @@ def composition_products(
     peaks : xarray.Dataset or mapping of arrays
         ``peak_event`` (int, event index 0..n_events-1), ``peak_mass`` (u; NaN for
         an uncalibrated event), ``peak_area`` (DN·µs) and optionally
-        ``peak_area_err`` (DN·µs, 1-sigma), all along one ``peak`` dimension.
+        ``peak_area_err`` (DN·µs, 1-sigma) and ``peak_species_by_hand`` (str:
+        species a person assigned, ``""`` automatic, ``"none"`` no species; it
+        replaces the automatic assignment), all along one ``peak`` dimension.
     n_events : int
         Number of events (length of ``epoch``).
     config : mapping or CompositionSettings, optional
@@ -286,9 +346,15 @@ def _composition_parts(
         tolerance_u=settings.mass_tolerance_u,
         mass_sigma_u=settings.mass_sigma_u,
     )
+    manual = _manual_species(peaks, event.size)
+    unlisted = np.zeros(event.size, bool)
+    if manual is not None:
+        line, ambiguous, unlisted = _assign_by_hand(event, line, ambiguous, manual, library)
     safe = np.maximum(line, 0)
     assigned = line >= 0
-    peak_species = np.where(assigned, library.labels[safe], "").astype(str)
+    peak_species = np.where(assigned, library.labels[safe], "").astype(object)
+    peak_species[unlisted] = manual[unlisted] if manual is not None else ""
+    peak_species = peak_species.astype(str)
     line_element = np.array([ln.element for ln in library.lines], dtype=str)
     peak_element = np.where(assigned, line_element[safe], "").astype(str)
 

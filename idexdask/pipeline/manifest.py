@@ -17,7 +17,8 @@ Records (one JSON object per line, key ``record``):
     ``config_hash``, ``reason`` (failures), ``elapsed_s``, ``worker``, ``run_id``,
     ``time``, ``attrs`` (the unit's decode attributes: packet counts, ...),
     ``task_units`` (units processed in the same task; ``elapsed_s`` is the
-    task's time shared among them by events).
+    task's time shared among them by events), ``overrides_hash`` (digest of
+    the manual override rows applied to the unit's events, ``""`` for none).
 ``run_end``
     ``run_id``, ``time``, ``events_done``, ``units_done``, ``units_failed``,
     ``elapsed_s``.

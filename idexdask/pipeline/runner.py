@@ -50,9 +50,16 @@ from typing import Any
 
 import xarray as xr
 
-from idexdask.errors import IdexDaskError, StoreError
+from idexdask.errors import ConfigError, IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
-from idexdask.pipeline.manifest import Manifest, pipeline_dir
+from idexdask.pipeline.lock import LOCK_NAME
+from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, pipeline_dir
+from idexdask.pipeline.overrides_store import (
+    overrides_in_force,
+    read_overrides_file,
+    unit_override_digests,
+    write_overrides_file,
+)
 from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
 from idexdask.pipeline.store import (
     check_writable,
@@ -148,7 +155,8 @@ class RunSummary:
     dashboard : str or None
         Dashboard address of the cluster.
     state : str
-        ``finished``, ``running``, ``interrupted`` or ``new``.
+        ``finished`` (every unit done), ``incomplete`` (the run ended with
+        failed units or inputs), ``running``, ``interrupted`` or ``new``.
     exports : list of str
         Files the run exported (``export.formats``), by input.
     export_s : float
@@ -188,20 +196,24 @@ def _worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_task(pack: tuple[Unit, ...], config: Mapping[str, Any]) -> dict[str, Any]:
+def _process_task(
+    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None
+) -> dict[str, Any]:
     """Task 1 of a pack: decode and analyse its units (no store access).
+
+    ``overrides``: the store's override rows in force, applied to their events.
 
     Data errors (:class:`~idexdask.errors.IdexDaskError`) are deterministic and
     reported as failed units; anything else raises, so the scheduler retries it.
     """
     start = time.perf_counter()
-    processed = process_units(pack, config)
+    processed = process_units(pack, config, overrides)
     return {"processed": processed, "elapsed_s": time.perf_counter() - start}
 
 
 def _pack_task(
     pack: tuple[Unit, ...], config: Mapping[str, Any], store: str, rows: int, n_events: int,
-    run_id: str,
+    run_id: str, overrides: xr.Dataset | None = None,
 ) -> dict[str, Any]:
     """A pack's processing and region write in one task (once the store exists).
 
@@ -209,7 +221,8 @@ def _pack_task(
     worker frees the pack's data as soon as it is written, whatever the client
     is doing (a processed pack is ~80 MiB for 512 events).
     """
-    return _write_task(_process_task(pack, config), pack, store, rows, n_events, run_id)
+    return _write_task(_process_task(pack, config, overrides), pack, store, rows, n_events,
+                       run_id)
 
 
 def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
@@ -262,6 +275,7 @@ def _write_task(
                 done.extend(u.uid for u in run)
     return {"status": {**{uid: "failed" for uid in reasons}, **{uid: "done" for uid in done}},
             "reason": reasons, "attrs": processed.attrs, "worker": _worker_name(),
+            "overrides_hash": processed.overrides_hash,
             "elapsed_s": time.perf_counter() - start}
 
 
@@ -371,7 +385,16 @@ def run_campaign(
     need_init = meta is None or meta.get("config_hash") != chash
     manifest = Manifest(store)
     latest = {} if need_init else manifest.latest_units()
-    todo = [u for u in plan.units if not _is_done(latest.get(u.uid), u, chash)]
+    # the manual overrides: a unit whose rows changed is redone (docs/pipeline.md)
+    overrides = overrides_in_force(store)
+    done_before = [u for u in plan.units if _is_done(latest.get(u.uid), u, chash)]
+    digests = unit_override_digests(store, overrides, {u.uid: u.region for u in done_before})
+    redone = {u.uid for u in done_before
+              if latest[u.uid].get("overrides_hash", "") != digests[u.uid]}
+    if redone:
+        logger.info("%d unit(s) redone: their manual overrides changed", len(redone))
+    todo = [u for u in plan.units
+            if not _is_done(latest.get(u.uid), u, chash) or u.uid in redone]
     skipped = len(plan.units) - len(todo)
     summary = RunSummary(
         store=str(store), events_total=plan.n_events, units_total=len(plan.units),
@@ -379,9 +402,13 @@ def run_campaign(
         events_done=sum(u.n_events for u in plan.units) - sum(u.n_events for u in todo),
     )
     summary.units_done = skipped
+    # a person's edits are data: they outlive the products they were made on
+    kept = read_overrides_file(store) if overwrite else None
     if overwrite and store.exists():
-        shutil.rmtree(store)
+        _clear_store(store)
     store.mkdir(exist_ok=True)
+    if kept is not None and kept.sizes.get("override", 0):
+        write_overrides_file(store, kept)
     run_id = uuid.uuid4().hex[:12]
 
     if not cluster.address:  # workers on this machine: compile their kernels once, here
@@ -400,8 +427,12 @@ def run_campaign(
         # A new store needs a schema: the first packs' processing starts now and
         # their region writes are submitted once the store exists, so the schema
         # and the store's creation overlap with work instead of preceding it.
+        shared_overrides = (client.scatter(overrides, broadcast=True, hash=False)
+                            if overrides.sizes.get("override", 0) else None)
+
         def submit_processing(index: int):
-            return client.submit(_process_task, packs[index], config, resources=resources,
+            return client.submit(_process_task, packs[index], config, shared_overrides,
+                                 resources=resources,
                                  retries=retries, pure=False,
                                  key=f"idexdask-process-{run_id}-{index}")
 
@@ -448,12 +479,15 @@ def run_campaign(
         exports = CampaignExports.start(client, store, plan, todo, config.get("export", {}),
                                         export_dir)
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
-                   retries, manifest, run_id, chash, summary, started, on_progress, exports)
+                   retries, manifest, run_id, chash, summary, started, on_progress,
+                   shared_overrides, exports)
         summary.elapsed_s = time.perf_counter() - started
         if exports is not None:
             summary.export_s = exports.wait()
             summary.exports = list(exports.written)
             summary.failures.extend(exports.failures)
+    if summary.failures:
+        summary.state = "incomplete"
     manifest.append({
         "record": "run_end", "run_id": run_id, "time": _now(),
         "events_done": summary.events_done, "events_this_run": summary.events_this_run,
@@ -514,7 +548,8 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
 
 
 def _run_packs(client, packs, processing, config, store, rows, n_events, resources, retries,
-               manifest, run_id, chash, summary, started, on_progress, exports=None) -> None:
+               manifest, run_id, chash, summary, started, on_progress,
+               overrides=None, exports=None) -> None:
     """Submit the writes of the processed packs and the other packs whole; journal them.
 
     ``exports`` (:class:`~idexdask.pipeline.export.CampaignExports`) hears of every
@@ -531,7 +566,7 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
     }
     futures.update({
         client.submit(_pack_task, packs[i], config, str(store), rows, n_events, run_id,
-                      resources=resources, retries=retries, pure=False,
+                      overrides, resources=resources, retries=retries, pure=False,
                       key=f"idexdask-pack-{run_id}-{i}"): i
         for i in range(len(processing), len(packs))
     })
@@ -542,11 +577,13 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
         pack = packs[index]
         try:
             result = future.result()
+        except ConfigError:
+            raise  # every pack would fail alike: stop the run (units.process_units)
         except Exception as exc:  # the task's own error after its retries, or KilledWorker
             reason = f"{type(exc).__name__}: {exc}"
             result = {"status": {u.uid: "failed" for u in pack},
                       "reason": {u.uid: reason for u in pack},
-                      "worker": "", "elapsed_s": 0.0, "attrs": {}}
+                      "worker": "", "elapsed_s": 0.0, "attrs": {}, "overrides_hash": {}}
         future.release()
         if index < len(processing):
             processing[index].release()  # the pack's data leave the worker
@@ -562,6 +599,7 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
                 "reason": reason, "elapsed_s": round(share * unit.n_events, 4),
                 "task_units": len(pack), "worker": result["worker"], "run_id": run_id,
                 "time": _now(), "attrs": result["attrs"].get(unit.uid, {}),
+                "overrides_hash": result.get("overrides_hash", {}).get(unit.uid, ""),
             })
             if status == "done":
                 summary.events_done += unit.n_events
@@ -635,7 +673,7 @@ def store_status(store: str | os.PathLike) -> RunSummary:
     this_run = [r for r in latest.values() if r.get("run_id") == last_id and r["status"] == "done"]
     summary.events_this_run = sum(r["n_events"] for r in this_run)
     if "run_end" in last:
-        summary.state = "finished"
+        summary.state = "incomplete" if summary.failures else "finished"
         summary.elapsed_s = float(last["run_end"]["elapsed_s"])
     else:
         alive = start.get("host") == socket.gethostname() and _pid_alive(int(start["pid"]))
@@ -674,6 +712,19 @@ def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]
     done = [u for u in plan["units"]
             if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
     return plan["inputs"], done
+
+
+def _clear_store(store: Path) -> None:
+    """Empty a store for ``--overwrite``, all but its lock (held by this run)."""
+    for child in store.iterdir():
+        if child.name == PIPELINE_DIR:
+            for item in child.iterdir():
+                if item.name != LOCK_NAME:
+                    shutil.rmtree(item) if item.is_dir() else item.unlink()
+        elif child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _pid_alive(pid: int) -> bool:

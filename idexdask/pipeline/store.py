@@ -42,7 +42,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask.errors import StoreError
-from idexdask.pipeline.manifest import pipeline_dir
+from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
 
 __all__ = [
     "META_ATTR",
@@ -318,20 +318,31 @@ def _write_objects(path: Path, objects: Mapping[str, bytes]) -> None:
     last: a store whose creation was interrupted has none, and
     :func:`read_store_meta` reports it as not created yet.
     """
-    kept = {}
-    if pipeline_dir(path).is_dir():  # keep the journal across a re-initialisation
-        kept = {p.name: p.read_bytes() for p in pipeline_dir(path).iterdir() if p.is_file()}
     if path.is_dir():
-        shutil.rmtree(path)
+        # the journal's files (manifest, plan, the store lock) stay in place: a
+        # lock file removed even for a moment could be taken by another run
+        for child in path.iterdir():
+            if child.name != PIPELINE_DIR:
+                _remove(child)
+        if pipeline_dir(path).is_dir():
+            for child in pipeline_dir(path).iterdir():
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child)
     journal = pipeline_dir(path, create=True)
     (journal / LOCK_DIR).mkdir(exist_ok=True)
-    for name, content in kept.items():
-        (journal / name).write_bytes(content)
     root = "zarr.json"
     for key in sorted(objects, key=lambda k: k == root):
         target = path / key
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(objects[key])
+
+
+def _remove(path: Path) -> None:
+    """Remove a file or a directory tree."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import IdexDaskError
+from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
 
@@ -121,12 +121,16 @@ class ProcessedUnits:
     attrs : dict
         ``{uid: attributes}``: each decoded unit's scalar dataset attributes
         (packet counts, source name, ...), for the manifest.
+    overrides_hash : dict
+        ``{uid: digest}`` of the override rows applied to each decoded unit's
+        events (:func:`idexdask.analysis.overrides.override_digest`; ``""``: none).
     """
 
     dataset: xr.Dataset | None
     done: tuple[Unit, ...] = ()
     failures: dict[str, str] = field(default_factory=dict)
     attrs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides_hash: dict[str, str] = field(default_factory=dict)
 
 
 def _scalar_attrs(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -212,14 +216,19 @@ class _Events:
                    dict(dataset.attrs))
 
 
-def _analysis_products(dataset: xr.Dataset, config: Mapping[str, Any]) -> AnalysisProducts:
+def _analysis_products(
+    dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None
+) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
     from idexdask.analysis.analyze import analysis_products  # noqa: PLC0415
 
-    return analysis_products(dataset, config)
+    return analysis_products(dataset, config, overrides=overrides)
 
 
-def _analysed(dataset: xr.Dataset, config: Mapping[str, Any], n_events: int) -> _Events:
+def _analysed(
+    dataset: xr.Dataset, config: Mapping[str, Any], n_events: int,
+    overrides: xr.Dataset | None = None,
+) -> _Events:
     """The analysis of ``dataset`` (when enabled), checked to keep every event.
 
     The products are not assembled into a Dataset here: :func:`_normalised`
@@ -228,7 +237,12 @@ def _analysed(dataset: xr.Dataset, config: Mapping[str, Any], n_events: int) -> 
     """
     if not bool(config.get("pipeline", {}).get("analyze", True)):
         return _Events.of(dataset)
-    products = _analysis_products(dataset, config)
+    if overrides is not None and overrides.sizes.get("override", 0):
+        from idexdask.analysis.overrides import overrides_for  # noqa: PLC0415
+
+        # the rows of these events only: the campaign's others would each be logged
+        overrides = overrides_for(overrides, dataset.variables["epoch"].values)
+    products = _analysis_products(dataset, config, overrides)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(
@@ -243,7 +257,9 @@ def _analysed(dataset: xr.Dataset, config: Mapping[str, Any], n_events: int) -> 
     )
 
 
-def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> ProcessedUnits:
+def process_units(
+    units: Sequence[Unit], config: Mapping[str, Any], overrides: xr.Dataset | None = None
+) -> ProcessedUnits:
     """Decode a pack of units, analyse their events together, normalise for the store.
 
     Parameters
@@ -252,6 +268,8 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
         Consecutive planned units (one task's pack).
     config : mapping
         The validated run configuration (:func:`idexdask.config.load_config`).
+    overrides : xarray.Dataset, optional
+        The store's override table (rows in force); each event gets its rows.
 
     Returns
     -------
@@ -277,16 +295,19 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
             )
             continue
         result.attrs[unit.uid] = _scalar_attrs(dataset.attrs)
+        result.overrides_hash[unit.uid] = _overrides_hash(overrides, dataset)
         decoded.append((unit, dataset))
     if not decoded:
         return result
     try:
         events = concat_events([d for _, d in decoded])
-        analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded))
+        analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded), overrides)
         done = [u for u, _ in decoded]
         result.dataset = _normalised(analysed, _input_indices(done), max_peaks=max_peaks)
         result.done = tuple(done)
         return result
+    except ConfigError:
+        raise  # the same for every unit: a configuration mistake, not a unit's data
     except IdexDaskError as exc:
         if len(decoded) == 1:
             result.failures[decoded[0][0].uid] = str(exc)
@@ -296,9 +317,11 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
     parts, done = [], []
     for unit, dataset in decoded:  # one by one: only the unit at fault fails
         try:
-            analysed = _analysed(dataset, config, unit.n_events)
+            analysed = _analysed(dataset, config, unit.n_events, overrides)
             parts.append(_normalised(analysed, unit.input_index, max_peaks=max_peaks))
             done.append(unit)
+        except ConfigError:
+            raise
         except IdexDaskError as exc:
             result.failures[unit.uid] = str(exc)
     if parts:
@@ -308,6 +331,15 @@ def process_units(units: Sequence[Unit], config: Mapping[str, Any]) -> Processed
         except IdexDaskError as exc:  # analysed alone, they differ in schema
             result.failures.update({u.uid: str(exc) for u in done})
     return result
+
+
+def _overrides_hash(overrides: xr.Dataset | None, dataset: xr.Dataset) -> str:
+    """Digest of the override rows of the unit's events (``""`` without any)."""
+    if overrides is None or overrides.sizes.get("override", 0) == 0:
+        return ""
+    from idexdask.analysis.overrides import override_digest  # noqa: PLC0415
+
+    return override_digest(overrides, dataset.variables["epoch"].values)
 
 
 def _input_indices(units: Sequence[Unit]) -> np.ndarray:

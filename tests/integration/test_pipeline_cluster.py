@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -299,6 +300,8 @@ def test_corrupt_file_and_exit_codes(cluster, campaign, tmp_path):
         [str(BIN / "idexdask"), "status", str(store)], capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 3 and "garbage.pkts" in status.stdout
+    assert "incomplete" in status.stdout and "finished" not in status.stdout
+    assert "state              : incomplete" in result.stdout  # the run's own summary
 
 
 def test_unwritable_output_fails_before_work(campaign, tmp_path):
@@ -338,6 +341,31 @@ def test_bad_config_rejected_before_work(campaign, tmp_path):
     )
     assert result.returncode == 2 and "pipeline.batch_events" in result.stdout
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_concurrent_submits_into_one_store_one_is_refused(campaign, tmp_path):
+    """Two real `idexdask submit` started together: one runs, the other exits 2 at once."""
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(
+        {**DECODE_ONLY, "cluster": {"dashboard": ":0", "workers": 1}}))
+    store = tmp_path / "store.zarr"
+    command = [str(BIN / "idexdask"), "submit", str(campaign[1]), str(campaign[2]),
+               "-o", str(store), "--config", str(tmp_path / "run.yaml")]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env()) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], outputs
+    winner = procs[codes.index(0)]
+    refused = outputs[codes.index(2)][0]
+    # the refusal names the run that holds the store
+    assert "being written by another run" in refused
+    assert f"pid {winner.pid}" in refused and "idexdask submit" in refused
+    assert socket.gethostname() in refused
+    assert "dashboard" not in refused  # refused before its cluster started
+    # exactly one run wrote into the store
+    runs = [r for r in Manifest(store).records() if r.get("record") == "run_start"]
+    assert [r["pid"] for r in runs] == [winner.pid]
+    assert store_status(store).state == "finished"
 
 
 def _wait_for_units(store: Path, n: int, proc: subprocess.Popen, timeout: float = 90) -> int:
@@ -442,8 +470,15 @@ def test_client_interrupted_and_resumed(campaign, tmp_path):
     plan, reference = _reference(inputs, config)
     assert 4 <= len(first) < len(plan.units)
 
+    killed = json.loads((store / "_pipeline" / "lock.json").read_text())
+    assert killed["pid"] == proc.pid  # SIGKILL left the lock behind
+
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=_env())
     assert result.returncode == 0, result.stdout + result.stderr
+    # the killed run's lock was recognised as stale and taken over, with a log line
+    assert "took over the stale lock" in result.stderr
+    assert f"pid {proc.pid}" in result.stderr
+    assert not (store / "_pipeline" / "lock.json").exists()  # released at the end
     runs = [r for r in Manifest(store).records() if r.get("record") == "run_start"]
     assert runs[-1]["todo_units"] == len(plan.units) - len(first)
     second = [r for r in _unit_records(store) if r["run_id"] == runs[-1]["run_id"]]

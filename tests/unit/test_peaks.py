@@ -124,6 +124,7 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
     return np.where(np.isfinite(y), z, 0.0), zsig, dt
 
 
+@pytest.mark.numerics
 def test_compiled_search_rows_match_numpy():
     """detect_peaks' compiled row pass equals the whole-array formulation, bit for bit."""
     from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
@@ -210,9 +211,17 @@ def test_compiled_find_peaks_matches_scipy():
             assert np.array_equal(proms, props["prominences"])
 
 
-def test_line_heights_equal_emg_on_the_grid_bitwise():
-    """The compiled line maximum is emg() on the same grids, to the last bit,
-    for sharp and wide tails, lines near the gamma bounds, and NaN fits."""
+@pytest.mark.numerics
+def test_line_heights_equal_emg_on_the_grid():
+    """The compiled line maximum is emg() on the same grids, within rounding,
+    for sharp and wide tails, lines near the gamma bounds, and NaN fits.
+
+    Both evaluate the same closed form on the same grid points; they differ in
+    exp/erfcx (libm in the kernel, NumPy's CPU-dependent SIMD code in emg()),
+    an ulp or two each, and a few correctly rounded operations: 8 ulp relative
+    bounds it (observed: up to ~2).  The maximum is taken over the same points,
+    so only its value, not its position, can move.
+    """
     from idexdask.analysis.lineshapes import emg
     from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
 
@@ -232,5 +241,6 @@ def test_line_heights_equal_emg_on_the_grid_bitwise():
         prof = emg(tg, a, c, s, g)
         expected = np.nanmax(np.where(np.isfinite(prof), prof, -np.inf), axis=1)
     expected = np.where(np.isfinite(expected), expected, np.nan)
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(float).eps, atol=0)
     assert np.isnan(got[:4]).all() and np.isfinite(got[4:]).all()

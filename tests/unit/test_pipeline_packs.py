@@ -120,7 +120,7 @@ def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch
     plan = plan_inputs(three_files, 100)
     bad_epochs = set(process_unit(plan.units[1], load_config(DECODE_ONLY))["epoch"].values.tolist())
 
-    def picky_analysis(dataset, config):
+    def picky_analysis(dataset, config, overrides=None):
         if bad_epochs & set(dataset["epoch"].values.tolist()):
             raise AnalysisError("cannot analyse these events")
         answer = xr.Variable("epoch", np.full(dataset.sizes["epoch"], 42.0))
@@ -168,3 +168,22 @@ def test_a_pack_is_the_normalised_analysis_of_its_events(three_files):
     xr.testing.assert_identical(got, expected)
     assert list(got.variables) == list(expected.variables)
     assert "rsf" in got.coords  # the analysis' non-index coordinate stays one
+
+
+def test_a_configuration_error_is_not_a_unit_failure(three_files, monkeypatch):
+    """A ConfigError in the analysis stops the pack's task: it is no unit's data at
+    fault, so no unit is tried alone and none is recorded as the culprit."""
+    from idexdask.errors import ConfigError
+    from idexdask.pipeline import units as units_module
+
+    plan = plan_inputs(three_files, 100)
+    calls = []
+
+    def misconfigured(dataset, config, overrides=None):
+        calls.append(dataset.sizes["epoch"])
+        raise ConfigError("composition.rsf_preset: unknown RSF preset 'labb'")
+
+    monkeypatch.setattr(units_module, "_analysis_products", misconfigured)
+    with pytest.raises(ConfigError, match="composition.rsf_preset"):
+        process_units(tuple(plan.units), load_config({}))
+    assert len(calls) == 1  # the whole pack once, never unit by unit

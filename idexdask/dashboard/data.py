@@ -1,0 +1,350 @@
+"""Lazy, cached read access to one campaign store for the review server.
+
+The server never loads all waveforms: the campaign page reads a fixed set of
+per-event scalar variables (one 1-D Zarr array each) once per change of the
+manifest, and every other page reads one event row on demand.  Only rows of
+units the manifest records as done are shown, so a page never shows a
+half-written unit of a store that ``idexdask submit`` is still filling.
+
+The :class:`StoreData` object is created once per server and shared by all
+browser sessions; its caches are bounded (the scalar table is a few columns by
+the store's events, the event cache holds a few rows).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from idexdask.errors import StoreError
+from idexdask.packets.quality import QualityFlag
+from idexdask.pipeline.export import open_campaign
+from idexdask.pipeline.manifest import MANIFEST_NAME, pipeline_dir
+from idexdask.pipeline.runner import RunSummary, done_units, store_status
+from idexdask.pipeline.store import read_store_meta
+
+__all__ = [
+    "EVENT_CACHE_SIZE",
+    "LINE_COLUMNS",
+    "SCALAR_VARIABLES",
+    "EventRow",
+    "StoreData",
+    "as_text",
+    "decode_flags",
+    "lines_frame",
+    "tt2000_to_utc",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Per-event scalars of the campaign page (those present in the store are read).
+SCALAR_VARIABLES = (
+    "target_high_impact_charge", "target_low_impact_charge", "ion_grid_impact_charge",
+    "impact_velocity", "dust_mass",
+    "tof_high_snr", "tof_mid_snr", "tof_low_snr", "target_high_snr", "target_low_snr",
+    "ion_grid_snr", "qd_1_snr", "qd_2_snr",
+    "tof_line_count", "mg_number", "fo_number", "kappa", "quality_flags",
+    "composition_status", "mass_calibration_status", "best_mineral", "input_index",
+)
+
+#: Line-table columns (``peak_<name>`` in the store), in display order.
+LINE_COLUMNS = (
+    "species", "mass", "center", "center_err", "sigma", "gamma", "area", "area_err",
+    "height", "status", "manual", "window_start", "window_stop", "element",
+)
+
+#: Event rows kept in memory (a lab row is 4 x 500,002 float32 samples, ~8 MB).
+EVENT_CACHE_SIZE = 4
+
+
+def as_text(values: np.ndarray) -> np.ndarray:
+    """Fixed-width text of a string array (NumPy's StringDType casts only via object)."""
+    return np.asarray(values).astype(object).astype(str)
+
+
+def decode_flags(value: int) -> list[str]:
+    """Names of the :class:`~idexdask.packets.quality.QualityFlag` bits set in ``value``."""
+    return [flag.name for flag in QualityFlag if int(value) & int(flag)]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One event read from the store (all its variables, waveforms included).
+
+    Attributes
+    ----------
+    index : int
+        Row along ``epoch``.
+    dataset : xarray.Dataset
+        The row as a one-event dataset (``epoch`` of length 1), raw values.
+    """
+
+    index: int
+    dataset: xr.Dataset
+
+    @property
+    def event(self) -> xr.Dataset:
+        """The row without its ``epoch`` dimension."""
+        return self.dataset.isel(epoch=0)
+
+
+class StoreData:
+    """Read access to a campaign store, shared by the sessions of one server.
+
+    Parameters
+    ----------
+    store : path
+        A store written by ``idexdask submit``.
+
+    Raises
+    ------
+    StoreError
+        If ``store`` is not a campaign store (missing, another tool's Zarr store,
+        no plan).
+    """
+
+    def __init__(self, store: str | os.PathLike) -> None:
+        self.path = Path(store).resolve()
+        if not self.path.exists():
+            raise StoreError(f"{self.path} does not exist")
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path} is not a campaign store (not a directory)")
+        meta = read_store_meta(self.path)
+        if meta is None:
+            raise StoreError(f"{self.path} is not a campaign store (no Zarr group; run "
+                             "`idexdask submit -o STORE`)")
+        self.meta = meta
+        # the plan must exist too; done_units raises the StoreError otherwise
+        done_units(self.path)
+        self._lock = threading.RLock()
+        self._version: tuple[int, int] | None = None
+        self._dataset: xr.Dataset | None = None
+        self._done: np.ndarray | None = None
+        self._scalars: pd.DataFrame | None = None
+        self._events: OrderedDict[tuple[tuple[int, int], int], EventRow] = OrderedDict()
+
+    # ------------------------------------------------------------------ versioning
+
+    def version(self) -> tuple[int, int]:
+        """(size, mtime) of the manifest: changes whenever a unit is recorded."""
+        path = pipeline_dir(self.path) / MANIFEST_NAME
+        try:
+            stat = path.stat()
+        except FileNotFoundError:
+            return (0, 0)
+        return (stat.st_size, stat.st_mtime_ns)
+
+    def _refresh(self) -> None:
+        version = self.version()
+        if version == self._version and self._dataset is not None:
+            return
+        dataset = open_campaign(self.path, dask=False)
+        _, units = done_units(self.path)
+        done = np.zeros(dataset.sizes.get("epoch", 0), dtype=bool)
+        for unit in units:
+            start, stop = unit["region"]
+            done[start:stop] = True
+        self._dataset, self._done, self._version = dataset, done, version
+        self._scalars = None
+        self._events.clear()
+
+    @property
+    def dataset(self) -> xr.Dataset:
+        """The store opened lazily (xarray's lazy arrays: nothing read until indexed)."""
+        with self._lock:
+            self._refresh()
+            assert self._dataset is not None
+            return self._dataset
+
+    @property
+    def done(self) -> np.ndarray:
+        """Boolean mask of the rows of done units (the rows pages may show)."""
+        with self._lock:
+            self._refresh()
+            assert self._done is not None
+            return self._done
+
+    @property
+    def n_events(self) -> int:
+        """Rows of the store (planned events)."""
+        return int(self.dataset.sizes.get("epoch", 0))
+
+    def status(self) -> RunSummary:
+        """Progress of the store from its plan and manifest."""
+        return store_status(self.path)
+
+    def manifest_units(self) -> pd.DataFrame:
+        """Planned units with their latest manifest record (status, error, hash)."""
+        plan = json.loads((pipeline_dir(self.path) / "plan.json").read_text())
+        from idexdask.pipeline.manifest import Manifest
+
+        latest = Manifest(self.path).latest_units()
+        rows = []
+        for unit in plan["units"]:
+            record = latest.get(unit["uid"], {})
+            rows.append({
+                "input": Path(unit["input"]).name,
+                "rows": f"{unit['region'][0]}-{unit['region'][1]}",
+                "events": unit["n_events"],
+                "status": record.get("status", "pending"),
+                "error": record.get("reason", ""),
+                "input_hash": unit["input_hash"],
+                "worker": record.get("worker", ""),
+                "elapsed_s": record.get("elapsed_s", np.nan),
+            })
+        for failure in plan.get("plan_failures", []):
+            rows.append({"input": Path(failure["path"]).name, "rows": "", "events": 0,
+                         "status": "failed", "error": failure["reason"], "input_hash": "",
+                         "worker": "", "elapsed_s": np.nan})
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ scalars
+
+    def scalars(self) -> pd.DataFrame:
+        """Per-event scalars of the done rows (index: the row along ``epoch``).
+
+        Read once per manifest change: one 1-D array per variable, never a waveform.
+        """
+        with self._lock:
+            self._refresh()
+            if self._scalars is None:
+                self._scalars = self._read_scalars()
+            return self._scalars
+
+    def _read_scalars(self) -> pd.DataFrame:
+        dataset, done = self._dataset, self._done
+        assert dataset is not None and done is not None
+        rows = np.flatnonzero(done)
+        columns: dict[str, Any] = {"event": rows}
+        if "epoch" in dataset.variables:
+            epoch = np.asarray(dataset["epoch"].values)[rows]
+            columns["epoch"] = epoch
+            columns["time"] = tt2000_to_utc(epoch)
+        for name in SCALAR_VARIABLES:
+            if name not in dataset.variables or dataset[name].dims != ("epoch",):
+                continue
+            values = np.asarray(dataset[name].values)[rows]
+            if values.dtype.kind in "OUT" or values.dtype.kind not in "biuf":
+                values = as_text(values)
+            columns[name] = values
+        frame = pd.DataFrame(columns)
+        if "quality_flags" in frame:
+            frame["quality"] = [",".join(decode_flags(v)) or "ok"
+                                for v in frame["quality_flags"].to_numpy()]
+        return frame
+
+    # ------------------------------------------------------------------ events
+
+    def check_event(self, index: Any) -> int:
+        """Validate an event index (the row along ``epoch``) and return it.
+
+        Raises
+        ------
+        StoreError
+            Not an integer, out of range, or a row of a unit that is not done.
+        """
+        try:
+            index = int(index)
+        except (TypeError, ValueError):
+            raise StoreError(f"event must be an integer row index, not {index!r}") from None
+        n = self.n_events
+        if not 0 <= index < n:
+            raise StoreError(f"event {index} is out of range: the store has {n} events "
+                             f"(0 to {n - 1})")
+        if not self.done[index]:
+            raise StoreError(f"event {index} is not in the store yet (its unit is not done)")
+        return index
+
+    def event(self, index: Any) -> EventRow:
+        """One event's row, every variable loaded (cached, a few rows at most)."""
+        index = self.check_event(index)
+        with self._lock:
+            key = (self.version(), index)
+            row = self._events.get(key)
+            if row is not None:
+                self._events.move_to_end(key)
+                return row
+            dataset = self.dataset.isel(epoch=slice(index, index + 1)).load()
+            row = EventRow(index=index, dataset=dataset)
+            self._events[key] = row
+            while len(self._events) > EVENT_CACHE_SIZE:
+                self._events.popitem(last=False)
+            return row
+
+    def lines(self, index: Any) -> pd.DataFrame:
+        """The event's stored TOF lines (one row per line, time order)."""
+        event = self.event(index).event
+        if "peak_count" not in event:
+            return pd.DataFrame(columns=list(LINE_COLUMNS))
+        count = int(event["peak_count"].values)
+        return lines_frame(event, count)
+
+    def waveform_names(self) -> list[str]:
+        """The waveform variables of the store (2-D on epoch and a sample dimension)."""
+        dataset = self.dataset
+        names = []
+        for name in dataset.data_vars:
+            variable = dataset[name]
+            if (variable.ndim == 2 and variable.dims[0] == "epoch"
+                    and str(variable.dims[1]).startswith("time_")
+                    and not str(name).startswith("time_") and name != "tof_combined"):
+                names.append(str(name))
+        order = {"TOF_High": 0, "TOF_Mid": 1, "TOF_Low": 2, "Target_High": 3,
+                 "Target_Low": 4, "Ion_Grid": 5}
+        return sorted(names, key=lambda n: (order.get(n, 10), n))
+
+    def input_name(self, input_index: int) -> str:
+        """File name of the store's input ``input_index``."""
+        inputs = self.meta.get("inputs", [])
+        if 0 <= input_index < len(inputs):
+            return str(inputs[input_index])
+        return "?"
+
+
+def lines_frame(event: xr.Dataset, count: int) -> pd.DataFrame:
+    """Line table of one event from its (peak_slot) or (peak) variables.
+
+    Parameters
+    ----------
+    event : xarray.Dataset
+        One event (no ``epoch`` dimension) with ``peak_*`` on ``peak_slot``, or an
+        ``analyze`` result for one event with ``peak_*`` on ``peak``.
+    count : int
+        Lines to take (``peak_count``).
+    """
+    columns: dict[str, Any] = {}
+    for name in LINE_COLUMNS:
+        variable = event.get(f"peak_{name}")
+        if variable is None:
+            continue
+        values = np.asarray(variable.values)[:count]
+        if values.dtype.kind not in "biuf":
+            values = as_text(values)
+        columns[name] = values
+    frame = pd.DataFrame(columns)
+    if "species" in frame and "mass" in frame:
+        frame.insert(0, "label", [
+            f"{s}@{m:.1f}" if s and np.isfinite(m) else f"{c:.3f} µs"
+            for s, m, c in zip(frame["species"], frame["mass"], frame["center"], strict=True)
+        ])
+    return frame
+
+
+def tt2000_to_utc(epoch: np.ndarray) -> np.ndarray:
+    """UTC ``datetime64[ns]`` of TT2000 times (ns), leap seconds removed (cdflib)."""
+    import cdflib
+
+    epoch = np.atleast_1d(np.asarray(epoch, dtype=np.int64))
+    if epoch.size == 0:
+        return np.zeros(0, dtype="datetime64[ns]")
+    return np.asarray(cdflib.cdfepoch.to_datetime(epoch), dtype="datetime64[ns]")

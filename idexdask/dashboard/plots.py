@@ -1,0 +1,195 @@
+"""HoloViews elements of one event: waveforms, impact-fit overlays, the TOF spectrum.
+
+Every trace goes through HoloViews' ``downsample1d`` (LTTB): the browser gets at
+most a few thousand points per trace at any zoom, re-sampled on the server as
+the user zooms, so a lab capture's 500,002 samples per channel never travel.
+These functions draw stored results; they compute no science beyond evaluating
+the stored fit models on a display grid.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import operator
+
+import holoviews as hv
+import numpy as np
+import pandas as pd
+import xarray as xr
+from holoviews.operation.downsample import downsample1d
+
+from idexdask.analysis.impact import impact_signal
+from idexdask.analysis.lineshapes import emg
+
+__all__ = [
+    "DOWNSAMPLE_WIDTH",
+    "impact_overlay",
+    "line_curves",
+    "mass_of_time",
+    "spectrum_plot",
+    "time_variable",
+    "waveform",
+    "waveform_plot",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Points per trace sent to the browser (about the pixel width of a plot).
+DOWNSAMPLE_WIDTH = 1200
+IMPACT_CHANNELS = {"Target_High": "target_high", "Target_Low": "target_low",
+                   "Ion_Grid": "ion_grid"}
+
+
+def time_variable(event: xr.Dataset, name: str) -> str | None:
+    """The time-axis variable of waveform ``name`` (attribute, else by sample dimension)."""
+    variable = event[name]
+    declared = variable.attrs.get("time_variable")
+    if declared and declared in event:
+        return str(declared)
+    dim = variable.dims[-1]
+    candidate = str(dim).removesuffix("_index")
+    return candidate if candidate in event else None
+
+
+def waveform(event: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(time µs, values with fills as NaN, unit) of one waveform of one event."""
+    variable = event[name]
+    values = np.asarray(variable.values, dtype=float)
+    fill = variable.attrs.get("FILLVAL")
+    if fill is not None:
+        values = np.where(values == float(fill), np.nan, values)
+    tname = time_variable(event, name)
+    time = (np.asarray(event[tname].values, dtype=float) if tname
+            else np.arange(values.size, dtype=float))
+    return time, values, str(variable.attrs.get("units", ""))
+
+
+def _downsampled(curve: hv.Curve) -> hv.DynamicMap:
+    return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH)
+
+
+def impact_overlay(event: xr.Dataset, name: str, time: np.ndarray) -> list:
+    """The stored impact fit of channel ``name`` with its time of impact and 10/90 % marks."""
+    prefix = IMPACT_CHANNELS.get(name)
+    if prefix is None or f"{prefix}_fit_parameters" not in event:
+        return []
+    names = [str(n) for n in event["fit_parameter"].values]
+    params = dict(zip(names, np.asarray(event[f"{prefix}_fit_parameters"].values, dtype=float),
+                      strict=True))
+    t0 = params.get("time_of_impact", np.nan)
+    if not all(np.isfinite(v) for v in params.values()):
+        return []
+    grid = np.linspace(np.nanmin(time), np.nanmax(time), 4000)
+    signal = impact_signal(np, grid - t0, params["amplitude"], params["rise_time"],
+                           params["decay_time"])
+    model = params["constant_offset"] + signal
+    overlay = [hv.Curve((grid, model), "time", name, label="impact fit").opts(
+        color="red", line_width=2)]
+    overlay.append(hv.VLine(t0, label="impact").opts(color="black", line_dash="dashed"))
+    peak = np.nanargmax(np.abs(signal))
+    rising = np.abs(signal[: peak + 1])
+    if rising.size > 1 and rising[-1] > 0:
+        for level, dash in ((0.1, "dotted"), (0.9, "dotted")):
+            t_level = grid[int(np.searchsorted(rising, level * rising[-1]))]
+            overlay.append(hv.VLine(t_level).opts(color="orange", line_dash=dash))
+    return overlay
+
+
+def waveform_plot(event: xr.Dataset, name: str, *, height: int = 160) -> hv.Overlay | hv.Text:
+    """One channel in µs with its unit, fills removed, missing channels marked."""
+    time, values, unit = waveform(event, name)
+    label = f"{name} ({unit})" if unit else name
+    if not np.isfinite(values).any():
+        return hv.Text(0, 0, f"{name}: missing (no valid sample)").opts(
+            height=height, responsive=True, title=f"{label} — missing", xaxis=None, yaxis=None)
+    # one time dimension per sampling rate: the TOF channels share their zoom, the
+    # charge channels theirs (a shared axis would squeeze 40 µs of TOF into 130 µs)
+    rate = str(event[name].dims[-1]).removesuffix("_index").removeprefix("time_")
+    xdim = hv.Dimension(f"time_{rate}", label="time", unit="µs")
+    curve = hv.Curve((time, values), xdim, hv.Dimension(name, label=label))
+    plot = _downsampled(curve).opts(color="#1f77b4")
+    fits = [element.redim(time=xdim.name) for element in impact_overlay(event, name, time)]
+    overlay = functools.reduce(operator.mul, [plot, *fits])
+    n_fill = int(np.count_nonzero(~np.isfinite(values)))
+    title = f"{label}" + (f" — {n_fill} fill/NaN samples" if n_fill else "")
+    return overlay.opts(height=height, responsive=True, title=title, show_legend=False)
+
+
+def mass_of_time(event: xr.Dataset, time: np.ndarray) -> np.ndarray | None:
+    """Mass (u) of every time of ``time`` from the event's stored calibration, or None."""
+    from idexdask.calibration.tofmass import mass_axis
+
+    if "mass_calibration" not in event:
+        return None
+    coefficients = np.asarray(event["mass_calibration"].values, dtype=float)
+    if not np.isfinite(coefficients).all():
+        return None
+    return np.asarray(mass_axis(coefficients, time), dtype=float)
+
+
+def line_curves(lines: pd.DataFrame, *, points: int = 200) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each fitted line (EMG of the stored parameters plus its offset) on its fit window."""
+    curves = []
+    for row in lines.itertuples():
+        start = getattr(row, "window_start", np.nan)
+        stop = getattr(row, "window_stop", np.nan)
+        if not (np.isfinite(start) and np.isfinite(stop)):
+            start, stop = row.center - 5 * row.sigma, row.center + 10 * row.sigma
+        if not all(np.isfinite(v) for v in (row.area, row.center, row.sigma, row.gamma)):
+            continue
+        x = np.linspace(start, stop, points)
+        offset = getattr(row, "offset", 0.0)
+        y = np.asarray(emg(x, row.area, row.center, row.sigma, row.gamma), dtype=float)
+        curves.append((x, y + (offset if np.isfinite(offset) else 0.0)))
+    return curves
+
+
+def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
+                  height: int = 320, tools: tuple[str, ...] = (),
+                  streams: tuple = ()) -> hv.Overlay:
+    """The merged TOF spectrum with every fitted line drawn and labelled.
+
+    Parameters
+    ----------
+    event : xarray.Dataset
+        One event (``tof_combined`` and its time axis).
+    lines : pandas.DataFrame
+        Line table (:func:`idexdask.dashboard.data.lines_frame`).
+    mass : bool
+        Mass axis (u) instead of time (µs); only when the event is calibrated.
+    tools : tuple of str
+        Extra Bokeh tools of the spectrum (the first is made active).
+    streams : tuple of holoviews.streams.Stream
+        Linked streams (a box selection) attached to the spectrum trace itself:
+        HoloViews links them only to the element that carries the tool.
+    """
+    name = "tof_combined" if "tof_combined" in event else "TOF_High"
+    time, values, unit = waveform(event, name)
+    masses = mass_of_time(event, time) if mass else None
+    if masses is not None:
+        keep = np.isfinite(masses)
+        x, xdim = masses[keep], hv.Dimension("mass", label="mass", unit="u")
+        values = values[keep]
+    else:
+        x, xdim = time, hv.Dimension("time", label="time", unit="µs")
+    ydim = hv.Dimension("signal", label=f"TOF spectrum ({unit})")
+    trace = _downsampled(hv.Curve((x, values), xdim, ydim)).opts(
+        color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
+    for stream in streams:
+        stream.source = trace
+    layers = [trace]
+    labels = []
+    for (lx, ly), row in zip(line_curves(lines), lines.itertuples(), strict=False):
+        if masses is not None:
+            lx = mass_of_time(event, lx)
+        layers.append(hv.Curve((lx, ly), xdim, ydim).opts(color="red", line_width=1.5))
+        at = float(np.nanmax(ly)) if np.isfinite(ly).any() else 0.0
+        labels.append((float(lx[int(np.nanargmax(ly))]) if np.isfinite(ly).any()
+                       else float(lx[0]), at, row.label))
+    if labels:
+        layers.append(hv.Labels(labels, [xdim, ydim], "label").opts(
+            text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
+    title = "TOF spectrum" + (" on the mass axis" if masses is not None else "")
+    return functools.reduce(operator.mul, layers).opts(
+        hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False))
