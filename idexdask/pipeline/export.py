@@ -190,9 +190,14 @@ def _rows(regions: Sequence[tuple[int, int]]) -> slice | np.ndarray:
     return rows
 
 
+def file_kinds(formats: Sequence[str]) -> list[str]:
+    """The files of an input the formats ask for, in order: ``l1a``, ``l2a``, ``hdf5``."""
+    return [*(LEVELS if "cdf" in formats else ()), *(("hdf5",) if "hdf5" in formats else ())]
+
+
 def write_exports(store: str | os.PathLike, job: ExportJob, formats: Sequence[str],
                   output_dir: str | os.PathLike, attributes: Mapping[str, Any] | str,
-                  compression: int = 6) -> list[str]:
+                  compression: int = 6, files: Sequence[str] | None = None) -> list[str]:
     """Write the files of one input (a cluster task, or called in-process).
 
     Parameters
@@ -209,6 +214,10 @@ def write_exports(store: str | os.PathLike, job: ExportJob, formats: Sequence[st
         ISTP attribute table (:func:`idexdask.io.cdf.load_cdf_attributes`) or its file.
     compression : int
         gzip level of the CDF variables (0-9).
+    files : sequence of {"l1a", "l2a", "hdf5"}, optional
+        Which of the input's files to write (default all the formats ask for:
+        :func:`file_kinds`); a task per file is one writer per file, and reads
+        only the variables of its file.
 
     Returns
     -------
@@ -227,18 +236,28 @@ def write_exports(store: str | os.PathLike, job: ExportJob, formats: Sequence[st
     table = dict(attributes) if isinstance(attributes, Mapping) else load_cdf_attributes(
         attributes)
     out = Path(output_dir)
+    kinds = [k for k in (files if files is not None else file_kinds(formats))
+             if k in file_kinds(formats)]
     dataset = open_campaign(store, dask=False)
     # Zarr lists a store's arrays in no fixed order: sorted, the files of one store
     # are the same from one export to the next.
-    dataset = dataset[sorted(dataset.data_vars, key=str)]
+    names = sorted(dataset.data_vars, key=str)
+    if "hdf5" not in kinds:  # only the variables of the CDF products asked for
+        levels = {str(n): dataset[n].attrs.get(LEVEL_ATTR) for n in names}
+        if any(levels.values()):
+            names = [n for n in names if (levels[str(n)] or "l1a") in kinds]
+    if not names:  # an L2a file of a store without analysis products
+        dataset.close()
+        return []
+    dataset = dataset[names]
     events = dataset.isel(epoch=_rows(job.regions)).load()
     dataset.close()
     events.attrs = {"source": job.source, "store": str(store)}
     written = []
-    if "cdf" in formats:
+    if "l1a" in kinds or "l2a" in kinds:
         version = str(table.get("global", {}).get("Data_version", "001"))
         for level, product in zip(LEVELS, l1a_l2a_datasets(events), strict=True):
-            if product is None:
+            if product is None or level not in kinds or not product.data_vars:
                 continue
             product.attrs = {**events.attrs, "Logical_source": job.logical_source(level),
                              "Data_version": version}
@@ -246,9 +265,18 @@ def write_exports(store: str | os.PathLike, job: ExportJob, formats: Sequence[st
             written.append(str(write_cdf(
                 product, path, attributes=table, compression=compression, level=level,
                 ragged=PEAK_RECORDS if "peak" in product.dims else None)))
-    if "hdf5" in formats:
+    if "hdf5" in kinds:
         written.append(str(write_hdf5(events, out / f"{job.stem}{FORMATS['hdf5']}")))
     return written
+
+
+def _submit(client: Any, store: Path, job: ExportJob, formats: Sequence[str], out: Path,
+            table: Mapping[str, Any], compression: int, priority: int = 0) -> list[Any]:
+    """One task per file of the input (one writer per file), in :func:`file_kinds` order."""
+    return [client.submit(write_exports, str(store), job, list(formats), str(out), table,
+                          compression, [kind], pure=False, priority=priority,
+                          key=f"idexdask-export-{job.input_index}-{kind}-{time.time_ns()}")
+            for kind in file_kinds(formats)]
 
 
 def _check_formats(formats: Iterable[str]) -> list[str]:
@@ -334,10 +362,8 @@ def export_store(
         written = [p for job in jobs
                    for p in write_exports(store, job, formats, out, table, compression)]
     else:
-        futures = [client.submit(write_exports, str(store), job, formats, str(out), table,
-                                 compression, pure=False,
-                                 key=f"idexdask-export-{job.input_index}-{time.time_ns()}")
-                   for job in jobs]
+        futures = [f for job in jobs
+                   for f in _submit(client, store, job, formats, out, table, compression)]
         written = [p for future in futures for p in future.result()]
     logger.info("exported %d files to %s", len(written), out)
     return [Path(p) for p in written]
@@ -433,11 +459,10 @@ class CampaignExports:
             if job.input_index in ready:
                 # priority 1, as the region writes: a finished input's files are
                 # written before more packs are processed, not after all of them
-                future = self.client.submit(
-                    write_exports, str(self.store), job, self.formats, str(self.output_dir),
-                    self.table, self.compression, pure=False, priority=1,
-                    key=f"idexdask-export-{job.input_index}-{time.time_ns()}")
-                self.futures.append((job, future))
+                for future in _submit(self.client, self.store, job, self.formats,
+                                      self.output_dir, self.table, self.compression,
+                                      priority=1):
+                    self.futures.append((job, future))
 
     def wait(self) -> float:
         """Wait for every submitted job; returns the seconds since the exports were set up."""

@@ -333,7 +333,8 @@ def test_campaign_exports_start_when_an_input_and_those_before_it_are_done(store
             exports.unit_finished(unit, "done")
         assert exports.futures == []
         exports.unit_finished(first[-1], "done")
-        assert [job.input_index for job, _ in exports.futures] == [0, 1]
+        # one task per file (L1a, L2a, HDF5) of each input: one writer per file
+        assert [job.input_index for job, _ in exports.futures] == [0, 0, 0, 1, 1, 1]
         exports.wait()
     assert exports.failures == []
     expected = export_store(path, ["cdf", "hdf5"], tmp_path / "after")
