@@ -1,11 +1,11 @@
 """Exports of a campaign store: per input, SDC-named L1a and L2a CDFs and/or one HDF5 file.
 
 Only events of units the manifest records as done are exported.  Every input is
-one :class:`ExportJob`, written by one task (:func:`write_exports`): on the
-cluster's workers, one writer per output file and the files of different inputs
-in parallel, either while a campaign runs (:class:`CampaignExports`, a job as
-soon as its input's units are finished) or for a finished store
-(:func:`export_store`).  The tasks read the store through :func:`open_campaign`,
+one :class:`ExportJob`; each of its files (L1a CDF, L2a CDF, HDF5) is written by
+one task (:func:`write_exports` with ``files=[kind]``) reading only that file's
+variables: on the cluster's workers, one writer per output file and the files
+in parallel, either while a campaign runs (:class:`CampaignExports`, as soon as
+an input's units are finished) or for a finished store (:func:`export_store`).  The tasks read the store through :func:`open_campaign`,
 so they see what every other reader sees.
 
 CDF names follow the IMAP SDC: ``imap_idex_l1a_sci_<yyyymmdd>_v<NNN>.cdf`` and
