@@ -293,6 +293,7 @@ SCHEMA: dict[str, Spec] = {
     "decode.verify_crc": Bool(),
     # calibration (preset names: CROSS_CHECKS)
     "calibration.preset": Str(nonempty=True),
+    "calibration.source_presets": Table(Str(nonempty=True)),
     "calibration.settings_file": Str(nonempty=True),
     # analysis.quality
     "analysis.quality.baseline_window_us": Window(),
@@ -331,6 +332,7 @@ SCHEMA: dict[str, Spec] = {
     "analysis.peaks.window_left_us": Float(min=0, min_open=True),
     "analysis.peaks.window_right_us": Float(min=0, min_open=True),
     "analysis.peaks.max_iterations": Int(min=1),
+    "analysis.peaks.min_line_snr": Float(min=0),
     # analysis.impact
     "analysis.impact.dn_to_pc.Target_Low": Float(min=0, min_open=True),
     "analysis.impact.dn_to_pc.Target_High": Float(min=0, min_open=True),
@@ -359,6 +361,9 @@ SCHEMA: dict[str, Spec] = {
     # analysis.calibration
     "analysis.calibration.enabled": Bool(),
     "analysis.calibration.max_fit_status": Int(min=0),
+    "analysis.calibration.campaign.enabled": Bool(),
+    "analysis.calibration.campaign.min_event_matches": Int(min=1),
+    "analysis.calibration.campaign.shift_window_us": Float(min=0, min_open=True),
     # cluster
     "cluster.workers": Int(min=1),
     "cluster.threads_per_worker": Int(min=1),
@@ -374,6 +379,7 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.analyze": Bool(),
     "pipeline.retries": Int(min=0, max=20),
     "pipeline.chunk_events": Int(min=1),
+    "pipeline.lab_batch_events": Int(min=1),
     "pipeline.max_peaks_per_event": Int(min=1),
     "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),

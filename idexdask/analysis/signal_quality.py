@@ -24,7 +24,9 @@ Baseline level and noise
     ``baseline`` = median over the window; ``noise`` = 1.4826 x the median absolute
     deviation (MAD) from it, a robust estimate of the Gaussian sigma.  A quiet,
     coarsely quantised baseline can have MAD = 0; the sample standard deviation of
-    the window is used then.
+    the window is used then.  The reported noise is floored at the quantisation
+    noise ``q / sqrt(12)`` (``q`` below): a perfectly constant quantised baseline
+    has noise 1/sqrt(12) DN, never 0, so nothing downstream divides by zero.
 SNR
     ``snr = excursion / max(noise, q / sqrt(12))`` where ``excursion`` is the
     largest value of ``polarity * (x - baseline)`` over the whole trace and ``q``
@@ -94,6 +96,7 @@ __all__ = [
     "interpolated_mad",
     "load_quality_config",
     "long_runs",
+    "quantisation_step",
     "quality_variables",
     "signal_quality",
     "waveform_variables",
@@ -489,7 +492,14 @@ def _rails(attrs: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return (None if vmin is None else float(vmin), None if vmax is None else float(vmax))
 
 
-def _quantum(var: xr.Variable | xr.DataArray) -> float:
+def quantisation_step(var: xr.Variable | xr.DataArray) -> float:
+    """Nominal quantisation step of a waveform, in its units (0 when unknown).
+
+    1 for integer data or data in DN; the ``vertical_gain`` attribute (V per ADC
+    code) of LeCroy captures; else 0.  Data whose stored lattice is coarser
+    (a 12-bit ADC in 16-bit words) are detected on their samples by
+    :func:`detect_quantum`.
+    """
     if var.dtype.kind in "iu" or str(var.attrs.get("units", "")).upper() == "DN":
         return 1.0
     gain = var.attrs.get("vertical_gain")
@@ -611,9 +621,17 @@ def _channel_quality(
         and raw.ndim == 2
         and raw.dtype.kind in "iuf"
         and raw.size > 0
-        and clipped is None
     ):
         res = _channel_quality_host(ds, name, cfg, window, polarity, rails)
+        if clipped is not None and clipped.any():
+            # the compiled passes know no scope clipping flag: the (few) events the
+            # scope flagged clipped are redone by the array code, with the flag
+            rows = np.nonzero(clipped)[0]
+            redone = _channel_quality_xp(ds.isel(epoch=rows), name, cfg, window, polarity,
+                                         rails, clipped[rows])
+            for key, values in redone.items():
+                if key != "_q":
+                    res[key][rows] = values
     else:
         res = _channel_quality_xp(ds, name, cfg, window, polarity, rails, clipped)
     res["_meta"] = {
@@ -739,6 +757,19 @@ def _whole_trace_stats(xp: Any, xl: Any) -> tuple[Any, Any]:
     return bl, nl
 
 
+def _floor_constant(floor: float, stats: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with the zero noise of constant (FLAT) traces raised to ``floor``.
+
+    A constant quantised trace is consistent with any noise below half a step;
+    its quantisation noise ``q / sqrt(12)`` is the honest figure, and a noise
+    of 0 would make any excursion infinitely significant downstream.
+    """
+    if floor > 0:
+        noise = stats["noise"]
+        stats["noise"] = np.where(noise == 0, floor, noise)
+    return stats
+
+
 def _status(
     xp: Any,
     covered: Any,
@@ -835,7 +866,7 @@ def _channel_quality_xp(
     xp = get_namespace(x)
     n_events, n = x.shape
     vmin, vmax = rails
-    quantum = _quantum(var)
+    quantum = quantisation_step(var)
 
     n_valid = valid.sum(axis=1)
     bmask, covered = baseline_mask(
@@ -929,12 +960,12 @@ def _channel_quality_xp(
         if n
         else (xp.zeros(n_events, dtype=xp.int64),) * 2 + (xp.zeros(n_events, dtype=bool),)
     )
-    return _finish(
+    return _floor_constant(floor, _finish(
         xp,
         t=t,
         status=status,
         baseline=baseline,
-        noise=noise,
+        noise=noise_eff,
         snr=snr,
         best_exc=best_exc,
         best_idx=best_idx,
@@ -947,7 +978,7 @@ def _channel_quality_xp(
         vmin_obs=vmin_obs,
         rows_x=lambda rows: x[rows],
         quantum=quantum,
-    )
+    ))
 
 
 def _channel_quality_host(
@@ -969,7 +1000,7 @@ def _channel_quality_host(
     raw = np.ascontiguousarray(var.data)
     n_events, n = raw.shape
     vmin, vmax = rails
-    quantum = _quantum(var)
+    quantum = quantisation_step(var)
     fill = _fill_value(var.attrs)
     has_fill = math.isfinite(fill)
     t = _time_axis(ds, name, raw.shape, np)
@@ -1030,12 +1061,12 @@ def _channel_quality_host(
     first = np.where(override, fvalid, first)
     last = np.where(override, lvalid, last)
     sat_any = n_sat > 0
-    return _finish(
+    return _floor_constant(floor, _finish(
         np,
         t=t,
         status=status,
         baseline=baseline,
-        noise=noise,
+        noise=noise_eff,
         snr=snr,
         best_exc=best_exc,
         best_idx=best_idx,
@@ -1048,7 +1079,7 @@ def _channel_quality_host(
         vmin_obs=vmin_obs,
         rows_x=rows_x,
         quantum=quantum,
-    )
+    ))
 
 
 # ----------------------------------------------------------------------------- NumPy fast path
@@ -1406,7 +1437,8 @@ def quality_variables(
         low = name.lower()
         spec = {
             "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
-            "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window)"),
+            "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window, "
+                "floored at the quantisation noise)"),
             "excursion": (
                 units,
                 f"{label}: largest excursion from the baseline in the signal polarity",

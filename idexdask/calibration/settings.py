@@ -288,13 +288,22 @@ def load_calibration_settings(
 
 
 
-def calibration_settings(config: Mapping[str, Any]) -> CalibrationSettings:
-    """The calibration settings a validated configuration selects (its preset and file)."""
+def calibration_settings(
+    config: Mapping[str, Any], attrs: Mapping[str, Any] | None = None
+) -> CalibrationSettings:
+    """The calibration settings a validated configuration selects (its preset and file).
+
+    ``attrs`` are the attributes of the dataset to calibrate: a ``preset`` of
+    ``auto`` picks the preset of its source kind
+    (:func:`idexdask.calibration.source.resolve_preset`).
+    """
+    from idexdask.calibration.source import resolve_preset
+
     section = config["calibration"]
     path = section["settings_file"]
     # the shipped file by name: its parsed settings are cached per preset
     return load_calibration_settings(
-        section["preset"], path=None if path == "calibration.yaml" else path
+        resolve_preset(section, attrs or {}), path=None if path == "calibration.yaml" else path
     )
 
 
@@ -307,6 +316,8 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
         ``calibration.preset`` not a preset of the file (the message lists them),
         or ``calibration.settings_file`` missing or invalid.
     """
+    from idexdask.calibration.source import AUTO_PRESET, builtin_source_presets
+
     section = config["calibration"]
     path, preset = section["settings_file"], section["preset"]
     try:
@@ -316,12 +327,19 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
     presets = raw.get("presets") if isinstance(raw, Mapping) else None
     if not isinstance(presets, Mapping) or not presets:
         raise ConfigError(f"calibration.settings_file: {path} has no presets: mapping")
-    if preset not in presets:
-        raise ConfigError(
-            f"calibration.preset: unknown preset {preset!r} of {path} "
-            f"(allowed: {', '.join(map(str, presets))})"
-        )
-    try:
-        calibration_settings(config)
-    except ConfigError as exc:
-        raise ConfigError(f"calibration.settings_file ({path}, preset {preset}): {exc}") from exc
+    # `auto`: every per-source preset must exist (calibration.source_presets)
+    by_source = {**builtin_source_presets(), **dict(section.get("source_presets") or {})}
+    wanted = (
+        [(f"calibration.source_presets.{kind}", name) for kind, name in by_source.items()]
+        if preset == AUTO_PRESET else [("calibration.preset", preset)]
+    )
+    for key, name in wanted:
+        if name not in presets:
+            allowed = [*map(str, presets), *([AUTO_PRESET] if key == "calibration.preset" else [])]
+            raise ConfigError(
+                f"{key}: unknown preset {name!r} of {path} (allowed: {', '.join(allowed)})"
+            )
+        try:
+            load_calibration_settings(name, path=None if path == "calibration.yaml" else path)
+        except ConfigError as exc:
+            raise ConfigError(f"calibration.settings_file ({path}, preset {name}): {exc}") from exc

@@ -236,7 +236,7 @@ def _global_attrs(table: Mapping[str, Any], dataset: xr.Dataset, n_events: int,
     pattern = str(table.get("logical_file_id", "{Logical_source}_{date}_v{Data_version}"))
     attrs["Logical_file_id"] = pattern.format(date=date, **attrs)
     attrs["Generation_date"] = datetime.now(UTC).strftime("%Y%m%d")
-    for key in ("source", "sources", "inputs"):
+    for key in ("source", "sources", "inputs", "campaign_calibration"):
         if key in dataset.attrs:
             attrs[f"idexdask_{key}"] = str(dataset.attrs[key]) or " "
     return attrs

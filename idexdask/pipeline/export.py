@@ -5,8 +5,10 @@ one :class:`ExportJob`; each of its files (L1a CDF, L2a CDF, HDF5) is written by
 one task (:func:`write_exports` with ``files=[kind]``) reading only that file's
 variables: on the cluster's workers, one writer per output file and the files
 in parallel, either while a campaign runs (:class:`CampaignExports`, as soon as
-an input's units are finished) or for a finished store (:func:`export_store`).  The tasks read the store through :func:`open_campaign`,
-so they see what every other reader sees.
+an input's units are finished, or after the campaign calibration step where a
+run makes one) or for a finished store (:func:`export_store`).  The tasks read
+the store through :func:`open_campaign` (time axes materialised, scope codes
+scaled), so they see what every other reader sees.
 
 CDF names follow the IMAP SDC: ``imap_idex_l1a_sci_<yyyymmdd>_v<NNN>.cdf`` and
 ``imap_idex_l2a_sci_...``, the date that of the input's first event (UTC).
@@ -18,6 +20,7 @@ after their input, as before.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -29,9 +32,11 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import StoreError
+from idexdask.adccodes import decode_code_variables
+from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.ragged import SLOT_DIM, peaks_from_event_major
 from idexdask.pipeline.units import LEVEL_ATTR
+from idexdask.timeaxis import expand_axes
 
 __all__ = [
     "FORMATS", "CampaignExports", "ExportJob", "export_store", "l1a_l2a_datasets",
@@ -49,6 +54,12 @@ PEAK_RECORDS = {"peak": "peak_epoch"}
 def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
     """Open a campaign store lazily with raw values (no CF decoding of fills/times).
 
+    Uniform time axes that the store holds as their terms (start, step, count
+    per event) are restored as lazy variables with the values they had
+    (:func:`idexdask.timeaxis.expand_axes`); waveforms stored as ADC codes are
+    decoded to the float32 values they were written from
+    (:func:`idexdask.adccodes.decode_code_variables`).
+
     Parameters
     ----------
     store : path
@@ -65,10 +76,14 @@ def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
         If the store cannot be opened.
     """
     try:
-        return xr.open_zarr(store, consolidated=False, mask_and_scale=False,
-                            decode_times=False, decode_timedelta=False,
-                            **({} if dask else {"chunks": None}))
+        dataset = xr.open_zarr(store, consolidated=False, mask_and_scale=False,
+                               decode_times=False, decode_timedelta=False,
+                               **({} if dask else {"chunks": None}))
     except Exception as exc:  # zarr raises several types for a bad store
+        raise StoreError(f"cannot open store {store}: {exc}") from exc
+    try:
+        return decode_code_variables(expand_axes(dataset))
+    except IdexDaskError as exc:
         raise StoreError(f"cannot open store {store}: {exc}") from exc
 
 
@@ -251,8 +266,13 @@ def write_exports(store: str | os.PathLike, job: ExportJob, formats: Sequence[st
         return []
     dataset = dataset[names]
     events = dataset.isel(epoch=_rows(job.regions)).load()
-    dataset.close()
     events.attrs = {"source": job.source, "store": str(store)}
+    # the input's campaign calibration (idexdask.pipeline.recalibrate)
+    campaign = json.loads(dataset.attrs.get("campaign_calibration") or "{}").get(
+        str(job.input_index))
+    if campaign is not None:
+        events.attrs["campaign_calibration"] = json.dumps(campaign, sort_keys=True)
+    dataset.close()
     written = []
     if "l1a" in kinds or "l2a" in kinds:
         version = str(table.get("global", {}).get("Data_version", "001"))
@@ -402,15 +422,18 @@ class CampaignExports:
     written: list[str] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
+    held: bool = False
 
     @classmethod
     def start(cls, client: Any, store: Path, plan: Any, todo: Sequence[Any],
-              export: Mapping[str, Any], output_dir: str | os.PathLike | None
-              ) -> CampaignExports | None:
+              export: Mapping[str, Any], output_dir: str | os.PathLike | None,
+              *, hold: bool = False) -> CampaignExports | None:
         """The exports of a run (None if ``export.formats`` is empty).
 
         ``plan`` is the run's :class:`~idexdask.pipeline.plan.Plan` and ``todo``
-        its units to process; the others are done from earlier runs.
+        its units to process; the others are done from earlier runs.  ``hold``:
+        submit nothing before :meth:`release` (a campaign calibration rewrites
+        the products after the last unit).
         """
         from idexdask.io.cdf import load_cdf_attributes
 
@@ -421,7 +444,7 @@ class CampaignExports:
                  if "cdf" in formats else {})
         exports = cls(client, Path(store), list(plan.inputs), formats,
                       _output_dir(Path(store), output_dir), table,
-                      int(export.get("cdf_compression", 6)))
+                      int(export.get("cdf_compression", 6)), held=hold)
         todo_ids = {u.uid for u in todo}
         for unit in plan.units:
             exports.pending.setdefault(unit.input_index, 0)
@@ -445,6 +468,8 @@ class CampaignExports:
 
     def submit_ready(self) -> None:
         """Submit the jobs of the inputs whose units, and those of every input before, are done."""
+        if self.held:
+            return
         ready = []
         while self.next_input < len(self.inputs) and self.pending.get(self.next_input, 0) == 0:
             ready.append(self.next_input)
@@ -463,6 +488,11 @@ class CampaignExports:
                                       self.output_dir, self.table, self.compression,
                                       priority=1):
                     self.futures.append((job, future))
+
+    def release(self) -> None:
+        """Stop holding the exports back; submit every input ready by now."""
+        self.held = False
+        self.submit_ready()
 
     def wait(self) -> float:
         """Wait for every submitted job; returns the seconds since the exports were set up."""

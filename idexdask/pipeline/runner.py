@@ -60,7 +60,8 @@ from idexdask.pipeline.overrides_store import (
     unit_override_digests,
     write_overrides_file,
 )
-from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
+from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
+from idexdask.pipeline.recalibrate import campaign_step, recalibrates
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -161,6 +162,8 @@ class RunSummary:
         Files the run exported (``export.formats``), by input.
     export_s : float
         Seconds from the first export's submission to the last file written.
+    campaign_calibration : dict or None
+        Joint calibration of every group (input) when this run made it.
     """
 
     store: str
@@ -178,6 +181,7 @@ class RunSummary:
     workers: int = 0
     exports: list[str] = field(default_factory=list)
     export_s: float = 0.0
+    campaign_calibration: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -372,6 +376,9 @@ def run_campaign(
     # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
     # every unit writes whole chunks except at the ends of its file
     plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
+    batch_events, chunk_events = batch_sizes(  # lab impacts: smaller packs and chunks
+        plan, pipeline["batch_events"], pipeline["chunk_events"],
+        pipeline.get("lab_batch_events", pipeline["batch_events"]))
     chash = config_hash(config)
 
     meta = None if overwrite else read_store_meta(store)
@@ -423,7 +430,7 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
+        packs = pack_units(todo, batch_events, chunk_events)
         # A new store needs a schema: the first packs' processing starts now and
         # their region writes are submitted once the store exists, so the schema
         # and the store's creation overlap with work instead of preceding it.
@@ -443,7 +450,7 @@ def run_campaign(
         if n_leading:
             template = _template(client, packs, processing, submit_processing, resources)
         rows = (
-            chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
+            chunk_rows(template, chunk_events) if template is not None
             else int(meta["rows"]) if meta else 1
         )
         if template is not None:
@@ -476,11 +483,24 @@ def run_campaign(
                                      "reason": failure.reason, "n_events": 0})
         from idexdask.pipeline.export import CampaignExports
 
+        # a campaign calibration rewrites every unit's products after the last
+        # pack: the exports then wait for it (held), else each input's go out
+        # as soon as its units are done
         exports = CampaignExports.start(client, store, plan, todo, config.get("export", {}),
-                                        export_dir)
+                                        export_dir, hold=recalibrates(config))
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
                    retries, manifest, run_id, chash, summary, started, on_progress,
                    shared_overrides, exports)
+        # the reduction over every group's line lists, then the calibration-
+        # dependent products of every unit (idexdask.pipeline.recalibrate)
+        latest_units = manifest.latest_units()
+        done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, chash)]
+        summary.campaign_calibration = campaign_step(
+            client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
+            resources, retries,
+        )
+        if exports is not None:
+            exports.release()  # held until the campaign step rewrote the products
         summary.elapsed_s = time.perf_counter() - started
         if exports is not None:
             summary.export_s = exports.wait()
