@@ -7,6 +7,7 @@ Usage::
     python bench/campaign.py --analyze       # with idexdask.analysis.analyze (slow)
     python bench/campaign.py --analyze --large-one-worker   # + 1 worker at 100k (slower)
     python bench/campaign.py --analyze --large-one-worker --large-pairs 2  # 2 pairs at 100k
+    python bench/campaign.py --exports       # the demo's exports against its processing
 
 Measures, on simulated campaigns (files of ``--file-events`` events, plain and
 Rice-compressed alternating, made once in a temporary directory):
@@ -32,6 +33,13 @@ Rice-compressed alternating, made once in a temporary directory):
   on the first ``--official-events`` events of a plain file, plus, with
   ``--analyze``, its per-event L2a science steps (``bench/analyze.py``).  The
   target is >= 500 events/s per core for ours.
+
+With ``--exports`` it measures instead the exports of the demo's campaign (4
+files of 1,000 events, with the analysis, 2 workers, CDF and HDF5 as ``make
+demo`` writes them): the campaign without exports, the same with the exports
+written on the cluster as each file finishes (what ``submit --export`` does),
+and the export of the finished store by ``idexdask export`` (on the cluster)
+and by one process; with the files' sizes per 1,000 events beside the L0's.
 
 Prints a markdown table.
 """
@@ -150,7 +158,8 @@ def _overhead_cpu_seconds(client) -> float:
     return sum(processes.values())
 
 
-def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int) -> dict:
+def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int,
+        export: dict | None = None, export_dir: Path | None = None) -> dict:
     from distributed import get_client  # noqa: F401
 
     from idexdask.config import load_config
@@ -158,7 +167,8 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
     from idexdask.pipeline.cluster import ClusterOptions
     from idexdask.pipeline.runner import run_campaign
 
-    config = load_config({"pipeline": {"analyze": analyze, "batch_events": batch}})
+    config = load_config({"pipeline": {"analyze": analyze, "batch_events": batch},
+                          **({"export": export} if export else {})})
     # the shipped cluster settings (cluster.dask_config), this run's size, no dashboard
     options = replace(ClusterOptions.from_config(config), workers=workers,
                       threads_per_worker=1, dashboard="")
@@ -189,7 +199,8 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
     try:
         steal = _steal_seconds()
         start = time.perf_counter()
-        summary = run_campaign(files, store, config, cluster=options, overwrite=True)
+        summary = run_campaign(files, store, config, cluster=options, overwrite=True,
+                               export_dir=export_dir)
         elapsed = time.perf_counter() - start
         steal = _steal_seconds() - steal
     finally:
@@ -200,7 +211,70 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int)
             "task_seconds": summary.elapsed_s, "rss": peaks,
             "worker_cpu": sum(map(sum, cpu_end)) - sum(map(sum, cpu_start)),
             "worker_sys": sum(c[1] for c in cpu_end) - sum(c[1] for c in cpu_start),
-            "overhead_cpu": sum(overhead), "steal": steal}
+            "overhead_cpu": sum(overhead), "steal": steal, "exports": summary.exports,
+            "export_s": summary.export_s}
+
+
+def _sizes_per_1000(files: list[Path], n_events: int) -> str:
+    """Mean size per 1,000 events of the L1a CDFs, L2a CDFs and HDF5 files, MB."""
+    groups = {"L1a CDF": "imap_idex_l1a_", "L2a CDF": "imap_idex_l2a_", "HDF5": ".h5"}
+    parts = []
+    for label, key in groups.items():
+        chosen = [Path(f) for f in files if key in Path(f).name]
+        if chosen:
+            total = sum(f.stat().st_size for f in chosen)
+            parts.append(f"{label} {total / n_events * 1000 / 1e6:.1f} MB")
+    return ", ".join(parts)
+
+
+def exports_benchmark(args) -> None:
+    """The demo's campaign with and without its exports; the exports of its store."""
+    from idexdask.config import load_config
+    from idexdask.pipeline.cluster import ClusterOptions, open_client
+    from idexdask.pipeline.export import export_store
+
+    n_files, per_file = 4, 1000
+    check_before = host_check()
+    with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:
+        tmp = Path(tmp)
+        files = make_campaign(tmp / "demo", n_files * per_file, per_file)
+        l0_mb = sum(f.stat().st_size for f in files) / n_files / 1e6
+        export = {"formats": ["hdf5", "cdf"], "cdf_compression": args.cdf_compression}
+        plain = run(files, tmp / "plain.zarr", 2, True, args.batch_events)
+        streamed = run(files, tmp / "streamed.zarr", 2, True, args.batch_events, export,
+                       tmp / "streamed.exports")
+        config = load_config({"export": export})
+        options = replace(ClusterOptions.from_config(config), workers=2, threads_per_worker=1,
+                          dashboard="")
+        start = time.perf_counter()
+        with open_client(options) as client:
+            started = time.perf_counter()
+            cluster_files = export_store(tmp / "plain.zarr", ["hdf5", "cdf"], tmp / "c",
+                                         compression=args.cdf_compression, client=client)
+            cluster_s = time.perf_counter() - started
+        sizes = _sizes_per_1000(cluster_files, plain["events"])
+        cluster_total = time.perf_counter() - start
+        start = time.perf_counter()
+        export_store(tmp / "plain.zarr", ["hdf5", "cdf"], tmp / "one",
+                     compression=args.cdf_compression)
+        one_s = time.perf_counter() - start
+        check_after = host_check()
+    print(f"\n### Exports of the demo campaign ({n_files} x {per_file:,} events, analysis, "
+          f"2 workers, CDF gzip level {args.cdf_compression} + HDF5)\n")
+    print(f"before the runs, {check_before}; after them, {check_after}\n")
+    print("| run | wall s | of which processing s | exports s | host steal s |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| campaign, no exports | {plain['seconds']:.1f} | {plain['task_seconds']:.1f} | - | "
+          f"{plain['steal']:.1f} |")
+    print(f"| campaign, exports on the cluster as files finish | {streamed['seconds']:.1f} | "
+          f"{streamed['task_seconds']:.1f} | {streamed['export_s']:.1f} (the last file "
+          f"{streamed['seconds'] - plain['seconds']:+.1f} s after the run without) | "
+          f"{streamed['steal']:.1f} |")
+    print(f"| idexdask export of the store, cluster of 2 | {cluster_total:.1f} | - | "
+          f"{cluster_s:.1f} | - |")
+    print(f"| export of the store in one process | {one_s:.1f} | - | {one_s:.1f} | - |")
+    print(f"\nper 1,000 events: L0 {l0_mb:.1f} MB; "
+          f"{sizes}")
 
 
 def official_seconds_per_event(plain_file: Path, n_events: int, with_l2a: bool) -> float:
@@ -244,11 +318,18 @@ def main() -> None:
         help="also run the large campaign with 1 worker (the speed-up without the fixed "
         "costs of a run: cluster start, schema, store creation; slow)",
     )
+    parser.add_argument("--exports", action="store_true",
+                        help="measure the demo campaign's exports (see above) instead")
+    parser.add_argument("--cdf-compression", type=int, default=6,
+                        help="with --exports: gzip level of the CDFs (default 6)")
     args = parser.parse_args()
     if args.batch_events is None:
         from idexdask.config import load_config
 
         args.batch_events = int(load_config({})["pipeline"]["batch_events"])
+    if args.exports:
+        exports_benchmark(args)
+        return
     small, large = (2000, 8000) if args.quick else (10_000, 100_000)
     checks = [host_check()]
     with tempfile.TemporaryDirectory(prefix="idexdask-bench-") as tmp:

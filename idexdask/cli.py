@@ -203,6 +203,15 @@ def _config_from_args(args: argparse.Namespace) -> dict:
     return load_config(override)
 
 
+def _ensure_kernels() -> None:
+    """Compile the numba kernels here, once per installation, saying so (first run)."""
+    from idexdask.pipeline.warmup import ensure_kernels
+
+    seconds = ensure_kernels(lambda line: _echo(f"kernels            : {line}"))
+    if seconds is not None:
+        _echo(f"kernels            : compiled in {seconds:.0f} s")
+
+
 def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
                     export_dir: str | None, title: str):
     """Run a campaign holding the store's lock (taken before the cluster starts)."""
@@ -217,7 +226,6 @@ def _run_and_report(inputs, store, config, *, gpu: bool, overwrite: bool,
 def _run_locked(inputs, store, config, *, gpu: bool, overwrite: bool,
                 export_dir: str | None, title: str):
     from idexdask.pipeline.cluster import ClusterOptions
-    from idexdask.pipeline.export import export_store
     from idexdask.pipeline.runner import run_campaign
 
     def on_start(dashboard, plan, todo_events) -> None:
@@ -225,19 +233,20 @@ def _run_locked(inputs, store, config, *, gpu: bool, overwrite: bool,
         _echo(f"planned            : {plan.n_events:,} events in {len(plan.units)} units "
               f"from {len(plan.inputs)} inputs; {todo_events:,} events to process")
 
+    options = ClusterOptions.from_config(config, gpu=gpu)
+    if not options.address:  # workers on this machine: their kernels compiled once, first
+        _ensure_kernels()
     summary = run_campaign(
         inputs, store, config,
-        cluster=ClusterOptions.from_config(config, gpu=gpu),
+        cluster=options,
         overwrite=overwrite, on_start=on_start, on_progress=_ProgressBar(),
+        export_dir=export_dir,
     )
     _print_summary(summary, title)
-    formats = config["export"]["formats"]
-    if formats:
-        start = time.perf_counter()
-        files = export_store(store, formats, export_dir,
-                             cdf_attributes=config["export"]["cdf_attributes"])
-        _echo(f"exports            : {len(files)} files in {time.perf_counter() - start:.1f} s")
-        for file in files:
+    if config["export"]["formats"]:  # written on the cluster as the inputs finished
+        _echo(f"exports            : {len(summary.exports)} files, the last "
+              f"{summary.export_s:.1f} s after the first")
+        for file in summary.exports:
             _echo(f"  {file}")
     return summary
 
@@ -312,11 +321,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from idexdask.pipeline.cluster import ClusterOptions, open_client
     from idexdask.pipeline.export import export_store
 
     config = _config_from_args(args)
-    files = export_store(args.store, [args.format], args.output,
-                         cdf_attributes=config["export"]["cdf_attributes"])
+    with open_client(ClusterOptions.from_config(config)) as client:  # one task per input
+        files = export_store(args.store, [args.format], args.output,
+                             cdf_attributes=config["export"]["cdf_attributes"],
+                             compression=int(config["export"]["cdf_compression"]),
+                             client=client)
     for file in files:
         _echo(f"wrote {file}")
     if not files:
@@ -334,6 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    _ensure_kernels()  # before the simulator's processes, which use kernels too
     inputs = out / "l0"
     inputs.mkdir(exist_ok=True)
     plan = [(f"day{i + 1}_{'rice' if i % 2 else 'plain'}.pkts", bool(i % 2), i + 1)

@@ -32,6 +32,10 @@ class TraceFileError(IdexDaskError):
     """An oscilloscope capture (LeCroy .trc) is truncated or not a LeCroy file."""
 
 
+class CdfInputError(IdexDaskError):
+    """An input CDF is unreadable, truncated, or not an IDEX L1a science product."""
+
+
 class AnalysisError(IdexDaskError):
     """Waveform analysis cannot run on the given dataset (missing variables, ...)."""
 

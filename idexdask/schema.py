@@ -386,6 +386,7 @@ SCHEMA: dict[str, Spec] = {
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),
     "export.cdf_attributes": Str(nonempty=True),
+    "export.cdf_compression": Int(min=0, max=9),
     # composition (preset and file contents: CROSS_CHECKS)
     "composition.rsf_preset": Str(nonempty=True),
     "composition.rsf_file": Str(nonempty=True),

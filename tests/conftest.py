@@ -39,7 +39,7 @@ def trc_dir() -> Path:
     return TRC_DIR
 
 
-def _run_oracle(script_name: str, out: Path, files: list[Path]) -> None:
+def _run_oracle(script_name: str, out: Path, files: list[Path]) -> str:
     if not ORACLE_PYTHON.exists():
         pytest.fail(f"oracle venv missing ({ORACLE_PYTHON}); run `make setup`")
     result = subprocess.run(
@@ -56,6 +56,7 @@ def _run_oracle(script_name: str, out: Path, files: list[Path]) -> None:
     )
     if result.returncode != 0:
         pytest.fail(f"official pipeline ({script_name}) failed:\n{result.stderr[-4000:]}")
+    return result.stdout
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +93,19 @@ def official_instrument_state(tmp_path_factory, l0_dir) -> dict[str, Path]:
     _run_oracle("official_instrument_state.py", out, REAL_L0_FILES)
     paths = {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
     return paths | {"synthetic": out / "synthetic.npz"}
+
+
+@pytest.fixture(scope="session")
+def official_l1a_cdfs(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """The official L1a science CDFs of the real files (imap-processing 1.0.40's writer).
+
+    Returns a mapping L0 file name -> CDF, for the files holding science events
+    (see tests/oracle/official_l1a_cdf.py).
+    """
+    out = tmp_path_factory.mktemp("official_l1a_cdf")
+    lines = _run_oracle("official_l1a_cdf.py", out, REAL_L0_FILES).splitlines()
+    pairs = [line.split("\t") for line in lines if "\t" in line]
+    return {Path(src).name: Path(cdf) for src, cdf in pairs if cdf != "-"}
 
 
 def pytest_report_header(config):

@@ -20,6 +20,7 @@ the time (docs/pipeline.md, "Exports").
 from __future__ import annotations
 
 import copy
+import gzip
 import logging
 import os
 import threading
@@ -52,16 +53,26 @@ def load_cdf_attributes(name_or_path: str | os.PathLike = "cdf_attributes.yaml")
     return table
 
 
-def _role(name: str, variable: xr.Variable) -> str:
-    if variable.ndim == 2 and variable.dims[1] == "channel":
+def _role(name: str, variable: xr.Variable, level: str) -> str:
+    """What a variable is in ISTP terms: its VAR_TYPE and DISPLAY_TYPE come from this."""
+    if variable.dtype.kind in "OUST":
+        return "text"
+    if variable.ndim == 2 and variable.dims[1] in ("channel", "quality_channel"):
         return "flags"
     if name.startswith("time_") and variable.ndim == 2:
         return "time_axis"
-    if variable.ndim >= 2:
+    if level == "l1a" and variable.ndim >= 2:
         return "waveform"
     if "flag" in name or "status" in name:
         return "flags"
+    if level != "l1a" and variable.dtype.kind == "f":
+        return "product"
     return "header"
+
+
+def _display_type(variable: xr.Variable, record_dim: str) -> str:
+    """``time_series`` for one value per record, ``spectrogram`` for more (as ISTP checks)."""
+    return "time_series" if variable.ndim == 1 and variable.dims[0] == record_dim else "spectrogram"
 
 
 def _format(dtype: np.dtype, values: np.ndarray) -> str:
@@ -88,7 +99,8 @@ def _cast(value: Any, dtype: np.dtype) -> Any:
     return np.asarray(value).astype(dtype)[()] if dtype.kind in "iuf" else value
 
 
-def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
+def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any], *, level: str = "l1a",
+                 ragged: Mapping[str, str] | None = None) -> xr.Dataset:
     """The CDF-ready copy of ``dataset``: ISTP attributes, support variables, dtypes.
 
     Parameters
@@ -97,6 +109,14 @@ def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
         Event dataset (``epoch`` TT2000 ns int64).
     table : mapping
         :func:`load_cdf_attributes`.
+    level : {"l1a", "l2a"}
+        Product level: its global attributes (``levels`` of the table) and the
+        variable roles (waveforms are L1a data; floating-point products L2a data).
+    ragged : mapping of str to str, optional
+        Further record dimensions and the TT2000 variable (ns, int64, on that
+        dimension) that is the DEPEND_0 of their variables: ``{"peak":
+        "peak_epoch"}`` writes one CDF record per TOF line, each tagged with its
+        event's time (docs/products.md, "CDF exports").
 
     Returns
     -------
@@ -105,55 +125,65 @@ def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
     """
     roles = table["roles"]
     specific = table["variables"]
+    records = {"epoch": "epoch", **dict(ragged or {})}
+    epoch_like = set(records.values())
     out: dict[str, xr.Variable] = {}
     support: dict[str, xr.Variable] = {}
     n_events = dataset.sizes.get("epoch", 0)
     for dim, size in dataset.sizes.items():
-        if dim == "epoch":
+        if dim in records:
             continue
         labels = dataset[dim].values if dim in dataset.variables else np.arange(size)
         index_name = dim if dim not in dataset.variables else f"{dim}_index"
         support[index_name] = xr.Variable(
             (dim,), np.arange(size, dtype=np.int32),
             attrs={**roles.get("index", {}), "CATDESC": f"Index along {dim}",
-                   "FIELDNAM": f"{dim} index", "LABLAXIS": "Index", "FORMAT": "I6",
+                   "FIELDNAM": index_name, "LABLAXIS": "Index", "FORMAT": "I6",
                    "FILLVAL": np.int32(-2147483648), "VALIDMIN": np.int32(0),
                    "VALIDMAX": np.int32(max(size - 1, 0))},
         )
-        label_values = np.array([str(v) for v in labels], dtype=str)
+        label_values = np.array([str(v) or " " for v in labels], dtype=str)
         support[f"{dim}_label"] = xr.Variable(
             (dim,), label_values,
             attrs={**roles.get("label", {}), "CATDESC": f"Labels along {dim}",
-                   "FIELDNAM": f"{dim} label", "DEPEND_1": index_name,
+                   "FIELDNAM": f"{dim}_label", "DEPEND_1": index_name, "FILLVAL": " ",
                    "FORMAT": f"A{max(1, max((len(v) for v in label_values), default=1))}"},
         )
     index_of = {dim: (dim if dim not in dataset.variables else f"{dim}_index")
-                for dim in dataset.sizes if dim != "epoch"}
+                for dim in dataset.sizes if dim not in records}
 
     for name, variable in dataset.variables.items():
         name = str(name)
-        if name == "epoch" or "epoch" not in variable.dims:
+        if name in epoch_like or not variable.dims or variable.dims[0] not in records:
             continue
+        record_dim = variable.dims[0]
         values = np.asarray(variable.values)
         if values.dtype == bool:
             values = values.astype(np.uint8)
         elif values.dtype.kind in "OUT":  # T: numpy StringDType (Zarr v3 strings)
             values = values.astype(object).astype(str)
         attrs = {k: v for k, v in variable.attrs.items() if k in _KEEP_ATTRS}
-        role = _role(name, variable)
+        role = _role(name, variable, level)
         attrs.update(copy.deepcopy(roles.get(role, {})))
         if "units" in variable.attrs and role != "waveform":
-            attrs["UNITS"] = str(variable.attrs["units"]).replace("µs", "microseconds")
+            attrs["UNITS"] = str(variable.attrs["units"]).replace("µs", "microseconds") or " "
         if role == "waveform" and values.dtype.kind == "f":
             attrs["UNITS"] = str(variable.attrs.get("units", "V"))
-        attrs.setdefault("CATDESC", str(variable.attrs.get("long_name", name)).capitalize())
-        attrs.setdefault("FIELDNAM", name)
+        attrs.setdefault("CATDESC", str(variable.attrs.get("long_name", name)).capitalize()
+                         or name)
         attrs.setdefault("LABLAXIS", name)
         attrs.update(copy.deepcopy(specific.get(name, {})))
-        attrs["DEPEND_0"] = "epoch"
+        attrs["FIELDNAM"] = name  # ISTP: FIELDNAM is the variable's name
+        if attrs.get("VAR_TYPE") == "data":
+            attrs["DISPLAY_TYPE"] = _display_type(variable, record_dim)
+        else:
+            attrs.pop("DISPLAY_TYPE", None)
+        attrs["DEPEND_0"] = records[record_dim]
         for axis, dim in enumerate(variable.dims[1:], start=1):
             attrs[f"DEPEND_{axis}"] = index_of[dim]
             attrs[f"LABL_PTR_{axis}"] = f"{dim}_label"
+        if variable.ndim > 1:
+            attrs.pop("LABLAXIS", None)  # the LABL_PTRs label it
         attrs.setdefault("FORMAT", _format(values.dtype, values[:8]))
         if values.dtype.kind in "iuf":
             fill, vmin, vmax = _limits(values.dtype)
@@ -165,6 +195,7 @@ def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
         else:
             attrs["FILLVAL"] = " "
             attrs["VAR_TYPE"] = "metadata"
+            attrs.pop("UNITS", None)
         out[name] = xr.Variable(variable.dims, values, attrs=attrs)
 
     epoch_attrs = copy.deepcopy(dict(table["epoch"]))
@@ -173,26 +204,41 @@ def istp_dataset(dataset: xr.Dataset, table: Mapping[str, Any]) -> xr.Dataset:
             epoch_attrs[key] = np.int64(epoch_attrs[key])
     epoch = xr.Variable(("epoch",), np.asarray(dataset["epoch"].values, dtype=np.int64),
                         attrs=epoch_attrs)
+    for dim, name in records.items():
+        if dim == "epoch":
+            continue
+        attrs = {**epoch_attrs, **copy.deepcopy(specific.get(name, {})), "FIELDNAM": name,
+                 "CDF_DATA_TYPE": "CDF_TIME_TT2000"}
+        attrs.pop("MONOTON", None)  # several records (lines) share one event's time
+        support[name] = xr.Variable(
+            (dim,), np.asarray(dataset[name].values, dtype=np.int64), attrs=attrs)
     result = xr.Dataset({**out, **support}, coords={"epoch": epoch})
-    result.attrs = _global_attrs(table, dataset, n_events)
+    result.attrs = _global_attrs(table, dataset, n_events, level)
     return result
 
 
-def _global_attrs(table: Mapping[str, Any], dataset: xr.Dataset, n_events: int) -> dict:
-    attrs = {k: str(v) for k, v in table["global"].items()}
-    date = "00000000"
-    if n_events:
-        import cdflib
+def cdf_date(epoch_ns: int) -> str:
+    """``YYYYMMDD`` (UTC) of a TT2000 time in ns: the date of an SDC file name."""
+    import cdflib
 
-        first = int(np.min(dataset["epoch"].values))
-        parts = cdflib.cdfepoch.breakdown_tt2000(first)
-        date = f"{int(parts[0]):04d}{int(parts[1]):02d}{int(parts[2]):02d}"
+    parts = cdflib.cdfepoch.breakdown_tt2000(int(epoch_ns))
+    return f"{int(parts[0]):04d}{int(parts[1]):02d}{int(parts[2]):02d}"
+
+
+def _global_attrs(table: Mapping[str, Any], dataset: xr.Dataset, n_events: int,
+                  level: str) -> dict:
+    attrs = {k: str(v) for k, v in table["global"].items()}
+    attrs.update({k: str(v) for k, v in table.get("levels", {}).get(level, {}).items()})
+    for key in ("Logical_source", "Data_version"):  # the writer's choice of name wins
+        if key in dataset.attrs:
+            attrs[key] = str(dataset.attrs[key])
+    date = cdf_date(int(dataset["epoch"].values[0])) if n_events else "00000000"
     pattern = str(table.get("logical_file_id", "{Logical_source}_{date}_v{Data_version}"))
     attrs["Logical_file_id"] = pattern.format(date=date, **attrs)
     attrs["Generation_date"] = datetime.now(UTC).strftime("%Y%m%d")
-    for key in ("source", "sources", "inputs"):
+    for key in ("source", "sources", "inputs", "campaign_calibration"):
         if key in dataset.attrs:
-            attrs[f"idexdask_{key}"] = str(dataset.attrs[key])
+            attrs[f"idexdask_{key}"] = str(dataset.attrs[key]) or " "
     return attrs
 
 
@@ -245,6 +291,7 @@ def _as_checked(dataset: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
     times = ("CDF_EPOCH", "CDF_EPOCH16", "CDF_TIME_TT2000")
     records = [str(name) for name in dataset.variables
                if str(name).lower() == "epoch"
+               or dataset.variables[name].attrs.get("CDF_DATA_TYPE") in times
                or dataset.variables[name].attrs.get("DEPEND_0") in dataset.variables]
     variables = {}
     for name, variable in dataset.variables.items():
@@ -313,27 +360,38 @@ def _appending_writer() -> type | None:
     return _FAST_WRITER
 
 
+def _gzip_without_time(data: bytes, level: int = 9) -> bytes:
+    return gzip.compress(data, level, mtime=0)
+
+
 def _xarray_to_cdf(dataset: xr.Dataset, path: str, **kwargs: Any) -> None:
     """cdflib's ``xarray_to_cdf``, writing through :func:`_appending_writer`.
 
     xarray_to_cdf has no writer argument: its module's ``CDF`` is swapped for the
-    subclass during the call (under a lock; put back after).
+    subclass during the call (under a lock; put back after).  Where cdflib
+    compresses with the standard library's ``gzip.compress`` (no libdeflate),
+    whose header records the time of writing, the compression is given time 0
+    for the call, so that the same dataset gives the same bytes.
     """
     import importlib
 
     from cdflib.cdfwrite import CDF
 
     module = importlib.import_module("cdflib.xarray.xarray_to_cdf")
+    writes = importlib.import_module("cdflib.cdfwrite")
+    deflate = getattr(writes, "gzip_deflate", None)
     writer = _appending_writer()
-    if writer is None or getattr(module, "CDF", None) is not CDF:
-        module.xarray_to_cdf(dataset, path, **kwargs)
-        return
     with _WRITER_LOCK:
-        module.CDF = writer
+        if writer is not None and getattr(module, "CDF", None) is CDF:
+            module.CDF = writer
+        if deflate is gzip.compress:  # stamped with the time: same data, other bytes
+            writes.gzip_deflate = _gzip_without_time
         try:
             module.xarray_to_cdf(dataset, path, **kwargs)
         finally:
             module.CDF = CDF
+            if deflate is not None:
+                writes.gzip_deflate = deflate
 
 
 def write_istp(istp: xr.Dataset, path: str | os.PathLike, *, compression: int = 0,
@@ -364,6 +422,8 @@ def write_cdf(
     *,
     attributes: str | os.PathLike | Mapping[str, Any] = "cdf_attributes.yaml",
     compression: int = 0,
+    level: str = "l1a",
+    ragged: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``dataset`` as an ISTP CDF file (replaced if it exists).
 
@@ -376,7 +436,11 @@ def write_cdf(
     attributes : path or mapping
         Attribute definitions (:func:`load_cdf_attributes`).
     compression : int
-        gzip level of the variables (0: none).
+        gzip level of the variables (0: none; the SDC's products use 6).
+    level : {"l1a", "l2a"}
+        Product level (:func:`istp_dataset`).
+    ragged : mapping of str to str, optional
+        Further record dimensions and their TT2000 variables (:func:`istp_dataset`).
 
     Returns
     -------
@@ -392,7 +456,7 @@ def write_cdf(
              else dict(attributes))
     for key in ("global", "epoch", "roles", "variables"):
         table.setdefault(key, {})
-    istp = istp_dataset(dataset, table)
+    istp = istp_dataset(dataset, table, level=level, ragged=ragged)
     path = Path(path)
     path.unlink(missing_ok=True)  # cdflib refuses to overwrite
     try:

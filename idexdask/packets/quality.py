@@ -41,6 +41,10 @@ class QualityFlag(IntFlag):
     """The event header packet failed its CRC: header fields and time are suspect."""
     DUPLICATE_HEADER = 256
     """The event header arrived more than once; the first copy was used (informational)."""
+    SOURCE_TRUNCATED = 512
+    """The source product holds fewer samples than the instrument records (the
+    official L1a CDF keeps 8189 of the 8192 TOF samples): the rest are fill
+    (informational; :func:`idexdask.read_cdf`)."""
 
     @classmethod
     def describe(cls, value: int) -> str:

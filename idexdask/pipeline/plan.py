@@ -13,6 +13,9 @@ return.  It finds that out cheaply:
   the cut attaches to a header before it, and no event key appears on both
   sides), so decoding each byte range with ``read_l0(bytes)`` gives exactly the
   events of the whole file.
+* **Official L1a science CDFs** (``.cdf``) are checked and their records
+  counted (:func:`idexdask.io.l1a_cdf.inspect_l1a_cdf`); records are
+  independent events, so a file is cut every ``batch_events`` records.
 * **LeCroy captures** (``.trc``) are grouped by impact number; every impact is one
   event and one unit.
 
@@ -50,15 +53,16 @@ from idexdask.packets.layout import (
     TRAILER_BYTES,
 )
 from idexdask.packets.reader import load_l0_buffer
+from idexdask.pipeline.sources import detect_inputs
 
 __all__ = [
-    "Plan", "PlanFailure", "Unit", "batch_sizes", "digest_bytes", "pack_units", "plan_inputs",
+    "Plan", "PlanFailure", "Unit", "batch_sizes", "digest_bytes", "pack_units", "plan_cdf_file",
+    "plan_inputs",
     "plan_l0_file",
 ]
 
 logger = logging.getLogger(__name__)
 
-L0_SUFFIXES = (".pkts", ".bin", "")
 _KEY_FIELDS = ("idx__txhdrtimesec1", "idx__txhdrtimesec2", "idx__txhdrtimesubs", "idx__txhdrevtnum")
 _SCIENCE_FIELDS = tuple(
     f for f in SCIENCE_HEADER_FIELDS if f.name in ("idx__sci0type", "idx__sci0evtnum")
@@ -89,8 +93,8 @@ class Unit:
     ----------
     uid : str
         Stable identifier (input path and byte range, or directory and impact).
-    kind : {"l0", "trc"}
-        Input type.
+    kind : {"l0", "cdf", "trc"}
+        Input type (:mod:`idexdask.pipeline.sources`).
     path : str
         The L0 file, or the directory of the ``.trc`` captures (absolute).
     input_index : int
@@ -106,6 +110,8 @@ class Unit:
         The ``.trc`` files of the impact (TRC units).
     impact : int
         Impact number (TRC units), -1 otherwise.
+    records : tuple of int, optional
+        ``[start, stop)`` records of an L1a CDF (CDF units).
     region : tuple of int
         ``[start, stop)`` rows of the store this unit writes (set by the planner).
     """
@@ -120,6 +126,7 @@ class Unit:
     files: tuple[str, ...] = ()
     impact: int = -1
     region: tuple[int, int] = (0, 0)
+    records: tuple[int, int] | None = None
 
     def read_input(self) -> bytes:
         """The unit's L0 bytes (its byte range of the file).
@@ -474,44 +481,53 @@ def _plan_trc_dir(directory: Path, input_index: int) -> list[Unit]:
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[tuple[str, Path]]:
-    """Inputs -> ``[(kind, path)]``: L0 files, and directories of L0 files or captures.
+    """Inputs -> ``[(kind, path)]`` (:func:`idexdask.pipeline.sources.detect_inputs`)."""
+    return detect_inputs(inputs)
 
-    A directory holding ``.trc`` files is one capture directory; any other
-    directory contributes its ``.pkts``, ``.bin`` and extensionless files.
+
+# --------------------------------------------------------------------------- L1a CDF
+
+
+def plan_cdf_file(
+    path: str | Path,
+    batch_events: int,
+    input_index: int = 0,
+    *,
+    first_row: int = 0,
+    align: int | None = None,
+) -> list[Unit]:
+    """Cut an official L1a science CDF into units of about ``batch_events`` records.
+
+    Records are independent events, so a unit may end anywhere: at store chunk
+    boundaries (``align``) where ``align <= batch_events``.  Every unit carries the
+    digest of the whole file (a unit reads its records of that file).
 
     Raises
     ------
     IdexDaskError
-        If an input does not exist, nothing is found, or L0 files and captures
-        are mixed (they have different products and cannot share a store).
+        (:class:`~idexdask.errors.CdfInputError`) If the file is not a readable
+        IDEX L1a science CDF or lacks a variable the reader needs.
     """
-    found: list[tuple[str, Path]] = []
-    for item in inputs:
-        path = Path(item).resolve()
-        if path.is_dir():
-            if any(p.suffix.lower() == ".trc" for p in path.iterdir()):
-                found.append(("trc", path))
-                continue
-            files = sorted(
-                p for p in path.iterdir()
-                if p.is_file() and p.suffix.lower() in L0_SUFFIXES and not p.name.startswith(".")
-            )
-            found.extend(("l0", p) for p in files)
-        elif path.is_file():
-            found.append(("trc" if path.suffix.lower() == ".trc" else "l0", path))
-        else:
-            raise IdexDaskError(f"input not found: {item}")
-    found = list(dict.fromkeys(found))
-    if not found:
-        raise IdexDaskError("no input files found")
-    kinds = {kind for kind, _ in found}
-    if len(kinds) > 1:
-        raise IdexDaskError(
-            "the inputs mix L0 telemetry and LeCroy captures; submit them to separate stores"
-        )
-    if kinds == {"trc"} and any(p.is_file() for _, p in found):
-        raise IdexDaskError("give LeCroy captures as directories (one impact = several files)")
-    return found
+    from idexdask.io.l1a_cdf import inspect_l1a_cdf
+
+    path = Path(path).resolve()
+    info = inspect_l1a_cdf(path)
+    if info.n_events == 0:
+        logger.info("%s: no events", path.name)
+        return []
+    try:
+        digest = digest_bytes(path.read_bytes())
+    except OSError as exc:
+        raise IdexDaskError(f"cannot read {path}: {exc}") from exc
+    bounds = [0]
+    while bounds[-1] < info.n_events:
+        bounds.append(min(info.n_events, _next_cut(bounds[-1], batch_events, first_row, align)))
+    return [
+        Unit(uid=f"{path}#{start}-{stop}", kind="cdf", path=str(path), input_index=input_index,
+             n_events=stop - start, input_hash=digest, byte_range=None,
+             records=(start, stop))
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
 
 
 def plan_inputs(
@@ -522,7 +538,8 @@ def plan_inputs(
     Parameters
     ----------
     inputs : sequence of path
-        L0 files, directories of L0 files, or directories of ``.trc`` captures.
+        L0 files, official L1a science CDFs, directories of them, or directories
+        of ``.trc`` captures (:mod:`idexdask.pipeline.sources`).
     batch_events : int
         Target events per unit.
     align : int, optional
@@ -543,6 +560,10 @@ def plan_inputs(
         try:
             if kind == "trc":
                 units = _plan_trc_dir(path, input_index)
+            elif kind == "cdf":
+                units = plan_cdf_file(
+                    path, batch_events, input_index, first_row=row, align=align
+                )
             else:
                 units = plan_l0_file(
                     path, batch_events, input_index, first_row=row, align=align

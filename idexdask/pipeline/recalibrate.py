@@ -239,6 +239,12 @@ def _enabled(config: Mapping[str, Any]) -> bool:
                 cal.get("campaign")).enabled)
 
 
+def recalibrates(config: Mapping[str, Any]) -> bool:
+    """Whether a run with ``config`` rewrites its units' products after the last pack
+    (the campaign calibration step), so that exports must wait for it."""
+    return _enabled(config)
+
+
 def pack_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
     """The configuration of the per-pack analysis when this step runs after it.
 

@@ -61,7 +61,7 @@ from idexdask.pipeline.overrides_store import (
     write_overrides_file,
 )
 from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
-from idexdask.pipeline.recalibrate import campaign_step
+from idexdask.pipeline.recalibrate import campaign_step, recalibrates
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -158,6 +158,10 @@ class RunSummary:
     state : str
         ``finished`` (every unit done), ``incomplete`` (the run ended with
         failed units or inputs), ``running``, ``interrupted`` or ``new``.
+    exports : list of str
+        Files the run exported (``export.formats``), by input.
+    export_s : float
+        Seconds from the first export's submission to the last file written.
     campaign_calibration : dict or None
         Joint calibration of every group (input) when this run made it.
     """
@@ -175,6 +179,8 @@ class RunSummary:
     dashboard: str | None = None
     state: str = "finished"
     workers: int = 0
+    exports: list[str] = field(default_factory=list)
+    export_s: float = 0.0
     campaign_calibration: dict[str, Any] | None = None
 
     @property
@@ -322,6 +328,7 @@ def run_campaign(
     overwrite: bool = False,
     on_start: Callable[[str | None, Plan, int], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    export_dir: str | os.PathLike | None = None,
 ) -> RunSummary:
     """Process a campaign into a Zarr store, resuming what an earlier run left.
 
@@ -341,6 +348,10 @@ def run_campaign(
         ``on_start(dashboard_address, plan, events_to_do)`` once the cluster runs.
     on_progress : callable, optional
         Called with a :class:`Progress` after every unit.
+    export_dir : path, optional
+        Directory of the exports of ``config["export"]["formats"]`` (default
+        ``<store>.exports``): written on the cluster, each input's files as soon
+        as its units are done (:class:`~idexdask.pipeline.export.CampaignExports`).
 
     Returns
     -------
@@ -407,6 +418,10 @@ def run_campaign(
         write_overrides_file(store, kept)
     run_id = uuid.uuid4().hex[:12]
 
+    if not cluster.address:  # workers on this machine: compile their kernels once, here
+        from idexdask.pipeline.warmup import ensure_kernels
+
+        ensure_kernels()
     with open_client(cluster) as client, _writers_registered(client):
         summary.dashboard = getattr(client, "dashboard_link", None)
         summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
@@ -466,9 +481,16 @@ def run_campaign(
             })
             summary.failures.append({"uid": failure.uid, "input": failure.path,
                                      "reason": failure.reason, "n_events": 0})
+        from idexdask.pipeline.export import CampaignExports
+
+        # a campaign calibration rewrites every unit's products after the last
+        # pack: the exports then wait for it (held), else each input's go out
+        # as soon as its units are done
+        exports = CampaignExports.start(client, store, plan, todo, config.get("export", {}),
+                                        export_dir, hold=recalibrates(config))
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
                    retries, manifest, run_id, chash, summary, started, on_progress,
-                   shared_overrides)
+                   shared_overrides, exports)
         # the reduction over every group's line lists, then the calibration-
         # dependent products of every unit (idexdask.pipeline.recalibrate)
         latest_units = manifest.latest_units()
@@ -477,7 +499,13 @@ def run_campaign(
             client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
             resources, retries,
         )
+        if exports is not None:
+            exports.release()  # held until the campaign step rewrote the products
         summary.elapsed_s = time.perf_counter() - started
+        if exports is not None:
+            summary.export_s = exports.wait()
+            summary.exports = list(exports.written)
+            summary.failures.extend(exports.failures)
     if summary.failures:
         summary.state = "incomplete"
     manifest.append({
@@ -541,8 +569,12 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
 
 def _run_packs(client, packs, processing, config, store, rows, n_events, resources, retries,
                manifest, run_id, chash, summary, started, on_progress,
-               overrides=None) -> None:
-    """Submit the writes of the processed packs and the other packs whole; journal them."""
+               overrides=None, exports=None) -> None:
+    """Submit the writes of the processed packs and the other packs whole; journal them.
+
+    ``exports`` (:class:`~idexdask.pipeline.export.CampaignExports`) hears of every
+    journalled unit, to export each input once its units are done.
+    """
     from distributed import as_completed
 
     # priority 1: a worker writes what it holds before it processes more packs
@@ -599,6 +631,9 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
                 summary.failures.append({"uid": unit.uid, "input": unit.path,
                                          "reason": reason, "n_events": unit.n_events})
         manifest.extend(records)
+        if exports is not None:
+            for unit, record in zip(pack, records, strict=True):
+                exports.unit_finished(unit, record["status"])
         if on_progress is not None:
             on_progress(Progress(
                 events_done=summary.events_done, events_total=summary.events_total,

@@ -3,8 +3,9 @@
 :func:`process_units` is what every pipeline task runs, on a pack of
 consecutive units (:func:`~idexdask.pipeline.plan.pack_units`);
 :func:`process_unit` is the same for one unit.  It decodes each unit's
-input (an L0 byte range with :func:`~idexdask.packets.reader.read_l0`, or one lab
-impact with :func:`~idexdask.io.trc.read_trc`) and applies the science
+input (an L0 byte range with :func:`~idexdask.packets.reader.read_l0`, records of
+an official L1a CDF with :func:`~idexdask.io.l1a_cdf.read_cdf`, or one lab impact
+with :func:`~idexdask.io.trc.read_trc`) and applies the science
 analysis (:func:`idexdask.analysis.analysis_products`, unless the configuration
 has ``pipeline.analyze: false``); the store takes whatever variables the first
 unit returns as its schema.
@@ -39,9 +40,16 @@ from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 if TYPE_CHECKING:
     from idexdask.analysis.analyze import AnalysisProducts
 
-__all__ = ["ProcessedUnits", "normalise_for_store", "process_unit", "process_units"]
+__all__ = ["LEVEL_ATTR", "ProcessedUnits", "normalise_for_store", "process_unit",
+           "process_units"]
 
 logger = logging.getLogger(__name__)
+
+LEVEL_ATTR = "product_level"
+"""Variable attribute saying which product a stored variable belongs to: ``l1a``
+(decoded by the reader) or ``l2a`` (made by the analysis); the CDF exports
+split on it."""
+
 
 def _decode_trc(unit: Unit) -> xr.Dataset:
     """Read one impact's captures (its files alone, with the directory's settings)."""
@@ -76,8 +84,25 @@ def _decode_trc_pack(units: Sequence[Unit]) -> xr.Dataset | None:
     return dataset
 
 
+def _decode_cdf(unit: Unit) -> xr.Dataset:
+    """Read one unit's records of an official L1a CDF (the file checked against the plan)."""
+    from idexdask.io.l1a_cdf import read_cdf
+    from idexdask.pipeline.plan import digest_bytes
+
+    try:
+        data = Path(unit.path).read_bytes()
+    except OSError as exc:
+        raise IdexDaskError(f"cannot read {unit.path}: {exc}") from exc
+    if digest_bytes(data) != unit.input_hash:
+        raise IdexDaskError(f"{unit.path} changed since the run was planned; submit again to "
+                            "re-plan")
+    dataset = read_cdf(unit.path, records=unit.records)
+    dataset.attrs["source"] = Path(unit.path).name
+    return dataset
+
+
 def decode_unit(unit: Unit) -> xr.Dataset:
-    """Decode the unit's input (no analysis).
+    """Decode the unit's input (no analysis); every variable tagged ``l1a`` (:data:`LEVEL_ATTR`).
 
     Raises
     ------
@@ -89,10 +114,15 @@ def decode_unit(unit: Unit) -> xr.Dataset:
 
         dataset = read_l0(unit.read_input())
         dataset.attrs["source"] = Path(unit.path).name
-        return dataset
-    if unit.kind == "trc":
-        return _decode_trc(unit)
-    raise IdexDaskError(f"{unit.uid}: unknown unit kind {unit.kind!r}")
+    elif unit.kind == "cdf":
+        dataset = _decode_cdf(unit)
+    elif unit.kind == "trc":
+        dataset = _decode_trc(unit)
+    else:
+        raise IdexDaskError(f"{unit.uid}: unknown unit kind {unit.kind!r}")
+    for variable in dataset.variables.values():
+        variable.attrs[LEVEL_ATTR] = "l1a"
+    return dataset
 
 
 @dataclass
@@ -405,7 +435,10 @@ def normalise_for_store(
         The same data; ``U``/``S`` variables as object (variable-length UTF-8 in
         Zarr v3, so units with longer strings fit the store), the ragged
         ``peak`` products event-major (:mod:`idexdask.pipeline.ragged`), plus
-        ``input_index`` (epoch,) int32.
+        ``input_index`` (epoch,) int32; every variable's attribute
+        :data:`LEVEL_ATTR` says whether the reader made it (``l1a``) or the
+        analysis (``l2a``): a variable keeps its tag; untagged ones are ``l2a``
+        where others are tagged, else (a reader's output) ``l1a``.
     """
     return _normalised(_Events.of(dataset), input_index, max_peaks=max_peaks)
 
@@ -418,19 +451,28 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
     skip = set(dropped)
     # every variable in its place (decoded, analysis products, event-major lines)
     # built into ONE Dataset: each assign or drop_vars re-merges all ~270 (~7 ms)
+    # a variable's level is its tag (decode_unit tags what the readers return);
+    # untagged variables beside tagged ones were added by the analysis, and a
+    # dataset with no tag at all is a reader's output
+    tagged = any(LEVEL_ATTR in v.attrs for v in events.variables.values())
+    untagged = "l2a" if tagged else "l1a"
     variables: dict[str, xr.Variable] = {}
     for name, variable in events.variables.items():
         if name in skip:
             continue
+        values = variable.data
         if variable.dtype.kind in "US":
             values = variable.values.astype(str).astype(object)
-            variable = xr.Variable(variable.dims, values, attrs=variable.attrs)
-        variables[name] = variable
-    variables.update(added)
+        level = variable.attrs.get(LEVEL_ATTR, untagged)
+        variables[name] = xr.Variable(variable.dims, values,
+                                      attrs={**variable.attrs, LEVEL_ATTR: level})
+    variables.update({name: xr.Variable(v.dims, v.data, attrs={**v.attrs, LEVEL_ATTR: "l2a"})
+                      for name, v in added.items()})
     variables = compact_axes(variables)  # uniform time axes: stored as their terms
     variables["input_index"] = xr.Variable(
         ("epoch",),
         np.broadcast_to(np.asarray(input_index, dtype=np.int32), (n_events,)).copy(),
-        attrs={"long_name": "index of the input file in the store attribute 'inputs'"},
+        attrs={"long_name": "index of the input file in the store attribute 'inputs'",
+               LEVEL_ATTR: "l1a"},
     )
     return _in_order(variables, events.like, events.attrs, skip, events.coord_names)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cdflib
 import h5py
 import numpy as np
@@ -80,10 +82,29 @@ def test_hdf5_roundtrip(store, tmp_path):
             assert h5["TOF_High"].attrs["units"] == "DN"
 
 
+def _istp_problems(path) -> list[str]:
+    """SpacePy's ISTP checker (ships the NASA CDF library in its wheel): an
+    implementation independent of cdflib, which wrote the file."""
+    from spacepy import pycdf
+    from spacepy.pycdf import istp
+
+    with pycdf.CDF(str(path)) as cdf:
+        return istp.FileChecks.all(cdf, catch=False)
+
+
+def _date(epoch_ns) -> str:
+    parts = cdflib.cdfepoch.breakdown_tt2000(int(epoch_ns))
+    return f"{int(parts[0]):04d}{int(parts[1]):02d}{int(parts[2]):02d}"
+
+
 def test_cdf_roundtrip_and_istp(store, tmp_path):
     path, plan = store
     files = export_store(path, ["cdf"], tmp_path)
     stored = open_campaign(path).load()
+    # decoded variables only (analyze: false): one L1a product per input, no L2a
+    sim_date = _date(stored["epoch"].values[_rows(stored, 0)[0]])
+    assert [f.name for f in files] == [f"imap_idex_l1a_sci_{sim_date}_v001.cdf",
+                                       "imap_idex_l1a_sci_20231218_v001.cdf"]
     for index, file in enumerate(files):
         rows = _rows(stored, index)
         cdf = cdflib.CDF(str(file))
@@ -94,11 +115,15 @@ def test_cdf_roundtrip_and_istp(store, tmp_path):
                     "Instrument_type", "Mission_group", "Logical_source",
                     "Logical_source_description"):
             assert key in globals_, key
+        assert globals_["Logical_file_id"] == [file.stem]
+        assert globals_["Logical_source"] == ["imap_idex_l1a_sci"]
+        assert globals_["Data_version"] == ["001"]
         assert cdf.varinq("epoch").Data_Type_Description == "CDF_TIME_TT2000"
         assert np.array_equal(cdf.varget("epoch"), stored["epoch"].values[rows])
         for name in ("TOF_High", "Target_Low", "Ion_Grid", "quality_flags",
                      "time_high_sample_rate", "idx__txhdrevtnum"):
             assert np.array_equal(cdf.varget(name), stored[name].values[rows]), name
+            assert cdf.varinq(name).Compress == 6, name  # gzip level 6, as the SDC's
         attrs = cdf.varattsget("TOF_High")
         for key in ("UNITS", "FILLVAL", "VALIDMIN", "VALIDMAX", "DEPEND_0", "DEPEND_1",
                     "LABL_PTR_1", "CATDESC", "FIELDNAM", "VAR_TYPE", "FORMAT", "DISPLAY_TYPE"):
@@ -106,6 +131,22 @@ def test_cdf_roundtrip_and_istp(store, tmp_path):
         assert attrs["DEPEND_0"] == "epoch" and attrs["VAR_TYPE"] == "data"
         assert attrs["LABL_PTR_1"] in info.zVariables and attrs["DEPEND_1"] in info.zVariables
         assert np.array_equal(cdf.varget("compressed"), stored["compressed"].values[rows])
+        assert _istp_problems(file) == []
+
+
+def test_same_date_inputs_get_distinct_descriptors(tmp_path):
+    """Two inputs whose first events fall on one day: ``sci``, then ``sci-2``."""
+    from idexdask.pipeline.export import plan_exports
+
+    day = 756192899758080000  # 2023-12-18
+    jobs = plan_exports(["a.pkts", "b.pkts", "c.pkts", "d.pkts"],
+                        {0: [(0, 3)], 1: [(3, 5)], 3: [(7, 9)]},
+                        {0: day, 1: day + 10**9, 3: day + 86_400 * 10**9})
+    assert [j.cdf_name("l1a", "001") for j in jobs] == [
+        "imap_idex_l1a_sci_20231218_v001.cdf", "imap_idex_l1a_sci-2_20231218_v001.cdf",
+        "imap_idex_l1a_sci_20231219_v001.cdf"]
+    assert [j.logical_source("l2a") for j in jobs] == [
+        "imap_idex_l2a_sci", "imap_idex_l2a_sci-2", "imap_idex_l2a_sci"]
 
 
 def test_string_products_survive_both_exports(tmp_path):
@@ -142,24 +183,44 @@ def _as_cdf_holds(values: np.ndarray) -> np.ndarray:
 
 
 def test_cdf_holds_every_store_variable(analyzed_store, tmp_path):
+    """L1a and L2a together hold every stored variable; the lines ragged again."""
     path, _ = analyzed_store
     files = export_store(path, ["cdf"], tmp_path)
-    assert [f.name for f in files] == ["plain.cdf", "rice.cdf"]
     stored = open_campaign(path).load()
+    date = _date(stored["epoch"].values[0])
+    # both simulated inputs start on the same day: the second is ``sci-2``
+    assert [f.name for f in files] == [
+        f"imap_idex_l1a_sci_{date}_v001.cdf", f"imap_idex_l2a_sci_{date}_v001.cdf",
+        f"imap_idex_l1a_sci-2_{date}_v001.cdf", f"imap_idex_l2a_sci-2_{date}_v001.cdf"]
     assert any(np.isnan(v.values).any() for v in stored.data_vars.values()
                if v.dtype.kind == "f"), "the fixture should hold NaNs"
-    for index, file in enumerate(files):
+    for index in range(2):
         rows = _rows(stored, index)
-        cdf = cdflib.CDF(str(file))
+        l1a, l2a = (cdflib.CDF(str(f)) for f in files[2 * index: 2 * index + 2])
+        in_l1a, in_l2a = set(l1a.cdf_info().zVariables), set(l2a.cdf_info().zVariables)
+        counts = stored["peak_count"].values[rows]
+        line_event = l2a.varget("peak_event")
+        assert np.array_equal(line_event, np.repeat(np.arange(rows.size), counts))
+        assert np.array_equal(l2a.varget("peak_epoch"), stored["epoch"].values[rows][line_event])
+        assert l2a.varattsget("peak_area")["DEPEND_0"] == "peak_epoch"
+        used = np.arange(stored.sizes["peak_slot"])[np.newaxis, :] < counts[:, np.newaxis]
         for name, variable in stored.variables.items():
-            if "epoch" not in variable.dims:
+            if "epoch" not in variable.dims or name == "epoch":
                 continue
+            level = variable.attrs["product_level"]
+            cdf = l1a if level == "l1a" else l2a
+            assert name in (in_l1a if level == "l1a" else in_l2a), name
+            assert name not in (in_l2a if level == "l1a" else in_l1a), name
             expected = _as_cdf_holds(variable.values[rows])
+            if "peak_slot" in variable.dims:  # ragged: the used slots, event after event
+                expected = expected[used]
             got = cdf.varget(name)
             assert got.shape == expected.shape, name
             assert np.array_equal(got, expected), name
             if variable.dtype.kind == "f":
                 assert cdf.varattsget(name)["FILLVAL"] == -1.0e31, name
+        for file in files[2 * index: 2 * index + 2]:
+            assert _istp_problems(file) == [], file.name
 
 
 def test_hdf5_holds_every_store_variable(analyzed_store, tmp_path):
@@ -245,3 +306,50 @@ def test_exports_are_reproducible(analyzed_store, tmp_path):
     in_store = set(open_campaign(path).data_vars)
     names = [n for n in cdflib.CDF(str(first[0])).cdf_info().zVariables if n in in_store]
     assert names == sorted(names)
+
+
+def test_campaign_exports_start_when_an_input_and_those_before_it_are_done(store, tmp_path):
+    """The runner reports each journalled unit; an input's files are submitted once
+    its units and those of every input before it are finished (its name depends on
+    their dates), and are the files export_store writes."""
+    from distributed import Client
+
+    from idexdask.pipeline.export import CampaignExports
+
+    path, plan = store
+    first = [u for u in plan.units if u.input_index == 0]
+    second = [u for u in plan.units if u.input_index == 1]
+    assert len(first) > 1 and second
+    with Client(processes=False, n_workers=1, threads_per_worker=1,
+                dashboard_address=":0") as client:
+        exports = CampaignExports.start(client, path, plan, plan.units,
+                                        {"formats": ["cdf", "hdf5"], "cdf_compression": 6},
+                                        tmp_path / "streamed")
+        assert exports.futures == []
+        for unit in second:  # the later input finishes first: it waits for the first
+            exports.unit_finished(unit, "done")
+        assert exports.futures == []
+        for unit in first[:-1]:
+            exports.unit_finished(unit, "done")
+        assert exports.futures == []
+        exports.unit_finished(first[-1], "done")
+        # one task per file (L1a, L2a, HDF5) of each input: one writer per file
+        assert [job.input_index for job, _ in exports.futures] == [0, 0, 0, 1, 1, 1]
+        exports.wait()
+    assert exports.failures == []
+    expected = export_store(path, ["cdf", "hdf5"], tmp_path / "after")
+    assert [Path(f).name for f in exports.written] == [f.name for f in expected]
+    for streamed, after in zip(exports.written, expected, strict=True):
+        if after.suffix == ".cdf":  # HDF5 files hold their creation times
+            assert Path(streamed).read_bytes() == after.read_bytes()
+
+
+def test_lab_capture_exports_are_istp_clean(tmp_path, trc_dir):
+    """The real LeCroy captures (records of milliseconds, pickup products) export
+    to L1a and L2a CDFs that SpacePy's checker passes too."""
+    config = load_config({"pipeline": {"analyze": True, "batch_events": 10}})
+    path, _ = _build_store(tmp_path, [trc_dir], config, 10)
+    files = export_store(path, ["cdf"], tmp_path / "out")
+    assert [f.name[:18] for f in files] == ["imap_idex_l1a_sci_", "imap_idex_l2a_sci_"]
+    for file in files:
+        assert _istp_problems(file) == [], file.name
