@@ -181,6 +181,13 @@ def lines_page(context: ServerContext) -> pn.Column:
                                               css_classes=["idx-pending"]))
 
     @guarded
+    def span_note(span):
+        if span is None:
+            return pn.pane.HTML("<i>no span selected</i>")
+        return pn.pane.HTML(f"<span class='idx-span'>selected span: {span[0]:.4f} – "
+                            f"{span[1]:.4f} µs</span>")
+
+    @guarded
     def message(text, revision):
         if not text:
             return pn.pane.HTML("")
@@ -265,6 +272,7 @@ def lines_page(context: ServerContext) -> pn.Column:
         return widget
 
     edits = pn.Column(
+        pn.panel(pn.bind(span_note, view.param.span)),
         pn.Row(button("add line in span", add, "idx-add"),
                button("remove selected line", remove, "idx-remove"),
                button("refit", refit, "idx-refit"),
