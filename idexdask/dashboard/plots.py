@@ -67,8 +67,10 @@ def waveform(event: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray, str]
     return time, values, str(variable.attrs.get("units", ""))
 
 
-def _downsampled(curve: hv.Curve) -> hv.DynamicMap:
-    return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH)
+def _downsampled(curve: hv.Curve, x_range: tuple[float, float] | None = None) -> hv.DynamicMap:
+    """LTTB-downsampled trace; ``x_range`` is the range it first opens on."""
+    extra = {"x_range": x_range} if x_range else {}
+    return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH, **extra)
 
 
 def impact_overlay(event: xr.Dataset, name: str, time: np.ndarray) -> list:
@@ -176,7 +178,16 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     else:
         x, xdim = time, hv.Dimension("time", label="time", unit="µs")
     ydim = hv.Dimension("signal", label=f"TOF spectrum ({unit})")
-    trace = _downsampled(hv.Curve((x, values), xdim, ydim)).opts(
+    xlim = None
+    if masses is None and len(lines) and "window_start" in lines:
+        # open on the lines (a lab capture spans -400..100 µs, its lines 0..20 µs)
+        start = float(np.nanmin(lines["window_start"]))
+        stop = float(np.nanmax(lines["window_stop"]))
+        if np.isfinite(start) and np.isfinite(stop):
+            margin = 0.15 * (stop - start) + 0.5
+            xlim = (max(start - margin, float(np.nanmin(x))),
+                    min(stop + margin, float(np.nanmax(x))))
+    trace = _downsampled(hv.Curve((x, values), xdim, ydim), x_range=xlim).opts(
         color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
     for stream in streams:
         stream.source = trace
@@ -196,15 +207,7 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
         layers.append(hv.Labels(labels, [xdim, ydim], "label").opts(
             text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
     title = "TOF spectrum" + (" on the mass axis" if masses is not None else "")
-    extra = {}
-    if masses is None and len(lines) and "window_start" in lines:
-        # open on the lines (a lab capture spans -400..100 µs, its lines 0..20 µs)
-        start = float(np.nanmin(lines["window_start"]))
-        stop = float(np.nanmax(lines["window_stop"]))
-        if np.isfinite(start) and np.isfinite(stop):
-            margin = 0.15 * (stop - start) + 0.5
-            extra["xlim"] = (max(start - margin, float(np.nanmin(x))),
-                             min(stop + margin, float(np.nanmax(x))))
+    extra = {"xlim": xlim} if xlim else {}
     return functools.reduce(operator.mul, layers).opts(
         hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False,
                         **extra))
