@@ -64,11 +64,15 @@ class CampaignView(param.Parameterized):
         self.param.y.objects = numeric
         self.param.x_over.objects = [NONE, *numeric]
         self.param.y_over.objects = [NONE, *numeric]
+        # defaults with data: real flight events often have no speed (NaN)
+        filled = [c for c in numeric if np.isfinite(frame[c].to_numpy(dtype=float)).any()]
         if self.x not in numeric and numeric:
-            self.x = "impact_velocity" if "impact_velocity" in numeric else numeric[0]
+            self.x = next((c for c in ("impact_velocity", "target_low_impact_charge",
+                                       "tof_high_snr") if c in filled), numeric[0])
         if self.y not in numeric and numeric:
             self.y = next((c for c in ("target_high_impact_charge", "tof_line_count",
-                                       "tof_high_snr") if c in numeric), numeric[-1])
+                                       "tof_high_snr") if c in filled and c != self.x),
+                          numeric[-1])
 
     def table_frame(self, frame: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
         """The rows chosen by the selection (all rows without one)."""
