@@ -55,8 +55,19 @@ demo: setup
 serve: $(VENV)/.installed
 	$(BIN)/idexdask serve demo-output/campaign.zarr --port 5006
 
-test: setup
+# Then the tests marked `numerics` (two implementations compared within a
+# justified tolerance) once more with NumPy's SIMD dispatch off and numba
+# compiling for a generic x86-64 (tests/numerics.py): an assertion that holds
+# only on this CPU's code paths fails here, not on a user's machine.
+test: setup $(VENV)/.compiled-generic
 	$(BIN)/python -m pytest -n 2 -m "not gpu" tests
+	$(BIN)/python -m tests.numerics -n 2 tests
+
+# numba's caches of the generic kernels of that run, kept apart from the main
+# ones (numba keys its caches by CPU name): filled once, like .compiled.
+$(VENV)/.compiled-generic: $(VENV)/.installed $(wildcard idexdask/*.py idexdask/*/*.py)
+	$(BIN)/python -m tests.numerics --compile
+	touch $@
 
 # On a machine with an NVIDIA GPU: install the gpu extra and run the CuPy tests.
 test-gpu: setup

@@ -32,34 +32,48 @@ def main(argv: list[str] | None = None) -> int:
     img = Path(args.img)
     img.mkdir(parents=True, exist_ok=True)
     ds = idexdask.read_l0(args.l0)
-    out = analyze(ds, {"calibration": {"preset": "flight"}})
+    out = analyze(ds)  # the default: flight preset for L0 data, campaign calibration
+    assert out["mass_calibration"].attrs["preset"] == "flight"
     settings = load_calibration_settings("flight")
+    import json
+
+    (campaign,) = json.loads(out["mass_calibration"].attrs["campaign_calibration"]).values()
+    verdict = "calibrated" if campaign["calibrated"] else "uncalibrated"
+    sys.stdout.write(
+        f"Campaign (all 14 events, one shape): {verdict}"
+        f" ({campaign['reason']}); best joint-scan stretch "
+        f"{campaign['stretch_us_per_sqrt_u'] or float('nan'):.4f} µs/√u, score "
+        f"{campaign['score'] or float('nan'):.2f}, anchors {campaign['anchors']}.\n\n")
     t = out["time_high_sample_rate"].values
     rows = []
     w = sys.stdout.write
-    w("| event | lines | status (reason) | stretch µs/√u | t0 µs | order | lines identified "
-      "(residual ppm) | rms u |\n|---|---|---|---|---|---|---|---|\n")
+    w("| event | lines (converged) | status (reason) | stretch µs/√u | t0 µs | order "
+      "| lines identified (residual ppm) | rms u |\n|---|---|---|---|---|---|---|---|\n")
     for e in range(out.sizes["epoch"]):
         sel = out["peak_event"].values == e
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
-                           out["tof_combined"].values[e].astype(float), "DN")
+                           out["tof_combined"].values[e].astype(float), "DN",
+                           mode_centred=out["peak_center_at_mode"].values[sel])
         res = calibrate_lines(lines, settings)
         stored = str(out["mass_calibration_status"].values[e])
-        assert (stored == "calibrated") == res.calibrated, "time2mass and analyze disagree"
+        if str(out["mass_calibration_method"].values[e]) != "campaign":
+            assert (stored == "calibrated") == res.calibrated, "time2mass and analyze disagree"
         if res.calibrated:
             cal = res.calibration
             ids = ", ".join(f"{lab} ({ppm:+.0f})" for lab, ppm in
                             sorted(zip(res.line_label, cal.residual_ppm, strict=True),
                                    key=lambda x: x[0]))
-            w(f"| {e} | {sel.sum()} | calibrated | {res.stretch:.4f} | {cal.t0:+.3f} | "
-              f"{cal.order} | {ids} | {cal.rms_residual_u:.3f} |\n")
+            n_conv = np.sum(out["peak_status"].values[sel] == 0)
+            w(f"| {e} | {sel.sum()} ({n_conv}) | calibrated | {res.stretch:.4f} | "
+              f"{cal.t0:+.3f} | {cal.order} | {ids} | {cal.rms_residual_u:.3f} |\n")
             plot_time2mass(lines, res, img / f"idex_event_{e}.png",
                            title=f"IDEX 2023-12-18 event {e} (flight preset)")
         else:
             best = (f"best a={res.stretch:.3f}, t0={res.shift:+.2f}"
                     if np.isfinite(res.stretch) else "")
-            w(f"| {e} | {sel.sum()} | {res.status} ({res.reason}: {res.message}) | — | — | — | "
+            w(f"| {e} | {sel.sum()} ({np.sum(out['peak_status'].values[sel] == 0)}) | "
+              f"{res.status} ({res.reason}: {res.message}) | — | — | — | "
               f"{best} | — |\n")
         rows.append(res)
     # overview: merged TOF spectra of all events against time

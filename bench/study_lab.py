@@ -1,6 +1,8 @@
 """Calibrate the three peridot impacts of the LeCroy captures.
 
-Per impact the lab_peridot preset; the joint scan runs over the wide lab range.
+The default configuration (scope captures: the lab_peridot preset, campaign
+calibration of the three impacts together); the joint scan of section 3 runs
+over the wide lab range.
 
 Regenerates the tables of ``docs/lab-captures.md`` (printed as Markdown) and its
 figures in ``docs/img/``: ``lab_raw.png`` (TOF and QD waveforms), ``lab_scan.png``
@@ -23,7 +25,7 @@ import idexdask
 from idexdask.analysis.analyze import analyze
 from idexdask.analysis.pickup import pickup_from_dataset
 from idexdask.calibration import load_calibration_settings
-from idexdask.calibration.time2mass import EventLines, calibrate_lines, plot_time2mass
+from idexdask.calibration.time2mass import EventLines, calibrate_lines
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/scope-trc"
 
@@ -60,6 +62,33 @@ def joint_scan(out, settings, stretches: np.ndarray, sigma_us: float = 0.006) ->
     return score, shift
 
 
+def _plot_mass(out, e: int, path: Path, title: str) -> None:
+    """Spectrum of event ``e`` against mass, identified lines labelled."""
+    import matplotlib.pyplot as plt
+
+    from idexdask.calibration import mass_axis
+
+    name = out["TOF_High"].attrs.get("time_variable", "time_high_sample_rate")
+    t = np.asarray(out[name].values[e], dtype=float)
+    c = out["mass_calibration"].values[e]
+    keep = t > c[0] + 0.05
+    mass = mass_axis(c[None, :], t[keep][None, :])[0]
+    fig, ax = plt.subplots(figsize=(9, 3.4), constrained_layout=True)
+    ax.plot(mass, out["tof_combined"].values[e][keep], lw=0.5, color="0.2")
+    sel = out["peak_event"].values == e
+    for sp, m, h in zip(out["peak_species"].values[sel], out["peak_mass"].values[sel],
+                        out["peak_height"].values[sel], strict=True):
+        if sp and np.isfinite(m) and m < 70:
+            ax.annotate(sp, (m, h), textcoords="offset points", xytext=(0, 3), ha="center",
+                        fontsize=7, color="C3")
+    ax.set_xlim(0, 70)
+    ax.set_xlabel("mass (u)")
+    ax.set_ylabel("TOF (V)")
+    ax.set_title(title)
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("trc", nargs="?", default=str(DEFAULT))
@@ -75,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     import matplotlib.pyplot as plt
 
     ds = idexdask.read_trc(args.trc)
-    # per-impact calibration with this setup's preset; the joint scan below
-    # searches the wide `lab` range that the preset's geometry came from
-    out = analyze(ds, {"calibration": {"preset": "lab_peridot"}})
+    # the default configuration: the source's preset, the campaign calibration
+    # of the three impacts together; the joint scan below searches the wide
+    # `lab` range that the preset's geometry came from
+    out = analyze(ds)
     settings = load_calibration_settings("lab")
     setup_settings = load_calibration_settings("lab_peridot")
     t = out["time_high_sample_rate"].values
@@ -101,29 +131,45 @@ def main(argv: list[str] | None = None) -> int:
     fig.savefig(img / "lab_raw.png", dpi=60)
     plt.close(fig)
 
-    # 2. per-impact calibration with the lab_peridot preset
-    w("| impact | lines | status (reason) | stretch µs/√u | t0 µs | order "
-      "| lines (residual ppm) |\n"
-      "|---|---|---|---|---|---|---|\n")
+    # 2. the campaign calibration (one shape, a shift per impact) and, for
+    # comparison, each impact's own bootstrap with the same preset
+    import json
+
+    groups = json.loads(out["mass_calibration"].attrs["campaign_calibration"])
+    (summary,) = groups.values()
+    shape, err = summary["shape"], summary["shape_err"]
+    w(f"Campaign calibration (preset {out['mass_calibration'].attrs['preset']}): "
+      f"{summary['reason'] if not summary['calibrated'] else 'calibrated'}, order "
+      f"{summary['order']}, joint-scan stretch {summary['stretch_us_per_sqrt_u']:.4f} µs/√u, "
+      "shape a_k = " + ", ".join(
+          f"{a:.5f} ± {e:.5f}" for a, e in zip(shape, err, strict=True) if a)
+      + f" (µs/u^(k/2)), rms residual {summary['rms_residual_ns']:.1f} ns over "
+      f"{summary['lines']} lines, anchors {summary['anchors']}, score "
+      f"{summary['score']:.2f} against {summary['rival_score']:.2f} for the best rival.\n\n")
+    w("| impact | lines (fitted / used) | method | t0 µs | own bootstrap | lines used "
+      "(residual ns) |\n|---|---|---|---|---|---|\n")
     results = []
+    coeffs = out["mass_calibration"].values
+    resid = out["peak_calibration_residual"].values
     for e in range(n):
         sel = out["peak_event"].values == e
         lines = EventLines(out["peak_center"].values[sel], out["peak_area"].values[sel],
                            out["peak_status"].values[sel], t[e],
-                           out["tof_combined"].values[e].astype(float), "V")
-        res = calibrate_lines(lines, setup_settings)
-        results.append(res)
-        if res.calibrated:
-            cal = res.calibration
-            ids = ", ".join(f"{lab} ({ppm:+.0f})" for lab, ppm in
-                            zip(res.line_label, cal.residual_ppm, strict=True))
-            w(f"| {impacts[e]} | {sel.sum()} | calibrated | {res.stretch:.4f} | {cal.t0:+.3f} | "
-              f"{cal.order} | {ids} |\n")
-            plot_time2mass(lines, res, img / f"lab_impact_{impacts[e]}.png",
-                           title=f"peridot impact {impacts[e]} (lab_peridot preset)")
-        else:
-            w(f"| {impacts[e]} | {sel.sum()} | {res.status} ({res.reason}: {res.message}) | "
-              f"{res.stretch:.4f} (rejected) | {res.shift:+.3f} (rejected) | — | — |\n")
+                           out["tof_combined"].values[e].astype(float), "V",
+                           mode_centred=out["peak_center_at_mode"].values[sel])
+        own = calibrate_lines(lines, setup_settings)
+        results.append(own)
+        used = sel & np.isfinite(resid)
+        ids = ", ".join(f"{sp or '?'}@{m:.2f} ({1e3 * r:+.1f})" for sp, m, r in zip(
+            out["peak_species"].values[used], out["peak_mass"].values[used], resid[used],
+            strict=True))
+        own_text = ("calibrated" if own.calibrated else f"{own.status} ({own.reason})")
+        w(f"| {impacts[e]} | {sel.sum()} / {used.sum()} | "
+          f"{out['mass_calibration_method'].values[e]} | {coeffs[e, 0]:+.4f} | {own_text} | "
+          f"{ids} |\n")
+        if np.isfinite(coeffs[e, 0]):
+            _plot_mass(out, e, img / f"lab_impact_{impacts[e]}.png",
+                       f"peridot impact {impacts[e]} (campaign calibration)")
 
     # 3. joint scan: one geometry -> one stretch for all impacts
     stretches = np.arange(0.30, 1.20, 0.001)
@@ -155,18 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     w("\n| impact | lines assigned | Mg | Si | Fe | Na | Al | Mg# | Fo | best mineral |\n"
       "|---|---|---|---|---|---|---|---|---|---|\n")
     el = list(out["element"].values)
+    cerr = out["composition_err"].values
     for e in range(n):
-        if not results[e].calibrated:
+        if out["mass_calibration_status"].values[e] != "calibrated":
             w(f"| {impacts[e]} | uncalibrated | | | | | | | | |\n")
             continue
         sel = out["peak_event"].values == e
         sp = [f"{s}@{m:.2f}" for s, m in zip(out["peak_species"].values[sel],
                                              out["peak_mass"].values[sel], strict=True) if s]
         c = out["composition"].values[e]
-        x = {s: c[el.index(s)] for s in ("Mg", "Si", "Fe", "Na", "Al")}
-        w(f"| {impacts[e]} | {' '.join(sp)} | " + " | ".join(f"{x[s]:.3f}" for s in x)
-          + f" | {float(out['mg_number'].values[e]):.2f} | {float(out['fo_number'].values[e]):.1f}"
-          f" | {out['best_mineral'].values[e]} |\n")
+        x = {s: (c[el.index(s)], cerr[e][el.index(s)]) for s in ("Mg", "Si", "Fe", "Na", "Al")}
+        w(f"| {impacts[e]} | {' '.join(sp)} | "
+          + " | ".join(f"{v:.2f} ± {u:.2f}" for v, u in x.values())
+          + f" | {float(out['mg_number'].values[e]):.2f} ± "
+          f"{float(out['mg_number_err'].values[e]):.2f} | "
+          f"{float(out['fo_number'].values[e]):.1f} | {out['best_mineral'].values[e]} |\n")
 
     # 5. grain speed and charge from the QD pickups (placeholder geometry)
     p = pickup_from_dataset(ds)

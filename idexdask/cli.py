@@ -259,7 +259,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     summary = store_status(args.store)
     _print_summary(summary, "idexdask status")
+    _print_overrides(args.store)
     return summary.exit_code
+
+
+def _print_overrides(store: str) -> None:
+    """The store's manual overrides: rows in force, undone, units the next submit redoes."""
+    from idexdask.pipeline.overrides_store import read_store_overrides, units_awaiting_overrides
+
+    table = read_store_overrides(store)
+    if table.sizes["override"] == 0:
+        return
+    in_force = int((table["undone"].values == "").sum())
+    waiting = units_awaiting_overrides(store)
+    _echo(f"manual overrides   : {in_force} in force, {table.sizes['override'] - in_force} undone"
+          + (f"; {len(waiting)} unit(s) redone by the next submit" if waiting else ""))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -1,18 +1,18 @@
 """Configuration: YAML under ``configs/``, validated on load.
 
 ``configs/default.yaml`` holds every knob with its default value (decode,
-calibration, analysis, cluster, pipeline, export, composition); it is also the
-schema.  A user file or mapping may override any subset of its keys.  An unknown
-key, a value of the wrong type, or a value outside its allowed range is rejected
-with a :class:`~idexdask.errors.ConfigError` naming the dotted key, before any work
-starts.  Reference data (calibration presets, RSF, species and mineral tables,
-CDF attributes, the lab scope setup) stay in their own files, named by keys of
-``default.yaml``.
-
-Beyond "same type as the default", stage modules declare range checks
-(:func:`register_check`) and per-channel tables with free keys
-(:func:`register_table`); :func:`load_config` imports those modules
-(``_SCHEMA_MODULES``) before validating, so no check is ever skipped.
+calibration, analysis, cluster, pipeline, export, composition).  A user file or
+mapping may override any subset of its keys.  The configuration model,
+:mod:`idexdask.schema`, declares every key's type and range in one table and the
+rules that need a reference file (calibration and RSF preset names, the species
+and mineral libraries): :func:`load_config` checks the override and the merged
+result against it, so an unknown key, a wrongly typed value, a value out of
+range or an unknown preset raises :class:`~idexdask.errors.ConfigError` naming
+the dotted key and what it allows, before any work starts.
+:func:`load_settings` returns the same configuration frozen
+(:class:`~idexdask.schema.Settings`).  Reference data (calibration presets,
+RSF, species and mineral tables, CDF attributes, the lab scope setup) stay in
+their own files, named by keys of ``default.yaml``.
 
 Examples
 --------
@@ -25,7 +25,7 @@ Examples
 from __future__ import annotations
 
 import copy
-import importlib
+import functools
 import os
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -38,19 +38,18 @@ from idexdask.errors import ConfigError
 
 __all__ = [
     "config_dir",
+    "default_config",
     "dump_config",
     "file_key",
     "load_config",
+    "load_settings",
     "load_yaml",
     "merge",
     "parse_assignment",
+    "read_yaml_cached",
     "register_check",
     "register_table",
 ]
-
-# Modules whose import registers checks and tables of the schema (see register_check).
-_SCHEMA_MODULES = ("idexdask.pipeline", "idexdask.analysis.analyze")
-
 
 def config_dir() -> Path:
     """Directory holding the shipped YAML files (``configs/`` of the source tree).
@@ -114,6 +113,23 @@ def file_key(name_or_path: str | Path) -> tuple[str, int]:
         return str(path), -1
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_yaml(path: str, mtime_ns: int) -> Any:
+    return load_yaml(path)
+
+
+def read_yaml_cached(name_or_path: str | Path) -> Any:
+    """:func:`load_yaml`, parsed once per file version (:func:`file_key`); read only.
+
+    For checks run on every configuration load: the caller must not modify the
+    result (it is shared).
+    """
+    path, mtime_ns = file_key(name_or_path)
+    if mtime_ns < 0:
+        return load_yaml(name_or_path)  # raises the not-found ConfigError
+    return _cached_yaml(path, mtime_ns)
+
+
 def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` into a copy of ``base`` (override wins)."""
     out = copy.deepcopy(dict(base))
@@ -125,89 +141,41 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-# Range checks beyond "same type as the default", keyed by dotted name.
+# Checks declared by stage modules at import time (register_check): kept for
+# callers of that older interface; the model itself is idexdask.schema.SCHEMA.
 _Check = Callable[[Any], bool]
-_RANGE_CHECKS: dict[str, tuple[_Check, str]] = {}
-# Tables: mappings whose keys are free (channel names, Dask settings), with
-# their value check, its requirement, and whether values share the defaults' type.
-_TABLES: dict[str, tuple[_Check | None, str, bool]] = {}
+_EXTRA_CHECKS: dict[str, tuple[_Check, str]] = {}
 
 
 def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
-    """Add a value check for ``dotted_key`` (used by stage modules at import time).
+    """Add a value check for ``dotted_key``, run after the model's own checks.
 
-    ``check(value)`` returns whether the value is valid (else a ConfigError
-    quotes ``requirement``), or raises :class:`~idexdask.errors.ConfigError` with
-    its own message.  A check of a mapping (a whole section) runs on the complete,
-    merged configuration, after its keys and types are checked.
-
-    The registry only ever grows with static, import-time declarations: it is a
-    schema, not run-time state.
+    Prefer one line in :data:`idexdask.schema.SCHEMA`, where every other key is
+    declared (a key of ``default.yaml`` without one fails the test suite).  The
+    registry only grows with static, import-time declarations.
     """
-    _RANGE_CHECKS[dotted_key] = (check, requirement)
+    _EXTRA_CHECKS[dotted_key] = (check, requirement)
 
 
 def register_table(
     dotted_key: str, check: _Check | None = None, requirement: str = "", *, typed: bool = True
 ) -> None:
-    """Declare the mapping at ``dotted_key`` a table with free keys (channel names).
-
-    Each value is checked against the type of the table's default values (when it
-    has any, and ``typed``) and by ``check``, as :func:`register_check` does.
-    Static, import-time declarations only.
-    """
-    _TABLES[dotted_key] = (check, requirement, typed)
+    """Kept for older callers: tables are :class:`idexdask.schema.Table` specs now."""
+    if check is not None:
+        register_check(dotted_key, lambda table: all(check(v) for v in table.values()),
+                       requirement)
 
 
-def _apply_check(where: str, value: Any, entry: tuple[_Check | None, str] | None) -> None:
-    if entry is None or entry[0] is None or value is None:
-        return
-    check, requirement = entry
-    if not check(value):
-        raise ConfigError(f"{where}: {value!r} is invalid ({requirement})")
-
-
-def _validate(value: Any, default: Any, dotted: str, *, complete: bool = True) -> None:
-    """Check ``value`` against the schema ``default``; ``complete``: not a partial override."""
-    where = dotted.removeprefix("config.")
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        table = _TABLES.get(where)
-        for key, sub in value.items():
-            if key in default:
-                _validate(sub, default[key], f"{dotted}.{key}", complete=complete)
-            elif table is not None:
-                # None: any type
-                exemplar = next(iter(default.values()), None) if table[2] else None
-                _validate(sub, exemplar, f"{dotted}.{key}", complete=complete)
-            else:
-                known = ", ".join(sorted(map(str, default))) or "(none)"
-                name = f"{dotted}.{key}".removeprefix("config.")
-                raise ConfigError(f"unknown configuration key {name!r} (known: {known})")
-            if table is not None:
-                _apply_check(f"{where}.{key}", sub, table[:2])
-        if complete:
-            _apply_check(where, value, _RANGE_CHECKS.get(where))
-        return
-    if default is None or value is None:
-        pass  # optional value: any type accepted, checked by the stage using it
-    elif isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    elif isinstance(default, int | float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-            if not value.is_integer():
-                raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    elif isinstance(default, str):
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-    elif isinstance(default, list):
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-    _apply_check(where, value, _RANGE_CHECKS.get(where))
+def _extra_checks(config: Mapping[str, Any]) -> None:
+    for dotted, (check, requirement) in _EXTRA_CHECKS.items():
+        value: Any = config
+        for part in dotted.split("."):
+            if not isinstance(value, Mapping) or part not in value:
+                break
+            value = value[part]
+        else:
+            if value is not None and not check(value):
+                raise ConfigError(f"{dotted}: {value!r} is invalid ({requirement})")
 
 
 _DEFAULTS_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
@@ -227,6 +195,11 @@ def _defaults() -> dict[str, Any]:
         _DEFAULTS_CACHE.clear()
         _DEFAULTS_CACHE[key] = loaded
     return copy.deepcopy(_DEFAULTS_CACHE[key])
+
+
+def default_config() -> dict[str, Any]:
+    """``configs/default.yaml`` as written (a fresh copy, not validated)."""
+    return _defaults()
 
 
 def load_config(
@@ -250,19 +223,32 @@ def load_config(
     ConfigError
         On an unknown key, a wrongly typed value or a value out of range.
     """
+    from idexdask import schema
+
     defaults = _defaults()
     if override is None:
-        return defaults
+        override = {}
     if isinstance(override, str | Path):
+        source = str(override)
         override = load_yaml(override) or {}
+        if not isinstance(override, Mapping):
+            raise ConfigError(f"{source}: a configuration file must hold a mapping, "
+                              f"got {type(override).__name__}")
     if not isinstance(override, Mapping):
         raise ConfigError(f"configuration must be a mapping, got {type(override).__name__}")
-    for module in _SCHEMA_MODULES:  # their import registers the schema's checks
-        importlib.import_module(module)
-    _validate(override, defaults, "config", complete=False)
-    merged = merge(defaults, override)
-    _validate(merged, defaults, "config")
+    # the override alone first: its own mistakes (a null for a section, a typo)
+    # are named as written, before the merge could hide them
+    schema.validate(override, defaults, complete=False)
+    merged = schema.validate(merge(defaults, override), defaults)
+    _extra_checks(merged)
     return merged
+
+
+def load_settings(override: Mapping[str, Any] | str | Path | None = None) -> Any:
+    """:func:`load_config`, frozen: :class:`idexdask.schema.Settings` for the stages."""
+    from idexdask.schema import freeze
+
+    return freeze(load_config(override))
 
 
 def parse_assignment(assignment: str) -> dict[str, Any]:

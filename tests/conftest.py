@@ -81,5 +81,18 @@ def official_target_fits(tmp_path_factory, l0_dir) -> dict[str, Path]:
     return {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
 
 
+@pytest.fixture(scope="session")
+def official_instrument_state(tmp_path_factory, l0_dir) -> dict[str, Path]:
+    """The official L1b instrument state of every real event, plus random header words.
+
+    Returns a mapping file name -> ``.npz``, and ``"synthetic"`` -> the ``.npz``
+    of random words (see tests/oracle/official_instrument_state.py).
+    """
+    out = tmp_path_factory.mktemp("official_instrument_state")
+    _run_oracle("official_instrument_state.py", out, REAL_L0_FILES)
+    paths = {f.name: out / (f.name + ".npz") for f in REAL_L0_FILES}
+    return paths | {"synthetic": out / "synthetic.npz"}
+
+
 def pytest_report_header(config):
     return [f"idexdask data: {data_root()}", f"python: {sys.version.split()[0]}"]

@@ -17,7 +17,9 @@ calibration's bootstrap, ~5 ms per event):
 3. mass calibration per event (:func:`idexdask.calibration.bootstrap_calibration`);
 4. impact-charge fits of Target_High, Target_Low, Ion_Grid
    (:mod:`~idexdask.analysis.impact`);
-5. impact velocity and dust mass (:mod:`~idexdask.analysis.velocity`);
+5. lab captures: grain speed and charge from the pickup tubes
+   (:mod:`~idexdask.analysis.pickup_products`); impact velocity and dust mass
+   (:mod:`~idexdask.analysis.velocity`; the pickup speed, where measured, for the mass);
 6. composition (:func:`_composition_products`).
 
 Bad waveforms (flat, zero, saturated, NaN, fill, too short) give statuses,
@@ -36,7 +38,6 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus
 from idexdask.analysis.impact import (
     FIT_PARAMETERS,
     IMPACT_CHANNELS,
@@ -44,6 +45,7 @@ from idexdask.analysis.impact import (
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.instrument import instrument_products
 from idexdask.analysis.line_edits import apply_line_edits
 from idexdask.analysis.overrides import (
     LINE_SHAPES,
@@ -52,7 +54,11 @@ from idexdask.analysis.overrides import (
     impact_windows,
     manual_impact,
 )
-from idexdask.analysis.peaks import fit_status_meanings
+from idexdask.analysis.peaks import (
+    LineStatus,
+    fit_status_meanings,
+)
+from idexdask.analysis.pickup_products import pickup_products
 from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
 from idexdask.analysis.velocity import (
     PowerLawCurve,
@@ -60,7 +66,7 @@ from idexdask.analysis.velocity import (
     dust_mass,
     invert_rise_time,
 )
-from idexdask.config import load_config, register_check, register_table
+from idexdask.config import load_settings
 from idexdask.errors import AnalysisError, ConfigError, IdexDaskError
 
 __all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]
@@ -70,61 +76,6 @@ _log = get_logger(__name__)
 _CAL_ORDER = 3  # columns of mass_calibration: t0 + up to third order in sqrt(m)
 # the peak variables the composition layer reads
 _PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err")
-
-
-# Schema of the `analysis:` section of configs/default.yaml beyond "same type as
-# the default" (checked by idexdask.config.load_config, before any work).
-def _polarity_ok(value: Any) -> bool:
-    return not isinstance(value, bool) and value in (-1, 0, 1)
-
-
-def _quality_ok(section: Mapping[str, Any]) -> bool:
-    from idexdask.analysis.signal_quality import load_quality_config
-
-    try:
-        load_quality_config(section)
-    except ConfigError as exc:
-        raise ConfigError(f"analysis.{exc}") from exc
-    return True
-
-
-def _curve_ok(name: str) -> Any:
-    def check(section: Mapping[str, Any]) -> bool:
-        try:
-            curve = PowerLawCurve.from_config(section)
-            if name == "rise_time_curve":  # must be invertible over its range
-                curve.monotonic_range()
-        except ConfigError as exc:
-            raise ConfigError(f"analysis.velocity.{name}: {exc}") from exc
-        return True
-
-    return check
-
-
-for _key in ("analysis.quality.polarity", "analysis.tof.polarity", "analysis.impact.polarity"):
-    register_table(_key, _polarity_ok, "+1, -1 or 0")
-register_table("analysis.quality.baseline_window_by_channel")
-register_table(
-    "analysis.impact.baseline_stop_us",
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
-    "a time in µs",
-)
-register_check("analysis.quality", _quality_ok, "see docs/quality.md")
-for _key in ("rise_time_curve", "yield_curve"):
-    register_check(f"analysis.velocity.{_key}", _curve_ok(_key), "see docs/analysis.md")
-register_check(
-    "analysis.fitting.device", lambda v: v in ("cpu", "gpu"), "cpu or gpu"
-)
-register_check(
-    "analysis.fitting.engine",
-    lambda v: v in ("compiled", "auto", "xp"),
-    "compiled, auto or xp",
-)
-register_check(
-    "analysis.velocity.channels",
-    lambda v: all(c in IMPACT_CHANNELS for c in v),
-    f"a list of {', '.join(IMPACT_CHANNELS)}",
-)
 
 
 def load_analysis_settings(
@@ -141,15 +92,15 @@ def load_analysis_settings(
 
     Returns
     -------
-    config, settings : dict
-        Validated configuration and its ``analysis`` section.
+    config, settings : idexdask.schema.Settings
+        Validated, frozen configuration and its ``analysis`` section.
 
     Raises
     ------
     ConfigError
         On unknown keys or invalid values.
     """
-    cfg = load_config(config if config is not None else {})
+    cfg = load_settings(config if config is not None else {})
     return cfg, cfg["analysis"]
 
 
@@ -231,7 +182,7 @@ def _tof_products(
         "peak_center": (fits.center, "us", "EMG Gaussian centre, time from the trigger"),
         "peak_center_err": (fits.center_err, "us", "1-sigma uncertainty of peak_center"),
         "peak_sigma": (fits.sigma, "us", "EMG Gaussian width"),
-        "peak_gamma": (fits.gamma, "1/us", "EMG exponential tail rate"),
+        "peak_gamma": (fits.gamma, "1/us", "EMG exponential tail rate (NaN: Gaussian line)"),
         "peak_area": (
             fits.area,
             f"{unit} us",
@@ -246,9 +197,16 @@ def _tof_products(
         ),
         "peak_chisq": (fits.chisq, "1", "noise-weighted chi-square of the line fit"),
         "peak_redchi": (fits.redchi, "1", "chi-square per degree of freedom"),
-        "peak_status": (fits.status, "1", "FitStatus of the line fit"),
+        "peak_status": (fits.status, "1", "LineStatus of the line fit"),
         "peak_manual": (edits.manual, "1", "line added, edited or reshaped by a manual override"),
-        "peak_shape": (edits.shape, "1", "line shape of the fit (idexdask.analysis.lineshapes)"),
+        "peak_shape": (
+            edits.shape, "1", "line shape of the fit (idexdask.analysis.lineshapes; the "
+            "automatic fit: emg, or gaussian where the EMG's tail collapsed or it failed)",
+        ),
+        "peak_center_at_mode": (
+            fits.mode_centred, "1", "Gaussian fitted where the EMG did not converge: "
+            "peak_center is the line's mode, not an EMG centre (not calibrated on)",
+        ),
         "peak_shape_parameters": (
             edits.shape_parameters,
             "",
@@ -272,7 +230,7 @@ def _tof_products(
         attrs = {"units": units, "long_name": long_name}
         if name == "peak_status":
             attrs.update(
-                flag_values=np.arange(len(FitStatus), dtype=np.int8),
+                flag_values=np.arange(len(LineStatus), dtype=np.int8),
                 flag_meanings=fit_status_meanings(),
             )
         if name == "peak_shape":
@@ -318,6 +276,7 @@ def _tof_products(
         "center": fits.center,
         "area": fits.area,
         "status": fits.status,
+        "mode_centred": fits.mode_centred,
         "zsig": zsig,
         "species_manual": edits.species,
     }
@@ -329,15 +288,18 @@ def _mass_calibration(
     cfg: Mapping[str, Any],
     settings: Mapping[str, Any],
     out: dict[str, xr.Variable],
+    attrs: Mapping[str, Any],
+    variables: Mapping[str, Any] | tuple[()] = (),
 ) -> np.ndarray:
     from idexdask.calibration import (
         bootstrap_calibrations,
         load_calibration_settings,
-        mass_axis,
     )
+    from idexdask.calibration.source import resolve_preset
 
     section = cfg.get("calibration") or {}
-    preset = str(section.get("preset", "flight"))
+    # explicit preset, else the one of the data's source kind (flight / lab)
+    preset = resolve_preset(section, attrs, variables)
     # the configured settings file, not only its default: validated once per call
     calibration_settings = load_calibration_settings(
         preset, path=section.get("settings_file") or None
@@ -346,6 +308,9 @@ def _mass_calibration(
         lines["center"]
     )
     good &= np.isfinite(lines["area"]) & (lines["area"] > 0)
+    # a Gaussian fitted where the EMG failed is centred on the line's mode, not
+    # on the EMG centre the comb times refer to
+    good &= ~lines["mode_centred"]
     # lines are sorted by event: the good ones of event e are one slice
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n_events), out=offsets[1:])
@@ -354,42 +319,40 @@ def _mass_calibration(
     )
     for e in np.nonzero(batch.reason_code < 0)[0]:
         _log.info("event %d: calibration failed: non-finite peak times or amplitudes", e)
-    status = batch.status
-    reason = batch.reason
-    coeffs = batch.stacked(order=_CAL_ORDER)
-    _with_coord(
-        out,
-        "calibration_coefficient",
-        np.arange(_CAL_ORDER + 1),
-        "mass_calibration",
-        xr.Variable(
-            ("epoch", "calibration_coefficient"),
-            coeffs,
-            attrs={
-                "units": "us, us/u**(k/2)",
-                "long_name": "t = c0 + sum_k c_k sqrt(m)**k (NaN: uncalibrated)",
-                "preset": preset,
-            },
-        ),
+    # campaign level: one shape per group of events (input file / lab run),
+    # a shift per event; an event's own calibration where it is better supported
+    from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
+    from idexdask.calibration.products import calibration_variables
+
+    group = (
+        np.asarray(variables["input_index"].values)
+        if "input_index" in variables and variables["input_index"].dims == ("epoch",)
+        else np.zeros(n_events, np.int64)
     )
-    out["mass_calibration_status"] = _epoch_da(
-        status.astype(str), {"long_name": "bootstrap calibration status"}
+    own = batch.stacked(order=_CAL_ORDER)
+    grouped = calibrate_groups(
+        lines["event"], lines["center"], lines["area"], good, group, calibration_settings,
+        CampaignSettings.from_config(settings["calibration"].get("campaign")),
+        own, batch.n_matched,
     )
-    out["mass_calibration_reason"] = _epoch_da(
-        reason.astype(str), {"long_name": "why uncalibrated ('none' if calibrated)"}
+    coeffs = grouped.coefficients
+    calibrated = np.all(np.isfinite(coeffs[:, :2]), axis=1)
+    status = np.where(calibrated, "calibrated", batch.status)
+    reason = np.where(calibrated, "none", batch.reason)
+    variables = calibration_variables(
+        coeffs, status, reason, grouped.method, grouped.residual_us, lines["event"],
+        lines["center"], preset, grouped.groups,
     )
-    pm = np.full(lines["event"].size, np.nan)
-    if pm.size:
-        rows = coeffs[lines["event"]]
-        fin = np.all(np.isfinite(rows), axis=1) & np.isfinite(lines["center"])
-        if fin.any():
-            pm[fin] = mass_axis(rows[fin], lines["center"][fin][:, None])[:, 0]
-    out["peak_mass"] = xr.Variable(
-        ("peak",),
-        pm,
-        attrs={"units": "u", "long_name": "line mass from the event's calibration"},
-    )
-    return batch.calibrated
+    for name, variable in variables.items():
+        if name == "calibration_coefficient":
+            continue
+        if name == "mass_calibration":
+            _with_coord(
+                out, "calibration_coefficient", np.arange(_CAL_ORDER + 1), name, variable
+            )
+        else:
+            out[name] = variable
+    return calibrated
 
 
 def _manual_calibration(
@@ -410,7 +373,11 @@ def _manual_calibration(
     from idexdask.calibration.manual import manual_calibrations
 
     n_events = calibrated.size
-    method = np.full(n_events, "bootstrap", dtype=object)
+    method = (  # how the automatic calibration was made, where it says so
+        out["mass_calibration_method"].values.astype(object)
+        if "mass_calibration_method" in out
+        else np.full(n_events, "bootstrap", dtype=object)
+    )
     events: list[int] = []
     if table.sizes.get("override", 0):
         rows = np.nonzero(table["action"].values == "calibrate")[0]
@@ -418,10 +385,11 @@ def _manual_calibration(
         events = sorted({index[int(e)] for e in table["epoch"].values[rows] if int(e) in index})
     if events:
         section = cfg.get("calibration") or {}
+        # the preset the automatic calibration used (the configured one, resolved)
+        preset = out["mass_calibration"].attrs.get("preset", section.get("preset", "flight"))
         cal = manual_calibrations(
             lines["event"], lines["center"], lines["species_manual"], events,
-            load_calibration_settings(str(section.get("preset", "flight")),
-                                      path=section.get("settings_file") or None),
+            load_calibration_settings(str(preset), path=section.get("settings_file") or None),
             order=_CAL_ORDER,
         )
         coeffs = out["mass_calibration"].values.copy()
@@ -445,10 +413,17 @@ def _manual_calibration(
         if fin.any():
             pm[fin] = mass_axis(coeffs[lines["event"][fin]], lines["center"][fin][:, None])[:, 0]
         out["peak_mass"] = out["peak_mass"].copy(data=pm)
-    out["mass_calibration_method"] = _epoch_da(
-        method.astype(str),
-        {"long_name": "how the mass calibration was made: bootstrap, or manual (assigned lines)"},
-    )
+        if "peak_calibration_residual" in out:  # the manual fit's own residuals there
+            res = out["peak_calibration_residual"].values.copy()
+            res[mine] = np.nan
+            for used, fit in zip(cal.lines, cal.calibrations, strict=True):
+                if fit is not None and fit.usable:
+                    res[used] = fit.residual_us
+            out["peak_calibration_residual"] = out["peak_calibration_residual"].copy(data=res)
+    attrs = (dict(out["mass_calibration_method"].attrs) if "mass_calibration_method" in out
+             else {"long_name": "how the mass calibration was made"})
+    attrs["long_name"] = f"{attrs['long_name']}; manual: fitted to hand-assigned lines"
+    out["mass_calibration_method"] = _epoch_da(method.astype(str), attrs)
     return calibrated
 
 
@@ -458,6 +433,7 @@ def _impact_products(
     settings: Mapping[str, Any],
     table: xr.Dataset,
     out: dict[str, xr.Variable],
+    pickup_speed: np.ndarray | None = None,
 ) -> dict[str, Any]:
     n = ds.sizes["epoch"]
     epochs = np.asarray(ds.variables["epoch"].values)
@@ -548,6 +524,13 @@ def _impact_products(
     vstat = np.where(
         (vstat == VelocityStatus.OK) & ~np.isfinite(mass), VelocityStatus.NO_CHARGE, vstat
     ).astype(np.int8)
+    # a measured grain speed (lab captures: the pickup tubes) replaces the rise-time
+    # estimate in the mass
+    mass_source = np.where(np.isfinite(mass), "rise_time", "").astype(object)
+    if pickup_speed is not None:
+        measured = np.isfinite(pickup_speed)
+        mass = np.where(measured, dust_mass(q, pickup_speed, yield_curve), mass)
+        mass_source = np.where(measured & np.isfinite(mass), "pickup", mass_source)
     rise_prov = vcfg["rise_time_curve"].get("provenance", "")
     prov = f"rise time: {rise_prov}; yield: {vcfg['yield_curve'].get('provenance', '')}"
     out["impact_velocity"] = _epoch_da(
@@ -560,6 +543,10 @@ def _impact_products(
     )
     out["dust_mass"] = _epoch_da(
         mass, {"units": "kg", "long_name": "dust mass = |Q| / charge yield(v)", "calibration": prov}
+    )
+    out["dust_mass_velocity_source"] = _epoch_da(
+        mass_source.astype(str),
+        {"long_name": "speed used for dust_mass: pickup (QD), rise_time, '' (no mass)"},
     )
     out["impact_velocity_status"] = _epoch_da(
         vstat,
@@ -601,7 +588,9 @@ def _composition_products(
         return None
     try:
         return func(peaks, n_events, config, calibrated=calibrated)
-    except (AnalysisError, ConfigError, ValueError) as exc:
+    except ConfigError:
+        raise  # a configuration mistake stops the analysis: it never drops products
+    except (AnalysisError, ValueError) as exc:
         _log.warning("composition products failed: %s", exc)
         return None
 
@@ -654,9 +643,16 @@ def analysis_products(
     lines = _tof_products(l1a, quality, settings, table, products)
     calibrated = None
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
-        calibrated = _mass_calibration(lines, n_events, cfg, settings, products)
+        calibrated = _mass_calibration(
+            lines, n_events, cfg, settings, products, l1a.attrs, l1a.variables
+        )
         calibrated = _manual_calibration(lines, table, l1a, cfg, products, calibrated)
-    _impact_products(l1a, quality, settings, table, products)
+    pickup = pickup_products(l1a)  # lab captures: grain speed and charge (QD)
+    if pickup is not None:
+        products.update(pickup)
+    _impact_products(l1a, quality, settings, table, products,
+                     pickup_speed=None if pickup is None else pickup["qd_speed"].values)
+    products.update(instrument_products(l1a))  # header words -> engineering units
 
     # Bare Variables (no coordinates to align), assembled by the caller in one
     # step: each merge or assign over the ~270 variables costs several ms.

@@ -647,7 +647,8 @@ def emg_profile(scipy_erfcx, u, gs):  # pragma: no cover - compiled
 
     ``_emg_h``'s expressions for one point: one ``erfcx`` of ``|z|``,
     ``z = (gs - u)/sqrt(2)``.  ``scipy_erfcx`` nonzero (the address of scipy's C
-    erfcx): the array code's values to the last bit; zero: the compiled engine's
+    erfcx): the array code's expressions (its values but for exp, which libm and
+    NumPy's CPU-specific SIMD code round an ulp apart); zero: the compiled engine's
     :func:`~idexdask.analysis.special.erfcx_kernel` and a multiplication by
     1/sqrt(2) (equal to rounding).
     """
@@ -668,7 +669,8 @@ def _emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - c
 
     ``scipy_erfcx`` nonzero (the address of scipy's C erfcx): the expressions of
     ``_emg_fj``/``_emg_unit_jac``/``_emg_h`` one by one (no contraction to FMA),
-    so the values are the array code's to the last bit.  Zero: the compiled
+    so the values are the array code's but for the ulp by which libm's exp and
+    NumPy's CPU-specific SIMD exp may differ.  Zero: the compiled
     engine's cheaper forms, equal to rounding: :func:`~idexdask.analysis.special.erfcx_kernel`,
     and the divisions by ``s`` and sqrt(2) as multiplications by ``inv_s = 1/s``
     (computed once per window) and 1/sqrt(2) (the kernel 10 % faster).
@@ -706,7 +708,8 @@ def _impact_terms(d, er, ed, amp, tr, td, inv_tr, inv_td, exact):  # pragma: no 
     """``g`` and d/d(t0, tau_r, tau_d) of ``A g`` at ``d = x - t0 > 0``, given
     ``er = exp(-d/tau_r)`` and ``ed = exp(-d/tau_d)``.
 
-    ``exact``: the array code's expressions (its values to the last bit); else
+    ``exact``: the array code's expressions (its values within libm's and NumPy's
+    exp rounding); else
     the divisions by ``tau`` as multiplications by ``inv_tr = 1/tau_r`` and
     ``inv_td = 1/tau_d`` (the compiled engine; equal to rounding).
     """
@@ -809,8 +812,9 @@ def _grid_steps(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 def _residual_jacobian(kernel, scipy_erfcx, x, y, w, weighted, p, r, jac):  # pragma: no cover
     """Weighted residuals ``r`` (n, m) and Jacobian ``jac`` (n, 5, m) of a compiled model.
 
-    What the vectorised loop computes with ``model.jacobian`` and the weighting,
-    to the last bit, in one pass (``weighted=False``: unit weights, ``w`` unused).
+    What the vectorised loop computes with ``model.jacobian`` and the weighting
+    (within the ulp by which libm's exp and NumPy's SIMD exp may differ), in one
+    pass (``weighted=False``: unit weights, ``w`` unused).
     """
     n, m = x.shape
     for i in range(n):
@@ -1171,7 +1175,8 @@ def _iterate_xp(
     out_iter, out_status``, indexed by the batch row in ``idx``) and dropped.
     With a compiled ``kernel`` (NumPy only) the weighted residuals and Jacobian
     come from one compiled pass instead of ~30 array operations: the same
-    values to the last bit, so the same iterations and results.
+    expressions (an ulp apart where NumPy's exp runs SIMD code), so the same
+    iterations and, within rounding, the same results.
     """
     idx, xs, ys, ws, bs, theta, chi_floor = work
     out_p, out_cov, out_chi, out_nfev, out_iter, out_status = outs
@@ -1399,7 +1404,8 @@ def fit_batch(
         only (NumPy or CuPy, any model).  ``"auto"``: the same loop, but on
         NumPy the weighted residuals and Jacobian of a model with a compiled
         ``kernel`` (EMG + constant, the impact charge model) come from one
-        compiled pass: identical results to the last bit, ~2x faster.
+        compiled pass: the same iterations, results equal within rounding (libm's
+        exp against NumPy's CPU-specific SIMD exp), ~2x faster.
         ``"compiled"``: the whole iteration compiled, one fit at a time, model,
         Jacobian and normal equations fused (NumPy and a ``kernel`` required;
         another ~2x).  Its normal equations are summed and solved in a

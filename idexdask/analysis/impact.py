@@ -276,7 +276,7 @@ def fit_impacts(
     ImpactFit
         Never raises on bad waveforms; see :class:`ImpactStatus`.
     """
-    from idexdask.analysis.signal_quality import channel_arrays
+    from idexdask.analysis.signal_quality import channel_arrays, quantisation_step
     from idexdask.analysis.tof import channel_polarity, channel_time, saturation_mask
 
     x, _, _ = channel_arrays(ds, name)
@@ -300,7 +300,7 @@ def fit_impacts(
     base_stop = float(
         (settings.get("baseline_stop_us") or {}).get(name, settings["baseline_stop_default_us"])
     )
-    base, noise = baseline_sigma(x, t, base_stop)
+    base, noise = baseline_sigma(x, t, base_stop, quantum=quantisation_step(ds.variables[name]))
     base_mask = (t < base_stop) & np.isfinite(x)
     few = base_mask.sum(axis=1) < 4
     if np.any(few):  # no pre-trigger part: first 10 % of the trace

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import numba
@@ -43,6 +44,8 @@ from idexdask.numerics import pairwise_sum_zero_tail
 
 __all__ = [
     "LineFits",
+    "LineShape",
+    "LineStatus",
     "PeakCandidates",
     "baseline_sigma",
     "detect_peaks",
@@ -54,6 +57,43 @@ __all__ = [
 _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
+# Narrowest line width the sampling resolves, in samples: the rms width of one
+# sample's box (1/sqrt(12) = 0.29), rounded up.  A fit that ends at this bound
+# has found a line narrower than a sample (a spike), not an ion line.
+SIGMA_MIN_SAMPLES = 0.3
+# A tail shorter than this (samples) is not resolved: the line is a Gaussian.
+TAU_MIN_SAMPLES = 0.1
+
+
+class LineStatus(IntEnum):
+    """Outcome of one TOF line fit; 0-4 are the fitter's :class:`FitStatus`."""
+
+    CONVERGED = 0
+    MAX_ITERATIONS = 1
+    HIT_BOUND = 2
+    FAILED_NONFINITE = 3
+    INVALID_INPUT = 4
+    SPIKE = 5
+    """Fitted width at the sampling limit (``SIGMA_MIN_SAMPLES``): narrower than
+    a sample resolves, a spike rather than an ion line.  Kept, not calibrated on."""
+    NOT_SIGNIFICANT = 6
+    """Fitted height below ``min_line_snr`` noise sigmas.  Kept, not calibrated on."""
+
+
+class LineShape(IntEnum):
+    """Line shape of an automatic TOF line fit (its index in
+    :data:`idexdask.analysis.overrides.LINE_SHAPES`, the ``peak_shape`` codes)."""
+
+    EMG = 0
+    """Exponentially modified Gaussian (``peak_gamma`` its tail rate)."""
+    GAUSSIAN = 1
+    """Gaussian (``peak_gamma`` NaN: no tail): the EMG's tail collapsed below
+    ``TAU_MIN_SAMPLES`` samples (centre as an EMG's), or the EMG did not
+    converge on a line with a tail and the Gaussian did (``mode_centred``: the
+    centre is then the line's mode, later than an EMG centre by up to the tail
+    time, and the mass calibration does not use it)."""
+
+
 _WALL = 1e300  # separator sample between events in the concatenated search array
 _HEIGHT_GRID = 64  # points of the fine grid on which the fitted line height is taken
 
@@ -238,7 +278,11 @@ class _quiet:
 
 
 def baseline_sigma(
-    y: np.ndarray, t: np.ndarray, stop_us: float, min_samples: int = 16
+    y: np.ndarray,
+    t: np.ndarray,
+    stop_us: float,
+    min_samples: int = 16,
+    quantum: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Robust baseline level and sigma of each event from samples before ``stop_us``.
 
@@ -253,19 +297,37 @@ def baseline_sigma(
     min_samples : int
         Fewer finite samples before ``stop_us``: the first 10 % of the trace is
         used instead.
+    quantum : float
+        Quantisation step of ``y`` (1 DN for integer data, the ADC step in V
+        for scope captures; 0 when unknown): the sigma is never below the
+        quantisation noise ``quantum / sqrt(12)``.
 
     Returns
     -------
     level, sigma : numpy.ndarray
         Mean of the samples within 4 sigma of the median (not quantised like a
         median of integer data) and 1.4826 x MAD per event (n_events,), NaN
-        where no finite sample.
+        where no finite sample.  A quiet quantised baseline can have MAD = 0:
+        the standard deviation of its samples is used then, and the result is
+        floored at ``quantum / sqrt(12)``.
     """
     y = np.asarray(y, dtype=float)
     t2 = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
     n_first = max(int(0.1 * y.shape[1]), 1)
     level, med, mad = _baseline_rows(y, t2, float(stop_us), int(min_samples), n_first)
-    return level, MAD_TO_SIGMA * mad
+    sigma = MAD_TO_SIGMA * mad
+    zero = np.nonzero(sigma == 0)[0]
+    if zero.size:  # rare: a MAD that collapsed on quantised data
+        yz, tz = y[zero], t2[zero]
+        use = (tz < stop_us) & np.isfinite(yz)
+        short = use.sum(axis=1) < min_samples
+        head = np.zeros_like(use)
+        head[:, :n_first] = True
+        use = np.where(short[:, None], head & np.isfinite(yz), use)
+        with _quiet():
+            sigma[zero] = np.nanstd(np.where(use, yz, np.nan), axis=1)
+    floor = abs(float(quantum)) / math.sqrt(12.0) if math.isfinite(quantum) else 0.0
+    return level, np.fmax(sigma, floor) if floor > 0 else sigma
 
 
 @numba.njit(cache=True, nogil=True)
@@ -753,9 +815,13 @@ class LineFits:
     chisq, redchi : numpy.ndarray
         Noise-weighted chi-square and chi-square per degree of freedom.
     status : numpy.ndarray
-        :class:`~idexdask.analysis.batchfit.FitStatus` codes, int8.
+        :class:`LineStatus` codes, int8.
     window_start, window_stop : numpy.ndarray
         Fit window actually used, µs.
+    shape : numpy.ndarray
+        :class:`LineShape` codes, int8.
+    mode_centred : numpy.ndarray
+        Gaussian fallbacks of unconverged EMG fits: centre at the line's mode (bool).
     """
 
     center: np.ndarray
@@ -771,6 +837,8 @@ class LineFits:
     status: np.ndarray
     window_start: np.ndarray
     window_stop: np.ndarray
+    shape: np.ndarray
+    mode_centred: np.ndarray
 
 
 def _windows(
@@ -847,10 +915,115 @@ def fit_lines(
     m = cand.size
     if m == 0:
         z = np.zeros(0)
-        return LineFits(*(z.copy() for _ in range(10)), np.zeros(0, np.int8), z.copy(), z.copy())
+        return LineFits(
+            *(z.copy() for _ in range(10)), np.zeros(0, np.int8), z.copy(), z.copy(),
+            np.zeros(0, np.int8), np.zeros(0, bool),
+        )
     if step is None:
         step = sample_step(t)  # once: a median of every event's time steps
     start, stop = _windows(cand, t, step, settings)
+    fits = _fit_classes(y, t, step, noise, cand, start, stop, settings)
+    return _deblend(y, t, step, noise, cand, start, stop, settings, fits)
+
+
+def _deblend(
+    y: np.ndarray,
+    t: np.ndarray,
+    step: np.ndarray,
+    noise: np.ndarray,
+    cand: PeakCandidates,
+    start: np.ndarray,
+    stop: np.ndarray,
+    settings: Mapping[str, Any],
+    fits: LineFits,
+) -> LineFits:
+    """Refit the unconverged lines with their neighbours' fitted profiles removed.
+
+    A window is cut at the midpoint to a neighbouring line; a weak line on the
+    tail of a strong one then sees that tail as data its constant baseline
+    cannot follow, and its centre runs to the window's edge.  Each line that
+    did not converge is fitted again on its window with the fitted profiles of
+    the other lines of its event subtracted (same model, bounds and
+    convergence criteria), and the refit is kept where it converged.  Only the
+    event's own lines enter, so an event's result never depends on the others.
+    """
+    bad = np.flatnonzero(
+        (fits.status == FitStatus.MAX_ITERATIONS) | (fits.status == FitStatus.HIT_BOUND)
+    )
+    if bad.size == 0:
+        return fits
+    from idexdask.analysis.lineshapes import gaussian
+
+    ev = cand.event
+    usable = (fits.status <= FitStatus.HIT_BOUND) | (fits.status >= LineStatus.SPIKE)
+    usable &= np.isfinite(fits.area) & np.isfinite(fits.center) & np.isfinite(fits.sigma)
+    rows_y = np.array(y[ev[bad]], dtype=float)  # one row per refitted line
+    any_removed = np.zeros(bad.size, bool)
+    # with the neighbours removed, the window may reach halfway further towards
+    # them: a shoulder's centre lies before the midpoint its window was cut at
+    start = start.copy()
+    stop = stop.copy()
+    start[bad] = np.maximum(start[bad] - (cand.index[bad] - start[bad]) // 2, 0)
+    stop[bad] = np.minimum(stop[bad] + (stop[bad] - cand.index[bad]) // 2, y.shape[1] - 1)
+    for r, k in enumerate(bad):
+        cols = np.arange(start[k], stop[k] + 1)
+        x = t[ev[k], cols]
+        others = np.flatnonzero((ev == ev[k]) & usable)
+        others = others[others != k]
+        if others.size == 0:
+            continue
+        total = np.zeros(cols.size)
+        with np.errstate(all="ignore"):
+            for j in others:
+                if fits.shape[j] != LineShape.EMG:
+                    prof = gaussian(x, fits.area[j], fits.center[j], fits.sigma[j])
+                else:
+                    prof = emg(x, fits.area[j], fits.center[j], fits.sigma[j], fits.gamma[j])
+                total += np.where(np.isfinite(prof), prof, 0.0)
+        rows_y[r, cols] -= total
+        any_removed[r] = True
+    bad = bad[any_removed]
+    if bad.size == 0:
+        return fits
+    sub = cand.take(bad)
+    sub = PeakCandidates(
+        event=np.arange(bad.size, dtype=np.int64),
+        index=sub.index,
+        prominence=sub.prominence,
+        manual=sub.manual,
+        window_start=sub.window_start,
+        window_stop=sub.window_stop,
+        center_guess=sub.center_guess,
+    )
+    noise = np.asarray(noise, dtype=float)
+    refit = _fit_classes(
+        rows_y[any_removed], t[ev[bad]], step[ev[bad]],
+        noise[ev[bad]], sub, start[bad], stop[bad], settings,
+    )  # fmt: skip
+    better = refit.status == FitStatus.CONVERGED
+    if not better.any():
+        return fits
+    columns = {}
+    for name in LineFits.__dataclass_fields__:
+        column = getattr(fits, name).copy()
+        column[bad[better]] = getattr(refit, name)[better]
+        columns[name] = column
+    _log.debug("deblend: %d of %d unconverged lines converged", better.sum(), bad.size)
+    return LineFits(**columns)
+
+
+def _fit_classes(
+    y: np.ndarray,
+    t: np.ndarray,
+    step: np.ndarray,
+    noise: np.ndarray,
+    cand: PeakCandidates,
+    start: np.ndarray,
+    stop: np.ndarray,
+    settings: Mapping[str, Any],
+) -> LineFits:
+    """:func:`_fit_windows` of every window, one batch per width class."""
+    m = cand.size
     # A fit must not depend on the other windows of the batch: NaN padding to the
     # batch's widest window changes the arithmetic (and an ill-conditioned fit's
     # path), so windows are padded to their own length rounded up to 16 samples
@@ -890,7 +1063,7 @@ def line_heights(
     within [-1, 4] sigma of the centre, or within 1.5/gamma for a line whose
     tail is narrower than its Gaussian core.  Compiled, with scipy's own
     ``erfcx`` and :func:`~idexdask.analysis.lineshapes.emg`'s expressions: the
-    same values to the last bit as ``emg`` on the grid (tested), in a quarter
+    same values as ``emg`` on the grid within 8 ulp (tested), in a quarter
     of the time of its temporaries.
     """
     grid = np.linspace(-1.0, 4.0, _HEIGHT_GRID)
@@ -955,26 +1128,25 @@ def _fit_windows(
     t_hi = t[ev, stop]
     span = np.maximum(t_hi - t_lo, dt)
 
-    # starting values from the window's samples
+    # starting values from the moments of the line's core in the window
     ok = np.isfinite(yw)
     y0 = np.where(ok, yw, 0.0)
     peak_col = np.clip(cand.index - start, 0, width - 1)
-    top = y0[np.arange(m), peak_col]
-    top = np.where(top > 0, top, np.max(y0, axis=1))
-    above = ok & (y0 >= 0.5 * top[:, None])
-    fwhm = np.maximum(np.sum(above, axis=1), 1) * dt
-    area0 = np.maximum(np.sum(np.clip(y0, 0, None), axis=1) * dt, top * fwhm)
-    sigma0 = np.clip(fwhm / (2.355 * math.sqrt(2.0)), 0.3 * dt, 0.25 * span)
-    gamma0 = np.clip(math.sqrt(2.0) * 2.355 / fwhm, 4.0 / span, 0.5 * GAMMA_MAX)
-    center0 = np.where(np.isfinite(cand.center_guess), cand.center_guess, t[ev, cand.index])
-    center0 = np.clip(center0 - 0.3 * sigma0, t_lo, t_hi)
+    start_values = _moment_starts(xw, y0, ok, peak_col, dt, span)
+    center0 = np.where(
+        np.isfinite(cand.center_guess), cand.center_guess, start_values.center
+    )
+    center0 = np.clip(center0, t_lo, t_hi)
     with _quiet():
         c0 = np.nanmin(np.where(ok, yw, np.nan), axis=1)
     c0 = np.where(np.isfinite(c0), np.minimum(c0, 0.0), 0.0)
 
     model = batch_model("emg", "constant")
-    p0 = np.stack([area0, center0, sigma0, gamma0, c0], axis=1)
-    lower = np.stack([np.zeros(m), t_lo, 0.1 * dt, 2.0 / span, np.full(m, -np.inf)], axis=1)
+    sigma_lo = SIGMA_MIN_SAMPLES * dt
+    sigma0 = np.clip(start_values.sigma, 1.5 * sigma_lo, 0.25 * span)
+    gamma0 = np.clip(start_values.gamma, 4.0 / span, 0.5 * GAMMA_MAX)
+    p0 = np.stack([start_values.area, center0, sigma0, gamma0, c0], axis=1)
+    lower = np.stack([np.zeros(m), t_lo, sigma_lo, 2.0 / span, np.full(m, -np.inf)], axis=1)
     upper = np.stack(
         [np.full(m, np.inf), t_hi, 0.5 * span, np.full(m, GAMMA_MAX), np.full(m, np.inf)], axis=1
     )
@@ -985,8 +1157,9 @@ def _fit_windows(
         else np.broadcast_to(noise[ev][:, None], yw.shape)
     )
     sig = np.where(np.isfinite(sig) & (sig > 0), sig, np.nan)
+    device = str(settings.get("fit_device", "cpu"))
     res = fit_batch_on(
-        str(settings.get("fit_device", "cpu")),
+        device,
         xw,
         yw,
         model,
@@ -997,28 +1170,196 @@ def _fit_windows(
         max_iter=int(settings["max_iterations"]),
         engine=str(settings.get("fit_engine", "compiled")),
     )
-    a, c, s, g, off = (res.params[:, j] for j in range(5))
+    params = np.array(res.params, dtype=float)
+    stderr = np.array(res.stderr, dtype=float)
+    chisq = np.array(res.chisq, dtype=float)
+    redchi = np.array(res.redchi, dtype=float)
+    status = np.asarray(res.status, dtype=np.int8).copy()
+    shape = np.full(m, LineShape.EMG, dtype=np.int8)
+    mode_centred = np.zeros(m, dtype=bool)
+    _gaussian_fallback(
+        device, xw, yw, sig, params, stderr, chisq, redchi, status, shape, mode_centred,
+        lower, upper, dt, settings,
+    )  # fmt: skip
+    a, c, s, g, off = (params[:, j] for j in range(5))
+    gauss = shape != LineShape.EMG
+    g = np.where(gauss, np.nan, g)
     # line maximum on a fine grid spanning the Gaussian core and the tail
     # (the mode lies within [-1, 4] sigma of the centre, or within 1.5/gamma for
     # a line whose tail is narrower than its Gaussian core)
     height = line_heights(a, c, s, g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        height = np.where(gauss, a / (s * math.sqrt(2.0 * math.pi)), height)
+    _classify(status, height, s, sigma_lo, sig, xw, c, settings)
     return LineFits(
         center=c,
-        center_err=res.stderr[:, 1],
+        center_err=stderr[:, 1],
         sigma=s,
         gamma=g,
         area=a,
-        area_err=res.stderr[:, 0],
+        area_err=stderr[:, 0],
         height=height,
         offset=off,
-        chisq=res.chisq,
-        redchi=res.redchi,
-        status=np.asarray(res.status, dtype=np.int8),
+        chisq=chisq,
+        redchi=redchi,
+        status=status,
         window_start=t_lo,
         window_stop=t_hi,
+        shape=shape,
+        mode_centred=mode_centred,
     )
 
 
+@dataclass
+class _Starts:
+    """Start values of the EMG fits (one per window): area, centre, sigma, gamma."""
+
+    area: np.ndarray
+    center: np.ndarray
+    sigma: np.ndarray
+    gamma: np.ndarray
+
+
+def _moment_starts(
+    xw: np.ndarray,
+    y0: np.ndarray,
+    ok: np.ndarray,
+    peak_col: np.ndarray,
+    dt: np.ndarray,
+    span: np.ndarray,
+) -> _Starts:
+    """EMG start values from the moments of each line's core.
+
+    The core is the run of samples around the peak sample that stay above 10 %
+    of its height (the window's other lines and most of the noise left out).
+    An EMG of centre mu, width sigma and tail tau = 1/gamma has mean mu + tau,
+    variance sigma**2 + tau**2 and third central moment 2 tau**3; the tail is
+    limited to what the core's skew supports.
+    """
+    m, width = y0.shape
+    rows = np.arange(m)
+    top = y0[rows, peak_col]
+    top = np.where(top > 0, top, np.max(y0, axis=1))
+    high = ok & (y0 >= 0.1 * top[:, None])
+    col = np.arange(width)[None, :]
+    # the run of `high` samples holding the peak column
+    breaks = ~high
+    left = np.max(np.where(breaks & (col < peak_col[:, None]), col, -1), axis=1) + 1
+    right = np.min(np.where(breaks & (col > peak_col[:, None]), col, width), axis=1) - 1
+    core = (col >= left[:, None]) & (col <= right[:, None]) & high
+    w = np.where(core, y0, 0.0)
+    total = np.sum(w, axis=1)
+    safe = np.where(total > 0, total, 1.0)
+    x = np.where(core, xw, 0.0)
+    mean = np.sum(w * x, axis=1) / safe
+    d = np.where(core, xw - mean[:, None], 0.0)
+    var = np.sum(w * d * d, axis=1) / safe
+    m3 = np.sum(w * d**3, axis=1) / safe
+    tau = np.cbrt(np.clip(m3, 0.0, None) / 2.0)
+    tau = np.minimum(tau, 0.8 * np.sqrt(np.maximum(var, 0.0)))
+    sigma = np.sqrt(np.maximum(var - tau * tau, (0.5 * dt) ** 2))
+    tau = np.maximum(tau, 0.5 * dt)
+    fwhm = np.maximum(np.sum(ok & (y0 >= 0.5 * top[:, None]), axis=1), 1) * dt
+    area = np.maximum(total * dt, top * fwhm)
+    center = np.where(total > 0, mean - tau, xw[rows, peak_col])
+    return _Starts(area=area, center=center, sigma=sigma, gamma=1.0 / np.minimum(tau, span))
+
+
+def _gaussian_fallback(
+    device: str,
+    xw: np.ndarray,
+    yw: np.ndarray,
+    sig: np.ndarray,
+    params: np.ndarray,
+    stderr: np.ndarray,
+    chisq: np.ndarray,
+    redchi: np.ndarray,
+    status: np.ndarray,
+    shape: np.ndarray,
+    mode_centred: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    dt: np.ndarray,
+    settings: Mapping[str, Any],
+) -> None:
+    """Refit as Gaussians the lines whose EMG tail collapsed or that did not converge.
+
+    The EMG's Gaussian limit (gamma -> infinity) lies outside its parameter
+    domain, so a line without a resolved tail runs gamma to its upper bound.
+    Such a line (tail shorter than ``TAU_MIN_SAMPLES`` samples) is refitted with
+    a Gaussian plus constant, the same fitter and convergence criteria (the
+    array engine: the compiled one has the EMG and impact models only); its
+    result replaces the EMG's.  A line whose EMG fit did not converge for
+    another reason (sigma and tail trade against each other on broad lines) is
+    refitted too, and the Gaussian kept only where it converged: its centre is
+    then the line's mode, later than an EMG centre by up to the tail time
+    (``peak_shape``, ``mode_centred``).  Updates the arrays in place.
+    """
+    with np.errstate(invalid="ignore", divide="ignore"):
+        collapsed = np.isfinite(params[:, 3]) & (1.0 / params[:, 3] < TAU_MIN_SAMPLES * dt)
+    unconverged = (status == FitStatus.MAX_ITERATIONS) | (status == FitStatus.HIT_BOUND)
+    rows = np.flatnonzero((collapsed & (status <= FitStatus.HIT_BOUND)) | unconverged)
+    if rows.size == 0:
+        return
+    cols = [0, 1, 2, 4]  # amplitude, center, sigma, c
+    p0 = np.clip(params[rows][:, cols], lower[rows][:, cols], upper[rows][:, cols])
+    res = fit_batch_on(
+        device,
+        xw[rows],
+        yw[rows],
+        batch_model("gaussian", "constant"),
+        p0,
+        lower=lower[rows][:, cols],
+        upper=upper[rows][:, cols],
+        sigma=sig[rows],
+        max_iter=int(settings["max_iterations"]),
+        engine="xp",
+    )
+    st = np.asarray(res.status, dtype=np.int8)
+    take = collapsed[rows] | (st == FitStatus.CONVERGED)
+    take &= st <= FitStatus.HIT_BOUND
+    r = rows[take]
+    params[r] = np.nan
+    params[np.ix_(r, cols)] = np.asarray(res.params)[take]
+    stderr[r] = np.nan
+    stderr[np.ix_(r, cols)] = np.asarray(res.stderr)[take]
+    chisq[r] = np.asarray(res.chisq)[take]
+    redchi[r] = np.asarray(res.redchi)[take]
+    status[r] = st[take]
+    shape[r] = LineShape.GAUSSIAN
+    mode_centred[r] = ~collapsed[r]
+
+
+def _classify(
+    status: np.ndarray,
+    height: np.ndarray,
+    sigma: np.ndarray,
+    sigma_lo: np.ndarray,
+    sig: np.ndarray,
+    xw: np.ndarray,
+    center: np.ndarray,
+    settings: Mapping[str, Any],
+) -> None:
+    """Mark spikes and insignificant lines among the fitted ones (in place).
+
+    A fitted line (status CONVERGED, MAX_ITERATIONS or HIT_BOUND) lower than
+    ``min_line_snr`` times the noise at its centre is NOT_SIGNIFICANT; one
+    whose width ended at the sampling limit is a SPIKE.  Both are kept.
+    """
+    fitted = status <= FitStatus.HIT_BOUND
+    m = status.size
+    with np.errstate(invalid="ignore"):
+        dist = np.abs(xw - center[:, None])
+        near = np.argmin(np.where(np.isfinite(dist), dist, np.inf), axis=1) if m else np.zeros(
+            0, int
+        )
+        noise_at = sig[np.arange(m), near] if m else np.zeros(0)
+        weak = fitted & ~(height >= float(settings.get("min_line_snr", 3.0)) * noise_at)
+        narrow = fitted & ~weak & (sigma <= sigma_lo * (1.0 + 1e-3))
+    status[weak] = LineStatus.NOT_SIGNIFICANT
+    status[narrow] = LineStatus.SPIKE
+
+
 def fit_status_meanings() -> str:
-    """CF ``flag_meanings`` string of the :class:`FitStatus` codes."""
-    return " ".join(s.name.lower() for s in FitStatus)
+    """CF ``flag_meanings`` string of the :class:`LineStatus` codes."""
+    return " ".join(s.name.lower() for s in LineStatus)

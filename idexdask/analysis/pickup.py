@@ -7,10 +7,11 @@ long as the fringing field takes to cross, about one tube radius) of height
 ``q * volts_per_coulomb`` above the pre-signal baseline, lasting ``L / v`` for a tube
 of length *L*.  Two tubes a distance *D* apart see the grain ``D / v`` apart.
 
-Method (all steps vectorised over events)
------------------------------------------
-1. Polarity: the signal is multiplied by ``polarity`` (±1; the lab amplifiers give
-   negative-going QD pulses, so the default is -1) so that the pulse is positive.
+Method (vectorised over events; one function per step)
+------------------------------------------------------
+1. Polarity: the signal is multiplied (in step 2's pass) by ``polarity`` (±1; the
+   lab amplifiers give negative-going QD pulses, so the default is -1) so that the
+   pulse is positive.
 2. Edges: a smoothed derivative, the difference of the means of ``w`` samples after
    and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n)).  Its
    noise is the MAD-scaled spread over the whole record.  The entry edge is its
@@ -41,11 +42,14 @@ Likewise the default tube length (0.20 m) is a placeholder, see ``configs/scope.
 
 from __future__ import annotations
 
-import warnings
+import copy
+import functools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 import xarray as xr
 
@@ -55,10 +59,12 @@ from idexdask.errors import AnalysisError
 __all__ = [
     "PLACEHOLDER_VOLTS_PER_COULOMB",
     "STATUS_MEANINGS",
+    "combine_detectors",
     "load_scope_config",
     "pickup_charge_speed",
     "pickup_from_dataset",
     "pickup_two_detectors",
+    "pickup_uniform",
 ]
 
 _log = get_logger(__name__)
@@ -90,13 +96,21 @@ def load_scope_config(path: str | Path | None = None) -> dict[str, Any]:
     dict
         The parsed YAML (``pickup``, ``channels`` sections).
     """
+    from idexdask.config import file_key
+
+    # parsed once per file version (every pack of a campaign asks); a copy each call
+    return copy.deepcopy(_scope_config(*file_key(path if path is not None else "scope.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _scope_config(path: str, mtime_ns: int) -> dict[str, Any]:
     from idexdask.config import load_yaml
 
-    return load_yaml(path if path is not None else "scope.yaml")
+    return load_yaml(path) or {}
 
 
-def _as_2d(a: Any, name: str) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+def _as_2d(a: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    arr = np.asarray(a, dtype=dtype)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2:
@@ -104,34 +118,42 @@ def _as_2d(a: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _mad(a: np.ndarray) -> float:
+    """MAD-scaled spread (1.4826 x median absolute deviation) of the finite values."""
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return np.nan
+    return float(1.4826 * np.median(np.abs(a - np.median(a))))
+
+
 def _window_stats(
     y: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Median of ``y[e, lo:hi]`` and its error.
+    """Median of ``y[e, lo:hi]`` and its error, per event (rows of ``y``).
 
     The error is the MAD-scaled scatter of the ``w``-sample means ``s`` that lie
     inside the window, over the square root of the number of such independent
     means (this follows noise correlated over less than ``w`` samples).  Windows
     shorter than ``2 w`` use the scatter of ``y`` itself, with one independent
-    sample per ``w`` (conservative).
+    sample per ``w`` (conservative).  One slice per event: the windows are a few
+    per cent of a lab record, so statistics over slices, not full-length masks.
     """
-    idx = np.arange(y.shape[1])[None, :]
-    mask = (idx >= lo[:, None]) & (idx < hi[:, None])
-    mask_s = (idx >= lo[:, None]) & (idx <= hi[:, None] - w)
-    n = mask.sum(axis=1)
-    n_s = mask_s.sum(axis=1)
-
-    def mad(a: np.ndarray) -> np.ndarray:
-        return 1.4826 * np.nanmedian(np.abs(a - np.nanmedian(a, axis=1)[:, None]), axis=1)
-
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows of empty windows
-        level = np.nanmedian(np.where(mask, y, np.nan), axis=1)
-        err_s = mad(np.where(mask_s, s, np.nan)) / np.sqrt(np.maximum(n_s / w, 1.0))
-        err_y = mad(np.where(mask, y, np.nan))
-    err = np.where(n_s >= w, err_s, err_y)
-    level = np.where(n > 0, level, np.nan)
-    err = np.where(n > 0, err, np.nan)
+    n_ev, n = y.shape
+    level = np.full(n_ev, np.nan)
+    err = np.full(n_ev, np.nan)
+    for e in range(n_ev):
+        a, b = max(int(lo[e]), 0), min(int(hi[e]), n)
+        if b <= a:
+            continue
+        window = y[e, a:b]
+        finite = window[np.isfinite(window)]
+        level[e] = np.median(finite) if finite.size else np.nan
+        b_s = min(int(hi[e]) - w + 1, n)  # means s[i] of y[i:i+w] inside the window
+        n_s = max(b_s - a, 0)
+        if n_s >= w:
+            err[e] = _mad(s[e, a:b_s]) / np.sqrt(max(n_s / w, 1.0))
+        else:
+            err[e] = _mad(window)
     return level, err
 
 
@@ -164,6 +186,209 @@ def _edge_centroid(
         cen = (wts * win).sum(axis=1) / tot
     width = (right - left).astype(np.float64)
     return cen, width / 2.0
+
+
+@dataclass(frozen=True)
+class _PickupSettings:
+    """The detection settings of :func:`pickup_charge_speed`, converted to samples."""
+
+    polarity: int
+    dt: float  #: sampling interval, µs
+    w: int  #: derivative half-kernel, samples
+    threshold_sigma: float
+    min_transit: int  #: samples
+    max_transit: int  #: samples
+    edge_half: int  #: half-width of the edge window, samples
+    baseline: int  #: samples
+    plateau_guard: float
+
+
+@dataclass(frozen=True)
+class _Records:
+    """The pulses, positive along the polarity, NaN samples filled."""
+
+    y: np.ndarray  #: (events, samples), V, float64
+    t0: np.ndarray  #: time of each event's first sample, µs
+    dt: np.ndarray  #: each event's sampling interval, µs
+    status: np.ndarray  #: int8, 1 where too few finite samples
+
+
+@dataclass(frozen=True)
+class _Derivative:
+    """Running means and the smoothed derivative of the records."""
+
+    mean_fwd: np.ndarray  #: mean of ``y[i : i+w]`` (NaN past the end)
+    d: np.ndarray  #: mean_fwd[i] - mean_fwd[i-w]: the edge detector
+    sigma: np.ndarray  #: MAD-scaled noise of ``d`` per event
+
+
+@dataclass(frozen=True)
+class _Edges:
+    """Entry and exit edges: derivative peaks and their centroids (sample indices)."""
+
+    peak_in: np.ndarray
+    peak_out: np.ndarray
+    c_in: np.ndarray  #: fractional sample index of the entry's 50 % point
+    c_out: np.ndarray
+    hw_in: np.ndarray  #: half-width of the derivative peaks, samples
+    hw_out: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """Baseline and plateau levels (along the polarity) and the pulse height."""
+
+    baseline: np.ndarray
+    height: np.ndarray
+    height_err: np.ndarray
+    snr: np.ndarray
+
+
+def _pickup_settings(
+    interval_us: np.ndarray, n: int, *, polarity: int, smooth_us: float,
+    threshold_sigma: float, min_transit_us: float, max_transit_us: float,
+    edge_window_us: float, baseline_us: float, plateau_guard: float,
+) -> _PickupSettings:
+    """Check the sampling and convert the settings from µs to samples."""
+    if n < 16:
+        raise AnalysisError(f"too few samples ({n}) for pulse detection")
+    if polarity not in (-1, 1):
+        raise AnalysisError(f"polarity must be -1 or +1, not {polarity}")
+    dt = float(np.nanmedian(interval_us)) if np.isfinite(interval_us).any() else np.nan
+    if not np.isfinite(dt) or dt <= 0:
+        raise AnalysisError("time_us must increase uniformly")
+    w = max(1, int(round(smooth_us / dt)))
+    if 2 * w + 2 > n:
+        raise AnalysisError(f"smooth_us={smooth_us} too long for {n} samples of {dt} µs")
+    return _PickupSettings(
+        polarity=polarity, dt=dt, w=w, threshold_sigma=float(threshold_sigma),
+        min_transit=int(np.ceil(min_transit_us / dt)),
+        max_transit=int(np.floor(max_transit_us / dt)),
+        edge_half=max(2 * w, int(round(edge_window_us / dt))),
+        baseline=int(round(baseline_us / dt)), plateau_guard=float(plateau_guard),
+    )
+
+
+def _records(
+    start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: _PickupSettings
+) -> _Records:
+    """Step 1: the records as float64, NaN samples taking the event's median."""
+    n_ev = signal_v.shape[0]
+    status = np.zeros(n_ev, np.int8)
+    finite = np.isfinite(signal_v)
+    y = np.array(signal_v, dtype=np.float64)  # our own copy (the sign is applied in step 2)
+    if not bool(finite.all()):
+        status[finite.sum(axis=1) < 4 * s.w] = 1
+        for e in np.nonzero(~finite.all(axis=1))[0]:
+            good = y[e][finite[e]]
+            y[e][~finite[e]] = np.median(good) if good.size else 0.0
+    return _Records(y=y, t0=np.broadcast_to(start_us, (n_ev,)),
+                    dt=np.broadcast_to(interval_us, (n_ev,)), status=status)
+
+
+@numba.njit(cache=True, nogil=True)
+def _running_means(y, polarity, w, mean_fwd, d):  # pragma: no cover - compiled
+    """Per row: ``y *= polarity``; ``mean_fwd[i]`` = mean of ``y[i:i+w]`` (NaN past
+    the end); ``d[i] = mean_fwd[i] - mean_fwd[i-w]`` on ``[w, n-w]``, else 0.
+
+    One pass per row; the running sum is the sequential float64 cumulative sum
+    ``numpy.cumsum`` forms, so the values are those of the array formulas.
+    """
+    rows, n = y.shape
+    cs = np.empty(n + 1)
+    for r in range(rows):
+        total = 0.0
+        cs[0] = 0.0
+        for i in range(n):
+            v = polarity * y[r, i]
+            y[r, i] = v
+            total += v
+            cs[i + 1] = total
+        for i in range(n):  # d[i] needs mean_fwd[i - w], already made
+            mean_fwd[r, i] = (cs[i + w] - cs[i]) / w if i <= n - w else np.nan
+            d[r, i] = mean_fwd[r, i] - mean_fwd[r, i - w] if w <= i <= n - w else 0.0
+
+
+def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
+    """Step 2a: pulses made positive (``y`` in place), ``w``-sample running means and
+    their difference, and the derivative's noise."""
+    n_ev, n = y.shape
+    mean_fwd = np.empty((n_ev, n))
+    d = np.empty((n_ev, n))
+    _running_means(y, float(polarity), int(w), mean_fwd, d)
+    core = d[:, w : n - w + 1]
+    sigma = 1.4826 * _row_mads(core)
+    if not np.all(sigma > 0):
+        # a quiet quantised trace can have a zero MAD: its derivative's standard
+        # deviation then (zero only for a constant trace, which has no pulse)
+        sigma = np.where(sigma > 0, sigma, np.std(core, axis=1))
+    sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)
+    return _Derivative(mean_fwd=mean_fwd, d=d, sigma=sigma)
+
+
+def _row_median_inplace(a: np.ndarray) -> float:
+    """``numpy.median`` of a 1-D scratch array, reordering it (no copy)."""
+    k = a.size // 2
+    if a.size % 2:
+        a.partition(k)
+        return float(a[k])
+    a.partition((k - 1, k))
+    return float(0.5 * (a[k - 1] + a[k]))
+
+
+def _row_mads(core: np.ndarray) -> np.ndarray:
+    """Median absolute deviation from the median of each row (one scratch copy per row)."""
+    out = np.empty(core.shape[0])
+    scratch = np.empty(core.shape[1])
+    for e in range(core.shape[0]):
+        scratch[:] = core[e]
+        med = _row_median_inplace(scratch)
+        np.subtract(scratch, med, out=scratch)  # the same values, in another order
+        np.abs(scratch, out=scratch)
+        out[e] = _row_median_inplace(scratch)
+    return out
+
+
+def _edges(der: _Derivative, s: _PickupSettings, status: np.ndarray) -> _Edges:
+    """Step 2b: entry = the derivative's maximum, exit = its minimum in the transit range."""
+    d = der.d
+    n_ev, n = d.shape
+    rows = np.arange(n_ev)
+    i_in = np.argmax(d, axis=1)
+    peak_in = d[rows, i_in]
+    status[(status == 0) & (peak_in < s.threshold_sigma * der.sigma)] = 2
+    i_out = np.zeros(n_ev, np.int64)
+    for e in range(n_ev):  # the exit search range: a slice per event
+        lo = min(int(i_in[e]) + s.min_transit, n)
+        hi = min(int(i_in[e]) + s.max_transit + 1, n)
+        i_out[e] = lo + int(np.argmin(d[e, lo:hi])) if hi > lo else 0
+    peak_out = -d[rows, i_out]
+    status[(status == 0) & ~(peak_out >= s.threshold_sigma * der.sigma)] = 3
+    c_in, hw_in = _edge_centroid(d, i_in, s.edge_half, +1.0)
+    c_out, hw_out = _edge_centroid(d, i_out, s.edge_half, -1.0)
+    return _Edges(peak_in=peak_in, peak_out=peak_out, c_in=c_in, c_out=c_out,
+                  hw_in=hw_in, hw_out=hw_out)
+
+
+def _levels(rec: _Records, der: _Derivative, edges: _Edges, s: _PickupSettings) -> _Levels:
+    """Step 4: plateau median over the baseline median, with their errors."""
+    c_in, c_out = np.nan_to_num(edges.c_in), np.nan_to_num(edges.c_out)  # failed: 0
+    guard = s.plateau_guard * (c_out - c_in)
+    p_lo = np.ceil(c_in + guard).astype(np.int64)
+    p_hi = np.floor(c_out - guard).astype(np.int64) + 1
+    b_hi = np.floor(c_in - np.maximum(guard, edges.hw_in)).astype(np.int64)
+    b_lo = b_hi - s.baseline
+    short = (b_hi - np.maximum(b_lo, 0) < 2 * s.w) | (p_hi - p_lo < 4)
+    rec.status[(rec.status == 0) & short] = 4
+    b_lo = np.maximum(b_lo, 0)
+    baseline, baseline_err = _window_stats(rec.y, der.mean_fwd, b_lo, b_hi, s.w)
+    plateau, plateau_err = _window_stats(rec.y, der.mean_fwd, p_lo, p_hi, s.w)
+    height = plateau - baseline
+    height_err = np.hypot(plateau_err, baseline_err)
+    with np.errstate(all="ignore"):
+        snr = height / height_err
+    rec.status[(rec.status == 0) & ~(snr >= s.threshold_sigma)] = 5
+    return _Levels(baseline=baseline, height=height, height_err=height_err, snr=snr)
 
 
 def pickup_charge_speed(
@@ -240,145 +465,147 @@ def pickup_charge_speed(
     """
     y = _as_2d(signal_v, "signal_v")
     t = _as_2d(time_us, "time_us")
-    tube_length_m, volts_per_coulomb = float(tube_length_m), float(volts_per_coulomb)
-    n_ev, n = y.shape
-    if t.shape[1] != n or t.shape[0] not in (1, n_ev):
+    if t.shape[1] != y.shape[1] or t.shape[0] not in (1, y.shape[0]):
         raise AnalysisError(f"time_us {t.shape} does not match signal_v {y.shape}")
-    if n < 16:
-        raise AnalysisError(f"too few samples ({n}) for pulse detection")
-    if polarity not in (-1, 1):
-        raise AnalysisError(f"polarity must be -1 or +1, not {polarity}")
-    t = np.broadcast_to(t, y.shape)
-    dt_ev = t[:, 1] - t[:, 0]
-    dt = float(np.nanmedian(dt_ev)) if np.isfinite(dt_ev).any() else np.nan
-    if not np.isfinite(dt) or dt <= 0:
-        raise AnalysisError("time_us must increase uniformly")
-    w = max(1, int(round(smooth_us / dt)))
-    if 2 * w + 2 > n:
-        raise AnalysisError(f"smooth_us={smooth_us} too long for {n} samples of {dt} µs")
+    if y.shape[1] < 2:
+        raise AnalysisError(f"too few samples ({y.shape[1]}) for pulse detection")
+    return pickup_uniform(
+        t[:, 0], t[:, 1] - t[:, 0], y, tube_length_m=tube_length_m,
+        volts_per_coulomb=volts_per_coulomb, polarity=polarity, smooth_us=smooth_us,
+        threshold_sigma=threshold_sigma, min_transit_us=min_transit_us,
+        max_transit_us=max_transit_us, edge_window_us=edge_window_us,
+        baseline_us=baseline_us, plateau_guard=plateau_guard, calibration=calibration,
+        target_distance_m=target_distance_m, impact_time_us=impact_time_us,
+    )
 
-    status = np.zeros(n_ev, np.int8)
-    finite = np.isfinite(y)
-    n_fin = finite.sum(axis=1)
-    status[n_fin < 4 * w] = 1
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN events
-        fill = np.nanmedian(np.where(finite, y, np.nan), axis=1)
-    fill = np.where(np.isfinite(fill), fill, 0.0)
-    y = polarity * np.where(finite, y, fill[:, None])
 
-    # w-sample running means and the smoothed derivative, from cumulative sums
-    cs = np.zeros((n_ev, n + 1))
-    np.cumsum(y, axis=1, out=cs[:, 1:])
-    mean_fwd = np.full((n_ev, n), np.nan)  # mean of y[i : i+w]
-    mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
-    d = np.zeros((n_ev, n))
-    d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
-    core = d[:, w : n - w + 1]
-    sigma_d = 1.4826 * np.median(np.abs(core - np.median(core, axis=1)[:, None]), axis=1)
-    sigma_d = np.where(sigma_d > 0, sigma_d, np.finfo(float).tiny)
+def pickup_uniform(
+    start_us: Any,
+    interval_us: Any,
+    signal_v: Any,
+    *,
+    tube_length_m: float = DEFAULT_TUBE_LENGTH_M,
+    volts_per_coulomb: float = PLACEHOLDER_VOLTS_PER_COULOMB,
+    polarity: int = -1,
+    smooth_us: float = 2.0,
+    threshold_sigma: float = 6.0,
+    min_transit_us: float = 0.5,
+    max_transit_us: float = 400.0,
+    edge_window_us: float = 15.0,
+    baseline_us: float = 30.0,
+    plateau_guard: float = 0.2,
+    calibration: str = "placeholder",
+    target_distance_m: float | None = None,
+    impact_time_us: float = 0.0,
+) -> xr.Dataset:
+    """:func:`pickup_charge_speed` of records on uniform time axes given by formula.
 
-    rows = np.arange(n_ev)
-    i_in = np.argmax(d, axis=1)
-    peak_in = d[rows, i_in]
-    status[(status == 0) & (peak_in < threshold_sigma * sigma_d)] = 2
+    Parameters
+    ----------
+    start_us, interval_us : array_like, scalar or (events,)
+        Time of each record's first sample and its sampling interval, µs: sample
+        ``i`` lies at ``start_us + i * interval_us`` (no time array needed).
+    signal_v : array_like, (n,) or (events, n)
+        Amplifier output, V.
+    **
+        As :func:`pickup_charge_speed`.
 
-    idx = np.arange(n)[None, :]
-    lo_ex = i_in + int(np.ceil(min_transit_us / dt))
-    hi_ex = i_in + int(np.floor(max_transit_us / dt))
-    d_ex = np.where((idx >= lo_ex[:, None]) & (idx <= hi_ex[:, None]), d, np.inf)
-    i_out = np.argmin(d_ex, axis=1)
-    peak_out = -d[rows, i_out]
-    status[(status == 0) & ~(peak_out >= threshold_sigma * sigma_d)] = 3
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`pickup_charge_speed`.
+    """
+    y = _as_2d(signal_v, "signal_v", dtype=None)  # as given: step 1 makes the float64 copy
+    n_ev, n = y.shape
+    t0 = np.broadcast_to(np.asarray(start_us, dtype=np.float64), (n_ev,))
+    dt_ev = np.broadcast_to(np.asarray(interval_us, dtype=np.float64), (n_ev,))
+    settings = _pickup_settings(
+        dt_ev, n, polarity=polarity, smooth_us=smooth_us, threshold_sigma=threshold_sigma,
+        min_transit_us=min_transit_us, max_transit_us=max_transit_us,
+        edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
+    )
+    rec = _records(t0, dt_ev, y, settings)              # 1. NaN samples
+    der = _derivative(rec.y, settings.w, polarity)      # 2. smoothed derivative
+    edges = _edges(der, settings, rec.status)           # 2. entry and exit edges
+    levels = _levels(rec, der, edges, settings)         # 4. pulse height
+    return _pickup_dataset(                             # 3, 5. speed, charge, errors
+        rec, der, edges, levels,
+        tube_length_m=float(tube_length_m), volts_per_coulomb=float(volts_per_coulomb),
+        polarity=polarity, calibration=calibration, target_distance_m=target_distance_m,
+        impact_time_us=impact_time_us,
+        attrs={"smooth_us": smooth_us, "threshold_sigma": threshold_sigma},
+    )
 
-    half = max(2 * w, int(round(edge_window_us / dt)))
-    c_in, hw_in = _edge_centroid(d, i_in, half, +1.0)
-    c_out, hw_out = _edge_centroid(d, i_out, half, -1.0)
+
+def _pickup_dataset(
+    rec: _Records, der: _Derivative, edges: _Edges, levels: _Levels, *,
+    tube_length_m: float, volts_per_coulomb: float, polarity: int, calibration: str,
+    target_distance_m: float | None, impact_time_us: float, attrs: Mapping[str, Any],
+) -> xr.Dataset:
+    """Steps 3 and 5: edge times, speed, charge and their errors, as a Dataset."""
+    status = rec.status
     # d[i] compares [i, i+w) with [i-w, i): its sample i sits at t[i] - dt/2
-    t0 = t[:, 0]
-    t_entry = t0 + (c_in - 0.5) * dt_ev
-    t_exit = t0 + (c_out - 0.5) * dt_ev
+    t_entry = rec.t0 + (edges.c_in - 0.5) * rec.dt
+    t_exit = rec.t0 + (edges.c_out - 0.5) * rec.dt
     transit = t_exit - t_entry
-
-    # plateau and baseline windows (sample indices)
-    c_in_f, c_out_f = np.nan_to_num(c_in), np.nan_to_num(c_out)  # failed events: 0
-    guard = plateau_guard * (c_out_f - c_in_f)
-    p_lo = np.ceil(c_in_f + guard).astype(np.int64)
-    p_hi = np.floor(c_out_f - guard).astype(np.int64) + 1
-    b_hi = np.floor(c_in_f - np.maximum(guard, hw_in)).astype(np.int64)
-    b_lo = b_hi - int(round(baseline_us / dt))
-    status[(status == 0) & ((b_hi - np.maximum(b_lo, 0) < 2 * w) | (p_hi - p_lo < 4))] = 4
-    b_lo = np.maximum(b_lo, 0)
-    baseline, baseline_err = _window_stats(y, mean_fwd, b_lo, b_hi, w)
-    plateau, plateau_err = _window_stats(y, mean_fwd, p_lo, p_hi, w)
-    height = plateau - baseline
-    height_err = np.hypot(plateau_err, baseline_err)
-    with np.errstate(all="ignore"):
-        snr = height / height_err
-    status[(status == 0) & ~(snr >= threshold_sigma)] = 5
-
     # edge timing: derivative noise over peak height times the peak half-width
     with np.errstate(all="ignore"):
-        e_in = sigma_d / np.abs(peak_in) * hw_in * dt_ev
-        e_out = sigma_d / np.abs(peak_out) * hw_out * dt_ev
+        e_in = der.sigma / np.abs(edges.peak_in) * edges.hw_in * rec.dt
+        e_out = der.sigma / np.abs(edges.peak_out) * edges.hw_out * rec.dt
         transit_err = np.hypot(e_in, e_out)
         speed = tube_length_m / transit * _KM_S_PER_M_US
         speed_err = speed * transit_err / transit
     flight = impact_time_us - 0.5 * (t_entry + t_exit)
+    dist = np.nan if target_distance_m is None else float(target_distance_m)
     with np.errstate(all="ignore"):
         flight_ratio = flight / transit
-        dist = np.nan if target_distance_m is None else float(target_distance_m)
         speed_target = dist / flight * _KM_S_PER_M_US
         speed_target_err = speed_target * 0.5 * transit_err / flight
-    charge = height / volts_per_coulomb * 1e15
-    charge_err = height_err / volts_per_coulomb * 1e15
+    charge = levels.height / volts_per_coulomb * 1e15
+    charge_err = levels.height_err / volts_per_coulomb * 1e15
 
     bad = status != 0
     edges_bad = np.isin(status, (1, 2, 3))
 
-    def nan_where(a: np.ndarray, m: np.ndarray) -> np.ndarray:
-        return np.where(m, np.nan, a)
+    def per_event(values: np.ndarray, unusable: np.ndarray, **var_attrs: Any) -> tuple:
+        return ("event", np.where(unusable, np.nan, values), var_attrs)
 
     out = xr.Dataset(
         {
-            "entry_time": ("event", nan_where(t_entry, edges_bad), {"units": "us"}),
-            "exit_time": ("event", nan_where(t_exit, edges_bad), {"units": "us"}),
-            "center_time": ("event", nan_where(0.5 * (t_entry + t_exit), edges_bad),
-                            {"units": "us"}),
-            "transit_time": ("event", nan_where(transit, edges_bad), {"units": "us"}),
-            "transit_time_err": ("event", nan_where(transit_err, edges_bad), {"units": "us"}),
-            "speed": ("event", nan_where(speed, edges_bad), {
-                "units": "km/s", "tube_length_m": tube_length_m}),
-            "speed_err": ("event", nan_where(speed_err, edges_bad), {"units": "km/s"}),
-            "baseline": ("event", nan_where(polarity * baseline, bad), {"units": "V"}),
-            "pulse_height": ("event", nan_where(height, bad), {
-                "units": "V", "long_name": "plateau minus baseline along the pulse polarity"}),
-            "pulse_height_err": ("event", nan_where(height_err, bad), {"units": "V"}),
-            "charge": ("event", nan_where(charge, bad), {
-                "units": "fC", "volts_per_coulomb": volts_per_coulomb,
-                "calibration": calibration}),
-            "charge_err": ("event", nan_where(charge_err, bad), {"units": "fC"}),
-            "snr": ("event", nan_where(snr, bad), {"units": "1"}),
-            "flight_to_impact": ("event", nan_where(flight, edges_bad), {"units": "us"}),
-            "flight_over_transit": ("event", nan_where(flight_ratio, edges_bad), {
-                "units": "1", "long_name": "target distance over tube length"}),
-            "speed_to_target": ("event", nan_where(speed_target, edges_bad), {
-                "units": "km/s", "target_distance_m": dist}),
-            "speed_to_target_err": ("event", nan_where(speed_target_err, edges_bad),
-                                    {"units": "km/s"}),
+            "entry_time": per_event(t_entry, edges_bad, units="us"),
+            "exit_time": per_event(t_exit, edges_bad, units="us"),
+            "center_time": per_event(0.5 * (t_entry + t_exit), edges_bad, units="us"),
+            "transit_time": per_event(transit, edges_bad, units="us"),
+            "transit_time_err": per_event(transit_err, edges_bad, units="us"),
+            "speed": per_event(speed, edges_bad, units="km/s", tube_length_m=tube_length_m),
+            "speed_err": per_event(speed_err, edges_bad, units="km/s"),
+            "baseline": per_event(polarity * levels.baseline, bad, units="V"),
+            "pulse_height": per_event(
+                levels.height, bad, units="V",
+                long_name="plateau minus baseline along the pulse polarity"),
+            "pulse_height_err": per_event(levels.height_err, bad, units="V"),
+            "charge": per_event(charge, bad, units="fC", volts_per_coulomb=volts_per_coulomb,
+                                calibration=calibration),
+            "charge_err": per_event(charge_err, bad, units="fC"),
+            "snr": per_event(levels.snr, bad, units="1"),
+            "flight_to_impact": per_event(flight, edges_bad, units="us"),
+            "flight_over_transit": per_event(flight_ratio, edges_bad, units="1",
+                                             long_name="target distance over tube length"),
+            "speed_to_target": per_event(speed_target, edges_bad, units="km/s",
+                                         target_distance_m=dist),
+            "speed_to_target_err": per_event(speed_target_err, edges_bad, units="km/s"),
             "status": ("event", status, {
                 "flag_values": list(range(len(STATUS_MEANINGS))),
                 "flag_meanings": " ".join(STATUS_MEANINGS)}),
         },
         attrs={
             "method": "smoothed-derivative edges (50% points), median plateau over baseline",
-            "smooth_us": smooth_us, "threshold_sigma": threshold_sigma, "polarity": polarity,
-            "calibration": calibration,
+            **attrs, "polarity": polarity, "calibration": calibration,
         },
     )
     n_bad = int(bad.sum())
     if n_bad:
-        _log.info("pickup: %d of %d events flagged: %s", n_bad, n_ev,
+        _log.info("pickup: %d of %d events flagged: %s", n_bad, status.size,
                   {STATUS_MEANINGS[k]: int((status == k).sum()) for k in set(status[bad])})
     return out
 
@@ -442,39 +669,76 @@ def pickup_two_detectors(
                              polarity=p1, **kwargs)
     r2 = pickup_charge_speed(time_us if time2_us is None else time2_us, signal2_v,
                              tube_length_m=L2, volts_per_coulomb=k2, polarity=p2, **kwargs)
-    out = xr.merge([r1.rename({v: f"qd1_{v}" for v in r1.data_vars}),
-                    r2.rename({v: f"qd2_{v}" for v in r2.data_vars})], combine_attrs="override")
+    return combine_detectors(r1, r2, separation_m=separation_m,
+                             agreement_tolerance=agreement_tolerance)
+
+
+def combine_detectors(
+    r1: xr.Dataset,
+    r2: xr.Dataset,
+    *,
+    separation_m: float | None = None,
+    agreement_tolerance: float = 0.05,
+) -> xr.Dataset:
+    """Combine the single-tube results of two detectors (see :func:`pickup_two_detectors`).
+
+    Parameters
+    ----------
+    r1, r2 : xarray.Dataset
+        :func:`pickup_charge_speed` (or :func:`pickup_uniform`) of detector 1 and
+        of detector 2, downstream, on the same events.
+    separation_m, agreement_tolerance
+        As :func:`pickup_two_detectors`.
+
+    Returns
+    -------
+    xarray.Dataset
+        As :func:`pickup_two_detectors`.
+    """
+    # NumPy on the variables' values, one Dataset at the end: xarray's merge and
+    # arithmetic on ~40 small variables cost more than the pulse analysis of an impact
+    dims = r1["speed"].dims
+    v: dict[str, np.ndarray] = {}
+    variables: dict[str, tuple] = {}
+    for prefix, single in (("qd1_", r1), ("qd2_", r2)):
+        for name, variable in single.data_vars.items():
+            variables[f"{prefix}{name}"] = (variable.dims, variable.values, variable.attrs)
+            v[f"{prefix}{name}"] = variable.values
     with np.errstate(all="ignore"):
-        delay = out.qd2_center_time - out.qd1_center_time
-        delay_err = 0.5 * np.hypot(out.qd1_transit_time_err, out.qd2_transit_time_err)
-        v1, v2 = out.qd1_speed, out.qd2_speed
-        e1, e2 = out.qd1_speed_err, out.qd2_speed_err
+        delay = v["qd2_center_time"] - v["qd1_center_time"]
+        delay_err = 0.5 * np.hypot(v["qd1_transit_time_err"], v["qd2_transit_time_err"])
+        v1, v2 = v["qd1_speed"], v["qd2_speed"]
+        e1, e2 = v["qd1_speed_err"], v["qd2_speed_err"]
         wt1, wt2 = 1 / e1**2, 1 / e2**2
         both = np.isfinite(v1) & np.isfinite(v2)
-        v_tr = xr.where(both, (wt1 * v1 + wt2 * v2) / (wt1 + wt2), v1.fillna(v2))
-        v_tr_err = xr.where(both, 1 / np.sqrt(wt1 + wt2), e1.fillna(e2))
+        v_tr = np.where(both, (wt1 * v1 + wt2 * v2) / (wt1 + wt2), np.where(np.isnan(v1), v2, v1))
+        v_tr_err = np.where(both, 1 / np.sqrt(wt1 + wt2), np.where(np.isnan(e1), e2, e1))
         sep = np.nan if separation_m is None else float(separation_m)
         v_tof = sep / delay * _KM_S_PER_M_US
         v_tof_err = np.abs(v_tof) * delay_err / np.abs(delay)
         ratio = v_tof / v_tr
         ratio_err = np.abs(ratio) * np.hypot(v_tof_err / v_tof, v_tr_err / v_tr)
         agree = np.abs(ratio - 1) <= agreement_tolerance + 2 * ratio_err
-        mean_transit = 0.5 * (out.qd1_transit_time + out.qd2_transit_time)
-    out["delay"] = delay.assign_attrs(units="us", long_name="centre time, detector 2 - 1")
-    out["delay_err"] = delay_err.assign_attrs(units="us")
-    out["entry_delay"] = (out.qd2_entry_time - out.qd1_entry_time).assign_attrs(units="us")
-    out["exit_delay"] = (out.qd2_exit_time - out.qd1_exit_time).assign_attrs(units="us")
-    out["speed_transit"] = v_tr.assign_attrs(units="km/s")
-    out["speed_transit_err"] = v_tr_err.assign_attrs(units="km/s")
-    out["speed_tof"] = v_tof.assign_attrs(units="km/s", separation_m=sep)
-    out["speed_tof_err"] = v_tof_err.assign_attrs(units="km/s")
-    out["speed_ratio"] = ratio.assign_attrs(units="1", long_name="speed_tof / speed_transit")
-    out["speeds_agree"] = agree & np.isfinite(ratio)
-    out["implied_separation"] = (v_tr * delay / _KM_S_PER_M_US).assign_attrs(
-        units="m", long_name="separation for which speed_tof equals speed_transit")
-    out["delay_to_transit"] = (delay / mean_transit).assign_attrs(
-        units="1", long_name="delay over mean transit time (= D/L for equal tubes)")
-    return out
+        mean_transit = 0.5 * (v["qd1_transit_time"] + v["qd2_transit_time"])
+        implied = v_tr * delay / _KM_S_PER_M_US
+        delay_to_transit = delay / mean_transit
+    variables.update({
+        "delay": (dims, delay, {"units": "us", "long_name": "centre time, detector 2 - 1"}),
+        "delay_err": (dims, delay_err, {"units": "us"}),
+        "entry_delay": (dims, v["qd2_entry_time"] - v["qd1_entry_time"], {"units": "us"}),
+        "exit_delay": (dims, v["qd2_exit_time"] - v["qd1_exit_time"], {"units": "us"}),
+        "speed_transit": (dims, v_tr, {"units": "km/s"}),
+        "speed_transit_err": (dims, v_tr_err, {"units": "km/s"}),
+        "speed_tof": (dims, v_tof, {"units": "km/s", "separation_m": sep}),
+        "speed_tof_err": (dims, v_tof_err, {"units": "km/s"}),
+        "speed_ratio": (dims, ratio, {"units": "1", "long_name": "speed_tof / speed_transit"}),
+        "speeds_agree": (dims, agree & np.isfinite(ratio)),
+        "implied_separation": (dims, implied, {
+            "units": "m", "long_name": "separation for which speed_tof equals speed_transit"}),
+        "delay_to_transit": (dims, delay_to_transit, {
+            "units": "1", "long_name": "delay over mean transit time (= D/L for equal tubes)"}),
+    })
+    return xr.Dataset(variables, coords=r1.coords, attrs=dict(r1.attrs))
 
 
 def pickup_from_dataset(

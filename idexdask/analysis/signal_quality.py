@@ -24,7 +24,9 @@ Baseline level and noise
     ``baseline`` = median over the window; ``noise`` = 1.4826 x the median absolute
     deviation (MAD) from it, a robust estimate of the Gaussian sigma.  A quiet,
     coarsely quantised baseline can have MAD = 0; the sample standard deviation of
-    the window is used then.
+    the window is used then.  The reported noise is floored at the quantisation
+    noise ``q / sqrt(12)`` (``q`` below): a perfectly constant quantised baseline
+    has noise 1/sqrt(12) DN, never 0, so nothing downstream divides by zero.
 SNR
     ``snr = excursion / max(noise, q / sqrt(12))`` where ``excursion`` is the
     largest value of ``polarity * (x - baseline)`` over the whole trace and ``q``
@@ -81,8 +83,9 @@ import xarray as xr
 from idexdask._logging import get_logger
 from idexdask.analysis.peaks import _gather_finite, _median_inplace
 from idexdask.analysis.xp import errstate, get_namespace, to_numpy
-from idexdask.config import load_config, load_yaml, merge
+from idexdask.config import load_config, load_yaml
 from idexdask.errors import AnalysisError, ConfigError
+from idexdask.schema import Settings
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -93,6 +96,7 @@ __all__ = [
     "interpolated_mad",
     "load_quality_config",
     "long_runs",
+    "quantisation_step",
     "quality_variables",
     "signal_quality",
     "waveform_variables",
@@ -137,124 +141,8 @@ _STATUS_MEANINGS = " ".join(s.name.lower() for s in QualityStatus)
 
 # ----------------------------------------------------------------------------- config
 
-_NOISE_KEYS = {
-    "window_us",
-    "welch_nperseg",
-    "max_lag",
-    "histogram_max_bins",
-    "histogram_range_sigma",
-}
-_QUALITY_KEYS = {
-    "baseline_window_us",
-    "baseline_window_by_channel",
-    "baseline_fallback_fraction",
-    "min_baseline_samples",
-    "min_valid_samples",
-    "saturation_min_run",
-    "flat_top_min_run",
-    "flat_top_sigma",
-    "polarity",
-    "noise",
-}
-
-
-def _check_window(value: Any, key: str, allow_none: bool = False) -> tuple[float, float] | None:
-    if value is None and allow_none:
-        return None
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-    ):
-        raise ConfigError(f"{key}: expected [start_us, stop_us], got {value!r}")
-    start, stop = float(value[0]), float(value[1])
-    if not (math.isfinite(start) and math.isfinite(stop) and start < stop):
-        raise ConfigError(f"{key}: need finite start < stop, got {value!r}")
-    return (start, stop)
-
-
-def _check_int(value: Any, key: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_float(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
-        raise ConfigError(f"{key}: {v} outside {'(' if lo_open else '['}{lo}, {hi}]")
-    return v
-
-
-def _validate(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = set(cfg) - _QUALITY_KEYS
-    if unknown:
-        raise ConfigError(f"quality: unknown key(s) {sorted(unknown)}")
-    missing = _QUALITY_KEYS - set(cfg)
-    if missing:
-        raise ConfigError(f"quality: missing key(s) {sorted(missing)}")
-    out: dict[str, Any] = {}
-    out["baseline_window_us"] = _check_window(
-        cfg["baseline_window_us"], "quality.baseline_window_us"
-    )
-    by_channel = cfg["baseline_window_by_channel"] or {}
-    if not isinstance(by_channel, Mapping):
-        raise ConfigError("quality.baseline_window_by_channel: expected a mapping")
-    out["baseline_window_by_channel"] = {
-        str(k): _check_window(v, f"quality.baseline_window_by_channel.{k}")
-        for k, v in by_channel.items()
-    }
-    out["baseline_fallback_fraction"] = _check_float(
-        cfg["baseline_fallback_fraction"],
-        "quality.baseline_fallback_fraction",
-        0.0,
-        1.0,
-        lo_open=True,
-    )
-    out["min_baseline_samples"] = _check_int(
-        cfg["min_baseline_samples"], "quality.min_baseline_samples", 1
-    )
-    out["min_valid_samples"] = _check_int(cfg["min_valid_samples"], "quality.min_valid_samples", 3)
-    out["saturation_min_run"] = _check_int(
-        cfg["saturation_min_run"], "quality.saturation_min_run", 1
-    )
-    out["flat_top_min_run"] = _check_int(cfg["flat_top_min_run"], "quality.flat_top_min_run", 2)
-    out["flat_top_sigma"] = _check_float(cfg["flat_top_sigma"], "quality.flat_top_sigma", 0.0, 1e9)
-    polarity = cfg["polarity"] or {}
-    if not isinstance(polarity, Mapping):
-        raise ConfigError("quality.polarity: expected a mapping channel -> +1/-1/0")
-    for k, v in polarity.items():
-        if isinstance(v, bool) or v not in (-1, 0, 1):
-            raise ConfigError(f"quality.polarity.{k}: expected +1, -1 or 0, got {v!r}")
-    out["polarity"] = {str(k): int(v) for k, v in polarity.items()}
-    noise = cfg["noise"]
-    if not isinstance(noise, Mapping):
-        raise ConfigError("quality.noise: expected a mapping")
-    unknown = set(noise) - _NOISE_KEYS
-    if unknown:
-        raise ConfigError(f"quality.noise: unknown key(s) {sorted(unknown)}")
-    missing = _NOISE_KEYS - set(noise)
-    if missing:
-        raise ConfigError(f"quality.noise: missing key(s) {sorted(missing)}")
-    out["noise"] = {
-        "window_us": _check_window(noise["window_us"], "quality.noise.window_us", allow_none=True),
-        "welch_nperseg": _check_int(noise["welch_nperseg"], "quality.noise.welch_nperseg", 4),
-        "max_lag": _check_int(noise["max_lag"], "quality.noise.max_lag", 1),
-        "histogram_max_bins": _check_int(
-            noise["histogram_max_bins"], "quality.noise.histogram_max_bins", 8
-        ),
-        "histogram_range_sigma": _check_float(
-            noise["histogram_range_sigma"], "quality.noise.histogram_range_sigma", 1.0, 1e3
-        ),
-    }
-    return out
-
-
-def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) -> dict[str, Any]:
-    """Defaults from ``analysis.quality`` of ``configs/default.yaml``, overridden and validated.
+def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) -> Settings:
+    """The ``analysis.quality`` settings: defaults from ``configs/default.yaml``, overridden.
 
     Parameters
     ----------
@@ -264,8 +152,9 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
 
     Returns
     -------
-    dict
-        The ``quality`` section, validated; windows as ``(start_us, stop_us)``
+    idexdask.schema.Settings
+        The ``quality`` section, validated by the configuration model
+        (:mod:`idexdask.schema`) and frozen; windows as ``(start_us, stop_us)``
         tuples.
 
     Raises
@@ -273,11 +162,12 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
     ConfigError
         Unknown key, wrong type or value out of range (named by dotted key).
     """
-    base = load_config()["analysis"]["quality"]
-    if config is None:
-        return _validate(base)
+    if isinstance(config, Settings):
+        return config
     if isinstance(config, (str, Path)):
         config = load_yaml(config)
+    if config is None:
+        config = {}
     if not isinstance(config, Mapping):
         raise ConfigError(f"quality config: expected a mapping, got {type(config).__name__}")
     if "quality" in config:
@@ -285,9 +175,8 @@ def load_quality_config(config: Mapping[str, Any] | str | Path | None = None) ->
         if extra:
             raise ConfigError(f"quality config: unknown top-level key(s) {sorted(extra)}")
         config = config["quality"]
-        if not isinstance(config, Mapping):
-            raise ConfigError("quality: expected a mapping")
-    return _validate(merge(base, config))
+    loaded = load_config({"analysis": {"quality": config}})
+    return Settings(loaded["analysis"]["quality"], "analysis.quality")
 
 
 # ----------------------------------------------------------------------------- dataset helpers
@@ -603,7 +492,14 @@ def _rails(attrs: Mapping[str, Any]) -> tuple[float | None, float | None]:
     return (None if vmin is None else float(vmin), None if vmax is None else float(vmax))
 
 
-def _quantum(var: xr.Variable | xr.DataArray) -> float:
+def quantisation_step(var: xr.Variable | xr.DataArray) -> float:
+    """Nominal quantisation step of a waveform, in its units (0 when unknown).
+
+    1 for integer data or data in DN; the ``vertical_gain`` attribute (V per ADC
+    code) of LeCroy captures; else 0.  Data whose stored lattice is coarser
+    (a 12-bit ADC in 16-bit words) are detected on their samples by
+    :func:`detect_quantum`.
+    """
     if var.dtype.kind in "iu" or str(var.attrs.get("units", "")).upper() == "DN":
         return 1.0
     gain = var.attrs.get("vertical_gain")
@@ -725,9 +621,17 @@ def _channel_quality(
         and raw.ndim == 2
         and raw.dtype.kind in "iuf"
         and raw.size > 0
-        and clipped is None
     ):
         res = _channel_quality_host(ds, name, cfg, window, polarity, rails)
+        if clipped is not None and clipped.any():
+            # the compiled passes know no scope clipping flag: the (few) events the
+            # scope flagged clipped are redone by the array code, with the flag
+            rows = np.nonzero(clipped)[0]
+            redone = _channel_quality_xp(ds.isel(epoch=rows), name, cfg, window, polarity,
+                                         rails, clipped[rows])
+            for key, values in redone.items():
+                if key != "_q":
+                    res[key][rows] = values
     else:
         res = _channel_quality_xp(ds, name, cfg, window, polarity, rails, clipped)
     res["_meta"] = {
@@ -853,6 +757,19 @@ def _whole_trace_stats(xp: Any, xl: Any) -> tuple[Any, Any]:
     return bl, nl
 
 
+def _floor_constant(floor: float, stats: dict[str, Any]) -> dict[str, Any]:
+    """``stats`` with the zero noise of constant (FLAT) traces raised to ``floor``.
+
+    A constant quantised trace is consistent with any noise below half a step;
+    its quantisation noise ``q / sqrt(12)`` is the honest figure, and a noise
+    of 0 would make any excursion infinitely significant downstream.
+    """
+    if floor > 0:
+        noise = stats["noise"]
+        stats["noise"] = np.where(noise == 0, floor, noise)
+    return stats
+
+
 def _status(
     xp: Any,
     covered: Any,
@@ -949,7 +866,7 @@ def _channel_quality_xp(
     xp = get_namespace(x)
     n_events, n = x.shape
     vmin, vmax = rails
-    quantum = _quantum(var)
+    quantum = quantisation_step(var)
 
     n_valid = valid.sum(axis=1)
     bmask, covered = baseline_mask(
@@ -1043,12 +960,12 @@ def _channel_quality_xp(
         if n
         else (xp.zeros(n_events, dtype=xp.int64),) * 2 + (xp.zeros(n_events, dtype=bool),)
     )
-    return _finish(
+    return _floor_constant(floor, _finish(
         xp,
         t=t,
         status=status,
         baseline=baseline,
-        noise=noise,
+        noise=noise_eff,
         snr=snr,
         best_exc=best_exc,
         best_idx=best_idx,
@@ -1061,7 +978,7 @@ def _channel_quality_xp(
         vmin_obs=vmin_obs,
         rows_x=lambda rows: x[rows],
         quantum=quantum,
-    )
+    ))
 
 
 def _channel_quality_host(
@@ -1083,7 +1000,7 @@ def _channel_quality_host(
     raw = np.ascontiguousarray(var.data)
     n_events, n = raw.shape
     vmin, vmax = rails
-    quantum = _quantum(var)
+    quantum = quantisation_step(var)
     fill = _fill_value(var.attrs)
     has_fill = math.isfinite(fill)
     t = _time_axis(ds, name, raw.shape, np)
@@ -1144,12 +1061,12 @@ def _channel_quality_host(
     first = np.where(override, fvalid, first)
     last = np.where(override, lvalid, last)
     sat_any = n_sat > 0
-    return _finish(
+    return _floor_constant(floor, _finish(
         np,
         t=t,
         status=status,
         baseline=baseline,
-        noise=noise,
+        noise=noise_eff,
         snr=snr,
         best_exc=best_exc,
         best_idx=best_idx,
@@ -1162,7 +1079,7 @@ def _channel_quality_host(
         vmin_obs=vmin_obs,
         rows_x=rows_x,
         quantum=quantum,
-    )
+    ))
 
 
 # ----------------------------------------------------------------------------- NumPy fast path
@@ -1520,7 +1437,8 @@ def quality_variables(
         low = name.lower()
         spec = {
             "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
-            "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window)"),
+            "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window, "
+                "floored at the quantisation noise)"),
             "excursion": (
                 units,
                 f"{label}: largest excursion from the baseline in the signal polarity",

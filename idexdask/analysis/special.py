@@ -5,9 +5,10 @@ evaluation (one call per point of every Levenberg–Marquardt step).  Two
 scalar versions serve the numba kernels:
 
 * :func:`call_scipy_erfcx`: SciPy's own C function, called through its address
-  (:func:`scipy_erfcx_address`).  Kernels that must reproduce the array code's
-  values to the last bit (``engine: auto``, :func:`~idexdask.analysis.peaks.line_heights`)
-  use it.
+  (:func:`scipy_erfcx_address`).  Kernels that reproduce the array code's
+  expressions (``engine: auto``, :func:`~idexdask.analysis.peaks.line_heights`)
+  use it: their values then differ from the array code's only where libm's exp
+  and NumPy's CPU-specific SIMD exp round apart (an ulp).
 * :func:`erfcx_kernel`: a piecewise polynomial that the compiler inlines.  On
   ``0 <= x < 50`` the variable ``y = 400 / (4 + x)`` runs over ``(7.4, 100]``;
   each unit interval ``[k, k + 1)`` of ``y`` has a degree-6 polynomial in

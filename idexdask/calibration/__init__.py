@@ -15,14 +15,10 @@ from idexdask.calibration.bootstrap import (
     Assignment,
     BootstrapBatch,
     BootstrapResult,
-    BootstrapSettings,
     BootstrapStatus,
-    CalibrationSettings,
-    FitSettings,
     UncalibratedReason,
     bootstrap_calibration,
     bootstrap_calibrations,
-    load_calibration_settings,
     stack_coefficients,
     synthetic_peaks,
 )
@@ -33,6 +29,12 @@ from idexdask.calibration.ions import (
     ion_label,
     ion_mass,
     parse_formula,
+)
+from idexdask.calibration.settings import (
+    BootstrapSettings,
+    CalibrationSettings,
+    FitSettings,
+    load_calibration_settings,
 )
 from idexdask.calibration.tofmass import (
     CalibrationStatus,

@@ -49,6 +49,11 @@ class ManualCalibrations:
         ``"none"`` if calibrated, else ``manual_<status>`` or ``manual_bad_lines`` (str).
     n_lines : numpy.ndarray
         Hand-assigned lines used (int).
+    calibrations : list of TOFMassCal or None
+        Each event's fit (its lines, residuals in µs, u and ppm: what a
+        calibration panel shows); None where the lines were unusable.
+    lines : list of numpy.ndarray
+        Each event's lines used (indices into the peak arrays, in fit order).
     """
 
     events: np.ndarray
@@ -56,6 +61,8 @@ class ManualCalibrations:
     calibrated: np.ndarray
     reason: np.ndarray
     n_lines: np.ndarray
+    calibrations: list[TOFMassCal | None]
+    lines: list[np.ndarray]
 
 
 def manual_calibrations(
@@ -94,11 +101,14 @@ def manual_calibrations(
     calibrated = np.zeros(ev.size, bool)
     reason = np.full(ev.size, "manual_too_few_lines", dtype=object)
     n_lines = np.zeros(ev.size, np.int64)
+    fitted: list[TOFMassCal | None] = [None] * ev.size
+    used: list[np.ndarray] = []
     species = np.asarray(peak_species).astype(str)
     assigned = (species != "") & (species != _NO_SPECIES) & np.isfinite(peak_center)
     for i, e in enumerate(ev):
         lines = np.nonzero(assigned & (peak_event == e))[0]
         n_lines[i] = lines.size
+        used.append(lines)
         try:
             masses = np.array([ion_mass(str(s)) for s in species[lines]], dtype=float)
             cal = TOFMassCal.fit(
@@ -110,6 +120,7 @@ def manual_calibrations(
             _log.info("event %d: manual calibration from %d lines failed: %s", e, lines.size, exc)
             reason[i] = "manual_bad_lines"
             continue
+        fitted[i] = cal
         if not cal.usable:
             reason[i] = f"manual_{cal.status.value}"
             _log.info("event %d: manual calibration from %d lines: %s", e, lines.size,
@@ -119,4 +130,4 @@ def manual_calibrations(
         coeffs[i, : cal.coefficients.size] = cal.coefficients
         calibrated[i] = True
         reason[i] = "none"
-    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines)
+    return ManualCalibrations(ev, coeffs, calibrated, reason.astype(str), n_lines, fitted, used)

@@ -37,6 +37,7 @@ from idexdask.calibration.bootstrap import (
     load_calibration_settings,
 )
 from idexdask.calibration.ions import ion_label, ion_mass
+from idexdask.calibration.source import resolve_preset
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 
@@ -86,7 +87,8 @@ def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--preset",
         help="calibration preset of configs/calibration.yaml (flight, lab, lab_peridot, ...; "
-        "default: lab for scope captures, else the config's)",
+        "default: the configuration's calibration.preset; auto = lab for scope captures, "
+        "flight for IDEX data)",
     )
     p.add_argument(
         "--lines",
@@ -167,7 +169,9 @@ def _load_source(source: str) -> tuple[xr.Dataset, str]:
         raise IdexDaskError(f"time2mass: {path} not found")
     if _is_zarr(path) or path.suffix == ".zarr":
         try:
-            return xr.open_zarr(path, consolidated=False), "zarr"
+            from idexdask.timeaxis import expand_axes  # campaign stores: axes by formula
+
+            return expand_axes(xr.open_zarr(path, consolidated=False)), "zarr"
         except (OSError, ValueError, KeyError) as exc:
             raise IdexDaskError(f"time2mass: {path} is not a readable Zarr store: {exc}") from exc
     if path.is_dir() or path.suffix.lower() == ".trc":
@@ -208,6 +212,9 @@ class EventLines:
         Units of ``spectrum``.
     source : str
         ``"analyze"`` or ``"stored"``.
+    mode_centred : numpy.ndarray or None
+        ``peak_center_at_mode``: lines whose centre is their mode are not
+        calibrated on, as in ``analyze``.
     """
 
     center_us: np.ndarray
@@ -217,6 +224,7 @@ class EventLines:
     spectrum: np.ndarray | None = None
     units: str = ""
     source: str = "analyze"
+    mode_centred: np.ndarray | None = None
 
 
 def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
@@ -246,6 +254,8 @@ def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> Event
             None if spec is None else np.asarray(spec.values, dtype=float),
             str(spec.attrs.get("units", "")) if spec is not None else "",
             "stored",
+            (np.asarray(ds["peak_center_at_mode"].values)[sel]
+             if "peak_center_at_mode" in ds else None),
         )
     from idexdask.analysis.analyze import analyze
 
@@ -262,6 +272,8 @@ def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> Event
         np.asarray(spec.values[0], dtype=float),
         str(spec.attrs.get("units", "")),
         "analyze",
+        (np.asarray(out["peak_center_at_mode"].values)
+         if "peak_center_at_mode" in out else None),
     )
 
 
@@ -352,6 +364,8 @@ def calibrate_lines(
         )
     good = (lines.status <= max_fit_status) & np.isfinite(lines.center_us)
     good &= np.isfinite(lines.area) & (lines.area > 0)
+    if lines.mode_centred is not None:  # Gaussian fallbacks centred on the mode
+        good &= ~np.asarray(lines.mode_centred, dtype=bool)
     res: BootstrapResult = bootstrap_calibration(
         lines.center_us[good], lines.area[good], settings=settings
     )
@@ -501,8 +515,8 @@ def run_time2mass(args: argparse.Namespace) -> int:
     ds, kind = _load_source(args.source)
     index = _select_event(ds, getattr(args, "event", None), getattr(args, "epoch", None))
     base_cfg, analysis = load_analysis_settings(getattr(args, "config", None))
-    preset = args.preset or ("lab" if kind == "trc" else str(
-        (base_cfg.get("calibration") or {}).get("preset", "flight")))
+    # --preset, else the configuration's preset (auto: the source kind's default)
+    preset = args.preset or resolve_preset(base_cfg.get("calibration"), ds.attrs, ds.variables)
     cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
                                                         "preset": preset}}
     settings = _calibration_settings(preset, cfg)

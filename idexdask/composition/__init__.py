@@ -10,8 +10,8 @@
 * :func:`composition_products` -- the batch interface of the pipeline.
 * :func:`plot_ternary` -- ternary diagrams (matplotlib, optional).
 
-Settings: the ``composition:`` configuration section
-(:data:`~idexdask.composition.settings.COMPOSITION_DEFAULTS`).  See
+Settings: the ``composition:`` configuration section (declared in
+:mod:`idexdask.schema`, defaults in ``configs/default.yaml``).  See
 ``docs/composition.md``.
 """
 
@@ -34,7 +34,6 @@ from idexdask.composition.products import (
 )
 from idexdask.composition.rsf import PRESET_NAMES, RSFPreset, load_rsf_presets, rsf_values
 from idexdask.composition.settings import (
-    COMPOSITION_DEFAULTS,
     CompositionSettings,
     composition_settings,
 )
@@ -50,7 +49,6 @@ from idexdask.composition.species import (
 
 __all__ = [
     "AssignmentResult",
-    "COMPOSITION_DEFAULTS",
     "CompositionSettings",
     "CompositionStatus",
     "Line",

@@ -1,43 +1,34 @@
 """Settings of the composition stage: the ``composition:`` section of the configuration.
 
-The defaults below are the values proposed for ``configs/default.yaml``; a
-``config`` mapping given to any public function of :mod:`idexdask.composition`
-may be the whole configuration (with a ``composition`` key) or the section
-itself, with any subset of the keys.  Unknown keys and invalid values raise
-:class:`~idexdask.errors.ConfigError`.
+The section's keys, types and ranges are declared in :data:`idexdask.schema.SCHEMA`
+and its defaults in ``configs/default.yaml``; :func:`check_composition_config`
+adds what needs the reference files (the RSF preset names of ``rsf_file``, the
+species and mineral libraries, element symbols) and runs whenever a
+configuration is loaded.  :func:`composition_settings` turns a configuration (or
+the section alone) into the frozen :class:`CompositionSettings` the stage uses.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any
 
 import periodictable
 
-from idexdask.config import file_key  # re-exported: the libraries' cache key
-from idexdask.errors import ConfigError
-
-__all__ = ["COMPOSITION_DEFAULTS", "CompositionSettings", "composition_settings", "file_key"]
-
-#: Default values of the ``composition:`` configuration section (read-only).
-COMPOSITION_DEFAULTS: Mapping[str, Any] = MappingProxyType(
-    {
-        "rsf_preset": "lab",
-        "rsf_file": "rsf.yaml",
-        "species_file": "species.yaml",
-        "minerals_file": "minerals.yaml",
-        "mass_tolerance_u": 0.3,
-        "mass_sigma_u": 0.1,
-        "elements": ["Na", "Mg", "Al", "Si", "K", "Ca", "Ti", "Cr", "Mn", "Fe", "Ni"],
-        "isotope_rel_sigma": 0.15,
-        "model_sigma": 0.02,
-        "olivine_ratio_tolerance": 0.5,
-        "include_rsf_uncertainty": False,
-    }
+from idexdask.config import (
+    file_key,  # re-exported: the libraries' cache key
+    load_config,
 )
+from idexdask.errors import ConfigError
+from idexdask.schema import Settings
+
+__all__ = [
+    "CompositionSettings",
+    "check_composition_config",
+    "composition_settings",
+    "file_key",
+]
 
 
 @dataclass(frozen=True)
@@ -82,19 +73,29 @@ class CompositionSettings:
     include_rsf_uncertainty: bool
 
 
-def _positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"composition.{name}: expected a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        relation = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"composition.{name}: must be {relation}, got {value!r}")
-    return float(value)
+def _section(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The ``composition`` override in ``config`` (whole configuration or the section)."""
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"composition config must be a mapping, got {type(config).__name__}")
+    if "composition" in config:
+        section = config["composition"]
+    elif any(isinstance(value, Mapping) for value in config.values()):
+        section = {}  # a whole configuration without a composition section
+    else:
+        section = config
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"composition: expected a mapping, got {section!r}")
+    return section
 
 
 def composition_settings(
     config: Mapping[str, Any] | CompositionSettings | None = None,
 ) -> CompositionSettings:
-    """Build validated :class:`CompositionSettings` from a configuration mapping.
+    """Build :class:`CompositionSettings` from a configuration, validated by the model.
 
     Parameters
     ----------
@@ -102,7 +103,7 @@ def composition_settings(
         The whole configuration (its ``composition`` key is used; a whole
         configuration without one, recognised by its mapping-valued sections,
         gives the defaults), or the ``composition`` section itself; missing keys
-        take :data:`COMPOSITION_DEFAULTS`.
+        take their ``configs/default.yaml`` values.
 
     Returns
     -------
@@ -111,69 +112,60 @@ def composition_settings(
     Raises
     ------
     ConfigError
-        On an unknown key, a wrongly typed value, an unknown element symbol.
+        On an unknown key, a wrongly typed value, an unknown element symbol or
+        RSF preset, an invalid library file (:func:`idexdask.config.load_config`).
     """
     if isinstance(config, CompositionSettings):
         return config
-    section: Mapping[str, Any] = {}
-    if config is not None:
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"composition config must be a mapping, got {type(config).__name__}")
-        if "composition" in config:
-            section = config["composition"]
-        elif any(isinstance(value, Mapping) for value in config.values()):
-            section = {}  # a whole configuration without a composition section
-        else:
-            section = config
-        if section is None:
-            section = {}
-        if not isinstance(section, Mapping):
-            raise ConfigError("composition: expected a mapping")
-    unknown = sorted(set(section) - set(COMPOSITION_DEFAULTS))
-    if unknown:
-        known = ", ".join(sorted(COMPOSITION_DEFAULTS))
-        raise ConfigError(f"unknown configuration key composition.{unknown[0]} (known: {known})")
-    values = {**COMPOSITION_DEFAULTS, **section}
-    for key in ("rsf_preset", "rsf_file", "species_file", "minerals_file"):
-        if not isinstance(values[key], str) or not values[key]:
-            raise ConfigError(
-                f"composition.{key}: expected a non-empty string, got {values[key]!r}"
-            )
-    elements = values["elements"]
-    if isinstance(elements, str) or not isinstance(elements, list | tuple) or not elements:
-        raise ConfigError(f"composition.elements: expected a non-empty list, got {elements!r}")
-    for symbol in elements:
-        if not isinstance(symbol, str) or not isinstance(
-            getattr(periodictable, symbol, None), periodictable.core.Element
-        ):
-            raise ConfigError(f"composition.elements: unknown element symbol {symbol!r}")
-    if len(set(elements)) != len(elements):
-        raise ConfigError(f"composition.elements: duplicate symbols in {list(elements)}")
-    if not isinstance(values["include_rsf_uncertainty"], bool):
-        raise ConfigError("composition.include_rsf_uncertainty: expected true/false")
-    from idexdask.composition.rsf import load_rsf_presets  # rsf imports this module
-
-    presets = load_rsf_presets(values["rsf_file"])
-    if values["rsf_preset"] not in presets:
-        raise ConfigError(
-            f"composition.rsf_preset: unknown RSF preset {values['rsf_preset']!r} "
-            f"(known: {', '.join(sorted(presets))})"
-        )
-    out = CompositionSettings(
+    if isinstance(config, Settings) and "composition" in config:
+        values = config["composition"]  # validated when it was loaded (load_settings)
+    else:
+        values = load_config({"composition": dict(_section(config))})["composition"]
+    return CompositionSettings(
         rsf_preset=values["rsf_preset"],
         rsf_file=values["rsf_file"],
         species_file=values["species_file"],
         minerals_file=values["minerals_file"],
-        mass_tolerance_u=_positive("mass_tolerance_u", values["mass_tolerance_u"]),
-        mass_sigma_u=_positive("mass_sigma_u", values["mass_sigma_u"]),
-        elements=tuple(elements),
-        isotope_rel_sigma=_positive(
-            "isotope_rel_sigma", values["isotope_rel_sigma"], allow_zero=True
-        ),
-        model_sigma=_positive("model_sigma", values["model_sigma"], allow_zero=True),
-        olivine_ratio_tolerance=_positive(
-            "olivine_ratio_tolerance", values["olivine_ratio_tolerance"], allow_zero=True
-        ),
-        include_rsf_uncertainty=values["include_rsf_uncertainty"],
+        mass_tolerance_u=float(values["mass_tolerance_u"]),
+        mass_sigma_u=float(values["mass_sigma_u"]),
+        elements=tuple(values["elements"]),
+        isotope_rel_sigma=float(values["isotope_rel_sigma"]),
+        model_sigma=float(values["model_sigma"]),
+        olivine_ratio_tolerance=float(values["olivine_ratio_tolerance"]),
+        include_rsf_uncertainty=bool(values["include_rsf_uncertainty"]),
     )
-    return out
+
+
+def check_composition_config(config: Mapping[str, Any]) -> None:
+    """Check the ``composition`` section against the reference files it names.
+
+    Raises
+    ------
+    ConfigError
+        ``composition.elements`` with a symbol that is not an element,
+        ``composition.rsf_preset`` not a preset of ``composition.rsf_file``
+        (the message lists them), or a library file (``rsf_file``,
+        ``species_file``, ``minerals_file``) missing or invalid.
+    """
+    from idexdask.composition.minerals import load_mineral_library
+    from idexdask.composition.rsf import load_rsf_presets
+    from idexdask.composition.species import load_species_library
+
+    section = config["composition"]
+    for symbol in section["elements"]:
+        if not isinstance(getattr(periodictable, symbol, None), periodictable.core.Element):
+            raise ConfigError(f"composition.elements: {symbol!r} is not an element symbol "
+                              "(allowed: symbols such as Na, Mg, Si, Fe)")
+    loaded: dict[str, Any] = {}
+    for key, loader in (("rsf_file", load_rsf_presets), ("species_file", load_species_library),
+                        ("minerals_file", load_mineral_library)):
+        try:
+            loaded[key] = loader(section[key])
+        except ConfigError as exc:
+            raise ConfigError(f"composition.{key}: {exc}") from exc
+    presets = loaded["rsf_file"]
+    if section["rsf_preset"] not in presets:
+        raise ConfigError(
+            f"composition.rsf_preset: unknown RSF preset {section['rsf_preset']!r} "
+            f"(allowed: {', '.join(sorted(presets))})"
+        )

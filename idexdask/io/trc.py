@@ -35,7 +35,13 @@ Output layout
 -------------
 One row per impact along ``epoch`` (TT2000 ns of the scope's trigger time stamp;
 the scope clock is taken as UTC, which it is only if the lab set it so).  Waveform
-variables are float32 volts at the native sampling.  Channels that share the
+variables are float32 volts at the native sampling; where a channel has one gain
+and offset over the impacts read, its ``encoding`` holds them as CF
+``scale_factor``/``add_offset`` of int16 codes (:mod:`idexdask.adccodes`), so that
+stores keep the recorded codes.  Time axes are given by formula
+(:mod:`idexdask.timeaxis`): ``(HORIZ_OFFSET + i * HORIZ_INTERVAL) * 1e6`` µs of the
+axis's reference channel, from the per-event terms ``<axis>_start`` (s),
+``<axis>_step`` (s) and ``<axis>_count``, computed when read.  Channels that share the
 sampling interval and record length of the reference channel (``TOF_High``,
 else ``TOF_Mid``, ``TOF_Low``, else the first channel) share the high-rate axis
 ``time_high_sample_rate`` (epoch, ``time_high_sample_rate_index``), float64 µs;
@@ -59,6 +65,7 @@ Examples
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 import struct
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,11 +73,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numba
 import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.adccodes import CODE_FILL, code_encoding
 from idexdask.errors import TraceFileError
+from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
 __all__ = [
     "TRC_NAME_PATTERN",
@@ -425,6 +435,18 @@ def read_trc_file(path: str | Path) -> TrcWaveform:
     return TrcWaveform(header=header, raw=raw.astype(raw.dtype.newbyteorder("="), copy=False))
 
 
+@numba.njit(cache=True, nogil=True)
+def _volts_into(raw, gain, offset, out):  # pragma: no cover - compiled
+    """``out[i] = float32(gain * float64(raw[i]) - offset)``: one pass over the codes.
+
+    The operations of :attr:`TrcWaveform.volts` (a float64 product and
+    difference, each correctly rounded, then one rounding to float32), without
+    its float64 array.
+    """
+    for i in range(raw.size):
+        out[i] = np.float32(gain * np.float64(raw[i]) - offset)
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -628,17 +650,25 @@ def _channel_map(
 
 def _default_polarity() -> dict[str, int]:
     """``channels.polarity`` of ``configs/scope.yaml``, else -1 for ``TOF_*`` only."""
+    from idexdask.config import file_key
+
+    return dict(_polarity_table(*file_key("scope.yaml")))
+
+
+@functools.lru_cache(maxsize=4)
+def _polarity_table(path: str, mtime_ns: int) -> tuple[tuple[str, int], ...]:
+    """:func:`_default_polarity` of one version of the file (a campaign reads it once)."""
     from idexdask.config import load_yaml
     from idexdask.errors import ConfigError
 
     table = {v: -1 for v in _DEFAULT_POLARITY_NEGATIVE}
     try:
-        cfg = load_yaml("scope.yaml") or {}
+        cfg = load_yaml(path) or {}
         table.update({str(k): int(v) for k, v in
                       (cfg.get("channels", {}).get("polarity") or {}).items()})
     except (ConfigError, AttributeError, TypeError, ValueError) as exc:
         _log.warning("configs/scope.yaml polarity table unusable (%s); TOF_* = -1", exc)
-    return table
+    return tuple(table.items())
 
 
 def _tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
@@ -656,9 +686,15 @@ def _tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
 
 
 def _collect(
-    path: Path, errors: str
+    path: Path | tuple[Path, ...], errors: str
 ) -> tuple[Path, dict[int, dict[int, TrcWaveform]], dict[int, list[str]]]:
-    if path.is_dir():
+    if isinstance(path, tuple):  # given files (one impact of a campaign), not a directory
+        if not path:
+            raise TraceFileError("no .trc files given")
+        directory, files = path[0].parent, sorted(path)
+        if any(f.parent != directory for f in files):
+            raise TraceFileError(f"files of one read must share a directory: {files}")
+    elif path.is_dir():
         directory = path
         files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".trc" and p.is_file())
     elif path.is_file():
@@ -671,7 +707,7 @@ def _collect(
         parsed = parse_trc_filename(f.name)
         if parsed is None:
             msg = f"{f}: name does not match <...>C<channel><sep>...<impact>.trc"
-            if errors == "raise" and path.is_file():
+            if errors == "raise" and (isinstance(path, tuple) or path.is_file()):
                 raise TraceFileError(msg)
             _log.warning("%s; skipped", msg)
             continue
@@ -696,7 +732,7 @@ def _collect(
 
 
 def read_trc(
-    path: str | Path,
+    path: str | Path | Sequence[str | Path],
     *,
     settings: str | Path | Mapping[int, Any] | None = None,
     errors: Literal["raise", "skip"] = "raise",
@@ -706,8 +742,9 @@ def read_trc(
 
     Parameters
     ----------
-    path : str or Path
-        One ``.trc`` file or a directory of them.  Files are grouped into impacts
+    path : str, Path or sequence of them
+        One ``.trc`` file, a directory of them, or files of one directory (the
+        settings file is looked for beside them).  Files are grouped into impacts
         by :data:`TRC_NAME_PATTERN`.
     settings : str, Path or mapping, optional
         Channel names: a settings text file (line *n* names C\\ *n*) or a mapping
@@ -741,8 +778,13 @@ def read_trc(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
-    path = Path(path)
-    directory, impacts, bad = _collect(path, errors)
+    if isinstance(path, str | Path):
+        path = Path(path)
+        directory, impacts, bad = _collect(path, errors)
+    else:
+        files = tuple(Path(p) for p in path)
+        directory, impacts, bad = _collect(files, errors)
+        path = directory
     trace_names = [Path(w.header.path).name for ch in impacts.values() for w in ch.values()]
     names, pol_override, settings_source = _channel_map(settings, directory, trace_names)
 
@@ -799,37 +841,45 @@ def read_trc(
     files = np.full(shape_ch, "", dtype=object)
     instruments: set[str] = set()
 
-    axis_time: dict[str, np.ndarray] = {}
-    for axis in axis_ref:
-        n = max(sigs[c][1] for c in present_channels if axis_of[c] == axis)
-        axis_time[axis] = np.full((n_ev, n), np.nan)
+    # each axis by formula: (HORIZ_OFFSET + i * HORIZ_INTERVAL) * 1e6 µs, i < count
+    axis_len = {axis: max(sigs[c][1] for c in present_channels if axis_of[c] == axis)
+                for axis in axis_ref}
+    axis_start = {axis: np.full(n_ev, np.nan) for axis in axis_ref}
+    axis_step = {axis: np.full(n_ev, np.nan) for axis in axis_ref}
+    axis_count = {axis: np.zeros(n_ev, np.int64) for axis in axis_ref}
 
-    waves = {
-        c: np.full((n_ev, sigs[c][1]), np.nan, dtype=np.float32) for c in present_channels
-    }
+    # written in place below; NaN only where no sample is (missing channel, padding)
+    waves = {c: np.empty((n_ev, sigs[c][1]), dtype=np.float32) for c in present_channels}
+    fill_code_seen: set[int] = set()
     for e, num in enumerate(numbers):
         chans = impacts[num]
         # axis times from the axis's reference channel, else any channel on the axis
-        for axis, t in axis_time.items():
+        for axis in axis_ref:
             on_axis = [c for c in present_channels if axis_of[c] == axis and c in chans]
             if not on_axis:
                 continue
             c0 = axis_ref[axis] if axis_ref[axis] in chans else on_axis[0]
             h = chans[c0].header
-            t[e, : h.wave_array_count] = (
-                h.horiz_offset + np.arange(h.wave_array_count) * h.horiz_interval
-            ) * 1e6
+            axis_start[axis][e] = h.horiz_offset
+            axis_step[axis][e] = h.horiz_interval
+            axis_count[axis][e] = h.wave_array_count
         for k, c in enumerate(present_channels):
             if c not in chans:
+                waves[c][e] = np.nan
                 continue
             wf = chans[c]
             h = wf.header
             present[e, k] = True
-            waves[c][e, : h.wave_array_count] = wf.volts.astype(np.float32)
+            # V = gain * code - offset in float64, rounded once to float32, written
+            # in place: the codes are read once and the volts made in one pass
+            _volts_into(wf.raw, h.vertical_gain, h.vertical_offset,
+                        waves[c][e, : h.wave_array_count])
+            waves[c][e, h.wave_array_count :] = np.nan
+            fill_code_seen |= {c} if bool((wf.raw == CODE_FILL).any()) else set()
             lo, hi = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
             clipped[e, k] = bool(wf.raw.max() >= hi or wf.raw.min() <= lo)
             gain[e, k], voff[e, k] = h.vertical_gain, h.vertical_offset
-            t_offset[e, k] = h.horiz_offset * 1e6 - axis_time[axis_of[c]][e, 0]
+            t_offset[e, k] = h.horiz_offset * 1e6 - axis_start[axis_of[c]][e] * 1e6
             files[e, k] = Path(h.path).name
             instruments.add(h.instrument_name)
         h0 = (chans[ref] if ref in chans else next(iter(chans.values()))).header
@@ -839,13 +889,22 @@ def read_trc(
         if len(stamps) > 1:
             _log.warning("impact %d: channels carry different trigger times %s", num, stamps)
 
-    for axis, t in axis_time.items():
+    for axis in axis_ref:
         tname, dim = f"time_{axis}", f"time_{axis}_index"
-        data_vars[tname] = (("epoch", dim), t, {
-            "units": "us",
-            "long_name": "time from the trigger of the axis's reference channel",
-            "reference_channel": var_of[axis_ref[axis]],
-        })
+        terms = AxisTerms.for_axis(tname)
+        data_vars[tname] = uniform_axis_variable(
+            ("epoch", dim), axis_start[axis], axis_step[axis], axis_count[axis],
+            axis_len[axis], scale=1e6, terms=terms, attrs={
+                "units": "us",
+                "long_name": "time from the trigger of the axis's reference channel",
+                "reference_channel": var_of[axis_ref[axis]],
+            })
+        data_vars[terms.start] = (("epoch",), axis_start[axis], {
+            "units": "s", "long_name": f"{tname}: HORIZ_OFFSET of its reference channel"})
+        data_vars[terms.step] = (("epoch",), axis_step[axis], {
+            "units": "s", "long_name": f"{tname}: HORIZ_INTERVAL of its reference channel"})
+        data_vars[terms.count] = (("epoch",), axis_count[axis], {
+            "units": "1", "long_name": f"{tname}: samples recorded (NaN times beyond)"})
     var_pol: dict[str, int] = {}
     pol_table = _default_polarity()
     for k, c in enumerate(present_channels):
@@ -867,7 +926,11 @@ def read_trc(
             "vertical_offset": float(o[0]) if np.all(o == o[0]) else [float(x) for x in o],
             "source_files": [str(x) for x in files[:, k]],
         }
-        data_vars[var] = (("epoch", f"time_{axis}_index"), waves[c], attrs)
+        waveform = xr.Variable(("epoch", f"time_{axis}_index"), waves[c], attrs)
+        if g.size and np.all(g == g[0]) and np.all(o == o[0]) and c not in fill_code_seen:
+            # one gain and offset: the store keeps the codes (idexdask.adccodes)
+            waveform.encoding = code_encoding(float(g[0]), -float(o[0]))
+        data_vars[var] = waveform
     ch_names = [var_of[c] for c in present_channels]
     data_vars["impact_number"] = (("epoch",), np.asarray(numbers, dtype=np.int64),
                                   {"long_name": "trailing number of the trace file names"})
@@ -891,6 +954,7 @@ def read_trc(
     ds = xr.Dataset(data_vars, coords=coords)
     ds.attrs.update({
         "source": "lecroy_trc",
+        "source_kind": "lecroy_trc",  # picks the per-source defaults (calibration preset)
         "instrument_name": ", ".join(sorted(instruments)),
         "source_path": str(path),
         "settings_source": settings_source or "",

@@ -83,9 +83,18 @@ _FOLD_CONSTANTS.setflags(write=False)
 
 @functools.cache
 def folding_available() -> bool:
-    """True when this CPU runs the carry-less multiply kernel (x86-64 with PCLMULQDQ)."""
+    """True when the carry-less multiply kernel can run (x86-64 with PCLMULQDQ).
+
+    numba compiles for its target CPU, which is the host's unless
+    ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` say otherwise (``generic``: no
+    PCLMULQDQ, to make caches portable across machines); compiling the
+    instruction for a target without it aborts the process inside LLVM.
+    """
     if platform.machine().lower() not in {"x86_64", "amd64"}:
         return False
+    target = numba.config.CPU_FEATURES  # None: the host's features
+    if target is not None:
+        return "+pclmul" in target.replace(" ", "").split(",")
     try:
         import llvmlite.binding as llvm
 

@@ -258,6 +258,8 @@ def _decode(buffer: np.ndarray, size: int, name: str) -> xr.Dataset:
     other = {apid: n for apid, n in apid_counts.items() if apid != SCIENCE_APID}
     attrs = {
         "source": name,
+        # which kind of source: picks the per-source defaults (calibration preset)
+        "source_kind": "idex_l0",
         "packets": len(index),
         "science_packets": int(apid_counts.get(SCIENCE_APID, 0)),
         "apid_counts": json.dumps({str(k): v for k, v in sorted(apid_counts.items())}),

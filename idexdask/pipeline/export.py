@@ -6,6 +6,7 @@ written by one process (the caller), never by workers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterable
@@ -14,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import StoreError
+from idexdask.adccodes import decode_code_variables
+from idexdask.errors import IdexDaskError, StoreError
 from idexdask.pipeline.runner import done_units
+from idexdask.timeaxis import expand_axes
 
 __all__ = ["FORMATS", "export_store", "open_campaign"]
 
@@ -26,6 +29,12 @@ FORMATS = {"hdf5": ".h5", "cdf": ".cdf"}
 
 def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
     """Open a campaign store lazily with raw values (no CF decoding of fills/times).
+
+    Uniform time axes that the store holds as their terms (start, step, count
+    per event) are restored as lazy variables with the values they had
+    (:func:`idexdask.timeaxis.expand_axes`); waveforms stored as ADC codes are
+    decoded to the float32 values they were written from
+    (:func:`idexdask.adccodes.decode_code_variables`).
 
     Parameters
     ----------
@@ -43,10 +52,14 @@ def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
         If the store cannot be opened.
     """
     try:
-        return xr.open_zarr(store, consolidated=False, mask_and_scale=False,
-                            decode_times=False, decode_timedelta=False,
-                            **({} if dask else {"chunks": None}))
+        dataset = xr.open_zarr(store, consolidated=False, mask_and_scale=False,
+                               decode_times=False, decode_timedelta=False,
+                               **({} if dask else {"chunks": None}))
     except Exception as exc:  # zarr raises several types for a bad store
+        raise StoreError(f"cannot open store {store}: {exc}") from exc
+    try:
+        return decode_code_variables(expand_axes(dataset))
+    except IdexDaskError as exc:
         raise StoreError(f"cannot open store {store}: {exc}") from exc
 
 
@@ -114,6 +127,10 @@ def export_store(
             rows = slice(int(rows[0]), int(rows[-1]) + 1)
         events = dataset.isel(epoch=rows).load()
         events.attrs = {"source": inputs[index], "store": str(store)}
+        # the input's campaign calibration (idexdask.pipeline.recalibrate)
+        campaign = json.loads(dataset.attrs.get("campaign_calibration") or "{}").get(str(index))
+        if campaign is not None:
+            events.attrs["campaign_calibration"] = json.dumps(campaign, sort_keys=True)
         for fmt in formats:
             path = out / f"{name}{FORMATS[fmt]}"
             if fmt == "hdf5":

@@ -32,6 +32,8 @@ import getpass
 import json
 import logging
 import os
+import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,13 +52,14 @@ from idexdask.analysis.overrides import (
     override_digest,
     override_records,
 )
-from idexdask.errors import AnalysisError, IdexDaskError, StoreError
-from idexdask.pipeline.lock import store_lock
+from idexdask.errors import AnalysisError, IdexDaskError, StoreError, StoreLockedError
+from idexdask.pipeline.lock import read_lock, store_lock
 from idexdask.pipeline.manifest import Manifest, pipeline_dir
 from idexdask.pipeline.store import read_store_meta
 
 __all__ = [
     "OVERRIDES_NAME",
+    "SAME_PROCESS_WAIT_S",
     "add_override_rows",
     "event_override_rows",
     "overrides_in_force",
@@ -75,6 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 OVERRIDES_NAME = "overrides.json"
+#: How long a writer waits for a save of the same process to finish, s.
+SAME_PROCESS_WAIT_S = 5.0
 
 
 def _now() -> str:
@@ -115,14 +120,28 @@ def store_write_lock(store: str | os.PathLike, *, purpose: str) -> Iterator[None
     The one place the override writers take it.  ``idexdask submit`` holds the
     same lock for its whole run, so an edit saved during a run is refused (and
     can be saved once the run ends); the run applies the table it read at its
-    start.
+    start.  A lock held by this same process (another session of one dashboard
+    server saving at the same moment) is waited for, up to
+    :data:`SAME_PROCESS_WAIT_S`: a save takes milliseconds.
 
     Raises
     ------
     StoreLockedError
-        If another live run holds the lock (the message names it).
+        If another run holds the lock (the message names it).
     """
-    with store_lock(store, purpose=f"override table: {purpose}"):
+    deadline = time.monotonic() + SAME_PROCESS_WAIT_S
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(store_lock(store, purpose=f"override table: {purpose}"))
+                break
+            except StoreLockedError:
+                holder = read_lock(store)  # None: released meanwhile, try again
+                other = holder is not None and (holder.host, holder.pid) != (
+                    socket.gethostname(), os.getpid())
+                if other or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         yield
 
 

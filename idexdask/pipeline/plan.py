@@ -52,7 +52,8 @@ from idexdask.packets.layout import (
 from idexdask.packets.reader import load_l0_buffer
 
 __all__ = [
-    "Plan", "PlanFailure", "Unit", "digest_bytes", "pack_units", "plan_inputs", "plan_l0_file",
+    "Plan", "PlanFailure", "Unit", "batch_sizes", "digest_bytes", "pack_units", "plan_inputs",
+    "plan_l0_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -358,6 +359,27 @@ def plan_l0_file(
             )
         )
     return units
+
+
+def batch_sizes(
+    plan: Plan, batch_events: int, chunk_events: int, lab_batch_events: int
+) -> tuple[int, int]:
+    """Events per task (pack) and per store chunk for ``plan``.
+
+    Lab impacts hold ~80 flight events' worth of samples each: their packs and
+    chunks are ``lab_batch_events`` (at most ``batch_events``), so that a
+    campaign of a few hundred impacts is spread over the workers and a task's
+    memory stays near that of a flight task.
+
+    Returns
+    -------
+    (int, int)
+        ``(batch_events, chunk_events)`` to use.
+    """
+    if plan.units and plan.kind == "trc":
+        n = max(1, min(int(batch_events), int(lab_batch_events)))
+        return n, n
+    return int(batch_events), int(chunk_events)
 
 
 def pack_units(

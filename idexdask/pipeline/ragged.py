@@ -48,8 +48,9 @@ def peaks_to_event_major(dataset: xr.Dataset, max_peaks: int) -> xr.Dataset:
         Output of ``analyze`` (with ``peak_event`` on the ``peak`` dimension).
     max_peaks : int
         Slots per event.  An event with more lines keeps the ``max_peaks`` of
-        largest area (then re-sorted by time); ``peak_overflow`` counts the lines
-        dropped and a warning names the events.
+        largest area, lines of manual overrides (``peak_manual``) first (then
+        re-sorted by time); ``peak_overflow`` counts the lines dropped and a
+        warning names the events.
 
     Returns
     -------
@@ -94,8 +95,11 @@ def event_major_peaks(
         event.size
     )
     area = variables["peak_area"].values if "peak_area" in variables else np.zeros(event.size)
-    # rank lines within their event by area (largest first) to choose the kept ones
-    by_area = np.lexsort((-np.nan_to_num(area, nan=-np.inf), event))
+    # rank lines within their event by area (largest first) to choose the kept ones;
+    # lines a person added or edited (peak_manual) come first: an edit is never dropped
+    manual = (variables["peak_manual"].values.astype(bool) if "peak_manual" in variables
+              else np.zeros(event.size, bool))
+    by_area = np.lexsort((-np.nan_to_num(area, nan=-np.inf), ~manual, event))
     rank = np.empty(event.size, dtype=np.int64)
     starts = np.searchsorted(event[by_area], np.arange(n_events))
     rank[by_area] = np.arange(event.size) - starts[event[by_area]]

@@ -50,7 +50,7 @@ from typing import Any
 
 import xarray as xr
 
-from idexdask.errors import IdexDaskError, StoreError
+from idexdask.errors import ConfigError, IdexDaskError, StoreError
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.lock import LOCK_NAME
 from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, pipeline_dir
@@ -60,7 +60,8 @@ from idexdask.pipeline.overrides_store import (
     unit_override_digests,
     write_overrides_file,
 )
-from idexdask.pipeline.plan import Plan, Unit, pack_units, plan_inputs
+from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
+from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -157,6 +158,8 @@ class RunSummary:
     state : str
         ``finished`` (every unit done), ``incomplete`` (the run ended with
         failed units or inputs), ``running``, ``interrupted`` or ``new``.
+    campaign_calibration : dict or None
+        Joint calibration of every group (input) when this run made it.
     """
 
     store: str
@@ -172,6 +175,7 @@ class RunSummary:
     dashboard: str | None = None
     state: str = "finished"
     workers: int = 0
+    campaign_calibration: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -361,6 +365,9 @@ def run_campaign(
     # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
     # every unit writes whole chunks except at the ends of its file
     plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
+    batch_events, chunk_events = batch_sizes(  # lab impacts: smaller packs and chunks
+        plan, pipeline["batch_events"], pipeline["chunk_events"],
+        pipeline.get("lab_batch_events", pipeline["batch_events"]))
     chash = config_hash(config)
 
     meta = None if overwrite else read_store_meta(store)
@@ -408,7 +415,7 @@ def run_campaign(
         started = time.perf_counter()
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
-        packs = pack_units(todo, int(pipeline["batch_events"]), int(pipeline["chunk_events"]))
+        packs = pack_units(todo, batch_events, chunk_events)
         # A new store needs a schema: the first packs' processing starts now and
         # their region writes are submitted once the store exists, so the schema
         # and the store's creation overlap with work instead of preceding it.
@@ -428,7 +435,7 @@ def run_campaign(
         if n_leading:
             template = _template(client, packs, processing, submit_processing, resources)
         rows = (
-            chunk_rows(template, int(pipeline["chunk_events"])) if template is not None
+            chunk_rows(template, chunk_events) if template is not None
             else int(meta["rows"]) if meta else 1
         )
         if template is not None:
@@ -462,6 +469,14 @@ def run_campaign(
         _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
                    retries, manifest, run_id, chash, summary, started, on_progress,
                    shared_overrides)
+        # the reduction over every group's line lists, then the calibration-
+        # dependent products of every unit (idexdask.pipeline.recalibrate)
+        latest_units = manifest.latest_units()
+        done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, chash)]
+        summary.campaign_calibration = campaign_step(
+            client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
+            resources, retries,
+        )
         summary.elapsed_s = time.perf_counter() - started
     if summary.failures:
         summary.state = "incomplete"
@@ -550,6 +565,8 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
         pack = packs[index]
         try:
             result = future.result()
+        except ConfigError:
+            raise  # every pack would fail alike: stop the run (units.process_units)
         except Exception as exc:  # the task's own error after its retries, or KilledWorker
             reason = f"{type(exc).__name__}: {exc}"
             result = {"status": {u.uid: "failed" for u in pack},

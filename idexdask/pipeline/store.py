@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from idexdask.adccodes import CODE_DTYPE, code_scale
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
 
@@ -131,7 +132,8 @@ def chunk_rows(template: xr.Dataset, chunk_events: int) -> int:
     for variable in template.variables.values():
         if "epoch" not in variable.dims:
             continue
-        per_event = variable.dtype.itemsize * int(
+        stored = CODE_DTYPE if code_scale(variable.encoding) is not None else variable.dtype
+        per_event = stored.itemsize * int(
             np.prod([s for d, s in zip(variable.dims, variable.shape, strict=True) if d != "epoch"])
         )
         if per_event > 0:
@@ -235,8 +237,16 @@ def initialise_store(
                 chunks = (rows, *variable.shape[1:])
                 strings[str(name)] = (variable.dims, shape, chunks, dict(variable.attrs))
                 continue
-            data = np.zeros((1, *variable.shape[1:]), dtype=variable.dtype)
-            variables[name] = xr.Variable(variable.dims, data, attrs=variable.attrs)
+            scale = code_scale(variable.encoding)
+            if scale is not None and variable.dtype.kind == "f":
+                # stored as its ADC codes, decoded on read (idexdask.adccodes)
+                data = np.zeros((1, *variable.shape[1:]), dtype=CODE_DTYPE)
+                attrs = {**variable.attrs, "scale_factor": scale.scale,
+                         "add_offset": scale.offset, "_FillValue": scale.fill}
+                variables[name] = xr.Variable(variable.dims, data, attrs=attrs)
+            else:
+                data = np.zeros((1, *variable.shape[1:]), dtype=variable.dtype)
+                variables[name] = xr.Variable(variable.dims, data, attrs=variable.attrs)
             resized.append(str(name))
         else:
             variables[name] = xr.Variable(variable.dims, variable.values, attrs=variable.attrs)
@@ -308,6 +318,10 @@ def _resized(document: bytes, n_events: int, name: str) -> bytes:
     if meta.get("node_type") != "array" or not meta.get("shape"):
         raise StoreError(f"{name} is not an array along events")
     meta["shape"][0] = int(n_events)
+    attributes = meta.get("attributes") or {}
+    if code_scale(attributes) is not None and "_FillValue" in attributes:
+        # rows of ADC codes not written yet read as missing samples, not as a code
+        meta["fill_value"] = int(attributes["_FillValue"])
     return json.dumps(meta, indent=2).encode()
 
 
@@ -484,6 +498,8 @@ class _ArraySpec:
         self.shape = tuple(int(s) for s in meta["shape"])
         self.chunks = tuple(int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"])
         self.dims = tuple(meta.get("dimension_names") or ())
+        #: the codes' scale of an array stored as ADC codes (idexdask.adccodes)
+        self.code_scale = code_scale(meta.get("attributes") or {})
         data_type = meta["data_type"]
         self.dtype = np.dtype(object) if data_type == "string" else np.dtype(str(data_type))
         self.fill = meta["fill_value"]
@@ -561,6 +577,16 @@ def _store_values(name: str, variable: xr.Variable, spec: _ArraySpec) -> np.ndar
     what ``encode_cf_variable`` returns for them, without its ~0.2 ms per call.
     """
     values = np.asarray(variable.values)
+    if spec.code_scale is not None and spec.dtype.kind in "iu" and values.dtype.kind == "f":
+        # the store's scale, not the unit's: a unit of another gain cannot be stored
+        codes = spec.code_scale.encode(values)
+        if codes is None:
+            raise StoreError(
+                f"variable {name!r}: the values are not ADC codes of the store's scale "
+                f"({spec.code_scale.scale} per count, offset {spec.code_scale.offset}): "
+                "a capture with other scope settings needs a store of its own"
+            )
+        return codes.astype(spec.dtype, copy=False)
     attrs, encoding = variable.attrs, variable.encoding
     fill = attrs.get("_FillValue")
     plain = (

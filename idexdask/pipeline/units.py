@@ -15,15 +15,14 @@ analysis is per event, so an event's products do not depend on the events it is
 analysed with (the cluster tests compare with ``analyze`` of whole files).
 
 The dataset returned is normalised for the store (:func:`normalise_for_store`):
-fixed-width strings become variable-length strings, and ``input_index`` records
-which input each event came from.
+fixed-width strings become variable-length strings, uniform time axes given by
+formula are replaced by their terms (:mod:`idexdask.timeaxis`), and
+``input_index`` records which input each event came from.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from idexdask.errors import IdexDaskError
+from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
+from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 
 if TYPE_CHECKING:
     from idexdask.analysis.analyze import AnalysisProducts
@@ -47,13 +47,32 @@ def _decode_trc(unit: Unit) -> xr.Dataset:
     """Read one impact's captures (its files alone, with the directory's settings)."""
     from idexdask.io.trc import read_trc
 
-    directory = Path(unit.path)
-    with tempfile.TemporaryDirectory(prefix="idexdask-trc-") as tmp:
-        for file in (*unit.files, *map(str, sorted(directory.glob("*settings*.txt")))):
-            os.symlink(file, Path(tmp) / Path(file).name)
-        dataset = read_trc(tmp)
-        dataset.load()
-    dataset.attrs["source_path"] = str(directory)
+    dataset = read_trc(unit.files)  # read whole; only the time axes stay formulas
+    dataset.attrs["source_path"] = str(Path(unit.path))
+    return dataset
+
+
+def _decode_trc_pack(units: Sequence[Unit]) -> xr.Dataset | None:
+    """The impacts of a pack of lab units in one read, in unit order, or None.
+
+    None (read them one by one, so that an unreadable impact fails alone) unless
+    there are several units, all impacts of one capture directory, and every file
+    reads.
+    """
+    if len(units) < 2 or any(u.kind != "trc" for u in units):
+        return None
+    if len({u.path for u in units}) != 1 or any(u.n_events != 1 for u in units):
+        return None
+    from idexdask.io.trc import read_trc
+
+    try:
+        dataset = read_trc([f for u in units for f in u.files])
+    except IdexDaskError as exc:
+        logger.info("a pack of %d impacts read one by one (%s)", len(units), exc)
+        return None
+    if dataset["impact_number"].values.tolist() != [u.impact for u in units]:
+        return None  # not in plan order: one by one
+    dataset.attrs["source_path"] = str(Path(units[0].path))
     return dataset
 
 
@@ -136,13 +155,20 @@ def concat_events(parts: Sequence[xr.Dataset]) -> xr.Dataset:
         if list(part.variables) != names:
             raise IdexDaskError("units of one task decode to different variables")
     variables: dict[str, xr.Variable] = {}
+    axes = []
     for name, variable in first.variables.items():
-        if "epoch" in variable.dims:
+        if is_formula_axis(variable):
+            axes.append(str(name))  # rebuilt over the concatenated terms below
+            variables[str(name)] = variable
+        elif "epoch" in variable.dims:
             axis = variable.dims.index("epoch")
             values = np.concatenate([p.variables[name].values for p in parts], axis=axis)
-            variables[str(name)] = xr.Variable(variable.dims, values, attrs=variable.attrs)
+            variables[str(name)] = xr.Variable(variable.dims, values, attrs=variable.attrs,
+                                               encoding=variable.encoding)
         else:
             variables[str(name)] = variable
+    for name in axes:
+        variables[name] = concat_axis(variables[name], variables)
     attrs = {
         k: v for k, v in first.attrs.items()
         if all(k in p.attrs and _same(p.attrs[k], v) for p in parts[1:])
@@ -212,7 +238,11 @@ def _analysed(
 
         # the rows of these events only: the campaign's others would each be logged
         overrides = overrides_for(overrides, dataset.variables["epoch"].values)
-    products = _analysis_products(dataset, config, overrides)
+    from idexdask.pipeline.recalibrate import pack_config  # noqa: PLC0415
+
+    # each event calibrated on its own here; the campaign step of the run
+    # (idexdask.pipeline.recalibrate) calibrates every input's events together
+    products = _analysis_products(dataset, pack_config(config), overrides)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(
@@ -252,7 +282,14 @@ def process_units(
     max_peaks = int(config.get("pipeline", {}).get("max_peaks_per_event", 64))
     result = ProcessedUnits(dataset=None)
     decoded: list[tuple[Unit, xr.Dataset]] = []
-    for unit in units:
+    joint = _decode_trc_pack(units)
+    if joint is not None:  # every impact of the pack in one read: no copy to concatenate
+        for index, unit in enumerate(units):
+            view = joint.isel(epoch=slice(index, index + 1))
+            result.attrs[unit.uid] = _scalar_attrs(joint.attrs)
+            result.overrides_hash[unit.uid] = _overrides_hash(overrides, view)
+            decoded.append((unit, view))
+    for unit in units if joint is None else ():
         try:
             dataset = decode_unit(unit)
         except IdexDaskError as exc:
@@ -270,12 +307,14 @@ def process_units(
     if not decoded:
         return result
     try:
-        events = concat_events([d for _, d in decoded])
+        events = joint if joint is not None else concat_events([d for _, d in decoded])
         analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded), overrides)
         done = [u for u, _ in decoded]
         result.dataset = _normalised(analysed, _input_indices(done), max_peaks=max_peaks)
         result.done = tuple(done)
         return result
+    except ConfigError:
+        raise  # the same for every unit: a configuration mistake, not a unit's data
     except IdexDaskError as exc:
         if len(decoded) == 1:
             result.failures[decoded[0][0].uid] = str(exc)
@@ -288,6 +327,8 @@ def process_units(
             analysed = _analysed(dataset, config, unit.n_events, overrides)
             parts.append(_normalised(analysed, unit.input_index, max_peaks=max_peaks))
             done.append(unit)
+        except ConfigError:
+            raise
         except IdexDaskError as exc:
             result.failures[unit.uid] = str(exc)
     if parts:
@@ -386,6 +427,7 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
             variable = xr.Variable(variable.dims, values, attrs=variable.attrs)
         variables[name] = variable
     variables.update(added)
+    variables = compact_axes(variables)  # uniform time axes: stored as their terms
     variables["input_index"] = xr.Variable(
         ("epoch",),
         np.broadcast_to(np.asarray(input_index, dtype=np.int32), (n_events,)).copy(),

@@ -4,9 +4,9 @@ The decoder's and the analysis' kernels are compiled on first use and cached
 next to their modules (``cache=True``).  On a fresh installation the first task
 of every worker process compiles them all: ~70 s of one core each, on every
 worker at once.  :func:`compile_kernels` runs the pipeline's own code once, on
-two tiny simulated files (one plain, one Rice-compressed) decoded, analysed and
-written to a throw-away store, so that the caches exist before any worker
-starts; ``make setup`` calls it (``idexdask compile``), and a cluster image
+two tiny simulated files (one plain, one Rice-compressed) and a tiny LeCroy
+capture decoded, analysed and written to throw-away stores, so that the caches
+exist before any worker starts; ``make setup`` calls it (``idexdask compile``), and a cluster image
 should too (docs/deploy.md).  With warm caches it takes a few seconds.
 """
 
@@ -52,9 +52,34 @@ def compile_kernels() -> float:
         processed = process_units(tuple(plan.units), load_config({}))
         if processed.failures or processed.dataset is None:
             raise IdexDaskError(f"the warm-up events could not be processed: {processed.failures}")
-        events = processed.dataset
-        n_events = events.sizes["epoch"]
-        store = directory / "warmup.zarr"
-        initialise_store(store, events.isel(epoch=slice(0, 1)), n_events, rows=n_events, meta={})
-        write_region(store, events, (0, n_events), rows=n_events, n_events=n_events)
+        for name, events in (("warmup", processed.dataset),
+                             ("warmup_lab", _lab_events(directory / "lab"))):
+            n_events = events.sizes["epoch"]
+            store = directory / f"{name}.zarr"
+            initialise_store(store, events.isel(epoch=slice(0, 1)), n_events, rows=n_events,
+                             meta={})
+            write_region(store, events, (0, n_events), rows=n_events, n_events=n_events)
     return time.perf_counter() - started
+
+
+def _lab_events(directory: Path):
+    """A tiny LeCroy capture (4 channels of noise) through the unit function: the
+    kernels of the lab path (float32 volts, int16 codes) compiled too."""
+    import numpy as np
+
+    from idexdask.config import load_config
+    from idexdask.io.trc import write_trc
+    from idexdask.pipeline.plan import plan_inputs
+    from idexdask.pipeline.units import process_units
+
+    directory.mkdir()
+    rng = np.random.default_rng(0)
+    for channel in range(1, 5):
+        codes = (rng.integers(-64, 64, 8192) * 16).astype(np.int16)
+        write_trc(directory / f"lab_C{channel}_00001.trc", codes, horiz_interval=1e-9,
+                  horiz_offset=-4e-6, vertical_gain=2.5e-6, wave_source=channel)
+    (directory / "lab_settings.txt").write_text("QD 1\nTOF Low\nTOF High\nQD 2\n")
+    processed = process_units(tuple(plan_inputs([directory], 1).units), load_config({}))
+    if processed.failures or processed.dataset is None:
+        raise IdexDaskError(f"the warm-up capture could not be processed: {processed.failures}")
+    return processed.dataset

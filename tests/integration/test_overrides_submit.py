@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from idexdask.analysis.overrides import LINE_SHAPES
+from idexdask.cli import main
 from idexdask.config import load_config
 from idexdask.pipeline.export import open_campaign
 from idexdask.pipeline.manifest import Manifest
@@ -100,7 +101,7 @@ def _check_added_and_only_unit_redone(store, config, inputs, event, spot):
     return after
 
 
-def test_simulated_campaign_line_added_survives_submit(tmp_path):
+def test_simulated_campaign_line_added_survives_submit(tmp_path, capsys):
     sim = tmp_path / "sim.pkts"
     write_campaign(sim, 40, compress=True, seed=21)
     config = load_config(CONFIG)
@@ -117,6 +118,10 @@ def test_simulated_campaign_line_added_survives_submit(tmp_path):
                  "note": "line the detection missed"}], author="tester")
     (waiting,) = units_awaiting_overrides(store)
     assert waiting["region"][0] <= event < waiting["region"][1]
+    capsys.readouterr()
+    assert main(["status", str(store)]) == 0
+    assert ("manual overrides   : 1 in force, 0 undone; 1 unit(s) redone by the next submit"
+            in capsys.readouterr().out)
     _check_added_and_only_unit_redone(store, config, [sim], event, spot)
     assert units_awaiting_overrides(store) == []
 

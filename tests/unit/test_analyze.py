@@ -208,14 +208,34 @@ def _converged_lines(out):
     }
 
 
+@pytest.mark.numerics
 def test_fit_engines_agree_on_converged_fits(events, result):
-    """The CPU engines differ only in summation order: converged fits agree."""
+    """The CPU engines differ only in rounding: converged fits agree.
+
+    auto is the xp iteration with the model and Jacobian compiled: exp/erfcx by
+    libm instead of NumPy's CPU-dependent SIMD code, an ulp apart, so the same
+    lines converge (identical statuses) to within sqrt(ftol * window) ~ 1e-4 of
+    their standard errors (where an ulp flips fit_batch's stopping test; ftol
+    1e-10, windows of ~70 samples); the compiled engine (``result``) sums in
+    another order too, hence its looser 1e-3 below.
+    """
     assert load_config()["analysis"]["fitting"]["engine"] == "compiled"  # `result`'s
     auto = analyze(events, {"analysis": {"fitting": {"engine": "auto"}}})
     xp = analyze(events, {"analysis": {"fitting": {"engine": "xp"}}})
-    # auto = the array code with the model and Jacobian compiled: bit-identical
-    for name in ("peak_center", "peak_area", "peak_status", "target_low_fit_parameters"):
-        np.testing.assert_array_equal(auto[name].values, xp[name].values, err_msg=name)
+    np.testing.assert_array_equal(auto.peak_status.values, xp.peak_status.values)
+    ok = auto.peak_status.values == 0
+    assert ok.sum() > 20
+    for name in ("peak_center", "peak_area"):
+        diff = np.abs(auto[name].values[ok] - xp[name].values[ok])
+        assert np.all(diff <= 1e-4 * xp[f"{name}_err"].values[ok]), name
+    for channel in ("target_low", "ion_grid"):
+        status = xp[f"{channel}_fit_status"].values
+        np.testing.assert_array_equal(auto[f"{channel}_fit_status"].values, status)
+        fitted = status == 0
+        assert fitted.sum() >= 6
+        pull = np.abs(auto[f"{channel}_fit_parameters"].values[fitted]
+                      - xp[f"{channel}_fit_parameters"].values[fitted])
+        assert np.all(pull <= 1e-4 * xp[f"{channel}_fit_parameter_errors"].values[fitted]), channel
     ref, got = _converged_lines(auto), _converged_lines(result)
     common = sorted(set(ref) & set(got))
     assert len(common) >= 0.9 * len(ref) > 20

@@ -18,9 +18,12 @@ def events():
 
 
 def test_missing_settings_file_is_an_error(events, tmp_path):
-    config = load_config({"calibration": {"settings_file": str(tmp_path / "absent.yaml")}})
-    with pytest.raises(ConfigError):
-        analyze(events, config)
+    """Found when the configuration is loaded, before any event is analysed."""
+    override = {"calibration": {"settings_file": str(tmp_path / "absent.yaml")}}
+    with pytest.raises(ConfigError, match="calibration.settings_file: .*not found"):
+        load_config(override)
+    with pytest.raises(ConfigError, match="calibration.settings_file"):
+        analyze(events, override)
 
 
 def test_settings_file_changes_the_result(events, tmp_path):

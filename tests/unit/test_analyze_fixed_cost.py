@@ -154,6 +154,7 @@ def _rise_time_reference(tau_r, tau_d, iterations=60):
     return np.where(ok, out[1] - out[0], np.nan)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("n", [0, 1, 7, 300])
 def test_rise_time_10_90_bitwise(n):
     rng = np.random.default_rng(n)
@@ -183,6 +184,7 @@ def _invert_reference(rise_time, curve, iterations=60):
     return 10 ** (0.5 * (lo + hi))
 
 
+@pytest.mark.numerics
 def test_invert_rise_time_bitwise():
     curve = PowerLawCurve.from_config(load_config({})["analysis"]["velocity"]["rise_time_curve"])
     rng = np.random.default_rng(3)

@@ -10,6 +10,7 @@ from idexdask.analysis.impact import fit_impacts, impact_model, rise_time_10_90
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, dust_mass, invert_rise_time
 from idexdask.simulate import simulate_events
+from tests.numerics import assert_kernel_matches, assert_same_fits
 
 
 def test_jacobian_matches_finite_differences():
@@ -98,15 +99,21 @@ def engine_fits():
     return out
 
 
-def test_auto_engine_bit_identical_to_array_code(engine_fits):
-    """The compiled residual/Jacobian pass reproduces the xp model to the last bit."""
+@pytest.mark.numerics
+def test_auto_engine_agrees_with_array_code(engine_fits):
+    """The compiled residual/Jacobian pass (engine auto) reaches the xp engine's fits.
+
+    Same iteration, exp evaluated by libm instead of NumPy's SIMD code: the
+    tolerances of ``assert_same_fits`` (statuses identical, parameters within
+    sqrt(ftol * samples) standard errors, fit_batch's default ftol).
+    """
     xp_fit, auto = engine_fits["xp"], engine_fits["auto"]
-    assert np.array_equal(auto.params, xp_fit.params, equal_nan=True)
-    assert np.array_equal(auto.stderr, xp_fit.stderr, equal_nan=True)
-    assert np.array_equal(auto.chisq, xp_fit.chisq, equal_nan=True)
-    assert np.array_equal(auto.status, xp_fit.status)
+    assert (xp_fit.status == 0).sum() > 60
+    assert_same_fits(auto, xp_fit, n_points=512)
+    assert np.array_equal(np.isnan(auto.params), np.isnan(xp_fit.params))
 
 
+@pytest.mark.numerics
 def test_compiled_engine_agrees_on_converged_fits(engine_fits):
     xp_fit, comp = engine_fits["xp"], engine_fits["compiled"]
     both = (xp_fit.status == 0) & (comp.status == 0)
@@ -118,8 +125,10 @@ def test_compiled_engine_agrees_on_converged_fits(engine_fits):
     assert np.mean(comp.status == xp_fit.status) > 0.97
 
 
+@pytest.mark.numerics
 def test_impact_kernel_matches_array_jacobian():
-    """The compiled impact kernel's residuals and Jacobian equal ``_evaluate_jac`` bitwise."""
+    """The compiled impact kernel's residuals and Jacobian equal ``_evaluate_jac``'s
+    within rounding (``assert_kernel_matches``)."""
     from idexdask.analysis.batchfit import KERNEL_IMPACT, _residual_jacobian
 
     m = impact_model()
@@ -132,5 +141,5 @@ def test_impact_kernel_matches_array_jacobian():
     r_nb = np.empty_like(x)
     jac_nb = np.empty_like(jac)
     _residual_jacobian(KERNEL_IMPACT, 0, x, y, w, True, p, r_nb, jac_nb)
-    assert np.array_equal(r_nb, w * (y - f))
-    assert np.array_equal(jac_nb, jac * w[:, None, :])
+    assert_kernel_matches(r_nb, jac_nb, w * (y - f), jac * w[:, None, :],
+                          w * (np.abs(y) + np.abs(f)))

@@ -79,6 +79,7 @@ def _emg_by_convolution(x: float, sigma: float, gamma: float) -> float:
     )[0]
 
 
+@pytest.mark.numerics
 def test_emg_large_gamma_sigma_matches_convolution():
     sigma, gamma = 0.1, 1e3  # gamma*sigma = 100: the naive formula overflows
     xs = np.linspace(-0.5, 0.6, 23)
@@ -102,6 +103,7 @@ def test_emg_large_gamma_sigma_matches_convolution():
     assert_allclose(got, ref, rtol=1e-9, atol=1e-300)
 
 
+@pytest.mark.numerics
 def test_emg_matches_naive_form_where_finite():
     rng = np.random.default_rng(3)
     x = rng.uniform(-0.1, 0.3, 2000)

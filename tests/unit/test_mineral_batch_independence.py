@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from idexdask.composition.minerals import rank_minerals
 
 
+@pytest.mark.numerics
 def test_scores_are_bitwise_independent_of_the_batch():
     rng = np.random.default_rng(4)
     n_events, n_el, n_cand = 300, 11, 21

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 
 from idexdask.composition import (
-    COMPOSITION_DEFAULTS,
     expected_fractions,
     load_mineral_library,
     rank_minerals,
 )
+from idexdask.config import load_config
 from idexdask.errors import ConfigError
 
-ELEMENTS = tuple(COMPOSITION_DEFAULTS["elements"])
+ELEMENTS = tuple(load_config()["composition"]["elements"])
 
 
 @pytest.fixture(scope="module")

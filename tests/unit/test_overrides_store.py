@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import threading
 
 import numpy as np
 import pytest
@@ -140,3 +141,26 @@ def test_writes_take_the_store_lock(store):
     assert read_store_overrides(store).sizes["override"] == 1
     with store_write_lock(store, purpose="dashboard"):  # released after each write
         pass
+
+
+def test_concurrent_saves_of_one_process_all_land(store):
+    """Two sessions of one dashboard server saving at once: both rows are kept."""
+    errors = []
+
+    def save(center):
+        try:
+            for k in range(5):
+                add_override_rows(store, [{"epoch": 2000, "action": "add",
+                                           "center_us": center + 0.01 * k}])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(c,)) for c in (1.0, 2.0, 3.0)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    table = read_store_overrides(store)
+    assert table.sizes["override"] == 15
+    assert len(set(table["override"].values)) == 15

@@ -48,7 +48,11 @@ def test_isolated_lines_recovered(sim):
     assert good.sum() > 100
     dc = (out.peak_center.values[j] - tr.line_center.values[i])[good] / DT
     da = (out.peak_area.values[j] / tr.line_area.values[i] - 1)[good]
-    dg = (out.peak_gamma.values[j] / tr.line_gamma.values[i] - 1)[good]
+    # a tail is fitted where the line kept its EMG shape (LineShape.EMG): most
+    # of them; the rest converged only as Gaussians (peak_gamma NaN)
+    emg_shaped = out.peak_shape.values[j] == 0
+    assert np.mean(emg_shaped[good]) > 0.9
+    dg = (out.peak_gamma.values[j] / tr.line_gamma.values[i] - 1)[good & emg_shaped]
     # systematic accuracy (median): 0.1 sample, 2 % area, 10 % gamma
     assert abs(np.median(dc)) < 0.1
     assert abs(np.median(da)) < 0.02
@@ -124,6 +128,7 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
     return np.where(np.isfinite(y), z, 0.0), zsig, dt
 
 
+@pytest.mark.numerics
 def test_compiled_search_rows_match_numpy():
     """detect_peaks' compiled row pass equals the whole-array formulation, bit for bit."""
     from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
@@ -210,9 +215,17 @@ def test_compiled_find_peaks_matches_scipy():
             assert np.array_equal(proms, props["prominences"])
 
 
-def test_line_heights_equal_emg_on_the_grid_bitwise():
-    """The compiled line maximum is emg() on the same grids, to the last bit,
-    for sharp and wide tails, lines near the gamma bounds, and NaN fits."""
+@pytest.mark.numerics
+def test_line_heights_equal_emg_on_the_grid():
+    """The compiled line maximum is emg() on the same grids, within rounding,
+    for sharp and wide tails, lines near the gamma bounds, and NaN fits.
+
+    Both evaluate the same closed form on the same grid points; they differ in
+    exp/erfcx (libm in the kernel, NumPy's CPU-dependent SIMD code in emg()),
+    an ulp or two each, and a few correctly rounded operations: 8 ulp relative
+    bounds it (observed: up to ~2).  The maximum is taken over the same points,
+    so only its value, not its position, can move.
+    """
     from idexdask.analysis.lineshapes import emg
     from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
 
@@ -232,5 +245,68 @@ def test_line_heights_equal_emg_on_the_grid_bitwise():
         prof = emg(tg, a, c, s, g)
         expected = np.nanmax(np.where(np.isfinite(prof), prof, -np.inf), axis=1)
     expected = np.where(np.isfinite(expected), expected, np.nan)
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_allclose(got, expected, rtol=8 * np.finfo(float).eps, atol=0)
     assert np.isnan(got[:4]).all() and np.isfinite(got[4:]).all()
+
+
+def _one_window_spectrum(line, n=2048, noise=2.0, seed=0):
+    """One event: a quantised spectrum at 260 MSPS holding ``line(t)`` plus noise."""
+    rng = np.random.default_rng(seed)
+    t = -1.0 + np.arange(n) / 260.0
+    y = np.round(line(t) + rng.normal(0, noise, n))
+    return t[None, :], y[None, :]
+
+
+def _fit_one(t, y, noise=2.0):
+    from idexdask.analysis.analyze import load_analysis_settings
+    from idexdask.analysis.peaks import detect_peaks, fit_lines
+
+    settings = load_analysis_settings()[1]["peaks"]
+    cand, _ = detect_peaks(y, t, np.array([noise]), settings)
+    return cand, fit_lines(y, t, np.array([noise]), cand, settings)
+
+
+def test_lines_without_tail_converge():
+    """Lines without a tail (Gaussians 1-4 samples wide): the fit converges,
+    either as an EMG with a tail under two samples or, where the EMG's tail
+    collapsed, as a Gaussian that says so (issue 19: the Gaussian limit must be
+    reachable; before, such fits ran gamma to its bound)."""
+    from idexdask.analysis.lineshapes import gaussian
+    from idexdask.analysis.peaks import LineShape, LineStatus
+
+    shapes = []
+    for seed in range(4):
+        for width in (0.004, 0.008, 0.015):
+            t, y = _one_window_spectrum(lambda t, w=width: gaussian(t, 2.0, 1.5, w), seed=seed)
+            _, fits = _fit_one(t, y)
+            k = int(np.argmin(np.abs(fits.center - 1.5)))
+            assert fits.status[k] == LineStatus.CONVERGED, (seed, width)
+            shapes.append(fits.shape[k])
+            if fits.shape[k] == LineShape.GAUSSIAN:
+                assert np.isnan(fits.gamma[k])
+            else:  # a short tail: under two samples (3.85 ns each)
+                assert 1.0 / fits.gamma[k] < 2 / 260.0
+            # centre within two samples, width within 15 % (the EMG shares the
+            # width between its core and its short tail)
+            assert abs(fits.center[k] - 1.5) < 2 / 260.0
+            assert abs(fits.sigma[k] / width - 1) < 0.15
+    assert LineShape.GAUSSIAN in shapes  # the fallback is exercised
+
+
+def test_spikes_and_weak_lines_get_their_own_status():
+    """A single-sample spike is narrower than the sampling resolves: SPIKE;
+    both it and a real line are kept (never dropped)."""
+    from idexdask.analysis.lineshapes import emg
+    from idexdask.analysis.peaks import SIGMA_MIN_SAMPLES, LineStatus
+
+    t, y = _one_window_spectrum(lambda t: emg(t, 3.0, 2.0, 0.01, 80.0))
+    i = int(np.argmin(np.abs(t[0] - 3.0)))
+    y[0, i] += 300.0  # one sample, 150 sigma
+    cand, fits = _fit_one(t, y)
+    k_spike = int(np.argmin(np.abs(fits.center - t[0, i])))
+    k_line = int(np.argmin(np.abs(fits.center - 2.0)))
+    assert fits.status[k_spike] == LineStatus.SPIKE
+    assert fits.sigma[k_spike] <= SIGMA_MIN_SAMPLES / 260.0 * 1.001
+    assert fits.status[k_line] == LineStatus.CONVERGED
+    assert cand.size == fits.status.size

@@ -192,3 +192,127 @@ def test_scope_config_has_provenance():
     assert isinstance(p["volts_per_coulomb"], float)
     assert p["calibration"] == "placeholder"
     assert cfg["channels"]["polarity"]["TOF_High"] == -1
+
+
+def _capture(tmp_path, rng, qd_raw):
+    """Two impacts: a TOF trace and the QD channels given by ``qd_raw(impact)``."""
+    from idexdask.io.trc import write_trc
+
+    gain = 5e-6
+    for imp in (1, 2):
+        tof = np.round(rng.normal(0, 2e-3, T.size) / gain).astype(np.int16)
+        write_trc(tmp_path / f"peridot_C3_{imp:05d}.trc", tof, horiz_interval=DT_US * 1e-6,
+                  horiz_offset=T[0] * 1e-6, vertical_gain=gain, wave_source=3)
+        for ch, raw in qd_raw(imp, gain).items():
+            write_trc(tmp_path / f"peridot_C{ch}_{imp:05d}.trc", raw,
+                      horiz_interval=DT_US * 1e-6, horiz_offset=T[0] * 1e-6,
+                      vertical_gain=gain, wave_source=ch)
+    (tmp_path / "peridot_settings.txt").write_text("QD 1\nTOF Low\nTOF High\nQD 2\n")
+
+
+def test_analyze_gives_qd_products_and_statuses(tmp_path, rng):
+    """QD_1 flat, QD_2 carrying the pulse: statuses for QD_1, speed from QD_2."""
+    from idexdask.analysis.analyze import analyze
+    from idexdask.analysis.pickup_products import QDStatus
+    from idexdask.io.trc import read_trc
+
+    def qd(imp, gain):
+        pulse = _events(rng, [9.0], [20.0], [-200.0], **QUIET)[0]
+        return {1: np.full(T.size, 7, np.int16), 4: np.round(pulse / gain).astype(np.int16)}
+
+    _capture(tmp_path, rng, qd)
+    out = analyze(read_trc(tmp_path))
+    assert out["qd1_status"].values.tolist() == [2, 2]  # no_pulse
+    assert np.isnan(out["qd1_speed"].values).all()
+    assert out["qd_status"].values.tolist() == [QDStatus.OK] * 2
+    np.testing.assert_allclose(out["qd_speed"].values, 9.0, rtol=0.01)
+    np.testing.assert_allclose(out["qd_charge"].values, 20.0, rtol=0.02)
+    assert out["qd_charge_detector"].values.tolist() == ["QD_2", "QD_2"]
+
+
+def test_analyze_capture_without_qd_channels(tmp_path, rng):
+    """No QD channel at all: every product present, NaN, with a status."""
+    from idexdask.analysis.analyze import analyze
+    from idexdask.analysis.pickup_products import QDStatus
+    from idexdask.io.trc import read_trc
+
+    _capture(tmp_path, rng, lambda imp, gain: {})
+    out = analyze(read_trc(tmp_path))
+    assert out["qd_status"].values.tolist() == [QDStatus.NO_CHANNEL] * 2
+    assert out["qd1_status"].values.tolist() == [1, 1]  # no_signal
+    assert out["qd2_status"].values.tolist() == [1, 1]
+    assert np.isnan(out["qd_speed"].values).all() and np.isnan(out["qd_charge"].values).all()
+    assert out["qd_charge_detector"].values.tolist() == ["", ""]
+
+
+def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
+    """Simulated IDEX events given QD channels: the dust mass takes the QD speed."""
+    import xarray as xr
+
+    from idexdask.analysis.analyze import analyze, load_analysis_settings
+    from idexdask.analysis.velocity import PowerLawCurve, dust_mass
+    from idexdask.simulate import simulate_events
+
+    events = simulate_events(4, seed=3).events
+    n = events.sizes["epoch"]
+    speeds = np.array([9.0, 6.0, 12.0, 20.0])
+    qd = _events(rng, speeds, [20.0] * n, [-200.0] * n, **QUIET)
+    qd[3] = np.nan  # no pickup signal: the rise-time speed stays
+    events = events.assign(
+        time_qd=(("epoch", "time_qd_index"), np.broadcast_to(T, (n, T.size)).copy()),
+        QD_1=(("epoch", "time_qd_index"), qd, {"time_variable": "time_qd",
+                                                 "signal_polarity": -1}),
+    )
+    out = analyze(events)
+    np.testing.assert_allclose(out["qd_speed"].values[:3], speeds[:3], rtol=0.01)
+    assert np.isnan(out["qd_speed"].values[3])
+    _, settings = load_analysis_settings()
+    curve = PowerLawCurve.from_config(settings["velocity"]["yield_curve"])
+    channel = out["impact_velocity_channel"].values
+    source = out["dust_mass_velocity_source"].values
+    checked = 0
+    for e in range(3):
+        if channel[e]:  # a usable target fit: its charge and the QD speed give the mass
+            charge = out[f"{channel[e].lower()}_impact_charge"].values[e]
+            assert source[e] == "pickup"
+            assert out["dust_mass"].values[e] == pytest.approx(
+                float(dust_mass(charge, out["qd_speed"].values[e], curve)), rel=1e-12)
+            checked += 1
+    assert checked >= 2
+    assert source[3] in ("rise_time", "")
+    assert isinstance(out, xr.Dataset)
+
+
+def test_noise_statistics_are_numpy_medians():
+    """The derivative's MAD is numpy's median of |x - median| (order statistics: exact)."""
+    from idexdask.analysis.pickup import _row_mads
+
+    rng = np.random.default_rng(9)
+    for n in (10, 11, 100_001):
+        a = rng.normal(size=(3, n))
+        expected = np.median(np.abs(a - np.median(a, axis=1)[:, None]), axis=1)
+        np.testing.assert_array_equal(_row_mads(a), expected)
+
+
+def test_running_means_are_the_cumulative_sum_formulas():
+    """The compiled pass gives the array formulas' values (sequential float64 sums)."""
+    from idexdask.analysis.pickup import _running_means
+
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(2, 5000)).astype(np.float32).astype(np.float64)
+    w, n = 37, y.shape[1]
+    flipped = -y
+    cs = np.zeros((2, n + 1))
+    np.cumsum(flipped, axis=1, out=cs[:, 1:])
+    mean_fwd = np.full((2, n), np.nan)
+    mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
+    d = np.zeros((2, n))
+    d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
+    got_mean, got_d = np.empty((2, n)), np.empty((2, n))
+    _running_means(y, -1.0, w, got_mean, got_d)
+    np.testing.assert_array_equal(y, flipped)  # a sign flip: exact anywhere
+    # the same operations in the same order; a tolerance of a few ulps of the running
+    # sum (|sum| < ~300 here) for a NumPy whose accumulate would group the additions otherwise
+    np.testing.assert_allclose(got_mean, mean_fwd, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got_d, d, rtol=0, atol=1e-12)
+    assert np.isnan(got_mean[:, n - w + 1 :]).all() and (got_d[:, :w] == 0).all()

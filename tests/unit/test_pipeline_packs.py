@@ -160,11 +160,60 @@ def test_a_pack_is_the_normalised_analysis_of_its_events(three_files):
     decoded = concat_events(
         [process_unit(u, load_config(DECODE_ONLY)).drop_vars("input_index") for u in plan.units]
     )
+    from idexdask.pipeline.recalibrate import pack_config
+
+    # the packs calibrate each event alone: the run's campaign step calibrates
+    # every input's events together afterwards (tests/integration)
     expected = normalise_for_store(
-        analyze(decoded, config),
+        analyze(decoded, pack_config(config)),
         np.repeat([u.input_index for u in plan.units], [u.n_events for u in plan.units]),
     )
     got = process_units(tuple(plan.units), config).dataset
     xr.testing.assert_identical(got, expected)
     assert list(got.variables) == list(expected.variables)
     assert "rsf" in got.coords  # the analysis' non-index coordinate stays one
+
+
+def test_lab_pack_read_at_once_and_a_bad_impact_fails_alone(tmp_path):
+    """A pack of impacts is read in one pass; with an unreadable file the impacts are
+    read one by one and only the impact at fault fails."""
+    from idexdask.io.trc import read_trc, write_trc
+
+    rng = np.random.default_rng(3)
+    for number in (1, 2, 3):
+        for channel in (1, 3):
+            codes = (rng.integers(-64, 64, 6000) * 16).astype(np.int16)
+            write_trc(tmp_path / f"lab_C{channel}_{number:05d}.trc", codes, horiz_interval=1e-9,
+                      horiz_offset=-3e-6, vertical_gain=2.5e-6, wave_source=channel)
+    (tmp_path / "lab_settings.txt").write_text("QD 1\n\nTOF High\n")
+    config = load_config({"pipeline": {"analyze": False}})
+    units = plan_inputs([tmp_path], 1).units
+    whole = process_units(units, config)
+    assert whole.failures == {} and whole.dataset.sizes["epoch"] == 3
+    alone = read_trc(tmp_path)
+    np.testing.assert_array_equal(whole.dataset["TOF_High"].values, alone["TOF_High"].values)
+    bad = tmp_path / "lab_C3_00002.trc"
+    bad.write_bytes(bad.read_bytes()[:500])  # truncated
+    units = plan_inputs([tmp_path], 1).units
+    some = process_units(units, config)
+    assert list(some.failures) == [units[1].uid]
+    assert some.dataset["impact_number"].values.tolist() == [1, 3]
+
+
+def test_a_configuration_error_is_not_a_unit_failure(three_files, monkeypatch):
+    """A ConfigError in the analysis stops the pack's task: it is no unit's data at
+    fault, so no unit is tried alone and none is recorded as the culprit."""
+    from idexdask.errors import ConfigError
+    from idexdask.pipeline import units as units_module
+
+    plan = plan_inputs(three_files, 100)
+    calls = []
+
+    def misconfigured(dataset, config, overrides=None):
+        calls.append(dataset.sizes["epoch"])
+        raise ConfigError("composition.rsf_preset: unknown RSF preset 'labb'")
+
+    monkeypatch.setattr(units_module, "_analysis_products", misconfigured)
+    with pytest.raises(ConfigError, match="composition.rsf_preset"):
+        process_units(tuple(plan.units), load_config({}))
+    assert len(calls) == 1  # the whole pack once, never unit by unit

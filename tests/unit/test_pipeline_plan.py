@@ -133,3 +133,17 @@ def test_config_sections_and_hash():
         load_config({"cluster": {"workers": 0}})
     with pytest.raises(ConfigError, match="unknown configuration key"):
         load_config({"pipeline": {"batch": 3}})
+
+
+def test_lab_captures_get_small_packs_and_chunks(trc_dir, tmp_path):
+    """Lab impacts (~80 flight events of samples each) use pipeline.lab_batch_events."""
+    from idexdask.pipeline.plan import batch_sizes, pack_units
+
+    plan = plan_inputs([trc_dir], 512)
+    assert batch_sizes(plan, 512, 512, 8) == (8, 8)
+    assert batch_sizes(plan, 4, 512, 8) == (4, 4)
+    packs = pack_units(plan.units, *batch_sizes(plan, 512, 512, 2))
+    assert [len(p) for p in packs] == [2, 1]
+    write_campaign(tmp_path / "a.pkts", 3, compress=False, seed=1)
+    flight = plan_inputs([tmp_path / "a.pkts"], 512)
+    assert batch_sizes(flight, 512, 256, 8) == (512, 256)

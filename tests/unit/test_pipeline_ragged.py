@@ -51,3 +51,13 @@ def test_overflow_keeps_the_largest_lines_and_counts_the_rest(caplog):
 def test_datasets_without_peaks_pass_through():
     ds = xr.Dataset({"x": ("epoch", np.zeros(3))})
     assert peaks_to_event_major(ds, 8) is ds
+
+
+def test_overflow_keeps_manual_lines_first():
+    """A line a person added is stored even when the event's slots are full."""
+    ds = ragged().assign(peak_manual=("peak", np.array([True, False, False, False, False, False])))
+    stored = peaks_to_event_major(ds, max_peaks=2)
+    # event 0: the manual line (area 1, the smallest) and the largest other (area 5)
+    assert sorted(stored["peak_area"].values[0, :2].tolist()) == [1.0, 5.0]
+    assert stored["peak_manual"].values[0, :2].tolist() == [False, True]  # time order
+    assert stored["peak_overflow"].values.tolist() == [1, 0, 0, 0]

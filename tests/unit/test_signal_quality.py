@@ -349,3 +349,14 @@ def test_compiled_path_matches_array_namespace_float():
         _both_paths(ds, "TOF_High")
         std_used = _channel_quality(ds, "TOF_High", load_quality_config())["noise"][0]
         assert 0 < std_used < 1e-3
+
+
+def test_compiled_path_with_scope_clipping_flags(trc_dir):
+    """Real captures: the compiled passes, with the events the scope flagged clipped
+    (TOF_Low of impact 6) redone by the array code, equal the array code throughout."""
+    from idexdask.io.trc import read_trc
+
+    ds = read_trc(trc_dir)
+    assert ds["channel_clipped"].values.any()
+    for name in ("TOF_High", "TOF_Low", "QD_1", "QD_2"):
+        _both_paths(ds, name)

@@ -40,6 +40,7 @@ def test_stored_table_is_what_the_builder_computes():
 @pytest.mark.parametrize(
     ("low", "high"), [(0.0, 4.0), (0.0, 50.0), (50.0, 1e7), (-26.0, 0.0)]
 )
+@pytest.mark.numerics
 def test_within_one_ulp_of_scipy(low, high):
     x = np.random.default_rng(1).uniform(low, high, 400_000)
     got, scipy_values = _evaluate(x), sp.erfcx(x)
@@ -48,6 +49,7 @@ def test_within_one_ulp_of_scipy(low, high):
         assert np.mean(got != scipy_values) < 1e-3
 
 
+@pytest.mark.numerics
 def test_interval_edges_and_special_values():
     edges = 400.0 / np.arange(8, 101) - 4.0  # y = 400/(4+x) on an integer
     edges = np.concatenate([edges, np.nextafter(edges, np.inf), np.nextafter(edges, -np.inf)])
@@ -59,6 +61,7 @@ def test_interval_edges_and_special_values():
     assert special[5] == pytest.approx(1.0 / (1e300 * math.sqrt(math.pi)), rel=1e-15)
 
 
+@pytest.mark.numerics
 def test_as_accurate_as_scipy():
     rng = np.random.default_rng(7)
     x = np.concatenate([rng.uniform(0, 50, 1500), rng.uniform(0, 3, 1500)])

@@ -157,7 +157,7 @@ def test_settings_validation():
     assert composition_settings({"decode": {"verify_crc": True}}).rsf_preset == "lab"
     with pytest.raises(ConfigError, match="unknown configuration key"):
         composition_settings({"mass_tolerence_u": 0.2})
-    with pytest.raises(ConfigError, match="unknown element"):
+    with pytest.raises(ConfigError, match="composition.elements: 'Qq' is not an element"):
         composition_settings({"elements": ["Mg", "Qq"]})
     with pytest.raises(ConfigError, match="> 0"):
         composition_settings({"mass_tolerance_u": 0})

@@ -121,6 +121,7 @@ def settings() -> dict:
     return {**load_analysis_settings(None)[1]["tof"]}
 
 
+@pytest.mark.numerics
 def test_merge_matches_numpy_statement(events, settings):
     ev = events.copy(deep=True)
     hi = ev["TOF_High"].values

@@ -183,6 +183,7 @@ def test_mass_axis_broadcasts_over_events():
 # ----------------------------------------------------------------------------- compiled kernels
 
 
+@pytest.mark.numerics
 def test_compiled_fit_equals_numpy_fit():
     """The kernel of the batched bootstrap reproduces TOFMassCal.fit bit for bit."""
     from idexdask.calibration.tofmass import STATUS_CODES, _fit_nb, slope_grid
@@ -221,6 +222,7 @@ def test_compiled_fit_equals_numpy_fit():
     assert len(seen) >= 3
 
 
+@pytest.mark.numerics
 def test_compiled_min_slope_time_and_sum():
     from idexdask.calibration.tofmass import _min_slope_nb, _sum_nb, _time_nb, slope_grid
 

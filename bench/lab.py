@@ -1,0 +1,176 @@
+"""Lab campaign throughput and store size of ``idexdask submit`` on LeCroy captures.
+
+Usage::
+
+    python bench/lab.py                  # 300 impacts, 1 and 2 workers
+    python bench/lab.py --impacts 96     # fewer
+    python bench/lab.py --stages         # + the per-stage times of one pack, in-process
+
+Makes a campaign in a temporary directory (never in the repository): the shared
+peridot impacts (``$IDEXDASK_DATA/scope-trc``, 3 impacts x 4 channels) replicated
+under new impact numbers as symbolic links (the same bytes, read from the page
+cache, as a campaign re-read after its recording), plus their settings file.
+Then ``run_campaign`` (what ``idexdask submit`` runs) with an embedded cluster of 1
+and of 2 single-threaded workers, and reports (no peer runs beside: the official
+pipeline reads no LeCroy captures; docs/performance.md puts these figures beside
+the flight ones):
+
+* impacts/s end to end (plan + cluster start + every task; exports excluded) and
+  per core (wall: with 2 workers, on 2 cores, the client and scheduler share them);
+  target >= 50 impacts/s per core;
+* the speed-up of 2 workers over 1 (target >= 1.8x);
+* the store's bytes over the input .trc bytes (target <= 1.2);
+* the workers' and the client's CPU time per impact, the host's steal time, the
+  host check of ``bench/campaign.py`` and the load average (a shared machine makes
+  every wall figure noisy; the CPU times less so).
+
+``--stages`` times (CPU time of this process, best of 3) the stages of one task's
+work on one pack of impacts: reading (``decode_unit`` per impact), concatenating,
+signal quality, the TOF gain merge, line search and fits, the pickup (QD)
+products, the whole analysis, ``process_units`` (a pack's read, analysis and
+normalisation for the store), and pickling the result (what a worker sends the
+client for the store's schema).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+
+def make_lab_campaign(directory: Path, n_impacts: int, source: Path) -> int:
+    """``n_impacts`` impacts in ``directory``: links to the shared captures.
+
+    Returns
+    -------
+    int
+        Bytes of the .trc files (as the campaign's input size).
+    """
+    from idexdask.io.trc import parse_trc_filename
+
+    originals: dict[int, dict[int, Path]] = {}
+    for path in sorted(source.glob("*.trc")):
+        channel, impact = parse_trc_filename(path.name)
+        originals.setdefault(impact, {})[channel] = path
+    impacts = sorted(originals)
+    total = 0
+    for number in range(1, n_impacts + 1):
+        for channel, path in originals[impacts[(number - 1) % len(impacts)]].items():
+            target = directory / f"peridot_C{channel}_{number:05d}.trc"
+            os.symlink(path, target)
+            total += path.stat().st_size
+    for settings in source.glob("*settings*.txt"):
+        os.symlink(settings, directory / settings.name)
+    return total
+
+
+def store_bytes(store: Path) -> int:
+    return sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
+
+
+def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
+    """CPU seconds per impact of each stage of one pack's work, in this process (best of 3)."""
+    from idexdask.analysis.analyze import analysis_products
+    from idexdask.analysis.pickup_products import pickup_products
+    from idexdask.analysis.signal_quality import load_quality_config, quality_variables
+    from idexdask.analysis.tof import merge_gains, tof_lines
+    from idexdask.config import load_config
+    from idexdask.pipeline.plan import plan_inputs
+    from idexdask.pipeline.units import concat_events, decode_unit, process_units
+
+    config = load_config({})
+    settings = config["analysis"]
+    units = plan_inputs([directory], 1).units[:n_impacts]
+    timings: dict[str, float] = {}
+
+    def best(label: str, func, repeat: int = 3):
+        # CPU time of this process: on a machine others load, wall time measures them
+        result, times = None, []
+        for _ in range(repeat):
+            start = time.process_time()
+            result = func()
+            times.append(time.process_time() - start)
+        timings[label] = min(times) / len(units)
+        return result
+
+    parts = best("read_trc (per impact)", lambda: [decode_unit(u) for u in units])
+    events = best("concatenate impacts", lambda: concat_events(parts))
+    quality = best("signal quality", lambda: quality_variables(
+        events, load_quality_config(settings.get("quality") or None),
+        channel_dim="quality_channel"))
+    merged = best("TOF gain merge", lambda: merge_gains(events, quality, {**settings["tof"]}))
+    peaks = {**settings["peaks"], "fit_device": "cpu",
+             "fit_engine": str(settings["fitting"]["engine"])}
+    best("TOF line search and fits", lambda: tof_lines(merged, peaks))
+    best("pickup (QD) products", lambda: pickup_products(events))
+    best("analysis, all stages", lambda: analysis_products(events, config))
+    processed = best("process_units (read + analyse + normalise)",
+                     lambda: process_units(units, config))
+    dataset = processed.dataset
+    best("pickle the result (worker -> client)",
+         lambda: pickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL))
+    timings["result bytes per impact (MB)"] = len(
+        pickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL)) / len(units) / 1e6
+    return list(timings.items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--impacts", type=int, default=300)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--stages", action="store_true")
+    parser.add_argument("--stage-impacts", type=int, default=8)
+    args = parser.parse_args()
+    data = Path(os.environ.get("IDEXDASK_DATA", REPO.parent / "shared" / "data"))
+    source = data / "scope-trc"
+
+    from campaign import host_check, run  # bench/campaign.py
+
+    from idexdask.config import load_config
+
+    batch = int(load_config({})["pipeline"]["batch_events"])  # the shipped setting
+
+    print(host_check())
+    print(f"load average before the runs: {os.getloadavg()}")
+    with tempfile.TemporaryDirectory(prefix="idexdask-lab-bench-") as tmp:
+        directory = Path(tmp) / "captures"
+        directory.mkdir()
+        input_bytes = make_lab_campaign(directory, args.impacts, source)
+        if args.stages:
+            print("\n| stage | CPU ms per impact |\n|---|---|")
+            for label, value in stages(directory, args.stage_impacts):
+                print(f"| {label} | {value if 'MB' in label else value * 1e3:.2f} |")
+        rows = []
+        for workers in args.workers:
+            store = Path(tmp) / f"store_{workers}.zarr"
+            result = run([directory], store, workers, True, batch)
+            rate = result["events"] / result["seconds"]
+            size = store_bytes(store)
+            rows.append((workers, result, rate, size))
+        print(f"\n{args.impacts} impacts, {input_bytes / 1e6:.0f} MB of .trc\n")
+        print("| workers | wall s | impacts/s | per core | speed-up | worker CPU ms/impact | "
+              "client CPU ms/impact | store / input | steal s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        one = next((r[2] for r in rows if r[0] == 1), None)
+        for workers, result, rate, size in rows:
+            speedup = f"{rate / one:.2f}x" if one else "-"
+            cpu = result["worker_cpu"] / result["events"] * 1e3
+            client = result["overhead_cpu"] / result["events"] * 1e3
+            print(f"| {workers} | {result['seconds']:.1f} | {rate:.1f} | {rate / workers:.1f} | "
+                  f"{speedup} | {cpu:.1f} | {client:.1f} | {size / input_bytes:.2f} | "
+                  f"{result['steal']:.1f} |")
+    print(host_check())
+    print(f"load average after the runs: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

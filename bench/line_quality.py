@@ -1,0 +1,218 @@
+"""TOF line-fit quality on every real file: the table of docs/quality.md ("Line fits").
+
+Per file: lines, fit statuses, events mass-calibrated, and the criteria of issue 19:
+the share of *significant* lines (raw merged spectrum >= 10 noise sigma at the
+line's peak sample) that end ``converged``, their median fitted sigma in samples,
+the median reduced chi-square of those converged fits, and the local maxima
+>= 10 sigma of the merged spectrum (the highest sample within +-min_distance_us,
+outside saturated samples) with no converged line within 3 samples.
+
+The configuration is the default one (each source gets its own calibration
+preset).  Usage::
+
+    .venv/bin/python bench/line_quality.py [--data ../shared/data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+import idexdask
+
+_DATA = Path(os.environ.get("IDEXDASK_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+L0_FILES = (
+    "imap_idex_l0_raw_20231218_v001.pkts",
+    "non_compressed_2023_102_14_22_26.pkts",
+    "compressed_2023_102_14_24_55.pkts",
+)
+
+
+@dataclass
+class LineQuality:
+    """Line-fit figures of one analysed file (see module docstring)."""
+
+    name: str
+    events: int
+    lines: int
+    status_counts: dict[str, int]
+    calibrated: int
+    significant: int
+    significant_converged: int
+    significant_sigma_samples: float
+    significant_redchi: float
+    maxima: int
+    maxima_unmatched: int
+
+
+def raw_tof(out: xr.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The raw TOF_High traces as positive-going excursions from their baseline.
+
+    Returns the excursions (NaN inside the saturation interval of the quality
+    products), the time axes (µs), the noise sigma per event (the
+    ``tof_high_noise`` quality product floored at one quantisation step over
+    sqrt(12): 1 DN, or the scope's ``vertical_gain``) and whether each sample
+    lies in the saturation interval.
+    """
+    raw = out["TOF_High"]
+    x = np.asarray(raw.values, dtype=float)
+    x = np.where(x == raw.attrs.get("FILLVAL", np.nan), np.nan, x)
+    pol = float(raw.attrs.get("signal_polarity", 1) or 1)
+    y = pol * (x - out["tof_high_baseline"].values[:, None])
+    name = raw.attrs.get("time_variable", "time_high_sample_rate")
+    t = np.broadcast_to(np.asarray(out[name].values, dtype=float), y.shape)
+    step = 1.0
+    if "vertical_gain" in out:
+        step = float(np.nanmax(out["vertical_gain"].values))
+    noise = np.maximum(np.asarray(out["tof_high_noise"].values, dtype=float),
+                       step / np.sqrt(12.0))
+    s0 = out["tof_high_saturation_start"].values[:, None]
+    s1 = out["tof_high_saturation_stop"].values[:, None]
+    with np.errstate(invalid="ignore"):
+        sat = (t >= s0) & (t <= s1)
+    return np.where(sat, np.nan, y), t, noise, sat
+
+
+def significant_lines(out: xr.Dataset, k_sigma: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
+    """Lines that stand ``k_sigma`` noise sigmas above the baseline.
+
+    A line counts when the raw TOF_High trace reaches ``k_sigma`` sigmas within
+    3 samples of its fitted centre, or when that part of the trace is saturated
+    (far above any threshold).  Returns the mask over ``peak`` and the sample
+    step per line (µs).
+    """
+    y, t, noise, sat = raw_tof(out)
+    ev = out["peak_event"].values.astype(int)
+    tc = out["peak_center"].values
+    dt = np.nanmedian(np.diff(t, axis=1), axis=1)
+    keep = np.zeros(ev.size, bool)
+    for k, (e, c) in enumerate(zip(ev, tc, strict=True)):
+        if not np.isfinite(c):
+            c = t[e, int(np.nanargmax(np.where(np.isfinite(y[e]), y[e], -np.inf)))]
+        i = int(np.argmin(np.abs(t[e] - c)))
+        part = slice(max(i - 3, 0), i + 4)
+        keep[k] = bool(np.any(sat[e, part])) or np.nanmax(
+            np.append(y[e, part], -np.inf)) >= k_sigma * noise[e]
+    return keep, dt[ev]
+
+
+def line_modes(out: xr.Dataset) -> np.ndarray:
+    """Time of each fitted line's maximum, µs (an EMG peaks after its Gaussian centre)."""
+    from idexdask.analysis.lineshapes import emg
+
+    c = out["peak_center"].values
+    s = out["peak_sigma"].values
+    g = out["peak_gamma"].values
+    a = out["peak_area"].values
+    grid = np.linspace(-2.0, 6.0, 801)
+    x = c[:, None] + grid[None, :] * s[:, None]
+    with np.errstate(all="ignore"):
+        prof = np.where(np.isfinite(g)[:, None], emg(x, a[:, None], c[:, None], s[:, None],
+                                                      np.nan_to_num(g, nan=1.0)[:, None]),
+                        np.exp(-0.5 * grid**2)[None, :])
+        prof = np.where(np.isfinite(prof), prof, -np.inf)
+    mode = x[np.arange(c.size), np.argmax(prof, axis=1)] if c.size else c
+    return np.where(np.isfinite(mode), mode, c)
+
+
+def unmatched_maxima(out: xr.Dataset, k_sigma: float = 10.0, half_width_us: float = 0.02,
+                     within: int = 3) -> tuple[int, int, list[tuple[int, float]]]:
+    """Local maxima >= ``k_sigma`` sigmas of the raw TOF_High trace after the trigger
+    (the highest sample within +-``half_width_us``, away from saturated samples)
+    with no converged line whose maximum (:func:`line_modes`) lies within
+    ``within`` samples."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    y, t, noise, _ = raw_tof(out)
+    ev = out["peak_event"].values.astype(int)
+    tc = line_modes(out)
+    st = out["peak_status"].values
+    total, missed, where = 0, 0, []
+    for e in range(y.shape[0]):
+        row, tr = y[e], t[e]
+        dt = float(np.nanmedian(np.diff(tr)))
+        h = max(int(round(half_width_us / dt)), 1)
+        finite = np.isfinite(row)
+        padded = np.where(finite, row, -np.inf)
+        wmax = sliding_window_view(np.pad(padded, h, constant_values=-np.inf), 2 * h + 1).max(1)
+        near_nan = sliding_window_view(np.pad(~finite, h, constant_values=False),
+                                       2 * h + 1).any(1)
+        pk = np.nonzero((padded == wmax) & (row >= k_sigma * noise[e]) & ~near_nan
+                        & (tr > 0))[0]
+        lines = tc[(ev == e) & (st == 0)]
+        for i in pk:
+            total += 1
+            if not np.any(np.abs(lines - tr[i]) <= within * dt):
+                missed += 1
+                where.append((e, float(tr[i])))
+    return total, missed, where
+
+
+def measure(name: str, ds: xr.Dataset) -> LineQuality:
+    """Analyse ``ds`` with the default configuration and measure its line fits."""
+    out = idexdask.analyze(ds)
+    from idexdask.analysis.peaks import fit_status_meanings
+
+    names = fit_status_meanings().split()
+    st = out["peak_status"].values
+    counts = {names[k]: int(np.sum(st == k)) for k in range(len(names))}
+    sig, dt = significant_lines(out)
+    conv = sig & (st == 0)
+    total, missed, _ = unmatched_maxima(out)
+    cal = int(np.sum(out["mass_calibration_status"].values == "calibrated")) \
+        if "mass_calibration_status" in out else 0
+    return LineQuality(
+        name=name,
+        events=int(out.sizes["epoch"]),
+        lines=int(st.size),
+        status_counts=counts,
+        calibrated=cal,
+        significant=int(sig.sum()),
+        significant_converged=int(conv.sum()),
+        significant_sigma_samples=float(np.median(out["peak_sigma"].values[conv] / dt[conv]))
+        if conv.any() else float("nan"),
+        significant_redchi=float(np.median(out["peak_redchi"].values[conv]))
+        if conv.any() else float("nan"),
+        maxima=total,
+        maxima_unmatched=missed,
+    )
+
+
+def datasets(data: Path) -> list[tuple[str, xr.Dataset]]:
+    """The real science files: every L0 file with events, and the scope captures."""
+    out = []
+    for f in L0_FILES:
+        out.append((f, idexdask.read_l0(data / "idex-l0" / f)))
+    out.append(("scope-trc peridot 1, 3, 6", idexdask.read_trc(data / "scope-trc")))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(_DATA))
+    args = ap.parse_args(argv)
+    rows = [measure(n, ds) for n, ds in datasets(Path(args.data))]
+    names = list(rows[0].status_counts)
+    w = sys.stdout.write
+    w("| data | events | lines | " + " | ".join(names) + " | calibrated | >=10 sigma lines "
+      "converged | their median sigma (samples) | median redchi | >=10 sigma maxima without "
+      "converged line |\n")
+    w("|---" * (len(names) + 8) + "|\n")
+    for r in rows:
+        share = (f"{r.significant_converged}/{r.significant} "
+                 f"({100 * r.significant_converged / max(r.significant, 1):.0f} %)")
+        w(f"| {r.name} | {r.events} | {r.lines} | "
+          + " | ".join(str(r.status_counts[k]) for k in names)
+          + f" | {r.calibrated} of {r.events} | {share} | {r.significant_sigma_samples:.2f} | "
+          f"{r.significant_redchi:.2f} | {r.maxima_unmatched} of {r.maxima} |\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

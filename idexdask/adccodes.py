@@ -1,0 +1,214 @@
+"""Waveforms kept as their recorded ADC codes, with CF ``scale_factor`` / ``add_offset``.
+
+A LeCroy scope records 16-bit codes and a gain and offset per channel; its volts
+are ``VERTICAL_GAIN * code - VERTICAL_OFFSET``.  Stored as float32 volts a
+sample takes twice the bytes of its code and carries no more information, so
+stores keep the codes (int16) with the CF attributes
+
+    ``scale_factor`` = gain (V/count), ``add_offset`` = -offset (V),
+    ``_FillValue`` = :data:`CODE_FILL` (a missing sample, NaN in volts),
+
+and every reader decodes them to the float32 volts :func:`idexdask.read_trc`
+gives, exactly: ``float32(code * scale_factor + add_offset)``, computed in
+float64 (the same correctly rounded operations as ``gain * code - offset``).
+xarray's own CF decoding (``xr.open_zarr`` with its defaults) gives the float64
+values before that last rounding.
+
+A dataset in memory keeps float32 volts for the analysis; the codes' attributes
+are its variables' ``encoding`` (:func:`code_encoding`), which the store writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numba
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+from idexdask.errors import IdexDaskError
+
+__all__ = [
+    "CODE_DTYPE",
+    "CODE_FILL",
+    "CodeScale",
+    "code_encoding",
+    "code_scale",
+    "decode_codes",
+    "decode_code_variables",
+    "encode_codes",
+]
+
+CODE_DTYPE = np.dtype(np.int16)
+CODE_FILL = 32767
+"""Code of a missing sample.  A 12-bit LeCroy ADC writes multiples of 16
+(``32752`` at most); a capture that records this code is refused by
+:func:`encode_codes` rather than read back as missing."""
+
+
+class CodeScale:
+    """The scale of one waveform variable: volts = code * scale + offset.
+
+    Parameters
+    ----------
+    scale : float
+        ``scale_factor``, units per count.
+    offset : float
+        ``add_offset``, units.
+    fill : int
+        Code of a missing sample.
+    """
+
+    def __init__(self, scale: float, offset: float, fill: int = CODE_FILL) -> None:
+        self.scale = float(scale)
+        self.offset = float(offset)
+        self.fill = int(fill)
+
+    def decode(self, codes: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """float32 values of ``codes`` (NaN at the fill code)."""
+        wide = np.multiply(codes, self.scale, dtype=np.float64)
+        wide += self.offset
+        if out is None:
+            out = np.empty(codes.shape, np.float32)
+        out[...] = wide
+        missing = codes == self.fill
+        if missing.any():
+            out[missing] = np.nan
+        return out
+
+    def encode(self, values: np.ndarray) -> np.ndarray | None:
+        """The codes of float ``values``, or None where they are not exactly codes.
+
+        The codes must decode (:meth:`decode`) to exactly ``values``, NaN to NaN.
+        One compiled pass: each value's code, checked by decoding it back.
+        """
+        values = np.ascontiguousarray(values)
+        if values.dtype not in (np.float32, np.float64):
+            return None
+        codes = np.empty(values.shape, CODE_DTYPE)
+        ok = _encode_exact(values.reshape(-1), self.scale, self.offset, self.fill,
+                           values.dtype == np.float32, codes.reshape(-1))
+        return codes if ok else None
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_exact(values, scale, offset, fill, single, codes):  # pragma: no cover - compiled
+    """``codes[i]`` = the int16 code of ``values[i]`` (``fill`` for NaN); False as soon
+    as a value is not exactly ``float(code * scale + offset)`` of an int16 code
+    other than ``fill`` (``single``: rounded to float32)."""
+    inverse = 1.0 / scale  # a product is ~4x cheaper than a quotient; checked below
+    for i in range(values.size):
+        v = values[i]
+        if v != v:
+            codes[i] = fill
+            continue
+        c = np.rint((np.float64(v) - offset) * inverse)
+        if not _decodes_to(c, v, scale, offset, single):
+            c = np.rint((np.float64(v) - offset) / scale)
+            if not _decodes_to(c, v, scale, offset, single):
+                return False
+        if not (-32768.0 <= c <= 32767.0) or c == fill:
+            return False
+        codes[i] = np.int16(c)
+    return True
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decodes_to(code, value, scale, offset, single):  # pragma: no cover - compiled
+    """Whether ``code`` decodes (as :meth:`CodeScale.decode`) to exactly ``value``."""
+    back = code * scale + offset
+    if single:  # float32 values: the rounding the decoder makes
+        return np.float32(back) == value
+    return back == value
+
+
+def code_encoding(scale: float, offset: float) -> dict[str, Any]:
+    """The ``encoding`` of a float waveform that is stored as codes."""
+    return {"dtype": CODE_DTYPE.name, "scale_factor": float(scale),
+            "add_offset": float(offset), "_FillValue": CODE_FILL}
+
+
+def code_scale(mapping: Mapping[str, Any]) -> CodeScale | None:
+    """The scale in ``mapping`` (a variable's encoding or its stored attributes), if any."""
+    if "scale_factor" not in mapping and "add_offset" not in mapping:
+        return None
+    return CodeScale(float(mapping.get("scale_factor", 1.0)),
+                     float(mapping.get("add_offset", 0.0)),
+                     int(mapping.get("_FillValue", CODE_FILL)))
+
+
+def decode_codes(codes: np.ndarray, scale: float, offset: float,
+                 fill: int = CODE_FILL) -> np.ndarray:
+    """float32 ``codes * scale + offset`` (computed in float64), NaN at ``fill``."""
+    return CodeScale(scale, offset, fill).decode(np.asarray(codes))
+
+
+def encode_codes(values: np.ndarray, scale: float, offset: float,
+                 fill: int = CODE_FILL) -> np.ndarray:
+    """int16 codes that :func:`decode_codes` maps back to exactly ``values``.
+
+    Raises
+    ------
+    IdexDaskError
+        If ``values`` are not codes of this scale (another gain or offset, a
+        value between codes, out of range, or the fill code recorded).
+    """
+    codes = CodeScale(scale, offset, fill).encode(values)
+    if codes is None:
+        raise IdexDaskError(
+            f"values are not int16 codes of scale {scale} and offset {offset}"
+        )
+    return codes
+
+
+class _DecodedArray(BackendArray):
+    """float32 volts of a lazy Variable of codes, decoded when indexed."""
+
+    def __init__(self, codes: xr.Variable, scale: CodeScale) -> None:
+        self.codes = codes
+        self.scale = scale
+        self.shape = tuple(codes.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.OUTER, self._compute
+        )
+
+    def _compute(self, key: tuple) -> np.ndarray:
+        return self.scale.decode(np.asarray(self.codes[key].values))
+
+
+def decode_code_variables(dataset: xr.Dataset) -> xr.Dataset:
+    """Decode the integer variables with ``scale_factor``/``add_offset`` attributes.
+
+    For a dataset opened without CF decoding (``mask_and_scale=False``): each such
+    variable becomes float32 values (lazy; Dask-backed ones by block), its CF
+    attributes moved to its ``encoding``.  Other variables are unchanged.
+    """
+    new = {}
+    for name, variable in dataset.variables.items():
+        scale = code_scale(variable.attrs)
+        if scale is None or variable.dtype.kind not in "iu":
+            continue
+        attrs = {k: v for k, v in variable.attrs.items()
+                 if k not in ("scale_factor", "add_offset", "_FillValue")}
+        encoding = {**variable.encoding, **code_encoding(scale.scale, scale.offset),
+                    "_FillValue": scale.fill}
+        data = variable.data if _is_dask(variable) else None
+        if data is not None:
+            decoded = data.map_blocks(scale.decode, dtype=np.float32)
+        else:
+            decoded = indexing.LazilyIndexedArray(
+                _DecodedArray(variable.to_base_variable(), scale))
+        new[str(name)] = xr.Variable(variable.dims, decoded, attrs=attrs, encoding=encoding)
+    if not new:
+        return dataset
+    return dataset.assign({k: v for k, v in new.items() if k not in dataset.coords})
+
+
+def _is_dask(variable: xr.Variable) -> bool:
+    return getattr(variable, "chunks", None) is not None

@@ -1,0 +1,335 @@
+"""The campaign calibration step of ``idexdask submit``: reduce, then map.
+
+The per-event analysis (the pack tasks) calibrates the events of each pack
+together; the instrument is calibrated per *group* (one input file, one lab
+run), whose events may span many packs.  Once every pack is written:
+
+1. **reduce** -- one task per group reads the group's line lists from the store
+   (``peak_center``, ``peak_area``, ``peak_status``: kilobytes per event, on the
+   worker that reads them), recomputes each event's own bootstrap calibration
+   and runs :func:`~idexdask.calibration.campaign.calibrate_groups` over the
+   group; only the per-event coefficients, statuses and line residuals go back;
+2. **map** -- one task per unit recomputes the calibration-dependent products of
+   its rows (``mass_calibration*``, ``peak_mass``, ``peak_calibration_residual``,
+   the composition products) and writes them into its region of the store.
+
+The joint result of every group (shape, events, anchors, rms residual) is kept
+in the store's attribute ``campaign_calibration`` and in the ``mass_calibration``
+variable's attributes (and so in the exports), and the step is journalled in
+the manifest (record ``campaign``): a resumed run whose done units and
+configuration are those of the last completed step skips it; any other change
+runs it again over every group (it is cheap against the analysis).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from idexdask.pipeline.plan import Unit
+
+__all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
+
+logger = logging.getLogger(__name__)
+
+_LINE_VARIABLES = (
+    "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
+    "peak_count",
+)
+_SOURCE_KIND = {"l0": "idex_l0", "trc": "lecroy_trc"}
+
+
+def _read_rows(store: str, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
+    """The line variables of the store rows in ``regions``, in that order (loaded)."""
+    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    names = [n for n in _LINE_VARIABLES if n in ds.variables]
+    parts = [ds[names].isel(epoch=slice(a, b)).load() for a, b in regions]
+    return xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
+
+
+def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Event-major lines -> flat arrays (event index, values) in slot order."""
+    count = np.asarray(ds["peak_count"].values, dtype=np.int64)
+    count = np.where(count > 0, count, 0)
+    slots = ds.sizes.get("peak_slot", 0)
+    used = np.arange(slots)[None, :] < count[:, None]
+    event, _ = np.nonzero(used)
+    out = {"event": event, "used": used}
+    for name in ("peak_center", "peak_area", "peak_area_err", "peak_status",
+                 "peak_center_at_mode"):
+        if name in ds:
+            out[name] = np.asarray(ds[name].values)[used]
+    return out
+
+
+def _preset(config: Mapping[str, Any], kind: str) -> tuple[str, Any]:
+    from idexdask.calibration import load_calibration_settings
+    from idexdask.calibration.source import resolve_preset
+
+    section = config.get("calibration") or {}
+    preset = resolve_preset(section, {"source_kind": _SOURCE_KIND.get(kind, kind)})
+    path = section.get("settings_file") or None
+    if path == "calibration.yaml":
+        path = None
+    return preset, load_calibration_settings(preset, path=path)
+
+
+def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
+                 config: Mapping[str, Any]) -> dict[str, Any]:
+    """The joint calibration of one group (task 1 of the step).
+
+    Parameters
+    ----------
+    store : str
+        Campaign store.
+    regions : sequence of (int, int)
+        Store rows of the group's done units.
+    kind : str
+        The units' kind (``l0``, ``trc``): picks the preset when it is ``auto``.
+    config : mapping
+        The run configuration.
+
+    Returns
+    -------
+    dict
+        ``coefficients`` (E, 4), ``status``, ``reason``, ``method`` (E,),
+        ``residual`` (E, peak_slot) µs, ``preset`` and ``summary`` of the group.
+    """
+    from idexdask.calibration import bootstrap_calibrations
+    from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
+    from idexdask.calibration.products import CAL_ORDER
+
+    ds = _read_rows(store, regions)
+    n = int(ds.sizes["epoch"])
+    lines = _flat_lines(ds)
+    preset, settings = _preset(config, kind)
+    cal_cfg = config["analysis"]["calibration"]
+    center, area = lines["peak_center"].astype(float), lines["peak_area"].astype(float)
+    good = (lines["peak_status"] <= int(cal_cfg["max_fit_status"])) & np.isfinite(center)
+    good &= np.isfinite(area) & (area > 0)
+    if "peak_center_at_mode" in lines:  # as analyze(): mode-centred lines are not used
+        good &= ~lines["peak_center_at_mode"].astype(bool)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
+    batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
+    grouped = calibrate_groups(
+        lines["event"], center, area, good, np.zeros(n, np.int64), settings,
+        CampaignSettings.from_config(cal_cfg.get("campaign")),
+        batch.stacked(order=CAL_ORDER), batch.n_matched,
+    )
+    calibrated = np.all(np.isfinite(grouped.coefficients[:, :2]), axis=1)
+    residual = np.full(lines["used"].shape, np.nan, dtype=np.float64)
+    residual[lines["used"]] = grouped.residual_us
+    summary = grouped.groups.get("0", {})
+    return {
+        "coefficients": grouped.coefficients,
+        "status": np.where(calibrated, "calibrated", batch.status).astype(str),
+        "reason": np.where(calibrated, "none", batch.reason).astype(str),
+        "method": grouped.method.astype(str),
+        "residual": residual,
+        "preset": preset,
+        "summary": summary,
+    }
+
+
+def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
+                 groups: Mapping[str, Any], config: Mapping[str, Any], rows: int,
+                 n_events: int) -> tuple[int, list[str]]:
+    """Write the calibration-dependent products of one unit's rows (task 2).
+
+    ``part`` holds the unit's rows of its group's :func:`reduce_group` result;
+    ``groups`` the summaries of every group (the ``mass_calibration``
+    attributes).  Returns the number of events written and the variables.
+    """
+    from idexdask.calibration.products import calibration_variables
+    from idexdask.composition.products import composition_variables
+    from idexdask.pipeline.store import write_region
+    from idexdask.pipeline.units import normalise_for_store
+
+    ds = _read_rows(store, [region])
+    n = int(ds.sizes["epoch"])
+    lines = _flat_lines(ds)
+    coefficients = np.array(part["coefficients"], dtype=float)
+    status = np.array(part["status"], dtype=object)
+    reason = np.array(part["reason"], dtype=object)
+    method = np.array(part["method"], dtype=object)
+    residual = np.asarray(part["residual"])[lines["used"]]
+    # events calibrated by hand (override rows `calibrate`) keep that calibration
+    kept = _stored(store, region, ("mass_calibration", "mass_calibration_status",
+                                   "mass_calibration_reason", "mass_calibration_method",
+                                   "peak_calibration_residual", "peak_species",
+                                   "peak_species_manual"))
+    if "mass_calibration_method" in kept:
+        manual = _strings(kept["mass_calibration_method"].values) == "manual"
+        if manual.any():
+            coefficients[manual] = kept["mass_calibration"].values[manual]
+            status[manual] = _strings(kept["mass_calibration_status"].values)[manual]
+            reason[manual] = _strings(kept["mass_calibration_reason"].values)[manual]
+            method[manual] = "manual"
+            if "peak_calibration_residual" in kept:
+                mine = manual[lines["event"]]
+                residual = np.where(
+                    mine, kept["peak_calibration_residual"].values[lines["used"]], residual)
+    variables = calibration_variables(
+        coefficients, status.astype(str), reason.astype(str), method.astype(str), residual,
+        lines["event"], lines["peak_center"], part["preset"], groups,
+    )
+    calibrated = np.all(np.isfinite(coefficients[:, :2]), axis=1)
+    peaks = {
+        "peak_event": xr.Variable(("peak",), lines["event"]),
+        "peak_mass": variables["peak_mass"],
+        "peak_area": xr.Variable(("peak",), lines["peak_area"]),
+        "peak_area_err": xr.Variable(("peak",), lines["peak_area_err"]),
+    }
+    if "peak_species_manual" in kept:  # species assigned by hand stay assigned
+        by_hand = np.asarray(kept["peak_species_manual"].values)[lines["used"]].astype(bool)
+        if by_hand.any():
+            species = _strings(kept["peak_species"].values)[lines["used"]]
+            peaks["peak_species_by_hand"] = xr.Variable(
+                ("peak",), np.where(by_hand, species, ""))
+    comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
+    names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
+    out = xr.Dataset(
+        {**{k: v for k, v in comp.items() if k not in ("epoch",)}, **variables,
+         "peak_event": peaks["peak_event"], "peak_center": xr.Variable(
+             ("peak",), lines["peak_center"]),
+         "peak_area": peaks["peak_area"]},
+        coords={"epoch": np.asarray(xr.open_zarr(store, consolidated=False)["epoch"]
+                                    .values[region[0]:region[1]])},
+    )
+    max_peaks = int(ds.sizes.get("peak_slot", 64))
+    stored = normalise_for_store(out, 0, max_peaks=max_peaks)
+    keep = [k for k in names if k in stored.variables and "epoch" in stored.variables[k].dims]
+    write_region(store, stored[keep], region, rows=rows, n_events=n_events)
+    return n, keep
+
+
+def _strings(values: Any) -> np.ndarray:
+    """Stored strings (Zarr's variable-length: object or NumPy StringDType) as ``str``."""
+    return np.array([str(v) for v in np.asarray(values, dtype=object).ravel()],
+                    dtype=str).reshape(np.shape(values))
+
+
+def _stored(store: str, region: tuple[int, int], names: Sequence[str]) -> xr.Dataset:
+    """The variables ``names`` the store has, for rows ``region`` (loaded)."""
+    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    present = [n for n in names if n in ds.variables]
+    return ds[present].isel(epoch=slice(*region)).load()
+
+
+def _signature(units: Sequence[Unit], chash: str) -> str:
+    text = json.dumps([chash, sorted((u.uid, u.input_hash) for u in units)])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _enabled(config: Mapping[str, Any]) -> bool:
+    from idexdask.calibration.campaign import CampaignSettings
+
+    analysis = config.get("analysis", {})
+    cal = analysis.get("calibration", {})
+    return (bool(config.get("pipeline", {}).get("analyze", True)) and bool(cal.get("enabled"))
+            and bool(config.get("calibration")) and CampaignSettings.from_config(
+                cal.get("campaign")).enabled)
+
+
+def pack_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The configuration of the per-pack analysis when this step runs after it.
+
+    The step calibrates each input's events together and rewrites every
+    calibration-dependent product, so the packs calibrate each event on its
+    own (their bootstrap): no work is done twice, and a pack's products are
+    those of its units processed alone.
+    """
+    if not _enabled(config):
+        return config
+    analysis = dict(config["analysis"])
+    calibration = dict(analysis["calibration"])
+    calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
+    analysis["calibration"] = calibration
+    return {**config, "analysis": analysis}
+
+
+def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mapping[str, Any],
+                  rows: int, n_events: int, manifest: Any, run_id: str, chash: str,
+                  resources: Mapping[str, float] | None, retries: int) -> dict[str, Any] | None:
+    """Run the reduce and map tasks of the campaign calibration on the cluster.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    store : Path
+    units : sequence of Unit
+        The done units (their rows hold analysed events).
+    config, rows, n_events, manifest, run_id, chash, resources, retries
+        As in :func:`~idexdask.pipeline.runner.run_campaign`.
+
+    Returns
+    -------
+    dict or None
+        The group summaries by input index; None when the step is disabled or
+        was already done for these units and configuration.
+    """
+    if not units or not _enabled(config):
+        return None
+    signature = _signature(units, chash)
+    last = None
+    for record in manifest.records():
+        if record.get("record") == "campaign":
+            last = record
+    if last is not None and last.get("signature") == signature and last.get("status") == "done":
+        logger.info("campaign calibration: unchanged since run %s", last.get("run_id"))
+        return None
+    by_group: dict[int, list[Unit]] = {}
+    for unit in sorted(units, key=lambda u: u.region[0]):
+        by_group.setdefault(unit.input_index, []).append(unit)
+    reduce_futures = {
+        index: client.submit(reduce_group, str(store), [tuple(u.region) for u in group],
+                             group[0].kind, config, resources=resources, retries=retries,
+                             pure=False, key=f"idexdask-campaign-reduce-{run_id}-{index}")
+        for index, group in by_group.items()
+    }
+    results = {index: future.result() for index, future in reduce_futures.items()}
+    summaries = {str(index): {**res["summary"], "preset": res["preset"],
+                              "input": by_group[index][0].path}
+                 for index, res in results.items()}
+    map_futures = []
+    for index, group in by_group.items():
+        res = results[index]
+        offset = 0
+        for unit in group:
+            count = unit.region[1] - unit.region[0]
+            part = {key: (value[offset:offset + count] if isinstance(value, np.ndarray)
+                          else value) for key, value in res.items() if key != "summary"}
+            offset += count
+            map_futures.append(client.submit(
+                apply_region, str(store), tuple(unit.region), part, summaries, config, rows,
+                n_events, resources=resources, retries=retries, pure=False,
+                key=f"idexdask-campaign-apply-{run_id}-{unit.uid}",
+            ))
+    done = [f.result() for f in map_futures]
+    written = sum(n for n, _ in done)
+    variables = sorted({name for _, names in done for name in names})
+    _annotate_store(store, summaries)
+    manifest.append({"record": "campaign", "status": "done", "run_id": run_id,
+                     "signature": signature, "events": written, "groups": summaries,
+                     "variables": variables})
+    logger.info("campaign calibration: %d groups, %d events rewritten", len(by_group), written)
+    return summaries
+
+
+def _annotate_store(store: Path, summaries: Mapping[str, Any]) -> None:
+    """The groups' summaries in the store attributes and ``mass_calibration``'s."""
+    import zarr
+
+    text = json.dumps(dict(summaries), sort_keys=True)
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs["campaign_calibration"] = text
+    if "mass_calibration" in group:
+        group["mass_calibration"].attrs["campaign_calibration"] = text

@@ -1,0 +1,113 @@
+"""ADC codes with scale/offset and time axes by formula: exact round trips, loud refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from idexdask.adccodes import CODE_FILL, CodeScale, decode_code_variables, encode_codes
+from idexdask.config import load_config
+from idexdask.errors import IdexDaskError, StoreError
+from idexdask.io.trc import read_trc, write_trc
+from idexdask.pipeline.plan import plan_inputs
+from idexdask.pipeline.store import chunk_rows, initialise_store, write_region
+from idexdask.pipeline.units import process_unit
+from idexdask.timeaxis import AxisTerms, compact_axes, expand_axes, uniform_axis_variable
+
+GAIN, OFFSET = np.float32(6.25e-06), np.float32(0.169)  # as a scope stores them (float32)
+
+
+def _volts(codes, gain=GAIN, offset=OFFSET):
+    """read_trc's volts: gain * code - offset in float64, rounded once to float32."""
+    return (float(gain) * codes.astype(np.float64) - float(offset)).astype(np.float32)
+
+
+def test_codes_round_trip_exactly():
+    rng = np.random.default_rng(5)
+    codes = (rng.integers(-2048, 2047, (3, 5000)) * 16).astype(np.int16)
+    volts = _volts(codes)
+    volts[1, 10:20] = np.nan  # missing samples
+    scale = CodeScale(float(GAIN), -float(OFFSET))
+    back = scale.encode(volts)
+    assert back is not None
+    assert (back[1, 10:20] == CODE_FILL).all()
+    np.testing.assert_array_equal(back[0], codes[0])
+    np.testing.assert_array_equal(scale.decode(back), volts, strict=True)
+
+
+def test_values_of_another_scale_are_refused():
+    codes = np.arange(-1000, 1000, dtype=np.int16) * 16
+    with pytest.raises(IdexDaskError):  # another gain: not codes of this scale
+        encode_codes(_volts(codes, gain=np.float32(2.5e-6)), float(GAIN), -float(OFFSET))
+    with pytest.raises(IdexDaskError):  # the fill code, recorded: would read back as NaN
+        encode_codes(_volts(np.array([CODE_FILL], np.int16)), float(GAIN), -float(OFFSET))
+
+
+def test_decoding_a_lazy_dataset():
+    codes = np.arange(12, dtype=np.int16).reshape(3, 4) * 16
+    codes[2, 3] = CODE_FILL
+    ds = xr.Dataset({"w": (("epoch", "i"), codes, {
+        "units": "V", "scale_factor": float(GAIN), "add_offset": -float(OFFSET),
+        "_FillValue": CODE_FILL})})
+    for data in (ds, ds.chunk({"epoch": 2})):
+        out = decode_code_variables(data)
+        assert out["w"].dtype == np.float32 and "scale_factor" not in out["w"].attrs
+        expected = _volts(codes)
+        expected[2, 3] = np.nan
+        np.testing.assert_array_equal(out["w"].values, expected)
+        np.testing.assert_array_equal(out["w"][1:, ::2].values, expected[1:, ::2])
+
+
+def test_uniform_axis_equals_materialised_formula():
+    start = np.array([-4e-4, -3.99e-4, np.nan])
+    step = np.array([1e-9, 1e-9, np.nan])
+    count = np.array([7, 5, 0])
+    terms = AxisTerms.for_axis("t")
+    axis = uniform_axis_variable(("epoch", "t_index"), start, step, count, 7, scale=1e6,
+                                 terms=terms, attrs={"units": "us"})
+    full = (start[:, None] + np.arange(7)[None, :] * step[:, None]) * 1e6
+    full[1, 5:] = np.nan
+    np.testing.assert_array_equal(axis.values, full)
+    np.testing.assert_array_equal(axis[1, 2].values, full[1, 2])
+    np.testing.assert_array_equal(axis[[0, 1], 4:].values, full[[0, 1], 4:])
+    np.testing.assert_array_equal(axis[:, 3].values, full[:, 3])
+    variables = {"t": axis, "t_start": xr.Variable(("epoch",), start),
+                 "t_step": xr.Variable(("epoch",), step),
+                 "t_count": xr.Variable(("epoch",), count)}
+    compact = compact_axes(variables)
+    assert "t" not in compact
+    back = expand_axes(xr.Dataset(compact))
+    np.testing.assert_array_equal(back["t"].values, full)
+    assert back["t"].attrs["units"] == "us"
+
+
+def _impact(directory, number, gain):
+    codes = (np.arange(2000, dtype=np.int16) % 64) * 16
+    for channel in (1, 3):
+        write_trc(directory / f"lab_C{channel}_{number:05d}.trc", codes,
+                  horiz_interval=1e-9, horiz_offset=-1e-6, vertical_gain=gain,
+                  vertical_offset=0.01, wave_source=channel)
+
+
+def test_store_refuses_an_impact_of_another_gain(tmp_path):
+    """Scope settings changed within a campaign: that impact fails loudly, not silently."""
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    (captures / "lab_settings.txt").write_text("QD 1\n\nTOF High\n")
+    _impact(captures, 1, 2.5e-6)
+    _impact(captures, 2, 3e-6)  # (a multiple of 2.5e-6 would be codes of the first scale)
+    config = load_config({"pipeline": {"analyze": False}})
+    plan = plan_inputs([captures], 1)
+    first, second = (process_unit(u, config) for u in plan.units)
+    assert first["TOF_High"].encoding["scale_factor"] == np.float32(2.5e-6)
+    store = tmp_path / "store.zarr"
+    rows = chunk_rows(first, 4)
+    initialise_store(store, first.isel(epoch=slice(0, 1)), plan.n_events, rows=rows,
+                     meta={"n_events": plan.n_events})
+    write_region(store, first, plan.units[0].region, rows=rows, n_events=plan.n_events)
+    with pytest.raises(StoreError, match="scope settings"):
+        write_region(store, second, plan.units[1].region, rows=rows, n_events=plan.n_events)
+    # one read of both impacts: gains differ, so the waveforms stay float32 volts
+    both = read_trc(captures)
+    assert "scale_factor" not in both["TOF_High"].encoding
