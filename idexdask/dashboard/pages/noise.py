@@ -43,7 +43,8 @@ def noise_page(context: ServerContext) -> pn.Column:
                    f"choose one of {', '.join(names)}")
         asked = names[0] if names else asked
     state.channel = asked
-    window = context.config.get("quality", {}).get("noise", {}).get("window_us", (-7.0, -5.0))
+    window = (context.config.get("analysis", {}).get("quality", {}).get("noise", {})
+              .get("window_us", (-7.0, -5.0)))
     view = NoiseView(start_us=float(window[0]), stop_us=float(window[1]))
     sync_event_to_url(state)
 
