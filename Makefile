@@ -7,9 +7,18 @@ BIN    := $(VENV)/bin
 IDEXDASK_DATA ?= $(abspath ../shared/data)
 export IDEXDASK_DATA
 
-.PHONY: setup demo test test-gpu test-fast lint bench clean
+.PHONY: setup demo test test-gpu test-fast lint bench clean serve browser
 
-setup: $(VENV)/.installed $(VENV)/.compiled $(ORACLE)/.installed
+setup: $(VENV)/.installed $(VENV)/.compiled $(ORACLE)/.installed browser
+
+# The dashboard's browser tests drive Debian's Chromium through its chromedriver
+# (nothing may download a browser); installed when missing (the machine runs as root).
+CHROMIUM     ?= /usr/bin/chromium
+CHROMEDRIVER ?= /usr/bin/chromedriver
+browser:
+	@if [ ! -x $(CHROMIUM) ] || [ ! -x $(CHROMEDRIVER) ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +49,11 @@ DEMO_EVENTS ?= 1000
 
 demo: setup
 	$(BIN)/idexdask demo --output demo-output --files $(DEMO_FILES) --events $(DEMO_EVENTS)
+	@echo "or: make serve  (the same dashboard at http://127.0.0.1:5006/)"
+
+# The science-review dashboard on the demo store (http://127.0.0.1:5006/).
+serve: $(VENV)/.installed
+	$(BIN)/idexdask serve demo-output/campaign.zarr --port 5006
 
 # Then the tests marked `numerics` (two implementations compared within a
 # justified tolerance) once more with NumPy's SIMD dispatch off and numba

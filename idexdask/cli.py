@@ -379,6 +379,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             exact &= bool(np.array_equal(values[rows], truths[name][variable].values))
     stored.close()
     _echo(f"round trip exact   : {'yes' if exact else 'NO'}")
+    _echo(f"review in a browser: idexdask serve {store}")
     if not exact:
         return 1
     return summary.exit_code

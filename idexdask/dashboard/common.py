@@ -18,6 +18,7 @@ __all__ = [
     "PAGES",
     "error_pane",
     "guarded",
+    "hv_pane",
     "page_shell",
     "query_int",
     "query_str",
@@ -63,6 +64,19 @@ def guarded(view: Callable[..., Any]) -> Callable[..., Any]:
             return error_pane(f"{view.__name__}: {type(exc).__name__}: {exc}")
 
     return wrapper
+
+
+def hv_pane(obj: Any, **params: Any) -> pn.pane.HoloViews:
+    """A HoloViews pane whose axes are its own.
+
+    Panel links the axes of every pane of a page that share a dimension name by
+    default; when one such pane is re-rendered (a live refresh, a new choice) the
+    others keep references to its replaced ranges and the browser rejects the
+    update ("reference ... isn't known").  Views that must share zoom do so inside
+    one HoloViews layout instead.
+    """
+    params.setdefault("sizing_mode", "stretch_width")
+    return pn.pane.HoloViews(obj, linked_axes=False, **params)
 
 
 def query_str(name: str, default: str | None = None) -> str | None:

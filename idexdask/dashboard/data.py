@@ -63,6 +63,11 @@ LINE_COLUMNS = (
     "height", "status", "manual", "window_start", "window_stop", "element",
 )
 
+#: Prefix of the raw telemetry header fields (read only for a refit or the browser).
+HEADER_PREFIX = "idx__"
+#: The header fields the event page shows (the instrument's event number).
+HEADER_SHOWN = ("idx__txhdrevtnum",)
+
 #: Event rows kept in memory (a lab row is 4 x 500,002 float32 samples, ~8 MB).
 EVENT_CACHE_SIZE = 4
 
@@ -131,7 +136,7 @@ class StoreData:
         self._dataset: xr.Dataset | None = None
         self._done: np.ndarray | None = None
         self._scalars: pd.DataFrame | None = None
-        self._events: OrderedDict[tuple[tuple[int, int], int], EventRow] = OrderedDict()
+        self._events: OrderedDict[tuple, EventRow] = OrderedDict()
 
     # ------------------------------------------------------------------ versioning
 
@@ -265,16 +270,31 @@ class StoreData:
             raise StoreError(f"event {index} is not in the store yet (its unit is not done)")
         return index
 
-    def event(self, index: Any) -> EventRow:
-        """One event's row, every variable loaded (cached, a few rows at most)."""
+    def event(self, index: Any, *, full: bool = False) -> EventRow:
+        """One event's row (cached, a few rows at most).
+
+        Parameters
+        ----------
+        index : int
+            Row along ``epoch``.
+        full : bool
+            Every variable (what a refit needs); default: without the ~150 raw
+            ``idx__`` header fields, which no view draws (they are a third of the
+            row's read time).
+        """
         index = self.check_event(index)
         with self._lock:
-            key = (self.version(), index)
+            key = (self.version(), index, full)
             row = self._events.get(key)
             if row is not None:
                 self._events.move_to_end(key)
                 return row
-            dataset = self.dataset.isel(epoch=slice(index, index + 1)).load()
+            dataset = self.dataset
+            if not full:
+                dataset = dataset.drop_vars([n for n in dataset.data_vars
+                                             if str(n).startswith(HEADER_PREFIX)
+                                             and n not in HEADER_SHOWN])
+            dataset = dataset.isel(epoch=slice(index, index + 1)).load()
             row = EventRow(index=index, dataset=dataset)
             self._events[key] = row
             while len(self._events) > EVENT_CACHE_SIZE:

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Points per trace sent to the browser (about the pixel width of a plot).
 DOWNSAMPLE_WIDTH = 1200
+#: Lines labelled on a spectrum (the tallest).
+MAX_LABELS = 12
 IMPACT_CHANNELS = {"Target_High": "target_high", "Target_Low": "target_low",
                    "Ion_Grid": "ion_grid"}
 
@@ -65,8 +67,10 @@ def waveform(event: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray, str]
     return time, values, str(variable.attrs.get("units", ""))
 
 
-def _downsampled(curve: hv.Curve) -> hv.DynamicMap:
-    return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH)
+def _downsampled(curve: hv.Curve, x_range: tuple[float, float] | None = None) -> hv.DynamicMap:
+    """LTTB-downsampled trace; ``x_range`` is the range it first opens on."""
+    extra = {"x_range": x_range} if x_range else {}
+    return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH, **extra)
 
 
 def impact_overlay(event: xr.Dataset, name: str, time: np.ndarray) -> list:
@@ -174,22 +178,36 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     else:
         x, xdim = time, hv.Dimension("time", label="time", unit="µs")
     ydim = hv.Dimension("signal", label=f"TOF spectrum ({unit})")
-    trace = _downsampled(hv.Curve((x, values), xdim, ydim)).opts(
+    xlim = None
+    if masses is None and len(lines) and "window_start" in lines:
+        # open on the lines (a lab capture spans -400..100 µs, its lines 0..20 µs)
+        start = float(np.nanmin(lines["window_start"]))
+        stop = float(np.nanmax(lines["window_stop"]))
+        if np.isfinite(start) and np.isfinite(stop):
+            margin = 0.15 * (stop - start) + 0.5
+            xlim = (max(start - margin, float(np.nanmin(x))),
+                    min(stop + margin, float(np.nanmax(x))))
+    trace = _downsampled(hv.Curve((x, values), xdim, ydim), x_range=xlim).opts(
         color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
     for stream in streams:
         stream.source = trace
     layers = [trace]
     labels = []
+    # label the tallest lines only: 30 lab lines within a few µs would overprint
+    labelled = set(lines["height"].nlargest(MAX_LABELS).index) if "height" in lines else set()
     for (lx, ly), row in zip(line_curves(lines), lines.itertuples(), strict=False):
         if masses is not None:
             lx = mass_of_time(event, lx)
         layers.append(hv.Curve((lx, ly), xdim, ydim).opts(color="red", line_width=1.5))
         at = float(np.nanmax(ly)) if np.isfinite(ly).any() else 0.0
-        labels.append((float(lx[int(np.nanargmax(ly))]) if np.isfinite(ly).any()
-                       else float(lx[0]), at, row.label))
+        if row.Index in labelled:
+            labels.append((float(lx[int(np.nanargmax(ly))]) if np.isfinite(ly).any()
+                           else float(lx[0]), at, row.label))
     if labels:
         layers.append(hv.Labels(labels, [xdim, ydim], "label").opts(
             text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
     title = "TOF spectrum" + (" on the mass axis" if masses is not None else "")
+    extra = {"xlim": xlim} if xlim else {}
     return functools.reduce(operator.mul, layers).opts(
-        hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False))
+        hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False,
+                        **extra))

@@ -177,7 +177,7 @@ class StudioSession:
 
     def refit(self) -> RefitResult:
         """``analyze`` of this one event with the saved and pending edits."""
-        row = decoded_event(self.data.event(self.index).dataset)
+        row = decoded_event(self.data.event(self.index, full=True).dataset)
         started = time.perf_counter()
         result = analyze(row, self.config, overrides=self.table())
         elapsed = time.perf_counter() - started

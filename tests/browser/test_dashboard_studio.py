@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from selenium.webdriver.common.action_chains import ActionChains
 
+from idexdask.dashboard.data import StoreData
 from idexdask.pipeline.export import open_campaign
 from idexdask.pipeline.overrides_store import overrides_path
 from tests.browser.conftest import run_cli
@@ -60,24 +61,36 @@ def test_add_line_refit_save_survives_submit(browser, start_server, sim_store, t
     wait_count(browser, "canvas", at_least=1)
     wait_text(browser, "lines (stored)")
     stored = _line_count(browser)
-    # box-select a span between the detected lines (the spectrum runs -8 to 24 µs;
-    # 58-61 % of the frame is ~10.5-11.5 µs, where event 3 has no line)
+    stored_centers = np.sort(StoreData(store).lines(EVENT)["center"].to_numpy())
+    # aim at the middle of the widest gap between the detected lines
+    gap = int(np.argmax(np.diff(stored_centers)))
+    target = 0.5 * (stored_centers[gap] + stored_centers[gap + 1])
+    start, end = browser.execute_script("""
+        for (const doc of Bokeh.documents)
+            for (const m of doc._all_models.values())
+                if (m.type === 'Figure' && m.title && String(m.title.text).includes('box-select'))
+                    return [m.x_range.start, m.x_range.end];
+    """)
     box = _spectrum_canvas_box(browser)
+    # the plot frame sits inside the canvas: ~60 px of y axis left, ~45 px of toolbar right
+    left, width = box["x"] + 60, box["width"] - 105
     y = int(box["y"] + box["height"] * 0.5)
-    x0 = int(box["x"] + box["width"] * 0.58)
-    x1 = int(box["x"] + box["width"] * 0.61)
+    x0 = int(left + width * ((target - 0.15) - start) / (end - start))
+    x1 = int(left + width * ((target + 0.15) - start) / (end - start))
     actions = ActionChains(browser)
     actions.w3c_actions.pointer_action.move_to_location(x0, y)
     actions.w3c_actions.pointer_action.pointer_down()
-    actions.w3c_actions.pointer_action.move_to_location(x1, y)
+    for step in range(1, 6):
+        actions.w3c_actions.pointer_action.move_to_location(x0 + (x1 - x0) * step // 5, y)
     actions.w3c_actions.pointer_action.pointer_up()
     actions.perform()
+    wait_text(browser, "selected span:")  # the server has the box selection
     click_in_shadow(browser, "button", "add line in span")
     text = wait_text(browser, "added a line at")
     assert "refit in" in text
     refit_ms = int(text.split("refit in ")[1].split(" ms")[0])
     assert refit_ms < 1000, f"refit took {refit_ms} ms"
-    assert _line_count(browser) == stored + 1
+    wait_text(browser, f"{stored + 1} lines (refit")
     screenshot(browser, artifacts, "sim-lines-added")
     click_in_shadow(browser, "button", "save to store")
     wait_text(browser, "saved 1 edits")
@@ -85,7 +98,11 @@ def test_add_line_refit_save_survives_submit(browser, start_server, sim_store, t
     rows = [r for r in table["overrides"] if r["action"] == "add"]
     assert len(rows) == 1 and rows[0]["origin"] == "dashboard"
     center = rows[0]["center_us"]
-    assert 9.5 < center < 12.0 and rows[0]["window_stop_us"] > rows[0]["window_start_us"]
+    w0, w1 = rows[0]["window_start_us"], rows[0]["window_stop_us"]
+    assert w0 < w1 and abs(0.5 * (w0 + w1) - target) < 0.3, (w0, w1, target)
+    # a new line, not one of the detected ones
+    assert not np.any((stored_centers >= w0) & (stored_centers <= w1))
+    assert w0 <= center <= w1
     wait_text(browser, "1 saved edits in force")
     screenshot(browser, artifacts, "sim-lines-saved")
     assert console_errors(browser) == []

@@ -142,17 +142,29 @@ def test_unwritten_lock_file_waits_then_is_taken_over_when_old(tmp_path, caplog)
 
 RACER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
+    from pathlib import Path
     from idexdask.errors import StoreLockedError
     from idexdask.pipeline.lock import store_lock
-    start = float(sys.argv[2])
+    store, start, attempts = sys.argv[1], float(sys.argv[2]), Path(sys.argv[3])
+    n_racers = int(sys.argv[4])
     while time.time() < start:
         pass
+
+    def attempted():
+        (attempts / str(os.getpid())).touch()
+
     try:
-        with store_lock(sys.argv[1], purpose="racer"):
+        with store_lock(store, purpose="racer"):
+            attempted()
             print("got", flush=True)
-            time.sleep(2)
+            # hold the lock until every racer has tried: on a loaded machine the
+            # imports of one racer can end after another's whole turn otherwise
+            deadline = time.monotonic() + 60
+            while len(list(attempts.iterdir())) < n_racers and time.monotonic() < deadline:
+                time.sleep(0.01)
     except StoreLockedError:
+        attempted()
         print("refused", flush=True)
     """
 )
@@ -160,9 +172,12 @@ RACER = textwrap.dedent(
 
 def test_racing_processes_exactly_one_gets_the_lock(tmp_path):
     store = tmp_path / "s.zarr"
-    start = time.time() + 2  # all racers imported and spinning by then
-    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(store), str(start)],
+    attempts = tmp_path / "attempts"
+    attempts.mkdir()
+    start = time.time() + 2  # most racers imported and spinning by then
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(store), str(start),
+                               str(attempts), "4"],
                               stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    outcomes = sorted(p.communicate(timeout=90)[0].strip() for p in procs)
     assert outcomes == ["got", "refused", "refused", "refused"]
     assert not lock_path(store).exists()

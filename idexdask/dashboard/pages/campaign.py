@@ -18,7 +18,7 @@ import pandas as pd
 import panel as pn
 import param
 
-from idexdask.dashboard.common import guarded, page_shell, start_live
+from idexdask.dashboard.common import guarded, hv_pane, page_shell, start_live
 from idexdask.dashboard.state import ReviewState, ServerContext
 
 __all__ = ["RASTERIZE_ABOVE", "CampaignView", "campaign_page", "ratio_column"]
@@ -64,11 +64,15 @@ class CampaignView(param.Parameterized):
         self.param.y.objects = numeric
         self.param.x_over.objects = [NONE, *numeric]
         self.param.y_over.objects = [NONE, *numeric]
+        # defaults with data: real flight events often have no speed (NaN)
+        filled = [c for c in numeric if np.isfinite(frame[c].to_numpy(dtype=float)).any()]
         if self.x not in numeric and numeric:
-            self.x = "impact_velocity" if "impact_velocity" in numeric else numeric[0]
+            self.x = next((c for c in ("impact_velocity", "target_low_impact_charge",
+                                       "tof_high_snr") if c in filled), numeric[0])
         if self.y not in numeric and numeric:
             self.y = next((c for c in ("target_high_impact_charge", "tof_line_count",
-                                       "tof_high_snr") if c in numeric), numeric[-1])
+                                       "tof_high_snr") if c in filled and c != self.x),
+                          numeric[-1])
 
     def table_frame(self, frame: pd.DataFrame, x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
         """The rows chosen by the selection (all rows without one)."""
@@ -148,14 +152,14 @@ def campaign_page(context: ServerContext) -> pn.Column:
             plot = dynspread(rasterize(points).opts(cmap="viridis", cnorm="log",
                                                    tools=["box_select"]))
             bounds.source = plot
-            return pn.pane.HoloViews(plot.opts(responsive=True, min_height=380,
+            return hv_pane(plot.opts(responsive=True, min_height=380,
                                                title=f"{yname} vs {xname} (rasterised)"),
                                      sizing_mode="stretch_width")
         points = points.opts(tools=["box_select", "lasso_select", "tap", "hover"], size=6,
                              color="event", cmap="viridis", responsive=True, min_height=380,
                              title=f"{yname} vs {xname}", active_tools=["box_select"])
         selection.source = points
-        return pn.pane.HoloViews(points, sizing_mode="stretch_width")
+        return hv_pane(points, sizing_mode="stretch_width")
 
     @guarded
     def histogram(y, y_over, refresh):
@@ -164,7 +168,7 @@ def campaign_page(context: ServerContext) -> pn.Column:
         if not finite.size:
             return pn.pane.HTML(f"<i>{html.escape(yname)}: no finite values</i>")
         counts, edges = np.histogram(finite, bins=min(50, max(5, finite.size // 4)))
-        return pn.pane.HoloViews(hv.Histogram((edges, counts), kdims=[yname]).opts(
+        return hv_pane(hv.Histogram((edges, counts), kdims=[yname]).opts(
             responsive=True, min_height=250, title=f"histogram of {yname}"),
             sizing_mode="stretch_width")
 
@@ -174,7 +178,7 @@ def campaign_page(context: ServerContext) -> pn.Column:
         if "time" not in frame or not len(frame):
             return pn.pane.HTML("<i>no event times</i>")
         curve = hv.Scatter((frame["time"].to_numpy(), yv), kdims=["UTC"], vdims=[yname])
-        return pn.pane.HoloViews(curve.opts(responsive=True, min_height=250, size=4,
+        return hv_pane(curve.opts(responsive=True, min_height=250, size=4,
                                             title=f"{yname} over time"),
                                  sizing_mode="stretch_width")
 

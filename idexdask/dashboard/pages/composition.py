@@ -21,7 +21,7 @@ from idexdask.composition.minerals import expected_fractions, load_mineral_libra
 from idexdask.composition.plot import ternary_xy
 from idexdask.composition.products import molar_fractions, ternary
 from idexdask.composition.rsf import PRESET_NAMES, rsf_values
-from idexdask.dashboard.common import guarded, page_shell, start_live
+from idexdask.dashboard.common import guarded, hv_pane, page_shell, start_live
 from idexdask.dashboard.data import as_text
 from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.errors import StoreError
@@ -139,7 +139,7 @@ def composition_page(context: ServerContext) -> pn.Column:
                 xaxis=None, yaxis=None, show_legend=False)))
         if not plots:
             return pn.pane.HTML("<i>no ternary elements in this store</i>")
-        return pn.pane.HoloViews(hv.Layout(plots).cols(2), css_classes=["idx-ternary"])
+        return hv_pane(hv.Layout(plots).cols(2), css_classes=["idx-ternary"])
 
     @guarded
     def opener(tapped):

@@ -10,7 +10,14 @@ import numpy as np
 import panel as pn
 import param
 
-from idexdask.dashboard.common import error_pane, guarded, page_shell, query_int, start_live
+from idexdask.dashboard.common import (
+    error_pane,
+    guarded,
+    hv_pane,
+    page_shell,
+    query_int,
+    start_live,
+)
 from idexdask.dashboard.data import decode_flags, tt2000_to_utc
 from idexdask.dashboard.plots import spectrum_plot, waveform_plot
 from idexdask.dashboard.state import ReviewState, ServerContext
@@ -134,8 +141,8 @@ def event_page(context: ServerContext) -> pn.Column:
             layout = hv.Layout(plots).cols(1).opts(shared_axes=True)
             if svg:
                 layout = layout.opts(hv.opts.Curve(backend_opts={"plot.output_backend": "svg"}))
-            panes.append(pn.pane.HoloViews(layout, sizing_mode="stretch_width",
-                                           linked_axes=False, css_classes=["idx-waveforms"]))
+            panes.append(hv_pane(layout, sizing_mode="stretch_width",
+                                           css_classes=["idx-waveforms"]))
         return pn.Column(*panes, sizing_mode="stretch_width")
 
     @guarded
@@ -146,7 +153,7 @@ def event_page(context: ServerContext) -> pn.Column:
         if mass_axis and not np.isfinite(np.asarray(row["mass_calibration"].values)).all():
             note = pn.pane.HTML("<i>this event is not calibrated: no mass axis</i>")
         plot = spectrum_plot(row, lines, mass=mass_axis)
-        items = [pn.pane.HoloViews(plot, sizing_mode="stretch_width", linked_axes=False,
+        items = [hv_pane(plot, sizing_mode="stretch_width",
                                    css_classes=["idx-spectrum"])]
         return pn.Column(*([note] if note else []), *items, sizing_mode="stretch_width")
 

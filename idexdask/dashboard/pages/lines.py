@@ -23,7 +23,7 @@ import param
 
 from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.calibration.ions import ion_mass
-from idexdask.dashboard.common import error_pane, guarded, page_shell, query_int
+from idexdask.dashboard.common import error_pane, guarded, hv_pane, page_shell, query_int
 from idexdask.dashboard.pages.event import event_controls, sync_event_to_url
 from idexdask.dashboard.plots import line_curves, spectrum_plot, waveform
 from idexdask.dashboard.state import ReviewState, ServerContext
@@ -115,7 +115,7 @@ def lines_page(context: ServerContext) -> pn.Column:
                              streams=(span_stream,))
         plot = plot.opts(hv.opts.Overlay(title=f"TOF spectrum, lines {source} — box-select "
                                          "a span to add a line"))
-        return pn.pane.HoloViews(plot, sizing_mode="stretch_width", css_classes=["idx-spectrum"])
+        return hv_pane(plot, sizing_mode="stretch_width", css_classes=["idx-spectrum"])
 
     @guarded
     def table(event, revision):
@@ -164,7 +164,7 @@ def lines_page(context: ServerContext) -> pn.Column:
         top = hv.Overlay(layers).opts(title=f"line {selected}: {label}", height=260,
                                       responsive=True)
         plots = [top] + ([residual * hv.HLine(0).opts(color="gray")] if residual else [])
-        return pn.pane.HoloViews(hv.Layout(plots).cols(1), sizing_mode="stretch_width",
+        return hv_pane(hv.Layout(plots).cols(1), sizing_mode="stretch_width",
                                  css_classes=["idx-inspector"])
 
     @guarded
@@ -179,6 +179,13 @@ def lines_page(context: ServerContext) -> pn.Column:
                          pn.widgets.Tabulator(frame, disabled=True, show_index=False,
                                               sizing_mode="stretch_width", height=140,
                                               css_classes=["idx-pending"]))
+
+    @guarded
+    def span_note(span):
+        if span is None:
+            return pn.pane.HTML("<i>no span selected</i>")
+        return pn.pane.HTML(f"<span class='idx-span'>selected span: {span[0]:.4f} – "
+                            f"{span[1]:.4f} µs</span>")
 
     @guarded
     def message(text, revision):
@@ -265,6 +272,7 @@ def lines_page(context: ServerContext) -> pn.Column:
         return widget
 
     edits = pn.Column(
+        pn.panel(pn.bind(span_note, view.param.span)),
         pn.Row(button("add line in span", add, "idx-add"),
                button("remove selected line", remove, "idx-remove"),
                button("refit", refit, "idx-refit"),

@@ -14,7 +14,7 @@ import panel as pn
 import param
 
 from idexdask.analysis.noise import noise_diagnostics
-from idexdask.dashboard.common import error_pane, guarded, page_shell, query_int, query_str
+from idexdask.dashboard.common import error_pane, guarded, hv_pane, page_shell, query_int, query_str
 from idexdask.dashboard.pages.event import event_controls, sync_event_to_url
 from idexdask.dashboard.state import ReviewState, ServerContext
 
@@ -43,7 +43,8 @@ def noise_page(context: ServerContext) -> pn.Column:
                    f"choose one of {', '.join(names)}")
         asked = names[0] if names else asked
     state.channel = asked
-    window = context.config.get("quality", {}).get("noise", {}).get("window_us", (-7.0, -5.0))
+    window = (context.config.get("analysis", {}).get("quality", {}).get("noise", {})
+              .get("window_us", (-7.0, -5.0)))
     view = NoiseView(start_us=float(window[0]), stop_us=float(window[1]))
     sync_event_to_url(state)
 
@@ -90,11 +91,11 @@ def noise_page(context: ServerContext) -> pn.Column:
                                                height=300)
         return pn.Column(
             pn.pane.HTML(text, css_classes=["idx-noise-fit"]),
-            pn.Row(pn.pane.HoloViews((hist * fit).opts(title=f"{channel} baseline histogram",
+            pn.Row(hv_pane((hist * fit).opts(title=f"{channel} baseline histogram",
                                                         responsive=True, height=300),
                                      sizing_mode="stretch_width"),
-                   pn.pane.HoloViews(spectrum, sizing_mode="stretch_width"),
-                   pn.pane.HoloViews(acf, sizing_mode="stretch_width"),
+                   hv_pane(spectrum, sizing_mode="stretch_width"),
+                   hv_pane(acf, sizing_mode="stretch_width"),
                    sizing_mode="stretch_width", css_classes=["idx-noise-plots"]),
             sizing_mode="stretch_width")
 
