@@ -280,8 +280,9 @@ def read_cdf(path: str | os.PathLike, *, records: tuple[int, int] | None = None)
                                     "long_name": "event time, TT2000 (ns since J2000 TT)"}),
         "channel": ("channel", np.array([c.name for c in CHANNELS], dtype=object)),
     }
-    attrs: dict[str, Any] = {"source": path.name, "source_product": source,
-                             "source_records": f"{start}-{stop}"}
+    # source_kind: flight telemetry as read_l0's (the same instrument, calibration presets)
+    attrs: dict[str, Any] = {"source": path.name, "source_kind": "idex_l0",
+                             "source_product": source, "source_records": f"{start}-{stop}"}
     logger.info("%s: read %d events of %s", path.name, n, source)
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 

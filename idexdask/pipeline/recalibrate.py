@@ -43,7 +43,8 @@ _LINE_VARIABLES = (
     "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
     "peak_count",
 )
-_SOURCE_KIND = {"l0": "idex_l0", "trc": "lecroy_trc"}
+# "cdf": the official L1a CDFs of flight telemetry decode to read_l0's events
+_SOURCE_KIND = {"l0": "idex_l0", "cdf": "idex_l0", "trc": "lecroy_trc"}
 
 
 def _read_rows(store: str, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
