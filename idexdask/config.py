@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import functools
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,6 @@ __all__ = [
     "merge",
     "parse_assignment",
     "read_yaml_cached",
-    "register_check",
-    "register_table",
 ]
 
 def config_dir() -> Path:
@@ -141,43 +139,6 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-# Checks declared by stage modules at import time (register_check): kept for
-# callers of that older interface; the model itself is idexdask.schema.SCHEMA.
-_Check = Callable[[Any], bool]
-_EXTRA_CHECKS: dict[str, tuple[_Check, str]] = {}
-
-
-def register_check(dotted_key: str, check: _Check, requirement: str) -> None:
-    """Add a value check for ``dotted_key``, run after the model's own checks.
-
-    Prefer one line in :data:`idexdask.schema.SCHEMA`, where every other key is
-    declared (a key of ``default.yaml`` without one fails the test suite).  The
-    registry only grows with static, import-time declarations.
-    """
-    _EXTRA_CHECKS[dotted_key] = (check, requirement)
-
-
-def register_table(
-    dotted_key: str, check: _Check | None = None, requirement: str = "", *, typed: bool = True
-) -> None:
-    """Kept for older callers: tables are :class:`idexdask.schema.Table` specs now."""
-    if check is not None:
-        register_check(dotted_key, lambda table: all(check(v) for v in table.values()),
-                       requirement)
-
-
-def _extra_checks(config: Mapping[str, Any]) -> None:
-    for dotted, (check, requirement) in _EXTRA_CHECKS.items():
-        value: Any = config
-        for part in dotted.split("."):
-            if not isinstance(value, Mapping) or part not in value:
-                break
-            value = value[part]
-        else:
-            if value is not None and not check(value):
-                raise ConfigError(f"{dotted}: {value!r} is invalid ({requirement})")
-
-
 _DEFAULTS_CACHE: dict[tuple[str, int], dict[str, Any]] = {}
 
 
@@ -240,7 +201,6 @@ def load_config(
     # are named as written, before the merge could hide them
     schema.validate(override, defaults, complete=False)
     merged = schema.validate(merge(defaults, override), defaults)
-    _extra_checks(merged)
     return merged
 
 
