@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from idexdask.analysis.instrument_table import load_instrument_table
 from idexdask.errors import StoreError
 from idexdask.packets.quality import QualityFlag
 from idexdask.pipeline.export import open_campaign
@@ -39,6 +40,7 @@ __all__ = [
     "SCALAR_VARIABLES",
     "EventRow",
     "StoreData",
+    "instrument_scalar_names",
     "as_text",
     "decode_flags",
     "lines_frame",
@@ -56,6 +58,22 @@ SCALAR_VARIABLES = (
     "tof_line_count", "mg_number", "fo_number", "kappa", "quality_flags",
     "composition_status", "mass_calibration_status", "best_mineral", "input_index",
 )
+
+def instrument_scalar_names() -> tuple[str, ...]:
+    """Per-event instrument-state variables the campaign page can plot (issue 22).
+
+    The housekeeping quantities of ``configs/instrument_state.yaml`` in engineering
+    units, each gain's trigger threshold and mode number, the trigger-origin bits,
+    the dead time and the state flags: the numeric variables of
+    :func:`idexdask.analysis.instrument.instrument_state_variables`.
+    """
+    table = load_instrument_table(None)
+    names = [q.name for q in table.housekeeping]
+    for gain in table.trigger_gains:
+        names += [f"trigger_level_{gain.gain}", f"trigger_mode_{gain.gain}_code"]
+    names += ["trigger_origin_bits", "dead_time", "instrument_state_flags"]
+    return tuple(names)
+
 
 #: Line-table columns (``peak_<name>`` in the store), in display order.
 LINE_COLUMNS = (
@@ -235,7 +253,7 @@ class StoreData:
             epoch = np.asarray(dataset["epoch"].values)[rows]
             columns["epoch"] = epoch
             columns["time"] = tt2000_to_utc(epoch)
-        for name in SCALAR_VARIABLES:
+        for name in (*SCALAR_VARIABLES, *instrument_scalar_names()):
             if name not in dataset.variables or dataset[name].dims != ("epoch",):
                 continue
             values = np.asarray(dataset[name].values)[rows]

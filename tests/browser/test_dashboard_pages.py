@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from idexdask.dashboard.data import StoreData
 from tests.browser.pages import (
     click_in_shadow,
     console_errors,
@@ -59,6 +60,21 @@ def test_every_page_on_real_flight_store(browser, start_server, l0_store, artifa
     for channel in ("TOF_High (DN)", "TOF_Mid (DN)", "TOF_Low (DN)", "Target_High (DN)",
                     "Target_Low (DN)", "Ion_Grid (DN)"):
         assert channel in texts["event"]
+    # the instrument state next to the waveforms, in engineering units (issue 22)
+    assert "Instrument state" in texts["event"] and "reflectron_voltage" in texts["event"]
+    assert "trigger_origin" in texts["event"] and "dead_time" in texts["event"]
+    open_page(browser, server.url + "/event?event=5")
+    wait_count(browser, ".idx-instrument-state")
+    # a header row and the 32 housekeeping quantities
+    assert wait_count(browser, ".idx-housekeeping tr", at_least=33) == 33
+    screenshot(browser, artifacts, "l0-event-instrument-state")
+    # the campaign page can plot any per-event instrument quantity over time
+    scalars = StoreData(l0_store).scalars()
+    for name in ("reflectron_voltage", "target_voltage", "dead_time", "trigger_level_hg"):
+        assert name in scalars.columns and scalars[name].dtype.kind == "f"
+    # V: the 20231218 file's reflectron at ~2947 V; every event has a reading
+    assert scalars["reflectron_voltage"].notna().all()
+    assert scalars["reflectron_voltage"].max() > 2900
     assert "lines (stored)" in texts["lines"]
     assert "Gaussian fit" in texts["noise"] and "Welch power spectral density" in texts["noise"]
     assert "manifest units" in texts["browser"] and "TOF_High" in texts["browser"]
@@ -71,6 +87,8 @@ def test_every_page_on_real_lab_store(browser, start_server, trc_store, artifact
     for channel in ("TOF_High (V)", "TOF_Low (V)", "QD_1 (V)", "QD_2 (V)"):
         assert channel in texts["event"]
     assert "peridot_C" in texts["event"]
+    # lab captures carry no IDEX event header: a note, not an error
+    assert "no instrument state for this event" in texts["event"]
     # 500,002 samples per channel never reach the browser: every trace is downsampled
     open_page(browser, server.url + "/event?event=1")
     wait_count(browser, ".bk-Canvas, canvas", at_least=1)

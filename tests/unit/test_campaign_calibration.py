@@ -110,3 +110,40 @@ def test_result_independent_of_event_order():
     # problem up to summation order (1e-12 µs ~ rounding of ~1e-16 relative)
     np.testing.assert_allclose(shuffled.coefficients[inverse], base.coefficients,
                                rtol=0, atol=1e-9)
+
+
+def test_two_high_voltage_settings_of_one_input_get_separate_scales():
+    """Events of one input at two reflectron voltages are calibrated in two groups (issue 22).
+
+    The first half keeps the simulator's reflectron word (2011 DN = 2946 V), the
+    second is set to 1709 DN = 2504 V: 442 V apart, far beyond the 25 V tolerance
+    of configs/instrument_state.yaml.  The lines are those of one geometry, so only
+    the grouping can separate the two halves.
+    """
+    drawn = {"tof_stretch": (STRETCH, STRETCH), "tof_t0": (0.0, 0.1)}
+    s = simulate_events(40, seed=3, **drawn)
+    events = s.events.copy()
+    word = events["idx__txhdrhvpshkch45"].values.copy()
+    second = np.arange(word.size) >= word.size // 2
+    word[second] = (word[second] & np.uint32(0xFFFFF000)) | np.uint32(0x6AD)
+    events["idx__txhdrhvpshkch45"] = ("epoch", word)
+    out = analyze(events)
+    reflectron = out["reflectron_voltage"].values
+    assert np.ptp(reflectron[~second]) == 0 and np.ptp(reflectron[second]) == 0
+    assert reflectron[second][0] < reflectron[~second][0] - 400  # V
+    groups = json.loads(out["mass_calibration"].attrs["campaign_calibration"])
+    assert sorted(groups) == ["0:hv0", "0:hv1"]
+    # hv0 is the lower setting (groups numbered by increasing voltage)
+    events_of = {key: set(value["events"]) for key, value in groups.items()}
+    assert events_of["0:hv0"] <= set(np.flatnonzero(second).tolist())
+    assert events_of["0:hv1"] <= set(np.flatnonzero(~second).tolist())
+    assert all(value["calibrated"] for value in groups.values())
+    assert min(len(v) for v in events_of.values()) >= 15  # most events of each half
+
+
+def test_one_high_voltage_setting_keeps_the_input_group():
+    """Every simulated event at one setting: the single group keeps the input's label."""
+    s = simulate_events(6, seed=5)
+    out = analyze(s.events)
+    groups = json.loads(out["mass_calibration"].attrs["campaign_calibration"])
+    assert list(groups) == ["0"]

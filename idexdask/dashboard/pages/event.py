@@ -1,4 +1,4 @@
-"""``/event?event=N``: one event's header, waveforms, impact fits and TOF spectrum."""
+"""``/event?event=N``: one event's header, waveforms, instrument state and TOF spectrum."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from idexdask.dashboard.common import (
     start_live,
 )
 from idexdask.dashboard.data import decode_flags, tt2000_to_utc
+from idexdask.dashboard.instrument_view import instrument_state_html
 from idexdask.dashboard.plots import spectrum_plot, waveform_plot
 from idexdask.dashboard.state import ReviewState, ServerContext
 
@@ -146,6 +147,11 @@ def event_page(context: ServerContext) -> pn.Column:
         return pn.Column(*panes, sizing_mode="stretch_width")
 
     @guarded
+    def instrument(event, refresh):
+        row = context.data.event(event).dataset
+        return pn.pane.HTML(instrument_state_html(row), width=620)
+
+    @guarded
     def spectrum(event, mass_axis, refresh):
         row = context.data.event(event).event
         lines = context.data.lines(event)
@@ -167,7 +173,12 @@ def event_page(context: ServerContext) -> pn.Column:
         pn.panel(pn.bind(header, state.param.event, state.param.refresh)),
         pn.panel(pn.bind(spectrum, state.param.event, view.param.mass_axis,
                          state.param.refresh)),
-        pn.panel(pn.bind(waveforms, state.param.event, view.param.svg, state.param.refresh)),
+        pn.Row(
+            pn.panel(pn.bind(waveforms, state.param.event, view.param.svg, state.param.refresh),
+                     sizing_mode="stretch_width"),
+            pn.panel(pn.bind(instrument, state.param.event, state.param.refresh)),
+            sizing_mode="stretch_width",
+        ),
         sizing_mode="stretch_width",
     )
     return page_shell("/event", "Event", str(context.data.path), body, event=state.event)
