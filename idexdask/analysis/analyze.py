@@ -38,7 +38,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.hv_settings import group_by_high_voltage
+from idexdask.analysis.hv_settings import split_groups_by_high_voltage
 from idexdask.analysis.impact import (
     FIT_PARAMETERS,
     IMPACT_CHANNELS,
@@ -283,33 +283,6 @@ def _tof_products(
     }
 
 
-def _split_by_high_voltage(
-    group: np.ndarray, instrument: Mapping[str, xr.Variable] | None
-) -> np.ndarray:
-    """Calibration group labels: the input group split by high-voltage setting.
-
-    A time-of-flight mass scale belongs to one high-voltage setting, so events of
-    one input recorded at two settings (:func:`group_by_high_voltage`) never share
-    one.  An input whose events are all of one setting, or whose voltages are
-    missing (lab captures, a lost header packet), keeps its label; the parts of a
-    split input are labelled ``"<input>:hv<k>"`` (``"<input>:hv-"`` for the events
-    without voltages), ``k`` the campaign-wide setting number.
-    """
-    labels = np.asarray(group).astype(str)
-    if not instrument:
-        return labels
-    state = xr.Dataset({name: var for name, var in instrument.items() if var.dims == ("epoch",)})
-    setting = group_by_high_voltage(state).group
-    if setting.max(initial=-1) < 0:
-        return labels
-    setting_label = np.where(setting >= 0, np.char.add(":hv", setting.astype(str)), ":hv-")
-    for label in np.unique(labels):
-        members = labels == label
-        if np.unique(setting[members]).size > 1:
-            labels[members] = np.char.add(label, setting_label[members])
-    return labels
-
-
 def _mass_calibration(
     lines: dict[str, np.ndarray],
     n_events: int,
@@ -358,7 +331,12 @@ def _mass_calibration(
         if "input_index" in variables and variables["input_index"].dims == ("epoch",)
         else np.zeros(n_events, np.int64)
     )
-    group = _split_by_high_voltage(group, instrument)
+    if instrument:
+        state = xr.Dataset(
+            {name: var for name, var in instrument.items() if var.dims == ("epoch",)})
+        group = split_groups_by_high_voltage(group, state)
+    else:
+        group = np.asarray(group).astype(str)
     own = batch.stacked(order=_CAL_ORDER)
     grouped = calibrate_groups(
         lines["event"], lines["center"], lines["area"], good, group, calibration_settings,

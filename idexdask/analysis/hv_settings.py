@@ -19,7 +19,7 @@ from idexdask.analysis.instrument import instrument_state_variables
 from idexdask.analysis.instrument_table import TableLike, load_instrument_table
 from idexdask.errors import AnalysisError
 
-__all__ = ["HighVoltageGroups", "group_by_high_voltage"]
+__all__ = ["HighVoltageGroups", "group_by_high_voltage", "split_groups_by_high_voltage"]
 
 _log = get_logger(__name__)
 
@@ -147,3 +147,38 @@ def group_by_high_voltage(
         "%d events in %d high-voltage settings (tolerance %g V)", int(usable.sum()), n_groups, tol
     )
     return HighVoltageGroups(group, names, setting, spread, count, tol)
+
+
+def split_groups_by_high_voltage(labels: np.ndarray, events: xr.Dataset) -> np.ndarray:
+    """Calibration group labels: each group split by high-voltage setting.
+
+    A time-of-flight mass scale belongs to one high-voltage setting, so events of
+    one group (an input file) recorded at two settings (:func:`group_by_high_voltage`)
+    never share one.  A group whose events are all of one setting, or whose
+    voltages are missing (lab captures, a lost header packet), keeps its label; the
+    parts of a split group are labelled ``"<label>:hv<k>"`` (``"<label>:hv-"`` for
+    the events without voltages), ``k`` the setting number over all of ``events``.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        (E,) group label of each event (any type; compared as text).
+    events : xarray.Dataset
+        The same E events, with their voltages or header words (as
+        :func:`group_by_high_voltage` takes them).
+
+    Returns
+    -------
+    numpy.ndarray
+        (E,) str labels.
+    """
+    labels = np.asarray(labels).astype(str)
+    setting = group_by_high_voltage(events).group
+    if setting.max(initial=-1) < 0:
+        return labels
+    setting_label = np.where(setting >= 0, np.char.add(":hv", setting.astype(str)), ":hv-")
+    for label in np.unique(labels):
+        members = labels == label
+        if np.unique(setting[members]).size > 1:
+            labels[members] = np.char.add(label, setting_label[members])
+    return labels

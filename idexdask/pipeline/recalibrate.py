@@ -55,6 +55,26 @@ def _read_rows(store: str, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
     return xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
 
 
+def _high_voltage_labels(store: str, regions: Sequence[tuple[int, int]], n: int) -> np.ndarray:
+    """(n,) calibration group labels of one input's rows: ``"0"``, split by HV setting.
+
+    As :func:`idexdask.analyze` does: events of one input recorded at two
+    high-voltage settings never share a mass scale.  A store without the stored
+    voltages (lab captures, ``pipeline.analyze: false``) keeps one group.
+    """
+    from idexdask.analysis.hv_settings import split_groups_by_high_voltage
+    from idexdask.analysis.instrument_table import load_instrument_table
+
+    labels = np.zeros(n, dtype=np.int64).astype(str)
+    names = load_instrument_table().high_voltage_groups.voltages
+    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    if not all(name in ds.variables for name in names):
+        return labels
+    parts = [ds[list(names)].isel(epoch=slice(a, b)).load() for a, b in regions]
+    voltages = xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
+    return split_groups_by_high_voltage(labels, voltages)
+
+
 def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """Event-major lines -> flat arrays (event index, values) in slot order."""
     count = np.asarray(ds["peak_count"].values, dtype=np.int64)
@@ -120,15 +140,21 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
     batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
+    labels = _high_voltage_labels(store, regions, n)
     grouped = calibrate_groups(
-        lines["event"], center, area, good, np.zeros(n, np.int64), settings,
+        lines["event"], center, area, good, labels, settings,
         CampaignSettings.from_config(cal_cfg.get("campaign")),
         batch.stacked(order=CAL_ORDER), batch.n_matched,
     )
     calibrated = np.all(np.isfinite(grouped.coefficients[:, :2]), axis=1)
     residual = np.full(lines["used"].shape, np.nan, dtype=np.float64)
     residual[lines["used"]] = grouped.residual_us
-    summary = grouped.groups.get("0", {})
+    # one input at one high-voltage setting: its group's summary; an input recorded
+    # at several settings: one summary per setting, by label
+    parts = sorted(set(labels.tolist()))
+    summary = (grouped.groups.get("0", {}) if parts == ["0"]
+               else {"high_voltage_settings": {label: grouped.groups.get(label, {})
+                                               for label in parts}})
     return {
         "coefficients": grouped.coefficients,
         "status": np.where(calibrated, "calibrated", batch.status).astype(str),

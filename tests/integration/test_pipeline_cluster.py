@@ -321,6 +321,49 @@ def test_lab_campaign_calibration_is_a_dataflow_step(cluster, trc_dir, tmp_path)
     assert summary.campaign_calibration["0"]["calibrated"]
 
 
+def test_campaign_step_splits_an_input_by_high_voltage(cluster, tmp_path):
+    """An input recorded at two reflectron voltages gets two mass scales in `submit`'s
+    campaign step too (issue 22), as analyze() of the whole input does, although each
+    task sees only 8 of its 40 events."""
+    from idexdask.analysis import analyze
+    from idexdask.pipeline.ragged import peaks_to_event_major
+    from idexdask.simulate import simulate_events
+    from idexdask.simulate.writer import write_packets
+
+    # first half at the simulator's 2946 V, second half 442 V lower (as in
+    # tests/unit/test_campaign_calibration.py): only the grouping separates them
+    events = simulate_events(40, seed=3, tof_stretch=(1.4437, 1.4437),
+                             tof_t0=(0.0, 0.1)).events.copy()
+    word = events["idx__txhdrhvpshkch45"].values.copy()
+    second = np.arange(word.size) >= word.size // 2
+    word[second] = (word[second] & np.uint32(0xFFFFF000)) | np.uint32(0x6AD)
+    events["idx__txhdrhvpshkch45"] = ("epoch", word)
+    source = tmp_path / "two_settings.pkts"
+    source.write_bytes(write_packets(events))
+    config = load_config({"cluster": {"dashboard": ":0"},
+                          "pipeline": {"batch_events": 8, "chunk_events": 8}})
+    store = tmp_path / "hv.zarr"
+    summary = run_campaign([source], store, config,
+                           cluster=ClusterOptions(address=str(cluster.scheduler_file)))
+    assert summary.failures == [] and summary.events_done == 40
+    settings = summary.campaign_calibration["0"]["high_voltage_settings"]
+    assert sorted(settings) == ["0:hv0", "0:hv1"]
+    assert set(settings["0:hv0"]["events"]) <= set(np.flatnonzero(second).tolist())
+    assert set(settings["0:hv1"]["events"]) <= set(np.flatnonzero(~second).tolist())
+    assert all(part["calibrated"] for part in settings.values())
+    # the step's products equal those of analyze() over the whole input
+    from idexdask import read_l0
+
+    stored = open_campaign(store).load()
+    whole = peaks_to_event_major(analyze(read_l0(source), config), 64)
+    for name in ("mass_calibration", "mass_calibration_status", "mass_calibration_method"):
+        want, got = whole[name].values, stored[name].values
+        if want.dtype.kind == "f":
+            np.testing.assert_array_equal(got, want, err_msg=name)
+        else:
+            assert np.array_equal(got.astype(want.dtype), want), name
+
+
 def _ragged(stored):
     from idexdask.pipeline.ragged import peaks_from_event_major
 
