@@ -464,8 +464,11 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
         if variable.dtype.kind in "US":
             values = variable.values.astype(str).astype(object)
         level = variable.attrs.get(LEVEL_ATTR, untagged)
+        # the encoding travels too: a waveform's ADC-code scale (idexdask.adccodes)
+        # is what makes the store keep its int16 codes
         variables[name] = xr.Variable(variable.dims, values,
-                                      attrs={**variable.attrs, LEVEL_ATTR: level})
+                                      attrs={**variable.attrs, LEVEL_ATTR: level},
+                                      encoding=variable.encoding)
     variables.update({name: xr.Variable(v.dims, v.data, attrs={**v.attrs, LEVEL_ATTR: "l2a"})
                       for name, v in added.items()})
     variables = compact_axes(variables)  # uniform time axes: stored as their terms

@@ -333,7 +333,9 @@ def test_analyze_store_and_exports_carry_the_state(l0_dir, trc_dir, tmp_path):
 
         h5.visititems(collect)
     np.testing.assert_array_equal(found["reflectron_voltage"], state["reflectron_voltage"].values)
-    cdf = cdflib.xarray.cdf_to_xarray(str(exports / "imap_idex_l0_raw_20231218_v001.cdf"))
+    # the state is an analysis product: in the input's SDC-named L2a CDF (its date is
+    # the UTC date of the input's first event)
+    cdf = cdflib.xarray.cdf_to_xarray(str(exports / "imap_idex_l2a_sci_20231218_v001.cdf"))
     np.testing.assert_array_equal(cdf["target_voltage"].values, state["target_voltage"].values)
     assert cdf["target_voltage"].attrs["UNITS"] == "V"
     assert cdf["trigger_origin"].values.tolist() == state["trigger_origin"].values.tolist()
