@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import operator
+from dataclasses import dataclass
 
 import holoviews as hv
 import numpy as np
@@ -24,7 +25,10 @@ from idexdask.analysis.lineshapes import emg
 
 __all__ = [
     "DOWNSAMPLE_WIDTH",
+    "ImpactOverlay",
+    "downsampled",
     "impact_overlay",
+    "impact_overlay_data",
     "line_curves",
     "mass_of_time",
     "spectrum_plot",
@@ -67,36 +71,70 @@ def waveform(event: xr.Dataset, name: str) -> tuple[np.ndarray, np.ndarray, str]
     return time, values, str(variable.attrs.get("units", ""))
 
 
-def _downsampled(curve: hv.Curve, x_range: tuple[float, float] | None = None) -> hv.DynamicMap:
+def downsampled(curve: hv.Curve | hv.DynamicMap,
+                x_range: tuple[float, float] | None = None) -> hv.DynamicMap:
     """LTTB-downsampled trace; ``x_range`` is the range it first opens on."""
     extra = {"x_range": x_range} if x_range else {}
     return downsample1d(curve, algorithm="lttb", width=DOWNSAMPLE_WIDTH, **extra)
 
 
-def impact_overlay(event: xr.Dataset, name: str, time: np.ndarray) -> list:
-    """The stored impact fit of channel ``name`` with its time of impact and 10/90 % marks."""
+@dataclass(frozen=True)
+class ImpactOverlay:
+    """A stored impact fit evaluated for display.
+
+    Attributes
+    ----------
+    grid : numpy.ndarray
+        Display times (µs).
+    model : numpy.ndarray
+        Fitted signal on ``grid`` (the channel's unit).
+    time_of_impact : float
+        Fitted time of impact (µs).
+    levels : tuple of float
+        Times (µs) where the rising signal crosses 10 % and 90 % of its peak.
+    """
+
+    grid: np.ndarray
+    model: np.ndarray
+    time_of_impact: float
+    levels: tuple[float, ...]
+
+
+def impact_overlay_data(event: xr.Dataset, name: str, time: np.ndarray) -> ImpactOverlay | None:
+    """The stored impact fit of channel ``name`` on a display grid, or None without one."""
     prefix = IMPACT_CHANNELS.get(name)
     if prefix is None or f"{prefix}_fit_parameters" not in event:
-        return []
+        return None
     names = [str(n) for n in event["fit_parameter"].values]
     params = dict(zip(names, np.asarray(event[f"{prefix}_fit_parameters"].values, dtype=float),
                       strict=True))
     t0 = params.get("time_of_impact", np.nan)
     if not all(np.isfinite(v) for v in params.values()):
-        return []
+        return None
     grid = np.linspace(np.nanmin(time), np.nanmax(time), 4000)
     signal = impact_signal(np, grid - t0, params["amplitude"], params["rise_time"],
                            params["decay_time"])
     model = params["constant_offset"] + signal
-    overlay = [hv.Curve((grid, model), "time", name, label="impact fit").opts(
-        color="red", line_width=2)]
-    overlay.append(hv.VLine(t0, label="impact").opts(color="black", line_dash="dashed"))
     peak = np.nanargmax(np.abs(signal))
     rising = np.abs(signal[: peak + 1])
+    levels: tuple[float, ...] = ()
     if rising.size > 1 and rising[-1] > 0:
-        for level, dash in ((0.1, "dotted"), (0.9, "dotted")):
-            t_level = grid[int(np.searchsorted(rising, level * rising[-1]))]
-            overlay.append(hv.VLine(t_level).opts(color="orange", line_dash=dash))
+        levels = tuple(float(grid[int(np.searchsorted(rising, level * rising[-1]))])
+                       for level in (0.1, 0.9))
+    return ImpactOverlay(grid, np.asarray(model, dtype=float), float(t0), levels)
+
+
+def impact_overlay(event: xr.Dataset, name: str, time: np.ndarray) -> list:
+    """The stored impact fit of channel ``name`` with its time of impact and 10/90 % marks."""
+    fit = impact_overlay_data(event, name, time)
+    if fit is None:
+        return []
+    overlay = [hv.Curve((fit.grid, fit.model), "time", name, label="impact fit").opts(
+        color="red", line_width=2)]
+    overlay.append(hv.VLine(fit.time_of_impact, label="impact").opts(
+        color="black", line_dash="dashed"))
+    for t_level in fit.levels:
+        overlay.append(hv.VLine(t_level).opts(color="orange", line_dash="dotted"))
     return overlay
 
 
@@ -112,7 +150,7 @@ def waveform_plot(event: xr.Dataset, name: str, *, height: int = 160) -> hv.Over
     rate = str(event[name].dims[-1]).removesuffix("_index").removeprefix("time_")
     xdim = hv.Dimension(f"time_{rate}", label="time", unit="µs")
     curve = hv.Curve((time, values), xdim, hv.Dimension(name, label=label))
-    plot = _downsampled(curve).opts(color="#1f77b4")
+    plot = downsampled(curve).opts(color="#1f77b4")
     fits = [element.redim(time=xdim.name) for element in impact_overlay(event, name, time)]
     overlay = functools.reduce(operator.mul, [plot, *fits])
     n_fill = int(np.count_nonzero(~np.isfinite(values)))
@@ -187,7 +225,7 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
             margin = 0.15 * (stop - start) + 0.5
             xlim = (max(start - margin, float(np.nanmin(x))),
                     min(stop + margin, float(np.nanmax(x))))
-    trace = _downsampled(hv.Curve((x, values), xdim, ydim), x_range=xlim).opts(
+    trace = downsampled(hv.Curve((x, values), xdim, ydim), x_range=xlim).opts(
         color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
     for stream in streams:
         stream.source = trace

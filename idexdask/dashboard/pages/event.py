@@ -19,8 +19,9 @@ from idexdask.dashboard.common import (
     start_live,
 )
 from idexdask.dashboard.data import decode_flags, tt2000_to_utc
+from idexdask.dashboard.event_plots import WaveformStacks, waveform_note
 from idexdask.dashboard.instrument_view import instrument_state_html
-from idexdask.dashboard.plots import spectrum_plot, waveform_plot
+from idexdask.dashboard.plots import spectrum_plot
 from idexdask.dashboard.state import ReviewState, ServerContext
 
 __all__ = ["event_controls", "event_header", "event_page"]
@@ -129,22 +130,35 @@ def event_page(context: ServerContext) -> pn.Column:
     def header(event, refresh):
         return pn.pane.HTML(event_header(context, event), sizing_mode="stretch_width")
 
+    # the waveform plots are built once per session (and per SVG choice): an event
+    # switch pushes the new row's arrays into them instead of rebuilding ~1 s of figures
+    stacks: dict[str, WaveformStacks] = {}
+    notes = pn.pane.HTML("", sizing_mode="stretch_width")
+
     @guarded
-    def waveforms(event, svg, refresh):
-        row = context.data.event(event).event
-        names = [n for n in context.data.waveform_names() if n in row]
-        # one stack per sampling rate (TOF, charge): each shares its time axis
-        groups: dict[str, list] = {}
-        for name in names:
-            groups.setdefault(str(row[name].dims[-1]), []).append(waveform_plot(row, name))
-        panes = []
-        for plots in groups.values():
-            layout = hv.Layout(plots).cols(1).opts(shared_axes=True)
-            if svg:
-                layout = layout.opts(hv.opts.Curve(backend_opts={"plot.output_backend": "svg"}))
-            panes.append(hv_pane(layout, sizing_mode="stretch_width",
-                                           css_classes=["idx-waveforms"]))
+    def waveforms(svg):
+        stacks["current"] = WaveformStacks(context.data, state.event, svg=svg)
+        notes.object = waveform_note(context.data.event(state.event).event,
+                                     stacks["current"].names)
+        panes = [hv_pane(layout, sizing_mode="stretch_width", css_classes=["idx-waveforms"])
+                 for layout in stacks["current"].layouts]
         return pn.Column(*panes, sizing_mode="stretch_width")
+
+    def show_waveforms(_=None) -> None:
+        current = stacks.get("current")
+        if current is None:
+            return
+        try:
+            with pn.io.hold():
+                current.show(state.event)
+                notes.object = waveform_note(context.data.event(state.event).event,
+                                             current.names)
+        except Exception as exc:  # a view must never take the page down
+            logger.exception("waveforms of event %s failed", state.event)
+            notes.object = (f"<div class='idx-error' style='color:#a00'>waveforms: "
+                            f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>")
+
+    state.param.watch(show_waveforms, ["event", "refresh"])
 
     @guarded
     def instrument(event, refresh):
@@ -174,8 +188,9 @@ def event_page(context: ServerContext) -> pn.Column:
         pn.panel(pn.bind(spectrum, state.param.event, view.param.mass_axis,
                          state.param.refresh)),
         pn.Row(
-            pn.panel(pn.bind(waveforms, state.param.event, view.param.svg, state.param.refresh),
-                     sizing_mode="stretch_width"),
+            pn.Column(notes, pn.panel(pn.bind(waveforms, view.param.svg),
+                                      sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width"),
             pn.panel(pn.bind(instrument, state.param.event, state.param.refresh)),
             sizing_mode="stretch_width",
         ),
