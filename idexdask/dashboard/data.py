@@ -13,6 +13,7 @@ the store's events, the event cache holds a few rows).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -115,9 +116,13 @@ class EventRow:
     index: int
     dataset: xr.Dataset
 
-    @property
+    @functools.cached_property
     def event(self) -> xr.Dataset:
-        """The row without its ``epoch`` dimension."""
+        """The row without its ``epoch`` dimension.
+
+        Cached: ``isel`` over the row's few hundred variables costs ~20–100 ms, and
+        every view of an event page asks for it (the header, the lines, each channel).
+        """
         return self.dataset.isel(epoch=0)
 
 

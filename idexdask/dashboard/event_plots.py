@@ -20,7 +20,12 @@ import numpy as np
 import xarray as xr
 
 from idexdask.dashboard.data import StoreData
-from idexdask.dashboard.plots import downsampled, impact_overlay_data, waveform
+from idexdask.dashboard.plots import (
+    IMPACT_CHANNELS,
+    downsampled,
+    impact_overlay_data,
+    waveform,
+)
 
 __all__ = ["EventRow", "WaveformStacks", "waveform_note"]
 
@@ -109,9 +114,12 @@ class WaveformStacks:
                                                            line_dash="dotted"))
 
         traces = downsampled(hv.DynamicMap(trace, streams=[self.stream])).opts(color="#1f77b4")
-        fits = hv.DynamicMap(fit, streams=[self.stream])
-        return (traces * fits).opts(hv.opts.Overlay(height=height, responsive=True,
-                                                    title=label, show_legend=False))
+        if name in IMPACT_CHANNELS and f"{IMPACT_CHANNELS[name]}_fit_parameters" in first:
+            traces = traces * hv.DynamicMap(fit, streams=[self.stream])
+        # framewise: each event gets its own axis ranges, as a rebuilt plot would
+        shown = {"height": height, "responsive": True, "title": label, "framewise": True}
+        return traces.opts(hv.opts.Curve(**shown), hv.opts.VLines(framewise=True),
+                           hv.opts.Overlay(show_legend=False, **shown))
 
     def show(self, row: int) -> None:
         """Draw event ``row`` in the existing plots (new data, same figures)."""

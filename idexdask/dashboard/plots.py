@@ -233,14 +233,19 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     labels = []
     # label the tallest lines only: 30 lab lines within a few µs would overprint
     labelled = set(lines["height"].nlargest(MAX_LABELS).index) if "height" in lines else set()
+    paths = []
     for (lx, ly), row in zip(line_curves(lines), lines.itertuples(), strict=False):
         if masses is not None:
             lx = mass_of_time(event, lx)
-        layers.append(hv.Curve((lx, ly), xdim, ydim).opts(color="red", line_width=1.5))
+        paths.append((lx, ly))
         at = float(np.nanmax(ly)) if np.isfinite(ly).any() else 0.0
         if row.Index in labelled:
             labels.append((float(lx[int(np.nanargmax(ly))]) if np.isfinite(ly).any()
                            else float(lx[0]), at, row.label))
+    if paths:
+        # one glyph for every line: a Bokeh renderer per line cost ~13 ms of plot
+        # construction each, the largest part of an event switch after the waveforms
+        layers.append(hv.Path(paths, [xdim, ydim]).opts(color="red", line_width=1.5))
     if labels:
         layers.append(hv.Labels(labels, [xdim, ydim], "label").opts(
             text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
