@@ -4,7 +4,8 @@ The progress block and the scalar views re-read the store when the manifest
 changes (polled every 2 s by the session), so they follow a running
 ``idexdask submit``.  Above :data:`RASTERIZE_ABOVE` points the scatter is
 rasterised by Datashader on the server (the browser receives an image, not the
-points); a box selection then filters by the box's bounds.
+points); a box selection then filters by the box's bounds.  The timeline is
+rasterised above the same size, and the event table sends the browser one page.
 """
 
 from __future__ import annotations
@@ -178,6 +179,14 @@ def campaign_page(context: ServerContext) -> pn.Column:
         if "time" not in frame or not len(frame):
             return pn.pane.HTML("<i>no event times</i>")
         curve = hv.Scatter((frame["time"].to_numpy(), yv), kdims=["UTC"], vdims=[yname])
+        if len(frame) > RASTERIZE_ABOVE:
+            # 100k glyphs cost the browser seconds to receive and draw: send an image
+            from holoviews.operation.datashader import dynspread, rasterize
+
+            image = dynspread(rasterize(curve).opts(cmap="viridis", cnorm="log"))
+            return hv_pane(image.opts(responsive=True, min_height=250,
+                                      title=f"{yname} over time (rasterised)"),
+                           sizing_mode="stretch_width")
         return hv_pane(curve.opts(responsive=True, min_height=250, size=4,
                                             title=f"{yname} over time"),
                                  sizing_mode="stretch_width")
