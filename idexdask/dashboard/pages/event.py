@@ -5,7 +5,6 @@ from __future__ import annotations
 import html
 import logging
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 import param
