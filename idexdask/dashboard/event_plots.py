@@ -31,8 +31,10 @@ __all__ = ["EventRow", "WaveformStacks", "waveform_note"]
 
 logger = logging.getLogger(__name__)
 
-#: The stream that carries the event row (0-based) every channel of a session draws.
-EventRow = hv.streams.Stream.define("EventRow", row=0)
+#: The stream that carries the event row (0-based) every channel of a session draws;
+#: ``revision`` changes on every push, so a live refresh of the same row re-reads it
+#: instead of getting the DynamicMap's memoised frame.
+EventRow = hv.streams.Stream.define("EventRow", row=0, revision=0)
 
 
 def waveform_note(event: xr.Dataset, names: list[str]) -> str:
@@ -95,13 +97,13 @@ class WaveformStacks:
         xdim = hv.Dimension(f"time_{rate}", label="time", unit="µs")
         ydim = hv.Dimension(name, label=label)
 
-        def trace(row: int) -> hv.Curve:
+        def trace(row: int, revision: int = 0) -> hv.Curve:
             time, values, _ = waveform(self._event(row), name)
             if not np.isfinite(values).any():
                 return hv.Curve(([], []), xdim, ydim)
             return hv.Curve((time, values), xdim, ydim)
 
-        def fit(row: int) -> hv.Overlay:
+        def fit(row: int, revision: int = 0) -> hv.Overlay:
             event = self._event(row)
             time, _, _ = waveform(event, name)
             overlay = impact_overlay_data(event, name, time)
@@ -123,4 +125,4 @@ class WaveformStacks:
 
     def show(self, row: int) -> None:
         """Draw event ``row`` in the existing plots (new data, same figures)."""
-        self.stream.event(row=int(row))
+        self.stream.event(row=int(row), revision=self.stream.revision + 1)
