@@ -66,15 +66,19 @@ def diff_stores(before: Path, after: Path) -> list[str]:
             problems.append(f"{name}: dims {lv.dims} != {rv.dims}")
         elif not _same(lv.values, rv.values):
             problems.append(f"{name}: values differ ({lv.dtype} vs {rv.dtype})")
-        elif _attrs_of_interest(lv.attrs, before.parent) != _attrs_of_interest(rv.attrs, after.parent):
+        elif _attrs_of_interest(lv.attrs, before.parent) != _attrs_of_interest(
+            rv.attrs, after.parent
+        ):
             problems.append(f"{name}: attributes differ")
-    if _attrs_of_interest(left.attrs, before.parent) != _attrs_of_interest(right.attrs, after.parent):
+    if _attrs_of_interest(left.attrs, before.parent) != _attrs_of_interest(
+        right.attrs, after.parent
+    ):
         problems.append("<dataset>: attributes differ")
     return problems
 
 
 def make_reference(directory: Path) -> None:
-    """Submit the reference inputs (simulated, real L0, real scope) into stores under ``directory``."""
+    """Submit the reference inputs (simulated, real L0, real scope), one store each."""
     directory.mkdir(parents=True, exist_ok=True)
     exe = Path(sys.executable).with_name("idexdask")
     data = Path(os.environ.get("IDEXDASK_DATA", "../shared/data"))
@@ -85,7 +89,17 @@ def make_reference(directory: Path) -> None:
         if not path.exists():
             extra = ["--compress"] if index == 0 else []
             subprocess.run(
-                [str(exe), "simulate", "-n", "100", "-o", str(path), "--seed", str(18 + index), *extra],
+                [
+                    str(exe),
+                    "simulate",
+                    "-n",
+                    "100",
+                    "-o",
+                    str(path),
+                    "--seed",
+                    str(18 + index),
+                    *extra,
+                ],
                 check=True,
             )
     runs = {
@@ -95,13 +109,24 @@ def make_reference(directory: Path) -> None:
     }
     for store, inputs in runs.items():
         subprocess.run(
-            [str(exe), "submit", *inputs, "-o", str(directory / store), "--workers", "1", "--overwrite"],
+            [
+                str(exe),
+                "submit",
+                *inputs,
+                "-o",
+                str(directory / store),
+                "--workers",
+                "1",
+                "--overwrite",
+            ],
             check=True,
         )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("stores", nargs="*", type=Path, help="BEFORE AFTER")
     parser.add_argument("--make", type=Path, help="write the reference stores into this directory")
     args = parser.parse_args(argv)
