@@ -70,6 +70,11 @@ def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
         thousand events of ~280 variables through Dask's threaded scheduler took
         4x as long, its graph of per-chunk tasks costing more than the reads).
 
+    Returns
+    -------
+    xarray.Dataset
+        Every stored variable along ``epoch`` (rows not yet written read as fill).
+
     Raises
     ------
     StoreError
