@@ -15,7 +15,7 @@ CDF names follow the IMAP SDC: ``imap_idex_l1a_sci_<yyyymmdd>_v<NNN>.cdf`` and
 Inputs whose first events fall on the same date are told apart by the descriptor:
 the first of them, in the store's input order, is ``sci``, the next ``sci-2``,
 ``sci-3``, ... (Logical_source and Logical_file_id follow).  HDF5 files are named
-after their input, as before.
+after their input.
 """
 
 from __future__ import annotations

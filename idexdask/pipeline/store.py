@@ -122,8 +122,8 @@ def chunk_rows(template: xr.Dataset, chunk_events: int) -> int:
     One event grid for all variables, so that chunk boundaries (and the locks on
     partial chunks) are the same for every variable.  The cap keeps the largest
     per-event product (the float64 high-rate time axis, 64 KiB per event) at
-    512-event chunks (32 MiB), one chunk per variable per default task: with the
-    former 8 MiB cap every unit wrote several chunks of each of ~270 arrays.
+    512-event chunks (32 MiB), one chunk per variable per default task (an
+    8 MiB cap would have each unit write several chunks of each of ~270 arrays).
     Where the cap cuts, the result is the largest divisor of ``chunk_events``
     under it, so that units planned at multiples of ``chunk_events``
     (:func:`idexdask.pipeline.plan.plan_inputs`) write whole chunks.
