@@ -14,7 +14,7 @@ import pytest
 
 from idexdask.analysis.analyze import analyze
 from idexdask.analysis.impact import ImpactStatus
-from idexdask.analysis.peaks import baseline_sigma
+from idexdask.analysis.robust import baseline_sigma
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.simulate import simulate_events
 

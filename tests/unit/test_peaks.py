@@ -103,7 +103,7 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
     """The normalised search rows as whole-array NumPy/SciPy steps (the former code)."""
     from scipy.ndimage import uniform_filter1d
 
-    from idexdask.analysis.peaks import baseline_sigma
+    from idexdask.analysis.robust import baseline_sigma
 
     n = y.shape[1]
     with np.errstate(all="ignore"):
