@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 DT_US = 1.0 / 260.0
 
