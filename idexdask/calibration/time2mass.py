@@ -2,7 +2,7 @@
 
 Loads one event from an L0 packet file, a Zarr store written by ``idexdask
 decode`` / ``submit``, a LeCroy ``.trc`` capture or a directory of captures;
-finds its TOF lines (:func:`idexdask.analysis.analyze.analyze` on that event, or
+finds its TOF lines (:func:`idexdask.analyze` on that event, or
 the stored ``peak_*`` products when the store holds them); calibrates it, either
 blind (:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from
 lines the user names (``--lines "t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`); prints
@@ -254,7 +254,7 @@ def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> Event
             (np.asarray(ds["peak_center_at_mode"].values)[sel]
              if "peak_center_at_mode" in ds else None),
         )
-    from idexdask.analysis.analyze import analyze
+    from idexdask.workflow import analyze
 
     one = ds.isel(epoch=[index]).load()
     out = analyze(one, config)
@@ -506,7 +506,7 @@ def run_time2mass(args: argparse.Namespace) -> int:
     IdexDaskError
         Unreadable source, event out of range, bad ``--lines`` or configuration.
     """
-    from idexdask.analysis.analyze import load_analysis_settings
+    from idexdask.analysis.products import load_analysis_settings
 
     user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
     ds, kind = _load_source(args.source)
