@@ -16,7 +16,7 @@ All events are handled together:
   t_peak + window_right_us]`` cut at the midpoint to a neighbouring peak of the
   same event; windows are gathered into one ``(n_peaks, width)`` array padded
   with NaN (the fitter ignores NaN points).
-* **Fit.**  One :func:`~idexdask.analysis.batchfit.fit_batch` call fits an EMG
+* **Fit.**  One :func:`~idexdask.analysis.fitting.fit_batch` call fits an EMG
   plus constant to every window of every event, weighted by the event's noise,
   so ``chisq`` is a true chi-square (about the number of points for a good fit).
 
@@ -37,7 +37,8 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus, batch_model, emg_profile, fit_batch_on
+from idexdask.analysis.fitting import FitStatus, batch_model, fit_batch_on
+from idexdask.analysis.fitting.emg_kernels import emg_profile
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
 from idexdask.analysis.robust import (
     MAD_TO_SIGMA,
