@@ -26,7 +26,6 @@ from idexdask import kernel_cache
 kernel_cache.configure()
 
 from idexdask import simulate  # noqa: E402
-from idexdask.analysis import analyze  # noqa: E402
 from idexdask.analysis.instrument import instrument_state  # noqa: E402
 from idexdask.config import load_config  # noqa: E402
 from idexdask.io.l1a_cdf import read_cdf  # noqa: E402
@@ -34,6 +33,7 @@ from idexdask.io.trc import read_trc  # noqa: E402
 from idexdask.packets.reader import read_l0  # noqa: E402
 from idexdask.pipeline.export import open_campaign  # noqa: E402
 from idexdask.pipeline.runner import run_campaign  # noqa: E402
+from idexdask.workflow import analyze  # noqa: E402
 
 __all__ = [
     "analyze",
