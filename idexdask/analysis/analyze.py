@@ -297,7 +297,7 @@ def _mass_calibration(
         bootstrap_calibrations,
         load_calibration_settings,
     )
-    from idexdask.calibration.source import resolve_preset
+    from idexdask.sources.defaults import resolve_preset
 
     section = cfg.get("calibration") or {}
     # explicit preset, else the one of the data's source kind (flight / lab)
