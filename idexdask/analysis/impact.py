@@ -52,7 +52,12 @@ from idexdask.analysis.fitting import (
     FitStatus,
     fit_batch_on,
 )
-from idexdask.analysis.peaks import _quiet, baseline_sigma, nanmedian_rows, robust_sigma
+from idexdask.analysis.robust import (
+    baseline_sigma,
+    nanmedian_rows,
+    quiet_nan_warnings,
+    robust_sigma,
+)
 
 __all__ = [
     "FIT_PARAMETERS",
@@ -505,7 +510,7 @@ def _start_values(
     dt = nanmedian_rows(np.diff(t, axis=1)) if n > 1 else np.ones(n_events)
     amp0 = np.maximum(excursion, 1.0) * 1.05
     tr0 = np.clip((t_pk - t_on) / 3.0, dt, None)
-    with _quiet():
+    with quiet_nan_warnings():
         # compiled, the values of numpy.nanmedian (which goes through numpy.ma
         # row by row when NaN are present: ~0.2 ms per call whatever the batch)
         last_val = nanmedian_rows(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan))

@@ -57,8 +57,8 @@ import scipy.special
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality import (
-    MAD_TO_SIGMA,
     channel_arrays,
     detect_quantum,
     interpolated_mad,

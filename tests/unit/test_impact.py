@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis.analyze import load_analysis_settings
 from idexdask.analysis.impact import fit_impacts, impact_model, rise_time_10_90
+from idexdask.analysis.products import load_analysis_settings
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, dust_mass, invert_rise_time
 from idexdask.simulate import simulate_events
