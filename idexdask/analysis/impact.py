@@ -235,9 +235,23 @@ class ImpactFit:
     onset: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Onset:
+    """Where each event's pulse starts and peaks (sample indices), found on the smoothed trace."""
+
+    onset: np.ndarray  #: first sample of the steepest rise's above-threshold run
+    peak: np.ndarray  #: the smoothed trace's maximum after the baseline window
+    smooth: np.ndarray  #: the smoothed trace (n_events, n_samples)
+
+    @property
+    def excursion(self) -> np.ndarray:
+        """The smoothed trace at its peak, per event."""
+        return self.smooth[np.arange(self.smooth.shape[0]), self.peak]
+
+
 def _onset(
     y: np.ndarray, t: np.ndarray, base_mask: np.ndarray, settings: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> _Onset:
     """Onset index, index of the smoothed maximum and smoothed trace (see module doc)."""
     n = y.shape[1]
     dt = nanmedian_rows(np.diff(t, axis=1))
@@ -257,7 +271,7 @@ def _onset(
     quiet = (d <= thr[:, None]) & (idx < steep[:, None])
     last_quiet = np.max(np.where(quiet, idx, -1), axis=1)
     onset = np.clip(last_quiet + 1, 0, n - 1)
-    return onset, peak, s
+    return _Onset(onset=onset, peak=peak, smooth=s)
 
 
 def fit_impacts(
@@ -295,15 +309,14 @@ def fit_impacts(
     if n_events == 0 or n < 2:  # nothing to fit: every event INVALID_INPUT
         return _not_fitted(n_events)
     signal = _pulse_signal(ds, name, x, quality, settings, windows)
-    onset, peak, smooth = _onset(
+    onset = _onset(
         np.where(signal.saturated, np.nanmax(signal.y, axis=1, initial=0.0)[:, None], signal.y),
         signal.t,
         signal.base_mask,
         settings,
     )
-    rows = np.arange(n_events)
+    excursion = onset.excursion
     with np.errstate(invalid="ignore"):
-        excursion = smooth[rows, peak]
         snr = excursion / signal.noise
     valid_n = np.sum(np.isfinite(signal.y_fit), axis=1)
     no_signal = ~(snr >= float(settings["min_snr"]))
@@ -312,7 +325,7 @@ def fit_impacts(
         | ~np.isfinite(signal.noise)
         | ~np.isfinite(signal.base)
     )
-    start = _start_values(signal, onset, peak, excursion, settings)
+    start = _start_values(signal, onset, settings)
 
     fit_rows = np.nonzero(~no_signal & ~invalid)[0]
     results = _FitArrays.empty(n_events)
@@ -493,18 +506,15 @@ def _pulse_signal(
 
 
 def _start_values(
-    signal: _PulseSignal,
-    onset: np.ndarray,
-    peak: np.ndarray,
-    excursion: np.ndarray,
-    settings: Mapping[str, Any],
+    signal: _PulseSignal, onset: _Onset, settings: Mapping[str, Any]
 ) -> _StartValues:
     """Start values from the onset, the peak and the tail's level; bounds from the settings."""
     t, y = signal.t, signal.y
+    excursion = onset.excursion
     n_events, n = t.shape
     rows = np.arange(n_events)
-    t_on = t[rows, onset]
-    t_pk = t[rows, peak]
+    t_on = t[rows, onset.onset]
+    t_pk = t[rows, onset.peak]
     t_first = np.nanmin(t, axis=1)
     t_last = np.nanmax(t, axis=1)
     dt = nanmedian_rows(np.diff(t, axis=1)) if n > 1 else np.ones(n_events)
