@@ -1,8 +1,8 @@
 """Time-of-flight to mass calibration of one event: its lines, the calibration, a figure.
 
 The science of ``idexdask time2mass`` (:mod:`idexdask.cli.time2mass`): the
-lines of one event (:func:`event_lines`: the stored ``peak_*`` products of a
-campaign store, else :func:`idexdask.analysis.analyze.analyze` of that event);
+lines of one event (:func:`stored_lines`: the ``peak_*`` products a dataset
+holds; :func:`analysed_lines`: those of the analysis of that event);
 its calibration (:func:`calibrate_lines`), either blind
 (:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from lines
 a user names (:func:`parse_lines`: ``"t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`);
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "EventLines", "Time2MassResult", "calibrate_lines", "calibration_settings", "event_lines",
-    "parse_lines", "time2mass_figure",
+    "EventLines", "Time2MassResult", "analysed_lines", "calibrate_lines", "calibration_settings",
+    "parse_lines", "stored_lines", "time2mass_figure",
 ]
 
 _PEAK_VARS = ("peak_event", "peak_center", "peak_area")
@@ -130,21 +130,22 @@ def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
     return None if name is None else np.asarray(ds[name].values, dtype=float)
 
 
-def event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> EventLines:
-    """Lines of event ``index`` of ``ds``: its stored ``peak_*`` products, else ``analyze`` of it.
+def stored_lines(ds: xr.Dataset, index: int) -> EventLines | None:
+    """Lines of event ``index`` from the ``peak_*`` products ``ds`` holds, or None.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        Event dataset (decoded, or a campaign store with its products).
+        Event dataset with the products of :func:`idexdask.analyze` (lines
+        along ``peak``).
     index : int
         Event position along ``epoch``.
-    config : mapping
-        Configuration of the analysis (when the lines are not stored).
 
     Returns
     -------
-    EventLines
+    EventLines or None
+        None when ``ds`` holds no line list (a decoded dataset: analyse the
+        event, :func:`analysed_lines`).
     """
     if all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS):
         sel = np.asarray(ds["peak_event"].values) == index
@@ -167,10 +168,11 @@ def event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> EventL
             (np.asarray(ds["peak_center_at_mode"].values)[sel]
              if "peak_center_at_mode" in ds else None),
         )
-    from idexdask.analysis.analyze import analyze
+    return None
 
-    one = ds.isel(epoch=[index]).load()
-    out = analyze(one, config)
+
+def analysed_lines(out: xr.Dataset) -> EventLines:
+    """Lines of a one-event analysis (what :func:`idexdask.analyze` returns for one event)."""
     if "peak_center" not in out:
         return EventLines(np.empty(0), np.empty(0), np.empty(0, dtype=int), source="analyze")
     spec = out["tof_combined"]

@@ -27,10 +27,11 @@ import xarray as xr
 
 from idexdask.calibration.time2mass import (
     Time2MassResult,
+    analysed_lines,
     calibrate_lines,
     calibration_settings,
-    event_lines,
     parse_lines,
+    stored_lines,
     time2mass_figure,
 )
 from idexdask.cli.output import echo
@@ -186,7 +187,11 @@ def run_time2mass(args: argparse.Namespace) -> int:
     cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
                                                         "preset": preset}}
     settings = calibration_settings(preset, cfg)
-    lines = event_lines(ds, index, cfg)
+    lines = stored_lines(ds, index)
+    if lines is None:  # a decoded dataset: analyse the event
+        from idexdask.analysis.analyze import analyze
+
+        lines = analysed_lines(analyze(ds.isel(epoch=[index]).load(), cfg))
     epoch = int(np.asarray(ds["epoch"].values)[index])
     header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"
               f"lines              : {lines.center_us.size} found ({lines.source})")
