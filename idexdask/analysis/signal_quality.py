@@ -72,6 +72,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ from idexdask.analysis.xp import errstate, get_namespace, to_numpy
 from idexdask.config import load_config, load_yaml
 from idexdask.errors import AnalysisError, ConfigError
 from idexdask.schema import Settings
+from idexdask.timeaxis import SCALE_ATTR, axis_terms, is_formula_axis
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -106,6 +108,12 @@ _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
 """Median absolute deviation -> Gaussian sigma (1 / Phi^-1(3/4))."""
+
+class _Detect:
+    """Marker: the quantisation step is to be detected on the samples."""
+
+
+_DETECT = _Detect()
 
 _DIM_TO_TIME = {
     "time_high_sample_rate_index": "time_high_sample_rate",
@@ -474,6 +482,8 @@ def _times_at(t: Any | None, idx: Any, ok: Any) -> Any:
     xp = get_namespace(idx)
     if t is None:
         return xp.full(idx.shape, xp.nan)
+    if isinstance(t, FormulaTimes):
+        return np.where(ok, t.at(idx), np.nan)
     if t.ndim == 1:
         vals = t[idx]
     else:
@@ -593,9 +603,138 @@ def baseline_mask(
 # ----------------------------------------------------------------------------- per channel
 
 
+@dataclass
+class ChannelQuality:
+    """The per-event quality products of one channel and the settings they used."""
+
+    products: dict[str, np.ndarray]
+    """Host arrays of length n_events, keyed by product (``baseline``, ``snr``, ...)."""
+    quantum: float
+    """Quantisation step used for the noise floor (units of the samples)."""
+    window: tuple[float, float] = (math.nan, math.nan)
+    """Baseline window, µs."""
+    polarity: int = 1
+    """Signal polarity of the excursion (+1, -1, 0 for either)."""
+    rails: tuple[float | None, float | None] = (None, None)
+    """ADC rails (low, high) of the samples; None where there is none."""
+
+
+@dataclass(frozen=True)
+class FormulaTimes:
+    """A time axis given by formula (:mod:`idexdask.timeaxis`), read without
+    materialising it: ``t[e, i] = (start[e] + i * step[e]) * scale``, NaN at
+    ``i >= count[e]``, computed with the roundings of
+    :class:`~idexdask.timeaxis.UniformAxisArray`."""
+
+    start: np.ndarray
+    step: np.ndarray
+    count: np.ndarray
+    scale: float
+    n_samples: int
+
+    def at(self, idx: np.ndarray) -> np.ndarray:
+        """Times of sample ``idx[e]`` of each event e, µs."""
+        values = np.multiply(idx.astype(np.float64), self.step)
+        values += self.start
+        values *= self.scale
+        return np.where(idx >= self.count, np.nan, values)
+
+    def columns(self, lo: int, hi: int) -> np.ndarray:
+        """Times of samples ``lo:hi`` of every event, (n_events, hi - lo)."""
+        index = np.arange(self.n_samples, dtype=np.float64)[lo:hi]
+        values = np.multiply(index, self.step[:, None])
+        values += self.start[:, None]
+        values *= self.scale
+        return np.where(index >= self.count[:, None], np.nan, values)
+
+
+def _host_time_axis(
+    ds: xr.Dataset, name: str, shape: tuple[int, ...]
+) -> FormulaTimes | np.ndarray | None:
+    """Time axis of waveform ``name``: its terms when given by formula, else as
+    :func:`_time_axis` (a float64 array, or None)."""
+    tname = find_time_variable(ds, name)
+    if tname is None:
+        return None
+    var = ds.variables[tname]
+    if is_formula_axis(var) and var.shape == tuple(shape):
+        terms = axis_terms(var)
+        if all(v in ds.variables for v in (terms.start, terms.step, terms.count)):
+            return FormulaTimes(
+                start=np.asarray(ds.variables[terms.start].values, dtype=np.float64),
+                step=np.asarray(ds.variables[terms.step].values, dtype=np.float64),
+                count=np.asarray(ds.variables[terms.count].values, dtype=np.int64),
+                scale=float(var.attrs[SCALE_ATTR]),
+                n_samples=int(shape[1]),
+            )
+    return _time_axis(ds, name, shape, np)
+
+
+@dataclass
+class _BaselineColumns:
+    """Where each event's baseline samples are (see :func:`_baseline_columns`)."""
+
+    covered: np.ndarray  # the window is covered (else the head of the trace is used)
+    first: np.ndarray  # first and last baseline sample, -1 for none
+    last: np.ndarray
+    times: np.ndarray  # (events or 1, m) times of columns times_lo : times_lo + m
+    times_lo: int
+    a: np.ndarray  # the window's columns [a, b) per event
+    b: np.ndarray
+
+
+def _baseline_columns(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    axis: FormulaTimes | np.ndarray | None,
+    window: tuple[float, float],
+    min_samples: int,
+    head: int,
+) -> _BaselineColumns:
+    """The baseline window of each event located on its time axis (by bisection on a
+    formula axis), and the samples it keeps: those in the window when it is covered
+    (see the module's definitions), else the valid ones of the head of the trace."""
+    n_events, n = raw.shape
+    w0, w1 = window
+    if axis is None:
+        tmin = np.full(n_events, np.inf)
+        tmax = np.full(n_events, -np.inf)
+        a = b = np.zeros(n_events, dtype=np.int64)
+    elif isinstance(axis, FormulaTimes):
+        tmin, tmax, a, b = _formula_window(axis.start, axis.step, axis.count, axis.scale, n,
+                                           w0, w1)
+    else:
+        t = np.ascontiguousarray(axis if axis.ndim == 2 else axis[None, :])
+        tmin, tmax, a, b = (np.broadcast_to(v, (n_events,)) for v in _array_window(t, w0, w1))
+    span = b > a
+    lo, hi = (int(a[span].min()), int(b[span].max())) if span.any() else (0, 0)
+    if isinstance(axis, FormulaTimes):
+        times = axis.columns(lo, hi)
+    elif axis is not None:
+        times = np.ascontiguousarray((axis if axis.ndim == 2 else axis[None, :])[:, lo:hi])
+    else:
+        times = np.zeros((1, 0))
+    a = np.ascontiguousarray(a)
+    b = np.ascontiguousarray(b)
+    n_win, wf, wl, hf, hl = _baseline_bounds(raw, has_fill, fill, times, lo, a, b, w0, w1, head)
+    covered = (tmin <= w0) & (tmax >= w1) & (n_win >= min_samples)
+    if axis is None:
+        covered = np.zeros(n_events, dtype=bool)
+    return _BaselineColumns(
+        covered=covered,
+        first=np.where(covered, wf, hf),
+        last=np.where(covered, wl, hl),
+        times=times,
+        times_lo=lo,
+        a=a,
+        b=b,
+    )
+
+
 def _channel_quality(
     ds: xr.Dataset, name: str, cfg: Mapping[str, Any], *, compiled: bool = True
-) -> dict[str, np.ndarray]:
+) -> ChannelQuality:
     """All per-event quantities of one channel (host NumPy arrays of length n_events).
 
     ``compiled``: NumPy samples of a numeric dtype go through the compiled passes
@@ -622,25 +761,10 @@ def _channel_quality(
         and raw.dtype.kind in "iuf"
         and raw.size > 0
     ):
-        res = _channel_quality_host(ds, name, cfg, window, polarity, rails)
-        if clipped is not None and clipped.any():
-            # the compiled passes know no scope clipping flag: the (few) events the
-            # scope flagged clipped are redone by the array code, with the flag
-            rows = np.nonzero(clipped)[0]
-            redone = _channel_quality_xp(ds.isel(epoch=rows), name, cfg, window, polarity,
-                                         rails, clipped[rows])
-            for key, values in redone.items():
-                if key != "_q":
-                    res[key][rows] = values
+        res = _channel_quality_host(ds, name, cfg, window, polarity, rails, clipped)
     else:
         res = _channel_quality_xp(ds, name, cfg, window, polarity, rails, clipped)
-    res["_meta"] = {
-        "window": window,
-        "polarity": polarity,
-        "rails": rails,
-        "quantum": res.pop("_q"),
-    }
-    return res
+    return replace(res, window=window, polarity=polarity, rails=rails)
 
 
 def _baseline_noise(xp: Any, xb: Any, step: float | None, n_events: int) -> tuple[Any, Any]:
@@ -757,7 +881,7 @@ def _whole_trace_stats(xp: Any, xl: Any) -> tuple[Any, Any]:
     return bl, nl
 
 
-def _floor_constant(floor: float, stats: dict[str, Any]) -> dict[str, Any]:
+def _floor_constant(floor: float, stats: ChannelQuality) -> ChannelQuality:
     """``stats`` with the zero noise of constant (FLAT) traces raised to ``floor``.
 
     A constant quantised trace is consistent with any noise below half a step;
@@ -765,8 +889,8 @@ def _floor_constant(floor: float, stats: dict[str, Any]) -> dict[str, Any]:
     of 0 would make any excursion infinitely significant downstream.
     """
     if floor > 0:
-        noise = stats["noise"]
-        stats["noise"] = np.where(noise == 0, floor, noise)
+        noise = stats.products["noise"]
+        stats.products["noise"] = np.where(noise == 0, floor, noise)
     return stats
 
 
@@ -815,7 +939,7 @@ def _finish(
     vmin_obs: Any,
     rows_x: Any,
     quantum: float,
-) -> dict[str, Any]:
+) -> ChannelQuality:
     """The per-event products from the statistics (``rows_x(rows)``: float rows, NaN missing)."""
     unusable = status >= int(QualityStatus.FLAT)
     no_stats = status >= int(QualityStatus.TOO_SHORT)
@@ -836,7 +960,7 @@ def _finish(
         baseline[rows] = _nan_median(xp, rows_x(rows), axis=1)
     noise = xp.where(const & (vmax_obs == vmin_obs), 0.0, noise)
 
-    return {
+    return ChannelQuality(products={
         "baseline": to_numpy(baseline),
         "noise": to_numpy(noise),
         "snr": to_numpy(snr),
@@ -847,8 +971,7 @@ def _finish(
         "saturation_start": to_numpy(t_start),
         "saturation_stop": to_numpy(t_stop),
         "quality_status": to_numpy(status).astype(np.int8),
-        "_q": quantum,
-    }
+    }, quantum=quantum)
 
 
 def _channel_quality_xp(
@@ -859,8 +982,15 @@ def _channel_quality_xp(
     polarity: int,
     rails: tuple[float | None, float | None],
     clipped: np.ndarray | None,
-) -> dict[str, Any]:
-    """:func:`_channel_quality` in the array namespace of the samples (NumPy or CuPy)."""
+    *,
+    step: float | None | _Detect = _DETECT,
+) -> ChannelQuality:
+    """:func:`_channel_quality` in the array namespace of the samples (NumPy or CuPy).
+
+    ``step``: the quantisation step, when known (events redone for the compiled
+    path use the step detected on all events); by default 1 for integer samples,
+    else detected on the baseline samples.
+    """
     var = ds.variables[name]
     x, valid, t = channel_arrays(ds, name)
     xp = get_namespace(x)
@@ -884,7 +1014,8 @@ def _channel_quality_xp(
         lo, hi = 0, 0
     xb = xp.where(bmask[:, lo:hi], x[:, lo:hi], xp.nan)
     # quantisation step: 1 DN for integers, else detected on the baseline samples
-    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
+    if isinstance(step, _Detect):
+        step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
     if step is not None:
         quantum = step
     floor = quantum / math.sqrt(12.0)
@@ -988,13 +1119,20 @@ def _channel_quality_host(
     window: tuple[float, float],
     polarity: int,
     rails: tuple[float | None, float | None],
-) -> dict[str, Any]:
-    """:func:`_channel_quality_xp` for NumPy samples, by two compiled passes per channel.
+    clipped: np.ndarray | None,
+) -> ChannelQuality:
+    """:func:`_channel_quality_xp` for NumPy samples: one compiled pass over each trace.
 
-    The samples stay in their native dtype (no float64 copy of the traces); each
-    sample is converted as :func:`channel_arrays` would, and every statistic is
-    computed with the same floating-point operations, so the results are the
-    same.  Only the baseline window (a few hundred columns) is copied to float.
+    The samples stay in their native dtype (no float64 copy of the traces) and a
+    time axis given by formula is never materialised: the baseline window's
+    columns are found from the axis terms, only the window's columns of the
+    samples are read before the baseline is known, and then one pass per trace
+    (:func:`_trace_rows`) gives every whole-trace statistic.  Each sample is
+    converted as :func:`channel_arrays` would, and every statistic is computed
+    with the same floating-point operations, so the results are the same.  The
+    rare traces that pass cannot settle exactly (a run at an ADC rail, a
+    baseline with no valid sample, a degenerate excursion) are redone by the
+    array code.
     """
     var = ds.variables[name]
     raw = np.ascontiguousarray(var.data)
@@ -1003,49 +1141,51 @@ def _channel_quality_host(
     quantum = quantisation_step(var)
     fill = _fill_value(var.attrs)
     has_fill = math.isfinite(fill)
-    t = _time_axis(ds, name, raw.shape, np)
-    has_t = t is not None
-    tk = np.zeros((1, n)) if t is None else t if t.ndim == 2 else t[None, :]
-    tk = np.ascontiguousarray(tk)
     head = max(1, int(math.ceil(cfg["baseline_fallback_fraction"] * n)))
     w0, w1 = (float(v) for v in window)
-    vmin_f = math.nan if vmin is None else vmin
-    vmax_f = math.nan if vmax is None else vmax
-    n_valid, vmax_obs, vmin_obs, n_rail, covered, bfirst, blast, fvalid, lvalid = _scan_rows(
-        raw, has_fill, fill, tk, has_t, w0, w1, int(cfg["min_baseline_samples"]), head,
-        vmin_f, vmax_f,
-    )  # fmt: skip
-    used = bfirst >= 0
-    lo, hi = (int(bfirst[used].min()), int(blast[used].max()) + 1) if used.any() else (0, 0)
-    xb = _window_rows(raw, has_fill, fill, tk, covered, w0, w1, head, lo, hi)
+    axis = _host_time_axis(ds, name, raw.shape)
+    cols = _baseline_columns(raw, has_fill, fill, axis, (w0, w1),
+                             int(cfg["min_baseline_samples"]), head)
+    covered = cols.covered
+    used = cols.first >= 0
+    lo, hi = (int(cols.first[used].min()), int(cols.last[used].max()) + 1) if used.any() else (0, 0)
+    xb = _window_rows(raw, has_fill, fill, cols.times, cols.times_lo, cols.a, cols.b, covered,
+                      w0, w1, head, lo, hi)
     step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
     if step is not None:
         quantum = step
     floor = quantum / math.sqrt(12.0)
-
-    def rows_x(rows: np.ndarray) -> np.ndarray:
-        x = raw[rows].astype(np.float64)
-        miss = np.isnan(x)
-        if has_fill:
-            miss |= x == fill
-        x[miss] = np.nan
-        return x
-
     baseline, noise = _baseline_noise_host(xb, step, n_events)
+    dirs = np.array([1.0, -1.0] if polarity == 0 else [float(polarity)])
+    flags = np.zeros(n_events, dtype=np.bool_) if clipped is None else clipped.astype(np.bool_)
+    vmin_f = math.nan if vmin is None else vmin
+    vmax_f = math.nan if vmax is None else vmax
+
+    def trace(rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
+        sub = raw if rows is None else raw[rows]
+        pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+        with np.errstate(invalid="ignore"):
+            threshold = cfg["flat_top_sigma"] * np.maximum(pick(noise), floor)
+        return _trace_rows(
+            sub, has_fill, fill, pick(baseline), threshold, dirs, vmin_f, vmax_f,
+            int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]), pick(flags),
+        )  # fmt: skip
+
+    stats = list(trace(None))
+    n_valid = stats[0]
     lost = np.isnan(baseline) & (n_valid > 0)
     if lost.any():
-        baseline[lost], noise[lost] = _whole_trace_stats(np, rows_x(np.nonzero(lost)[0]))
+        rows = np.nonzero(lost)[0]
+        x = raw[rows].astype(np.float64)
+        x[np.isnan(x) | ((x == fill) if has_fill else False)] = np.nan
+        baseline[rows], noise[rows] = _whole_trace_stats(np, x)
+        for k, values in enumerate(trace(rows)):
+            stats[k][rows] = values
+    (n_valid, vmax_obs, vmin_obs, n_rail, fvalid, lvalid, best_exc, best_idx, n_sat,
+     first, last, unsettled) = stats
     noise_eff = np.maximum(noise, floor)
-    with np.errstate(invalid="ignore"):
-        threshold = cfg["flat_top_sigma"] * noise_eff
-    dirs = np.array([1.0, -1.0] if polarity == 0 else [float(polarity)])
-    best_exc, best_idx, _, n_sat, first, last = _excursion_rows(
-        raw, has_fill, fill, baseline, threshold, dirs, vmin_f, vmax_f,
-        int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]),
-    )  # fmt: skip
     with np.errstate(divide="ignore", invalid="ignore"):
         snr = best_exc / noise_eff
-
     all_rail = (
         (n_rail == n_valid) & (n_valid > 0)
         if (vmax is not None or vmin is not None)
@@ -1060,10 +1200,19 @@ def _channel_quality_host(
     n_sat = np.where(override, n_valid, np.where(unusable, 0, n_sat))
     first = np.where(override, fvalid, first)
     last = np.where(override, lvalid, last)
-    sat_any = n_sat > 0
-    return _floor_constant(floor, _finish(
+    sat_any = (n_sat > 0) | (flags & ~unusable)
+
+    def rows_x(rows: np.ndarray) -> np.ndarray:
+        x = raw[rows].astype(np.float64)
+        miss = np.isnan(x)
+        if has_fill:
+            miss |= x == fill
+        x[miss] = np.nan
+        return x
+
+    result = _floor_constant(floor, _finish(
         np,
-        t=t,
+        t=axis,
         status=status,
         baseline=baseline,
         noise=noise_eff,
@@ -1080,16 +1229,24 @@ def _channel_quality_host(
         rows_x=rows_x,
         quantum=quantum,
     ))
+    redo = np.nonzero(unsettled)[0]
+    if redo.size:
+        redone = _channel_quality_xp(ds.isel(epoch=redo), name, cfg, window, polarity, rails,
+                                     None if clipped is None else clipped[redo], step=step)
+        for key, values in redone.products.items():
+            result.products[key][redo] = values
+    return result
 
 
 # ----------------------------------------------------------------------------- NumPy fast path
 #
 # On the host, the whole-trace work of :func:`_channel_quality` (missing-sample
-# mask, baseline-window bounds, observed extremes, excursion, rail runs and
-# clipped flat tops) is done by two compiled passes over the native-dtype samples,
-# with no (n_events, n) float64 temporaries.  Every floating-point operation is the
-# one the array-namespace path performs, in the same order, so the results are
-# identical (checked by ``tests/unit/test_signal_quality.py``).
+# mask, observed extremes, excursion, rail runs and clipped flat tops) is one
+# compiled pass over the native-dtype samples, with no (n_events, n) float64
+# temporaries; the baseline window is located on the time axis first (by
+# bisection on a formula axis), so the pass already knows the baseline.  Every
+# floating-point operation is the one the array-namespace path performs, so the
+# results are identical (checked by ``tests/unit/test_signal_quality.py``).
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -1101,89 +1258,135 @@ def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
     return v
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _formula_time(start, step, scale, j):  # pragma: no cover - compiled
+    """``(start + j * step) * scale``, rounded as :class:`~idexdask.timeaxis.UniformAxisArray`."""
+    return (np.float64(j) * step + start) * scale
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_time_at(start, step, scale, count, limit, below):  # pragma: no cover - compiled
+    """First index ``j < count`` whose time is ``>= limit`` (``< limit`` when ``below``),
+    by bisection: the formula's times are monotonic in ``j``."""
+    lo = 0
+    hi = count
+    while lo < hi:
+        mid = (lo + hi) // 2
+        t = _formula_time(start, step, scale, mid)
+        if (t < limit) if below else (t >= limit):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
 @numba.njit(cache=True, nogil=True)
-def _scan_rows(
+def _formula_window(
+    start: np.ndarray,
+    step: np.ndarray,
+    count: np.ndarray,
+    scale: float,
+    n: int,
+    w0: float,
+    w1: float,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """Per row of a formula axis: the smallest and largest time, and the columns
+    ``[a, b)`` whose times lie in ``[w0, w1)`` (``a == b`` for none)."""
+    rows = start.size
+    tmin = np.full(rows, np.inf)
+    tmax = np.full(rows, -np.inf)
+    a = np.zeros(rows, dtype=np.int64)
+    b = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        c = min(count[r], n)
+        if c <= 0:
+            continue
+        t0 = _formula_time(start[r], step[r], scale, 0)
+        tl = _formula_time(start[r], step[r], scale, c - 1)
+        if t0 != t0 or tl != tl:
+            continue
+        tmin[r] = min(t0, tl)
+        tmax[r] = max(t0, tl)
+        if tl >= t0:
+            a[r] = _first_time_at(start[r], step[r], scale, c, w0, False)
+            b[r] = _first_time_at(start[r], step[r], scale, c, w1, False)
+        else:
+            a[r] = _first_time_at(start[r], step[r], scale, c, w1, True)
+            b[r] = _first_time_at(start[r], step[r], scale, c, w0, True)
+        b[r] = max(a[r], b[r])
+    return tmin, tmax, a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _array_window(t: np.ndarray, w0: float, w1: float) -> tuple[np.ndarray, ...]:
+    # pragma: no cover - compiled
+    """:func:`_formula_window` of a materialised axis: ``[a, b)`` spans the first to
+    the last column in the window (columns between need not be in it)."""
+    rows, n = t.shape
+    tmin = np.full(rows, np.inf)
+    tmax = np.full(rows, -np.inf)
+    a = np.zeros(rows, dtype=np.int64)
+    b = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        first = -1
+        for j in range(n):
+            tj = t[r, j]
+            if tj < tmin[r]:
+                tmin[r] = tj
+            if tj > tmax[r]:
+                tmax[r] = tj
+            if tj >= w0 and tj < w1:
+                if first < 0:
+                    first = j
+                b[r] = j + 1
+        a[r] = max(first, 0)
+    return tmin, tmax, a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def _baseline_bounds(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
-    t: np.ndarray,
-    has_t: bool,
+    tw: np.ndarray,
+    t_lo: int,
+    a: np.ndarray,
+    b: np.ndarray,
     w0: float,
     w1: float,
-    min_samples: int,
     head: int,
-    vmin: float,
-    vmax: float,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
-    """First pass per row: valid count, extremes, rail count, baseline-window bounds.
-
-    ``vmin``/``vmax`` are NaN for no rail.  Returns ``n_valid``, ``vmax_obs``,
-    ``vmin_obs``, ``n_rail``, ``covered``, ``bfirst``, ``blast`` (first and last
-    baseline sample, -1 for none), ``first_valid`` and ``last_valid``.
-    """
+    """Valid samples in the window (count, first, last; columns ``[a, b)`` read, their
+    times ``tw[:, j - t_lo]``) and the first and last valid sample of the head."""
     rows, n = raw.shape
-    n_valid = np.zeros(rows, dtype=np.int64)
-    vmax_obs = np.full(rows, -np.inf)
-    vmin_obs = np.full(rows, np.inf)
-    n_rail = np.zeros(rows, dtype=np.int64)
-    covered = np.zeros(rows, dtype=np.bool_)
-    bfirst = np.full(rows, -1, dtype=np.int64)
-    blast = np.full(rows, -1, dtype=np.int64)
-    first_valid = np.full(rows, -1, dtype=np.int64)
-    last_valid = np.full(rows, -1, dtype=np.int64)
-    t_rows = t.shape[0]
+    t_rows = tw.shape[0]
+    n_win = np.zeros(rows, dtype=np.int64)
+    wf = np.full(rows, -1, dtype=np.int64)
+    wl = np.full(rows, -1, dtype=np.int64)
+    hf = np.full(rows, -1, dtype=np.int64)
+    hl = np.full(rows, -1, dtype=np.int64)
+    m = min(head, n)
     for r in range(rows):
         tr = r if t_rows == rows else 0
-        nv = 0
-        nr = 0
-        hi = -np.inf
-        lo = np.inf
-        tmin = np.inf
-        tmax = -np.inf
-        n_win = 0
-        wf = -1
-        wl = -1
-        ff = -1
-        fl = -1
-        for j in range(n):
+        for j in range(a[r], b[r]):
             v = _sample(raw, r, j, has_fill, fill)
-            ok = v == v
-            tj = 0.0
-            if has_t:
-                tj = t[tr, j]
-                if tj < tmin:
-                    tmin = tj
-                if tj > tmax:
-                    tmax = tj
-            if ok:
-                nv += 1
-                if first_valid[r] < 0:
-                    first_valid[r] = j
-                last_valid[r] = j
-                if v > hi:
-                    hi = v
-                if v < lo:
-                    lo = v
-                if v >= vmax or v <= vmin:
-                    nr += 1
-                if j < head:
-                    if ff < 0:
-                        ff = j
-                    fl = j
-                if has_t and tj >= w0 and tj < w1:
-                    n_win += 1
-                    if wf < 0:
-                        wf = j
-                    wl = j
-        n_valid[r] = nv
-        vmax_obs[r] = hi
-        vmin_obs[r] = lo
-        n_rail[r] = nr
-        cov = has_t and tmin <= w0 and tmax >= w1 and n_win >= min_samples
-        covered[r] = cov
-        bfirst[r] = wf if cov else ff
-        blast[r] = wl if cov else fl
-    return n_valid, vmax_obs, vmin_obs, n_rail, covered, bfirst, blast, first_valid, last_valid
+            tj = tw[tr, j - t_lo]
+            if v == v and tj >= w0 and tj < w1:
+                n_win[r] += 1
+                if wf[r] < 0:
+                    wf[r] = j
+                wl[r] = j
+        for j in range(m):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                hf[r] = j
+                break
+        for j in range(m - 1, -1, -1):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                hl[r] = j
+                break
+    return n_win, wf, wl, hf, hl
 
 
 @numba.njit(cache=True, nogil=True)
@@ -1191,7 +1394,10 @@ def _window_rows(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
-    t: np.ndarray,
+    tw: np.ndarray,
+    t_lo: int,
+    a: np.ndarray,
+    b: np.ndarray,
     covered: np.ndarray,
     w0: float,
     w1: float,
@@ -1202,37 +1408,24 @@ def _window_rows(
     """Samples ``lo:hi`` of each row that lie in its baseline mask, NaN elsewhere."""
     rows = raw.shape[0]
     out = np.empty((rows, hi - lo))
-    t_rows = t.shape[0]
+    t_rows = tw.shape[0]
     for r in range(rows):
         tr = r if t_rows == rows else 0
         for j in range(lo, hi):
             v = _sample(raw, r, j, has_fill, fill)
             if covered[r]:
-                tj = t[tr, j]
-                keep = tj >= w0 and tj < w1
+                keep = False
+                if j >= a[r] and j < b[r]:
+                    tj = tw[tr, j - t_lo]
+                    keep = tj >= w0 and tj < w1
             else:
                 keep = j < head
             out[r, j - lo] = v if keep else np.nan
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _mark_runs(flag, mask, n, k):  # pragma: no cover - compiled
-    """Set ``flag[j]`` for the samples of runs of at least ``k`` True in ``mask[:n]``."""
-    run = 0
-    for j in range(n):
-        if mask[j]:
-            run += 1
-        else:
-            if run >= k:
-                flag[j - run : j] = True
-            run = 0
-    if run >= k:
-        flag[n - run : n] = True
-
-
 @numba.njit(cache=True, nogil=True)
-def _excursion_rows(
+def _trace_rows(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
@@ -1243,75 +1436,152 @@ def _excursion_rows(
     vmax: float,
     rail_run: int,
     top_run: int,
+    clipped: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
-    """Second pass per row: largest excursion and saturated samples.
+    """Two passes per row: counts and extremes, then the samples at the excursion.
 
-    For each direction ``d`` the excursion is ``d * (x - baseline)`` (valid
-    samples only); its first maximum (NaN first, as ``numpy.argmax``) is kept
-    when larger than the previous direction's.  Saturated: runs of at least
-    ``rail_run`` samples at a rail, or of ``top_run`` samples equal to a
-    direction's maximum when that exceeds ``threshold``.  Returns ``best_exc``,
-    ``best_idx``, ``best_dir``, the saturated count and its first and last index
-    (-1 for none).
+    For each direction ``d`` the excursion is ``d * (x - baseline)`` over the
+    valid samples.  Its maximum is that at the largest (d = 1) or smallest
+    (d = -1) sample, because each rounded operation is monotonic, so the first
+    pass (counts, extremes, rails) gives it; the second finds the samples equal
+    to it: the first (the excursion's index, as ``numpy.argmax``), all of them
+    (the saturated samples of a row the scope flagged ``clipped``, in the
+    direction of the larger excursion) and those in runs of at least ``top_run``
+    (a clipped flat top, counted when the maximum exceeds ``threshold``).  The
+    larger direction wins, the first on a tie.  ``vmin``/``vmax`` are NaN for no
+    rail.
+
+    Returns ``n_valid``, ``vmax_obs``, ``vmin_obs``, ``n_rail``, ``first_valid``,
+    ``last_valid``, ``best_exc``, ``best_idx``, the saturated count and its first
+    and last index (-1 for none), and ``unsettled``: rows these passes cannot
+    settle exactly (a run of ``rail_run`` rail samples, whose union with a flat
+    top they do not count; a NaN baseline or an infinite sample; two directions
+    whose extremes are the same samples), for the array code to redo.
     """
     rows, n = raw.shape
+    nd = dirs.size
+    has_rails = vmin == vmin or vmax == vmax
+    n_valid = np.zeros(rows, dtype=np.int64)
+    vmax_obs = np.full(rows, -np.inf)
+    vmin_obs = np.full(rows, np.inf)
+    n_rail = np.zeros(rows, dtype=np.int64)
+    first_valid = np.full(rows, -1, dtype=np.int64)
+    last_valid = np.full(rows, -1, dtype=np.int64)
     best_exc = np.full(rows, -np.inf)
     best_idx = np.zeros(rows, dtype=np.int64)
-    best_dir = np.ones(rows)
     n_sat = np.zeros(rows, dtype=np.int64)
     first = np.full(rows, -1, dtype=np.int64)
     last = np.full(rows, -1, dtype=np.int64)
-    x = np.empty(n)
-    mask = np.empty(n, dtype=np.bool_)
-    sat = np.empty(n, dtype=np.bool_)
+    unsettled = np.zeros(rows, dtype=np.bool_)
     for r in range(rows):
-        b = baseline[r]
+        # pass 1: valid count, extremes, rails
+        nv = 0
+        hi = -np.inf
+        lo = np.inf
         for j in range(n):
-            x[j] = _sample(raw, r, j, has_fill, fill)
-        sat[:] = False
-        rails = False
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                nv += 1
+                hi = max(hi, v)
+                lo = min(lo, v)
+        n_valid[r] = nv
+        vmax_obs[r] = hi
+        vmin_obs[r] = lo
+        if nv == 0:
+            continue  # every excursion -inf at index 0, nothing saturated
         for j in range(n):
-            v = x[j]
-            m = v == v and (v >= vmax or v <= vmin)
-            mask[j] = m
-            rails |= m
-        if rails:
-            _mark_runs(sat, mask, n, rail_run)
-        for d in dirs:
-            idx = 0
-            exc = -np.inf
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                first_valid[r] = j
+                break
+        for j in range(n - 1, -1, -1):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                last_valid[r] = j
+                break
+        odd = hi == np.inf or lo == -np.inf
+        if has_rails:
+            nr = 0
+            run = 0
             for j in range(n):
-                v = x[j]
-                s = d * (v - b) if v == v else -np.inf
-                if j == 0:
-                    exc = s
-                    if s != s:
-                        break
-                elif s != s:
-                    idx = j
-                    exc = s
-                    break
-                elif s > exc:
-                    idx = j
-                    exc = s
-            if exc > threshold[r]:
-                for j in range(n):
-                    v = x[j]
-                    mask[j] = v == v and d * (v - b) == exc
-                _mark_runs(sat, mask, n, top_run)
-            if exc > best_exc[r]:
-                best_exc[r] = exc
-                best_idx[r] = idx
-                best_dir[r] = d
-        c = 0
-        for j in range(n):
-            if sat[j]:
-                c += 1
-                if first[r] < 0:
-                    first[r] = j
-                last[r] = j
-        n_sat[r] = c
-    return best_exc, best_idx, best_dir, n_sat, first, last
+                v = _sample(raw, r, j, has_fill, fill)
+                if v == v and (v >= vmax or v <= vmin):
+                    nr += 1
+                    run += 1
+                    odd |= run >= rail_run
+                else:
+                    run = 0
+            n_rail[r] = nr
+        b = baseline[r]
+        if b != b:
+            unsettled[r] = True
+            continue
+        excs = np.empty(nd)
+        best = -np.inf
+        kb = -1
+        for k in range(nd):
+            excs[k] = dirs[k] * ((hi if dirs[k] > 0 else lo) - b)
+            if excs[k] > best:
+                best = excs[k]
+                kb = k
+        best_exc[r] = best
+        odd |= nd == 2 and excs[0] == -excs[1]
+        count = 0
+        f = -1
+        last_r = -1
+        for k in range(nd):
+            d = dirs[k]
+            exc = excs[k]
+            ext = clipped[r] and k == kb
+            top = exc > threshold[r]
+            # samples at the maximum: first, all (count, first, last), runs >= top_run
+            at = -1
+            n_ext = 0
+            e_last = -1
+            n_top = 0
+            t_first = -1
+            t_last = -1
+            run = 0
+            for j in range(n):
+                v = _sample(raw, r, j, has_fill, fill)
+                if v == v and d * (v - b) == exc:
+                    if at < 0:
+                        at = j
+                        if not (ext or top):
+                            break
+                    n_ext += 1
+                    e_last = j
+                    run += 1
+                else:
+                    if run >= top_run:
+                        n_top += run
+                        if t_first < 0:
+                            t_first = j - run
+                        t_last = j - 1
+                    run = 0
+            if run >= top_run:
+                n_top += run
+                if t_first < 0:
+                    t_first = n - run
+                t_last = n - 1
+            if k == kb:
+                best_idx[r] = at
+            if ext:
+                c, kf, kl = n_ext, at, e_last
+            elif top:
+                c, kf, kl = n_top, t_first, t_last
+            else:
+                continue
+            if c > 0:
+                count += c
+                f = kf if f < 0 else min(f, kf)
+                last_r = max(last_r, kl)
+        n_sat[r] = count
+        first[r] = f
+        last[r] = last_r
+        unsettled[r] = odd
+    return (n_valid, vmax_obs, vmin_obs, n_rail, first_valid, last_valid, best_exc, best_idx,
+            n_sat, first, last, unsettled)
 
 
 def signal_quality(
@@ -1429,8 +1699,8 @@ def quality_variables(
     data_vars: dict[str, xr.Variable] = {}
     stacked = []
     for name in names:  # one pass per channel (six at most); events are vectorised
-        res = _channel_quality(ds, name, cfg)
-        meta = res.pop("_meta")
+        quality = _channel_quality(ds, name, cfg)
+        res = quality.products
         var = ds.variables[name]
         units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
         label = str(var.attrs.get("long_name", name))
@@ -1457,12 +1727,12 @@ def quality_variables(
                 attrs["flag_values"] = np.arange(len(QualityStatus), dtype=np.int8)
                 attrs["flag_meanings"] = _STATUS_MEANINGS
             if key in ("baseline", "noise", "snr"):
-                attrs["baseline_window_us"] = list(meta["window"])
+                attrs["baseline_window_us"] = list(quality.window)
             if key == "snr":
-                attrs["signal_polarity"] = meta["polarity"]
-                attrs["noise_floor"] = meta["quantum"] / math.sqrt(12.0)
+                attrs["signal_polarity"] = quality.polarity
+                attrs["noise_floor"] = quality.quantum / math.sqrt(12.0)
             if key == "saturated":
-                vmin, vmax = meta["rails"]
+                vmin, vmax = quality.rails
                 attrs["rail_min"] = "none" if vmin is None else vmin
                 attrs["rail_max"] = "none" if vmax is None else vmax
                 attrs["saturation_min_run"] = cfg["saturation_min_run"]
