@@ -54,7 +54,7 @@ from idexdask.analysis.peaks import (
     fit_lines,
     sample_step,
 )
-from idexdask.analysis.signal_quality import _fill_value
+from idexdask.analysis.signal_quality import fill_value as _fill_value
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [

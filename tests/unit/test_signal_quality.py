@@ -8,13 +8,13 @@ import xarray as xr
 
 from idexdask.analysis.signal_quality import (
     QualityStatus,
-    _channel_quality,
     detect_quantum,
     interpolated_mad,
     load_quality_config,
     long_runs,
     signal_quality,
 )
+from idexdask.analysis.signal_quality.products import channel_quality
 from idexdask.errors import AnalysisError, ConfigError
 
 FILL = 65535
@@ -268,8 +268,8 @@ def test_config_validation():
 def _both_paths(ds: xr.Dataset, name: str, config: dict | None = None) -> None:
     """The compiled NumPy passes give exactly the array-namespace results."""
     cfg = load_quality_config(config)
-    fast = _channel_quality(ds, name, cfg)
-    ref = _channel_quality(ds, name, cfg, compiled=False)
+    fast = channel_quality(ds, name, cfg)
+    ref = channel_quality(ds, name, cfg, compiled=False)
     assert (fast.window, fast.polarity, fast.rails, fast.quantum) == (
         ref.window, ref.polarity, ref.rails, ref.quantum)
     assert fast.products.keys() == ref.products.keys()
@@ -347,7 +347,7 @@ def test_compiled_path_matches_array_namespace_float():
         jitter[0, 400:1000:9] = 3e-4
         ds["TOF_High"] = ds["TOF_High"] + jitter.astype(dtype)
         _both_paths(ds, "TOF_High")
-        std_used = _channel_quality(ds, "TOF_High", load_quality_config()).products["noise"][0]
+        std_used = channel_quality(ds, "TOF_High", load_quality_config()).products["noise"][0]
         assert 0 < std_used < 1e-3
 
 
@@ -368,7 +368,7 @@ def test_compiled_path_on_formula_time_axes():
     materialises it; including records shorter than the axis, a record starting
     inside or after the window, one with no record, a falling axis and
     events the scope flagged clipped."""
-    from idexdask.analysis.signal_quality import FormulaTimes
+    from idexdask.analysis.signal_quality.dataset import FormulaTimes
     from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
     rng = np.random.default_rng(23)
