@@ -176,7 +176,7 @@ def run_time2mass(args: argparse.Namespace) -> int:
     IdexDaskError
         Unreadable source, event out of range, bad ``--lines`` or configuration.
     """
-    from idexdask.analysis.analyze import load_analysis_settings
+    from idexdask.analysis.products import load_analysis_settings
 
     user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
     ds, kind = _load_source(args.source)
@@ -189,7 +189,7 @@ def run_time2mass(args: argparse.Namespace) -> int:
     settings = calibration_settings(preset, cfg)
     lines = stored_lines(ds, index)
     if lines is None:  # a decoded dataset: analyse the event
-        from idexdask.analysis.analyze import analyze
+        from idexdask.workflow import analyze
 
         lines = analysed_lines(analyze(ds.isel(epoch=[index]).load(), cfg))
     epoch = int(np.asarray(ds["epoch"].values)[index])
