@@ -37,9 +37,9 @@ from idexdask.calibration.bootstrap import (
     load_calibration_settings,
 )
 from idexdask.calibration.ions import ion_label, ion_mass
-from idexdask.calibration.source import resolve_preset
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
+from idexdask.sources.defaults import resolve_preset
 
 __all__ = ["EventLines", "Time2MassResult", "add_time2mass_parser", "parse_lines", "run_time2mass"]
 
@@ -163,7 +163,9 @@ def _is_zarr(path: Path) -> bool:
 
 
 def _load_source(source: str) -> tuple[xr.Dataset, str]:
-    """The event dataset of SOURCE and its kind (``l0``, ``zarr``, ``trc``)."""
+    """The event dataset of SOURCE and its kind (``zarr``, or the input's source kind)."""
+    from idexdask.sources import sources
+
     path = Path(source)
     if not path.exists():
         raise IdexDaskError(f"time2mass: {path} not found")
@@ -174,13 +176,8 @@ def _load_source(source: str) -> tuple[xr.Dataset, str]:
             return expand_axes(xr.open_zarr(path, consolidated=False)), "zarr"
         except (OSError, ValueError, KeyError) as exc:
             raise IdexDaskError(f"time2mass: {path} is not a readable Zarr store: {exc}") from exc
-    if path.is_dir() or path.suffix.lower() == ".trc":
-        from idexdask.io.trc import read_trc
-
-        return read_trc(path), "trc"
-    from idexdask.packets.reader import read_l0
-
-    return read_l0(path), "l0"
+    reader = sources.source_for(path)
+    return reader.read(path), reader.kind
 
 
 def _select_event(ds: xr.Dataset, event: int | None, epoch: int | None) -> int:
