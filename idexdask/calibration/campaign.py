@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.calibration.bootstrap import CalibrationSettings
+from idexdask.calibration.settings import CalibrationSettings
 from idexdask.calibration.tofmass import mass_axis, min_slope
 
 __all__ = [

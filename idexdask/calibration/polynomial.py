@@ -5,7 +5,7 @@ The calibration is ``t(s) = sum_k c_k s^k`` with ``s = sqrt(m)`` (µs, u), as in
 versions of :meth:`TOFMassCal.fit <idexdask.calibration.tofmass.TOFMassCal.fit>`,
 :func:`~idexdask.calibration.tofmass.min_slope` and
 :func:`~idexdask.calibration.tofmass.time_axis` for the batched calibration of
-many events at once (:func:`idexdask.calibration.bootstrap.bootstrap_calibrations`):
+many events at once (:func:`idexdask.calibration.comb.comb_calibrations`):
 at a handful of lines per event the NumPy versions are dominated by call overhead.
 
 They follow the NumPy code step by step, down to the BLAS/LAPACK calls and the

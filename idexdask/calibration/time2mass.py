@@ -4,7 +4,7 @@ Loads one event from an L0 packet file, a Zarr store written by ``idexdask
 decode`` / ``submit``, a LeCroy ``.trc`` capture or a directory of captures;
 finds its TOF lines (:func:`idexdask.analyze` on that event, or
 the stored ``peak_*`` products when the store holds them); calibrates it, either
-blind (:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from
+blind (:func:`~idexdask.calibration.comb.comb_calibration`) or from
 lines the user names (``--lines "t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`); prints
 the calibration and a residual table per line; and writes a plot (spectrum
 against mass with the identified lines labelled, and the residuals).
@@ -30,13 +30,9 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.calibration.bootstrap import (
-    BootstrapResult,
-    CalibrationSettings,
-    bootstrap_calibration,
-    load_calibration_settings,
-)
+from idexdask.calibration.comb import CombResult, comb_calibration
 from idexdask.calibration.ions import ion_label, ion_mass
+from idexdask.calibration.settings import CalibrationSettings, load_calibration_settings
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 from idexdask.sources.defaults import resolve_preset
@@ -363,7 +359,7 @@ def calibrate_lines(
     good &= np.isfinite(lines.area) & (lines.area > 0)
     if lines.mode_centred is not None:  # Gaussian fallbacks centred on the mode
         good &= ~np.asarray(lines.mode_centred, dtype=bool)
-    res: BootstrapResult = bootstrap_calibration(
+    res: CombResult = comb_calibration(
         lines.center_us[good], lines.area[good], settings=settings
     )
     if not res.calibrated or res.calibration is None:

@@ -122,7 +122,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         ``coefficients`` (E, 4), ``status``, ``reason``, ``method`` (E,),
         ``residual`` (E, peak_slot) µs, ``preset`` and ``summary`` of the group.
     """
-    from idexdask.calibration import bootstrap_calibrations
+    from idexdask.calibration import comb_calibrations
     from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
     from idexdask.calibration.products import CAL_ORDER
 
@@ -138,7 +138,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         good &= ~lines["peak_center_at_mode"].astype(bool)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
-    batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
+    batch = comb_calibrations(center[good], area[good], offsets, settings=settings)
     labels = _high_voltage_labels(store, regions, n)
     grouped = calibrate_groups(
         lines["event"], center, area, good, labels, settings,
