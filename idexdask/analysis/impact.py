@@ -45,7 +45,7 @@ from scipy.ndimage import uniform_filter1d
 
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
-from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.fitting import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
 from idexdask.analysis.robust import (
     baseline_sigma,
     nanmedian_rows,

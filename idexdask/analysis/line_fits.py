@@ -7,7 +7,7 @@ All events are handled together:
   at the midpoint to a neighbouring peak of the same event; windows are
   gathered into one ``(n_peaks, width)`` array padded with NaN (the fitter
   ignores NaN points).
-* **Fit.**  One :func:`~idexdask.analysis.batchfit.fit_batch` call fits an EMG
+* **Fit.**  One :func:`~idexdask.analysis.fitting.fit_batch` call fits an EMG
   plus constant to every window of every event, weighted by the event's noise,
   so ``chisq`` is a true chi-square (about the number of points for a good fit).
 * **Classification.**  Each fit gets a :class:`~idexdask.analysis.line_status.LineStatus`
@@ -29,7 +29,8 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import FitStatus, batch_model, emg_profile, fit_batch_on
+from idexdask.analysis.fitting import FitStatus, batch_model, fit_batch_on
+from idexdask.analysis.fitting.emg_kernels import emg_profile
 from idexdask.analysis.line_status import (
     SIGMA_MIN_SAMPLES,
     TAU_MIN_SAMPLES,

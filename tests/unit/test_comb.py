@@ -183,7 +183,7 @@ def test_stack_coefficients_feed_mass_axis(flight):
 
 
 def _same_result(a, b):
-    """Two BootstrapResults are equal field by field (NaN == NaN), bit for bit."""
+    """Two CombResults are equal field by field (NaN == NaN), bit for bit."""
     for f in ("status", "reason", "message", "score", "n_matched", "explained_fraction",
               "assignments"):
         assert getattr(a, f) == getattr(b, f), f
