@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.plan import Unit
 
-__all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
+__all__ = ["apply_region", "campaign_step", "reduce_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -255,39 +256,6 @@ def _signature(units: Sequence[Unit], chash: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _enabled(config: Mapping[str, Any]) -> bool:
-    from idexdask.calibration.campaign import CampaignSettings
-
-    analysis = config.get("analysis", {})
-    cal = analysis.get("calibration", {})
-    return (bool(config.get("pipeline", {}).get("analyze", True)) and bool(cal.get("enabled"))
-            and bool(config.get("calibration")) and CampaignSettings.from_config(
-                cal.get("campaign")).enabled)
-
-
-def recalibrates(config: Mapping[str, Any]) -> bool:
-    """Whether a run with ``config`` rewrites its units' products after the last pack
-    (the campaign calibration step), so that exports must wait for it."""
-    return _enabled(config)
-
-
-def pack_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The configuration of the per-pack analysis when this step runs after it.
-
-    The step calibrates each input's events together and rewrites every
-    calibration-dependent product, so the packs calibrate each event on its
-    own (their bootstrap): no work is done twice, and a pack's products are
-    those of its units processed alone.
-    """
-    if not _enabled(config):
-        return config
-    analysis = dict(config["analysis"])
-    calibration = dict(analysis["calibration"])
-    calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
-    analysis["calibration"] = calibration
-    return {**config, "analysis": analysis}
-
-
 def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mapping[str, Any],
                   rows: int, n_events: int, manifest: Any, run_id: str, chash: str,
                   resources: Mapping[str, float] | None, retries: int) -> dict[str, Any] | None:
@@ -308,7 +276,7 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
         The group summaries by input index; None when the step is disabled or
         was already done for these units and configuration.
     """
-    if not units or not _enabled(config):
+    if not units or not recalibrates(config):
         return None
     signature = _signature(units, chash)
     last = None
