@@ -29,6 +29,7 @@ from idexdask.calibration.ions import (
     ion_mass,
     parse_formula,
 )
+from idexdask.calibration.mass_axes import MassFlag, mass_axis, time_axis
 from idexdask.calibration.settings import (
     BootstrapSettings,
     CalibrationSettings,
@@ -38,12 +39,9 @@ from idexdask.calibration.settings import (
 from idexdask.calibration.synthetic import synthetic_peaks
 from idexdask.calibration.tofmass import (
     CalibrationStatus,
-    MassFlag,
     TOFMassCal,
     adaptive_order,
-    mass_axis,
     min_slope,
-    time_axis,
 )
 
 __all__ = [

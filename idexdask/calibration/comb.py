@@ -164,7 +164,7 @@ class CombResult:
 def stack_coefficients(
     calibrations: Sequence[TOFMassCal | CombResult | None], order: int | None = None
 ) -> NDArray:
-    """Coefficient array ``(n_events, K+1)`` for :func:`~.tofmass.mass_axis`.
+    """Coefficient array ``(n_events, K+1)`` for :func:`~.mass_axes.mass_axis`.
 
     Lower orders are zero-padded; unusable or missing calibrations give NaN rows.
     """

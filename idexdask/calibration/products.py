@@ -24,8 +24,8 @@ from idexdask.analysis.products import TofLines, add_with_coordinate, epoch_vari
 from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
 from idexdask.calibration.comb import comb_calibrations
 from idexdask.calibration.manual import manual_calibrations
+from idexdask.calibration.mass_axes import mass_axis
 from idexdask.calibration.settings import load_calibration_settings
-from idexdask.calibration.tofmass import mass_axis
 from idexdask.sources.defaults import resolve_preset
 
 __all__ = [
