@@ -3,7 +3,7 @@
 Loads one event from an input any source reads (an L0 packet file, an official
 L1a CDF, a LeCroy ``.trc`` capture or a directory of captures) or from a Zarr
 store written by ``idexdask decode`` / ``submit``; finds its TOF lines and
-calibrates them (:mod:`idexdask.calibration.time2mass`), blind or from the lines
+calibrates them (:mod:`idexdask.calibration.single_event`), blind or from the lines
 ``--lines`` names; prints the calibration and a residual table per line; and
 writes a plot (spectrum against mass with the identified lines labelled, and
 the residuals).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.calibration.time2mass import (
+from idexdask.calibration.single_event import (
     Time2MassResult,
     calibrate_lines,
     calibration_settings,
