@@ -90,6 +90,7 @@ from idexdask.schema import Settings
 __all__ = [
     "QualityStatus",
     "channel_arrays",
+    "fill_value",
     "find_time_variable",
     "detect_quantum",
     "interpolated_mad",
@@ -272,7 +273,7 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     integer = xp is np and np.asarray(raw).dtype.kind in "iu"
     # integer samples are never NaN: skip that test, and mask fill in place on the copy
     valid = xp.ones(x.shape, dtype=bool) if integer else ~xp.isnan(x)
-    fill_f = _fill_value(var.attrs)
+    fill_f = fill_value(var.attrs)
     if math.isfinite(fill_f):
         valid &= x != fill_f
     if integer:
@@ -283,7 +284,7 @@ def channel_arrays(ds: xr.Dataset, name: str) -> tuple[Any, Any, Any | None]:
     return x, valid, _time_axis(ds, name, x.shape, xp)
 
 
-def _fill_value(attrs: Mapping[str, Any]) -> float:
+def fill_value(attrs: Mapping[str, Any]) -> float:
     """``FILLVAL`` (else ``_FillValue``) as a float; NaN when absent or not a number."""
     fill = attrs.get("FILLVAL", attrs.get("_FillValue"))
     if fill is None:
@@ -995,7 +996,7 @@ def _channel_quality_host(
     n_events, n = raw.shape
     vmin, vmax = rails
     quantum = quantisation_step(var)
-    fill = _fill_value(var.attrs)
+    fill = fill_value(var.attrs)
     has_fill = math.isfinite(fill)
     t = _time_axis(ds, name, raw.shape, np)
     has_t = t is not None

@@ -47,7 +47,7 @@ from idexdask._logging import get_logger
 from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
-from idexdask.analysis.signal_quality import _fill_value
+from idexdask.analysis.signal_quality import fill_value as _fill_value
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
