@@ -44,13 +44,8 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peaks import (
-    LineFits,
-    PeakCandidates,
-    detect_peaks,
-    fit_lines,
-    sample_step,
-)
+from idexdask.analysis.line_fits import LineFits, fit_lines
+from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
 from idexdask.analysis.signal_quality import fill_value
 from idexdask.numerics import pairwise_sum_sparse

@@ -3,7 +3,7 @@
 Loads one event from an input any source reads (an L0 packet file, an official
 L1a CDF, a LeCroy ``.trc`` capture or a directory of captures) or from a Zarr
 store written by ``idexdask decode`` / ``submit``; finds its TOF lines and
-calibrates them (:mod:`idexdask.calibration.time2mass`), blind or from the lines
+calibrates them (:mod:`idexdask.calibration.single_event`), blind or from the lines
 ``--lines`` names; prints the calibration and a residual table per line; and
 writes a plot (spectrum against mass with the identified lines labelled, and
 the residuals).
@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.calibration.time2mass import (
+from idexdask.calibration.single_event import (
     Time2MassResult,
-    analysed_lines,
     calibrate_lines,
     calibration_settings,
+    event_lines,
+    has_stored_lines,
     parse_lines,
-    stored_lines,
     time2mass_figure,
 )
 from idexdask.cli.output import echo
@@ -187,11 +187,12 @@ def run_time2mass(args: argparse.Namespace) -> int:
     cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
                                                         "preset": preset}}
     settings = calibration_settings(preset, cfg)
-    lines = stored_lines(ds, index)
-    if lines is None:  # a decoded dataset: analyse the event
+    if has_stored_lines(ds):
+        lines = event_lines(ds, index)
+    else:  # a decoded dataset: analyse the event
         from idexdask.workflow import analyze
 
-        lines = analysed_lines(analyze(ds.isel(epoch=[index]).load(), cfg))
+        lines = event_lines(analyze(ds.isel(epoch=[index]).load(), cfg), 0, source="analyze")
     epoch = int(np.asarray(ds["epoch"].values)[index])
     header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"
               f"lines              : {lines.center_us.size} found ({lines.source})")
