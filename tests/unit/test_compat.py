@@ -110,8 +110,8 @@ def test_line_heights_on_both_paths(adapter_path):
     """line_heights is emg() on its grids on both paths: compiled with SciPy's C
     erfcx (internals), or that array code itself (public).  8 ulp relative: libm's
     and NumPy's SIMD exp/erfcx round an ulp or two apart (observed ~2)."""
+    from idexdask.analysis.line_fits import _HEIGHT_GRID, line_heights
     from idexdask.analysis.lineshapes import emg
-    from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
 
     rng = np.random.default_rng(3)
     n = 200
