@@ -33,12 +33,12 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.impact import (
-    FIT_PARAMETERS,
     IMPACT_CHANNELS,
     ImpactStatus,
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.impact_model import FIT_PARAMETERS
 from idexdask.analysis.line_edits import apply_line_edits
 from idexdask.analysis.overrides import (
     LINE_SHAPES,
