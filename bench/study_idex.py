@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import idexdask
-from idexdask.analysis.analyze import analyze
 from idexdask.calibration import load_calibration_settings
 from idexdask.calibration.time2mass import EventLines, calibrate_lines, time2mass_figure
+from idexdask.workflow import analyze
 
 DEFAULT = (Path(__file__).resolve().parents[2]
            / "shared/data/idex-l0/imap_idex_l0_raw_20231218_v001.pkts")

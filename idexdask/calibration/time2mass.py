@@ -1,8 +1,8 @@
 """Time-of-flight to mass calibration of one event: its lines, the calibration, a figure.
 
 The science of ``idexdask time2mass`` (:mod:`idexdask.cli.time2mass`): the
-lines of one event (:func:`stored_lines`: the ``peak_*`` products a dataset
-holds; :func:`analysed_lines`: those of the analysis of that event);
+lines of one event (:func:`event_lines`: the stored ``peak_*`` products of a
+campaign store or of :func:`idexdask.workflow.analyze` run on that event);
 its calibration (:func:`calibrate_lines`), either blind
 (:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from lines
 a user names (:func:`parse_lines`: ``"t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`);
@@ -35,8 +35,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "EventLines", "Time2MassResult", "analysed_lines", "calibrate_lines", "calibration_settings",
-    "parse_lines", "stored_lines", "time2mass_figure",
+    "EventLines", "Time2MassResult", "calibrate_lines", "calibration_settings", "event_lines",
+    "has_stored_lines",
+    "parse_lines", "time2mass_figure",
 ]
 
 _PEAK_VARS = ("peak_event", "peak_center", "peak_area")
@@ -130,62 +131,54 @@ def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
     return None if name is None else np.asarray(ds[name].values, dtype=float)
 
 
-def stored_lines(ds: xr.Dataset, index: int) -> EventLines | None:
-    """Lines of event ``index`` from the ``peak_*`` products ``ds`` holds, or None.
+def has_stored_lines(ds: xr.Dataset) -> bool:
+    """Whether ``ds`` carries the ragged ``peak_*`` line products (a store, ``analyze`` output)."""
+    return all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS)
+
+
+def event_lines(ds: xr.Dataset, index: int, source: str = "stored") -> EventLines:
+    """Lines of event ``index`` of ``ds`` read from its ``peak_*`` products.
+
+    The analysis that makes those products sits above this layer
+    (:func:`idexdask.workflow.analyze`): a caller holding only decoded
+    waveforms analyses the event first and passes the result with
+    ``source="analyze"``.
 
     Parameters
     ----------
     ds : xarray.Dataset
-        Event dataset with the products of :func:`idexdask.analyze` (lines
-        along ``peak``).
+        Event dataset with the line products (:func:`has_stored_lines`).
     index : int
         Event position along ``epoch``.
+    source : str
+        Where the lines come from, reported with them: ``"stored"`` or ``"analyze"``.
 
     Returns
     -------
-    EventLines or None
-        None when ``ds`` holds no line list (a decoded dataset: analyse the
-        event, :func:`analysed_lines`).
+    EventLines
+        Empty (no centres) when ``ds`` has no line products.
     """
-    if all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS):
-        sel = np.asarray(ds["peak_event"].values) == index
-        status = (
-            np.asarray(ds["peak_status"].values)[sel]
-            if "peak_status" in ds
-            else np.zeros(int(sel.sum()), dtype=int)
-        )
-        ev = ds.isel(epoch=index)
-        spec = ev["tof_combined"] if "tof_combined" in ev else None
-        t = _time_of(ds, "tof_combined")[index] if spec is not None else None
-        return EventLines(
-            np.asarray(ds["peak_center"].values, dtype=float)[sel],
-            np.asarray(ds["peak_area"].values, dtype=float)[sel],
-            status,
-            t,
-            None if spec is None else np.asarray(spec.values, dtype=float),
-            str(spec.attrs.get("units", "")) if spec is not None else "",
-            "stored",
-            (np.asarray(ds["peak_center_at_mode"].values)[sel]
-             if "peak_center_at_mode" in ds else None),
-        )
-    return None
-
-
-def analysed_lines(out: xr.Dataset) -> EventLines:
-    """Lines of a one-event analysis (what :func:`idexdask.analyze` returns for one event)."""
-    if "peak_center" not in out:
-        return EventLines(np.empty(0), np.empty(0), np.empty(0, dtype=int), source="analyze")
-    spec = out["tof_combined"]
+    if not has_stored_lines(ds):
+        return EventLines(np.empty(0), np.empty(0), np.empty(0, dtype=int), source=source)
+    sel = np.asarray(ds["peak_event"].values) == index
+    status = (
+        np.asarray(ds["peak_status"].values)[sel]
+        if "peak_status" in ds
+        else np.zeros(int(sel.sum()), dtype=int)
+    )
+    ev = ds.isel(epoch=index)
+    spec = ev["tof_combined"] if "tof_combined" in ev else None
+    t = _time_of(ds, "tof_combined")[index] if spec is not None else None
     return EventLines(
-        np.asarray(out["peak_center"].values, dtype=float),
-        np.asarray(out["peak_area"].values, dtype=float),
-        np.asarray(out["peak_status"].values, dtype=int),
-        _time_of(out, "tof_combined")[0] if _time_of(out, "tof_combined") is not None else None,
-        np.asarray(spec.values[0], dtype=float),
-        str(spec.attrs.get("units", "")),
-        "analyze",
-        (np.asarray(out["peak_center_at_mode"].values)
-         if "peak_center_at_mode" in out else None),
+        np.asarray(ds["peak_center"].values, dtype=float)[sel],
+        np.asarray(ds["peak_area"].values, dtype=float)[sel],
+        status,
+        t,
+        None if spec is None else np.asarray(spec.values, dtype=float),
+        str(spec.attrs.get("units", "")) if spec is not None else "",
+        source,
+        (np.asarray(ds["peak_center_at_mode"].values)[sel]
+         if "peak_center_at_mode" in ds else None),
     )
 
 

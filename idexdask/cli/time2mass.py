@@ -27,11 +27,11 @@ import xarray as xr
 
 from idexdask.calibration.time2mass import (
     Time2MassResult,
-    analysed_lines,
     calibrate_lines,
     calibration_settings,
+    event_lines,
+    has_stored_lines,
     parse_lines,
-    stored_lines,
     time2mass_figure,
 )
 from idexdask.cli.output import echo
@@ -176,7 +176,8 @@ def run_time2mass(args: argparse.Namespace) -> int:
     IdexDaskError
         Unreadable source, event out of range, bad ``--lines`` or configuration.
     """
-    from idexdask.analysis.analyze import load_analysis_settings
+    from idexdask.analysis.products import load_analysis_settings
+    from idexdask.workflow import analyze
 
     user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
     ds, kind = _load_source(args.source)
@@ -187,11 +188,10 @@ def run_time2mass(args: argparse.Namespace) -> int:
     cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
                                                         "preset": preset}}
     settings = calibration_settings(preset, cfg)
-    lines = stored_lines(ds, index)
-    if lines is None:  # a decoded dataset: analyse the event
-        from idexdask.analysis.analyze import analyze
-
-        lines = analysed_lines(analyze(ds.isel(epoch=[index]).load(), cfg))
+    if has_stored_lines(ds):
+        lines = event_lines(ds, index)
+    else:
+        lines = event_lines(analyze(ds.isel(epoch=[index]).load(), cfg), 0, source="analyze")
     epoch = int(np.asarray(ds["epoch"].values)[index])
     header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"
               f"lines              : {lines.center_us.size} found ({lines.source})")

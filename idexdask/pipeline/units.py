@@ -36,7 +36,7 @@ from idexdask.sources import Unit, sources
 from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 
 if TYPE_CHECKING:
-    from idexdask.analysis.analyze import AnalysisProducts
+    from idexdask.workflow.analyze import AnalysisProducts
 
 __all__ = ["LEVEL_ATTR", "ProcessedUnits", "normalise_for_store", "process_unit",
            "process_units"]
@@ -184,7 +184,7 @@ def _analysis_products(
     dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None
 ) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
-    from idexdask.analysis.analyze import analysis_products  # noqa: PLC0415
+    from idexdask.workflow.analyze import analysis_products  # noqa: PLC0415
 
     return analysis_products(dataset, config, overrides=overrides)
 
