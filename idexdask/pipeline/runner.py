@@ -51,6 +51,7 @@ from typing import Any
 import xarray as xr
 
 from idexdask.errors import ConfigError, IdexDaskError, StoreError
+from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.lock import LOCK_NAME
 from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, UnitRecord, pipeline_dir
@@ -61,7 +62,8 @@ from idexdask.pipeline.overrides_store import (
     write_overrides_file,
 )
 from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
-from idexdask.pipeline.recalibrate import campaign_step, recalibrates
+from idexdask.pipeline.progress import PLAN_NAME, done_units, unit_is_done
+from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
@@ -85,7 +87,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PLAN_NAME = "plan.json"
 # packs whose processing may fail before the store's schema is given up
 _SCHEMA_TRIES = 5
 # configuration sections that do not change the products
@@ -706,7 +707,7 @@ def store_status(store: str | os.PathLike) -> RunSummary:
                          empty_inputs=list(plan.get("empty_inputs", [])))
     for unit in plan["units"]:
         record = latest.get(unit["uid"])
-        if _record_matches(record, unit, chash):
+        if unit_is_done(record, unit, chash):
             summary.events_done += unit["n_events"]
             summary.units_done += 1
         elif record is not None and record.get("status") == "failed":
@@ -734,37 +735,6 @@ def store_status(store: str | os.PathLike) -> RunSummary:
         begun = datetime.fromisoformat(start["time"])
         summary.elapsed_s = (datetime.now(UTC) - begun).total_seconds()
     return summary
-
-
-def _record_matches(record: Mapping[str, Any] | None, unit: Mapping[str, Any], chash: str) -> bool:
-    """:func:`_is_done` of a unit of ``plan.json``."""
-    if record is None:
-        return False
-    try:
-        return UnitRecord.from_json(record).is_done(unit["input_hash"], unit["region"], chash)
-    except (KeyError, TypeError, ValueError):  # a record this version cannot read: redo
-        return False
-
-
-def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
-    """The store's inputs and its units that are complete (as planned, in the manifest).
-
-    Returns
-    -------
-    inputs : list of str
-        Input paths (``input_index`` points here).
-    units : list of dict
-        Planned units (``uid``, ``input``, ``input_index``, ``region``, ...) whose
-        latest manifest record says done with the current digests.
-    """
-    store = Path(store)
-    if not (pipeline_dir(store) / PLAN_NAME).exists():
-        raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
-    plan = json.loads((pipeline_dir(store) / PLAN_NAME).read_text())
-    latest = Manifest(store).latest_units()
-    done = [u for u in plan["units"]
-            if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
-    return plan["inputs"], done
 
 
 def _clear_store(store: Path) -> None:
