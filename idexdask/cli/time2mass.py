@@ -177,7 +177,6 @@ def run_time2mass(args: argparse.Namespace) -> int:
         Unreadable source, event out of range, bad ``--lines`` or configuration.
     """
     from idexdask.analysis.products import load_analysis_settings
-    from idexdask.workflow import analyze
 
     user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
     ds, kind = _load_source(args.source)
@@ -190,7 +189,9 @@ def run_time2mass(args: argparse.Namespace) -> int:
     settings = calibration_settings(preset, cfg)
     if has_stored_lines(ds):
         lines = event_lines(ds, index)
-    else:
+    else:  # a decoded dataset: analyse the event
+        from idexdask.workflow import analyze
+
         lines = event_lines(analyze(ds.isel(epoch=[index]).load(), cfg), 0, source="analyze")
     epoch = int(np.asarray(ds["epoch"].values)[index])
     header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"

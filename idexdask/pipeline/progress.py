@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from idexdask.errors import StoreError
-from idexdask.pipeline.manifest import Manifest, pipeline_dir
+from idexdask.pipeline.manifest import Manifest, UnitRecord, pipeline_dir
 
 __all__ = ["PLAN_NAME", "done_units", "unit_is_done"]
 
@@ -27,15 +27,15 @@ def unit_is_done(record: Mapping[str, Any] | None, unit: Mapping[str, Any], chas
     """Whether a unit's latest manifest ``record`` says it is done as ``unit`` is planned.
 
     Done, with the planned unit's input digest and region and the configuration
-    hash ``chash`` of the plan.
+    hash ``chash`` of the plan.  A record this version cannot read is not done
+    (the unit is redone).
     """
-    return (
-        record is not None
-        and record.get("status") == "done"
-        and record.get("input_hash") == unit["input_hash"]
-        and record.get("config_hash") == chash
-        and list(record.get("region", ())) == list(unit["region"])
-    )
+    if record is None:
+        return False
+    try:
+        return UnitRecord.from_json(record).is_done(unit["input_hash"], unit["region"], chash)
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:

@@ -218,3 +218,17 @@ def test_chunk_codec_checks_itself_against_zarr(adapter_path, monkeypatch):
         monkeypatch.setattr(zarr_chunks.ChunkCodec, "encode",
                             lambda self, chunk: bytes(real(self, chunk)) + b"\0")
         assert zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,)) is None
+
+
+def test_real_l0_file_decodes_the_same_on_both_paths(l0_dir, monkeypatch):
+    """A real flight file: the lazy time axes (internals) and the computed ones
+    (public path) hold the same values, as does every other variable."""
+    from idexdask.packets.reader import read_l0
+
+    path = l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"
+    monkeypatch.delenv(PUBLIC_API_ENV, raising=False)
+    lazy = read_l0(path)
+    monkeypatch.setenv(PUBLIC_API_ENV, "lazy")
+    computed = read_l0(path)
+    assert lazy.sizes["epoch"] > 0
+    xr.testing.assert_identical(lazy.load(), computed)

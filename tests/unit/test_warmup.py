@@ -13,8 +13,8 @@ KERNELS = [
     ("idexdask.packets.assemble", "_decode_jobs"),  # the Rice decoder is compiled into it
     ("idexdask.analysis.tof", "_merge_rows"),
     ("idexdask.analysis.peaks", "_search_rows"),
-    ("idexdask.analysis.signal_quality", "_scan_rows"),
-    ("idexdask.analysis.signal_quality", "_excursion_rows"),
+    ("idexdask.analysis.signal_quality.kernels", "trace_rows"),
+    ("idexdask.analysis.signal_quality.kernels", "baseline_bounds"),
     ("idexdask.calibration.comb_search", "scan_events"),
     ("idexdask.calibration.comb_search", "finish_events"),
 ]

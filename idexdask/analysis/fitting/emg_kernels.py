@@ -17,7 +17,8 @@ import math
 import numba
 
 from idexdask.analysis.normal_sums import ACC5_ZERO, acc5, store5
-from idexdask.analysis.special import call_scipy_erfcx, erfcx_kernel
+from idexdask.analysis.special import erfcx_kernel
+from idexdask.compat.erfcx import call_scipy_erfcx
 
 __all__ = ["emg_constant_normal", "emg_point", "emg_profile"]
 
