@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.selection import median_and_mad
 from idexdask.errors import AnalysisError
 
@@ -124,7 +125,7 @@ def _mad(a: np.ndarray) -> float:
     a = a[np.isfinite(a)]
     if a.size == 0:
         return np.nan
-    return float(1.4826 * np.median(np.abs(a - np.median(a))))
+    return float(MAD_TO_SIGMA * np.median(np.abs(a - np.median(a))))
 
 
 def _window_stats(
@@ -427,7 +428,7 @@ def _derivative(rec: _Records, s: _PickupSettings) -> _Derivative:
     mad, i_in, i_out, window_in, window_out = _derivative_rows(
         rec.signal, rec.polarity, rec.fill, int(w), int(s.min_transit), int(s.max_transit),
         int(s.edge_half), cumsum)
-    sigma = 1.4826 * mad
+    sigma = MAD_TO_SIGMA * mad
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse)

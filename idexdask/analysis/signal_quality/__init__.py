@@ -88,7 +88,6 @@ from idexdask.analysis.signal_quality.dataset import (
 from idexdask.analysis.signal_quality.products import quality_variables, signal_quality
 from idexdask.analysis.signal_quality.settings import load_quality_config
 from idexdask.analysis.signal_quality.statistics import (
-    MAD_TO_SIGMA,
     detect_quantum,
     interpolated_mad,
     long_runs,
@@ -96,7 +95,6 @@ from idexdask.analysis.signal_quality.statistics import (
 from idexdask.analysis.signal_quality.status import QualityStatus
 
 __all__ = [
-    "MAD_TO_SIGMA",
     "QualityStatus",
     "channel_arrays",
     "detect_quantum",

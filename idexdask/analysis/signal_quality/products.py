@@ -12,11 +12,11 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality.array_path import channel_quality_xp
 from idexdask.analysis.signal_quality.dataset import adc_rails, clipped_flag, waveform_variables
 from idexdask.analysis.signal_quality.host_path import channel_quality_host
 from idexdask.analysis.signal_quality.settings import load_quality_config
-from idexdask.analysis.signal_quality.statistics import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality.status import (
     STATUS_MEANINGS,
     ChannelQuality,
