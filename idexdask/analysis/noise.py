@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -326,8 +326,8 @@ def autocorrelation(x: np.ndarray, max_lag: int | None = None) -> np.ndarray:
 
 def _window_segments(
     x: np.ndarray, valid: np.ndarray, t: np.ndarray | None, window: tuple[float, float] | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Equal-length segments (n_events, L), their validity, and their times."""
+) -> _WindowSamples:
+    """Equal-length segments (n_events, L), their validity and their times (no step yet)."""
     n_events, n = x.shape
     if t is None:
         t2 = None
@@ -337,16 +337,17 @@ def _window_segments(
         if window is not None:
             _log.warning("no time axis: noise diagnostics on the whole trace")
         tt = t2 if t2 is not None else np.full((n_events, n), np.nan)
-        return x, valid, tt
+        return _WindowSamples(values=x, ok=valid, times=tt, step=None)
     with np.errstate(invalid="ignore"):
         inwin = (t2 >= window[0]) & (t2 < window[1])
     count = inwin.sum(axis=1)
     has = count > 0
     if not has.any():
-        return (
-            np.full((n_events, 0), np.nan),
-            np.zeros((n_events, 0), bool),
-            np.full((n_events, 0), np.nan),
+        return _WindowSamples(
+            values=np.full((n_events, 0), np.nan),
+            ok=np.zeros((n_events, 0), bool),
+            times=np.full((n_events, 0), np.nan),
+            step=None,
         )
     length = int(count[has].min())
     start = np.argmax(inwin, axis=1)
@@ -354,7 +355,7 @@ def _window_segments(
     seg = np.take_along_axis(x, idx, axis=1)
     ok = np.take_along_axis(valid, idx, axis=1) & has[:, None]
     tt = np.take_along_axis(t2, idx, axis=1)
-    return np.where(ok, seg, np.nan), ok, tt
+    return _WindowSamples(values=np.where(ok, seg, np.nan), ok=ok, times=tt, step=None)
 
 
 def noise_diagnostics(
@@ -555,11 +556,11 @@ def _window_samples(
     xd, vd, td = channel_arrays(ds, channel)
     x, valid = to_numpy(xd), to_numpy(vd)
     t = None if td is None else to_numpy(td)
-    seg, ok, tt = _window_segments(x, valid, t, window)
-    if x.shape[0] and seg.shape[1] < 2:
+    segments = _window_segments(x, valid, t, window)
+    if x.shape[0] and segments.length < 2:
         raise AnalysisError(f"{channel}: fewer than 2 samples in the window {window} µs")
-    step = 1.0 if ds[channel].dtype.kind in "iu" else detect_quantum(seg)
-    return _WindowSamples(values=seg, ok=ok, times=tt, step=step)
+    step = 1.0 if ds[channel].dtype.kind in "iu" else detect_quantum(segments.values)
+    return replace(segments, step=step)
 
 
 def _levels(samples: _WindowSamples) -> _Levels:

@@ -40,13 +40,13 @@ from idexdask.analysis.impact import (
     status_meanings,
 )
 from idexdask.analysis.line_edits import apply_line_edits
+from idexdask.analysis.line_status import LineStatus, fit_status_meanings
 from idexdask.analysis.overrides import (
     LINE_SHAPES,
     apply_tof_overrides,
     impact_windows,
     manual_impact,
 )
-from idexdask.analysis.peaks import LineStatus, fit_status_meanings
 from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
 from idexdask.analysis.velocity import (
     PowerLawCurve,
@@ -84,7 +84,7 @@ class TofLines:
     area : numpy.ndarray
         Line area above the local baseline, signal units x µs.
     status : numpy.ndarray
-        :class:`~idexdask.analysis.peaks.LineStatus` of the fit (int8).
+        :class:`~idexdask.analysis.line_status.LineStatus` of the fit (int8).
     mode_centred : numpy.ndarray
         True where a Gaussian was fitted at the line's mode (EMG failed): the
         centre is not an EMG centre and is not calibrated on.

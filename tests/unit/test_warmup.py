@@ -15,8 +15,8 @@ KERNELS = [
     ("idexdask.analysis.peaks", "_search_rows"),
     ("idexdask.analysis.signal_quality.kernels", "trace_rows"),
     ("idexdask.analysis.signal_quality.kernels", "baseline_bounds"),
-    ("idexdask.calibration.bootstrap", "_scan_events"),
-    ("idexdask.calibration.bootstrap", "_finish_events"),
+    ("idexdask.calibration.comb_search", "scan_events"),
+    ("idexdask.calibration.comb_search", "finish_events"),
 ]
 
 _PROBE = """
