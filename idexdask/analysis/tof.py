@@ -603,4 +603,46 @@ def tof_lines(
     if edit is not None:
         cand = edit(cand, merged)
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
+    fits = joint_blend_fits(merged, cand, fits, settings, step)
     return cand, fits, zsig
+
+
+def joint_blend_fits(
+    merged: MergedSpectrum,
+    cand: PeakCandidates,
+    fits: LineFits,
+    settings: Mapping[str, Any],
+    step: np.ndarray,
+) -> LineFits:
+    """Replace the single-line fits of each blend whose joint fit converged.
+
+    See :mod:`idexdask.analysis.blends`.  The joint parameters, the blend's
+    window, chi-square and constant go to every member; heights and the
+    spike / not-significant classification are recomputed from them.
+    """
+    from idexdask.analysis.blends import refit_blends
+    from idexdask.analysis.peaks import LineShape, _classify, line_heights
+
+    t = np.broadcast_to(merged.time, merged.signal.shape)
+    bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,
+                      step)  # fmt: skip
+    take = np.flatnonzero(bf.converged)
+    if take.size == 0:
+        return fits
+    cols = {name: getattr(fits, name).copy() for name in LineFits.__dataclass_fields__}
+    for name in ("center", "center_err", "sigma", "gamma", "area", "area_err", "offset",
+                 "chisq", "redchi", "window_start", "window_stop", "shape", "mode_centred"):
+        cols[name][take] = getattr(bf, name)[take]
+    h = line_heights(bf.area[take], bf.center[take], bf.sigma[take], bf.gamma[take])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gauss = bf.shape[take] == LineShape.GAUSSIAN
+        h = np.where(gauss, bf.area[take] / (bf.sigma[take] * math.sqrt(2.0 * math.pi)), h)
+    cols["height"][take] = h
+    status = np.zeros(take.size, np.int8)
+    ev = cand.event[take]
+    xw = t[ev]
+    sig = np.broadcast_to(merged.sigma, merged.signal.shape)[ev]
+    _classify(status, h, bf.sigma[take], 0.3 * step[ev], sig, xw, bf.center[take], settings)
+    cols["status"][take] = status
+    _log.info("joint blend fits: %d lines in converged blends", take.size)
+    return LineFits(**cols)
