@@ -33,6 +33,7 @@ Saturated samples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -604,7 +605,53 @@ def tof_lines(
         cand = edit(cand, merged)
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
     fits = joint_blend_fits(merged, cand, fits, settings, step)
+    fits = classify_ringing(merged, cand, fits, settings, step)
     return cand, fits, zsig
+
+
+def classify_ringing(
+    merged: MergedSpectrum,
+    cand: PeakCandidates,
+    fits: LineFits,
+    settings: Mapping[str, Any],
+    step: np.ndarray,
+) -> LineFits:
+    """Give status ``ringing`` to detections that are one lobe of an oscillation.
+
+    Ion current is unipolar: the merged spectrum is positive-going, and noise
+    never reaches ``ringing_sigma`` (10) sigmas below the baseline.  A detection
+    with such a negative excursion within ``window_left_us`` of its peak sample
+    that is at least half its own height is the positive lobe of electrical
+    ringing (the 2023-04-12 ground-test captures: +-30 DN oscillations; the
+    scope's undershoot after a strong line), not an ion line: it is kept, with
+    status ``ringing``, and not calibrated on.  Lines stronger than twice the
+    trough are never ringing (a strong line's own undershoot does not make it
+    one).
+    """
+    from idexdask.analysis.peaks import LineStatus
+
+    threshold = float(settings["ringing_sigma"])
+    if cand.size == 0 or not threshold > 0:
+        return fits
+    reach = np.rint(float(settings["window_left_us"]) / step[cand.event]).astype(np.int64)
+    n = merged.signal.shape[1]
+    offsets = np.arange(-int(reach.max()), int(reach.max()) + 1)
+    cols = cand.index[:, None] + offsets[None, :]
+    inside = (np.abs(offsets)[None, :] <= reach[:, None]) & (cols >= 0) & (cols < n)
+    cols = np.clip(cols, 0, n - 1)
+    rows = cand.event[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = merged.signal[rows, cols] / merged.sigma[rows, cols]
+        trough = np.nanmin(np.where(inside & np.isfinite(z), z, np.inf), axis=1)
+        peak = merged.signal[cand.event, cand.index] / merged.sigma[cand.event, cand.index]
+        ringing = (trough <= -threshold) & (-trough >= 0.5 * peak)
+    ringing &= ~cand.manual
+    if not ringing.any():
+        return fits
+    status = fits.status.copy()
+    status[ringing] = LineStatus.RINGING
+    _log.info("%d detections are ringing (a lobe of an oscillation), not lines", ringing.sum())
+    return dataclasses.replace(fits, status=status)
 
 
 def joint_blend_fits(
