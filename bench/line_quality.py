@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     w("|---" * (len(names) + 9) + "|\n")
     for r in rows:
         share = (f"{r.significant_converged}/{r.significant} "
-                 f"({100 * r.significant_converged / max(r.significant, 1):.0f} %)")
+                 f"({100 * r.significant_converged / r.significant:.0f} %)"
+                 if r.significant else "0/0 (no lines)")
         w(f"| {r.name} | {r.events} | {r.lines} | "
           + " | ".join(str(r.status_counts[k]) for k in names)
           + f" | {r.calibrated} of {r.events} | {share} | {r.significant_ringing} | "

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import BatchFitResult, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.fitting import BatchFitResult, BatchModel, FitStatus, fit_batch_on
 from idexdask.analysis.lineshapes import (
     GAMMA_MAX,
     SIGMA_MIN,
@@ -64,7 +64,7 @@ _ROUNDS = 3  # joint fits per blend: as fitted; collapsed tails Gaussian; failed
 
 
 def multi_line_model(shapes: tuple[str, ...]) -> BatchModel:
-    """A sum of lines plus one constant, for :func:`~idexdask.analysis.batchfit.fit_batch`.
+    """A sum of lines plus one constant, for :func:`~idexdask.analysis.fitting.fit_batch`.
 
     Parameters
     ----------
@@ -130,7 +130,7 @@ class BlendFits:
     blend : numpy.ndarray
         Index of the blend a line belongs to, -1 for none (int64).
     status : numpy.ndarray
-        :class:`~idexdask.analysis.batchfit.FitStatus` of its blend's last joint fit (int8).
+        :class:`~idexdask.analysis.fitting.FitStatus` of its blend's last joint fit (int8).
     center, center_err, sigma, gamma, area, area_err, offset, chisq, redchi : numpy.ndarray
         The line's parameters in the joint fit: µs, µs, µs, 1/µs (NaN for a
         Gaussian), signal units·µs (twice), the blend's constant (signal

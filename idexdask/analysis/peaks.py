@@ -53,6 +53,7 @@ __all__ = [
     "LineShape",
     "LineStatus",
     "PeakCandidates",
+    "classify_lines",
     "detect_peaks",
     "fit_lines",
     "sample_step",
@@ -81,6 +82,11 @@ class LineStatus(IntEnum):
     a sample resolves, a spike rather than an ion line.  Kept, not calibrated on."""
     NOT_SIGNIFICANT = 6
     """Fitted height below ``min_line_snr`` noise sigmas.  Kept, not calibrated on."""
+    RINGING = 7
+    """One lobe of an electrical oscillation: a negative excursion of at least
+    ``ringing_sigma`` noise sigmas and half the detection's height beside it
+    (ion current is unipolar; :func:`idexdask.analysis.tof.classify_ringing`).
+    Kept, not calibrated on."""
 
 
 class LineShape(IntEnum):
@@ -194,6 +200,7 @@ def detect_peaks(
     *,
     scale_den: np.ndarray | None = None,
     step: np.ndarray | None = None,
+    quantum: float | np.ndarray = 0.0,
 ) -> tuple[PeakCandidates, np.ndarray]:
     """Find the lines of every spectrum with a noise-scaled prominence threshold.
 
@@ -224,6 +231,12 @@ def detect_peaks(
     step : numpy.ndarray, optional
         :func:`sample_step` of ``t`` (n_events,), µs, when the caller has it
         (a median over every sample: ~25 µs per event); computed otherwise.
+    quantum : float or numpy.ndarray
+        Quantisation step of ``y`` (per event or one for all; 0 when unknown):
+        the smoothed baseline's sigma is never below the quantisation noise of
+        a ``w``-sample boxcar mean, ``quantum / sqrt(12 w)``, and where its MAD
+        collapses (a quiet quantised baseline) its standard deviation is used,
+        the rules of :func:`~idexdask.analysis.robust.baseline_sigma`.
 
     Returns
     -------
@@ -247,9 +260,11 @@ def detect_peaks(
         den = np.ones(n_events) if scale_den is None else np.asarray(scale_den, dtype=float)
     # one search over all events: [z_0, WALL, z_1, WALL, ...]
     flat = np.empty(n_events * (n + 1))  # NumPy-allocated: huge pages, cheap to write
+    q = np.broadcast_to(np.abs(np.asarray(quantum, dtype=float)), (n_events,))
+    zfloor = np.where(np.isfinite(q), q, 0.0) / np.sqrt(12.0 * width)
     zsig, usable = _search_rows(
         y, t, width, float(settings["baseline_stop_us"]), max(int(0.1 * n), 1), noise,
-        num, den, noise_scale is not None, flat,
+        num, den, noise_scale is not None, flat, zfloor,
     )  # fmt: skip
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
     idx, heights, proms = _find_peaks(
@@ -427,12 +442,14 @@ def _search_rows(
     den: np.ndarray,
     has_scale: bool,
     flat: np.ndarray,
+    zfloor: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """The normalised search rows of :func:`detect_peaks`, one event at a time.
 
     Per row: NaN -> 0, boxcar of ``width`` (``mode="nearest"``), robust sigma of
     the smoothed pre-trigger samples (``t < stop_us`` and ``y`` finite; the
-    first ``n_first`` samples when fewer than 16), replaced by ``noise`` when not
+    first ``n_first`` samples when fewer than 16; their standard deviation
+    where the MAD is 0; at least ``zfloor``), replaced by ``noise`` when not
     positive; ``z = smooth / sigma``, divided by ``max(boxcar5(scale), 1)``
     where the relative noise ``scale = num / den`` (non-finite -> 1) is not all
     one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` goes to
@@ -478,6 +495,16 @@ def _search_rows(
             for j in range(k):
                 buf[j] = abs(vals[j] - m)
             zs = MAD_TO_SIGMA * median_inplace(buf, k)
+            if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
+                mean = 0.0
+                for j in range(k):
+                    mean += vals[j]
+                mean /= k
+                var = 0.0
+                for j in range(k):
+                    var += (vals[j] - mean) ** 2
+                zs = np.sqrt(var / k)
+            zs = max(zs, zfloor[r])
         if not (np.isfinite(zs) and zs > 0):
             zs = noise[r]
         ok = np.isfinite(zs) and zs > 0 and n_fin > 0
@@ -900,7 +927,7 @@ def _fit_windows(
     height = line_heights(a, c, s, g)
     with np.errstate(invalid="ignore", divide="ignore"):
         height = np.where(gauss, a / (s * math.sqrt(2.0 * math.pi)), height)
-    _classify(status, height, s, sigma_lo, sig, xw, c, settings)
+    classify_lines(status, height, s, sigma_lo, sig, xw, c, settings)
     return LineFits(
         center=c,
         center_err=stderr[:, 1],
@@ -1040,7 +1067,7 @@ def _gaussian_fallback(
     mode_centred[r] = ~collapsed[r]
 
 
-def _classify(
+def classify_lines(
     status: np.ndarray,
     height: np.ndarray,
     sigma: np.ndarray,
@@ -1052,6 +1079,21 @@ def _classify(
 ) -> None:
     """Mark spikes and insignificant lines among the fitted ones (in place).
 
+    Parameters
+    ----------
+    status : numpy.ndarray
+        :class:`LineStatus` codes (m,), updated in place.
+    height, sigma, center : numpy.ndarray
+        Fitted line height (signal units), Gaussian width and centre (µs), (m,).
+    sigma_lo : numpy.ndarray
+        The width bound of each fit, ``SIGMA_MIN_SAMPLES`` samples (µs), (m,).
+    sig, xw : numpy.ndarray
+        Noise sigma and times of each line's window (m, n_points).
+    settings : mapping
+        The ``peaks`` section (``min_line_snr``).
+
+    Notes
+    -----
     A fitted line (status CONVERGED, MAX_ITERATIONS or HIT_BOUND) lower than
     ``min_line_snr`` times the noise at its centre is NOT_SIGNIFICANT; one
     whose width ended at the sampling limit is a SPIKE.  Both are kept.

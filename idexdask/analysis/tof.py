@@ -46,6 +46,7 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.peaks import (
+    SIGMA_MIN_SAMPLES,
     LineFits,
     PeakCandidates,
     detect_peaks,
@@ -53,7 +54,7 @@ from idexdask.analysis.peaks import (
     sample_step,
 )
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
-from idexdask.analysis.signal_quality import _fill_value
+from idexdask.analysis.signal_quality import _fill_value, quantisation_step
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
@@ -196,6 +197,8 @@ class MergedSpectrum:
         higher gain.
     noise : numpy.ndarray
         Baseline noise of the reference gain per event (n_events,).
+    quantum : float
+        Quantisation step of the reference gain, its unit (0 when unknown).
     """
 
     signal: np.ndarray
@@ -207,6 +210,7 @@ class MergedSpectrum:
     ratio_status: dict[str, np.ndarray]
     overlap: dict[str, np.ndarray]
     noise: np.ndarray
+    quantum: float = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -329,9 +333,10 @@ def merge_gains(
     t = channel_time(ds, present[0])
     n_gains = len(present)
     raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
-    flags, t0s, t1s, qsigs, noms = [], [], [], [], []
+    flags, t0s, t1s, qsigs, noms, quanta = [], [], [], [], [], []
     for j, name in enumerate(present):
         var = ds.variables[name]
+        quanta.append(quantisation_step(var))
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
@@ -365,6 +370,7 @@ def merge_gains(
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
+            np.array(quanta) / math.sqrt(12.0),
         )  # fmt: skip
     ratios = {name: ratio[j] for j, name in enumerate(present)}
     status = {name: st[j] for j, name in enumerate(present)}
@@ -384,6 +390,7 @@ def merge_gains(
         ratio_status=status,
         overlap=overlap,
         noise=noise[0],
+        quantum=float(quanta[0]),
     )
 
 
@@ -421,12 +428,14 @@ def _merge_rows(
     signal: np.ndarray,
     sigma: np.ndarray,
     source: np.ndarray,
+    floor: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
     """:func:`merge_gains` of every event, one row at a time (see there).
 
     Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used): the
     :func:`~idexdask.analysis.robust.baseline_sigma` level and sigma (sigma
-    replaced by ``qsig`` where that is finite and positive), the positive-going
+    replaced by ``qsig`` where that is finite and positive, else never below
+    ``floor[g]``, the quantisation noise), the positive-going
     signal ``pol * (x - level)``, its saturated samples (``>= vmax``, ``<= vmin``
     (NaN: none), the quality interval ``[t0, t1]`` where ``flag``, grown by
     ``guard`` samples), the ratio to the next higher gain (``nominal[g]`` when not
@@ -483,7 +492,7 @@ def _merge_rows(
                         k += 1
             base, _, mad = baseline_level(vals, pos, k, n, buf, zero_row)
             q = qsig[g, r]
-            noise[g, r] = q if (np.isfinite(q) and q > 0) else MAD_TO_SIGMA * mad
+            noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
             # saturated samples (grown by the guard) and the positive-going signal;
             # the loops are written branch-free (bitwise tests, selects)
             vmx = vmax[g]
@@ -597,7 +606,7 @@ def tof_lines(
     step = sample_step(np.broadcast_to(merged.time, merged.signal.shape))  # for both
     cand, zsig = detect_peaks(
         merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise,
-        step=step,
+        step=step, quantum=merged.quantum,
     )
     if edit is not None:
         cand = edit(cand, merged)
@@ -666,7 +675,7 @@ def joint_blend_fits(
     spike / not-significant classification are recomputed from them.
     """
     from idexdask.analysis.blends import refit_blends
-    from idexdask.analysis.peaks import LineShape, _classify, line_heights
+    from idexdask.analysis.peaks import LineShape, classify_lines, line_heights
 
     t = np.broadcast_to(merged.time, merged.signal.shape)
     bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,
@@ -687,7 +696,8 @@ def joint_blend_fits(
     ev = cand.event[take]
     xw = t[ev]
     sig = np.broadcast_to(merged.sigma, merged.signal.shape)[ev]
-    _classify(status, h, bf.sigma[take], 0.3 * step[ev], sig, xw, bf.center[take], settings)
+    classify_lines(status, h, bf.sigma[take], SIGMA_MIN_SAMPLES * step[ev], sig, xw,
+                   bf.center[take], settings)
     cols["status"][take] = status
     _log.info("joint blend fits: %d lines in converged blends", take.size)
     return LineFits(**cols)

@@ -29,11 +29,13 @@ FLIGHT = "imap_idex_l0_raw_20231218_v001.pkts"
 
 @pytest.fixture(scope="module")
 def analysed_real(l0_dir, trc_dir):
-    """The real files with ion lines, analysed with the default configuration."""
-    return {
-        "flight": analyze(idexdask.read_l0(l0_dir / FLIGHT)),
-        "lab": analyze(idexdask.read_trc(trc_dir)),
-    }
+    """Every real file with science events, analysed with the default configuration
+    (the 2024-12-06 and 2025-01-08 files hold housekeeping only)."""
+    out = {"flight": analyze(idexdask.read_l0(l0_dir / FLIGHT)),
+           "lab": analyze(idexdask.read_trc(trc_dir))}
+    for name in GROUND_TEST:
+        out[name] = analyze(idexdask.read_l0(l0_dir / name))
+    return out
 
 
 # Share of the lines >= 10 noise sigma that converge (bench/line_quality.py,
@@ -44,10 +46,12 @@ CONVERGED_SHARE = 0.90
 @pytest.mark.parametrize("which", ["flight", "lab"])
 def test_significant_lines_converge(analysed_real, which):
     from bench.line_quality import significant_lines
+    from idexdask.analysis.peaks import LineStatus
 
     out = analysed_real[which]
     sig, dt = significant_lines(out)
     st = out["peak_status"].values
+    sig &= st != LineStatus.RINGING  # not ion lines (test_ringing_is_bipolar)
     conv = sig & (st == 0)
     assert sig.sum() >= 20
     assert conv.sum() / sig.sum() >= CONVERGED_SHARE
@@ -69,17 +73,52 @@ def test_significant_lines_converge(analysed_real, which):
     assert np.percentile(redchi, 10) >= 0.5
 
 
+@pytest.mark.parametrize("which", ["flight", "lab", *GROUND_TEST])
+def test_ringing_is_bipolar(analysed_real, which):
+    """Detections classified `ringing` sit beside a negative excursion >= 10
+    noise sigmas deep in the raw TOF_High trace (ion current is unipolar), and
+    every >= 10 sigma detection of a file is either such ringing or a line that
+    converged in >= 90 % of cases: on the 2023-04-12 ground-test files (noise
+    captures, no ion lines) the >= 10 sigma detections are the +-30 DN
+    oscillation near -0.9 µs of event 1, all ringing."""
+    from bench.line_quality import raw_tof, significant_lines
+    from idexdask.analysis.peaks import LineStatus
+
+    out = analysed_real[which]
+    y, t, noise, _ = raw_tof(out)
+    st = out["peak_status"].values
+    ring = np.flatnonzero(st == LineStatus.RINGING)
+    for k in ring:
+        e = int(out["peak_event"].values[k])
+        c = out["peak_center"].values[k]
+        near = np.abs(t[e] - c) <= 0.07  # window_left_us plus the centre's offset
+        assert np.nanmin(y[e][near]) <= -9.5 * noise[e], (which, k)  # quantised trough
+    sig, _ = significant_lines(out)
+    lines = sig & (st != LineStatus.RINGING)
+    if which in GROUND_TEST:
+        assert sig.sum() >= 2 and lines.sum() == 0
+    else:
+        assert (sig & (st == 0)).sum() >= CONVERGED_SHARE * lines.sum()
+
+
 @pytest.mark.parametrize("which", ["flight", "lab"])
 def test_local_maxima_have_converged_lines(analysed_real, which):
     """Local maxima >= 10 sigma of the raw TOF trace (outside saturated runs)
-    have a converged line whose maximum lies within 3 samples."""
+    have a converged line whose maximum lies within 3 samples.
+
+    Issue 19 asks for every one; not met (docs/quality.md).  Flight, 3 of 19
+    left: event 0 at 5.950 µs, the top of a broad flat line whose fitted mode
+    is 4 samples earlier; event 8 at 6.254 µs and event 10 at 0.662 µs, bumps
+    on the tails of saturated lines with no converged line there.  Lab (1 ns
+    samples, lines 8-15 samples wide), 4 of 28: three noisy tops of broad lines
+    3.3-6.5 samples from their fitted modes and the ringing lobe of impact 6
+    at 0.073 µs.  The bound guards what is reached.
+    """
     from bench.line_quality import unmatched_maxima
 
     total, missed, where = unmatched_maxima(analysed_real[which])
     assert total >= 15
-    # flight: 3 of 19 are left (two on broad Gaussian bumps 4 samples from their
-    # line's maximum, one beside a HIT_BOUND tail line); lab: 4 of 28
-    assert missed / total <= 0.2, where
+    assert missed <= {"flight": 3, "lab": 4}[which], where
 
 
 # ------------------------------------------------------- campaign calibration

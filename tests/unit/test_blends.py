@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from idexdask.analysis.batchfit import FitStatus, fit_batch
 from idexdask.analysis.blends import blends, multi_line_model, refit_blends
+from idexdask.analysis.fitting import FitStatus, fit_batch
 from idexdask.analysis.lineshapes import emg, emg_model, gaussian, gaussian_model
 
 DT = 1.0 / 260.0  # µs per sample
@@ -121,8 +121,8 @@ def test_refit_blends_recovers_both_lines(seed):
     window is biased by the strong line's tail (it is marked unconverged here to
     trigger the joint fit; on the real flight spectra such fits run into the
     window edge)."""
-    from idexdask.analysis.analyze import load_analysis_settings
     from idexdask.analysis.peaks import LineStatus, detect_peaks, fit_lines, sample_step
+    from idexdask.analysis.products import load_analysis_settings
 
     settings = {**load_analysis_settings()[1]["peaks"], "fit_device": "cpu"}
     t, y = _spectrum(seed)
