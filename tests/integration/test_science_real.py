@@ -144,8 +144,9 @@ def check_lab_calibration(out) -> None:
     species = [set(out["peak_species"].values[out["peak_event"].values == e]) for e in range(3)]
     for found in species:
         assert {"H", "Na"} <= found
-    # Mg and Si: in impacts 3 and 6; impact 1 shows no line above the noise at
-    # their times (docs/lab-captures.md)
+    # Mg and Si in the blind line list: Mg in impacts 3 and 6, a weak 28Si line
+    # in 6; the targeted search (test_lab_targeted_search) says what the data
+    # hold at their calibrated times in every impact (docs/lab-captures.md)
     for found in species[1:]:
         assert "24Mg" in found
     assert "28Si" in species[2]
@@ -153,3 +154,32 @@ def check_lab_calibration(out) -> None:
 
 def test_lab_captures_calibrated_by_campaign(analysed_real):
     check_lab_calibration(analysed_real["lab"])
+
+
+def test_lab_targeted_search(analysed_real):
+    """Issue 19 asks for Mg, Na and Si in each peridot impact.  At the calibrated
+    times, with the matched filter and its measured uncertainty
+    (composition.targeted, 3 sigma threshold, docs/lab-captures.md): Na in all
+    three, Mg firm (>= 5 sigma) in impacts 3 and 6 and at most at the
+    threshold in impact 1, Si below 3 sigma in all three and consistent with
+    nothing (|significance| < 2) in impacts 1 and 3.  The data do not hold the
+    issue's expectation; this test pins what they hold."""
+    from idexdask.calibration.ions import ion_mass
+    from idexdask.composition.targeted import targeted_search
+
+    out = analysed_real["lab"]
+    t = out["time_high_sample_rate"].values
+    res = targeted_search(
+        t, out["tof_combined"].values.astype(float),
+        np.broadcast_to(out["tof_high_noise"].values[:, None], t.shape),
+        out["peak_event"].values, out["peak_center"].values, out["peak_sigma"].values,
+        out["peak_gamma"].values, out["peak_area"].values, out["peak_status"].values == 0,
+        out["mass_calibration"].values, out["mass_calibration_status"].values == "calibrated",
+        np.array([ion_mass(x) for x in ("Na+", "24Mg+", "28Si+")]),
+    )  # fmt: skip
+    na, mg, si = res.significance.T
+    assert np.all(na >= 20.0)
+    assert np.all(mg[1:] >= 5.0) and mg[0] < 3.5
+    assert np.all(si < 3.0) and np.all(np.abs(si[:2]) < 2.0)
+    # the measured uncertainty is never below the white-noise one
+    assert np.all(res.area_err >= res.area_err_white)
