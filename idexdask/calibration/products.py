@@ -25,8 +25,8 @@ from idexdask.calibration.bootstrap import bootstrap_calibrations
 from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
 from idexdask.calibration.manual import manual_calibrations
 from idexdask.calibration.settings import load_calibration_settings
-from idexdask.sources.defaults import resolve_preset
 from idexdask.calibration.tofmass import mass_axis
+from idexdask.sources.defaults import resolve_preset
 
 __all__ = [
     "CAL_ORDER",

@@ -132,7 +132,7 @@ def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
 
 
 def has_stored_lines(ds: xr.Dataset) -> bool:
-    """Whether ``ds`` carries the ragged ``peak_*`` line products (a store, or ``analyze`` output)."""
+    """Whether ``ds`` carries the ragged ``peak_*`` line products (a store, ``analyze`` output)."""
     return all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS)
 
 

@@ -135,7 +135,7 @@ def test_auto_fit_engine_on_both_paths(adapter_path):
     """engine auto: the compiled EMG kernel (internals) or the array code (public);
     both reach the array engine's fits (tests/numerics.assert_same_fits: the same
     iteration, an ulp or two apart in exp/erfcx)."""
-    from idexdask.analysis.batchfit import batch_model, fit_batch
+    from idexdask.analysis.fitting import batch_model, fit_batch
     from idexdask.analysis.lineshapes import emg
     from tests.numerics import assert_same_fits
 

@@ -10,9 +10,9 @@ from idexdask import read_l0
 from idexdask.config import load_config
 from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.plan import plan_inputs
-from idexdask.sources import digest_bytes, plan_l0_file, sources
 from idexdask.pipeline.runner import config_hash
 from idexdask.simulate import write_campaign
+from idexdask.sources import digest_bytes, plan_l0_file, sources
 from tests.conftest import REAL_L0_FILES
 
 

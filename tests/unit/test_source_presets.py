@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from idexdask.sources.defaults import resolve_preset, source_kind
 from idexdask.config import load_config
 from idexdask.errors import ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.sources.defaults import resolve_preset, source_kind
 from idexdask.workflow import analyze
 
 
