@@ -231,6 +231,20 @@ class _Blend:
             j += n
         for i in lines:
             self.shapes[i] = "gaussian"
+        self.canonical()
+
+    def canonical(self) -> _Blend:
+        """Order the lines EMGs first, then Gaussians (each in time order).
+
+        The model is a sum, so the order of its lines does not change the fit;
+        blends with the same numbers of EMG and Gaussian lines then share one
+        model and are fitted in one batch.
+        """
+        order = np.argsort([s != "emg" for s in self.shapes], kind="stable")
+        self.shapes = [self.shapes[i] for i in order]
+        for name in ("rows", "start", "lo", "hi", "target", "forced"):
+            setattr(self, name, getattr(self, name)[order])
+        return self
 
 
 def _profile(t: np.ndarray, area: float, center: float, sigma: float, gamma: float) -> np.ndarray:
@@ -351,12 +365,16 @@ def refit_blends(
     device = str(settings.get("fit_device", "cpu"))
     pending = list(range(len(prepared)))
     for attempt in range(_ROUNDS):
-        by_shape: dict[tuple[str, ...], list[int]] = {}
+        # one batch per model and width class: padding to the batch's widest
+        # window would change a fit's arithmetic (as in peaks.fit_lines), and a
+        # blend's result must not depend on the other events of its batch
+        by_shape: dict[tuple[tuple[str, ...], int], list[int]] = {}
         for b in pending:
-            by_shape.setdefault(tuple(prepared[b].shapes), []).append(b)
+            width = (prepared[b].x.size + 15) // 16 * 16
+            by_shape.setdefault((tuple(prepared[b].shapes), width), []).append(b)
         pending = []
-        for key, members in by_shape.items():
-            res = _fit_group(device, key, [prepared[b] for b in members], settings)
+        for (key, width), members in by_shape.items():
+            res = _fit_group(device, key, [prepared[b] for b in members], width, settings)
             for r, b in enumerate(members):
                 blend = prepared[b]
                 _store(out, b, blend, res, r)
@@ -446,14 +464,15 @@ def _prepare(
         rows=rows, x=x, y=data, sigma=np.where(np.isfinite(sig) & (sig > 0), sig, np.nan), dt=d,
         shapes=shapes, start=np.array(start), lo=np.array(lower), hi=np.array(upper),
         target=refit[rows].copy(), forced=np.zeros(rows.size, bool),
-    )  # fmt: skip
+    ).canonical()  # fmt: skip
 
 
 def _fit_group(
-    device: str, shapes: tuple[str, ...], group: list[_Blend], settings: Mapping[str, Any]
+    device: str, shapes: tuple[str, ...], group: list[_Blend], width: int,
+    settings: Mapping[str, Any],
 ) -> BatchFitResult:
-    """Joint fits of the blends of ``group`` (all with line shapes ``shapes``), one batch."""
-    width = max(b.x.size for b in group)
+    """Joint fits of the blends of ``group`` (line shapes ``shapes``), one batch,
+    windows NaN-padded to ``width`` samples."""
     xs, ys, ss = (np.full((len(group), width), np.nan) for _ in range(3))
     for r, b in enumerate(group):
         xs[r, : b.x.size] = b.x

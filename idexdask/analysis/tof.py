@@ -611,7 +611,8 @@ def tof_lines(
     if edit is not None:
         cand = edit(cand, merged)
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
-    fits = joint_blend_fits(merged, cand, fits, settings, step)
+    if settings["joint_blends"]:
+        fits = joint_blend_fits(merged, cand, fits, settings, step)
     fits = classify_ringing(merged, cand, fits, settings, step)
     return cand, fits, zsig
 
