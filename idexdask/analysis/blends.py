@@ -1,7 +1,7 @@
 """Joint fits of blended TOF lines.
 
 Each line is first fitted on its own window, cut at the midpoint to its
-neighbours (:func:`idexdask.analysis.peaks.fit_lines`).  A weak line on the
+neighbours (:func:`idexdask.analysis.line_fits.fit_lines`).  A weak line on the
 tail of a strong one then sees the strong line's tail as data that its constant
 baseline cannot follow, and the strong line loses the part of its tail beyond
 the cut: the weak line's centre runs to its window's edge (``hit_bound``) or
@@ -37,6 +37,8 @@ import numpy as np
 
 from idexdask._logging import get_logger
 from idexdask.analysis.fitting import BatchFitResult, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.line_fits import LineFits
+from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES, TAU_MIN_SAMPLES, LineStatus
 from idexdask.analysis.lineshapes import (
     GAMMA_MAX,
     SIGMA_MIN,
@@ -45,7 +47,6 @@ from idexdask.analysis.lineshapes import (
     gaussian,
     gaussian_jacobian,
 )
-from idexdask.analysis.peaks import SIGMA_MIN_SAMPLES, TAU_MIN_SAMPLES, LineFits, LineStatus
 
 __all__ = ["BLEND_DEPTH", "MAX_BLEND_LINES", "BlendFits", "blends", "multi_line_model",
            "refit_blends"]  # fmt: skip

@@ -45,16 +45,11 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peaks import (
-    SIGMA_MIN_SAMPLES,
-    LineFits,
-    PeakCandidates,
-    detect_peaks,
-    fit_lines,
-    sample_step,
-)
+from idexdask.analysis.line_fits import LineFits, fit_lines
+from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
+from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
-from idexdask.analysis.signal_quality import _fill_value, quantisation_step
+from idexdask.analysis.signal_quality import fill_value, quantisation_step
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
@@ -340,7 +335,7 @@ def merge_gains(
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
-        fill = _fill_value(var.attrs)
+        fill = fill_value(var.attrs)
         has_fill.append(math.isfinite(fill))
         fills.append(fill)
         vmin, vmax = _rails(var)
@@ -636,7 +631,7 @@ def classify_ringing(
     trough are never ringing (a strong line's own undershoot does not make it
     one).
     """
-    from idexdask.analysis.peaks import LineStatus
+    from idexdask.analysis.line_status import LineStatus
 
     threshold = float(settings["ringing_sigma"])
     if cand.size == 0 or not threshold > 0:
@@ -676,7 +671,8 @@ def joint_blend_fits(
     spike / not-significant classification are recomputed from them.
     """
     from idexdask.analysis.blends import refit_blends
-    from idexdask.analysis.peaks import LineShape, classify_lines, line_heights
+    from idexdask.analysis.line_fits import classify_lines, line_heights
+    from idexdask.analysis.line_status import LineShape
 
     t = np.broadcast_to(merged.time, merged.signal.shape)
     bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,

@@ -480,7 +480,7 @@ def units_awaiting_overrides(store: str | os.PathLike) -> list[dict[str, Any]]:
     StoreError
         If ``store`` is not a campaign store.
     """
-    from idexdask.pipeline.runner import done_units  # noqa: PLC0415 - the runner imports us
+    from idexdask.pipeline.progress import done_units  # noqa: PLC0415
 
     path = _campaign_store(store)
     _, units = done_units(path)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import idexdask
-from idexdask.analysis.peaks import LineStatus
+from idexdask.analysis.line_status import LineStatus
 from idexdask.workflow import analyze
 from tests.conftest import REAL_L0_FILES
 

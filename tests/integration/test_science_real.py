@@ -46,7 +46,7 @@ CONVERGED_SHARE = 0.90
 @pytest.mark.parametrize("which", ["flight", "lab"])
 def test_significant_lines_converge(analysed_real, which):
     from bench.line_quality import significant_lines
-    from idexdask.analysis.peaks import LineStatus
+    from idexdask.analysis.line_status import LineStatus
 
     out = analysed_real[which]
     sig, dt = significant_lines(out)
@@ -82,7 +82,7 @@ def test_ringing_is_bipolar(analysed_real, which):
     captures, no ion lines) the >= 10 sigma detections are the +-30 DN
     oscillation near -0.9 µs of event 1, all ringing."""
     from bench.line_quality import raw_tof, significant_lines
-    from idexdask.analysis.peaks import LineStatus
+    from idexdask.analysis.line_status import LineStatus
 
     out = analysed_real[which]
     y, t, noise, _ = raw_tof(out)

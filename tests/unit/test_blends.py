@@ -121,7 +121,9 @@ def test_refit_blends_recovers_both_lines(seed):
     window is biased by the strong line's tail (it is marked unconverged here to
     trigger the joint fit; on the real flight spectra such fits run into the
     window edge)."""
-    from idexdask.analysis.peaks import LineStatus, detect_peaks, fit_lines, sample_step
+    from idexdask.analysis.line_fits import fit_lines
+    from idexdask.analysis.line_status import LineStatus
+    from idexdask.analysis.peaks import detect_peaks, sample_step
     from idexdask.analysis.products import load_analysis_settings
 
     settings = {**load_analysis_settings()[1]["peaks"], "fit_device": "cpu"}
@@ -151,7 +153,9 @@ def test_refit_blends_does_not_depend_on_the_other_events():
     """An event's joint fits are the same fitted with other events or alone (bit
     for bit: the same code on the same window, padded to its own width class),
     so a campaign's results do not depend on how its events are batched."""
-    from idexdask.analysis.peaks import LineStatus, detect_peaks, fit_lines, sample_step
+    from idexdask.analysis.line_fits import fit_lines
+    from idexdask.analysis.line_status import LineStatus
+    from idexdask.analysis.peaks import detect_peaks, sample_step
     from idexdask.analysis.products import load_analysis_settings
 
     settings = {**load_analysis_settings()[1]["peaks"], "fit_device": "cpu"}

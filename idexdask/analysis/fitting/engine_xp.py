@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from idexdask.analysis import xp as _xp
-from idexdask.analysis.fitting.compiled import residual_jacobian
+from idexdask.analysis.fitting.compiled import KernelChoice, residual_jacobian
 from idexdask.analysis.fitting.iteration import (
     LAMBDA_GN,
     LAMBDA_MAX,
@@ -33,9 +33,8 @@ from idexdask.analysis.fitting.iteration import (
     WorkingSet,
 )
 from idexdask.analysis.fitting.linalg import covariance, normal_equations, solve_damped
-from idexdask.analysis.fitting.models import KERNEL_EMG_CONSTANT, KERNEL_NONE, BatchModel
+from idexdask.analysis.fitting.models import BatchModel
 from idexdask.analysis.fitting.result import FitStatus
-from idexdask.analysis.special import scipy_erfcx_address
 
 __all__ = ["Evaluation", "StepPlan", "iterate_xp"]
 
@@ -199,7 +198,7 @@ def iterate_xp(
     work: WorkingSet,
     outputs: FitOutputs,
     stop: StopCriteria,
-    kernel: int = KERNEL_NONE,
+    kernel: KernelChoice,
 ) -> None:
     """The vectorised Levenberg-Marquardt loop (any namespace, any model).
 
@@ -224,11 +223,10 @@ def iterate_xp(
         Where each fit's results are written.
     stop : StopCriteria
         When a fit stops.
-    kernel : int
-        The model's compiled kernel, or ``KERNEL_NONE`` for the array code.
+    kernel : KernelChoice
+        The model's compiled kernel (NumPy only), or ``KERNEL_NONE`` for the array code.
     """
-    scipy_erfcx = scipy_erfcx_address() if kernel == KERNEL_EMG_CONSTANT else 0
-    evaluate = _Evaluator(xp, model, kernel, scipy_erfcx, block)
+    evaluate = _Evaluator(xp, model, kernel.kernel, kernel.scipy_erfcx, block)
 
     theta = work.theta
     now = evaluate(theta, work)
