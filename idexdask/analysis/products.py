@@ -33,13 +33,13 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.impact import (
-    FIT_PARAMETERS,
     IMPACT_CHANNELS,
     ImpactFit,
     ImpactStatus,
     fit_impacts,
     status_meanings,
 )
+from idexdask.analysis.impact_model import FIT_PARAMETERS
 from idexdask.analysis.line_edits import LineEdits, apply_line_edits
 from idexdask.analysis.line_fits import LineFits
 from idexdask.analysis.line_status import LineStatus, fit_status_meanings

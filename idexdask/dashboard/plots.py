@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 from holoviews.operation.downsample import downsample1d
 
-from idexdask.analysis.impact import impact_signal
+from idexdask.analysis.impact_model import impact_signal
 from idexdask.analysis.lineshapes import emg
 
 __all__ = [
