@@ -389,7 +389,6 @@ def _derivative_rows(
     mean = np.empty(n - w + 1)
     core = np.empty(m)
     scratch = np.empty(m)
-    dev = np.empty(m)
     for r in range(rows):
         cs = cs_out[r]
         total = 0.0
@@ -402,11 +401,11 @@ def _derivative_rows(
             cs[i + 1] = total
         for i in range(n - w + 1):
             mean[i] = (cs[i + w] - cs[i]) / w
-        for i in range(m):
-            core[i] = mean[i + w] - mean[i]
+            if i >= w:
+                core[i - w] = mean[i] - mean[i - w]
         at = _first_extreme(core, n, w, 0, n, 1.0)  # d's maximum over the row
         i_in[r] = at
-        _, mad[r] = median_and_mad(core, m, scratch, dev)
+        _, mad[r] = median_and_mad(core, m, scratch)
         lo = min(at + min_transit, n)
         hi = min(at + max_transit + 1, n)
         out = _first_extreme(core, n, w, lo, hi, -1.0) if hi > lo else 0
