@@ -56,7 +56,7 @@ Actions (rows in force are applied in table order):
 ``calibrate``
     the event's mass calibration is fitted to its lines with a hand-assigned
     species (their centres and ion masses, as ``idexdask time2mass --lines``)
-    instead of the automatic bootstrap.
+    instead of the automatic comb alignment.
 
 Added, edited and reshaped lines carry ``peak_manual = True`` in the products,
 hand-assigned species ``peak_species_manual = True``, a calibration from
