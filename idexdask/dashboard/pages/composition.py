@@ -21,7 +21,13 @@ from idexdask.composition.minerals import expected_fractions, load_mineral_libra
 from idexdask.composition.plot import ternary_xy
 from idexdask.composition.products import molar_fractions, ternary
 from idexdask.composition.rsf import PRESET_NAMES, rsf_values
-from idexdask.dashboard.common import guarded, hv_pane, page_shell, start_live
+from idexdask.dashboard.common import (
+    guarded,
+    hv_pane,
+    number_formatters,
+    page_shell,
+    start_live,
+)
 from idexdask.dashboard.data import as_text
 from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.errors import StoreError
@@ -167,7 +173,8 @@ def composition_page(context: ServerContext) -> pn.Column:
                          f" {note}"),
             pn.widgets.Tabulator(shown.round(4), disabled=True, show_index=False,
                                  pagination="remote", page_size=12,
-                                 formatters={"open": {"type": "html"}},
+                                 formatters={**number_formatters(shown),
+                                             "open": {"type": "html"}},
                                  sizing_mode="stretch_width", css_classes=["idx-fractions"]),
             sizing_mode="stretch_width")
 

@@ -23,7 +23,15 @@ import param
 
 from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.calibration.ions import ion_mass
-from idexdask.dashboard.common import error_pane, guarded, hv_pane, page_shell, query_int
+from idexdask.dashboard.common import (
+    error_pane,
+    guarded,
+    hv_pane,
+    number_formatters,
+    page_shell,
+    query_int,
+)
+from idexdask.dashboard.event_header import calibration_text
 from idexdask.dashboard.pages.event import event_controls, sync_event_to_url
 from idexdask.dashboard.plots import line_curves, spectrum_plot, waveform
 from idexdask.dashboard.state import ReviewState, ServerContext
@@ -122,6 +130,7 @@ def lines_page(context: ServerContext) -> pn.Column:
         lines, source = current_lines()
         shown = lines.round(5)
         widget = pn.widgets.Tabulator(shown, disabled=True, selectable=1, show_index=True,
+                                      formatters=number_formatters(shown),
                                       sizing_mode="stretch_width", height=260,
                                       css_classes=["idx-line-table"])
 
@@ -154,7 +163,7 @@ def lines_page(context: ServerContext) -> pn.Column:
             color="black", size=3)]
         residual = None
         if fitted:
-            fx, fy = fitted[0]
+            fx, fy = fitted[0].x, fitted[0].y
             layers.append(hv.Curve((fx, fy), xdim, f"signal ({unit})").opts(color="red"))
             model = np.interp(time[inside], fx, fy)
             residual = hv.Scatter((time[inside], values[inside] - model), xdim,
@@ -294,13 +303,11 @@ def lines_page(context: ServerContext) -> pn.Column:
         row = studio.last.dataset.isel(epoch=0) if studio.last else data.event(event).event
         lines, source = current_lines()
         coefficients = np.asarray(row["mass_calibration"].values, dtype=float)
-        status = str(row["mass_calibration_status"].values)
-        reason = str(row["mass_calibration_reason"].values)
         residuals = calibration_residuals(lines)
         rms = (float(np.sqrt(np.nanmean(residuals["residual_u"] ** 2)))
                if len(residuals) else np.nan)
         text = (f"<b>calibration ({source})</b>: <span class='idx-cal-status'>"
-                f"{html.escape(status)}</span> ({html.escape(reason)}); t = c0 + Σ c_k √m^k, "
+                f"{html.escape(calibration_text(row))}</span>; t = c0 + Σ c_k √m^k, "
                 f"c = {np.array2string(coefficients, precision=6)}; {len(residuals)} lines "
                 f"with a species, RMS residual {rms:.4g} u")
         return pn.Column(pn.pane.HTML(text, css_classes=["idx-calibration"]),
