@@ -292,16 +292,19 @@ class StoreData:
         names = [name for name in ("epoch", *SCALAR_VARIABLES, *instrument_scalar_names())
                  if name in dataset.variables and dataset[name].dims == ("epoch",)]
         arrays = {name: np.asarray(dataset[name].values) for name in names}
+        # every row done (a finished store): the frame shares the arrays read
+        # (xarray keeps them too) instead of holding a second copy of each column
+        take = slice(None) if rows.size == done.size else rows
         if "epoch" in arrays:
-            epoch = arrays.pop("epoch")[rows]
+            epoch = arrays.pop("epoch")[take]
             columns["epoch"] = epoch
             columns["time"] = tt2000_to_utc(epoch)
         for name, values in arrays.items():
-            values = values[rows]
+            values = values[take]
             if values.dtype.kind in "OUT" or values.dtype.kind not in "biuf":
                 values = as_text(values)
             columns[name] = values
-        frame = pd.DataFrame(columns)
+        frame = pd.DataFrame(columns, copy=False)
         if "quality_flags" in frame:
             frame["quality"] = flag_names(frame["quality_flags"].to_numpy())
         return frame

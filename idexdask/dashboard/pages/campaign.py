@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import panel as pn
 import param
+from panel.io.model import JSCode
 
 from idexdask.dashboard.common import (
     guarded,
@@ -50,6 +51,14 @@ TABLE_COLUMNS = (
     "target_low_impact_charge", "target_high_impact_charge", "ion_grid_impact_charge",
     "tof_line_count", "tof_high_snr", "mg_number", "best_mineral",
 )
+
+
+#: Tabulator cell of the event column: a link that opens the event (written by the
+#: browser for the rows of the page shown, not as 100,000 strings on the server).
+EVENT_LINK = JSCode("""function(cell) {
+    const row = cell.getValue();
+    return '<a href="/event?event=' + row + '">event ' + row + '</a>';
+}""")
 
 
 def labelled(name: str, units: dict[str, str]) -> str:
@@ -144,6 +153,27 @@ def warm_up(context: ServerContext) -> None:
         campaign_page(context).get_root(Document())
     except Exception:  # a warm-up must never stop the server; a session reports errors
         logger.exception("warm-up of /campaign failed")
+    release_memory()
+
+
+def release_memory() -> None:
+    """Collect the warm-up page's garbage and hand freed heap pages back to the system.
+
+    The unseen page's models and copies of the scalar columns are garbage once
+    built; glibc keeps freed memory in the process unless asked (``malloc_trim``),
+    which would count a one-off page against the server's resident memory for good.
+    """
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to hand back this way
+            pass
 
 
 @guarded
@@ -261,16 +291,14 @@ def campaign_page(context: ServerContext) -> pn.Column:
         frame, _, xv, _, yv = columns()
         shown = view.table_frame(frame, xv, yv)
         keep = ["event", *[c for c in view.columns if c in shown and c != "event"]]
-        shown = shown[keep].copy()
-        shown.insert(0, "open", [f'<a href="/event?event={i}">event {i}</a>'
-                                 for i in shown["event"]])
+        shown = shown[keep]
         units = data.units()
         note = pn.pane.HTML(f"<span class='idx-table-count'>{len(shown)}</span> of "
                             f"{len(frame)} events" + (" (selection)" if len(shown) < len(frame)
                                                        else ""))
         widget = pn.widgets.Tabulator(
             shown, disabled=True, show_index=False, pagination="remote", page_size=15,
-            formatters={**number_formatters(shown), "open": {"type": "html"}},
+            formatters={**number_formatters(shown), "event": EVENT_LINK},
             titles={c: labelled(c, units) for c in shown.columns},
             sizing_mode="stretch_width", css_classes=["idx-event-table"],
         )
@@ -296,7 +324,7 @@ def campaign_page(context: ServerContext) -> pn.Column:
                          sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         pn.pane.HTML("<b>events</b> (box or lasso on the scatter filters; click "
-                     "<i>event N</i> to open it)"),
+                     "<i>event N</i> to open it; sort by a column's header)"),
         pn.widgets.MultiChoice.from_param(view.param.columns, name="table columns",
                                           sizing_mode="stretch_width"),
         pn.panel(pn.bind(table, selected=view.param.selected, bounds_=view.param.bounds,
