@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 IDEXDASK_DATA ?= $(abspath ../shared/data)
 export IDEXDASK_DATA
 
-.PHONY: setup demo test test-gpu test-fast lint bench clean serve browser
+.PHONY: setup demo test test-newest test-gpu test-fast lint bench clean serve browser
 
 setup: $(VENV)/.installed $(VENV)/.compiled $(ORACLE)/.installed browser
 
@@ -69,6 +69,28 @@ $(VENV)/.compiled-generic: $(VENV)/.installed $(wildcard idexdask/*.py idexdask/
 	$(BIN)/python -m tests.numerics --compile
 	touch $@
 
+# The unit and integration tests against the newest releases of the dependencies
+# whose internals idexdask/compat/ uses (zarr, xarray, cdflib, scipy, numba), in a
+# venv of their own made anew each time, on the newest CPython of the machine
+# (pyenv's, else $(PYTHON)): their newest releases may need a newer Python than
+# ours.  An upgrade that breaks a shortcut (or its fallback) fails here first.
+NEWEST_VENV     ?= .venv-newest
+NEWEST_PACKAGES ?= zarr xarray cdflib scipy numba
+PYTHON_NEWEST   ?= $(or $(shell ls -d "$$(pyenv root 2>/dev/null || echo $${PYENV_ROOT:-$$HOME/.pyenv})"/versions/3.* 2>/dev/null \
+	| sort -V | tail -n 1 | sed 's|$$|/bin/python3|'),$(PYTHON))
+
+test-newest: $(ORACLE)/.installed
+	rm -rf $(NEWEST_VENV)
+	$(PYTHON_NEWEST) -m venv $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(NEWEST_VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	$(NEWEST_VENV)/bin/python -m pip install --quiet --upgrade $(NEWEST_PACKAGES)
+	@$(NEWEST_VENV)/bin/python -c "import sys, importlib.metadata as m; \
+		print('newest:', 'Python', sys.version.split()[0], *(f'{p} {m.version(p)}' \
+		for p in '$(NEWEST_PACKAGES) numpy numcodecs'.split()))"
+	$(NEWEST_VENV)/bin/idexdask compile
+	$(NEWEST_VENV)/bin/python -m pytest -n 2 -m "not gpu" tests/unit tests/integration
+
 # On a machine with an NVIDIA GPU: install the gpu extra and run the CuPy tests.
 test-gpu: setup
 	$(BIN)/python -m pip install --quiet -e '.[gpu]'
@@ -84,4 +106,4 @@ bench: setup
 	$(BIN)/python bench/decode.py
 
 clean:
-	rm -rf $(VENV) $(ORACLE) demo-output .pytest_cache
+	rm -rf $(VENV) $(ORACLE) $(NEWEST_VENV) demo-output .pytest_cache

@@ -1,6 +1,6 @@
 """Accuracy of the line and impact fits against the simulator's truth, by SNR.
 
-Simulates ``--n`` events, runs :func:`idexdask.analysis.analyze`, matches every
+Simulates ``--n`` events, runs :func:`idexdask.analyze`, matches every
 isolated truth line (no other line within 0.3 µs) to the nearest fitted line
 and prints, per SNR bin (fitted line height / baseline noise; impact amplitude
 / noise), the median and 90th-percentile errors: centre (samples of 1/260 µs),
@@ -19,8 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idexdask.analysis import analyze  # noqa: E402
 from idexdask.simulate import simulate_events  # noqa: E402
+from idexdask.workflow import analyze  # noqa: E402
 
 DT = 1.0 / 260.0
 BINS = [(5, 10), (10, 20), (20, 50), (50, 100), (100, 1000), (1000, np.inf)]

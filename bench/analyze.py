@@ -1,6 +1,6 @@
 """Benchmark: ``idexdask.analyze`` events/s on a simulated campaign vs the official L2a, one core.
 
-Simulates ``--n`` events (default 500), runs :func:`idexdask.analysis.analyze`
+Simulates ``--n`` events (default 500), runs :func:`idexdask.analyze`
 on them (with and without the per-event mass calibration), then times the
 official pipeline's (imap-processing 1.0.40 in ``.venv-oracle``) per-event L2a
 science steps on ``--n-official`` of the same events (see
@@ -33,8 +33,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from idexdask.analysis import analyze  # noqa: E402
 from idexdask.simulate import simulate_events  # noqa: E402
+from idexdask.workflow import analyze  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 ORACLE = REPO / ".venv-oracle" / "bin" / "python"

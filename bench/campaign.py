@@ -4,7 +4,7 @@ Usage::
 
     python bench/campaign.py                 # 10k and 100k events (slow: ~10+ min)
     python bench/campaign.py --quick         # 2k and 8k events
-    python bench/campaign.py --analyze       # with idexdask.analysis.analyze (slow)
+    python bench/campaign.py --analyze       # with idexdask.analyze (slow)
     python bench/campaign.py --analyze --large-one-worker   # + 1 worker at 100k (slower)
     python bench/campaign.py --analyze --large-one-worker --large-pairs 2  # 2 pairs at 100k
     python bench/campaign.py --exports       # the demo's exports against its processing
@@ -302,7 +302,7 @@ def official_seconds_per_event(plain_file: Path, n_events: int, with_l2a: bool) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2k / 8k events instead of 10k / 100k")
-    parser.add_argument("--analyze", action="store_true", help="apply idexdask.analysis.analyze")
+    parser.add_argument("--analyze", action="store_true", help="apply idexdask.analyze")
     parser.add_argument("--file-events", type=int, default=1000)
     parser.add_argument("--batch-events", type=int, default=None,
                         help="events per task (default: configs/default.yaml's)")

@@ -2,7 +2,7 @@
 
 Simulates IDEX-like mass-line windows (EMG lines, sigma 0.005-0.02 µs, gamma
 50-150 /µs, 260 samples/µs, baseline 512 DN, noise 2 DN, SNR 20-1000), fits
-them all with :func:`idexdask.analysis.batchfit.fit_batch` (each engine: "xp"
+them all with :func:`idexdask.analysis.fitting.fit_batch` (each engine: "xp"
 array code only, "auto" the default, "compiled") and a subset with
 ``lmfit.Model.fit`` (same model, same bounds, same starting values) and prints
 fits/s and the speed-up over lmfit as markdown table rows.
@@ -24,7 +24,7 @@ import time  # noqa: E402
 import lmfit  # noqa: E402
 import numpy as np  # noqa: E402
 
-from idexdask.analysis.batchfit import FitStatus, batch_model, fit_batch  # noqa: E402
+from idexdask.analysis.fitting import FitStatus, batch_model, fit_batch  # noqa: E402
 from idexdask.analysis.lineshapes import emg, emg_model  # noqa: E402
 
 DT = 1.0 / 260.0  # µs per sample

@@ -79,13 +79,13 @@ def store_bytes(store: Path) -> int:
 
 def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
     """CPU seconds per impact of each stage of one pack's work, in this process (best of 3)."""
-    from idexdask.analysis.analyze import analysis_products
     from idexdask.analysis.pickup_products import pickup_products
     from idexdask.analysis.signal_quality import load_quality_config, quality_variables
     from idexdask.analysis.tof import merge_gains, tof_lines
     from idexdask.config import load_config
     from idexdask.pipeline.plan import plan_inputs
     from idexdask.pipeline.units import concat_events, decode_unit, process_units
+    from idexdask.workflow.analyze import analysis_products
 
     config = load_config({})
     settings = config["analysis"]

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 import idexdask
-from idexdask.analysis.analyze import analyze
 from idexdask.calibration import load_calibration_settings
-from idexdask.calibration.time2mass import EventLines, calibrate_lines, plot_time2mass
+from idexdask.calibration.time2mass import EventLines, calibrate_lines, time2mass_figure
+from idexdask.workflow import analyze
 
 DEFAULT = (Path(__file__).resolve().parents[2]
            / "shared/data/idex-l0/imap_idex_l0_raw_20231218_v001.pkts")
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             n_conv = np.sum(out["peak_status"].values[sel] == 0)
             w(f"| {e} | {sel.sum()} ({n_conv}) | calibrated | {res.stretch:.4f} | "
               f"{cal.t0:+.3f} | {cal.order} | {ids} | {cal.rms_residual_u:.3f} |\n")
-            plot_time2mass(lines, res, img / f"idex_event_{e}.png",
-                           title=f"IDEX 2023-12-18 event {e} (flight preset)")
+            time2mass_figure(lines, res, title=f"IDEX 2023-12-18 event {e} (flight preset)"
+                             ).savefig(img / f"idex_event_{e}.png", dpi=80)
         else:
             best = (f"best a={res.stretch:.3f}, t0={res.shift:+.2f}"
                     if np.isfinite(res.stretch) else "")

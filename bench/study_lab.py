@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 import idexdask
-from idexdask.analysis.analyze import analyze
 from idexdask.analysis.pickup import pickup_from_dataset
 from idexdask.calibration import load_calibration_settings
 from idexdask.calibration.time2mass import EventLines, calibrate_lines
+from idexdask.workflow import analyze
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/scope-trc"
 

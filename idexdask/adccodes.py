@@ -26,9 +26,8 @@ from typing import Any
 import numba
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray
-from xarray.core import indexing
 
+from idexdask.compat.lazy import lazy_variable
 from idexdask.errors import IdexDaskError
 
 __all__ = [
@@ -164,8 +163,11 @@ def encode_codes(values: np.ndarray, scale: float, offset: float,
     return codes
 
 
-class _DecodedArray(BackendArray):
-    """float32 volts of a lazy Variable of codes, decoded when indexed."""
+class _DecodedArray:
+    """float32 volts of a lazy Variable of codes, decoded when indexed.
+
+    A source of :func:`idexdask.compat.lazy.lazy_variable`.
+    """
 
     def __init__(self, codes: xr.Variable, scale: CodeScale) -> None:
         self.codes = codes
@@ -173,12 +175,8 @@ class _DecodedArray(BackendArray):
         self.shape = tuple(codes.shape)
         self.dtype = np.dtype(np.float32)
 
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._compute
-        )
-
-    def _compute(self, key: tuple) -> np.ndarray:
+    def compute(self, key: tuple) -> np.ndarray:
+        """Volts at the outer-indexing ``key``."""
         return self.scale.decode(np.asarray(self.codes[key].values))
 
 
@@ -198,13 +196,13 @@ def decode_code_variables(dataset: xr.Dataset) -> xr.Dataset:
                  if k not in ("scale_factor", "add_offset", "_FillValue")}
         encoding = {**variable.encoding, **code_encoding(scale.scale, scale.offset),
                     "_FillValue": scale.fill}
-        data = variable.data if _is_dask(variable) else None
-        if data is not None:
-            decoded = data.map_blocks(scale.decode, dtype=np.float32)
+        if _is_dask(variable):
+            decoded = variable.data.map_blocks(scale.decode, dtype=np.float32)
+            new[str(name)] = xr.Variable(variable.dims, decoded, attrs=attrs, encoding=encoding)
         else:
-            decoded = indexing.LazilyIndexedArray(
-                _DecodedArray(variable.to_base_variable(), scale))
-        new[str(name)] = xr.Variable(variable.dims, decoded, attrs=attrs, encoding=encoding)
+            new[str(name)] = lazy_variable(
+                variable.dims, _DecodedArray(variable.to_base_variable(), scale),
+                attrs=attrs, encoding=encoding)
     if not new:
         return dataset
     return dataset.assign({k: v for k, v in new.items() if k not in dataset.coords})

@@ -28,6 +28,10 @@ class XtceError(IdexDaskError):
     """An XTCE definition is missing, unreadable or does not describe the packets."""
 
 
+class InputError(IdexDaskError):
+    """An input no source reads, that several sources claim, or that is missing."""
+
+
 class TraceFileError(IdexDaskError):
     """An oscilloscope capture (LeCroy .trc) is truncated or not a LeCroy file."""
 

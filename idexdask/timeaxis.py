@@ -9,12 +9,12 @@ exactly as it would be materialised (same operations in the same order):
 
 Contract
 --------
-* The axis variable (dims ``(epoch, <axis>_index)``) is lazy (xarray's
-  ``LazilyIndexedArray`` over :class:`UniformAxisArray`, what xarray's own file
-  backends use) and carries the attributes :data:`FORMULA_ATTR` (the formula
-  above), :data:`TERMS_ATTR` (``"start: <var> step: <var> count: <var>"``, as
-  CF's ``formula_terms``) and :data:`SCALE_ATTR`.  The term variables run along
-  ``epoch`` only.
+* The axis variable (dims ``(epoch, <axis>_index)``) is lazy
+  (:func:`idexdask.compat.lazy.lazy_variable` over :class:`UniformAxisArray`,
+  xarray's own lazy backend arrays where usable) and carries the attributes
+  :data:`FORMULA_ATTR` (the formula above), :data:`TERMS_ATTR`
+  (``"start: <var> step: <var> count: <var>"``, as CF's ``formula_terms``) and
+  :data:`SCALE_ATTR`.  The term variables run along ``epoch`` only.
 * :func:`compact_axes` drops such axes from a set of variables and records each
   axis (name, dims, length, attributes) on its ``start`` term, so that a store
   holds the terms alone; :func:`expand_axes` restores the lazy axes of a dataset
@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray
-from xarray.core import indexing
 
+from idexdask.compat.lazy import lazy_variable
 from idexdask.errors import IdexDaskError
 
 __all__ = [
@@ -96,7 +95,7 @@ class AxisTerms:
             raise IdexDaskError(f"malformed {TERMS_ATTR} {text!r}") from exc
 
 
-class UniformAxisArray(BackendArray):
+class UniformAxisArray:
     """(events, samples) times ``(start + i * step) * scale``, computed when indexed.
 
     NaN at ``i >= count`` of an event (a shorter record, or none).  Indexing
@@ -114,15 +113,11 @@ class UniformAxisArray(BackendArray):
         self.shape = (self.start.size, self.n_samples)
         self.dtype = np.dtype(np.float64)
 
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._compute
-        )
-
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_whole": None}  # the terms travel, never the values
 
-    def _compute(self, key: tuple) -> np.ndarray:
+    def compute(self, key: tuple) -> np.ndarray:
+        """Times at the outer-indexing ``key`` (rows, columns), in the axis's unit."""
         rows, columns = key
         whole = all(isinstance(k, slice) and k == slice(None) for k in key)
         if whole and getattr(self, "_whole", None) is not None:
@@ -176,7 +171,7 @@ def uniform_axis_variable(
         Further attributes (units, long_name, ...).
     """
     array = UniformAxisArray(start, step, count, n_samples, scale)
-    return xr.Variable(dims, indexing.LazilyIndexedArray(array), attrs={
+    return lazy_variable(dims, array, attrs={
         **(attrs or {}),
         FORMULA_ATTR: FORMULA,
         TERMS_ATTR: terms.formula_terms(),

@@ -110,3 +110,17 @@ def official_l1a_cdfs(tmp_path_factory, l0_dir) -> dict[str, Path]:
 
 def pytest_report_header(config):
     return [f"idexdask data: {data_root()}", f"python: {sys.version.split()[0]}"]
+
+
+@pytest.fixture(params=["internals", "public"])
+def adapter_path(request, monkeypatch) -> str:
+    """Run a test on both paths of the dependency adapters (idexdask.compat).
+
+    ``internals``: each shortcut where its feature check passes (the default);
+    ``public``: every adapter held to the public API (``IDEXDASK_PUBLIC_API=all``).
+    """
+    if request.param == "public":
+        monkeypatch.setenv("IDEXDASK_PUBLIC_API", "all")
+    else:
+        monkeypatch.delenv("IDEXDASK_PUBLIC_API", raising=False)
+    return request.param

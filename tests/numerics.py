@@ -24,7 +24,7 @@ __all__ = ["EPS", "assert_kernel_matches", "assert_same_fits"]
 def assert_same_fits(got, ref, n_points: int, ftol: float = 1e-10, converged: int = 0) -> None:
     """Two engines running the same iteration on the same data reached the same fits.
 
-    ``got`` and ``ref`` are :class:`~idexdask.analysis.batchfit.BatchFitResult`-like
+    ``got`` and ``ref`` are :class:`~idexdask.analysis.fitting.BatchFitResult`-like
     (``params``, ``stderr``, ``chisq``, ``niter``, ``status``).  The engines differ
     only in how exp/erfcx are evaluated (an ulp or two, depending on the CPU), so
     their iterations follow the same path to ~1e-12 and rounding can at most

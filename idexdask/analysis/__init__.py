@@ -1,10 +1,10 @@
-"""Analysis layer: line fits, impact fits, signal quality and ``analyze``."""
+"""Analysis layer: signal quality, line fits, impact fits and their product steps.
 
-from idexdask.analysis.analyze import (
-    AnalysisProducts,
-    analysis_products,
-    analyze,
-    load_analysis_settings,
-)
+The steps that add the analysis products to an event dataset are in
+:mod:`idexdask.analysis.products`; :func:`idexdask.analyze` (in
+:mod:`idexdask.workflow`) runs them with the calibration and composition above.
+"""
 
-__all__ = ["AnalysisProducts", "analysis_products", "analyze", "load_analysis_settings"]
+from idexdask.analysis.products import load_analysis_settings
+
+__all__ = ["load_analysis_settings"]

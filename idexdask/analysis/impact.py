@@ -45,8 +45,13 @@ from scipy.ndimage import uniform_filter1d
 
 from idexdask._logging import get_logger
 from idexdask.analysis import xp as _xp
-from idexdask.analysis.batchfit import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
-from idexdask.analysis.peaks import _quiet, baseline_sigma, nanmedian_rows, robust_sigma
+from idexdask.analysis.fitting import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.robust import (
+    baseline_sigma,
+    nanmedian_rows,
+    quiet_nan_warnings,
+    robust_sigma,
+)
 
 __all__ = [
     "FIT_PARAMETERS",
@@ -348,7 +353,7 @@ def fit_impacts(
     dt = nanmedian_rows(np.diff(t, axis=1)) if n > 1 else np.ones(n_events)
     amp0 = np.maximum(excursion, 1.0) * 1.05
     tr0 = np.clip((t_pk - t_on) / 3.0, dt, None)
-    with _quiet():
+    with quiet_nan_warnings():
         # compiled, the values of numpy.nanmedian (which goes through numpy.ma
         # row by row when NaN are present: ~0.2 ms per call whatever the batch)
         last_val = nanmedian_rows(np.where(t >= t_last[:, None] - 10 * dt[:, None], y, np.nan))

@@ -36,7 +36,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.batchfit import batch_model, fit_batch_on
+from idexdask.analysis.fitting import batch_model, fit_batch_on
 from idexdask.analysis.lineshapes import GAMMA_MAX, SIGMA_MIN
 from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.analysis.peaks import LineFits, PeakCandidates

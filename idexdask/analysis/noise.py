@@ -57,8 +57,8 @@ import scipy.special
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality import (
-    MAD_TO_SIGMA,
     channel_arrays,
     detect_quantum,
     interpolated_mad,
@@ -405,48 +405,186 @@ def noise_diagnostics(
         If ``config`` or the overrides are invalid.
     """
     cfg = load_quality_config(config)["noise"]
-    if isinstance(window, str):
-        if window != CONFIG_WINDOW:
-            raise AnalysisError(f"window: expected (start_us, stop_us), None or {CONFIG_WINDOW!r}")
-        window = cfg["window_us"]
-    elif window is not None:
-        if len(window) != 2 or not float(window[0]) < float(window[1]):
-            raise AnalysisError(
-                f"window: expected (start_us, stop_us) with start < stop, got {window!r}"
-            )
-        window = (float(window[0]), float(window[1]))
+    window = _resolve_window(window, cfg)
     nperseg = int(cfg["welch_nperseg"] if nperseg is None else nperseg)
     max_lag = int(cfg["max_lag"] if max_lag is None else max_lag)
     if nperseg < 2 or max_lag < 0:
         raise AnalysisError("nperseg must be >= 2 and max_lag >= 0")
+    var = ds[channel]
+    units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
 
+    samples = _window_samples(ds, channel, window)
+    levels = _levels(samples)
+    dt = _sampling_interval(channel, var, samples)
+    rate_mhz = 1.0 / dt
+
+    filled = np.where(samples.ok, samples.values, levels.median[:, None])
+    filled = np.where(np.isfinite(filled), filled, 0.0)
+    dead = samples.n_ok < 2
+    freq, psd = _psd(filled, dead, rate_mhz, nperseg)
+    acf = _acf(filled, dead, max_lag)
+
+    bins = _histogram_bins(samples, levels, dead, cfg)
+    hist = _histogram_counts(samples, bins)
+    fits = _fit_histograms(channel, hist, bins)
+
+    out = _coordinates(ds, freq, np.arange(acf.shape[1]) * dt, bins, units)
+    _add_histograms(out, bins, hist, fits, units)
+    _add_gaussian_fits(out, fits, units)
+    _add_spectra(out, psd, acf, nperseg, samples.length, units)
+    _add_levels(out, samples, levels, units)
+    out.attrs.update(
+        {
+            "channel": channel,
+            "window_us": "whole trace" if window is None else list(window),
+            "sample_rate_mhz": rate_mhz,
+            "units": units,
+        }
+    )
+    return out
+
+
+@dataclass(frozen=True)
+class _WindowSamples:
+    """One channel's samples in the window: ``L`` consecutive samples per event.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        Samples (n_events, L), NaN where missing.
+    ok : numpy.ndarray of bool
+        Valid samples (n_events, L).
+    times : numpy.ndarray
+        Their times (n_events, L), µs; NaN without a time axis.
+    step : float or None
+        Quantisation step: 1 DN for integer data, else detected (scope codes),
+        else None.
+    """
+
+    values: np.ndarray
+    ok: np.ndarray
+    times: np.ndarray
+    step: float | None
+
+    @property
+    def n_events(self) -> int:
+        """Number of events."""
+        return int(self.values.shape[0])
+
+    @property
+    def length(self) -> int:
+        """Samples per event, ``L``."""
+        return int(self.values.shape[1])
+
+    @property
+    def n_ok(self) -> np.ndarray:
+        """Valid samples per event (n_events,)."""
+        return self.ok.sum(axis=1)
+
+
+@dataclass(frozen=True)
+class _Levels:
+    """Per-event location and spread of the window's samples (units of the channel)."""
+
+    median: np.ndarray
+    robust_sigma: np.ndarray  #: 1.4826 x MAD (interpolated on quantised data)
+    std: np.ndarray  #: sample standard deviation
+
+
+@dataclass(frozen=True)
+class _Bins:
+    """Histogram bins common to all events, and each event's centre and width for them.
+
+    Attributes
+    ----------
+    edges : numpy.ndarray
+        Bin edges (n_bins + 1,).
+    centre, sigma : numpy.ndarray
+        Per event, the median and the robust sigma the bins span
+        (``centre +- span * sigma``).
+    span : float
+        Robust sigmas each side of the centre (``histogram_range_sigma``).
+    good : numpy.ndarray of bool
+        Events with a finite median and at least 2 valid samples (the others
+        are not fitted).
+    """
+
+    edges: np.ndarray
+    centre: np.ndarray
+    sigma: np.ndarray
+    span: float
+    good: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """Number of bins."""
+        return int(self.edges.size - 1)
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Lower edges (n_bins,)."""
+        return self.edges[:-1]
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Upper edges (n_bins,)."""
+        return self.edges[1:]
+
+
+def _resolve_window(
+    window: tuple[float, float] | None | str, cfg: Mapping[str, Any]
+) -> tuple[float, float] | None:
+    """The ``[start, stop)`` window in µs (None: the whole trace), checked."""
+    if isinstance(window, str):
+        if window != CONFIG_WINDOW:
+            raise AnalysisError(f"window: expected (start_us, stop_us), None or {CONFIG_WINDOW!r}")
+        return cfg["window_us"]
+    if window is not None:
+        if len(window) != 2 or not float(window[0]) < float(window[1]):
+            raise AnalysisError(
+                f"window: expected (start_us, stop_us) with start < stop, got {window!r}"
+            )
+        return (float(window[0]), float(window[1]))
+    return None
+
+
+def _window_samples(
+    ds: xr.Dataset, channel: str, window: tuple[float, float] | None
+) -> _WindowSamples:
+    """The channel's samples in ``window``, on the host, with their quantisation step."""
     xd, vd, td = channel_arrays(ds, channel)
     x, valid = to_numpy(xd), to_numpy(vd)
     t = None if td is None else to_numpy(td)
-    var = ds[channel]
-    units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
-    n_events = x.shape[0]
-
     seg, ok, tt = _window_segments(x, valid, t, window)
-    length = seg.shape[1]
-    if n_events and length < 2:
+    if x.shape[0] and seg.shape[1] < 2:
         raise AnalysisError(f"{channel}: fewer than 2 samples in the window {window} µs")
-    n_ok = ok.sum(axis=1)
-    # quantisation step: 1 DN for integers, else detected (scope codes), else None
-    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(seg)
+    step = 1.0 if ds[channel].dtype.kind in "iu" else detect_quantum(seg)
+    return _WindowSamples(values=seg, ok=ok, times=tt, step=step)
+
+
+def _levels(samples: _WindowSamples) -> _Levels:
+    """Median, robust sigma and standard deviation of each event's samples."""
+    seg, step = samples.values, samples.step
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(seg, axis=1) if length else np.full(n_events, np.nan)
+        med = np.nanmedian(seg, axis=1) if samples.length else np.full(samples.n_events, np.nan)
         dev = np.abs(seg - med[:, None])
         mad = interpolated_mad(dev, step) if step is not None else np.nanmedian(dev, axis=1)
         robust = MAD_TO_SIGMA * mad
         std = np.nanstd(seg, axis=1, ddof=1)
+    return _Levels(median=med, robust_sigma=robust, std=std)
+
+
+def _sampling_interval(channel: str, var: xr.DataArray, samples: _WindowSamples) -> float:
+    """Median sampling interval of the window's time axis, µs (else from the sample rate)."""
+    tt, length = samples.times, samples.length
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         dt = np.nanmedian(np.diff(tt, axis=1)) if length > 1 else math.nan
     if not (math.isfinite(dt) and dt > 0):
         rate = var.attrs.get("sample_rate_msps")
         dt = 1.0 / float(rate) if rate else 1.0
         _log.warning("%s: no usable time axis; sampling interval %.6g µs assumed", channel, dt)
-    rate_mhz = 1.0 / dt
     if length > 1 and np.isfinite(tt).all():
         spread = np.nanmax(np.abs(np.diff(tt, axis=1) - dt)) / dt
         if spread > 1e-3:
@@ -454,28 +592,45 @@ def noise_diagnostics(
                 "%s: sampling interval varies by %.2g (relative); PSD uses %.6g MHz",
                 channel,
                 spread,
-                rate_mhz,
+                1.0 / dt,
             )
+    return dt
 
-    filled = np.where(ok, seg, med[:, None])
-    filled = np.where(np.isfinite(filled), filled, 0.0)
-    dead = n_ok < 2
 
+def _psd(
+    filled: np.ndarray, dead: np.ndarray, rate_mhz: float, nperseg: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD of each event's gap-filled samples (NaN for dead events): frequency, psd."""
+    n_events, length = filled.shape
     freq, psd = (
         welch_psd(filled, rate_mhz, nperseg)
         if n_events
         else welch_psd(np.zeros((0, length)), rate_mhz, nperseg)
     )
-    psd = np.where(dead[:, None], np.nan, psd)
+    return freq, np.where(dead[:, None], np.nan, psd)
+
+
+def _acf(filled: np.ndarray, dead: np.ndarray, max_lag: int) -> np.ndarray:
+    """Autocorrelation of each event's gap-filled samples (NaN for dead events)."""
+    n_events, length = filled.shape
     acf = (
         autocorrelation(filled, max_lag)
         if n_events
         else np.zeros((0, min(max_lag, length - 1) + 1))
     )
-    acf = np.where(dead[:, None], np.nan, acf)
-    lags = np.arange(acf.shape[1]) * dt
+    return np.where(dead[:, None], np.nan, acf)
 
-    # common histogram bins
+
+def _histogram_bins(
+    samples: _WindowSamples, levels: _Levels, dead: np.ndarray, cfg: Mapping[str, Any]
+) -> _Bins:
+    """Common bins spanning ``median +- histogram_range_sigma`` robust sigmas of every event.
+
+    Quantised data get lattice-aligned bins (edges half a step from the sample
+    values, integer multiples of the step wide).
+    """
+    seg, ok, step = samples.values, samples.ok, samples.step
+    med, robust, std = levels.median, levels.robust_sigma, levels.std
     rsig = np.where((robust > 0) & np.isfinite(robust), robust, std)
     floor = step if step is not None else 0.0
     rsig = np.where(np.isfinite(rsig) & (rsig > floor / 4), rsig, max(floor, 1e-12))
@@ -501,50 +656,77 @@ def noise_diagnostics(
             lo_e = lo
         edges = lo_e + width * np.arange(nb + 1)
     else:
-        nb, edges = 1, np.array([0.0, 1.0])
-    lower, upper = edges[:-1], edges[1:]
+        edges = np.array([0.0, 1.0])
+    return _Bins(edges=edges, centre=med, sigma=rsig, span=span, good=good)
+
+
+def _histogram_counts(samples: _WindowSamples, bins: _Bins) -> np.ndarray:
+    """Valid samples per bin and event (n_events, n_bins), int64."""
+    n_events, nb, edges = samples.n_events, bins.count, bins.edges
     with np.errstate(invalid="ignore"):
-        b = np.floor((seg - edges[0]) / (edges[1] - edges[0]))
-    inb = ok & np.isfinite(b) & (b >= 0) & (b < nb)
+        b = np.floor((samples.values - edges[0]) / (edges[1] - edges[0]))
+    inb = samples.ok & np.isfinite(b) & (b >= 0) & (b < nb)
     flat_idx = (np.arange(n_events)[:, None] * nb + np.where(inb, b, 0).astype(np.int64))[inb]
-    hist = np.bincount(flat_idx, minlength=n_events * nb).reshape(n_events, nb).astype(np.int64)
+    return np.bincount(flat_idx, minlength=n_events * nb).reshape(n_events, nb).astype(np.int64)
 
+
+def _fit_histograms(channel: str, hist: np.ndarray, bins: _Bins) -> list[GaussianFit]:
+    """One Gaussian fit per event, to the bins within its ``centre +- span * sigma``."""
+    lower, upper, span = bins.lower, bins.upper, bins.span
     fits: list[GaussianFit] = []
-    for e in range(n_events):  # one small least-squares fit per event
-        if not good[e]:
-            fits.append(_failed(nb))
+    for e in range(hist.shape[0]):  # one small least-squares fit per event
+        if not bins.good[e]:
+            fits.append(_failed(bins.count))
             continue
-        mask = (upper > med[e] - span * rsig[e]) & (lower < med[e] + span * rsig[e])
-        p0 = (float(med[e]), float(rsig[e]), float(hist[e][mask].sum()))
+        centre, sigma = bins.centre[e], bins.sigma[e]
+        mask = (upper > centre - span * sigma) & (lower < centre + span * sigma)
+        p0 = (float(centre), float(sigma), float(hist[e][mask].sum()))
         fits.append(fit_gaussian_histogram(hist[e], lower, upper, p0=p0, fit_mask=mask))
-    n_failed = sum(1 for f, g in zip(fits, good, strict=True) if g and not f.ok)
+    n_failed = sum(1 for f, g in zip(fits, bins.good, strict=True) if g and not f.ok)
     if n_failed:
-        _log.info("%s: Gaussian fit failed for %d of %d events", channel, n_failed, n_events)
+        _log.info("%s: Gaussian fit failed for %d of %d events", channel, n_failed, len(fits))
+    return fits
 
-    def col(attr: str) -> np.ndarray:
-        return np.array([getattr(f, attr) for f in fits], dtype=float)
 
+def _coordinates(
+    ds: xr.Dataset, freq: np.ndarray, lags: np.ndarray, bins: _Bins, units: str
+) -> xr.Dataset:
+    """The result's coordinates: ``frequency`` (MHz), ``lag`` (µs), ``bin`` and ``epoch``."""
     coords: dict[str, Any] = {
         "frequency": ("frequency", freq, {"units": "MHz", "long_name": "frequency"}),
         "lag": ("lag", lags, {"units": "us", "long_name": "autocorrelation lag"}),
         "bin": (
             "bin",
-            0.5 * (lower + upper),
+            0.5 * (bins.lower + bins.upper),
             {"units": units, "long_name": "histogram bin centre"},
         ),
     }
     if "epoch" in ds.coords:
         coords["epoch"] = ds["epoch"].values
-    out = xr.Dataset(coords=coords)
-    e_dims = ("epoch",)
-    out["bin_lower"] = ("bin", lower, {"units": units})
-    out["bin_upper"] = ("bin", upper, {"units": units})
+    return xr.Dataset(coords=coords)
+
+
+def _add_histograms(
+    out: xr.Dataset, bins: _Bins, hist: np.ndarray, fits: list[GaussianFit], units: str
+) -> None:
+    """Bin edges, counts and the fitted model's counts."""
+    out["bin_lower"] = ("bin", bins.lower, {"units": units})
+    out["bin_upper"] = ("bin", bins.upper, {"units": units})
     out["histogram"] = (("epoch", "bin"), hist, {"units": "1", "long_name": "samples per bin"})
     out["histogram_model"] = (
         ("epoch", "bin"),
-        np.stack([f.model for f in fits]) if fits else np.zeros((0, nb)),
+        np.stack([f.model for f in fits]) if fits else np.zeros((0, bins.count)),
         {"units": "1", "long_name": "fitted bin-integrated Gaussian (NaN outside the fitted bins)"},
     )
+
+
+def _add_gaussian_fits(out: xr.Dataset, fits: list[GaussianFit], units: str) -> None:
+    """The Gaussian fits' parameters, uncertainties and goodness of fit, per event."""
+
+    def col(attr: str) -> np.ndarray:
+        return np.array([getattr(f, attr) for f in fits], dtype=float)
+
+    e_dims = ("epoch",)
     for name, unit, long_name in (
         ("mean", units, "fitted Gaussian mean"),
         ("sigma", units, "fitted Gaussian standard deviation"),
@@ -571,6 +753,12 @@ def noise_diagnostics(
         {"units": "1"},
     )
     out["fit_ok"] = (e_dims, np.array([f.ok for f in fits], dtype=bool))
+
+
+def _add_spectra(
+    out: xr.Dataset, psd: np.ndarray, acf: np.ndarray, nperseg: int, length: int, units: str
+) -> None:
+    """Welch PSD and autocorrelation, per event."""
     out["psd"] = (
         ("epoch", "frequency"),
         psd,
@@ -585,21 +773,20 @@ def noise_diagnostics(
         acf,
         {"units": "1", "long_name": "normalised unbiased autocorrelation"},
     )
+
+
+def _add_levels(out: xr.Dataset, samples: _WindowSamples, levels: _Levels, units: str) -> None:
+    """Sample counts, median, robust sigma and standard deviation, per event."""
+    e_dims = ("epoch",)
+    n_ok = samples.n_ok
     out["n_samples"] = (
         e_dims,
         n_ok.astype(np.int32),
         {"units": "1", "long_name": "valid samples in the window"},
     )
-    out["n_missing"] = (e_dims, (length - n_ok).astype(np.int32), {"units": "1"})
-    out["median"] = (e_dims, med, {"units": units})
-    out["robust_sigma"] = (e_dims, robust, {"units": units, "long_name": "1.4826 x MAD"})
-    out["std"] = (e_dims, std, {"units": units, "long_name": "sample standard deviation"})
-    out.attrs.update(
-        {
-            "channel": channel,
-            "window_us": "whole trace" if window is None else list(window),
-            "sample_rate_mhz": rate_mhz,
-            "units": units,
-        }
-    )
-    return out
+    out["n_missing"] = (e_dims, (samples.length - n_ok).astype(np.int32), {"units": "1"})
+    out["median"] = (e_dims, levels.median, {"units": units})
+    out["robust_sigma"] = (
+        e_dims, levels.robust_sigma, {"units": units, "long_name": "1.4826 x MAD"}
+    )  # fmt: skip
+    out["std"] = (e_dims, levels.std, {"units": units, "long_name": "sample standard deviation"})

@@ -54,6 +54,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.errors import AnalysisError
 
 __all__ = [
@@ -123,7 +124,7 @@ def _mad(a: np.ndarray) -> float:
     a = a[np.isfinite(a)]
     if a.size == 0:
         return np.nan
-    return float(1.4826 * np.median(np.abs(a - np.median(a))))
+    return float(MAD_TO_SIGMA * np.median(np.abs(a - np.median(a))))
 
 
 def _window_stats(
@@ -317,7 +318,7 @@ def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
     d = np.empty((n_ev, n))
     _running_means(y, float(polarity), int(w), mean_fwd, d)
     core = d[:, w : n - w + 1]
-    sigma = 1.4826 * _row_mads(core)
+    sigma = MAD_TO_SIGMA * _row_mads(core)
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse)

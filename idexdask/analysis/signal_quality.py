@@ -81,14 +81,13 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peaks import _gather_finite, _median_inplace
+from idexdask.analysis.robust import MAD_TO_SIGMA, gather_finite, median_inplace, nanmedian_rows
 from idexdask.analysis.xp import errstate, get_namespace, to_numpy
 from idexdask.config import load_config, load_yaml
 from idexdask.errors import AnalysisError, ConfigError
 from idexdask.schema import Settings
 
 __all__ = [
-    "MAD_TO_SIGMA",
     "QualityStatus",
     "channel_arrays",
     "find_time_variable",
@@ -103,9 +102,6 @@ __all__ = [
 ]
 
 _log = get_logger(__name__)
-
-MAD_TO_SIGMA = 1.4826
-"""Median absolute deviation -> Gaussian sigma (1 / Phi^-1(3/4))."""
 
 _DIM_TO_TIME = {
     "time_high_sample_rate_index": "time_high_sample_rate",
@@ -527,8 +523,6 @@ def _nan_median(xp: Any, a: Any, axis: int = -1) -> Any:
     if xp is np and getattr(a, "ndim", 0) == 2 and axis in (1, -1) and a.shape[1] > 0:
         # compiled selection per row: the same values as numpy.nanmedian, which
         # loops over rows in Python when NaN are present
-        from idexdask.analysis.peaks import nanmedian_rows  # noqa: PLC0415
-
         return nanmedian_rows(a)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -708,8 +702,8 @@ def _window_rows_stats(
     count = np.zeros(rows, dtype=np.int64)
     buf = np.empty(2 * m)
     for r in range(rows):
-        k = _gather_finite(xb, r, buf)
-        b = _median_inplace(buf, k) if k else np.nan
+        k = gather_finite(xb, r, buf)
+        b = median_inplace(buf, k) if k else np.nan
         med[r] = b
         kk = 0
         lo = np.inf
@@ -720,7 +714,7 @@ def _window_rows_stats(
                 kk += 1
                 if d < lo:
                     lo = d
-        mad[r] = _median_inplace(buf, kk) if kk else np.nan
+        mad[r] = median_inplace(buf, kk) if kk else np.nan
         dmin[r] = lo
         count[r] = kk
     return med, mad, dmin, count

@@ -5,7 +5,9 @@ evaluation (one call per point of every Levenberg–Marquardt step).  Two
 scalar versions serve the numba kernels:
 
 * :func:`call_scipy_erfcx`: SciPy's own C function, called through its address
-  (:func:`scipy_erfcx_address`).  Kernels that reproduce the array code's
+  (:func:`scipy_erfcx_address`; both in :mod:`idexdask.compat.erfcx`, the
+  adapter for SciPy's internals, which returns address 0 where they are not
+  usable).  Kernels that reproduce the array code's
   expressions (``engine: auto``, :func:`~idexdask.analysis.peaks.line_heights`)
   use it: their values then differ from the array code's only where libm's exp
   and NumPy's CPU-specific SIMD exp round apart (an ulp).
@@ -33,70 +35,21 @@ it delete the ``__pycache__/*.nb*`` files of this package.
 
 from __future__ import annotations
 
-import logging
 import math
-from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import get_cython_function_address, intrinsic
 
 from idexdask.analysis._erfcx_table import COEFFICIENTS, DEGREE, FIRST_INTERVAL
+from idexdask.compat.erfcx import call_scipy_erfcx, scipy_erfcx_address
 
 __all__ = ["call_scipy_erfcx", "erfcx_coefficients", "erfcx_kernel", "scipy_erfcx_address"]
 
-log = logging.getLogger(__name__)
-
-_SCIPY_ERFCX = "__pyx_fuse_1erfcx"  # the double flavour of cython_special.erfcx
-_SCIPY_ERFCX_SIGNATURE = "double (double, int __pyx_skip_dispatch)"
 _TABLE = np.array(COEFFICIENTS, dtype=np.float64)
 _TABLE.flags.writeable = False
 _LAST_INTERVAL = FIRST_INTERVAL + _TABLE.shape[0] - 1
 _POLYNOMIAL_LIMIT = 50.0  # x below which the table is used
 _INV_SQRT_PI = 1.0 / math.sqrt(math.pi)
-
-
-def scipy_erfcx_address() -> int:
-    """Address of SciPy's C ``erfcx(double)`` (the code behind ``scipy.special.erfcx``).
-
-    Returns
-    -------
-    int
-        The function's address, or 0 when this SciPy does not export it with the
-        expected signature (kernels that need it are then not used).
-    """
-    try:
-        import scipy.special.cython_special as cython_special  # noqa: PLC0415
-
-        capsule = cython_special.__pyx_capi__[_SCIPY_ERFCX]
-        if _SCIPY_ERFCX_SIGNATURE not in repr(capsule):
-            return 0
-        return int(get_cython_function_address("scipy.special.cython_special", _SCIPY_ERFCX))
-    except (ImportError, KeyError, AttributeError, ValueError) as exc:  # pragma: no cover
-        log.debug("scipy's C erfcx is not available (%s)", exc)
-        return 0
-
-
-@intrinsic
-def call_scipy_erfcx(typingctx: Any, address: Any, z: Any) -> Any:  # pragma: no cover - compiled
-    """Call ``double f(double, int)`` at ``address`` as ``f(z, 0)`` (compiled code only).
-
-    The address is a run-time argument (not a ctypes global), so the functions
-    calling this stay cacheable.
-    """
-    if not isinstance(address, types.Integer) or not isinstance(z, types.Float):
-        return None
-    sig = types.float64(address, z)
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(ir.DoubleType(), [ir.DoubleType(), ir.IntType(32)])
-        fn = builder.inttoptr(args[0], fnty.as_pointer())
-        zv = context.cast(builder, args[1], signature.args[1], types.float64)
-        return builder.call(fn, [zv, ir.Constant(ir.IntType(32), 0)])
-
-    return sig, codegen
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")

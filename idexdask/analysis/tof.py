@@ -45,15 +45,13 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.peaks import (
-    MAD_TO_SIGMA,
     LineFits,
     PeakCandidates,
-    _baseline_level,
-    _median_inplace,
     detect_peaks,
     fit_lines,
     sample_step,
 )
+from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
 from idexdask.analysis.signal_quality import _fill_value
 from idexdask.numerics import pairwise_sum_sparse
 
@@ -263,13 +261,13 @@ def _ratio_row(
             k += 1
     spread = np.nan
     if k:
-        med = _median_inplace(buf, k)
+        med = median_inplace(buf, k)
         kk = 0
         for i in range(m):
             if not np.isnan(resid[i]):
                 buf[kk] = abs(resid[i] - med)
                 kk += 1
-        spread = MAD_TO_SIGMA * _median_inplace(buf, kk)
+        spread = MAD_TO_SIGMA * median_inplace(buf, kk)
     lim = np.nan if (np.isnan(spread) or np.isnan(sig_l)) else 4.0 * max(spread, sig_l)
     c = 0
     for i in range(m):
@@ -426,7 +424,7 @@ def _merge_rows(
     """:func:`merge_gains` of every event, one row at a time (see there).
 
     Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used): the
-    :func:`~idexdask.analysis.peaks.baseline_sigma` level and sigma (sigma
+    :func:`~idexdask.analysis.robust.baseline_sigma` level and sigma (sigma
     replaced by ``qsig`` where that is finite and positive), the positive-going
     signal ``pol * (x - level)``, its saturated samples (``>= vmax``, ``<= vmin``
     (NaN: none), the quality interval ``[t0, t1]`` where ``flag``, grown by
@@ -482,7 +480,7 @@ def _merge_rows(
                         vals[k] = y[j]
                         pos[k] = j
                         k += 1
-            base, _, mad = _baseline_level(vals, pos, k, n, buf, zero_row)
+            base, _, mad = baseline_level(vals, pos, k, n, buf, zero_row)
             q = qsig[g, r]
             noise[g, r] = q if (np.isfinite(q) and q > 0) else MAD_TO_SIGMA * mad
             # saturated samples (grown by the guard) and the positive-going signal;

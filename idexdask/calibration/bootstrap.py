@@ -43,21 +43,16 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import fft as sfft
 
 from idexdask._logging import get_logger
+from idexdask.calibration.polynomial import fit_event, time_of_mass
 from idexdask.calibration.settings import (  # the settings' home; names kept here too
     BootstrapSettings,
     CalibrationSettings,
     FitSettings,
     load_calibration_settings,
 )
-from idexdask.calibration.tofmass import (
-    STATUS_CODES,
-    TOFMassCal,
-    _fit_nb,
-    _sum_nb,
-    _time_nb,
-    slope_grid,
-)
+from idexdask.calibration.tofmass import STATUS_CODES, TOFMassCal, slope_grid
 from idexdask.errors import CalibrationError
+from idexdask.numerics import pairwise_sum
 
 __all__ = [
     "FitSettings",
@@ -590,7 +585,7 @@ def _finish_events(
                     ss[i] = s_ext[cur[j]]
                     mm[i] = m_ext[cur[j]]
                     i += 1
-            st, k_fit, req = _fit_nb(
+            st, k_fit, req = fit_event(
                 ss, mm, tt, np.full(n_l, line_weight), True, max_order, min_lines,
                 s_min, s_max, sgrid, cf, cv,
             )
@@ -605,7 +600,7 @@ def _finish_events(
             for j in range(n):
                 fit_line[s0 + j] = cur[j]
             for i in range(n_ext):
-                q[i] = _time_nb(cf, k_fit, s_ext[i], s_min)
+                q[i] = time_of_mass(cf, k_fit, s_ext[i], s_min)
             n_new = _match_lines(pe, q, tol, new)
             if n_new < 2:
                 break
@@ -639,8 +634,8 @@ def _finish_events(
                     sl[i] = s_ext[cur[j]]
                     tl[i] = pe[j]
                     i += 1
-            sm = _sum_nb(sl, 0, n_l) / n_l
-            tm = _sum_nb(tl, 0, n_l) / n_l
+            sm = pairwise_sum(sl, 0, n_l) / n_l
+            tm = pairwise_sum(tl, 0, n_l) / n_l
             ds = sl - sm
             den = np.dot(ds, ds)  # BLAS ddot, like ``ds @ ds``
             if den > 0:
@@ -822,7 +817,7 @@ class BootstrapBatch:
             fit_cfg.mass_range_u, self.covariance[e, : k + 1, : k + 1].copy(),
             int(self.requested_order[e]), p[in_fit].copy(), m_ext[self.fit_line[sl][in_fit]],
         )
-        cal._set_residuals()
+        cal.fill_residuals()
         pj = np.nonzero(self.peak_line[sl] >= 0)[0]
         ij = self.peak_line[sl][pj]
         model_t = np.asarray(cal.time(m_ext[ij]))

@@ -295,9 +295,9 @@ def calibration_settings(
 
     ``attrs`` are the attributes of the dataset to calibrate: a ``preset`` of
     ``auto`` picks the preset of its source kind
-    (:func:`idexdask.calibration.source.resolve_preset`).
+    (:func:`idexdask.sources.defaults.resolve_preset`).
     """
-    from idexdask.calibration.source import resolve_preset
+    from idexdask.sources.defaults import resolve_preset
 
     section = config["calibration"]
     path = section["settings_file"]
@@ -316,7 +316,7 @@ def check_calibration_config(config: Mapping[str, Any]) -> None:
         ``calibration.preset`` not a preset of the file (the message lists them),
         or ``calibration.settings_file`` missing or invalid.
     """
-    from idexdask.calibration.source import AUTO_PRESET, builtin_source_presets
+    from idexdask.sources.defaults import AUTO_PRESET, builtin_source_presets
 
     section = config["calibration"]
     path, preset = section["settings_file"], section["preset"]

@@ -1,35 +1,26 @@
-"""``idexdask time2mass``: time-of-flight to mass calibration of one event.
+"""Time-of-flight to mass calibration of one event: its lines, the calibration, a figure.
 
-Loads one event from an L0 packet file, a Zarr store written by ``idexdask
-decode`` / ``submit``, a LeCroy ``.trc`` capture or a directory of captures;
-finds its TOF lines (:func:`idexdask.analysis.analyze.analyze` on that event, or
-the stored ``peak_*`` products when the store holds them); calibrates it, either
-blind (:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from
-lines the user names (``--lines "t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`); prints
-the calibration and a residual table per line; and writes a plot (spectrum
-against mass with the identified lines labelled, and the residuals).
-
-An event that cannot be calibrated prints its status and reason and the command
-returns 1; no mass axis is ever made up.
-
-Exit codes: 0 calibrated, 1 not calibrated, 2 usage or input error (raised as
-:class:`~idexdask.errors.IdexDaskError` and reported by the CLI).
+The science of ``idexdask time2mass`` (:mod:`idexdask.cli.time2mass`): the
+lines of one event (:func:`event_lines`: the stored ``peak_*`` products of a
+campaign store or of :func:`idexdask.workflow.analyze` run on that event);
+its calibration (:func:`calibrate_lines`), either blind
+(:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from lines
+a user names (:func:`parse_lines`: ``"t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`);
+and a figure of the spectrum against mass with the identified lines and their
+residuals (:func:`time2mass_figure`).  An event that cannot be calibrated gets
+a result saying why; no mass axis is ever made up.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
-from idexdask._logging import get_logger
 from idexdask.calibration.bootstrap import (
     BootstrapResult,
     CalibrationSettings,
@@ -37,71 +28,19 @@ from idexdask.calibration.bootstrap import (
     load_calibration_settings,
 )
 from idexdask.calibration.ions import ion_label, ion_mass
-from idexdask.calibration.source import resolve_preset
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 
-__all__ = ["EventLines", "Time2MassResult", "add_time2mass_parser", "parse_lines", "run_time2mass"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-_log = get_logger(__name__)
+__all__ = [
+    "EventLines", "Time2MassResult", "calibrate_lines", "calibration_settings", "event_lines",
+    "has_stored_lines",
+    "parse_lines", "time2mass_figure",
+]
 
 _PEAK_VARS = ("peak_event", "peak_center", "peak_area")
-
-
-def _echo(text: str = "") -> None:
-    """Terminal output of the command (the user interface, not logging)."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-# --------------------------------------------------------------------------- parser
-
-
-def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``time2mass`` on the ``idexdask`` sub-command parsers.
-
-    Parameters
-    ----------
-    subparsers : argparse._SubParsersAction
-        What ``ArgumentParser.add_subparsers`` returned.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The sub-command's parser (its ``func`` default is :func:`run_time2mass`).
-    """
-    p = subparsers.add_parser(
-        "time2mass",
-        help="calibrate the TOF spectrum of one event: masses, lines, residuals, plot",
-        description="Time-of-flight -> mass calibration of one event.  Exit codes: 0 "
-        "calibrated, 1 not calibrated (status printed), 2 usage or input error.",
-    )
-    p.add_argument(
-        "source",
-        help="L0 packet file, Zarr store (decode/submit), LeCroy .trc file or a "
-        "directory of captures",
-    )
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--event", type=int, help="event index along epoch (default 0)")
-    which.add_argument("--epoch", type=int, help="event epoch, TT2000 ns")
-    p.add_argument(
-        "--preset",
-        help="calibration preset of configs/calibration.yaml (flight, lab, lab_peridot, ...; "
-        "default: the configuration's calibration.preset; auto = lab for scope captures, "
-        "flight for IDEX data)",
-    )
-    p.add_argument(
-        "--lines",
-        help='assigned lines "t1:Na,t2:K,..." or "t1:22.99,..." (t in µs, mass in u); '
-        "skips the blind bootstrap",
-    )
-    p.add_argument("--config", help="YAML file overriding configs/default.yaml")
-    p.add_argument("--plot", help="write the spectrum/residual plot to this PNG")
-    p.set_defaults(func=run_time2mass)
-    return p
-
-
-# --------------------------------------------------------------------------- inputs
 
 
 def parse_lines(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -156,48 +95,6 @@ def parse_lines(text: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return np.asarray(times), np.asarray(masses), labels
 
 
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / name).exists() for name in ("zarr.json", ".zgroup", ".zmetadata")
-    )
-
-
-def _load_source(source: str) -> tuple[xr.Dataset, str]:
-    """The event dataset of SOURCE and its kind (``l0``, ``zarr``, ``trc``)."""
-    path = Path(source)
-    if not path.exists():
-        raise IdexDaskError(f"time2mass: {path} not found")
-    if _is_zarr(path) or path.suffix == ".zarr":
-        try:
-            from idexdask.timeaxis import expand_axes  # campaign stores: axes by formula
-
-            return expand_axes(xr.open_zarr(path, consolidated=False)), "zarr"
-        except (OSError, ValueError, KeyError) as exc:
-            raise IdexDaskError(f"time2mass: {path} is not a readable Zarr store: {exc}") from exc
-    if path.is_dir() or path.suffix.lower() == ".trc":
-        from idexdask.io.trc import read_trc
-
-        return read_trc(path), "trc"
-    from idexdask.packets.reader import read_l0
-
-    return read_l0(path), "l0"
-
-
-def _select_event(ds: xr.Dataset, event: int | None, epoch: int | None) -> int:
-    n = int(ds.sizes.get("epoch", 0))
-    if n == 0:
-        raise IdexDaskError("time2mass: the source holds no event")
-    if epoch is not None:
-        hits = np.nonzero(np.asarray(ds["epoch"].values).astype(np.int64) == int(epoch))[0]
-        if hits.size == 0:
-            raise IdexDaskError(f"time2mass: no event with epoch {epoch} ns")
-        return int(hits[0])
-    index = 0 if event is None else int(event)
-    if not -n <= index < n:
-        raise IdexDaskError(f"time2mass: event {index} out of range (source has {n} events)")
-    return index % n
-
-
 @dataclass
 class EventLines:
     """The lines of one event and its merged TOF spectrum.
@@ -234,46 +131,54 @@ def _time_of(ds: xr.Dataset, var: str) -> np.ndarray | None:
     return None if name is None else np.asarray(ds[name].values, dtype=float)
 
 
-def _event_lines(ds: xr.Dataset, index: int, config: Mapping[str, Any]) -> EventLines:
-    """Lines of event ``index``: stored ``peak_*`` products, else ``analyze`` on it."""
-    if all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS):
-        sel = np.asarray(ds["peak_event"].values) == index
-        status = (
-            np.asarray(ds["peak_status"].values)[sel]
-            if "peak_status" in ds
-            else np.zeros(int(sel.sum()), dtype=int)
-        )
-        ev = ds.isel(epoch=index)
-        spec = ev["tof_combined"] if "tof_combined" in ev else None
-        t = _time_of(ds, "tof_combined")[index] if spec is not None else None
-        return EventLines(
-            np.asarray(ds["peak_center"].values, dtype=float)[sel],
-            np.asarray(ds["peak_area"].values, dtype=float)[sel],
-            status,
-            t,
-            None if spec is None else np.asarray(spec.values, dtype=float),
-            str(spec.attrs.get("units", "")) if spec is not None else "",
-            "stored",
-            (np.asarray(ds["peak_center_at_mode"].values)[sel]
-             if "peak_center_at_mode" in ds else None),
-        )
-    from idexdask.analysis.analyze import analyze
+def has_stored_lines(ds: xr.Dataset) -> bool:
+    """Whether ``ds`` carries the ragged ``peak_*`` line products (a store, ``analyze`` output)."""
+    return all(v in ds and ds[v].dims == ("peak",) for v in _PEAK_VARS)
 
-    one = ds.isel(epoch=[index]).load()
-    out = analyze(one, config)
-    if "peak_center" not in out:
-        return EventLines(np.empty(0), np.empty(0), np.empty(0, dtype=int), source="analyze")
-    spec = out["tof_combined"]
+
+def event_lines(ds: xr.Dataset, index: int, source: str = "stored") -> EventLines:
+    """Lines of event ``index`` of ``ds`` read from its ``peak_*`` products.
+
+    The analysis that makes those products sits above this layer
+    (:func:`idexdask.workflow.analyze`): a caller holding only decoded
+    waveforms analyses the event first and passes the result with
+    ``source="analyze"``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        Event dataset with the line products (:func:`has_stored_lines`).
+    index : int
+        Event position along ``epoch``.
+    source : str
+        Where the lines come from, reported with them: ``"stored"`` or ``"analyze"``.
+
+    Returns
+    -------
+    EventLines
+        Empty (no centres) when ``ds`` has no line products.
+    """
+    if not has_stored_lines(ds):
+        return EventLines(np.empty(0), np.empty(0), np.empty(0, dtype=int), source=source)
+    sel = np.asarray(ds["peak_event"].values) == index
+    status = (
+        np.asarray(ds["peak_status"].values)[sel]
+        if "peak_status" in ds
+        else np.zeros(int(sel.sum()), dtype=int)
+    )
+    ev = ds.isel(epoch=index)
+    spec = ev["tof_combined"] if "tof_combined" in ev else None
+    t = _time_of(ds, "tof_combined")[index] if spec is not None else None
     return EventLines(
-        np.asarray(out["peak_center"].values, dtype=float),
-        np.asarray(out["peak_area"].values, dtype=float),
-        np.asarray(out["peak_status"].values, dtype=int),
-        _time_of(out, "tof_combined")[0] if _time_of(out, "tof_combined") is not None else None,
-        np.asarray(spec.values[0], dtype=float),
-        str(spec.attrs.get("units", "")),
-        "analyze",
-        (np.asarray(out["peak_center_at_mode"].values)
-         if "peak_center_at_mode" in out else None),
+        np.asarray(ds["peak_center"].values, dtype=float)[sel],
+        np.asarray(ds["peak_area"].values, dtype=float)[sel],
+        status,
+        t,
+        None if spec is None else np.asarray(spec.values, dtype=float),
+        str(spec.attrs.get("units", "")) if spec is not None else "",
+        source,
+        (np.asarray(ds["peak_center_at_mode"].values)[sel]
+         if "peak_center_at_mode" in ds else None),
     )
 
 
@@ -312,7 +217,8 @@ class Time2MassResult:
     method: str = "bootstrap"
 
 
-def _calibration_settings(preset: str, config: Mapping[str, Any]) -> CalibrationSettings:
+def calibration_settings(preset: str, config: Mapping[str, Any]) -> CalibrationSettings:
+    """The settings of ``preset``, from the configuration's ``calibration.settings_file``."""
     settings_file = str((config.get("calibration") or {}).get("settings_file") or "")
     if settings_file and settings_file != "calibration.yaml":
         return load_calibration_settings(preset, path=settings_file)
@@ -386,43 +292,11 @@ def calibrate_lines(
 # --------------------------------------------------------------------------- output
 
 
-def _report(result: Time2MassResult, preset: str, header: str) -> None:
-    _echo(header)
-    _echo(f"preset             : {preset}")
-    _echo(f"method             : {result.method}")
-    _echo(f"status             : {result.status} ({result.reason})")
-    if result.message:
-        _echo(f"detail             : {result.message}")
-    if not result.calibrated or result.calibration is None:
-        if math.isfinite(result.stretch):
-            _echo(
-                f"best alignment     : stretch {result.stretch:.5f} us/sqrt(u), "
-                f"shift {result.shift:+.5f} us (rejected; no mass axis)"
-            )
-        _echo("no mass calibration: the event has no mass axis")
-        return
-    cal = result.calibration
-    _echo(f"order              : {cal.order} ({cal.status.value})")
-    coef = ", ".join(f"{c:+.6e}" for c in cal.coefficients)
-    _echo(f"coefficients       : [{coef}]  (t = c0 + sum_k c_k sqrt(m)^k, us)")
-    _echo(f"t0 (c0)            : {cal.t0:+.5f} us")
-    _echo(f"stretch, shift     : {result.stretch:.5f} us/sqrt(u), {result.shift:+.5f} us (linear)")
-    _echo(f"rms residual       : {cal.rms_residual_u:.4f} u")
-    _echo("")
-    _echo(f"{'time (us)':>10} {'mass (u)':>9} {'species':<8} {'resid (u)':>10} {'resid (ppm)':>12}")
-    order = np.argsort(cal.line_masses_u)
-    for j in order:
-        label = result.line_label[j] if j < len(result.line_label) else ""
-        _echo(
-            f"{cal.line_times_us[j]:10.4f} {cal.line_masses_u[j]:9.3f} {label:<8} "
-            f"{cal.residual_u[j]:+10.4f} {cal.residual_ppm[j]:+12.0f}"
-        )
-
-
-def plot_time2mass(
-    lines: EventLines, result: Time2MassResult, path: str | Path, title: str = ""
-) -> Path:
+def time2mass_figure(lines: EventLines, result: Time2MassResult, title: str = "") -> Figure:
     """Spectrum against mass with the identified lines, and the residual panel.
+
+    The figure is not attached to any pyplot backend: the caller saves it
+    (``figure.savefig(path)``) or shows it.
 
     Parameters
     ----------
@@ -430,32 +304,24 @@ def plot_time2mass(
         Needs ``time_us`` and ``spectrum``; else only the line markers are drawn.
     result : Time2MassResult
         A calibrated result.
-    path : str or Path
-        PNG to write.
     title : str
 
     Returns
     -------
-    Path
-        The file written.
+    matplotlib.figure.Figure
 
     Raises
     ------
     CalibrationError
         If ``result`` holds no usable calibration.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     cal = result.calibration
     if cal is None or not cal.usable:
         raise CalibrationError("no calibration to plot")
-    path = Path(path)
-    fig, (ax, axr) = plt.subplots(
-        2, 1, figsize=(9, 6), gridspec_kw={"height_ratios": [3, 1]}, constrained_layout=True
-    )
+    fig = Figure(figsize=(9, 6), layout="constrained")
+    ax, axr = fig.subplots(2, 1, gridspec_kw={"height_ratios": [3, 1]})
     m_top = float(min(cal.mass_range[1], max(60.0, 1.3 * float(np.max(cal.line_masses_u)))))
     if lines.time_us is not None and lines.spectrum is not None:
         t = lines.time_us
@@ -483,72 +349,4 @@ def plot_time2mass(
     axr.set_xlim(0, m_top)
     axr.set_xlabel("mass (u)")
     axr.set_ylabel("residual (ppm)")
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
-
-
-# --------------------------------------------------------------------------- command
-
-
-def run_time2mass(args: argparse.Namespace) -> int:
-    """Run ``idexdask time2mass`` (see the module docstring).
-
-    Parameters
-    ----------
-    args : argparse.Namespace
-        ``source``, ``event``, ``epoch``, ``preset``, ``lines``, ``config``, ``plot``.
-
-    Returns
-    -------
-    int
-        0 calibrated, 1 not calibrated.
-
-    Raises
-    ------
-    IdexDaskError
-        Unreadable source, event out of range, bad ``--lines`` or configuration.
-    """
-    from idexdask.analysis.analyze import load_analysis_settings
-
-    user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
-    ds, kind = _load_source(args.source)
-    index = _select_event(ds, getattr(args, "event", None), getattr(args, "epoch", None))
-    base_cfg, analysis = load_analysis_settings(getattr(args, "config", None))
-    # --preset, else the configuration's preset (auto: the source kind's default)
-    preset = args.preset or resolve_preset(base_cfg.get("calibration"), ds.attrs, ds.variables)
-    cfg: dict[str, Any] = {**base_cfg, "calibration": {**(base_cfg.get("calibration") or {}),
-                                                        "preset": preset}}
-    settings = _calibration_settings(preset, cfg)
-    lines = _event_lines(ds, index, cfg)
-    epoch = int(np.asarray(ds["epoch"].values)[index])
-    header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"
-              f"lines              : {lines.center_us.size} found ({lines.source})")
-    result = calibrate_lines(
-        lines, settings, max_fit_status=int(analysis["calibration"]["max_fit_status"]),
-        user_lines=user_lines,
-    )
-    _report(result, preset, header)
-    if not result.calibrated:
-        return 1
-    if getattr(args, "plot", None):
-        out = plot_time2mass(lines, result, args.plot,
-                             title=f"{Path(args.source).name} event {index} ({preset})")
-        _echo(f"\nplot               : {out}")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m idexdask.calibration.time2mass``)."""
-    parser = argparse.ArgumentParser(prog="idexdask")
-    add_time2mass_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["time2mass", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return run_time2mass(args)
-    except IdexDaskError as exc:
-        _echo(f"error: {exc}")
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return fig

@@ -45,13 +45,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numba
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from idexdask._logging import get_logger
 from idexdask.errors import CalibrationError
-from idexdask.numerics import pairwise_sum
 
 __all__ = [
     "CalibrationStatus",
@@ -599,7 +597,7 @@ class TOFMassCal:
         if w.shape != t.shape or not np.all(np.isfinite(w) & (w > 0)):
             raise CalibrationError("weights must be finite, > 0, one per line")
         if max_order is None or min_lines_for_order is None:
-            from idexdask.calibration.bootstrap import load_calibration_settings
+            from idexdask.calibration.settings import load_calibration_settings  # noqa: PLC0415
 
             fit_cfg = load_calibration_settings().fit
             max_order = fit_cfg.max_order if max_order is None else max_order
@@ -634,7 +632,7 @@ class TOFMassCal:
                 if k != requested:
                     _log.debug("calibration order reduced from %d to %d", requested, k)
                 cal = cls(coef, status, (m_min, m_max), cov, requested, t, m)
-                cal._set_residuals()
+                cal.fill_residuals()
                 return cal
             _log.debug("order %d calibration is not monotonic over %s u", k, mass_range)
         status = CalibrationStatus.FAILED if singular else CalibrationStatus.NON_MONOTONIC
@@ -647,7 +645,8 @@ class TOFMassCal:
         k = max(int(requested), 1)
         return cls(np.full(k + 1, np.nan), status, requested_order=k, **kwargs)
 
-    def _set_residuals(self) -> None:
+    def fill_residuals(self) -> None:
+        """Set the ``residual_*`` attributes from the fitted lines' times and masses."""
         t, m = self.line_times_us, self.line_masses_u
         model_t = np.polynomial.polynomial.polyval(np.sqrt(m), self.coefficients)
         self.residual_us = t - model_t
@@ -732,18 +731,8 @@ def _wls(
     return coef, cov
 
 
-# --------------------------------------------------------------------------- compiled kernels
-# Scalar per-event versions of ``fit`` / ``min_slope`` / ``time_axis`` for the
-# batched bootstrap (idexdask.calibration.bootstrap.bootstrap_calibrations): at a
-# handful of lines per event the NumPy versions are dominated by call overhead.
-# They follow the NumPy code step by step, down to the BLAS/LAPACK calls and the
-# array orders that pick the BLAS kernels, so the results are the same bit for bit
-# (tests/unit/test_tofmass.py; above order 3, complex roots of the slope go through
-# another eigenvalue solver: rounding only).  Numba's on-disk cache of a caller
-# (bootstrap._finish_events) is not invalidated by an edit here: after changing
-# these kernels delete idexdask/calibration/__pycache__/*.nbi and *.nbc.
-
-#: Codes of :class:`CalibrationStatus` used by the compiled kernels, in this order.
+#: Codes of :class:`CalibrationStatus` returned by the compiled
+#: :func:`idexdask.calibration.polynomial.fit_event`, in this order.
 STATUS_CODES: tuple[CalibrationStatus, ...] = (
     CalibrationStatus.CALIBRATED,
     CalibrationStatus.REDUCED_ORDER,
@@ -757,214 +746,3 @@ def slope_grid(mass_range: Sequence[float]) -> NDArray:
     """The dense s-grid of :func:`min_slope` over ``mass_range`` (u), sqrt(u)."""
     m_min, m_max = _check_range(mass_range)
     return np.linspace(math.sqrt(m_min), math.sqrt(m_max), _N_SLOPE_GRID)
-
-
-@numba.njit(cache=True, nogil=True)
-def _polyval_nb(x: float, c: NDArray, n: int) -> float:  # pragma: no cover - compiled
-    """``numpy.polynomial.polynomial.polyval(x, c[:n])`` for a scalar x."""
-    c0 = c[n - 1]
-    for i in range(2, n + 1):
-        c0 = c[n - i] + c0 * x
-    return c0
-
-
-@numba.njit(cache=True, nogil=True)
-def _real_roots_nb(
-    d: NDArray, n: int, lo: float, hi: float
-) -> NDArray:  # pragma: no cover - compiled
-    """Real roots (|imag| <= 1e-12 (1+|real|)) of the low-first ``d[:n]`` inside [lo, hi]."""
-    high_first = np.empty(n)
-    for i in range(n):
-        high_first[i] = d[n - 1 - i]
-    try:
-        # real eigenvalues of the companion matrix: LAPACK dgeev, as in NumPy
-        roots = np.roots(high_first).astype(np.complex128)
-    except Exception:  # noqa: BLE001 - some roots complex (numba refuses): complex solver
-        try:
-            roots = np.roots(high_first.astype(np.complex128))
-        except Exception:  # noqa: BLE001 - LinAlgError in compiled code: no roots
-            return np.empty(0)
-    out = np.empty(roots.size)
-    k = 0
-    for r in roots:
-        re = r.real
-        im = r.imag
-        if not (np.isfinite(re) and np.isfinite(im)):
-            continue
-        if abs(im) <= 1e-12 * (1.0 + abs(re)) and re >= lo and re <= hi:
-            out[k] = re
-            k += 1
-    return out[:k]
-
-
-@numba.njit(cache=True, nogil=True)
-def _min_slope_nb(
-    c: NDArray, s_lo: float, s_hi: float, grid: NDArray
-) -> float:  # pragma: no cover - compiled
-    """:func:`min_slope` of the coefficients ``c`` with its dense ``grid`` precomputed."""
-    n = c.size
-    for v in c:
-        if not np.isfinite(v):
-            return -np.inf
-    nd = n - 1
-    d = np.empty(nd)
-    scale = np.empty(nd)
-    base = max(abs(s_hi), 1.0)
-    smax = 0.0
-    for k in range(nd):
-        d[k] = (k + 1) * c[k + 1]
-        scale[k] = abs(d[k]) * base ** float(k)
-        smax = max(smax, scale[k])
-    while nd > 1 and scale[nd - 1] <= 1e-13 * smax:
-        nd -= 1
-    while nd > 0 and d[nd - 1] == 0.0:
-        nd -= 1
-    if nd == 0:
-        return 0.0
-    smin = np.inf
-    for s in grid:
-        smin = min(smin, _polyval_nb(s, d, nd))
-    if nd >= 3:
-        dd = np.empty(nd - 1)
-        for k in range(1, nd):
-            dd[k - 1] = k * d[k]
-        for s in _real_roots_nb(dd, nd - 1, s_lo, s_hi):
-            smin = min(smin, _polyval_nb(s, d, nd))
-    if nd >= 2 and smin > 0 and _real_roots_nb(d, nd, s_lo, s_hi).size:
-        return 0.0
-    return smin
-
-
-@numba.njit(cache=True, nogil=True)
-def _sum_nb(a: NDArray, lo: int, n: int) -> float:  # pragma: no cover - compiled
-    """``a[lo:lo+n].sum()`` in NumPy's pairwise order (same rounding)."""
-    return pairwise_sum(a, lo, n)
-
-
-@numba.njit(cache=True, nogil=True)
-def _wls_nb(
-    s: NDArray, t: NDArray, w: NDArray, k: int, absolute: bool, coef: NDArray, cov: NDArray
-) -> bool:  # pragma: no cover - compiled
-    """:func:`_wls` into ``coef[:k+1]`` and ``cov[:k+1, :k+1]``; False when singular."""
-    n = s.size
-    centre = _sum_nb(s * w, 0, n) / _sum_nb(w, 0, n)  # numpy.average
-    scale = 0.0
-    for i in range(n):
-        scale = max(scale, abs(s[i] - centre))
-    if scale == 0.0:
-        scale = 1.0
-    kk = k + 1
-    a = np.empty((n, kk))
-    y = np.empty(n)
-    for i in range(n):
-        sw = math.sqrt(w[i])
-        u = (s[i] - centre) / scale
-        v = 1.0
-        for j in range(kk):
-            a[i, j] = v * sw
-            v *= u
-        y[i] = t[i] * sw
-    q, r = np.linalg.qr(a)
-    dmin = np.inf
-    dmax = 0.0
-    for j in range(kk):
-        dmin = min(dmin, abs(r[j, j]))
-        dmax = max(dmax, abs(r[j, j]))
-    if dmin <= 1e-10 * dmax:
-        return False
-    # what numpy.linalg.inv does (gesv); C order so that the products use the same BLAS calls
-    r_inv = np.ascontiguousarray(np.linalg.solve(r, np.eye(kk)))
-    qty = np.ascontiguousarray(q).T @ y  # as NumPy: C-ordered q, so the same BLAS gemv
-    beta = r_inv @ qty
-    cov_u = r_inv @ np.ascontiguousarray(r_inv.T)
-    dof = n - kk
-    if not absolute:
-        if dof > 0:
-            vander = np.empty((n, kk))
-            sw = np.sqrt(w)
-            for i in range(n):
-                u = (s[i] - centre) / scale
-                v = 1.0
-                for j in range(kk):
-                    vander[i, j] = v
-                    v *= u
-            resid = (t - vander @ beta) * sw  # BLAS gemv and ddot, as in NumPy
-            rss = np.dot(resid, resid)
-            cov_u = cov_u * rss / dof
-        else:
-            cov_u[:, :] = np.nan
-    transform = np.zeros((kk, kk))
-    for j in range(kk):
-        binom = 1.0
-        for i in range(j + 1):
-            # binom = C(j, i), built up exactly in floating point (small integers)
-            transform[i, j] = binom * (-centre) ** float(j - i) / scale ** float(j)
-            binom = binom * (j - i) / (i + 1)
-    c_out = transform @ beta
-    cov_out = transform @ cov_u @ np.ascontiguousarray(transform.T)
-    for i in range(kk):
-        coef[i] = c_out[i]
-        for j in range(kk):
-            cov[i, j] = cov_out[i, j]
-    return True
-
-
-@numba.njit(cache=True, nogil=True)
-def _adaptive_order_nb(n_lines: int, max_order: int, min_lines: NDArray) -> int:  # pragma: no cover
-    order = 0
-    for k in range(min_lines.size):
-        if n_lines >= min_lines[k]:
-            order = k + 1
-    return max(0, min(order, max_order, n_lines - 1))
-
-
-@numba.njit(cache=True, nogil=True)
-def _fit_nb(
-    s: NDArray, m: NDArray, t: NDArray, w: NDArray, absolute: bool, max_order: int,
-    min_lines: NDArray, s_min: float, s_max: float, grid: NDArray, coef: NDArray, cov: NDArray,
-) -> tuple[int, int, int]:  # pragma: no cover - compiled
-    """:meth:`TOFMassCal.fit` (adaptive order) of lines at ``s = sqrt(m)``, times ``t``.
-
-    Writes the coefficients (zero-padded to ``coef.size``, NaN when unusable) and
-    covariance; returns (status code of :data:`STATUS_CODES`, order, requested order).
-    The inputs are assumed valid (finite, masses inside the range, weights > 0).
-    """
-    coef[:] = np.nan
-    cov[:, :] = np.nan
-    ms = np.sort(m)
-    n_distinct = 0
-    for i in range(ms.size):
-        if i == 0 or ms[i] != ms[i - 1]:
-            n_distinct += 1
-    requested = _adaptive_order_nb(n_distinct, max_order, min_lines)
-    if n_distinct < 2 or requested < 1:
-        return 2, max(requested, 1), max(requested, 1)
-    singular = False
-    c = np.empty(coef.size)
-    cv = np.empty((coef.size, coef.size))
-    for k in range(min(requested, n_distinct - 1), 0, -1):
-        if not _wls_nb(s, t, w, k, absolute, c, cv):
-            singular = True
-            continue
-        bridge_rise = _polyval_nb(s_min, c, k + 1) - c[0]
-        if _min_slope_nb(c[: k + 1], s_min, s_max, grid) > 0 and bridge_rise > 0:
-            coef[:] = 0.0
-            coef[: k + 1] = c[: k + 1]
-            cov[:, :] = np.nan
-            cov[: k + 1, : k + 1] = cv[: k + 1, : k + 1]
-            return (0 if k == requested else 1), k, requested
-    return (4 if singular else 3), requested, requested
-
-
-@numba.njit(cache=True, nogil=True)
-def _time_nb(c: NDArray, order: int, s: float, s_min: float) -> float:  # pragma: no cover
-    """:func:`time_axis` of one mass at ``s = sqrt(m)`` (bridge below ``s_min``)."""
-    out = c[order]
-    for k in range(order - 1, -1, -1):
-        out = out * s + c[k]
-    if s < s_min:
-        t_lo = c[order]
-        for k in range(order - 1, -1, -1):
-            t_lo = t_lo * s_min + c[k]
-        out = c[0] + (t_lo - c[0]) * (s / s_min)
-    return out

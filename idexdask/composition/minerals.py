@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 
 from idexdask.calibration.ions import parse_formula
-from idexdask.composition.settings import file_key
-from idexdask.config import load_yaml
+from idexdask.config import file_key, load_yaml
 from idexdask.errors import ConfigError
 
 __all__ = [

@@ -16,7 +16,7 @@ import xarray as xr
 from idexdask._logging import get_logger
 from idexdask.composition.minerals import expected_fractions, load_mineral_library, rank_minerals
 from idexdask.composition.rsf import rsf_values
-from idexdask.composition.settings import CompositionSettings, composition_settings, file_key
+from idexdask.composition.settings import CompositionSettings, composition_settings
 from idexdask.composition.species import (
     assign_peaks,
     element_areas,
@@ -24,6 +24,7 @@ from idexdask.composition.species import (
     line_tables,
     load_species_library,
 )
+from idexdask.config import file_key
 from idexdask.errors import AnalysisError
 
 __all__ = [

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 import periodictable
 
-from idexdask.composition.settings import file_key
-from idexdask.config import load_yaml
+from idexdask.config import file_key, load_yaml
 from idexdask.errors import ConfigError
 
 __all__ = ["PRESET_NAMES", "RSFPreset", "load_rsf_presets", "rsf_values"]

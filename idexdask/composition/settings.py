@@ -16,10 +16,10 @@ from typing import Any
 
 import periodictable
 
-from idexdask.config import (
-    file_key,  # re-exported: the libraries' cache key
-    load_config,
-)
+from idexdask.composition.minerals import load_mineral_library
+from idexdask.composition.rsf import load_rsf_presets
+from idexdask.composition.species import load_species_library
+from idexdask.config import load_config
 from idexdask.errors import ConfigError
 from idexdask.schema import Settings
 
@@ -27,7 +27,6 @@ __all__ = [
     "CompositionSettings",
     "check_composition_config",
     "composition_settings",
-    "file_key",
 ]
 
 
@@ -147,10 +146,6 @@ def check_composition_config(config: Mapping[str, Any]) -> None:
         (the message lists them), or a library file (``rsf_file``,
         ``species_file``, ``minerals_file``) missing or invalid.
     """
-    from idexdask.composition.minerals import load_mineral_library
-    from idexdask.composition.rsf import load_rsf_presets
-    from idexdask.composition.species import load_species_library
-
     section = config["composition"]
     for symbol in section["elements"]:
         if not isinstance(getattr(periodictable, symbol, None), periodictable.core.Element):

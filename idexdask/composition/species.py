@@ -58,8 +58,7 @@ from scipy import special
 
 from idexdask._logging import get_logger
 from idexdask.calibration.ions import ion_mass, parse_formula
-from idexdask.composition.settings import file_key
-from idexdask.config import load_yaml
+from idexdask.config import file_key, load_yaml
 from idexdask.errors import AnalysisError, ConfigError
 
 __all__ = [

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from idexdask.analysis.analyze import analyze
 from idexdask.analysis.overrides import make_overrides
 from idexdask.dashboard.data import StoreData, lines_frame
 from idexdask.errors import AnalysisError, StoreError
@@ -31,6 +30,7 @@ from idexdask.pipeline.overrides_store import (
     read_store_overrides,
     undo_override,
 )
+from idexdask.workflow import analyze
 
 __all__ = ["RefitResult", "StudioSession", "decoded_event", "warm_refit"]
 

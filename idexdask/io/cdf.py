@@ -11,19 +11,16 @@ VALIDMIN/VALIDMAX (of the dtype unless the variable says), FORMAT, VAR_TYPE and
 DISPLAY_TYPE (from the variable's role: waveform, time axis, header field, flags).
 Booleans are written as CDF_UINT1 (0/1), strings as CDF_CHAR.
 
-The writer is cdflib's ``xarray_to_cdf``; :func:`write_istp` does its NaN
-conversion and ISTP typing beforehand and links attribute entries in O(1), which
-writes the same file byte for byte as ``xarray_to_cdf(istp=True)`` in ~1/10 of
-the time (docs/pipeline.md, "Exports").
+The file is the one cdflib's ``xarray_to_cdf(istp=True)`` writes; where this
+cdflib allows it, :mod:`idexdask.compat.cdf_writer` writes it byte for byte in
+~1/10 of the time (docs/pipeline.md, "Exports").
 """
 
 from __future__ import annotations
 
 import copy
-import gzip
 import logging
 import os
-import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,7 +41,20 @@ _KEEP_ATTRS = ("flag_meanings", "sample_rate_msps", "adc_bits", "time_variable",
 
 
 def load_cdf_attributes(name_or_path: str | os.PathLike = "cdf_attributes.yaml") -> dict:
-    """The ISTP attribute definitions (``configs/cdf_attributes.yaml`` by default)."""
+    """The ISTP attribute definitions (``configs/cdf_attributes.yaml`` by default).
+
+    Parameters
+    ----------
+    name_or_path : path
+        A file of ``configs/`` by name, or any YAML file.
+
+    Returns
+    -------
+    dict
+        ``global``, ``epoch``, ``roles`` and ``variables`` tables (empty where the
+        file has none), and any further keys of the file (``levels``,
+        ``logical_file_id``).
+    """
     from idexdask.config import load_yaml
 
     table = load_yaml(name_or_path) or {}
@@ -242,178 +252,18 @@ def _global_attrs(table: Mapping[str, Any], dataset: xr.Dataset, n_events: int,
     return attrs
 
 
-def _nans_to_fill(dataset: xr.Dataset) -> xr.Dataset:
-    """What ``xarray_to_cdf(nan_to_fillval=True)`` does to ``dataset``, variable by variable.
-
-    cdflib replaces NaN in the data by the standard fill of the variable's CDF type
-    (``fillna``) and passes every attribute through ``np.nan_to_num`` with that fill
-    (which also turns Python scalars into NumPy ones, and so decides the attribute's
-    CDF type).  It does so by re-assigning each variable into the Dataset, which costs
-    a Dataset merge and a scan of all variables per variable: quadratic in the number
-    of variables, half of the export's time for our ~280 of them.  The same result
-    here with one NumPy pass per float variable; data are copied only where NaNs are.
-    """
-    from cdflib.xarray.xarray_to_cdf import _dtype_to_fillval
-
-    variables = {}
-    for name, variable in dataset.variables.items():
-        fill = _dtype_to_fillval(xr.DataArray(variable, name=name))
-        values = variable.values
-        if values.dtype.kind in "fc" and fill.dtype.type != np.datetime64:
-            nans = np.isnan(values)
-            if nans.any():
-                values = np.where(nans, fill, values)
-        attrs = {}
-        for key, value in variable.attrs.items():
-            try:
-                attrs[key] = np.nan_to_num(value, nan=fill)
-            except Exception:  # noqa: BLE001 - as cdflib: the attribute stays as it is
-                attrs[key] = value
-        variables[name] = xr.Variable(variable.dims, values, attrs=attrs)
-    return xr.Dataset({name: variables[name] for name in dataset.data_vars},
-                      coords={name: variables[name] for name in dataset.coords},
-                      attrs=dataset.attrs)
-
-
-def _as_checked(dataset: xr.Dataset) -> tuple[xr.Dataset, list[str]]:
-    """What cdflib's ISTP pass would hand its writer: typed limits, the record variables.
-
-    With ``istp=True`` xarray_to_cdf writes FILLVAL, VALIDMIN and VALIDMAX with the
-    CDF type of their variable (``[value, "CDF_UINT2"]``; for the TT2000 ``epoch``
-    only integer values) and makes record-varying the variables whose DEPEND_0 is an
-    epoch variable present in the file, and ``epoch``.  Both are set here, for
-    ``istp=False``.  The datasets of :func:`istp_dataset` pass that pass with no
-    warning (and no correction), and the file is the same byte for byte: the tests
-    run cdflib's checker with ``terminate_on_warning=True`` and compare.
-    """
-    from cdflib.xarray.xarray_to_cdf import DATATYPES_TO_STRINGS, _dtype_to_cdf_type
-
-    times = ("CDF_EPOCH", "CDF_EPOCH16", "CDF_TIME_TT2000")
-    records = [str(name) for name in dataset.variables
-               if str(name).lower() == "epoch"
-               or dataset.variables[name].attrs.get("CDF_DATA_TYPE") in times
-               or dataset.variables[name].attrs.get("DEPEND_0") in dataset.variables]
-    variables = {}
-    for name, variable in dataset.variables.items():
-        datatype, _ = _dtype_to_cdf_type(xr.DataArray(variable, name=name))
-        type_name = DATATYPES_TO_STRINGS[datatype]
-        attrs = dict(variable.attrs)
-        for key in ("VALIDMIN", "VALIDMAX", "FILLVAL"):
-            if key in attrs and (type_name not in times
-                                 or np.issubdtype(np.asarray(attrs[key]).dtype, np.integer)):
-                attrs[key] = [attrs[key], type_name]
-        variables[name] = xr.Variable(variable.dims, variable.data, attrs=attrs)
-    checked = xr.Dataset({name: variables[name] for name in dataset.data_vars},
-                         coords={name: variables[name] for name in dataset.coords},
-                         attrs=dataset.attrs)
-    return checked, records
-
-
-_WRITER_LOCK = threading.Lock()
-_FAST_WRITER: type | None = None
-
-
-def _appending_writer() -> type | None:
-    """A ``cdflib.cdfwrite.CDF`` that links attribute entries in O(1), or None.
-
-    cdflib keeps each attribute's entries (one per variable) in a linked list on
-    disk and, to add one, walks that list from its head with a seek and a read per
-    entry; xarray_to_cdf adds them in increasing variable order, so every walk goes
-    to the end: O(variables^2) small reads per attribute, about 800,000 per file of
-    ~280 variables.  This subclass remembers the last entry of each list and links
-    the new one after it when cdflib's walk would have ended there (the lists are
-    sorted by variable number, so: when the new number is not below the last
-    one's), which is the same file byte for byte; anything else goes to cdflib's
-    own walk.  None (cdflib's writer as it is) for a cdflib without that method.
-    """
-    global _FAST_WRITER
-    if _FAST_WRITER is not None:
-        return _FAST_WRITER
-    from cdflib.cdfwrite import CDF
-
-    original = getattr(CDF, "_update_aedr_link", None)
-    if original is None or not hasattr(CDF, "_update_offset_value"):
-        return None
-
-    class AppendingCDF(CDF):
-        def _update_aedr_link(self, f, attrNum, zVar, varNum, offset):  # noqa: N803
-            tails = self.__dict__.setdefault("_idexdask_tails", {})
-            key = (attrNum, bool(zVar))
-            tail = tails.get(key)
-            adr = self.attrsinfo[attrNum][2]
-            count_at, max_at = (adr + 56, adr + 60) if zVar else (adr + 36, adr + 40)
-            f.seek(count_at, 0)
-            entries = int.from_bytes(f.read(4), "big", signed=True)
-            max_entry = int.from_bytes(f.read(4), "big", signed=True)
-            if entries and tail is not None and varNum >= tail[1]:
-                self._update_offset_value(f, tail[0] + 12, 8, offset)  # last AEDRnext
-                self._update_offset_value(f, count_at, 4, entries + 1)
-                if max_entry < varNum:
-                    self._update_offset_value(f, max_at, 4, varNum)
-                tails[key] = (offset, varNum)
-                return
-            original(self, f, attrNum, zVar, varNum, offset)
-            if not entries:
-                tails[key] = (offset, varNum)  # the list's first entry is its last
-
-    _FAST_WRITER = AppendingCDF
-    return _FAST_WRITER
-
-
-def _gzip_without_time(data: bytes, level: int = 9) -> bytes:
-    return gzip.compress(data, level, mtime=0)
-
-
-def _xarray_to_cdf(dataset: xr.Dataset, path: str, **kwargs: Any) -> None:
-    """cdflib's ``xarray_to_cdf``, writing through :func:`_appending_writer`.
-
-    xarray_to_cdf has no writer argument: its module's ``CDF`` is swapped for the
-    subclass during the call (under a lock; put back after).  Where cdflib
-    compresses with the standard library's ``gzip.compress`` (no libdeflate),
-    whose header records the time of writing, the compression is given time 0
-    for the call, so that the same dataset gives the same bytes.
-    """
-    import importlib
-
-    from cdflib.cdfwrite import CDF
-
-    module = importlib.import_module("cdflib.xarray.xarray_to_cdf")
-    writes = importlib.import_module("cdflib.cdfwrite")
-    deflate = getattr(writes, "gzip_deflate", None)
-    writer = _appending_writer()
-    with _WRITER_LOCK:
-        if writer is not None and getattr(module, "CDF", None) is CDF:
-            module.CDF = writer
-        if deflate is gzip.compress:  # stamped with the time: same data, other bytes
-            writes.gzip_deflate = _gzip_without_time
-        try:
-            module.xarray_to_cdf(dataset, path, **kwargs)
-        finally:
-            module.CDF = CDF
-            if deflate is not None:
-                writes.gzip_deflate = deflate
-
-
 def write_istp(istp: xr.Dataset, path: str | os.PathLike, *, compression: int = 0,
                check: bool = False) -> None:
-    """Write a dataset of :func:`istp_dataset` with cdflib's ``xarray_to_cdf``.
+    """Write a dataset of :func:`istp_dataset` with cdflib.
 
-    ``check=False`` (the exports): NaNs to fills (:func:`_nans_to_fill`), limits
-    typed and record variables named (:func:`_as_checked`) here, then
-    ``xarray_to_cdf(istp=False, nan_to_fillval=False)``.  ``check=True``: cdflib's
-    own ISTP pass and NaN conversion (``istp=True``), warnings raised as errors.
-    Both write the same file; the first in a fraction of the time, since cdflib's
-    passes index the Dataset by name dozens of times per variable, each costing a
-    scan of all variables.
+    ``check=False`` (the exports): the file that ``xarray_to_cdf(istp=True)``
+    writes, by the faster path of :mod:`idexdask.compat.cdf_writer` where this
+    cdflib allows it.  ``check=True``: cdflib's own ISTP pass and NaN conversion,
+    warnings raised as errors.  Both write the same file.
     """
-    path = str(path)
-    if check:
-        _xarray_to_cdf(istp, path, istp=True, terminate_on_warning=True,
-                       compression=int(compression))
-        return
-    checked, records = _as_checked(_nans_to_fill(istp))
-    _xarray_to_cdf(checked, path, istp=False, nan_to_fillval=False, record_dimensions=records,
-                   compression=int(compression))
+    from idexdask.compat.cdf_writer import write_dataset
+
+    write_dataset(istp, path, compression=compression, check=check)
 
 
 def write_cdf(

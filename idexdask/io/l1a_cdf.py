@@ -140,6 +140,16 @@ def _check_product(path: Path, cdf) -> tuple[str, int]:
 def inspect_l1a_cdf(path: str | os.PathLike) -> L1aCdfInfo:
     """Check that ``path`` is an official IDEX L1a science CDF and count its events.
 
+    Parameters
+    ----------
+    path : path
+        The CDF file.
+
+    Returns
+    -------
+    L1aCdfInfo
+        The file, its number of events and its logical source.
+
     Raises
     ------
     CdfInputError

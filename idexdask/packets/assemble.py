@@ -284,6 +284,11 @@ def assemble_events(
         Per-packet CRC and sync word checks.
     n_high, n_low : int
         Samples kept per high-rate and low-rate record.
+
+    Returns
+    -------
+    AssembledEvents
+        The events' header fields, waveforms and per-channel status, in event order.
     """
     types = science_fields["idx__sci0type"].astype(np.int64)
     evtnums = science_fields["idx__sci0evtnum"].astype(np.int64)

@@ -290,6 +290,17 @@ def crc16_of_packets(
 
 
 def crc16_ccitt_false(data: bytes | np.ndarray) -> int:
-    """CRC-16/CCITT-FALSE of one byte string (check value of b"123456789" is 0x29B1)."""
+    """CRC-16/CCITT-FALSE of one byte string (check value of b"123456789" is 0x29B1).
+
+    Parameters
+    ----------
+    data : bytes or numpy.ndarray of uint8
+        The bytes to check.
+
+    Returns
+    -------
+    int
+        The 16-bit CRC.
+    """
     array = np.frombuffer(bytes(data), dtype=np.uint8)
     return int(crc16_of_packets(array, np.array([0]), np.array([array.size]))[0])

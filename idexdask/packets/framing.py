@@ -6,15 +6,16 @@ buffer and returns arrays (start, length, APID) of every packet found, plus what
 it had to skip.  Damage never stops it:
 
 * a packet is accepted only if its length is confirmed: a science packet's sync
-  word sits where the length says, or a plausible header (or the end of the
-  buffer) follows it.  Otherwise a byte-wise search for the next plausible header
-  starts, and the bytes passed over are reported;
+  word sits where the length says, or a plausible header follows it (or the end
+  of the buffer, or a tail too short for a header: a file cut inside the next
+  header keeps the packet before it).  Otherwise a byte-wise search for the
+  next plausible header starts, and the bytes passed over are reported;
 * a length pointing past the end of the buffer marks a truncated packet, reported
   and skipped, and the search continues after its header;
 * while resynchronising, a plausible-looking header is accepted only if it names
   an IDEX APID and either the packet after it also starts with a plausible header
-  (or the buffer ends there) or it is a science packet whose sync word sits where
-  its length says.
+  (or the buffer ends less than a header after it) or it is a science packet
+  whose sync word sits where its length says.
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def _scan(buf, n, known_apid):  # pragma: no cover - compiled
         accept = False
         if length > 0:
             nxt = pos + length
-            followed = nxt == n or _plausible_header(buf, nxt, n) != 0
+            # the buffer ends there, or too soon for another header (a file cut
+            # inside the next packet's header): nothing contradicts the length
+            followed = nxt + 6 > n or _plausible_header(buf, nxt, n) != 0
             apid = (np.int64(buf[pos]) & 7) << 8 | np.int64(buf[pos + 1])
             sync_ok = _science_sync_ok(buf, pos, length)
             if in_skip:

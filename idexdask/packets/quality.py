@@ -20,7 +20,17 @@ __all__ = ["QualityFlag"]
 
 
 class QualityFlag(IntFlag):
-    """Bits of ``channel_status`` and ``quality_flags``."""
+    """Bits of ``channel_status`` and ``quality_flags``.
+
+    Attributes
+    ----------
+    MISSING, INCOMPLETE, DECODE_ERROR, CRC_MISMATCH, SYNC_MISMATCH : QualityFlag
+        Channel bits, each described where it is defined.
+    CONFLICTING_FRAGMENT, DUPLICATE_FRAGMENT, SOURCE_TRUNCATED : QualityFlag
+        Channel bits (informational or kept-data notes).
+    HEADER_CRC_MISMATCH, DUPLICATE_HEADER : QualityFlag
+        Event bits (``quality_flags`` only).
+    """
 
     MISSING = 1
     """No packet of this channel arrived: all samples are fill."""

@@ -135,7 +135,18 @@ def read_l0(
 
 
 def decode_l0_bytes(data: bytes) -> xr.Dataset:
-    """Decode L0 packets held in memory (see :func:`read_l0`)."""
+    """Decode L0 packets held in memory (see :func:`read_l0`).
+
+    Parameters
+    ----------
+    data : bytes
+        The contents of an L0 packet file.
+
+    Returns
+    -------
+    xarray.Dataset
+        The event dataset :func:`read_l0` gives for a file of these bytes.
+    """
     return read_l0(data)
 
 

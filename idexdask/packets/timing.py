@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 import xarray as xr
-from xarray.backends import BackendArray
-from xarray.core import indexing
 
+from idexdask.compat.lazy import lazy_variable
 from idexdask.packets.layout import (
     HIGH_RATE_BLOCK,
     HIGH_RATE_MSPS,
@@ -55,7 +54,20 @@ SUBSECOND_TICK_NS = 20_000
 
 
 def met_seconds(timesec1, timesec2, timesubs) -> np.ndarray:
-    """Mission elapsed time in seconds (float64) since 2010-01-01T00:00:00 UTC."""
+    """Mission elapsed time in seconds (float64) since 2010-01-01T00:00:00 UTC.
+
+    Parameters
+    ----------
+    timesec1, timesec2 : array_like of int
+        Upper and lower 16 bits of the whole-second MET counter.
+    timesubs : array_like of int
+        Sub-second ticks of 20 µs.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        MET, s.
+    """
     whole = (np.asarray(timesec1, dtype=np.int64) << 16) + np.asarray(timesec2, dtype=np.int64)
     return whole + 20e-6 * np.asarray(timesubs, dtype=np.float64)
 
@@ -96,6 +108,15 @@ def trigger_delay_samples(trigid, sampdelay) -> np.ndarray:
 def pretrigger_times(blocks, trigid, sampdelay) -> tuple[np.ndarray, np.ndarray]:
     """Time from the first sample to the trigger, µs, for both rates.
 
+    Parameters
+    ----------
+    blocks : array_like of int
+        The BLOCKS header field (pre-trigger block counts).
+    trigid : array_like of int
+        The TRIGID header field (which gain stage triggered).
+    sampdelay : array_like of int
+        The SAMPDELAY header field (trigger delays of the three gain stages).
+
     Returns
     -------
     t_high, t_low : numpy.ndarray of float64
@@ -111,18 +132,33 @@ def pretrigger_times(blocks, trigid, sampdelay) -> tuple[np.ndarray, np.ndarray]
 
 
 def sample_times(pretrigger_us: np.ndarray, n_samples: int, rate_msps: float) -> np.ndarray:
-    """Time of every sample relative to the trigger, µs, shape (events, n_samples)."""
+    """Time of every sample relative to the trigger, µs.
+
+    Parameters
+    ----------
+    pretrigger_us : numpy.ndarray
+        Time from the first sample to the trigger of each event, µs.
+    n_samples : int
+        Samples per record.
+    rate_msps : float
+        Sample rate, Msps.
+
+    Returns
+    -------
+    numpy.ndarray of float64
+        Shape (events, n_samples), µs.
+    """
     offsets = np.arange(n_samples, dtype=np.float64) / rate_msps
     pretrigger = np.asarray(pretrigger_us, dtype=np.float64)
     return offsets[np.newaxis, :] - pretrigger[:, np.newaxis]
 
 
-class _SampleTimeArray(BackendArray):
+class _SampleTimeArray:
     """(events, samples) time axis computed on access from per-event pre-trigger times.
 
     A decoded file's time axes hold 8 bytes per sample but only one number per
-    event of information; materialising them dominated decoding time.  This array
-    is what xarray's own file backends use for lazy variables: indexing it returns
+    event of information; materialising them dominated decoding time.  This is a
+    source of :func:`idexdask.compat.lazy.lazy_variable`: indexing it returns
     exactly what :func:`sample_times` would, for the requested part only.
     """
 
@@ -133,12 +169,8 @@ class _SampleTimeArray(BackendArray):
         self.shape = (self.pretrigger_us.size, self.n_samples)
         self.dtype = np.dtype(np.float64)
 
-    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
-        return indexing.explicit_indexing_adapter(
-            key, self.shape, indexing.IndexingSupport.OUTER, self._compute
-        )
-
-    def _compute(self, key: tuple) -> np.ndarray:
+    def compute(self, key: tuple) -> np.ndarray:
+        """Times at the outer-indexing ``key`` (rows, columns), µs."""
         rows, columns = key
         offsets = np.arange(self.n_samples, dtype=np.float64)[columns] / self.rate_msps
         pretrigger = self.pretrigger_us[rows]
@@ -150,6 +182,23 @@ class _SampleTimeArray(BackendArray):
 def sample_times_variable(
     pretrigger_us: np.ndarray, n_samples: int, rate_msps: float, dims: tuple[str, str], attrs: dict
 ) -> xr.Variable:
-    """A lazily evaluated :func:`sample_times` as an xarray variable (exact same values)."""
-    lazy = indexing.LazilyIndexedArray(_SampleTimeArray(pretrigger_us, n_samples, rate_msps))
-    return xr.Variable(dims, lazy, attrs=attrs)
+    """A lazily evaluated :func:`sample_times` as an xarray variable (exact same values).
+
+    Lazy where xarray's lazy indexing is usable (:mod:`idexdask.compat.lazy`),
+    computed in full otherwise.
+
+    Parameters
+    ----------
+    pretrigger_us, n_samples, rate_msps
+        As for :func:`sample_times`.
+    dims : tuple of str
+        The variable's dimensions (events, samples).
+    attrs : dict
+        The variable's attributes.
+
+    Returns
+    -------
+    xarray.Variable
+        Float64 times, µs.
+    """
+    return lazy_variable(dims, _SampleTimeArray(pretrigger_us, n_samples, rate_msps), attrs=attrs)

@@ -32,6 +32,16 @@ logger = logging.getLogger(__name__)
 def load_definitions(xtce: str | os.PathLike | Sequence[str | os.PathLike]) -> list:
     """Load one or several XTCE documents.
 
+    Parameters
+    ----------
+    xtce : path or sequence of paths
+        The XTCE files (the official IDEX definitions: ``idex-l0/*.xml`` of the data).
+
+    Returns
+    -------
+    list
+        One space-packet-parser packet definition per file.
+
     Raises
     ------
     XtceError

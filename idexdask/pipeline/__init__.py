@@ -2,7 +2,7 @@
 
 * :mod:`~idexdask.pipeline.plan`: inputs -> units with exact event counts;
 * :mod:`~idexdask.pipeline.units`: :func:`process_unit`, the pluggable unit
-  function (decode, then ``idexdask.analysis.analyze`` once it exists);
+  function (decode, then ``idexdask.analyze``);
 * :mod:`~idexdask.pipeline.store`: the full-size store and per-unit region writes;
 * :mod:`~idexdask.pipeline.manifest`: the journal of finished units;
 * :mod:`~idexdask.pipeline.overrides_store`: the store's manual override table,

@@ -85,6 +85,10 @@ class ClusterOptions:
         Profile page, ~2 % of a busy worker's CPU (``bench/campaign.py``).
         Workers of a running cluster keep their own setting
         (``deploy/dask/idexdask-workers.yaml`` turns it off).
+    processes : bool
+        Embedded workers are processes (the default); False runs the embedded
+        cluster's one worker inside this process (``idexdask decode``: the
+        same tasks as ``submit``, no process started).
     dask_config : mapping
         Dask settings (dotted keys, e.g. ``distributed.admin.tick.interval``)
         for the embedded cluster's scheduler, nannies and workers; empty keeps
@@ -101,6 +105,7 @@ class ClusterOptions:
     gpu: bool = False
     profile: bool = False
     dask_config: Mapping[str, Any] = field(default_factory=dict)
+    processes: bool = True
 
     def __post_init__(self) -> None:  # once per options, whoever makes them
         object.__setattr__(self, "dask_config", check_dask_settings(self.dask_config))
@@ -237,15 +242,18 @@ def open_client(options: ClusterOptions) -> Iterator:
         else:
             if options.workers < 1 or options.threads_per_worker < 1:
                 raise ConfigError("cluster.workers and cluster.threads_per_worker must be >= 1")
+            # worker processes get the thread caps; an in-process worker has
+            # this process's (a Worker takes no environment)
+            environment = {"env": dict(THREAD_CAPS)} if options.processes else {}
             with dask.config.set(_embedded_settings(options)):
                 cluster = LocalCluster(
                     n_workers=options.workers,
                     threads_per_worker=options.threads_per_worker,
-                    processes=True,
+                    processes=options.processes,
                     memory_limit=_memory_limit(options.memory_limit),
                     dashboard_address=options.dashboard or None,
-                    env=dict(THREAD_CAPS),
                     silence_logs=logging.ERROR,
+                    **environment,
                 )
             client = Client(cluster)
     except BaseException:

@@ -15,7 +15,7 @@ CDF names follow the IMAP SDC: ``imap_idex_l1a_sci_<yyyymmdd>_v<NNN>.cdf`` and
 Inputs whose first events fall on the same date are told apart by the descriptor:
 the first of them, in the store's input order, is ``sci``, the next ``sci-2``,
 ``sci-3``, ... (Logical_source and Logical_file_id follow).  HDF5 files are named
-after their input, as before.
+after their input.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def open_campaign(store: str | os.PathLike, *, dask: bool = True) -> xr.Dataset:
         arrays, read by NumPy when indexed (what the exports use: loading a
         thousand events of ~280 variables through Dask's threaded scheduler took
         4x as long, its graph of per-chunk tasks costing more than the reads).
+
+    Returns
+    -------
+    xarray.Dataset
+        Every stored variable along ``epoch`` (rows not yet written read as fill).
 
     Raises
     ------

@@ -88,8 +88,12 @@ class Manifest:
             json.dumps(record, sort_keys=True, default=_jsonable) + "\n" for record in records
         )
         pipeline_dir(self.store, create=True)
-        with open(self.path, "a", encoding="utf-8") as stream:
-            stream.write(text)
+        with open(self.path, "a+b") as stream:
+            if stream.tell() > 0:  # a line torn by a crash stays alone on its line
+                stream.seek(-1, os.SEEK_END)
+                if stream.read(1) != b"\n":
+                    text = "\n" + text
+            stream.write(text.encode("utf-8"))
             stream.flush()
             os.fsync(stream.fileno())
 

@@ -43,8 +43,6 @@ _LINE_VARIABLES = (
     "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
     "peak_count",
 )
-# "cdf": the official L1a CDFs of flight telemetry decode to read_l0's events
-_SOURCE_KIND = {"l0": "idex_l0", "cdf": "idex_l0", "trc": "lecroy_trc"}
 
 
 def _read_rows(store: str, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
@@ -92,10 +90,11 @@ def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
 
 def _preset(config: Mapping[str, Any], kind: str) -> tuple[str, Any]:
     from idexdask.calibration import load_calibration_settings
-    from idexdask.calibration.source import resolve_preset
+    from idexdask.sources import sources
+    from idexdask.sources.defaults import resolve_preset
 
     section = config.get("calibration") or {}
-    preset = resolve_preset(section, {"source_kind": _SOURCE_KIND.get(kind, kind)})
+    preset = resolve_preset(section, {"source_kind": sources.by_kind(kind).source_kind})
     path = section.get("settings_file") or None
     if path == "calibration.yaml":
         path = None

@@ -42,6 +42,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask.adccodes import CODE_DTYPE, code_scale
+from idexdask.compat.zarr_chunks import ChunkCodec, chunk_codec, grown_objects
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
 
@@ -121,8 +122,8 @@ def chunk_rows(template: xr.Dataset, chunk_events: int) -> int:
     One event grid for all variables, so that chunk boundaries (and the locks on
     partial chunks) are the same for every variable.  The cap keeps the largest
     per-event product (the float64 high-rate time axis, 64 KiB per event) at
-    512-event chunks (32 MiB), one chunk per variable per default task: with the
-    former 8 MiB cap every unit wrote several chunks of each of ~270 arrays.
+    512-event chunks (32 MiB), one chunk per variable per default task (an
+    8 MiB cap would have each unit write several chunks of each of ~270 arrays).
     Where the cap cuts, the result is the largest divisor of ``chunk_events``
     under it, so that units planned at multiples of ``chunk_events``
     (:func:`idexdask.pipeline.plan.plan_inputs`) write whole chunks.
@@ -256,19 +257,10 @@ def initialise_store(
     full.attrs[META_ATTR] = json.dumps(dict(meta), sort_keys=True)
     try:
         objects = _layout_in_memory(full, strings, _encoding(full, rows, compressor, level),
-                                    _compressors(compressor, level, np.dtype(object)))
+                                    _compressors(compressor, level, np.dtype(object)),
+                                    resized, n_events)
     except (ValueError, TypeError, KeyError) as exc:
         raise StoreError(f"cannot create the store {path}: {exc}") from exc
-    # the arrays along events at full size, all fill: their metadata, not the template's row
-    grown = set(resized)
-    laid_out = {}
-    for key, content in objects.items():
-        name, _, leaf = key.rpartition("/")
-        if name not in grown:
-            laid_out[key] = content
-        elif leaf == "zarr.json":
-            laid_out[key] = _resized(content, n_events, name)
-    objects = laid_out
     try:
         _write_objects(path, objects)
     except OSError as exc:
@@ -278,7 +270,7 @@ def initialise_store(
 
 def _layout_in_memory(
     full: xr.Dataset, strings: Mapping[str, tuple], encoding: Mapping[str, dict],
-    string_compressors: list | None,
+    string_compressors: list | None, resized: list[str], n_events: int,
 ) -> dict[str, bytes]:
     """The store's objects (key -> bytes), laid out by xarray and zarr in memory.
 
@@ -287,6 +279,14 @@ def _layout_in_memory(
     takes is a round trip to zarr's event-loop thread, but none touches a disk
     (on disk they cost the client 1.3-1.6 s of CPU, up to 5 s of wall time while
     two workers keep the cores busy).
+
+    The arrays along events (``resized``) are laid out for the one-event
+    template and then given ``n_events`` rows without their template chunk
+    (:func:`idexdask.compat.zarr_chunks.grown_objects`), so that every row reads
+    as the fill value until its unit is written; rows of ADC codes read as
+    missing samples (their ``_FillValue``), not as a code.  Creating the
+    full-size arrays directly needs a lazy (Dask) template, whose write graph
+    cost the client ~1.3 s of CPU per run.
     """
     import zarr
 
@@ -302,27 +302,12 @@ def _layout_in_memory(
             compressors=string_compressors if string_compressors is not None else None,
             chunk_key_encoding=dict(CHUNK_KEY_ENCODING),
         )
-    return {key: buffer.to_bytes() for key, buffer in objects.items()}
-
-
-def _resized(document: bytes, n_events: int, name: str) -> bytes:
-    """An array's ``zarr.json`` given ``n_events`` rows (what ``zarr.Array.resize`` writes).
-
-    The arrays along events are laid out for a one-event template (their metadata
-    and CF encoding are xarray's) and grown here, without their template chunk, so
-    that every row reads as the fill value until its unit is written.  Creating
-    the full-size arrays directly needs a lazy (Dask) template, whose write graph
-    cost the client ~1.3 s of CPU per run.
-    """
-    meta = json.loads(document)
-    if meta.get("node_type") != "array" or not meta.get("shape"):
-        raise StoreError(f"{name} is not an array along events")
-    meta["shape"][0] = int(n_events)
-    attributes = meta.get("attributes") or {}
-    if code_scale(attributes) is not None and "_FillValue" in attributes:
-        # rows of ADC codes not written yet read as missing samples, not as a code
-        meta["fill_value"] = int(attributes["_FillValue"])
-    return json.dumps(meta, indent=2).encode()
+    grow = {}
+    for name in resized:
+        attributes = dict(group[name].attrs)
+        coded = code_scale(attributes) is not None and "_FillValue" in attributes
+        grow[name] = int(attributes["_FillValue"]) if coded else None
+    return grown_objects(group, objects, grow, n_events)
 
 
 def _write_objects(path: Path, objects: Mapping[str, bytes]) -> None:
@@ -393,98 +378,6 @@ _NUMERIC_TYPES = frozenset({
 _FLOAT_NAMES = {"NaN": np.nan, "Infinity": np.inf, "-Infinity": -np.inf}
 
 
-class _Gzip:
-    """numcodecs' ``GZip`` with a zero header time: the same chunk, the same bytes.
-
-    (zarr-python writes the current time into each gzip chunk's header, so a
-    unit written twice would differ there; the data stream is identical.)
-    """
-
-    def __init__(self, level: int) -> None:
-        import numcodecs
-
-        self.level = level
-        self._decoder = numcodecs.GZip(level=level)
-
-    def encode(self, buf: Any) -> bytes:
-        import gzip
-        import io
-
-        out = io.BytesIO()
-        with gzip.GzipFile(fileobj=out, mode="wb", compresslevel=self.level, mtime=0) as f:
-            f.write(buf)
-        return out.getvalue()
-
-    def decode(self, buf: Any) -> Any:
-        return self._decoder.decode(buf)
-
-
-class _ChunkCodec:
-    """The codec chain of one array (Zarr v3 spec names), run synchronously.
-
-    Supports the chains :func:`initialise_store` creates: ``bytes`` (any endian)
-    or ``vlen-utf8``, followed by any of ``zstd``, ``gzip``, ``blosc``.  Each
-    compressor is the numcodecs codec that zarr-python itself runs for that
-    name and configuration, so the chunk bytes are the ones zarr would write
-    (``tests/unit/test_store_write.py`` compares them byte for byte), except
-    for the gzip header's time stamp (zero here, see :class:`_Gzip`).
-    """
-
-    def __init__(self, dtype: np.dtype, codecs: list[dict[str, Any]]) -> None:
-        import numcodecs
-
-        first, *rest = codecs
-        name = first.get("name")
-        config = first.get("configuration") or {}
-        if name == "bytes" and dtype.kind != "O":
-            endian = config.get("endian", "little")
-            self.stored_dtype: np.dtype | None = dtype.newbyteorder(
-                "<" if endian == "little" else ">"
-            )
-            self.strings = None
-        elif name == "vlen-utf8" and dtype.kind == "O":
-            self.stored_dtype = None
-            self.strings = numcodecs.VLenUTF8()
-        else:
-            raise NotImplementedError(name)
-        self.compressors = []
-        for codec in rest:
-            name, config = codec.get("name"), dict(codec.get("configuration") or {})
-            if name == "zstd":
-                self.compressors.append(numcodecs.Zstd.from_config(
-                    {"level": int(config.get("level", 0)),
-                     "checksum": bool(config.get("checksum", False))}))
-            elif name == "gzip":
-                self.compressors.append(_Gzip(int(config.get("level", 5))))
-            elif name == "blosc":
-                shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[config["shuffle"]]
-                self.compressors.append(numcodecs.Blosc.from_config(
-                    {"cname": config["cname"], "clevel": int(config["clevel"]),
-                     "shuffle": shuffle, "blocksize": int(config.get("blocksize", 0)),
-                     "typesize": int(config["typesize"])}))
-            else:
-                raise NotImplementedError(name)
-
-    def encode(self, chunk: np.ndarray) -> Any:
-        """Chunk array (C order) -> the bytes of its chunk object."""
-        if self.strings is not None:
-            payload: Any = self.strings.encode(np.ascontiguousarray(chunk).ravel())
-        else:
-            payload = np.ascontiguousarray(chunk, dtype=self.stored_dtype).reshape(-1).view("B")
-        for codec in self.compressors:
-            payload = codec.encode(payload)
-        return payload
-
-    def decode(self, payload: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """Bytes of a chunk object -> a writable chunk array."""
-        for codec in reversed(self.compressors):
-            payload = codec.decode(payload)
-        if self.strings is not None:
-            return np.asarray(self.strings.decode(payload), dtype=object).reshape(shape)
-        values = np.frombuffer(payload, dtype=self.stored_dtype)
-        return values.astype(dtype).reshape(shape)  # astype copies: writable, native order
-
-
 class _ArraySpec:
     """What a region write needs of one stored array, read from its ``zarr.json``."""
 
@@ -492,7 +385,7 @@ class _ArraySpec:
         self,
         directory: str,
         meta: Mapping[str, Any],
-        codecs: dict[str, _ChunkCodec | None] | None = None,
+        codecs: dict[str, ChunkCodec | None] | None = None,
     ) -> None:
         self.directory = directory
         self.shape = tuple(int(s) for s in meta["shape"])
@@ -503,7 +396,7 @@ class _ArraySpec:
         data_type = meta["data_type"]
         self.dtype = np.dtype(object) if data_type == "string" else np.dtype(str(data_type))
         self.fill = meta["fill_value"]
-        self.codec: _ChunkCodec | None = None
+        self.codec: ChunkCodec | None = None
         key_encoding = meta.get("chunk_key_encoding", {})
         self.separator = str((key_encoding.get("configuration") or {}).get("separator", "/"))
         self.prefix = "c" + self.separator if key_encoding.get("name") == "default" else ""
@@ -519,13 +412,14 @@ class _ArraySpec:
             return
         try:
             self.fill = self._parse_fill(self.fill)
-            # arrays of one dtype and codec chain share one codec object
+            # arrays of one dtype and codec chain share one codec object (or None:
+            # written through zarr-python), checked against zarr once
             key = f"{self.dtype.str} {meta['codecs']!r}"
             codecs = {} if codecs is None else codecs
             if key not in codecs:
-                codecs[key] = _ChunkCodec(self.dtype, list(meta["codecs"]))
+                codecs[key] = chunk_codec(self.dtype, list(meta["codecs"]), self.shape[1:])
             self.codec = codecs[key]
-        except (NotImplementedError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             self.codec = None  # written through zarr-python instead
 
     def _parse_fill(self, fill: Any) -> Any:
@@ -650,7 +544,7 @@ class RegionWriter:
         self.rows = int(rows)
         self.n_events = int(n_events)
         self._specs: dict[str, _ArraySpec] = {}
-        self._codecs: dict[str, _ChunkCodec | None] = {}
+        self._codecs: dict[str, ChunkCodec | None] = {}
 
     def spec(self, name: str) -> _ArraySpec:
         """Metadata of the stored array ``name``.
@@ -735,9 +629,7 @@ class RegionWriter:
                 for spec, values in fast:
                     self._write_chunks(spec, values, start, stop)
                 if slow:
-                    from zarr.core.sync import sync
-
-                    sync(_write_arrays(self.path, slow, start, stop))
+                    _write_arrays(self.path, slow, start, stop)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 raise StoreError(f"cannot write rows {start}-{stop} of {self.path}: {exc}") from exc
 
@@ -847,19 +739,13 @@ def write_region(
     writer.write(dataset, region)
 
 
-async def _write_arrays(
+def _write_arrays(
     path: Path, arrays: Mapping[str, tuple[tuple, np.ndarray]], start: int, stop: int
 ) -> None:
-    """Region writes through zarr-python, for arrays :class:`RegionWriter` cannot encode."""
-    import asyncio
+    """Region writes through zarr-python's public API, for the arrays whose chunks
+    :class:`RegionWriter` does not encode itself."""
+    import zarr
 
-    from zarr.api.asynchronous import open_group
-
-    group = await open_group(store=str(path), mode="r+", zarr_format=3)
-
-    async def one(name: str, values: np.ndarray) -> None:
-        array = await group.getitem(name)
-        selection = (slice(start, stop),) + (slice(None),) * (values.ndim - 1)
-        await array.setitem(selection, values)
-
-    await asyncio.gather(*(one(name, values) for name, (_, values) in arrays.items()))
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    for name, (_, values) in arrays.items():
+        group[name][start:stop] = values

@@ -3,9 +3,8 @@
 :func:`process_units` is what every pipeline task runs, on a pack of
 consecutive units (:func:`~idexdask.pipeline.plan.pack_units`);
 :func:`process_unit` is the same for one unit.  It decodes each unit's
-input (an L0 byte range with :func:`~idexdask.packets.reader.read_l0`, records of
-an official L1a CDF with :func:`~idexdask.io.l1a_cdf.read_cdf`, or one lab impact
-with :func:`~idexdask.io.trc.read_trc`) and applies the science
+input with the unit's source (:meth:`idexdask.sources.Source.read_unit`: an L0
+byte range, records of an official L1a CDF, one lab impact) and applies the science
 analysis (:func:`idexdask.analysis.analysis_products`, unless the configuration
 has ``pipeline.analyze: false``); the store takes whatever variables the first
 unit returns as its schema.
@@ -26,19 +25,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
 from idexdask.errors import ConfigError, IdexDaskError
-from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.ragged import event_major_peaks
+from idexdask.sources import Unit, sources
 from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 
 if TYPE_CHECKING:
-    from idexdask.analysis.analyze import AnalysisProducts
+    from idexdask.workflow.analyze import AnalysisProducts
 
 __all__ = ["LEVEL_ATTR", "ProcessedUnits", "normalise_for_store", "process_unit",
            "process_units"]
@@ -51,56 +49,6 @@ LEVEL_ATTR = "product_level"
 split on it."""
 
 
-def _decode_trc(unit: Unit) -> xr.Dataset:
-    """Read one impact's captures (its files alone, with the directory's settings)."""
-    from idexdask.io.trc import read_trc
-
-    dataset = read_trc(unit.files)  # read whole; only the time axes stay formulas
-    dataset.attrs["source_path"] = str(Path(unit.path))
-    return dataset
-
-
-def _decode_trc_pack(units: Sequence[Unit]) -> xr.Dataset | None:
-    """The impacts of a pack of lab units in one read, in unit order, or None.
-
-    None (read them one by one, so that an unreadable impact fails alone) unless
-    there are several units, all impacts of one capture directory, and every file
-    reads.
-    """
-    if len(units) < 2 or any(u.kind != "trc" for u in units):
-        return None
-    if len({u.path for u in units}) != 1 or any(u.n_events != 1 for u in units):
-        return None
-    from idexdask.io.trc import read_trc
-
-    try:
-        dataset = read_trc([f for u in units for f in u.files])
-    except IdexDaskError as exc:
-        logger.info("a pack of %d impacts read one by one (%s)", len(units), exc)
-        return None
-    if dataset["impact_number"].values.tolist() != [u.impact for u in units]:
-        return None  # not in plan order: one by one
-    dataset.attrs["source_path"] = str(Path(units[0].path))
-    return dataset
-
-
-def _decode_cdf(unit: Unit) -> xr.Dataset:
-    """Read one unit's records of an official L1a CDF (the file checked against the plan)."""
-    from idexdask.io.l1a_cdf import read_cdf
-    from idexdask.pipeline.plan import digest_bytes
-
-    try:
-        data = Path(unit.path).read_bytes()
-    except OSError as exc:
-        raise IdexDaskError(f"cannot read {unit.path}: {exc}") from exc
-    if digest_bytes(data) != unit.input_hash:
-        raise IdexDaskError(f"{unit.path} changed since the run was planned; submit again to "
-                            "re-plan")
-    dataset = read_cdf(unit.path, records=unit.records)
-    dataset.attrs["source"] = Path(unit.path).name
-    return dataset
-
-
 def decode_unit(unit: Unit) -> xr.Dataset:
     """Decode the unit's input (no analysis); every variable tagged ``l1a`` (:data:`LEVEL_ATTR`).
 
@@ -109,17 +57,7 @@ def decode_unit(unit: Unit) -> xr.Dataset:
     IdexDaskError
         If the input cannot be read or decoded.
     """
-    if unit.kind == "l0":
-        from idexdask.packets.reader import read_l0
-
-        dataset = read_l0(unit.read_input())
-        dataset.attrs["source"] = Path(unit.path).name
-    elif unit.kind == "cdf":
-        dataset = _decode_cdf(unit)
-    elif unit.kind == "trc":
-        dataset = _decode_trc(unit)
-    else:
-        raise IdexDaskError(f"{unit.uid}: unknown unit kind {unit.kind!r}")
+    dataset = sources.by_kind(unit.kind).read_unit(unit)
     for variable in dataset.variables.values():
         variable.attrs[LEVEL_ATTR] = "l1a"
     return dataset
@@ -246,7 +184,7 @@ def _analysis_products(
     dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None
 ) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
-    from idexdask.analysis.analyze import analysis_products  # noqa: PLC0415
+    from idexdask.workflow.analyze import analysis_products  # noqa: PLC0415
 
     return analysis_products(dataset, config, overrides=overrides)
 
@@ -312,7 +250,7 @@ def process_units(
     max_peaks = int(config.get("pipeline", {}).get("max_peaks_per_event", 64))
     result = ProcessedUnits(dataset=None)
     decoded: list[tuple[Unit, xr.Dataset]] = []
-    joint = _decode_trc_pack(units)
+    joint = _read_jointly(units)
     if joint is not None:  # every impact of the pack in one read: no copy to concatenate
         for index, unit in enumerate(units):
             view = joint.isel(epoch=slice(index, index + 1))
@@ -368,6 +306,15 @@ def process_units(
         except IdexDaskError as exc:  # analysed alone, they differ in schema
             result.failures.update({u.uid: str(exc) for u in done})
     return result
+
+
+def _read_jointly(units: Sequence[Unit]) -> xr.Dataset | None:
+    """The units' events in one read of their source (:meth:`~idexdask.sources.Source.read_units`),
+    or None: read one by one."""
+    kinds = {u.kind for u in units}
+    if len(kinds) != 1:
+        return None
+    return sources.by_kind(kinds.pop()).read_units(units)
 
 
 def _overrides_hash(overrides: xr.Dataset | None, dataset: xr.Dataset) -> str:

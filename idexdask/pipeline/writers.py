@@ -2,13 +2,13 @@
 
 A region writer reads the ``zarr.json`` of every array it writes (~260 of them,
 ~15 ms, and as many small-file reads, which a parallel file system serves
-slowly) and keeps them.  A new writer per task paid that on every write; the
-:class:`RegionWriters` worker plugin, registered by the runner for the length
-of a run, keeps the writers of the run's store on each worker instead.
+slowly) and keeps them.  So that this is paid once per worker rather than on
+every write, the :class:`RegionWriters` worker plugin, registered by the runner
+for the length of a run, keeps the writers of the run's store on each worker.
 
 The plugin's state lives on the worker it is installed on, nowhere else; a
 task that finds no plugin (a worker that joined without it, or no Dask worker
-at all) makes a writer for itself, exactly as before.
+at all) makes a writer for itself, for that write alone.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import idexdask
-from idexdask.analysis import analyze
+from idexdask.workflow import analyze
 from tests.conftest import REAL_L0_FILES
 
 CHANNELS = ("target_high", "target_low", "ion_grid")

@@ -23,11 +23,11 @@ import numpy as np
 import periodictable
 import pytest
 
-from idexdask.analysis.analyze import analyze
 from idexdask.analysis.lineshapes import emg
 from idexdask.calibration import bootstrap_calibration, ion_mass
 from idexdask.composition import rsf_values
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 STRETCH = 1.452  # µs/sqrt(u)
 T0 = 0.06  # µs

@@ -9,13 +9,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
 from idexdask.config import load_config
 from idexdask.pipeline.cluster import ClusterOptions
 from idexdask.pipeline.export import open_campaign
 from idexdask.pipeline.ragged import peaks_to_event_major
 from idexdask.pipeline.runner import run_campaign
 from idexdask.simulate import simulate_events, write_campaign
+from idexdask.workflow import analyze
 
 pytestmark = pytest.mark.gpu
 

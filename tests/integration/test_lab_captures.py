@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import idexdask
-from idexdask.analysis.analyze import analyze
 from idexdask.analysis.pickup import pickup_from_dataset
+from idexdask.workflow import analyze
 
 
 @pytest.fixture(scope="module")

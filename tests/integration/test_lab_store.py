@@ -11,12 +11,12 @@ import pytest
 import xarray as xr
 import zarr
 
-from idexdask.analysis.analyze import analyze
 from idexdask.config import load_config
 from idexdask.io.trc import read_trc
 from idexdask.pipeline.cluster import ClusterOptions
 from idexdask.pipeline.export import export_store, open_campaign
 from idexdask.pipeline.runner import run_campaign
+from idexdask.workflow import analyze
 
 WAVEFORMS = ("TOF_High", "TOF_Low", "QD_1", "QD_2")
 

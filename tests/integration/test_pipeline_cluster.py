@@ -219,8 +219,8 @@ def test_analysis_on_cluster_equals_single_process(cluster, l0_dir, tmp_path):
     """Full analysis on the cluster, several units per file: every event and every
     TOF line equals analyze() run on the whole file in one process."""
     from idexdask import read_l0
-    from idexdask.analysis import analyze
     from idexdask.pipeline.ragged import peaks_to_event_major
+    from idexdask.workflow import analyze
 
     sim = tmp_path / "sim_rice.pkts"
     write_campaign(sim, 45, compress=True, seed=5)
@@ -279,8 +279,8 @@ def test_lab_campaign_calibration_is_a_dataflow_step(cluster, trc_dir, tmp_path)
     the reduction over the input's line lists calibrates all three with one
     shape, as analyze() of the whole directory does; a resumed run skips it."""
     from idexdask import read_trc
-    from idexdask.analysis import analyze
     from idexdask.pipeline.ragged import peaks_to_event_major
+    from idexdask.workflow import analyze
     from tests.integration.test_science_real import check_lab_calibration
 
     config = load_config({"cluster": {"dashboard": ":0"},
@@ -325,10 +325,10 @@ def test_campaign_step_splits_an_input_by_high_voltage(cluster, tmp_path):
     """An input recorded at two reflectron voltages gets two mass scales in `submit`'s
     campaign step too (issue 22), as analyze() of the whole input does, although each
     task sees only 8 of its 40 events."""
-    from idexdask.analysis import analyze
     from idexdask.pipeline.ragged import peaks_to_event_major
     from idexdask.simulate import simulate_events
     from idexdask.simulate.writer import write_packets
+    from idexdask.workflow import analyze
 
     # first half at the simulator's 2946 V, second half 442 V lower (as in
     # tests/unit/test_campaign_calibration.py): only the grouping separates them

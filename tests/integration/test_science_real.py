@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import idexdask
-from idexdask.analysis import analyze
 from idexdask.analysis.impact import ImpactStatus
+from idexdask.workflow import analyze
 
 GROUND_TEST = ("non_compressed_2023_102_14_22_26.pkts", "compressed_2023_102_14_24_55.pkts")
 

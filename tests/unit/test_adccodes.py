@@ -44,7 +44,7 @@ def test_values_of_another_scale_are_refused():
         encode_codes(_volts(np.array([CODE_FILL], np.int16)), float(GAIN), -float(OFFSET))
 
 
-def test_decoding_a_lazy_dataset():
+def test_decoding_a_lazy_dataset(adapter_path):
     codes = np.arange(12, dtype=np.int16).reshape(3, 4) * 16
     codes[2, 3] = CODE_FILL
     ds = xr.Dataset({"w": (("epoch", "i"), codes, {
@@ -59,7 +59,7 @@ def test_decoding_a_lazy_dataset():
         np.testing.assert_array_equal(out["w"][1:, ::2].values, expected[1:, ::2])
 
 
-def test_uniform_axis_equals_materialised_formula():
+def test_uniform_axis_equals_materialised_formula(adapter_path):
     start = np.array([-4e-4, -3.99e-4, np.nan])
     step = np.array([1e-9, 1e-9, np.nan])
     count = np.array([7, 5, 0])

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.analysis import analyze
 from idexdask.analysis.overrides import make_overrides, read_overrides, write_overrides
 from idexdask.config import load_config
 from idexdask.errors import AnalysisError, ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 NOCAL = {"analysis": {"calibration": {"enabled": False}}}
 

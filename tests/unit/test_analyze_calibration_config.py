@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import yaml
 
-from idexdask.analysis import analyze
 from idexdask.config import config_dir, load_config
 from idexdask.errors import ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 
 @pytest.fixture(scope="module")

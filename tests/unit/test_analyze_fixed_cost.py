@@ -14,7 +14,6 @@ import os
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
 from idexdask.analysis.impact import rise_time_10_90
 from idexdask.analysis.signal_quality import load_quality_config, quality_variables, signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, invert_rise_time
@@ -24,6 +23,7 @@ from idexdask.composition.products import _candidates, composition_variables
 from idexdask.config import config_dir, file_key, load_config
 from idexdask.errors import ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 
 @pytest.fixture(scope="module")

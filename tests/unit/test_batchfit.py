@@ -7,15 +7,12 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from idexdask.analysis.batchfit import (
-    BatchModel,
-    FitStatus,
+from idexdask.analysis.fitting import BatchModel, FitStatus, batch_model, fit_batch
+from idexdask.analysis.fitting.models import (
     _double_emg_fj,
     _emg_fj,
     _gaussian_fj,
     _hyper_emg_fj,
-    batch_model,
-    fit_batch,
 )
 from idexdask.analysis.lineshapes import (
     double_emg,
@@ -457,10 +454,8 @@ def test_auto_engine_is_deterministic():
 @pytest.mark.numerics
 def test_emg_kernel_matches_array_jacobian():
     """Residuals and Jacobian of the compiled EMG + constant kernel equal the xp ones."""
-    from idexdask.analysis.batchfit import (
-        KERNEL_EMG_CONSTANT,
-        _residual_jacobian,
-    )
+    from idexdask.analysis.fitting import KERNEL_EMG_CONSTANT
+    from idexdask.analysis.fitting.compiled import residual_jacobian
     from idexdask.analysis.special import scipy_erfcx_address
 
     rng = np.random.default_rng(0)
@@ -481,10 +476,10 @@ def test_emg_kernel_matches_array_jacobian():
     model = batch_model()
     f, jac = model.jacobian(np, x, p)
     r_nb, jac_nb = np.empty_like(x), np.empty_like(jac)
-    _residual_jacobian(KERNEL_EMG_CONSTANT, scipy_erfcx_address(), x, y, w, True, p, r_nb, jac_nb)
+    residual_jacobian(KERNEL_EMG_CONSTANT, scipy_erfcx_address(), x, y, w, True, p, r_nb, jac_nb)
     assert_kernel_matches(r_nb, jac_nb, w * (y - f), jac * w[:, None, :],
                           w * (np.abs(y) + np.abs(f)))
-    _residual_jacobian(KERNEL_EMG_CONSTANT, scipy_erfcx_address(), x, y, w, False, p, r_nb, jac_nb)
+    residual_jacobian(KERNEL_EMG_CONSTANT, scipy_erfcx_address(), x, y, w, False, p, r_nb, jac_nb)
     assert_kernel_matches(r_nb, jac_nb, y - f, jac, np.abs(y) + np.abs(f))
 
 
@@ -542,7 +537,7 @@ def test_impact_exponentials_carried_along_a_uniform_grid():
     """The compiled impact model carries its exponentials from point to point on a
     uniform grid: the same chi-square and normal equations as evaluating them at
     every point, to ~1e-13, with masked points and the impact inside the window."""
-    from idexdask.analysis.batchfit import _grid_steps, _impact_normal
+    from idexdask.analysis.impact_kernels import grid_steps, impact_normal
 
     rng = np.random.default_rng(3)
     step = 1.0 / 4.0625  # µs, the low-rate channels
@@ -553,25 +548,26 @@ def test_impact_exponentials_carried_along_a_uniform_grid():
     x_masked[w == 0.0] = x[w != 0.0].mean()
     y = rng.normal(size=512)
     p = np.array([3.1, 0.2, 5.0, 0.9, 37.0])  # t0 µs, c0, amplitude, tau_r, tau_d µs
-    steps = _grid_steps(np.stack([x_masked, x_masked[::-1]]), np.stack([w, w]))
+    steps = grid_steps(np.stack([x_masked, x_masked[::-1]]), np.stack([w, w]))
     assert steps[0] == pytest.approx(step, rel=1e-12)
     assert steps[1] == 0.0  # decreasing: not the grid the recurrence walks
 
     a0, b0, a1, b1 = (np.empty((5, 5)), np.empty(5), np.empty((5, 5)), np.empty(5))
-    chi_exact = _impact_normal(x_masked, y, w, p, a0, b0, 0.0)
-    chi_carried = _impact_normal(x_masked, y, w, p, a1, b1, steps[0])
+    chi_exact = impact_normal(x_masked, y, w, p, a0, b0, 0.0)
+    chi_carried = impact_normal(x_masked, y, w, p, a1, b1, steps[0])
     assert chi_carried == pytest.approx(chi_exact, rel=1e-12)
     np.testing.assert_allclose(a1, a0, rtol=1e-11, atol=1e-12 * np.abs(a0).max())
     np.testing.assert_allclose(b1, b0, rtol=1e-11, atol=1e-12 * np.abs(b0).max())
 
     jittered = x_masked + np.where(w != 0.0, 1e-6 * rng.normal(size=512), 0.0)
-    assert _grid_steps(jittered[None, :], w[None, :])[0] == 0.0  # not uniform: exp per point
+    assert grid_steps(jittered[None, :], w[None, :])[0] == 0.0  # not uniform: exp per point
 
     # both against the array code's expressions (divisions by tau, not reciprocals)
-    from idexdask.analysis.batchfit import KERNEL_IMPACT, _residual_jacobian
+    from idexdask.analysis.fitting import KERNEL_IMPACT
+    from idexdask.analysis.fitting.compiled import residual_jacobian
 
     r, jac = np.empty((1, 512)), np.empty((1, 5, 512))
-    _residual_jacobian(KERNEL_IMPACT, 0, x_masked[None], y[None], w[None], True, p[None], r, jac)
+    residual_jacobian(KERNEL_IMPACT, 0, x_masked[None], y[None], w[None], True, p[None], r, jac)
     np.testing.assert_allclose(a0, jac[0] @ jac[0].T, rtol=1e-12, atol=1e-13 * np.abs(a0).max())
     np.testing.assert_allclose(b0, jac[0] @ r[0], rtol=1e-12, atol=1e-13 * np.abs(b0).max())
     assert chi_exact == pytest.approx(r[0] @ r[0], rel=1e-13)

@@ -11,10 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
 from idexdask.calibration import load_calibration_settings, mass_axis
 from idexdask.calibration.campaign import CampaignSettings, calibrate_campaign
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 STRETCH = 1.4437  # µs/sqrt(u), inside the flight range 1.30-1.65
 

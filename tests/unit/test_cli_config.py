@@ -76,14 +76,14 @@ def test_submit_set_overrides_reach_the_run_config(tmp_path, capsys):
 
     import argparse
 
-    from idexdask.cli import _config_from_args
+    from idexdask.cli.config import config_from_args
 
     args = argparse.Namespace(
         config=None, set=["analysis.peaks.height_sigma=6", "pipeline.batch_events=64"],
         batch_events=None,
     )
-    config = _config_from_args(args)
+    config = config_from_args(args)
     assert config["analysis"]["peaks"]["height_sigma"] == 6
     assert config["pipeline"]["batch_events"] == 64
     args.batch_events = 32  # an explicit flag wins over --set
-    assert _config_from_args(args)["pipeline"]["batch_events"] == 32
+    assert config_from_args(args)["pipeline"]["batch_events"] == 32

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from idexdask.analysis import analyze, load_analysis_settings
+from idexdask.analysis.products import load_analysis_settings
 from idexdask.analysis.signal_quality import load_quality_config
 from idexdask.config import config_dir, dump_config, load_config, merge, parse_assignment
 from idexdask.errors import ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 
 def test_defaults_load_and_override_merges():

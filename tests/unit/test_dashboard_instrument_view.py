@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.analysis import analyze
 from idexdask.analysis.instrument import event_readings
 from idexdask.dashboard.instrument_view import instrument_state_html
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 
 @pytest.fixture(scope="module")

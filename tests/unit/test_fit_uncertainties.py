@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 DT_US = 1.0 / 260.0
 
@@ -59,7 +60,7 @@ def _assert_unit_gaussian(pulls: np.ndarray, what: str) -> None:
     pulls = pulls[np.isfinite(pulls)]
     assert pulls.size >= 60, f"{what}: only {pulls.size} pulls"
     # robust width (1.4826 MAD) and the p90 of |pull| (1.64 for a unit Gaussian)
-    width = 1.4826 * np.median(np.abs(pulls - np.median(pulls)))
+    width = MAD_TO_SIGMA * np.median(np.abs(pulls - np.median(pulls)))
     p90 = np.percentile(np.abs(pulls), 90)
     assert 0.75 < width < 1.3, f"{what}: pull width {width:.2f}"
     assert 1.2 < p90 < 2.2, f"{what}: |pull| p90 {p90:.2f}"

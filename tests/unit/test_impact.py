@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis.analyze import load_analysis_settings
 from idexdask.analysis.impact import fit_impacts, impact_model, rise_time_10_90
+from idexdask.analysis.products import load_analysis_settings
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, dust_mass, invert_rise_time
 from idexdask.simulate import simulate_events
@@ -129,7 +129,8 @@ def test_compiled_engine_agrees_on_converged_fits(engine_fits):
 def test_impact_kernel_matches_array_jacobian():
     """The compiled impact kernel's residuals and Jacobian equal ``_evaluate_jac``'s
     within rounding (``assert_kernel_matches``)."""
-    from idexdask.analysis.batchfit import KERNEL_IMPACT, _residual_jacobian
+    from idexdask.analysis.fitting import KERNEL_IMPACT
+    from idexdask.analysis.fitting.compiled import residual_jacobian
 
     m = impact_model()
     x = np.linspace(-5, 40, 300)[None, :].repeat(3, 0)
@@ -140,6 +141,6 @@ def test_impact_kernel_matches_array_jacobian():
     f, jac = m.jacobian(np, x, p)
     r_nb = np.empty_like(x)
     jac_nb = np.empty_like(jac)
-    _residual_jacobian(KERNEL_IMPACT, 0, x, y, w, True, p, r_nb, jac_nb)
+    residual_jacobian(KERNEL_IMPACT, 0, x, y, w, True, p, r_nb, jac_nb)
     assert_kernel_matches(r_nb, jac_nb, w * (y - f), jac * w[:, None, :],
                           w * (np.abs(y) + np.abs(f)))

@@ -12,11 +12,11 @@ import math
 import numpy as np
 import pytest
 
-from idexdask.analysis.analyze import analyze
 from idexdask.analysis.impact import ImpactStatus
-from idexdask.analysis.peaks import baseline_sigma
+from idexdask.analysis.robust import baseline_sigma
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 FLOOR = 1.0 / math.sqrt(12.0)  # quantisation noise of a 1 DN step
 

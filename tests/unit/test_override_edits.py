@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 
-from idexdask.analysis import analyze
 from idexdask.analysis.overrides import (
     LINE_SHAPES,
     make_overrides,
@@ -18,6 +17,7 @@ from idexdask.analysis.overrides import (
 from idexdask.calibration.ions import ion_mass
 from idexdask.errors import AnalysisError
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 EVENT = 2
 

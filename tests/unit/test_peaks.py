@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import find_peaks
 
-from idexdask.analysis import analyze
 from idexdask.analysis.peaks import detect_peaks
 from idexdask.simulate import simulate_events
+from idexdask.workflow import analyze
 
 DT = 1.0 / 260.0  # µs per TOF sample
 
@@ -103,7 +103,7 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
     """The normalised search rows as whole-array NumPy/SciPy steps (the former code)."""
     from scipy.ndimage import uniform_filter1d
 
-    from idexdask.analysis.peaks import baseline_sigma
+    from idexdask.analysis.robust import baseline_sigma
 
     n = y.shape[1]
     with np.errstate(all="ignore"):
@@ -259,8 +259,8 @@ def _one_window_spectrum(line, n=2048, noise=2.0, seed=0):
 
 
 def _fit_one(t, y, noise=2.0):
-    from idexdask.analysis.analyze import load_analysis_settings
     from idexdask.analysis.peaks import detect_peaks, fit_lines
+    from idexdask.analysis.products import load_analysis_settings
 
     settings = load_analysis_settings()[1]["peaks"]
     cand, _ = detect_peaks(y, t, np.array([noise]), settings)

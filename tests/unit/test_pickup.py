@@ -212,9 +212,9 @@ def _capture(tmp_path, rng, qd_raw):
 
 def test_analyze_gives_qd_products_and_statuses(tmp_path, rng):
     """QD_1 flat, QD_2 carrying the pulse: statuses for QD_1, speed from QD_2."""
-    from idexdask.analysis.analyze import analyze
     from idexdask.analysis.pickup_products import QDStatus
     from idexdask.io.trc import read_trc
+    from idexdask.workflow import analyze
 
     def qd(imp, gain):
         pulse = _events(rng, [9.0], [20.0], [-200.0], **QUIET)[0]
@@ -232,9 +232,9 @@ def test_analyze_gives_qd_products_and_statuses(tmp_path, rng):
 
 def test_analyze_capture_without_qd_channels(tmp_path, rng):
     """No QD channel at all: every product present, NaN, with a status."""
-    from idexdask.analysis.analyze import analyze
     from idexdask.analysis.pickup_products import QDStatus
     from idexdask.io.trc import read_trc
+    from idexdask.workflow import analyze
 
     _capture(tmp_path, rng, lambda imp, gain: {})
     out = analyze(read_trc(tmp_path))
@@ -249,9 +249,10 @@ def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
     """Simulated IDEX events given QD channels: the dust mass takes the QD speed."""
     import xarray as xr
 
-    from idexdask.analysis.analyze import analyze, load_analysis_settings
+    from idexdask.analysis.products import load_analysis_settings
     from idexdask.analysis.velocity import PowerLawCurve, dust_mass
     from idexdask.simulate import simulate_events
+    from idexdask.workflow import analyze
 
     events = simulate_events(4, seed=3).events
     n = events.sizes["epoch"]

@@ -113,9 +113,9 @@ def test_concat_requires_the_same_variables(three_files):
 
 def test_an_analysis_error_fails_only_the_unit_at_fault(three_files, monkeypatch):
     """The pack's analysis raises: its units are analysed one by one."""
-    from idexdask.analysis.analyze import AnalysisProducts
     from idexdask.errors import AnalysisError
     from idexdask.pipeline import units as units_module
+    from idexdask.workflow.analyze import AnalysisProducts
 
     plan = plan_inputs(three_files, 100)
     bad_epochs = set(process_unit(plan.units[1], load_config(DECODE_ONLY))["epoch"].values.tolist())
@@ -152,8 +152,8 @@ def test_planned_files_pack_into_whole_chunks(tmp_path):
 def test_a_pack_is_the_normalised_analysis_of_its_events(three_files):
     """process_units assembles the analysis products itself (one Dataset, not
     analyze's and then normalise's): the result is the same as those two steps."""
-    from idexdask.analysis import analyze
     from idexdask.pipeline.units import normalise_for_store
+    from idexdask.workflow import analyze
 
     plan = plan_inputs(three_files, 100)
     config = load_config({})

@@ -9,9 +9,10 @@ import xarray as xr
 from idexdask import read_l0
 from idexdask.config import load_config
 from idexdask.errors import ConfigError, IdexDaskError
-from idexdask.pipeline.plan import digest_bytes, expand_inputs, plan_inputs, plan_l0_file
+from idexdask.pipeline.plan import plan_inputs
 from idexdask.pipeline.runner import config_hash
 from idexdask.simulate import write_campaign
+from idexdask.sources import digest_bytes, plan_l0_file, sources
 from tests.conftest import REAL_L0_FILES
 
 
@@ -104,7 +105,7 @@ def test_digest_of_pieces_is_the_digest_of_the_whole():
 
 def test_mixed_inputs_rejected(tmp_path, l0_dir, trc_dir):
     with pytest.raises(IdexDaskError, match="mix"):
-        expand_inputs([l0_dir, trc_dir])
+        sources.detect([l0_dir, trc_dir])
 
 
 def test_trc_units_one_per_impact(trc_dir):

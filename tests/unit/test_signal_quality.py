@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality import (
     QualityStatus,
     _channel_quality,
@@ -240,7 +241,7 @@ def test_interpolated_mad_and_quantum():
     rng = np.random.default_rng(11)
     x = np.round(rng.normal(0, 4.0, (20, 5000)))
     dev = np.abs(x - np.median(x, axis=1, keepdims=True))
-    sig = 1.4826 * interpolated_mad(dev, 1.0)
+    sig = MAD_TO_SIGMA * interpolated_mad(dev, 1.0)
     assert abs(np.median(sig) / np.hypot(4.0, 1 / np.sqrt(12)) - 1) < 0.02
     assert detect_quantum(x * 0.001) == pytest.approx(0.001, rel=1e-6)
     assert detect_quantum(rng.normal(size=100)) is None

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from idexdask.analysis.analyze import analyze
-from idexdask.calibration.source import resolve_preset, source_kind
 from idexdask.config import load_config
 from idexdask.errors import ConfigError
 from idexdask.simulate import simulate_events
+from idexdask.sources.defaults import resolve_preset, source_kind
+from idexdask.workflow import analyze
 
 
 def test_source_kind_from_attributes_and_variables():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.analysis.analyze import load_analysis_settings
-from idexdask.analysis.peaks import MAD_TO_SIGMA, baseline_sigma
+from idexdask.analysis.products import load_analysis_settings
+from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_sigma
 from idexdask.analysis.signal_quality import channel_arrays, signal_quality
 from idexdask.analysis.tof import (
     TOF_CHANNELS,

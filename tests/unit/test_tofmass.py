@@ -186,7 +186,8 @@ def test_mass_axis_broadcasts_over_events():
 @pytest.mark.numerics
 def test_compiled_fit_equals_numpy_fit():
     """The kernel of the batched bootstrap reproduces TOFMassCal.fit bit for bit."""
-    from idexdask.calibration.tofmass import STATUS_CODES, _fit_nb, slope_grid
+    from idexdask.calibration.polynomial import fit_event
+    from idexdask.calibration.tofmass import STATUS_CODES, slope_grid
 
     rng = np.random.default_rng(12)
     mass_range = (0.5, 300.0)
@@ -206,8 +207,8 @@ def test_compiled_fit_equals_numpy_fit():
                              max_order=3, min_lines_for_order=(2, 3, 6))
         coef = np.empty(4)
         cov = np.empty((4, 4))
-        code, order, requested = _fit_nb(np.sqrt(m), m, t, w, absolute, 3, min_lines,
-                                         s_min, s_max, grid, coef, cov)
+        code, order, requested = fit_event(np.sqrt(m), m, t, w, absolute, 3, min_lines,
+                                           s_min, s_max, grid, coef, cov)
         assert STATUS_CODES[code] is ref.status
         assert requested == ref.requested_order
         seen.add(ref.status)
@@ -224,7 +225,9 @@ def test_compiled_fit_equals_numpy_fit():
 
 @pytest.mark.numerics
 def test_compiled_min_slope_time_and_sum():
-    from idexdask.calibration.tofmass import _min_slope_nb, _sum_nb, _time_nb, slope_grid
+    from idexdask.calibration.polynomial import min_slope_on_grid, time_of_mass
+    from idexdask.calibration.tofmass import slope_grid
+    from idexdask.numerics import pairwise_sum
 
     rng = np.random.default_rng(3)
     grid = slope_grid((0.5, 300.0))
@@ -232,15 +235,15 @@ def test_compiled_min_slope_time_and_sum():
     for _ in range(300):
         k = int(rng.integers(1, 6))
         c = rng.normal(0.0, 1.0, k + 1) * 10.0 ** -rng.uniform(0, 4, k + 1)
-        got, want = _min_slope_nb(c, s_lo, s_hi, grid), min_slope(c, s_lo, s_hi)
+        got, want = min_slope_on_grid(c, s_lo, s_hi, grid), min_slope(c, s_lo, s_hi)
         if k <= 3:  # up to the shipped fit.max_order: the same LAPACK calls, bit for bit
             assert got == want
         else:  # complex roots of higher orders go through another solver: rounding only
             assert got == pytest.approx(want, rel=1e-9, abs=1e-15)
             assert (got > 0) == (want > 0)
         for m in (0.1, 0.5, 7.0, 56.0, 400.0):
-            assert _time_nb(c, k, np.sqrt(m), s_lo) == time_axis(c, m)
-    assert _min_slope_nb(np.array([0.0, np.nan]), s_lo, s_hi, grid) == -np.inf
+            assert time_of_mass(c, k, np.sqrt(m), s_lo) == time_axis(c, m)
+    assert min_slope_on_grid(np.array([0.0, np.nan]), s_lo, s_hi, grid) == -np.inf
     for n in (0, 1, 7, 8, 9, 100, 128, 129, 1000, 4321):
         a = rng.normal(size=n) * 10.0 ** rng.uniform(-6, 6, n)
-        assert _sum_nb(a, 0, n) == a.sum()  # NumPy's pairwise rounding
+        assert pairwise_sum(a, 0, n) == a.sum()  # NumPy's pairwise rounding

@@ -9,7 +9,7 @@ from idexdask.cli import main
 
 #: kernels every campaign task runs: the warm-up must compile each of them
 KERNELS = [
-    ("idexdask.analysis.batchfit", "_lm_compiled"),
+    ("idexdask.analysis.fitting.engine_compiled", "lm_compiled"),
     ("idexdask.packets.assemble", "_decode_jobs"),  # the Rice decoder is compiled into it
     ("idexdask.analysis.tof", "_merge_rows"),
     ("idexdask.analysis.peaks", "_search_rows"),

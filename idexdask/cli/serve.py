@@ -1,14 +1,15 @@
-"""``idexdask serve STORE``: the science-review server, registered on the main CLI.
+"""``idexdask serve STORE``: the science-review server of a campaign store.
 
-Kept here (not in ``idexdask/cli.py``) so that the dashboard's options live with
-the dashboard; the main parser only calls :func:`add_serve_parser`.
+The pages themselves are :mod:`idexdask.dashboard`'s; this module holds the
+command's options and starts the server.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
+
+from idexdask.cli.output import echo
 
 __all__ = ["add_serve_parser", "run_serve"]
 
@@ -48,9 +49,8 @@ def run_serve(args: argparse.Namespace) -> int:
     check_address(args.address, args.allow_websocket_origin)
     context = make_context(args.store, read_only=args.read_only, docs_dir=args.docs)
     mode = " read-only" if args.read_only else ""
-    sys.stdout.write(f"serving {context.data.path}{mode} on http://{args.address}:{args.port}/ "
-                     "(Ctrl-C to stop)\n")
-    sys.stdout.flush()
+    echo(f"serving {context.data.path}{mode} on http://{args.address}:{args.port}/ "
+         "(Ctrl-C to stop)")
     try:
         serve(context, port=args.port, address=args.address,
               allow_websocket_origin=args.allow_websocket_origin, show=args.show)

@@ -1,13 +1,14 @@
-"""Per-source calibration defaults: which preset calibrates which kind of data.
+"""Per-source defaults: which calibration preset calibrates which source's data.
 
 IDEX flight telemetry and the dust-accelerator captures of the lab are recorded
 by different geometries (drift length, extraction voltage), so one comb search
 range cannot serve both: the flight preset searches 1.30-1.65 µs/sqrt(u), the
-peridot captures sit at 0.515.  The configuration's ``calibration.preset`` is
-``auto`` by default: each event dataset is then calibrated with the preset that
-``calibration.source_presets`` names for its source kind (the dataset's
-``source_kind`` attribute, set by :func:`idexdask.read_l0` and
-:func:`idexdask.read_trc`).  A preset set explicitly in the configuration (or
+peridot captures sit at 0.515.  Each source names its preset
+(:meth:`~idexdask.sources.Source.defaults`).  The configuration's
+``calibration.preset`` is ``auto`` by default: each event dataset is then
+calibrated with the preset of its source kind (the dataset's ``source_kind``
+attribute, set by the readers), which ``calibration.source_presets`` may
+change per source kind.  A preset set explicitly in the configuration (or
 ``idexdask time2mass --preset``) wins over the per-source default.
 """
 
@@ -17,6 +18,9 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from idexdask.errors import ConfigError
+from idexdask.sources.base import Source
+from idexdask.sources.factory import sources
+from idexdask.sources.l0 import L0Packets
 
 __all__ = [
     "AUTO_PRESET",
@@ -29,16 +33,13 @@ __all__ = [
 AUTO_PRESET = "auto"
 """``calibration.preset`` value meaning "the preset of the data's source kind"."""
 
-DEFAULT_SOURCE_KIND = "idex_l0"
+DEFAULT_SOURCE_KIND = L0Packets.source_kind
 """Source kind of a dataset that does not say (IDEX data: decoded, simulated, CDF)."""
-
-# the built-in map, used where a configuration has no `source_presets` table
-_BUILTIN = {"idex_l0": "flight", "lecroy_trc": "lab_peridot"}
 
 
 def builtin_source_presets() -> dict[str, str]:
-    """The per-source presets used where a configuration names none (a copy)."""
-    return dict(_BUILTIN)
+    """``{source_kind: preset}`` of every registered source's defaults (a new dict)."""
+    return {s.source_kind: s.defaults().calibration_preset for s in Source.registry.values()}
 
 
 def source_kind(attrs: Mapping[str, Any], variables: Collection[str] = ()) -> str:
@@ -55,16 +56,15 @@ def source_kind(attrs: Mapping[str, Any], variables: Collection[str] = ()) -> st
     Returns
     -------
     str
-        ``source_kind`` when present; ``lecroy_trc`` for scope captures
-        without it (``source == "lecroy_trc"`` or a ``vertical_gain``
-        variable); else :data:`DEFAULT_SOURCE_KIND`.
+        ``source_kind`` when present; else the kind of the source that
+        recognises the dataset (:meth:`~idexdask.sources.Source.is_source_of`);
+        else :data:`DEFAULT_SOURCE_KIND`.
     """
     kind = attrs.get("source_kind")
     if isinstance(kind, str) and kind:
         return kind
-    if attrs.get("source") == "lecroy_trc" or "vertical_gain" in variables:
-        return "lecroy_trc"
-    return DEFAULT_SOURCE_KIND
+    source = sources.of_dataset(attrs, variables)
+    return source.source_kind if source is not None else DEFAULT_SOURCE_KIND
 
 
 def resolve_preset(
@@ -98,7 +98,7 @@ def resolve_preset(
     preset = str(section.get("preset") or AUTO_PRESET)
     if preset != AUTO_PRESET:
         return preset
-    table = {**_BUILTIN, **(section.get("source_presets") or {})}
+    table = {**builtin_source_presets(), **(section.get("source_presets") or {})}
     kind = source_kind(attrs, variables)
     if kind not in table:
         raise ConfigError(
