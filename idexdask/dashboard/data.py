@@ -48,6 +48,7 @@ __all__ = [
     "decode_flags",
     "flag_names",
     "lines_frame",
+    "shown",
     "tt2000_to_utc",
 ]
 
@@ -89,6 +90,29 @@ LINE_COLUMNS = (
 HEADER_PREFIX = "idx__"
 #: The header fields the event page shows (the instrument's event number).
 HEADER_SHOWN = ("idx__txhdrevtnum",)
+
+#: Per-channel products (noise, SNR, saturation, pulse and transit details) start
+#: with these; no page draws them from an event row except the ones below.
+CHANNEL_PREFIXES = ("tof_high_", "tof_mid_", "tof_low_", "target_high_", "target_low_",
+                    "ion_grid_", "qd_1_", "qd_2_", "qd1_", "qd2_")
+#: The per-channel products the pages do draw: impact fits and charges.
+CHANNEL_SHOWN_SUFFIXES = ("_fit_parameters", "_impact_charge")
+
+
+def shown(name: str) -> bool:
+    """Whether the pages' event rows read variable ``name``.
+
+    A row leaves out the ~150 raw ``idx__`` header fields (but the event number)
+    and the per-channel diagnostics no view draws: each variable read is one Zarr
+    read, so a display row of ~100 variables reads in about half the time of all
+    ~250.  A refit reads every variable (``full``).
+    """
+    if name.startswith(HEADER_PREFIX):
+        return name in HEADER_SHOWN
+    if name.startswith(CHANNEL_PREFIXES):
+        return name.endswith(CHANNEL_SHOWN_SUFFIXES)
+    return True
+
 
 #: Event rows kept in memory (views of the row blocks below).
 EVENT_CACHE_SIZE = 4
@@ -347,9 +371,8 @@ class StoreData:
         index : int
             Row along ``epoch``.
         full : bool
-            Every variable (what a refit needs); default: without the ~150 raw
-            ``idx__`` header fields, which no view draws (they are a third of the
-            row's read time).
+            Every variable (what a refit needs); default: the variables the pages
+            draw (:func:`shown`).
         """
         index = self.check_event(index)
         with self._lock:
@@ -391,9 +414,7 @@ class StoreData:
             self._blocks.move_to_end(key)
             return block
         if not full:
-            dataset = dataset.drop_vars([n for n in dataset.data_vars
-                                         if str(n).startswith(HEADER_PREFIX)
-                                         and n not in HEADER_SHOWN])
+            dataset = dataset.drop_vars([n for n in dataset.data_vars if not shown(str(n))])
         stop = min(start + size, self.n_events)
         block = RowBlock(start, dataset.isel(epoch=slice(start, stop)).load())
         self._blocks[key] = block

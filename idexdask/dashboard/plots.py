@@ -299,7 +299,7 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     """The merged TOF spectrum with every fitted line drawn and labelled.
 
     Labels that would overlap are left out or staggered (:func:`placed_labels`);
-    hovering a line names it.
+    the title then says how many are labelled (the line table lists all).
 
     Parameters
     ----------
@@ -336,7 +336,7 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     for curve in curves:
         lx = mass_of_time(event, curve.x) if masses is not None else curve.x
         label = str(lines.loc[curve.index, "label"]) if "label" in lines else ""
-        paths.append({xdim.name: lx, ydim.name: curve.y, "line": label})
+        paths.append((lx, curve.y))
         top_x, top_y = curve.top
         if masses is not None:
             top_x = float(lx[int(np.nanargmax(curve.y))]) if np.isfinite(curve.y).any() \
@@ -345,9 +345,9 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
         texts.append(label)
     if paths:
         # one glyph for every line: a Bokeh renderer per line cost ~13 ms of plot
-        # construction each, the largest part of an event switch after the waveforms
-        layers.append(hv.Path(paths, [xdim, ydim], vdims=["line"]).opts(
-            color="red", line_width=1.5, tools=["hover"]))
+        # construction each; no hover on it (with a value per path, Chromium hung
+        # drawing a lab impact's 30 lines)
+        layers.append(hv.Path(paths, [xdim, ydim]).opts(color="red", line_width=1.5))
     low, high = xlim if xlim else (float(np.nanmin(x)), float(np.nanmax(x))) if x.size \
         else (0.0, 1.0)
     placed = placed_labels([t[0] for t in tops], [t[1] for t in tops], texts,
@@ -360,7 +360,7 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
             text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
     title = "TOF spectrum" + (" on the mass axis" if masses is not None else "")
     if len(placed) < len(paths):
-        title += f" — {len(placed)} of {len(paths)} lines labelled (hover a line for its name)"
+        title += f" — {len(placed)} of {len(paths)} lines labelled (all in the line table)"
     extra = {"xlim": xlim} if xlim else {}
     return functools.reduce(operator.mul, layers).opts(
         hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False,
