@@ -16,6 +16,7 @@ import math
 import numpy as np
 import xarray as xr
 
+from idexdask.analysis.velocity import VelocityStatus
 from idexdask.dashboard.data import StoreData, decode_flags, tt2000_to_utc
 
 __all__ = ["accelerator_mass_per_megavolt", "calibration_text", "event_header", "fmt"]
@@ -86,6 +87,19 @@ def accelerator_mass_per_megavolt(charge_fc: float, speed_kms: float) -> float:
         return float(2.0 * abs(charge_fc) * FEMTOCOULOMB * 1e6 / (speed_kms * 1e3) ** 2)
 
 
+def _speed_reason(event: xr.Dataset) -> str:
+    """Why the rise-time speed is missing, from ``impact_velocity_status``."""
+    code = value(event, "impact_velocity_status")
+    try:
+        status = VelocityStatus(int(code))
+    except (TypeError, ValueError):
+        return "no usable target rise time"
+    return {
+        VelocityStatus.NO_RISE_TIME: "no usable target fit or rise time",
+        VelocityStatus.OUT_OF_RANGE: "rise time outside the calibration curve's range",
+    }.get(status, status.name.lower().replace("_", " "))
+
+
 def _grain_rows(event: xr.Dataset) -> list[tuple[str, str]]:
     """Speed, charge and mass rows: the target's for flight, the pickup tubes' for lab."""
     lab = "qd_speed" in event
@@ -94,7 +108,7 @@ def _grain_rows(event: xr.Dataset) -> list[tuple[str, str]]:
     if speed is not None and np.isfinite(float(speed)):
         rows.append(("impact speed (target rise time)", fmt(speed, "km/s")))
     elif not lab:
-        rows.append(("impact speed", "not measured (no usable target rise time)"))
+        rows.append(("impact speed", f"not measured ({_speed_reason(event)})"))
     if lab:
         qd_speed = _with_error(event, "qd_speed", "km/s")
         rows.append(("grain speed (pickup tubes)",

@@ -250,7 +250,8 @@ def campaign_page(context: ServerContext) -> pn.Column:
                                                title=f"{yname} vs {xname} (rasterised)"),
                                      sizing_mode="stretch_width")
         points = points.opts(tools=["box_select", "lasso_select", "tap", "hover"], size=6,
-                             color="event", cmap="viridis", responsive=True, min_height=380,
+                             color="event", cmap="viridis", colorbar=True, clabel="event (row)",
+                             responsive=True, min_height=380,
                              title=f"{yname} vs {xname}", active_tools=["box_select"])
         selection.source = points
         return hv_pane(points, sizing_mode="stretch_width")
