@@ -93,3 +93,14 @@ def test_line_labels_do_not_overlap():
     # well-separated lines are all labelled, right above their peaks
     assert placed_labels([1.0, 5.0, 9.0], [1, 2, 3], ["a", "b", "c"], span=10.0) == \
         [(2, 0), (1, 0), (0, 0)]
+
+
+def test_minerals_on_one_ternary_point_are_stacked_not_overprinted():
+    from idexdask.dashboard.pages.composition import mineral_label_rows
+
+    x, y, texts = mineral_label_rows(np.array([0.0, 0.001, 0.5]), np.array([0.0, 0.0, 0.8]),
+                                     ["quartz", "larnite", "forsterite"])
+    assert sorted(texts) == ["forsterite", "larnite", "quartz"]
+    at_corner = sorted(v for v, t in zip(y, texts, strict=True) if t != "forsterite")
+    assert at_corner[1] - at_corner[0] >= 0.03  # one above the other
+    assert len(set(zip(x, y, strict=True))) == 3
