@@ -99,8 +99,11 @@ test-gpu: setup
 test-fast: $(VENV)/.installed
 	$(BIN)/python -m pytest -n 2 -m "not slow and not oracle and not gpu" tests
 
+# ruff, then the layering contracts of pyproject.toml ([tool.importlinter]; make test
+# checks them too, in tests/unit/test_layers.py)
 lint: $(VENV)/.installed
 	$(BIN)/ruff check idexdask tests bench
+	$(BIN)/lint-imports --no-cache
 
 bench: setup
 	$(BIN)/python bench/decode.py

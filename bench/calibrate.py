@@ -19,7 +19,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 from idexdask.calibration import (  # noqa: E402
-    bootstrap_calibration,
+    comb_calibration,
     load_calibration_settings,
     synthetic_peaks,
 )
@@ -36,14 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     spectra = [synthetic_peaks(rng, settings=cfg, n_ions=(4, 12), n_spurious=(0, 4))
                for _ in range(args.n)]
-    bootstrap_calibration(*spectra[0][:2], settings=cfg)  # warm caches
+    comb_calibration(*spectra[0][:2], settings=cfg)  # warm caches
 
     per = np.empty(args.n)
     n_cal = n_right = 0
     t_start = time.perf_counter()
     for k, (times, amps, truth) in enumerate(spectra):
         t1 = time.perf_counter()
-        res = bootstrap_calibration(times, amps, settings=cfg)
+        res = comb_calibration(times, amps, settings=cfg)
         per[k] = time.perf_counter() - t1
         if res.calibrated:
             n_cal += 1

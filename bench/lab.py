@@ -5,6 +5,7 @@ Usage::
     python bench/lab.py                  # 300 impacts, 1 and 2 workers
     python bench/lab.py --impacts 96     # fewer
     python bench/lab.py --stages         # + the per-stage times of one pack, in-process
+    python bench/lab.py --repeat 3       # 1 and 2 workers back to back, 3 times: best, spread
 
 Makes a campaign in a temporary directory (never in the repository): the shared
 peridot impacts (``$IDEXDASK_DATA/scope-trc``, 3 impacts x 4 channels) replicated
@@ -24,6 +25,17 @@ the flight ones):
   host check of ``bench/campaign.py`` and the load average (a shared machine makes
   every wall figure noisy; the CPU times less so).
 
+``--no-campaign-step`` turns off the campaign calibration step that ``submit``
+runs after the packs (``analysis.calibration.campaign.enabled``: a reduce task
+per input and a map task per unit, here per impact, rewriting the
+calibration-dependent products), to time the lab path itself.
+
+``--repeat N`` runs the worker counts back to back N times (1, 2, 1, 2, ...), so
+that each speed-up compares runs under the same load, and reports every run, the
+load average (``os.getloadavg``, as ``uptime`` prints it) before each, and per
+worker count the best rate and the spread (min - max) over the repeats, with the
+speed-up of the best rates and the range of the per-repeat speed-ups.
+
 ``--stages`` times (CPU time of this process, best of 3) the stages of one task's
 work on one pack of impacts: reading (``decode_unit`` per impact), concatenating,
 signal quality, the TOF gain merge, line search and fits, the pickup (QD)
@@ -37,6 +49,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -123,12 +136,33 @@ def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
     return list(timings.items())
 
 
+def _without_campaign_step() -> None:
+    """Every configuration bench/campaign.py's ``run`` loads gets the campaign step off."""
+    import idexdask.config as config_module
+
+    original = config_module.load_config
+
+    def load_config(overrides=None, *args, **kwargs):
+        merged = dict(overrides or {})
+        analysis = dict(merged.get("analysis") or {})
+        calibration = dict(analysis.get("calibration") or {})
+        calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
+        merged["analysis"] = {**analysis, "calibration": calibration}
+        return original(merged, *args, **kwargs)
+
+    config_module.load_config = load_config
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--impacts", type=int, default=300)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--stages", action="store_true")
     parser.add_argument("--stage-impacts", type=int, default=8)
+    parser.add_argument("--no-campaign-step", action="store_true",
+                        help="turn off the campaign calibration step after the packs")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the worker counts back to back this many times")
     args = parser.parse_args()
     data = Path(os.environ.get("IDEXDASK_DATA", REPO.parent / "shared" / "data"))
     source = data / "scope-trc"
@@ -138,6 +172,8 @@ def main() -> None:
     from idexdask.config import load_config
 
     batch = int(load_config({})["pipeline"]["batch_events"])  # the shipped setting
+    if args.no_campaign_step:
+        _without_campaign_step()
 
     print(host_check())
     print(f"load average before the runs: {os.getloadavg()}")
@@ -150,24 +186,39 @@ def main() -> None:
             for label, value in stages(directory, args.stage_impacts):
                 print(f"| {label} | {value if 'MB' in label else value * 1e3:.2f} |")
         rows = []
-        for workers in args.workers:
-            store = Path(tmp) / f"store_{workers}.zarr"
-            result = run([directory], store, workers, True, batch)
-            rate = result["events"] / result["seconds"]
-            size = store_bytes(store)
-            rows.append((workers, result, rate, size))
+        for repeat in range(args.repeat):
+            for workers in args.workers:
+                store = Path(tmp) / f"store_{workers}_{repeat}.zarr"
+                load = os.getloadavg()[0]
+                result = run([directory], store, workers, True, batch)
+                rate = result["events"] / result["seconds"]
+                rows.append((repeat, workers, load, result, rate, store_bytes(store)))
+                shutil.rmtree(store)
         print(f"\n{args.impacts} impacts, {input_bytes / 1e6:.0f} MB of .trc\n")
-        print("| workers | wall s | impacts/s | per core | speed-up | worker CPU ms/impact | "
-              "client CPU ms/impact | store / input | steal s |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        one = next((r[2] for r in rows if r[0] == 1), None)
-        for workers, result, rate, size in rows:
+        print("| repeat | workers | load (1 min) | wall s | impacts/s | per core | speed-up | "
+              "worker CPU ms/impact | client CPU ms/impact | store / input | steal s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        for repeat, workers, load, result, rate, size in rows:
+            one = next((r[4] for r in rows if r[0] == repeat and r[1] == 1), None)
             speedup = f"{rate / one:.2f}x" if one else "-"
             cpu = result["worker_cpu"] / result["events"] * 1e3
             client = result["overhead_cpu"] / result["events"] * 1e3
-            print(f"| {workers} | {result['seconds']:.1f} | {rate:.1f} | {rate / workers:.1f} | "
-                  f"{speedup} | {cpu:.1f} | {client:.1f} | {size / input_bytes:.2f} | "
-                  f"{result['steal']:.1f} |")
+            print(f"| {repeat + 1} | {workers} | {load:.1f} | {result['seconds']:.1f} | "
+                  f"{rate:.1f} | {rate / workers:.1f} | {speedup} | {cpu:.1f} | {client:.1f} | "
+                  f"{size / input_bytes:.2f} | {result['steal']:.1f} |")
+        print("\n| workers | best impacts/s | spread impacts/s | best per core |")
+        print("|---|---|---|---|")
+        best = {}
+        for workers in args.workers:
+            rates = [r[4] for r in rows if r[1] == workers]
+            best[workers] = max(rates)
+            print(f"| {workers} | {max(rates):.1f} | {min(rates):.1f} - {max(rates):.1f} | "
+                  f"{max(rates) / workers:.1f} |")
+        if 1 in best and 2 in best:
+            pairs = [r2[4] / r1[4] for r1 in rows for r2 in rows
+                     if r1[0] == r2[0] and r1[1] == 1 and r2[1] == 2]
+            print(f"\nspeed-up of 2 workers: best rates {best[2] / best[1]:.2f}x; per repeat "
+                  f"{min(pairs):.2f}x - {max(pairs):.2f}x")
     print(host_check())
     print(f"load average after the runs: {os.getloadavg()}")
 

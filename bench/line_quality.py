@@ -157,7 +157,7 @@ def unmatched_maxima(out: xr.Dataset, k_sigma: float = 10.0, half_width_us: floa
 def measure(name: str, ds: xr.Dataset) -> LineQuality:
     """Analyse ``ds`` with the default configuration and measure its line fits."""
     out = idexdask.analyze(ds)
-    from idexdask.analysis.peaks import fit_status_meanings
+    from idexdask.analysis.line_status import fit_status_meanings
 
     names = fit_status_meanings().split()
     st = out["peak_status"].values

@@ -17,7 +17,7 @@ import numpy as np
 
 import idexdask
 from idexdask.calibration import load_calibration_settings
-from idexdask.calibration.time2mass import EventLines, calibrate_lines, time2mass_figure
+from idexdask.calibration.single_event import EventLines, calibrate_lines, time2mass_figure
 from idexdask.workflow import analyze
 
 DEFAULT = (Path(__file__).resolve().parents[2]

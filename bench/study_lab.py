@@ -24,7 +24,7 @@ import numpy as np
 import idexdask
 from idexdask.analysis.pickup import pickup_from_dataset
 from idexdask.calibration import load_calibration_settings
-from idexdask.calibration.time2mass import EventLines, calibrate_lines
+from idexdask.calibration.single_event import EventLines, calibrate_lines
 from idexdask.workflow import analyze
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared/data/scope-trc"

@@ -1,22 +1,7 @@
 """Impact charge signals of Target_High, Target_Low and Ion_Grid, fitted for all events at once.
 
-Model (per channel, raw signal units)::
-
-    Q(t) = C0 + H(t - t0) * A * (1 - exp(-(t - t0)/tau_r)) * exp(-(t - t0)/tau_d)
-
-with ``t0`` the time of impact (µs), ``C0`` the baseline (DN), ``A`` the
-amplitude (DN; the charge the preamplifier would hold without discharge),
-``tau_r`` the rise time and ``tau_d`` the discharge (decay) time (µs).
-
-The Heaviside kink
-    ``Q`` is continuous in ``t0`` (the pulse starts from zero) but its slope
-    jumps from 0 to ``A/tau_r`` at ``t0``.  The model is used as it is, not
-    smoothed: the chi-square is continuously differentiable in ``t0`` except
-    when ``t0`` coincides with a sample time (a set of measure zero), and the
-    analytic Jacobian below is the exact one-sided derivative everywhere else.
-    Levenberg–Marquardt steps never rely on second derivatives, so the kink
-    costs nothing in practice (the fits converge in ~10 iterations); smoothing
-    ``H`` would instead bias ``t0`` and ``tau_r`` by the smoothing width.
+The model, ``Q(t) = C0 + H(t - t0) A (1 - exp(-(t - t0)/tau_r)) exp(-(t - t0)/tau_d)``,
+its Jacobian and rise time are in :mod:`idexdask.analysis.impact_model`.
 
 Onset detection (starting ``t0``)
     The polarity-corrected, baseline-subtracted trace is smoothed (boxcar of
@@ -27,16 +12,15 @@ Onset detection (starting ``t0``)
 
 Samples saturated on the channel (rail runs, clipped tops) are left out of the
 fit (weight 0); the fit then extrapolates the amplitude, and the status says so.
-All events of one channel are fitted in a single :func:`fit_batch` call.
+All events of one channel are fitted in a single
+:func:`~idexdask.analysis.fitting.fit_batch` call.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -44,8 +28,8 @@ import xarray as xr
 from scipy.ndimage import uniform_filter1d
 
 from idexdask._logging import get_logger
-from idexdask.analysis import xp as _xp
-from idexdask.analysis.fitting import KERNEL_IMPACT, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.fitting import BatchFitResult, FitStatus, fit_batch_on
+from idexdask.analysis.impact_model import impact_model, rise_time_10_90
 from idexdask.analysis.robust import (
     baseline_sigma,
     nanmedian_rows,
@@ -54,21 +38,16 @@ from idexdask.analysis.robust import (
 )
 
 __all__ = [
-    "FIT_PARAMETERS",
     "IMPACT_CHANNELS",
     "ImpactFit",
     "ImpactStatus",
     "fit_impacts",
-    "impact_model",
-    "impact_signal",
-    "rise_time_10_90",
+    "status_meanings",
 ]
 
 _log = get_logger(__name__)
 
 IMPACT_CHANNELS = ("Target_High", "Target_Low", "Ion_Grid")
-FIT_PARAMETERS = ("time_of_impact", "constant_offset", "amplitude", "rise_time", "decay_time")
-"""Order of the parameters in ``<channel>_fit_parameters``: µs, DN, DN, µs, µs."""
 
 
 class ImpactStatus(IntEnum):
@@ -88,116 +67,6 @@ class ImpactStatus(IntEnum):
     """The channel is not in the dataset."""
 
 
-def impact_signal(xp: ModuleType, dt: Any, amp: Any, tau_r: Any, tau_d: Any) -> Any:
-    """``A (1 - exp(-dt/tau_r)) exp(-dt/tau_d)`` for ``dt > 0``, else 0.
-
-    Parameters
-    ----------
-    xp : module
-        Array namespace.
-    dt : array
-        Time since impact, µs.
-    amp : array
-        Amplitude ``A``, DN.
-    tau_r, tau_d : array
-        Rise and decay times, µs.
-
-    Returns
-    -------
-    array
-        Signal above the baseline, DN.
-    """
-    d = xp.maximum(dt, 0.0)
-    return amp * (1.0 - xp.exp(-d / tau_r)) * xp.exp(-d / tau_d)
-
-
-def _evaluate_jac(xp: ModuleType, x: Any, p: Any) -> tuple[Any, Any]:
-    t0, c0, a, tr, td = (p[:, j : j + 1] for j in range(5))
-    dt = x - t0
-    on = dt > 0.0
-    d = xp.where(on, dt, 0.0)
-    with _xp.errstate(xp, under="ignore"):
-        er = xp.exp(-d / tr)
-        ed = xp.exp(-d / td)
-    rise = 1.0 - er
-    g = rise * ed
-    f = c0 + a * g
-    jac = xp.empty((x.shape[0], 5, x.shape[1]), dtype=xp.float64)
-    # d/dt0 = -dQ/dt (one-sided at the kink; 0 before the impact)
-    jac[:, 0, :] = xp.where(on, -a * ed * (er / tr - rise / td), 0.0)
-    jac[:, 1, :] = 1.0
-    jac[:, 2, :] = g
-    jac[:, 3, :] = -a * ed * er * d / (tr * tr)
-    jac[:, 4, :] = a * g * d / (td * td)
-    return f, jac
-
-
-def _evaluate(xp: ModuleType, x: Any, p: Any) -> Any:
-    t0, c0, a, tr, td = (p[:, j : j + 1] for j in range(5))
-    return c0 + impact_signal(xp, x - t0, a, tr, td)
-
-
-def impact_model() -> BatchModel:
-    """:class:`BatchModel` of the impact charge signal with its analytic Jacobian.
-
-    Parameters are :data:`FIT_PARAMETERS`; default bounds: rise and decay times
-    positive, the rest free.
-    """
-    inf = math.inf
-    return BatchModel(
-        name="impact_charge",
-        param_names=FIT_PARAMETERS,
-        lower=(-inf, -inf, -inf, 1e-6, 1e-6),
-        upper=(inf, inf, inf, inf, inf),
-        evaluate=_evaluate,
-        evaluate_with_jacobian=_evaluate_jac,
-        kernel=KERNEL_IMPACT,
-    )
-
-
-def rise_time_10_90(tau_r: np.ndarray, tau_d: np.ndarray, iterations: int = 60) -> np.ndarray:
-    """10-90 % rise time of the fitted pulse, µs (vectorised bisection).
-
-    The pulse ``(1 - exp(-u/tau_r)) exp(-u/tau_d)`` peaks at
-    ``u_max = tau_r ln(1 + tau_d/tau_r)``; the times where it first reaches 10 %
-    and 90 % of that maximum are found by bisection on ``[0, u_max]``.
-
-    Parameters
-    ----------
-    tau_r, tau_d : numpy.ndarray
-        Rise and decay times, µs.
-    iterations : int
-        Bisection steps (60 reach double precision).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``t90 - t10``, µs; NaN where the inputs are not finite and positive.
-    """
-    tr = np.asarray(tau_r, dtype=float)
-    td = np.asarray(tau_d, dtype=float)
-    ok = np.isfinite(tr) & np.isfinite(td) & (tr > 0) & (td > 0)
-    tr = np.where(ok, tr, 1.0)
-    td = np.where(ok, td, 1.0)
-    umax = tr * np.log1p(td / tr)
-
-    def shape(u: np.ndarray) -> np.ndarray:
-        return -np.expm1(-u / tr) * np.exp(-u / td)
-
-    gmax = shape(umax)
-    # both levels in one bisection (rows 0 and 1): half the array operations
-    lo = np.zeros((2, *umax.shape))
-    hi = np.stack([umax, umax])
-    target = np.array([0.1, 0.9]).reshape((2,) + (1,) * umax.ndim) * gmax
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        below = shape(mid) < target
-        np.copyto(lo, mid, where=below)
-        np.copyto(hi, mid, where=~below)
-    out = 0.5 * (lo + hi)
-    return np.where(ok, out[1] - out[0], np.nan)
-
-
 @dataclass
 class ImpactFit:
     """Fit results of one channel, one row per event.
@@ -205,7 +74,8 @@ class ImpactFit:
     Attributes
     ----------
     params, stderr : numpy.ndarray
-        (n_events, 5) in the order of :data:`FIT_PARAMETERS` (µs, DN, DN, µs, µs),
+        (n_events, 5) in the order of
+        :data:`~idexdask.analysis.impact_model.FIT_PARAMETERS` (µs, DN, DN, µs, µs),
         in the raw signal's units and sign.
     polarity : numpy.ndarray
         Sign of the pulse used for the fit (+1/-1) per event.
@@ -229,9 +99,23 @@ class ImpactFit:
     onset: np.ndarray
 
 
+@dataclass(frozen=True)
+class _Onset:
+    """Where each event's pulse starts and peaks (sample indices), found on the smoothed trace."""
+
+    onset: np.ndarray  #: first sample of the steepest rise's above-threshold run
+    peak: np.ndarray  #: the smoothed trace's maximum after the baseline window
+    smooth: np.ndarray  #: the smoothed trace (n_events, n_samples)
+
+    @property
+    def excursion(self) -> np.ndarray:
+        """The smoothed trace at its peak, per event."""
+        return self.smooth[np.arange(self.smooth.shape[0]), self.peak]
+
+
 def _onset(
     y: np.ndarray, t: np.ndarray, base_mask: np.ndarray, settings: Mapping[str, Any]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> _Onset:
     """Onset index, index of the smoothed maximum and smoothed trace (see module doc)."""
     n = y.shape[1]
     dt = nanmedian_rows(np.diff(t, axis=1))
@@ -251,7 +135,7 @@ def _onset(
     quiet = (d <= thr[:, None]) & (idx < steep[:, None])
     last_quiet = np.max(np.where(quiet, idx, -1), axis=1)
     onset = np.clip(last_quiet + 1, 0, n - 1)
-    return onset, peak, s
+    return _Onset(onset=onset, peak=peak, smooth=s)
 
 
 def fit_impacts(
@@ -281,25 +165,167 @@ def fit_impacts(
     ImpactFit
         Never raises on bad waveforms; see :class:`ImpactStatus`.
     """
-    from idexdask.analysis.signal_quality import channel_arrays, quantisation_step
-    from idexdask.analysis.tof import channel_polarity, channel_time, saturation_mask
+    from idexdask.analysis.signal_quality import channel_arrays
 
     x, _, _ = channel_arrays(ds, name)
     x = np.asarray(x, dtype=float)
     n_events, n = x.shape
     if n_events == 0 or n < 2:  # nothing to fit: every event INVALID_INPUT
-        nan5 = np.full((n_events, 5), np.nan)
-        nan1 = np.full(n_events, np.nan)
-        return ImpactFit(
-            nan5,
-            nan5.copy(),
-            np.ones(n_events, np.int8),
-            nan1,
-            nan1.copy(),
-            nan1.copy(),
-            np.full(n_events, ImpactStatus.INVALID_INPUT, np.int8),
-            nan1.copy(),
+        return _not_fitted(n_events)
+    signal = _pulse_signal(ds, name, x, quality, settings, windows)
+    onset = _onset(
+        np.where(signal.saturated, np.nanmax(signal.y, axis=1, initial=0.0)[:, None], signal.y),
+        signal.t,
+        signal.base_mask,
+        settings,
+    )
+    excursion = onset.excursion
+    with np.errstate(invalid="ignore"):
+        snr = excursion / signal.noise
+    valid_n = np.sum(np.isfinite(signal.y_fit), axis=1)
+    no_signal = ~(snr >= float(settings["min_snr"]))
+    invalid = (
+        (valid_n < int(settings["min_valid_samples"]))
+        | ~np.isfinite(signal.noise)
+        | ~np.isfinite(signal.base)
+    )
+    start = _start_values(signal, onset, settings)
+
+    fit_rows = np.nonzero(~no_signal & ~invalid)[0]
+    results = _FitArrays.empty(n_events)
+    status = np.where(invalid, ImpactStatus.INVALID_INPUT, ImpactStatus.NO_SIGNAL).astype(np.int8)
+    if fit_rows.size:
+        status[fit_rows] = _fit_rows(signal, start, fit_rows, results, settings)
+    # back to the raw signal: Q_raw = base + pol*(C0' + A' g)
+    params = results.params
+    out = params.copy()
+    out[:, 1] = signal.base + signal.polarity * params[:, 1]
+    out[:, 2] = signal.polarity * params[:, 2]
+    rise = rise_time_10_90(params[:, 3], params[:, 4])
+    if _log.isEnabledFor(10):
+        _log.debug("%s impact fits: %s", name, np.bincount(status, minlength=len(ImpactStatus)))
+    return ImpactFit(
+        params=out,
+        stderr=results.stderr,
+        polarity=signal.polarity.astype(np.int8),
+        rise_10_90=rise,
+        chisq=results.chisq,
+        redchi=results.redchi,
+        status=status,
+        onset=start.onset_time,
+    )
+
+
+@dataclass(frozen=True)
+class _PulseSignal:
+    """One channel's traces prepared for the fit (n_events, n_samples).
+
+    Attributes
+    ----------
+    t : numpy.ndarray
+        Sample times, µs.
+    y : numpy.ndarray
+        Polarity-corrected, baseline-subtracted trace, DN (the pulse is positive).
+    y_fit : numpy.ndarray
+        ``y`` with NaN where the fit must not look: saturated samples and samples
+        outside the override window.
+    saturated : numpy.ndarray of bool
+        Saturated samples.
+    base_mask : numpy.ndarray of bool
+        Samples of the baseline window (the first 10 % without a pre-trigger part).
+    base, noise : numpy.ndarray
+        Baseline level and noise sigma per event, DN (noise NaN where unusable).
+    polarity : numpy.ndarray
+        Sign of the pulse per event (+1/-1).
+    """
+
+    t: np.ndarray
+    y: np.ndarray
+    y_fit: np.ndarray
+    saturated: np.ndarray
+    base_mask: np.ndarray
+    base: np.ndarray
+    noise: np.ndarray
+    polarity: np.ndarray
+
+
+@dataclass(frozen=True)
+class _StartValues:
+    """Start values and bounds of the fit, in the order of ``FIT_PARAMETERS``.
+
+    Attributes
+    ----------
+    p0, lower, upper : numpy.ndarray
+        (n_events, 5).
+    amplitude : numpy.ndarray
+        The start amplitude, DN (n_events,).
+    onset_time : numpy.ndarray
+        The detected onset, the start of ``t0``, µs (n_events,).
+    """
+
+    p0: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    amplitude: np.ndarray
+    onset_time: np.ndarray
+
+
+@dataclass(frozen=True)
+class _FitArrays:
+    """Fit results of every event, NaN until fitted (filled in place)."""
+
+    params: np.ndarray
+    stderr: np.ndarray
+    chisq: np.ndarray
+    redchi: np.ndarray
+
+    @classmethod
+    def empty(cls, n_events: int) -> _FitArrays:
+        """Results of ``n_events`` events not fitted."""
+        return cls(
+            params=np.full((n_events, 5), np.nan),
+            stderr=np.full((n_events, 5), np.nan),
+            chisq=np.full(n_events, np.nan),
+            redchi=np.full(n_events, np.nan),
         )
+
+    def store(self, rows: np.ndarray, result: BatchFitResult, which: Any = slice(None)) -> None:
+        """Write ``result``'s fits ``which`` to the events ``rows``."""
+        self.params[rows] = result.params[which]
+        self.stderr[rows] = result.stderr[which]
+        self.chisq[rows] = result.chisq[which]
+        self.redchi[rows] = result.redchi[which]
+
+
+def _not_fitted(n_events: int) -> ImpactFit:
+    """The fit of a channel with no event or fewer than 2 samples: all ``INVALID_INPUT``."""
+    nan5 = np.full((n_events, 5), np.nan)
+    nan1 = np.full(n_events, np.nan)
+    return ImpactFit(
+        nan5,
+        nan5.copy(),
+        np.ones(n_events, np.int8),
+        nan1,
+        nan1.copy(),
+        nan1.copy(),
+        np.full(n_events, ImpactStatus.INVALID_INPUT, np.int8),
+        nan1.copy(),
+    )
+
+
+def _pulse_signal(
+    ds: xr.Dataset,
+    name: str,
+    x: np.ndarray,
+    quality: Mapping[str, Any] | None,
+    settings: Mapping[str, Any],
+    windows: tuple[np.ndarray, np.ndarray] | None,
+) -> _PulseSignal:
+    """Baseline, noise and polarity of channel ``name``'s traces ``x``, and what the fit sees."""
+    from idexdask.analysis.signal_quality import quantisation_step
+    from idexdask.analysis.tof import channel_polarity, channel_time, saturation_mask
+
+    n_events, n = x.shape
     t = np.asarray(channel_time(ds, name), dtype=float)
     pol_cfg = channel_polarity(ds, name, settings)
     base_stop = float(
@@ -331,23 +357,28 @@ def fit_impacts(
                 np.isfinite(w1)[:, None] & (t > w1[:, None])
             )
         y_fit = np.where(outside, np.nan, y_fit)
-
-    onset, peak, smooth = _onset(
-        np.where(sat, np.nanmax(y, axis=1, initial=0.0)[:, None], y), t, base_mask, settings
+    return _PulseSignal(
+        t=t,
+        y=y,
+        y_fit=y_fit,
+        saturated=sat,
+        base_mask=base_mask,
+        base=base,
+        noise=noise,
+        polarity=pol,
     )
+
+
+def _start_values(
+    signal: _PulseSignal, onset: _Onset, settings: Mapping[str, Any]
+) -> _StartValues:
+    """Start values from the onset, the peak and the tail's level; bounds from the settings."""
+    t, y = signal.t, signal.y
+    excursion = onset.excursion
+    n_events, n = t.shape
     rows = np.arange(n_events)
-    with np.errstate(invalid="ignore"):
-        excursion = smooth[rows, peak]
-        snr = excursion / noise
-    valid_n = np.sum(np.isfinite(y_fit), axis=1)
-    no_signal = ~(snr >= float(settings["min_snr"]))
-    invalid = (
-        (valid_n < int(settings["min_valid_samples"])) | ~np.isfinite(noise) | ~np.isfinite(base)
-    )
-
-    # starting values
-    t_on = t[rows, onset]
-    t_pk = t[rows, peak]
+    t_on = t[rows, onset.onset]
+    t_pk = t[rows, onset.peak]
     t_first = np.nanmin(t, axis=1)
     t_last = np.nanmax(t, axis=1)
     dt = nanmedian_rows(np.diff(t, axis=1)) if n > 1 else np.ones(n_events)
@@ -383,86 +414,71 @@ def fit_impacts(
         ],
         axis=1,
     )
-    fit_rows = np.nonzero(~no_signal & ~invalid)[0]
-    params = np.full((n_events, 5), np.nan)
-    stderr = np.full((n_events, 5), np.nan)
-    chisq = np.full(n_events, np.nan)
-    redchi = np.full(n_events, np.nan)
-    status = np.where(invalid, ImpactStatus.INVALID_INPUT, ImpactStatus.NO_SIGNAL).astype(np.int8)
-    if fit_rows.size:
-        sig = np.broadcast_to(noise[fit_rows, None], (fit_rows.size, n))
-        p0[fit_rows] = np.clip(p0[fit_rows], lower[fit_rows], upper[fit_rows])
-        res = fit_batch_on(
-            str(settings.get("fit_device", "cpu")),
-            t[fit_rows],
-            y_fit[fit_rows],
-            impact_model(),
-            p0[fit_rows],
-            lower=lower[fit_rows],
-            upper=upper[fit_rows],
-            sigma=sig,
-            max_iter=int(settings["max_iterations"]),
-            engine=str(settings.get("fit_engine", "compiled")),
-        )
-        params[fit_rows] = res.params
-        stderr[fit_rows] = res.stderr
-        chisq[fit_rows] = res.chisq
-        redchi[fit_rows] = res.redchi
-        st = np.asarray(res.status, dtype=np.int8)
-        second = settings.get("second_start") or {}
-        if second.get("enabled", False):
-            st = _refit_from_trigger(
-                t,
-                y_fit,
-                fit_rows,
-                amp0,
-                lower,
-                upper,
-                sig,
-                settings,
-                second,
-                params,
-                stderr,
-                chisq,
-                redchi,
-                st,
-            )
-        had_sat = np.any(sat[fit_rows], axis=1) & (st <= FitStatus.HIT_BOUND)
-        status[fit_rows] = np.where(had_sat, ImpactStatus.SATURATED, st)
-    # back to the raw signal: Q_raw = base + pol*(C0' + A' g)
-    out = params.copy()
-    out[:, 1] = base + pol * params[:, 1]
-    out[:, 2] = pol * params[:, 2]
-    rise = rise_time_10_90(params[:, 3], params[:, 4])
-    if _log.isEnabledFor(10):
-        _log.debug("%s impact fits: %s", name, np.bincount(status, minlength=len(ImpactStatus)))
-    return ImpactFit(
-        params=out,
-        stderr=stderr,
-        polarity=pol.astype(np.int8),
-        rise_10_90=rise,
-        chisq=chisq,
-        redchi=redchi,
-        status=status,
-        onset=t_on,
+    return _StartValues(p0=p0, lower=lower, upper=upper, amplitude=amp0, onset_time=t_on)
+
+
+def _fit_impact_batch(
+    signal: _PulseSignal,
+    rows: np.ndarray,
+    p0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    sigma: np.ndarray,
+    settings: Mapping[str, Any],
+) -> BatchFitResult:
+    """One batch fit of the impact model to the events ``rows``, on the configured device."""
+    return fit_batch_on(
+        str(settings.get("fit_device", "cpu")),
+        signal.t[rows],
+        signal.y_fit[rows],
+        impact_model(),
+        p0,
+        lower=lower,
+        upper=upper,
+        sigma=sigma,
+        max_iter=int(settings["max_iterations"]),
+        engine=str(settings.get("fit_engine", "compiled")),
     )
 
 
-def _refit_from_trigger(
-    t: np.ndarray,
-    y_fit: np.ndarray,
+def _fit_rows(
+    signal: _PulseSignal,
+    start: _StartValues,
     fit_rows: np.ndarray,
-    amp0: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    sig: np.ndarray,
+    results: _FitArrays,
     settings: Mapping[str, Any],
-    second: Mapping[str, Any],
-    params: np.ndarray,
-    stderr: np.ndarray,
-    chisq: np.ndarray,
-    redchi: np.ndarray,
+) -> np.ndarray:
+    """Fit the events ``fit_rows`` (and refit from the trigger where configured).
+
+    Writes the fits to ``results`` and returns the :class:`ImpactStatus` of
+    ``fit_rows``: the fitter's status, or ``SATURATED`` for a good fit of a
+    trace with saturated samples.
+    """
+    n = signal.t.shape[1]
+    sig = np.broadcast_to(signal.noise[fit_rows, None], (fit_rows.size, n))
+    p0 = start.p0.copy()
+    p0[fit_rows] = np.clip(p0[fit_rows], start.lower[fit_rows], start.upper[fit_rows])
+    res = _fit_impact_batch(
+        signal, fit_rows, p0[fit_rows], start.lower[fit_rows], start.upper[fit_rows], sig,
+        settings,
+    )  # fmt: skip
+    results.store(fit_rows, res)
+    st = np.asarray(res.status, dtype=np.int8)
+    second = settings.get("second_start") or {}
+    if second.get("enabled", False):
+        st = _refit_from_trigger(signal, start, fit_rows, sig, results, st, settings)
+    had_sat = np.any(signal.saturated[fit_rows], axis=1) & (st <= FitStatus.HIT_BOUND)
+    return np.where(had_sat, ImpactStatus.SATURATED, st)
+
+
+def _refit_from_trigger(
+    signal: _PulseSignal,
+    start: _StartValues,
+    fit_rows: np.ndarray,
+    sig: np.ndarray,
+    results: _FitArrays,
     status: np.ndarray,
+    settings: Mapping[str, Any],
 ) -> np.ndarray:
     """Fit again from the trigger-time start; keep, per trace, the lower chi-square.
 
@@ -472,9 +488,11 @@ def _refit_from_trigger(
     more than two rise times from the trigger start (closer, both starts lead to
     the same minimum; this keeps the extra cost to the traces where it can
     matter).  A second fit that converges (status <= HIT_BOUND) replaces the first
-    when its chi-square is lower or the first did not converge.  Updates the
-    arrays in place and returns the statuses of ``fit_rows``.
+    when its chi-square is lower or the first did not converge.  Updates
+    ``results`` in place and returns the statuses of ``fit_rows``.
     """
+    second = settings["second_start"]
+    params = results.params
     t_start = float(second["time_us"])
     tr_start = float(second["rise_time_us"])
     with np.errstate(invalid="ignore"):
@@ -484,38 +502,24 @@ def _refit_from_trigger(
         return status
     rows = fit_rows[retry]
     k = rows.size
+    lower, upper = start.lower[rows], start.upper[rows]
     p0 = np.stack(
         [
             np.full(k, t_start),
             np.zeros(k),
-            amp0[rows],
+            start.amplitude[rows],
             np.full(k, tr_start),
             np.full(k, float(second["decay_time_us"])),
         ],
         axis=1,
     )
-    p0 = np.clip(p0, lower[rows], upper[rows])
-    res = fit_batch_on(
-        str(settings.get("fit_device", "cpu")),
-        t[rows],
-        y_fit[rows],
-        impact_model(),
-        p0,
-        lower=lower[rows],
-        upper=upper[rows],
-        sigma=sig[retry],
-        max_iter=int(settings["max_iterations"]),
-        engine=str(settings.get("fit_engine", "compiled")),
-    )
+    p0 = np.clip(p0, lower, upper)
+    res = _fit_impact_batch(signal, rows, p0, lower, upper, sig[retry], settings)
     st2 = np.asarray(res.status, dtype=np.int8)
     first_ok = status[retry] <= FitStatus.HIT_BOUND
     with np.errstate(invalid="ignore"):
-        better = (st2 <= FitStatus.HIT_BOUND) & (~first_ok | (res.chisq < chisq[rows]))
-    take = rows[better]
-    params[take] = res.params[better]
-    stderr[take] = res.stderr[better]
-    chisq[take] = res.chisq[better]
-    redchi[take] = res.redchi[better]
+        better = (st2 <= FitStatus.HIT_BOUND) & (~first_ok | (res.chisq < results.chisq[rows]))
+    results.store(rows[better], res, better)
     out = status.copy()
     out[np.flatnonzero(retry)[better]] = st2[better]
     return out

@@ -44,6 +44,7 @@ from idexdask.analysis.instrument_table import (
     HousekeepingQuantity,
     InstrumentTable,
     TableLike,
+    TriggerGain,
     load_instrument_table,
 )
 from idexdask.errors import AnalysisError
@@ -140,14 +141,22 @@ def _horner(coefficients: tuple[float, ...], dn: np.ndarray) -> np.ndarray:
     return out
 
 
-def _housekeeping(
-    events: xr.Dataset, table: InstrumentTable, n_events: int, words: dict[str, _Word]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Engineering values, missing mask, out-of-range mask, each (events, quantities).
+@dataclass(frozen=True)
+class _Housekeeping:
+    """The housekeeping quantities of every event, each (events, quantities)."""
+
+    values: np.ndarray  #: engineering units, NaN where missing
+    missing: np.ndarray  #: the quantity's header word is absent or fill
+    out_of_range: np.ndarray  #: outside the quantity's valid range (missing is not)
+
+
+def _housekeeping(events: xr.Dataset, table: InstrumentTable, n_events: int) -> _Housekeeping:
+    """Engineering values, missing and out-of-range masks of the table's quantities.
 
     A loop over the table's quantities (32), each one vectorised over all events.
     """
     quantities = table.housekeeping
+    words: dict[str, _Word] = {}
     values = np.empty((len(quantities), n_events))
     missing = np.empty((len(quantities), n_events), dtype=bool)
     for i, q in enumerate(quantities):
@@ -160,7 +169,7 @@ def _housekeeping(
     low = np.array([q.valid_min for q in quantities])[:, None]
     high = np.array([q.valid_max for q in quantities])[:, None]
     out_of_range = (values < low) | (values > high)  # NaN compares False: missing is not "out"
-    return values.T, missing.T, out_of_range.T
+    return _Housekeeping(values=values.T, missing=missing.T, out_of_range=out_of_range.T)
 
 
 def _quantity_attrs(q: HousekeepingQuantity) -> dict[str, Any]:
@@ -216,73 +225,120 @@ def instrument_state_variables(
         raise AnalysisError("instrument_state needs an event dataset with an 'epoch' dimension")
     tab = load_instrument_table(table)
     n = int(events.sizes["epoch"])
-    words: dict[str, _Word] = {}
     flags = np.zeros(n, dtype=np.uint8)
     out: dict[str, xr.Variable] = {}
 
-    values, missing, out_of_range = _housekeeping(events, tab, n, words)
+    housekeeping = _housekeeping(events, tab, n)
     for i, q in enumerate(tab.housekeeping):
-        out[q.name] = xr.Variable(("epoch",), values[:, i], attrs=_quantity_attrs(q))
-
-    any_missing = missing.any(axis=1)
+        out[q.name] = xr.Variable(("epoch",), housekeeping.values[:, i], attrs=_quantity_attrs(q))
+    any_missing = housekeeping.missing.any(axis=1)
     for gain in tab.trigger_gains:
-        mode = _raw_word(events, gain.mode_word, n)
-        control = _raw_word(events, gain.control_word, n)
-        code = mode.values
-        lost = mode.missing | control.missing
-        known = np.isin(code, np.array(list(tab.trigger_modes), dtype=np.int64))
-        unknown = ~lost & (code != 0) & ~known
-        flags[unknown] |= np.uint8(InstrumentStateFlag.UNKNOWN_TRIGGER_MODE)
-        any_missing |= lost
-        # labels by lookup: slot 0 "" (not armed or missing), then the table's modes,
-        # last "unknown"; a fixed-width str array (object -> str costs ~1 µs per event)
-        numbers = list(tab.trigger_modes)
-        lookup = np.array(
-            ["", *(f"{gain.gain.upper()}{m}" for m in tab.trigger_modes.values()),
-             f"{gain.gain.upper()}unknown"]
-        )  # fmt: skip
-        slot = np.zeros(n, dtype=np.int64)
-        for position, number in enumerate(numbers, start=1):
-            slot[~lost & (code == number)] = position
-        slot[unknown] = len(numbers) + 1
-        names = lookup[slot]
-        scale = tab.waveforms[gain.waveform]
-        threshold = _field(control.values, tab.threshold_shift, tab.threshold_bits)
-        level = np.where(~lost & (code != 0), threshold.astype(np.float64) * scale.scale, np.nan)
-        out[f"trigger_mode_{gain.gain}"] = xr.Variable(
-            ("epoch",),
-            names,
-            attrs={
-                "long_name": f"{gain.gain.upper()} trigger mode ('' when the gain is not armed)",
-                "source_word": gain.mode_word,
-            },
+        any_missing |= _add_trigger_gain(out, events, tab, gain, flags)
+    any_missing |= _add_trigger_origin(out, events, tab)
+    any_missing |= _add_dead_time(out, events, tab)
+    _add_range_mask(out, tab, housekeeping.out_of_range)
+    flags[housekeeping.out_of_range.any(axis=1)] |= np.uint8(InstrumentStateFlag.OUT_OF_RANGE)
+    flags[any_missing] |= np.uint8(InstrumentStateFlag.HEADER_MISSING)
+    flags[_header_suspect(events, n)] |= np.uint8(InstrumentStateFlag.HEADER_SUSPECT)
+    out["instrument_state_flags"] = xr.Variable(
+        ("epoch",),
+        flags,
+        attrs={
+            "units": "1",
+            "long_name": "instrument state quality (0: complete and in range)",
+            "flag_masks": np.array([int(f) for f in InstrumentStateFlag], dtype=np.uint8),
+            "flag_meanings": InstrumentStateFlag.meanings(),
+        },
+    )
+    bad = int(np.count_nonzero(flags))
+    if bad:
+        _log.info(
+            "instrument state: %d of %d events flagged (%d out of range, %d header missing)",
+            bad,
+            n,
+            int(np.count_nonzero(flags & InstrumentStateFlag.OUT_OF_RANGE)),
+            int(np.count_nonzero(flags & InstrumentStateFlag.HEADER_MISSING)),
         )
-        out[f"trigger_mode_{gain.gain}_code"] = xr.Variable(
-            ("epoch",),
-            np.where(lost, -1, np.minimum(code, 127)).astype(np.int8),
-            attrs={
-                "units": "1",
-                "long_name": f"{gain.gain.upper()} trigger mode number (0 not armed, -1 missing)",
-                "flag_values": np.array([0, *tab.trigger_modes], dtype=np.int8),
-                "flag_meanings": " ".join(
-                    ["not_armed", *(m.lower() for m in tab.trigger_modes.values())]
-                ),
-            },
-        )
-        out[f"trigger_level_{gain.gain}"] = xr.Variable(
-            ("epoch",),
-            level,
-            attrs={
-                "units": scale.units,
-                "long_name": f"{gain.gain.upper()} trigger threshold ({gain.waveform} units; "
-                "NaN when the gain is not armed)",
-                "source_word": gain.control_word,
-                "source_bits": f"{tab.threshold_shift}-"
-                f"{tab.threshold_shift + tab.threshold_bits - 1}",
-                "dn_scale": scale.scale,
-            },
-        )
+    return out
 
+
+def _add_trigger_gain(
+    out: dict[str, xr.Variable],
+    events: xr.Dataset,
+    tab: InstrumentTable,
+    gain: TriggerGain,
+    flags: np.ndarray,
+) -> np.ndarray:
+    """Add ``gain``'s trigger mode (label and number) and threshold level to ``out``.
+
+    Flags events whose mode number the table does not know
+    (``UNKNOWN_TRIGGER_MODE``, in ``flags`` in place); returns the events whose
+    mode or control word is missing.
+    """
+    n = flags.size
+    mode = _raw_word(events, gain.mode_word, n)
+    control = _raw_word(events, gain.control_word, n)
+    code = mode.values
+    lost = mode.missing | control.missing
+    known = np.isin(code, np.array(list(tab.trigger_modes), dtype=np.int64))
+    unknown = ~lost & (code != 0) & ~known
+    flags[unknown] |= np.uint8(InstrumentStateFlag.UNKNOWN_TRIGGER_MODE)
+    # labels by lookup: slot 0 "" (not armed or missing), then the table's modes,
+    # last "unknown"; a fixed-width str array (object -> str costs ~1 µs per event)
+    numbers = list(tab.trigger_modes)
+    lookup = np.array(
+        ["", *(f"{gain.gain.upper()}{m}" for m in tab.trigger_modes.values()),
+         f"{gain.gain.upper()}unknown"]
+    )  # fmt: skip
+    slot = np.zeros(n, dtype=np.int64)
+    for position, number in enumerate(numbers, start=1):
+        slot[~lost & (code == number)] = position
+    slot[unknown] = len(numbers) + 1
+    names = lookup[slot]
+    scale = tab.waveforms[gain.waveform]
+    threshold = _field(control.values, tab.threshold_shift, tab.threshold_bits)
+    level = np.where(~lost & (code != 0), threshold.astype(np.float64) * scale.scale, np.nan)
+    out[f"trigger_mode_{gain.gain}"] = xr.Variable(
+        ("epoch",),
+        names,
+        attrs={
+            "long_name": f"{gain.gain.upper()} trigger mode ('' when the gain is not armed)",
+            "source_word": gain.mode_word,
+        },
+    )
+    out[f"trigger_mode_{gain.gain}_code"] = xr.Variable(
+        ("epoch",),
+        np.where(lost, -1, np.minimum(code, 127)).astype(np.int8),
+        attrs={
+            "units": "1",
+            "long_name": f"{gain.gain.upper()} trigger mode number (0 not armed, -1 missing)",
+            "flag_values": np.array([0, *tab.trigger_modes], dtype=np.int8),
+            "flag_meanings": " ".join(
+                ["not_armed", *(m.lower() for m in tab.trigger_modes.values())]
+            ),
+        },
+    )
+    out[f"trigger_level_{gain.gain}"] = xr.Variable(
+        ("epoch",),
+        level,
+        attrs={
+            "units": scale.units,
+            "long_name": f"{gain.gain.upper()} trigger threshold ({gain.waveform} units; "
+            "NaN when the gain is not armed)",
+            "source_word": gain.control_word,
+            "source_bits": f"{tab.threshold_shift}-"
+            f"{tab.threshold_shift + tab.threshold_bits - 1}",
+            "dn_scale": scale.scale,
+        },
+    )
+    return lost
+
+
+def _add_trigger_origin(
+    out: dict[str, xr.Variable], events: xr.Dataset, tab: InstrumentTable
+) -> np.ndarray:
+    """Add which source(s) triggered each event (labels and bits); returns where missing."""
+    n = int(events.sizes["epoch"])
     origin = _raw_word(events, tab.trigger_origin.word, n)
     bits = _field(origin.values, 0, tab.trigger_origin.bits)
     # one label per distinct bit pattern (at most 2**bits), then a lookup
@@ -293,7 +349,6 @@ def instrument_state_variables(
         for p in patterns.tolist()
     ]
     labels = np.array([*names_of, ""])[np.where(origin.missing, len(names_of), which.reshape(-1))]
-    any_missing |= origin.missing
     out["trigger_origin"] = xr.Variable(
         ("epoch",),
         labels,
@@ -315,13 +370,18 @@ def instrument_state_variables(
             ),
         },
     )
+    return origin.missing
 
+
+def _add_dead_time(
+    out: dict[str, xr.Variable], events: xr.Dataset, tab: InstrumentTable
+) -> np.ndarray:
+    """Add each event's dead time, s; returns where its word is missing."""
     dead = tab.dead_time
-    blocks = _raw_word(events, dead.word, n)
+    blocks = _raw_word(events, dead.word, int(events.sizes["epoch"]))
     base = _field(blocks.values, dead.base_shift, dead.base_bits).astype(np.float64)
     exponent = _field(blocks.values, dead.exponent_shift, dead.exponent_bits).astype(np.float64)
     dead_time = np.where(blocks.missing, np.nan, base * np.power(2.0, exponent) * dead.block_s)
-    any_missing |= blocks.missing
     out["dead_time"] = xr.Variable(
         ("epoch",),
         dead_time,
@@ -332,7 +392,13 @@ def instrument_state_variables(
             "block_s": dead.block_s,
         },
     )
+    return blocks.missing
 
+
+def _add_range_mask(
+    out: dict[str, xr.Variable], tab: InstrumentTable, out_of_range: np.ndarray
+) -> None:
+    """Add the mask of housekeeping quantities outside their valid range, one bit each."""
     n_q = len(tab.housekeeping)
     mask_dtype = np.uint32 if n_q <= 32 else np.uint64
     weights = (np.uint64(1) << np.arange(n_q, dtype=np.uint64)).astype(mask_dtype)
@@ -347,35 +413,18 @@ def instrument_state_variables(
             "flag_meanings": " ".join(q.name for q in tab.housekeeping),
         },
     )
-    flags[out_of_range.any(axis=1)] |= np.uint8(InstrumentStateFlag.OUT_OF_RANGE)
-    flags[any_missing] |= np.uint8(InstrumentStateFlag.HEADER_MISSING)
+
+
+def _header_suspect(events: xr.Dataset, n_events: int) -> np.ndarray:
+    """Events whose header packet failed its CRC (``quality_flags``; none without it)."""
+    suspect = np.zeros(n_events, dtype=bool)
     if "quality_flags" in events.variables:
         quality = np.asarray(events.variables["quality_flags"].values)
         if quality.dtype.kind == "f":  # concatenated with flag-less events: NaN there
             quality = np.where(np.isfinite(quality), quality, 0).astype(np.int64)
         if quality.dtype.kind in "iu":
             suspect = (quality & int(QualityFlag.HEADER_CRC_MISMATCH)) != 0
-            flags[suspect] |= np.uint8(InstrumentStateFlag.HEADER_SUSPECT)
-    out["instrument_state_flags"] = xr.Variable(
-        ("epoch",),
-        flags,
-        attrs={
-            "units": "1",
-            "long_name": "instrument state quality (0: complete and in range)",
-            "flag_masks": np.array([int(f) for f in InstrumentStateFlag], dtype=np.uint8),
-            "flag_meanings": InstrumentStateFlag.meanings(),
-        },
-    )
-    bad = int(np.count_nonzero(flags))
-    if bad:
-        _log.info(
-            "instrument state: %d of %d events flagged (%d out of range, %d header missing)",
-            bad,
-            n,
-            int(np.count_nonzero(flags & InstrumentStateFlag.OUT_OF_RANGE)),
-            int(np.count_nonzero(flags & InstrumentStateFlag.HEADER_MISSING)),
-        )
-    return out
+    return suspect
 
 
 def instrument_products(events: xr.Dataset, table: TableLike = None) -> dict[str, xr.Variable]:

@@ -231,6 +231,7 @@ def _housekeeping(entry: Any, where: str) -> HousekeepingQuantity:
 
 
 def _parse(data: Any, source: str) -> InstrumentTable:
+    """The table of a parsed YAML document, each section checked (``source`` names it)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     _only(
@@ -239,7 +240,33 @@ def _parse(data: Any, source: str) -> InstrumentTable:
          "high_voltage_groups"},
         source,
     )  # fmt: skip
-    rows = data["housekeeping"]
+    housekeeping = _parse_housekeeping(data["housekeeping"], source)
+    trigger = _parse_trigger(data["trigger"], source)
+    trigger_origin = _parse_trigger_origin(data["trigger_origin"], source)
+    dead_time = _parse_dead_time(data["dead_time"], source)
+    waveforms = _parse_waveforms(data["waveforms"], source)
+    for g in trigger.gains:
+        if g.waveform not in waveforms:
+            raise ConfigError(f"{source}: trigger gain {g.gain}: no waveform {g.waveform!r}")
+    groups = _parse_high_voltage_groups(
+        data["high_voltage_groups"], [q.name for q in housekeeping], source
+    )
+    return InstrumentTable(
+        housekeeping=housekeeping,
+        trigger_modes=trigger.modes,
+        threshold_shift=trigger.threshold_shift,
+        threshold_bits=trigger.threshold_bits,
+        trigger_gains=trigger.gains,
+        trigger_origin=trigger_origin,
+        dead_time=dead_time,
+        waveforms=waveforms,
+        high_voltage_groups=groups,
+        source=source,
+    )
+
+
+def _parse_housekeeping(rows: Any, source: str) -> tuple[HousekeepingQuantity, ...]:
+    """The ``housekeeping`` list: at most 64 quantities with distinct names."""
     if not isinstance(rows, list) or not rows:
         raise ConfigError(f"{source}: housekeeping must be a non-empty list")
     if len(rows) > 64:  # instrument_range_mask is one uint64 bit per quantity
@@ -250,8 +277,21 @@ def _parse(data: Any, source: str) -> InstrumentTable:
     names = [q.name for q in housekeeping]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: duplicate housekeeping names")
+    return housekeeping
 
-    trig = data["trigger"]
+
+@dataclass(frozen=True)
+class _TriggerSection:
+    """The ``trigger`` section: the threshold field, the mode names and the gains."""
+
+    threshold_shift: int
+    threshold_bits: int
+    modes: dict[int, str]
+    gains: tuple[TriggerGain, ...]
+
+
+def _parse_trigger(trig: Any, source: str) -> _TriggerSection:
+    """The ``trigger`` section."""
     _only(trig, {"threshold_shift", "threshold_bits", "modes", "gains"}, f"{source}: trigger")
     threshold_bits = _integer(trig["threshold_bits"], "trigger.threshold_bits", 1, _WORD_BITS)
     threshold_shift = _integer(
@@ -277,8 +317,16 @@ def _parse(data: Any, source: str) -> InstrumentTable:
                 waveform=_text(entry["waveform"], f"{where}.waveform"),
             )
         )
+    return _TriggerSection(
+        threshold_shift=threshold_shift,
+        threshold_bits=threshold_bits,
+        modes=modes,
+        gains=tuple(gains),
+    )
 
-    origin = data["trigger_origin"]
+
+def _parse_trigger_origin(origin: Any, source: str) -> TriggerOriginField:
+    """The ``trigger_origin`` section."""
     where = f"{source}: trigger_origin"
     _only(origin, {"word", "bits", "labels", "none_label"}, where)
     origin_bits = _integer(origin["bits"], f"{where}.bits", 1, 16)
@@ -288,14 +336,16 @@ def _parse(data: Any, source: str) -> InstrumentTable:
         _integer(k, f"{where}.labels key", 0, origin_bits - 1): _text(v, f"{where}.labels[{k}]")
         for k, v in origin["labels"].items()
     }
-    trigger_origin = TriggerOriginField(
+    return TriggerOriginField(
         word=_text(origin["word"], f"{where}.word"),
         bits=origin_bits,
         labels=dict(sorted(labels.items())),
         none_label=_text(origin["none_label"], f"{where}.none_label"),
     )
 
-    dead = data["dead_time"]
+
+def _parse_dead_time(dead: Any, source: str) -> DeadTimeField:
+    """The ``dead_time`` section."""
     where = f"{source}: dead_time"
     _only(
         dead,
@@ -308,7 +358,7 @@ def _parse(data: Any, source: str) -> InstrumentTable:
     low_rate_hz = _number(dead["low_rate_hz"], f"{where}.low_rate_hz")
     if low_rate_hz <= 0:
         raise ConfigError(f"{where}.low_rate_hz must be positive")
-    dead_time = DeadTimeField(
+    return DeadTimeField(
         word=_text(dead["word"], f"{where}.word"),
         base_shift=_integer(dead["base_shift"], f"{where}.base_shift", 0, _WORD_BITS - base_bits),
         base_bits=base_bits,
@@ -322,10 +372,13 @@ def _parse(data: Any, source: str) -> InstrumentTable:
         low_rate_hz=low_rate_hz,
     )
 
-    if not isinstance(data["waveforms"], Mapping) or not data["waveforms"]:
+
+def _parse_waveforms(entries: Any, source: str) -> dict[str, WaveformUnits]:
+    """The ``waveforms`` section: each waveform's scale and units."""
+    if not isinstance(entries, Mapping) or not entries:
         raise ConfigError(f"{source}: waveforms must map waveform names to scale and units")
     waveforms = {}
-    for wave, entry in data["waveforms"].items():
+    for wave, entry in entries.items():
         where = f"{source}: waveforms.{wave}"
         _only(entry, {"scale", "units"}, where)
         scale = _number(entry["scale"], f"{where}.scale")
@@ -334,11 +387,13 @@ def _parse(data: Any, source: str) -> InstrumentTable:
         waveforms[str(wave)] = WaveformUnits(
             str(wave), scale, _text(entry["units"], f"{where}.units")
         )
-    for g in gains:
-        if g.waveform not in waveforms:
-            raise ConfigError(f"{source}: trigger gain {g.gain}: no waveform {g.waveform!r}")
+    return waveforms
 
-    groups = data["high_voltage_groups"]
+
+def _parse_high_voltage_groups(
+    groups: Any, names: list[str], source: str
+) -> HighVoltageGrouping:
+    """The ``high_voltage_groups`` section; its voltages must be housekeeping ``names``."""
     where = f"{source}: high_voltage_groups"
     _only(groups, {"voltages", "tolerance_v"}, where)
     if not isinstance(groups["voltages"], list) or not groups["voltages"]:
@@ -349,19 +404,7 @@ def _parse(data: Any, source: str) -> InstrumentTable:
     tolerance = _number(groups["tolerance_v"], f"{where}.tolerance_v")
     if tolerance <= 0:
         raise ConfigError(f"{where}.tolerance_v must be positive")
-
-    return InstrumentTable(
-        housekeeping=housekeeping,
-        trigger_modes=modes,
-        threshold_shift=threshold_shift,
-        threshold_bits=threshold_bits,
-        trigger_gains=tuple(gains),
-        trigger_origin=trigger_origin,
-        dead_time=dead_time,
-        waveforms=waveforms,
-        high_voltage_groups=HighVoltageGrouping(tuple(groups["voltages"]), tolerance),
-        source=source,
-    )
+    return HighVoltageGrouping(tuple(groups["voltages"]), tolerance)
 
 
 @functools.lru_cache(maxsize=8)

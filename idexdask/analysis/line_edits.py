@@ -37,9 +37,10 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.fitting import batch_model, fit_batch_on
+from idexdask.analysis.line_fits import LineFits
 from idexdask.analysis.lineshapes import GAMMA_MAX, SIGMA_MIN
 from idexdask.analysis.overrides import LINE_SHAPES
-from idexdask.analysis.peaks import LineFits, PeakCandidates
+from idexdask.analysis.peaks import PeakCandidates
 
 __all__ = ["LineEdits", "apply_line_edits", "shape_parameter_names"]
 

@@ -43,6 +43,7 @@ __all__ = [
     "double_emg",
     "double_emg_model",
     "emg",
+    "emg_tail_factor",
     "emg_model",
     "gaussian",
     "gaussian_model",
@@ -62,7 +63,7 @@ SIGMA_MIN = 1e-9
 GAMMA_MAX = 1e4
 
 
-def _emg_h(xp: ModuleType, u: Any, gs: Any, with_gauss: bool = False) -> Any:
+def emg_tail_factor(xp: ModuleType, u: Any, gs: Any, with_gauss: bool = False) -> Any:
     """``exp(z**2 - u**2/2) * erfc(z)`` with ``z = (gs - u)/sqrt(2)``, overflow-free.
 
     For ``z >= 0`` this is ``exp(-u**2/2) * erfcx(z)``; for ``z < 0`` it is
@@ -152,7 +153,7 @@ def emg(x, amplitude, center, sigma, gamma):
     """
     xp, x = _prepare(x, amplitude, center, sigma, gamma)
     u = (x - center) / sigma
-    return 0.5 * amplitude * gamma * _emg_h(xp, u, gamma * sigma)
+    return 0.5 * amplitude * gamma * emg_tail_factor(xp, u, gamma * sigma)
 
 
 def double_emg(x, amplitude, center, sigma, gamma1, gamma2, fraction):
@@ -184,8 +185,8 @@ def double_emg(x, amplitude, center, sigma, gamma1, gamma2, fraction):
     """
     xp, x = _prepare(x, amplitude, center, sigma, gamma1, gamma2, fraction)
     u = (x - center) / sigma
-    h1 = _emg_h(xp, u, gamma1 * sigma)
-    h2 = _emg_h(xp, u, gamma2 * sigma)
+    h1 = emg_tail_factor(xp, u, gamma1 * sigma)
+    h2 = emg_tail_factor(xp, u, gamma2 * sigma)
     return 0.5 * amplitude * (fraction * gamma1 * h1 + (1.0 - fraction) * gamma2 * h2)
 
 
@@ -220,8 +221,8 @@ def hyper_emg(x, amplitude, center, sigma, gamma_left, gamma_right, fraction_lef
     """
     xp, x = _prepare(x, amplitude, center, sigma, gamma_left, gamma_right, fraction_left)
     u = (x - center) / sigma
-    h_left = _emg_h(xp, -u, gamma_left * sigma)
-    h_right = _emg_h(xp, u, gamma_right * sigma)
+    h_left = emg_tail_factor(xp, -u, gamma_left * sigma)
+    h_right = emg_tail_factor(xp, u, gamma_right * sigma)
     return (
         0.5
         * amplitude

@@ -55,6 +55,7 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.robust import MAD_TO_SIGMA
+from idexdask.analysis.selection import median_and_mad
 from idexdask.errors import AnalysisError
 
 __all__ = [
@@ -128,46 +129,49 @@ def _mad(a: np.ndarray) -> float:
 
 
 def _window_stats(
-    y: np.ndarray, s: np.ndarray, lo: np.ndarray, hi: np.ndarray, w: int
+    rec: _Records, der: _Derivative, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Median of ``y[e, lo:hi]`` and its error, per event (rows of ``y``).
+    """Median of the record's ``y[e, lo:hi]`` and its error, per event.
 
-    The error is the MAD-scaled scatter of the ``w``-sample means ``s`` that lie
+    The error is the MAD-scaled scatter of the ``w``-sample means that lie
     inside the window, over the square root of the number of such independent
     means (this follows noise correlated over less than ``w`` samples).  Windows
     shorter than ``2 w`` use the scatter of ``y`` itself, with one independent
     sample per ``w`` (conservative).  One slice per event: the windows are a few
     per cent of a lab record, so statistics over slices, not full-length masks.
     """
-    n_ev, n = y.shape
+    n_ev, n = rec.signal.shape
+    w = der.w
     level = np.full(n_ev, np.nan)
     err = np.full(n_ev, np.nan)
     for e in range(n_ev):
         a, b = max(int(lo[e]), 0), min(int(hi[e]), n)
         if b <= a:
             continue
-        window = y[e, a:b]
+        window = rec.values(e, a, b)
         finite = window[np.isfinite(window)]
         level[e] = np.median(finite) if finite.size else np.nan
         b_s = min(int(hi[e]) - w + 1, n)  # means s[i] of y[i:i+w] inside the window
         n_s = max(b_s - a, 0)
         if n_s >= w:
-            err[e] = _mad(s[e, a:b_s]) / np.sqrt(max(n_s / w, 1.0))
+            err[e] = _mad(der.means(e, a, b_s)) / np.sqrt(max(n_s / w, 1.0))
         else:
             err[e] = _mad(window)
     return level, err
 
 
 def _edge_centroid(
-    d: np.ndarray, peak_idx: np.ndarray, half: int, sign: float
+    window: np.ndarray, peak_idx: np.ndarray, n: int, half: int, sign: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroid (fractional sample index) of the part of a peak above half height,
-    and the peak's half-width in samples."""
-    n = d.shape[1]
+    and the peak's half-width in samples.
+
+    ``window[e]`` is the derivative at ``clip(peak_idx[e] - half ... + half, 0, n - 1)``.
+    """
     offs = np.arange(-half, half + 1)
     win = np.clip(peak_idx[:, None] + offs[None, :], 0, n - 1)
-    vals = sign * np.take_along_axis(d, win, axis=1)
-    peak = sign * np.take_along_axis(d, peak_idx[:, None], axis=1)
+    vals = sign * window
+    peak = sign * window[:, half : half + 1]
     wts = np.clip(vals - 0.5 * peak, 0.0, None)
     # keep only the contiguous run around the peak
     centre, width_win = half, win.shape[1]
@@ -206,21 +210,43 @@ class _PickupSettings:
 
 @dataclass(frozen=True)
 class _Records:
-    """The pulses, positive along the polarity, NaN samples filled."""
+    """The records as given, and how they read as pulses positive along the polarity."""
 
-    y: np.ndarray  #: (events, samples), V, float64
+    signal: np.ndarray  #: (events, samples), V, as given (NaN: missing)
+    polarity: float  #: ±1
+    fill: np.ndarray  #: per event, the value of its non-finite samples (their median)
     t0: np.ndarray  #: time of each event's first sample, µs
     dt: np.ndarray  #: each event's sampling interval, µs
     status: np.ndarray  #: int8, 1 where too few finite samples
 
+    def values(self, e: int, a: int, b: int) -> np.ndarray:
+        """Samples ``a:b`` of event ``e`` along the polarity, non-finite ones filled."""
+        y = np.array(self.signal[e, a:b], dtype=np.float64)
+        y[~np.isfinite(y)] = self.fill[e]
+        return self.polarity * y
+
 
 @dataclass(frozen=True)
 class _Derivative:
-    """Running means and the smoothed derivative of the records."""
+    """Running means and the smoothed derivative of the records, from their
+    cumulative sums (the values are formed on demand, for the few windows read)."""
 
-    mean_fwd: np.ndarray  #: mean of ``y[i : i+w]`` (NaN past the end)
-    d: np.ndarray  #: mean_fwd[i] - mean_fwd[i-w]: the edge detector
-    sigma: np.ndarray  #: MAD-scaled noise of ``d`` per event
+    cumsum: np.ndarray  #: (events, samples + 1): sums of the first i samples
+    w: int  #: samples per running mean
+    sigma: np.ndarray  #: MAD-scaled noise of the derivative per event
+    i_in: np.ndarray  #: index of the derivative's maximum (the entry edge)
+    i_out: np.ndarray  #: index of its minimum in the exit search range (0 if empty)
+    window_in: np.ndarray  #: (events, 2 h + 1): derivative at ``clip(i_in - h ... i_in + h)``
+    window_out: np.ndarray  #: the same around ``i_out``
+
+    def means(self, e: int, a: int, b: int) -> np.ndarray:
+        """Means of ``y[i : i + w]`` for ``i`` in ``a:b`` of event ``e`` (NaN past the end)."""
+        n = self.cumsum.shape[1] - 1
+        cs = self.cumsum[e]
+        stop = max(min(b, n - self.w + 1), a)
+        out = np.full(max(b - a, 0), np.nan)
+        out[: stop - a] = (cs[a + self.w : stop + self.w] - cs[a:stop]) / self.w
+        return out
 
 
 @dataclass(frozen=True)
@@ -273,100 +299,158 @@ def _pickup_settings(
 def _records(
     start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: _PickupSettings
 ) -> _Records:
-    """Step 1: the records as float64, NaN samples taking the event's median."""
+    """Step 1: the records as given; non-finite samples read as the event's median."""
     n_ev = signal_v.shape[0]
     status = np.zeros(n_ev, np.int8)
-    finite = np.isfinite(signal_v)
-    y = np.array(signal_v, dtype=np.float64)  # our own copy (the sign is applied in step 2)
-    if not bool(finite.all()):
-        status[finite.sum(axis=1) < 4 * s.w] = 1
-        for e in np.nonzero(~finite.all(axis=1))[0]:
-            good = y[e][finite[e]]
-            y[e][~finite[e]] = np.median(good) if good.size else 0.0
-    return _Records(y=y, t0=np.broadcast_to(start_us, (n_ev,)),
+    fill = np.zeros(n_ev)
+    finite = _finite_counts(signal_v)
+    if bool((finite < signal_v.shape[1]).any()):
+        status[finite < 4 * s.w] = 1
+        for e in np.nonzero(finite < signal_v.shape[1])[0]:  # events with missing samples
+            y = np.asarray(signal_v[e], dtype=np.float64)
+            good = y[np.isfinite(y)]
+            fill[e] = np.median(good) if good.size else 0.0
+    return _Records(signal=signal_v, polarity=float(s.polarity), fill=fill,
+                    t0=np.broadcast_to(start_us, (n_ev,)),
                     dt=np.broadcast_to(interval_us, (n_ev,)), status=status)
 
 
 @numba.njit(cache=True, nogil=True)
-def _running_means(y, polarity, w, mean_fwd, d):  # pragma: no cover - compiled
-    """Per row: ``y *= polarity``; ``mean_fwd[i]`` = mean of ``y[i:i+w]`` (NaN past
-    the end); ``d[i] = mean_fwd[i] - mean_fwd[i-w]`` on ``[w, n-w]``, else 0.
+def _finite_counts(y):  # pragma: no cover - compiled
+    """Finite samples per row."""
+    rows, n = y.shape
+    out = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        c = 0
+        for i in range(n):
+            v = np.float64(y[r, i])
+            c += v - v == 0.0
+        out[r] = c
+    return out
 
-    One pass per row; the running sum is the sequential float64 cumulative sum
-    ``numpy.cumsum`` forms, so the values are those of the array formulas.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _derivative_at(core, n, w, i):  # pragma: no cover - compiled
+    """``d[i]``: ``core[i - w]`` on ``[w, n - w]``, else 0 (see :func:`_derivative_rows`)."""
+    if w <= i <= n - w:
+        return core[i - w]
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_extreme(core, n, w, lo, hi, sign):  # pragma: no cover - compiled
+    """``lo + numpy.argmax(sign * d[lo:hi])`` for d of :func:`_derivative_at`: the
+    first largest value, or the first NaN; d is 0 outside ``[w, n - w]``."""
+    a = max(lo, w)
+    b = max(min(hi, n - w + 1), a)
+    best = -np.inf
+    at = -1
+    first_nan = -1
+    for i in range(a, b):
+        v = sign * core[i - w]
+        if v > best:
+            best = v
+            at = i
+        if v != v and first_nan < 0:
+            first_nan = i
+    if first_nan >= 0:
+        return first_nan
+    # the zeros before and after the core, at their first index
+    if lo < a and (at < 0 or not (best > 0.0)):
+        return lo
+    if b < hi and (at < 0 or 0.0 > best):
+        return b
+    return at if at >= 0 else lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _derivative_rows(
+    y, polarity, fill, w, min_transit, max_transit, half, cs_out
+):  # pragma: no cover - compiled
+    """Per row: cumulative sums, the derivative's noise, its entry and exit edges.
+
+    ``cs_out[r, i]`` is the sequential float64 sum of the first ``i`` samples
+    ``polarity * y`` (non-finite samples read as ``fill[r]``), the sums
+    ``numpy.cumsum`` forms; ``mean_fwd[i] = (cs[i + w] - cs[i]) / w`` and the
+    derivative ``d[i] = mean_fwd[i] - mean_fwd[i - w]`` on ``[w, n - w]``, else 0,
+    are the values of the array formulas.  Returns the median absolute deviation
+    of ``d[w : n - w + 1]`` (exact, :func:`~idexdask.analysis.selection.median_and_mad`),
+    the index of d's maximum and that of its minimum on
+    ``[i_in + min_transit, i_in + max_transit]`` (first on ties, NaN first, as
+    ``numpy.argmax``), and d on ``clip(i - half ... i + half)`` around each.
     """
     rows, n = y.shape
-    cs = np.empty(n + 1)
+    m = n - 2 * w + 1
+    mad = np.empty(rows)
+    i_in = np.zeros(rows, dtype=np.int64)
+    i_out = np.zeros(rows, dtype=np.int64)
+    win_in = np.empty((rows, 2 * half + 1))
+    win_out = np.empty((rows, 2 * half + 1))
+    mean = np.empty(n - w + 1)
+    core = np.empty(m)
+    scratch = np.empty(m)
     for r in range(rows):
+        cs = cs_out[r]
         total = 0.0
         cs[0] = 0.0
         for i in range(n):
-            v = polarity * y[r, i]
-            y[r, i] = v
-            total += v
+            v = np.float64(y[r, i])
+            if v - v != 0.0:  # NaN or infinite
+                v = fill[r]
+            total += polarity * v
             cs[i + 1] = total
-        for i in range(n):  # d[i] needs mean_fwd[i - w], already made
-            mean_fwd[r, i] = (cs[i + w] - cs[i]) / w if i <= n - w else np.nan
-            d[r, i] = mean_fwd[r, i] - mean_fwd[r, i - w] if w <= i <= n - w else 0.0
+        for i in range(n - w + 1):
+            mean[i] = (cs[i + w] - cs[i]) / w
+            if i >= w:
+                core[i - w] = mean[i] - mean[i - w]
+        at = _first_extreme(core, n, w, 0, n, 1.0)  # d's maximum over the row
+        i_in[r] = at
+        _, mad[r] = median_and_mad(core, m, scratch)
+        lo = min(at + min_transit, n)
+        hi = min(at + max_transit + 1, n)
+        out = _first_extreme(core, n, w, lo, hi, -1.0) if hi > lo else 0
+        i_out[r] = out
+        for k in range(2 * half + 1):
+            win_in[r, k] = _derivative_at(core, n, w, min(max(at + k - half, 0), n - 1))
+            win_out[r, k] = _derivative_at(core, n, w, min(max(out + k - half, 0), n - 1))
+    return mad, i_in, i_out, win_in, win_out
 
 
-def _derivative(y: np.ndarray, w: int, polarity: int) -> _Derivative:
-    """Step 2a: pulses made positive (``y`` in place), ``w``-sample running means and
-    their difference, and the derivative's noise."""
-    n_ev, n = y.shape
-    mean_fwd = np.empty((n_ev, n))
-    d = np.empty((n_ev, n))
-    _running_means(y, float(polarity), int(w), mean_fwd, d)
-    core = d[:, w : n - w + 1]
-    sigma = MAD_TO_SIGMA * _row_mads(core)
+def _derivative(rec: _Records, s: _PickupSettings) -> _Derivative:
+    """Step 2a: the running means' sums, the derivative's noise and its edge peaks.
+
+    One compiled pass per record makes the sums; the derivative's values come
+    from them as needed (its median and MAD, the edge searches and windows).
+    """
+    n_ev, n = rec.signal.shape
+    w = s.w
+    cumsum = np.empty((n_ev, n + 1))
+    mad, i_in, i_out, window_in, window_out = _derivative_rows(
+        rec.signal, rec.polarity, rec.fill, int(w), int(s.min_transit), int(s.max_transit),
+        int(s.edge_half), cumsum)
+    sigma = MAD_TO_SIGMA * mad
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse)
-        sigma = np.where(sigma > 0, sigma, np.std(core, axis=1))
+        for e in np.nonzero(~(sigma > 0))[0]:
+            mean = (cumsum[e, w:] - cumsum[e, :-w]) / w  # mean_fwd[0 : n - w + 1]
+            core = mean[w:] - mean[:-w]  # d[w : n - w + 1]
+            sigma[e] = np.std(core) if core.size else np.nan
     sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)
-    return _Derivative(mean_fwd=mean_fwd, d=d, sigma=sigma)
-
-
-def _row_median_inplace(a: np.ndarray) -> float:
-    """``numpy.median`` of a 1-D scratch array, reordering it (no copy)."""
-    k = a.size // 2
-    if a.size % 2:
-        a.partition(k)
-        return float(a[k])
-    a.partition((k - 1, k))
-    return float(0.5 * (a[k - 1] + a[k]))
-
-
-def _row_mads(core: np.ndarray) -> np.ndarray:
-    """Median absolute deviation from the median of each row (one scratch copy per row)."""
-    out = np.empty(core.shape[0])
-    scratch = np.empty(core.shape[1])
-    for e in range(core.shape[0]):
-        scratch[:] = core[e]
-        med = _row_median_inplace(scratch)
-        np.subtract(scratch, med, out=scratch)  # the same values, in another order
-        np.abs(scratch, out=scratch)
-        out[e] = _row_median_inplace(scratch)
-    return out
+    return _Derivative(cumsum=cumsum, w=w, sigma=sigma, i_in=i_in, i_out=i_out,
+                       window_in=window_in, window_out=window_out)
 
 
 def _edges(der: _Derivative, s: _PickupSettings, status: np.ndarray) -> _Edges:
     """Step 2b: entry = the derivative's maximum, exit = its minimum in the transit range."""
-    d = der.d
-    n_ev, n = d.shape
-    rows = np.arange(n_ev)
-    i_in = np.argmax(d, axis=1)
-    peak_in = d[rows, i_in]
+    half = s.edge_half
+    peak_in = der.window_in[:, half]
     status[(status == 0) & (peak_in < s.threshold_sigma * der.sigma)] = 2
-    i_out = np.zeros(n_ev, np.int64)
-    for e in range(n_ev):  # the exit search range: a slice per event
-        lo = min(int(i_in[e]) + s.min_transit, n)
-        hi = min(int(i_in[e]) + s.max_transit + 1, n)
-        i_out[e] = lo + int(np.argmin(d[e, lo:hi])) if hi > lo else 0
-    peak_out = -d[rows, i_out]
+    peak_out = -der.window_out[:, half]
     status[(status == 0) & ~(peak_out >= s.threshold_sigma * der.sigma)] = 3
-    c_in, hw_in = _edge_centroid(d, i_in, s.edge_half, +1.0)
-    c_out, hw_out = _edge_centroid(d, i_out, s.edge_half, -1.0)
+    n = der.cumsum.shape[1] - 1
+    c_in, hw_in = _edge_centroid(der.window_in, der.i_in, n, half, +1.0)
+    c_out, hw_out = _edge_centroid(der.window_out, der.i_out, n, half, -1.0)
     return _Edges(peak_in=peak_in, peak_out=peak_out, c_in=c_in, c_out=c_out,
                   hw_in=hw_in, hw_out=hw_out)
 
@@ -382,8 +466,8 @@ def _levels(rec: _Records, der: _Derivative, edges: _Edges, s: _PickupSettings) 
     short = (b_hi - np.maximum(b_lo, 0) < 2 * s.w) | (p_hi - p_lo < 4)
     rec.status[(rec.status == 0) & short] = 4
     b_lo = np.maximum(b_lo, 0)
-    baseline, baseline_err = _window_stats(rec.y, der.mean_fwd, b_lo, b_hi, s.w)
-    plateau, plateau_err = _window_stats(rec.y, der.mean_fwd, p_lo, p_hi, s.w)
+    baseline, baseline_err = _window_stats(rec, der, b_lo, b_hi)
+    plateau, plateau_err = _window_stats(rec, der, p_lo, p_hi)
     height = plateau - baseline
     height_err = np.hypot(plateau_err, baseline_err)
     with np.errstate(all="ignore"):
@@ -526,7 +610,7 @@ def pickup_uniform(
         edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
     )
     rec = _records(t0, dt_ev, y, settings)              # 1. NaN samples
-    der = _derivative(rec.y, settings.w, polarity)      # 2. smoothed derivative
+    der = _derivative(rec, settings)                    # 2. smoothed derivative
     edges = _edges(der, settings, rec.status)           # 2. entry and exit edges
     levels = _levels(rec, der, edges, settings)         # 4. pulse height
     return _pickup_dataset(                             # 3, 5. speed, charge, errors

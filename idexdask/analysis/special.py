@@ -8,7 +8,7 @@ scalar versions serve the numba kernels:
   (:func:`scipy_erfcx_address`; both in :mod:`idexdask.compat.erfcx`, the
   adapter for SciPy's internals, which returns address 0 where they are not
   usable).  Kernels that reproduce the array code's
-  expressions (``engine: auto``, :func:`~idexdask.analysis.peaks.line_heights`)
+  expressions (``engine: auto``, :func:`~idexdask.analysis.line_fits.line_heights`)
   use it: their values then differ from the array code's only where libm's exp
   and NumPy's CPU-specific SIMD exp round apart (an ulp).
 * :func:`erfcx_kernel`: a piecewise polynomial that the compiler inlines.  On

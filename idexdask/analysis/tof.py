@@ -44,15 +44,10 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peaks import (
-    LineFits,
-    PeakCandidates,
-    detect_peaks,
-    fit_lines,
-    sample_step,
-)
+from idexdask.analysis.line_fits import LineFits, fit_lines
+from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
-from idexdask.analysis.signal_quality import _fill_value
+from idexdask.analysis.signal_quality import fill_value
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
@@ -334,7 +329,7 @@ def merge_gains(
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
-        fill = _fill_value(var.attrs)
+        fill = fill_value(var.attrs)
         has_fill.append(math.isfinite(fill))
         fills.append(fill)
         vmin, vmax = _rails(var)

@@ -27,7 +27,7 @@ import numpy as np
 
 from idexdask.errors import ConfigError
 
-__all__ = ["PowerLawCurve", "VelocityStatus", "dust_mass", "invert_rise_time"]
+__all__ = ["MonotonicRange", "PowerLawCurve", "VelocityStatus", "dust_mass", "invert_rise_time"]
 
 PICOCOULOMB = 1e-12  # C
 
@@ -42,6 +42,23 @@ class VelocityStatus(IntEnum):
     """Rise time outside the curve's range over its validity interval: NaN."""
     NO_CHARGE = 3
     """Velocity known but no usable charge: mass NaN."""
+
+
+@dataclass(frozen=True)
+class MonotonicRange:
+    """Direction and image of a monotonic curve over its velocity range.
+
+    Attributes
+    ----------
+    decreasing : bool
+        Whether ``f`` decreases with ``v``.
+    lo, hi : float
+        Smallest and largest ``log10 f`` over the range.
+    """
+
+    decreasing: bool
+    lo: float
+    hi: float
 
 
 @dataclass(frozen=True)
@@ -96,15 +113,14 @@ class PowerLawCurve:
         """``f(v)``."""
         return 10.0 ** self.log10(v)
 
-    def monotonic_range(self) -> tuple[bool, float, float]:
+    def monotonic_range(self) -> MonotonicRange:
         """Direction and range of ``log10 f`` over :attr:`v_range` (checked on a fine grid).
 
         Returns
         -------
-        decreasing : bool
-            Whether ``f`` decreases with ``v``.
-        lo, hi : float
-            Smallest and largest ``log10 f`` over the range.
+        MonotonicRange
+            Whether ``f`` decreases with ``v``, and the smallest and largest
+            ``log10 f`` over the range.
 
         Raises
         ------
@@ -119,7 +135,7 @@ class PowerLawCurve:
             raise ConfigError("rise-time curve is not monotonic over its velocity range")
         decreasing = bool(steps[0] < 0)
         lo, hi = (grid[-1], grid[0]) if decreasing else (grid[0], grid[-1])
-        return decreasing, float(lo), float(hi)
+        return MonotonicRange(decreasing=decreasing, lo=float(lo), hi=float(hi))
 
 
 def invert_rise_time(
@@ -145,11 +161,12 @@ def invert_rise_time(
     """
     tr = np.asarray(rise_time, dtype=float)
     lv0, lv1 = np.log10(curve.v_range[0]), np.log10(curve.v_range[1])
-    decreasing, lo_val, hi_val = curve.monotonic_range()
+    image = curve.monotonic_range()
+    decreasing = image.decreasing
     with np.errstate(all="ignore"):
         target = np.log10(tr)
     ok = np.isfinite(target) & (tr > 0)
-    inside = ok & (target >= lo_val) & (target <= hi_val)
+    inside = ok & (target >= image.lo) & (target <= image.hi)
     lo = np.full(tr.shape, lv0)
     hi = np.full(tr.shape, lv1)
     # one errstate for the loop (not one per curve evaluation): the fixed cost of a

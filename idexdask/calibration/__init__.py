@@ -3,7 +3,7 @@
 * :class:`TOFMassCal` -- ``t = t0 + sum_k a_k sqrt(m)**k`` fitted from assigned
   lines, with an exact safeguarded-Newton inversion (:meth:`TOFMassCal.mass`)
   and :func:`mass_axis` for many events at once.
-* :func:`bootstrap_calibration` (one spectrum) and :func:`bootstrap_calibrations`
+* :func:`comb_calibration` (one spectrum) and :func:`comb_calibrations`
   (many at once, same results) -- calibrate spectra without known lines by
   aligning a comb of common impact ions with its peaks.
 * :mod:`~idexdask.calibration.ions` -- ion masses from formulas (periodictable).
@@ -11,16 +11,15 @@
 Settings live in ``configs/calibration.yaml`` (:func:`load_calibration_settings`).
 """
 
-from idexdask.calibration.bootstrap import (
+from idexdask.calibration.comb import (
     Assignment,
-    BootstrapBatch,
-    BootstrapResult,
-    BootstrapStatus,
+    CombBatch,
+    CombResult,
+    CombStatus,
     UncalibratedReason,
-    bootstrap_calibration,
-    bootstrap_calibrations,
+    comb_calibration,
+    comb_calibrations,
     stack_coefficients,
-    synthetic_peaks,
 )
 from idexdask.calibration.ions import (
     ELECTRON_MASS_U,
@@ -30,28 +29,27 @@ from idexdask.calibration.ions import (
     ion_mass,
     parse_formula,
 )
+from idexdask.calibration.mass_axes import MassFlag, mass_axis, time_axis
 from idexdask.calibration.settings import (
     BootstrapSettings,
     CalibrationSettings,
     FitSettings,
     load_calibration_settings,
 )
+from idexdask.calibration.synthetic import synthetic_peaks
 from idexdask.calibration.tofmass import (
     CalibrationStatus,
-    MassFlag,
     TOFMassCal,
     adaptive_order,
-    mass_axis,
     min_slope,
-    time_axis,
 )
 
 __all__ = [
     "Assignment",
-    "BootstrapBatch",
-    "BootstrapResult",
+    "CombBatch",
+    "CombResult",
     "BootstrapSettings",
-    "BootstrapStatus",
+    "CombStatus",
     "CalibrationSettings",
     "CalibrationStatus",
     "ELECTRON_MASS_U",
@@ -61,8 +59,8 @@ __all__ = [
     "TOFMassCal",
     "UncalibratedReason",
     "adaptive_order",
-    "bootstrap_calibration",
-    "bootstrap_calibrations",
+    "comb_calibration",
+    "comb_calibrations",
     "build_ion_table",
     "ion_label",
     "ion_mass",

@@ -44,8 +44,9 @@ from typing import Any
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.calibration.bootstrap import CalibrationSettings
-from idexdask.calibration.tofmass import mass_axis, min_slope
+from idexdask.calibration.mass_axes import mass_axis
+from idexdask.calibration.settings import CalibrationSettings
+from idexdask.calibration.tofmass import min_slope
 
 __all__ = [
     "CampaignCalibration",

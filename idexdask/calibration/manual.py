@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.calibration.bootstrap import CalibrationSettings
 from idexdask.calibration.ions import ion_mass
+from idexdask.calibration.settings import CalibrationSettings
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, IdexDaskError
 

@@ -4,8 +4,8 @@ The calibration is ``t(s) = sum_k c_k s^k`` with ``s = sqrt(m)`` (µs, u), as in
 :class:`~idexdask.calibration.tofmass.TOFMassCal`.  These are scalar, per-event
 versions of :meth:`TOFMassCal.fit <idexdask.calibration.tofmass.TOFMassCal.fit>`,
 :func:`~idexdask.calibration.tofmass.min_slope` and
-:func:`~idexdask.calibration.tofmass.time_axis` for the batched calibration of
-many events at once (:func:`idexdask.calibration.bootstrap.bootstrap_calibrations`):
+:func:`~idexdask.calibration.mass_axes.time_axis` for the batched calibration of
+many events at once (:func:`idexdask.calibration.comb.comb_calibrations`):
 at a handful of lines per event the NumPy versions are dominated by call overhead.
 
 They follow the NumPy code step by step, down to the BLAS/LAPACK calls and the

@@ -21,11 +21,11 @@ import xarray as xr
 from idexdask._logging import get_logger
 from idexdask.analysis.hv_settings import split_groups_by_high_voltage
 from idexdask.analysis.products import TofLines, add_with_coordinate, epoch_variable
-from idexdask.calibration.bootstrap import bootstrap_calibrations
 from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
+from idexdask.calibration.comb import comb_calibrations
 from idexdask.calibration.manual import manual_calibrations
+from idexdask.calibration.mass_axes import mass_axis
 from idexdask.calibration.settings import load_calibration_settings
-from idexdask.calibration.tofmass import mass_axis
 from idexdask.sources.defaults import resolve_preset
 
 __all__ = [
@@ -136,7 +136,7 @@ def mass_calibration_products(
 ) -> np.ndarray:
     """The automatic mass calibration of every event from its fitted TOF lines.
 
-    Each event's comb alignment and fit (:func:`bootstrap_calibrations`), then
+    Each event's comb alignment and fit (:func:`comb_calibrations`), then
     one shape per group of events (input file or lab run, split where the high
     voltage changes) with a shift per event (:func:`calibrate_groups`).  Adds
     the :func:`calibration_variables` to ``out``.
@@ -178,7 +178,7 @@ def mass_calibration_products(
     # lines are sorted by event: the good ones of event e are one slice
     offsets = np.zeros(n_events + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines.event[good], minlength=n_events), out=offsets[1:])
-    batch = bootstrap_calibrations(
+    batch = comb_calibrations(
         lines.center[good], lines.area[good], offsets, settings=calibration_settings
     )
     for e in np.nonzero(batch.reason_code < 0)[0]:

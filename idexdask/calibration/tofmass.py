@@ -14,20 +14,13 @@ Coefficients are stored low order first, ``[t0, a_1, ..., a_K]``.  Arrays of
 coefficients for many events are ``(n_events, K+1)``; rows may be padded with
 zeros to a common order, and a row of NaN marks an uncalibrated event.
 
-Valid domain and the rule outside it
-------------------------------------
+The mass range and the rule outside it
+--------------------------------------
 A calibration is valid over ``mass_range = (m_min, m_max)`` (default 0.5 to
-300 u), on which ``dt/ds`` is strictly positive (checked when fitting).  Between
-``s = 0`` and ``s_min = sqrt(m_min)`` the mapping is *bridged* linearly in ``s``
-from ``t0`` to ``t(m_min)``, so that ``time`` and ``mass`` stay continuous,
-strictly monotonic and exact inverses of each other on ``[0, m_max]``.  Then
-
-* ``t < t0``  (before the impact): mass **0**, flag :attr:`MassFlag.BEFORE_T0`.
-  Zero rather than NaN keeps a mass axis non-decreasing and usable with
-  ``numpy.interp``; the flag says which samples carry no mass information.
-* ``t0 <= t < t(m_min)``: bridge value, flag :attr:`MassFlag.BELOW_RANGE`.
-* ``t > t(m_max)``: clipped to ``m_max``, flag :attr:`MassFlag.ABOVE_RANGE`.
-* ``t`` not finite, or an uncalibrated event: NaN, flag :attr:`MassFlag.INVALID`.
+300 u), on which ``dt/ds`` is strictly positive (checked when fitting); how
+times map to masses outside it, and the per-sample :class:`MassFlag`, are those
+of :func:`~idexdask.calibration.mass_axes.mass_axis` (see
+:mod:`idexdask.calibration.mass_axes`), which :meth:`TOFMassCal.mass` uses.
 
 Examples
 --------
@@ -49,27 +42,29 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from idexdask._logging import get_logger
+from idexdask.calibration.mass_axes import (
+    DEFAULT_MASS_RANGE,
+    check_mass_range,
+    mass_axis,
+    time_axis,
+)
+from idexdask.calibration.settings import load_calibration_settings
 from idexdask.errors import CalibrationError
 
 __all__ = [
+    "STATUS_CODES",
     "CalibrationStatus",
-    "MassFlag",
     "TOFMassCal",
     "adaptive_order",
-    "mass_axis",
-    "time_axis",
     "min_slope",
+    "slope_grid",
 ]
 
 _log = get_logger(__name__)
 
-#: Default calibrated mass range, u.
-DEFAULT_MASS_RANGE: tuple[float, float] = (0.5, 300.0)
 #: Default minimum number of lines for orders 1, 2, 3 (2 -> K=1, 3-5 -> K=2, >=6 -> K=3).
 DEFAULT_MIN_LINES_FOR_ORDER: tuple[int, ...] = (2, 3, 6)
-_N_TABLE = 64  # s-grid nodes of the inversion look-up table (initial guess and bracket)
 _N_SLOPE_GRID = 512  # dense s-grid of the monotonicity check
-_MAX_ITER = 100
 
 
 class CalibrationStatus(enum.StrEnum):
@@ -85,58 +80,6 @@ class CalibrationStatus(enum.StrEnum):
     def usable(self) -> bool:
         """True when the calibration defines a mass axis."""
         return self in (CalibrationStatus.CALIBRATED, CalibrationStatus.REDUCED_ORDER)
-
-
-class MassFlag(enum.IntEnum):
-    """Per-sample flag of a mass axis (see the module docstring)."""
-
-    OK = 0
-    BEFORE_T0 = 1
-    BELOW_RANGE = 2
-    ABOVE_RANGE = 3
-    INVALID = 4
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _horner(c: NDArray, s: NDArray) -> NDArray:
-    """sum_k c[..., k] * s**k with ``c`` (E, K+1) and ``s`` (E, N)."""
-    out = np.broadcast_to(c[:, -1:], s.shape).copy()
-    for k in range(c.shape[1] - 2, -1, -1):
-        out *= s
-        out += c[:, k : k + 1]
-    return out
-
-
-def _horner_deriv(c: NDArray, s: NDArray) -> NDArray:
-    """d/ds of :func:`_horner`."""
-    kmax = c.shape[1] - 1
-    if kmax < 1:
-        return np.zeros_like(s)
-    out = np.broadcast_to(kmax * c[:, -1:], s.shape).copy()
-    for k in range(kmax - 1, 0, -1):
-        out *= s
-        out += k * c[:, k : k + 1]
-    return out
-
-
-def _as_coefficients(coefficients: ArrayLike) -> NDArray:
-    c = np.asarray(coefficients, dtype=float)
-    if c.ndim == 1:
-        c = c[None, :]
-    if c.ndim != 2 or c.shape[1] < 2:
-        raise CalibrationError(
-            f"coefficients must be (K+1,) or (n_events, K+1) with K >= 1, got shape {c.shape}"
-        )
-    return c
-
-
-def _check_range(mass_range: Sequence[float]) -> tuple[float, float]:
-    lo, hi = (float(v) for v in mass_range)
-    if not (math.isfinite(lo) and math.isfinite(hi) and 0.0 < lo < hi):
-        raise CalibrationError(f"mass_range must satisfy 0 < m_min < m_max, got {mass_range!r}")
-    return lo, hi
 
 
 def min_slope(coefficients: ArrayLike, s_lo: float, s_hi: float) -> float:
@@ -224,191 +167,6 @@ def adaptive_order(
     return int(max(0, min(order, max_order, n_lines - 1)))
 
 
-# --------------------------------------------------------------------------- inversion
-
-
-def _invert(
-    c: NDArray, t: NDArray, s_min: float, s_max: float
-) -> tuple[NDArray, NDArray]:
-    """Solve ``t = T(s)`` for s, rows of ``c`` (E, K+1) against rows of ``t`` (E, N).
-
-    Safeguarded Newton: a look-up table of T on an s-grid gives each sample a
-    tight bracket [lo, hi] and a linear-interpolation start; a Newton step that
-    leaves the bracket is replaced by bisection; the bracket shrinks with every
-    evaluation.  Returns s (E, N) and flags (E, N).
-    """
-    n_ev, n_smp = t.shape
-    s = np.zeros(t.shape)
-    flags = np.zeros(t.shape, dtype=np.int8)
-
-    grid = np.linspace(s_min, s_max, _N_TABLE)
-    tab = _horner(c, np.broadcast_to(grid, (n_ev, _N_TABLE)))
-    t0 = c[:, 0]
-    t_lo = tab[:, 0]
-    t_hi = tab[:, -1]
-    with np.errstate(invalid="ignore"):
-        good_row = np.all(np.isfinite(c), axis=1) & np.all(np.diff(tab, axis=1) > 0, axis=1)
-        good_row &= t_lo > t0
-    if not np.all(good_row):
-        _log.debug("%d of %d events have no monotonic calibration", (~good_row).sum(), n_ev)
-
-    finite = np.isfinite(t) & good_row[:, None]
-    flags[~finite] = MassFlag.INVALID
-    s[~finite] = np.nan
-
-    t0b = t0[:, None]
-    t_lob = t_lo[:, None]
-    t_hib = t_hi[:, None]
-    with np.errstate(invalid="ignore"):
-        before = finite & (t < t0b)
-        bridge = finite & (t >= t0b) & (t < t_lob)
-        above = finite & (t > t_hib)
-    inside = finite & ~before & ~bridge & ~above
-
-    flags[before] = MassFlag.BEFORE_T0
-    s[before] = 0.0
-    flags[above] = MassFlag.ABOVE_RANGE
-    s[above] = s_max
-    if np.any(bridge):
-        row = np.nonzero(bridge)[0]
-        s[bridge] = s_min * (t[bridge] - t0[row]) / (t_lo[row] - t0[row])
-        flags[bridge] = MassFlag.BELOW_RANGE
-
-    if not np.any(inside):
-        return s, flags
-    row, col = np.nonzero(inside)
-    tt = t[row, col]
-    # Bracket from the table: normalise each row to [0, 1] and offset by row index
-    # so one searchsorted serves all events at once.
-    good_idx = np.nonzero(good_row)[0]
-    span = (t_hi - t_lo)[good_idx]
-    key_tab = ((tab[good_idx] - t_lo[good_idx, None]) / span[:, None]).clip(0.0, 1.0)
-    key_tab += np.arange(good_idx.size)[:, None] * 2.0
-    pos_of_row = np.full(n_ev, -1)
-    pos_of_row[good_idx] = np.arange(good_idx.size)
-    prow = pos_of_row[row]
-    key = ((tt - t_lo[row]) / (t_hi - t_lo)[row]).clip(0.0, 1.0) + prow * 2.0
-    j = np.searchsorted(key_tab.ravel(), key, side="right") - 1 - prow * _N_TABLE
-    j = j.clip(0, _N_TABLE - 2)
-    lo = grid[j].copy()
-    hi = grid[j + 1].copy()
-    tab_lo = tab[row, j]
-    tab_hi = tab[row, j + 1]
-    x = lo + (hi - lo) * ((tt - tab_lo) / (tab_hi - tab_lo)).clip(0.0, 1.0)
-
-    cr = c[row]
-    active = np.arange(tt.size)
-    tol = 4.0 * np.finfo(float).eps * s_max
-    for _ in range(_MAX_ITER):
-        ca = cr[active]
-        xa = x[active][:, None]
-        f = _horner(ca, xa)[:, 0] - tt[active]
-        fp = _horner_deriv(ca, xa)[:, 0]
-        xa = xa[:, 0]
-        lo_a = np.where(f < 0, xa, lo[active])
-        hi_a = np.where(f > 0, xa, hi[active])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            step = np.where(fp > 0, f / fp, np.inf)
-        x_new = xa - step
-        out = ~((x_new > lo_a) & (x_new < hi_a))
-        x_new[out] = 0.5 * (lo_a[out] + hi_a[out])
-        done = (f == 0) | (np.abs(x_new - xa) <= tol) | (hi_a - lo_a <= tol)
-        x_new[f == 0] = xa[f == 0]
-        x[active] = x_new
-        lo[active] = lo_a
-        hi[active] = hi_a
-        active = active[~done]
-        if active.size == 0:
-            break
-    else:  # pragma: no cover - bisection bounds the count well below _MAX_ITER
-        _log.warning("mass inversion: %d samples did not converge", active.size)
-    s[row, col] = x
-    return s, flags
-
-
-def _broadcast_rows(c: NDArray, values: ArrayLike) -> tuple[NDArray, NDArray, tuple[int, ...]]:
-    v = np.asarray(values, dtype=float)
-    n_ev = c.shape[0]
-    if v.ndim == 0:
-        v2 = np.broadcast_to(v, (n_ev, 1))
-    elif v.ndim == 1 and n_ev == 1:
-        v2 = v[None, :]
-    elif v.ndim == 1:
-        v2 = np.broadcast_to(v, (n_ev, v.size))
-    elif v.ndim == 2 and v.shape[0] in (1, n_ev):
-        v2 = np.broadcast_to(v, (n_ev, v.shape[1]))
-    else:
-        raise CalibrationError(
-            f"values of shape {v.shape} do not broadcast against {n_ev} events"
-        )
-    return c, np.ascontiguousarray(v2), v.shape
-
-
-def mass_axis(
-    coefficients: ArrayLike,
-    t: ArrayLike,
-    mass_range: Sequence[float] = DEFAULT_MASS_RANGE,
-    *,
-    return_flags: bool = False,
-) -> NDArray | tuple[NDArray, NDArray]:
-    """Mass axis for many events at once (vectorised inversion).
-
-    Parameters
-    ----------
-    coefficients : array_like, shape (K+1,) or (n_events, K+1)
-        ``[t0, a_1, ..., a_K]`` per event, µs and µs/u**(k/2); NaN rows give NaN.
-    t : array_like
-        Times, µs: a scalar, ``(n_samples,)`` shared by all events, or
-        ``(n_events, n_samples)``.
-    mass_range : (float, float)
-        Calibrated range (m_min, m_max), u; must match the fit's.
-    return_flags : bool
-        Also return the :class:`MassFlag` of every sample.
-
-    Returns
-    -------
-    mass : numpy.ndarray
-        ``(n_events, n_samples)`` (or the shape of ``t`` for one event), u.
-    flags : numpy.ndarray of int8, optional
-        Same shape.
-    """
-    m_min, m_max = _check_range(mass_range)
-    c = _as_coefficients(coefficients)
-    c, tt, shape_in = _broadcast_rows(c, t)
-    s, flags = _invert(c, tt, math.sqrt(m_min), math.sqrt(m_max))
-    m = np.minimum(s * s, m_max)
-    if np.asarray(coefficients).ndim == 1:
-        m = m.reshape(shape_in)
-        flags = flags.reshape(shape_in)
-    return (m, flags) if return_flags else m
-
-
-def time_axis(
-    coefficients: ArrayLike, m: ArrayLike, mass_range: Sequence[float] = DEFAULT_MASS_RANGE
-) -> NDArray:
-    """Arrival times of masses ``m`` (u) for one or many events, µs.
-
-    Below ``m_min`` the linear-in-sqrt(m) bridge to ``t0`` is used (see module
-    docstring); above ``m_max`` the polynomial is extrapolated.  Negative or
-    non-finite masses give NaN.
-    """
-    m_min, _ = _check_range(mass_range)
-    c = _as_coefficients(coefficients)
-    c, mm, shape_in = _broadcast_rows(c, m)
-    with np.errstate(invalid="ignore"):
-        s = np.sqrt(np.where(mm >= 0, mm, np.nan))
-    s_min = math.sqrt(m_min)
-    t = _horner(c, s)
-    below = s < s_min
-    if np.any(below):
-        t_lo = _horner(c, np.full((c.shape[0], 1), s_min))
-        bridged = c[:, :1] + (t_lo - c[:, :1]) * (s / s_min)
-        t = np.where(below, bridged, t)
-    if np.asarray(coefficients).ndim == 1:
-        t = t.reshape(shape_in)
-    return t
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -456,7 +214,7 @@ class TOFMassCal:
         self.coefficients = np.asarray(self.coefficients, dtype=float).ravel()
         if self.coefficients.size < 2:
             raise CalibrationError("a calibration needs at least [t0, a_1]")
-        self.mass_range = _check_range(self.mass_range)
+        self.mass_range = check_mass_range(self.mass_range)
         self.status = CalibrationStatus(self.status)
         if not self.requested_order:
             self.requested_order = self.order
@@ -583,7 +341,7 @@ class TOFMassCal:
             On malformed input: mismatched shapes, non-finite values, masses
             outside ``mass_range``, non-positive weights.
         """
-        m_min, m_max = _check_range(mass_range)
+        m_min, m_max = check_mass_range(mass_range)
         t = np.asarray(times_us, dtype=float).ravel()
         m = np.asarray(masses_u, dtype=float).ravel()
         if t.shape != m.shape:
@@ -597,8 +355,6 @@ class TOFMassCal:
         if w.shape != t.shape or not np.all(np.isfinite(w) & (w > 0)):
             raise CalibrationError("weights must be finite, > 0, one per line")
         if max_order is None or min_lines_for_order is None:
-            from idexdask.calibration.settings import load_calibration_settings  # noqa: PLC0415
-
             fit_cfg = load_calibration_settings().fit
             max_order = fit_cfg.max_order if max_order is None else max_order
             if min_lines_for_order is None:
@@ -744,5 +500,5 @@ STATUS_CODES: tuple[CalibrationStatus, ...] = (
 
 def slope_grid(mass_range: Sequence[float]) -> NDArray:
     """The dense s-grid of :func:`min_slope` over ``mass_range`` (u), sqrt(u)."""
-    m_min, m_max = _check_range(mass_range)
+    m_min, m_max = check_mass_range(mass_range)
     return np.linspace(math.sqrt(m_min), math.sqrt(m_max), _N_SLOPE_GRID)

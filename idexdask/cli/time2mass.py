@@ -3,7 +3,7 @@
 Loads one event from an input any source reads (an L0 packet file, an official
 L1a CDF, a LeCroy ``.trc`` capture or a directory of captures) or from a Zarr
 store written by ``idexdask decode`` / ``submit``; finds its TOF lines and
-calibrates them (:mod:`idexdask.calibration.time2mass`), blind or from the lines
+calibrates them (:mod:`idexdask.calibration.single_event`), blind or from the lines
 ``--lines`` names; prints the calibration and a residual table per line; and
 writes a plot (spectrum against mass with the identified lines labelled, and
 the residuals).
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.calibration.time2mass import (
+from idexdask.calibration.single_event import (
     Time2MassResult,
     calibrate_lines,
     calibration_settings,
@@ -177,7 +177,6 @@ def run_time2mass(args: argparse.Namespace) -> int:
         Unreadable source, event out of range, bad ``--lines`` or configuration.
     """
     from idexdask.analysis.products import load_analysis_settings
-    from idexdask.workflow import analyze
 
     user_lines = parse_lines(args.lines) if getattr(args, "lines", None) else None
     ds, kind = _load_source(args.source)
@@ -190,7 +189,9 @@ def run_time2mass(args: argparse.Namespace) -> int:
     settings = calibration_settings(preset, cfg)
     if has_stored_lines(ds):
         lines = event_lines(ds, index)
-    else:
+    else:  # a decoded dataset: analyse the event
+        from idexdask.workflow import analyze
+
         lines = event_lines(analyze(ds.isel(epoch=[index]).load(), cfg), 0, source="analyze")
     epoch = int(np.asarray(ds["epoch"].values)[index])
     header = (f"event              : {index} (epoch {epoch} ns) of {args.source} [{kind}]\n"

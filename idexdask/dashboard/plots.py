@@ -20,7 +20,7 @@ import pandas as pd
 import xarray as xr
 from holoviews.operation.downsample import downsample1d
 
-from idexdask.analysis.impact import impact_signal
+from idexdask.analysis.impact_model import impact_signal
 from idexdask.analysis.lineshapes import emg, gaussian
 
 __all__ = [
@@ -168,7 +168,7 @@ def waveform_plot(event: xr.Dataset, name: str, *, height: int = 160) -> hv.Over
 
 def mass_of_time(event: xr.Dataset, time: np.ndarray) -> np.ndarray | None:
     """Mass (u) of every time of ``time`` from the event's stored calibration, or None."""
-    from idexdask.calibration.tofmass import mass_axis
+    from idexdask.calibration.mass_axes import mass_axis
 
     if "mass_calibration" not in event:
         return None

@@ -1,8 +1,10 @@
 """Campaign pipeline: many inputs -> one Zarr store on a Dask cluster, resumable.
 
-* :mod:`~idexdask.pipeline.plan`: inputs -> units with exact event counts;
-* :mod:`~idexdask.pipeline.units`: :func:`process_unit`, the pluggable unit
-  function (decode, then ``idexdask.analyze``);
+* :mod:`~idexdask.pipeline.plan`: inputs -> units with exact event counts (each
+  input's source, :mod:`idexdask.sources`, cuts it), units -> packs of tasks;
+* :mod:`~idexdask.pipeline.units`: :func:`process_unit`, the unit function
+  (the source reads the unit, then ``idexdask.analyze``);
+* :mod:`~idexdask.pipeline.tasks`: the worker tasks (process, write, both);
 * :mod:`~idexdask.pipeline.store`: the full-size store and per-unit region writes;
 * :mod:`~idexdask.pipeline.manifest`: the journal of finished units;
 * :mod:`~idexdask.pipeline.overrides_store`: the store's manual override table,

@@ -371,7 +371,7 @@ def export_store(
         that cannot be written.
     """
     from idexdask.io.cdf import load_cdf_attributes
-    from idexdask.pipeline.runner import done_units
+    from idexdask.pipeline.progress import done_units
 
     formats = _check_formats(formats)
     store = Path(store)

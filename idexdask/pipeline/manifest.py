@@ -32,10 +32,11 @@ import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-__all__ = ["MANIFEST_NAME", "PIPELINE_DIR", "Manifest", "pipeline_dir"]
+__all__ = ["MANIFEST_NAME", "PIPELINE_DIR", "Manifest", "UnitRecord", "pipeline_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,62 @@ def pipeline_dir(store: str | os.PathLike, create: bool = False) -> Path:
         if not marker.exists():
             marker.write_text(_GROUP_MARKER)
     return path
+
+
+@dataclass(frozen=True)
+class UnitRecord:
+    """A ``unit`` record of the manifest: what became of one unit in one run.
+
+    The fields are those of the module docstring.  Whether the unit is done
+    needs the first five (:meth:`is_done`); a record read back without the
+    others gets their defaults.  ``elapsed_s``, ``task_units``, ``worker``,
+    ``attrs`` and ``overrides_hash`` belong to units that ran (None, and left
+    out of the JSON, for an input that failed planning).
+    """
+
+    uid: str
+    status: str
+    region: tuple[int, int]
+    input_hash: str
+    config_hash: str
+    input: str = ""
+    input_index: int = -1
+    n_events: int = 0
+    reason: str = ""
+    run_id: str = ""
+    time: str = ""
+    elapsed_s: float | None = None
+    task_units: int | None = None
+    worker: str | None = None
+    attrs: dict[str, Any] | None = None
+    overrides_hash: str | None = None
+
+    RECORD: ClassVar[str] = "unit"
+    """The ``record`` key of these records."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of the journal (``record: unit``, no null fields)."""
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        data["region"] = list(self.region)
+        return {"record": self.RECORD, **data}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UnitRecord:
+        """A record read back (:meth:`Manifest.records`); unknown keys are ignored.
+
+        Raises
+        ------
+        KeyError
+            If ``data`` lacks a field every unit record has.
+        """
+        known = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        known["region"] = tuple(int(r) for r in data["region"])
+        return cls(**known)
+
+    def is_done(self, input_hash: str, region: Sequence[int], config_hash: str) -> bool:
+        """Whether this record says the unit with these digests and rows is in the store."""
+        return (self.status == "done" and self.input_hash == input_hash
+                and self.config_hash == config_hash and list(self.region) == list(region))
 
 
 class Manifest:

@@ -33,9 +33,10 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.plan import Unit
 
-__all__ = ["apply_region", "campaign_step", "pack_config", "reduce_group"]
+__all__ = ["apply_region", "campaign_step", "reduce_group"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         ``coefficients`` (E, 4), ``status``, ``reason``, ``method`` (E,),
         ``residual`` (E, peak_slot) µs, ``preset`` and ``summary`` of the group.
     """
-    from idexdask.calibration import bootstrap_calibrations
+    from idexdask.calibration import comb_calibrations
     from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
     from idexdask.calibration.products import CAL_ORDER
 
@@ -138,7 +139,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         good &= ~lines["peak_center_at_mode"].astype(bool)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
-    batch = bootstrap_calibrations(center[good], area[good], offsets, settings=settings)
+    batch = comb_calibrations(center[good], area[good], offsets, settings=settings)
     labels = _high_voltage_labels(store, regions, n)
     grouped = calibrate_groups(
         lines["event"], center, area, good, labels, settings,
@@ -255,39 +256,6 @@ def _signature(units: Sequence[Unit], chash: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _enabled(config: Mapping[str, Any]) -> bool:
-    from idexdask.calibration.campaign import CampaignSettings
-
-    analysis = config.get("analysis", {})
-    cal = analysis.get("calibration", {})
-    return (bool(config.get("pipeline", {}).get("analyze", True)) and bool(cal.get("enabled"))
-            and bool(config.get("calibration")) and CampaignSettings.from_config(
-                cal.get("campaign")).enabled)
-
-
-def recalibrates(config: Mapping[str, Any]) -> bool:
-    """Whether a run with ``config`` rewrites its units' products after the last pack
-    (the campaign calibration step), so that exports must wait for it."""
-    return _enabled(config)
-
-
-def pack_config(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The configuration of the per-pack analysis when this step runs after it.
-
-    The step calibrates each input's events together and rewrites every
-    calibration-dependent product, so the packs calibrate each event on its
-    own (their bootstrap): no work is done twice, and a pack's products are
-    those of its units processed alone.
-    """
-    if not _enabled(config):
-        return config
-    analysis = dict(config["analysis"])
-    calibration = dict(analysis["calibration"])
-    calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
-    analysis["calibration"] = calibration
-    return {**config, "analysis": analysis}
-
-
 def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mapping[str, Any],
                   rows: int, n_events: int, manifest: Any, run_id: str, chash: str,
                   resources: Mapping[str, float] | None, retries: int) -> dict[str, Any] | None:
@@ -308,7 +276,7 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
         The group summaries by input index; None when the step is disabled or
         was already done for these units and configuration.
     """
-    if not units or not _enabled(config):
+    if not units or not recalibrates(config):
         return None
     signature = _signature(units, chash)
     last = None

@@ -43,7 +43,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,9 +51,10 @@ from typing import Any
 import xarray as xr
 
 from idexdask.errors import ConfigError, IdexDaskError, StoreError
+from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
 from idexdask.pipeline.lock import LOCK_NAME
-from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, pipeline_dir
+from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, UnitRecord, pipeline_dir
 from idexdask.pipeline.overrides_store import (
     overrides_in_force,
     read_overrides_file,
@@ -61,17 +62,24 @@ from idexdask.pipeline.overrides_store import (
     write_overrides_file,
 )
 from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
-from idexdask.pipeline.recalibrate import campaign_step, recalibrates
+from idexdask.pipeline.progress import PLAN_NAME, done_units, unit_is_done
+from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
     check_writable,
     chunk_rows,
     initialise_store,
     read_store_meta,
-    write_region,
 )
-from idexdask.pipeline.units import ProcessedUnits, process_units
+from idexdask.pipeline.tasks import (
+    PackResult,
+    StoreRegion,
+    pack_task,
+    process_task,
+    schema_task,
+    write_task,
+)
 from idexdask.pipeline.writers import PLUGIN_NAME as WRITERS_PLUGIN
-from idexdask.pipeline.writers import RegionWriters, region_writer
+from idexdask.pipeline.writers import RegionWriters
 
 __all__ = [
     "Progress", "RunSummary", "config_hash", "done_units", "run_campaign", "store_status",
@@ -79,7 +87,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PLAN_NAME = "plan.json"
 # packs whose processing may fail before the store's schema is given up
 _SCHEMA_TRIES = 5
 # configuration sections that do not change the products
@@ -193,96 +200,6 @@ class RunSummary:
         return self.events_this_run / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
-# --------------------------------------------------------------------------- tasks
-
-
-def _worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _process_task(
-    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None
-) -> dict[str, Any]:
-    """Task 1 of a pack: decode and analyse its units (no store access).
-
-    ``overrides``: the store's override rows in force, applied to their events.
-
-    Data errors (:class:`~idexdask.errors.IdexDaskError`) are deterministic and
-    reported as failed units; anything else raises, so the scheduler retries it.
-    """
-    start = time.perf_counter()
-    processed = process_units(pack, config, overrides)
-    return {"processed": processed, "elapsed_s": time.perf_counter() - start}
-
-
-def _pack_task(
-    pack: tuple[Unit, ...], config: Mapping[str, Any], store: str, rows: int, n_events: int,
-    run_id: str, overrides: xr.Dataset | None = None,
-) -> dict[str, Any]:
-    """A pack's processing and region write in one task (once the store exists).
-
-    Nothing but the small summary of :func:`_write_task` leaves the task, so the
-    worker frees the pack's data as soon as it is written, whatever the client
-    is doing (a processed pack is ~80 MiB for 512 events).
-    """
-    return _write_task(_process_task(pack, config, overrides), pack, store, rows, n_events,
-                       run_id)
-
-
-def _schema_task(result: Mapping[str, Any]) -> xr.Dataset | str:
-    """The store template (one event) from a processed pack, or why there is none."""
-    processed: ProcessedUnits = result["processed"]
-    if processed.dataset is None:
-        return "; ".join(processed.failures.values()) or "no events"
-    return processed.dataset.isel(epoch=slice(0, 1)).load()
-
-
-def _write_task(
-    result: Mapping[str, Any], pack: tuple[Unit, ...], store: str, rows: int, n_events: int,
-    run_id: str,
-) -> dict[str, Any]:
-    """Task 2 of a pack: write the regions of its processed units.
-
-    Only submitted once the store exists.  The processed units are written as
-    runs of contiguous rows (a pack whose middle unit failed has two), with the
-    worker's region writer of this run (:mod:`~idexdask.pipeline.writers`).
-
-    Returns
-    -------
-    dict
-        ``status`` per unit uid (``done`` or ``failed``), ``reason`` per failed
-        uid, the units' decode ``attrs``, ``worker`` and ``elapsed_s``.
-    """
-    processed: ProcessedUnits = result["processed"]
-    start = time.perf_counter() - float(result["elapsed_s"])
-    reasons = dict(processed.failures)
-    done: list[str] = []
-    if processed.dataset is not None:
-        writer = region_writer(store, rows, n_events, run_id)
-        offset = 0
-        runs: list[list[Unit]] = []
-        for unit in processed.done:
-            if runs and runs[-1][-1].region[1] == unit.region[0]:
-                runs[-1].append(unit)
-            else:
-                runs.append([unit])
-        for run in runs:
-            count = sum(u.n_events for u in run)
-            region = (run[0].region[0], run[-1].region[1])
-            part = processed.dataset.isel(epoch=slice(offset, offset + count))
-            offset += count
-            try:
-                write_region(store, part, region, rows=rows, n_events=n_events, writer=writer)
-            except IdexDaskError as exc:
-                reasons.update({u.uid: str(exc) for u in run})
-            else:
-                done.extend(u.uid for u in run)
-    return {"status": {**{uid: "failed" for uid in reasons}, **{uid: "done" for uid in done}},
-            "reason": reasons, "attrs": processed.attrs, "worker": _worker_name(),
-            "overrides_hash": processed.overrides_hash,
-            "elapsed_s": time.perf_counter() - start}
-
-
 # --------------------------------------------------------------------------- run
 
 
@@ -310,13 +227,113 @@ def _write_plan(store: Path, plan: Plan, chash: str) -> None:
 
 
 def _is_done(record: Mapping[str, Any] | None, unit: Unit, chash: str) -> bool:
-    return (
-        record is not None
-        and record.get("status") == "done"
-        and record.get("input_hash") == unit.input_hash
-        and record.get("config_hash") == chash
-        and list(record.get("region", ())) == list(unit.region)
-    )
+    """Whether the manifest record of ``unit`` says it is in the store, as planned now."""
+    if record is None:
+        return False
+    try:
+        return UnitRecord.from_json(record).is_done(unit.input_hash, unit.region, chash)
+    except (KeyError, TypeError, ValueError):  # a record this version cannot read: redo
+        return False
+
+
+def _for_device(config: Mapping[str, Any], cluster: ClusterOptions) -> Mapping[str, Any]:
+    """``config`` with the fits on the GPU when the workers are GPU workers (through CuPy)."""
+    if not cluster.gpu:
+        return config
+    analysis = dict(config.get("analysis", {}))
+    analysis["fitting"] = {**analysis.get("fitting", {}), "device": "gpu"}
+    return {**config, "analysis": analysis}
+
+
+def _check_layout(store: Path, meta: Mapping[str, Any] | None, plan: Plan) -> None:
+    """Refuse a store made for other inputs (other event counts per input)."""
+    layout = _layout(plan)
+    if meta is not None and meta.get("layout") != layout:
+        raise StoreError(
+            f"{store} was made for other inputs ({meta.get('n_events')} events in "
+            f"{len(meta.get('layout', []))} inputs; now {plan.n_events} events in "
+            f"{len(layout)}): use a new store or --overwrite"
+        )
+
+
+def _units_to_do(store: Path, plan: Plan, latest: Mapping[str, Mapping[str, Any]],
+                 overrides: xr.Dataset, chash: str) -> list[Unit]:
+    """Units not done before with these digests, and those whose manual overrides changed."""
+    done_before = [u for u in plan.units if _is_done(latest.get(u.uid), u, chash)]
+    digests = unit_override_digests(store, overrides, {u.uid: u.region for u in done_before})
+    redone = {u.uid for u in done_before
+              if latest[u.uid].get("overrides_hash", "") != digests[u.uid]}
+    if redone:
+        logger.info("%d unit(s) redone: their manual overrides changed", len(redone))
+    return [u for u in plan.units
+            if not _is_done(latest.get(u.uid), u, chash) or u.uid in redone]
+
+
+def _reset_store(store: Path, overwrite: bool) -> None:
+    """Empty the store for ``overwrite``, keeping the manual overrides; create it."""
+    # a person's edits are data: they outlive the products they were made on
+    kept = read_overrides_file(store) if overwrite else None
+    if overwrite and store.exists():
+        _clear_store(store)
+    store.mkdir(exist_ok=True)
+    if kept is not None and kept.sizes.get("override", 0):
+        write_overrides_file(store, kept)
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share once its cluster is up.
+
+    Attributes
+    ----------
+    client : distributed.Client
+        The run's client.
+    config : mapping
+        The validated configuration (with the device of the workers).
+    target : StoreRegion
+        The store and its row layout (``rows`` set once the store is laid out).
+    resources : dict or None
+        Worker resources every task asks for (``{"GPU": 1}`` on GPU workers).
+    retries : int
+        Retries of a failed task.
+    manifest : Manifest
+        The journal (written by this client only).
+    chash : str
+        :func:`config_hash` of ``config``.
+    summary : RunSummary
+        Updated as units are journalled.
+    started : float
+        ``time.perf_counter()`` at the cluster's start.
+    on_progress : callable or None
+        Told after every pack.
+    overrides : distributed.Future or None
+        The override rows in force, scattered to every worker (None: none).
+    exports : CampaignExports or None
+        The run's exports, told of every journalled unit.
+    """
+
+    client: Any
+    config: Mapping[str, Any]
+    target: StoreRegion
+    resources: dict[str, float] | None
+    retries: int
+    manifest: Manifest
+    chash: str
+    summary: RunSummary
+    started: float
+    on_progress: Callable[[Progress], None] | None = None
+    overrides: Any = None
+    exports: Any = None
+
+    @property
+    def run_id(self) -> str:
+        return self.target.run_id
+
+    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int) -> Any:
+        """Submit the processing (no store access) of ``packs[index]``."""
+        return self.client.submit(process_task, packs[index], self.config, self.overrides,
+                                  resources=self.resources, retries=self.retries, pure=False,
+                                  key=f"idexdask-process-{self.run_id}-{index}")
 
 
 def run_campaign(
@@ -335,7 +352,8 @@ def run_campaign(
     Parameters
     ----------
     inputs : sequence of path
-        L0 files, directories of them, or directories of ``.trc`` captures.
+        Inputs of any source (:mod:`idexdask.sources`): L0 files, L1a CDFs,
+        directories of them, or directories of ``.trc`` captures.
     store : path
         Output store (created, or resumed).
     config : mapping
@@ -368,10 +386,7 @@ def run_campaign(
     store = check_writable(store)
     cluster = cluster or ClusterOptions.from_config(dict(config))
     check_gpu(cluster)
-    if cluster.gpu:  # GPU workers: the fits run through CuPy
-        analysis = dict(config.get("analysis", {}))
-        analysis["fitting"] = {**analysis.get("fitting", {}), "device": "gpu"}
-        config = {**config, "analysis": analysis}
+    config = _for_device(config, cluster)
     pipeline = config["pipeline"]
     # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
     # every unit writes whole chunks except at the ends of its file
@@ -382,26 +397,13 @@ def run_campaign(
     chash = config_hash(config)
 
     meta = None if overwrite else read_store_meta(store)
-    layout = _layout(plan)
-    if meta is not None and meta.get("layout") != layout:
-        raise StoreError(
-            f"{store} was made for other inputs ({meta.get('n_events')} events in "
-            f"{len(meta.get('layout', []))} inputs; now {plan.n_events} events in "
-            f"{len(layout)}): use a new store or --overwrite"
-        )
+    _check_layout(store, meta, plan)
     need_init = meta is None or meta.get("config_hash") != chash
     manifest = Manifest(store)
     latest = {} if need_init else manifest.latest_units()
     # the manual overrides: a unit whose rows changed is redone (docs/pipeline.md)
     overrides = overrides_in_force(store)
-    done_before = [u for u in plan.units if _is_done(latest.get(u.uid), u, chash)]
-    digests = unit_override_digests(store, overrides, {u.uid: u.region for u in done_before})
-    redone = {u.uid for u in done_before
-              if latest[u.uid].get("overrides_hash", "") != digests[u.uid]}
-    if redone:
-        logger.info("%d unit(s) redone: their manual overrides changed", len(redone))
-    todo = [u for u in plan.units
-            if not _is_done(latest.get(u.uid), u, chash) or u.uid in redone]
+    todo = _units_to_do(store, plan, latest, overrides, chash)
     skipped = len(plan.units) - len(todo)
     summary = RunSummary(
         store=str(store), events_total=plan.n_events, units_total=len(plan.units),
@@ -409,13 +411,7 @@ def run_campaign(
         events_done=sum(u.n_events for u in plan.units) - sum(u.n_events for u in todo),
     )
     summary.units_done = skipped
-    # a person's edits are data: they outlive the products they were made on
-    kept = read_overrides_file(store) if overwrite else None
-    if overwrite and store.exists():
-        _clear_store(store)
-    store.mkdir(exist_ok=True)
-    if kept is not None and kept.sizes.get("override", 0):
-        write_overrides_file(store, kept)
+    _reset_store(store, overwrite)
     run_id = uuid.uuid4().hex[:12]
 
     if not cluster.address:  # workers on this machine: compile their kernels once, here
@@ -425,87 +421,31 @@ def run_campaign(
     with open_client(cluster) as client, _writers_registered(client):
         summary.dashboard = getattr(client, "dashboard_link", None)
         summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        resources = {"GPU": 1} if cluster.gpu else None
-        retries = int(pipeline["retries"])
-        started = time.perf_counter()
+        run = _Run(
+            client=client, config=config,
+            target=StoreRegion(str(store), 1, plan.n_events, run_id),
+            resources={"GPU": 1} if cluster.gpu else None,
+            retries=int(pipeline["retries"]), manifest=manifest, chash=chash,
+            summary=summary, started=time.perf_counter(), on_progress=on_progress,
+        )
         if on_start is not None:
             on_start(summary.dashboard, plan, sum(u.n_events for u in todo))
         packs = pack_units(todo, batch_events, chunk_events)
-        # A new store needs a schema: the first packs' processing starts now and
-        # their region writes are submitted once the store exists, so the schema
-        # and the store's creation overlap with work instead of preceding it.
-        shared_overrides = (client.scatter(overrides, broadcast=True, hash=False)
-                            if overrides.sizes.get("override", 0) else None)
-
-        def submit_processing(index: int):
-            return client.submit(_process_task, packs[index], config, shared_overrides,
-                                 resources=resources,
-                                 retries=retries, pure=False,
-                                 key=f"idexdask-process-{run_id}-{index}")
-
-        n_leading = (min(len(packs), 2 * _threads(client, resources))
-                     if need_init and plan.units else 0)
-        processing = [submit_processing(i) for i in range(n_leading)]
-        template = None
-        if n_leading:
-            template = _template(client, packs, processing, submit_processing, resources)
-        rows = (
-            chunk_rows(template, chunk_events) if template is not None
-            else int(meta["rows"]) if meta else 1
-        )
-        if template is not None:
-            new_meta = {
-                "layout": layout, "inputs": plan.inputs, "n_events": plan.n_events,
-                "config_hash": chash, "rows": rows, "kind": plan.kind,
-                "created": _now(), "idexdask_version": _version(),
-            }
-            initialise_store(
-                store, template, plan.n_events, rows=rows,
-                compressor=str(pipeline["compressor"]),
-                level=int(pipeline["compression_level"]), meta=new_meta,
-            )
+        if overrides.sizes.get("override", 0):
+            run.overrides = client.scatter(overrides, broadcast=True, hash=False)
+        processing = _lay_out_store(run, plan, packs, meta, need_init, chunk_events)
         _write_plan(store, plan, chash)
-        manifest.append({
-            "record": "run_start", "run_id": run_id, "time": _now(),
-            "host": socket.gethostname(), "pid": os.getpid(),
-            "total_events": plan.n_events, "units": len(plan.units),
-            "todo_units": len(todo), "todo_events": sum(u.n_events for u in todo),
-            "config_hash": chash, "dashboard": summary.dashboard,
-        })
-        for failure in plan.failures:
-            manifest.append({
-                "record": "unit", "uid": failure.uid, "status": "failed",
-                "input": failure.path, "input_index": failure.input_index,
-                "region": [0, 0], "n_events": 0, "input_hash": "", "config_hash": chash,
-                "reason": failure.reason, "run_id": run_id, "time": _now(),
-            })
-            summary.failures.append({"uid": failure.uid, "input": failure.path,
-                                     "reason": failure.reason, "n_events": 0})
+        _journal_start(run, plan, todo)
         from idexdask.pipeline.export import CampaignExports
 
         # a campaign calibration rewrites every unit's products after the last
         # pack: the exports then wait for it (held), else each input's go out
         # as soon as its units are done
-        exports = CampaignExports.start(client, store, plan, todo, config.get("export", {}),
-                                        export_dir, hold=recalibrates(config))
-        _run_packs(client, packs, processing, config, store, rows, plan.n_events, resources,
-                   retries, manifest, run_id, chash, summary, started, on_progress,
-                   shared_overrides, exports)
-        # the reduction over every group's line lists, then the calibration-
-        # dependent products of every unit (idexdask.pipeline.recalibrate)
-        latest_units = manifest.latest_units()
-        done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, chash)]
-        summary.campaign_calibration = campaign_step(
-            client, store, done, config, rows, plan.n_events, manifest, run_id, chash,
-            resources, retries,
-        )
-        if exports is not None:
-            exports.release()  # held until the campaign step rewrote the products
-        summary.elapsed_s = time.perf_counter() - started
-        if exports is not None:
-            summary.export_s = exports.wait()
-            summary.exports = list(exports.written)
-            summary.failures.extend(exports.failures)
+        run.exports = CampaignExports.start(client, store, plan, todo,
+                                            config.get("export", {}), export_dir,
+                                            hold=recalibrates(config))
+        _run_packs(run, packs, processing)
+        _finish(run, plan)
     if summary.failures:
         summary.state = "incomplete"
     manifest.append({
@@ -515,6 +455,86 @@ def run_campaign(
         "elapsed_s": summary.elapsed_s,
     })
     return summary
+
+
+def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
+                   meta: Mapping[str, Any] | None, need_init: bool,
+                   chunk_events: int) -> list[Any]:
+    """Create a new store from the first processed pack's schema; the packs processing.
+
+    A new store needs a schema: the first packs' processing (two per worker
+    thread) starts now, and their region writes are submitted once the store
+    exists, so that the schema and the store's creation overlap with work
+    instead of preceding it.  Sets ``run.target.rows``.
+
+    Returns
+    -------
+    list of distributed.Future
+        The processing of ``packs[:len(result)]`` (empty for a resumed store).
+    """
+    n_leading = (min(len(packs), 2 * _threads(run.client, run.resources))
+                 if need_init and plan.units else 0)
+    processing = [run.submit_processing(packs, i) for i in range(n_leading)]
+    template = None
+    if n_leading:
+        template = _template(run.client, packs, processing,
+                             lambda index: run.submit_processing(packs, index), run.resources)
+    rows = (
+        chunk_rows(template, chunk_events) if template is not None
+        else int(meta["rows"]) if meta else 1
+    )
+    run.target = replace(run.target, rows=rows)
+    if template is not None:
+        pipeline = run.config["pipeline"]
+        new_meta = {
+            "layout": _layout(plan), "inputs": plan.inputs, "n_events": plan.n_events,
+            "config_hash": run.chash, "rows": rows, "kind": plan.kind,
+            "created": _now(), "idexdask_version": _version(),
+        }
+        initialise_store(
+            run.target.store, template, plan.n_events, rows=rows,
+            compressor=str(pipeline["compressor"]),
+            level=int(pipeline["compression_level"]), meta=new_meta,
+        )
+    return processing
+
+
+def _journal_start(run: _Run, plan: Plan, todo: Sequence[Unit]) -> None:
+    """The ``run_start`` record, and a failed ``unit`` record per input that failed planning."""
+    run.manifest.append({
+        "record": "run_start", "run_id": run.run_id, "time": _now(),
+        "host": socket.gethostname(), "pid": os.getpid(),
+        "total_events": plan.n_events, "units": len(plan.units),
+        "todo_units": len(todo), "todo_events": sum(u.n_events for u in todo),
+        "config_hash": run.chash, "dashboard": run.summary.dashboard,
+    })
+    for failure in plan.failures:
+        run.manifest.append(UnitRecord(
+            uid=failure.uid, status="failed", input=failure.path,
+            input_index=failure.input_index, region=(0, 0), n_events=0, input_hash="",
+            config_hash=run.chash, reason=failure.reason, run_id=run.run_id, time=_now(),
+        ).to_json())
+        run.summary.failures.append({"uid": failure.uid, "input": failure.path,
+                                     "reason": failure.reason, "n_events": 0})
+
+
+def _finish(run: _Run, plan: Plan) -> None:
+    """The campaign calibration over every unit done, then the exports it held."""
+    latest_units = run.manifest.latest_units()
+    done = [u for u in plan.units if _is_done(latest_units.get(u.uid), u, run.chash)]
+    # the reduction over every group's line lists, then the calibration-
+    # dependent products of every unit (idexdask.pipeline.recalibrate)
+    run.summary.campaign_calibration = campaign_step(
+        run.client, Path(run.target.store), done, run.config, run.target.rows,
+        run.target.n_events, run.manifest, run.run_id, run.chash, run.resources, run.retries,
+    )
+    if run.exports is not None:
+        run.exports.release()  # held until the campaign step rewrote the products
+    run.summary.elapsed_s = time.perf_counter() - run.started
+    if run.exports is not None:
+        run.summary.export_s = run.exports.wait()
+        run.summary.exports = list(run.exports.written)
+        run.summary.failures.extend(run.exports.failures)
 
 
 @contextlib.contextmanager
@@ -558,7 +578,7 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
     for index in range(min(_SCHEMA_TRIES, len(packs))):
         if index == len(processing):
             processing.append(submit(index))
-        schema = client.submit(_schema_task, processing[index], resources=resources,
+        schema = client.submit(schema_task, processing[index], resources=resources,
                                pure=False).result()
         if isinstance(schema, xr.Dataset):
             return schema
@@ -567,29 +587,65 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
                         + "; ".join(errors))
 
 
-def _run_packs(client, packs, processing, config, store, rows, n_events, resources, retries,
-               manifest, run_id, chash, summary, started, on_progress,
-               overrides=None, exports=None) -> None:
-    """Submit the writes of the processed packs and the other packs whole; journal them.
-
-    ``exports`` (:class:`~idexdask.pipeline.export.CampaignExports`) hears of every
-    journalled unit, to export each input once its units are done.
-    """
-    from distributed import as_completed
-
+def _submit_packs(run: _Run, packs: Sequence[tuple[Unit, ...]],
+                  processing: Sequence[Any]) -> dict[Any, int]:
+    """The writes of the processed packs, and every other pack as one task: {future: index}."""
     # priority 1: a worker writes what it holds before it processes more packs
     futures = {
-        client.submit(_write_task, processing[i], packs[i], str(store), rows, n_events, run_id,
-                      resources=resources, retries=retries, pure=False, priority=1,
-                      key=f"idexdask-write-{run_id}-{i}"): i
+        run.client.submit(write_task, processing[i], packs[i], run.target,
+                          resources=run.resources, retries=run.retries, pure=False,
+                          priority=1, key=f"idexdask-write-{run.run_id}-{i}"): i
         for i in range(len(processing))
     }
     futures.update({
-        client.submit(_pack_task, packs[i], config, str(store), rows, n_events, run_id,
-                      overrides, resources=resources, retries=retries, pure=False,
-                      key=f"idexdask-pack-{run_id}-{i}"): i
+        run.client.submit(pack_task, packs[i], run.config, run.target, run.overrides,
+                          resources=run.resources, retries=run.retries, pure=False,
+                          key=f"idexdask-pack-{run.run_id}-{i}"): i
         for i in range(len(processing), len(packs))
     })
+    return futures
+
+
+def _unit_records(run: _Run, pack: Sequence[Unit], result: PackResult) -> list[UnitRecord]:
+    """The manifest records of a pack's units (its time shared among them by events)."""
+    share = round(result.elapsed_s / max(1, sum(u.n_events for u in pack)), 7)
+    records = []
+    for unit in pack:
+        status = result.status.get(unit.uid, "failed")
+        records.append(UnitRecord(
+            uid=unit.uid, status=status, input=unit.path, input_index=unit.input_index,
+            region=unit.region, n_events=unit.n_events, input_hash=unit.input_hash,
+            config_hash=run.chash,
+            reason=result.reason.get(unit.uid, "" if status == "done" else "not processed"),
+            run_id=run.run_id, time=_now(), elapsed_s=round(share * unit.n_events, 4),
+            task_units=len(pack), worker=result.worker,
+            attrs=result.attrs.get(unit.uid, {}),
+            overrides_hash=result.overrides_hash.get(unit.uid, ""),
+        ))
+    return records
+
+
+def _count(summary: RunSummary, unit: Unit, record: UnitRecord) -> None:
+    """Add a journalled unit to the run's summary."""
+    if record.status == "done":
+        summary.events_done += unit.n_events
+        summary.events_this_run += unit.n_events
+        summary.units_done += 1
+    else:
+        logger.warning("unit %s failed: %s", unit.uid, record.reason)
+        summary.failures.append({"uid": unit.uid, "input": unit.path,
+                                 "reason": record.reason, "n_events": unit.n_events})
+
+
+def _run_packs(run: _Run, packs: list[tuple[Unit, ...]], processing: list[Any]) -> None:
+    """Submit the writes of the processed packs and the other packs whole; journal them.
+
+    ``run.exports`` (:class:`~idexdask.pipeline.export.CampaignExports`) hears of
+    every journalled unit, to export each input once its units are done.
+    """
+    from distributed import as_completed
+
+    futures = _submit_packs(run, packs, processing)
     n_units = sum(len(p) for p in packs)
     n_done_run = 0
     for future in as_completed(futures):
@@ -600,46 +656,24 @@ def _run_packs(client, packs, processing, config, store, rows, n_events, resourc
         except ConfigError:
             raise  # every pack would fail alike: stop the run (units.process_units)
         except Exception as exc:  # the task's own error after its retries, or KilledWorker
-            reason = f"{type(exc).__name__}: {exc}"
-            result = {"status": {u.uid: "failed" for u in pack},
-                      "reason": {u.uid: reason for u in pack},
-                      "worker": "", "elapsed_s": 0.0, "attrs": {}, "overrides_hash": {}}
+            result = PackResult.failed(pack, f"{type(exc).__name__}: {exc}")
         future.release()
         if index < len(processing):
             processing[index].release()  # the pack's data leave the worker
-        share = round(result["elapsed_s"] / max(1, sum(u.n_events for u in pack)), 7)
-        records = []
-        for unit in pack:
-            status = result["status"].get(unit.uid, "failed")
-            reason = result["reason"].get(unit.uid, "" if status == "done" else "not processed")
-            records.append({
-                "record": "unit", "uid": unit.uid, "status": status,
-                "input": unit.path, "input_index": unit.input_index, "region": list(unit.region),
-                "n_events": unit.n_events, "input_hash": unit.input_hash, "config_hash": chash,
-                "reason": reason, "elapsed_s": round(share * unit.n_events, 4),
-                "task_units": len(pack), "worker": result["worker"], "run_id": run_id,
-                "time": _now(), "attrs": result["attrs"].get(unit.uid, {}),
-                "overrides_hash": result.get("overrides_hash", {}).get(unit.uid, ""),
-            })
-            if status == "done":
-                summary.events_done += unit.n_events
-                summary.events_this_run += unit.n_events
-                summary.units_done += 1
-                n_done_run += 1
-            else:
-                logger.warning("unit %s failed: %s", unit.uid, reason)
-                summary.failures.append({"uid": unit.uid, "input": unit.path,
-                                         "reason": reason, "n_events": unit.n_events})
-        manifest.extend(records)
-        if exports is not None:
+        records = _unit_records(run, pack, result)
+        for unit, record in zip(pack, records, strict=True):
+            _count(run.summary, unit, record)
+            n_done_run += record.status == "done"
+        run.manifest.extend([r.to_json() for r in records])
+        if run.exports is not None:
             for unit, record in zip(pack, records, strict=True):
-                exports.unit_finished(unit, record["status"])
-        if on_progress is not None:
-            on_progress(Progress(
-                events_done=summary.events_done, events_total=summary.events_total,
-                events_this_run=summary.events_this_run, units_done=n_done_run,
-                units_todo=n_units, units_failed=len(summary.failures),
-                elapsed_s=time.perf_counter() - started,
+                run.exports.unit_finished(unit, record.status)
+        if run.on_progress is not None:
+            run.on_progress(Progress(
+                events_done=run.summary.events_done, events_total=run.summary.events_total,
+                events_this_run=run.summary.events_this_run, units_done=n_done_run,
+                units_todo=n_units, units_failed=len(run.summary.failures),
+                elapsed_s=time.perf_counter() - run.started,
             ))
 
 
@@ -673,7 +707,7 @@ def store_status(store: str | os.PathLike) -> RunSummary:
                          empty_inputs=list(plan.get("empty_inputs", [])))
     for unit in plan["units"]:
         record = latest.get(unit["uid"])
-        if _record_matches(record, unit, chash):
+        if unit_is_done(record, unit, chash):
             summary.events_done += unit["n_events"]
             summary.units_done += 1
         elif record is not None and record.get("status") == "failed":
@@ -701,37 +735,6 @@ def store_status(store: str | os.PathLike) -> RunSummary:
         begun = datetime.fromisoformat(start["time"])
         summary.elapsed_s = (datetime.now(UTC) - begun).total_seconds()
     return summary
-
-
-def _record_matches(record: Mapping[str, Any] | None, unit: Mapping[str, Any], chash: str) -> bool:
-    return (
-        record is not None
-        and record.get("status") == "done"
-        and record.get("input_hash") == unit["input_hash"]
-        and record.get("config_hash") == chash
-        and list(record.get("region", ())) == list(unit["region"])
-    )
-
-
-def done_units(store: str | os.PathLike) -> tuple[list[str], list[dict[str, Any]]]:
-    """The store's inputs and its units that are complete (as planned, in the manifest).
-
-    Returns
-    -------
-    inputs : list of str
-        Input paths (``input_index`` points here).
-    units : list of dict
-        Planned units (``uid``, ``input``, ``input_index``, ``region``, ...) whose
-        latest manifest record says done with the current digests.
-    """
-    store = Path(store)
-    if not (pipeline_dir(store) / PLAN_NAME).exists():
-        raise StoreError(f"{store} is not a campaign store (no plan; run `idexdask submit`)")
-    plan = json.loads((pipeline_dir(store) / PLAN_NAME).read_text())
-    latest = Manifest(store).latest_units()
-    done = [u for u in plan["units"]
-            if _record_matches(latest.get(u["uid"]), u, plan["config_hash"])]
-    return plan["inputs"], done
 
 
 def _clear_store(store: Path) -> None:

@@ -206,7 +206,7 @@ def _analysed(
 
         # the rows of these events only: the campaign's others would each be logged
         overrides = overrides_for(overrides, dataset.variables["epoch"].values)
-    from idexdask.pipeline.recalibrate import pack_config  # noqa: PLC0415
+    from idexdask.pipeline.campaign_config import pack_config  # noqa: PLC0415
 
     # each event calibrated on its own here; the campaign step of the run
     # (idexdask.pipeline.recalibrate) calibrates every input's events together

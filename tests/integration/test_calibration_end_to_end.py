@@ -24,7 +24,7 @@ import periodictable
 import pytest
 
 from idexdask.analysis.lineshapes import emg
-from idexdask.calibration import bootstrap_calibration, ion_mass
+from idexdask.calibration import comb_calibration, ion_mass
 from idexdask.composition import rsf_values
 from idexdask.simulate import simulate_events
 from idexdask.workflow import analyze
@@ -60,7 +60,7 @@ def test_simulated_stretch_and_isolated_masses(simulated):
         # the same lines (its least-squares t = t0 + a sqrt(m) over the assigned lines)
         sel = (pe == e) & (ps <= 2) & np.isfinite(pc) & (pa > 0)
         sel &= ~out["peak_center_at_mode"].values  # as analyze(): no mode-centred lines
-        res = bootstrap_calibration(pc[sel], pa[sel], preset="flight")
+        res = comb_calibration(pc[sel], pa[sel], preset="flight")
         assert res.calibrated
         np.testing.assert_allclose(res.calibration.coefficients,
                                    coeffs[e][: res.calibration.order + 1])
@@ -77,7 +77,7 @@ def test_simulated_stretch_and_isolated_masses(simulated):
         # cubic extrapolates: see docs/idex-calibration.md), converged line fits only
         sel = (pe == e) & (ps <= 2) & np.isfinite(pc) & (pa > 0)
         sel &= ~out["peak_center_at_mode"].values
-        cal = bootstrap_calibration(pc[sel], pa[sel], preset="flight").calibration
+        cal = comb_calibration(pc[sel], pa[sel], preset="flight").calibration
         lo, hi = cal.line_masses_u.min(), cal.line_masses_u.max()
         mine = np.nonzero(le == e)[0]
         for i in mine:
@@ -186,7 +186,7 @@ def test_mineral_calibration_and_composition(minerals):
     ],
 )
 def test_bad_peak_lists_stay_uncalibrated(times):
-    res = bootstrap_calibration(np.asarray(times, float), np.ones(len(times)), preset="flight")
+    res = comb_calibration(np.asarray(times, float), np.ones(len(times)), preset="flight")
     assert not res.calibrated and res.calibration is None
 
 
@@ -205,7 +205,7 @@ def test_spectrum_without_lines_has_no_mass_axis():
 
 def test_batched_bootstrap_equals_per_event_on_simulated_lines(simulated):
     """analyze() calibrates all events in one batch: the same as one event at a time."""
-    from idexdask.calibration import bootstrap_calibrations, load_calibration_settings
+    from idexdask.calibration import comb_calibrations, load_calibration_settings
 
     _, out = simulated
     pe, pc, pa, ps = (out[v].values for v in ("peak_event", "peak_center", "peak_area",
@@ -215,13 +215,13 @@ def test_batched_bootstrap_equals_per_event_on_simulated_lines(simulated):
     good &= ~out["peak_center_at_mode"].values  # as analyze(): no mode-centred lines
     offsets = np.concatenate([[0], np.cumsum(np.bincount(pe[good], minlength=n))])
     settings = load_calibration_settings("flight")
-    batch = bootstrap_calibrations(pc[good], pa[good], offsets, settings=settings)
+    batch = comb_calibrations(pc[good], pa[good], offsets, settings=settings)
     np.testing.assert_array_equal(batch.stacked(3), out["mass_calibration"].values)
     np.testing.assert_array_equal(batch.reason, out["mass_calibration_reason"].values)
     assert batch.calibrated.sum() >= 8
     for e in range(n):
         sel = slice(offsets[e], offsets[e + 1])
-        single = bootstrap_calibration(pc[good][sel], pa[good][sel], settings=settings)
+        single = comb_calibration(pc[good][sel], pa[good][sel], settings=settings)
         got = batch.result(e)
         assert (got.status, got.reason, got.message) == (single.status, single.reason,
                                                           single.message)

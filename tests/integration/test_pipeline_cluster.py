@@ -652,14 +652,14 @@ def test_embedded_cluster_runs_with_the_configured_dask_settings():
     assert "distributed.admin.tick.interval" not in dropped.dask_config
 
 
-def _processed(index: int, good_from: int) -> dict:
+def _processed(index: int, good_from: int):
+    from idexdask.pipeline.tasks import Processed
     from idexdask.pipeline.units import ProcessedUnits
 
     if index < good_from:
-        return {"processed": ProcessedUnits(None, failures={f"u{index}": "bad bytes"}),
-                "elapsed_s": 0.0}
+        return Processed(ProcessedUnits(None, failures={f"u{index}": "bad bytes"}), 0.0)
     events = xr.Dataset({"x": ("epoch", np.arange(3.0) + index)})
-    return {"processed": ProcessedUnits(events), "elapsed_s": 0.0}
+    return Processed(ProcessedUnits(events), 0.0)
 
 
 def test_store_schema_from_the_first_pack_that_processes():

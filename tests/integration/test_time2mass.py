@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from idexdask.calibration.time2mass import parse_lines
+from idexdask.calibration.single_event import parse_lines
 from idexdask.cli.time2mass import add_time2mass_parser, run_time2mass
 from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.simulate import write_campaign

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from idexdask.analysis.impact import rise_time_10_90
+from idexdask.analysis.impact_model import rise_time_10_90
 from idexdask.analysis.signal_quality import load_quality_config, quality_variables, signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, invert_rise_time
 from idexdask.calibration import load_calibration_settings
@@ -170,7 +170,7 @@ def _invert_reference(rise_time, curve, iterations=60):
     """The former invert_rise_time's bisection (curve.log10 per step)."""
     tr = np.asarray(rise_time, dtype=float)
     lv0, lv1 = np.log10(curve.v_range[0]), np.log10(curve.v_range[1])
-    decreasing, _, _ = curve.monotonic_range()
+    decreasing = curve.monotonic_range().decreasing
     with np.errstate(all="ignore"):
         target = np.log10(tr)
     lo = np.full(tr.shape, lv0)

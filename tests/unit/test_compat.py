@@ -110,8 +110,8 @@ def test_line_heights_on_both_paths(adapter_path):
     """line_heights is emg() on its grids on both paths: compiled with SciPy's C
     erfcx (internals), or that array code itself (public).  8 ulp relative: libm's
     and NumPy's SIMD exp/erfcx round an ulp or two apart (observed ~2)."""
+    from idexdask.analysis.line_fits import _HEIGHT_GRID, line_heights
     from idexdask.analysis.lineshapes import emg
-    from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
 
     rng = np.random.default_rng(3)
     n = 200
@@ -218,3 +218,17 @@ def test_chunk_codec_checks_itself_against_zarr(adapter_path, monkeypatch):
         monkeypatch.setattr(zarr_chunks.ChunkCodec, "encode",
                             lambda self, chunk: bytes(real(self, chunk)) + b"\0")
         assert zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,)) is None
+
+
+def test_real_l0_file_decodes_the_same_on_both_paths(l0_dir, monkeypatch):
+    """A real flight file: the lazy time axes (internals) and the computed ones
+    (public path) hold the same values, as does every other variable."""
+    from idexdask.packets.reader import read_l0
+
+    path = l0_dir / "imap_idex_l0_raw_20231218_v001.pkts"
+    monkeypatch.delenv(PUBLIC_API_ENV, raising=False)
+    lazy = read_l0(path)
+    monkeypatch.setenv(PUBLIC_API_ENV, "lazy")
+    computed = read_l0(path)
+    assert lazy.sizes["epoch"] > 0
+    xr.testing.assert_identical(lazy.load(), computed)

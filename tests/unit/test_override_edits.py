@@ -260,7 +260,7 @@ def test_manual_calibrations_recover_a_known_scale():
 def test_calibrate_row_is_time2mass_lines(events, base):
     """A calibrate row fits what `idexdask time2mass --lines "t1:X,t2:Y,..."` fits."""
     from idexdask.calibration import load_calibration_settings
-    from idexdask.calibration.time2mass import calibrate_lines, parse_lines
+    from idexdask.calibration.single_event import calibrate_lines, parse_lines
 
     mine = _lines(base)
     named = [(int(j), str(base.peak_species.values[j])) for j in mine

@@ -226,8 +226,8 @@ def test_line_heights_equal_emg_on_the_grid():
     bounds it (observed: up to ~2).  The maximum is taken over the same points,
     so only its value, not its position, can move.
     """
+    from idexdask.analysis.line_fits import _HEIGHT_GRID, line_heights
     from idexdask.analysis.lineshapes import emg
-    from idexdask.analysis.peaks import _HEIGHT_GRID, line_heights
 
     rng = np.random.default_rng(11)
     n = 400
@@ -259,7 +259,8 @@ def _one_window_spectrum(line, n=2048, noise=2.0, seed=0):
 
 
 def _fit_one(t, y, noise=2.0):
-    from idexdask.analysis.peaks import detect_peaks, fit_lines
+    from idexdask.analysis.line_fits import fit_lines
+    from idexdask.analysis.peaks import detect_peaks
     from idexdask.analysis.products import load_analysis_settings
 
     settings = load_analysis_settings()[1]["peaks"]
@@ -272,8 +273,8 @@ def test_lines_without_tail_converge():
     either as an EMG with a tail under two samples or, where the EMG's tail
     collapsed, as a Gaussian that says so (issue 19: the Gaussian limit must be
     reachable; before, such fits ran gamma to its bound)."""
+    from idexdask.analysis.line_status import LineShape, LineStatus
     from idexdask.analysis.lineshapes import gaussian
-    from idexdask.analysis.peaks import LineShape, LineStatus
 
     shapes = []
     for seed in range(4):
@@ -297,8 +298,8 @@ def test_lines_without_tail_converge():
 def test_spikes_and_weak_lines_get_their_own_status():
     """A single-sample spike is narrower than the sampling resolves: SPIKE;
     both it and a real line are kept (never dropped)."""
+    from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES, LineStatus
     from idexdask.analysis.lineshapes import emg
-    from idexdask.analysis.peaks import SIGMA_MIN_SAMPLES, LineStatus
 
     t, y = _one_window_spectrum(lambda t: emg(t, 3.0, 2.0, 0.01, 80.0))
     i = int(np.argmin(np.abs(t[0] - 3.0)))

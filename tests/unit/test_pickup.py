@@ -284,36 +284,40 @@ def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
     assert isinstance(out, xr.Dataset)
 
 
-def test_noise_statistics_are_numpy_medians():
-    """The derivative's MAD is numpy's median of |x - median| (order statistics: exact)."""
-    from idexdask.analysis.pickup import _row_mads
-
-    rng = np.random.default_rng(9)
-    for n in (10, 11, 100_001):
-        a = rng.normal(size=(3, n))
-        expected = np.median(np.abs(a - np.median(a, axis=1)[:, None]), axis=1)
-        np.testing.assert_array_equal(_row_mads(a), expected)
-
-
-def test_running_means_are_the_cumulative_sum_formulas():
-    """The compiled pass gives the array formulas' values (sequential float64 sums)."""
-    from idexdask.analysis.pickup import _running_means
+def test_derivative_pass_matches_the_array_formulas():
+    """The compiled pass gives the array formulas' values: sequential float64 sums,
+    the derivative's MAD (numpy's median of |d - median|), its first maximum, its
+    first minimum in the exit range and the windows around both."""
+    from idexdask.analysis.pickup import _derivative_rows
 
     rng = np.random.default_rng(4)
-    y = rng.normal(size=(2, 5000)).astype(np.float32).astype(np.float64)
-    w, n = 37, y.shape[1]
-    flipped = -y
-    cs = np.zeros((2, n + 1))
+    n, w, half, min_transit, max_transit = 5000, 37, 20, 50, 900
+    y = rng.normal(size=(3, n)).astype(np.float32)
+    y[1, 1000:1400] -= 8.0  # a negative-going pulse: entry and exit edges
+    y[2, 10:20] = np.nan  # read as the event's fill value
+    fill = np.array([0.0, 0.0, 0.25])
+    flipped = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
+    cs = np.zeros((3, n + 1))
     np.cumsum(flipped, axis=1, out=cs[:, 1:])
-    mean_fwd = np.full((2, n), np.nan)
+    mean_fwd = np.full((3, n), np.nan)
     mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
-    d = np.zeros((2, n))
+    d = np.zeros((3, n))
     d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
-    got_mean, got_d = np.empty((2, n)), np.empty((2, n))
-    _running_means(y, -1.0, w, got_mean, got_d)
-    np.testing.assert_array_equal(y, flipped)  # a sign flip: exact anywhere
+    core = d[:, w : n - w + 1]
+    got_cs = np.empty((3, n + 1))
+    mad, i_in, i_out, win_in, win_out = _derivative_rows(
+        y, -1.0, fill, w, min_transit, max_transit, half, got_cs)
     # the same operations in the same order; a tolerance of a few ulps of the running
-    # sum (|sum| < ~300 here) for a NumPy whose accumulate would group the additions otherwise
-    np.testing.assert_allclose(got_mean, mean_fwd, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(got_d, d, rtol=0, atol=1e-12)
-    assert np.isnan(got_mean[:, n - w + 1 :]).all() and (got_d[:, :w] == 0).all()
+    # sum (|sum| < ~3000 here) for a NumPy whose accumulate would group the additions otherwise
+    np.testing.assert_allclose(got_cs, cs, rtol=0, atol=1e-11)
+    expected_mad = np.median(np.abs(core - np.median(core, axis=1)[:, None]), axis=1)
+    np.testing.assert_allclose(mad, expected_mad, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(i_in, np.argmax(d, axis=1))
+    assert i_in[1] == pytest.approx(1000, abs=w)
+    for e in range(3):
+        lo, hi = i_in[e] + min_transit, min(i_in[e] + max_transit + 1, n)
+        assert i_out[e] == lo + np.argmin(d[e, lo:hi])
+        for centre, window in ((i_in[e], win_in[e]), (i_out[e], win_out[e])):
+            idx = np.clip(np.arange(centre - half, centre + half + 1), 0, n - 1)
+            np.testing.assert_allclose(window, d[e, idx], rtol=0, atol=1e-12)
+    assert i_out[1] == pytest.approx(1400, abs=w)

@@ -160,7 +160,7 @@ def test_a_pack_is_the_normalised_analysis_of_its_events(three_files):
     decoded = concat_events(
         [process_unit(u, load_config(DECODE_ONLY)).drop_vars("input_index") for u in plan.units]
     )
-    from idexdask.pipeline.recalibrate import pack_config
+    from idexdask.pipeline.campaign_config import pack_config
 
     # the packs calibrate each event alone: the run's campaign step calibrates
     # every input's events together afterwards (tests/integration)

@@ -9,13 +9,13 @@ import xarray as xr
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality import (
     QualityStatus,
-    _channel_quality,
     detect_quantum,
     interpolated_mad,
     load_quality_config,
     long_runs,
     signal_quality,
 )
+from idexdask.analysis.signal_quality.products import channel_quality
 from idexdask.errors import AnalysisError, ConfigError
 
 FILL = 65535
@@ -269,13 +269,13 @@ def test_config_validation():
 def _both_paths(ds: xr.Dataset, name: str, config: dict | None = None) -> None:
     """The compiled NumPy passes give exactly the array-namespace results."""
     cfg = load_quality_config(config)
-    fast = _channel_quality(ds, name, cfg)
-    ref = _channel_quality(ds, name, cfg, compiled=False)
-    assert fast["_meta"] == ref["_meta"]
-    for key in ref:
-        if key == "_meta":
-            continue
-        a, b = np.asarray(fast[key]), np.asarray(ref[key])
+    fast = channel_quality(ds, name, cfg)
+    ref = channel_quality(ds, name, cfg, compiled=False)
+    assert (fast.window, fast.polarity, fast.rails, fast.quantum) == (
+        ref.window, ref.polarity, ref.rails, ref.quantum)
+    assert fast.products.keys() == ref.products.keys()
+    for key in ref.products:
+        a, b = np.asarray(fast.products[key]), np.asarray(ref.products[key])
         assert a.dtype == b.dtype, key
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), (key, a, b)
 
@@ -348,7 +348,7 @@ def test_compiled_path_matches_array_namespace_float():
         jitter[0, 400:1000:9] = 3e-4
         ds["TOF_High"] = ds["TOF_High"] + jitter.astype(dtype)
         _both_paths(ds, "TOF_High")
-        std_used = _channel_quality(ds, "TOF_High", load_quality_config())["noise"][0]
+        std_used = channel_quality(ds, "TOF_High", load_quality_config()).products["noise"][0]
         assert 0 < std_used < 1e-3
 
 
@@ -361,3 +361,44 @@ def test_compiled_path_with_scope_clipping_flags(trc_dir):
     assert ds["channel_clipped"].values.any()
     for name in ("TOF_High", "TOF_Low", "QD_1", "QD_2"):
         _both_paths(ds, name)
+
+
+def test_compiled_path_on_formula_time_axes():
+    """A time axis given by formula (start, step, count per event) is located by
+    bisection, never materialised: the same products as the array code, which
+    materialises it; including records shorter than the axis, a record starting
+    inside or after the window, one with no record, a falling axis and
+    events the scope flagged clipped."""
+    from idexdask.analysis.signal_quality.dataset import FormulaTimes
+    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
+
+    rng = np.random.default_rng(23)
+    n = 4000
+    x = (np.round(rng.normal(0, 0.002, (7, n)) / 1e-4) * 1e-4).astype(np.float32)
+    x[1, 2500:2530] = -0.3  # clipped flat top
+    x[2, 3000:] = np.nan  # shorter record
+    x[3, 1200:1203] = 0.05
+    x[5] = np.nan  # no record
+    start = np.array([-8e-6, -8e-6, -8e-6, -6e-6, -4e-6, -8e-6, 8e-6])
+    step = np.array([1e-9, 1e-9, 1e-9, 1e-9, 1e-9, 1e-9, -1e-9]) * 3
+    count = np.array([n, n, 3000, n, n, 0, n])
+    terms = AxisTerms.for_axis("time_high_sample_rate")
+    dims = ("epoch", "time_high_sample_rate_index")
+    ds = xr.Dataset({
+        "TOF_High": (dims, x, {"units": "V", "signal_polarity": -1, "vertical_gain": 1e-4}),
+        "time_high_sample_rate": uniform_axis_variable(
+            dims, start, step, count, n, scale=1e6, terms=terms),
+        terms.start: ("epoch", start),
+        terms.step: ("epoch", step),
+        terms.count: ("epoch", count),
+        "channel_clipped": (("epoch", "channel"), np.array([[0], [1], [0], [0], [0], [0], [1]],
+                                                           bool)),
+    }, coords={"channel": ["TOF_High"]})
+    axis = FormulaTimes(start, step, count, 1e6, n)
+    times = ds["time_high_sample_rate"].values
+    # the same roundings as the lazy axis: equal to the last bit
+    assert np.array_equal(axis.columns(0, n), times, equal_nan=True)
+    idx = np.array([0, 17, 2999, 3999, 5, 0, 100])
+    assert np.array_equal(axis.at(idx), times[np.arange(7), idx], equal_nan=True)
+    for polarity in (-1, 0, 1):
+        _both_paths(ds, "TOF_High", {"polarity": {"TOF_High": polarity}})

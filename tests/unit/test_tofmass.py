@@ -185,7 +185,17 @@ def test_mass_axis_broadcasts_over_events():
 
 @pytest.mark.numerics
 def test_compiled_fit_equals_numpy_fit():
-    """The kernel of the batched bootstrap reproduces TOFMassCal.fit bit for bit."""
+    """The kernel of the batched bootstrap reproduces TOFMassCal.fit: the same
+    statuses and orders, and the same coefficients and covariance to rounding.
+
+    Both solve the same weighted normal equations, but TOFMassCal.fit goes
+    through NumPy's linear algebra, whose rounding depends on the NumPy release
+    and the CPU, and a cubic's normal equations amplify an ulp by their
+    condition number: with NumPy 2.5 the coefficients differ by up to 4e-10
+    relative, 5e-11 of their standard errors (2.4: bit for bit).  The bound,
+    1e-8 standard errors (and 1e-8 s_i s_j for the covariance), leaves 200x of
+    margin and is far below anything a calibration could notice.
+    """
     from idexdask.calibration.polynomial import fit_event
     from idexdask.calibration.tofmass import STATUS_CODES, slope_grid
 
@@ -214,9 +224,15 @@ def test_compiled_fit_equals_numpy_fit():
         seen.add(ref.status)
         if ref.usable:
             assert order == ref.order
-            np.testing.assert_array_equal(coef[: order + 1], ref.coefficients)
-            assert np.all(coef[order + 1 :] == 0.0)
-            np.testing.assert_array_equal(cov[: order + 1, : order + 1], ref.covariance)
+            k = order + 1
+            sigma = np.sqrt(np.abs(np.diag(ref.covariance)))
+            scale = np.where(np.isfinite(sigma), sigma, np.abs(ref.coefficients))
+            assert np.all(np.abs(coef[:k] - ref.coefficients) <= 1e-8 * scale)
+            assert np.all(coef[k:] == 0.0)
+            np.testing.assert_array_equal(np.isnan(cov[:k, :k]), np.isnan(ref.covariance))
+            finite = ~np.isnan(ref.covariance)
+            bound = 1e-8 * np.outer(scale, scale)
+            assert np.all(np.abs(cov[:k, :k] - ref.covariance)[finite] <= bound[finite])
         else:
             assert np.all(np.isnan(coef))
     assert {CalibrationStatus.CALIBRATED, CalibrationStatus.TOO_FEW_LINES} <= seen

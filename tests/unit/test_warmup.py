@@ -13,10 +13,10 @@ KERNELS = [
     ("idexdask.packets.assemble", "_decode_jobs"),  # the Rice decoder is compiled into it
     ("idexdask.analysis.tof", "_merge_rows"),
     ("idexdask.analysis.peaks", "_search_rows"),
-    ("idexdask.analysis.signal_quality", "_scan_rows"),
-    ("idexdask.analysis.signal_quality", "_excursion_rows"),
-    ("idexdask.calibration.bootstrap", "_scan_events"),
-    ("idexdask.calibration.bootstrap", "_finish_events"),
+    ("idexdask.analysis.signal_quality.kernels", "trace_rows"),
+    ("idexdask.analysis.signal_quality.kernels", "baseline_bounds"),
+    ("idexdask.calibration.comb_search", "scan_events"),
+    ("idexdask.calibration.comb_search", "finish_events"),
 ]
 
 _PROBE = """

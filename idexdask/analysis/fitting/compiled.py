@@ -5,7 +5,7 @@ charge model) have their per-point arithmetic in numba, used on NumPy inputs:
 
 * :func:`residual_jacobian` (engine "auto"): weighted residuals and Jacobian for
   the vectorised loop in one pass.  The expressions are those of the xp
-  kernels (``models._emg_fj`` + constant, ``impact._evaluate_jac``) in the same
+  kernels (``models._emg_fj`` + constant, ``impact_model._evaluate_jac``) in the same
   order, erfcx is scipy's own C function (the code behind
   ``scipy.special.erfcx``), and numba does not contract to FMA, so the values
   are the same to the last bit and the fits follow exactly the same path (the
@@ -33,6 +33,7 @@ The per-model kernels live with their models:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import ModuleType
 
 import numba
@@ -41,10 +42,10 @@ import numpy as np
 from idexdask.analysis.fitting.emg_kernels import emg_point
 from idexdask.analysis.fitting.models import KERNEL_EMG_CONSTANT, KERNEL_NONE, BatchModel
 from idexdask.analysis.impact_kernels import impact_point
-from idexdask.analysis.special import scipy_erfcx_address
+from idexdask.compat.erfcx import scipy_erfcx_address
 from idexdask.errors import AnalysisError
 
-__all__ = ["ENGINES", "residual_jacobian", "select_kernel"]
+__all__ = ["ENGINES", "KernelChoice", "residual_jacobian", "select_kernel"]
 
 #: Values of ``fit_batch``'s ``engine``.
 ENGINES = ("auto", "compiled", "xp")
@@ -84,8 +85,31 @@ def residual_jacobian(kernel, scipy_erfcx, x, y, w, weighted, p, r, jac):  # pra
             jac[i, 4, q] = j4
 
 
-def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> int:
-    """The compiled kernel of ``model`` usable here, or 0 (array code only).
+@dataclass(frozen=True)
+class KernelChoice:
+    """The compiled kernel a batch fit runs, and the ``erfcx`` its EMG kernel calls.
+
+    Attributes
+    ----------
+    kernel : int
+        A ``KERNEL_*`` value; ``KERNEL_NONE``: the array code only.
+    scipy_erfcx : int
+        Address of SciPy's C erfcx (from the :mod:`idexdask.compat.erfcx`
+        adapter) for the "auto" engine's EMG kernel, which reproduces the array
+        code's values; 0 for the other kernels and the compiled engine
+        (:func:`~idexdask.analysis.special.erfcx_kernel`).
+    """
+
+    kernel: int
+    scipy_erfcx: int = 0
+
+
+def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> KernelChoice:
+    """The compiled kernel of ``model`` usable here (none: array code only).
+
+    The erfcx adapter is asked once per fit, here: where it offers no SciPy
+    erfcx (address 0), the "auto" engine fits an EMG on the array code, whose
+    values the kernel could otherwise not promise.
 
     Parameters
     ----------
@@ -98,8 +122,8 @@ def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> int:
 
     Returns
     -------
-    int
-        A ``KERNEL_*`` value; ``KERNEL_NONE`` for the array code.
+    KernelChoice
+        The kernel and the erfcx it calls.
 
     Raises
     ------
@@ -109,13 +133,17 @@ def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> int:
     if engine not in ENGINES:
         raise AnalysisError(f"engine must be 'auto', 'compiled' or 'xp', got {engine!r}")
     if engine == "xp":
-        return KERNEL_NONE
+        return KernelChoice(KERNEL_NONE)
     usable = xp is np and model.kernel != KERNEL_NONE
-    if usable and model.kernel == KERNEL_EMG_CONSTANT and engine == "auto":
-        usable = scipy_erfcx_address() != 0  # its bit-for-bit promise needs scipy's erfcx
-    if engine == "compiled" and not usable:
-        raise AnalysisError(
-            f"no compiled kernel for model {model.name!r} on {xp.__name__} arrays"
-        )
-    return model.kernel if usable else KERNEL_NONE
-
+    if engine == "compiled":
+        if not usable:
+            raise AnalysisError(
+                f"no compiled kernel for model {model.name!r} on {xp.__name__} arrays"
+            )
+        return KernelChoice(model.kernel)  # erfcx_kernel (see the module docstring)
+    if usable and model.kernel == KERNEL_EMG_CONSTANT:
+        address = scipy_erfcx_address()
+        if address == 0:  # the kernel's bit-for-bit promise needs scipy's erfcx
+            return KernelChoice(KERNEL_NONE)
+        return KernelChoice(KERNEL_EMG_CONSTANT, address)
+    return KernelChoice(model.kernel if usable else KERNEL_NONE)

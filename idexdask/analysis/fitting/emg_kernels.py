@@ -3,7 +3,7 @@
 The batch fitter runs an ``emg+constant`` :class:`~idexdask.analysis.fitting.BatchModel`
 through these kernels on NumPy arrays (``KERNEL_EMG_CONSTANT``).  With
 ``scipy_erfcx`` the address of SciPy's C erfcx they reproduce the array model's
-expressions (``models._emg_fj``, ``lineshapes._emg_h``) one by one, for the
+expressions (``models._emg_fj``, ``lineshapes.emg_tail_factor``) one by one, for the
 "auto" engine; with ``scipy_erfcx = 0`` they take the compiled engine's cheaper
 forms, equal to rounding (:func:`~idexdask.analysis.special.erfcx_kernel`,
 multiplications by reciprocals).  :func:`emg_profile` is also the line search's
@@ -17,7 +17,8 @@ import math
 import numba
 
 from idexdask.analysis.normal_sums import ACC5_ZERO, acc5, store5
-from idexdask.analysis.special import call_scipy_erfcx, erfcx_kernel
+from idexdask.analysis.special import erfcx_kernel
+from idexdask.compat.erfcx import call_scipy_erfcx
 
 __all__ = ["emg_constant_normal", "emg_point", "emg_profile"]
 
@@ -30,7 +31,7 @@ _INV_SQRT2 = 1.0 / _SQRT2
 def emg_profile(scipy_erfcx, u, gs):  # pragma: no cover - compiled
     """``exp(-u**2/2)`` and the EMG shape ``h`` at ``u = (x - center)/sigma``, ``gs = gamma sigma``.
 
-    ``_emg_h``'s expressions for one point: one ``erfcx`` of ``|z|``,
+    ``emg_tail_factor``'s expressions for one point: one ``erfcx`` of ``|z|``,
     ``z = (gs - u)/sqrt(2)``.  ``scipy_erfcx`` nonzero (the address of scipy's C
     erfcx): the array code's expressions (its values but for exp, which libm and
     NumPy's CPU-specific SIMD code round an ulp apart); zero: the compiled engine's
@@ -53,7 +54,7 @@ def emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - co
     """EMG line at one point: unit profile and d/d(center, sigma, gamma) of the line.
 
     ``scipy_erfcx`` nonzero (the address of scipy's C erfcx): the expressions of
-    ``_emg_fj``/``_emg_unit_jac``/``_emg_h`` one by one (no contraction to FMA),
+    ``_emg_fj``/``_emg_unit_jac``/``emg_tail_factor`` one by one (no contraction to FMA),
     so the values are the array code's but for the ulp by which libm's exp and
     NumPy's CPU-specific SIMD exp may differ.  Zero: the compiled
     engine's cheaper forms, equal to rounding: :func:`~idexdask.analysis.special.erfcx_kernel`,

@@ -16,6 +16,7 @@ import numba
 import numpy as np
 
 from idexdask.analysis.fitting.bounds import at_bound_one, to_external_one
+from idexdask.analysis.fitting.compiled import KernelChoice
 from idexdask.analysis.fitting.emg_kernels import emg_constant_normal
 from idexdask.analysis.fitting.iteration import (
     LAMBDA_GN,
@@ -181,14 +182,15 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lo, hi, has_lo, has_hi, the
 
 
 def iterate_compiled(
-    kernel: int, work: WorkingSet, outputs: FitOutputs, stop: StopCriteria
+    kernel: KernelChoice, work: WorkingSet, outputs: FitOutputs, stop: StopCriteria
 ) -> None:
     """The Levenberg-Marquardt loop of :func:`~.engine_xp.iterate_xp`, compiled, one fit at a time.
 
     Parameters
     ----------
-    kernel : int
-        The model's compiled kernel (``KERNEL_EMG_CONSTANT`` or ``KERNEL_IMPACT``).
+    kernel : KernelChoice
+        The model's compiled kernel (``KERNEL_EMG_CONSTANT`` or ``KERNEL_IMPACT``)
+        and the erfcx it calls (0: :func:`~idexdask.analysis.special.erfcx_kernel`).
     work : WorkingSet
         The fits to run (NumPy arrays only).
     outputs : FitOutputs
@@ -212,11 +214,11 @@ def iterate_compiled(
 
     x64 = c64(work.x)
     w64 = np.ones_like(c64(work.y)) if work.weights is None else c64(work.weights)
-    steps = grid_steps(x64, w64) if kernel == KERNEL_IMPACT else np.zeros(n_act)
+    steps = grid_steps(x64, w64) if kernel.kernel == KERNEL_IMPACT else np.zeros(n_act)
     bounds = work.bounds
     lm_compiled(
-        kernel,
-        0,  # erfcx_kernel, not scipy's erfcx (see idexdask.analysis.fitting.compiled)
+        kernel.kernel,
+        kernel.scipy_erfcx,
         x64,
         c64(work.y),
         w64,

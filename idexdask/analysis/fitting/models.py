@@ -20,7 +20,7 @@ from idexdask.analysis import xp as _xp
 from idexdask.analysis.lineshapes import (
     GAMMA_MAX,
     SIGMA_MIN,
-    _emg_h,
+    emg_tail_factor,
     voigt,
 )
 from idexdask.errors import AnalysisError
@@ -146,7 +146,7 @@ def _emg_unit_jac(xp: ModuleType, t: Any, s: Any, gam: Any) -> tuple[Any, Any, A
     z = (gamma*sigma - t/sigma)/sqrt(2); the erfc'(z) terms reduce to the
     Gaussian G = exp(-t**2/(2 sigma**2)): g * d ln erfc(z)/dz = -gamma*G/sqrt(pi).
     """
-    h, gauss = _emg_h(xp, t / s, gam * s, with_gauss=True)
+    h, gauss = emg_tail_factor(xp, t / s, gam * s, with_gauss=True)
     half_h = 0.5 * h
     g = gam * half_h
     gg = (gam / _SQRT_2PI) * gauss  # gamma*G/sqrt(2*pi)

@@ -4,7 +4,7 @@ The science of ``idexdask time2mass`` (:mod:`idexdask.cli.time2mass`): the
 lines of one event (:func:`event_lines`: the stored ``peak_*`` products of a
 campaign store or of :func:`idexdask.workflow.analyze` run on that event);
 its calibration (:func:`calibrate_lines`), either blind
-(:func:`~idexdask.calibration.bootstrap.bootstrap_calibration`) or from lines
+(:func:`~idexdask.calibration.comb.comb_calibration`) or from lines
 a user names (:func:`parse_lines`: ``"t1:Na,t2:K"`` -> :meth:`TOFMassCal.fit`);
 and a figure of the spectrum against mass with the identified lines and their
 residuals (:func:`time2mass_figure`).  An event that cannot be calibrated gets
@@ -21,13 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from idexdask.calibration.bootstrap import (
-    BootstrapResult,
-    CalibrationSettings,
-    bootstrap_calibration,
-    load_calibration_settings,
-)
+from idexdask.calibration.comb import CombResult, comb_calibration
 from idexdask.calibration.ions import ion_label, ion_mass
+from idexdask.calibration.settings import CalibrationSettings, load_calibration_settings
 from idexdask.calibration.tofmass import TOFMassCal
 from idexdask.errors import CalibrationError, ConfigError, IdexDaskError
 
@@ -272,7 +268,7 @@ def calibrate_lines(
     good &= np.isfinite(lines.area) & (lines.area > 0)
     if lines.mode_centred is not None:  # Gaussian fallbacks centred on the mode
         good &= ~np.asarray(lines.mode_centred, dtype=bool)
-    res: BootstrapResult = bootstrap_calibration(
+    res: CombResult = comb_calibration(
         lines.center_us[good], lines.area[good], settings=settings
     )
     if not res.calibrated or res.calibration is None:

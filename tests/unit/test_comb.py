@@ -8,10 +8,10 @@ import pytest
 
 from idexdask.calibration import (
     ELECTRON_MASS_U,
-    BootstrapStatus,
+    CombStatus,
     UncalibratedReason,
-    bootstrap_calibration,
-    bootstrap_calibrations,
+    comb_calibration,
+    comb_calibrations,
     ion_mass,
     load_calibration_settings,
     mass_axis,
@@ -93,7 +93,7 @@ def test_unknown_preset():
 
 
 def _check(result, times, truth, *, mass_tol=0.05):
-    assert result.status is BootstrapStatus.CALIBRATED, result.message
+    assert result.status is CombStatus.CALIBRATED, result.message
     assert result.stretch == pytest.approx(truth["stretch"], rel=1e-3)
     got = {a.peak_index: a.label for a in result.assignments}
     for j, label in enumerate(truth["labels"]):
@@ -108,7 +108,7 @@ def test_flight_synthetic_spectra(flight):
         times, amps, truth = synthetic_peaks(
             rng, settings=flight, n_ions=(4, 12), n_spurious=(0, 3), jitter_us=0.001
         )
-        _check(bootstrap_calibration(times, amps, settings=flight), times, truth)
+        _check(comb_calibration(times, amps, settings=flight), times, truth)
 
 
 def test_lab_synthetic_spectra(lab):
@@ -118,7 +118,7 @@ def test_lab_synthetic_spectra(lab):
             rng, settings=lab, stretch=rng.uniform(0.5, 2.0), n_ions=(6, 12),
             n_spurious=(0, 2), jitter_us=0.001,
         )
-        _check(bootstrap_calibration(times, amps, settings=lab), times, truth)
+        _check(comb_calibration(times, amps, settings=lab), times, truth)
 
 
 def test_never_wrong_when_calibrated(flight):
@@ -127,7 +127,7 @@ def test_never_wrong_when_calibrated(flight):
     n_ok = 0
     for _ in range(40):
         times, amps, truth = synthetic_peaks(rng, settings=flight, n_ions=(4, 8))
-        res = bootstrap_calibration(times, amps, settings=flight)
+        res = comb_calibration(times, amps, settings=flight)
         if res.calibrated:
             _check(res, times, truth)
             n_ok += 1
@@ -135,18 +135,18 @@ def test_never_wrong_when_calibrated(flight):
 
 
 def test_no_lines_one_line(flight):
-    res = bootstrap_calibration([], settings=flight)
-    assert res.status is BootstrapStatus.UNCALIBRATED
+    res = comb_calibration([], settings=flight)
+    assert res.status is CombStatus.UNCALIBRATED
     assert res.reason is UncalibratedReason.NO_LINES and res.calibration is None
-    res = bootstrap_calibration([7.3], [1.0], settings=flight)
+    res = comb_calibration([7.3], [1.0], settings=flight)
     assert res.reason is UncalibratedReason.ONE_LINE
 
 
 def test_two_lines_are_not_enough(flight):
     a, t0 = 1.45, 0.3
     t = t0 + a * np.sqrt([ion_mass("Na"), ion_mass("K")])
-    res = bootstrap_calibration(t, settings=flight)
-    assert res.status is BootstrapStatus.UNCALIBRATED
+    res = comb_calibration(t, settings=flight)
+    assert res.status is CombStatus.UNCALIBRATED
     assert res.reason is UncalibratedReason.OFF_COMB
 
 
@@ -155,13 +155,13 @@ def test_lines_off_the_comb(flight):
     reasons = []
     for _ in range(30):
         t = rng.uniform(1.0, 13.0, 6)  # random peak times: no comb structure
-        res = bootstrap_calibration(t, rng.uniform(0.2, 1.0, 6), settings=flight)
+        res = comb_calibration(t, rng.uniform(0.2, 1.0, 6), settings=flight)
         reasons.append(res.reason)
         assert res.calibrated or res.calibration is None
     assert sum(r is not UncalibratedReason.NONE for r in reasons) >= 27
     # evenly spaced peaks are not a sqrt(m) comb at all
-    res = bootstrap_calibration(np.arange(2.0, 14.0, 1.0), settings=flight)
-    assert res.status is BootstrapStatus.UNCALIBRATED
+    res = comb_calibration(np.arange(2.0, 14.0, 1.0), settings=flight)
+    assert res.status is CombStatus.UNCALIBRATED
 
 
 def test_stack_coefficients_feed_mass_axis(flight):
@@ -169,8 +169,8 @@ def test_stack_coefficients_feed_mass_axis(flight):
     results = []
     for _ in range(3):
         times, amps, _ = synthetic_peaks(rng, settings=flight, n_ions=8)
-        results.append(bootstrap_calibration(times, amps, settings=flight))
-    results.append(bootstrap_calibration([], settings=flight))
+        results.append(comb_calibration(times, amps, settings=flight))
+    results.append(comb_calibration([], settings=flight))
     coef = stack_coefficients(results)
     t = np.linspace(0.0, 20.0, 500)
     m = mass_axis(coef, t, flight.fit.mass_range_u)
@@ -183,7 +183,7 @@ def test_stack_coefficients_feed_mass_axis(flight):
 
 
 def _same_result(a, b):
-    """Two BootstrapResults are equal field by field (NaN == NaN), bit for bit."""
+    """Two CombResults are equal field by field (NaN == NaN), bit for bit."""
     for f in ("status", "reason", "message", "score", "n_matched", "explained_fraction",
               "assignments"):
         assert getattr(a, f) == getattr(b, f), f
@@ -223,8 +223,8 @@ def test_batch_equals_one_event_at_a_time(preset):
     times = np.concatenate([t for t, _ in spectra])
     amps = np.concatenate([a for _, a in spectra])
     offsets = np.cumsum([0] + [t.size for t, _ in spectra])
-    batch = bootstrap_calibrations(times, amps, offsets, settings=settings)
-    singles = [bootstrap_calibration(t, a, settings=settings) for t, a in spectra]
+    batch = comb_calibrations(times, amps, offsets, settings=settings)
+    singles = [comb_calibration(t, a, settings=settings) for t, a in spectra]
     assert sum(r.calibrated for r in singles) >= 20  # the comparison covers both outcomes
     assert len({r.reason for r in singles}) >= 4
     for e, single in enumerate(singles):
@@ -239,7 +239,7 @@ def test_batch_equals_one_event_at_a_time(preset):
     np.testing.assert_array_equal(batch.stacked(3), stack_coefficients(singles, order=3))
     # a batch of blocks gives what one block gives (blocks of the coarse search)
     half = offsets[30]
-    first = bootstrap_calibrations(times[:half], amps[:half], offsets[:31], settings=settings)
+    first = comb_calibrations(times[:half], amps[:half], offsets[:31], settings=settings)
     np.testing.assert_array_equal(first.coefficients, batch.coefficients[:30])
 
 
@@ -248,7 +248,7 @@ def test_batch_non_finite_event_is_flagged_not_raised(flight):
     t1, a1, _ = synthetic_peaks(rng, settings=flight, n_ions=8, n_spurious=0)
     t2 = t1.copy()
     t2[2] = np.nan
-    batch = bootstrap_calibrations(
+    batch = comb_calibrations(
         np.concatenate([t1, t2, t1]), np.concatenate([a1, a1, a1]),
         [0, t1.size, 2 * t1.size, 3 * t1.size], settings=flight,
     )
@@ -259,16 +259,16 @@ def test_batch_non_finite_event_is_flagged_not_raised(flight):
     with pytest.raises(CalibrationError):
         batch.result(1)
     with pytest.raises(CalibrationError):
-        bootstrap_calibration(t2, a1, settings=flight)
+        comb_calibration(t2, a1, settings=flight)
 
 
 def test_batch_input_checks(flight):
     with pytest.raises(CalibrationError):
-        bootstrap_calibrations([1.0, 2.0], [1.0], [0, 2], settings=flight)
+        comb_calibrations([1.0, 2.0], [1.0], [0, 2], settings=flight)
     for bad in ([0, 3], [1, 2], [0, 2, 1, 2], [0.0, 2.0]):
         with pytest.raises(CalibrationError):
-            bootstrap_calibrations([1.0, 2.0], None, bad, settings=flight)
-    empty = bootstrap_calibrations([], None, [0], settings=flight)
+            comb_calibrations([1.0, 2.0], None, bad, settings=flight)
+    empty = comb_calibrations([], None, [0], settings=flight)
     assert empty.stacked(3).shape == (0, 4)
-    none = bootstrap_calibrations([], None, [0, 0, 0], settings=flight)
+    none = comb_calibrations([], None, [0, 0, 0], settings=flight)
     assert list(none.reason) == ["no_lines", "no_lines"]

@@ -1,0 +1,204 @@
+"""Exact order statistics of long rows in about one pass (compiled kernels).
+
+``numpy.median`` of a 500,000-sample lab record selects over the whole row
+(introselect, several passes with swaps), and the median absolute deviation
+selects a second time.  :func:`order_pair` finds the same values by bracketing:
+a sample of the row at random positions (i.i.d. draws from its values, however
+correlated neighbouring samples are), sorted, gives two pivots around the wanted ranks;
+one pass counts the values below the lower pivot and gathers those between the
+pivots (a few per cent of the row); the ranks are selected among those.  The
+result is the exact order statistic (a value of the row, no arithmetic), so the
+median and MAD built on it equal NumPy's.  Where the pivots miss the ranks (a
+row whose sample happens to be unrepresentative), the whole row is selected
+instead: never a wrong value, only the slower path.
+
+NaN sorts last, as in ``numpy.partition``.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = ["median_and_mad", "order_pair"]
+
+_SAMPLE = 4096
+"""Values in the random sample that places the pivots."""
+_MARGIN_SIGMAS = 4.0
+"""Pivots this many binomial standard deviations of the sample rank beyond the wanted ranks."""
+_SEED = 21
+"""Seed of the sample positions (any: the result is exact; fixed, so runs repeat)."""
+_SMALL = 8192
+"""Rows this short are selected directly."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _select(a: np.ndarray, k: int, finite_end: int) -> float:  # pragma: no cover - compiled
+    """The ``k``-th smallest of ``a[:finite_end]`` (NaN-free), reordering it.
+
+    Quickselect with a three-way partition: values equal to the pivot end the
+    search, so rows with many repeated values (quantised records) stay linear.
+    """
+    lo = 0
+    hi = finite_end
+    while hi - lo > 16:
+        mid = (lo + hi) // 2
+        p0, p1, p2 = a[lo], a[mid], a[hi - 1]
+        pivot = max(min(p0, p1), min(max(p0, p1), p2))  # median of three
+        lt = lo
+        i = lo
+        gt = hi
+        while i < gt:
+            v = a[i]
+            if v < pivot:
+                a[i] = a[lt]
+                a[lt] = v
+                lt += 1
+                i += 1
+            elif v > pivot:
+                gt -= 1
+                a[i] = a[gt]
+                a[gt] = v
+            else:
+                i += 1
+        if k < lt:
+            hi = lt
+        elif k >= gt:
+            lo = gt
+        else:
+            return pivot
+    for i in range(lo + 1, hi):  # insertion sort of the last few
+        v = a[i]
+        j = i - 1
+        while j >= lo and a[j] > v:
+            a[j + 1] = a[j]
+            j -= 1
+        a[j + 1] = v
+    return a[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_of(a: np.ndarray, k_lo: int, k_hi: int) -> tuple[float, float]:
+    # pragma: no cover - compiled
+    """Order statistics ``k_lo <= k_hi`` of ``a``, NaN last (``a`` reordered in place)."""
+    end = a.size
+    i = 0
+    while i < end:  # NaN to the end
+        if a[i] != a[i]:
+            end -= 1
+            v = a[end]
+            a[end] = a[i]
+            a[i] = v
+        else:
+            i += 1
+    lo = _select(a, k_lo, end) if k_lo < end else np.nan
+    if k_hi == k_lo:
+        return lo, lo
+    return lo, _select(a, k_hi, end) if k_hi < end else np.nan
+
+
+@numba.njit(cache=True, nogil=True)
+def _bracket(
+    x: np.ndarray, n: int, k_lo: int, k_hi: int, out: np.ndarray, centre: float
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Gather into ``out`` the values of ``x[:n]`` between two pivots that bracket
+    ranks ``k_lo`` and ``k_hi``; return how many lie below the lower pivot and how
+    many were gathered, or (-1, -1) when the pivots miss the ranks.  With a
+    finite ``centre`` the values are ``|x - centre|``, formed as they are read."""
+    dev = centre == centre
+    m = min(n, _SAMPLE)
+    sample = np.empty(m)
+    state = np.uint64(_SEED)
+    for i in range(m):  # positions drawn uniformly (splitmix64): i.i.d. draws of the values
+        state += np.uint64(0x9E3779B97F4A7C15)
+        z = state
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+        v = x[np.int64(z % np.uint64(n))]
+        sample[i] = abs(v - centre) if dev else v
+    margin = int(_MARGIN_SIGMAS * 0.5 * np.sqrt(m)) + 2
+    p_lo = k_lo * m // n - margin
+    p_hi = k_hi * m // n + margin
+    low, high = _pair_of(sample, max(p_lo, 0), min(p_hi, m - 1))
+    low = low if p_lo >= 0 else -np.inf
+    high = high if p_hi < m else np.inf
+    if low != low or high != high:
+        return -1, -1
+    below = 0
+    c = 0
+    for i in range(n):  # branch-free: about half the values fall on either side
+        v = abs(x[i] - centre) if dev else x[i]
+        below += v < low
+        out[c] = v
+        c += (v >= low) & (v <= high)
+    if below <= k_lo and k_hi < below + c:
+        return below, c
+    return -1, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def order_pair(
+    x: np.ndarray, n: int, k_lo: int, k_hi: int, scratch: np.ndarray, centre: float = np.nan
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """The ``k_lo``-th and ``k_hi``-th smallest of ``x[:n]`` (0-based, ``k_lo <= k_hi``),
+    or of ``|x[:n] - centre|`` when ``centre`` is a number.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float64, (>= n,)
+        Values; not modified.
+    n : int
+        Number of values used.
+    k_lo, k_hi : int
+        Ranks, ``0 <= k_lo <= k_hi < n``.
+    scratch : numpy.ndarray of float64, (>= n,)
+        Work space, overwritten.
+    centre : float
+        NaN (the default): the values themselves; else their distances from it.
+
+    Returns
+    -------
+    (float, float)
+        The two order statistics, exactly as ``numpy.partition`` places them.
+    """
+    if n > _SMALL:
+        below, c = _bracket(x, n, k_lo, k_hi, scratch, centre)
+        if below >= 0:
+            k_lo -= below
+            k_hi -= below
+            if c > _SMALL:  # a second bracket within the first
+                inner = np.empty(c)
+                below, c2 = _bracket(scratch, c, k_lo, k_hi, inner, np.nan)
+                if below >= 0:
+                    return _pair_of(inner[:c2], k_lo - below, k_hi - below)
+            return _pair_of(scratch[:c], k_lo, k_hi)
+    for i in range(n):  # the whole row
+        scratch[i] = abs(x[i] - centre) if centre == centre else x[i]
+    return _pair_of(scratch[:n], k_lo, k_hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def median_and_mad(x: np.ndarray, n: int, scratch: np.ndarray) -> tuple[float, float]:
+    # pragma: no cover - compiled
+    """Median of ``x[:n]`` and the median of ``|x - median|`` (not scaled to sigma).
+
+    The medians are those of ``numpy.median`` for NaN-free values: the middle
+    value, or the mean ``0.5 * (a + b)`` of the two middle values of an even
+    count, in the order of ``numpy.partition`` (NaN last: a row with NaN gets
+    the middle of that order, not NaN).  ``scratch`` is a work space of at least
+    ``n`` values.
+    """
+    k = n // 2
+    if n % 2:
+        med, _ = order_pair(x, n, k, k, scratch, np.nan)
+    else:
+        a, b = order_pair(x, n, k - 1, k, scratch, np.nan)
+        med = 0.5 * (a + b)
+    if med != med:  # every deviation NaN
+        return med, med
+    if n % 2:
+        mad, _ = order_pair(x, n, k, k, scratch, med)
+        return med, mad
+    a, b = order_pair(x, n, k - 1, k, scratch, med)
+    return med, 0.5 * (a + b)

@@ -1,0 +1,358 @@
+"""Compiled passes of the host path of signal quality (NumPy samples).
+
+The whole-trace work of a channel (missing-sample mask, observed extremes,
+excursion, rail runs and clipped flat tops) is one compiled pass pair over the
+native-dtype samples, with no (n_events, n) float64 temporaries; the baseline
+window is located on the time axis first (by bisection on a formula axis), so
+the pass already knows the baseline.  Every floating-point operation is the one
+the array-namespace path (:mod:`.array_path`) performs, so the results are
+identical (checked by ``tests/unit/test_signal_quality.py``).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+__all__ = [
+    "array_window",
+    "baseline_bounds",
+    "formula_window",
+    "trace_rows",
+    "window_rows",
+]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
+    """Sample ``raw[r, j]`` as float64, NaN when missing (NaN or ``fill``)."""
+    v = np.float64(raw[r, j])
+    if v != v or (has_fill and v == fill):
+        return np.nan
+    return v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _formula_time(start, step, scale, j):  # pragma: no cover - compiled
+    """``(start + j * step) * scale``, rounded as :class:`~idexdask.timeaxis.UniformAxisArray`."""
+    return (np.float64(j) * step + start) * scale
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_time_at(start, step, scale, count, limit, below):  # pragma: no cover - compiled
+    """First index ``j < count`` whose time is ``>= limit`` (``< limit`` when ``below``),
+    by bisection: the formula's times are monotonic in ``j``."""
+    lo = 0
+    hi = count
+    while lo < hi:
+        mid = (lo + hi) // 2
+        t = _formula_time(start, step, scale, mid)
+        if (t < limit) if below else (t >= limit):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def formula_window(
+    start: np.ndarray,
+    step: np.ndarray,
+    count: np.ndarray,
+    scale: float,
+    n: int,
+    w0: float,
+    w1: float,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """Per row of a formula axis: the smallest and largest time, and the columns
+    ``[a, b)`` whose times lie in ``[w0, w1)`` (``a == b`` for none)."""
+    rows = start.size
+    tmin = np.full(rows, np.inf)
+    tmax = np.full(rows, -np.inf)
+    a = np.zeros(rows, dtype=np.int64)
+    b = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        c = min(count[r], n)
+        if c <= 0:
+            continue
+        t0 = _formula_time(start[r], step[r], scale, 0)
+        tl = _formula_time(start[r], step[r], scale, c - 1)
+        if t0 != t0 or tl != tl:
+            continue
+        tmin[r] = min(t0, tl)
+        tmax[r] = max(t0, tl)
+        if tl >= t0:
+            a[r] = _first_time_at(start[r], step[r], scale, c, w0, False)
+            b[r] = _first_time_at(start[r], step[r], scale, c, w1, False)
+        else:
+            a[r] = _first_time_at(start[r], step[r], scale, c, w1, True)
+            b[r] = _first_time_at(start[r], step[r], scale, c, w0, True)
+        b[r] = max(a[r], b[r])
+    return tmin, tmax, a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def array_window(t: np.ndarray, w0: float, w1: float) -> tuple[np.ndarray, ...]:
+    # pragma: no cover - compiled
+    """:func:`formula_window` of a materialised axis: ``[a, b)`` spans the first to
+    the last column in the window (columns between need not be in it)."""
+    rows, n = t.shape
+    tmin = np.full(rows, np.inf)
+    tmax = np.full(rows, -np.inf)
+    a = np.zeros(rows, dtype=np.int64)
+    b = np.zeros(rows, dtype=np.int64)
+    for r in range(rows):
+        first = -1
+        for j in range(n):
+            tj = t[r, j]
+            if tj < tmin[r]:
+                tmin[r] = tj
+            if tj > tmax[r]:
+                tmax[r] = tj
+            if tj >= w0 and tj < w1:
+                if first < 0:
+                    first = j
+                b[r] = j + 1
+        a[r] = max(first, 0)
+    return tmin, tmax, a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def baseline_bounds(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    tw: np.ndarray,
+    t_lo: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    w0: float,
+    w1: float,
+    head: int,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """Valid samples in the window (count, first, last; columns ``[a, b)`` read, their
+    times ``tw[:, j - t_lo]``) and the first and last valid sample of the head."""
+    rows, n = raw.shape
+    t_rows = tw.shape[0]
+    n_win = np.zeros(rows, dtype=np.int64)
+    wf = np.full(rows, -1, dtype=np.int64)
+    wl = np.full(rows, -1, dtype=np.int64)
+    hf = np.full(rows, -1, dtype=np.int64)
+    hl = np.full(rows, -1, dtype=np.int64)
+    m = min(head, n)
+    for r in range(rows):
+        tr = r if t_rows == rows else 0
+        for j in range(a[r], b[r]):
+            v = _sample(raw, r, j, has_fill, fill)
+            tj = tw[tr, j - t_lo]
+            if v == v and tj >= w0 and tj < w1:
+                n_win[r] += 1
+                if wf[r] < 0:
+                    wf[r] = j
+                wl[r] = j
+        for j in range(m):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                hf[r] = j
+                break
+        for j in range(m - 1, -1, -1):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                hl[r] = j
+                break
+    return n_win, wf, wl, hf, hl
+
+
+@numba.njit(cache=True, nogil=True)
+def window_rows(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    tw: np.ndarray,
+    t_lo: int,
+    a: np.ndarray,
+    b: np.ndarray,
+    covered: np.ndarray,
+    w0: float,
+    w1: float,
+    head: int,
+    lo: int,
+    hi: int,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Samples ``lo:hi`` of each row that lie in its baseline mask, NaN elsewhere."""
+    rows = raw.shape[0]
+    out = np.empty((rows, hi - lo))
+    t_rows = tw.shape[0]
+    for r in range(rows):
+        tr = r if t_rows == rows else 0
+        for j in range(lo, hi):
+            v = _sample(raw, r, j, has_fill, fill)
+            if covered[r]:
+                keep = False
+                if j >= a[r] and j < b[r]:
+                    tj = tw[tr, j - t_lo]
+                    keep = tj >= w0 and tj < w1
+            else:
+                keep = j < head
+            out[r, j - lo] = v if keep else np.nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def trace_rows(
+    raw: np.ndarray,
+    has_fill: bool,
+    fill: float,
+    baseline: np.ndarray,
+    threshold: np.ndarray,
+    dirs: np.ndarray,
+    vmin: float,
+    vmax: float,
+    rail_run: int,
+    top_run: int,
+    clipped: np.ndarray,
+) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
+    """Two passes per row: counts and extremes, then the samples at the excursion.
+
+    For each direction ``d`` the excursion is ``d * (x - baseline)`` over the
+    valid samples.  Its maximum is that at the largest (d = 1) or smallest
+    (d = -1) sample, because each rounded operation is monotonic, so the first
+    pass (counts, extremes, rails) gives it; the second finds the samples equal
+    to it: the first (the excursion's index, as ``numpy.argmax``), all of them
+    (the saturated samples of a row the scope flagged ``clipped``, in the
+    direction of the larger excursion) and those in runs of at least ``top_run``
+    (a clipped flat top, counted when the maximum exceeds ``threshold``).  The
+    larger direction wins, the first on a tie.  ``vmin``/``vmax`` are NaN for no
+    rail.
+
+    Returns ``n_valid``, ``vmax_obs``, ``vmin_obs``, ``n_rail``, ``first_valid``,
+    ``last_valid``, ``best_exc``, ``best_idx``, the saturated count and its first
+    and last index (-1 for none), and ``unsettled``: rows these passes cannot
+    settle exactly (a run of ``rail_run`` rail samples, whose union with a flat
+    top they do not count; a NaN baseline or an infinite sample; two directions
+    whose extremes are the same samples), for the array code to redo.
+    """
+    rows, n = raw.shape
+    nd = dirs.size
+    has_rails = vmin == vmin or vmax == vmax
+    n_valid = np.zeros(rows, dtype=np.int64)
+    vmax_obs = np.full(rows, -np.inf)
+    vmin_obs = np.full(rows, np.inf)
+    n_rail = np.zeros(rows, dtype=np.int64)
+    first_valid = np.full(rows, -1, dtype=np.int64)
+    last_valid = np.full(rows, -1, dtype=np.int64)
+    best_exc = np.full(rows, -np.inf)
+    best_idx = np.zeros(rows, dtype=np.int64)
+    n_sat = np.zeros(rows, dtype=np.int64)
+    first = np.full(rows, -1, dtype=np.int64)
+    last = np.full(rows, -1, dtype=np.int64)
+    unsettled = np.zeros(rows, dtype=np.bool_)
+    for r in range(rows):
+        # pass 1: valid count, extremes, rails
+        nv = 0
+        hi = -np.inf
+        lo = np.inf
+        for j in range(n):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                nv += 1
+                hi = max(hi, v)
+                lo = min(lo, v)
+        n_valid[r] = nv
+        vmax_obs[r] = hi
+        vmin_obs[r] = lo
+        if nv == 0:
+            continue  # every excursion -inf at index 0, nothing saturated
+        for j in range(n):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                first_valid[r] = j
+                break
+        for j in range(n - 1, -1, -1):
+            v = _sample(raw, r, j, has_fill, fill)
+            if v == v:
+                last_valid[r] = j
+                break
+        odd = hi == np.inf or lo == -np.inf
+        if has_rails:
+            nr = 0
+            run = 0
+            for j in range(n):
+                v = _sample(raw, r, j, has_fill, fill)
+                if v == v and (v >= vmax or v <= vmin):
+                    nr += 1
+                    run += 1
+                    odd |= run >= rail_run
+                else:
+                    run = 0
+            n_rail[r] = nr
+        b = baseline[r]
+        if b != b:
+            unsettled[r] = True
+            continue
+        excs = np.empty(nd)
+        best = -np.inf
+        kb = -1
+        for k in range(nd):
+            excs[k] = dirs[k] * ((hi if dirs[k] > 0 else lo) - b)
+            if excs[k] > best:
+                best = excs[k]
+                kb = k
+        best_exc[r] = best
+        odd |= nd == 2 and excs[0] == -excs[1]
+        count = 0
+        f = -1
+        last_r = -1
+        for k in range(nd):
+            d = dirs[k]
+            exc = excs[k]
+            ext = clipped[r] and k == kb
+            top = exc > threshold[r]
+            # samples at the maximum: first, all (count, first, last), runs >= top_run
+            at = -1
+            n_ext = 0
+            e_last = -1
+            n_top = 0
+            t_first = -1
+            t_last = -1
+            run = 0
+            for j in range(n):
+                v = _sample(raw, r, j, has_fill, fill)
+                if v == v and d * (v - b) == exc:
+                    if at < 0:
+                        at = j
+                        if not (ext or top):
+                            break
+                    n_ext += 1
+                    e_last = j
+                    run += 1
+                else:
+                    if run >= top_run:
+                        n_top += run
+                        if t_first < 0:
+                            t_first = j - run
+                        t_last = j - 1
+                    run = 0
+            if run >= top_run:
+                n_top += run
+                if t_first < 0:
+                    t_first = n - run
+                t_last = n - 1
+            if k == kb:
+                best_idx[r] = at
+            if ext:
+                c, kf, kl = n_ext, at, e_last
+            elif top:
+                c, kf, kl = n_top, t_first, t_last
+            else:
+                continue
+            if c > 0:
+                count += c
+                f = kf if f < 0 else min(f, kf)
+                last_r = max(last_r, kl)
+        n_sat[r] = count
+        first[r] = f
+        last[r] = last_r
+        unsettled[r] = odd
+    return (n_valid, vmax_obs, vmin_obs, n_rail, first_valid, last_valid, best_exc, best_idx,
+            n_sat, first, last, unsettled)
