@@ -22,6 +22,10 @@ Rice-compressed alternating, made once in a temporary directory):
   nannies, which is what those take from the workers' cores;
 * peak RSS (VmHWM) of every worker at the small and the large campaign (target:
   flat within 10 %: a worker holds one batch at a time whatever the campaign size);
+* the wall time of the campaign calibration step (a reduce over each input's
+  line lists, then a map rewriting the calibration-dependent products of every
+  event; docs/pipeline.md) and its share of the run: it must not change the
+  campaign's scaling (issue 19);
 * the host's CPU steal time during each run (``/proc/stat``): on a virtual
   machine, time the hypervisor gave to other guests while ours wanted the CPU;
   and, before and after the runs, how much two busy processes slow each other
@@ -196,6 +200,17 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int,
     import idexdask.pipeline.runner as runner_module
 
     runner_module.open_client = recording
+    campaign_s: list[float] = []  # the campaign calibration step (reduce + map), wall
+    original_step = runner_module.campaign_step
+
+    def timed_step(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return original_step(*a, **k)
+        finally:
+            campaign_s.append(time.perf_counter() - t0)
+
+    runner_module.campaign_step = timed_step
     try:
         steal = _steal_seconds()
         start = time.perf_counter()
@@ -206,13 +221,14 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int,
     finally:
         cluster_module.open_client = original
         runner_module.open_client = original
+        runner_module.campaign_step = original_step
     assert not summary.failures, summary.failures
     return {"events": summary.events_done, "seconds": elapsed,
             "task_seconds": summary.elapsed_s, "rss": peaks,
             "worker_cpu": sum(map(sum, cpu_end)) - sum(map(sum, cpu_start)),
             "worker_sys": sum(c[1] for c in cpu_end) - sum(c[1] for c in cpu_start),
             "overhead_cpu": sum(overhead), "steal": steal, "exports": summary.exports,
-            "export_s": summary.export_s}
+            "export_s": summary.export_s, "campaign_s": sum(campaign_s)}
 
 
 def _sizes_per_1000(files: list[Path], n_events: int) -> str:
@@ -356,8 +372,8 @@ def main() -> None:
     print(f"before the runs, {checks[0]}; after them, {checks[1]}\n")
     print("| run | events | workers | wall s | events/s | events/s per core "
           "| worker CPU ms per event (system) | client, scheduler, nannies CPU ms per event "
-          "| peak RSS per worker MiB | host steal s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+          "| peak RSS per worker MiB | host steal s | campaign calibration step s (share) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
 
     def row(label: str, r: dict, workers: int) -> float:
         rate = r["events"] / r["seconds"]
@@ -365,7 +381,8 @@ def main() -> None:
               f"{rate / workers:,.0f} | {r['worker_cpu'] / r['events'] * 1e3:.2f} "
               f"({r['worker_sys'] / r['events'] * 1e3:.2f}) | "
               f"{r['overhead_cpu'] / r['events'] * 1e3:.2f} | "
-              f"{', '.join(f'{x:.0f}' for x in r['rss'])} | {r['steal']:.1f} |")
+              f"{', '.join(f'{x:.0f}' for x in r['rss'])} | {r['steal']:.1f} | "
+              f"{r['campaign_s']:.2f} ({100 * r['campaign_s'] / r['seconds']:.1f} %) |")
         return rate
 
     for workers in (1, 2):

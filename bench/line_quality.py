@@ -1,11 +1,13 @@
 """TOF line-fit quality on every real file: the table of docs/quality.md ("Line fits").
 
 Per file: lines, fit statuses, events mass-calibrated, and the criteria of issue 19:
-the share of *significant* lines (raw merged spectrum >= 10 noise sigma at the
-line's peak sample) that end ``converged``, their median fitted sigma in samples,
-the median reduced chi-square of those converged fits, and the local maxima
->= 10 sigma of the merged spectrum (the highest sample within +-min_distance_us,
-outside saturated samples) with no converged line within 3 samples.
+the share of *significant* lines (raw TOF_High trace >= 10 noise sigma within 3
+samples of the line, or saturated there) that end ``converged`` (detections
+classified ``ringing``, one lobe of an electrical oscillation with a negative
+excursion >= 10 sigma beside it and not an ion line, are counted apart), their
+median fitted sigma in samples, the median reduced chi-square of those converged
+fits, and the local maxima >= 10 sigma of the merged spectrum (the highest
+sample within +-min_distance_us, outside saturated samples) with no converged line within 3 samples.
 
 The configuration is the default one (each source gets its own calibration
 preset).  Usage::
@@ -44,6 +46,7 @@ class LineQuality:
     status_counts: dict[str, int]
     calibrated: int
     significant: int
+    significant_ringing: int
     significant_converged: int
     significant_sigma_samples: float
     significant_redchi: float
@@ -163,6 +166,8 @@ def measure(name: str, ds: xr.Dataset) -> LineQuality:
     st = out["peak_status"].values
     counts = {names[k]: int(np.sum(st == k)) for k in range(len(names))}
     sig, dt = significant_lines(out)
+    ringing = sig & (st == names.index("ringing"))
+    sig &= ~ringing
     conv = sig & (st == 0)
     total, missed, _ = unmatched_maxima(out)
     cal = int(np.sum(out["mass_calibration_status"].values == "calibrated")) \
@@ -174,6 +179,7 @@ def measure(name: str, ds: xr.Dataset) -> LineQuality:
         status_counts=counts,
         calibrated=cal,
         significant=int(sig.sum()),
+        significant_ringing=int(ringing.sum()),
         significant_converged=int(conv.sum()),
         significant_sigma_samples=float(np.median(out["peak_sigma"].values[conv] / dt[conv]))
         if conv.any() else float("nan"),
@@ -201,15 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     names = list(rows[0].status_counts)
     w = sys.stdout.write
     w("| data | events | lines | " + " | ".join(names) + " | calibrated | >=10 sigma lines "
-      "converged | their median sigma (samples) | median redchi | >=10 sigma maxima without "
-      "converged line |\n")
-    w("|---" * (len(names) + 8) + "|\n")
+      "converged | >=10 sigma ringing | their median sigma (samples) | median redchi | "
+      ">=10 sigma maxima without converged line |\n")
+    w("|---" * (len(names) + 9) + "|\n")
     for r in rows:
         share = (f"{r.significant_converged}/{r.significant} "
-                 f"({100 * r.significant_converged / max(r.significant, 1):.0f} %)")
+                 f"({100 * r.significant_converged / r.significant:.0f} %)"
+                 if r.significant else "0/0 (no lines)")
         w(f"| {r.name} | {r.events} | {r.lines} | "
           + " | ".join(str(r.status_counts[k]) for k in names)
-          + f" | {r.calibrated} of {r.events} | {share} | {r.significant_sigma_samples:.2f} | "
+          + f" | {r.calibrated} of {r.events} | {share} | {r.significant_ringing} | "
+          f"{r.significant_sigma_samples:.2f} | "
           f"{r.significant_redchi:.2f} | {r.maxima_unmatched} of {r.maxima} |\n")
     return 0
 

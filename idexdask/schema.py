@@ -333,6 +333,8 @@ SCHEMA: dict[str, Spec] = {
     "analysis.peaks.window_right_us": Float(min=0, min_open=True),
     "analysis.peaks.max_iterations": Int(min=1),
     "analysis.peaks.min_line_snr": Float(min=0),
+    "analysis.peaks.ringing_sigma": Float(min=0),
+    "analysis.peaks.joint_blends": Bool(),
     # analysis.impact
     "analysis.impact.dn_to_pc.Target_Low": Float(min=0, min_open=True),
     "analysis.impact.dn_to_pc.Target_High": Float(min=0, min_open=True),

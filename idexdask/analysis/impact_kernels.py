@@ -1,10 +1,10 @@
-"""Compiled kernels of the impact charge model (:func:`idexdask.analysis.impact.impact_model`).
+"""Compiled kernels of the impact charge model (:mod:`idexdask.analysis.impact_model`).
 
 The batch fitter (:mod:`idexdask.analysis.fitting`) runs the impact model through
 these kernels on NumPy arrays (``BatchModel.kernel == KERNEL_IMPACT``):
 
 * :func:`impact_point` gives the pulse and its derivatives at one sample with
-  the expressions of the array model, ``impact._evaluate_jac``, in the same
+  the expressions of the array model, ``impact_model._evaluate_jac``, in the same
   order (numba does not contract to FMA), for the fitter's "auto" engine;
 * :func:`impact_normal` sums one window's chi-square and normal equations for
   the "compiled" engine, carrying the two exponentials along a uniform time grid
@@ -27,8 +27,9 @@ __all__ = ["grid_steps", "impact_normal", "impact_point", "impact_terms"]
 def impact_point(xq, t0, amp, tr, td):  # pragma: no cover - compiled
     """Impact pulse at one point: ``g`` and d/d(t0, tau_r, tau_d) of ``A g``.
 
-    Mirrors ``idexdask.analysis.impact._evaluate_jac`` expression by expression; before the impact
-    (``x <= t0``) the exponentials are exactly 1 and are not evaluated.
+    Mirrors ``idexdask.analysis.impact_model._evaluate_jac`` expression by
+    expression; before the impact (``x <= t0``) the exponentials are exactly 1
+    and are not evaluated.
     """
     d = xq - t0
     if d > 0.0:

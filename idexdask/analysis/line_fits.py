@@ -42,7 +42,7 @@ from idexdask.analysis.peaks import PeakCandidates, sample_step
 from idexdask.analysis.robust import quiet_nan_warnings
 from idexdask.analysis.special import scipy_erfcx_address
 
-__all__ = ["LineFits", "fit_lines", "line_heights"]
+__all__ = ["LineFits", "classify_lines", "fit_lines", "line_heights"]
 
 _log = get_logger(__name__)
 
@@ -452,7 +452,7 @@ def _fit_windows(
     height = line_heights(a, c, s, g)
     with np.errstate(invalid="ignore", divide="ignore"):
         height = np.where(gauss, a / (s * math.sqrt(2.0 * math.pi)), height)
-    _classify(status, height, s, sigma_lo, sig, xw, c, settings)
+    classify_lines(status, height, s, sigma_lo, sig, xw, c, settings)
     return LineFits(
         center=c,
         center_err=stderr[:, 1],
@@ -592,7 +592,7 @@ def _gaussian_fallback(
     mode_centred[r] = ~collapsed[r]
 
 
-def _classify(
+def classify_lines(
     status: np.ndarray,
     height: np.ndarray,
     sigma: np.ndarray,
@@ -604,6 +604,21 @@ def _classify(
 ) -> None:
     """Mark spikes and insignificant lines among the fitted ones (in place).
 
+    Parameters
+    ----------
+    status : numpy.ndarray
+        :class:`~idexdask.analysis.line_status.LineStatus` codes (m,), updated in place.
+    height, sigma, center : numpy.ndarray
+        Fitted line height (signal units), Gaussian width and centre (µs), (m,).
+    sigma_lo : numpy.ndarray
+        The width bound of each fit, ``SIGMA_MIN_SAMPLES`` samples (µs), (m,).
+    sig, xw : numpy.ndarray
+        Noise sigma and times of each line's window (m, n_points).
+    settings : mapping
+        The ``peaks`` section (``min_line_snr``).
+
+    Notes
+    -----
     A fitted line (status CONVERGED, MAX_ITERATIONS or HIT_BOUND) lower than
     ``min_line_snr`` times the noise at its centre is NOT_SIGNIFICANT; one
     whose width ended at the sampling limit is a SPIKE.  Both are kept.

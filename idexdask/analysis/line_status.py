@@ -38,6 +38,11 @@ class LineStatus(IntEnum):
     a sample resolves, a spike rather than an ion line.  Kept, not calibrated on."""
     NOT_SIGNIFICANT = 6
     """Fitted height below ``min_line_snr`` noise sigmas.  Kept, not calibrated on."""
+    RINGING = 7
+    """One lobe of an electrical oscillation: a negative excursion of at least
+    ``ringing_sigma`` noise sigmas and half the detection's height beside it
+    (ion current is unipolar; :func:`idexdask.analysis.tof.classify_ringing`).
+    Kept, not calibrated on."""
 
 
 class LineShape(IntEnum):

@@ -43,9 +43,11 @@ __all__ = [
     "double_emg",
     "double_emg_model",
     "emg",
+    "emg_jacobian",
     "emg_tail_factor",
     "emg_model",
     "gaussian",
+    "gaussian_jacobian",
     "gaussian_model",
     "hyper_emg",
     "hyper_emg_model",
@@ -228,6 +230,64 @@ def hyper_emg(x, amplitude, center, sigma, gamma_left, gamma_right, fraction_lef
         * amplitude
         * (fraction_left * gamma_left * h_left + (1.0 - fraction_left) * gamma_right * h_right)
     )
+
+
+def gaussian_jacobian(xp: ModuleType, t: Any, sigma: Any) -> tuple[Any, Any, Any]:
+    """Unit-area Gaussian at ``t = x - center`` and its derivatives.
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace (NumPy or CuPy).
+    t : array
+        Time from the centre, µs.
+    sigma : array
+        Width, µs (> 0).
+
+    Returns
+    -------
+    g, d_center, d_sigma : array
+        The profile (1/µs) and its derivatives by centre and sigma.
+    """
+    u = t / sigma
+    with _xp.errstate(xp, under="ignore"):
+        g = xp.exp(-0.5 * u * u) / (_SQRT_2PI * sigma)
+    gs = g / sigma
+    return g, gs * u, gs * (u * u - 1.0)
+
+
+def emg_jacobian(xp: ModuleType, t: Any, sigma: Any, gamma: Any) -> tuple[Any, Any, Any, Any]:
+    """Unit-area EMG at ``t = x - center`` and its derivatives (centre, sigma, gamma).
+
+    ``ln g = ln(gamma/2) + (gamma*sigma)**2/2 - gamma*t + ln erfc(z)`` with
+    ``z = (gamma*sigma - t/sigma)/sqrt(2)``; the ``erfc'(z)`` terms reduce to
+    the Gaussian ``G = exp(-t**2/(2 sigma**2))``:
+    ``g * d ln erfc(z)/dz = -gamma*G/sqrt(pi)``.  Overflow-free as :func:`emg`.
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace (NumPy or CuPy).
+    t : array
+        Time from the centre, µs.
+    sigma : array
+        Gaussian width, µs (> 0).
+    gamma : array
+        Tail rate, 1/µs (> 0).
+
+    Returns
+    -------
+    g, d_center, d_sigma, d_gamma : array
+        The profile (1/µs) and its derivatives.
+    """
+    h, gauss = emg_tail_factor(xp, t / sigma, gamma * sigma, with_gauss=True)
+    half_h = 0.5 * h
+    g = gamma * half_h
+    gg = (gamma / _SQRT_2PI) * gauss
+    d_center = gamma * g - gg / sigma
+    d_sigma = (gamma * gamma * sigma) * g - gg * (gamma + t / (sigma * sigma))
+    d_gamma = half_h * (1.0 + gamma * (gamma * sigma * sigma - t)) - gg * sigma
+    return g, d_center, d_sigma, d_gamma
 
 
 def voigt(x, amplitude, center, sigma, gamma):

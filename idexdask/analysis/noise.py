@@ -51,12 +51,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.optimize
-import scipy.signal
-import scipy.special
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.analysis.histogram_fit import GaussianFit, fit_gaussian_histogram
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality import (
     channel_arrays,
@@ -64,264 +62,16 @@ from idexdask.analysis.signal_quality import (
     interpolated_mad,
     load_quality_config,
 )
+from idexdask.analysis.spectra import autocorrelation, welch_psd
 from idexdask.analysis.xp import to_numpy
 from idexdask.errors import AnalysisError
 
-__all__ = [
-    "CONFIG_WINDOW",
-    "GaussianFit",
-    "autocorrelation",
-    "fit_gaussian_histogram",
-    "noise_diagnostics",
-    "welch_psd",
-]
+__all__ = ["CONFIG_WINDOW", "noise_diagnostics"]
 
 _log = get_logger(__name__)
 
 CONFIG_WINDOW = "config"
 """``window`` value meaning: the ``quality.noise.window_us`` of the configuration."""
-
-
-# ----------------------------------------------------------------------------- Gaussian fit
-
-
-@dataclass(frozen=True)
-class GaussianFit:
-    """Result of :func:`fit_gaussian_histogram` (units of the histogram's axis).
-
-    Attributes
-    ----------
-    mean, mean_err : float
-        Centre and its 1-sigma uncertainty (DN or V).
-    sigma, sigma_err : float
-        Standard deviation and its uncertainty (DN or V).
-    amplitude, amplitude_err : float
-        Area (number of samples) and its uncertainty.
-    chi2 : float
-        Poisson likelihood-ratio (Baker-Cousins) chi-square over the fitted bins
-        expecting at least one count.
-    ndf : int
-        Bins in ``chi2`` - 3.
-    model : numpy.ndarray
-        Expected counts of every bin of the input (NaN where not fitted).
-    ok : bool
-        The fit converged with finite, positive-definite covariance.
-    """
-
-    mean: float
-    mean_err: float
-    sigma: float
-    sigma_err: float
-    amplitude: float
-    amplitude_err: float
-    chi2: float
-    ndf: int
-    model: np.ndarray
-    ok: bool
-
-    @property
-    def reduced_chi2(self) -> float:
-        """``chi2 / ndf`` (NaN when ``ndf < 1``)."""
-        return self.chi2 / self.ndf if self.ndf > 0 else math.nan
-
-
-def _binned_gauss(lower: np.ndarray, upper: np.ndarray):
-    sqrt2 = math.sqrt(2.0)
-
-    def model(_x: np.ndarray, mean: float, sigma: float, amplitude: float) -> np.ndarray:
-        zu = (upper - mean) / (sqrt2 * sigma)
-        zl = (lower - mean) / (sqrt2 * sigma)
-        # 0.5 * (erf(zu) - erf(zl)), computed on the side with better precision
-        prob = np.where(
-            zl > 0,
-            0.5 * (scipy.special.erfc(zl) - scipy.special.erfc(zu)),
-            0.5 * (scipy.special.erfc(-zu) - scipy.special.erfc(-zl)),
-        )
-        return amplitude * prob
-
-    return model
-
-
-def _failed(nbins: int) -> GaussianFit:
-    nan = math.nan
-    return GaussianFit(nan, nan, nan, nan, nan, nan, nan, 0, np.full(nbins, nan), False)
-
-
-def fit_gaussian_histogram(
-    counts: np.ndarray,
-    lower: np.ndarray,
-    upper: np.ndarray,
-    *,
-    p0: tuple[float, float, float] | None = None,
-    fit_mask: np.ndarray | None = None,
-    max_iter: int = 8,
-) -> GaussianFit:
-    """Fit a bin-integrated Gaussian to histogram counts with Poisson weights.
-
-    Parameters
-    ----------
-    counts : numpy.ndarray, (n_bins,)
-        Samples per bin.
-    lower, upper : numpy.ndarray, (n_bins,)
-        Bin edges (DN or V).
-    p0 : (mean, sigma, amplitude), optional
-        Start values; default the histogram's moments and total.
-    fit_mask : numpy.ndarray of bool, optional
-        Bins to fit (default all).
-    max_iter : int
-        Most re-weighting passes (weights ``1 / model``).
-
-    Returns
-    -------
-    GaussianFit
-        NaN values and ``ok=False`` when the histogram cannot constrain a Gaussian
-        (fewer than 2 non-empty or 4 fitted bins, or the fit fails); never raises.
-    """
-    counts = np.asarray(counts, dtype=float)
-    lower = np.asarray(lower, dtype=float)
-    upper = np.asarray(upper, dtype=float)
-    nb = counts.size
-    use = np.ones(nb, dtype=bool) if fit_mask is None else np.asarray(fit_mask, dtype=bool)
-    use &= np.isfinite(counts)
-    c, lo, hi = counts[use], lower[use], upper[use]
-    if c.size < 4 or np.count_nonzero(c) < 2 or c.sum() <= 0:
-        return _failed(nb)
-    centres = 0.5 * (lo + hi)
-    total = float(c.sum())
-    if p0 is None:
-        m0 = float(np.sum(c * centres) / total)
-        s0 = float(np.sqrt(max(np.sum(c * (centres - m0) ** 2) / total, 1e-12)))
-        p0 = (m0, s0, total)
-    m0, s0, a0 = (float(v) for v in p0)
-    width = float(np.min(hi - lo))
-    if not (math.isfinite(s0) and s0 > 0):
-        s0 = width
-    model = _binned_gauss(lo, hi)
-    params = np.array([m0, s0, max(a0, 1.0)])
-    weights = np.sqrt(np.maximum(c, 1.0))
-    cov = None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(max_iter):
-                new, cov = scipy.optimize.curve_fit(
-                    model, centres, c, p0=params, sigma=weights, absolute_sigma=True, method="lm"
-                )
-                new[1] = abs(new[1])  # the model is even in sigma
-                mu = model(centres, *new)
-                weights = np.sqrt(np.maximum(mu, 1e-3))
-                converged = np.all(np.abs(new - params) <= 1e-5 * (np.abs(params) + width))
-                params = new
-                if converged:
-                    break
-            # covariance at the final Poisson weights
-            params, cov = scipy.optimize.curve_fit(
-                model, centres, c, p0=params, sigma=weights, absolute_sigma=True, method="lm"
-            )
-            params[1] = abs(params[1])
-    except (RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
-        _log.debug("Gaussian histogram fit failed: %s", exc)
-        return _failed(nb)
-    if (
-        cov is None
-        or not np.all(np.isfinite(cov))
-        or np.any(np.diag(cov) < 0)
-        or not (np.isfinite(params).all() and params[1] > 0 and params[2] > 0)
-    ):
-        return _failed(nb)
-    mu = model(centres, *params)
-    gof = mu >= 1.0  # goodness of fit where the chi-square asymptotics hold
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_term = np.where(c > 0, c * np.log(c / np.maximum(mu, 1e-300)), 0.0)
-        chi2 = float(2.0 * np.sum((mu - c + log_term)[gof]))
-    full = np.full(nb, np.nan)
-    full[use] = mu
-    err = np.sqrt(np.diag(cov))
-    return GaussianFit(
-        mean=float(params[0]),
-        mean_err=float(err[0]),
-        sigma=float(params[1]),
-        sigma_err=float(err[1]),
-        amplitude=float(params[2]),
-        amplitude_err=float(err[2]),
-        chi2=chi2,
-        ndf=int(np.count_nonzero(gof) - 3),
-        model=full,
-        ok=True,
-    )
-
-
-# ----------------------------------------------------------------------------- PSD and ACF
-
-
-def welch_psd(
-    x: np.ndarray, sample_rate_mhz: float, nperseg: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """One-sided Welch power spectral density of each row.
-
-    Parameters
-    ----------
-    x : numpy.ndarray, (..., L)
-        Samples (DN or V), no NaN.
-    sample_rate_mhz : float
-        Sampling rate, MHz (samples per µs).
-    nperseg : int
-        Segment length, samples (clipped to ``L``).
-
-    Returns
-    -------
-    frequency : numpy.ndarray, (L_f,)
-        MHz.
-    psd : numpy.ndarray, (..., L_f)
-        ``unit**2 / MHz``; ``psd.sum(-1) * (frequency[1] - frequency[0])`` is the
-        variance of the rows.
-    """
-    x = np.asarray(x, dtype=float)
-    n = x.shape[-1]
-    seg = int(max(1, min(nperseg, n)))
-    return scipy.signal.welch(
-        x,
-        fs=sample_rate_mhz,
-        window="hann",
-        nperseg=seg,
-        detrend="constant",
-        scaling="density",
-        axis=-1,
-    )
-
-
-def autocorrelation(x: np.ndarray, max_lag: int | None = None) -> np.ndarray:
-    """Normalised, unbiased autocorrelation of each row by FFT.
-
-    Parameters
-    ----------
-    x : numpy.ndarray, (..., L)
-        Samples, no NaN.
-    max_lag : int, optional
-        Largest lag, samples (default and at most ``L - 1``).
-
-    Returns
-    -------
-    numpy.ndarray, (..., max_lag + 1)
-        ``acf[k] = (sum_i y_i y_{i+k} / (L - k)) / (sum_i y_i**2 / L)`` with
-        ``y = x - mean(x)``; ``acf[0] = 1``, NaN for constant rows.
-    """
-    x = np.asarray(x, dtype=float)
-    n = x.shape[-1]
-    if n == 0:
-        return np.full((*x.shape[:-1], 0), np.nan)
-    k = n - 1 if max_lag is None else int(min(max_lag, n - 1))
-    y = x - x.mean(axis=-1, keepdims=True)
-    nfft = 1 << int(math.ceil(math.log2(max(2 * n - 1, 1))))
-    spec = np.fft.rfft(y, n=nfft, axis=-1)
-    r = np.fft.irfft(spec.real**2 + spec.imag**2, n=nfft, axis=-1)[..., : k + 1]
-    r = r / (n - np.arange(k + 1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        acf = r / r[..., :1]
-    return np.where(r[..., :1] > 0, acf, np.nan)
-
-
-# ----------------------------------------------------------------------------- dataset level
 
 
 def _window_segments(
@@ -677,7 +427,7 @@ def _fit_histograms(channel: str, hist: np.ndarray, bins: _Bins) -> list[Gaussia
     fits: list[GaussianFit] = []
     for e in range(hist.shape[0]):  # one small least-squares fit per event
         if not bins.good[e]:
-            fits.append(_failed(bins.count))
+            fits.append(GaussianFit.failed(bins.count))
             continue
         centre, sigma = bins.centre[e], bins.sigma[e]
         mask = (upper > centre - span * sigma) & (lower < centre + span * sigma)

@@ -56,11 +56,13 @@ Actions (rows in force are applied in table order):
 ``calibrate``
     the event's mass calibration is fitted to its lines with a hand-assigned
     species (their centres and ion masses, as ``idexdask time2mass --lines``)
-    instead of the automatic bootstrap.
+    instead of the automatic comb alignment.
 
 Added, edited and reshaped lines carry ``peak_manual = True`` in the products,
 hand-assigned species ``peak_species_manual = True``, a calibration from
-assigned lines ``mass_calibration_status = "manual"``.  Rows whose epoch is not
+assigned lines ``mass_calibration_method = "manual"`` (its status stays
+``calibrated`` or ``uncalibrated``: whether the event has a mass axis, as for
+every other method; docs/products.md).  Rows whose epoch is not
 in the dataset, or whose line is not found, are ignored with a log message.
 
 Undo: a row is never deleted; undoing it sets ``undone`` and the analysis

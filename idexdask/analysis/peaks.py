@@ -132,6 +132,7 @@ def detect_peaks(
     *,
     scale_den: np.ndarray | None = None,
     step: np.ndarray | None = None,
+    quantum: float | np.ndarray = 0.0,
 ) -> tuple[PeakCandidates, np.ndarray]:
     """Find the lines of every spectrum with a noise-scaled prominence threshold.
 
@@ -162,6 +163,12 @@ def detect_peaks(
     step : numpy.ndarray, optional
         :func:`sample_step` of ``t`` (n_events,), µs, when the caller has it
         (a median over every sample: ~25 µs per event); computed otherwise.
+    quantum : float or numpy.ndarray
+        Quantisation step of ``y`` (per event or one for all; 0 when unknown):
+        the smoothed baseline's sigma is never below the quantisation noise of
+        a ``w``-sample boxcar mean, ``quantum / sqrt(12 w)``, and where its MAD
+        collapses (a quiet quantised baseline) its standard deviation is used,
+        the rules of :func:`~idexdask.analysis.robust.baseline_sigma`.
 
     Returns
     -------
@@ -185,9 +192,11 @@ def detect_peaks(
         den = np.ones(n_events) if scale_den is None else np.asarray(scale_den, dtype=float)
     # one search over all events: [z_0, WALL, z_1, WALL, ...]
     flat = np.empty(n_events * (n + 1))  # NumPy-allocated: huge pages, cheap to write
+    q = np.broadcast_to(np.abs(np.asarray(quantum, dtype=float)), (n_events,))
+    zfloor = np.where(np.isfinite(q), q, 0.0) / np.sqrt(12.0 * width)
     zsig, usable = _search_rows(
         y, t, width, float(settings["baseline_stop_us"]), max(int(0.1 * n), 1), noise,
-        num, den, noise_scale is not None, flat,
+        num, den, noise_scale is not None, flat, zfloor,
     )  # fmt: skip
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
     idx, heights, proms = _find_peaks(
@@ -365,12 +374,14 @@ def _search_rows(
     den: np.ndarray,
     has_scale: bool,
     flat: np.ndarray,
+    zfloor: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """The normalised search rows of :func:`detect_peaks`, one event at a time.
 
     Per row: NaN -> 0, boxcar of ``width`` (``mode="nearest"``), robust sigma of
     the smoothed pre-trigger samples (``t < stop_us`` and ``y`` finite; the
-    first ``n_first`` samples when fewer than 16), replaced by ``noise`` when not
+    first ``n_first`` samples when fewer than 16; their standard deviation
+    where the MAD is 0; at least ``zfloor``), replaced by ``noise`` when not
     positive; ``z = smooth / sigma``, divided by ``max(boxcar5(scale), 1)``
     where the relative noise ``scale = num / den`` (non-finite -> 1) is not all
     one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` goes to
@@ -416,6 +427,16 @@ def _search_rows(
             for j in range(k):
                 buf[j] = abs(vals[j] - m)
             zs = MAD_TO_SIGMA * median_inplace(buf, k)
+            if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
+                mean = 0.0
+                for j in range(k):
+                    mean += vals[j]
+                mean /= k
+                var = 0.0
+                for j in range(k):
+                    var += (vals[j] - mean) ** 2
+                zs = np.sqrt(var / k)
+            zs = max(zs, zfloor[r])
         if not (np.isfinite(zs) and zs > 0):
             zs = noise[r]
         ok = np.isfinite(zs) and zs > 0 and n_fin > 0

@@ -33,13 +33,15 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.impact import (
-    FIT_PARAMETERS,
     IMPACT_CHANNELS,
+    ImpactFit,
     ImpactStatus,
     fit_impacts,
     status_meanings,
 )
-from idexdask.analysis.line_edits import apply_line_edits
+from idexdask.analysis.impact_model import FIT_PARAMETERS
+from idexdask.analysis.line_edits import LineEdits, apply_line_edits
+from idexdask.analysis.line_fits import LineFits
 from idexdask.analysis.line_status import LineStatus, fit_status_meanings
 from idexdask.analysis.overrides import (
     LINE_SHAPES,
@@ -47,7 +49,14 @@ from idexdask.analysis.overrides import (
     impact_windows,
     manual_impact,
 )
-from idexdask.analysis.tof import TOF_CHANNELS, GainRatioStatus, merge_gains, tof_lines
+from idexdask.analysis.peaks import PeakCandidates
+from idexdask.analysis.tof import (
+    TOF_CHANNELS,
+    GainRatioStatus,
+    MergedSpectrum,
+    merge_gains,
+    tof_lines,
+)
 from idexdask.analysis.velocity import (
     PowerLawCurve,
     VelocityStatus,
@@ -201,6 +210,37 @@ def tof_products(
     fits = edits.fits
     unit = str(ds.variables[merged.channels[0]].attrs.get("units", "DN"))
     n_events = ds.sizes["epoch"]
+    _peak_variables(cand, fits, edits, unit, out)
+    _gain_ratio_variables(merged, out)
+    ref = ds.variables[merged.channels[0]]
+    out["tof_combined"] = xr.Variable(
+        ref.dims,
+        merged.signal.astype(np.float32),
+        attrs={
+            "units": unit,
+            "long_name": "merged TOF spectrum: baseline removed, positive-going, in units of "
+            f"{merged.channels[0]}; NaN where saturated in every gain",
+            "gains": list(merged.channels),
+        },
+    )
+    out["tof_line_count"] = epoch_variable(
+        np.bincount(cand.event, minlength=n_events).astype(np.int32),
+        {"units": "1", "long_name": "TOF lines per event"},
+    )
+    return TofLines(
+        event=cand.event,
+        center=fits.center,
+        area=fits.area,
+        status=fits.status,
+        mode_centred=fits.mode_centred,
+        species_manual=edits.species,
+    )
+
+
+def _peak_variables(
+    cand: PeakCandidates, fits: LineFits, edits: LineEdits, unit: str, out: dict[str, xr.Variable]
+) -> None:
+    """The ``peak_*`` products of the fitted lines (one row per line), in ``unit``."""
     peaks = {
         "peak_event": (
             cand.event.astype(np.int64),
@@ -265,6 +305,10 @@ def tof_products(
             attrs.update(flag_values=np.arange(len(LINE_SHAPES), dtype=np.int8),
                          flag_meanings=" ".join(LINE_SHAPES))
         out[name] = xr.Variable(("peak",), values, attrs=attrs)
+
+
+def _gain_ratio_variables(merged: MergedSpectrum, out: dict[str, xr.Variable]) -> None:
+    """The ``tof_gain_ratio_*`` products: each gain's ratio to TOF_High and how it was found."""
     for name in TOF_CHANNELS:
         low = name.lower().removeprefix("tof_")
         out[f"tof_gain_ratio_{low}"] = epoch_variable(
@@ -284,29 +328,6 @@ def tof_products(
             merged.overlap[name],
             {"units": "1", "long_name": f"overlap samples used for the {name} ratio"},
         )
-    ref = ds.variables[merged.channels[0]]
-    out["tof_combined"] = xr.Variable(
-        ref.dims,
-        merged.signal.astype(np.float32),
-        attrs={
-            "units": unit,
-            "long_name": "merged TOF spectrum: baseline removed, positive-going, in units of "
-            f"{merged.channels[0]}; NaN where saturated in every gain",
-            "gains": list(merged.channels),
-        },
-    )
-    out["tof_line_count"] = epoch_variable(
-        np.bincount(cand.event, minlength=n_events).astype(np.int32),
-        {"units": "1", "long_name": "TOF lines per event"},
-    )
-    return TofLines(
-        event=cand.event,
-        center=fits.center,
-        area=fits.area,
-        status=fits.status,
-        mode_centred=fits.mode_centred,
-        species_manual=edits.species,
-    )
 
 
 def impact_products(
@@ -316,7 +337,7 @@ def impact_products(
     table: xr.Dataset,
     out: dict[str, xr.Variable],
     pickup_speed: np.ndarray | None = None,
-) -> dict[str, Any]:
+) -> dict[str, ImpactFit]:
     """Impact-charge fits of Target_High, Target_Low and Ion_Grid, impact speed and dust mass.
 
     Adds each channel's fit products, ``impact_velocity``, ``dust_mass`` and
@@ -324,76 +345,104 @@ def impact_products(
     event, NaN where not measured) replaces the rise-time speed in the mass.
     Returns the fits by channel name.
     """
-    n = ds.sizes["epoch"]
     epochs = np.asarray(ds.variables["epoch"].values)
-    factors = settings["impact"]["dn_to_pc"]
-    fits: dict[str, Any] = {}
+    fits: dict[str, ImpactFit] = {}
     for name in IMPACT_CHANNELS:
-        low = name.lower()
         if name not in ds.data_vars or ds.variables[name].ndim != 2:
             continue
         windows = impact_windows(table, epochs, name)
         fit = fit_impacts(ds, name, quality, settings_with_fitting(settings, "impact"), windows)
         fits[name] = fit
-        unit = str(ds.variables[name].attrs.get("units", "DN"))
-        add_with_coordinate(
-            out,
-            "fit_parameter",
-            np.array(FIT_PARAMETERS),
-            f"{low}_fit_parameters",
-            xr.Variable(
-                ("epoch", "fit_parameter"),
-                fit.params,
-                attrs={
-                    "units": f"us, {unit}, {unit}, us, us",
-                    "long_name": f"{name}: fitted impact-charge model "
-                    "Q(t) = C0 + H(t-t0) A (1-exp(-(t-t0)/tau_r)) exp(-(t-t0)/tau_d)",
-                },
-            ),
-        )
-        out[f"{low}_fit_parameter_errors"] = xr.Variable(
+        _channel_fit_products(ds, name, fit, settings, table, out)
+    _velocity_and_mass(fits, ds.sizes["epoch"], settings, out, pickup_speed)
+    return fits
+
+
+def _channel_fit_products(
+    ds: xr.Dataset,
+    name: str,
+    fit: ImpactFit,
+    settings: Mapping[str, Any],
+    table: xr.Dataset,
+    out: dict[str, xr.Variable],
+) -> None:
+    """The impact-fit products of channel ``name`` (parameters, charge, rise time, status)."""
+    low = name.lower()
+    epochs = np.asarray(ds.variables["epoch"].values)
+    factors = settings["impact"]["dn_to_pc"]
+    unit = str(ds.variables[name].attrs.get("units", "DN"))
+    add_with_coordinate(
+        out,
+        "fit_parameter",
+        np.array(FIT_PARAMETERS),
+        f"{low}_fit_parameters",
+        xr.Variable(
             ("epoch", "fit_parameter"),
-            fit.stderr,
+            fit.params,
             attrs={
                 "units": f"us, {unit}, {unit}, us, us",
-                "long_name": f"{name}: 1-sigma fit uncertainties",
+                "long_name": f"{name}: fitted impact-charge model "
+                "Q(t) = C0 + H(t-t0) A (1-exp(-(t-t0)/tau_r)) exp(-(t-t0)/tau_d)",
             },
-        )
-        k = float(factors.get(name, math.nan))
-        with np.errstate(invalid="ignore"):
-            charge = np.abs(fit.params[:, 2]) * k
-        out[f"{low}_impact_charge"] = epoch_variable(
-            charge, {"units": "pC", "long_name": f"{name}: |amplitude| x {k} pC/DN", "dn_to_pc": k}
-        )
-        out[f"{low}_impact_charge_err"] = epoch_variable(
-            fit.stderr[:, 2] * k, {"units": "pC", "long_name": f"{name}: 1-sigma"}
-        )
-        out[f"{low}_rise_time_10_90"] = epoch_variable(
-            fit.rise_10_90,
-            {"units": "us", "long_name": f"{name}: 10-90 % rise time of the fitted pulse"},
-        )
-        out[f"{low}_chi_squared"] = epoch_variable(
-            fit.chisq, {"units": "1", "long_name": f"{name}: noise-weighted chi-square"}
-        )
-        out[f"{low}_reduced_chi_squared"] = epoch_variable(
-            fit.redchi, {"units": "1", "long_name": f"{name}: chi-square per degree of freedom"}
-        )
-        out[f"{low}_fit_status"] = epoch_variable(
-            fit.status,
-            {
-                "units": "1",
-                "long_name": f"{name}: ImpactStatus",
-                "flag_values": np.arange(len(ImpactStatus), dtype=np.int8),
-                "flag_meanings": status_meanings(),
-            },
-        )
-        out[f"{low}_signal_polarity"] = epoch_variable(
-            fit.polarity, {"units": "1", "long_name": f"{name}: pulse sign used"}
-        )
-        out[f"{low}_fit_manual"] = epoch_variable(
-            manual_impact(table, epochs, name), {"long_name": f"{name}: fit window set manually"}
-        )
-    # velocity and mass from the first usable target channel
+        ),
+    )
+    out[f"{low}_fit_parameter_errors"] = xr.Variable(
+        ("epoch", "fit_parameter"),
+        fit.stderr,
+        attrs={
+            "units": f"us, {unit}, {unit}, us, us",
+            "long_name": f"{name}: 1-sigma fit uncertainties",
+        },
+    )
+    k = float(factors.get(name, math.nan))
+    with np.errstate(invalid="ignore"):
+        charge = np.abs(fit.params[:, 2]) * k
+    out[f"{low}_impact_charge"] = epoch_variable(
+        charge, {"units": "pC", "long_name": f"{name}: |amplitude| x {k} pC/DN", "dn_to_pc": k}
+    )
+    out[f"{low}_impact_charge_err"] = epoch_variable(
+        fit.stderr[:, 2] * k, {"units": "pC", "long_name": f"{name}: 1-sigma"}
+    )
+    out[f"{low}_rise_time_10_90"] = epoch_variable(
+        fit.rise_10_90,
+        {"units": "us", "long_name": f"{name}: 10-90 % rise time of the fitted pulse"},
+    )
+    out[f"{low}_chi_squared"] = epoch_variable(
+        fit.chisq, {"units": "1", "long_name": f"{name}: noise-weighted chi-square"}
+    )
+    out[f"{low}_reduced_chi_squared"] = epoch_variable(
+        fit.redchi, {"units": "1", "long_name": f"{name}: chi-square per degree of freedom"}
+    )
+    out[f"{low}_fit_status"] = epoch_variable(
+        fit.status,
+        {
+            "units": "1",
+            "long_name": f"{name}: ImpactStatus",
+            "flag_values": np.arange(len(ImpactStatus), dtype=np.int8),
+            "flag_meanings": status_meanings(),
+        },
+    )
+    out[f"{low}_signal_polarity"] = epoch_variable(
+        fit.polarity, {"units": "1", "long_name": f"{name}: pulse sign used"}
+    )
+    out[f"{low}_fit_manual"] = epoch_variable(
+        manual_impact(table, epochs, name), {"long_name": f"{name}: fit window set manually"}
+    )
+
+
+def _velocity_and_mass(
+    fits: Mapping[str, ImpactFit],
+    n: int,
+    settings: Mapping[str, Any],
+    out: dict[str, xr.Variable],
+    pickup_speed: np.ndarray | None,
+) -> None:
+    """Impact speed and dust mass from the first usable target channel's fit.
+
+    ``pickup_speed`` (km/s, NaN where not measured) replaces the rise-time speed
+    in the mass where the pickup tubes measured it.
+    """
+    factors = settings["impact"]["dn_to_pc"]
     vcfg = settings["velocity"]
     rise_curve = PowerLawCurve.from_config(vcfg["rise_time_curve"])
     yield_curve = PowerLawCurve.from_config(vcfg["yield_curve"])
@@ -448,4 +497,3 @@ def impact_products(
     out["impact_velocity_channel"] = epoch_variable(
         src.astype(str), {"long_name": "target channel giving rise time and charge"}
     )
-    return fits

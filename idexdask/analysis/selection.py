@@ -99,11 +99,13 @@ def _pair_of(a: np.ndarray, k_lo: int, k_hi: int) -> tuple[float, float]:
 
 @numba.njit(cache=True, nogil=True)
 def _bracket(
-    x: np.ndarray, n: int, k_lo: int, k_hi: int, out: np.ndarray
+    x: np.ndarray, n: int, k_lo: int, k_hi: int, out: np.ndarray, centre: float
 ) -> tuple[int, int]:  # pragma: no cover - compiled
     """Gather into ``out`` the values of ``x[:n]`` between two pivots that bracket
     ranks ``k_lo`` and ``k_hi``; return how many lie below the lower pivot and how
-    many were gathered, or (-1, -1) when the pivots miss the ranks."""
+    many were gathered, or (-1, -1) when the pivots miss the ranks.  With a
+    finite ``centre`` the values are ``|x - centre|``, formed as they are read."""
+    dev = centre == centre
     m = min(n, _SAMPLE)
     sample = np.empty(m)
     state = np.uint64(_SEED)
@@ -113,7 +115,8 @@ def _bracket(
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
-        sample[i] = x[np.int64(z % np.uint64(n))]
+        v = x[np.int64(z % np.uint64(n))]
+        sample[i] = abs(v - centre) if dev else v
     margin = int(_MARGIN_SIGMAS * 0.5 * np.sqrt(m)) + 2
     p_lo = k_lo * m // n - margin
     p_hi = k_hi * m // n + margin
@@ -125,7 +128,7 @@ def _bracket(
     below = 0
     c = 0
     for i in range(n):  # branch-free: about half the values fall on either side
-        v = x[i]
+        v = abs(x[i] - centre) if dev else x[i]
         below += v < low
         out[c] = v
         c += (v >= low) & (v <= high)
@@ -136,9 +139,10 @@ def _bracket(
 
 @numba.njit(cache=True, nogil=True)
 def order_pair(
-    x: np.ndarray, n: int, k_lo: int, k_hi: int, scratch: np.ndarray
+    x: np.ndarray, n: int, k_lo: int, k_hi: int, scratch: np.ndarray, centre: float = np.nan
 ) -> tuple[float, float]:  # pragma: no cover - compiled
-    """The ``k_lo``-th and ``k_hi``-th smallest of ``x[:n]`` (0-based, ``k_lo <= k_hi``).
+    """The ``k_lo``-th and ``k_hi``-th smallest of ``x[:n]`` (0-based, ``k_lo <= k_hi``),
+    or of ``|x[:n] - centre|`` when ``centre`` is a number.
 
     Parameters
     ----------
@@ -150,6 +154,8 @@ def order_pair(
         Ranks, ``0 <= k_lo <= k_hi < n``.
     scratch : numpy.ndarray of float64, (>= n,)
         Work space, overwritten.
+    centre : float
+        NaN (the default): the values themselves; else their distances from it.
 
     Returns
     -------
@@ -157,44 +163,42 @@ def order_pair(
         The two order statistics, exactly as ``numpy.partition`` places them.
     """
     if n > _SMALL:
-        below, c = _bracket(x, n, k_lo, k_hi, scratch)
+        below, c = _bracket(x, n, k_lo, k_hi, scratch, centre)
         if below >= 0:
             k_lo -= below
             k_hi -= below
             if c > _SMALL:  # a second bracket within the first
                 inner = np.empty(c)
-                below, c2 = _bracket(scratch, c, k_lo, k_hi, inner)
+                below, c2 = _bracket(scratch, c, k_lo, k_hi, inner, np.nan)
                 if below >= 0:
                     return _pair_of(inner[:c2], k_lo - below, k_hi - below)
             return _pair_of(scratch[:c], k_lo, k_hi)
     for i in range(n):  # the whole row
-        scratch[i] = x[i]
+        scratch[i] = abs(x[i] - centre) if centre == centre else x[i]
     return _pair_of(scratch[:n], k_lo, k_hi)
 
 
 @numba.njit(cache=True, nogil=True)
-def median_and_mad(
-    x: np.ndarray, n: int, scratch: np.ndarray, dev: np.ndarray
-) -> tuple[float, float]:  # pragma: no cover - compiled
+def median_and_mad(x: np.ndarray, n: int, scratch: np.ndarray) -> tuple[float, float]:
+    # pragma: no cover - compiled
     """Median of ``x[:n]`` and the median of ``|x - median|`` (not scaled to sigma).
 
     The medians are those of ``numpy.median`` for NaN-free values: the middle
     value, or the mean ``0.5 * (a + b)`` of the two middle values of an even
     count, in the order of ``numpy.partition`` (NaN last: a row with NaN gets
-    the middle of that order, not NaN).  ``scratch``
-    and ``dev`` are work spaces of at least ``n`` values.
+    the middle of that order, not NaN).  ``scratch`` is a work space of at least
+    ``n`` values.
     """
     k = n // 2
     if n % 2:
-        med, _ = order_pair(x, n, k, k, scratch)
+        med, _ = order_pair(x, n, k, k, scratch, np.nan)
     else:
-        a, b = order_pair(x, n, k - 1, k, scratch)
+        a, b = order_pair(x, n, k - 1, k, scratch, np.nan)
         med = 0.5 * (a + b)
-    for i in range(n):
-        dev[i] = abs(x[i] - med)
+    if med != med:  # every deviation NaN
+        return med, med
     if n % 2:
-        mad, _ = order_pair(dev, n, k, k, scratch)
-    else:
-        a, b = order_pair(dev, n, k - 1, k, scratch)
-        mad = 0.5 * (a + b)
-    return med, mad
+        mad, _ = order_pair(x, n, k, k, scratch, med)
+        return med, mad
+    a, b = order_pair(x, n, k - 1, k, scratch, med)
+    return med, 0.5 * (a + b)

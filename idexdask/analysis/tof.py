@@ -33,6 +33,7 @@ Saturated samples
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,9 +46,10 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 from idexdask.analysis.line_fits import LineFits, fit_lines
+from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
-from idexdask.analysis.signal_quality import fill_value
+from idexdask.analysis.signal_quality import fill_value, quantisation_step
 from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = [
@@ -190,6 +192,8 @@ class MergedSpectrum:
         higher gain.
     noise : numpy.ndarray
         Baseline noise of the reference gain per event (n_events,).
+    quantum : float
+        Quantisation step of the reference gain, its unit (0 when unknown).
     """
 
     signal: np.ndarray
@@ -201,6 +205,7 @@ class MergedSpectrum:
     ratio_status: dict[str, np.ndarray]
     overlap: dict[str, np.ndarray]
     noise: np.ndarray
+    quantum: float = 0.0
 
 
 @numba.njit(cache=True, nogil=True)
@@ -323,9 +328,10 @@ def merge_gains(
     t = channel_time(ds, present[0])
     n_gains = len(present)
     raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
-    flags, t0s, t1s, qsigs, noms = [], [], [], [], []
+    flags, t0s, t1s, qsigs, noms, quanta = [], [], [], [], [], []
     for j, name in enumerate(present):
         var = ds.variables[name]
+        quanta.append(quantisation_step(var))
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
@@ -359,6 +365,7 @@ def merge_gains(
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
+            np.array(quanta) / math.sqrt(12.0),
         )  # fmt: skip
     ratios = {name: ratio[j] for j, name in enumerate(present)}
     status = {name: st[j] for j, name in enumerate(present)}
@@ -378,6 +385,7 @@ def merge_gains(
         ratio_status=status,
         overlap=overlap,
         noise=noise[0],
+        quantum=float(quanta[0]),
     )
 
 
@@ -415,12 +423,14 @@ def _merge_rows(
     signal: np.ndarray,
     sigma: np.ndarray,
     source: np.ndarray,
+    floor: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
     """:func:`merge_gains` of every event, one row at a time (see there).
 
     Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used): the
     :func:`~idexdask.analysis.robust.baseline_sigma` level and sigma (sigma
-    replaced by ``qsig`` where that is finite and positive), the positive-going
+    replaced by ``qsig`` where that is finite and positive, else never below
+    ``floor[g]``, the quantisation noise), the positive-going
     signal ``pol * (x - level)``, its saturated samples (``>= vmax``, ``<= vmin``
     (NaN: none), the quality interval ``[t0, t1]`` where ``flag``, grown by
     ``guard`` samples), the ratio to the next higher gain (``nominal[g]`` when not
@@ -477,7 +487,7 @@ def _merge_rows(
                         k += 1
             base, _, mad = baseline_level(vals, pos, k, n, buf, zero_row)
             q = qsig[g, r]
-            noise[g, r] = q if (np.isfinite(q) and q > 0) else MAD_TO_SIGMA * mad
+            noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
             # saturated samples (grown by the guard) and the positive-going signal;
             # the loops are written branch-free (bitwise tests, selects)
             vmx = vmax[g]
@@ -591,9 +601,100 @@ def tof_lines(
     step = sample_step(np.broadcast_to(merged.time, merged.signal.shape))  # for both
     cand, zsig = detect_peaks(
         merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise,
-        step=step,
+        step=step, quantum=merged.quantum,
     )
     if edit is not None:
         cand = edit(cand, merged)
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
+    if settings["joint_blends"]:
+        fits = joint_blend_fits(merged, cand, fits, settings, step)
+    fits = classify_ringing(merged, cand, fits, settings, step)
     return cand, fits, zsig
+
+
+def classify_ringing(
+    merged: MergedSpectrum,
+    cand: PeakCandidates,
+    fits: LineFits,
+    settings: Mapping[str, Any],
+    step: np.ndarray,
+) -> LineFits:
+    """Give status ``ringing`` to detections that are one lobe of an oscillation.
+
+    Ion current is unipolar: the merged spectrum is positive-going, and noise
+    never reaches ``ringing_sigma`` (10) sigmas below the baseline.  A detection
+    with such a negative excursion within ``window_left_us`` of its peak sample
+    that is at least half its own height is the positive lobe of electrical
+    ringing (the 2023-04-12 ground-test captures: +-30 DN oscillations; the
+    scope's undershoot after a strong line), not an ion line: it is kept, with
+    status ``ringing``, and not calibrated on.  Lines stronger than twice the
+    trough are never ringing (a strong line's own undershoot does not make it
+    one).
+    """
+    from idexdask.analysis.line_status import LineStatus
+
+    threshold = float(settings["ringing_sigma"])
+    if cand.size == 0 or not threshold > 0:
+        return fits
+    reach = np.rint(float(settings["window_left_us"]) / step[cand.event]).astype(np.int64)
+    n = merged.signal.shape[1]
+    offsets = np.arange(-int(reach.max()), int(reach.max()) + 1)
+    cols = cand.index[:, None] + offsets[None, :]
+    inside = (np.abs(offsets)[None, :] <= reach[:, None]) & (cols >= 0) & (cols < n)
+    cols = np.clip(cols, 0, n - 1)
+    rows = cand.event[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = merged.signal[rows, cols] / merged.sigma[rows, cols]
+        trough = np.nanmin(np.where(inside & np.isfinite(z), z, np.inf), axis=1)
+        peak = merged.signal[cand.event, cand.index] / merged.sigma[cand.event, cand.index]
+        ringing = (trough <= -threshold) & (-trough >= 0.5 * peak)
+    ringing &= ~cand.manual
+    if not ringing.any():
+        return fits
+    status = fits.status.copy()
+    status[ringing] = LineStatus.RINGING
+    _log.info("%d detections are ringing (a lobe of an oscillation), not lines", ringing.sum())
+    return dataclasses.replace(fits, status=status)
+
+
+def joint_blend_fits(
+    merged: MergedSpectrum,
+    cand: PeakCandidates,
+    fits: LineFits,
+    settings: Mapping[str, Any],
+    step: np.ndarray,
+) -> LineFits:
+    """Replace the single-line fits of each blend whose joint fit converged.
+
+    See :mod:`idexdask.analysis.blends`.  The joint parameters, the blend's
+    window, chi-square and constant go to every member; heights and the
+    spike / not-significant classification are recomputed from them.
+    """
+    from idexdask.analysis.blends import refit_blends
+    from idexdask.analysis.line_fits import classify_lines, line_heights
+    from idexdask.analysis.line_status import LineShape
+
+    t = np.broadcast_to(merged.time, merged.signal.shape)
+    bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,
+                      step)  # fmt: skip
+    take = np.flatnonzero(bf.converged)
+    if take.size == 0:
+        return fits
+    cols = {name: getattr(fits, name).copy() for name in LineFits.__dataclass_fields__}
+    for name in ("center", "center_err", "sigma", "gamma", "area", "area_err", "offset",
+                 "chisq", "redchi", "window_start", "window_stop", "shape", "mode_centred"):
+        cols[name][take] = getattr(bf, name)[take]
+    h = line_heights(bf.area[take], bf.center[take], bf.sigma[take], bf.gamma[take])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gauss = bf.shape[take] == LineShape.GAUSSIAN
+        h = np.where(gauss, bf.area[take] / (bf.sigma[take] * math.sqrt(2.0 * math.pi)), h)
+    cols["height"][take] = h
+    status = np.zeros(take.size, np.int8)
+    ev = cand.event[take]
+    xw = t[ev]
+    sig = np.broadcast_to(merged.sigma, merged.signal.shape)[ev]
+    classify_lines(status, h, bf.sigma[take], SIGMA_MIN_SAMPLES * step[ev], sig, xw,
+                   bf.center[take], settings)
+    cols["status"][take] = status
+    _log.info("joint blend fits: %d lines in converged blends", take.size)
+    return LineFits(**cols)

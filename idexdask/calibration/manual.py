@@ -6,8 +6,9 @@ hand-assigned species and the ion masses of those species
 (:func:`~idexdask.calibration.ions.ion_mass`) are fitted by
 :meth:`~idexdask.calibration.tofmass.TOFMassCal.fit`, weighted by the
 preset's timing uncertainty, with its order and mass range, instead of the
-automatic bootstrap.  A fit that is not usable (fewer than two distinct masses,
-not monotonic) leaves the event uncalibrated with the reason
+automatic comb alignment (:mod:`idexdask.calibration.comb`).  A fit that is not
+usable (fewer than two distinct masses, not monotonic) leaves the event
+uncalibrated with the reason
 ``manual_<status>``: a hand calibration is never silently replaced by another.
 """
 

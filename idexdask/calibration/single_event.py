@@ -189,7 +189,7 @@ class Time2MassResult:
     ----------
     calibrated : bool
     status, reason, message : str
-        Bootstrap (or direct-fit) status, why uncalibrated, detail.
+        Comb-alignment (or direct-fit) status, why uncalibrated, detail.
     calibration : TOFMassCal or None
     stretch, shift : float
         Linear stretch (µs/sqrt(u)) and shift (µs); NaN when unknown.
@@ -228,16 +228,16 @@ def calibrate_lines(
     max_fit_status: int = 2,
     user_lines: tuple[np.ndarray, np.ndarray, list[str]] | None = None,
 ) -> Time2MassResult:
-    """Calibrate one event from its lines (bootstrap) or from user-assigned lines.
+    """Calibrate one event from its lines (comb alignment) or from user-assigned lines.
 
     Parameters
     ----------
     lines : EventLines
     settings : CalibrationSettings
     max_fit_status : int
-        Lines with a worse ``FitStatus`` are left out of the bootstrap.
+        Lines with a worse ``FitStatus`` are left out of the comb alignment.
     user_lines : (times_us, masses_u, labels), optional
-        Direct fit of these lines instead of the bootstrap.
+        Direct fit of these lines instead of the comb alignment.
 
     Returns
     -------

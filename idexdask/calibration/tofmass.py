@@ -48,6 +48,7 @@ from idexdask.calibration.mass_axes import (
     mass_axis,
     time_axis,
 )
+from idexdask.calibration.settings import load_calibration_settings
 from idexdask.errors import CalibrationError
 
 __all__ = [
@@ -354,8 +355,6 @@ class TOFMassCal:
         if w.shape != t.shape or not np.all(np.isfinite(w) & (w > 0)):
             raise CalibrationError("weights must be finite, > 0, one per line")
         if max_order is None or min_lines_for_order is None:
-            from idexdask.calibration.settings import load_calibration_settings  # noqa: PLC0415
-
             fit_cfg = load_calibration_settings().fit
             max_order = fit_cfg.max_order if max_order is None else max_order
             if min_lines_for_order is None:

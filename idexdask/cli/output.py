@@ -47,7 +47,7 @@ class ProgressBar:
         self.last = -float("inf")
 
     def __call__(self, progress: Any) -> None:
-        """Show a :class:`~idexdask.pipeline.runner.Progress`."""
+        """Show a :class:`~idexdask.pipeline.summary.Progress`."""
         now = time.monotonic()
         finished = progress.units_done + progress.units_failed >= progress.units_todo
         if not self.tty and now - self.last < self.min_interval and not finished:
@@ -72,7 +72,7 @@ class ProgressBar:
 
 
 def print_summary(summary: Any, title: str) -> None:
-    """A :class:`~idexdask.pipeline.runner.RunSummary`, one fact a line."""
+    """A :class:`~idexdask.pipeline.summary.RunSummary`, one fact a line."""
     echo(f"== {title} ==")
     echo(f"store              : {summary.store}")
     echo(f"state              : {summary.state}")

@@ -77,7 +77,7 @@ def add_time2mass_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--lines",
         help='assigned lines "t1:Na,t2:K,..." or "t1:22.99,..." (t in µs, mass in u); '
-        "skips the blind bootstrap",
+        "skips the blind comb alignment",
     )
     p.add_argument("--config", help="YAML file overriding configs/default.yaml")
     p.add_argument("--plot", help="write the spectrum/residual plot to this PNG")

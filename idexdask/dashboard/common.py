@@ -10,15 +10,18 @@ from typing import Any
 
 import holoviews.plotting.bokeh  # noqa: F401  (the Bokeh backend of every plot's options)
 import panel as pn
+from panel.io.model import JSCode
 
 from idexdask.dashboard.state import LIVE_PERIOD_MS, ReviewState
 from idexdask.errors import IdexDaskError
 
 __all__ = [
     "PAGES",
+    "NUMBER_FORMAT",
     "error_pane",
     "guarded",
     "hv_pane",
+    "number_formatters",
     "page_shell",
     "query_int",
     "query_str",
@@ -37,6 +40,24 @@ PAGES = (
     ("/browser", "Browser", "the store's variables, attributes and manifest"),
     ("/docs", "Docs", "the documentation, searchable"),
 )
+
+
+#: Tabulator cell format of every float column: six significant digits, and an
+#: exponent below 1e-3 or from 1e6 (a dust mass of 3e-15 kg is not 0.0); NaN as is.
+NUMBER_FORMAT = JSCode("""function(cell) {
+    const v = cell.getValue();
+    if (v === null || v === undefined || (typeof v === "number" && isNaN(v))) return "NaN";
+    if (typeof v !== "number") return String(v);
+    const a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e6)) return v.toExponential(4);
+    return String(Number(v.toPrecision(6)));
+}""")
+
+
+def number_formatters(frame) -> dict[str, JSCode]:
+    """Tabulator formatters giving every float column of ``frame`` :data:`NUMBER_FORMAT`."""
+    return {str(name): NUMBER_FORMAT for name in frame.columns
+            if getattr(frame[name].dtype, "kind", "") == "f"}
 
 
 def error_pane(message: str) -> pn.pane.Alert:

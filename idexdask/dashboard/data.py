@@ -36,15 +36,19 @@ from idexdask.pipeline.runner import RunSummary, done_units, store_status
 from idexdask.pipeline.store import read_store_meta
 
 __all__ = [
+    "BLOCK_CACHE_BYTES",
     "EVENT_CACHE_SIZE",
     "LINE_COLUMNS",
     "SCALAR_VARIABLES",
     "EventRow",
+    "RowBlock",
     "StoreData",
     "instrument_scalar_names",
     "as_text",
     "decode_flags",
+    "flag_names",
     "lines_frame",
+    "shown",
     "tt2000_to_utc",
 ]
 
@@ -87,8 +91,34 @@ HEADER_PREFIX = "idx__"
 #: The header fields the event page shows (the instrument's event number).
 HEADER_SHOWN = ("idx__txhdrevtnum",)
 
-#: Event rows kept in memory (a lab row is 4 x 500,002 float32 samples, ~8 MB).
+#: Per-channel products (noise, SNR, saturation, pulse and transit details) start
+#: with these; no page draws them from an event row except the ones below.
+CHANNEL_PREFIXES = ("tof_high_", "tof_mid_", "tof_low_", "target_high_", "target_low_",
+                    "ion_grid_", "qd_1_", "qd_2_", "qd1_", "qd2_")
+#: The per-channel products the pages do draw: impact fits and charges.
+CHANNEL_SHOWN_SUFFIXES = ("_fit_parameters", "_impact_charge")
+
+
+def shown(name: str) -> bool:
+    """Whether the pages' event rows read variable ``name``.
+
+    A row leaves out the ~150 raw ``idx__`` header fields (but the event number)
+    and the per-channel diagnostics no view draws: each variable read is one Zarr
+    read, so a display row of ~100 variables reads in about half the time of all
+    ~250.  A refit reads every variable (``full``).
+    """
+    if name.startswith(HEADER_PREFIX):
+        return name in HEADER_SHOWN
+    if name.startswith(CHANNEL_PREFIXES):
+        return name.endswith(CHANNEL_SHOWN_SUFFIXES)
+    return True
+
+
+#: Event rows kept in memory (views of the row blocks below).
 EVENT_CACHE_SIZE = 4
+#: Bytes of chunk-sized row blocks kept in memory: one flight block of 512 events
+#: is ~150 MB with its waveforms decoded to float, a lab block of 8 impacts ~100 MB.
+BLOCK_CACHE_BYTES = 320 * 2**20
 
 
 def as_text(values: np.ndarray) -> np.ndarray:
@@ -99,6 +129,33 @@ def as_text(values: np.ndarray) -> np.ndarray:
 def decode_flags(value: int) -> list[str]:
     """Names of the :class:`~idexdask.packets.quality.QualityFlag` bits set in ``value``."""
     return [flag.name for flag in QualityFlag if int(value) & int(flag)]
+
+
+def flag_names(values: np.ndarray) -> np.ndarray:
+    """Comma-joined flag names (``ok`` for none) of every value of ``values``.
+
+    Decoded once per distinct value: a campaign has a handful of flag combinations,
+    and decoding 100,000 values one by one cost ~4 s.
+    """
+    unique, inverse = np.unique(np.asarray(values).astype(np.int64), return_inverse=True)
+    text = np.array([",".join(decode_flags(v)) or "ok" for v in unique], dtype=object)
+    return text[inverse.reshape(-1)]
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """The rows of one Zarr chunk along ``epoch``, in memory.
+
+    Attributes
+    ----------
+    start : int
+        First row of the block.
+    dataset : xarray.Dataset
+        The rows (raw values), ``epoch`` from ``start``.
+    """
+
+    start: int
+    dataset: xr.Dataset
 
 
 @dataclass(frozen=True)
@@ -160,6 +217,7 @@ class StoreData:
         self._done: np.ndarray | None = None
         self._scalars: pd.DataFrame | None = None
         self._events: OrderedDict[tuple, EventRow] = OrderedDict()
+        self._blocks: OrderedDict[tuple, RowBlock] = OrderedDict()
 
     # ------------------------------------------------------------------ versioning
 
@@ -185,6 +243,7 @@ class StoreData:
         self._dataset, self._done, self._version = dataset, done, version
         self._scalars = None
         self._events.clear()
+        self._blocks.clear()
 
     @property
     def dataset(self) -> xr.Dataset:
@@ -254,22 +313,33 @@ class StoreData:
         assert dataset is not None and done is not None
         rows = np.flatnonzero(done)
         columns: dict[str, Any] = {"event": rows}
-        if "epoch" in dataset.variables:
-            epoch = np.asarray(dataset["epoch"].values)[rows]
+        names = [name for name in ("epoch", *SCALAR_VARIABLES, *instrument_scalar_names())
+                 if name in dataset.variables and dataset[name].dims == ("epoch",)]
+        arrays = {name: np.asarray(dataset[name].values) for name in names}
+        # every row done (a finished store): the frame shares the arrays read
+        # (xarray keeps them too) instead of holding a second copy of each column
+        take = slice(None) if rows.size == done.size else rows
+        if "epoch" in arrays:
+            epoch = arrays.pop("epoch")[take]
             columns["epoch"] = epoch
             columns["time"] = tt2000_to_utc(epoch)
-        for name in (*SCALAR_VARIABLES, *instrument_scalar_names()):
-            if name not in dataset.variables or dataset[name].dims != ("epoch",):
-                continue
-            values = np.asarray(dataset[name].values)[rows]
+        for name, values in arrays.items():
+            values = values[take]
             if values.dtype.kind in "OUT" or values.dtype.kind not in "biuf":
                 values = as_text(values)
             columns[name] = values
-        frame = pd.DataFrame(columns)
+        frame = pd.DataFrame(columns, copy=False)
         if "quality_flags" in frame:
-            frame["quality"] = [",".join(decode_flags(v)) or "ok"
-                                for v in frame["quality_flags"].to_numpy()]
+            frame["quality"] = flag_names(frame["quality_flags"].to_numpy())
         return frame
+
+    def units(self) -> dict[str, str]:
+        """Unit of every per-event scalar column that has one (the store's ``units``)."""
+        dataset = self.dataset
+        names = (*SCALAR_VARIABLES, *instrument_scalar_names())
+        return {name: str(dataset[name].attrs["units"]) for name in names
+                if name in dataset.variables and dataset[name].attrs.get("units")
+                and str(dataset[name].attrs["units"]) not in ("1", "")}
 
     # ------------------------------------------------------------------ events
 
@@ -301,9 +371,8 @@ class StoreData:
         index : int
             Row along ``epoch``.
         full : bool
-            Every variable (what a refit needs); default: without the ~150 raw
-            ``idx__`` header fields, which no view draws (they are a third of the
-            row's read time).
+            Every variable (what a refit needs); default: the variables the pages
+            draw (:func:`shown`).
         """
         index = self.check_event(index)
         with self._lock:
@@ -312,17 +381,58 @@ class StoreData:
             if row is not None:
                 self._events.move_to_end(key)
                 return row
-            dataset = self.dataset
-            if not full:
-                dataset = dataset.drop_vars([n for n in dataset.data_vars
-                                             if str(n).startswith(HEADER_PREFIX)
-                                             and n not in HEADER_SHOWN])
-            dataset = dataset.isel(epoch=slice(index, index + 1)).load()
-            row = EventRow(index=index, dataset=dataset)
+            block = self._block(index, full)
+            offset = index - block.start
+            row = EventRow(index=index, dataset=block.dataset.isel(
+                epoch=slice(offset, offset + 1)))
             self._events[key] = row
             while len(self._events) > EVENT_CACHE_SIZE:
                 self._events.popitem(last=False)
             return row
+
+    def clear_cache(self) -> None:
+        """Forget the rows read so far (the next event read goes to the store)."""
+        with self._lock:
+            self._events.clear()
+            self._blocks.clear()
+
+    def _block(self, index: int, full: bool) -> RowBlock:
+        """The rows of the Zarr chunk holding row ``index``, read once and kept.
+
+        Reading one row costs one Zarr read per variable (~150 of them, each
+        decompressing its whole chunk), so reading the chunk's rows costs about the
+        same as reading one: the neighbouring events (previous/next) are then
+        in memory.  Blocks are kept while they total under
+        :data:`BLOCK_CACHE_BYTES` (the last one read is always kept).
+        """
+        dataset = self.dataset
+        size = self._chunk_rows(dataset)
+        start = index - index % size
+        key = (self.version(), start, full)
+        block = self._blocks.get(key)
+        if block is not None:
+            self._blocks.move_to_end(key)
+            return block
+        if not full:
+            dataset = dataset.drop_vars([n for n in dataset.data_vars if not shown(str(n))])
+        stop = min(start + size, self.n_events)
+        block = RowBlock(start, dataset.isel(epoch=slice(start, stop)).load())
+        self._blocks[key] = block
+        while (len(self._blocks) > 1
+               and sum(b.dataset.nbytes for b in self._blocks.values()) > BLOCK_CACHE_BYTES):
+            self._blocks.popitem(last=False)
+        return block
+
+    @staticmethod
+    def _chunk_rows(dataset: xr.Dataset) -> int:
+        """Rows per Zarr chunk along ``epoch`` (that of the first epoch variable)."""
+        for variable in dataset.data_vars.values():
+            chunks = variable.encoding.get("chunks") or variable.encoding.get("preferred_chunks")
+            if variable.dims and variable.dims[0] == "epoch" and chunks:
+                first = chunks[0] if not isinstance(chunks, dict) else chunks.get("epoch")
+                if first:
+                    return max(1, int(first))
+        return 1
 
     def lines(self, index: Any) -> pd.DataFrame:
         """The event's stored TOF lines (one row per line, time order)."""

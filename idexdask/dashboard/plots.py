@@ -20,18 +20,21 @@ import pandas as pd
 import xarray as xr
 from holoviews.operation.downsample import downsample1d
 
-from idexdask.analysis.impact import impact_signal
-from idexdask.analysis.lineshapes import emg
+from idexdask.analysis.impact_model import impact_signal
+from idexdask.analysis.lineshapes import emg, gaussian
 
 __all__ = [
     "DOWNSAMPLE_WIDTH",
     "ImpactOverlay",
+    "LineCurve",
     "downsampled",
     "impact_overlay",
     "impact_overlay_data",
     "line_curves",
     "mass_of_time",
+    "placed_labels",
     "spectrum_plot",
+    "spectrum_window",
     "time_variable",
     "waveform",
     "waveform_plot",
@@ -41,8 +44,13 @@ logger = logging.getLogger(__name__)
 
 #: Points per trace sent to the browser (about the pixel width of a plot).
 DOWNSAMPLE_WIDTH = 1200
-#: Lines labelled on a spectrum (the tallest).
-MAX_LABELS = 12
+#: Assumed width (px) of a spectrum plot and of one label character, to keep line
+#: labels from overlapping (:func:`placed_labels`); rows of staggered labels.
+LABEL_PLOT_PX = 1000
+LABEL_PLOT_HEIGHT_PX = 240
+LABEL_CHAR_PX = 6.5
+LABEL_ROW_PX = 13
+LABEL_TIERS = 3
 IMPACT_CHANNELS = {"Target_High": "target_high", "Target_Low": "target_low",
                    "Ion_Grid": "ion_grid"}
 
@@ -170,27 +178,128 @@ def mass_of_time(event: xr.Dataset, time: np.ndarray) -> np.ndarray | None:
     return np.asarray(mass_axis(coefficients, time), dtype=float)
 
 
-def line_curves(lines: pd.DataFrame, *, points: int = 200) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Each fitted line (EMG of the stored parameters plus its offset) on its fit window."""
+@dataclass(frozen=True)
+class LineCurve:
+    """One fitted line evaluated for display.
+
+    Attributes
+    ----------
+    index : object
+        Its row label in the line table.
+    x : numpy.ndarray
+        Times (µs) across its fit window.
+    y : numpy.ndarray
+        EMG of its stored parameters plus its offset (the spectrum's unit).
+    """
+
+    index: object
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def top(self) -> tuple[float, float]:
+        """(x, y) of its highest point (its first point when it has no finite value)."""
+        if not np.isfinite(self.y).any():
+            return float(self.x[0]), 0.0
+        peak = int(np.nanargmax(self.y))
+        return float(self.x[peak]), float(self.y[peak])
+
+
+def line_curves(lines: pd.DataFrame, *, points: int = 200) -> list[LineCurve]:
+    """Each fitted line with a finite area, centre and width on its fit window.
+
+    EMG lines are drawn with their tail, Gaussian lines (NaN tail rate) as Gaussians;
+    a line without a fit window is drawn over ±5σ/10σ of its centre.
+    """
     curves = []
     for row in lines.itertuples():
         start = getattr(row, "window_start", np.nan)
         stop = getattr(row, "window_stop", np.nan)
         if not (np.isfinite(start) and np.isfinite(stop)):
             start, stop = row.center - 5 * row.sigma, row.center + 10 * row.sigma
-        if not all(np.isfinite(v) for v in (row.area, row.center, row.sigma, row.gamma)):
+        if not all(np.isfinite(v) for v in (row.area, row.center, row.sigma)):
             continue
         x = np.linspace(start, stop, points)
         offset = getattr(row, "offset", 0.0)
-        y = np.asarray(emg(x, row.area, row.center, row.sigma, row.gamma), dtype=float)
-        curves.append((x, y + (offset if np.isfinite(offset) else 0.0)))
+        # a NaN tail rate is a Gaussian line (docs/products.md, peak_gamma)
+        y = np.asarray(emg(x, row.area, row.center, row.sigma, row.gamma)
+                       if np.isfinite(row.gamma) else gaussian(x, row.area, row.center,
+                                                                row.sigma), dtype=float)
+        curves.append(LineCurve(row.Index, x, y + (offset if np.isfinite(offset) else 0.0)))
     return curves
+
+
+def placed_labels(xs: list[float], heights: list[float], labels: list[str], *, span: float,
+                  plot_px: float = LABEL_PLOT_PX, plot_height_px: float = LABEL_PLOT_HEIGHT_PX,
+                  char_px: float = LABEL_CHAR_PX, tiers: int = LABEL_TIERS
+                  ) -> list[tuple[int, int]]:
+    """Which line labels to draw, and how many rows above its line, so that none overlap.
+
+    Each label sits above its line's peak, lifted by 0 to ``tiers - 1`` rows of
+    :data:`LABEL_ROW_PX`; tallest line first, a label takes the lowest row where
+    its box (in screen pixels, from the assumed plot size) overlaps no label placed
+    before it.  Labels that fit nowhere are left out: the line is still drawn, and
+    its name is in the hover and the line table.
+
+    Parameters
+    ----------
+    xs, heights, labels : list
+        Each line's peak position (x axis unit), peak height (y unit) and text.
+    span : float
+        Width of the visible x range (x axis unit).
+    plot_px, plot_height_px, char_px : float
+        Assumed plot width and height and width of one label character (px).
+    tiers : int
+        Rows a label may be lifted by.
+
+    Returns
+    -------
+    list of (int, int)
+        (position in ``xs``, rows lifted) of every label to draw.
+    """
+    if span <= 0 or not np.isfinite(span):
+        span = 1.0
+    height = np.nan_to_num(np.asarray(heights, dtype=float), nan=0.0)
+    top = float(np.max(np.abs(height))) if height.size else 1.0
+    y_px = height / (top or 1.0) * plot_height_px
+    boxes: list[tuple[float, float, float, float]] = []
+    placed = []
+    for i in np.argsort(-height, kind="stable"):
+        centre = float(xs[i]) / span * plot_px
+        half = 0.5 * (len(labels[i]) * char_px + 6)
+        for tier in range(tiers):
+            low_y = y_px[i] + 2 + tier * LABEL_ROW_PX
+            box = (centre - half, centre + half, low_y, low_y + LABEL_ROW_PX)
+            if all(box[1] < b[0] or box[0] > b[1] or box[3] <= b[2] or box[2] >= b[3]
+                   for b in boxes):
+                boxes.append(box)
+                placed.append((int(i), tier))
+                break
+    return placed
+
+
+def spectrum_window(lines: pd.DataFrame, x: np.ndarray) -> tuple[float, float] | None:
+    """The time range a spectrum opens on: its lines' fit windows with a margin.
+
+    A lab capture spans -400..100 µs and its lines 0..20 µs; None without lines.
+    """
+    if not len(lines) or "window_start" not in lines or not x.size:
+        return None
+    start = float(np.nanmin(lines["window_start"]))
+    stop = float(np.nanmax(lines["window_stop"]))
+    if not (np.isfinite(start) and np.isfinite(stop)):
+        return None
+    margin = 0.15 * (stop - start) + 0.5
+    return (max(start - margin, float(np.nanmin(x))), min(stop + margin, float(np.nanmax(x))))
 
 
 def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
                   height: int = 320, tools: tuple[str, ...] = (),
                   streams: tuple = ()) -> hv.Overlay:
     """The merged TOF spectrum with every fitted line drawn and labelled.
+
+    Labels that would overlap are left out or staggered (:func:`placed_labels`);
+    the title then says how many are labelled (the line table lists all).
 
     Parameters
     ----------
@@ -216,40 +325,42 @@ def spectrum_plot(event: xr.Dataset, lines: pd.DataFrame, *, mass: bool = False,
     else:
         x, xdim = time, hv.Dimension("time", label="time", unit="µs")
     ydim = hv.Dimension("signal", label=f"TOF spectrum ({unit})")
-    xlim = None
-    if masses is None and len(lines) and "window_start" in lines:
-        # open on the lines (a lab capture spans -400..100 µs, its lines 0..20 µs)
-        start = float(np.nanmin(lines["window_start"]))
-        stop = float(np.nanmax(lines["window_stop"]))
-        if np.isfinite(start) and np.isfinite(stop):
-            margin = 0.15 * (stop - start) + 0.5
-            xlim = (max(start - margin, float(np.nanmin(x))),
-                    min(stop + margin, float(np.nanmax(x))))
+    xlim = spectrum_window(lines, x) if masses is None else None
     trace = downsampled(hv.Curve((x, values), xdim, ydim), x_range=xlim).opts(
         color="#444", tools=list(tools), **({"active_tools": [tools[0]]} if tools else {}))
     for stream in streams:
         stream.source = trace
     layers = [trace]
-    labels = []
-    # label the tallest lines only: 30 lab lines within a few µs would overprint
-    labelled = set(lines["height"].nlargest(MAX_LABELS).index) if "height" in lines else set()
-    paths = []
-    for (lx, ly), row in zip(line_curves(lines), lines.itertuples(), strict=False):
+    curves = line_curves(lines)
+    paths, tops, texts = [], [], []
+    for curve in curves:
+        lx = mass_of_time(event, curve.x) if masses is not None else curve.x
+        label = str(lines.loc[curve.index, "label"]) if "label" in lines else ""
+        paths.append((lx, curve.y))
+        top_x, top_y = curve.top
         if masses is not None:
-            lx = mass_of_time(event, lx)
-        paths.append((lx, ly))
-        at = float(np.nanmax(ly)) if np.isfinite(ly).any() else 0.0
-        if row.Index in labelled:
-            labels.append((float(lx[int(np.nanargmax(ly))]) if np.isfinite(ly).any()
-                           else float(lx[0]), at, row.label))
+            top_x = float(lx[int(np.nanargmax(curve.y))]) if np.isfinite(curve.y).any() \
+                else float(lx[0])
+        tops.append((top_x, top_y))
+        texts.append(label)
     if paths:
         # one glyph for every line: a Bokeh renderer per line cost ~13 ms of plot
-        # construction each, the largest part of an event switch after the waveforms
+        # construction each; no hover on it (with a value per path, Chromium hung
+        # drawing a lab impact's 30 lines)
         layers.append(hv.Path(paths, [xdim, ydim]).opts(color="red", line_width=1.5))
-    if labels:
+    low, high = xlim if xlim else (float(np.nanmin(x)), float(np.nanmax(x))) if x.size \
+        else (0.0, 1.0)
+    placed = placed_labels([t[0] for t in tops], [t[1] for t in tops], texts,
+                           span=high - low)
+    if placed:
+        ymax = max((t[1] for t in tops), default=1.0) or 1.0
+        lift = LABEL_ROW_PX / LABEL_PLOT_HEIGHT_PX * ymax
+        labels = [(tops[i][0], tops[i][1] + tier * lift, texts[i]) for i, tier in placed]
         layers.append(hv.Labels(labels, [xdim, ydim], "label").opts(
             text_font_size="9pt", yoffset=0, text_color="darkred", text_baseline="bottom"))
     title = "TOF spectrum" + (" on the mass axis" if masses is not None else "")
+    if len(placed) < len(paths):
+        title += f" — {len(placed)} of {len(paths)} lines labelled (all in the line table)"
     extra = {"xlim": xlim} if xlim else {}
     return functools.reduce(operator.mul, layers).opts(
         hv.opts.Overlay(height=height, responsive=True, title=title, show_legend=False,

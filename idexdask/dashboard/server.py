@@ -140,11 +140,16 @@ def serve(context: ServerContext, *, port: int = 5006, address: str = "127.0.0.1
     logger.info("serving %s on http://%s:%d", context.data.path, address, port)
     import threading
 
+    from idexdask.dashboard.pages.campaign import warm_up as warm_campaign
     from idexdask.dashboard.pages.docs import ASSETS_ROUTE
     from idexdask.dashboard.studio import warm_refit
 
     threading.Thread(target=warm_refit, args=(context.data, context.config), daemon=True,
                      name="idexdask-warm-refit").start()
+    # before listening, not in a thread: Panel's state (its resource mode, the
+    # current document) is process-wide, and a page built beside a session's could
+    # leak into it
+    warm_campaign(context)
 
     static = {ASSETS_ROUTE.strip("/"): str(context.docs_dir)} if context.docs_dir else {}
     pn.serve(build_routes(context), port=port, address=address, websocket_origin=origins,

@@ -3,7 +3,7 @@
 * :mod:`~idexdask.pipeline.plan`: inputs -> units with exact event counts (each
   input's source, :mod:`idexdask.sources`, cuts it), units -> packs of tasks;
 * :mod:`~idexdask.pipeline.units`: :func:`process_unit`, the unit function
-  (the source reads the unit, then the science analysis);
+  (the source reads the unit, then ``idexdask.analyze``);
 * :mod:`~idexdask.pipeline.tasks`: the worker tasks (process, write, both);
 * :mod:`~idexdask.pipeline.store`: the full-size store and per-unit region writes;
 * :mod:`~idexdask.pipeline.manifest`: the journal of finished units;

@@ -103,7 +103,8 @@ def _proc_start(pid: int) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (also when another user owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,7 +118,7 @@ def _holder_gone(holder: LockHolder) -> bool:
     """Whether the holder process is known to have ended (same host only)."""
     if holder.host != socket.gethostname():
         return False
-    if not _pid_alive(holder.pid):
+    if not pid_alive(holder.pid):
         return True
     if holder.proc_start is not None:
         now = _proc_start(holder.pid)

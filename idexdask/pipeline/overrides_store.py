@@ -55,6 +55,7 @@ from idexdask.analysis.overrides import (
 from idexdask.errors import AnalysisError, IdexDaskError, StoreError, StoreLockedError
 from idexdask.pipeline.lock import read_lock, store_lock
 from idexdask.pipeline.manifest import Manifest, pipeline_dir
+from idexdask.pipeline.progress import done_units
 from idexdask.pipeline.store import read_store_meta
 
 __all__ = [
@@ -480,8 +481,6 @@ def units_awaiting_overrides(store: str | os.PathLike) -> list[dict[str, Any]]:
     StoreError
         If ``store`` is not a campaign store.
     """
-    from idexdask.pipeline.progress import done_units  # noqa: PLC0415
-
     path = _campaign_store(store)
     _, units = done_units(path)
     latest = Manifest(path).latest_units()

@@ -46,9 +46,14 @@ _LINE_VARIABLES = (
 )
 
 
-def _read_rows(store: str, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
+def _open(store: str) -> xr.Dataset:
+    """The store, lazily (each task opens it once: reading its metadata costs ~0.1 s)."""
+    return xr.open_zarr(store, consolidated=False, chunks=None)
+
+
+def _read_rows(store: str | xr.Dataset, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
     """The line variables of the store rows in ``regions``, in that order (loaded)."""
-    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+    ds = _open(store) if isinstance(store, str) else store
     names = [n for n in _LINE_VARIABLES if n in ds.variables]
     parts = [ds[names].isel(epoch=slice(a, b)).load() for a, b in regions]
     return xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
@@ -169,18 +174,22 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
 def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
                  groups: Mapping[str, Any], config: Mapping[str, Any], rows: int,
                  n_events: int) -> tuple[int, list[str]]:
-    """Write the calibration-dependent products of one unit's rows (task 2).
+    """Write the calibration-dependent products of a span of rows (task 2).
 
-    ``part`` holds the unit's rows of its group's :func:`reduce_group` result;
-    ``groups`` the summaries of every group (the ``mass_calibration``
-    attributes).  Returns the number of events written and the variables.
+    ``region`` is one unit's rows or several contiguous units' rows of one
+    group; ``part`` holds those rows of the group's :func:`reduce_group`
+    result; ``groups`` the summaries of every group (the ``mass_calibration``
+    attributes).  Every product is per event, so a span gives the same values
+    as its units one by one.  Returns the number of events written and the
+    variables.
     """
     from idexdask.calibration.products import calibration_variables
     from idexdask.composition.products import composition_variables
     from idexdask.pipeline.store import write_region
     from idexdask.pipeline.units import normalise_for_store
 
-    ds = _read_rows(store, [region])
+    opened = _open(store)
+    ds = _read_rows(opened, [region])
     n = int(ds.sizes["epoch"])
     lines = _flat_lines(ds)
     coefficients = np.array(part["coefficients"], dtype=float)
@@ -189,7 +198,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     method = np.array(part["method"], dtype=object)
     residual = np.asarray(part["residual"])[lines["used"]]
     # events calibrated by hand (override rows `calibrate`) keep that calibration
-    kept = _stored(store, region, ("mass_calibration", "mass_calibration_status",
+    kept = _stored(opened, region, ("mass_calibration", "mass_calibration_status",
                                    "mass_calibration_reason", "mass_calibration_method",
                                    "peak_calibration_residual", "peak_species",
                                    "peak_species_manual"))
@@ -228,8 +237,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
          "peak_event": peaks["peak_event"], "peak_center": xr.Variable(
              ("peak",), lines["peak_center"]),
          "peak_area": peaks["peak_area"]},
-        coords={"epoch": np.asarray(xr.open_zarr(store, consolidated=False)["epoch"]
-                                    .values[region[0]:region[1]])},
+        coords={"epoch": np.asarray(opened["epoch"].values[region[0]:region[1]])},
     )
     max_peaks = int(ds.sizes.get("peak_slot", 64))
     stored = normalise_for_store(out, 0, max_peaks=max_peaks)
@@ -244,11 +252,41 @@ def _strings(values: Any) -> np.ndarray:
                     dtype=str).reshape(np.shape(values))
 
 
-def _stored(store: str, region: tuple[int, int], names: Sequence[str]) -> xr.Dataset:
-    """The variables ``names`` the store has, for rows ``region`` (loaded)."""
-    ds = xr.open_zarr(store, consolidated=False, chunks=None)
+def _stored(ds: xr.Dataset, region: tuple[int, int], names: Sequence[str]) -> xr.Dataset:
+    """The variables ``names`` the opened store ``ds`` has, for rows ``region`` (loaded)."""
     present = [n for n in names if n in ds.variables]
     return ds[present].isel(epoch=slice(*region)).load()
+
+
+def contiguous_spans(units: Sequence[Unit], max_events: int) -> list[list[Unit]]:
+    """Units of one group (sorted by row) cut into runs of contiguous rows.
+
+    A run ends where the next unit's rows do not follow on, or where it would
+    exceed ``max_events`` events (a run never splits a unit, so a unit larger
+    than ``max_events`` is a run of its own).
+    """
+    spans: list[list[Unit]] = []
+    events = 0
+    for unit in units:
+        count = unit.region[1] - unit.region[0]
+        if (spans and spans[-1][-1].region[1] == unit.region[0]
+                and events + count <= max_events):
+            spans[-1].append(unit)
+            events += count
+        else:
+            spans.append([unit])
+            events = count
+    return spans
+
+
+def _span_events(client: Any, events: int, cap: int) -> int:
+    """Events per map task: ~4 tasks per worker for balance, at most ``cap``.
+
+    A lab unit is one impact: a task per unit would open the store's metadata
+    once per impact, which costs more than the impact's calibration products.
+    """
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    return max(1, min(cap, -(-events // (4 * workers))))
 
 
 def _signature(units: Sequence[Unit], chash: str) -> str:
@@ -300,18 +338,21 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
                               "input": by_group[index][0].path}
                  for index, res in results.items()}
     map_futures = []
+    cap = int((config.get("pipeline") or {}).get("batch_events", 512))
     for index, group in by_group.items():
         res = results[index]
+        group_events = sum(u.region[1] - u.region[0] for u in group)
         offset = 0
-        for unit in group:
-            count = unit.region[1] - unit.region[0]
+        for k, span in enumerate(contiguous_spans(group, _span_events(client, group_events, cap))):
+            region = (span[0].region[0], span[-1].region[1])
+            count = region[1] - region[0]
             part = {key: (value[offset:offset + count] if isinstance(value, np.ndarray)
                           else value) for key, value in res.items() if key != "summary"}
             offset += count
             map_futures.append(client.submit(
-                apply_region, str(store), tuple(unit.region), part, summaries, config, rows,
+                apply_region, str(store), region, part, summaries, config, rows,
                 n_events, resources=resources, retries=retries, pure=False,
-                key=f"idexdask-campaign-apply-{run_id}-{unit.uid}",
+                key=f"idexdask-campaign-apply-{run_id}-{index}-{k}",
             ))
     done = [f.result() for f in map_futures]
     written = sum(n for n, _ in done)

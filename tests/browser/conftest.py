@@ -63,7 +63,17 @@ def _locked(path: Path):
 
 @pytest.fixture(scope="session")
 def shared_dir(tmp_path_factory) -> Path:
-    """A directory shared by the xdist workers of this session."""
+    """A directory shared by the xdist workers of this session.
+
+    ``IDEXDASK_BROWSER_STORES=DIR`` keeps the stores in DIR across sessions (building
+    them takes minutes on a loaded host); unset, as in ``make test``, every session
+    builds its own.
+    """
+    reuse = os.environ.get("IDEXDASK_BROWSER_STORES")
+    if reuse:  # a developer's folder of stores built by an earlier session, kept
+        path = Path(reuse)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     path = root / "dashboard-stores"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import idexdask
+from idexdask.analysis.line_status import LineStatus
 from idexdask.workflow import analyze
 from tests.conftest import REAL_L0_FILES
 
@@ -27,7 +28,7 @@ def test_real_l0_analyze(path, l0_dir):
         assert np.all(np.isnan(q[st >= 4]))
     if n:
         assert np.all((out.peak_event.values >= 0) & (out.peak_event.values < n))
-        assert np.all(np.isin(out.peak_status.values, [0, 1, 2, 3, 4, 5, 6]))
+        assert np.all(np.isin(out.peak_status.values, [int(s) for s in LineStatus]))
 
 
 def test_real_dust_hits_have_finite_charges(l0_dir):

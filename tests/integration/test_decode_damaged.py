@@ -15,33 +15,11 @@ from hypothesis import strategies as st
 
 from idexdask import read_l0
 from idexdask.errors import IdexDaskError
-from idexdask.packets.crc import crc16_ccitt_false
 from idexdask.packets.layout import CHANNELS
 from idexdask.packets.quality import QualityFlag
+from tests.packet_damage import evtnum, ptype, split_packets
 
 WAVEFORMS = [c.name for c in CHANNELS]
-
-
-def split_packets(data: bytes) -> list[bytes]:
-    packets, pos = [], 0
-    while pos < len(data):
-        length = int.from_bytes(data[pos + 4 : pos + 6], "big") + 7
-        packets.append(data[pos : pos + length])
-        pos += length
-    return packets
-
-
-def with_crc(packet: bytes) -> bytes:
-    """Recompute the CRC so that a deliberate change passes the check."""
-    return packet[:-2] + crc16_ccitt_false(packet[:-2]).to_bytes(2, "big")
-
-
-def ptype(packet: bytes) -> int:
-    return packet[16]
-
-
-def evtnum(packet: bytes) -> int:
-    return int.from_bytes(packet[20:22], "big")
 
 
 @pytest.fixture(scope="module", params=["non_compressed", "compressed"])

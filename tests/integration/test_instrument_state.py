@@ -22,9 +22,9 @@ from idexdask.analysis.instrument import (
 )
 from idexdask.analysis.instrument_table import load_instrument_table
 from idexdask.errors import ConfigError
-from idexdask.packets.crc import crc16_ccitt_false
 from idexdask.packets.layout import EVENT_HEADER_FIELDS
 from idexdask.packets.quality import QualityFlag
+from tests.packet_damage import header_packets, split_packets, with_crc
 
 from ..conftest import REAL_L0_FILES
 
@@ -152,25 +152,6 @@ def test_real_state_values_and_flags(l0_dir):
 
 
 # ---------------------------------------------------------------- damaged input
-def split_packets(data: bytes) -> list[bytes]:
-    packets, pos = [], 0
-    while pos < len(data):
-        length = int.from_bytes(data[pos + 4 : pos + 6], "big") + 7
-        packets.append(data[pos : pos + length])
-        pos += length
-    return packets
-
-
-def with_crc(packet: bytes) -> bytes:
-    return packet[:-2] + crc16_ccitt_false(packet[:-2]).to_bytes(2, "big")
-
-
-def header_packets(packets: list[bytes]) -> list[int]:
-    """Indices of the science (APID 1424) event header packets."""
-    science = [i for i, p in enumerate(packets) if ((p[0] & 0x07) << 8 | p[1]) == 1424]
-    return [i for i in science if packets[i][16] == 1]
-
-
 @pytest.fixture(scope="module")
 def flight(l0_dir):
     data = (l0_dir / "imap_idex_l0_raw_20231218_v001.pkts").read_bytes()

@@ -29,34 +29,42 @@ FLIGHT = "imap_idex_l0_raw_20231218_v001.pkts"
 
 @pytest.fixture(scope="module")
 def analysed_real(l0_dir, trc_dir):
-    """The real files with ion lines, analysed with the default configuration."""
-    return {
-        "flight": analyze(idexdask.read_l0(l0_dir / FLIGHT)),
-        "lab": analyze(idexdask.read_trc(trc_dir)),
-    }
+    """Every real file with science events, analysed with the default configuration
+    (the 2024-12-06 and 2025-01-08 files hold housekeeping only)."""
+    out = {"flight": analyze(idexdask.read_l0(l0_dir / FLIGHT)),
+           "lab": analyze(idexdask.read_trc(trc_dir))}
+    for name in GROUND_TEST:
+        out[name] = analyze(idexdask.read_l0(l0_dir / name))
+    return out
 
 
 # Share of the lines >= 10 noise sigma that converge (bench/line_quality.py,
-# docs/quality.md).  Issue 19 asks for 90 %; the scope captures reach it
-# (23 of 23).  The flight file reaches 41 of 51 (80 %): the rest are detections
-# on the long tails of saturated lines near 6 µs, whose single-EMG profile is
-# shorter than the measured tail (their centre runs to the window edge,
-# HIT_BOUND); the floor below guards what is reached, the gap is reported.
-CONVERGED_SHARE = {"flight": 0.75, "lab": 0.90}
+# docs/quality.md): issue 19 asks for 90 % on every file.
+CONVERGED_SHARE = 0.90
 
 
 @pytest.mark.parametrize("which", ["flight", "lab"])
 def test_significant_lines_converge(analysed_real, which):
     from bench.line_quality import significant_lines
+    from idexdask.analysis.line_status import LineStatus
 
     out = analysed_real[which]
     sig, dt = significant_lines(out)
     st = out["peak_status"].values
+    sig &= st != LineStatus.RINGING  # not ion lines (test_ringing_is_bipolar)
     conv = sig & (st == 0)
     assert sig.sum() >= 20
-    assert conv.sum() / sig.sum() >= CONVERGED_SHARE[which]
-    # converged significant lines are wider than one sample: ion lines, not spikes
-    assert np.all(out["peak_sigma"].values[conv] > dt[conv])
+    assert conv.sum() / sig.sum() >= CONVERGED_SHARE
+    # converged significant lines are wider than one sample: ion lines, not
+    # spikes.  A line's width is its standard deviation, sqrt(sigma**2 + tau**2)
+    # for an EMG (tau = 1/gamma; a Gaussian's is sigma): a line with a sharp
+    # rise and a long tail (flight event 9, 0.11 µs: Gaussian sigma 0.97
+    # samples, tail 7.5 samples) is broad.  The Gaussian core itself stays above
+    # half a sample (spikes end at SIGMA_MIN_SAMPLES, 0.3).
+    sigma = out["peak_sigma"].values[conv]
+    tau = np.nan_to_num(1.0 / out["peak_gamma"].values[conv], nan=0.0)
+    assert np.all(np.hypot(sigma, tau) > dt[conv])
+    assert np.all(sigma > 0.5 * dt[conv])
     # reduced chi-square: centred near 1 (noise weights right, model adequate
     # for most lines); a few strong lines sit above (their shape is richer than
     # an EMG), none far below (which would mean an overestimated noise)
@@ -65,17 +73,52 @@ def test_significant_lines_converge(analysed_real, which):
     assert np.percentile(redchi, 10) >= 0.5
 
 
+@pytest.mark.parametrize("which", ["flight", "lab", *GROUND_TEST])
+def test_ringing_is_bipolar(analysed_real, which):
+    """Detections classified `ringing` sit beside a negative excursion >= 10
+    noise sigmas deep in the raw TOF_High trace (ion current is unipolar), and
+    every >= 10 sigma detection of a file is either such ringing or a line that
+    converged in >= 90 % of cases: on the 2023-04-12 ground-test files (noise
+    captures, no ion lines) the >= 10 sigma detections are the +-30 DN
+    oscillation near -0.9 µs of event 1, all ringing."""
+    from bench.line_quality import raw_tof, significant_lines
+    from idexdask.analysis.line_status import LineStatus
+
+    out = analysed_real[which]
+    y, t, noise, _ = raw_tof(out)
+    st = out["peak_status"].values
+    ring = np.flatnonzero(st == LineStatus.RINGING)
+    for k in ring:
+        e = int(out["peak_event"].values[k])
+        c = out["peak_center"].values[k]
+        near = np.abs(t[e] - c) <= 0.07  # window_left_us plus the centre's offset
+        assert np.nanmin(y[e][near]) <= -9.5 * noise[e], (which, k)  # quantised trough
+    sig, _ = significant_lines(out)
+    lines = sig & (st != LineStatus.RINGING)
+    if which in GROUND_TEST:
+        assert sig.sum() >= 2 and lines.sum() == 0
+    else:
+        assert (sig & (st == 0)).sum() >= CONVERGED_SHARE * lines.sum()
+
+
 @pytest.mark.parametrize("which", ["flight", "lab"])
 def test_local_maxima_have_converged_lines(analysed_real, which):
     """Local maxima >= 10 sigma of the raw TOF trace (outside saturated runs)
-    have a converged line whose maximum lies within 3 samples."""
+    have a converged line whose maximum lies within 3 samples.
+
+    Issue 19 asks for every one; not met (docs/quality.md).  Flight, 2 of 19
+    left: event 0 at 5.950 µs, the top of a broad flat line whose fitted mode
+    is 4 samples earlier; event 10 at 0.662 µs, a bump on the tail of its
+    saturated line, whose blend fit does not converge.  Lab (1 ns
+    samples, lines 8-15 samples wide), 4 of 28: three noisy tops of broad lines
+    3.3-6.5 samples from their fitted modes and the ringing lobe of impact 6
+    at 0.073 µs.  The bound guards what is reached.
+    """
     from bench.line_quality import unmatched_maxima
 
     total, missed, where = unmatched_maxima(analysed_real[which])
     assert total >= 15
-    # flight: 3 of 19 are left (two on broad Gaussian bumps 4 samples from their
-    # line's maximum, one beside a HIT_BOUND tail line); lab: 4 of 28
-    assert missed / total <= 0.2, where
+    assert missed <= {"flight": 2, "lab": 4}[which], where
 
 
 # ------------------------------------------------------- campaign calibration
@@ -101,8 +144,9 @@ def check_lab_calibration(out) -> None:
     species = [set(out["peak_species"].values[out["peak_event"].values == e]) for e in range(3)]
     for found in species:
         assert {"H", "Na"} <= found
-    # Mg and Si: in impacts 3 and 6; impact 1 shows no line above the noise at
-    # their times (docs/lab-captures.md)
+    # Mg and Si in the blind line list: Mg in impacts 3 and 6, a weak 28Si line
+    # in 6; the targeted search (test_lab_targeted_search) says what the data
+    # hold at their calibrated times in every impact (docs/lab-captures.md)
     for found in species[1:]:
         assert "24Mg" in found
     assert "28Si" in species[2]
@@ -110,3 +154,32 @@ def check_lab_calibration(out) -> None:
 
 def test_lab_captures_calibrated_by_campaign(analysed_real):
     check_lab_calibration(analysed_real["lab"])
+
+
+def test_lab_targeted_search(analysed_real):
+    """Issue 19 asks for Mg, Na and Si in each peridot impact.  At the calibrated
+    times, with the matched filter and its measured uncertainty
+    (composition.targeted, 3 sigma threshold, docs/lab-captures.md): Na in all
+    three, Mg firm (>= 5 sigma) in impacts 3 and 6 and at most at the
+    threshold in impact 1, Si below 3 sigma in all three and consistent with
+    nothing (|significance| < 2) in impacts 1 and 3.  The data do not hold the
+    issue's expectation; this test pins what they hold."""
+    from idexdask.calibration.ions import ion_mass
+    from idexdask.composition.targeted import targeted_search
+
+    out = analysed_real["lab"]
+    t = out["time_high_sample_rate"].values
+    res = targeted_search(
+        t, out["tof_combined"].values.astype(float),
+        np.broadcast_to(out["tof_high_noise"].values[:, None], t.shape),
+        out["peak_event"].values, out["peak_center"].values, out["peak_sigma"].values,
+        out["peak_gamma"].values, out["peak_area"].values, out["peak_status"].values == 0,
+        out["mass_calibration"].values, out["mass_calibration_status"].values == "calibrated",
+        np.array([ion_mass(x) for x in ("Na+", "24Mg+", "28Si+")]),
+    )  # fmt: skip
+    na, mg, si = res.significance.T
+    assert np.all(na >= 20.0)
+    assert np.all(mg[1:] >= 5.0) and mg[0] < 3.5
+    assert np.all(si < 3.0) and np.all(np.abs(si[:2]) < 2.0)
+    # the measured uncertainty is never below the white-noise one
+    assert np.all(res.area_err >= res.area_err_white)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from idexdask.analysis.impact import rise_time_10_90
+from idexdask.analysis.impact_model import rise_time_10_90
 from idexdask.analysis.signal_quality import load_quality_config, quality_variables, signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, invert_rise_time
 from idexdask.calibration import load_calibration_settings

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis.impact import fit_impacts, impact_model, rise_time_10_90
+from idexdask.analysis.impact import fit_impacts
+from idexdask.analysis.impact_model import impact_model, rise_time_10_90
 from idexdask.analysis.products import load_analysis_settings
 from idexdask.analysis.signal_quality import signal_quality
 from idexdask.analysis.velocity import PowerLawCurve, dust_mass, invert_rise_time

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.analysis.noise import (
-    autocorrelation,
-    fit_gaussian_histogram,
-    noise_diagnostics,
-    welch_psd,
-)
+from idexdask.analysis.histogram_fit import fit_gaussian_histogram
+from idexdask.analysis.noise import noise_diagnostics
+from idexdask.analysis.spectra import autocorrelation, welch_psd
 from idexdask.errors import AnalysisError
 
 RATE = 260.0

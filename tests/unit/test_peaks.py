@@ -163,6 +163,7 @@ def test_compiled_search_rows_match_numpy():
             y, t, width, 0.0, n // 10, noise,
             np.zeros((1, 1)) if scale is None else scale,
             np.ones(n_events) if den is None else den, scale is not None, flat,
+            np.zeros(n_events),  # no quantisation floor: the reference has none
         )  # fmt: skip
         flat = flat.reshape(n_events, n + 1)
         assert np.array_equal(dt, dt_ref)
@@ -171,6 +172,32 @@ def test_compiled_search_rows_match_numpy():
         assert (flat[:, n] == _WALL).all()
         assert usable.tolist() == [r not in (5, 6) for r in range(n_events)]
     assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2
+
+
+def test_quiet_quantised_baseline_gets_a_floored_detection_sigma():
+    """Issue 19: a quiet quantised baseline (a constant with rare +-1 DN) has a
+    smoothed MAD of 0; the detection sigma is then the smoothed samples' standard
+    deviation, never below the quantisation noise of the boxcar mean,
+    q / sqrt(12 w), and a real line is still found at its usual significance."""
+    from idexdask.analysis.peaks import detect_peaks
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    t = -2.0 + np.arange(n)[None, :] * DT
+    y = np.zeros((2, n))
+    y[0, rng.choice(n, 400, replace=False)] = rng.choice([-1.0, 1.0], 400)  # 13 %
+    y[1, :] = 0.0  # perfectly flat: the standard deviation is 0 too
+    y[:, 2000:2004] += 12.0  # a 12 DN line, 4 samples wide
+    settings = {"smooth_us": 0.008, "baseline_stop_us": 0.0, "height_sigma": 5.0,
+                "prominence_sigma": 3.0, "min_distance_us": 0.02, "max_peaks_per_event": 64}
+    noise = np.full(2, 1.0 / np.sqrt(12.0))  # the raw noise, floored
+    cand, zsig = detect_peaks(y, np.repeat(t, 2, axis=0), noise, settings, quantum=1.0)
+    width = 2  # 0.008 µs at 260 MSPS
+    assert np.all(zsig >= 1.0 / np.sqrt(12.0 * width))
+    assert zsig[1] == pytest.approx(1.0 / np.sqrt(12.0 * width))
+    assert zsig[0] > zsig[1]  # the +-1 samples: a standard deviation above the floor
+    for e in range(2):
+        assert np.any((cand.event == e) & (np.abs(cand.index - 2001) <= 2))
 
 
 def test_uniform_row_matches_scipy():

@@ -288,7 +288,7 @@ def test_derivative_pass_matches_the_array_formulas():
     """The compiled pass gives the array formulas' values: sequential float64 sums,
     the derivative's MAD (numpy's median of |d - median|), its first maximum, its
     first minimum in the exit range and the windows around both."""
-    from idexdask.analysis.pickup import _derivative_rows
+    from idexdask.analysis.pickup.kernels import derivative_rows
 
     rng = np.random.default_rng(4)
     n, w, half, min_transit, max_transit = 5000, 37, 20, 50, 900
@@ -305,7 +305,7 @@ def test_derivative_pass_matches_the_array_formulas():
     d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
     core = d[:, w : n - w + 1]
     got_cs = np.empty((3, n + 1))
-    mad, i_in, i_out, win_in, win_out = _derivative_rows(
+    mad, i_in, i_out, win_in, win_out = derivative_rows(
         y, -1.0, fill, w, min_transit, max_transit, half, got_cs)
     # the same operations in the same order; a tolerance of a few ulps of the running
     # sum (|sum| < ~3000 here) for a NumPy whose accumulate would group the additions otherwise

@@ -148,3 +148,21 @@ def test_lab_captures_get_small_packs_and_chunks(trc_dir, tmp_path):
     write_campaign(tmp_path / "a.pkts", 3, compress=False, seed=1)
     flight = plan_inputs([tmp_path / "a.pkts"], 512)
     assert batch_sizes(flight, 512, 256, 8) == (512, 256)
+
+
+def test_campaign_map_spans_join_contiguous_units_only():
+    """The campaign step's map tasks: contiguous units joined up to a size, never split."""
+    from idexdask.pipeline.recalibrate import contiguous_spans
+    from idexdask.sources.unit import Unit
+
+    def unit(a, b):
+        return Unit(uid=f"u{a}", kind="lecroy_trc", path="x", input_index=0,
+                    n_events=b - a, input_hash="h", region=(a, b))
+
+    units = [unit(0, 1), unit(1, 2), unit(2, 3), unit(5, 6), unit(6, 20), unit(20, 21)]
+    spans = contiguous_spans(units, max_events=2)
+    regions = [(s[0].region[0], s[-1].region[1]) for s in spans]
+    # a gap (3 -> 5) ends a span; a unit larger than the cap stands alone
+    assert regions == [(0, 2), (2, 3), (5, 6), (6, 20), (20, 21)]
+    assert [u for s in spans for u in s] == units
+    assert [len(s) for s in contiguous_spans(units, max_events=100)] == [3, 3]

@@ -47,7 +47,7 @@ def _partition_median(a: np.ndarray) -> float:
 def test_median_and_mad_equal_numpy(index):
     x = _rows()[index]
     n = x.size
-    med, mad = median_and_mad(x, n, np.empty(n), np.empty(n))
+    med, mad = median_and_mad(x, n, np.empty(n))
     ref_med = _partition_median(x)
     ref_mad = _partition_median(np.abs(x - ref_med))
     assert np.array_equal([med, mad], [ref_med, ref_mad], equal_nan=True)
@@ -65,3 +65,14 @@ def test_order_pair_equals_partition(index):
         assert np.array_equal(copy, x, equal_nan=True)  # the input is not modified
         ref = np.partition(x, (k_lo, k_hi))
         assert np.array_equal(got, (ref[k_lo], ref[k_hi]), equal_nan=True), (k_lo, k_hi)
+
+
+def test_order_pair_of_distances_from_a_centre():
+    """With a centre, the order statistics of |x - centre|, formed while reading x."""
+    rng = np.random.default_rng(5)
+    x = np.cumsum(rng.normal(size=50_001))
+    centre = float(np.median(x))
+    n = x.size
+    got = order_pair(x, n, n // 2 - 1, n // 2, np.empty(n), centre)
+    ref = np.partition(np.abs(x - centre), (n // 2 - 1, n // 2))
+    assert got == (ref[n // 2 - 1], ref[n // 2])

@@ -5,7 +5,7 @@ charge model) have their per-point arithmetic in numba, used on NumPy inputs:
 
 * :func:`residual_jacobian` (engine "auto"): weighted residuals and Jacobian for
   the vectorised loop in one pass.  The expressions are those of the xp
-  kernels (``models._emg_fj`` + constant, ``impact._evaluate_jac``) in the same
+  kernels (``models._emg_fj`` + constant, ``impact_model._evaluate_jac``) in the same
   order, erfcx is scipy's own C function (the code behind
   ``scipy.special.erfcx``), and numba does not contract to FMA, so the values
   are the same to the last bit and the fits follow exactly the same path (the

@@ -229,14 +229,14 @@ def iterate_xp(
     evaluate = _Evaluator(xp, model, kernel.kernel, kernel.scipy_erfcx, block)
 
     theta = work.theta
-    now = evaluate(theta, work)
+    current = evaluate(theta, work)
     n_act = work.size
     lam = xp.full((n_act,), LAMBDA_START, dtype=xp.float64)
     nfev = xp.full((n_act,), 1, dtype=xp.int64)
     niter = xp.zeros((n_act,), dtype=xp.int64)
-    chi_ref = now.chisq  # chi-square at the start of the current stall window
-    nonfinite = ~xp.isfinite(now.chisq)
-    plan = _plan(xp, now, xp.where(nonfinite, 1.0, now.chisq), lam, work.chi_floor, stop)
+    chi_ref = current.chisq  # chi-square at the start of the current stall window
+    nonfinite = ~xp.isfinite(current.chisq)
+    plan = _plan(xp, current, xp.where(nonfinite, 1.0, current.chisq), lam, work.chi_floor, stop)
     step, predicted = plan.step, plan.predicted
     nu = xp.full((n_act,), 2.0, dtype=xp.float64)  # Nielsen's damping growth factor
     converged = plan.converged & ~nonfinite
@@ -251,13 +251,13 @@ def iterate_xp(
         if n_act and bool(xp.any(done)):
             fin = xp.nonzero(done)[0]
             with _xp.errstate(xp, invalid="ignore", divide="ignore", over="ignore"):
-                cov = covariance(xp, now.a_ext[fin])
+                cov = covariance(xp, current.a_ext[fin])
             outputs.store(
-                work.rows[fin], now.params[fin], cov, now.chisq[fin], nfev[fin], niter[fin],
+                work.rows[fin], current.params[fin], cov, current.chisq[fin], nfev[fin], niter[fin],
                 status[fin],
             )  # fmt: skip
             keep = xp.nonzero(~done)[0]
-            work, theta, now = work.take(keep), theta[keep], now.take(keep)
+            work, theta, current = work.take(keep), theta[keep], current.take(keep)
             step, predicted, chi_ref = step[keep], predicted[keep], chi_ref[keep]
             lam, nu, nfev, niter = lam[keep], nu[keep], nfev[keep], niter[keep]
             status = status[keep]
@@ -269,7 +269,7 @@ def iterate_xp(
         trial = evaluate(theta_try, work)
         nfev = nfev + 1
         niter = niter + 1
-        chi, chi_try = now.chisq, trial.chisq
+        chi, chi_try = current.chisq, trial.chisq
         accept = (chi_try < chi) & xp.all(xp.isfinite(theta_try), axis=1)
         # A parameter pinned on a bound: the transform's derivative vanishes there,
         # so Gauss-Newton only creeps up to it.  Stop once the creeping no longer
@@ -277,7 +277,7 @@ def iterate_xp(
         pinned = xp.any(work.bounds.at_bound(xp, trial.params, stop.bound_rtol), axis=1)
         pinned_done = accept & pinned & (chi - chi_try <= stop.ftol * chi)
         theta = xp.where(accept[:, None], theta_try, theta)
-        now = now.accepted(xp, accept, trial)
+        current = current.accepted(xp, accept, trial)
         # Nielsen's damping update: shrink by how well the quadratic model predicted
         # the gain (at most 3x), grow geometrically on repeated rejections
         with _xp.errstate(xp, invalid="ignore", divide="ignore"):
@@ -287,9 +287,9 @@ def iterate_xp(
         )
         lam = xp.where(accept, xp.maximum(lam * shrink, LAMBDA_MIN), lam * nu)
         nu = xp.where(accept, 2.0, 2.0 * nu)
-        chi = now.chisq
+        chi = current.chisq
 
-        plan = _plan(xp, now, chi, lam, work.chi_floor, stop)
+        plan = _plan(xp, current, chi, lam, work.chi_floor, stop)
         step, predicted = plan.step, plan.predicted
         converged = plan.converged | pinned_done
         # damping this large means no descent is left at double precision: a

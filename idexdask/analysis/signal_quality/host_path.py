@@ -37,7 +37,7 @@ from idexdask.analysis.signal_quality.status import (
     status_codes,
 )
 
-__all__ = ["BaselineColumns", "baseline_columns", "channel_quality_host"]
+__all__ = ["BaselineColumns", "TraceStats", "baseline_columns", "channel_quality_host"]
 
 
 @dataclass
@@ -102,6 +102,65 @@ def baseline_columns(
     )
 
 
+@dataclass
+class TraceStats:
+    """What :func:`trace_rows` returns per event (see there)."""
+
+    n_valid: np.ndarray
+    vmax_obs: np.ndarray
+    vmin_obs: np.ndarray
+    n_rail: np.ndarray
+    first_valid: np.ndarray
+    last_valid: np.ndarray
+    best_exc: np.ndarray
+    best_idx: np.ndarray
+    n_sat: np.ndarray
+    first: np.ndarray
+    last: np.ndarray
+    unsettled: np.ndarray
+
+    def update(self, rows: np.ndarray, other: TraceStats) -> None:
+        """Take ``other``'s values (computed for ``rows``) at ``rows``."""
+        for key, values in vars(other).items():
+            getattr(self, key)[rows] = values
+
+
+@dataclass
+class _Channel:
+    """One channel's samples as the compiled passes read them."""
+
+    raw: np.ndarray  #: (events, samples), native dtype, C-contiguous
+    fill: float  #: missing-sample value (NaN: none)
+    cfg: Mapping[str, Any]
+    dirs: np.ndarray  #: excursion directions
+    rails: tuple[float, float]  #: (low, high), NaN for none
+    clipped: np.ndarray  #: the scope's clipping flag per event
+
+    @property
+    def has_fill(self) -> bool:
+        return math.isfinite(self.fill)
+
+    def rows_x(self, rows: np.ndarray) -> np.ndarray:
+        """Rows as float64, NaN where missing (as :func:`channel_arrays`)."""
+        x = self.raw[rows].astype(np.float64)
+        miss = np.isnan(x)
+        if self.has_fill:
+            miss |= x == self.fill
+        x[miss] = np.nan
+        return x
+
+    def trace(self, baseline: np.ndarray, threshold: np.ndarray,
+              rows: np.ndarray | None = None) -> TraceStats:
+        """:func:`trace_rows` of all events, or of ``rows`` (their own baselines)."""
+        pick = (lambda v: v) if rows is None else (lambda v: v[rows])
+        cfg = self.cfg
+        return TraceStats(*trace_rows(
+            self.raw if rows is None else self.raw[rows], self.has_fill, self.fill,
+            pick(baseline), pick(threshold), self.dirs, self.rails[0], self.rails[1],
+            int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]), pick(self.clipped),
+        ))
+
+
 def channel_quality_host(
     ds: xr.Dataset,
     name: str,
@@ -125,104 +184,102 @@ def channel_quality_host(
     array code.
     """
     var = ds.variables[name]
-    raw = np.ascontiguousarray(var.data)
-    n_events, n = raw.shape
-    vmin, vmax = rails
-    quantum = quantisation_step(var)
-    fill = fill_value(var.attrs)
-    has_fill = math.isfinite(fill)
-    head = max(1, int(math.ceil(cfg["baseline_fallback_fraction"] * n)))
-    w0, w1 = (float(v) for v in window)
-    axis = host_time_axis(ds, name, raw.shape)
-    cols = baseline_columns(raw, has_fill, fill, axis, (w0, w1),
-                             int(cfg["min_baseline_samples"]), head)
-    covered = cols.covered
-    used = cols.first >= 0
-    lo, hi = (int(cols.first[used].min()), int(cols.last[used].max()) + 1) if used.any() else (0, 0)
-    xb = window_rows(raw, has_fill, fill, cols.times, cols.times_lo, cols.a, cols.b, covered,
-                      w0, w1, head, lo, hi)
-    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if hi > lo else None
-    if step is not None:
-        quantum = step
+    n_events = var.shape[0]
+    channel = _Channel(
+        raw=np.ascontiguousarray(var.data), fill=fill_value(var.attrs), cfg=cfg,
+        dirs=np.array([1.0, -1.0] if polarity == 0 else [float(polarity)]),
+        rails=tuple(math.nan if r is None else r for r in rails),
+        clipped=(np.zeros(n_events, dtype=np.bool_) if clipped is None
+                 else clipped.astype(np.bool_)),
+    )
+    axis = host_time_axis(ds, name, channel.raw.shape)
+    # 1. the baseline window's samples, their level, noise and quantisation step
+    covered, xb = _baseline_samples(channel, axis, window)
+    step = 1.0 if var.dtype.kind in "iu" else detect_quantum(xb) if xb.shape[1] else None
+    quantum = step if step is not None else quantisation_step(var)
     floor = quantum / math.sqrt(12.0)
     baseline, noise = baseline_noise_host(xb, step, n_events)
-    dirs = np.array([1.0, -1.0] if polarity == 0 else [float(polarity)])
-    flags = np.zeros(n_events, dtype=np.bool_) if clipped is None else clipped.astype(np.bool_)
-    vmin_f = math.nan if vmin is None else vmin
-    vmax_f = math.nan if vmax is None else vmax
-
-    def trace(rows: np.ndarray | None) -> tuple[np.ndarray, ...]:
-        sub = raw if rows is None else raw[rows]
-        pick = (lambda v: v) if rows is None else (lambda v: v[rows])
-        with np.errstate(invalid="ignore"):
-            threshold = cfg["flat_top_sigma"] * np.maximum(pick(noise), floor)
-        return trace_rows(
-            sub, has_fill, fill, pick(baseline), threshold, dirs, vmin_f, vmax_f,
-            int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]), pick(flags),
-        )  # fmt: skip
-
-    stats = list(trace(None))
-    n_valid = stats[0]
-    lost = np.isnan(baseline) & (n_valid > 0)
-    if lost.any():
-        rows = np.nonzero(lost)[0]
-        x = raw[rows].astype(np.float64)
-        x[np.isnan(x) | ((x == fill) if has_fill else False)] = np.nan
-        baseline[rows], noise[rows] = whole_trace_stats(np, x)
-        for k, values in enumerate(trace(rows)):
-            stats[k][rows] = values
-    (n_valid, vmax_obs, vmin_obs, n_rail, fvalid, lvalid, best_exc, best_idx, n_sat,
-     first, last, unsettled) = stats
-    noise_eff = np.maximum(noise, floor)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        snr = best_exc / noise_eff
-    all_rail = (
-        (n_rail == n_valid) & (n_valid > 0)
-        if (vmax is not None or vmin is not None)
-        else np.zeros(n_events, dtype=bool)
-    )
-    status = status_codes(
-        np, covered, n_valid, n, vmax_obs, vmin_obs, all_rail, cfg["min_valid_samples"]
-    )
-    # unusable channels have no saturated sample, except all-saturated ones: all valid
-    unusable = status >= int(QualityStatus.FLAT)
-    override = status == int(QualityStatus.ALL_SATURATED)
-    n_sat = np.where(override, n_valid, np.where(unusable, 0, n_sat))
-    first = np.where(override, fvalid, first)
-    last = np.where(override, lvalid, last)
-    sat_any = (n_sat > 0) | (flags & ~unusable)
-
-    def rows_x(rows: np.ndarray) -> np.ndarray:
-        x = raw[rows].astype(np.float64)
-        miss = np.isnan(x)
-        if has_fill:
-            miss |= x == fill
-        x[miss] = np.nan
-        return x
-
-    result = floor_constant(floor, finish(
-        np,
-        t=axis,
-        status=status,
-        baseline=baseline,
-        noise=noise_eff,
-        snr=snr,
-        best_exc=best_exc,
-        best_idx=best_idx,
-        sat_any=sat_any,
-        n_sat=n_sat,
-        first=np.maximum(first, 0),
-        last=np.maximum(last, 0),
-        n_valid=n_valid,
-        vmax_obs=vmax_obs,
-        vmin_obs=vmin_obs,
-        rows_x=rows_x,
-        quantum=quantum,
-    ))
-    redo = np.nonzero(unsettled)[0]
+    # 2. one pass per trace; events with no baseline sample use the whole trace's
+    stats = channel.trace(baseline, _threshold(cfg, noise, floor))
+    lost = np.nonzero(np.isnan(baseline) & (stats.n_valid > 0))[0]
+    if lost.size:
+        baseline[lost], noise[lost] = whole_trace_stats(np, channel.rows_x(lost))
+        stats.update(lost, channel.trace(baseline, _threshold(cfg, noise, floor), lost))
+    # 3. the products; the events the pass could not settle by the array code
+    result = floor_constant(floor, _finish_host(channel, stats, covered, baseline,
+                                                np.maximum(noise, floor), axis, quantum))
+    redo = np.nonzero(stats.unsettled)[0]
     if redo.size:
         redone = channel_quality_xp(ds.isel(epoch=redo), name, cfg, window, polarity, rails,
                                      None if clipped is None else clipped[redo], step=step)
         for key, values in redone.products.items():
             result.products[key][redo] = values
     return result
+
+
+def _threshold(cfg: Mapping[str, Any], noise: np.ndarray, floor: float) -> np.ndarray:
+    """Flat-top threshold per event: ``flat_top_sigma`` noise sigmas (floored)."""
+    with np.errstate(invalid="ignore"):
+        return cfg["flat_top_sigma"] * np.maximum(noise, floor)
+
+
+def _baseline_samples(
+    channel: _Channel, axis: FormulaTimes | np.ndarray | None, window: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each event covers the window, and its baseline samples (NaN elsewhere)
+    over the columns any event uses."""
+    raw, cfg = channel.raw, channel.cfg
+    head = max(1, int(math.ceil(cfg["baseline_fallback_fraction"] * raw.shape[1])))
+    w0, w1 = (float(v) for v in window)
+    cols = baseline_columns(raw, channel.has_fill, channel.fill, axis, (w0, w1),
+                            int(cfg["min_baseline_samples"]), head)
+    used = cols.first >= 0
+    lo, hi = (int(cols.first[used].min()), int(cols.last[used].max()) + 1) if used.any() else (0, 0)
+    xb = window_rows(raw, channel.has_fill, channel.fill, cols.times, cols.times_lo, cols.a,
+                     cols.b, cols.covered, w0, w1, head, lo, hi)
+    return cols.covered, xb
+
+
+def _finish_host(
+    channel: _Channel,
+    stats: TraceStats,
+    covered: np.ndarray,
+    baseline: np.ndarray,
+    noise_eff: np.ndarray,
+    axis: FormulaTimes | np.ndarray | None,
+    quantum: float,
+) -> ChannelQuality:
+    """Status and products from the pass's statistics (as the array code's)."""
+    n_events, n = channel.raw.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        snr = stats.best_exc / noise_eff
+    has_rails = any(math.isfinite(r) for r in channel.rails)
+    all_rail = ((stats.n_rail == stats.n_valid) & (stats.n_valid > 0) if has_rails
+                else np.zeros(n_events, dtype=bool))
+    status = status_codes(np, covered, stats.n_valid, n, stats.vmax_obs, stats.vmin_obs,
+                          all_rail, channel.cfg["min_valid_samples"])
+    # unusable channels have no saturated sample, except all-saturated ones: all valid
+    unusable = status >= int(QualityStatus.FLAT)
+    override = status == int(QualityStatus.ALL_SATURATED)
+    n_sat = np.where(override, stats.n_valid, np.where(unusable, 0, stats.n_sat))
+    first = np.where(override, stats.first_valid, stats.first)
+    last = np.where(override, stats.last_valid, stats.last)
+    return finish(
+        np,
+        t=axis,
+        status=status,
+        baseline=baseline,
+        noise=noise_eff,
+        snr=snr,
+        best_exc=stats.best_exc,
+        best_idx=stats.best_idx,
+        sat_any=(n_sat > 0) | (channel.clipped & ~unusable),
+        n_sat=n_sat,
+        first=np.maximum(first, 0),
+        last=np.maximum(last, 0),
+        n_valid=stats.n_valid,
+        vmax_obs=stats.vmax_obs,
+        vmin_obs=stats.vmin_obs,
+        rows_x=channel.rows_x,
+        quantum=quantum,
+    )

@@ -180,45 +180,8 @@ def quality_variables(
     stacked = []
     for name in names:  # one pass per channel (six at most); events are vectorised
         quality = channel_quality(ds, name, cfg)
+        data_vars.update(_channel_variables(ds.variables[name], name, quality, cfg))
         res = quality.products
-        var = ds.variables[name]
-        units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
-        label = str(var.attrs.get("long_name", name))
-        low = name.lower()
-        spec = {
-            "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
-            "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window, "
-                "floored at the quantisation noise)"),
-            "excursion": (
-                units,
-                f"{label}: largest excursion from the baseline in the signal polarity",
-            ),
-            "snr": ("1", f"{label}: peak excursion over the baseline noise"),
-            "peak_time": ("us", f"{label}: time of the largest excursion from the trigger"),
-            "saturated": ("1", f"{label}: ADC rail run or clipped flat top present"),
-            "saturated_samples": ("1", f"{label}: number of saturated samples"),
-            "saturation_start": ("us", f"{label}: time of the first saturated sample"),
-            "saturation_stop": ("us", f"{label}: time of the last saturated sample"),
-            "quality_status": ("1", f"{label}: quality status"),
-        }
-        for key, (unit, long_name) in spec.items():
-            attrs: dict[str, Any] = {"units": unit, "long_name": long_name, "channel": name}
-            if key == "quality_status":
-                attrs["flag_values"] = np.arange(len(QualityStatus), dtype=np.int8)
-                attrs["flag_meanings"] = STATUS_MEANINGS
-            if key in ("baseline", "noise", "snr"):
-                attrs["baseline_window_us"] = list(quality.window)
-            if key == "snr":
-                attrs["signal_polarity"] = quality.polarity
-                attrs["noise_floor"] = quality.quantum / math.sqrt(12.0)
-            if key == "saturated":
-                vmin, vmax = quality.rails
-                attrs["rail_min"] = "none" if vmin is None else vmin
-                attrs["rail_max"] = "none" if vmax is None else vmax
-                attrs["saturation_min_run"] = cfg["saturation_min_run"]
-                attrs["flat_top_min_run"] = cfg["flat_top_min_run"]
-                attrs["flat_top_sigma"] = cfg["flat_top_sigma"]
-            data_vars[f"{low}_{key}"] = xr.Variable(("epoch",), res[key], attrs=attrs)
         stacked.append(res["quality_status"])
         bad = res["quality_status"] >= int(QualityStatus.MISSING_SAMPLES)
         if bad.any():
@@ -239,4 +202,49 @@ def quality_variables(
             "flag_meanings": STATUS_MEANINGS,
         },
     )
+    return data_vars
+
+
+def _channel_variables(
+    var: xr.Variable, name: str, quality: ChannelQuality, cfg: Mapping[str, Any]
+) -> dict[str, xr.Variable]:
+    """The ``<ch>_<product>`` variables of one channel, with their attributes."""
+    units = str(var.attrs.get("units", "DN" if var.dtype.kind in "iu" else ""))
+    label = str(var.attrs.get("long_name", name))
+    low = name.lower()
+    spec = {
+        "baseline": (units, f"{label}: baseline level (median over the baseline window)"),
+        "noise": (units, f"{label}: baseline noise (1.4826 x MAD over the baseline window, "
+            "floored at the quantisation noise)"),
+        "excursion": (
+            units,
+            f"{label}: largest excursion from the baseline in the signal polarity",
+        ),
+        "snr": ("1", f"{label}: peak excursion over the baseline noise"),
+        "peak_time": ("us", f"{label}: time of the largest excursion from the trigger"),
+        "saturated": ("1", f"{label}: ADC rail run or clipped flat top present"),
+        "saturated_samples": ("1", f"{label}: number of saturated samples"),
+        "saturation_start": ("us", f"{label}: time of the first saturated sample"),
+        "saturation_stop": ("us", f"{label}: time of the last saturated sample"),
+        "quality_status": ("1", f"{label}: quality status"),
+    }
+    data_vars = {}
+    for key, (unit, long_name) in spec.items():
+        attrs: dict[str, Any] = {"units": unit, "long_name": long_name, "channel": name}
+        if key == "quality_status":
+            attrs["flag_values"] = np.arange(len(QualityStatus), dtype=np.int8)
+            attrs["flag_meanings"] = STATUS_MEANINGS
+        if key in ("baseline", "noise", "snr"):
+            attrs["baseline_window_us"] = list(quality.window)
+        if key == "snr":
+            attrs["signal_polarity"] = quality.polarity
+            attrs["noise_floor"] = quality.quantum / math.sqrt(12.0)
+        if key == "saturated":
+            vmin, vmax = quality.rails
+            attrs["rail_min"] = "none" if vmin is None else vmin
+            attrs["rail_max"] = "none" if vmax is None else vmax
+            attrs["saturation_min_run"] = cfg["saturation_min_run"]
+            attrs["flat_top_min_run"] = cfg["flat_top_min_run"]
+            attrs["flat_top_sigma"] = cfg["flat_top_sigma"]
+        data_vars[f"{low}_{key}"] = xr.Variable(("epoch",), quality.products[key], attrs=attrs)
     return data_vars

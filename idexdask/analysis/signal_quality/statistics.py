@@ -31,8 +31,6 @@ __all__ = [
 ]
 
 
-
-
 def long_runs(mask: Any, k: int) -> Any:
     """Samples that belong to a run of at least ``k`` consecutive True values.
 

@@ -21,12 +21,24 @@ from idexdask.composition.minerals import expected_fractions, load_mineral_libra
 from idexdask.composition.plot import ternary_xy
 from idexdask.composition.products import molar_fractions, ternary
 from idexdask.composition.rsf import PRESET_NAMES, rsf_values
-from idexdask.dashboard.common import guarded, hv_pane, page_shell, start_live
+from idexdask.dashboard.common import (
+    guarded,
+    hv_pane,
+    number_formatters,
+    page_shell,
+    start_live,
+)
 from idexdask.dashboard.data import as_text
 from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.errors import StoreError
 
-__all__ = ["STORED", "TERNARIES", "composition_page", "fractions_for_preset"]
+__all__ = [
+    "STORED",
+    "TERNARIES",
+    "composition_page",
+    "fractions_for_preset",
+    "mineral_label_rows",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +79,26 @@ def fractions_for_preset(context: ServerContext, preset: str) -> pd.DataFrame:
             values = np.asarray(dataset[name].values)[rows]
             frame[name] = as_text(values) if values.dtype.kind not in "biuf" else values
     return frame
+
+
+def mineral_label_rows(x: np.ndarray, y: np.ndarray, names: list[str],
+                       *, step: float = 0.035) -> tuple[list, list, list]:
+    """Labels of the reference minerals: one per point, minerals on one point stacked.
+
+    Several minerals project onto the same point of a ternary (every Mg-, Fe- or
+    Ca-free silicate sits on an edge or a corner): their names would print over
+    each other, so those of one point (to 0.01) are listed one above the other.
+    """
+    groups: dict[tuple[float, float], list[str]] = {}
+    for px, py, name in zip(x, y, names, strict=True):
+        groups.setdefault((round(float(px), 2), round(float(py), 2)), []).append(name)
+    lx, ly, texts = [], [], []
+    for (px, py), members in groups.items():
+        for k, name in enumerate(sorted(members)):
+            lx.append(px)
+            ly.append(py + 0.03 + k * step)
+            texts.append(name)
+    return lx, ly, texts
 
 
 def _triangle(corners: tuple[str, str, str]) -> list:
@@ -129,9 +161,9 @@ def composition_page(context: ServerContext) -> pn.Column:
             mx, my = ternary_xy(expected[shown])
             minerals = hv.Points((mx, my, list(names)), ["x", "y"], "mineral").opts(
                 marker="diamond", color="red", size=10, tools=["hover"])
-            mineral_labels = hv.Labels((mx, my + 0.03, [n.split("|")[0] for n in names]),
-                                       ["x", "y"], "text").opts(text_font_size="7pt",
-                                                                text_color="red")
+            lx, ly, texts = mineral_label_rows(mx, my, [n.split("|")[0] for n in names])
+            mineral_labels = hv.Labels((lx, ly, texts), ["x", "y"], "text").opts(
+                text_font_size="7pt", text_color="red")
             overlay = hv.Overlay([*_triangle(corners), minerals, mineral_labels, element])
             plots.append(overlay.opts(hv.opts.Overlay(
                 title=f"{title} ({int(keep.sum())} events)", width=460, height=420,
@@ -167,7 +199,8 @@ def composition_page(context: ServerContext) -> pn.Column:
                          f" {note}"),
             pn.widgets.Tabulator(shown.round(4), disabled=True, show_index=False,
                                  pagination="remote", page_size=12,
-                                 formatters={"open": {"type": "html"}},
+                                 formatters={**number_formatters(shown),
+                                             "open": {"type": "html"}},
                                  sizing_mode="stretch_width", css_classes=["idx-fractions"]),
             sizing_mode="stretch_width")
 

@@ -12,60 +12,18 @@ import param
 from idexdask.dashboard.common import (
     error_pane,
     guarded,
-    hv_pane,
     page_shell,
     query_int,
     start_live,
 )
-from idexdask.dashboard.data import decode_flags, tt2000_to_utc
-from idexdask.dashboard.event_plots import WaveformStacks, waveform_note
+from idexdask.dashboard.event_header import event_header
+from idexdask.dashboard.event_plots import SpectrumFigure, WaveformStacks, waveform_note
 from idexdask.dashboard.instrument_view import instrument_state_html
-from idexdask.dashboard.plots import spectrum_plot
 from idexdask.dashboard.state import ReviewState, ServerContext
 
-__all__ = ["event_controls", "event_header", "event_page"]
+__all__ = ["event_controls", "event_page"]
 
 logger = logging.getLogger(__name__)
-
-
-def _value(event, name, default="—"):
-    if name not in event:
-        return default
-    value = event[name].values
-    return value.item() if hasattr(value, "item") else value
-
-
-def event_header(context: ServerContext, index: int) -> str:
-    """HTML table of the event's identity, quality and calibration."""
-    data = context.data
-    event = data.event(index).event
-    utc = str(tt2000_to_utc(np.asarray([_value(event, "epoch", 0)]))[0])[:23]
-    if "source_file" in event:
-        source = ", ".join(sorted({str(s) for s in np.ravel(event["source_file"].values) if s}))
-    else:
-        source = data.input_name(int(_value(event, "input_index", -1)))
-    number = _value(event, "idx__txhdrevtnum", _value(event, "impact_number"))
-    flags = decode_flags(int(_value(event, "quality_flags", 0))) or ["none"]
-    status = _value(event, "mass_calibration_status")
-    reason = _value(event, "mass_calibration_reason")
-    rows = [
-        ("event (row)", index), ("UTC", utc), ("epoch (TT2000 ns)", _value(event, "epoch")),
-        ("source", source), ("event number", number), ("quality flags", ", ".join(flags)),
-        ("calibration", f"{status} ({reason})"), ("lines", _value(event, "peak_count")),
-        ("impact speed (km/s)", _fmt(_value(event, "impact_velocity"))),
-        ("dust mass (kg)", _fmt(_value(event, "dust_mass"))),
-        ("target charge (pC)", _fmt(_value(event, "target_low_impact_charge"))),
-    ]
-    cells = "".join(f"<tr><th style='text-align:left;padding-right:12px'>{html.escape(k)}</th>"
-                    f"<td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    return f"<table class='idx-event-header'>{cells}</table>"
-
-
-def _fmt(value) -> str:
-    try:
-        return f"{float(value):.4g}"
-    except (TypeError, ValueError):
-        return str(value)
 
 
 class EventView(param.Parameterized):
@@ -127,54 +85,77 @@ def event_page(context: ServerContext) -> pn.Column:
 
     @guarded
     def header(event, refresh):
-        return pn.pane.HTML(event_header(context, event), sizing_mode="stretch_width")
+        return pn.pane.HTML(event_header(context.data, event), sizing_mode="stretch_width")
 
-    # the waveform plots are built once per session (and per SVG choice): an event
-    # switch pushes the new row's arrays into them instead of rebuilding ~1 s of figures
-    stacks: dict[str, WaveformStacks] = {}
+    # the plots are Bokeh figures built once per session: an event switch writes the
+    # new row's arrays into them instead of rebuilding ~1 s of figures
+    figures: dict[str, object] = {}
     notes = pn.pane.HTML("", sizing_mode="stretch_width")
+    waveforms = pn.Column(notes, sizing_mode="stretch_width")
+    spectrum_note = pn.pane.HTML("", sizing_mode="stretch_width")
+
+    def draw_spectrum() -> None:
+        row = context.data.event(state.event).event
+        on_mass = figures["spectrum"].show(row, context.data.lines(state.event),
+                                           mass=view.mass_axis)
+        spectrum_note.object = ("<i>this event is not calibrated: no mass axis</i>"
+                                if view.mass_axis and not on_mass else "")
+
+    spectrum_slot = pn.Column(sizing_mode="stretch_width")
 
     @guarded
-    def waveforms(svg):
-        stacks["current"] = WaveformStacks(context.data, state.event, svg=svg)
-        notes.object = waveform_note(context.data.event(state.event).event,
-                                     stacks["current"].names)
-        panes = [hv_pane(layout, sizing_mode="stretch_width", css_classes=["idx-waveforms"])
-                 for layout in stacks["current"].layouts]
-        return pn.Column(*panes, sizing_mode="stretch_width")
+    def make_figures() -> None:
+        figures.update(stacks=WaveformStacks(context.data, state.event, svg=view.svg),
+                       spectrum=SpectrumFigure(svg=view.svg))
+        draw_spectrum()
 
-    def show_waveforms(_=None) -> None:
-        current = stacks.get("current")
-        if current is None:
+    def build() -> None:
+        """Make the figures of this session, or say in the page why they cannot be."""
+        failed = make_figures()
+        if failed is not None:
+            figures.clear()
+            spectrum_slot.objects = [failed]
+            return
+        stacks = figures["stacks"]
+        notes.object = waveform_note(context.data.event(state.event).event, stacks.names)
+        waveforms.objects = [notes, *(pn.pane.Bokeh(layout, sizing_mode="stretch_width",
+                                                     css_classes=["idx-waveforms"])
+                                      for layout in stacks.layouts)]
+        spectrum_slot.objects = [
+            spectrum_note, pn.pane.Bokeh(figures["spectrum"].figure,
+                                         sizing_mode="stretch_width",
+                                         css_classes=["idx-spectrum"])]
+
+    def redraw(_=None) -> None:
+        stacks = figures.get("stacks")
+        if stacks is None:
+            build()
             return
         try:
             with pn.io.hold():
-                current.show(state.event)
+                draw_spectrum()
+                stacks.show(state.event)
                 notes.object = waveform_note(context.data.event(state.event).event,
-                                             current.names)
+                                             stacks.names)
         except Exception as exc:  # a view must never take the page down
-            logger.exception("waveforms of event %s failed", state.event)
-            notes.object = (f"<div class='idx-error' style='color:#a00'>waveforms: "
+            logger.exception("plots of event %s failed", state.event)
+            notes.object = (f"<div class='idx-error' style='color:#a00'>plots: "
                             f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}</div>")
 
-    state.param.watch(show_waveforms, ["event", "refresh"])
+    def set_svg(event) -> None:
+        for key in ("stacks", "spectrum"):
+            if key in figures:
+                figures[key].set_svg(bool(event.new))
+
+    state.param.watch(redraw, ["event", "refresh"])
+    view.param.watch(redraw, "mass_axis")
+    view.param.watch(set_svg, "svg")
+    build()
 
     @guarded
     def instrument(event, refresh):
         row = context.data.event(event).dataset
         return pn.pane.HTML(instrument_state_html(row), width=620)
-
-    @guarded
-    def spectrum(event, mass_axis, refresh):
-        row = context.data.event(event).event
-        lines = context.data.lines(event)
-        note = None
-        if mass_axis and not np.isfinite(np.asarray(row["mass_calibration"].values)).all():
-            note = pn.pane.HTML("<i>this event is not calibrated: no mass axis</i>")
-        plot = spectrum_plot(row, lines, mass=mass_axis)
-        items = [hv_pane(plot, sizing_mode="stretch_width",
-                                   css_classes=["idx-spectrum"])]
-        return pn.Column(*([note] if note else []), *items, sizing_mode="stretch_width")
 
     controls = event_controls(state, message)
     toggles = pn.Row(pn.widgets.Checkbox.from_param(view.param.mass_axis, name="mass axis"),
@@ -184,15 +165,10 @@ def event_page(context: ServerContext) -> pn.Column:
     body = pn.Column(
         controls, toggles,
         pn.panel(pn.bind(header, state.param.event, state.param.refresh)),
-        pn.panel(pn.bind(spectrum, state.param.event, view.param.mass_axis,
-                         state.param.refresh)),
-        pn.Row(
-            pn.Column(notes, pn.panel(pn.bind(waveforms, view.param.svg),
-                                      sizing_mode="stretch_width"),
-                      sizing_mode="stretch_width"),
-            pn.panel(pn.bind(instrument, state.param.event, state.param.refresh)),
-            sizing_mode="stretch_width",
-        ),
+        spectrum_slot,
+        pn.Row(waveforms,
+               pn.panel(pn.bind(instrument, state.param.event, state.param.refresh)),
+               sizing_mode="stretch_width"),
         sizing_mode="stretch_width",
     )
     return page_shell("/event", "Event", str(context.data.path), body, event=state.event)

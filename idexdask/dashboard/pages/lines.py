@@ -23,16 +23,38 @@ import param
 
 from idexdask.analysis.overrides import LINE_SHAPES
 from idexdask.calibration.ions import ion_mass
-from idexdask.dashboard.common import error_pane, guarded, hv_pane, page_shell, query_int
+from idexdask.dashboard.common import (
+    error_pane,
+    guarded,
+    hv_pane,
+    number_formatters,
+    page_shell,
+    query_int,
+)
+from idexdask.dashboard.data import LINE_COLUMNS
+from idexdask.dashboard.event_header import calibration_text
 from idexdask.dashboard.pages.event import event_controls, sync_event_to_url
 from idexdask.dashboard.plots import line_curves, spectrum_plot, waveform
 from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.dashboard.studio import StudioSession
 from idexdask.errors import IdexDaskError
 
-__all__ = ["calibration_residuals", "lines_page"]
+__all__ = ["calibration_residuals", "line_units", "lines_page"]
 
 logger = logging.getLogger(__name__)
+
+def line_units(dataset) -> dict[str, str]:
+    """Unit of each line-table column, from its ``peak_<name>`` variable in the store."""
+    units = {}
+    for name in LINE_COLUMNS:
+        variable = dataset.variables.get(f"peak_{name}")
+        unit = str(variable.attrs.get("units", "")) if variable is not None else ""
+        if unit and unit != "1":
+            # the store writes CDF-style "us"; a table header can show µs
+            units[name] = " ".join("µs" if t == "us" else t.replace("/us", "/µs")
+                                   for t in unit.split())
+    return units
+
 
 def calibration_residuals(lines: pd.DataFrame) -> pd.DataFrame:
     """Lines with a species: calibrated mass minus the ion's mass, in u and ppm."""
@@ -121,7 +143,11 @@ def lines_page(context: ServerContext) -> pn.Column:
     def table(event, revision):
         lines, source = current_lines()
         shown = lines.round(5)
+        units = line_units(data.dataset)
         widget = pn.widgets.Tabulator(shown, disabled=True, selectable=1, show_index=True,
+                                      formatters=number_formatters(shown),
+                                      titles={c: f"{c} ({units[c]})" for c in shown.columns
+                                              if units.get(c)},
                                       sizing_mode="stretch_width", height=260,
                                       css_classes=["idx-line-table"])
 
@@ -154,7 +180,7 @@ def lines_page(context: ServerContext) -> pn.Column:
             color="black", size=3)]
         residual = None
         if fitted:
-            fx, fy = fitted[0]
+            fx, fy = fitted[0].x, fitted[0].y
             layers.append(hv.Curve((fx, fy), xdim, f"signal ({unit})").opts(color="red"))
             model = np.interp(time[inside], fx, fy)
             residual = hv.Scatter((time[inside], values[inside] - model), xdim,
@@ -294,15 +320,15 @@ def lines_page(context: ServerContext) -> pn.Column:
         row = studio.last.dataset.isel(epoch=0) if studio.last else data.event(event).event
         lines, source = current_lines()
         coefficients = np.asarray(row["mass_calibration"].values, dtype=float)
-        status = str(row["mass_calibration_status"].values)
-        reason = str(row["mass_calibration_reason"].values)
         residuals = calibration_residuals(lines)
         rms = (float(np.sqrt(np.nanmean(residuals["residual_u"] ** 2)))
                if len(residuals) else np.nan)
+        formula = (f"t = c0 + Σ c_k √m^k, c = {np.array2string(coefficients, precision=6)}"
+                   if np.isfinite(coefficients).all() else "no mass axis")
+        fit = (f"{len(residuals)} lines with a species, RMS residual {rms:.4g} u"
+               if len(residuals) else "no line with a species")
         text = (f"<b>calibration ({source})</b>: <span class='idx-cal-status'>"
-                f"{html.escape(status)}</span> ({html.escape(reason)}); t = c0 + Σ c_k √m^k, "
-                f"c = {np.array2string(coefficients, precision=6)}; {len(residuals)} lines "
-                f"with a species, RMS residual {rms:.4g} u")
+                f"{html.escape(calibration_text(row))}</span>; {formula}; {fit}")
         return pn.Column(pn.pane.HTML(text, css_classes=["idx-calibration"]),
                          pn.widgets.Tabulator(residuals.round(6), disabled=True,
                                               show_index=False, sizing_mode="stretch_width",

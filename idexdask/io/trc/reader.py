@@ -1,0 +1,405 @@
+"""Reading a directory (or files) of captures into one event dataset, in steps."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import xarray as xr
+
+from idexdask._logging import get_logger
+from idexdask.adccodes import CODE_FILL, code_encoding
+from idexdask.errors import TraceFileError
+from idexdask.io.trc.channels import (
+    channel_map,
+    channel_variable_name,
+    default_polarity,
+    parse_trc_filename,
+)
+from idexdask.io.trc.format import TrcWaveform, read_trc_file, volts_into
+from idexdask.timeaxis import AxisTerms, uniform_axis_variable
+
+__all__ = ["read_trc"]
+
+_log = get_logger(__name__)
+
+
+def tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
+    """TT2000 ns of a naive datetime taken as UTC (cdflib handles leap seconds)."""
+    import cdflib
+
+    if stamp is None:
+        return np.iinfo(np.int64).min  # CDF fill value
+    us = stamp.microsecond
+    value = cdflib.cdfepoch.compute_tt2000(
+        [stamp.year, stamp.month, stamp.day, stamp.hour, stamp.minute, stamp.second,
+         us // 1000, us % 1000, extra_ns]
+    )
+    return int(np.asarray(value).ravel()[0])
+
+
+def collect_files(
+    path: Path | tuple[Path, ...], errors: str
+) -> tuple[Path, dict[int, dict[int, TrcWaveform]], dict[int, list[str]]]:
+    if isinstance(path, tuple):  # given files (one impact of a campaign), not a directory
+        if not path:
+            raise TraceFileError("no .trc files given")
+        directory, files = path[0].parent, sorted(path)
+        if any(f.parent != directory for f in files):
+            raise TraceFileError(f"files of one read must share a directory: {files}")
+    elif path.is_dir():
+        directory = path
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".trc" and p.is_file())
+    elif path.is_file():
+        directory, files = path.parent, [path]
+    else:
+        raise TraceFileError(f"{path}: no such file or directory")
+    impacts: dict[int, dict[int, TrcWaveform]] = {}
+    bad: dict[int, list[str]] = {}
+    for f in files:
+        parsed = parse_trc_filename(f.name)
+        if parsed is None:
+            msg = f"{f}: name does not match <...>C<channel><sep>...<impact>.trc"
+            if errors == "raise" and (isinstance(path, tuple) or path.is_file()):
+                raise TraceFileError(msg)
+            _log.warning("%s; skipped", msg)
+            continue
+        channel, impact = parsed
+        try:
+            wf = read_trc_file(f)
+        except TraceFileError:
+            if errors == "raise":
+                raise
+            _log.warning("skipping bad trace file %s", f, exc_info=True)
+            bad.setdefault(impact, []).append(f.name)
+            continue
+        if channel in impacts.get(impact, {}):
+            raise TraceFileError(
+                f"{f}: channel {channel} of impact {impact} also in "
+                f"{impacts[impact][channel].header.path}"
+            )
+        impacts.setdefault(impact, {})[channel] = wf
+    if not impacts:
+        raise TraceFileError(f"{path}: no readable .trc traces")
+    return directory, impacts, bad
+
+
+def read_trc(
+    path: str | Path | Sequence[str | Path],
+    *,
+    settings: str | Path | Mapping[int, Any] | None = None,
+    errors: Literal["raise", "skip"] = "raise",
+    polarity: Mapping[str, int] | None = None,
+) -> xr.Dataset:
+    """Read LeCroy captures (one file or a directory of impacts) into an event dataset.
+
+    Parameters
+    ----------
+    path : str, Path or sequence of them
+        One ``.trc`` file, a directory of them, or files of one directory (the
+        settings file is looked for beside them).  Files are grouped into impacts
+        by :data:`TRC_NAME_PATTERN`.
+    settings : str, Path or mapping, optional
+        Channel names: a settings text file (line *n* names C\\ *n*) or a mapping
+        ``{1: "QD 1", ...}`` whose values may also be ``{"name": ..., "polarity": ±1}``.
+        Default: the ``*settings*.txt`` beside the traces; channels left unnamed are
+        called ``C<n>``.
+    errors : {"raise", "skip"}
+        What a bad file (truncated, not LeCroy, ...) does: raise
+        :class:`~idexdask.errors.TraceFileError`, or be logged and skipped (its
+        impact keeps its other channels; the missing one is NaN).
+    polarity : mapping of str to int, optional
+        ``signal_polarity`` per variable name (±1), overriding the defaults
+        (``channels.polarity`` of ``configs/scope.yaml``: -1 for ``TOF_*`` and the
+        lab's ``QD_1``/``QD_2``; +1 for any other channel) and the settings.
+
+    Returns
+    -------
+    xarray.Dataset
+        Dimensions ``epoch`` (one per impact, sorted by impact number), ``channel``,
+        and the time index dimension(s).  Variables: ``impact_number`` (epoch,),
+        one float32 waveform per channel (V, attrs ``time_variable``,
+        ``signal_polarity``, ``channel``, ``units``...), the float64 µs time axes,
+        ``channel_missing`` (epoch,) bool, ``channel_present``, ``channel_clipped``,
+        ``vertical_gain`` (V/count), ``vertical_offset`` (V) and
+        ``channel_time_offset`` (µs) on (epoch, channel).
+
+    Raises
+    ------
+    TraceFileError
+        Bad input (see ``errors``), no traces, or duplicate channels of an impact.
+    """
+    if errors not in ("raise", "skip"):
+        raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+    if isinstance(path, str | Path):
+        path = Path(path)
+        directory, impacts, bad = collect_files(path, errors)
+    else:
+        directory, impacts, bad = collect_files(tuple(Path(p) for p in path), errors)
+        path = directory
+    layout = _layout(impacts, settings, directory)
+    arrays = _impact_arrays(impacts, layout)
+    data_vars = {
+        **_time_variables(layout, arrays),
+        **_waveform_variables(layout, arrays, polarity),
+        **_channel_variables(layout, arrays),
+    }
+    coords = {
+        "epoch": ("epoch", arrays.epoch, {"units": "ns", "long_name": "TT2000 of the trigger",
+                                          "time_scale": "TT2000 (scope clock taken as UTC)"}),
+        "channel": ("channel", [layout.var_of[c] for c in layout.channels]),
+    }
+    ds = xr.Dataset(data_vars, coords=coords)
+    ds.attrs.update({
+        "source": "lecroy_trc",
+        "source_kind": "lecroy_trc",  # picks the per-source defaults (calibration preset)
+        "instrument_name": ", ".join(sorted(arrays.instruments)),
+        "source_path": str(path),
+        "settings_source": layout.settings_source or "",
+        "channel_map": ", ".join(f"C{c}={layout.var_of[c]}" for c in layout.channels),
+        "skipped_files": ", ".join(f for v in bad.values() for f in v),
+    })
+    _log.info("read %d impacts x %d channels from %s", len(layout.numbers),
+              len(layout.channels), path)
+    return ds
+
+
+@dataclass
+class _Layout:
+    """How a read's files map to variables: channels, names, time axes."""
+
+    numbers: list[int]  #: impact numbers, sorted (the epoch order)
+    channels: list[int]  #: scope channels present in some impact, sorted
+    var_of: dict[int, str]  #: variable name per channel
+    names: dict[int, str]  #: channel names of the settings (long names)
+    polarity_of: dict[int, int]  #: polarities given by the settings
+    settings_source: str | None
+    length_of: dict[int, int]  #: samples per channel (its longest record)
+    axis_of: dict[int, str]  #: time axis of each channel
+    axis_ref: dict[str, int]  #: reference channel of each axis
+    ref: int  #: the reference channel of the impact's time stamp (first TOF channel)
+
+
+def _layout(
+    impacts: dict[int, dict[int, TrcWaveform]],
+    settings: str | Path | Mapping[int, Any] | None,
+    directory: Path,
+) -> _Layout:
+    """Step 1: channel names and time axes.  Channels sampled like the first TOF
+    channel share ``high_sample_rate``; the others share ``low_sample_rate`` when
+    alike, else get an axis each."""
+    trace_names = [Path(w.header.path).name for ch in impacts.values() for w in ch.values()]
+    names, pol_override, settings_source = channel_map(settings, directory, trace_names)
+    channels = sorted({c for ch in impacts.values() for c in ch} | set(names))
+    if settings is None and not names:
+        _log.info("%s: no settings file; channels named C<n>", directory)
+    var_of = {c: channel_variable_name(names.get(c, f"C{c}")) for c in channels}
+    if len(set(var_of.values())) != len(var_of):
+        raise TraceFileError(f"{directory}: channel names collide: {var_of}")
+    # keep channels only if some impact has them (a settings file may name unused ones)
+    present = [c for c in channels if any(c in ch for ch in impacts.values())]
+    var_of = {c: var_of[c] for c in present}
+    numbers = sorted(impacts)
+
+    def signature(c: int) -> tuple[float, int]:  # (interval of its first impact, length)
+        lengths = [impacts[i][c].header.wave_array_count for i in numbers if c in impacts[i]]
+        first = next(impacts[i][c] for i in numbers if c in impacts[i])
+        return (first.header.horiz_interval, max(lengths))
+
+    def same(a: tuple[float, int], b: tuple[float, int]) -> bool:
+        return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * abs(b[0])
+
+    sigs = {c: signature(c) for c in present}
+    order = ("TOF_High", "TOF_Mid", "TOF_Low")
+    tof = sorted((c for c in present if var_of[c] in order), key=lambda c: order.index(var_of[c]))
+    ref = tof[0] if tof else present[0]
+    others = [c for c in present if not same(sigs[c], sigs[ref])]
+    axis_of: dict[int, str] = {}
+    for c in present:
+        if c not in others:
+            axis_of[c] = "high_sample_rate"
+        elif all(same(sigs[o], sigs[others[0]]) for o in others):
+            axis_of[c] = "low_sample_rate"
+        else:
+            axis_of[c] = var_of[c]
+    axis_ref = {axis_of[ref]: ref}
+    for c in present:
+        axis_ref.setdefault(axis_of[c], c)
+    return _Layout(numbers=numbers, channels=present, var_of=var_of, names=names,
+                   polarity_of=pol_override, settings_source=settings_source,
+                   length_of={c: sigs[c][1] for c in present}, axis_of=axis_of,
+                   axis_ref=axis_ref, ref=ref)
+
+
+@dataclass
+class _ImpactArrays:
+    """Per impact (and channel) values of a read, filled in place by :func:`_impact_arrays`."""
+
+    waves: dict[int, np.ndarray]  #: (impacts, samples) float32 V per channel
+    present: np.ndarray  #: (impacts, channels) bool
+    clipped: np.ndarray
+    gain: np.ndarray  #: V/count
+    offset: np.ndarray  #: V
+    time_offset: np.ndarray  #: µs, channel's first sample minus its axis's
+    files: np.ndarray  #: file names, object
+    epoch: np.ndarray  #: TT2000 of the trigger
+    trigger_iso: list[str]
+    axis_start: dict[str, np.ndarray]  #: s, HORIZ_OFFSET of the axis's reference
+    axis_step: dict[str, np.ndarray]  #: s
+    axis_count: dict[str, np.ndarray]
+    fill_code_seen: set[int] = field(default_factory=set)  #: channels with a code = CODE_FILL
+    instruments: set[str] = field(default_factory=set)
+
+
+def _impact_arrays(impacts: dict[int, dict[int, TrcWaveform]], layout: _Layout) -> _ImpactArrays:
+    """Step 2: every impact's volts (one pass over its codes) and header values."""
+    n_ev, shape = len(layout.numbers), (len(layout.numbers), len(layout.channels))
+    out = _ImpactArrays(
+        # written in place below; NaN only where no sample is (missing channel, padding)
+        waves={c: np.empty((n_ev, layout.length_of[c]), np.float32) for c in layout.channels},
+        present=np.zeros(shape, bool), clipped=np.zeros(shape, bool),
+        gain=np.full(shape, np.nan), offset=np.full(shape, np.nan),
+        time_offset=np.full(shape, np.nan), files=np.full(shape, "", dtype=object),
+        epoch=np.full(n_ev, np.iinfo(np.int64).min, dtype=np.int64), trigger_iso=[""] * n_ev,
+        axis_start={a: np.full(n_ev, np.nan) for a in layout.axis_ref},
+        axis_step={a: np.full(n_ev, np.nan) for a in layout.axis_ref},
+        axis_count={a: np.zeros(n_ev, np.int64) for a in layout.axis_ref},
+    )
+    for e, number in enumerate(layout.numbers):
+        chans = impacts[number]
+        _axis_terms_of(out, e, chans, layout)
+        for k, c in enumerate(layout.channels):
+            if c in chans:
+                _channel_of(out, e, k, c, chans[c], layout)
+            else:
+                out.waves[c][e] = np.nan
+        h0 = (chans[layout.ref] if layout.ref in chans else next(iter(chans.values()))).header
+        out.epoch[e] = tt2000(h0.trigger_time, h0.trigger_time_ns)
+        out.trigger_iso[e] = h0.trigger_time.isoformat() if h0.trigger_time else ""
+        stamps = {w.header.trigger_time for w in chans.values()}
+        if len(stamps) > 1:
+            _log.warning("impact %d: channels carry different trigger times %s", number, stamps)
+    return out
+
+
+def _axis_terms_of(
+    out: _ImpactArrays, e: int, chans: dict[int, TrcWaveform], layout: _Layout
+) -> None:
+    """Axis times of impact ``e`` from the axis's reference channel, else any on the axis."""
+    for axis in layout.axis_ref:
+        on_axis = [c for c in layout.channels if layout.axis_of[c] == axis and c in chans]
+        if not on_axis:
+            continue
+        c0 = layout.axis_ref[axis] if layout.axis_ref[axis] in chans else on_axis[0]
+        h = chans[c0].header
+        out.axis_start[axis][e] = h.horiz_offset
+        out.axis_step[axis][e] = h.horiz_interval
+        out.axis_count[axis][e] = h.wave_array_count
+
+
+def _channel_of(
+    out: _ImpactArrays, e: int, k: int, c: int, wf: TrcWaveform, layout: _Layout
+) -> None:
+    """Channel ``c`` (column ``k``) of impact ``e``: V = gain * code - offset in float64,
+    rounded once to float32, written in place in the same pass that finds the
+    extreme codes (clipping) and the fill code."""
+    h = wf.header
+    n = h.wave_array_count
+    out.present[e, k] = True
+    if n:
+        lo, hi, fill_seen = volts_into(wf.raw, h.vertical_gain, h.vertical_offset,
+                                        CODE_FILL, out.waves[c][e, :n])
+        low, high = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
+        out.clipped[e, k] = bool(hi >= high or lo <= low)
+        if fill_seen:
+            out.fill_code_seen.add(c)
+    out.waves[c][e, n:] = np.nan
+    out.gain[e, k], out.offset[e, k] = h.vertical_gain, h.vertical_offset
+    out.time_offset[e, k] = (h.horiz_offset * 1e6
+                             - out.axis_start[layout.axis_of[c]][e] * 1e6)
+    out.files[e, k] = Path(h.path).name
+    out.instruments.add(h.instrument_name)
+
+
+def _time_variables(layout: _Layout, arrays: _ImpactArrays) -> dict[str, Any]:
+    """Step 3: each axis by formula, (HORIZ_OFFSET + i * HORIZ_INTERVAL) * 1e6 µs, and its terms."""
+    data_vars: dict[str, Any] = {}
+    for axis, ref in layout.axis_ref.items():
+        tname, dim = f"time_{axis}", f"time_{axis}_index"
+        terms = AxisTerms.for_axis(tname)
+        length = max(layout.length_of[c] for c in layout.channels if layout.axis_of[c] == axis)
+        start, step, count = arrays.axis_start[axis], arrays.axis_step[axis], \
+            arrays.axis_count[axis]
+        data_vars[tname] = uniform_axis_variable(
+            ("epoch", dim), start, step, count, length, scale=1e6, terms=terms, attrs={
+                "units": "us",
+                "long_name": "time from the trigger of the axis's reference channel",
+                "reference_channel": layout.var_of[ref],
+            })
+        data_vars[terms.start] = (("epoch",), start, {
+            "units": "s", "long_name": f"{tname}: HORIZ_OFFSET of its reference channel"})
+        data_vars[terms.step] = (("epoch",), step, {
+            "units": "s", "long_name": f"{tname}: HORIZ_INTERVAL of its reference channel"})
+        data_vars[terms.count] = (("epoch",), count, {
+            "units": "1", "long_name": f"{tname}: samples recorded (NaN times beyond)"})
+    return data_vars
+
+
+def _waveform_variables(
+    layout: _Layout, arrays: _ImpactArrays, polarity: Mapping[str, int] | None
+) -> dict[str, xr.Variable]:
+    """Step 4: one float32 waveform per channel, with its polarity and ADC scale."""
+    data_vars: dict[str, xr.Variable] = {}
+    pol_table = default_polarity()
+    for k, c in enumerate(layout.channels):
+        var = layout.var_of[c]
+        pol = layout.polarity_of.get(c, pol_table.get(var, 1))
+        if polarity and var in polarity:
+            pol = int(polarity[var])
+        here = arrays.present[:, k]
+        g, o = arrays.gain[here, k], arrays.offset[here, k]
+        attrs = {
+            "units": "V",
+            "long_name": layout.names.get(c, f"C{c}"),
+            "channel": f"C{c}",
+            "time_variable": f"time_{layout.axis_of[c]}",
+            "signal_polarity": pol,
+            "vertical_gain": float(g[0]) if np.all(g == g[0]) else [float(x) for x in g],
+            "vertical_offset": float(o[0]) if np.all(o == o[0]) else [float(x) for x in o],
+            "source_files": [str(x) for x in arrays.files[:, k]],
+        }
+        waveform = xr.Variable(("epoch", f"time_{layout.axis_of[c]}_index"), arrays.waves[c],
+                               attrs)
+        if (g.size and np.all(g == g[0]) and np.all(o == o[0])
+                and c not in arrays.fill_code_seen):
+            # one gain and offset: the store keeps the codes (idexdask.adccodes)
+            waveform.encoding = code_encoding(float(g[0]), -float(o[0]))
+        data_vars[var] = waveform
+    return data_vars
+
+
+def _channel_variables(layout: _Layout, arrays: _ImpactArrays) -> dict[str, Any]:
+    """Step 5: per impact and channel: presence, clipping, gain, offset, files."""
+    present = arrays.present
+    return {
+        "impact_number": (("epoch",), np.asarray(layout.numbers, dtype=np.int64),
+                          {"long_name": "trailing number of the trace file names"}),
+        "channel_missing": (("epoch",), ~present.all(axis=1),
+                            {"long_name": "some channel of this impact is missing (NaN)"}),
+        "channel_present": (("epoch", "channel"), present),
+        "channel_clipped": (("epoch", "channel"), arrays.clipped,
+                            {"long_name": "ADC reached full scale"}),
+        "vertical_gain": (("epoch", "channel"), arrays.gain, {"units": "V/count"}),
+        "vertical_offset": (("epoch", "channel"), arrays.offset, {"units": "V"}),
+        "channel_time_offset": (("epoch", "channel"), arrays.time_offset, {
+            "units": "us",
+            "long_name": "first-sample time of the channel minus that of its time axis",
+        }),
+        "source_file": (("epoch", "channel"), arrays.files.astype(str)),
+        "trigger_time": (("epoch",), np.asarray(arrays.trigger_iso, dtype=str),
+                         {"long_name": "scope clock at the trigger (ISO 8601)"}),
+    }
