@@ -1,7 +1,7 @@
 """Coefficients of :func:`idexdask.analysis.special.erfcx_kernel` (generated).
 
 Written by ``idexdask.analysis.special.erfcx_coefficients(6)`` (mpmath, 50
-digits); ``tests/unit/test_special.py`` recomputes them and checks they are equal.
+digits); ``tests/unit/analysis/test_special.py`` recomputes them and checks they are equal.
 Row ``k - FIRST_INTERVAL``: the polynomial on ``400 / (4 + x)`` in ``[k, k + 1)``,
 coefficients of ``u**0 .. u**DEGREE`` with ``u = 2 y - (2 k + 1)``.
 """

@@ -20,7 +20,7 @@ scalar versions serve the numba kernels:
   relative); below 0, ``2 exp(x**2) - erfcx(-x)``.
 
   Its values are SciPy's to within one unit in the last place (equal at
-  ~99.99 % of points, ``tests/unit/test_special.py``) and equally accurate
+  ~99.99 % of points, ``tests/unit/analysis/test_special.py``) and equally accurate
   (at most ~7 ulp from the exact value, as SciPy's).  What it saves is a
   branch: SciPy's implementation dispatches the interval through a ``switch``,
   an indirect jump that the processor mispredicts whenever consecutive

@@ -10,7 +10,7 @@ at a handful of lines per event the NumPy versions are dominated by call overhea
 
 They follow the NumPy code step by step, down to the BLAS/LAPACK calls and the
 array orders that pick the BLAS kernels, so the results are the same bit for bit
-(tests/unit/test_tofmass.py; above order 3, complex roots of the slope go through
+(tests/unit/calibration/test_tofmass.py; above order 3, complex roots of the slope go through
 another eigenvalue solver: rounding only).  Numba's on-disk cache of a caller
 (the batched calibration's event loop) is not invalidated by an edit here: after
 changing these kernels delete idexdask/calibration/__pycache__/*.nbi and *.nbc.

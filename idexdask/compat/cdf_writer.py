@@ -6,7 +6,7 @@ a scan of all variables, and its writer walks each attribute's on-disk list of
 entries from the head to append one (O(variables^2) small reads per attribute,
 ~800,000 per file of ~280 variables).  Together ~10 s a file.
 
-The shortcut writes the same file byte for byte (``tests/unit/test_export.py``
+The shortcut writes the same file byte for byte (``tests/unit/pipeline/test_export.py``
 compares them) in ~1/10 of the time:
 
 * the NaN conversion and ISTP typing are done here, one NumPy pass per variable

@@ -38,7 +38,7 @@ def simulated():
     """Rich simulated spectra (most species present) through analyze(), each event
     calibrated on its own: the simulator draws a stretch per event (1.40-1.50),
     not one geometry, so these tests exercise the per-event bootstrap (the
-    campaign stage is tested in tests/unit/test_campaign_calibration.py)."""
+    campaign stage is tested in tests/unit/calibration/test_campaign_calibration.py)."""
     sim = simulate_events(
         12, seed=11, species_probability=0.8, total_area=(40.0, 120.0), noise_sigma=(1.0, 1.5)
     )

@@ -331,7 +331,7 @@ def test_campaign_step_splits_an_input_by_high_voltage(cluster, tmp_path):
     from idexdask.workflow import analyze
 
     # first half at the simulator's 2946 V, second half 442 V lower (as in
-    # tests/unit/test_campaign_calibration.py): only the grouping separates them
+    # tests/unit/calibration/test_campaign_calibration.py): only the grouping separates them
     events = simulate_events(40, seed=3, tof_stretch=(1.4437, 1.4437),
                              tof_t0=(0.0, 0.1)).events.copy()
     word = events["idx__txhdrhvpshkch45"].values.copy()

@@ -6,7 +6,7 @@ native-dtype samples, with no (n_events, n) float64 temporaries; the baseline
 window is located on the time axis first (by bisection on a formula axis), so
 the pass already knows the baseline.  Every floating-point operation is the one
 the array-namespace path (:mod:`.array_path`) performs, so the results are
-identical (checked by ``tests/unit/test_signal_quality.py``).
+identical (checked by ``tests/unit/analysis/test_signal_quality.py``).
 """
 
 from __future__ import annotations
