@@ -39,7 +39,7 @@ from idexdask.dashboard.state import ReviewState, ServerContext
 from idexdask.dashboard.studio import StudioSession
 from idexdask.errors import IdexDaskError
 
-__all__ = ["calibration_residuals", "line_units", "lines_page"]
+__all__ = ["LinesStudio", "calibration_residuals", "line_units", "lines_page"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,64 +86,101 @@ class StudioView(param.Parameterized):
     message = param.String(default="")
 
 
-def lines_page(context: ServerContext) -> pn.Column:
-    """Build the ``/lines`` page of one session."""
-    data = context.data
-    index, url_message = query_int("event", 0)
-    state = ReviewState(context)
-    state.event = max(index, 0)
-    view = StudioView()
-    sync_event_to_url(state)
-    sessions: dict[int, StudioSession] = {}
+class LinesStudio:
+    """The ``/lines`` page of one session: views of its state, edit actions, layout.
 
-    def session() -> StudioSession:
-        if state.event not in sessions:
-            sessions.clear()
-            sessions[state.event] = StudioSession(data, data.check_event(state.event),
-                                                  context.config)
-        return sessions[state.event]
+    The views are functions of the session's :class:`ReviewState` (event) and
+    :class:`StudioView` (selection, span, revision, message), bound with
+    ``pn.bind``; every edit goes through the event's :class:`StudioSession`
+    and bumps the revision, which redraws the views.
+    """
 
-    def current_lines() -> tuple[pd.DataFrame, str]:
-        studio = session()
+    def __init__(self, context: ServerContext) -> None:
+        self.context = context
+        self.data = context.data
+        index, self.url_message = query_int("event", 0)
+        self.state = ReviewState(context)
+        self.state.event = max(index, 0)
+        self.view = StudioView()
+        sync_event_to_url(self.state)
+        self._sessions: dict[int, StudioSession] = {}
+        self.span_stream = hv.streams.BoundsX()
+        self.span_stream.add_subscriber(self._on_span)
+        self.window_start = pn.widgets.FloatInput(name="window start (µs)", width=140)
+        self.window_stop = pn.widgets.FloatInput(name="window stop (µs)", width=140)
+        self.shape = pn.widgets.Select(name="line shape", options=list(LINE_SHAPES), width=130)
+        self.species = pn.widgets.TextInput(name="species", placeholder="Na, 24Mg, SiO",
+                                            width=130)
+        self.view.param.watch(self._on_selected, "selected")
+
+    # -------------------------------------------------------------- state
+
+    def session(self) -> StudioSession:
+        """The edit session of the shown event (one at a time: a new event drops the last)."""
+        event = self.state.event
+        if event not in self._sessions:
+            self._sessions.clear()
+            self._sessions[event] = StudioSession(self.data, self.data.check_event(event),
+                                                  self.context.config)
+        return self._sessions[event]
+
+    def current_lines(self) -> tuple[pd.DataFrame, str]:
+        """The line table shown (the last refit's, else the store's) and where it is from."""
+        studio = self.session()
         if studio.last is not None:
             return studio.last.lines, f"refit ({studio.last.elapsed_s * 1000:.0f} ms)"
-        return data.lines(state.event), "stored"
+        return self.data.lines(self.state.event), "stored"
 
-    def say(text: str) -> None:
-        view.message = text
-        view.revision += 1
+    def current_row(self, event: int):
+        """The shown event's dataset row: the last refit's, else the store's."""
+        studio = self.session()
+        return studio.last.dataset.isel(epoch=0) if studio.last else self.data.event(event).event
 
-    def act(function):
+    def say(self, text: str) -> None:
+        """Show a message (an error when it starts with ``error``)."""
+        self.view.message = text
+        self.view.revision += 1
+
+    def act(self, function):
+        """A button handler running ``function``; an idexdask error becomes the message."""
         def handler(_event=None):
             try:
                 function()
             except IdexDaskError as exc:
-                say(f"error: {exc}")
+                self.say(f"error: {exc}")
         return handler
+
+    def _on_span(self, boundsx) -> None:
+        self.view.span = tuple(float(b) for b in boundsx) if boundsx else None
+
+    def _on_selected(self, event) -> None:
+        lines, _ = self.current_lines()
+        if 0 <= event.new < len(lines):
+            self.window_start.value = float(lines["window_start"].iloc[event.new])
+            self.window_stop.value = float(lines["window_stop"].iloc[event.new])
+
+    def _on_new_event(self, _event) -> None:
+        self.view.selected = -1
+        self.view.message = ""
 
     # -------------------------------------------------------------- views
 
-    span_stream = hv.streams.BoundsX()
-
-    def on_span(boundsx):
-        view.span = tuple(float(b) for b in boundsx) if boundsx else None
-    span_stream.add_subscriber(on_span)
-
     @guarded
-    def spectrum(event, revision):
-        lines, source = current_lines()
-        row = session().last.dataset.isel(epoch=0) if session().last else data.event(event).event
-        plot = spectrum_plot(row, lines, tools=("xbox_select",), height=300,
-                             streams=(span_stream,))
+    def spectrum(self, event, revision):
+        """The merged TOF spectrum with the lines; box-select a span to add a line."""
+        lines, source = self.current_lines()
+        plot = spectrum_plot(self.current_row(event), lines, tools=("xbox_select",),
+                             height=300, streams=(self.span_stream,))
         plot = plot.opts(hv.opts.Overlay(title=f"TOF spectrum, lines {source} — box-select "
                                          "a span to add a line"))
         return hv_pane(plot, sizing_mode="stretch_width", css_classes=["idx-spectrum"])
 
     @guarded
-    def table(event, revision):
-        lines, source = current_lines()
+    def table(self, event, revision):
+        """The line table (units in its headers); selecting a row inspects that line."""
+        lines, source = self.current_lines()
         shown = lines.round(5)
-        units = line_units(data.dataset)
+        units = line_units(self.data.dataset)
         widget = pn.widgets.Tabulator(shown, disabled=True, selectable=1, show_index=True,
                                       formatters=number_formatters(shown),
                                       titles={c: f"{c} ({units[c]})" for c in shown.columns
@@ -151,24 +188,25 @@ def lines_page(context: ServerContext) -> pn.Column:
                                       sizing_mode="stretch_width", height=260,
                                       css_classes=["idx-line-table"])
 
-        def chosen(event):
-            view.selected = int(event.new[0]) if event.new else -1
+        def chosen(change):
+            self.view.selected = int(change.new[0]) if change.new else -1
         widget.param.watch(chosen, "selection")
         return pn.Column(pn.pane.HTML(f"<b class='idx-line-count'>{len(lines)}</b> lines "
                                       f"({source})"), widget, sizing_mode="stretch_width")
 
-    def csv_file():
-        lines, _ = current_lines()
+    def csv_file(self):
+        """The line table as CSV (the download button's callback)."""
+        lines, _ = self.current_lines()
         return io.StringIO(lines.to_csv(index=False))
 
     @guarded
-    def inspector(selected, revision):
-        lines, _ = current_lines()
+    def inspector(self, selected, revision):
+        """The selected line's window: data, fitted line and residuals."""
+        lines, _ = self.current_lines()
         if not 0 <= selected < len(lines):
             return pn.pane.HTML("<i>select a line in the table to inspect it</i>")
         line = lines.iloc[[selected]]
-        studio = session()
-        row = studio.last.dataset.isel(epoch=0) if studio.last else data.event(state.event).event
+        row = self.current_row(self.state.event)
         name = "tof_combined" if "tof_combined" in row else "TOF_High"
         time, values, unit = waveform(row, name)
         start = float(line["window_start"].iloc[0])
@@ -191,11 +229,12 @@ def lines_page(context: ServerContext) -> pn.Column:
                                       responsive=True)
         plots = [top] + ([residual * hv.HLine(0).opts(color="gray")] if residual else [])
         return hv_pane(hv.Layout(plots).cols(1), sizing_mode="stretch_width",
-                                 css_classes=["idx-inspector"])
+                       css_classes=["idx-inspector"])
 
     @guarded
-    def pending(event, revision):
-        studio = session()
+    def pending(self, event, revision):
+        """The edits not yet saved into the store."""
+        studio = self.session()
         if not studio.pending:
             return pn.pane.HTML("<i>no pending edit</i>", css_classes=["idx-pending"])
         frame = pd.DataFrame(studio.pending).drop(columns=["epoch"])
@@ -207,14 +246,16 @@ def lines_page(context: ServerContext) -> pn.Column:
                                               css_classes=["idx-pending"]))
 
     @guarded
-    def span_note(span):
+    def span_note(self, span):
+        """The box-selected span, in µs."""
         if span is None:
             return pn.pane.HTML("<i>no span selected</i>")
         return pn.pane.HTML(f"<span class='idx-span'>selected span: {span[0]:.4f} – "
                             f"{span[1]:.4f} µs</span>")
 
     @guarded
-    def message(text, revision):
+    def message(self, text, revision):
+        """The last action's outcome (success or error)."""
         if not text:
             return pn.pane.HTML("")
         if text.startswith("error"):
@@ -222,103 +263,11 @@ def lines_page(context: ServerContext) -> pn.Column:
         return pn.pane.Alert(html.escape(text), alert_type="success",
                              css_classes=["idx-message"])
 
-    # -------------------------------------------------------------- edits
-
-    window_start = pn.widgets.FloatInput(name="window start (µs)", width=140)
-    window_stop = pn.widgets.FloatInput(name="window stop (µs)", width=140)
-    shape = pn.widgets.Select(name="line shape", options=list(LINE_SHAPES), width=130)
-    species = pn.widgets.TextInput(name="species", placeholder="Na, 24Mg, SiO", width=130)
-
-    def selected_line() -> pd.Series:
-        lines, _ = current_lines()
-        if not 0 <= view.selected < len(lines):
-            raise IdexDaskError("select a line in the table first")
-        return lines.iloc[view.selected]
-
-    def on_selected(event):
-        lines, _ = current_lines()
-        if 0 <= event.new < len(lines):
-            window_start.value = float(lines["window_start"].iloc[event.new])
-            window_stop.value = float(lines["window_stop"].iloc[event.new])
-    view.param.watch(on_selected, "selected")
-
-    def add():
-        if view.span is None:
-            raise IdexDaskError("box-select a span of the spectrum first")
-        record = session().add_line(*view.span)
-        refit(f"added a line at {record['center_us']:.4f} µs")
-
-    def remove():
-        line = selected_line()
-        session().remove_line(float(line["center"]))
-        view.selected = -1
-        refit(f"removed the line at {float(line['center']):.4f} µs")
-
-    def set_window():
-        line = selected_line()
-        session().edit_window(float(line["center"]), float(window_start.value),
-                              float(window_stop.value))
-        refit("fit window changed")
-
-    def set_shape():
-        line = selected_line()
-        session().set_shape(float(line["center"]), shape.value)
-        refit(f"line shape {shape.value}")
-
-    def set_species():
-        line = selected_line()
-        session().assign_species(float(line["center"]), species.value)
-        refit(f"species {species.value.strip()}")
-
-    def calibrate():
-        session().calibrate()
-        refit("calibration from the lines assigned by hand")
-
-    def refit(what: str = "refit") -> None:
-        result = session().refit()
-        say(f"{what}: {len(result.lines)} lines, refit in {result.elapsed_s * 1000:.0f} ms")
-
-    def save():
-        rows = session().save(read_only=context.read_only)
-        say(f"saved {rows} edits into the store's override table; `idexdask submit` "
-            "reapplies them")
-
-    def undo():
-        session().undo()
-        refit("undone")
-
-    def reset():
-        session().reset()
-        view.selected = -1
-        say("pending edits dropped")
-
-    def button(name, function, css, *, disabled=False):
-        widget = pn.widgets.Button(name=name, css_classes=[css], disabled=disabled)
-        widget.on_click(act(function))
-        return widget
-
-    edits = pn.Column(
-        pn.panel(pn.bind(span_note, view.param.span)),
-        pn.Row(button("add line in span", add, "idx-add"),
-               button("remove selected line", remove, "idx-remove"),
-               button("refit", refit, "idx-refit"),
-               button("undo", undo, "idx-undo"), button("reset", reset, "idx-reset"),
-               button("save to store", save, "idx-save", disabled=context.read_only)),
-        pn.Row(window_start, window_stop, button("set fit window", set_window, "idx-window")),
-        pn.Row(shape, button("set shape", set_shape, "idx-shape"),
-               species, button("assign species", set_species, "idx-species"),
-               button("calibrate from assigned lines", calibrate, "idx-calibrate")),
-        pn.pane.HTML("<span style='color:#555'>read-only server: saving is disabled</span>"
-                     if context.read_only else ""),
-    )
-
-    # -------------------------------------------------------------- calibration
-
     @guarded
-    def calibration(event, revision):
-        studio = session()
-        row = studio.last.dataset.isel(epoch=0) if studio.last else data.event(event).event
-        lines, source = current_lines()
+    def calibration(self, event, revision):
+        """The event's mass calibration, its method, and the residuals of assigned lines."""
+        row = self.current_row(event)
+        lines, source = self.current_lines()
         coefficients = np.asarray(row["mass_calibration"].values, dtype=float)
         residuals = calibration_residuals(lines)
         rms = (float(np.sqrt(np.nanmean(residuals["residual_u"] ** 2)))
@@ -335,51 +284,157 @@ def lines_page(context: ServerContext) -> pn.Column:
                                               height=160), sizing_mode="stretch_width")
 
     @guarded
-    def saved(event, revision):
-        rows = session().saved_records()
+    def saved(self, event, revision):
+        """The saved override rows in force for this event, each undoable."""
+        read_only = self.context.read_only
+        rows = self.session().saved_records()
         if not rows:
             return pn.pane.HTML("<i>no saved edit for this event</i>", css_classes=["idx-saved"])
         frame = pd.DataFrame(rows)[["id", "action", "center_us", "window_start_us",
                                     "window_stop_us", "shape", "species", "author", "created"]]
         chooser = pn.widgets.Select(name="saved row", options=frame["id"].tolist(), width=160)
         undo_button = pn.widgets.Button(name="undo saved row", css_classes=["idx-undo-saved"],
-                                        disabled=context.read_only)
+                                        disabled=read_only)
 
-        def undo_saved(_event=None):
-            session().undo_saved(chooser.value, read_only=context.read_only)
-            refit(f"saved row {chooser.value} undone (kept in the table's history)")
-        undo_button.on_click(act(undo_saved))
+        def undo_saved():
+            self.session().undo_saved(chooser.value, read_only=read_only)
+            self.refit(f"saved row {chooser.value} undone (kept in the table's history)")
+        undo_button.on_click(self.act(undo_saved))
         return pn.Column(pn.pane.HTML(f"<b class='idx-saved-count'>{len(frame)}</b> saved edits "
                                       "in force for this event"),
                          pn.widgets.Tabulator(frame, disabled=True, show_index=False,
                                               sizing_mode="stretch_width", height=140),
                          pn.Row(chooser, undo_button), sizing_mode="stretch_width")
 
+    # -------------------------------------------------------------- edits
+
+    def selected_line(self) -> pd.Series:
+        """The line selected in the table (an error when none is)."""
+        lines, _ = self.current_lines()
+        if not 0 <= self.view.selected < len(lines):
+            raise IdexDaskError("select a line in the table first")
+        return lines.iloc[self.view.selected]
+
+    def add(self) -> None:
+        """Add a line in the box-selected span."""
+        if self.view.span is None:
+            raise IdexDaskError("box-select a span of the spectrum first")
+        record = self.session().add_line(*self.view.span)
+        self.refit(f"added a line at {record['center_us']:.4f} µs")
+
+    def remove(self) -> None:
+        """Remove the selected line."""
+        center = float(self.selected_line()["center"])
+        self.session().remove_line(center)
+        self.view.selected = -1
+        self.refit(f"removed the line at {center:.4f} µs")
+
+    def set_window(self) -> None:
+        """Give the selected line the fit window of the two inputs."""
+        center = float(self.selected_line()["center"])
+        self.session().edit_window(center, float(self.window_start.value),
+                                   float(self.window_stop.value))
+        self.refit("fit window changed")
+
+    def set_shape(self) -> None:
+        """Fit the selected line with the chosen shape."""
+        center = float(self.selected_line()["center"])
+        self.session().set_shape(center, self.shape.value)
+        self.refit(f"line shape {self.shape.value}")
+
+    def set_species(self) -> None:
+        """Assign the typed species to the selected line."""
+        center = float(self.selected_line()["center"])
+        self.session().assign_species(center, self.species.value)
+        self.refit(f"species {self.species.value.strip()}")
+
+    def calibrate(self) -> None:
+        """Calibrate the event from the lines assigned by hand."""
+        self.session().calibrate()
+        self.refit("calibration from the lines assigned by hand")
+
+    def refit(self, what: str = "refit") -> None:
+        """Refit the event with the pending and saved edits."""
+        result = self.session().refit()
+        self.say(f"{what}: {len(result.lines)} lines, refit in {result.elapsed_s * 1000:.0f} ms")
+
+    def save(self) -> None:
+        """Write the pending edits into the store's override table (under its lock)."""
+        rows = self.session().save(read_only=self.context.read_only)
+        self.say(f"saved {rows} edits into the store's override table; `idexdask submit` "
+                 "reapplies them")
+
+    def undo(self) -> None:
+        """Drop the last pending edit."""
+        self.session().undo()
+        self.refit("undone")
+
+    def reset(self) -> None:
+        """Drop every pending edit."""
+        self.session().reset()
+        self.view.selected = -1
+        self.say("pending edits dropped")
+
+    def button(self, name: str, function, css: str, *, disabled: bool = False) -> pn.widgets.Button:
+        """A button running ``function`` through :meth:`act`."""
+        widget = pn.widgets.Button(name=name, css_classes=[css], disabled=disabled)
+        widget.on_click(self.act(function))
+        return widget
+
+    def edit_controls(self) -> pn.Column:
+        """The edit buttons and inputs."""
+        read_only = self.context.read_only
+        button = self.button
+        return pn.Column(
+            pn.panel(pn.bind(self.span_note, self.view.param.span)),
+            pn.Row(button("add line in span", self.add, "idx-add"),
+                   button("remove selected line", self.remove, "idx-remove"),
+                   button("refit", self.refit, "idx-refit"),
+                   button("undo", self.undo, "idx-undo"),
+                   button("reset", self.reset, "idx-reset"),
+                   button("save to store", self.save, "idx-save", disabled=read_only)),
+            pn.Row(self.window_start, self.window_stop,
+                   button("set fit window", self.set_window, "idx-window")),
+            pn.Row(self.shape, button("set shape", self.set_shape, "idx-shape"),
+                   self.species, button("assign species", self.set_species, "idx-species"),
+                   button("calibrate from assigned lines", self.calibrate, "idx-calibrate")),
+            pn.pane.HTML("<span style='color:#555'>read-only server: saving is disabled</span>"
+                         if read_only else ""),
+        )
+
     # -------------------------------------------------------------- layout
 
-    dep = (state.param.event, view.param.revision)
-    body = pn.Column(
-        event_controls(state, url_message),
-        pn.panel(pn.bind(message, view.param.message, view.param.revision)),
-        pn.panel(pn.bind(spectrum, *dep)),
-        edits,
-        pn.panel(pn.bind(pending, *dep)),
-        pn.Row(pn.Column(pn.panel(pn.bind(table, *dep)),
-                         pn.widgets.FileDownload(callback=csv_file, filename="lines.csv",
-                                                 label="download the line table (CSV)",
-                                                 css_classes=["idx-csv"]),
-                         sizing_mode="stretch_width"),
-               pn.panel(pn.bind(inspector, view.param.selected, view.param.revision)),
-               sizing_mode="stretch_width"),
-        pn.pane.HTML("<h3>Saved edits</h3>"),
-        pn.panel(pn.bind(saved, *dep)),
-        pn.pane.HTML("<h3>Calibration</h3>"),
-        pn.panel(pn.bind(calibration, *dep)),
-        sizing_mode="stretch_width",
-    )
+    def page(self) -> pn.Column:
+        """The whole page."""
+        view = self.view
+        dep = (self.state.param.event, view.param.revision)
+        body = pn.Column(
+            event_controls(self.state, self.url_message),
+            pn.panel(pn.bind(self.message, view.param.message, view.param.revision)),
+            pn.panel(pn.bind(self.spectrum, *dep)),
+            self.edit_controls(),
+            pn.panel(pn.bind(self.pending, *dep)),
+            pn.Row(pn.Column(pn.panel(pn.bind(self.table, *dep)),
+                             pn.widgets.FileDownload(callback=self.csv_file,
+                                                     filename="lines.csv",
+                                                     label="download the line table (CSV)",
+                                                     css_classes=["idx-csv"]),
+                             sizing_mode="stretch_width"),
+                   pn.panel(pn.bind(self.inspector, view.param.selected, view.param.revision)),
+                   sizing_mode="stretch_width"),
+            pn.pane.HTML("<h3>Saved edits</h3>"),
+            pn.panel(pn.bind(self.saved, *dep)),
+            pn.pane.HTML("<h3>Calibration</h3>"),
+            pn.panel(pn.bind(self.calibration, *dep)),
+            sizing_mode="stretch_width",
+        )
+        # after the views' bindings, as a new event first redraws them, then clears
+        # the selection and the message
+        self.state.param.watch(self._on_new_event, "event")
+        return page_shell("/lines", "Lines studio", str(self.data.path), body,
+                          event=self.state.event)
 
-    def new_event(_):
-        view.selected = -1
-        view.message = ""
-    state.param.watch(new_event, "event")
-    return page_shell("/lines", "Lines studio", str(data.path), body, event=state.event)
+
+def lines_page(context: ServerContext) -> pn.Column:
+    """Build the ``/lines`` page of one session."""
+    return LinesStudio(context).page()
