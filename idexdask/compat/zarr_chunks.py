@@ -18,7 +18,7 @@ zarr-python's API serve that:
   full number of rows by editing their ``zarr.json`` (and dropping the
   template's chunks); the public path re-creates them at full size with
   ``Group.create_array`` from the template's metadata.  Both give the same
-  metadata (``tests/unit/pipeline/test_store_write.py``).
+  metadata (``tests/unit/pipeline/test_region_write.py``).
 
 ``IDEXDASK_PUBLIC_API=zarr_chunks`` forces the public path for both.
 """

@@ -185,7 +185,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     """
     from idexdask.calibration.products import calibration_variables
     from idexdask.composition.products import composition_variables
-    from idexdask.pipeline.store import write_region
+    from idexdask.pipeline.region_write import write_region
     from idexdask.pipeline.units import normalise_for_store
 
     opened = _open(store)

@@ -24,7 +24,7 @@ import xarray as xr
 
 from idexdask.errors import IdexDaskError
 from idexdask.pipeline.plan import Unit
-from idexdask.pipeline.store import write_region
+from idexdask.pipeline.region_write import write_region
 from idexdask.pipeline.units import ProcessedUnits, process_units
 from idexdask.pipeline.writers import region_writer
 

@@ -52,7 +52,8 @@ def compile_kernels() -> float:
     """
     from idexdask.config import load_config
     from idexdask.pipeline.plan import plan_inputs
-    from idexdask.pipeline.store import initialise_store, write_region
+    from idexdask.pipeline.region_write import write_region
+    from idexdask.pipeline.store import initialise_store
     from idexdask.pipeline.units import process_units
     from idexdask.simulate import write_campaign
 

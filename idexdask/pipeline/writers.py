@@ -1,4 +1,4 @@
-"""One :class:`~idexdask.pipeline.store.RegionWriter` per worker and run.
+"""One :class:`~idexdask.pipeline.region_write.RegionWriter` per worker and run.
 
 A region writer reads the ``zarr.json`` of every array it writes (~260 of them,
 ~15 ms, and as many small-file reads, which a parallel file system serves
@@ -20,7 +20,7 @@ from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
-from idexdask.pipeline.store import RegionWriter
+from idexdask.pipeline.region_write import RegionWriter
 
 __all__ = ["PLUGIN_NAME", "RegionWriters", "region_writer"]
 

@@ -11,7 +11,8 @@ from idexdask.config import load_config
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.io.trc import read_trc, write_trc
 from idexdask.pipeline.plan import plan_inputs
-from idexdask.pipeline.store import chunk_rows, initialise_store, write_region
+from idexdask.pipeline.region_write import write_region
+from idexdask.pipeline.store import chunk_rows, initialise_store
 from idexdask.pipeline.units import process_unit
 from idexdask.timeaxis import AxisTerms, compact_axes, expand_axes, uniform_axis_variable
 

@@ -13,8 +13,9 @@ from idexdask.config import load_config
 from idexdask.pipeline.export import export_store, open_campaign
 from idexdask.pipeline.manifest import Manifest
 from idexdask.pipeline.plan import plan_inputs
+from idexdask.pipeline.region_write import write_region
 from idexdask.pipeline.runner import _write_plan, config_hash
-from idexdask.pipeline.store import chunk_rows, initialise_store, write_region
+from idexdask.pipeline.store import chunk_rows, initialise_store
 from idexdask.pipeline.units import process_unit
 from idexdask.simulate import write_campaign
 

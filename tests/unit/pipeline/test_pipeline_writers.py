@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import distributed
 
-from idexdask.pipeline.store import RegionWriter
+from idexdask.pipeline.region_write import RegionWriter
 from idexdask.pipeline.writers import PLUGIN_NAME, RegionWriters, region_writer
 
 

@@ -1,4 +1,4 @@
-"""Region writes of the campaign store (idexdask.pipeline.store.RegionWriter).
+"""Region writes of the campaign store (idexdask.pipeline.region_write.RegionWriter).
 
 The writer encodes and writes chunk objects itself instead of going through
 zarr-python's ``setitem``; these tests prove that what it writes is exactly what
@@ -19,13 +19,8 @@ import pytest
 import xarray as xr
 
 from idexdask.errors import StoreError
-from idexdask.pipeline.store import (
-    RegionWriter,
-    _store_values,
-    chunk_rows,
-    initialise_store,
-    write_region,
-)
+from idexdask.pipeline.region_write import RegionWriter, _store_values, write_region
+from idexdask.pipeline.store import chunk_rows, initialise_store
 
 N_EVENTS = 10
 ROWS = 4
