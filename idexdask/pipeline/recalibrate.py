@@ -51,15 +51,36 @@ def _open(store: str) -> xr.Dataset:
     return xr.open_zarr(store, consolidated=False, chunks=None)
 
 
-def _read_rows(store: str | xr.Dataset, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
-    """The line variables of the store rows in ``regions``, in that order (loaded)."""
-    ds = _open(store) if isinstance(store, str) else store
-    names = [n for n in _LINE_VARIABLES if n in ds.variables]
-    parts = [ds[names].isel(epoch=slice(a, b)).load() for a, b in regions]
+def _row_runs(regions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``regions`` in order, each run of contiguous ones joined (one read per run).
+
+    A lab group has one unit per impact: reading its rows unit by unit would cost
+    a Zarr read and a concatenation per impact for what is one slice.
+    """
+    runs: list[tuple[int, int]] = []
+    for a, b in regions:
+        if runs and runs[-1][1] == a:
+            runs[-1] = (runs[-1][0], b)
+        else:
+            runs.append((a, b))
+    return runs
+
+
+def _rows(ds: xr.Dataset, names: Sequence[str],
+          regions: Sequence[tuple[int, int]]) -> xr.Dataset:
+    """Variables ``names`` of the store rows in ``regions``, in that order (loaded)."""
+    parts = [ds[list(names)].isel(epoch=slice(a, b)).load() for a, b in _row_runs(regions)]
     return xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
 
 
-def _high_voltage_labels(store: str, regions: Sequence[tuple[int, int]], n: int) -> np.ndarray:
+def _read_rows(store: str | xr.Dataset, regions: Sequence[tuple[int, int]]) -> xr.Dataset:
+    """The line variables of the store rows in ``regions``, in that order (loaded)."""
+    ds = _open(store) if isinstance(store, str) else store
+    return _rows(ds, [n for n in _LINE_VARIABLES if n in ds.variables], regions)
+
+
+def _high_voltage_labels(ds: xr.Dataset, regions: Sequence[tuple[int, int]],
+                         n: int) -> np.ndarray:
     """(n,) calibration group labels of one input's rows: ``"0"``, split by HV setting.
 
     As :func:`idexdask.analyze` does: events of one input recorded at two
@@ -71,12 +92,9 @@ def _high_voltage_labels(store: str, regions: Sequence[tuple[int, int]], n: int)
 
     labels = np.zeros(n, dtype=np.int64).astype(str)
     names = load_instrument_table().high_voltage_groups.voltages
-    ds = xr.open_zarr(store, consolidated=False, chunks=None)
     if not all(name in ds.variables for name in names):
         return labels
-    parts = [ds[list(names)].isel(epoch=slice(a, b)).load() for a, b in regions]
-    voltages = xr.concat(parts, "epoch") if len(parts) > 1 else parts[0]
-    return split_groups_by_high_voltage(labels, voltages)
+    return split_groups_by_high_voltage(labels, _rows(ds, names, regions))
 
 
 def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
@@ -132,7 +150,8 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
     from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
     from idexdask.calibration.products import CAL_ORDER
 
-    ds = _read_rows(store, regions)
+    opened = _open(store)
+    ds = _read_rows(opened, regions)
     n = int(ds.sizes["epoch"])
     lines = _flat_lines(ds)
     preset, settings = _preset(config, kind)
@@ -145,7 +164,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(lines["event"][good], minlength=n), out=offsets[1:])
     batch = comb_calibrations(center[good], area[good], offsets, settings=settings)
-    labels = _high_voltage_labels(store, regions, n)
+    labels = _high_voltage_labels(opened, regions, n)
     grouped = calibrate_groups(
         lines["event"], center, area, good, labels, settings,
         CampaignSettings.from_config(cal_cfg.get("campaign")),
