@@ -106,23 +106,40 @@ def test_local_maxima_have_converged_lines(analysed_real, which):
     """Local maxima >= 10 sigma of the raw TOF trace (outside saturated runs)
     have a converged line whose maximum lies within 3 samples.
 
-    Issue 19 asks for every one; not met (docs/quality.md).  Flight, 2 of 19
-    left: event 0 at 5.950 µs, the top of a broad flat line whose fitted mode
-    is 4 samples earlier; event 10 at 0.662 µs, a bump on the tail of its
-    saturated line, whose blend fit does not converge.  Lab (1 ns
-    samples, lines 8-15 samples wide), 4 of 28: three noisy tops of broad lines
-    3.3-6.5 samples from their fitted modes and the ringing lobe of impact 6
-    at 0.073 µs.  The bound guards what is reached, plus one flight line whose
-    fit sits on the convergence boundary: event 8's maximum at 6.254 µs is
-    matched with this machine's NumPy/SciPy and not with NumPy 2.5 / SciPy 1.18
-    (`make test-newest`), where last-bit differences in the start values flip
-    its fit; a tolerance of one such line, not a loosened criterion.
+    Ringing maxima are counted apart: a maximum with a negative excursion of
+    >= 10 sigma and half its height within 60 ns (the `ringing` criterion of
+    the line statuses, on the raw trace) is a lobe of an electrical
+    oscillation, not an ion line; it needs no converged line, but a detection
+    classified `ringing` within those 60 ns.  Lab: one, impact 6 at 0.073 µs
+    (beside the -0.25 V undershoot after its 2.6 V trigger line).
+
+    Issue 19 asks for every ion-line maximum; not met (docs/quality.md, with
+    the reason for each).  Flight, 2 of 19: event 0 at 5.950 µs (the data
+    prefer a weak narrow line at the top of a broad one, dchi2 16 for 3
+    parameters, below what adding lines safely requires); event 10 at
+    0.662 µs, a bump on the tail of its saturated line, whose blend fit does
+    not converge.  Lab (1 ns samples, lines 8-15 samples wide), 3 of 27:
+    noisy tops of broad lines on the tails of stronger ones, 3.3-6.5 samples
+    from their fitted modes.  The bound is what is reached, plus one flight
+    line whose joint fit has two minima: event 8's maximum at 6.254 µs is
+    matched with this machine's NumPy/SciPy and unmatched when the blend's
+    start values or data differ in the last bits (NumPy 2.5 / SciPy 1.18 in
+    `make test-newest`, or a 1e-14 relative perturbation): then the fit
+    stalls on its way and the weak line ends as a broad pedestal (chi2 18
+    higher); a tolerance of one such line, not a loosened criterion.
     """
     from bench.line_quality import unmatched_maxima
+    from idexdask.analysis.line_status import LineStatus
 
-    total, missed, where = unmatched_maxima(analysed_real[which])
-    assert total >= 15
-    assert missed <= {"flight": 3, "lab": 4}[which], where
+    out = analysed_real[which]
+    check = unmatched_maxima(out)
+    assert check.total >= 15
+    assert len(check.unmatched) <= {"flight": 3, "lab": 3}[which], check.unmatched
+    assert len(check.ringing) == {"flight": 0, "lab": 1}[which], check.ringing
+    ring = out["peak_status"].values == LineStatus.RINGING
+    for e, t in check.ringing:
+        near = ring & (out["peak_event"].values == e)
+        assert np.any(np.abs(out["peak_center"].values[near] - t) <= 0.06), (e, t)
 
 
 # ------------------------------------------------------- campaign calibration
