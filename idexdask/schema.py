@@ -383,7 +383,10 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.chunk_events": Int(min=1),
     "pipeline.lab_batch_events": Int(min=1),
     "pipeline.max_peaks_per_event": Int(min=1),
-    "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none")),
+    "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
+                                   "blosc-lz4", "none")),
+    "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
+                                       "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),

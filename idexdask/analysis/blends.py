@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.fitting import BatchFitResult, BatchModel, FitStatus, fit_batch_on
+from idexdask.analysis.fitting import (
+    KERNEL_LINES,
+    LINE_EMG,
+    LINE_GAUSSIAN,
+    BatchFitResult,
+    BatchModel,
+    FitStatus,
+    fit_batch_on,
+)
 from idexdask.analysis.line_fits import LineFits
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES, TAU_MIN_SAMPLES, LineStatus
 from idexdask.analysis.lineshapes import (
@@ -80,7 +88,8 @@ def multi_line_model(shapes: tuple[str, ...]) -> BatchModel:
         line ``i`` (area DN·µs, µs, µs, 1/µs), then ``c`` (DN): the parameters of
         ``emg_model(prefix="l0_") + gaussian_model(prefix="l1_") + ... +
         lmfit.models.ConstantModel()``, with their default bounds.  Analytic
-        Jacobian; the array engine fits it (NumPy or CuPy).
+        Jacobian (the array engines, NumPy or CuPy) and a compiled kernel
+        (``KERNEL_LINES``, the compiled engine).
     """
     names: list[str] = []
     offsets: list[int] = []
@@ -120,6 +129,8 @@ def multi_line_model(shapes: tuple[str, ...]) -> BatchModel:
         upper=tuple(upper),
         evaluate=evaluate,
         evaluate_with_jacobian=evaluate_with_jacobian,
+        kernel=KERNEL_LINES,
+        kernel_lines=tuple(LINE_EMG if shape == "emg" else LINE_GAUSSIAN for shape in shapes),
     )
 
 
@@ -540,7 +551,8 @@ def _fit_group(
     return fit_batch_on(
         device, xs, ys, multi_line_model(shapes), np.stack([b.p0() for b in group]),
         lower=np.stack([b.lower() for b in group]), upper=np.stack([b.upper() for b in group]),
-        sigma=ss, max_iter=int(settings["max_iterations"]), engine="xp",
+        sigma=ss, max_iter=int(settings["max_iterations"]),
+        engine=str(settings.get("fit_engine", "compiled")),
     )  # fmt: skip
 
 

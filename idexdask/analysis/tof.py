@@ -48,9 +48,10 @@ from idexdask._logging import get_logger
 from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
-from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_level, median_inplace
+from idexdask.analysis.robust import MAD_TO_SIGMA, median_inplace
+from idexdask.analysis.selection import median_and_mad
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
-from idexdask.numerics import pairwise_sum_sparse
+from idexdask.numerics import pairwise_sum_sparse, pairwise_sum_zero_tail
 
 __all__ = [
     "GainRatioStatus",
@@ -389,6 +390,36 @@ def merge_gains(
     )
 
 
+@numba.njit(cache=True, nogil=True)
+def _baseline_level(
+    vals: np.ndarray, pos: np.ndarray, k: int, n: int, buf: np.ndarray, row: np.ndarray
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Clipped-mean level and MAD of the ``k`` baseline samples ``vals[:k]`` (finite).
+
+    The values of :func:`~idexdask.analysis.robust.baseline_level` (the same
+    median, MAD, clip and ``numpy.nanmean`` rounding of the mean), with the
+    median and MAD found by :func:`~idexdask.analysis.selection.median_and_mad`:
+    the same order statistics in about one pass over the ~400k pre-trigger
+    samples of a lab record instead of two full quickselects.  ``pos[:k]`` are
+    the samples' increasing indices in a row of ``n``; ``buf`` is scratch of
+    ``n`` values, ``row`` an all-zero scratch row of ``n``, left all-zero.
+    NaN for ``k == 0``.
+    """
+    if k == 0:
+        return np.nan, np.nan
+    m, d = median_and_mad(vals, k, buf)
+    lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
+    count = 0
+    for j in range(k):
+        if abs(vals[j] - m) <= lim:
+            row[pos[j]] = vals[j]
+            count += 1
+    mean = pairwise_sum_zero_tail(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
+    for j in range(k):
+        row[pos[j]] = 0.0
+    return (mean if np.isfinite(mean) else m), d
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _load_row(raw, r, has_fill, fill, out):  # pragma: no cover - compiled
     """Row ``r`` of ``raw`` as float64 into ``out``, NaN where missing (NaN or fill)."""
@@ -454,7 +485,7 @@ def _merge_rows(
     pre = np.empty(n, dtype=np.int64)
     vals = np.empty(n)
     pos = np.empty(n, dtype=np.int64)
-    buf = np.empty(2 * n)
+    buf = np.empty(n)
     zero_row = np.zeros(n)
     work = _RatioWork(n)
     for r in range(rows):
@@ -485,7 +516,7 @@ def _merge_rows(
                         vals[k] = y[j]
                         pos[k] = j
                         k += 1
-            base, _, mad = baseline_level(vals, pos, k, n, buf, zero_row)
+            base, mad = _baseline_level(vals, pos, k, n, buf, zero_row)
             q = qsig[g, r]
             noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
             # saturated samples (grown by the guard) and the positive-going signal;
