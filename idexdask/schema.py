@@ -404,6 +404,8 @@ SCHEMA: dict[str, Spec] = {
     "composition.model_sigma": Float(min=0),
     "composition.olivine_ratio_tolerance": Float(min=0),
     "composition.include_rsf_uncertainty": Bool(),
+    "composition.targeted_species": ListOf(Str(nonempty=True), unique=True),
+    "composition.targeted_min_significance": Float(min=0, min_open=True),
 }
 
 #: Checks that need a reference file or several keys: (key named in the error,

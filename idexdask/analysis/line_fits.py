@@ -214,22 +214,26 @@ def _deblend(
     ev = cand.event
     usable = (fits.status <= FitStatus.HIT_BOUND) | (fits.status >= LineStatus.SPIKE)
     usable &= np.isfinite(fits.area) & np.isfinite(fits.center) & np.isfinite(fits.sigma)
-    rows_y = np.array(y[ev[bad]], dtype=float)  # one row per refitted line
-    any_removed = np.zeros(bad.size, bool)
     # with the neighbours removed, the window may reach halfway further towards
     # them: a shoulder's centre lies before the midpoint its window was cut at
-    start = start.copy()
-    stop = stop.copy()
-    start[bad] = np.maximum(start[bad] - (cand.index[bad] - start[bad]) // 2, 0)
-    stop[bad] = np.minimum(stop[bad] + (stop[bad] - cand.index[bad]) // 2, y.shape[1] - 1)
+    n = y.shape[1]
+    first = np.maximum(start[bad] - (cand.index[bad] - start[bad]) // 2, 0)
+    last = np.minimum(stop[bad] + (stop[bad] - cand.index[bad]) // 2, n - 1)
+    # each refitted line's window cut out of its event (one row per line, its
+    # first sample at column 0), not the whole spectrum
+    cols = np.minimum(first[:, None] + np.arange(int(np.max(last - first)) + 1), n - 1)
+    rows_y = np.array(y[ev[bad][:, None], cols], dtype=float)
+    rows_t = t[ev[bad][:, None], cols]
+    noise = np.asarray(noise, dtype=float)
+    rows_noise = noise[ev[bad][:, None], cols] if noise.ndim == 2 else noise[ev[bad]]
+    any_removed = np.zeros(bad.size, bool)
     for r, k in enumerate(bad):
-        cols = np.arange(start[k], stop[k] + 1)
-        x = t[ev[k], cols]
+        x = rows_t[r, : last[r] - first[r] + 1]
         others = np.flatnonzero((ev == ev[k]) & usable)
         others = others[others != k]
         if others.size == 0:
             continue
-        total = np.zeros(cols.size)
+        total = np.zeros(x.size)
         with np.errstate(all="ignore"):
             for j in others:
                 if fits.shape[j] != LineShape.EMG:
@@ -237,25 +241,24 @@ def _deblend(
                 else:
                     prof = emg(x, fits.area[j], fits.center[j], fits.sigma[j], fits.gamma[j])
                 total += np.where(np.isfinite(prof), prof, 0.0)
-        rows_y[r, cols] -= total
+        rows_y[r, : x.size] -= total
         any_removed[r] = True
-    bad = bad[any_removed]
+    bad, first, last = bad[any_removed], first[any_removed], last[any_removed]
     if bad.size == 0:
         return fits
     sub = cand.take(bad)
     sub = PeakCandidates(
         event=np.arange(bad.size, dtype=np.int64),
-        index=sub.index,
+        index=sub.index - first,
         prominence=sub.prominence,
         manual=sub.manual,
         window_start=sub.window_start,
         window_stop=sub.window_stop,
         center_guess=sub.center_guess,
     )
-    noise = np.asarray(noise, dtype=float)
     refit = _fit_classes(
-        rows_y[any_removed], t[ev[bad]], step[ev[bad]],
-        noise[ev[bad]], sub, start[bad], stop[bad], settings,
+        rows_y[any_removed], rows_t[any_removed], step[ev[bad]],
+        rows_noise[any_removed], sub, np.zeros(bad.size, np.int64), last - first, settings,
     )  # fmt: skip
     better = refit.status == FitStatus.CONVERGED
     if not better.any():
@@ -549,9 +552,8 @@ def _gaussian_fallback(
     The EMG's Gaussian limit (gamma -> infinity) lies outside its parameter
     domain, so a line without a resolved tail runs gamma to its upper bound.
     Such a line (tail shorter than ``TAU_MIN_SAMPLES`` samples) is refitted with
-    a Gaussian plus constant, the same fitter and convergence criteria (the
-    array engine: the compiled one has the EMG and impact models only); its
-    result replaces the EMG's.  A line whose EMG fit did not converge for
+    a Gaussian plus constant, the same fitter, engine and convergence
+    criteria; its result replaces the EMG's.  A line whose EMG fit did not converge for
     another reason (sigma and tail trade against each other on broad lines) is
     refitted too, and the Gaussian kept only where it converged: its centre is
     then the line's mode, later than an EMG centre by up to the tail time
@@ -575,7 +577,7 @@ def _gaussian_fallback(
         upper=upper[rows][:, cols],
         sigma=sig[rows],
         max_iter=int(settings["max_iterations"]),
-        engine="xp",
+        engine=str(settings.get("fit_engine", "compiled")),
     )
     st = np.asarray(res.status, dtype=np.int8)
     take = collapsed[rows] | (st == FitStatus.CONVERGED)

@@ -426,7 +426,7 @@ def joint_blend_fits(
 
     t = np.broadcast_to(merged.time, merged.signal.shape)
     bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,
-                      step)  # fmt: skip
+                      step, fixed=cand.manual)  # fmt: skip
     take = np.flatnonzero(bf.converged)
     if take.size == 0:
         return fits

@@ -22,7 +22,7 @@ Modules, each one concern:
 * :mod:`.linalg`: batched normal equations, damped solves, covariance;
 * :mod:`.iteration`: what the engines share (working set, outputs, stop criteria);
 * :mod:`.engine_xp` and :mod:`.engine_compiled`: the two Levenberg–Marquardt loops;
-* :mod:`.compiled` and :mod:`.emg_kernels`: the compiled model kernels (the
+* :mod:`.compiled`, :mod:`.emg_kernels` and :mod:`.line_kernels`: the compiled model kernels (the
   impact model's live next to it, in :mod:`idexdask.analysis.impact_kernels`);
 * :mod:`.batch`: :func:`fit_batch` and :func:`fit_batch_on`;
 * :mod:`.result`: :class:`FitStatus` and :class:`BatchFitResult`.
@@ -32,7 +32,10 @@ from idexdask.analysis.fitting.batch import FIT_DEVICES, fit_batch, fit_batch_on
 from idexdask.analysis.fitting.models import (
     KERNEL_EMG_CONSTANT,
     KERNEL_IMPACT,
+    KERNEL_LINES,
     KERNEL_NONE,
+    LINE_EMG,
+    LINE_GAUSSIAN,
     BatchModel,
     batch_model,
 )
@@ -42,7 +45,10 @@ __all__ = [
     "FIT_DEVICES",
     "KERNEL_EMG_CONSTANT",
     "KERNEL_IMPACT",
+    "KERNEL_LINES",
     "KERNEL_NONE",
+    "LINE_EMG",
+    "LINE_GAUSSIAN",
     "BatchFitResult",
     "BatchModel",
     "FitStatus",

@@ -1,9 +1,11 @@
 """Compiled model kernels: which model has one, and the residuals and Jacobian they give.
 
 Models with a compiled kernel (``BatchModel.kernel``: EMG + constant, the impact
-charge model) have their per-point arithmetic in numba, used on NumPy inputs:
+charge model, a sum of EMG and Gaussian lines plus a constant) have their
+per-point arithmetic in numba, used on NumPy inputs:
 
-* :func:`residual_jacobian` (engine "auto"): weighted residuals and Jacobian for
+* :func:`residual_jacobian` (engine "auto", EMG + constant and impact model
+  only): weighted residuals and Jacobian for
   the vectorised loop in one pass.  The expressions are those of the xp
   kernels (``models._emg_fj`` + constant, ``impact_model._evaluate_jac``) in the same
   order, erfcx is scipy's own C function (the code behind
@@ -27,7 +29,9 @@ charge model) have their per-point arithmetic in numba, used on NumPy inputs:
   creep) may not -- exactly as under a 1-ulp change of its data.
 
 The per-model kernels live with their models:
-:mod:`idexdask.analysis.fitting.emg_kernels` and
+:mod:`idexdask.analysis.fitting.emg_kernels`,
+:mod:`idexdask.analysis.fitting.line_kernels` (``KERNEL_LINES``: the compiled
+engine only; "auto" fits those models on the array code) and
 :mod:`idexdask.analysis.impact_kernels`.
 """
 
@@ -40,7 +44,12 @@ import numba
 import numpy as np
 
 from idexdask.analysis.fitting.emg_kernels import emg_point
-from idexdask.analysis.fitting.models import KERNEL_EMG_CONSTANT, KERNEL_NONE, BatchModel
+from idexdask.analysis.fitting.models import (
+    KERNEL_EMG_CONSTANT,
+    KERNEL_IMPACT,
+    KERNEL_NONE,
+    BatchModel,
+)
 from idexdask.analysis.impact_kernels import impact_point
 from idexdask.compat.erfcx import scipy_erfcx_address
 from idexdask.errors import AnalysisError
@@ -98,10 +107,13 @@ class KernelChoice:
         adapter) for the "auto" engine's EMG kernel, which reproduces the array
         code's values; 0 for the other kernels and the compiled engine
         (:func:`~idexdask.analysis.special.erfcx_kernel`).
+    lines : tuple of int
+        The line shapes of a ``KERNEL_LINES`` model (``BatchModel.kernel_lines``).
     """
 
     kernel: int
     scipy_erfcx: int = 0
+    lines: tuple[int, ...] = ()
 
 
 def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> KernelChoice:
@@ -140,10 +152,12 @@ def select_kernel(xp: ModuleType, model: BatchModel, engine: str) -> KernelChoic
             raise AnalysisError(
                 f"no compiled kernel for model {model.name!r} on {xp.__name__} arrays"
             )
-        return KernelChoice(model.kernel)  # erfcx_kernel (see the module docstring)
+        # erfcx_kernel (see the module docstring)
+        return KernelChoice(model.kernel, lines=model.kernel_lines)
     if usable and model.kernel == KERNEL_EMG_CONSTANT:
         address = scipy_erfcx_address()
         if address == 0:  # the kernel's bit-for-bit promise needs scipy's erfcx
             return KernelChoice(KERNEL_NONE)
         return KernelChoice(KERNEL_EMG_CONSTANT, address)
-    return KernelChoice(model.kernel if usable else KERNEL_NONE)
+    # residual_jacobian has the EMG and impact models; other kernels: compiled engine only
+    return KernelChoice(KERNEL_IMPACT if usable and model.kernel == KERNEL_IMPACT else KERNEL_NONE)

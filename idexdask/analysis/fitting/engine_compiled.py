@@ -29,7 +29,8 @@ from idexdask.analysis.fitting.iteration import (
     WorkingSet,
 )
 from idexdask.analysis.fitting.linalg import covariance, solve_damped_one
-from idexdask.analysis.fitting.models import KERNEL_EMG_CONSTANT, KERNEL_IMPACT
+from idexdask.analysis.fitting.line_kernels import lines_constant_normal
+from idexdask.analysis.fitting.models import KERNEL_EMG_CONSTANT, KERNEL_IMPACT, KERNEL_LINES
 from idexdask.analysis.fitting.result import FitStatus
 from idexdask.analysis.impact_kernels import grid_steps, impact_normal
 
@@ -41,12 +42,18 @@ _ST_FAILED_NONFINITE = int(FitStatus.FAILED_NONFINITE)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lo, hi, has_lo, has_hi, theta, p, dp,
-                  a_ext, b_ext, a, b):  # pragma: no cover - compiled
-    """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``."""
+def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jv, inv_s, lo, hi, has_lo, has_hi,
+                  theta, p, dp, a_ext, b_ext, a, b):  # pragma: no cover - compiled
+    """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``.
+
+    ``lines``, ``jv`` and ``inv_s``: the line shapes of a ``KERNEL_LINES``
+    model and its scratch (see :func:`~.line_kernels.lines_constant_normal`).
+    """
     to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
         chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext)
+    elif kernel == KERNEL_LINES:
+        chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jv, inv_s)
     else:
         chi = impact_normal(x, y, w, p, a_ext, b_ext, step)
     k = theta.size
@@ -88,11 +95,18 @@ def _plan_one(a, b, chi, lam, floor, ftol, gtol, step, m, s):  # pragma: no cove
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lo, hi, has_lo, has_hi, theta0, chi_floor,
-                 max_iter, ftol, gtol, bound_rtol, stall_tol,
-                 out_p, out_chi, out_a, out_nfev, out_niter, out_status):  # pragma: no cover
-    """The Levenberg-Marquardt loop of ``iterate_xp``, one fit at a time."""
+def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_hi, theta0,
+                chi_floor, max_iter, ftol, gtol, bound_rtol, stall_tol,
+                out_p, out_chi, out_a, out_nfev, out_niter, out_status):  # pragma: no cover
+    """The Levenberg-Marquardt loop of ``iterate_xp``, one fit at a time.
+
+    ``steps``: the impact model's grid step per fit (``grid_steps``);
+    ``lines``: the line shapes of a ``KERNEL_LINES`` model (int64, empty for
+    the others).
+    """
     n, k = theta0.shape
+    jv = np.empty(k)
+    inv_s = np.empty(max(lines.size, 1))
     theta = np.empty(k)
     theta_try = np.empty(k)
     p = np.empty(k)
@@ -113,8 +127,8 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lo, hi, has_lo, has_hi, the
         loi, hii, hl, hh = lo[i], hi[i], has_lo[i], has_hi[i]
         floor = chi_floor[i]
         theta[:] = theta0[i]
-        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], loi, hii, hl, hh,
-                            theta, p, dp, a_ext, b_ext, a, b)
+        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jv, inv_s,
+                            loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b)
         lam = LAMBDA_START
         nfev = 1
         niter = 0
@@ -136,8 +150,9 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lo, hi, has_lo, has_hi, the
             for j in range(k):
                 theta_try[j] = theta[j] + step[j]
                 finite_theta = finite_theta and math.isfinite(theta_try[j])
-            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], loi, hii, hl, hh,
-                                    theta_try, p_try, dp, a_ext_try, b_ext, a_try, b_try)
+            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jv, inv_s,
+                                    loi, hii, hl, hh, theta_try, p_try, dp, a_ext_try, b_ext,
+                                    a_try, b_try)
             nfev += 1
             niter += 1
             accept = (chi_try < chi) and finite_theta
@@ -189,8 +204,9 @@ def iterate_compiled(
     Parameters
     ----------
     kernel : KernelChoice
-        The model's compiled kernel (``KERNEL_EMG_CONSTANT`` or ``KERNEL_IMPACT``)
-        and the erfcx it calls (0: :func:`~idexdask.analysis.special.erfcx_kernel`).
+        The model's compiled kernel (``KERNEL_EMG_CONSTANT``, ``KERNEL_IMPACT``
+        or ``KERNEL_LINES`` with its line shapes) and the erfcx it calls (0:
+        :func:`~idexdask.analysis.special.erfcx_kernel`).
     work : WorkingSet
         The fits to run (NumPy arrays only).
     outputs : FitOutputs
@@ -223,6 +239,7 @@ def iterate_compiled(
         c64(work.y),
         w64,
         steps,
+        np.asarray(kernel.lines, dtype=np.int64),
         c64(bounds.lo),
         c64(bounds.hi),
         np.ascontiguousarray(bounds.has_lo),

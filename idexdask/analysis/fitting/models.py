@@ -28,7 +28,10 @@ from idexdask.errors import AnalysisError
 __all__ = [
     "KERNEL_EMG_CONSTANT",
     "KERNEL_IMPACT",
+    "KERNEL_LINES",
     "KERNEL_NONE",
+    "LINE_EMG",
+    "LINE_GAUSSIAN",
     "BatchModel",
     "Evaluate",
     "EvaluateJac",
@@ -42,7 +45,14 @@ _FD_STEP = math.sqrt(2.220446049250313e-16)  # forward-difference relative step
 KERNEL_NONE = 0
 KERNEL_EMG_CONSTANT = 1
 KERNEL_IMPACT = 2
+#: A sum of EMG and Gaussian lines plus a constant (``BatchModel.kernel_lines``
+#: names the lines): the Gaussian fallback and the joint blend fits.
+KERNEL_LINES = 3
 
+#: ``BatchModel.kernel_lines`` codes, the line shapes of a ``KERNEL_LINES`` model
+#: (parameters amplitude, center, sigma[, gamma] per line, in order).
+LINE_EMG = 0
+LINE_GAUSSIAN = 1
 
 
 Evaluate = Callable[[ModuleType, Any, Any], Any]
@@ -71,8 +81,12 @@ class BatchModel:
         derivatives of ``f``; ``None`` to use forward differences.
     kernel : int
         Compiled kernel fitting this model on NumPy arrays (``KERNEL_*``; 0 for
-        none, then the vectorised loop is used).  It must compute the same model
-        and Jacobian as ``evaluate_with_jacobian``.
+        none, then the vectorised loop is used; ``KERNEL_LINES``: the compiled
+        engine only).  It must compute the same model and Jacobian as
+        ``evaluate_with_jacobian``.
+    kernel_lines : tuple of int
+        For ``KERNEL_LINES``: the shape of each line (``LINE_EMG``,
+        ``LINE_GAUSSIAN``), in parameter order, the constant last; empty otherwise.
     """
 
     name: str
@@ -82,6 +96,7 @@ class BatchModel:
     evaluate: Evaluate
     evaluate_with_jacobian: EvaluateJac | None = None
     kernel: int = 0
+    kernel_lines: tuple[int, ...] = ()
 
     @property
     def n_params(self) -> int:
@@ -221,6 +236,8 @@ _BASELINES: dict[str, tuple[str, ...]] = {
     "constant": ("c",),
     "linear": ("intercept", "slope"),
 }
+#: The line-plus-baseline models with a compiled kernel.
+_KERNELS = {("emg", "constant"): KERNEL_EMG_CONSTANT, ("gaussian", "constant"): KERNEL_LINES}
 _INF = math.inf
 _DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
     "sigma": (SIGMA_MIN, _INF),
@@ -312,6 +329,7 @@ def batch_model(line: str = "emg", baseline: str = "constant") -> BatchModel:
         upper=tuple(b[1] for b in bounds),
         evaluate=evaluate,
         evaluate_with_jacobian=evaluate_with_jacobian,
-        kernel=KERNEL_EMG_CONSTANT if (line, baseline) == ("emg", "constant") else KERNEL_NONE,
+        kernel=_KERNELS.get((line, baseline), KERNEL_NONE),
+        kernel_lines=(LINE_GAUSSIAN,) if (line, baseline) == ("gaussian", "constant") else (),
     )
 
