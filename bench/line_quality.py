@@ -287,10 +287,10 @@ def examine_maxima(out: xr.Dataset, draws: int = 2000, seed: int = 19) -> list[M
         a, c, s, g = (float(par[k][j]) for k in ("area", "center", "sigma", "gamma"))
         tail = np.isfinite(g)
 
-        def one(x, a, c, s, *rest):
+        def one(x, a, c, s, *rest, tail=tail):
             return (emg(x, a, c, s, rest[0]) if tail else gaussian(x, a, c, s)) + rest[-1]
 
-        def two(x, a, c, s, *rest):
+        def two(x, a, c, s, *rest, one=one):
             *shape, a2, c2, s2, k = rest
             return one(x, a, c, s, *shape, k) + gaussian(x, a2, c2, s2)
 
