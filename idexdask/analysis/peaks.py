@@ -31,12 +31,14 @@ from idexdask.analysis.robust import (
     nanmedian_rows,
     quiet_nan_warnings,
 )
+from idexdask.analysis.selection import median_and_mad
 
 __all__ = ["PeakCandidates", "detect_peaks", "sample_step"]
 
 _log = get_logger(__name__)
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
+_PROM_BLOCK = 64  # samples per block a prominence walk crosses at once
 
 
 @dataclass
@@ -277,22 +279,17 @@ def _find_peaks(
     idx = np.empty(m, dtype=np.int64)
     heights = np.empty(m)
     proms = np.empty(m)
+    # per block of _PROM_BLOCK samples, its largest value (inf where it holds a
+    # NaN, which stops a walk) and smallest, computed when a walk first meets it
+    n_blocks = (n + _PROM_BLOCK - 1) // _PROM_BLOCK
+    bmax = np.full(n_blocks, np.nan)  # NaN: not computed yet
+    bmin = np.empty(n_blocks)
     k = 0
     for p in range(m):
         peak = peaks[p]
         top = x[peak]
-        left_min = top
-        j = peak
-        while j >= 0 and x[j] <= top:
-            v = x[j]
-            left_min = v if v < left_min else left_min
-            j -= 1
-        right_min = top
-        j = peak
-        while j <= n - 1 and x[j] <= top:
-            v = x[j]
-            right_min = v if v < right_min else right_min
-            j += 1
+        left_min = _walk_min(x, peak, top, -1, bmax, bmin)
+        right_min = _walk_min(x, peak, top, 1, bmax, bmin)
         prom = top - max(left_min, right_min)
         if pmin <= prom:
             idx[k] = peak
@@ -300,6 +297,62 @@ def _find_peaks(
             proms[k] = prom
             k += 1
     return idx[:k], heights[:k], proms[:k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_stats(x, b, bmax, bmin):  # pragma: no cover - compiled
+    """Fill ``bmax[b]``, ``bmin[b]`` for block ``b`` of ``x`` (max inf where a NaN is in it)."""
+    lo = b * _PROM_BLOCK
+    hi = min(lo + _PROM_BLOCK, x.shape[0])
+    top = -np.inf
+    low = np.inf
+    nan = False
+    for i in range(lo, hi):
+        v = x[i]
+        top = v if v > top else top
+        low = v if v < low else low
+        nan |= v != v
+    bmax[b] = np.inf if nan else top
+    bmin[b] = low
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk_min(x, peak, top, direction, bmax, bmin):  # pragma: no cover - compiled
+    """Smallest sample met walking from ``peak`` in ``direction`` (-1, 1) while ``x <= top``.
+
+    SciPy's prominence base search, sample by sample, except that a whole
+    block of ``_PROM_BLOCK`` samples, entered at its first sample in the walk's
+    direction, is crossed at once when all its samples are ``<= top`` (none
+    NaN): the walk would visit each of them, so its minimum is the block's.  A
+    weak maximum on the tail of a strong line walks to the next higher sample,
+    often the next line or the event's end: tens of thousands of samples.
+    """
+    n = x.shape[0]
+    low = top
+    j = peak
+    while 0 <= j < n:
+        edge = (j + 1) % _PROM_BLOCK == 0 if direction < 0 else j % _PROM_BLOCK == 0
+        if edge:  # the block of j lies entirely ahead of the walk
+            b = j // _PROM_BLOCK
+            while 0 <= b < bmax.shape[0]:
+                if bmax[b] != bmax[b]:
+                    _block_stats(x, b, bmax, bmin)
+                if not bmax[b] <= top:
+                    break
+                v = bmin[b]
+                low = v if v < low else low
+                b += direction
+            if b < 0 or b >= bmax.shape[0]:
+                break
+            j = b * _PROM_BLOCK + (_PROM_BLOCK - 1 if direction < 0 else 0)
+            if j >= n:
+                break
+        v = x[j]
+        if not v <= top:
+            break
+        low = v if v < low else low
+        j += direction
+    return low
 
 
 def sample_step(t: np.ndarray) -> np.ndarray:
@@ -362,6 +415,76 @@ def _uniform_row(
         out[j] = tmp / w
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _filled(yr: np.ndarray, i: int) -> float:  # pragma: no cover - compiled
+    """``yr[i]`` with the index clamped into the row (``mode="nearest"``), 0 where not finite."""
+    v = yr[min(max(i, 0), yr.shape[0] - 1)]
+    return v if v - v == 0.0 else 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scale_at(numr: np.ndarray, d: float, i: int) -> float:  # pragma: no cover - compiled
+    """Relative noise ``numr[i] / d`` at ``i`` reflected into the row (``mode="reflect"``),
+    1 where not finite (``x == d``: exactly 1, or a non-finite quotient)."""
+    n = numr.shape[0]
+    if i < 0:
+        i = min(-i - 1, n - 1)
+    elif i >= n:
+        i = max(2 * n - 1 - i, 0)
+    x = numr[i]
+    if x == d:
+        return 1.0
+    v = x / d
+    return v if v - v == 0.0 else 1.0
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _smooth_row(
+    yr: np.ndarray, tr: np.ndarray, w: int, stop_us: float, numr: np.ndarray, d: float,
+    out: np.ndarray, finite: np.ndarray, vals: np.ndarray,
+) -> tuple[int, int, bool]:  # pragma: no cover - compiled
+    """Boxcar of ``w`` samples of one row into ``out``, its pre-trigger samples, and
+    whether its relative noise varies.
+
+    ``scipy.ndimage.uniform_filter1d(filled, w, mode="nearest")`` of the row
+    with non-finite samples as 0, by :func:`_uniform_row`'s running sum (the
+    same additions in the same order, so the same values), read straight from
+    the row; ``finite`` marks the finite samples and ``vals`` receives the
+    smoothed values at ``t < stop_us`` where the sample and its smoothed value
+    are finite.  ``numr`` (the row's noise scale, empty for none) and ``d``:
+    whether any relative noise ``numr / d`` (non-finite -> 1) is not 1; ``x ==
+    d`` gives exactly 1 (or a non-finite quotient), so the quotient is only
+    formed where they differ.  Returns the number of finite samples, of
+    ``vals``, and that flag.
+    """
+    n = yr.shape[0]
+    s1 = w // 2
+    s2 = w - s1 - 1
+    tmp = 0.0
+    for i in range(w):  # the first window: ext[0..w-1] = filled[i - s1]
+        tmp += _filled(yr, i - s1)
+    n_fin = 0
+    k = 0
+    scaled = numr.shape[0] == n
+    varying = False
+    for j in range(n):
+        if j > 0:
+            tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
+        v = tmp / w
+        out[j] = v
+        yj = yr[j]
+        fin = yj - yj == 0.0
+        finite[j] = fin
+        n_fin += fin
+        if tr[j] < stop_us and fin and v - v == 0.0:
+            vals[k] = v
+            k += 1
+        if scaled and numr[j] != d:
+            q = numr[j] / d
+            varying |= q - q == 0.0 and q != 1.0
+    return n_fin, k, varying
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _search_rows(
     y: np.ndarray,
@@ -391,42 +514,28 @@ def _search_rows(
     rows, n = y.shape
     zsig = np.empty(rows)
     usable = np.zeros(rows, dtype=np.bool_)
-    filled = np.empty(n)
-    smooth = np.empty(n)
-    scale = np.empty(n)
-    src = np.empty(n)
-    ext = np.empty(2 * n + 8)
+    finite = np.empty(n, dtype=np.bool_)
     vals = np.empty(n)
-    buf = np.empty(2 * n)
+    scratch = np.empty(n)
     for r in range(rows):
-        n_fin = 0
-        for j in range(n):
-            v = y[r, j]
-            fin = v - v == 0.0
-            filled[j] = v if fin else 0.0
-            n_fin += fin
-        _uniform_row(filled, width[r], True, ext, smooth)
+        base = r * (n + 1)
+        out = flat[base : base + n]  # the smoothed row first, then z in place
+        numr = num[r] if has_scale else num[0, :0]
+        n_fin, k, varying = _smooth_row(
+            y[r], t[r], width[r], stop_us, numr, den[r] if has_scale else 1.0, out, finite, vals
+        )
         # robust sigma of the smoothed baseline (baseline_sigma's rules)
-        k = 0
-        for j in range(n):
-            v = smooth[j]
-            if t[r, j] < stop_us and np.isfinite(y[r, j]) and np.isfinite(v):
-                vals[k] = v
-                k += 1
         if k < 16:
             k = 0
             for j in range(min(n_first, n)):
-                v = smooth[j]
-                if np.isfinite(y[r, j]) and np.isfinite(v):
+                v = out[j]
+                if finite[j] and np.isfinite(v):
                     vals[k] = v
                     k += 1
         zs = np.nan
         if k:
-            buf[:k] = vals[:k]
-            m = median_inplace(buf, k)
-            for j in range(k):
-                buf[j] = abs(vals[j] - m)
-            zs = MAD_TO_SIGMA * median_inplace(buf, k)
+            m, mad = median_and_mad(vals, k, scratch)
+            zs = MAD_TO_SIGMA * mad
             if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
                 mean = 0.0
                 for j in range(k):
@@ -443,23 +552,27 @@ def _search_rows(
         zsig[r] = zs
         usable[r] = ok
         safe = zs if ok else 1.0
-        varying = False
-        if has_scale:
+        if varying:
+            # boxcar of 5 (mode="reflect") of the relative noise, by _uniform_row's
+            # running sum; the last five values in a ring, each quotient formed once
             d = den[r]
+            ring = np.empty(5)
+            acc = 0.0
+            for i in range(5):
+                ring[i] = _scale_at(numr, d, i - 2)
+                acc += ring[i]
             for j in range(n):
-                v = num[r, j] / d
-                v = v if v - v == 0.0 else 1.0
-                src[j] = v
-                varying |= v != 1.0
-            if varying:
-                _uniform_row(src, 5, False, ext, scale)
-        base = r * (n + 1)
-        for j in range(n):
-            z = smooth[j] / safe
-            if varying:
-                s = scale[j]
-                z = z / (s if (s >= 1.0 or np.isnan(s)) else 1.0)
-            yj = y[r, j]
-            flat[base + j] = z if (ok and yj - yj == 0.0) else 0.0
+                if j > 0:
+                    new = _scale_at(numr, d, j + 2)
+                    acc += new - ring[(j - 1) % 5]
+                    ring[(j - 1) % 5] = new
+                z = out[j] / safe
+                if not acc <= 5.0:  # s = acc / 5 > 1 (or NaN); else z / 1 = z
+                    z = z / (acc / 5)
+                out[j] = z if (ok and finite[j]) else 0.0
+        else:
+            for j in range(n):
+                z = out[j] / safe
+                out[j] = z if (ok and finite[j]) else 0.0
         flat[base + n] = _WALL
     return zsig, usable

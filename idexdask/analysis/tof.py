@@ -327,6 +327,7 @@ def merge_gains(
     n_events = ref_shape[0]
     nominal = settings["nominal_gain"]
     t = channel_time(ds, present[0])
+    pre_count = _pre_trigger_counts(ds, present[0], ref_shape, float(settings["baseline_stop_us"]))
     n_gains = len(present)
     raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
     flags, t0s, t1s, qsigs, noms, quanta = [], [], [], [], [], []
@@ -360,7 +361,7 @@ def merge_gains(
         sigma = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
         ratio, st, ov, noise = _merge_rows(
-            raws[0], raws[1], raws[2], n_gains, t, float(settings["baseline_stop_us"]),
+            raws[0], raws[1], raws[2], n_gains, t, pre_count, float(settings["baseline_stop_us"]),
             _BASELINE_MIN_SAMPLES, max(int(0.1 * ref_shape[1]), 1),
             np.array(pols), np.array(has_fill), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
@@ -388,6 +389,22 @@ def merge_gains(
         noise=noise[0],
         quantum=float(quanta[0]),
     )
+
+
+def _pre_trigger_counts(
+    ds: xr.Dataset, name: str, shape: tuple[int, ...], stop_us: float
+) -> np.ndarray:
+    """Per event: the samples before ``stop_us`` when they are the first ones of a
+    rising time axis given by formula (found by bisection on it), else -1 (the
+    kernel scans the materialised times)."""
+    from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
+    from idexdask.analysis.signal_quality.kernels import formula_count_below
+
+    axis = host_time_axis(ds, name, shape)
+    if not isinstance(axis, FormulaTimes):
+        return np.full(shape[0], -1, dtype=np.int64)
+    return formula_count_below(axis.start, axis.step, axis.count, axis.scale, shape[1],
+                               stop_us)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -435,6 +452,7 @@ def _merge_rows(
     x2: np.ndarray,
     n_gains: int,
     t: np.ndarray,
+    pre_count: np.ndarray,
     stop_us: float,
     min_samples: int,
     n_first: int,
@@ -468,6 +486,10 @@ def _merge_rows(
     measured) and the merged spectrum.  Every value is computed with the
     operations of the array version, so the results are the same.
 
+    The baseline samples of row ``r`` are those whose time ``t[r]`` is below
+    ``stop_us``: the first ``pre_count[r]`` where that is not -1 (a rising axis,
+    located without reading ``t``).
+
     Fills ``signal``, ``sigma``, ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
     write) and returns per gain and row ``ratio``, ``status``, ``overlap`` and
@@ -489,11 +511,15 @@ def _merge_rows(
     zero_row = np.zeros(n)
     work = _RatioWork(n)
     for r in range(rows):
-        n_pre = 0
-        for j in range(n):
-            if t[r, j] < stop_us:
-                pre[n_pre] = j
-                n_pre += 1
+        # the pre-trigger samples: the first pre_count[r] (a rising formula
+        # axis), else those whose time is below stop_us
+        prefix = pre_count[r] >= 0
+        n_pre = pre_count[r] if prefix else 0
+        if not prefix:
+            for j in range(n):
+                if t[r, j] < stop_us:
+                    pre[n_pre] = j
+                    n_pre += 1
         for g in range(n_gains):
             if g == 0:
                 _load_row(x0, r, has_fill[0], fill[0], xf[0])
@@ -504,10 +530,11 @@ def _merge_rows(
             y = xf[g]
             k = 0
             for i in range(n_pre):
-                v = y[pre[i]]
+                j = i if prefix else pre[i]
+                v = y[j]
                 if np.isfinite(v):
                     vals[k] = v
-                    pos[k] = pre[i]
+                    pos[k] = j
                     k += 1
             if k < min_samples:
                 k = 0

@@ -129,14 +129,17 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
 
 
 @pytest.mark.numerics
-def test_compiled_search_rows_match_numpy():
-    """detect_peaks' compiled row pass equals the whole-array formulation, bit for bit."""
+@pytest.mark.parametrize("n", [3000, 30_000])
+def test_compiled_search_rows_match_numpy(n):
+    """detect_peaks' compiled row pass equals the whole-array formulation, bit for
+    bit (30,000 samples: baselines long enough for the selection's bracketing path)."""
     from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
 
     rng = np.random.default_rng(3)
-    n_events, n = 12, 3000
-    t = np.tile(-2.0 + np.arange(n) * DT, (n_events, 1))
-    t[1] = -2.0 + np.arange(n) * 2 * DT  # another sampling: another boxcar width
+    n_events = 12
+    t0 = -2.0 if n < 10_000 else -0.6 * n * DT  # the long rows: 18,000 pre-trigger samples
+    t = np.tile(t0 + np.arange(n) * DT, (n_events, 1))
+    t[1] = t0 + np.arange(n) * 2 * DT  # another sampling: another boxcar width
     t[2, 7] = np.nan
     t[3] = 1.0 + np.arange(n) * DT  # no pre-trigger samples: first 10 %
     y = np.round(rng.normal(0, 3, (n_events, n)))
@@ -235,6 +238,32 @@ def test_compiled_find_peaks_matches_scipy():
             x[rng.integers(0, n, 5)] = np.nan
         x[-3:] = 9.0  # a plateau at the end
         for hmin, pmin in ((3.0, 2.0), (0.0, 0.0), (-1.0, 5.0)):
+            ref, props = find_peaks(x, height=(hmin, 0.5 * _WALL), prominence=pmin)
+            idx, heights, proms = _find_peaks(x, hmin, 0.5 * _WALL, pmin)
+            assert np.array_equal(idx, ref)
+            assert np.array_equal(heights, props["peak_heights"])
+            assert np.array_equal(proms, props["prominences"])
+
+
+def test_compiled_find_peaks_long_walks_match_scipy():
+    """Prominence walks that cross many blocks at once (noise maxima on the
+    decaying tails of strong lines walk to the next higher line or a wall) give
+    SciPy's prominences, also where a NaN or a wall sits in a block walked over."""
+    from idexdask.analysis.peaks import _WALL, _find_peaks
+
+    rng = np.random.default_rng(8)
+    for trial in range(6):
+        n = 60_000 + int(rng.integers(0, 200))
+        x = rng.normal(0, 1.0, n)
+        if trial % 2:
+            x = np.round(x * 2.0) / 2.0
+        for start in rng.integers(0, n - 100, 12):
+            decay = np.exp(-np.arange(n - start) / rng.uniform(50, 5000))
+            x[start:] += rng.uniform(20, 400) * decay
+        x[rng.integers(0, n, 3)] = _WALL
+        if trial >= 3:
+            x[rng.integers(0, n, 4)] = np.nan
+        for hmin, pmin in ((5.0, 3.0), (0.0, 0.0)):
             ref, props = find_peaks(x, height=(hmin, 0.5 * _WALL), prominence=pmin)
             idx, heights, proms = _find_peaks(x, hmin, 0.5 * _WALL, pmin)
             assert np.array_equal(idx, ref)
