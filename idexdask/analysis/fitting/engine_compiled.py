@@ -42,18 +42,19 @@ _ST_FAILED_NONFINITE = int(FitStatus.FAILED_NONFINITE)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jv, inv_s, lo, hi, has_lo, has_hi,
-                  theta, p, dp, a_ext, b_ext, a, b):  # pragma: no cover - compiled
+def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, inv_s, lo, hi, has_lo,
+                  has_hi, theta, p, dp, a_ext, b_ext, a, b):  # pragma: no cover - compiled
     """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``.
 
-    ``lines``, ``jv`` and ``inv_s``: the line shapes of a ``KERNEL_LINES``
-    model and its scratch (see :func:`~.line_kernels.lines_constant_normal`).
+    ``lines``, ``jm``, ``rr`` and ``inv_s``: the line shapes of a
+    ``KERNEL_LINES`` model and its scratch (see
+    :func:`~.line_kernels.lines_constant_normal`).
     """
     to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
         chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext)
     elif kernel == KERNEL_LINES:
-        chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jv, inv_s)
+        chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jm, rr, inv_s)
     else:
         chi = impact_normal(x, y, w, p, a_ext, b_ext, step)
     k = theta.size
@@ -105,7 +106,9 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
     the others).
     """
     n, k = theta0.shape
-    jv = np.empty(k)
+    lined = lines.size > 0
+    jm = np.empty((x.shape[1] if lined else 0, k))
+    rr = np.empty(x.shape[1] if lined else 0)
     inv_s = np.empty(max(lines.size, 1))
     theta = np.empty(k)
     theta_try = np.empty(k)
@@ -127,7 +130,7 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
         loi, hii, hl, hh = lo[i], hi[i], has_lo[i], has_hi[i]
         floor = chi_floor[i]
         theta[:] = theta0[i]
-        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jv, inv_s,
+        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
                             loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b)
         lam = LAMBDA_START
         nfev = 1
@@ -150,7 +153,7 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
             for j in range(k):
                 theta_try[j] = theta[j] + step[j]
                 finite_theta = finite_theta and math.isfinite(theta_try[j])
-            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jv, inv_s,
+            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
                                     loi, hii, hl, hh, theta_try, p_try, dp, a_ext_try, b_ext,
                                     a_try, b_try)
             nfev += 1

@@ -97,8 +97,8 @@ def test_compiled_lines_kernel_matches_array_normal_equations(shapes):
     """The compiled kernel of a sum of lines (``KERNEL_LINES``) gives the array
     model's chi-square and normal equations ``A = J W^2 J^T``, ``b = J W^2 r``, a
     masked (weight 0) point left out.  Tolerance 1e-11 of the largest term of
-    each sum: the kernel sums point by point where BLAS sums in blocks, and takes
-    erfcx from its own polynomial (within 1 ulp of SciPy's) and ``1/sigma``
+    each sum: the kernel and the array code sum in different orders, and the
+    kernel takes erfcx from its own polynomial (within 1 ulp of SciPy's) and ``1/sigma``
     products for divisions, so the two differ by rounding only."""
     from idexdask.analysis.fitting.line_kernels import lines_constant_normal
 
@@ -117,7 +117,8 @@ def test_compiled_lines_kernel_matches_array_normal_equations(shapes):
     k = p.size
     a, b = np.empty((k, k)), np.empty(k)
     chi = lines_constant_normal(x, y, w, p, np.asarray(model.kernel_lines, np.int64), a, b,
-                                np.empty(k), np.empty(len(shapes)))  # fmt: skip
+                                np.empty((x.size, k)), np.empty(x.size),
+                                np.empty(len(shapes)))  # fmt: skip
     assert chi == pytest.approx(np.sum(r * r), rel=1e-11)
     terms_a = np.abs(jw) @ np.abs(jw).T
     terms_b = np.abs(jw) @ np.abs(r)
