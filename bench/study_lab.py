@@ -217,35 +217,37 @@ def main(argv: list[str] | None = None) -> int:
           f"{float(out['mg_number_err'].values[e]):.2f} | "
           f"{float(out['fo_number'].values[e]):.1f} | {out['best_mineral'].values[e]} |\n")
 
-    # 5. targeted search at the calibrated masses (composition.targeted)
-    from idexdask.calibration.ions import ion_mass
+    # 5. targeted search at the calibrated masses: analyze's targeted_* products
+    #    (composition.targeted_species, threshold composition.targeted_min_significance)
     from idexdask.composition.targeted import targeted_search
 
-    targets = ("Na", "24Mg", "25Mg", "26Mg", "28Si", "29Si", "56Fe")
+    targets = [str(x) for x in out["targeted_species"].values]
+    area, err = out["targeted_area"].values * 1e6, out["targeted_area_err"].values * 1e6
+    sigs, det = out["targeted_significance"].values, out["targeted_detected"].values
+    threshold = out["targeted_detected"].attrs["min_significance"]
+    w(f"\nTargeted search (products targeted_*: matched filter at the calibrated time; "
+      f"area in mV·ns, its measured 1 sigma, significance; ** at >= {threshold:g} sigma, "
+      "targeted_detected; in brackets the blind line list's label there):\n\n| impact | "
+      + " | ".join(targets) + " |\n|---" + "|---" * len(targets) + "|\n")
+    for e in range(n):
+        sel = out["peak_event"].values == e
+        cells = []
+        for j, name in enumerate(targets):
+            blind = name in set(out["peak_species"].values[sel])
+            mark = "**" if det[e, j] else ""
+            cells.append(f"{mark}{area[e, j]:.0f} ± {err[e, j]:.0f} ({sigs[e, j]:+.1f}){mark}"
+                         + (" [blind]" if blind else ""))
+        w(f"| {impacts[e]} | " + " | ".join(cells) + " |\n")
+    # the white-noise error, for the ratio (not a product)
     found = targeted_search(
         t, out["tof_combined"].values.astype(float),
         np.broadcast_to(out["tof_high_noise"].values[:, None], t.shape),
         out["peak_event"].values, out["peak_center"].values, out["peak_sigma"].values,
         out["peak_gamma"].values, out["peak_area"].values, out["peak_status"].values == 0,
         coeffs, out["mass_calibration_status"].values == "calibrated",
-        np.array([ion_mass(x + "+") for x in targets]), min_significance=3.0,
+        out["targeted_mass"].values,
     )  # fmt: skip
-    w("\nTargeted search (matched filter at the calibrated time; area in mV·ns, its "
-      "measured 1 sigma, significance; ** at >= 3 sigma; in brackets the blind line "
-      "list's label there):\n\n| impact | " + " | ".join(targets) + " |\n|---"
-      + "|---" * len(targets) + "|\n")
-    for e in range(n):
-        sel = out["peak_event"].values == e
-        cells = []
-        for j, name in enumerate(targets):
-            blind = name in set(out["peak_species"].values[sel]) or (
-                name == "Na" and "Na" in set(out["peak_species"].values[sel]))
-            a, u, sig = (found.area[e, j] * 1e6, found.area_err[e, j] * 1e6,
-                         found.significance[e, j])
-            mark = "**" if found.detected[e, j] else ""
-            cells.append(f"{mark}{a:.0f} ± {u:.0f} ({sig:+.1f}){mark}"
-                         + (" [blind]" if blind else ""))
-        w(f"| {impacts[e]} | " + " | ".join(cells) + " |\n")
+    np.testing.assert_allclose(found.area_err * 1e6, err)  # the products' own values
     ratio = found.area_err / found.area_err_white
     w(f"\nMeasured / white-noise uncertainty of the filter: {np.nanmin(ratio):.1f}-"
       f"{np.nanmax(ratio):.1f}.\n")

@@ -383,7 +383,10 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.chunk_events": Int(min=1),
     "pipeline.lab_batch_events": Int(min=1),
     "pipeline.max_peaks_per_event": Int(min=1),
-    "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "gzip", "blosc-lz4", "none")),
+    "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
+                                   "blosc-lz4", "none")),
+    "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
+                                       "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),
@@ -401,6 +404,8 @@ SCHEMA: dict[str, Spec] = {
     "composition.model_sigma": Float(min=0),
     "composition.olivine_ratio_tolerance": Float(min=0),
     "composition.include_rsf_uncertainty": Bool(),
+    "composition.targeted_species": ListOf(Str(nonempty=True), unique=True),
+    "composition.targeted_min_significance": Float(min=0, min_open=True),
 }
 
 #: Checks that need a reference file or several keys: (key named in the error,

@@ -27,6 +27,7 @@ only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -207,6 +208,9 @@ class _Blend:
     """The lines whose own fits did not converge."""
     forced: np.ndarray
     """Lines made Gaussian because the joint fit with their EMG did not converge."""
+    initial: np.ndarray
+    """The start values of :func:`_prepare` (rows as ``start``): a second start
+    of every later round (see :meth:`restarted`)."""
 
     def _pack(self, per_line: np.ndarray, constant: float) -> np.ndarray:
         parts = [v[: len(_PARAMS[s])] for v, s in zip(per_line, self.shapes, strict=True)]
@@ -245,6 +249,19 @@ class _Blend:
             self.shapes[i] = "gaussian"
         self.canonical()
 
+    def restarted(self) -> _Blend:
+        """This blend (same shapes) starting from its prepared start values.
+
+        A failed joint fit can end with a weak line spread into a broad
+        pedestal under its neighbours' tails; starting the next round only from
+        there carries that wandering into it (and last-bit differences of the
+        start decide which way it goes).  Each later round fits from both
+        starts and keeps the better converged result.
+        """
+        start = np.clip(self.initial, self.lo, self.hi)
+        return dataclasses.replace(self, start=start, shapes=list(self.shapes),
+                                   forced=self.forced.copy())  # fmt: skip
+
     def canonical(self) -> _Blend:
         """Order the lines EMGs first, then Gaussians (each in time order).
 
@@ -254,7 +271,7 @@ class _Blend:
         """
         order = np.argsort([s != "emg" for s in self.shapes], kind="stable")
         self.shapes = [self.shapes[i] for i in order]
-        for name in ("rows", "start", "lo", "hi", "target", "forced"):
+        for name in ("rows", "start", "lo", "hi", "target", "forced", "initial"):
             setattr(self, name, getattr(self, name)[order])
         return self
 
@@ -270,7 +287,8 @@ def _profile(t: np.ndarray, area: float, center: float, sigma: float, gamma: flo
 
 
 def blends(
-    event: np.ndarray, index: np.ndarray, refit: np.ndarray, reach: np.ndarray
+    event: np.ndarray, index: np.ndarray, refit: np.ndarray, reach: np.ndarray,
+    fixed: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """Groups of lines to fit jointly.
 
@@ -290,6 +308,9 @@ def blends(
         Lines whose own fits did not converge (bool).
     reach : numpy.ndarray
         Per line, its window's width in samples.
+    fixed : numpy.ndarray, optional
+        Lines that keep their own fit (added or edited by hand): in no blend,
+        and a blend does not reach across them (bool).
 
     Returns
     -------
@@ -299,6 +320,10 @@ def blends(
     m = event.size
     near = (event[1:] == event[:-1]) & (index[1:] - index[:-1] < reach[:-1])
     member = np.asarray(refit, bool).copy()
+    if fixed is not None and m:
+        fixed = np.asarray(fixed, bool)
+        near &= ~fixed[1:] & ~fixed[:-1]
+        member &= ~fixed
     for _ in range(BLEND_DEPTH):
         grown = member.copy()
         grown[1:] |= member[:-1] & near
@@ -329,6 +354,7 @@ def refit_blends(
     first: LineFits,
     settings: Mapping[str, Any],
     step: np.ndarray,
+    fixed: np.ndarray | None = None,
 ) -> BlendFits:
     """Fit jointly each blend that holds a line whose own fit did not converge.
 
@@ -347,6 +373,10 @@ def refit_blends(
         ``max_iterations``, ``min_line_snr``, ``fit_device``).
     step : numpy.ndarray
         Sample step per event, µs (n_events,).
+    fixed : numpy.ndarray, optional
+        Lines added or edited by hand (bool): they keep their own fit and
+        window, in no blend (their profiles are subtracted from the blends
+        beside them).
 
     Returns
     -------
@@ -369,7 +399,7 @@ def refit_blends(
     dt = step[event]
     left = np.rint(settings["window_left_us"] / dt).astype(np.int64)
     right = np.rint(settings["window_right_us"] / dt).astype(np.int64)
-    groups = blends(event, index, refit, left + right)
+    groups = blends(event, index, refit, left + right, fixed)
     prepared = [
         _prepare(rows, y, t, noise, event, index, left, right, first, refit, step, settings)
         for rows in groups
@@ -377,35 +407,62 @@ def refit_blends(
     device = str(settings.get("fit_device", "cpu"))
     pending = list(range(len(prepared)))
     for attempt in range(_ROUNDS):
+        # a later round fits each blend twice: from the failed round's values
+        # and from its prepared starts (:meth:`_Blend.restarted`)
+        tries = [(b, prepared[b]) for b in pending]
+        if attempt:
+            tries += [(b, prepared[b].restarted()) for b in pending]
         # one batch per model and width class: padding to the batch's widest
         # window would change a fit's arithmetic (as in peaks.fit_lines), and a
         # blend's result must not depend on the other events of its batch
         by_shape: dict[tuple[tuple[str, ...], int], list[int]] = {}
-        for b in pending:
-            width = (prepared[b].x.size + 15) // 16 * 16
-            by_shape.setdefault((tuple(prepared[b].shapes), width), []).append(b)
-        pending = []
+        for i, (_, blend) in enumerate(tries):
+            width = (blend.x.size + 15) // 16 * 16
+            by_shape.setdefault((tuple(blend.shapes), width), []).append(i)
+        results: dict[int, tuple[BatchFitResult, int]] = {}
         for (key, width), members in by_shape.items():
-            res = _fit_group(device, key, [prepared[b] for b in members], width, settings)
-            for r, b in enumerate(members):
-                blend = prepared[b]
-                _store(out, b, blend, res, r)
-                if res.status[r] == FitStatus.CONVERGED or attempt + 1 == _ROUNDS:
-                    continue
-                collapsed = blend.collapsed(res.params[r])
-                failed = [i for i, shape in enumerate(blend.shapes)
-                          if shape == "emg" and blend.target[i]]  # fmt: skip
-                if collapsed:  # a tail shorter than the sampling resolves: a Gaussian
-                    blend.to_gaussian(collapsed, res.params[r])
-                elif failed:  # sigma and tail of a weak line trade off: try its mode
-                    blend.to_gaussian(failed, res.params[r])
-                    blend.forced[failed] = True
-                else:
-                    continue
-                pending.append(b)
+            res = _fit_group(device, key, [tries[i][1] for i in members], width, settings)
+            results.update((i, (res, r)) for r, i in enumerate(members))
+        best = {b: i for i, (b, _) in enumerate(tries[: len(pending)])}
+        for i in range(len(pending), len(tries)):
+            b = tries[i][0]
+            if _better(*results[i], *results[best[b]]):
+                best[b] = i
+        pending = []
+        for b, i in best.items():
+            blend = tries[i][1]
+            prepared[b] = blend
+            res, r = results[i]
+            _store(out, b, blend, res, r)
+            if res.status[r] == FitStatus.CONVERGED or attempt + 1 == _ROUNDS:
+                continue
+            collapsed = blend.collapsed(res.params[r])
+            failed = [k for k, shape in enumerate(blend.shapes)
+                      if shape == "emg" and blend.target[k]]  # fmt: skip
+            if collapsed:  # a tail shorter than the sampling resolves: a Gaussian
+                blend.to_gaussian(collapsed, res.params[r])
+            elif failed:  # sigma and tail of a weak line trade off: try its mode
+                blend.to_gaussian(failed, res.params[r])
+                blend.forced[failed] = True
+            else:
+                continue
+            pending.append(b)
     n_conv = int(np.unique(out.blend[out.converged]).size)
     _log.debug("joint fits: %d of %d blends converged", n_conv, len(prepared))
     return out
+
+
+def _better(res: BatchFitResult, r: int, other: BatchFitResult, q: int) -> bool:
+    """Whether fit ``r`` of ``res`` beats fit ``q`` of ``other`` (same blend, same model).
+
+    A converged fit beats an unconverged one; of two converged fits the one
+    with the smaller chi-square wins (the same data and model: the deeper
+    minimum); of two unconverged ones the first (the failed round's path) stays.
+    """
+    ok, ok_other = res.status[r] == FitStatus.CONVERGED, other.status[q] == FitStatus.CONVERGED
+    if ok != ok_other:
+        return bool(ok)
+    return bool(ok and res.chisq[r] < other.chisq[q])
 
 
 def _prepare(
@@ -476,6 +533,7 @@ def _prepare(
         rows=rows, x=x, y=data, sigma=np.where(np.isfinite(sig) & (sig > 0), sig, np.nan), dt=d,
         shapes=shapes, start=np.array(start), lo=np.array(lower), hi=np.array(upper),
         target=refit[rows].copy(), forced=np.zeros(rows.size, bool),
+        initial=np.array(start),
     ).canonical()  # fmt: skip
 
 

@@ -100,11 +100,16 @@ def _pair_of(a: np.ndarray, k_lo: int, k_hi: int) -> tuple[float, float]:
 @numba.njit(cache=True, nogil=True)
 def _bracket(
     x: np.ndarray, n: int, k_lo: int, k_hi: int, out: np.ndarray, centre: float
-) -> tuple[int, int]:  # pragma: no cover - compiled
+) -> tuple[int, int, float]:  # pragma: no cover - compiled
     """Gather into ``out`` the values of ``x[:n]`` between two pivots that bracket
-    ranks ``k_lo`` and ``k_hi``; return how many lie below the lower pivot and how
-    many were gathered, or (-1, -1) when the pivots miss the ranks.  With a
-    finite ``centre`` the values are ``|x - centre|``, formed as they are read."""
+    ranks ``k_lo`` and ``k_hi``; return how many lie below the lower pivot, how
+    many were gathered and NaN, or (-1, -1, NaN) when the pivots miss the ranks.
+    With a finite ``centre`` the values are ``|x - centre|``, formed as they are read.
+
+    Where the two pivots are one value (quantised records: a code holding more
+    than the margin's share of the samples), the values are counted, not
+    gathered: when that value spans both ranks it is returned as the third
+    element (both order statistics), with nothing written to ``out``."""
     dev = centre == centre
     m = min(n, _SAMPLE)
     sample = np.empty(m)
@@ -124,7 +129,17 @@ def _bracket(
     low = low if p_lo >= 0 else -np.inf
     high = high if p_hi < m else np.inf
     if low != low or high != high:
-        return -1, -1
+        return -1, -1, np.nan
+    if low == high:
+        below = 0
+        c = 0
+        for i in range(n):  # branch-free counts, nothing written
+            v = abs(x[i] - centre) if dev else x[i]
+            below += v < low
+            c += v == low
+        if below <= k_lo and k_hi < below + c:
+            return below, c, low
+        return -1, -1, np.nan
     below = 0
     c = 0
     for i in range(n):  # branch-free: about half the values fall on either side
@@ -133,8 +148,8 @@ def _bracket(
         out[c] = v
         c += (v >= low) & (v <= high)
     if below <= k_lo and k_hi < below + c:
-        return below, c
-    return -1, -1
+        return below, c, np.nan
+    return -1, -1, np.nan
 
 
 @numba.njit(cache=True, nogil=True)
@@ -163,13 +178,17 @@ def order_pair(
         The two order statistics, exactly as ``numpy.partition`` places them.
     """
     if n > _SMALL:
-        below, c = _bracket(x, n, k_lo, k_hi, scratch, centre)
+        below, c, both = _bracket(x, n, k_lo, k_hi, scratch, centre)
+        if both == both:  # one value holds both ranks
+            return both, both
         if below >= 0:
             k_lo -= below
             k_hi -= below
             if c > _SMALL:  # a second bracket within the first
                 inner = np.empty(c)
-                below, c2 = _bracket(scratch, c, k_lo, k_hi, inner, np.nan)
+                below, c2, both = _bracket(scratch, c, k_lo, k_hi, inner, np.nan)
+                if both == both:
+                    return both, both
                 if below >= 0:
                     return _pair_of(inner[:c2], k_lo - below, k_hi - below)
             return _pair_of(scratch[:c], k_lo, k_hi)

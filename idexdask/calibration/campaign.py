@@ -46,6 +46,7 @@ import numpy as np
 from idexdask._logging import get_logger
 from idexdask.calibration.mass_axes import mass_axis
 from idexdask.calibration.settings import CalibrationSettings
+from idexdask.calibration.shift_search import EventLines, best_shifts, joint_shift_totals
 from idexdask.calibration.tofmass import min_slope
 
 __all__ = [
@@ -242,48 +243,7 @@ def _stretch_votes(lines: list[tuple[np.ndarray, np.ndarray]], s: np.ndarray, wk
     return edges, np.convolve(votes, kernel, mode="same")
 
 
-def _shift_scores(t: np.ndarray, w: np.ndarray, predicted_rel: np.ndarray, wk: np.ndarray,
-                  tol: float, t0_lo: float, t0_hi: float
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every candidate shift of one event for a fixed shape: (t0, score, matched lines).
-
-    ``predicted_rel`` are the comb's times without shift (µs); the shifts tried
-    are every line-minus-comb difference inside ``[t0_lo, t0_hi]``.
-    """
-    empty = np.zeros(0)
-    if t.size == 0:
-        return empty, empty, empty.astype(np.int64)
-    cand = (t[:, None] - predicted_rel[None, :]).ravel()
-    cand = cand[(cand >= t0_lo) & (cand <= t0_hi)]
-    if cand.size == 0:
-        return empty, empty, empty.astype(np.int64)
-    pred = cand[:, None] + predicted_rel[None, :]  # (n_cand, n_comb)
-    pos = np.clip(np.searchsorted(t, pred), 1, max(t.size - 1, 1))
-    if t.size > 1:
-        d_left = np.abs(pred - t[pos - 1])
-        d_right = np.abs(pred - t[pos])
-        nearest = np.where(d_left <= d_right, pos - 1, pos)
-        dist = np.minimum(d_left, d_right)
-    else:
-        nearest = np.zeros(pred.shape, np.int64)
-        dist = np.abs(pred - t[0])
-    hit = dist <= tol
-    quality = np.exp(-0.5 * (dist / tol) ** 2) * hit
-    score = (quality * wk[None, :] * w[nearest]).sum(axis=1)
-    return cand, score, hit.sum(axis=1)
-
-
-def _best_shift(t: np.ndarray, w: np.ndarray, predicted_rel: np.ndarray, wk: np.ndarray,
-                tol: float, t0_lo: float, t0_hi: float) -> tuple[float, float, int]:
-    """Best shift of one event for a fixed shape: (score, t0, matched lines)."""
-    cand, score, n = _shift_scores(t, w, predicted_rel, wk, tol, t0_lo, t0_hi)
-    if cand.size == 0:
-        return 0.0, math.nan, 0
-    i = int(np.argmax(score))
-    return float(score[i]), float(cand[i]), int(n[i])
-
-
-def _joint_score(lines: list[tuple[np.ndarray, np.ndarray]], predicted_rel: np.ndarray,
+def _joint_score(lines: EventLines, predicted_rel: np.ndarray,
                  wk: np.ndarray, tol: float, t0_lo: float, t0_hi: float, half: float
                  ) -> tuple[float, float]:
     """Joint score of a shape: the events' best scores with their shifts within
@@ -294,17 +254,7 @@ def _joint_score(lines: list[tuple[np.ndarray, np.ndarray]], predicted_rel: np.n
     """
     step = half / 4.0
     n_bins = max(int(math.ceil((t0_hi - t0_lo) / step)) + 1, 1)
-    total = np.zeros(n_bins)
-    from scipy.ndimage import maximum_filter1d
-
-    for t, w in lines:
-        cand, score, _ = _shift_scores(t, w, predicted_rel, wk, tol, t0_lo, t0_hi)
-        if cand.size == 0:
-            continue
-        best = np.zeros(n_bins)
-        np.maximum.at(best, np.clip(((cand - t0_lo) / step).astype(np.int64), 0, n_bins - 1),
-                      score)
-        total += maximum_filter1d(best, size=9, mode="constant")
+    total = joint_shift_totals(lines, predicted_rel, wk, tol, t0_lo, t0_hi, step, n_bins)
     i = int(np.argmax(total))
     return float(total[i]), t0_lo + (i + 0.5) * step
 
@@ -415,15 +365,14 @@ def _joint_fit(
     t0_lo, t0_hi = boot.t0_range_us
     half = options.shift_window_us
     n_events = len(lines)
-    shifts = np.full(n_events, np.nan)
-    n_match = np.zeros(n_events, np.int64)
     # the scan's centre is good to a window (its plateau): anchors are found
     # within twice the window, the shifts then searched around their median
+    flat = EventLines.from_lists(lines)
     for width in (2.0 * half, half):
-        for e, (t, w) in enumerate(lines):
-            _, t0, n = _best_shift(t, w, stretch * s, wk, tol, max(t0_lo, centre - width),
-                                   min(t0_hi, centre + width))
-            shifts[e], n_match[e] = t0, n
+        choice = best_shifts(flat, stretch * s, wk, tol,
+                             np.full(n_events, max(t0_lo, centre - width)),
+                             np.full(n_events, min(t0_hi, centre + width)))
+        shifts, n_match = choice.t0, choice.matched
         anchors = np.nonzero(n_match >= boot.min_matches)[0]
         if anchors.size == 0:
             return None
@@ -562,13 +511,15 @@ def calibrate_campaign(
         return _uncalibrated("no_candidate", n_events, own)
     peaks = np.nonzero((votes > 0) & (votes >= np.roll(votes, 1)) & (votes >= np.roll(votes, -1)))
     order = peaks[0][np.argsort(-votes[peaks[0]])][: max(boot.n_candidates // 2, 8)]
+    scan_lines = EventLines.from_lists(lines)
 
     # 2. joint score of each candidate, refined on a fine grid
     half = options.shift_window_us
     scored = []
     for b in order:
         grid = edges[b] * np.exp((0.5 + _FINE) * _BIN_REL)
-        vals = [_joint_score(lines, float(a) * s, wk, tol, t0_lo, t0_hi, half) for a in grid]
+        vals = [_joint_score(scan_lines, float(a) * s, wk, tol, t0_lo, t0_hi, half)
+                for a in grid]
         j = int(np.argmax([v[0] for v in vals]))
         scored.append((vals[j][0], float(grid[j]), vals[j][1]))
     scored.sort(reverse=True)

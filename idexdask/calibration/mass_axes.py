@@ -34,6 +34,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -41,7 +42,8 @@ from numpy.typing import ArrayLike, NDArray
 from idexdask._logging import get_logger
 from idexdask.errors import CalibrationError
 
-__all__ = ["DEFAULT_MASS_RANGE", "MassFlag", "check_mass_range", "mass_axis", "time_axis"]
+__all__ = ["DEFAULT_MASS_RANGE", "LineMasses", "MassFlag", "check_mass_range", "line_masses",
+           "mass_axis", "time_axis"]
 
 _log = get_logger(__name__)
 
@@ -281,3 +283,66 @@ def time_axis(
     if np.asarray(coefficients).ndim == 1:
         t = t.reshape(shape_in)
     return t
+
+
+@dataclass(frozen=True)
+class LineMasses:
+    """Masses of fitted lines and the mass window of a time tolerance around each.
+
+    Attributes
+    ----------
+    mass : numpy.ndarray
+        Line masses, u; NaN where the line has no mass: before the impact
+        (``t < t0``), beyond the calibrated range (a clipped value is not a
+        mass), or an uncalibrated event.
+    tolerance : numpy.ndarray
+        ``|dm/dt| * tolerance_us`` at each line, u: the mass window a time
+        tolerance spans there (it grows as sqrt(m) for a linear calibration);
+        NaN where ``mass`` is.
+    """
+
+    mass: NDArray
+    tolerance: NDArray
+
+
+def line_masses(
+    coefficients: ArrayLike,
+    t: ArrayLike,
+    tolerance_us: float,
+    mass_range: Sequence[float] = DEFAULT_MASS_RANGE,
+) -> LineMasses:
+    """Masses of lines at times ``t`` (one per row of ``coefficients``).
+
+    A mass *axis* (:func:`mass_axis`) is 0 before ``t0`` so that it stays
+    non-decreasing; a *line* there (a detection before the impact) has no mass
+    and gets NaN, as does one beyond ``m_max``.
+
+    Parameters
+    ----------
+    coefficients : array_like, shape (N, K+1)
+        The calibration of each line's event, ``[t0, a_1, ..., a_K]``.
+    t : array_like, shape (N,)
+        Line centres, µs.
+    tolerance_us : float
+        Time tolerance to express in u at each line (the calibration's
+        match tolerance), µs.
+    mass_range : (float, float)
+        Calibrated range, u.
+
+    Returns
+    -------
+    LineMasses
+    """
+    c = _as_coefficients(coefficients)
+    tt = np.asarray(t, dtype=float).reshape(-1, 1)
+    if c.shape[0] != tt.shape[0]:
+        raise CalibrationError(f"{c.shape[0]} coefficient rows for {tt.shape[0]} lines")
+    m, flags = mass_axis(c, tt, mass_range, return_flags=True)
+    # below m_min the bridge value stays (continuous, flagged on the axis)
+    has_mass = (flags[:, 0] == MassFlag.OK) | (flags[:, 0] == MassFlag.BELOW_RANGE)
+    m = np.where(has_mass, m[:, 0], np.nan)
+    s = np.sqrt(m)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slope = _horner_deriv(c, s)[:, 0]  # dt/ds, µs/sqrt(u)
+        tol = np.abs(2.0 * s[:, 0] / slope) * float(tolerance_us)
+    return LineMasses(mass=m, tolerance=np.where(np.isfinite(m), tol, np.nan))

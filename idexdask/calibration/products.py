@@ -24,7 +24,7 @@ from idexdask.analysis.products import TofLines, add_with_coordinate, epoch_vari
 from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
 from idexdask.calibration.comb import comb_calibrations
 from idexdask.calibration.manual import manual_calibrations
-from idexdask.calibration.mass_axes import mass_axis
+from idexdask.calibration.mass_axes import line_masses
 from idexdask.calibration.settings import load_calibration_settings
 from idexdask.sources.defaults import resolve_preset
 
@@ -33,6 +33,7 @@ __all__ = [
     "calibration_variables",
     "manual_calibration_products",
     "mass_calibration_products",
+    "peak_masses",
 ]
 
 _log = get_logger(__name__)
@@ -51,6 +52,7 @@ def calibration_variables(
     peak_center: np.ndarray,
     preset: str,
     groups: Mapping[str, Any],
+    tolerance_us: float,
 ) -> dict[str, xr.Variable]:
     """Calibration products of E events and their N lines.
 
@@ -67,23 +69,23 @@ def calibration_variables(
         Calibration preset used.
     groups : mapping
         Per group: the campaign summary (JSON-ready).
+    tolerance_us : float
+        The preset's match tolerance (``bootstrap.tolerance_us``), µs: its
+        span in u at each line is ``peak_mass_tolerance``, the window within
+        which the composition stage may name the line.
 
     Returns
     -------
     dict of str to xarray.Variable
         ``calibration_coefficient`` (index), ``mass_calibration``,
         ``mass_calibration_status``, ``mass_calibration_reason``,
-        ``mass_calibration_method``, ``peak_calibration_residual``, ``peak_mass``.
+        ``mass_calibration_method``, ``peak_calibration_residual``, ``peak_mass``,
+        ``peak_mass_tolerance``.
     """
     coefficients = np.asarray(coefficients, dtype=float)
     peak_event = np.asarray(peak_event, dtype=np.int64)
     peak_center = np.asarray(peak_center, dtype=float)
-    pm = np.full(peak_event.size, np.nan)
-    if pm.size:
-        rows = coefficients[peak_event]
-        fin = np.all(np.isfinite(rows), axis=1) & np.isfinite(peak_center)
-        if fin.any():
-            pm[fin] = mass_axis(rows[fin], peak_center[fin][:, None])[:, 0]
+    pm, ptol = peak_masses(coefficients, peak_event, peak_center, tolerance_us)
     return {
         "calibration_coefficient": xr.Variable(
             ("calibration_coefficient",), np.arange(CAL_ORDER + 1)
@@ -119,9 +121,36 @@ def calibration_variables(
         ),
         "peak_mass": xr.Variable(
             ("peak",), pm,
-            attrs={"units": "u", "long_name": "line mass from the event's calibration"},
+            attrs={"units": "u", "long_name": "line mass from the event's calibration "
+                   "(NaN: uncalibrated, before the impact or beyond the calibrated range)"},
+        ),
+        "peak_mass_tolerance": xr.Variable(
+            ("peak",), ptol,
+            attrs={"units": "u", "tolerance_us": float(tolerance_us),
+                   "long_name": "mass window of the calibration's match tolerance at the "
+                   "line: a species further than this from peak_mass is not assigned"},
         ),
     }
+
+
+def peak_masses(
+    coefficients: np.ndarray, peak_event: np.ndarray, peak_center: np.ndarray,
+    tolerance_us: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mass of every line and the span of ``tolerance_us`` there, u (NaN: no mass).
+
+    See :func:`idexdask.calibration.mass_axes.line_masses`; lines of
+    uncalibrated events get NaN.
+    """
+    pm = np.full(peak_event.size, np.nan)
+    ptol = np.full(peak_event.size, np.nan)
+    if pm.size:
+        rows = coefficients[peak_event]
+        fin = np.all(np.isfinite(rows), axis=1) & np.isfinite(peak_center)
+        if fin.any():
+            lm = line_masses(rows[fin], peak_center[fin], tolerance_us)
+            pm[fin], ptol[fin] = lm.mass, lm.tolerance
+    return pm, ptol
 
 
 def mass_calibration_products(
@@ -208,7 +237,7 @@ def mass_calibration_products(
     reason = np.where(calibrated, "none", batch.reason)
     variables = calibration_variables(
         coeffs, status, reason, grouped.method, grouped.residual_us, lines.event,
-        lines.center, preset, grouped.groups,
+        lines.center, preset, grouped.groups, calibration_settings.bootstrap.tolerance_us,
     )
     for name, variable in variables.items():
         if name == "calibration_coefficient":
@@ -272,11 +301,11 @@ def manual_calibration_products(
             data=reason.astype(str))
         mine = np.isin(lines.event, cal.events)
         pm = out["peak_mass"].values.copy()
-        pm[mine] = np.nan
-        fin = mine & np.isfinite(lines.center) & calibrated[lines.event]
-        if fin.any():
-            pm[fin] = mass_axis(coeffs[lines.event[fin]], lines.center[fin][:, None])[:, 0]
+        ptol = out["peak_mass_tolerance"].values.copy()
+        tol_us = float(out["peak_mass_tolerance"].attrs["tolerance_us"])
+        pm[mine], ptol[mine] = peak_masses(coeffs, lines.event[mine], lines.center[mine], tol_us)
         out["peak_mass"] = out["peak_mass"].copy(data=pm)
+        out["peak_mass_tolerance"] = out["peak_mass_tolerance"].copy(data=ptol)
         if "peak_calibration_residual" in out:  # the manual fit's own residuals there
             res = out["peak_calibration_residual"].values.copy()
             res[mine] = np.nan

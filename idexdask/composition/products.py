@@ -249,7 +249,9 @@ def composition_products(
     peaks : xarray.Dataset or mapping of arrays
         ``peak_event`` (int, event index 0..n_events-1), ``peak_mass`` (u; NaN for
         an uncalibrated event), ``peak_area`` (DN·µs) and optionally
-        ``peak_area_err`` (DN·µs, 1-sigma) and ``peak_species_by_hand`` (str:
+        ``peak_area_err`` (DN·µs, 1-sigma), ``peak_mass_tolerance`` (u: the
+        calibration's time tolerance at the line; a line is named only within
+        it and within ``mass_tolerance_u``) and ``peak_species_by_hand`` (str:
         species a person assigned, ``""`` automatic, ``"none"`` no species; it
         replaces the automatic assignment), all along one ``peak`` dimension.
     n_events : int
@@ -338,13 +340,22 @@ def _composition_parts(
     minerals = load_mineral_library(settings.minerals_file)
     cand_names, cand_expected = _candidates(*file_key(settings.minerals_file), elements)
 
-    # Assignment.
+    # Assignment: within mass_tolerance_u, and within the calibration's time
+    # tolerance expressed in u at the line where the calibration gives it (at
+    # low mass a fixed 0.3 u spans far more than the calibration's accuracy)
+    tolerance = np.full(event.size, settings.mass_tolerance_u)
+    names = peaks.data_vars if isinstance(peaks, xr.Dataset) else peaks
+    if "peak_mass_tolerance" in names:
+        own = np.asarray(peaks["peak_mass_tolerance"], dtype=float).ravel()
+        if own.size != event.size:
+            raise AnalysisError("peak_mass_tolerance and peak_mass differ in length")
+        tolerance = np.fmin(tolerance, own)
     line, ambiguous = assign_peaks(
         event,
         mass,
         n_events,
         library,
-        tolerance_u=settings.mass_tolerance_u,
+        tolerance_u=tolerance,
         mass_sigma_u=settings.mass_sigma_u,
     )
     manual = _manual_species(peaks, event.size)

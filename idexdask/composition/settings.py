@@ -57,6 +57,11 @@ class CompositionSettings:
         An event is olivine-like when ``|(Mg+Fe)/Si - 2| <=`` this (molar ratio).
     include_rsf_uncertainty : bool
         Propagate the preset's ``relative_uncertainty`` into ``composition_err``.
+    targeted_species : tuple of str
+        Ions searched for at their calibrated times in every calibrated event
+        (:mod:`idexdask.composition.targeted`; formulas such as ``Na``, ``24Mg``).
+    targeted_min_significance : float
+        Threshold of a targeted detection, sigmas of the measured filter noise.
     """
 
     rsf_preset: str
@@ -70,6 +75,8 @@ class CompositionSettings:
     model_sigma: float
     olivine_ratio_tolerance: float
     include_rsf_uncertainty: bool
+    targeted_species: tuple[str, ...]
+    targeted_min_significance: float
 
 
 def _section(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -132,6 +139,8 @@ def composition_settings(
         model_sigma=float(values["model_sigma"]),
         olivine_ratio_tolerance=float(values["olivine_ratio_tolerance"]),
         include_rsf_uncertainty=bool(values["include_rsf_uncertainty"]),
+        targeted_species=tuple(values["targeted_species"]),
+        targeted_min_significance=float(values["targeted_min_significance"]),
     )
 
 
@@ -151,6 +160,14 @@ def check_composition_config(config: Mapping[str, Any]) -> None:
         if not isinstance(getattr(periodictable, symbol, None), periodictable.core.Element):
             raise ConfigError(f"composition.elements: {symbol!r} is not an element symbol "
                               "(allowed: symbols such as Na, Mg, Si, Fe)")
+    from idexdask.calibration.ions import ion_mass
+
+    for formula in section["targeted_species"]:
+        try:
+            ion_mass(formula if formula.endswith("+") else formula + "+")
+        except ConfigError as exc:
+            raise ConfigError(f"composition.targeted_species: {formula!r} is not an ion "
+                              f"formula ({exc})") from exc
     loaded: dict[str, Any] = {}
     for key, loader in (("rsf_file", load_rsf_presets), ("species_file", load_species_library),
                         ("minerals_file", load_mineral_library)):

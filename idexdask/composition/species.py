@@ -281,7 +281,7 @@ def assign_peaks(
     n_events: int,
     library: SpeciesLibrary,
     *,
-    tolerance_u: float,
+    tolerance_u: float | np.ndarray,
     mass_sigma_u: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Assign many events' peaks at once (vectorised over peaks).
@@ -295,8 +295,11 @@ def assign_peaks(
     n_events : int
         Number of events.
     library : SpeciesLibrary
-    tolerance_u, mass_sigma_u : float
-        Match tolerance and closeness scale, u.
+    tolerance_u : float or ndarray of float, shape (n_peaks,)
+        Largest peak-to-line distance, u, for all peaks or per peak.  A line
+        further than this is never assigned, however few candidates there are.
+    mass_sigma_u : float
+        Closeness scale of the tie-break, u.
 
     Returns
     -------
@@ -313,8 +316,10 @@ def assign_peaks(
     masses = library.mass_u
     finite = np.isfinite(peak_mass)
     m = np.where(finite, peak_mass, -1.0e9)
-    lo = np.searchsorted(masses, m - tolerance_u, side="left")
-    hi = np.searchsorted(masses, m + tolerance_u, side="right")
+    tol = np.broadcast_to(np.asarray(tolerance_u, dtype=float), m.shape)
+    tol = np.where(np.isfinite(tol) & (tol >= 0), tol, 0.0)
+    lo = np.searchsorted(masses, m - tol, side="left")
+    hi = np.searchsorted(masses, m + tol, side="right")
     width = int((hi - lo).max(initial=0))
     if width == 0:
         return line, ambiguous

@@ -36,13 +36,15 @@ Method, per calibrated event and target mass ``m``:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import xarray as xr
 
 from idexdask._logging import get_logger
 
-__all__ = ["TargetedSearch", "targeted_search"]
+__all__ = ["TargetedSearch", "filter_areas", "targeted_search", "targeted_variables"]
 
 _log = get_logger(__name__)
 
@@ -95,28 +97,47 @@ def _profiles(x: np.ndarray, area, center, sigma, gamma) -> np.ndarray:
     return total
 
 
-def _filter(x: np.ndarray, y: np.ndarray, w: np.ndarray, center: float, width: float
-            ) -> tuple[float, float]:
-    """Weighted least-squares area of a unit-area Gaussian at ``center`` plus a constant.
+def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarray,
+                 width: float) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares area of a unit-area Gaussian plus a constant, at each centre.
 
-    Returns the area and its white-noise standard error (NaN with too few samples).
+    Each centre's fit uses the samples within 4 widths of it (all centres at
+    once: one (n_centres, n_samples) array of 2x2 normal equations).
+
+    Parameters
+    ----------
+    x, y, w : numpy.ndarray
+        Sample times (µs), signal and weights 1/sigma (n_samples,).
+    centres : numpy.ndarray
+        Filter centres, µs.
+    width : float
+        Gaussian sigma, µs.
+
+    Returns
+    -------
+    area, err : numpy.ndarray
+        The area and its white-noise standard error per centre (NaN with fewer
+        than 6 usable samples or a singular system).
     """
-    sel = np.abs(x - center) <= 4.0 * width
-    sel &= np.isfinite(y) & np.isfinite(w) & (w > 0)
-    if sel.sum() < 6:
-        return math.nan, math.nan
-    u = (x[sel] - center) / width
-    design = np.stack([np.exp(-0.5 * u * u) / (width * math.sqrt(2.0 * math.pi)),
-                       np.ones(u.size)], axis=1)  # fmt: skip
-    wa = design * w[sel, None]
-    wb = y[sel] * w[sel]
-    normal = wa.T @ wa
-    try:
-        cov = np.linalg.inv(normal)
-    except np.linalg.LinAlgError:
-        return math.nan, math.nan
-    coef = cov @ (wa.T @ wb)
-    return float(coef[0]), float(math.sqrt(max(cov[0, 0], 0.0)))
+    centres = np.asarray(centres, dtype=float)
+    ok = np.isfinite(y) & np.isfinite(w) & (w > 0)
+    yy = np.where(ok, y, 0.0)
+    w2 = np.where(ok, w, 0.0) ** 2
+    u = (x[None, :] - centres[:, None]) / width
+    sel = (np.abs(u) <= 4.0) & ok[None, :]
+    g = np.where(sel, np.exp(-0.5 * u * u) / (width * math.sqrt(2.0 * math.pi)), 0.0)
+    ws = np.where(sel, w2[None, :], 0.0)
+    s_gg = np.sum(ws * g * g, axis=1)
+    s_g1 = np.sum(ws * g, axis=1)
+    s_11 = np.sum(ws, axis=1)
+    b_g = np.sum(ws * g * yy[None, :], axis=1)
+    b_1 = np.sum(ws * yy[None, :], axis=1)
+    det = s_gg * s_11 - s_g1 * s_g1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        good = (sel.sum(axis=1) >= 6) & (det > 0)
+        area = np.where(good, (s_11 * b_g - s_g1 * b_1) / det, np.nan)
+        err = np.where(good, np.sqrt(np.maximum(s_11 / det, 0.0)), np.nan)
+    return area, err
 
 
 def targeted_search(
@@ -201,15 +222,15 @@ def targeted_search(
             xs = x[part]
             resid = y[part] - _profiles(xs, line_area[sub], line_center[sub], line_sigma[sub],
                                         line_gamma[sub])  # fmt: skip
-            area, err_white = _filter(xs, resid, w[part], t_m, width)
             # the null: the same filter away from t_m and from every fitted line
             centres = np.linspace(t_m - null_reach_us, t_m + null_reach_us, null_positions)
             keep = np.abs(centres - t_m) > 6.0 * width
             if mine.size:
                 dist = np.abs(centres[:, None] - line_center[mine][None, :])
                 keep &= np.all(~(dist <= 6.0 * width), axis=1)
-            null = np.array([_filter(xs, resid, w[part], c, width)[0] for c in centres[keep]])
-            null = null[np.isfinite(null)]
+            areas, errs = filter_areas(xs, resid, w[part], np.append(t_m, centres[keep]), width)
+            area, err_white = float(areas[0]), float(errs[0])
+            null = areas[1:][np.isfinite(areas[1:])]
             err = MAD_TO_SIGMA * float(np.median(np.abs(null - np.median(null)))) \
                 if null.size >= 10 else math.nan
             err = max(err, err_white) if np.isfinite(err) else err
@@ -222,3 +243,93 @@ def targeted_search(
     with np.errstate(invalid="ignore"):
         detected = out["significance"] >= min_significance
     return TargetedSearch(**out, detected=detected, min_significance=float(min_significance))
+
+
+def targeted_variables(
+    time: np.ndarray,
+    signal: np.ndarray,
+    noise: np.ndarray,
+    lines: Mapping[str, np.ndarray],
+    coefficients: np.ndarray,
+    calibrated: np.ndarray,
+    species: Sequence[str],
+    *,
+    min_significance: float,
+    unit: str,
+) -> dict[str, xr.Variable]:
+    """The targeted-search products of a batch of events (:func:`targeted_search`).
+
+    Parameters
+    ----------
+    time, signal : numpy.ndarray
+        The merged TOF spectra (``tof_combined``) and their times, µs
+        ((n_events, n_samples); ``time`` may be (n_samples,)).
+    noise : numpy.ndarray
+        Noise sigma of each spectrum (n_events,), its units (the high gain's
+        baseline noise, ``tof_high_noise``).
+    lines : mapping of str to numpy.ndarray
+        The flat line list: ``peak_event``, ``peak_center``, ``peak_sigma``,
+        ``peak_gamma``, ``peak_area``, ``peak_status``.
+    coefficients, calibrated : numpy.ndarray
+        ``mass_calibration`` (n_events, order + 1) and which events are calibrated.
+    species : sequence of str
+        Ions searched for (``Na``, ``24Mg``, ``28Si``: formulas of
+        :func:`idexdask.calibration.ions.ion_mass`, singly charged).
+    min_significance : float
+        Threshold of ``targeted_detected``, sigmas.
+    unit : str
+        Signal units of the spectra.
+
+    Returns
+    -------
+    dict of str to xarray.Variable
+        ``targeted_species`` (the coordinate), ``targeted_mass`` and, per
+        event and species, ``targeted_time``, ``targeted_width``,
+        ``targeted_area``, ``targeted_area_err``, ``targeted_significance``,
+        ``targeted_detected`` (docs/products.md).  NaN (False) for an
+        uncalibrated event.
+    """
+    from idexdask.calibration.ions import ion_mass
+
+    names = [str(s) for s in species]
+    masses = np.array([ion_mass(s if s.endswith("+") else s + "+") for s in names])
+    n_events = int(np.shape(signal)[0])
+    if n_events and names:
+        noise = np.asarray(noise, dtype=float)
+        res = targeted_search(
+            time, signal, np.broadcast_to(noise[:, None], np.shape(signal)),
+            lines["peak_event"], lines["peak_center"], lines["peak_sigma"],
+            lines["peak_gamma"], lines["peak_area"], np.asarray(lines["peak_status"]) == 0,
+            coefficients, calibrated, masses, min_significance=min_significance,
+        )  # fmt: skip
+        values = {k: getattr(res, k) for k in ("time", "width", "area", "area_err",
+                                               "significance", "detected")}  # fmt: skip
+    else:
+        shape = (n_events, len(names))
+        values = {k: np.full(shape, np.nan) for k in ("time", "width", "area", "area_err",
+                                                      "significance")}  # fmt: skip
+        values["detected"] = np.zeros(shape, bool)
+    dims = ("epoch", "targeted_species")
+    spec = {
+        "time": ("us", "calibrated arrival time of the species"),
+        "width": ("us", "Gaussian sigma of the matched filter (the event's line width there)"),
+        "area": (f"{unit} us", "matched-filter line area at the calibrated time, merged "
+                 "spectrum with the event's other fitted lines removed"),
+        "area_err": (f"{unit} us", "1-sigma uncertainty of targeted_area, measured by the "
+                     "same filter at empty positions within 0.5 us (never below white noise)"),
+        "significance": ("1", "targeted_area / targeted_area_err"),
+        "detected": ("1", f"targeted_significance >= {min_significance:g} (a targeted "
+                     "detection at a stated threshold, apart from the blind line list)"),
+    }
+    out = {
+        "targeted_species": xr.Variable(("targeted_species",), np.array(names, dtype=str),
+                                        attrs={"long_name": "ions of the targeted search"}),
+        "targeted_mass": xr.Variable(("targeted_species",), masses,
+                                     attrs={"units": "u", "long_name": "ion mass"}),
+    }
+    for key, (units, long_name) in spec.items():
+        attrs = {"units": units, "long_name": long_name}
+        if key == "detected":
+            attrs["min_significance"] = float(min_significance)
+        out[f"targeted_{key}"] = xr.Variable(dims, values[key], attrs=attrs)
+    return out

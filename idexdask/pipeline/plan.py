@@ -28,7 +28,7 @@ from idexdask.errors import IdexDaskError
 from idexdask.sources import Unit, sources
 
 __all__ = [
-    "Plan", "PlanFailure", "Unit", "batch_sizes", "pack_units", "plan_inputs",
+    "Plan", "PlanFailure", "Unit", "batch_sizes", "heavy_events", "pack_units", "plan_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,10 +91,16 @@ def batch_sizes(
     (int, int)
         ``(batch_events, chunk_events)`` to use.
     """
-    if any(sources.by_kind(kind).heavy_events for kind in plan.kinds):
+    if heavy_events(plan):
         n = max(1, min(int(batch_events), int(lab_batch_events)))
         return n, n
     return int(batch_events), int(chunk_events)
+
+
+def heavy_events(plan: Plan) -> bool:
+    """Whether ``plan`` holds lab impacts (a source whose events are heavy):
+    they get the lab pack size and the lab compressor."""
+    return any(sources.by_kind(kind).heavy_events for kind in plan.kinds)
 
 
 def pack_units(

@@ -10,8 +10,10 @@ run), whose events may span many packs.  Once every pack is written:
    and runs :func:`~idexdask.calibration.campaign.calibrate_groups` over the
    group; only the per-event coefficients, statuses and line residuals go back;
 2. **map** -- one task per unit recomputes the calibration-dependent products of
-   its rows (``mass_calibration*``, ``peak_mass``, ``peak_calibration_residual``,
-   the composition products) and writes them into its region of the store.
+   its rows (``mass_calibration*``, ``peak_mass``, ``peak_mass_tolerance``,
+   ``peak_calibration_residual``, the composition products and the targeted
+   search, which reads the rows' merged spectra) and writes them into its
+   region of the store.
 
 The joint result of every group (shape, events, anchors, rms residual) is kept
 in the store's attribute ``campaign_calibration`` and in the ``mass_calibration``
@@ -42,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 _LINE_VARIABLES = (
     "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
-    "peak_count",
+    "peak_sigma", "peak_gamma", "peak_count",
 )
 
 
@@ -106,7 +108,7 @@ def _flat_lines(ds: xr.Dataset) -> dict[str, np.ndarray]:
     event, _ = np.nonzero(used)
     out = {"event": event, "used": used}
     for name in ("peak_center", "peak_area", "peak_area_err", "peak_status",
-                 "peak_center_at_mode"):
+                 "peak_center_at_mode", "peak_sigma", "peak_gamma"):
         if name in ds:
             out[name] = np.asarray(ds[name].values)[used]
     return out
@@ -186,6 +188,7 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         "method": grouped.method.astype(str),
         "residual": residual,
         "preset": preset,
+        "tolerance_us": float(settings.bootstrap.tolerance_us),
         "summary": summary,
     }
 
@@ -234,12 +237,13 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
                     mine, kept["peak_calibration_residual"].values[lines["used"]], residual)
     variables = calibration_variables(
         coefficients, status.astype(str), reason.astype(str), method.astype(str), residual,
-        lines["event"], lines["peak_center"], part["preset"], groups,
+        lines["event"], lines["peak_center"], part["preset"], groups, part["tolerance_us"],
     )
     calibrated = np.all(np.isfinite(coefficients[:, :2]), axis=1)
     peaks = {
         "peak_event": xr.Variable(("peak",), lines["event"]),
         "peak_mass": variables["peak_mass"],
+        "peak_mass_tolerance": variables["peak_mass_tolerance"],
         "peak_area": xr.Variable(("peak",), lines["peak_area"]),
         "peak_area_err": xr.Variable(("peak",), lines["peak_area_err"]),
     }
@@ -250,6 +254,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
             peaks["peak_species_by_hand"] = xr.Variable(
                 ("peak",), np.where(by_hand, species, ""))
     comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
+    comp.update(_targeted(opened, region, lines, coefficients, calibrated, config))
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
     out = xr.Dataset(
         {**{k: v for k, v in comp.items() if k not in ("epoch",)}, **variables,
@@ -263,6 +268,46 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     keep = [k for k in names if k in stored.variables and "epoch" in stored.variables[k].dims]
     write_region(store, stored[keep], region, rows=rows, n_events=n_events)
     return n, keep
+
+
+def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.ndarray],
+              coefficients: np.ndarray, calibrated: np.ndarray,
+              config: Mapping[str, Any]) -> dict[str, xr.Variable]:
+    """The targeted-search products of the rows ``region`` at their new calibration.
+
+    As :func:`idexdask.analyze` makes them (the merged spectrum, its high gain's
+    noise and the fitted lines of the store rows); none where the store has
+    no merged spectrum (``pipeline.analyze: false``).
+    """
+    from idexdask.composition.settings import composition_settings
+    from idexdask.composition.targeted import targeted_variables
+    from idexdask.timeaxis import expand_axes
+
+    if "tof_combined" not in ds.variables or not calibrated.any():
+        return {}
+    merged = ds["tof_combined"]
+    channel = str(list(merged.attrs.get("gains", ["TOF_High"]))[0])
+    time_name = ds[channel].attrs.get("time_variable", "time_high_sample_rate") \
+        if channel in ds.variables else "time_high_sample_rate"
+    noise_name = f"{channel.lower()}_noise"
+    if time_name not in ds.variables:  # a lab store keeps its axes as terms
+        ds = expand_axes(ds)
+    if time_name not in ds.variables or noise_name not in ds.variables:
+        return {}
+    rows = slice(*region)
+    time = ds[time_name]
+    time = time.isel(epoch=rows) if "epoch" in time.dims else time
+    settings = composition_settings(config)
+    flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in
+                                             ("center", "sigma", "gamma", "area", "status")}}
+    return targeted_variables(
+        np.asarray(time.values, dtype=float),
+        np.asarray(merged.isel(epoch=rows).values, dtype=float),
+        np.asarray(ds[noise_name].isel(epoch=rows).values, dtype=float), flat, coefficients,
+        calibrated, settings.targeted_species,
+        min_significance=settings.targeted_min_significance,
+        unit=str(merged.attrs.get("units", "")),
+    )  # fmt: skip
 
 
 def _strings(values: Any) -> np.ndarray:

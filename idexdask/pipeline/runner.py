@@ -61,7 +61,14 @@ from idexdask.pipeline.overrides_store import (
     unit_override_digests,
     write_overrides_file,
 )
-from idexdask.pipeline.plan import Plan, Unit, batch_sizes, pack_units, plan_inputs
+from idexdask.pipeline.plan import (
+    Plan,
+    Unit,
+    batch_sizes,
+    heavy_events,
+    pack_units,
+    plan_inputs,
+)
 from idexdask.pipeline.progress import PLAN_NAME, done_units
 from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
@@ -406,9 +413,11 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
             "config_hash": run.chash, "rows": rows, "kind": plan.kind,
             "created": _now(), "idexdask_version": _version(),
         }
+        # lab impacts: their int16 codes through the faster lab compressor
+        compressor = pipeline.get("lab_compressor") if heavy_events(plan) else None
         initialise_store(
             run.target.store, template, plan.n_events, rows=rows,
-            compressor=str(pipeline["compressor"]),
+            compressor=str(compressor or pipeline["compressor"]),
             level=int(pipeline["compression_level"]), meta=new_meta,
         )
     return processing

@@ -151,6 +151,12 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     holds few distinct values, and the time axes) keep plain zstd, which finds
     their repeats.  Measured on a 256-event unit: 80 ms against 110 ms to
     compress everything, store 4 % larger.
+
+    ``lz4-bitshuffle``: the same with Blosc lz4 (clevel 5) for the integer and
+    boolean arrays.  On the int16 codes of lab captures (4 x 500,002 samples
+    per impact) it compresses in half the time of zstd-bitshuffle (2.5 against
+    4.8 ms per impact) and decodes in half (1.4 against 3.0 ms), for 5 % more
+    bytes (1.40 against 1.34 MB per impact): ``pipeline.lab_compressor``.
     """
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -159,6 +165,10 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     if name == "zstd-bitshuffle":
         if dtype is not None and np.dtype(dtype).kind in "biu":
             return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
+        return [ZstdCodec(level=int(level))]
+    if name == "lz4-bitshuffle":
+        if dtype is not None and np.dtype(dtype).kind in "biu":
+            return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
     if name == "zstd":
         return [ZstdCodec(level=int(level))]

@@ -18,7 +18,7 @@ import xarray as xr
 from idexdask.errors import IdexDaskError
 from idexdask.io.trc import parse_trc_filename, read_trc
 from idexdask.sources.base import Source, SourceDefaults
-from idexdask.sources.unit import Unit, digest_bytes
+from idexdask.sources.unit import Unit, digest_files
 
 __all__ = ["LecroyCaptures"]
 
@@ -73,7 +73,7 @@ class LecroyCaptures(Source):
         units = []
         for impact, files in sorted(groups.items()):
             try:
-                digest = digest_bytes(settings_bytes, *(f.read_bytes() for f in files))
+                digest = digest_files(settings_bytes, files)
             except OSError as exc:
                 raise IdexDaskError(f"cannot read the captures of impact {impact}: {exc}") from exc
             units.append(

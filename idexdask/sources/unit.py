@@ -8,6 +8,9 @@ before is still the same work.
 
 from __future__ import annotations
 
+import mmap
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import xxhash
 
 from idexdask.errors import IdexDaskError
 
-__all__ = ["Unit", "digest_bytes", "read_checked"]
+__all__ = ["Unit", "digest_bytes", "digest_files", "read_checked"]
 
 
 def digest_bytes(*chunks: bytes | memoryview | np.ndarray) -> str:
@@ -31,6 +34,29 @@ def digest_bytes(*chunks: bytes | memoryview | np.ndarray) -> str:
     hasher = xxhash.xxh3_128()
     for chunk in chunks:
         hasher.update(memoryview(chunk).cast("B") if not isinstance(chunk, bytes) else chunk)
+    return hasher.hexdigest()
+
+
+def digest_files(prefix: bytes, paths: Sequence[Path]) -> str:
+    """:func:`digest_bytes` of ``prefix`` and the files' bytes, in order.
+
+    Each file is hashed through a read-only memory map of its page-cache pages,
+    without copying it (a lab impact is 4 MB of captures, planned by the
+    hundred before the cluster starts: the copies were ~3/4 of the planning).
+
+    Raises
+    ------
+    OSError
+        If a file cannot be opened or mapped.
+    """
+    hasher = xxhash.xxh3_128()
+    hasher.update(prefix)
+    for path in paths:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size == 0:
+                continue  # nothing to map; an empty file adds no bytes
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                hasher.update(view)
     return hasher.hexdigest()
 
 

@@ -26,7 +26,9 @@ calibration's comb alignment, ~5 ms per event):
    (:func:`idexdask.analysis.products.impact_products`);
 6. instrument state from the header words
    (:func:`idexdask.analysis.instrument.instrument_products`);
-7. composition (:func:`idexdask.composition.products.composition_variables`).
+7. composition (:func:`idexdask.composition.products.composition_variables`)
+   and the targeted search for the configured species at their calibrated
+   times (:func:`idexdask.composition.targeted.targeted_variables`).
 
 Bad waveforms (flat, zero, saturated, NaN, fill, too short) give statuses,
 never an exception.
@@ -57,6 +59,8 @@ from idexdask.calibration.products import (
     mass_calibration_products,
 )
 from idexdask.composition.products import composition_variables
+from idexdask.composition.settings import composition_settings
+from idexdask.composition.targeted import targeted_variables
 from idexdask.errors import AnalysisError, ConfigError
 
 __all__ = ["AnalysisProducts", "analysis_products", "analyze"]
@@ -64,7 +68,7 @@ __all__ = ["AnalysisProducts", "analysis_products", "analyze"]
 _log = get_logger(__name__)
 
 # the peak variables the composition layer reads
-_PEAK_INPUTS = ("peak_event", "peak_mass", "peak_area", "peak_area_err")
+_PEAK_INPUTS = ("peak_event", "peak_mass", "peak_mass_tolerance", "peak_area", "peak_area_err")
 
 
 def _composition_products(
@@ -93,6 +97,33 @@ def _composition_products(
     except (AnalysisError, ValueError) as exc:
         _log.warning("composition products failed: %s", exc)
         return None
+
+
+def _targeted_products(
+    l1a: xr.Dataset, new: Mapping[str, xr.Variable], config: Mapping[str, Any],
+    calibrated: np.ndarray,
+) -> dict[str, xr.Variable]:
+    """The targeted search for the configured species in every calibrated event.
+
+    See :func:`idexdask.composition.targeted.targeted_variables`: the merged
+    spectrum, its high gain's baseline noise and the fitted lines, at the times
+    of the event's calibration.
+    """
+    settings = composition_settings(config)
+    merged = new["tof_combined"]
+    channel = str(merged.attrs["gains"][0])
+    name = l1a.variables[channel].attrs.get("time_variable", "time_high_sample_rate")
+    noise = new.get(f"{channel.lower()}_noise", l1a.variables.get(f"{channel.lower()}_noise"))
+    lines = {k: np.asarray(new[k].values) for k in
+             ("peak_event", "peak_center", "peak_sigma", "peak_gamma", "peak_area",
+              "peak_status")}  # fmt: skip
+    return targeted_variables(
+        np.asarray(l1a.variables[name].values, dtype=float), np.asarray(merged.values, float),
+        np.asarray(noise.values, dtype=float), lines, new["mass_calibration"].values,
+        calibrated, settings.targeted_species,
+        min_significance=settings.targeted_min_significance,
+        unit=str(merged.attrs.get("units", "")),
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -191,6 +222,9 @@ def analysis_products(
                 new[name] = var
                 if name in comp_coords and name not in var.dims:
                     coord_names.append(name)  # a non-index coordinate (rsf)
+    if calibrated is not None and "tof_combined" in new:
+        new.update(_targeted_products(l1a, new, cfg, calibrated))
+        coord_names.append("targeted_mass")
     n_lines = int(new["peak_event"].size) if "peak_event" in new else 0
     _log.info("analyze: %d events, %d lines", n_events, n_lines)
     return AnalysisProducts(

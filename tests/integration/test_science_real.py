@@ -106,23 +106,40 @@ def test_local_maxima_have_converged_lines(analysed_real, which):
     """Local maxima >= 10 sigma of the raw TOF trace (outside saturated runs)
     have a converged line whose maximum lies within 3 samples.
 
-    Issue 19 asks for every one; not met (docs/quality.md).  Flight, 2 of 19
-    left: event 0 at 5.950 µs, the top of a broad flat line whose fitted mode
-    is 4 samples earlier; event 10 at 0.662 µs, a bump on the tail of its
-    saturated line, whose blend fit does not converge.  Lab (1 ns
-    samples, lines 8-15 samples wide), 4 of 28: three noisy tops of broad lines
-    3.3-6.5 samples from their fitted modes and the ringing lobe of impact 6
-    at 0.073 µs.  The bound guards what is reached, plus one flight line whose
-    fit sits on the convergence boundary: event 8's maximum at 6.254 µs is
-    matched with this machine's NumPy/SciPy and not with NumPy 2.5 / SciPy 1.18
-    (`make test-newest`), where last-bit differences in the start values flip
-    its fit; a tolerance of one such line, not a loosened criterion.
+    Ringing maxima are counted apart: a maximum with a negative excursion of
+    >= 10 sigma and half its height within 60 ns (the `ringing` criterion of
+    the line statuses, on the raw trace) is a lobe of an electrical
+    oscillation, not an ion line; it needs no converged line, but a detection
+    classified `ringing` within those 60 ns.  Lab: one, impact 6 at 0.073 µs
+    (beside the -0.25 V undershoot after its 2.6 V trigger line).
+
+    Issue 19 asks for every ion-line maximum; not met (docs/quality.md, with
+    the reason for each).  Flight, 2 of 19: event 0 at 5.950 µs (the data
+    prefer a weak narrow line at the top of a broad one, dchi2 16 for 3
+    parameters, below what adding lines safely requires); event 10 at
+    0.662 µs, a bump on the tail of its saturated line, whose blend fit does
+    not converge.  Lab (1 ns samples, lines 8-15 samples wide), 3 of 27:
+    noisy tops of broad lines on the tails of stronger ones, 3.3-6.5 samples
+    from their fitted modes.  The bound is what is reached, plus one flight
+    line whose joint fit has two minima: event 8's maximum at 6.254 µs is
+    matched with this machine's NumPy/SciPy and unmatched when the blend's
+    start values or data differ in the last bits (NumPy 2.5 / SciPy 1.18 in
+    `make test-newest`, or a 1e-14 relative perturbation): then the fit
+    stalls on its way and the weak line ends as a broad pedestal (chi2 18
+    higher); a tolerance of one such line, not a loosened criterion.
     """
     from bench.line_quality import unmatched_maxima
+    from idexdask.analysis.line_status import LineStatus
 
-    total, missed, where = unmatched_maxima(analysed_real[which])
-    assert total >= 15
-    assert missed <= {"flight": 3, "lab": 4}[which], where
+    out = analysed_real[which]
+    check = unmatched_maxima(out)
+    assert check.total >= 15
+    assert len(check.unmatched) <= {"flight": 3, "lab": 3}[which], check.unmatched
+    assert len(check.ringing) == {"flight": 0, "lab": 1}[which], check.ringing
+    ring = out["peak_status"].values == LineStatus.RINGING
+    for e, t in check.ringing:
+        near = ring & (out["peak_event"].values == e)
+        assert np.any(np.abs(out["peak_center"].values[near] - t) <= 0.06), (e, t)
 
 
 # ------------------------------------------------------- campaign calibration
@@ -160,30 +177,72 @@ def test_lab_captures_calibrated_by_campaign(analysed_real):
     check_lab_calibration(analysed_real["lab"])
 
 
-def test_lab_targeted_search(analysed_real):
-    """Issue 19 asks for Mg, Na and Si in each peridot impact.  At the calibrated
-    times, with the matched filter and its measured uncertainty
-    (composition.targeted, 3 sigma threshold, docs/lab-captures.md): Na in all
-    three, Mg firm (>= 5 sigma) in impacts 3 and 6 and at most at the
-    threshold in impact 1, Si below 3 sigma in all three and consistent with
-    nothing (|significance| < 2) in impacts 1 and 3.  The data do not hold the
-    issue's expectation; this test pins what they hold."""
+def test_lab_species_within_calibration_tolerance(analysed_real):
+    """A line is named only where its mass lies within the calibration's match
+    tolerance (10 ns for lab_peridot) of the species' mass: the 1.216 u and
+    1.280 u lines after the trigger line are not H+ (0.21-0.27 u off, 17-23 %),
+    and lines before the impact (t < t0) have no mass (NaN, not 0)."""
     from idexdask.calibration.ions import ion_mass
-    from idexdask.composition.targeted import targeted_search
 
     out = analysed_real["lab"]
-    t = out["time_high_sample_rate"].values
-    res = targeted_search(
-        t, out["tof_combined"].values.astype(float),
-        np.broadcast_to(out["tof_high_noise"].values[:, None], t.shape),
-        out["peak_event"].values, out["peak_center"].values, out["peak_sigma"].values,
-        out["peak_gamma"].values, out["peak_area"].values, out["peak_status"].values == 0,
-        out["mass_calibration"].values, out["mass_calibration_status"].values == "calibrated",
-        np.array([ion_mass(x) for x in ("Na+", "24Mg+", "28Si+")]),
-    )  # fmt: skip
-    na, mg, si = res.significance.T
+    m = out["peak_mass"].values
+    tol = out["peak_mass_tolerance"].values
+    sp = out["peak_species"].values
+    named = sp != ""
+    assert named.sum() >= 15
+    ref = np.array([ion_mass(s + "+") for s in sp[named]])
+    assert np.all(np.abs(m[named] - ref) <= tol[named])
+    # ~0.045 u at 1 u, ~0.2 u at 27 u (2 sqrt(m) / stretch * 10 ns)
+    assert np.all((tol[named] > 0.03) & (tol[named] < 0.25))
+    early = (m > 1.15) & (m < 1.35)
+    assert early.sum() >= 3 and not np.any(sp[early] == "H")
+    t0 = out["mass_calibration"].values[out["peak_event"].values, 0]
+    before = out["peak_center"].values < t0
+    assert before.sum() >= 1 and np.all(np.isnan(m[before]))
+
+
+def test_lab_targeted_search(analysed_real):
+    """Issue 19 asks for Mg, Na and Si in each peridot impact.  The targeted
+    search of `analyze` (products targeted_*, composition.targeted: matched
+    filter at the calibrated times, its uncertainty measured at empty
+    positions, 3 sigma threshold from composition.targeted_min_significance,
+    docs/lab-captures.md): Na in all three, Mg firm (>= 5 sigma) in impacts 3
+    and 6 and at the threshold in impact 1 (3.0 sigma: the flag says detected,
+    the docs say why it is not claimed), Si below 3 sigma in all three and
+    consistent with nothing (|significance| < 2) in impacts 1 and 3.  The data
+    do not hold the issue's expectation; this test pins what they hold."""
+    out = analysed_real["lab"]
+    species = list(out["targeted_species"].values)
+    assert {"Na", "24Mg", "28Si"} <= set(species)
+    sig = out["targeted_significance"].values
+    det = out["targeted_detected"].values
+    na, mg, si = (sig[:, species.index(s)] for s in ("Na", "24Mg", "28Si"))
     assert np.all(na >= 20.0)
-    assert np.all(mg[1:] >= 5.0) and mg[0] < 3.5
+    assert np.all(mg[1:] >= 5.0) and 2.5 < mg[0] < 3.5
     assert np.all(si < 3.0) and np.all(np.abs(si[:2]) < 2.0)
-    # the measured uncertainty is never below the white-noise one
-    assert np.all(res.area_err >= res.area_err_white)
+    threshold = out["targeted_detected"].attrs["min_significance"]
+    np.testing.assert_array_equal(det, sig >= threshold)
+    assert det[:, species.index("Na")].all() and not det[:, species.index("28Si")].any()
+    # the measured uncertainty is never below the white-noise one: its width is
+    # the event's line width there (7-13 ns on the scope captures)
+    err = out["targeted_area_err"].values
+    area = out["targeted_area"].values
+    assert np.all(np.isfinite(err) & (err > 0)) and np.all(np.isfinite(area))
+    np.testing.assert_allclose(sig, area / err)
+    width = out["targeted_width"].values
+    assert np.all((width > 0.006) & (width < 0.013))
+    # the calibrated times are those of each event's mass calibration
+    from idexdask.calibration.mass_axes import time_axis
+
+    t = time_axis(out["mass_calibration"].values, np.broadcast_to(
+        out["targeted_mass"].values, sig.shape))
+    np.testing.assert_allclose(out["targeted_time"].values, t, rtol=0, atol=1e-12)
+
+
+def test_flight_targeted_search_is_empty_without_calibration(analysed_real):
+    """No flight event of the 2023-12-18 file calibrates (docs/idex-calibration.md):
+    the targeted search has no time to look at, so NaN and never detected."""
+    out = analysed_real["flight"]
+    assert out["targeted_significance"].shape == (14, out.sizes["targeted_species"])
+    assert np.all(np.isnan(out["targeted_significance"].values))
+    assert not out["targeted_detected"].values.any()

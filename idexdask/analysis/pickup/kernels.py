@@ -9,7 +9,7 @@ import numpy as np
 
 from idexdask.analysis.selection import median_and_mad
 
-__all__ = ["derivative_at", "derivative_rows", "finite_counts", "first_extreme"]
+__all__ = ["derivative_at", "derivative_rows", "extreme_index", "finite_counts", "first_extreme"]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -50,6 +50,14 @@ def first_extreme(core, n, w, lo, hi, sign):  # pragma: no cover - compiled
             at = i
         if v != v and first_nan < 0:
             first_nan = i
+    return extreme_index(best, at, first_nan, lo, a, b, hi)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def extreme_index(best, at, first_nan, lo, a, b, hi):  # pragma: no cover - compiled
+    """:func:`first_extreme`'s index from its scan of ``d[a:b]`` (``best`` first at
+    ``at``, the first NaN at ``first_nan``; -1: none) and the zeros of d on
+    ``[lo, a)`` and ``[b, hi)``."""
     if first_nan >= 0:
         return first_nan
     # the zeros before and after the core, at their first index
@@ -110,24 +118,41 @@ def derivative_rows(
     i_out = np.zeros(rows, dtype=np.int64)
     win_in = np.empty((rows, 2 * half + 1))
     win_out = np.empty((rows, 2 * half + 1))
-    mean = np.empty(n - w + 1)
+    ring = np.empty(w)  # the last w running means
     core = np.empty(m)
     scratch = np.empty(m)
     for r in range(rows):
         cs = cs_out[r]
         total = 0.0
         cs[0] = 0.0
+        # one pass: the sums; each running mean mean_fwd[j] as soon as its w
+        # samples are summed, kept w samples in a ring (no array of the means);
+        # the derivative core and first_extreme's scan for its maximum
+        best = -np.inf
+        at = -1
+        first_nan = -1
+        slot = 0  # ring index of mean_fwd[j - w], where mean_fwd[j] goes
         for i in range(n):
             v = np.float64(y[r, i])
             if v - v != 0.0:  # NaN or infinite
                 v = fill[r]
             total += polarity * v
             cs[i + 1] = total
-        for i in range(n - w + 1):
-            mean[i] = (cs[i + w] - cs[i]) / w
-            if i >= w:
-                core[i - w] = mean[i] - mean[i - w]
-        at = first_extreme(core, n, w, 0, n, 1.0)  # d's maximum over the row
+            j = i + 1 - w
+            if j >= 0:
+                mean_j = (total - cs[j]) / w
+                if j >= w:
+                    d = mean_j - ring[slot]
+                    core[j - w] = d
+                    if d > best:
+                        best = d
+                        at = j
+                    if d != d and first_nan < 0:
+                        first_nan = j
+                ring[slot] = mean_j
+                slot = slot + 1 if slot + 1 < w else 0
+        # d's maximum over the row (first_extreme(core, n, w, 0, n, 1.0))
+        at = extreme_index(best, at, first_nan, 0, w, max(n - w + 1, w), n)
         i_in[r] = at
         _, mad[r] = median_and_mad(core, m, scratch)
         lo = min(at + min_transit, n)

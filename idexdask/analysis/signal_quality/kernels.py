@@ -17,6 +17,7 @@ import numpy as np
 __all__ = [
     "array_window",
     "baseline_bounds",
+    "formula_count_below",
     "formula_window",
     "trace_rows",
     "window_rows",
@@ -89,6 +90,30 @@ def formula_window(
             b[r] = _first_time_at(start[r], step[r], scale, c, w0, True)
         b[r] = max(a[r], b[r])
     return tmin, tmax, a, b
+
+
+@numba.njit(cache=True, nogil=True)
+def formula_count_below(
+    start: np.ndarray, step: np.ndarray, count: np.ndarray, scale: float, n: int,
+    limit: float,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """Per row of a formula axis of ``n`` samples: how many of its times are below
+    ``limit``, all of them the first (the axis rises), by bisection; -1 for a row
+    whose times fall or are not finite (its samples must be scanned).  NaN times
+    (``i >= count``) are never below."""
+    rows = start.size
+    out = np.full(rows, -1, dtype=np.int64)
+    for r in range(rows):
+        c = min(count[r], n)
+        if c <= 0:
+            out[r] = 0
+            continue
+        t0 = _formula_time(start[r], step[r], scale, 0)
+        tl = _formula_time(start[r], step[r], scale, c - 1)
+        # each rounding of the formula is monotonic in j: tl >= t0 means rising
+        if t0 == t0 and tl == tl and tl >= t0:
+            out[r] = _first_time_at(start[r], step[r], scale, c, limit, False)
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -141,6 +141,19 @@ def test_blends_group_near_lines_only():
     assert blends(event, index, np.ones(12, bool), np.full(12, 40)) == []
 
 
+def test_lines_set_by_hand_stay_out_of_blends():
+    """A line added or edited by hand keeps its own fit: it joins no blend, and a
+    blend does not reach across it (the lines beyond stay apart)."""
+    event = np.zeros(5, int)
+    index = np.array([10, 30, 50, 70, 90])
+    refit = np.array([False, False, True, False, False])
+    fixed = np.array([False, True, False, False, False])
+    groups = blends(event, index, refit, np.full(5, 40), fixed)
+    assert [g.tolist() for g in groups] == [[2, 3, 4]]
+    fixed[2] = True  # the unconverged line itself set by hand: nothing to refit
+    assert blends(event, index, refit, np.full(5, 40), fixed) == []
+
+
 def _spectrum(seed: int, later: float = 0.08):
     """A strong EMG line at 1.0 µs with a weaker Gaussian ``later`` µs later, 260 MSPS."""
     rng = np.random.default_rng(seed)

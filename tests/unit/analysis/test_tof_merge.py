@@ -153,3 +153,39 @@ def test_merge_float_negative_going(events, settings):
     ev["TOF_High"].values[3, 2500:2600] = -0.5
     m = _check(ev, settings)
     assert (m.source == 1).any()
+
+
+def test_merge_on_a_formula_time_axis(events, settings):
+    """A time axis given by formula: the baseline samples of a rising row are
+    located by bisection (the axis is not scanned), a falling row is scanned;
+    either way the merge is the NumPy statement's, as on the materialised axis."""
+    from idexdask.analysis.signal_quality.kernels import formula_count_below
+    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
+
+    ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
+    n = ev.sizes["time_high_sample_rate_index"]
+    dt = 1 / 260.0  # µs per sample, as the simulated axis
+    start = np.array([-7.6, -7.6, -3.0, 1.0, -7.6, -7.6]) * 1e-6
+    step = np.array([dt, dt, dt, dt, dt, -dt]) * 1e-6
+    count = np.array([n, n - 500, n, n, 0, n])  # a shorter record, no record
+    terms = AxisTerms.for_axis("time_high_sample_rate")
+    dims = ("epoch", "time_high_sample_rate_index")
+    formula = ev.assign({
+        "time_high_sample_rate": uniform_axis_variable(
+            dims, start, step, count, n, scale=1e6, terms=terms),
+        terms.start: ("epoch", start), terms.step: ("epoch", step),
+        terms.count: ("epoch", count),
+    })
+    times = formula["time_high_sample_rate"].values
+    stop = float(settings["baseline_stop_us"])
+    counts = formula_count_below(start, step, count, 1e6, n, stop)
+    rising = np.arange(6) != 5
+    # rising rows: the samples below the stop are the first ones, as many as counted
+    assert np.array_equal(counts[rising], (times[rising] < stop).sum(axis=1))
+    assert counts[5] == -1  # falling: scanned
+    assert counts[3] == 0 and counts[4] == 0  # starts after the stop; no samples
+    m = _check(formula, settings)
+    materialised = formula.assign(time_high_sample_rate=(dims, times))
+    m2 = _check(materialised, settings)
+    assert np.array_equal(m.signal, m2.signal, equal_nan=True)
+    assert np.array_equal(m.noise, m2.noise, equal_nan=True)

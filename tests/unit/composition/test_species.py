@@ -82,6 +82,37 @@ def test_tolerance_and_minor_isotope_needs_main():
     assert res.peak_species[0] == "Na"
 
 
+def test_per_peak_tolerance_refuses_far_matches(library):
+    """The calibration's time tolerance in u (10 ns at a 0.45 µs/sqrt(u) lab
+    stretch is ~0.045 u at 1 u) refuses a 1.216 u line as H+ (0.21 u off,
+    inside the fixed 0.3 u window); Na+ 0.15 u off with a 0.18 u window stays."""
+    from idexdask.composition.species import assign_peaks
+
+    mass = np.array([1.216, ion_mass("H"), ion_mass("Na") + 0.15, ion_mass("Na") + 0.15])
+    tol = np.array([0.046, 0.046, 0.18, 0.1])
+    line, _ = assign_peaks(np.zeros(4, np.int64), mass, 1, library, tolerance_u=tol,
+                           mass_sigma_u=0.1)  # fmt: skip
+    labels = [library.labels[k] if k >= 0 else "" for k in line]
+    assert labels == ["", "H", "Na", ""]
+    # a scalar keeps the fixed window: the 1.216 u line is H there
+    line, _ = assign_peaks(np.zeros(1, np.int64), mass[:1], 1, library, tolerance_u=0.3,
+                           mass_sigma_u=0.1)  # fmt: skip
+    assert library.labels[line[0]] == "H"
+
+
+def test_composition_uses_peak_mass_tolerance():
+    from idexdask.composition import composition_products
+
+    peaks = {"peak_event": np.zeros(3, np.int64),
+             "peak_mass": np.array([1.216, ion_mass("Na"), np.nan]),
+             "peak_mass_tolerance": np.array([0.046, 0.18, np.nan]),
+             "peak_area": np.ones(3)}  # fmt: skip
+    out = composition_products(peaks, 1)
+    assert list(out["peak_species"].values) == ["", "Na", ""]
+    del peaks["peak_mass_tolerance"]
+    assert list(composition_products(peaks, 1)["peak_species"].values) == ["H", "Na", ""]
+
+
 def test_interferences_prior_and_resolution():
     # 40Ca+ (39.962) vs MgO+ (39.980): atomic ion wins at IDEX resolution, flagged
     res = assign_lines([ion_mass("MgO")], [1.0])

@@ -61,3 +61,34 @@ def test_uncalibrated_events_are_not_searched():
     res = _search(t, signal, t_na, np.array([True, False]))
     assert np.isfinite(res.significance[0]).all()
     assert np.isnan(res.significance[1]).all() and not res.detected[1].any()
+
+
+def test_targeted_variables_products_and_config():
+    """The products of a batch: per event and species, NaN and not detected for an
+    uncalibrated event; species from the configuration, validated on load."""
+    import pytest
+
+    from idexdask.composition import composition_settings
+    from idexdask.composition.targeted import targeted_variables
+    from idexdask.errors import ConfigError
+
+    t, signal, t_na = _spectra(3, mg_area=1.2e-4, seed=2)
+    lines = {"peak_event": np.arange(3), "peak_center": np.full(3, t_na),
+             "peak_sigma": np.full(3, WIDTH), "peak_gamma": np.full(3, np.nan),
+             "peak_area": np.full(3, 2e-3), "peak_status": np.zeros(3, np.int8)}  # fmt: skip
+    calibrated = np.array([True, False, True])
+    out = targeted_variables(t, signal, np.full(3, NOISE), lines, np.tile(COEFF, (3, 1)),
+                             calibrated, ["24Mg", "28Si"], min_significance=3.0,
+                             unit="V")  # fmt: skip
+    assert list(out["targeted_species"].values) == ["24Mg", "28Si"]
+    assert out["targeted_area"].dims == ("epoch", "targeted_species")
+    sig = out["targeted_significance"].values
+    assert np.all(np.isnan(sig[1])) and not out["targeted_detected"].values[1].any()
+    assert out["targeted_detected"].values[[0, 2], 0].all()
+    assert out["targeted_area"].attrs["units"] == "V us"
+    settings = composition_settings({"targeted_species": ["Na", "24Mg"]})
+    assert settings.targeted_species == ("Na", "24Mg")
+    with pytest.raises(ConfigError):
+        from idexdask.config import load_config
+
+        load_config({"composition": {"targeted_species": ["Xx"]}})

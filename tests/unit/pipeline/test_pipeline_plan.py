@@ -103,6 +103,21 @@ def test_digest_of_pieces_is_the_digest_of_the_whole():
     assert digest_bytes(flipped) != whole
 
 
+def test_digest_of_files_is_the_digest_of_their_bytes(tmp_path):
+    """The mapped files hash as their bytes read and joined (an empty file adds none)."""
+    from idexdask.sources.unit import digest_files
+
+    rng = np.random.default_rng(4)
+    paths = []
+    for index, size in enumerate((100_003, 0, 4096, 1)):
+        paths.append(tmp_path / f"f{index}.bin")
+        paths[-1].write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+    prefix = b"settings"
+    whole = digest_bytes(prefix + b"".join(p.read_bytes() for p in paths))
+    assert digest_files(prefix, paths) == whole
+    assert digest_files(prefix, paths[::-1]) != whole  # the order counts
+
+
 def test_mixed_inputs_rejected(tmp_path, l0_dir, trc_dir):
     with pytest.raises(IdexDaskError, match="mix"):
         sources.detect([l0_dir, trc_dir])
