@@ -15,11 +15,13 @@ The configuration is the default one (each source gets its own calibration
 preset).  Usage::
 
     .venv/bin/python bench/line_quality.py [--data ../shared/data]
+    .venv/bin/python bench/line_quality.py --maxima   # why each unmatched maximum stays
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -195,6 +197,132 @@ def unmatched_maxima(out: xr.Dataset, k_sigma: float = 10.0, half_width_us: floa
     return MaximaCheck(total=total, unmatched=missed, ringing=ringing)
 
 
+@dataclass
+class MaximumCase:
+    """Why one ion-line maximum has no converged line within 3 samples.
+
+    Attributes
+    ----------
+    event, time : int, float
+        The maximum (event index, µs) and its height in noise sigmas.
+    line, mode, offset_samples : int, float, float
+        The nearest converged line (row), its maximum (µs) and the maximum's
+        distance from it in samples.
+    mc_far : float
+        Share of 2000 draws of the fitted model plus stretches of the event's
+        own pre-trigger trace (its real, correlated noise) whose highest sample
+        within +-20 ns of the mode lies more than 3 samples from it.
+    chi2_one, chi2_two, ndof_two : float, float, int
+        White-noise chi-square of the line refitted alone (with a constant) and
+        with a second Gaussian started at the maximum, where the line dominates
+        (its profile above 10 % of its height and above the event's other
+        lines, which are removed), and the latter's degrees of freedom.
+    f_pvalue : float
+        F-test of the 3 extra parameters.
+    second_center, second_sigma_samples, second_height_sigma : float
+        The second Gaussian's centre (µs), width (samples) and height (sigmas).
+    """
+
+    event: int
+    time: float
+    height_sigma: float
+    line: int
+    mode: float
+    offset_samples: float
+    mc_far: float
+    chi2_one: float
+    chi2_two: float
+    ndof_two: int
+    f_pvalue: float
+    second_center: float
+    second_sigma_samples: float
+    second_height_sigma: float
+
+
+def examine_maxima(out: xr.Dataset, draws: int = 2000, seed: int = 19) -> list[MaximumCase]:
+    """The checks of docs/quality.md ("What stays") for every unmatched ion-line maximum."""
+    from scipy.optimize import curve_fit
+    from scipy.stats import f as f_dist
+
+    from idexdask.analysis.lineshapes import emg, gaussian
+
+    rng = np.random.default_rng(seed)
+    y, t, noise, _ = raw_tof(out)
+    merged = np.asarray(out["tof_combined"].values, dtype=float)
+    ev = out["peak_event"].values
+    st = out["peak_status"].values
+    modes = line_modes(out)
+    par = {k: out[f"peak_{k}"].values for k in ("area", "center", "sigma", "gamma")}
+
+    def profile(x, j):
+        a, c, s, g = (par[k][j] for k in ("area", "center", "sigma", "gamma"))
+        with np.errstate(all="ignore"):
+            p = emg(x, a, c, s, g) if np.isfinite(g) else gaussian(x, a, c, s)
+        return np.nan_to_num(p)
+
+    cases = []
+    for e, tm in unmatched_maxima(out).unmatched:
+        tt = t[e]
+        dt = float(np.nanmedian(np.diff(tt)))
+        n = float(noise[e])
+        conv = np.flatnonzero((ev == e) & (st == 0))
+        j = int(conv[np.argmin(np.abs(modes[conv] - tm))])
+        model = sum((profile(tt, k) for k in np.flatnonzero(ev == e)), np.zeros_like(tt))
+        im = int(np.argmin(np.abs(tt - modes[j])))
+        h = max(int(round(0.02 / dt)), 1)
+        # the MC: the model plus stretches of the pre-trigger trace
+        base = y[e][(tt < tt[0] + 0.8 * (0.0 - tt[0])) & np.isfinite(y[e])]
+        span = 4 * h + 1
+        far = 0
+        for o in rng.integers(0, base.size - span, draws):
+            trial = model[im - 2 * h: im - 2 * h + span] + base[o: o + span]
+            far += abs(int(np.argmax(trial[h: 3 * h + 1])) - h) > 3
+        # one line against two, where the line dominates: its profile above 10 %
+        # of its height and above the sum of the event's other lines
+        own = profile(tt, j)
+        others = model - own
+        w = (own >= 0.1 * own.max()) & (others < own) & np.isfinite(merged[e])
+        x = tt[w]
+        d = merged[e][w] - others[w]
+        a, c, s, g = (float(par[k][j]) for k in ("area", "center", "sigma", "gamma"))
+        tail = np.isfinite(g)
+
+        def one(x, a, c, s, *rest, tail=tail):
+            return (emg(x, a, c, s, rest[0]) if tail else gaussian(x, a, c, s)) + rest[-1]
+
+        def two(x, a, c, s, *rest, one=one):
+            *shape, a2, c2, s2, k = rest
+            return one(x, a, c, s, *shape, k) + gaussian(x, a2, c2, s2)
+
+        sig = np.full(x.size, n)
+        start = [a, c, s, *([g] if tail else []), 0.0]
+        p1, _ = curve_fit(one, x, d, p0=start, sigma=sig, maxfev=20000)
+        chi1 = float(np.sum(((d - one(x, *p1)) / n) ** 2))
+        best = None
+        for shift in (-2, 0, 2):
+            p0 = [*p1[:-1], 0.1 * p1[0], tm + shift * dt, 2 * dt, p1[-1]]
+            try:
+                p2, _ = curve_fit(two, x, d, p0=p0, sigma=sig, maxfev=40000)
+            except RuntimeError:
+                continue
+            chi2 = float(np.sum(((d - two(x, *p2)) / n) ** 2))
+            if best is None or chi2 < best[0]:
+                best = (chi2, p2)
+        chi2, p2 = best if best is not None else (chi1, np.full(len(start) + 3, np.nan))
+        ndof = x.size - len(p2)
+        fval = ((chi1 - chi2) / 3.0) / (chi2 / ndof)
+        a2, c2, s2 = p2[-4], p2[-3], abs(p2[-2])
+        cases.append(MaximumCase(
+            event=int(e), time=float(tm), height_sigma=float(y[e][np.argmin(np.abs(tt - tm))] / n),
+            line=j, mode=float(modes[j]), offset_samples=float((tm - modes[j]) / dt),
+            mc_far=far / draws, chi2_one=chi1, chi2_two=chi2, ndof_two=int(ndof),
+            f_pvalue=float(f_dist.sf(fval, 3, ndof)), second_center=float(c2),
+            second_sigma_samples=float(s2 / dt),
+            second_height_sigma=float(a2 / (s2 * math.sqrt(2 * math.pi)) / n),
+        ))  # fmt: skip
+    return cases
+
+
 def measure(name: str, ds: xr.Dataset) -> LineQuality:
     """Analyse ``ds`` with the default configuration and measure its line fits."""
     out = idexdask.analyze(ds)
@@ -238,10 +366,32 @@ def datasets(data: Path) -> list[tuple[str, xr.Dataset]]:
     return out
 
 
+def print_maxima(data: list[tuple[str, xr.Dataset]]) -> int:
+    """The table of docs/quality.md's unmatched maxima."""
+    w = sys.stdout.write
+    w("| data | event | maximum µs (σ) | nearest converged line's mode µs | offset (samples) "
+      "| MC: P(offset > 3) | χ² one line → two lines (ndof) | F-test p | second line: "
+      "centre µs, σ (samples), height (σ) |\n|---|---|---|---|---|---|---|---|---|\n")
+    for name, ds in data:
+        out = idexdask.analyze(ds)
+        if "tof_combined" not in out:
+            continue
+        for c in examine_maxima(out):
+            w(f"| {name} | {c.event} | {c.time:.4f} ({c.height_sigma:.1f}) | {c.mode:.4f} | "
+              f"{c.offset_samples:+.1f} | {c.mc_far:.2f} | {c.chi2_one:.1f} → {c.chi2_two:.1f} "
+              f"({c.ndof_two}) | {c.f_pvalue:.1e} | {c.second_center:.4f}, "
+              f"{c.second_sigma_samples:.1f}, {c.second_height_sigma:.1f} |\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(_DATA))
+    ap.add_argument("--maxima", action="store_true",
+                    help="also examine every unmatched ion-line maximum (docs/quality.md)")
     args = ap.parse_args(argv)
+    if args.maxima:
+        return print_maxima(datasets(Path(args.data)))
     rows = [measure(n, ds) for n, ds in datasets(Path(args.data))]
     names = list(rows[0].status_counts)
     w = sys.stdout.write

@@ -102,12 +102,12 @@ def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarra
     """Weighted least-squares area of a unit-area Gaussian plus a constant, at each centre.
 
     Each centre's fit uses the samples within 4 widths of it (all centres at
-    once: one (n_centres, n_samples) array of 2x2 normal equations).
+    once: 2x2 normal equations over a gathered (n_centres, window) block).
 
     Parameters
     ----------
     x, y, w : numpy.ndarray
-        Sample times (µs), signal and weights 1/sigma (n_samples,).
+        Sample times (µs, increasing), signal and weights 1/sigma (n_samples,).
     centres : numpy.ndarray
         Filter centres, µs.
     width : float
@@ -120,18 +120,29 @@ def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarra
         than 6 usable samples or a singular system).
     """
     centres = np.asarray(centres, dtype=float)
-    ok = np.isfinite(y) & np.isfinite(w) & (w > 0)
+    if x.size == 0:
+        return np.full(centres.size, np.nan), np.full(centres.size, np.nan)
+    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & (w > 0)
     yy = np.where(ok, y, 0.0)
     w2 = np.where(ok, w, 0.0) ** 2
-    u = (x[None, :] - centres[:, None]) / width
-    sel = (np.abs(u) <= 4.0) & ok[None, :]
+    # each centre's samples: a gathered (n_centres, span) block from the first
+    # sample within 4 widths (x is increasing), not the whole stretch
+    first = np.searchsorted(x, centres - 4.0 * width, side="left")
+    last = np.searchsorted(x, centres + 4.0 * width, side="right")
+    span = int(max(int((last - first).max(initial=0)), 1))
+    idx = first[:, None] + np.arange(span)[None, :]
+    inside = idx < last[:, None]
+    idx = np.minimum(idx, x.size - 1)
+    u = (x[idx] - centres[:, None]) / width
+    sel = inside & (np.abs(u) <= 4.0) & ok[idx]
     g = np.where(sel, np.exp(-0.5 * u * u) / (width * math.sqrt(2.0 * math.pi)), 0.0)
-    ws = np.where(sel, w2[None, :], 0.0)
+    ws = np.where(sel, w2[idx], 0.0)
+    yi = yy[idx]
     s_gg = np.sum(ws * g * g, axis=1)
     s_g1 = np.sum(ws * g, axis=1)
     s_11 = np.sum(ws, axis=1)
-    b_g = np.sum(ws * g * yy[None, :], axis=1)
-    b_1 = np.sum(ws * yy[None, :], axis=1)
+    b_g = np.sum(ws * g * yi, axis=1)
+    b_1 = np.sum(ws * yi, axis=1)
     det = s_gg * s_11 - s_g1 * s_g1
     with np.errstate(invalid="ignore", divide="ignore"):
         good = (sel.sum(axis=1) >= 6) & (det > 0)
@@ -195,15 +206,15 @@ def targeted_search(
     shape = (n_events, masses.size)
     out = {k: np.full(shape, np.nan) for k in ("time", "width", "area", "area_err",
                                                "area_err_white", "significance")}  # fmt: skip
-    t_all = np.broadcast_to(np.asarray(time, dtype=float), signal.shape)
+    t_all = np.broadcast_to(np.asarray(time), signal.shape)
     good = np.asarray(line_converged, bool) & np.isfinite(line_sigma) & np.isfinite(line_center)
     for e in np.flatnonzero(np.asarray(calibrated, bool)):
         coeff = np.asarray(coefficients[e], dtype=float)
         if not np.all(np.isfinite(coeff)):
             continue
-        x, y = t_all[e], np.asarray(signal[e], dtype=float)
-        with np.errstate(divide="ignore"):
-            w = 1.0 / np.asarray(sigma[e], dtype=float)
+        # rows stay as given (a lab row holds 500,000 samples): only the slice
+        # around each target time is read and converted
+        x, y, noise_row = t_all[e], signal[e], sigma[e]
         mine = np.flatnonzero(line_event == e)
         widths_all = line_sigma[mine[good[mine]]]
         tm = np.asarray(time_axis(coeff, masses), dtype=float)
@@ -218,9 +229,23 @@ def targeted_search(
             # neighbours out, a line at t_m itself stays: it is the signal looked for
             sub = mine[np.isfinite(line_area[mine])
                        & (np.abs(line_center[mine] - t_m) > 3.0 * width)]  # fmt: skip
-            part = np.abs(x - t_m) <= null_reach_us + 4.0 * width
-            xs = x[part]
-            resid = y[part] - _profiles(xs, line_area[sub], line_center[sub], line_sigma[sub],
+            reach = null_reach_us + 4.0 * width
+            # the time axis is increasing (NaN after a short record sorts last)
+            part = slice(int(np.searchsorted(x, t_m - reach, side="left")),
+                         int(np.searchsorted(x, t_m + reach, side="right")))
+            xs = np.asarray(x[part], dtype=float)
+            with np.errstate(divide="ignore"):
+                ws = 1.0 / np.asarray(noise_row[part], dtype=float)
+            # lines whose profile reaches the stretch: a line ending more than
+            # 30 (sigma + tail) before it, or starting 30 sigma after it, adds
+            # less than exp(-30) of its height there
+            tail = np.where(np.isfinite(line_gamma[sub]), 1.0 / line_gamma[sub], 0.0)
+            extent = 30.0 * (line_sigma[sub] + tail)
+            if xs.size:
+                sub = sub[(line_center[sub] > xs[0] - extent)
+                          & (line_center[sub] < xs[-1] + 30.0 * line_sigma[sub])]  # fmt: skip
+            resid = np.asarray(y[part], dtype=float) - _profiles(
+                xs, line_area[sub], line_center[sub], line_sigma[sub],
                                         line_gamma[sub])  # fmt: skip
             # the null: the same filter away from t_m and from every fitted line
             centres = np.linspace(t_m - null_reach_us, t_m + null_reach_us, null_positions)
@@ -228,7 +253,7 @@ def targeted_search(
             if mine.size:
                 dist = np.abs(centres[:, None] - line_center[mine][None, :])
                 keep &= np.all(~(dist <= 6.0 * width), axis=1)
-            areas, errs = filter_areas(xs, resid, w[part], np.append(t_m, centres[keep]), width)
+            areas, errs = filter_areas(xs, resid, ws, np.append(t_m, centres[keep]), width)
             area, err_white = float(areas[0]), float(errs[0])
             null = areas[1:][np.isfinite(areas[1:])]
             err = MAD_TO_SIGMA * float(np.median(np.abs(null - np.median(null)))) \

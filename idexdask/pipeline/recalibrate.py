@@ -290,12 +290,16 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     time_name = ds[channel].attrs.get("time_variable", "time_high_sample_rate") \
         if channel in ds.variables else "time_high_sample_rate"
     noise_name = f"{channel.lower()}_noise"
-    if time_name not in ds.variables:  # a lab store keeps its axes as terms
-        ds = expand_axes(ds)
-    if time_name not in ds.variables or noise_name not in ds.variables:
+    if noise_name not in ds.variables:
         return {}
+    if time_name in ds.variables:
+        time = ds[time_name]
+    else:  # a lab store keeps its axes as terms: rebuild this one only
+        terms = [k for k in ds.variables if str(k).startswith(f"{time_name}_")]
+        time = expand_axes(ds[terms]).get(time_name)
+        if time is None:
+            return {}
     rows = slice(*region)
-    time = ds[time_name]
     time = time.isel(epoch=rows) if "epoch" in time.dims else time
     settings = composition_settings(config)
     flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in

@@ -11,7 +11,7 @@ from idexdask.cli import main
 KERNELS = [
     ("idexdask.analysis.fitting.engine_compiled", "lm_compiled"),
     ("idexdask.packets.assemble", "_decode_jobs"),  # the Rice decoder is compiled into it
-    ("idexdask.analysis.tof", "_merge_rows"),
+    ("idexdask.analysis.gain_merge_kernels", "merge_rows"),
     ("idexdask.analysis.peaks", "_search_rows"),
     ("idexdask.analysis.signal_quality.kernels", "trace_rows"),
     ("idexdask.analysis.signal_quality.kernels", "baseline_bounds"),

@@ -92,3 +92,26 @@ def test_targeted_variables_products_and_config():
         from idexdask.config import load_config
 
         load_config({"composition": {"targeted_species": ["Xx"]}})
+
+
+def test_filter_areas_equal_a_direct_least_squares():
+    """The gathered normal equations give each centre's weighted least-squares
+    (Gaussian + constant over +-4 widths) solution: numpy.linalg.lstsq on the same
+    samples agrees to rounding (rtol 1e-9: two summation orders of ~70 terms)."""
+    from idexdask.composition.targeted import filter_areas
+
+    rng = np.random.default_rng(5)
+    x = np.arange(0.0, 1.0, 0.001)
+    y = rng.normal(0.0, NOISE, x.size) + gaussian(x, 1e-4, 0.5, WIDTH)
+    w = np.full(x.size, 1.0 / NOISE)
+    w[100:110] = np.nan  # unusable samples are left out
+    centres = np.array([0.5, 0.1, 0.03, 0.9995])
+    area, err = filter_areas(x, y, w, centres, WIDTH)
+    for c, a, e in zip(centres, area, err, strict=True):
+        sel = (np.abs(x - c) <= 4 * WIDTH) & np.isfinite(w)
+        u = (x[sel] - c) / WIDTH
+        design = np.stack([np.exp(-0.5 * u * u) / (WIDTH * np.sqrt(2 * np.pi)),
+                           np.ones(u.size)], axis=1) * w[sel, None]  # fmt: skip
+        coef = np.linalg.lstsq(design, y[sel] * w[sel], rcond=None)[0]
+        cov = np.linalg.inv(design.T @ design)
+        np.testing.assert_allclose([a, e], [coef[0], np.sqrt(cov[0, 0])], rtol=1e-9)
