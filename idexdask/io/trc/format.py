@@ -1,8 +1,9 @@
 """The LeCroy ``.trc`` file format: the ``WAVEDESC`` header and the sample codes.
 
 See :mod:`idexdask.io.trc` for the layout of a file.  :func:`read_trc_file`
-reads one file's header and raw codes; :func:`volts_into` converts codes to
-volts in one pass.
+reads one file's header and raw codes; :func:`read_trc_header` and
+:func:`read_codes_into` read them in two steps, the codes into a caller's
+scratch; :func:`volts_into` converts codes to volts in one pass.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ __all__ = [
     "TrcHeader",
     "TrcWaveform",
     "parse_header",
+    "read_codes_into",
     "read_trc_file",
+    "read_trc_header",
     "volts_into",
 ]
 
@@ -312,8 +315,8 @@ def parse_header(head: bytes, path: str | Path = "<bytes>") -> TrcHeader:
     )
 
 
-def read_trc_file(path: str | Path) -> TrcWaveform:
-    """Read one ``.trc`` file (header and raw samples; volts computed on demand).
+def read_trc_header(path: str | Path) -> TrcHeader:
+    """Read and check one ``.trc`` file's header (its samples are not read).
 
     Parameters
     ----------
@@ -321,7 +324,8 @@ def read_trc_file(path: str | Path) -> TrcWaveform:
 
     Returns
     -------
-    TrcWaveform
+    TrcHeader
+        The header of a file that holds every sample it declares.
 
     Raises
     ------
@@ -350,7 +354,73 @@ def read_trc_file(path: str | Path) -> TrcWaveform:
             f"{path}: truncated: data array declares {header.wave_array_1} bytes from offset "
             f"{header.data_offset}, but the file has only {max(size - header.data_offset, 0)}"
         )
-    raw = np.fromfile(path, dtype=header.dtype, count=header.wave_array_count,
+    return header
+
+
+def read_codes_into(header: TrcHeader, buffer: np.ndarray) -> np.ndarray:
+    """Read the sample codes of ``header``'s file into the start of ``buffer``.
+
+    One copy from the file (page cache) into memory the caller reuses for every
+    file of a read, so that no fresh memory is faulted in per file.
+
+    Parameters
+    ----------
+    header : TrcHeader
+        The file's header (:func:`read_trc_header`).
+    buffer : numpy.ndarray
+        uint8 scratch of at least ``wave_array_count * itemsize`` bytes.
+
+    Returns
+    -------
+    numpy.ndarray
+        The codes (int8 or int16, native byte order), a view of ``buffer``.
+
+    Raises
+    ------
+    TraceFileError
+        The file cannot be read or holds fewer samples than its header declares.
+    """
+    native = header.dtype.newbyteorder("=")
+    nbytes = header.wave_array_count * native.itemsize
+    target = memoryview(buffer[:nbytes])
+    done = 0
+    try:
+        with open(header.path, "rb", buffering=0) as stream:
+            stream.seek(header.data_offset)
+            while done < nbytes:
+                got = stream.readinto(target[done:])
+                if not got:
+                    break
+                done += got
+    except OSError as exc:
+        raise TraceFileError(f"{header.path}: cannot read: {exc}") from exc
+    if done != nbytes:  # file shrank under us
+        raise TraceFileError(f"{header.path}: truncated data array")
+    codes = buffer[:nbytes].view(native)
+    if not header.dtype.isnative:
+        codes.byteswap(inplace=True)
+    return codes
+
+
+def read_trc_file(path: str | Path) -> TrcWaveform:
+    """Read one ``.trc`` file (header and raw samples; volts computed on demand).
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    TrcWaveform
+
+    Raises
+    ------
+    TraceFileError
+        Unreadable, not a LeCroy file, truncated, or a segmented (sequence-mode)
+        capture, which this reader does not support.
+    """
+    header = read_trc_header(path)
+    raw = np.fromfile(header.path, dtype=header.dtype, count=header.wave_array_count,
                       offset=header.data_offset)
     if raw.size != header.wave_array_count:  # file shrank under us
         raise TraceFileError(f"{path}: truncated data array")

@@ -20,7 +20,7 @@ from idexdask.io.trc.channels import (
     default_polarity,
     parse_trc_filename,
 )
-from idexdask.io.trc.format import TrcWaveform, read_trc_file, volts_into
+from idexdask.io.trc.format import TrcHeader, read_codes_into, read_trc_header, volts_into
 from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
 __all__ = ["read_trc"]
@@ -44,7 +44,9 @@ def tt2000(stamp: _dt.datetime | None, extra_ns: int) -> int:
 
 def collect_files(
     path: Path | tuple[Path, ...], errors: str
-) -> tuple[Path, dict[int, dict[int, TrcWaveform]], dict[int, list[str]]]:
+) -> tuple[Path, dict[int, dict[int, TrcHeader]], dict[int, list[str]]]:
+    """The checked headers of the read's files, by impact and channel (the samples
+    are read later, each into its place in the read's arrays)."""
     if isinstance(path, tuple):  # given files (one impact of a campaign), not a directory
         if not path:
             raise TraceFileError("no .trc files given")
@@ -58,7 +60,7 @@ def collect_files(
         directory, files = path.parent, [path]
     else:
         raise TraceFileError(f"{path}: no such file or directory")
-    impacts: dict[int, dict[int, TrcWaveform]] = {}
+    impacts: dict[int, dict[int, TrcHeader]] = {}
     bad: dict[int, list[str]] = {}
     for f in files:
         parsed = parse_trc_filename(f.name)
@@ -70,7 +72,7 @@ def collect_files(
             continue
         channel, impact = parsed
         try:
-            wf = read_trc_file(f)
+            header = read_trc_header(f)
         except TraceFileError:
             if errors == "raise":
                 raise
@@ -80,9 +82,9 @@ def collect_files(
         if channel in impacts.get(impact, {}):
             raise TraceFileError(
                 f"{f}: channel {channel} of impact {impact} also in "
-                f"{impacts[impact][channel].header.path}"
+                f"{impacts[impact][channel].path}"
             )
-        impacts.setdefault(impact, {})[channel] = wf
+        impacts.setdefault(impact, {})[channel] = header
     if not impacts:
         raise TraceFileError(f"{path}: no readable .trc traces")
     return directory, impacts, bad
@@ -142,7 +144,9 @@ def read_trc(
         directory, impacts, bad = collect_files(tuple(Path(p) for p in path), errors)
         path = directory
     layout = _layout(impacts, settings, directory)
-    arrays = _impact_arrays(impacts, layout)
+    arrays = _impact_arrays(impacts, layout, errors)
+    for number, names in arrays.unreadable.items():
+        bad.setdefault(number, []).extend(names)
     data_vars = {
         **_time_variables(layout, arrays),
         **_waveform_variables(layout, arrays, polarity),
@@ -185,14 +189,14 @@ class _Layout:
 
 
 def _layout(
-    impacts: dict[int, dict[int, TrcWaveform]],
+    impacts: dict[int, dict[int, TrcHeader]],
     settings: str | Path | Mapping[int, Any] | None,
     directory: Path,
 ) -> _Layout:
     """Step 1: channel names and time axes.  Channels sampled like the first TOF
     channel share ``high_sample_rate``; the others share ``low_sample_rate`` when
     alike, else get an axis each."""
-    trace_names = [Path(w.header.path).name for ch in impacts.values() for w in ch.values()]
+    trace_names = [Path(h.path).name for ch in impacts.values() for h in ch.values()]
     names, pol_override, settings_source = channel_map(settings, directory, trace_names)
     channels = sorted({c for ch in impacts.values() for c in ch} | set(names))
     if settings is None and not names:
@@ -206,9 +210,9 @@ def _layout(
     numbers = sorted(impacts)
 
     def signature(c: int) -> tuple[float, int]:  # (interval of its first impact, length)
-        lengths = [impacts[i][c].header.wave_array_count for i in numbers if c in impacts[i]]
+        lengths = [impacts[i][c].wave_array_count for i in numbers if c in impacts[i]]
         first = next(impacts[i][c] for i in numbers if c in impacts[i])
-        return (first.header.horiz_interval, max(lengths))
+        return (first.horiz_interval, max(lengths))
 
     def same(a: tuple[float, int], b: tuple[float, int]) -> bool:
         return a[1] == b[1] and abs(a[0] - b[0]) <= 1e-6 * abs(b[0])
@@ -253,10 +257,20 @@ class _ImpactArrays:
     axis_count: dict[str, np.ndarray]
     fill_code_seen: set[int] = field(default_factory=set)  #: channels with a code = CODE_FILL
     instruments: set[str] = field(default_factory=set)
+    unreadable: dict[int, list[str]] = field(default_factory=dict)  #: by impact, skipped files
 
 
-def _impact_arrays(impacts: dict[int, dict[int, TrcWaveform]], layout: _Layout) -> _ImpactArrays:
-    """Step 2: every impact's volts (one pass over its codes) and header values."""
+def _impact_arrays(
+    impacts: dict[int, dict[int, TrcHeader]], layout: _Layout, errors: str = "raise"
+) -> _ImpactArrays:
+    """Step 2: every impact's volts and header values.
+
+    Each file's codes are read into one scratch reused for every file (warm in
+    the cache, no fresh memory per file) and converted in one pass into their
+    row of the read's float32 array: one copy from the page cache, one pass.
+    A file that cannot be read then (it shrank since its header was read) raises,
+    or with ``errors="skip"`` leaves its channel missing (NaN).
+    """
     n_ev, shape = len(layout.numbers), (len(layout.numbers), len(layout.channels))
     out = _ImpactArrays(
         # written in place below; NaN only where no sample is (missing channel, padding)
@@ -269,25 +283,34 @@ def _impact_arrays(impacts: dict[int, dict[int, TrcWaveform]], layout: _Layout) 
         axis_step={a: np.full(n_ev, np.nan) for a in layout.axis_ref},
         axis_count={a: np.zeros(n_ev, np.int64) for a in layout.axis_ref},
     )
+    scratch = np.empty(max((h.wave_array_count * h.dtype.itemsize
+                            for chans in impacts.values() for h in chans.values()), default=0),
+                       np.uint8)
     for e, number in enumerate(layout.numbers):
         chans = impacts[number]
         _axis_terms_of(out, e, chans, layout)
         for k, c in enumerate(layout.channels):
             if c in chans:
-                _channel_of(out, e, k, c, chans[c], layout)
-            else:
-                out.waves[c][e] = np.nan
-        h0 = (chans[layout.ref] if layout.ref in chans else next(iter(chans.values()))).header
+                try:
+                    _channel_of(out, e, k, c, chans[c], layout, scratch)
+                    continue
+                except TraceFileError:
+                    if errors == "raise":
+                        raise
+                    _log.warning("skipping bad trace file %s", chans[c].path, exc_info=True)
+                    out.unreadable.setdefault(number, []).append(Path(chans[c].path).name)
+            out.waves[c][e] = np.nan
+        h0 = chans[layout.ref] if layout.ref in chans else next(iter(chans.values()))
         out.epoch[e] = tt2000(h0.trigger_time, h0.trigger_time_ns)
         out.trigger_iso[e] = h0.trigger_time.isoformat() if h0.trigger_time else ""
-        stamps = {w.header.trigger_time for w in chans.values()}
+        stamps = {h.trigger_time for h in chans.values()}
         if len(stamps) > 1:
             _log.warning("impact %d: channels carry different trigger times %s", number, stamps)
     return out
 
 
 def _axis_terms_of(
-    out: _ImpactArrays, e: int, chans: dict[int, TrcWaveform], layout: _Layout
+    out: _ImpactArrays, e: int, chans: dict[int, TrcHeader], layout: _Layout
 ) -> None:
     """Axis times of impact ``e`` from the axis's reference channel, else any on the axis."""
     for axis in layout.axis_ref:
@@ -295,28 +318,29 @@ def _axis_terms_of(
         if not on_axis:
             continue
         c0 = layout.axis_ref[axis] if layout.axis_ref[axis] in chans else on_axis[0]
-        h = chans[c0].header
+        h = chans[c0]
         out.axis_start[axis][e] = h.horiz_offset
         out.axis_step[axis][e] = h.horiz_interval
         out.axis_count[axis][e] = h.wave_array_count
 
 
 def _channel_of(
-    out: _ImpactArrays, e: int, k: int, c: int, wf: TrcWaveform, layout: _Layout
+    out: _ImpactArrays, e: int, k: int, c: int, h: TrcHeader, layout: _Layout,
+    scratch: np.ndarray,
 ) -> None:
-    """Channel ``c`` (column ``k``) of impact ``e``: V = gain * code - offset in float64,
-    rounded once to float32, written in place in the same pass that finds the
-    extreme codes (clipping) and the fill code."""
-    h = wf.header
+    """Channel ``c`` (column ``k``) of impact ``e``: its codes read into ``scratch``,
+    then V = gain * code - offset in float64, rounded once to float32, written in
+    place in the same pass that finds the extreme codes (clipping) and the fill code."""
     n = h.wave_array_count
-    out.present[e, k] = True
     if n:
-        lo, hi, fill_seen = volts_into(wf.raw, h.vertical_gain, h.vertical_offset,
+        codes = read_codes_into(h, scratch)
+        lo, hi, fill_seen = volts_into(codes, h.vertical_gain, h.vertical_offset,
                                         CODE_FILL, out.waves[c][e, :n])
         low, high = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
         out.clipped[e, k] = bool(hi >= high or lo <= low)
         if fill_seen:
             out.fill_code_seen.add(c)
+    out.present[e, k] = True
     out.waves[c][e, n:] = np.nan
     out.gain[e, k], out.offset[e, k] = h.vertical_gain, h.vertical_offset
     out.time_offset[e, k] = (h.horiz_offset * 1e6

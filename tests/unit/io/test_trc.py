@@ -16,6 +16,8 @@ from idexdask.io.trc import (
     read_trc_file,
     write_trc,
 )
+from idexdask.io.trc import reader as trc_reader
+from idexdask.io.trc.format import read_codes_into, read_trc_header
 
 N = 1000
 DT = 1e-9
@@ -145,6 +147,51 @@ def test_different_sampling_gets_own_axis(tmp_path):
     assert ds.Target_Low.dims == ("epoch", "time_low_sample_rate_index")
     assert ds.time_low_sample_rate.shape == (1, 100)
     np.testing.assert_allclose(np.diff(ds.time_low_sample_rate.values[0]), 0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.int16, np.int8])
+def test_codes_read_into_scratch(tmp_path, order, dtype):
+    # the two-step read (header, then codes into a reused scratch) gives the codes
+    # and the dataset the volts of the one-step read, in either byte order
+    raw = _raw(3).astype(dtype) if dtype == np.int16 else (_raw(3) // 20).astype(np.int8)
+    f = write_trc(tmp_path / "C1--Trace--00001.trc", raw, horiz_interval=DT, horiz_offset=T0,
+                  vertical_gain=1e-3, vertical_offset=0.25, byte_order=order)
+    scratch = np.full(4 * N, 0x5A, np.uint8)  # larger than needed, dirty
+    codes = read_codes_into(read_trc_header(f), scratch)
+    assert codes.dtype == np.dtype(dtype) and codes.dtype.isnative
+    np.testing.assert_array_equal(codes, raw)
+    volts = read_trc(f).C1.values[0]
+    assert volts.dtype == np.float32
+    np.testing.assert_array_equal(volts, read_trc_file(f).volts.astype(np.float32))
+
+
+def test_file_shrinking_after_its_header(tmp_path, monkeypatch, caplog):
+    # a file cut between the header check and the sample read: an error, or with
+    # errors="skip" a missing channel listed in skipped_files
+    _write_impact(tmp_path, "C{c}--Trace--{i:05d}.trc", 1)
+    _write_impact(tmp_path, "C{c}--Trace--{i:05d}.trc", 2)
+    victim = tmp_path / "C3--Trace--00002.trc"
+    whole = victim.read_bytes()
+    header_of = trc_reader.read_trc_header
+
+    def header_then_cut(path):
+        header = header_of(path)
+        if path.name == victim.name:
+            victim.write_bytes(whole[:-50])
+        return header
+
+    monkeypatch.setattr(trc_reader, "read_trc_header", header_then_cut)
+    with pytest.raises(TraceFileError, match="C3--Trace--00002.trc: truncated data"):
+        read_trc(tmp_path)
+    victim.write_bytes(whole)
+    with caplog.at_level(logging.WARNING, logger="idexdask"):
+        ds = read_trc(tmp_path, errors="skip")
+    assert "C3--Trace--00002.trc" in caplog.text
+    assert ds.channel_missing.values.tolist() == [False, True]
+    assert ds.channel_present.values[1].tolist() == [True, True, False, True]
+    assert np.isnan(ds.C3.values[1]).all() and not np.isnan(ds.C3.values[0]).any()
+    assert ds.attrs["skipped_files"] == "C3--Trace--00002.trc"
 
 
 # ------------------------------------------------------------------ bad input
