@@ -33,6 +33,21 @@ def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
     return v
 
 
+_EXTREME_BLOCK = 512
+"""Samples per block of :func:`trace_rows`'s search for the samples at the maximum."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_reaches(raw, r, j0, j1, d, b, exc):  # pragma: no cover - compiled
+    """Whether some sample ``raw[r, j0:j1]`` has ``d * (v - b) == exc`` (NaN never; a
+    fill value may, which only sends the block to the exact walk)."""
+    hits = 0
+    for j in range(j0, j1):
+        if d * (np.float64(raw[r, j]) - b) == exc:
+            hits += 1
+    return hits > 0
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _formula_time(start, step, scale, j):  # pragma: no cover - compiled
     """``(start + j * step) * scale``, rounded as :class:`~idexdask.timeaxis.UniformAxisArray`."""
@@ -236,8 +251,15 @@ def trace_rows(
     rail_run: int,
     top_run: int,
     clipped: np.ndarray,
+    known_max: np.ndarray,
+    known_min: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
     """Two passes per row: counts and extremes, then the samples at the excursion.
+
+    ``known_max``/``known_min`` (NaN: unknown) are a row's largest and smallest
+    sample as float64 when the caller knows every sample of the row is valid
+    and finite and both extremes are nonzero (so that their sign of zero cannot
+    depend on the order of the samples): the first pass is then skipped.
 
     For each direction ``d`` the excursion is ``d * (x - baseline)`` over the
     valid samples.  Its maximum is that at the largest (d = 1) or smallest
@@ -277,12 +299,17 @@ def trace_rows(
         nv = 0
         hi = -np.inf
         lo = np.inf
-        for j in range(n):
-            v = _sample(raw, r, j, has_fill, fill)
-            if v == v:
-                nv += 1
-                hi = max(hi, v)
-                lo = min(lo, v)
+        if known_max[r] == known_max[r]:
+            nv = n
+            hi = known_max[r]
+            lo = known_min[r]
+        else:
+            for j in range(n):
+                v = _sample(raw, r, j, has_fill, fill)
+                if v == v:
+                    nv += 1
+                    hi = max(hi, v)
+                    lo = min(lo, v)
         n_valid[r] = nv
         vmax_obs[r] = hi
         vmin_obs[r] = lo
@@ -341,23 +368,41 @@ def trace_rows(
             t_first = -1
             t_last = -1
             run = 0
-            for j in range(n):
-                v = _sample(raw, r, j, has_fill, fill)
-                if v == v and d * (v - b) == exc:
-                    if at < 0:
-                        at = j
-                        if not (ext or top):
-                            break
-                    n_ext += 1
-                    e_last = j
-                    run += 1
-                else:
+            # blocks with no sample at the maximum (most of a row) are checked by a
+            # branch-free count and passed over: for the walk below such a block is
+            # one sample that ends a run, and nothing else
+            j0 = 0
+            stop = False
+            while j0 < n and not stop:
+                j1 = min(j0 + _EXTREME_BLOCK, n)
+                if not _block_reaches(raw, r, j0, j1, d, b, exc):
                     if run >= top_run:
                         n_top += run
                         if t_first < 0:
-                            t_first = j - run
-                        t_last = j - 1
+                            t_first = j0 - run
+                        t_last = j0 - 1
                     run = 0
+                    j0 = j1
+                    continue
+                for j in range(j0, j1):
+                    v = _sample(raw, r, j, has_fill, fill)
+                    if v == v and d * (v - b) == exc:
+                        if at < 0:
+                            at = j
+                            if not (ext or top):
+                                stop = True
+                                break
+                        n_ext += 1
+                        e_last = j
+                        run += 1
+                    else:
+                        if run >= top_run:
+                            n_top += run
+                            if t_first < 0:
+                                t_first = j - run
+                            t_last = j - 1
+                        run = 0
+                j0 = j1
             if run >= top_run:
                 n_top += run
                 if t_first < 0:

@@ -352,6 +352,42 @@ def test_compiled_path_matches_array_namespace_float():
         assert 0 < std_used < 1e-3
 
 
+def test_compiled_path_block_edges_and_signed_zeros():
+    """Scope-like float32 rows without missing samples: extremes taken by the NumPy
+    reductions and the maximum's samples found block by block (512 samples) give
+    the array code's results; flat tops that start, end or stop at block edges and
+    at the end of the row, and extremes of -0.0 and 0.0 (left to the compiled pass)."""
+    rng = np.random.default_rng(24)
+    n = 12 * 512 + 37
+    o = 7 * 512  # the features after the baseline window (times from -8 us, 3 ns apart)
+    x = (np.round(rng.normal(0, 0.002, (9, n)) / 1e-4) * 1e-4).astype(np.float32)
+    x[0, o + 500:o + 530] = -0.25  # a flat top across a block edge
+    x[1, o + 512:o + 1024] = -0.25  # exactly one block
+    x[2, o + 1020:o + 1024] = -0.25  # a run too short for a flat top, ending at an edge
+    x[2, o + 1536:o + 1548] = -0.25  # ... and one long enough, starting at one
+    x[3, n - 20:] = -0.25  # up to the last sample
+    x[4, o + 100:o + 140] = -0.25  # two flat tops at the same extreme
+    x[4, o + 1500:o + 1600] = -0.25
+    x[5] = np.abs(x[5])  # minimum 0 ...
+    x[5, ::3] = -0.0  # ... as both zeros
+    x[6] = -np.abs(x[6])
+    x[6, 1::4] = 0.0  # maximum 0 as both zeros
+    x[7, o + 700] = np.float32(-0.25)  # a single sample at the extreme
+    x[8] = 0.0  # flat at zero
+    t = np.tile(-8 + np.arange(n) * 0.003, (9, 1))
+    ds = xr.Dataset({
+        "TOF_High": (("epoch", "time_high_sample_rate_index"), x,
+                     {"units": "V", "signal_polarity": -1}),
+        "time_high_sample_rate": (("epoch", "time_high_sample_rate_index"), t),
+    })
+    for top_run in (2, 5, 64):
+        _both_paths(ds, "TOF_High", {"flat_top_min_run": top_run})
+    ds["TOF_High"].attrs["signal_polarity"] = 0
+    _both_paths(ds, "TOF_High")
+    saturated = channel_quality(ds, "TOF_High", load_quality_config()).products
+    assert saturated["saturated_samples"][1] == 512 and saturated["saturated_samples"][3] == 20
+
+
 def test_compiled_path_with_scope_clipping_flags(trc_dir):
     """Real captures: the compiled passes, with the events the scope flagged clipped
     (TOF_Low of impact 6) redone by the array code, equal the array code throughout."""
