@@ -407,10 +407,17 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
     for name, variable in events.variables.items():
         if name in skip:
             continue
+        level = variable.attrs.get(LEVEL_ATTR, untagged)
+        if is_formula_axis(variable):
+            # kept lazy (``.data`` would materialise 4 MB per event of a scope
+            # axis): compact_axes below stores its terms, never its values
+            axis = variable.copy(deep=False)
+            axis.attrs = {**variable.attrs, LEVEL_ATTR: level}
+            variables[name] = axis
+            continue
         values = variable.data
         if variable.dtype.kind in "US":
             values = variable.values.astype(str).astype(object)
-        level = variable.attrs.get(LEVEL_ATTR, untagged)
         # the encoding travels too: a waveform's ADC-code scale (idexdask.adccodes)
         # is what makes the store keep its int16 codes
         variables[name] = xr.Variable(variable.dims, values,

@@ -91,3 +91,29 @@ def test_normalise_for_store_makes_strings_variable_length():
     single = normalise_for_store(events.drop_vars("x"), 7)
     assert single["input_index"].values.tolist() == [7, 7]
     assert single["y"].attrs[LEVEL_ATTR] == "l1a"  # nothing tagged: a reader's output
+
+
+def test_normalise_for_store_keeps_formula_axes_lazy(monkeypatch):
+    # a uniform axis given by formula is stored as its terms: normalising never
+    # materialises it (4 MB per event for a scope axis), and the terms carry it
+    from idexdask.timeaxis import AxisTerms, UniformAxisArray, expand_axes, uniform_axis_variable
+
+    terms = AxisTerms.for_axis("time_x")
+    start, step, count = np.array([-1e-6, -2e-6]), np.array([1e-9, 1e-9]), np.array([5, 4])
+    axis = uniform_axis_variable(("epoch", "time_x_index"), start, step, count, 5, scale=1e6,
+                                 terms=terms, attrs={"units": "us"})
+    expected = axis.values.copy()
+    events = xr.Dataset(
+        {"time_x": axis, terms.start: ("epoch", start), terms.step: ("epoch", step),
+         terms.count: ("epoch", count), "w": (("epoch", "time_x_index"), np.zeros((2, 5)))},
+        coords={"epoch": np.array([10, 20], dtype=np.int64)})
+
+    def refuse(self, key):
+        raise AssertionError("formula axis materialised")
+
+    monkeypatch.setattr(UniformAxisArray, "compute", refuse)
+    stored = normalise_for_store(events, 0)
+    assert "time_x" not in stored.variables
+    monkeypatch.undo()
+    back = expand_axes(stored)
+    np.testing.assert_array_equal(back["time_x"].values, expected)
