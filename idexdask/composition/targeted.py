@@ -44,11 +44,21 @@ import xarray as xr
 
 from idexdask._logging import get_logger
 
-__all__ = ["TargetedSearch", "filter_areas", "targeted_search", "targeted_variables"]
+__all__ = [
+    "NULL_REACH_US",
+    "TargetedSearch",
+    "filter_areas",
+    "searched_times",
+    "target_masses",
+    "targeted_search",
+    "targeted_variables",
+]
 
 _log = get_logger(__name__)
 
 MAD_TO_SIGMA = 1.4826
+NULL_REACH_US = 0.5
+"""Reach of the null filter positions around a target time, µs."""
 
 
 @dataclass
@@ -167,7 +177,7 @@ def targeted_search(
     *,
     min_significance: float = 3.0,
     width_reach_us: float = 0.5,
-    null_reach_us: float = 0.5,
+    null_reach_us: float = NULL_REACH_US,
     null_positions: int = 60,
 ) -> TargetedSearch:
     """Matched-filter search for ``masses`` at each calibrated event's arrival times.
@@ -270,6 +280,59 @@ def targeted_search(
     return TargetedSearch(**out, detected=detected, min_significance=float(min_significance))
 
 
+def searched_times(
+    line_event: np.ndarray,
+    line_center: np.ndarray,
+    line_sigma: np.ndarray,
+    line_converged: np.ndarray,
+    coefficients: np.ndarray,
+    calibrated: np.ndarray,
+    masses: np.ndarray,
+    *,
+    null_reach_us: float = NULL_REACH_US,
+) -> tuple[float, float] | None:
+    """Times that bound every sample :func:`targeted_search` reads, µs.
+
+    With the same arguments (and ``null_reach_us``), :func:`targeted_search`
+    reads each event's spectrum only within ``t_m +- (null_reach_us + 4 width)``
+    of its target times, and its filter width is the median sigma of some of
+    the event's converged lines, so never above the largest of them.  A caller
+    holding long spectra (a lab row: 500,000 samples) can pass the samples of
+    this range and the first sample on either side of it (each row's
+    ``searchsorted`` then finds the same samples) instead of whole rows.
+
+    Returns
+    -------
+    (float, float) or None
+        The lowest and highest time searched; None where no event is searched.
+    """
+    from idexdask.calibration.tofmass import time_axis
+
+    masses = np.asarray(masses, dtype=float)
+    good = np.asarray(line_converged, bool) & np.isfinite(line_sigma) & np.isfinite(line_center)
+    low, high = math.inf, -math.inf
+    for e in np.flatnonzero(np.asarray(calibrated, bool)):
+        coeff = np.asarray(coefficients[e], dtype=float)
+        sigmas = line_sigma[(line_event == e) & good]
+        if not np.all(np.isfinite(coeff)) or not sigmas.size:
+            continue
+        tm = np.asarray(time_axis(coeff, masses), dtype=float)
+        tm = tm[np.isfinite(tm)]
+        if not tm.size:
+            continue
+        reach = null_reach_us + 4.0 * float(np.max(sigmas))
+        low, high = min(low, float(tm.min()) - reach), max(high, float(tm.max()) + reach)
+    return (low, high) if low <= high else None
+
+
+def target_masses(species: Sequence[str]) -> np.ndarray:
+    """Ion masses of the targeted species (singly charged where no charge is written), u."""
+    from idexdask.calibration.ions import ion_mass
+
+    return np.array([ion_mass(s if s.endswith("+") else s + "+") for s in map(str, species)],
+                    dtype=float)
+
+
 def targeted_variables(
     time: np.ndarray,
     signal: np.ndarray,
@@ -314,10 +377,8 @@ def targeted_variables(
         ``targeted_detected`` (docs/products.md).  NaN (False) for an
         uncalibrated event.
     """
-    from idexdask.calibration.ions import ion_mass
-
     names = [str(s) for s in species]
-    masses = np.array([ion_mass(s if s.endswith("+") else s + "+") for s in names])
+    masses = target_masses(names)
     n_events = int(np.shape(signal)[0])
     if n_events and names:
         noise = np.asarray(noise, dtype=float)
