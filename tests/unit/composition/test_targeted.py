@@ -151,3 +151,18 @@ def test_searched_times_bound_every_sample_read():
         np.testing.assert_array_equal(getattr(cut, name), getattr(full, name))
     assert searched_times(line_event, line_center, line_sigma, lines["line_converged"],
                           coefficients, np.zeros(n, bool), masses) is None
+
+
+def test_median_is_numpys():
+    """The search's median (the middle values' mean, as numpy.median forms it)
+    equals numpy.median on odd and even counts, signed zeros included (rtol
+    1e-15: one rounding of the final division, the rule for two implementations;
+    the sum and the division are the same operations)."""
+    from idexdask.composition.targeted import _median
+
+    rng = np.random.default_rng(7)
+    for n in (1, 2, 3, 10, 11, 57, 60):
+        values = rng.normal(0.0, 1e-4, n)
+        np.testing.assert_allclose(_median(values), np.median(values), rtol=1e-15, atol=0)
+    for values in ([-0.0], [0.0, -0.0], [-0.0, -0.0, 1.0]):
+        assert np.signbit(_median(np.array(values))) == np.signbit(np.median(values))
