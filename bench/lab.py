@@ -40,8 +40,11 @@ speed-up of the best rates and the range of the per-repeat speed-ups.
 work on one pack of impacts: reading (``decode_unit`` per impact), concatenating,
 signal quality, the TOF gain merge, line search and fits, the pickup (QD)
 products, the whole analysis, ``process_units`` (a pack's read, analysis and
-normalisation for the store), and pickling the result (what a worker sends the
-client for the store's schema).
+normalisation for the store), the pack's region write (codes checked, compressed
+with ``pipeline.lab_compressor``, files written), and what a worker sends the
+client: each pack's ``PackResult`` (pickled) and, once per run, the store's
+schema (one event).  The pack's data never leave the worker that processed it
+(its write runs there).
 """
 
 from __future__ import annotations
@@ -97,6 +100,8 @@ def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
     from idexdask.analysis.tof import merge_gains, tof_lines
     from idexdask.config import load_config
     from idexdask.pipeline.plan import plan_inputs
+    from idexdask.pipeline.region_write import write_region
+    from idexdask.pipeline.tasks import PackResult, Processed, schema_task
     from idexdask.pipeline.units import concat_events, decode_unit, process_units
     from idexdask.workflow.analyze import analysis_products
 
@@ -129,11 +134,34 @@ def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
     processed = best("process_units (read + analyse + normalise)",
                      lambda: process_units(units, config))
     dataset = processed.dataset
-    best("pickle the result (worker -> client)",
-         lambda: pickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL))
-    timings["result bytes per impact (MB)"] = len(
-        pickle.dumps(dataset, protocol=pickle.HIGHEST_PROTOCOL)) / len(units) / 1e6
+    with tempfile.TemporaryDirectory(prefix="idexdask-lab-write-") as tmp:
+        store = _laid_out(Path(tmp) / "s.zarr", dataset, config)
+        best("store write (write_region of the pack)", lambda: write_region(
+            store, dataset, (0, len(units)), rows=len(units), n_events=len(units)))
+    # what leaves a worker: the store's schema (one event, once per run) and each
+    # pack's PackResult; the pack's data are written where they were processed
+    schema = schema_task(Processed(processed, 0.0))
+    result = PackResult(status={u.uid: "done" for u in units}, attrs=processed.attrs,
+                        overrides_hash=processed.overrides_hash, worker="host:1")
+    best("pickle a pack's result (worker -> client)",
+         lambda: pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+    timings["pack result bytes per impact (kB)"] = len(
+        pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)) / len(units) / 1e3
+    timings["schema bytes, once per run (MB)"] = len(
+        pickle.dumps(schema, protocol=pickle.HIGHEST_PROTOCOL)) / 1e6
     return list(timings.items())
+
+
+def _laid_out(store: Path, dataset, config) -> Path:
+    """A store for the pack's rows, laid out as a lab campaign's (``lab_compressor``)."""
+    from idexdask.pipeline.store import initialise_store
+
+    pipeline = config["pipeline"]
+    n = dataset.sizes["epoch"]
+    initialise_store(store, dataset.isel(epoch=slice(0, 1)), n, rows=n,
+                     compressor=str(pipeline.get("lab_compressor", pipeline["compressor"])),
+                     level=int(pipeline["compression_level"]), meta={})
+    return store
 
 
 def _without_campaign_step() -> None:
@@ -184,7 +212,7 @@ def main() -> None:
         if args.stages:
             print("\n| stage | CPU ms per impact |\n|---|---|")
             for label, value in stages(directory, args.stage_impacts):
-                print(f"| {label} | {value if 'MB' in label else value * 1e3:.2f} |")
+                print(f"| {label} | {value if 'B' in label else value * 1e3:.2f} |")
         rows = []
         for repeat in range(args.repeat):
             for workers in args.workers:

@@ -47,6 +47,7 @@ __all__ = ["LineFits", "classify_lines", "fit_lines", "line_heights"]
 _log = get_logger(__name__)
 
 _HEIGHT_GRID = 64  # points of the fine grid on which the fitted line height is taken
+_DEBLEND_BLOCK = 64  # refitted lines whose neighbours' profiles are evaluated at once
 
 
 @dataclass
@@ -209,8 +210,6 @@ def _deblend(
     )
     if bad.size == 0:
         return fits
-    from idexdask.analysis.lineshapes import gaussian
-
     ev = cand.event
     usable = (fits.status <= FitStatus.HIT_BOUND) | (fits.status >= LineStatus.SPIKE)
     usable &= np.isfinite(fits.area) & np.isfinite(fits.center) & np.isfinite(fits.sigma)
@@ -226,23 +225,7 @@ def _deblend(
     rows_t = t[ev[bad][:, None], cols]
     noise = np.asarray(noise, dtype=float)
     rows_noise = noise[ev[bad][:, None], cols] if noise.ndim == 2 else noise[ev[bad]]
-    any_removed = np.zeros(bad.size, bool)
-    for r, k in enumerate(bad):
-        x = rows_t[r, : last[r] - first[r] + 1]
-        others = np.flatnonzero((ev == ev[k]) & usable)
-        others = others[others != k]
-        if others.size == 0:
-            continue
-        total = np.zeros(x.size)
-        with np.errstate(all="ignore"):
-            for j in others:
-                if fits.shape[j] != LineShape.EMG:
-                    prof = gaussian(x, fits.area[j], fits.center[j], fits.sigma[j])
-                else:
-                    prof = emg(x, fits.area[j], fits.center[j], fits.sigma[j], fits.gamma[j])
-                total += np.where(np.isfinite(prof), prof, 0.0)
-        rows_y[r, : x.size] -= total
-        any_removed[r] = True
+    any_removed = _remove_neighbours(rows_y, rows_t, last - first + 1, bad, ev, usable, fits)
     bad, first, last = bad[any_removed], first[any_removed], last[any_removed]
     if bad.size == 0:
         return fits
@@ -270,6 +253,56 @@ def _deblend(
         columns[name] = column
     _log.debug("deblend: %d of %d unconverged lines converged", better.sum(), bad.size)
     return LineFits(**columns)
+
+
+def _remove_neighbours(
+    rows_y: np.ndarray,
+    rows_t: np.ndarray,
+    length: np.ndarray,
+    bad: np.ndarray,
+    ev: np.ndarray,
+    usable: np.ndarray,
+    fits: LineFits,
+) -> np.ndarray:
+    """Subtract from each refitted line's window the fitted profiles of its event's other lines.
+
+    ``rows_y`` (one row per line of ``bad``, its window's ``length`` first
+    samples used; times ``rows_t``) is updated in place.  The profiles of all
+    (line, neighbour) pairs of a block of lines are evaluated at once and added
+    to each window's total neighbour by neighbour in event order: the sums of
+    one loop per line, the same values.  Returns whether each line had a
+    neighbour to remove.
+    """
+    from idexdask.analysis.lineshapes import gaussian
+
+    others = [np.flatnonzero((ev == ev[k]) & usable & (np.arange(ev.size) != k)) for k in bad]
+    count = np.array([o.size for o in others], dtype=np.int64)
+    for r0 in range(0, bad.size, _DEBLEND_BLOCK):
+        rows = np.arange(r0, min(r0 + _DEBLEND_BLOCK, bad.size))
+        depth = int(count[rows].max())
+        if depth == 0:
+            continue
+        idx = np.zeros((rows.size, depth), dtype=np.int64)
+        for i, r in enumerate(rows):
+            idx[i, : count[r]] = others[r]
+        present = np.arange(depth)[None, :] < count[rows, None]
+        width = int(length[rows].max())
+        x = rows_t[rows, None, :width]
+        area, center, sigma = (getattr(fits, f)[idx][:, :, None]
+                               for f in ("area", "center", "sigma"))  # fmt: skip
+        with np.errstate(all="ignore"):
+            prof = np.where(
+                (fits.shape[idx] == LineShape.EMG)[:, :, None],
+                emg(x, area, center, sigma, fits.gamma[idx][:, :, None]),
+                gaussian(x, area, center, sigma),
+            )
+            prof = np.where(np.isfinite(prof) & present[:, :, None], prof, 0.0)
+        total = np.zeros((rows.size, width))
+        for j in range(depth):  # neighbour by neighbour, as one loop per line adds them
+            total += prof[:, j]
+        inside = np.arange(width)[None, :] < length[rows, None]
+        rows_y[rows, :width] -= np.where(inside, total, 0.0)
+    return count > 0
 
 
 def _fit_classes(

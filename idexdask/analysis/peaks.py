@@ -39,6 +39,7 @@ _log = get_logger(__name__)
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
 _PROM_BLOCK = 64  # samples per block a prominence walk crosses at once
+_STEP_PROBES = 65  # time steps sampled for the trial median of sample_step
 
 
 @dataclass
@@ -372,11 +373,24 @@ def sample_step(t: np.ndarray) -> np.ndarray:
 
 @numba.njit(cache=True, nogil=True)
 def _median_step_rows(t: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Per row, the median of ``t[j + 1] - t[j]`` ignoring NaN (NaN for none)."""
+    """Per row, the median of ``t[j + 1] - t[j]`` ignoring NaN (NaN for none).
+
+    A sampled time axis has few distinct steps, one of which holds the middle
+    ranks: the median of 65 evenly spaced steps is tried first, by one pass
+    that counts the steps below and equal to it (the differences formed as
+    read, no copy); where it holds both middle ranks it is the median, else
+    the steps are gathered and selected (:func:`median_inplace`).  Either way
+    the exact order statistics.
+    """
     rows, n = t.shape
     out = np.empty(rows)
     buf = np.empty(2 * (n - 1))
+    probe = np.empty(_STEP_PROBES)
     for r in range(rows):
+        found, value = _probe_median_step(t[r], probe)
+        if found:
+            out[r] = value
+            continue
         k = 0
         for j in range(n - 1):
             d = t[r, j + 1] - t[r, j]
@@ -385,6 +399,40 @@ def _median_step_rows(t: np.ndarray) -> np.ndarray:  # pragma: no cover - compil
                 k += 1
         out[r] = median_inplace(buf, k) if k else np.nan
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _probe_median_step(tr: np.ndarray, probe: np.ndarray) -> tuple[bool, float]:
+    # pragma: no cover - compiled
+    """Whether a probed step of ``tr`` is the median of its non-NaN steps, and that step.
+
+    The probe is the median of ``_STEP_PROBES`` evenly spaced steps (NaN
+    probes: no answer).  It is the median when the counts of steps below it
+    and equal to it place both middle ranks (the same one for an odd count)
+    on it.
+    """
+    m = tr.shape[0] - 1
+    if m < _STEP_PROBES:
+        return False, np.nan
+    for i in range(_STEP_PROBES):
+        j = i * (m - 1) // (_STEP_PROBES - 1)
+        probe[i] = tr[j + 1] - tr[j]
+    probe.sort()
+    pivot = probe[_STEP_PROBES // 2]
+    if pivot != pivot:
+        return False, np.nan
+    below = 0
+    equal = 0
+    valid = 0
+    for j in range(m):  # branch-free counts
+        d = tr[j + 1] - tr[j]
+        below += d < pivot
+        equal += d == pivot
+        valid += d == d
+    hi = valid // 2
+    lo = hi - 1 if valid % 2 == 0 else hi
+    found = below <= lo and hi < below + equal
+    return found, (0.5 * (pivot + pivot) if valid % 2 == 0 else pivot)  # median_inplace's
 
 
 @numba.njit(cache=True, nogil=True)
@@ -467,10 +515,14 @@ def _smooth_row(
     k = 0
     scaled = numr.shape[0] == n
     varying = False
+    # dividing by a power of two is multiplying by its exact reciprocal (the
+    # same value), a quarter of the cost: w = 8 at 1 GS/s, 2 at 260 MS/s
+    power_of_two = (w & (w - 1)) == 0
+    inv_w = 1.0 / w
     for j in range(n):
         if j > 0:
             tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
-        v = tmp / w
+        v = tmp * inv_w if power_of_two else tmp / w
         out[j] = v
         yj = yr[j]
         fin = yj - yj == 0.0

@@ -177,6 +177,30 @@ def test_compiled_search_rows_match_numpy(n):
     assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2
 
 
+def test_sample_step_is_the_median_step():
+    """sample_step equals NumPy's nanmedian of the steps: on sampled axes (the
+    probed step holds the middle ranks), on axes whose steps the probe misses
+    (two steps in equal shares, random steps) and with NaN, for odd and even
+    counts of steps."""
+    from idexdask.analysis.peaks import sample_step
+
+    rng = np.random.default_rng(12)
+    n = 4001
+    rows = [
+        -400.0 + np.arange(n) * 0.001,  # a lab axis: a few rounding variants of one step
+        np.cumsum(np.where(np.arange(n) % 2, 1.0, 3.0)),  # two steps, half each: mean of both
+        np.cumsum(rng.uniform(0.5, 1.5, n)),  # every step different
+        np.cumsum(np.where(rng.random(n) < 0.45, 2.0, 1.0)),  # the probe may land on 2
+        -2.0 + np.arange(n) * DT,
+    ]
+    t = np.array(rows)
+    t[4, 100:900] = np.nan  # steps touching NaN are left out
+    for cols in (n, n - 1):  # an even and an odd number of steps
+        tt = t[:, :cols]
+        ref = np.nanmedian(np.diff(tt, axis=1), axis=1)
+        assert np.array_equal(sample_step(tt), ref)
+
+
 def test_quiet_quantised_baseline_gets_a_floored_detection_sigma():
     """Issue 19: a quiet quantised baseline (a constant with rare +-1 DN) has a
     smoothed MAD of 0; the detection sigma is then the smoothed samples' standard
