@@ -406,10 +406,10 @@ def _probe_median_step(tr: np.ndarray, probe: np.ndarray) -> tuple[bool, float]:
     # pragma: no cover - compiled
     """Whether a probed step of ``tr`` is the median of its non-NaN steps, and that step.
 
-    The probe is the median of ``_STEP_PROBES`` evenly spaced steps (NaN
-    probes: no answer).  It is the median when the counts of steps below it
-    and equal to it place both middle ranks (the same one for an odd count)
-    on it.
+    The probe is the median of ``_STEP_PROBES`` evenly spaced steps (NaN ones
+    sort last; a NaN probe median gives no answer).  It is the median when the
+    counts of steps below it and equal to it place both middle ranks (the same
+    one for an odd count) on it.
     """
     m = tr.shape[0] - 1
     if m < _STEP_PROBES:
