@@ -30,7 +30,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
@@ -38,6 +38,9 @@ from zarr.storage import LocalStore, WrapperStore
 
 from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.plan import Unit
+
+if TYPE_CHECKING:
+    from idexdask.composition.settings import CompositionSettings
 
 __all__ = ["apply_region", "campaign_step", "reduce_group"]
 
@@ -243,6 +246,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     """
     from idexdask.calibration.products import calibration_variables
     from idexdask.composition.products import composition_variables
+    from idexdask.composition.settings import composition_settings
     from idexdask.pipeline.region_write import write_region
     from idexdask.pipeline.units import normalise_for_store
 
@@ -287,8 +291,11 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
             species = _strings(kept["peak_species"].values)[lines["used"]]
             peaks["peak_species_by_hand"] = xr.Variable(
                 ("peak",), np.where(by_hand, species, ""))
-    comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
-    comp.update(_targeted(opened, region, lines, coefficients, calibrated, config))
+    # validated once: from a configuration mapping, composition_settings
+    # validates the whole configuration again (~10 ms a call)
+    settings = composition_settings(config)
+    comp, _ = composition_variables(peaks, n, settings, calibrated=calibrated)
+    comp.update(_targeted(opened, region, lines, coefficients, calibrated, settings))
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
     out = xr.Dataset(
         {**{k: v for k, v in comp.items() if k not in ("epoch",)}, **variables,
@@ -306,7 +313,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
 
 def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.ndarray],
               coefficients: np.ndarray, calibrated: np.ndarray,
-              config: Mapping[str, Any]) -> dict[str, xr.Variable]:
+              settings: CompositionSettings) -> dict[str, xr.Variable]:
     """The targeted-search products of the rows ``region`` at their new calibration.
 
     As :func:`idexdask.analyze` makes them (the merged spectrum, its high gain's
@@ -315,7 +322,6 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     search reads are read (:func:`~idexdask.composition.targeted.searched_times`):
     a lab row holds 500,000 samples, the search ~2,500 of them.
     """
-    from idexdask.composition.settings import composition_settings
     from idexdask.composition.targeted import (
         searched_times,
         target_masses,
@@ -341,7 +347,6 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
             return {}
     rows = slice(*region)
     time = time.isel(epoch=rows) if "epoch" in time.dims else time
-    settings = composition_settings(config)
     flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in
                                              ("center", "sigma", "gamma", "area", "status")}}
     bounds = searched_times(
