@@ -9,11 +9,15 @@ run), whose events may span many packs.  Once every pack is written:
    worker that reads them), recomputes each event's own bootstrap calibration
    and runs :func:`~idexdask.calibration.campaign.calibrate_groups` over the
    group; only the per-event coefficients, statuses and line residuals go back;
-2. **map** -- one task per unit recomputes the calibration-dependent products of
-   its rows (``mass_calibration*``, ``peak_mass``, ``peak_mass_tolerance``,
+2. **map** -- one task per span of contiguous units (whole store chunks where
+   the units allow) recomputes the calibration-dependent products of its rows
+   (``mass_calibration*``, ``peak_mass``, ``peak_mass_tolerance``,
    ``peak_calibration_residual``, the composition products and the targeted
-   search, which reads the rows' merged spectra) and writes them into its
-   region of the store.
+   search, which reads the rows' merged spectra around the target times only)
+   and writes them into its region of the store.
+
+Each task opens the store with the variables it reads only: xarray reads the
+metadata of every variable it lists.
 
 The joint result of every group (shape, events, anchors, rms residual) is kept
 in the store's attribute ``campaign_calibration`` and in the ``mass_calibration``
