@@ -88,9 +88,42 @@ class CodeScale:
         if values.dtype not in (np.float32, np.float64):
             return None
         codes = np.empty(values.shape, CODE_DTYPE)
-        ok = _encode_exact(values.reshape(-1), self.scale, self.offset, self.fill,
-                           values.dtype == np.float32, codes.reshape(-1))
+        flat, out = values.reshape(-1), codes.reshape(-1)
+        single = values.dtype == np.float32
+        # the common case in one branch-free pass; any value it cannot place
+        # (a product off by one code, out of range, the fill code) sends the
+        # whole array through the exact pass, which decides
+        ok = _encode_products(flat, self.scale, self.offset, self.fill, single, out)
+        if not ok:
+            ok = _encode_exact(flat, self.scale, self.offset, self.fill, single, out)
         return codes if ok else None
+
+
+@numba.njit(cache=True, nogil=True)
+def _encode_products(values, scale, offset, fill, single, codes):  # pragma: no cover - compiled
+    """:func:`_encode_exact`'s first guess for every value, in a loop without
+    branches (it vectorises): ``codes[i]`` from the product with the inverse
+    scale, True when every value is exactly its code's (the codes are then
+    those :func:`_encode_exact` gives), False when some value needs more."""
+    inverse = 1.0 / scale
+    ok = True
+    if single:
+        for i in range(values.size):
+            v = values[i]
+            c = np.rint((np.float64(v) - offset) * inverse)
+            nan = v != v
+            ok &= nan | ((np.float32(c * scale + offset) == v) & (c >= -32768.0)
+                         & (c <= 32767.0) & (c != fill))
+            codes[i] = np.int16(fill if nan else min(max(c, -32768.0), 32767.0))
+    else:
+        for i in range(values.size):
+            v = values[i]
+            c = np.rint((np.float64(v) - offset) * inverse)
+            nan = v != v
+            ok &= nan | ((c * scale + offset == v) & (c >= -32768.0) & (c <= 32767.0)
+                         & (c != fill))
+            codes[i] = np.int16(fill if nan else min(max(c, -32768.0), 32767.0))
+    return ok
 
 
 @numba.njit(cache=True, nogil=True)

@@ -37,6 +37,34 @@ def test_codes_round_trip_exactly():
     np.testing.assert_array_equal(scale.decode(back), volts, strict=True)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_branch_free_pass_gives_the_exact_pass_codes(dtype):
+    """CodeScale.encode's one-pass guess and the exact pass (which decides whenever
+    the guess cannot place a value) give the same codes, and refuse the same values."""
+    from idexdask.adccodes import _encode_exact, _encode_products
+
+    rng = np.random.default_rng(11)
+    codes = (rng.integers(-2048, 2047, 20_000) * 16).astype(np.int16)
+    codes[:2] = (-32768, 32752)  # the extremes of a 12-bit LeCroy ADC
+    scale = CodeScale(float(GAIN), -float(OFFSET))
+    single = dtype == np.float32
+    # float32: read_trc's volts; float64: the codes' float64 values, unrounded
+    values = _volts(codes) if single else codes * scale.scale + scale.offset
+    values[100:110] = np.nan
+    fast, exact = np.empty(values.size, np.int16), np.empty(values.size, np.int16)
+    assert _encode_products(values, scale.scale, scale.offset, scale.fill, single, fast)
+    assert _encode_exact(values, scale.scale, scale.offset, scale.fill, single, exact)
+    np.testing.assert_array_equal(fast, exact)
+    np.testing.assert_array_equal(scale.encode(values), exact)
+    fill_value = CODE_FILL * scale.scale + scale.offset  # the fill code, recorded
+    for bad in (values[3] + scale.scale / 2, fill_value):
+        spoiled = values.copy()
+        spoiled[7] = bad  # between two codes, or the fill code: the guess fails
+        assert not _encode_products(spoiled, scale.scale, scale.offset, scale.fill, single,
+                                    fast)
+        assert scale.encode(spoiled) is None  # and the exact pass refuses it
+
+
 def test_values_of_another_scale_are_refused():
     codes = np.arange(-1000, 1000, dtype=np.int16) * 16
     with pytest.raises(IdexDaskError):  # another gain: not codes of this scale
