@@ -9,11 +9,15 @@ run), whose events may span many packs.  Once every pack is written:
    worker that reads them), recomputes each event's own bootstrap calibration
    and runs :func:`~idexdask.calibration.campaign.calibrate_groups` over the
    group; only the per-event coefficients, statuses and line residuals go back;
-2. **map** -- one task per unit recomputes the calibration-dependent products of
-   its rows (``mass_calibration*``, ``peak_mass``, ``peak_mass_tolerance``,
+2. **map** -- one task per span of contiguous units (whole store chunks where
+   the units allow) recomputes the calibration-dependent products of its rows
+   (``mass_calibration*``, ``peak_mass``, ``peak_mass_tolerance``,
    ``peak_calibration_residual``, the composition products and the targeted
-   search, which reads the rows' merged spectra) and writes them into its
-   region of the store.
+   search, which reads the rows' merged spectra around the target times only)
+   and writes them into its region of the store.
+
+Each task opens the store with the variables it reads only: xarray reads the
+metadata of every variable it lists.
 
 The joint result of every group (shape, events, anchors, rms residual) is kept
 in the store's attribute ``campaign_calibration`` and in the ``mass_calibration``
@@ -28,15 +32,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
+from zarr.storage import LocalStore, WrapperStore
 
 from idexdask.pipeline.campaign_config import recalibrates
 from idexdask.pipeline.plan import Unit
+
+if TYPE_CHECKING:
+    from idexdask.composition.settings import CompositionSettings
 
 __all__ = ["apply_region", "campaign_step", "reduce_group"]
 
@@ -46,11 +54,43 @@ _LINE_VARIABLES = (
     "peak_center", "peak_area", "peak_area_err", "peak_status", "peak_center_at_mode",
     "peak_sigma", "peak_gamma", "peak_count",
 )
+#: What a hand calibration or species assignment (override rows) keeps.
+_KEPT = (
+    "mass_calibration", "mass_calibration_status", "mass_calibration_reason",
+    "mass_calibration_method", "peak_calibration_residual", "peak_species",
+    "peak_species_manual",
+)
 
 
-def _open(store: str) -> xr.Dataset:
-    """The store, lazily (each task opens it once: reading its metadata costs ~0.1 s)."""
-    return xr.open_zarr(store, consolidated=False, chunks=None)
+class _ListedStore(WrapperStore):
+    """A read-only local Zarr store whose root lists only the variables ``keep`` accepts.
+
+    Opening a store reads every listed variable's metadata (its ``zarr.json``):
+    ~45 ms of CPU for a lab store's ~190 variables, paid by every task of the
+    step, where a task reads ~20 of them (~7 ms).  The other variables are
+    left out of the root's listing; everything else is the store's own.
+    """
+
+    def __init__(self, store: LocalStore, keep: Callable[[str], bool]) -> None:
+        super().__init__(store)
+        self.keep = keep
+
+    def _with_store(self, store: LocalStore) -> _ListedStore:
+        return type(self)(store, self.keep)
+
+    async def list_dir(self, prefix: str) -> AsyncIterator[str]:
+        async for key in self._store.list_dir(prefix):
+            if prefix or key == "zarr.json" or self.keep(key):
+                yield key
+
+
+def _open(store: str, keep: Callable[[str], bool] | None = None) -> xr.Dataset:
+    """The store, lazily, with the variables ``keep`` accepts (every one: None).
+
+    Each task opens it once; reading a variable's metadata costs ~0.25 ms.
+    """
+    source = store if keep is None else _ListedStore(LocalStore(store, read_only=True), keep)
+    return xr.open_zarr(source, consolidated=False, chunks=None)
 
 
 def _row_runs(regions: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -148,11 +188,14 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
         ``coefficients`` (E, 4), ``status``, ``reason``, ``method`` (E,),
         ``residual`` (E, peak_slot) µs, ``preset`` and ``summary`` of the group.
     """
+    from idexdask.analysis.instrument_table import load_instrument_table
     from idexdask.calibration import comb_calibrations
     from idexdask.calibration.campaign import CampaignSettings, calibrate_groups
     from idexdask.calibration.products import CAL_ORDER
 
-    opened = _open(store)
+    voltages = load_instrument_table().high_voltage_groups.voltages
+    opened = _open(store, lambda name: name in _LINE_VARIABLES or name in voltages
+                   or name == "epoch")
     ds = _read_rows(opened, regions)
     n = int(ds.sizes["epoch"])
     lines = _flat_lines(ds)
@@ -207,10 +250,12 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     """
     from idexdask.calibration.products import calibration_variables
     from idexdask.composition.products import composition_variables
+    from idexdask.composition.settings import composition_settings
     from idexdask.pipeline.region_write import write_region
     from idexdask.pipeline.units import normalise_for_store
 
-    opened = _open(store)
+    opened = _open(store, lambda name: name in _LINE_VARIABLES or name in _KEPT
+                   or name == "epoch" or _targeted_input(name))
     ds = _read_rows(opened, [region])
     n = int(ds.sizes["epoch"])
     lines = _flat_lines(ds)
@@ -220,10 +265,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
     method = np.array(part["method"], dtype=object)
     residual = np.asarray(part["residual"])[lines["used"]]
     # events calibrated by hand (override rows `calibrate`) keep that calibration
-    kept = _stored(opened, region, ("mass_calibration", "mass_calibration_status",
-                                   "mass_calibration_reason", "mass_calibration_method",
-                                   "peak_calibration_residual", "peak_species",
-                                   "peak_species_manual"))
+    kept = _stored(opened, region, _KEPT)
     if "mass_calibration_method" in kept:
         manual = _strings(kept["mass_calibration_method"].values) == "manual"
         if manual.any():
@@ -253,8 +295,11 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
             species = _strings(kept["peak_species"].values)[lines["used"]]
             peaks["peak_species_by_hand"] = xr.Variable(
                 ("peak",), np.where(by_hand, species, ""))
-    comp, _ = composition_variables(peaks, n, config, calibrated=calibrated)
-    comp.update(_targeted(opened, region, lines, coefficients, calibrated, config))
+    # validated once: from a configuration mapping, composition_settings
+    # validates the whole configuration again (~10 ms a call)
+    settings = composition_settings(config)
+    comp, _ = composition_variables(peaks, n, settings, calibrated=calibrated)
+    comp.update(_targeted(opened, region, lines, coefficients, calibrated, settings))
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
     out = xr.Dataset(
         {**{k: v for k, v in comp.items() if k not in ("epoch",)}, **variables,
@@ -272,15 +317,20 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
 
 def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.ndarray],
               coefficients: np.ndarray, calibrated: np.ndarray,
-              config: Mapping[str, Any]) -> dict[str, xr.Variable]:
+              settings: CompositionSettings) -> dict[str, xr.Variable]:
     """The targeted-search products of the rows ``region`` at their new calibration.
 
     As :func:`idexdask.analyze` makes them (the merged spectrum, its high gain's
     noise and the fitted lines of the store rows); none where the store has
-    no merged spectrum (``pipeline.analyze: false``).
+    no merged spectrum (``pipeline.analyze: false``).  Only the samples the
+    search reads are read (:func:`~idexdask.composition.targeted.searched_times`):
+    a lab row holds 500,000 samples, the search ~2,500 of them.
     """
-    from idexdask.composition.settings import composition_settings
-    from idexdask.composition.targeted import targeted_variables
+    from idexdask.composition.targeted import (
+        searched_times,
+        target_masses,
+        targeted_variables,
+    )
     from idexdask.timeaxis import expand_axes
 
     if "tof_combined" not in ds.variables or not calibrated.any():
@@ -301,17 +351,58 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
             return {}
     rows = slice(*region)
     time = time.isel(epoch=rows) if "epoch" in time.dims else time
-    settings = composition_settings(config)
     flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in
                                              ("center", "sigma", "gamma", "area", "status")}}
+    bounds = searched_times(
+        flat["peak_event"], flat["peak_center"], flat["peak_sigma"],
+        np.asarray(flat["peak_status"]) == 0, coefficients, calibrated,
+        target_masses(settings.targeted_species),
+    )  # fmt: skip
+    columns = slice(0, 0) if bounds is None else _sample_columns(time, *bounds)
+    # the stored float32 samples: the search converts the stretches it reads
+    signal = merged.isel({"epoch": rows, merged.dims[-1]: columns}).values
     return targeted_variables(
-        np.asarray(time.values, dtype=float),
-        np.asarray(merged.isel(epoch=rows).values, dtype=float),
+        np.asarray(time.isel({time.dims[-1]: columns}).values, dtype=float), signal,
         np.asarray(ds[noise_name].isel(epoch=rows).values, dtype=float), flat, coefficients,
         calibrated, settings.targeted_species,
         min_significance=settings.targeted_min_significance,
         unit=str(merged.attrs.get("units", "")),
     )  # fmt: skip
+
+
+def _targeted_input(name: str) -> bool:
+    """Whether :func:`_targeted` may read the store variable ``name``.
+
+    The merged spectrum, its gains' waveform variables (``TOF_High``: their
+    ``time_variable`` attribute) and noise (``tof_high_noise``), and the time
+    axes (``time_high_sample_rate`` or its terms).
+    """
+    return (name == "tof_combined" or name.startswith(("TOF_", "time_"))
+            or (name.startswith("tof_") and name.endswith("_noise")))
+
+
+def _sample_columns(time: xr.DataArray, low: float, high: float,
+                    stride: int = 256) -> slice:
+    """Columns of the time rows that hold every time in [``low``, ``high``].
+
+    Each row is increasing (NaN after a short record sorts last), as the
+    targeted search requires: the columns run from after the last sample below
+    ``low`` to the first sample above ``high`` (or NaN) in every row, so that a
+    ``searchsorted`` of a time in the range finds the same sample in these
+    columns as in the whole row.  Read on a grid of every ``stride``-th column
+    (a few thousand times of a lab row, computed from the terms or decoded),
+    the range is exact up to ``stride`` samples more on either side.
+    """
+    n = int(time.shape[-1])
+    if n == 0:
+        return slice(0, 0)
+    grid = np.unique(np.append(np.arange(0, n, stride), n - 1))
+    x = np.atleast_2d(np.asarray(time.isel({time.dims[-1]: grid}).values, dtype=float))
+    below = np.sum(x < low, axis=1) - 1  # per row: the last grid column before ``low``
+    above = np.sum(x <= high, axis=1)  # per row: the first grid column after ``high``
+    first = int(np.min(np.where(below >= 0, grid[np.maximum(below, 0)] + 1, 0)))
+    last = int(np.max(np.where(above < grid.size, grid[np.minimum(above, grid.size - 1)], n)))
+    return slice(first, max(first, last))
 
 
 def _strings(values: Any) -> np.ndarray:
@@ -329,15 +420,20 @@ def _stored(ds: xr.Dataset, region: tuple[int, int], names: Sequence[str]) -> xr
 def contiguous_spans(units: Sequence[Unit], max_events: int) -> list[list[Unit]]:
     """Units of one group (sorted by row) cut into runs of contiguous rows.
 
-    A run ends where the next unit's rows do not follow on, or where it would
-    exceed ``max_events`` events (a run never splits a unit, so a unit larger
-    than ``max_events`` is a run of its own).
+    A run ends where the next unit's rows do not follow on, where the next unit
+    starts in another block of ``max_events`` rows (blocks start at multiples
+    of ``max_events``), or where it would exceed ``max_events`` events (a run
+    never splits a unit, so a unit larger than ``max_events`` is a run of its
+    own).  With ``max_events`` a multiple of the store's chunk rows, runs of
+    small units (lab impacts) cover whole chunks: each task decodes and
+    writes its own chunks, never a neighbour's.
     """
     spans: list[list[Unit]] = []
     events = 0
     for unit in units:
         count = unit.region[1] - unit.region[0]
         if (spans and spans[-1][-1].region[1] == unit.region[0]
+                and unit.region[0] // max_events == spans[-1][-1].region[0] // max_events
                 and events + count <= max_events):
             spans[-1].append(unit)
             events += count
@@ -347,14 +443,19 @@ def contiguous_spans(units: Sequence[Unit], max_events: int) -> list[list[Unit]]
     return spans
 
 
-def _span_events(client: Any, events: int, cap: int) -> int:
+def _span_events(client: Any, events: int, cap: int, rows: int) -> int:
     """Events per map task: ~4 tasks per worker for balance, at most ``cap``.
 
     A lab unit is one impact: a task per unit would open the store's metadata
     once per impact, which costs more than the impact's calibration products.
+    Rounded to whole chunks of ``rows`` events: a task that shares a chunk with
+    its neighbour decodes that chunk too (a lab chunk of merged spectra, 8
+    impacts, ~15 ms) and writes it under a lock.
     """
     workers = max(1, len(client.scheduler_info().get("workers", {})))
-    return max(1, min(cap, -(-events // (4 * workers))))
+    rows = max(1, int(rows))
+    per = -(-max(1, -(-events // (4 * workers))) // rows) * rows
+    return max(rows, min(per, cap // rows * rows))
 
 
 def _signature(units: Sequence[Unit], chash: str) -> str:
@@ -411,7 +512,8 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
         res = results[index]
         group_events = sum(u.region[1] - u.region[0] for u in group)
         offset = 0
-        for k, span in enumerate(contiguous_spans(group, _span_events(client, group_events, cap))):
+        per_task = _span_events(client, group_events, cap, rows)
+        for k, span in enumerate(contiguous_spans(group, per_task)):
             region = (span[0].region[0], span[-1].region[1])
             count = region[1] - region[0]
             part = {key: (value[offset:offset + count] if isinstance(value, np.ndarray)
