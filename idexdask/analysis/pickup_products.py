@@ -51,10 +51,10 @@ from idexdask._logging import get_logger
 from idexdask.analysis.pickup import (
     DEFAULT_TUBE_LENGTH_M,
     PLACEHOLDER_VOLTS_PER_COULOMB,
-    combine_detectors,
     load_scope_config,
-    pickup_uniform,
 )
+from idexdask.analysis.pickup.charge_speed import SingleTube, pickup_uniform_variables
+from idexdask.analysis.pickup.detectors import combine_tubes
 
 __all__ = ["DETECTORS", "QDStatus", "is_capture", "pickup_products"]
 
@@ -98,7 +98,7 @@ def is_capture(ds: xr.Dataset) -> bool:
     return ds.attrs.get("source") == "lecroy_trc" or any(c in ds.variables for c in DETECTORS)
 
 
-def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> xr.Dataset:
+def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
     """:func:`pickup_uniform` of one QD channel (all-NaN, status no_signal, if absent)."""
     per = (cfg.get("detectors") or {}).get(name) or {}
 
@@ -118,7 +118,8 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> xr.Dataset:
     time_name = None if variable is None else variable.attrs.get("time_variable")
     if variable is None or variable.ndim != 2 or time_name not in ds.variables:
         signal = np.full((n_events, _ABSENT_SAMPLES), np.nan)
-        return pickup_uniform(0.0, 1.0, signal, polarity=int(setting("polarity", -1)), **kw)
+        return pickup_uniform_variables(0.0, 1.0, signal, polarity=int(setting("polarity", -1)),
+                                        **kw)
     times = ds.variables[time_name]
     first_two = np.asarray(times[:, :2].values, dtype=np.float64)
     start = first_two[:, 0]
@@ -126,8 +127,8 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> xr.Dataset:
         offset = ds["channel_time_offset"].sel(channel=name).values
         start = start + np.where(np.isfinite(offset), offset, 0.0)
     polarity = int(variable.attrs.get("signal_polarity", setting("polarity", -1)))
-    return pickup_uniform(start, first_two[:, 1] - first_two[:, 0], variable.values,
-                          polarity=polarity, **kw)
+    return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], variable.values,
+                                    polarity=polarity, **kw)
 
 
 def pickup_products(
@@ -154,17 +155,17 @@ def pickup_products(
     cfg = dict(config.get("pickup") or {})
     tube_provenance = str(cfg.get("tube_length_provenance", "placeholder"))
     singles = [_detector(ds, name, cfg) for name in DETECTORS]
-    combined = combine_detectors(
+    combined = combine_tubes(
         *singles, separation_m=cfg.get("separation_m"),
         agreement_tolerance=float(cfg.get("agreement_tolerance", 0.05)),
     )
     out: dict[str, xr.Variable] = {}
-    for name, variable in combined.data_vars.items():
-        product = _COMBINED.get(str(name), str(name))
-        attrs = dict(variable.attrs)
+    for name, (_, values, var_attrs) in combined.items():
+        product = _COMBINED.get(name, name)
+        attrs = dict(var_attrs)
         if product.endswith("_speed") or product == "qd_speed":
             attrs["tube_length_provenance"] = tube_provenance
-        out[product] = xr.Variable(("epoch",), variable.values, attrs=attrs)
+        out[product] = xr.Variable(("epoch",), values, attrs=attrs)
     out["qd_speed"].attrs["long_name"] = (
         "grain speed from the pickup tubes' transit times (error-weighted mean)")
     charge, charge_err, source = _first_charge(singles)
@@ -191,13 +192,13 @@ def pickup_products(
     return out
 
 
-def _first_charge(singles: list[xr.Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _first_charge(singles: list[SingleTube]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Charge, its error and the channel name of the first detector that measured one."""
-    n = singles[0].sizes["event"]
+    n = singles[0].values("charge").size
     charge, err = np.full(n, np.nan), np.full(n, np.nan)
     source = np.full(n, "", dtype=object)
     for name, single in zip(DETECTORS, singles, strict=True):
-        q, e = single["charge"].values, single["charge_err"].values
+        q, e = single.values("charge"), single.values("charge_err")
         use = ~np.isfinite(charge) & np.isfinite(q)
         charge = np.where(use, q, charge)
         err = np.where(use, e, err)

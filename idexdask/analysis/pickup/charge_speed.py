@@ -4,6 +4,7 @@ times, speed, charge and their errors as a Dataset."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,7 @@ from idexdask.analysis.pickup.settings import (
 )
 from idexdask.errors import AnalysisError
 
-__all__ = ["pickup_charge_speed", "pickup_uniform"]
+__all__ = ["SingleTube", "pickup_charge_speed", "pickup_uniform", "pickup_uniform_variables"]
 
 _log = get_logger("idexdask.analysis.pickup")
 
@@ -158,6 +159,65 @@ def pickup_uniform(
     xarray.Dataset
         As :func:`pickup_charge_speed`.
     """
+    return pickup_uniform_variables(
+        start_us, interval_us, signal_v, tube_length_m=tube_length_m,
+        volts_per_coulomb=volts_per_coulomb, polarity=polarity, smooth_us=smooth_us,
+        threshold_sigma=threshold_sigma, min_transit_us=min_transit_us,
+        max_transit_us=max_transit_us, edge_window_us=edge_window_us,
+        baseline_us=baseline_us, plateau_guard=plateau_guard, calibration=calibration,
+        target_distance_m=target_distance_m, impact_time_us=impact_time_us,
+    ).dataset()
+
+
+@dataclass(frozen=True)
+class SingleTube:
+    """One tube's results as plain arrays: the variables of
+    :func:`pickup_uniform`'s Dataset without building it (a campaign's packs
+    combine them directly; xarray's construction of ~20 small variables costs
+    more than their arithmetic)."""
+
+    variables: dict[str, tuple[str, np.ndarray, dict[str, Any]]]  #: name -> (dim, values, attrs)
+    attrs: dict[str, Any]  #: the Dataset's attributes
+
+    def values(self, name: str) -> np.ndarray:
+        """The values of variable ``name``."""
+        return self.variables[name][1]
+
+    def dataset(self) -> xr.Dataset:
+        """The results as :func:`pickup_uniform` returns them."""
+        return xr.Dataset(self.variables, attrs=self.attrs)
+
+
+def pickup_uniform_variables(
+    start_us: Any,
+    interval_us: Any,
+    signal_v: Any,
+    *,
+    tube_length_m: float = DEFAULT_TUBE_LENGTH_M,
+    volts_per_coulomb: float = PLACEHOLDER_VOLTS_PER_COULOMB,
+    polarity: int = -1,
+    smooth_us: float = 2.0,
+    threshold_sigma: float = 6.0,
+    min_transit_us: float = 0.5,
+    max_transit_us: float = 400.0,
+    edge_window_us: float = 15.0,
+    baseline_us: float = 30.0,
+    plateau_guard: float = 0.2,
+    calibration: str = "placeholder",
+    target_distance_m: float | None = None,
+    impact_time_us: float = 0.0,
+) -> SingleTube:
+    """:func:`pickup_uniform`'s results as a :class:`SingleTube` (no Dataset).
+
+    Parameters
+    ----------
+    start_us, interval_us, signal_v, **
+        As :func:`pickup_uniform`.
+
+    Returns
+    -------
+    SingleTube
+    """
     y = as_2d(signal_v, "signal_v", dtype=None)  # as given: step 1 makes the float64 copy
     n_ev, n = y.shape
     t0 = np.broadcast_to(np.asarray(start_us, dtype=np.float64), (n_ev,))
@@ -171,7 +231,7 @@ def pickup_uniform(
     der = smoothed_derivative(rec, settings)          # 2. smoothed derivative
     edges = find_edges(der, settings, rec.status)     # 2. entry and exit edges
     levels = pulse_levels(rec, der, edges, settings)  # 4. pulse height
-    return _pickup_dataset(                           # 3, 5. speed, charge, errors
+    return _single_tube(                              # 3, 5. speed, charge, errors
         rec, der, edges, levels,
         tube_length_m=float(tube_length_m), volts_per_coulomb=float(volts_per_coulomb),
         polarity=polarity, calibration=calibration, target_distance_m=target_distance_m,
@@ -180,12 +240,12 @@ def pickup_uniform(
     )
 
 
-def _pickup_dataset(
+def _single_tube(
     rec: Records, der: Derivative, edges: Edges, levels: Levels, *,
     tube_length_m: float, volts_per_coulomb: float, polarity: int, calibration: str,
     target_distance_m: float | None, impact_time_us: float, attrs: Mapping[str, Any],
-) -> xr.Dataset:
-    """Steps 3 and 5: edge times, speed, charge and their errors, as a Dataset."""
+) -> SingleTube:
+    """Steps 3 and 5: edge times, speed, charge and their errors."""
     status = rec.status
     # d[i] compares [i, i+w) with [i-w, i): its sample i sits at t[i] - dt/2
     t_entry = rec.t0 + (edges.c_in - 0.5) * rec.dt
@@ -213,8 +273,8 @@ def _pickup_dataset(
     def per_event(values: np.ndarray, unusable: np.ndarray, **var_attrs: Any) -> tuple:
         return ("event", np.where(unusable, np.nan, values), var_attrs)
 
-    out = xr.Dataset(
-        {
+    out = SingleTube(
+        variables={
             "entry_time": per_event(t_entry, edges_bad, units="us"),
             "exit_time": per_event(t_exit, edges_bad, units="us"),
             "center_time": per_event(0.5 * (t_entry + t_exit), edges_bad, units="us"),

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.analysis.pickup.charge_speed import pickup_charge_speed
+from idexdask.analysis.pickup.charge_speed import SingleTube, pickup_charge_speed
 from idexdask.analysis.pickup.settings import (
     DEFAULT_TUBE_LENGTH_M,
     KM_S_PER_M_US,
@@ -18,7 +18,7 @@ from idexdask.analysis.pickup.settings import (
 )
 from idexdask.errors import AnalysisError
 
-__all__ = ["combine_detectors", "pickup_from_dataset", "pickup_two_detectors"]
+__all__ = ["combine_detectors", "combine_tubes", "pickup_from_dataset", "pickup_two_detectors"]
 
 
 def _pair(value: Any) -> tuple[Any, Any]:
@@ -106,15 +106,46 @@ def combine_detectors(
     xarray.Dataset
         As :func:`pickup_two_detectors`.
     """
-    # NumPy on the variables' values, one Dataset at the end: xarray's merge and
-    # arithmetic on ~40 small variables cost more than the pulse analysis of an impact
-    dims = r1["speed"].dims
+    tubes = [
+        SingleTube({str(name): (variable.dims, variable.values, variable.attrs)
+                    for name, variable in single.data_vars.items()}, dict(single.attrs))
+        for single in (r1, r2)
+    ]
+    variables = combine_tubes(*tubes, separation_m=separation_m,
+                              agreement_tolerance=agreement_tolerance)
+    return xr.Dataset(variables, coords=r1.coords, attrs=dict(r1.attrs))
+
+
+def combine_tubes(
+    t1: SingleTube,
+    t2: SingleTube,
+    *,
+    separation_m: float | None = None,
+    agreement_tolerance: float = 0.05,
+) -> dict[str, tuple]:
+    """:func:`combine_detectors` of two tubes' plain results.
+
+    Parameters
+    ----------
+    t1, t2 : SingleTube
+        Detector 1 and detector 2, downstream, on the same events.
+    separation_m, agreement_tolerance
+        As :func:`pickup_two_detectors`.
+
+    Returns
+    -------
+    dict of str to (dims, values, attrs)
+        The variables of :func:`combine_detectors`'s Dataset, in its order.
+    """
+    # NumPy on the variables' values: xarray's merge and arithmetic on ~40 small
+    # variables cost more than the pulse analysis of an impact
+    dims = t1.variables["speed"][0]
     v: dict[str, np.ndarray] = {}
     variables: dict[str, tuple] = {}
-    for prefix, single in (("qd1_", r1), ("qd2_", r2)):
-        for name, variable in single.data_vars.items():
-            variables[f"{prefix}{name}"] = (variable.dims, variable.values, variable.attrs)
-            v[f"{prefix}{name}"] = variable.values
+    for prefix, single in (("qd1_", t1), ("qd2_", t2)):
+        for name, (var_dims, values, attrs) in single.variables.items():
+            variables[f"{prefix}{name}"] = (var_dims, values, attrs)
+            v[f"{prefix}{name}"] = values
     with np.errstate(all="ignore"):
         delay = v["qd2_center_time"] - v["qd1_center_time"]
         delay_err = 0.5 * np.hypot(v["qd1_transit_time_err"], v["qd2_transit_time_err"])
@@ -143,13 +174,13 @@ def combine_detectors(
         "speed_tof": (dims, v_tof, {"units": "km/s", "separation_m": sep}),
         "speed_tof_err": (dims, v_tof_err, {"units": "km/s"}),
         "speed_ratio": (dims, ratio, {"units": "1", "long_name": "speed_tof / speed_transit"}),
-        "speeds_agree": (dims, agree & np.isfinite(ratio)),
+        "speeds_agree": (dims, agree & np.isfinite(ratio), {}),
         "implied_separation": (dims, implied, {
             "units": "m", "long_name": "separation for which speed_tof equals speed_transit"}),
         "delay_to_transit": (dims, delay_to_transit, {
             "units": "1", "long_name": "delay over mean transit time (= D/L for equal tubes)"}),
     })
-    return xr.Dataset(variables, coords=r1.coords, attrs=dict(r1.attrs))
+    return variables
 
 
 def pickup_from_dataset(

@@ -3,12 +3,19 @@ their smoothed derivative and the entry and exit edges it shows."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from idexdask.analysis.pickup.kernels import derivative_rows, finite_counts
+from idexdask.analysis.pickup.kernels import (
+    CHUNK,
+    centroid_weights,
+    cumsum_span,
+    derivative_rows,
+    finite_counts,
+)
 from idexdask.analysis.pickup.settings import PickupSettings
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.errors import AnalysisError
@@ -63,7 +70,8 @@ class Derivative:
     """Running means and the smoothed derivative of the records, from their
     cumulative sums (the values are formed on demand, for the few windows read)."""
 
-    cumsum: np.ndarray  #: (events, samples + 1): sums of the first i samples
+    records: Records  #: the records summed
+    checkpoints: np.ndarray  #: (events, samples // CHUNK + 1): sums of the first q CHUNK samples
     w: int  #: samples per running mean
     sigma: np.ndarray  #: MAD-scaled noise of the derivative per event
     i_in: np.ndarray  #: index of the derivative's maximum (the entry edge)
@@ -71,13 +79,25 @@ class Derivative:
     window_in: np.ndarray  #: (events, 2 h + 1): derivative at ``clip(i_in - h ... i_in + h)``
     window_out: np.ndarray  #: the same around ``i_out``
 
+    @property
+    def samples(self) -> int:
+        """Samples per record."""
+        return int(self.records.signal.shape[1])
+
+    def cumsum(self, e: int, a: int, b: int) -> np.ndarray:
+        """``cs[a:b]``: sums of the first ``i`` samples of event ``e`` along the
+        polarity, for ``i`` in ``a:b`` (``0 <= a <= b <= samples + 1``), V."""
+        rec = self.records
+        return cumsum_span(rec.signal[e], rec.polarity, float(rec.fill[e]),
+                           self.checkpoints[e], int(a), int(b))
+
     def means(self, e: int, a: int, b: int) -> np.ndarray:
         """Means of ``y[i : i + w]`` for ``i`` in ``a:b`` of event ``e`` (NaN past the end)."""
-        n = self.cumsum.shape[1] - 1
-        cs = self.cumsum[e]
+        n = self.samples
         stop = max(min(b, n - self.w + 1), a)
         out = np.full(max(b - a, 0), np.nan)
-        out[: stop - a] = (cs[a + self.w : stop + self.w] - cs[a:stop]) / self.w
+        cs = self.cumsum(e, a, stop + self.w) if stop > a else np.empty(0)
+        out[: stop - a] = (cs[self.w : stop - a + self.w] - cs[: stop - a]) / self.w
         return out
 
 
@@ -145,21 +165,23 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     """
     n_ev, n = rec.signal.shape
     w = s.w
-    cumsum = np.empty((n_ev, n + 1))
+    checkpoints = np.empty((n_ev, n // CHUNK + 1))
     mad, i_in, i_out, window_in, window_out = derivative_rows(
         rec.signal, rec.polarity, rec.fill, int(w), int(s.min_transit), int(s.max_transit),
-        int(s.edge_half), cumsum)
+        int(s.edge_half), checkpoints)
+    der = Derivative(records=rec, checkpoints=checkpoints, w=w, sigma=MAD_TO_SIGMA * mad,
+                     i_in=i_in, i_out=i_out, window_in=window_in, window_out=window_out)
     sigma = MAD_TO_SIGMA * mad
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse)
         for e in np.nonzero(~(sigma > 0))[0]:
-            mean = (cumsum[e, w:] - cumsum[e, :-w]) / w  # mean_fwd[0 : n - w + 1]
+            cumsum = der.cumsum(e, 0, n + 1)
+            mean = (cumsum[w:] - cumsum[:-w]) / w  # mean_fwd[0 : n - w + 1]
             core = mean[w:] - mean[:-w]  # d[w : n - w + 1]
             sigma[e] = np.std(core) if core.size else np.nan
     sigma = np.where(sigma > 0, sigma, np.finfo(float).tiny)
-    return Derivative(cumsum=cumsum, w=w, sigma=sigma, i_in=i_in, i_out=i_out,
-                      window_in=window_in, window_out=window_out)
+    return dataclasses.replace(der, sigma=sigma)
 
 
 def find_edges(der: Derivative, s: PickupSettings, status: np.ndarray) -> Edges:
@@ -183,7 +205,7 @@ def find_edges(der: Derivative, s: PickupSettings, status: np.ndarray) -> Edges:
     status[(status == 0) & (peak_in < s.threshold_sigma * der.sigma)] = 2
     peak_out = -der.window_out[:, half]
     status[(status == 0) & ~(peak_out >= s.threshold_sigma * der.sigma)] = 3
-    n = der.cumsum.shape[1] - 1
+    n = der.samples
     c_in, hw_in = _edge_centroid(der.window_in, der.i_in, n, half, +1.0)
     c_out, hw_out = _edge_centroid(der.window_out, der.i_out, n, half, -1.0)
     return Edges(peak_in=peak_in, peak_out=peak_out, c_in=c_in, c_out=c_out,
@@ -198,27 +220,10 @@ def _edge_centroid(
 
     ``window[e]`` is the derivative at ``clip(peak_idx[e] - half ... + half, 0, n - 1)``.
     """
-    offs = np.arange(-half, half + 1)
-    win = np.clip(peak_idx[:, None] + offs[None, :], 0, n - 1)
-    vals = sign * window
-    peak = sign * window[:, half : half + 1]
-    wts = np.clip(vals - 0.5 * peak, 0.0, None)
-    # keep only the contiguous run around the peak
-    centre, width_win = half, win.shape[1]
-    above = wts > 0
-    left_run = above[:, :centre][:, ::-1]  # positions centre-1, centre-2, ...
-    j_left = np.where(~left_run, np.arange(centre)[None, :], centre).min(axis=1)
-    left = centre - j_left  # first index of the run
-    right_run = above[:, centre:]  # positions centre, centre+1, ...
-    j_right = np.where(~right_run, np.arange(width_win - centre)[None, :],
-                       width_win - centre).min(axis=1)
-    right = centre + j_right  # one past the last index of the run
-    pos = np.arange(width_win)[None, :]
-    keep = (pos >= left[:, None]) & (pos < right[:, None])
-    wts = np.where(keep, wts, 0.0)
+    # the weights in one compiled pass (no window-sized temporaries); the sums by NumPy
+    wts, win, left, right = centroid_weights(window, peak_idx, n, half, sign)
     tot = wts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         cen = (wts * win).sum(axis=1) / tot
     width = (right - left).astype(np.float64)
     return cen, width / 2.0
-

@@ -9,7 +9,28 @@ import numpy as np
 
 from idexdask.analysis.selection import median_and_mad
 
-__all__ = ["derivative_at", "derivative_rows", "extreme_index", "finite_counts", "first_extreme"]
+__all__ = [
+    "BLOCK",
+    "CHUNK",
+    "block_extremes",
+    "centroid_weights",
+    "clipped_weight",
+    "cumsum_span",
+    "derivative_at",
+    "derivative_chunks",
+    "derivative_rows",
+    "derivative_window",
+    "extreme_index",
+    "finite_counts",
+    "first_extreme",
+    "first_maximum",
+    "first_minimum",
+]
+
+CHUNK = 4096
+"""Samples per chunk of :func:`derivative_chunks` (its sums and means stay in cache)."""
+BLOCK = 1024
+"""Derivative values per block minimum of :func:`derivative_chunks`."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -32,6 +53,17 @@ def derivative_at(core, n, w, i):  # pragma: no cover - compiled
     if w <= i <= n - w:
         return core[i - w]
     return 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def derivative_window(core, n, w, centre, half, out):  # pragma: no cover - compiled
+    """``out[k] = d[clip(centre - half + k, 0, n - 1)]`` for d of :func:`derivative_at`
+    (a copy of the core where the window lies inside it)."""
+    if centre - half >= w and centre + half <= n - w:
+        out[:] = core[centre - half - w : centre + half + 1 - w]
+        return
+    for k in range(2 * half + 1):
+        out[k] = derivative_at(core, n, w, min(max(centre + k - half, 0), n - 1))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -70,12 +102,12 @@ def extreme_index(best, at, first_nan, lo, a, b, hi):  # pragma: no cover - comp
 
 @numba.njit(cache=True, nogil=True)
 def derivative_rows(
-    y, polarity, fill, w, min_transit, max_transit, half, cs_out
+    y, polarity, fill, w, min_transit, max_transit, half, checkpoints
 ):  # pragma: no cover - compiled
     """Per row: cumulative sums, the derivative's noise, its entry and exit edges.
 
-    ``cs_out[r, i]`` is the sequential float64 sum of the first ``i`` samples
-    ``polarity * y`` (non-finite samples read as ``fill[r]``), the sums
+    ``cs[i]``, the sequential float64 sum of the first ``i`` samples
+    ``polarity * y`` (non-finite samples read as ``fill[r]``), are the sums
     ``numpy.cumsum`` forms; ``mean_fwd[i] = (cs[i + w] - cs[i]) / w`` and the
     derivative ``d[i] = mean_fwd[i] - mean_fwd[i - w]`` on ``[w, n - w]``, else 0,
     are the values of the array formulas.  Returns the median absolute deviation
@@ -98,8 +130,10 @@ def derivative_rows(
         Exit search range after the entry edge, samples.
     half : int
         Half-width of the windows around the edges, samples.
-    cs_out : numpy.ndarray, (rows, n + 1), float64
-        Filled with the cumulative sums, V.
+    checkpoints : numpy.ndarray, (rows, n // CHUNK + 1), float64
+        Filled with ``cs[q * CHUNK]``, V, from which :func:`cumsum_span` forms
+        any stretch of the sums again (one row of sums is held at a time: a
+        record's 4 MB, not the pack's).
 
     Returns
     -------
@@ -118,48 +152,270 @@ def derivative_rows(
     i_out = np.zeros(rows, dtype=np.int64)
     win_in = np.empty((rows, 2 * half + 1))
     win_out = np.empty((rows, 2 * half + 1))
-    ring = np.empty(w)  # the last w running means
-    core = np.empty(m)
-    scratch = np.empty(m)
+    core = np.empty(m)  # one row's derivative values
+    scratch = np.empty(m)  # the selection's work space (pages touched as it gathers)
+    block_max = np.empty((m + BLOCK - 1) // BLOCK)
+    block_min = np.empty((m + BLOCK - 1) // BLOCK)
     for r in range(rows):
-        cs = cs_out[r]
-        total = 0.0
-        cs[0] = 0.0
-        # one pass: the sums; each running mean mean_fwd[j] as soon as its w
-        # samples are summed, kept w samples in a ring (no array of the means);
-        # the derivative core and first_extreme's scan for its maximum
-        best = -np.inf
-        at = -1
-        first_nan = -1
-        slot = 0  # ring index of mean_fwd[j - w], where mean_fwd[j] goes
-        for i in range(n):
-            v = np.float64(y[r, i])
-            if v - v != 0.0:  # NaN or infinite
-                v = fill[r]
-            total += polarity * v
-            cs[i + 1] = total
-            j = i + 1 - w
-            if j >= 0:
-                mean_j = (total - cs[j]) / w
-                if j >= w:
-                    d = mean_j - ring[slot]
-                    core[j - w] = d
-                    if d > best:
-                        best = d
-                        at = j
-                    if d != d and first_nan < 0:
-                        first_nan = j
-                ring[slot] = mean_j
-                slot = slot + 1 if slot + 1 < w else 0
-        # d's maximum over the row (first_extreme(core, n, w, 0, n, 1.0))
-        at = extreme_index(best, at, first_nan, 0, w, max(n - w + 1, w), n)
+        nonfinite = derivative_chunks(
+            y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r])
+        if nonfinite:  # NaN or infinite derivative values: the plain scans
+            at = first_extreme(core, n, w, 0, n, 1.0)
+        else:
+            at = first_maximum(core, block_max, m, w, n)
         i_in[r] = at
         _, mad[r] = median_and_mad(core, m, scratch)
         lo = min(at + min_transit, n)
         hi = min(at + max_transit + 1, n)
-        out = first_extreme(core, n, w, lo, hi, -1.0) if hi > lo else 0
+        if hi <= lo:
+            out = 0
+        elif nonfinite:
+            out = first_extreme(core, n, w, lo, hi, -1.0)
+        else:
+            out = first_minimum(core, block_min, n, w, lo, hi)
         i_out[r] = out
-        for k in range(2 * half + 1):
-            win_in[r, k] = derivative_at(core, n, w, min(max(at + k - half, 0), n - 1))
-            win_out[r, k] = derivative_at(core, n, w, min(max(out + k - half, 0), n - 1))
+        derivative_window(core, n, w, at, half, win_in[r])
+        derivative_window(core, n, w, out, half, win_out[r])
     return mad, i_in, i_out, win_in, win_out
+
+
+@numba.njit(cache=True, nogil=True)
+def derivative_chunks(
+    y, polarity, fill, w, core, block_max, block_min, checkpoints
+):  # pragma: no cover - compiled
+    """One record's derivative core ``core[j - w] = mean_fwd[j] - mean_fwd[j - w]``
+    from its cumulative sums ``cs`` and running means ``mean_fwd[j] = (cs[j + w] -
+    cs[j]) / w``; the maximum and minimum of each :data:`BLOCK` core values
+    (``block_max``, ``block_min``, for :func:`first_maximum` and
+    :func:`first_minimum`; not meaningful where the core has non-finite values);
+    and ``checkpoints[q] = cs[q * CHUNK]``.  Returns the number of non-finite core
+    values.
+
+    The record goes in chunks of :data:`CHUNK` samples: the sequential sums of a
+    chunk, then its means and derivative values in loops without a carried
+    dependency (vectorised divisions).  The sums and means live in buffers of the
+    last ``w + CHUNK`` values, not in record-long arrays: a fresh 4 MB array costs
+    a page fault per 4 kB page on first touch, more than the arithmetic.
+    """
+    n = y.size
+    m = n - 2 * w + 1
+    sums = np.empty(w + CHUNK + 1)  # cs[sums_base : sums_base + sums_held]
+    sums[0] = 0.0
+    sums_base = 0
+    sums_held = 1
+    means = np.empty(w + CHUNK)  # mean_fwd[means_base : j_next]
+    means_base = 0
+    total = 0.0
+    j_next = 0  # first running mean not formed yet
+    k_stat = 0  # first core value not in a block's extremes yet
+    nonfinite = 0
+    for c0 in range(0, n, CHUNK):
+        c1 = min(c0 + CHUNK, n)
+        checkpoints[c0 // CHUNK] = total
+        drop = j_next - sums_base  # sums no mean needs any more
+        if drop > 0:
+            for t in range(sums_held - drop):
+                sums[t] = sums[t + drop]
+            sums_held -= drop
+            sums_base = j_next
+        chunk = y[c0:c1]
+        new_sums = sums[sums_held : sums_held + chunk.size]
+        missing = 0
+        for t in range(chunk.size):
+            v = np.float64(chunk[t])
+            missing += (v - v) != 0.0
+        if missing:
+            for t in range(chunk.size):
+                v = np.float64(chunk[t])
+                if v - v != 0.0:  # NaN or infinite
+                    v = fill
+                total += polarity * v
+                new_sums[t] = total
+        else:
+            for t in range(chunk.size):
+                total += polarity * np.float64(chunk[t])
+                new_sums[t] = total
+        sums_held += chunk.size
+        j_end = c1 - w + 1  # the means whose w samples are summed
+        if j_end <= j_next:
+            continue
+        k0 = max(j_next, w) - w
+        k1 = j_end - w
+        drop = k0 - means_base  # means no derivative value needs any more
+        if drop > 0:
+            for t in range(j_next - k0):
+                means[t] = means[t + drop]
+            means_base = k0
+        upper = sums[j_next + w - sums_base : j_end + w - sums_base]
+        lower = sums[j_next - sums_base : j_end - sums_base]
+        formed = means[j_next - means_base : j_end - means_base]
+        for t in range(formed.size):
+            formed[t] = (upper[t] - lower[t]) / w
+        later = means[k0 + w - means_base : k1 + w - means_base]
+        earlier = means[k0 - means_base : k1 - means_base]
+        d = core[k0:k1]
+        for t in range(d.size):
+            d[t] = later[t] - earlier[t]
+        for t in range(d.size):
+            v = d[t]
+            nonfinite += (v - v) != 0.0
+        j_next = j_end
+        while k_stat < k1 and (k_stat + BLOCK <= k1 or k1 == m):
+            end = min(k_stat + BLOCK, m)
+            block_max[k_stat // BLOCK], block_min[k_stat // BLOCK] = block_extremes(
+                core[k_stat:end])
+            k_stat = end
+    if n % CHUNK == 0:
+        checkpoints[n // CHUNK] = total
+    return nonfinite
+
+
+@numba.njit(cache=True, nogil=True)
+def cumsum_span(y, polarity, fill, checkpoints, a, b):  # pragma: no cover - compiled
+    """``cs[a:b]`` of :func:`derivative_rows` for one record (``0 <= a <= b <= n + 1``):
+    its sequential sums again from the checkpoint before ``a``, the same additions
+    in the same order, so the same values."""
+    out = np.empty(max(b - a, 0))
+    if b <= a:
+        return out
+    q = a // CHUNK
+    total = checkpoints[q]
+    i = q * CHUNK  # total = cs[i]
+    if i >= a:
+        out[i - a] = total
+    while i + 1 < b:
+        v = np.float64(y[i])
+        if v - v != 0.0:  # NaN or infinite
+            v = fill
+        total += polarity * v
+        i += 1
+        if i >= a:
+            out[i - a] = total
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def block_extremes(values):  # pragma: no cover - compiled
+    """Largest and smallest of finite ``values`` (four independent comparisons
+    per step rather than one chain); ``(-inf, inf)`` when empty."""
+    hi0 = hi1 = hi2 = hi3 = -np.inf
+    lo0 = lo1 = lo2 = lo3 = np.inf
+    size = values.size
+    top = size - size % 4
+    for t in range(0, top, 4):
+        v0 = values[t]
+        v1 = values[t + 1]
+        v2 = values[t + 2]
+        v3 = values[t + 3]
+        hi0 = v0 if v0 > hi0 else hi0
+        hi1 = v1 if v1 > hi1 else hi1
+        hi2 = v2 if v2 > hi2 else hi2
+        hi3 = v3 if v3 > hi3 else hi3
+        lo0 = v0 if v0 < lo0 else lo0
+        lo1 = v1 if v1 < lo1 else lo1
+        lo2 = v2 if v2 < lo2 else lo2
+        lo3 = v3 if v3 < lo3 else lo3
+    for t in range(top, size):
+        v = values[t]
+        hi0 = v if v > hi0 else hi0
+        lo0 = v if v < lo0 else lo0
+    return max(max(hi0, hi1), max(hi2, hi3)), min(min(lo0, lo1), min(lo2, lo3))
+
+
+@numba.njit(cache=True, nogil=True)
+def first_maximum(core, block_max, m, w, n):  # pragma: no cover - compiled
+    """``first_extreme(core, n, w, 0, n, 1.0)`` for a finite core of ``m`` values:
+    the first block holding the largest block maximum, scanned for its first index."""
+    best = -np.inf
+    first = -1
+    for blk in range(block_max.size):
+        if block_max[blk] > best:
+            best = block_max[blk]
+            first = blk
+    at = -1
+    if first >= 0:
+        for k in range(first * BLOCK, min((first + 1) * BLOCK, m)):
+            if core[k] == best:
+                at = k + w
+                break
+    return extreme_index(best, at, -1, 0, w, max(n - w + 1, w), n)
+
+
+@numba.njit(cache=True, nogil=True)
+def first_minimum(core, block_min, n, w, lo, hi):  # pragma: no cover - compiled
+    """``first_extreme(core, n, w, lo, hi, -1.0)`` for a finite core, the blocks of
+    :data:`BLOCK` values whose minimum cannot hold the first minimum skipped."""
+    a = max(lo, w)
+    b = max(min(hi, n - w + 1), a)
+    k0 = a - w
+    k1 = b - w
+    low = np.inf
+    at = -1
+    k = k0
+    while k < k1:
+        blk = k // BLOCK
+        end = min((blk + 1) * BLOCK, k1)
+        if k == blk * BLOCK and end == (blk + 1) * BLOCK and not (block_min[blk] < low):
+            k = end  # a whole block that holds no smaller value
+            continue
+        for i in range(k, end):
+            v = core[i]
+            if v < low:
+                low = v
+                at = i
+        k = end
+    if at >= 0:
+        at += w
+    return extreme_index(-low, at, -1, lo, a, b, hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def centroid_weights(window, peak_idx, n, half, sign):  # pragma: no cover - compiled
+    """The weights of an edge centroid: per row, ``sign * window - 0.5 * peak``
+    clipped at 0 (as ``numpy.clip``: NaN kept), zero outside the contiguous run
+    of positive weights around the centre ``half``; the sample index of each
+    window position, ``clip(peak_idx - half ... peak_idx + half, 0, n - 1)``, as
+    float64; and the run's first index and one past its last.
+
+    Parameters
+    ----------
+    window : numpy.ndarray, (rows, 2 half + 1)
+        The derivative around each peak, V.
+    peak_idx : numpy.ndarray, (rows,), int64
+    n : int
+        Samples per record.
+    half : int
+    sign : float
+        +1 for a maximum, -1 for a minimum.
+
+    Returns
+    -------
+    weights, index : numpy.ndarray, (rows, 2 half + 1), float64
+    left, right : numpy.ndarray, (rows,), int64
+    """
+    rows, width = window.shape
+    weights = np.zeros((rows, width))
+    index = np.empty((rows, width))
+    left = np.empty(rows, dtype=np.int64)
+    right = np.empty(rows, dtype=np.int64)
+    for r in range(rows):
+        for k in range(width):
+            index[r, k] = min(max(peak_idx[r] + k - half, 0), n - 1)
+        peak = sign * window[r, half]
+        lo = half
+        while lo > 0 and clipped_weight(sign * window[r, lo - 1] - 0.5 * peak) > 0.0:
+            lo -= 1
+        hi = half
+        while hi < width and clipped_weight(sign * window[r, hi] - 0.5 * peak) > 0.0:
+            hi += 1
+        for k in range(lo, hi):
+            weights[r, k] = clipped_weight(sign * window[r, k] - 0.5 * peak)
+        left[r] = lo
+        right[r] = hi
+    return weights, index, left, right
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def clipped_weight(x):  # pragma: no cover - compiled
+    """``numpy.clip(x, 0.0, None)``: x above 0 or NaN, else 0."""
+    return x if (x > 0.0 or x != x) else 0.0

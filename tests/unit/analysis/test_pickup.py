@@ -284,40 +284,88 @@ def test_dust_mass_uses_the_pickup_speed_where_measured(rng):
     assert isinstance(out, xr.Dataset)
 
 
-def test_derivative_pass_matches_the_array_formulas():
-    """The compiled pass gives the array formulas' values: sequential float64 sums,
-    the derivative's MAD (numpy's median of |d - median|), its first maximum, its
-    first minimum in the exit range and the windows around both."""
-    from idexdask.analysis.pickup.kernels import derivative_rows
+def _array_derivative(y, fill, w):
+    """The array formulas: sums of ``-y`` (non-finite read as ``fill``), running
+    means and the derivative d (0 outside ``[w, n - w]``)."""
+    rows, n = y.shape
+    flipped = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
+    cs = np.zeros((rows, n + 1))
+    np.cumsum(flipped, axis=1, out=cs[:, 1:])
+    mean_fwd = np.full((rows, n), np.nan)
+    mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
+    d = np.zeros((rows, n))
+    d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
+    return cs, d
 
+
+def _check_derivative_pass(y, fill, w, half, min_transit, max_transit):
+    """:func:`derivative_rows` against the array formulas (see the test below)."""
+    from idexdask.analysis.pickup.kernels import CHUNK, cumsum_span, derivative_rows
+
+    rows, n = y.shape
+    cs, d = _array_derivative(y, fill, w)
+    core = d[:, w : n - w + 1]
+    checkpoints = np.empty((rows, n // CHUNK + 1))
+    mad, i_in, i_out, win_in, win_out = derivative_rows(
+        y, -1.0, fill, w, min_transit, max_transit, half, checkpoints)
+    # the same operations in the same order; a tolerance of a few ulps of the running
+    # sum (|sum| < ~1e4 here) for a NumPy whose accumulate would group the additions otherwise
+    np.testing.assert_allclose(checkpoints, cs[:, : n + 1 : CHUNK], rtol=0, atol=1e-10)
+    for e in range(rows):
+        for a, b in ((0, n + 1), (CHUNK - 1, CHUNK + 2), (n - 5, n + 1), (7, 7)):
+            a, b = min(a, n + 1), min(b, n + 1)
+            span = cumsum_span(y[e], -1.0, fill[e], checkpoints[e], a, b)
+            np.testing.assert_allclose(span, cs[e, a:b], rtol=0, atol=1e-10)
+    expected_mad = np.median(np.abs(core - np.median(core, axis=1)[:, None]), axis=1)
+    np.testing.assert_allclose(mad, expected_mad, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(i_in, np.argmax(d, axis=1))
+    for e in range(rows):
+        lo, hi = i_in[e] + min_transit, min(i_in[e] + max_transit + 1, n)
+        assert i_out[e] == (lo + np.argmin(d[e, lo:hi]) if hi > lo else 0)
+        for centre, window in ((i_in[e], win_in[e]), (i_out[e], win_out[e])):
+            idx = np.clip(np.arange(centre - half, centre + half + 1), 0, n - 1)
+            np.testing.assert_allclose(window, d[e, idx], rtol=0, atol=1e-12)
+    return i_in, i_out
+
+
+def test_derivative_pass_matches_the_array_formulas():
+    """The compiled pass gives the array formulas' values: sequential float64 sums
+    (kept at checkpoints, formed again for any span), the derivative's MAD
+    (numpy's median of |d - median|), its first maximum, its first minimum in
+    the exit range and the windows around both."""
     rng = np.random.default_rng(4)
     n, w, half, min_transit, max_transit = 5000, 37, 20, 50, 900
     y = rng.normal(size=(3, n)).astype(np.float32)
     y[1, 1000:1400] -= 8.0  # a negative-going pulse: entry and exit edges
     y[2, 10:20] = np.nan  # read as the event's fill value
     fill = np.array([0.0, 0.0, 0.25])
-    flipped = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
-    cs = np.zeros((3, n + 1))
-    np.cumsum(flipped, axis=1, out=cs[:, 1:])
-    mean_fwd = np.full((3, n), np.nan)
-    mean_fwd[:, : n - w + 1] = (cs[:, w:] - cs[:, : n - w + 1]) / w
-    d = np.zeros((3, n))
-    d[:, w : n - w + 1] = mean_fwd[:, w : n - w + 1] - mean_fwd[:, : n - 2 * w + 1]
-    core = d[:, w : n - w + 1]
-    got_cs = np.empty((3, n + 1))
-    mad, i_in, i_out, win_in, win_out = derivative_rows(
-        y, -1.0, fill, w, min_transit, max_transit, half, got_cs)
-    # the same operations in the same order; a tolerance of a few ulps of the running
-    # sum (|sum| < ~3000 here) for a NumPy whose accumulate would group the additions otherwise
-    np.testing.assert_allclose(got_cs, cs, rtol=0, atol=1e-11)
-    expected_mad = np.median(np.abs(core - np.median(core, axis=1)[:, None]), axis=1)
-    np.testing.assert_allclose(mad, expected_mad, rtol=0, atol=1e-12)
-    np.testing.assert_array_equal(i_in, np.argmax(d, axis=1))
+    i_in, i_out = _check_derivative_pass(y, fill, w, half, min_transit, max_transit)
     assert i_in[1] == pytest.approx(1000, abs=w)
-    for e in range(3):
-        lo, hi = i_in[e] + min_transit, min(i_in[e] + max_transit + 1, n)
-        assert i_out[e] == lo + np.argmin(d[e, lo:hi])
-        for centre, window in ((i_in[e], win_in[e]), (i_out[e], win_out[e])):
-            idx = np.clip(np.arange(centre - half, centre + half + 1), 0, n - 1)
-            np.testing.assert_allclose(window, d[e, idx], rtol=0, atol=1e-12)
     assert i_out[1] == pytest.approx(1400, abs=w)
+
+
+@pytest.mark.parametrize("n, w", [(3 * 4096, 5), (20_000, 5000), (9000, 4200), (30_001, 40)])
+def test_derivative_pass_chunks_blocks_and_ties(n, w):
+    """Records across several chunks (a multiple of the chunk, a kernel longer than
+    a chunk), extremes repeated in later blocks and at the ends of the exit
+    range: the first index as numpy.argmax/argmin gives it."""
+    from idexdask.analysis.pickup.kernels import BLOCK
+
+    rng = np.random.default_rng(n + w)
+    y = np.round(rng.normal(size=(4, n)) * 2).astype(np.float32)  # coarse codes: ties
+    y[1, n // 3 : n // 2] -= 40.0
+    y[1, 2 * n // 3 :] -= 40.0  # a second entry edge as high as the first
+    y[2, BLOCK : BLOCK + 3 * w] = np.nan  # missing samples inside a chunk
+    y[3, n // 4 :] += 25.0  # exit search range starting on the largest value
+    fill = np.array([0.0, 0.0, -1.5, 0.0])
+    _check_derivative_pass(y, fill, w, 2 * w, 3, n // 2)
+
+
+def test_derivative_pass_non_finite_derivative():
+    """Sums that overflow (a float64 record of huge values) give non-finite
+    derivative values: the edge searches take numpy's order (NaN first)."""
+    n, w = 3000, 10
+    y = np.zeros((1, n))
+    y[0, 1500:] = -1e308  # the sums overflow to inf, their differences NaN
+    with np.errstate(over="ignore", invalid="ignore"):
+        _check_derivative_pass(y, np.zeros(1), w, 5, 3, 800)
