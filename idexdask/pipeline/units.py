@@ -181,12 +181,14 @@ class _Events:
 
 
 def _analysis_products(
-    dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None
+    dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None,
+    *, defer_targeted: bool = False,
 ) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
     from idexdask.workflow.analyze import analysis_products  # noqa: PLC0415
 
-    return analysis_products(dataset, config, overrides=overrides)
+    return analysis_products(dataset, config, overrides=overrides,
+                             defer_targeted=defer_targeted)
 
 
 def _analysed(
@@ -206,11 +208,14 @@ def _analysed(
 
         # the rows of these events only: the campaign's others would each be logged
         overrides = overrides_for(overrides, dataset.variables["epoch"].values)
-    from idexdask.pipeline.campaign_config import pack_config  # noqa: PLC0415
+    from idexdask.pipeline.campaign_config import pack_config, recalibrates  # noqa: PLC0415
 
     # each event calibrated on its own here; the campaign step of the run
     # (idexdask.pipeline.recalibrate) calibrates every input's events together
-    products = _analysis_products(dataset, pack_config(config), overrides)
+    # and searches the targeted species at the times of that calibration, so
+    # the pack leaves that search's values to it (their layout is kept)
+    products = _analysis_products(dataset, pack_config(config), overrides,
+                                  defer_targeted=recalibrates(config))
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(

@@ -101,13 +101,15 @@ def _composition_products(
 
 def _targeted_products(
     l1a: xr.Dataset, new: Mapping[str, xr.Variable], config: Mapping[str, Any],
-    calibrated: np.ndarray,
+    calibrated: np.ndarray, *, deferred: bool = False,
 ) -> dict[str, xr.Variable]:
     """The targeted search for the configured species in every calibrated event.
 
     See :func:`idexdask.composition.targeted.targeted_variables`: the merged
     spectrum, its high gain's baseline noise and the fitted lines, at the times
-    of the event's calibration.
+    of the event's calibration.  ``deferred``: the same variables, NaN (not
+    detected) for every event, for a later step that searches at the times of
+    another calibration (no spectrum is read).
     """
     settings = composition_settings(config)
     merged = new["tof_combined"]
@@ -117,8 +119,15 @@ def _targeted_products(
     lines = {k: np.asarray(new[k].values) for k in
              ("peak_event", "peak_center", "peak_sigma", "peak_gamma", "peak_area",
               "peak_status")}  # fmt: skip
+    if deferred:
+        n_events = int(merged.shape[0])
+        time, signal = np.zeros(0), np.zeros((n_events, 0))
+        calibrated = np.zeros(n_events, dtype=bool)
+    else:
+        time = np.asarray(l1a.variables[name].values, dtype=float)
+        signal = np.asarray(merged.values, float)
     return targeted_variables(
-        np.asarray(l1a.variables[name].values, dtype=float), np.asarray(merged.values, float),
+        time, signal,
         np.asarray(noise.values, dtype=float), lines, new["mass_calibration"].values,
         calibrated, settings.targeted_species,
         min_significance=settings.targeted_min_significance,
@@ -157,12 +166,16 @@ def analysis_products(
     config: Mapping[str, Any] | str | Path | None = None,
     *,
     overrides: xr.Dataset | str | Path | Iterable[Mapping[str, Any]] | None = None,
+    defer_targeted: bool = False,
 ) -> AnalysisProducts:
     """The products :func:`analyze` adds to ``l1a``, not yet assembled into a Dataset.
 
     For callers that build their own Dataset of the result (the campaign
     pipeline): assembling ~270 variables costs ~15 ms per call, once is enough.
-    Same parameters and errors as :func:`analyze`.
+    Same parameters and errors as :func:`analyze`, and ``defer_targeted``: the
+    ``targeted_*`` variables are laid out but left NaN (not detected), for a
+    caller that runs the targeted search itself after calibrating the events
+    again (``submit``'s campaign step, :mod:`idexdask.pipeline.recalibrate`).
     """
     if "epoch" not in l1a.dims:
         raise AnalysisError("analyze needs an event dataset with an 'epoch' dimension")
@@ -223,7 +236,7 @@ def analysis_products(
                 if name in comp_coords and name not in var.dims:
                     coord_names.append(name)  # a non-index coordinate (rsf)
     if calibrated is not None and "tof_combined" in new:
-        new.update(_targeted_products(l1a, new, cfg, calibrated))
+        new.update(_targeted_products(l1a, new, cfg, calibrated, deferred=defer_targeted))
         coord_names.append("targeted_mass")
     n_lines = int(new["peak_event"].size) if "peak_event" in new else 0
     _log.info("analyze: %d events, %d lines", n_events, n_lines)

@@ -284,3 +284,25 @@ def test_gpu_fitting_device(events, result):
     assert ok.sum() > 20
     diff = np.abs(on_gpu.peak_center.values[ok] - result.peak_center.values[ok])
     assert np.all(diff <= 1e-3 * result.peak_center_err.values[ok])
+
+
+def test_deferred_targeted_search_keeps_the_layout(events, result):
+    """``defer_targeted`` (submit's packs, whose campaign step searches again at
+    the campaign calibration): the same targeted variables, dims, dtypes and
+    attributes, every value NaN / not detected, and nothing else changed."""
+    from idexdask.workflow.analyze import analysis_products
+
+    deferred = analysis_products(events, defer_targeted=True).variables
+    names = [k for k in result.data_vars if k.startswith("targeted_")]
+    assert names and np.isfinite(result["targeted_significance"].values).any()
+    for name in names:
+        var = deferred[name]
+        assert var.dims == result[name].dims and var.dtype == result[name].dtype, name
+        assert var.attrs == result[name].attrs, name
+        if var.dtype == bool:
+            assert not var.values.any(), name
+        else:
+            assert np.isnan(var.values).all(), name
+    for name in ("peak_center", "mass_calibration", "composition_fraction"):
+        if name in result:
+            np.testing.assert_array_equal(deferred[name].values, result[name].values)
