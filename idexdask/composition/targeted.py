@@ -43,6 +43,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.composition.matched_filter import filter_areas
 
 __all__ = [
     "NULL_REACH_US",
@@ -126,60 +127,6 @@ class _Target:
     width: float
     part: slice
     lines: np.ndarray
-
-
-def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarray,
-                 width: float) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least-squares area of a unit-area Gaussian plus a constant, at each centre.
-
-    Each centre's fit uses the samples within 4 widths of it (all centres at
-    once: 2x2 normal equations over a gathered (n_centres, window) block).
-
-    Parameters
-    ----------
-    x, y, w : numpy.ndarray
-        Sample times (µs, increasing), signal and weights 1/sigma (n_samples,).
-    centres : numpy.ndarray
-        Filter centres, µs.
-    width : float
-        Gaussian sigma, µs.
-
-    Returns
-    -------
-    area, err : numpy.ndarray
-        The area and its white-noise standard error per centre (NaN with fewer
-        than 6 usable samples or a singular system).
-    """
-    centres = np.asarray(centres, dtype=float)
-    if x.size == 0:
-        return np.full(centres.size, np.nan), np.full(centres.size, np.nan)
-    ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(w) & (w > 0)
-    yy = np.where(ok, y, 0.0)
-    w2 = np.where(ok, w, 0.0) ** 2
-    # each centre's samples: a gathered (n_centres, span) block from the first
-    # sample within 4 widths (x is increasing), not the whole stretch
-    first = np.searchsorted(x, centres - 4.0 * width, side="left")
-    last = np.searchsorted(x, centres + 4.0 * width, side="right")
-    span = int(max(int((last - first).max(initial=0)), 1))
-    idx = first[:, None] + np.arange(span)[None, :]
-    inside = idx < last[:, None]
-    idx = np.minimum(idx, x.size - 1)
-    u = (x[idx] - centres[:, None]) / width
-    sel = inside & (np.abs(u) <= 4.0) & ok[idx]
-    g = np.where(sel, np.exp(-0.5 * u * u) / (width * math.sqrt(2.0 * math.pi)), 0.0)
-    ws = np.where(sel, w2[idx], 0.0)
-    yi = yy[idx]
-    s_gg = np.sum(ws * g * g, axis=1)
-    s_g1 = np.sum(ws * g, axis=1)
-    s_11 = np.sum(ws, axis=1)
-    b_g = np.sum(ws * g * yi, axis=1)
-    b_1 = np.sum(ws * yi, axis=1)
-    det = s_gg * s_11 - s_g1 * s_g1
-    with np.errstate(invalid="ignore", divide="ignore"):
-        good = (sel.sum(axis=1) >= 6) & (det > 0)
-        area = np.where(good, (s_11 * b_g - s_g1 * b_1) / det, np.nan)
-        err = np.where(good, np.sqrt(np.maximum(s_11 / det, 0.0)), np.nan)
-    return area, err
 
 
 def targeted_search(
