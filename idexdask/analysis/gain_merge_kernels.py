@@ -13,9 +13,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from idexdask.analysis.robust import MAD_TO_SIGMA, median_inplace
+from idexdask.analysis.robust import MAD_TO_SIGMA, clipped_mean, median_inplace
 from idexdask.analysis.selection import median_and_mad
-from idexdask.numerics import pairwise_sum_sparse, pairwise_sum_zero_tail
+from idexdask.numerics import pairwise_sum_sparse
 
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "load_row", "merge_rows", "ratio_row",
            "ratio_work"]
@@ -126,16 +126,7 @@ def clipped_baseline(
     if k == 0:
         return np.nan, np.nan
     m, d = median_and_mad(vals, k, buf)
-    lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
-    count = 0
-    for j in range(k):
-        if abs(vals[j] - m) <= lim:
-            row[pos[j]] = vals[j]
-            count += 1
-    mean = pairwise_sum_zero_tail(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
-    for j in range(k):
-        row[pos[j]] = 0.0
-    return (mean if np.isfinite(mean) else m), d
+    return clipped_mean(vals, pos, k, n, m, d, row), d
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

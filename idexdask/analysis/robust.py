@@ -28,6 +28,7 @@ __all__ = [
     "MAD_TO_SIGMA",
     "baseline_level",
     "baseline_sigma",
+    "clipped_mean",
     "gather_finite",
     "median_inplace",
     "nanmedian_rows",
@@ -314,6 +315,20 @@ def baseline_level(
     for j in range(k):
         buf[j] = abs(vals[j] - m)
     d = median_inplace(buf, k)
+    return clipped_mean(vals, pos, k, n, m, d, row), m, d
+
+
+@numba.njit(cache=True, nogil=True)
+def clipped_mean(
+    vals: np.ndarray, pos: np.ndarray, k: int, n: int, m: float, d: float, row: np.ndarray
+) -> float:  # pragma: no cover - compiled
+    """Mean of the ``k`` samples ``vals[:k]`` within 4 sigma (``MAD_TO_SIGMA * d``,
+    at least 0.5) of their median ``m``; ``m`` where none is finite.
+
+    ``pos[:k]`` are the samples' increasing indices in a row of ``n``; the mean
+    is summed as ``numpy.nanmean`` of the row with the other samples NaN would
+    be (same rounding) in ``row``, an all-zero scratch row of ``n``, left all-zero.
+    """
     lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
     count = 0
     for j in range(k):
@@ -323,4 +338,4 @@ def baseline_level(
     mean = pairwise_sum_zero_tail(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
     for j in range(k):
         row[pos[j]] = 0.0
-    return (mean if np.isfinite(mean) else m), m, d
+    return mean if np.isfinite(mean) else m

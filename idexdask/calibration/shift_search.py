@@ -185,12 +185,8 @@ def best_shifts(lines: EventLines, predicted_rel: np.ndarray, wk: np.ndarray, to
     Parameters
     ----------
     lines : EventLines
-    predicted_rel : numpy.ndarray
-        The comb's times without shift, µs.
-    wk : numpy.ndarray
-        The comb ions' weights.
-    tol : float
-        Match tolerance, µs.
+    predicted_rel, wk, tol
+        As :func:`shift_scores`.
     t0_lo, t0_hi : numpy.ndarray, shape (E,)
         Each event's range of shifts, µs.
 

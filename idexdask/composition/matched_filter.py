@@ -111,25 +111,9 @@ def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarra
 
 def filter_areas_reference(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarray,
                  width: float) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`filter_areas` in NumPy: the reference the compiled kernel is tested against.
-
-    Each centre's fit uses the samples within 4 widths of it (all centres at
-    once: 2x2 normal equations over a gathered (n_centres, window) block).
-
-    Parameters
-    ----------
-    x, y, w : numpy.ndarray
-        Sample times (µs, increasing), signal and weights 1/sigma (n_samples,).
-    centres : numpy.ndarray
-        Filter centres, µs.
-    width : float
-        Gaussian sigma, µs.
-
-    Returns
-    -------
-    area, err : numpy.ndarray
-        The area and its white-noise standard error per centre (NaN with fewer
-        than 6 usable samples or a singular system).
+    """:func:`filter_areas` in NumPy (same parameters and results): the reference
+    the compiled kernel is tested against.  Each centre's fit is a row of a
+    gathered (n_centres, window) block: 2x2 normal equations summed by NumPy.
     """
     centres = np.asarray(centres, dtype=float)
     if x.size == 0:
