@@ -89,6 +89,12 @@ def print_summary(summary: Any, title: str) -> None:
                 line += f", {summary.workers} workers"
             line += ")"
         echo(line)
+    groups = getattr(summary, "campaign_calibration", None)
+    if groups is not None:
+        joint = sum(1 for g in groups.values()
+                    if g.get("calibrated") or g.get("high_voltage_settings"))
+        echo(f"campaign step      : done, {joint} of {len(groups)} input group(s) "
+             "calibrated jointly")
     for path in summary.empty_inputs:
         echo(f"no science events  : {path}")
     echo(f"failures           : {len(summary.failures)}")

@@ -78,7 +78,8 @@ class RunSummary:
     export_s : float
         Seconds from the first export's submission to the last file written.
     campaign_calibration : dict or None
-        Joint calibration of every group (input) when this run made it.
+        Joint calibration of every group (input) when this run made it; from
+        :func:`store_status`, the last campaign step's (None where none ran).
     """
 
     store: str
@@ -143,6 +144,9 @@ def store_status(store: str | os.PathLike) -> RunSummary:
             summary.failures.append({"uid": unit["uid"], "input": unit["input"],
                                      "reason": record.get("reason", ""),
                                      "n_events": unit["n_events"]})
+    steps = [r for r in records if r.get("record") == "campaign" and r.get("status") == "done"]
+    if steps:  # the campaign calibration step's last run (pipeline.recalibrate)
+        summary.campaign_calibration = dict(steps[-1].get("groups") or {})
     for failure in plan.get("plan_failures", []):
         summary.failures.append({"uid": f"{failure['path']}@plan", "input": failure["path"],
                                  "reason": failure["reason"], "n_events": 0})

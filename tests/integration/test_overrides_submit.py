@@ -120,8 +120,13 @@ def test_simulated_campaign_line_added_survives_submit(tmp_path, capsys):
     assert waiting["region"][0] <= event < waiting["region"][1]
     capsys.readouterr()
     assert main(["status", str(store)]) == 0
+    out = capsys.readouterr().out
     assert ("manual overrides   : 1 in force, 0 undone; 1 unit(s) redone by the next submit"
-            in capsys.readouterr().out)
+            in out)
+    # the status says whether the run's campaign calibration step has run
+    from idexdask.pipeline.campaign_config import recalibrates
+
+    assert ("campaign step      : done, " in out) == recalibrates(config), out
     _check_added_and_only_unit_redone(store, config, [sim], event, spot)
     assert units_awaiting_overrides(store) == []
 
