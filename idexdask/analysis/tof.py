@@ -441,10 +441,16 @@ def joint_blend_fits(
     cols["height"][take] = h
     status = np.zeros(take.size, np.int8)
     ev = cand.event[take]
-    xw = t[ev]
-    sig = np.broadcast_to(merged.sigma, merged.signal.shape)[ev]
-    classify_lines(status, h, bf.sigma[take], SIGMA_MIN_SAMPLES * step[ev], sig, xw,
-                   bf.center[take], settings)
+    # the two samples either side of each centre (a time row increases; NaN past
+    # a short record sorts last), not the whole 500,000-sample row of a lab
+    # capture: classify_lines reads the noise at the sample nearest the centre
+    sigma_rows = np.broadcast_to(merged.sigma, merged.signal.shape)
+    pos = np.array([np.searchsorted(t[e], c) for e, c in zip(ev, bf.center[take], strict=True)],
+                   dtype=np.int64).reshape(-1)
+    pair = np.clip(pos[:, None] + np.array([-1, 0])[None, :], 0, t.shape[1] - 1)
+    classify_lines(status, h, bf.sigma[take], SIGMA_MIN_SAMPLES * step[ev],
+                   sigma_rows[ev[:, None], pair], t[ev[:, None], pair], bf.center[take],
+                   settings)
     cols["status"][take] = status
     _log.info("joint blend fits: %d lines in converged blends", take.size)
     return LineFits(**cols)
