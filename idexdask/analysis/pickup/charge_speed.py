@@ -35,24 +35,7 @@ __all__ = ["SingleTube", "pickup_charge_speed", "pickup_uniform", "pickup_unifor
 _log = get_logger("idexdask.analysis.pickup")
 
 
-def pickup_charge_speed(
-    time_us: Any,
-    signal_v: Any,
-    *,
-    tube_length_m: float = DEFAULT_TUBE_LENGTH_M,
-    volts_per_coulomb: float = PLACEHOLDER_VOLTS_PER_COULOMB,
-    polarity: int = -1,
-    smooth_us: float = 2.0,
-    threshold_sigma: float = 6.0,
-    min_transit_us: float = 0.5,
-    max_transit_us: float = 400.0,
-    edge_window_us: float = 15.0,
-    baseline_us: float = 30.0,
-    plateau_guard: float = 0.2,
-    calibration: str = "placeholder",
-    target_distance_m: float | None = None,
-    impact_time_us: float = 0.0,
-) -> xr.Dataset:
+def pickup_charge_speed(time_us: Any, signal_v: Any, **options: Any) -> xr.Dataset:
     """Speed and charge of grains from one charge-pickup tube, vectorised over events.
 
     Parameters
@@ -61,6 +44,9 @@ def pickup_charge_speed(
         Sample times, µs, uniformly spaced.
     signal_v : array_like, (n,) or (events, n)
         Amplifier output, V.  NaN samples (missing channel, padding) are ignored.
+    **options
+        Keyword options of :func:`pickup_uniform_variables`, the same for every
+        entry point, with these meanings:
     tube_length_m : float
         Length of the pickup tube, m (PLACEHOLDER default, see module docs).
     volts_per_coulomb : float
@@ -113,35 +99,10 @@ def pickup_charge_speed(
         raise AnalysisError(f"time_us {t.shape} does not match signal_v {y.shape}")
     if y.shape[1] < 2:
         raise AnalysisError(f"too few samples ({y.shape[1]}) for pulse detection")
-    return pickup_uniform(
-        t[:, 0], t[:, 1] - t[:, 0], y, tube_length_m=tube_length_m,
-        volts_per_coulomb=volts_per_coulomb, polarity=polarity, smooth_us=smooth_us,
-        threshold_sigma=threshold_sigma, min_transit_us=min_transit_us,
-        max_transit_us=max_transit_us, edge_window_us=edge_window_us,
-        baseline_us=baseline_us, plateau_guard=plateau_guard, calibration=calibration,
-        target_distance_m=target_distance_m, impact_time_us=impact_time_us,
-    )
+    return pickup_uniform(t[:, 0], t[:, 1] - t[:, 0], y, **options)
 
 
-def pickup_uniform(
-    start_us: Any,
-    interval_us: Any,
-    signal_v: Any,
-    *,
-    tube_length_m: float = DEFAULT_TUBE_LENGTH_M,
-    volts_per_coulomb: float = PLACEHOLDER_VOLTS_PER_COULOMB,
-    polarity: int = -1,
-    smooth_us: float = 2.0,
-    threshold_sigma: float = 6.0,
-    min_transit_us: float = 0.5,
-    max_transit_us: float = 400.0,
-    edge_window_us: float = 15.0,
-    baseline_us: float = 30.0,
-    plateau_guard: float = 0.2,
-    calibration: str = "placeholder",
-    target_distance_m: float | None = None,
-    impact_time_us: float = 0.0,
-) -> xr.Dataset:
+def pickup_uniform(start_us: Any, interval_us: Any, signal_v: Any, **options: Any) -> xr.Dataset:
     """:func:`pickup_charge_speed` of records on uniform time axes given by formula.
 
     Parameters
@@ -151,7 +112,7 @@ def pickup_uniform(
         ``i`` lies at ``start_us + i * interval_us`` (no time array needed).
     signal_v : array_like, (n,) or (events, n)
         Amplifier output, V.
-    **
+    **options
         As :func:`pickup_charge_speed`.
 
     Returns
@@ -159,14 +120,7 @@ def pickup_uniform(
     xarray.Dataset
         As :func:`pickup_charge_speed`.
     """
-    return pickup_uniform_variables(
-        start_us, interval_us, signal_v, tube_length_m=tube_length_m,
-        volts_per_coulomb=volts_per_coulomb, polarity=polarity, smooth_us=smooth_us,
-        threshold_sigma=threshold_sigma, min_transit_us=min_transit_us,
-        max_transit_us=max_transit_us, edge_window_us=edge_window_us,
-        baseline_us=baseline_us, plateau_guard=plateau_guard, calibration=calibration,
-        target_distance_m=target_distance_m, impact_time_us=impact_time_us,
-    ).dataset()
+    return pickup_uniform_variables(start_us, interval_us, signal_v, **options).dataset()
 
 
 @dataclass(frozen=True)
@@ -211,8 +165,13 @@ def pickup_uniform_variables(
 
     Parameters
     ----------
-    start_us, interval_us, signal_v, **
+    start_us, interval_us, signal_v
         As :func:`pickup_uniform`.
+    tube_length_m, volts_per_coulomb, polarity, smooth_us, threshold_sigma, \
+min_transit_us, max_transit_us, edge_window_us, baseline_us, plateau_guard, \
+calibration, target_distance_m, impact_time_us
+        The keyword options of every entry point, described in
+        :func:`pickup_charge_speed`.
 
     Returns
     -------
