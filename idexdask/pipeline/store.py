@@ -156,7 +156,18 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     boolean arrays.  On the int16 codes of lab captures (4 x 500,002 samples
     per impact) it compresses in half the time of zstd-bitshuffle (2.5 against
     4.8 ms per impact) and decodes in half (1.4 against 3.0 ms), for 5 % more
-    bytes (1.40 against 1.34 MB per impact): ``pipeline.lab_compressor``.
+    bytes (1.40 against 1.34 MB per impact).
+
+    ``lz4-bitshuffle-f32``: ``lz4-bitshuffle`` with the float32 arrays through
+    the same Blosc lz4 and bit shuffle: ``pipeline.lab_compressor``.  The
+    float32 arrays of a lab store are its per-sample ones (the combined TOF,
+    2 MB per impact; the waveforms are int16 codes, the per-event products
+    float64).  zstd takes 4.4 ms of CPU per impact to shrink the combined TOF
+    5.4x, Blosc lz4 with bit shuffle 1.2 ms for 1.2x (docs/performance.md,
+    "Lab campaigns"), within the store's budget of 1.2x the captures' bytes;
+    stored uncompressed it would cost ~1 ms less to write, but the rows of a
+    chunk that no impact fills (a campaign's last chunk) would take their full
+    2 MB each where Blosc stores next to nothing.
     """
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -166,8 +177,11 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
         if dtype is not None and np.dtype(dtype).kind in "biu":
             return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
-    if name == "lz4-bitshuffle":
-        if dtype is not None and np.dtype(dtype).kind in "biu":
+    if name in ("lz4-bitshuffle", "lz4-bitshuffle-f32"):
+        blosc = dtype is not None and (
+            np.dtype(dtype).kind in "biu"
+            or (name == "lz4-bitshuffle-f32" and np.dtype(dtype) == np.float32))
+        if blosc:
             return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
     if name == "zstd":
