@@ -349,10 +349,11 @@ def clipped_prefix_mean(
     """:func:`clipped_mean` of the baseline samples ``x[:end]`` of a row of ``n``.
 
     The samples are the first ``end`` of the row (NaN or ``fill`` where
-    missing: never in the clip; a NaN ``fill``: none); the sum runs over the row as ``numpy.nanmean`` would sum
-    it with the other samples NaN (:func:`idexdask.numerics.pairwise_sum`'s
-    blocks and pairing), each block's values formed as they are read, without
-    the scratch row of :func:`clipped_mean`.
+    missing: never in the clip; a NaN ``fill``: none); the sum runs over the
+    row as ``numpy.nanmean`` would sum it with the other samples NaN
+    (:func:`idexdask.numerics.pairwise_sum`'s blocks and pairing), each block's
+    values formed as they are read, without the scratch row of
+    :func:`clipped_mean`.
     """
     lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
     count = 0
