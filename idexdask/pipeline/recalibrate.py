@@ -238,15 +238,19 @@ def reduce_group(store: str, regions: Sequence[tuple[int, int]], kind: str,
 
 def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
                  groups: Mapping[str, Any], config: Mapping[str, Any], rows: int,
-                 n_events: int) -> tuple[int, list[str]]:
+                 n_events: int, composition: CompositionSettings | None = None,
+                 ) -> tuple[int, list[str]]:
     """Write the calibration-dependent products of a span of rows (task 2).
 
     ``region`` is one unit's rows or several contiguous units' rows of one
     group; ``part`` holds those rows of the group's :func:`reduce_group`
     result; ``groups`` the summaries of every group (the ``mass_calibration``
     attributes).  Every product is per event, so a span gives the same values
-    as its units one by one.  Returns the number of events written and the
-    variables.
+    as its units one by one.  ``composition``: the configuration's composition
+    settings, made once for every task (from a configuration mapping,
+    :func:`~idexdask.composition.settings.composition_settings` validates the
+    whole configuration again, ~10 ms a call); None: made here.  Returns the
+    number of events written and the variables.
     """
     from idexdask.calibration.products import calibration_variables
     from idexdask.composition.products import composition_variables
@@ -295,9 +299,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
             species = _strings(kept["peak_species"].values)[lines["used"]]
             peaks["peak_species_by_hand"] = xr.Variable(
                 ("peak",), np.where(by_hand, species, ""))
-    # validated once: from a configuration mapping, composition_settings
-    # validates the whole configuration again (~10 ms a call)
-    settings = composition_settings(config)
+    settings = composition_settings(config if composition is None else composition)
     comp, _ = composition_variables(peaks, n, settings, calibrated=calibrated)
     comp.update(_targeted(opened, region, lines, coefficients, calibrated, settings))
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
@@ -342,15 +344,15 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     noise_name = f"{channel.lower()}_noise"
     if noise_name not in ds.variables:
         return {}
+    rows = slice(*region)
     if time_name in ds.variables:
         time = ds[time_name]
-    else:  # a lab store keeps its axes as terms: rebuild this one only
+        time = time.isel(epoch=rows) if "epoch" in time.dims else time
+    else:  # a lab store keeps its axes as terms: rebuild this one, for these rows only
         terms = [k for k in ds.variables if str(k).startswith(f"{time_name}_")]
-        time = expand_axes(ds[terms]).get(time_name)
+        time = expand_axes(ds[terms].isel(epoch=rows)).get(time_name)
         if time is None:
             return {}
-    rows = slice(*region)
-    time = time.isel(epoch=rows) if "epoch" in time.dims else time
     flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in
                                              ("center", "sigma", "gamma", "area", "status")}}
     bounds = searched_times(
@@ -506,6 +508,9 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
     summaries = {str(index): {**res["summary"], "preset": res["preset"],
                               "input": by_group[index][0].path}
                  for index, res in results.items()}
+    from idexdask.composition.settings import composition_settings
+
+    composition = composition_settings(config)  # validated once, here
     map_futures = []
     cap = int((config.get("pipeline") or {}).get("batch_events", 512))
     for index, group in by_group.items():
@@ -521,7 +526,7 @@ def campaign_step(client: Any, store: Path, units: Sequence[Unit], config: Mappi
             offset += count
             map_futures.append(client.submit(
                 apply_region, str(store), region, part, summaries, config, rows,
-                n_events, resources=resources, retries=retries, pure=False,
+                n_events, composition, resources=resources, retries=retries, pure=False,
                 key=f"idexdask-campaign-apply-{run_id}-{index}-{k}",
             ))
     done = [f.result() for f in map_futures]
