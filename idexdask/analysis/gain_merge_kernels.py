@@ -1,11 +1,14 @@
 """Compiled kernels of the TOF gain merge (:func:`idexdask.analysis.tof.merge_gains`).
 
-One pass per event row over its gains: each gain's baseline (a clipped mean of
-the pre-trigger samples, their median and MAD found by the one-pass bracketing
-selection), its positive-going signal and saturated samples, the ratio of each
-gain to the next higher one from their overlap, and the merged row.  Every value
-is computed with the operations of the array statement of the merge, so the
-results are the same (``tests/unit/analysis/test_tof_merge.py``).
+Per event row, a few passes over each gain's recorded samples (read as they
+are stored, float32 volts or integer DN, never copied): the baseline (a clipped
+mean of the pre-trigger samples around their median, with their MAD: for ADC
+codes from a histogram of the codes, else by the one-pass bracketing
+selection), the saturated samples where the gain has rails or a saturated
+interval, one pass per pair of neighbouring gains that gathers their overlap,
+and one pass that forms the positive-going signal of every gain and writes the
+merged row.  Every value is computed with the operations of the array statement
+of the merge, so the results are the same (``tests/unit/analysis/test_tof_merge.py``).
 """
 
 from __future__ import annotations
@@ -13,61 +16,143 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from idexdask.analysis.robust import MAD_TO_SIGMA, clipped_mean, median_inplace
-from idexdask.analysis.selection import median_and_mad
-from idexdask.numerics import pairwise_sum_sparse
+from idexdask.analysis.robust import (
+    MAD_TO_SIGMA,
+    clipped_mean,
+    clipped_prefix_mean,
+    median_inplace,
+)
+from idexdask.analysis.selection import code_median_mad, median_and_mad
+from idexdask.numerics import pairwise_sum
 
-__all__ = ["clipped_baseline", "divide_sum_of_squares", "load_row", "merge_rows", "ratio_row",
-           "ratio_work"]
+__all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
+           "overlap_ratio", "overlap_samples", "sample_value"]
+
+
+_SCAN_BLOCK = 512
+"""Samples per block of :func:`overlap_samples`' vectorised test for any overlap."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def sample_value(x: np.ndarray, j: int, fill: float) -> float:  # pragma: no cover - compiled
+    """``x[j]`` as float64, NaN where it equals ``fill`` (a NaN ``fill``: none)."""
+    v = np.float64(x[j])
+    return np.nan if v == fill else v
 
 
 @numba.njit(cache=True, nogil=True)
-def ratio_work(n: int) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
-    """Scratch arrays of :func:`ratio_row` for rows of ``n`` samples."""
-    return (
-        np.empty(n, dtype=np.int64),  # selected sample indices
-        np.zeros(n + 1, dtype=np.int64),  # selected samples before each index
-        np.empty(n),  # residuals of the selected samples
-        np.empty(2 * n),  # median scratch
-        np.zeros(n),  # h * lo, all-zero between calls
-        np.zeros(n),  # h * h, all-zero between calls
-    )
+def _selected_before(idx: np.ndarray, m: int, i: int) -> int:  # pragma: no cover - compiled
+    """How many of the increasing indices ``idx[:m]`` lie below ``i``."""
+    lo = 0
+    hi = m
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if idx[mid] < i:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 @numba.njit(cache=True, nogil=True)
-def ratio_row(
-    h: np.ndarray,
-    lo: np.ndarray,
-    ok: np.ndarray,
-    thresh: float,
-    sig_l: float,
-    work: tuple[np.ndarray, ...],
-) -> tuple[float, int]:  # pragma: no cover - compiled
-    """Origin slope of ``lo`` on ``h`` over one row's overlap, refit without outliers.
+def _sparse_sum(values: np.ndarray, idx: np.ndarray, m: int, n: int) -> float:
+    # pragma: no cover - compiled
+    """``a[:n].sum()`` with NumPy's rounding (pairwise) of the row ``a`` that is
+    ``values[i]`` at the increasing indices ``idx[i]`` (``i < m``) and +0.0
+    elsewhere: blocks and subtrees holding none of them are 0 without being
+    formed, the others are formed in a scratch block."""
+    block = np.empty(128)
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        first = _selected_before(idx, m, cl)
+        empty = first == m or idx[first] >= cl + cn
+        if cn <= 128 or empty:
+            if empty:
+                vals[nv] = 0.0
+            else:
+                block[:cn] = 0.0
+                i = first
+                while i < m and idx[i] < cl + cn:
+                    block[idx[i] - cl] = values[i]
+                    i += 1
+                vals[nv] = pairwise_sum(block, 0, cn)
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    return vals[0]
 
-    ``work`` comes from :func:`ratio_work`.
 
-    The sums run over whole rows with zeros outside the selection, as numpy
-    would sum them (same rounding), but pairwise-summation leaves holding no
-    selected sample are known to be zero without being read.
+@numba.njit(cache=True, nogil=True)
+def overlap_samples(
+    xh: np.ndarray, xl: np.ndarray, fill_h: float, fill_l: float, base_h: float,
+    base_l: float, pol_h: float, pol_l: float, sat_h: np.ndarray, sat_l: np.ndarray,
+    thresh: float, idx: np.ndarray, hv: np.ndarray, lv: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The overlap of a higher gain (``xh``) and the next lower one (``xl``) in one row.
+
+    Samples where both positive-going signals ``pol * (x - base)`` are finite
+    and unsaturated and the higher one exceeds ``thresh``: their indices go to
+    ``idx``, the two signals to ``hv`` and ``lv``; returns how many.
     """
-    idx, cnt, resid, buf, hl, hh = work
-    n = h.shape[0]
     m = 0
-    for j in range(n):
-        s = ok[j] and h[j] > thresh
-        idx[m] = j
-        m += s
-        cnt[j + 1] = m
+    n = xh.shape[0]
+    for start in range(0, n, _SCAN_BLOCK):
+        stop = min(start + _SCAN_BLOCK, n)
+        hit = False
+        for j in range(start, stop):  # a reduction that vectorises
+            hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
+        if not hit:  # most blocks: no sample above the threshold
+            continue
+        for j in range(start, stop):
+            h = pol_h * (sample_value(xh, j, fill_h) - base_h)
+            lo = pol_l * (sample_value(xl, j, fill_l) - base_l)
+            if (h > thresh and h - h == 0.0 and lo - lo == 0.0 and not sat_h[j]
+                    and not sat_l[j]):
+                idx[m] = j
+                hv[m] = h
+                lv[m] = lo
+                m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
+def overlap_ratio(
+    idx: np.ndarray, hv: np.ndarray, lv: np.ndarray, m: int, n: int, sig_l: float,
+    hl: np.ndarray, hh: np.ndarray, resid: np.ndarray, buf: np.ndarray,
+) -> tuple[float, int]:  # pragma: no cover - compiled
+    """Origin slope of ``lv`` on ``hv`` over the ``m`` overlap samples of a row of
+    ``n`` (:func:`overlap_samples`), refit without the outliers; and the samples kept.
+
+    The sums run over whole rows with zeros outside the overlap (and at the
+    outliers), as numpy would sum them (same rounding).  ``hl``, ``hh`` and
+    ``resid`` are scratch of ``m`` values, ``buf`` of ``2 m``.
+    """
     for i in range(m):
-        j = idx[i]
-        hl[j] = h[j] * lo[j]
-        hh[j] = h[j] * h[j]
-    b = divide_sum_of_squares(pairwise_sum_sparse(hl, n, cnt), pairwise_sum_sparse(hh, n, cnt))
+        hl[i] = hv[i] * lv[i]
+        hh[i] = hv[i] * hv[i]
+    b = divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n))
     k = 0
     for i in range(m):
-        j = idx[i]
-        v = lo[j] - b * h[j]
+        v = lv[i] - b * hv[i]
         resid[i] = v
         if not np.isnan(v):
             buf[k] = v
@@ -84,18 +169,12 @@ def ratio_row(
     lim = np.nan if (np.isnan(spread) or np.isnan(sig_l)) else 4.0 * max(spread, sig_l)
     c = 0
     for i in range(m):
-        j = idx[i]
         if abs(resid[i]) <= lim:
             c += 1
         else:
-            hl[j] = 0.0
-            hh[j] = 0.0
-    slope = divide_sum_of_squares(pairwise_sum_sparse(hl, n, cnt), pairwise_sum_sparse(hh, n, cnt))
-    for i in range(m):
-        j = idx[i]
-        hl[j] = 0.0
-        hh[j] = 0.0
-    return slope, c
+            hl[i] = 0.0
+            hh[i] = 0.0
+    return divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n)), c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -129,12 +208,119 @@ def clipped_baseline(
     return clipped_mean(vals, pos, k, n, m, d, row), d
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def load_row(raw, r, has_fill, fill, out):  # pragma: no cover - compiled
-    """Row ``r`` of ``raw`` as float64 into ``out``, NaN where missing (NaN or fill)."""
-    for j in range(raw.shape[1]):
-        v = np.float64(raw[r, j])
-        out[j] = np.nan if (v != v or (has_fill and v == fill)) else v
+
+
+@numba.njit(cache=True, nogil=True)
+def gain_baseline(
+    x: np.ndarray, prefix: bool, n_pre: int, pre: np.ndarray, min_samples: int,
+    n_first: int, fill: float, code_scale: float, code_offset: float, code_single: bool,
+    codes: np.ndarray, vals: np.ndarray, pos: np.ndarray, buf: np.ndarray,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Baseline level and MAD of one gain's row ``x`` (see :func:`merge_rows`).
+
+    The baseline samples are the valid ones among the first ``n_pre`` (``prefix``)
+    or at the indices ``pre[:n_pre]``; with fewer than ``min_samples``, the valid
+    ones among the first ``n_first``.  A prefix of codes (``code_scale`` finite)
+    is read through its histogram and summed as it is read; any other set is
+    gathered into ``vals``/``pos`` for :func:`clipped_baseline`; ``codes``
+    (int32), ``vals``, ``pos`` and ``buf`` are scratch of the row's length.
+    """
+    n = x.shape[0]
+    if prefix and np.isfinite(code_scale):
+        ok, k, med, mad = code_median_mad(x, n_pre, fill == fill, fill, code_scale,
+                                          code_offset, code_single, codes)
+        if ok and k >= min_samples:
+            return clipped_prefix_mean(x, n_pre, n, med, mad, fill), mad
+    k = 0
+    for i in range(n_pre):
+        j = i if prefix else pre[i]
+        v = sample_value(x, j, fill)
+        if np.isfinite(v):
+            vals[k] = v
+            pos[k] = j
+            k += 1
+    if k < min_samples:
+        k = 0
+        for j in range(min(n_first, n)):
+            v = sample_value(x, j, fill)
+            if np.isfinite(v):
+                vals[k] = v
+                pos[k] = j
+                k += 1
+    return clipped_baseline(vals, pos, k, n, buf, np.zeros(n))
+
+
+@numba.njit(cache=True, nogil=True)
+def gain_saturation(
+    x: np.ndarray, t: np.ndarray, fill: float, vmin: float, vmax: float, flagged: bool,
+    t0: float, t1: float, guard: int, raw: np.ndarray, sat: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """Saturated samples of one gain's row into ``sat``; whether there are any.
+
+    At or beyond a rail (``>= vmax``, ``<= vmin``; NaN: none), or at a time
+    ``t`` within ``[t0, t1]`` when ``flagged``; grown by ``guard`` samples.
+    ``raw`` is scratch of the row's length.
+    """
+    n = x.shape[0]
+    any_sat = False
+    for j in range(n):  # branch-free (bitwise tests)
+        v = sample_value(x, j, fill)
+        s = (v >= vmax) | (v <= vmin)
+        raw[j] = s
+        any_sat |= s
+    if flagged:
+        for j in range(n):
+            s = (t[j] >= t0) & (t[j] <= t1)
+            raw[j] |= s
+            any_sat |= s
+    if guard > 0 and any_sat:
+        sat[:] = False
+        for j in range(n):
+            if raw[j]:
+                sat[max(j - guard, 0) : min(j + guard + 1, n)] = True
+    else:
+        sat[:] = raw
+    return any_sat
+
+
+@numba.njit(cache=True, nogil=True)
+def merged_row(
+    x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_gains: int, fill: np.ndarray,
+    base: np.ndarray, pol: np.ndarray, sat: np.ndarray, factor: np.ndarray,
+    noise: np.ndarray, out: np.ndarray, sig: np.ndarray, src: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """One merged row: each gain's positive-going signal ``pol * (x - base)``; per
+    sample the first gain (of ``n_gains``, highest first) where it is finite and
+    unsaturated, times ``factor`` (1 for the first) into ``out``, ``noise`` times
+    ``factor`` into ``sig`` and the gain's index into ``src``; NaN, the first
+    gain's noise and -1 where none.  One branch-free pass (it vectorises)."""
+    f0, f1, f2 = fill[0], fill[1], fill[2]
+    b0, b1, b2 = base[0], base[1], base[2]
+    p0, p1, p2 = pol[0], pol[1], pol[2]
+    k1, k2 = factor[1], factor[2]
+    n0, n1, n2 = noise[0], noise[1] * factor[1], noise[2] * factor[2]
+    on1 = n_gains > 1
+    on2 = n_gains > 2
+    s0, s1, s2 = sat[0], sat[1], sat[2]
+    for j in range(x0.shape[0]):
+        v = p0 * (sample_value(x0, j, f0) - b0)
+        use = ~s0[j] & (v - v == 0.0)
+        value = v if use else np.nan
+        sigma = n0
+        code = np.int8(0) if use else np.int8(-1)
+        v = p1 * (sample_value(x1, j, f1) - b1)
+        put = on1 & (code < 0) & ~s1[j] & (v - v == 0.0)
+        value = v * k1 if put else value
+        sigma = n1 if put else sigma
+        code = np.int8(1) if put else code
+        v = p2 * (sample_value(x2, j, f2) - b2)
+        put = on2 & (code < 0) & ~s2[j] & (v - v == 0.0)
+        value = v * k2 if put else value
+        sigma = n2 if put else sigma
+        code = np.int8(2) if put else code
+        out[j] = value
+        sig[j] = sigma
+        src[j] = code
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -149,7 +335,6 @@ def merge_rows(
     min_samples: int,
     n_first: int,
     pol: np.ndarray,
-    has_fill: np.ndarray,
     fill: np.ndarray,
     vmin: np.ndarray,
     vmax: np.ndarray,
@@ -165,10 +350,14 @@ def merge_rows(
     sigma: np.ndarray,
     source: np.ndarray,
     floor: np.ndarray,
+    code_scale: np.ndarray,
+    code_offset: np.ndarray,
+    code_single: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
     """:func:`~idexdask.analysis.tof.merge_gains` of every event, one row at a time (see there).
 
-    Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used): the
+    Per gain ``g`` (``x0``, ``x1``, ``x2``, the first ``n_gains`` used; samples
+    equal to ``fill[g]`` are missing, a NaN ``fill[g]``: none): the
     :func:`~idexdask.analysis.robust.baseline_sigma` level and sigma (sigma
     replaced by ``qsig`` where that is finite and positive, else never below
     ``floor[g]``, the quantisation noise), the positive-going
@@ -180,7 +369,11 @@ def merge_rows(
 
     The baseline samples of row ``r`` are those whose time ``t[r]`` is below
     ``stop_us``: the first ``pre_count[r]`` where that is not -1 (a rising axis,
-    located without reading ``t``).
+    located without reading ``t``).  Where gain ``g``'s samples are codes
+    (``code_scale[g]`` finite: value = ``code * code_scale + code_offset``,
+    rounded to float32 where ``code_single``), such a prefix's median and MAD
+    come from a histogram of the codes
+    (:func:`~idexdask.analysis.selection.code_median_mad`, the same values).
 
     Fills ``signal``, ``sigma``, ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
@@ -192,16 +385,24 @@ def merge_rows(
     status = np.zeros((n_gains, rows), dtype=np.int8)
     overlap = np.zeros((n_gains, rows), dtype=np.int32)
     noise = np.empty((n_gains, rows))
-    xf = np.empty((n_gains, n))
-    sat = np.zeros((n_gains, n), dtype=np.bool_)
+    base = np.zeros(3)
+    factor = np.ones(3)
+    row_noise = np.zeros(3)
+    # saturated samples of each gain's row; a row without any leaves them all False
+    sat = np.zeros((3, n), dtype=np.bool_)
+    dirty = np.zeros(3, dtype=np.bool_)
     raw_sat = np.empty(n, dtype=np.bool_)
-    ok = np.empty(n, dtype=np.bool_)
     pre = np.empty(n, dtype=np.int64)
     vals = np.empty(n)
     pos = np.empty(n, dtype=np.int64)
-    buf = np.empty(n)
-    zero_row = np.zeros(n)
-    work = ratio_work(n)
+    buf = np.empty(2 * n)
+    codes = np.empty(n, dtype=np.int32)
+    idx = np.empty(n, dtype=np.int64)
+    hv = np.empty(n)
+    lv = np.empty(n)
+    hl = np.empty(n)
+    hh = np.empty(n)
+    resid = np.empty(n)
     for r in range(rows):
         # the pre-trigger samples: the first pre_count[r] (a rising formula
         # axis), else those whose time is below stop_us
@@ -213,105 +414,56 @@ def merge_rows(
                     pre[n_pre] = j
                     n_pre += 1
         for g in range(n_gains):
+            # the gains' arrays may differ in type: one call per array
             if g == 0:
-                load_row(x0, r, has_fill[0], fill[0], xf[0])
+                level, mad = gain_baseline(x0[r], prefix, n_pre, pre, min_samples, n_first,
+                                           fill[0], code_scale[0], code_offset[0],
+                                           code_single[0], codes, vals, pos, buf)
             elif g == 1:
-                load_row(x1, r, has_fill[1], fill[1], xf[1])
+                level, mad = gain_baseline(x1[r], prefix, n_pre, pre, min_samples, n_first,
+                                           fill[1], code_scale[1], code_offset[1],
+                                           code_single[1], codes, vals, pos, buf)
             else:
-                load_row(x2, r, has_fill[2], fill[2], xf[2])
-            y = xf[g]
-            k = 0
-            for i in range(n_pre):
-                j = i if prefix else pre[i]
-                v = y[j]
-                if np.isfinite(v):
-                    vals[k] = v
-                    pos[k] = j
-                    k += 1
-            if k < min_samples:
-                k = 0
-                for j in range(min(n_first, n)):
-                    if np.isfinite(y[j]):
-                        vals[k] = y[j]
-                        pos[k] = j
-                        k += 1
-            base, mad = clipped_baseline(vals, pos, k, n, buf, zero_row)
+                level, mad = gain_baseline(x2[r], prefix, n_pre, pre, min_samples, n_first,
+                                           fill[2], code_scale[2], code_offset[2],
+                                           code_single[2], codes, vals, pos, buf)
+            base[g] = level
             q = qsig[g, r]
             noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
-            # saturated samples (grown by the guard) and the positive-going signal;
-            # the loops are written branch-free (bitwise tests, selects)
-            vmx = vmax[g]
-            vmn = vmin[g]
-            p = pol[g]
-            any_sat = False
-            for j in range(n):
-                v = y[j]
-                s = (v >= vmx) | (v <= vmn)
-                raw_sat[j] = s
-                any_sat |= s
-                y[j] = p * (v - base)
-            if flag[g, r]:
-                lo_t = t0[g, r]
-                hi_t = t1[g, r]
-                for j in range(n):
-                    s = (t[r, j] >= lo_t) & (t[r, j] <= hi_t)
-                    raw_sat[j] |= s
-                    any_sat |= s
-            sg = sat[g]
-            if guard > 0 and any_sat:
-                sg[:] = False
-                for j in range(n):
-                    if raw_sat[j]:
-                        sg[max(j - guard, 0) : min(j + guard + 1, n)] = True
-            else:
-                sg[:] = raw_sat
+            row_noise[g] = noise[g, r]
+            if np.isfinite(vmax[g]) or np.isfinite(vmin[g]) or flag[g, r]:
+                if g == 0:
+                    dirty[g] = gain_saturation(x0[r], t[r], fill[0], vmin[0], vmax[0], flag[0, r],
+                                               t0[0, r], t1[0, r], guard, raw_sat, sat[0])
+                elif g == 1:
+                    dirty[g] = gain_saturation(x1[r], t[r], fill[1], vmin[1], vmax[1], flag[1, r],
+                                               t0[1, r], t1[1, r], guard, raw_sat, sat[1])
+                else:
+                    dirty[g] = gain_saturation(x2[r], t[r], fill[2], vmin[2], vmax[2], flag[2, r],
+                                               t0[2, r], t1[2, r], guard, raw_sat, sat[2])
+            elif dirty[g]:
+                sat[g, :] = False
+                dirty[g] = False
         # ratios to the next higher gain, from the overlap
         for g in range(1, n_gains):
-            h = xf[g - 1]
-            lo = xf[g]
-            sh = sat[g - 1]
-            sl = sat[g]
-            for j in range(n):
-                # v - v == 0: finite
-                ok[j] = ~sh[j] & ~sl[j] & (h[j] - h[j] == 0.0) & (lo[j] - lo[j] == 0.0)
             a = k_sigma * noise[g - 1, r]
             b = k_sigma * noise[g, r] * nominal[g]
             thresh = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
-            slope, c = ratio_row(h, lo, ok, thresh, noise[g, r], work)
+            if g == 1:
+                m = overlap_samples(x0[r], x1[r], fill[0], fill[1], base[0], base[1], pol[0],
+                                    pol[1], sat[0], sat[1], thresh, idx, hv, lv)
+            else:
+                m = overlap_samples(x1[r], x2[r], fill[1], fill[2], base[1], base[2], pol[1],
+                                    pol[2], sat[1], sat[2], thresh, idx, hv, lv)
+            slope, c = overlap_ratio(idx, hv, lv, m, n, noise[g, r], hl, hh, resid, buf)
             rr = 1.0 / slope
             good = c >= min_overlap and np.isfinite(rr) and rr > 0
             st = np.int8(0) if good else np.int8(1)
             ratio[g, r] = ratio[g - 1, r] * (rr if good else nominal[g])
             status[g, r] = max(st, status[g - 1, r]) if g > 1 else st
             overlap[g, r] = c
+            factor[g] = ratio[g, r]
         # the merged row: highest unsaturated gain, scaled to the first
-        y0 = xf[0]
-        s0 = sat[0]
-        sig_r = sigma[r]
-        out_r = signal[r]
-        src_r = source[r]
-        sig_r[:] = noise[0, r]
-        missing = 0
-        for j in range(n):
-            v = y0[j]
-            use = ~s0[j] & (v - v == 0.0)
-            out_r[j] = v if use else np.nan
-            src_r[j] = np.int8(0) if use else np.int8(-1)
-            missing += not use
-        for g in range(1, n_gains):
-            if missing == 0:  # nothing left to fill in this row
-                break
-            yg = xf[g]
-            sg = sat[g]
-            f = ratio[g, r]
-            sg_r = noise[g, r] * f
-            code = np.int8(g)
-            missing = 0
-            for j in range(n):
-                v = yg[j]
-                put = (src_r[j] < 0) & ~sg[j] & (v - v == 0.0)
-                out_r[j] = v * f if put else out_r[j]
-                sig_r[j] = sg_r if put else sig_r[j]
-                src_r[j] = code if put else src_r[j]
-                missing += src_r[j] < 0
+        merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor, row_noise,
+                   signal[r], sigma[r], source[r])
     return ratio, status, overlap, noise

@@ -22,13 +22,14 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from idexdask.numerics import pairwise_sum_zero_tail
+from idexdask.numerics import pairwise_sum, pairwise_sum_zero_tail
 
 __all__ = [
     "MAD_TO_SIGMA",
     "baseline_level",
     "baseline_sigma",
     "clipped_mean",
+    "clipped_prefix_mean",
     "gather_finite",
     "median_inplace",
     "nanmedian_rows",
@@ -338,4 +339,61 @@ def clipped_mean(
     mean = pairwise_sum_zero_tail(row, 0, n, pos[k - 1] + 1) / count if count else np.nan
     for j in range(k):
         row[pos[j]] = 0.0
+    return mean if np.isfinite(mean) else m
+
+
+@numba.njit(cache=True, nogil=True)
+def clipped_prefix_mean(
+    x: np.ndarray, end: int, n: int, m: float, d: float, fill: float = np.nan
+) -> float:  # pragma: no cover - compiled
+    """:func:`clipped_mean` of the baseline samples ``x[:end]`` of a row of ``n``.
+
+    The samples are the first ``end`` of the row (NaN or ``fill`` where
+    missing: never in the clip; a NaN ``fill``: none); the sum runs over the
+    row as ``numpy.nanmean`` would sum it with the other samples NaN
+    (:func:`idexdask.numerics.pairwise_sum`'s blocks and pairing), each block's
+    values formed as they are read, without the scratch row of
+    :func:`clipped_mean`.
+    """
+    lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
+    count = 0
+    block = np.empty(128)
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
+        if cn <= 128 or empty:
+            if empty:
+                vals[nv] = 0.0
+            else:  # the leaf's values formed into a block (a loop that vectorises)
+                for i in range(cn):
+                    v = np.float64(x[cl + i])
+                    keep = (cl + i < end) & (v != fill) & (abs(v - m) <= lim)
+                    block[i] = v if keep else 0.0
+                    count += keep
+                vals[nv] = pairwise_sum(block, 0, cn)
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    if count == 0:
+        return m
+    mean = vals[0] / count
     return mean if np.isfinite(mean) else m

@@ -13,6 +13,15 @@ row whose sample happens to be unrepresentative), the whole row is selected
 instead: never a wrong value, only the slower path.
 
 NaN sorts last, as in ``numpy.partition``.
+
+Samples recorded as ADC codes (integers, or the float values a code scale
+decodes them to: :mod:`idexdask.adccodes`) take few distinct values: a
+pre-trigger baseline of 400,000 scope samples holds a few dozen.
+:func:`code_median_mad` finds their median and MAD from a histogram of the
+codes: one vectorised pass forms each sample's code (checked to decode back to
+exactly the sample), one pass counts them, and the order statistics are read
+from the counts.  Each code stands for one value, and codes rise with values,
+so the counts give the same order statistics as a selection on the values.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["median_and_mad", "order_pair"]
+__all__ = ["code_median_mad", "median_and_mad", "order_pair"]
 
 _SAMPLE = 4096
 """Values in the random sample that places the pivots."""
@@ -221,3 +230,150 @@ def median_and_mad(x: np.ndarray, n: int, scratch: np.ndarray) -> tuple[float, f
         return med, mad
     a, b = order_pair(x, n, k - 1, k, scratch, med)
     return med, 0.5 * (a + b)
+
+
+_CODE_SPAN = 65536
+"""Codes a histogram of :func:`code_median_mad` spans at most (a 16-bit ADC's)."""
+_TABLES = 4
+"""Interleaved count tables: consecutive samples with one code (a quiet baseline)
+update different counters, not one counter in a dependency chain."""
+_EXCLUDED = np.iinfo(np.int32).max
+"""Code of a sample that is not counted (NaN, fill)."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _code_value(c: float, scale: float, offset: float, single: bool) -> float:
+    # pragma: no cover - compiled
+    """The value of code ``c``: ``c * scale + offset`` in float64, rounded to
+    float32 when the samples are float32 (:meth:`idexdask.adccodes.CodeScale.decode`)."""
+    back = c * scale + offset
+    return np.float64(np.float32(back)) if single else back
+
+
+@numba.njit(cache=True, nogil=True)
+def code_median_mad(
+    x: np.ndarray,
+    n: int,
+    has_fill: bool,
+    fill: float,
+    scale: float,
+    offset: float,
+    single: bool,
+    codes: np.ndarray,
+) -> tuple[bool, int, float, float]:  # pragma: no cover - compiled
+    """Median and MAD (not scaled to sigma) of the valid values of ``x[:n]`` from
+    their codes; the values of :func:`median_and_mad` on those values.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, (>= n,)
+        Samples (integers or floats); NaN and ``fill`` (when ``has_fill``) are
+        not counted.
+    n : int
+        Samples used.
+    has_fill, fill : bool, float
+        Whether samples equal to ``fill`` are missing, and that value.
+    scale, offset : float
+        The code scale: the value of code ``c`` is ``c * scale + offset``
+        (float64), rounded to float32 when ``single``.
+    single : bool
+        Whether the samples are float32 values of codes.
+    codes : numpy.ndarray of int32, (>= n,)
+        Work space, overwritten.
+
+    Returns
+    -------
+    ok : bool
+        False when some valid sample is not exactly the value of an integer
+        code, or the codes span more than 65,536: then nothing else is set
+        (use :func:`median_and_mad`).
+    count : int
+        Valid samples.
+    median, mad : float
+        As :func:`median_and_mad` of the valid samples (NaN when none).
+    """
+    inverse = 1.0 / scale
+    fill = fill if has_fill else np.nan  # never equal: no fill
+    big = np.int32(_EXCLUDED)
+    small = np.int32(-_EXCLUDED)
+    ok = True
+    lo = big
+    hi = small
+    count = 0
+    for i in range(n):  # branch-free, reductions of selects: it vectorises
+        v = np.float64(x[i])
+        use = (v - v == 0.0) & (v != fill)
+        c = np.rint((v - offset) * inverse)
+        c = min(max(c, -1073741824.0), 1073741824.0)  # (NaN: not used)
+        ok &= ~use | (_code_value(c, scale, offset, single) == v)
+        ci = np.int32(c)
+        lo = min(lo, ci if use else big)
+        hi = max(hi, ci if use else small)
+        codes[i] = ci if use else big
+        count += use
+    lo = np.int64(lo)
+    hi = np.int64(hi)
+    if not ok or (count and hi - lo >= _CODE_SPAN):
+        return False, count, np.nan, np.nan
+    if count == 0:
+        return True, 0, np.nan, np.nan
+    span = hi - lo + 1  # bucket span: excluded samples
+    width = span + 1
+    counts = np.zeros(_TABLES * width, dtype=np.int64)
+    for i in range(n - n % _TABLES):
+        b = min(np.int64(codes[i]) - lo, span)
+        counts[(i % _TABLES) * width + b] += 1
+    for i in range(n - n % _TABLES, n):
+        counts[min(np.int64(codes[i]) - lo, span)] += 1
+    for t in range(1, _TABLES):  # into the first table
+        for b in range(span):
+            counts[b] += counts[t * width + b]
+    k = count // 2
+    # the median: the k-th (and (k-1)-th) smallest values
+    below = 0
+    b_lo = -1
+    b_hi = -1
+    for b in range(span):
+        below += counts[b]
+        if b_lo < 0 and below > k - 1:
+            b_lo = b
+        if below > k:
+            b_hi = b
+            break
+    v_hi = _code_value(np.float64(lo + b_hi), scale, offset, single)
+    if count % 2:
+        med = v_hi
+    else:
+        med = 0.5 * (_code_value(np.float64(lo + b_lo), scale, offset, single) + v_hi)
+    # the MAD: the deviations |value - med| rise from med outwards on either
+    # side; merging the two sides in order gives the k-th (and (k-1)-th)
+    up = 0
+    while up < span and _code_value(np.float64(lo + up), scale, offset, single) < med:
+        up += 1
+    down = up - 1
+    taken = 0
+    d_lo = np.nan
+    d_hi = np.nan
+    while True:
+        d_up = np.inf
+        if up < span:
+            d_up = abs(_code_value(np.float64(lo + up), scale, offset, single) - med)
+        d_down = np.inf
+        if down >= 0:
+            d_down = abs(_code_value(np.float64(lo + down), scale, offset, single) - med)
+        if d_up <= d_down:
+            taken += counts[up]
+            d = d_up
+            up += 1
+        else:
+            taken += counts[down]
+            d = d_down
+            down -= 1
+        if d_lo != d_lo and taken > k - 1:
+            d_lo = d
+        if taken > k:
+            d_hi = d
+            break
+    if count % 2:
+        return True, count, med, d_hi
+    return True, count, med, 0.5 * (d_lo + d_hi)

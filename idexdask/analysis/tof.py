@@ -44,6 +44,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.adccodes import code_scale
 from idexdask.analysis.gain_merge_kernels import merge_rows
 from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
@@ -239,17 +240,18 @@ def merge_gains(
     t = channel_time(ds, present[0])
     pre_count = _pre_trigger_counts(ds, present[0], ref_shape, float(settings["baseline_stop_us"]))
     n_gains = len(present)
-    raws, pols, has_fill, fills, vmins, vmaxs = [], [], [], [], [], []
+    raws, pols, fills, vmins, vmaxs = [], [], [], [], []
     flags, t0s, t1s, qsigs, noms, quanta = [], [], [], [], [], []
+    codes = []
     for j, name in enumerate(present):
         var = ds.variables[name]
         quanta.append(quantisation_step(var))
+        codes.append(_code_lattice(var))
         raws.append(np.ascontiguousarray(var.values))
         pol = channel_polarity(ds, name, settings) or 1
         pols.append(float(pol))
         fill = fill_value(var.attrs)
-        has_fill.append(math.isfinite(fill))
-        fills.append(fill)
+        fills.append(fill if math.isfinite(fill) else math.nan)  # NaN: no fill value
         vmin, vmax = _rails(var)
         vmaxs.append(vmax if vmax is not None and pol >= 0 else math.nan)
         vmins.append(vmin if vmin is not None and pol <= 0 else math.nan)
@@ -266,6 +268,13 @@ def merge_gains(
         noms.append(float(nominal[name]) / float(nominal[present[j - 1]]) if j else 1.0)
     while len(raws) < 3:  # unused slots of the compiled kernel
         raws.append(raws[0])
+        for values in (pols, fills, vmins, vmaxs, quanta, codes):
+            values.append(values[0])
+        flags.append(flags[0])
+        t0s.append(t0s[0])
+        t1s.append(t1s[0])
+        qsigs.append(qsigs[0])
+        noms.append(noms[0])
     with np.errstate(all="ignore"):
         signal = np.empty(ref_shape)
         sigma = np.empty(ref_shape)
@@ -273,11 +282,11 @@ def merge_gains(
         ratio, st, ov, noise = merge_rows(
             raws[0], raws[1], raws[2], n_gains, t, pre_count, float(settings["baseline_stop_us"]),
             _BASELINE_MIN_SAMPLES, max(int(0.1 * ref_shape[1]), 1),
-            np.array(pols), np.array(has_fill), np.array(fills), np.array(vmins),
+            np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
-            np.array(quanta) / math.sqrt(12.0),
+            np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip
     ratios = {name: ratio[j] for j, name in enumerate(present)}
     status = {name: st[j] for j, name in enumerate(present)}
@@ -299,6 +308,21 @@ def merge_gains(
         noise=noise[0],
         quantum=float(quanta[0]),
     )
+
+
+def _code_lattice(var: xr.Variable) -> tuple[float, float, bool]:
+    """``(scale, offset, single)``: the samples of ``var`` are the values
+    ``code * scale + offset`` of integer codes (float64; rounded to float32 when
+    ``single``), as a scope capture's float32 volts are of their ADC codes (the
+    code scale of its ``encoding``, :mod:`idexdask.adccodes`) and integer samples
+    are of themselves; NaN scale when neither.  The merge kernel checks every
+    sample against it: a sample off the lattice sends the row to the selection."""
+    scale = code_scale(var.encoding)
+    if scale is not None and scale.scale > 0 and var.dtype in (np.float32, np.float64):
+        return scale.scale, scale.offset, var.dtype == np.float32
+    if var.dtype.kind in "iu":
+        return 1.0, 0.0, False
+    return math.nan, 0.0, False
 
 
 def _pre_trigger_counts(

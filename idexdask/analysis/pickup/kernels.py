@@ -7,6 +7,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from idexdask.analysis.pickup.order_stats import BINS, COPIES, bin_keys, binned_median_and_mad
 from idexdask.analysis.selection import median_and_mad
 
 __all__ = [
@@ -156,15 +157,24 @@ def derivative_rows(
     scratch = np.empty(m)  # the selection's work space (pages touched as it gathers)
     block_max = np.empty((m + BLOCK - 1) // BLOCK)
     block_min = np.empty((m + BLOCK - 1) // BLOCK)
+    keys = np.empty(m, dtype=np.uint16)  # each derivative value's bin
+    counts = np.empty((COPIES, BINS), dtype=np.int32)
+    buf_med = np.empty(m)  # the values of a few bins (pages touched as written)
+    buf_dev = np.empty(m)
     for r in range(rows):
+        counts[:] = 0
         nonfinite = derivative_chunks(
-            y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r])
+            y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r], keys, counts)
         if nonfinite:  # NaN or infinite derivative values: the plain scans
             at = first_extreme(core, n, w, 0, n, 1.0)
         else:
             at = first_maximum(core, block_max, m, w, n)
         i_in[r] = at
-        _, mad[r] = median_and_mad(core, m, scratch)
+        if nonfinite:
+            _, mad[r] = median_and_mad(core, m, scratch)
+        else:
+            _, mad[r] = binned_median_and_mad(
+                core, m, keys, counts, buf_med, buf_dev, scratch)
         lo = min(at + min_transit, n)
         hi = min(at + max_transit + 1, n)
         if hi <= lo:
@@ -181,7 +191,7 @@ def derivative_rows(
 
 @numba.njit(cache=True, nogil=True)
 def derivative_chunks(
-    y, polarity, fill, w, core, block_max, block_min, checkpoints
+    y, polarity, fill, w, core, block_max, block_min, checkpoints, keys, counts
 ):  # pragma: no cover - compiled
     """One record's derivative core ``core[j - w] = mean_fwd[j] - mean_fwd[j - w]``
     from its cumulative sums ``cs`` and running means ``mean_fwd[j] = (cs[j + w] -
@@ -251,6 +261,9 @@ def derivative_chunks(
         formed = means[j_next - means_base : j_end - means_base]
         for t in range(formed.size):
             formed[t] = (upper[t] - lower[t]) / w
+        j_next = j_end
+        if k1 <= k0:  # no derivative value yet (a kernel longer than a chunk)
+            continue
         later = means[k0 + w - means_base : k1 + w - means_base]
         earlier = means[k0 - means_base : k1 - means_base]
         d = core[k0:k1]
@@ -259,7 +272,7 @@ def derivative_chunks(
         for t in range(d.size):
             v = d[t]
             nonfinite += (v - v) != 0.0
-        j_next = j_end
+        bin_keys(d, keys[k0:k1], counts)
         while k_stat < k1 and (k_stat + BLOCK <= k1 or k1 == m):
             end = min(k_stat + BLOCK, m)
             block_max[k_stat // BLOCK], block_min[k_stat // BLOCK] = block_extremes(

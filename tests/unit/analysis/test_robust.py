@@ -82,3 +82,31 @@ def test_quiet_nan_warnings_silences_only_inside():
             assert np.isnan(np.nanmedian(row))
         with pytest.raises(RuntimeWarning):
             np.nanmedian(row)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_prefix_mean_is_the_nanmean_of_the_clipped_prefix(dtype):
+    """The mean of the first ``end`` samples within 4 sigma of the median (NaN and the
+    fill value left out), summed over the whole row as ``numpy.nanmean`` would."""
+    from idexdask.analysis.robust import clipped_prefix_mean
+
+    rng = np.random.default_rng(11)
+    n, end = 20_003, 15_001
+    x = (rng.normal(size=n) * 0.2).astype(dtype)
+    x[rng.random(n) < 0.05] = np.nan
+    x[[10, 400, 9000]] = 50.0  # beyond the clip
+    x[[11, 12]] = -7.0  # the fill value
+    x[end:] = 1e3  # after the baseline: never read
+    m, d = 0.01, 0.25  # median and MAD given: the clip is 4 x 1.4826 x d
+    got = clipped_prefix_mean(x, end, n, m, d, -7.0)
+    head = x[:end].astype(float)
+    keep = (head != -7.0) & (np.abs(head - m) <= 4 * max(MAD_TO_SIGMA * d, 0.5))
+    row = np.full(n, np.nan)
+    row[:end][keep] = head[keep]
+    # the same pairwise order as numpy's sum: equal on this machine, within a few
+    # ulp wherever NumPy's run-time SIMD dispatch orders its leaf blocks differently
+    np.testing.assert_allclose(got, np.nanmean(row), rtol=8 * np.finfo(float).eps)
+    assert np.isnan(x[:end]).any() and (~keep & np.isfinite(head)).sum() == 5
+    # nothing within the clip: the median
+    assert clipped_prefix_mean(np.full(n, 90.0, dtype), end, n, m, d, np.nan) == m

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis.selection import median_and_mad, order_pair
+from idexdask.analysis.selection import code_median_mad, median_and_mad, order_pair
 
 
 def _rows() -> list[np.ndarray]:
@@ -78,3 +78,65 @@ def test_order_pair_of_distances_from_a_centre():
     got = order_pair(x, n, n // 2 - 1, n // 2, np.empty(n), centre)
     ref = np.partition(np.abs(x - centre), (n // 2 - 1, n // 2))
     assert got == (ref[n // 2 - 1], ref[n // 2])
+
+
+def _code_rows() -> list[tuple[np.ndarray, float, float, bool, float]]:
+    """(samples, scale, offset, single, fill): samples that are values of integer codes."""
+    from idexdask.adccodes import decode_codes
+
+    rng = np.random.default_rng(7)
+    n = 100_001
+    quiet = np.round(rng.normal(size=n) * 2.7).astype(np.int16) * 16  # 12-bit in 16-bit words
+    volts = decode_codes(quiet, 6.25e-5, -1.685)
+    holes = volts.copy()
+    holes[rng.random(n) < 0.1] = np.nan  # missing samples (decoded fill codes)
+    dn = np.round(500 + rng.normal(size=n - 1) * 4.0)  # 10-bit DN as float64, even count
+    dn[::97] = 65535.0  # fill
+    spiky = np.round(rng.standard_cauchy(size=n) * 3.0).clip(-30000, 30000)  # wide span
+    return [
+        (volts, 6.25e-5, -1.685, True, np.nan),
+        (holes, 6.25e-5, -1.685, True, np.nan),
+        (dn, 1.0, 0.0, False, 65535.0),
+        (quiet.astype(np.int64), 1.0, 0.0, False, np.nan),  # integer samples
+        (spiky, 1.0, 0.0, False, np.nan),
+        (np.full(n, 3.0), 1.0, 0.0, False, np.nan),  # one code
+    ]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_code_median_mad_equals_numpy(index):
+    """The order statistics read from the codes' counts are values of the samples
+    (or the mean of two, one rounding), so they equal NumPy's exactly."""
+    x, scale, offset, single, fill = _code_rows()[index]
+    n = x.size
+    ok, count, med, mad = code_median_mad(x, n, fill == fill, fill, scale, offset, single,
+                                          np.empty(n, np.int32))
+    valid = x.astype(float)
+    valid = valid[np.isfinite(valid) & (valid != fill)]
+    assert ok and count == valid.size
+    ref_med = _partition_median(valid)
+    assert med == ref_med == np.median(valid)
+    assert mad == _partition_median(np.abs(valid - ref_med))
+
+
+def test_code_median_mad_refuses_values_off_the_codes():
+    """A sample that is no code's value, or codes spanning more than 16 bits: not ok
+    (the caller selects on the values instead); no valid sample: NaN."""
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=20_000) * 3.0)
+    codes = np.empty(x.size, np.int32)
+    assert code_median_mad(x, x.size, False, np.nan, 1.0, 0.0, False, codes)[0]
+    off = x.copy()
+    off[123] += 0.5
+    assert not code_median_mad(off, x.size, False, np.nan, 1.0, 0.0, False, codes)[0]
+    wide = x.copy()
+    wide[5] = 70_000.0
+    assert not code_median_mad(wide, x.size, False, np.nan, 1.0, 0.0, False, codes)[0]
+    # float32 values of codes checked at float32: a float64 scale of them is not
+    volts = (x * 6.25e-5 - 1.685).astype(np.float32)
+    assert code_median_mad(volts, x.size, False, np.nan, 6.25e-5, -1.685, True, codes)[0]
+    assert not code_median_mad(volts.astype(float), x.size, False, np.nan, 6.25e-5, -1.685,
+                               False, codes)[0]
+    ok, count, med, mad = code_median_mad(np.full(10, np.nan), 10, False, np.nan, 1.0, 0.0,
+                                          False, codes)
+    assert ok and count == 0 and np.isnan(med) and np.isnan(mad)

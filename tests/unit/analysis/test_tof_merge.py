@@ -189,3 +189,26 @@ def test_merge_on_a_formula_time_axis(events, settings):
     m2 = _check(materialised, settings)
     assert np.array_equal(m.signal, m2.signal, equal_nan=True)
     assert np.array_equal(m.noise, m2.noise, equal_nan=True)
+
+
+def test_merge_of_scope_volts_read_through_their_codes(events, settings):
+    """float32 volts that are the values of int16 codes (a scope capture, its code
+    scale in the variable's encoding): the kernel takes each baseline's median and
+    MAD from the codes' counts; a row with a sample off the codes is selected on
+    its values.  Either way the merge is the NumPy statement's."""
+    from idexdask.adccodes import code_encoding, decode_codes
+
+    ev = events.isel(epoch=slice(0, 8)).copy(deep=True)
+    gains = {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}
+    for name, gain in gains.items():
+        raw = ev[name].values.astype(np.int64)
+        codes = np.where(raw == 65535, 32767, raw * 16 - 8000).astype(np.int16)
+        volts = decode_codes(codes, gain, -1.685)
+        ev[name] = (ev[name].dims, volts, {"units": "V", "vertical_gain": gain,
+                                           "VALIDMAX": float(volts.max())})
+        ev[name].encoding = code_encoding(gain, -1.685)
+    ev["TOF_High"].values[2, 100:110] = np.nan  # missing samples in the baseline
+    ev["TOF_Mid"].values[3, 50] += np.float32(1e-6)  # off the codes: selected on values
+    m = _check(ev, settings)
+    assert (m.ratio_status["TOF_Mid"] == GainRatioStatus.MEASURED).any()
+    assert np.isfinite(m.noise).all()
