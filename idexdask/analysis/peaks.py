@@ -523,6 +523,53 @@ def _finite_or_zero(v: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _row_sigma(
+    out: np.ndarray, yr: np.ndarray, tr: np.ndarray, stop_us: float, n_first: int, k: int,
+    prefix: bool, vals: np.ndarray, scratch: np.ndarray, floor: float,
+) -> float:  # pragma: no cover - compiled
+    """Robust sigma of a smoothed row's pre-trigger samples (``baseline_sigma``'s rules).
+
+    ``out``: the smoothed row; ``k`` pre-trigger samples (``t < stop_us``, the
+    sample and its smoothed value finite), the row's first ones when
+    ``prefix``; the first ``n_first`` finite samples when fewer than 16.
+    1.4826 x their MAD, their standard deviation where the MAD is 0, at least
+    ``floor``; NaN for none.  ``vals`` and ``scratch``: work space of the row's
+    length.
+    """
+    n = out.shape[0]
+    base_vals = out if prefix else vals  # the smoothed pre-trigger samples
+    if k >= 16 and not prefix:
+        k = 0
+        for j in range(n):
+            v = out[j]
+            if tr[j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
+                vals[k] = v
+                k += 1
+    if k < 16:
+        base_vals = vals
+        k = 0
+        for j in range(min(n_first, n)):
+            v = out[j]
+            if yr[j] - yr[j] == 0.0 and np.isfinite(v):
+                vals[k] = v
+                k += 1
+    if not k:
+        return np.nan
+    _, mad = median_and_mad(base_vals, k, scratch)
+    zs = MAD_TO_SIGMA * mad
+    if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
+        mean = 0.0
+        for j in range(k):
+            mean += base_vals[j]
+        mean /= k
+        var = 0.0
+        for j in range(k):
+            var += (base_vals[j] - mean) ** 2
+        zs = np.sqrt(var / k)
+    return max(zs, floor)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _search_rows(
     y: np.ndarray,
     t: np.ndarray,
@@ -603,37 +650,8 @@ def _search_rows(
                 n_fin, k, prefix, varying, _, _, _ = _smooth_row(
                     yr, tr, w, stop_us, numr, d, out, np.nan
                 )
-        # robust sigma of the smoothed baseline (baseline_sigma's rules)
-        base_vals = out if prefix else vals  # the smoothed pre-trigger samples
-        if k >= 16 and not prefix:
-            k = 0
-            for j in range(n):
-                v = out[j]
-                if tr[j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
-                    vals[k] = v
-                    k += 1
-        if k < 16:
-            base_vals = vals
-            k = 0
-            for j in range(min(n_first, n)):
-                v = out[j]
-                if yr[j] - yr[j] == 0.0 and np.isfinite(v):
-                    vals[k] = v
-                    k += 1
-        zs = np.nan
-        if k:
-            _, mad = median_and_mad(base_vals, k, scratch)
-            zs = MAD_TO_SIGMA * mad
-            if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
-                mean = 0.0
-                for j in range(k):
-                    mean += base_vals[j]
-                mean /= k
-                var = 0.0
-                for j in range(k):
-                    var += (base_vals[j] - mean) ** 2
-                zs = np.sqrt(var / k)
-            zs = max(zs, quantum[r] / np.sqrt(12.0 * w))
+        zs = _row_sigma(out, yr, tr, stop_us, n_first, k, prefix, vals, scratch,
+                        quantum[r] / np.sqrt(12.0 * w))  # fmt: skip
         if not (np.isfinite(zs) and zs > 0):
             zs = noise[r]
         ok = np.isfinite(zs) and zs > 0 and n_fin > 0
