@@ -385,8 +385,8 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.max_peaks_per_event": Int(min=1),
     "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
                                    "blosc-lz4", "none")),
-    "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
-                                       "blosc-lz4", "none")),
+    "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle",
+                                       "lz4-bitshuffle-f32", "gzip", "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),

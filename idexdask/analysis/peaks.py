@@ -4,12 +4,13 @@
   ``smooth_us``) and divided by the robust sigma (1.4826 x MAD) of the smoothed
   pre-trigger baseline, so one prominence threshold in sigma units applies to
   every event whatever its noise or unit (DN or V).
-* **Detection.**  The normalised spectra of all events are concatenated into one
-  1-D array, separated by a single "wall" sample far above any signal, and one
-  peak search runs on it (a compiled equivalent of
-  :func:`scipy.signal.find_peaks` with height and prominence limits, giving the
-  same peaks).  A wall stops the prominence base search exactly as the ends of a
-  separate array would, so the result is the same as one search per event.
+* **Detection.**  Each event's normalised spectrum is searched as soon as it
+  is formed, in one row buffer reused from event to event (in cache while it
+  is searched), by a compiled equivalent of :func:`scipy.signal.find_peaks`
+  with height and prominence limits (the same peaks).  The peaks are those of
+  one search over all events concatenated with a "wall" sample far above any
+  signal between them (the ends of a row stop a prominence walk as a wall
+  does), and are numbered by their position in that concatenation.
 
 The peaks found (:class:`PeakCandidates`) are fitted by
 :func:`idexdask.analysis.line_fits.fit_lines`.
@@ -25,6 +26,7 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
+from idexdask.analysis.peak_search import find_peaks, find_peaks_scaled, grown
 from idexdask.analysis.robust import (
     MAD_TO_SIGMA,
     median_inplace,
@@ -38,7 +40,6 @@ __all__ = ["PeakCandidates", "detect_peaks", "sample_step"]
 _log = get_logger(__name__)
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
-_PROM_BLOCK = 64  # samples per block a prominence walk crosses at once
 _STEP_PROBES = 65  # time steps sampled for the trial median of sample_step
 
 
@@ -193,18 +194,17 @@ def detect_peaks(
     else:
         num = np.broadcast_to(np.asarray(noise_scale, dtype=float), y.shape)
         den = np.ones(n_events) if scale_den is None else np.asarray(scale_den, dtype=float)
-    # one search over all events: [z_0, WALL, z_1, WALL, ...]
-    flat = np.empty(n_events * (n + 1))  # NumPy-allocated: huge pages, cheap to write
     q = np.broadcast_to(np.abs(np.asarray(quantum, dtype=float)), (n_events,))
     zfloor = np.where(np.isfinite(q), q, 0.0) / np.sqrt(12.0 * width)
-    zsig, usable = _search_rows(
+    # one search per event, on a row buffer reused from event to event (in cache
+    # while it is searched); peaks at positions r * (n + 1) + i, as in one search
+    # over [z_0, WALL, z_1, WALL, ...]
+    zsig, usable, idx, heights, proms = _search_rows(
         y, t, width, float(settings["baseline_stop_us"]), max(int(0.1 * n), 1), noise,
-        num, den, noise_scale is not None, flat, zfloor,
+        num, den, noise_scale is not None, zfloor, float(settings["height_sigma"]),
+        float(settings["prominence_sigma"]), np.empty((1, n)),
     )  # fmt: skip
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
-    idx, heights, proms = _find_peaks(
-        flat, float(settings["height_sigma"]), 0.5 * _WALL, float(settings["prominence_sigma"])
-    )
     props = {"peak_heights": heights, "prominences": proms}
     # scipy's own `distance` selection orders equal heights with an unstable sort,
     # so which of two equal samples survives depended on the batch's length;
@@ -236,124 +236,6 @@ def detect_peaks(
         center_guess=np.full(m, np.nan),
     )
     return cand, zsig
-
-
-@numba.njit(cache=True, nogil=True)
-def _find_peaks(
-    x: np.ndarray, hmin: float, hmax: float, pmin: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """``scipy.signal.find_peaks(x, height=(hmin, hmax), prominence=pmin)``, compiled.
-
-    The same local maxima (plateaus at their middle sample), kept when their
-    height lies in ``[hmin, hmax]``, then when their prominence (``wlen=None``)
-    is at least ``pmin``: SciPy's tests, with the height test made first, so
-    neither time nor memory goes to the maxima of the noise.  Returns the peak
-    indices, heights and prominences (checked against SciPy in the tests).
-    """
-    n = x.shape[0]
-    peaks = np.empty(max(n // 64, 16), dtype=np.int64)
-    m = 0
-    i_max = n - 1
-    # SciPy's scan jumps over a plateau once found, but whether a sample starts a
-    # peak (rises from its left neighbour, and its plateau then falls) does not
-    # depend on that, so only the samples that pass the height test are examined
-    for b0 in range(1, i_max, 64):
-        b1 = min(b0 + 64, i_max)
-        hits = 0
-        for i in range(b0, b1):  # branch-free count: blocks of noise are skipped
-            hits += x[i] >= hmin
-        if hits == 0:
-            continue
-        for i in range(b0, b1):
-            v = x[i]
-            if v >= hmin and v <= hmax and x[i - 1] < v:
-                ahead = i + 1
-                while ahead < i_max and x[ahead] == v:
-                    ahead += 1
-                if x[ahead] < v:
-                    if m == peaks.shape[0]:
-                        grown = np.empty(2 * m, dtype=np.int64)
-                        grown[:m] = peaks
-                        peaks = grown
-                    peaks[m] = (i + ahead - 1) // 2
-                    m += 1
-    idx = np.empty(m, dtype=np.int64)
-    heights = np.empty(m)
-    proms = np.empty(m)
-    # per block of _PROM_BLOCK samples, its largest value (inf where it holds a
-    # NaN, which stops a walk) and smallest, computed when a walk first meets it
-    n_blocks = (n + _PROM_BLOCK - 1) // _PROM_BLOCK
-    bmax = np.full(n_blocks, np.nan)  # NaN: not computed yet
-    bmin = np.empty(n_blocks)
-    k = 0
-    for p in range(m):
-        peak = peaks[p]
-        top = x[peak]
-        left_min = _walk_min(x, peak, top, -1, bmax, bmin)
-        right_min = _walk_min(x, peak, top, 1, bmax, bmin)
-        prom = top - max(left_min, right_min)
-        if pmin <= prom:
-            idx[k] = peak
-            heights[k] = top
-            proms[k] = prom
-            k += 1
-    return idx[:k], heights[:k], proms[:k]
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _block_stats(x, b, bmax, bmin):  # pragma: no cover - compiled
-    """Fill ``bmax[b]``, ``bmin[b]`` for block ``b`` of ``x`` (max inf where a NaN is in it)."""
-    lo = b * _PROM_BLOCK
-    hi = min(lo + _PROM_BLOCK, x.shape[0])
-    top = -np.inf
-    low = np.inf
-    nan = False
-    for i in range(lo, hi):
-        v = x[i]
-        top = v if v > top else top
-        low = v if v < low else low
-        nan |= v != v
-    bmax[b] = np.inf if nan else top
-    bmin[b] = low
-
-
-@numba.njit(cache=True, nogil=True)
-def _walk_min(x, peak, top, direction, bmax, bmin):  # pragma: no cover - compiled
-    """Smallest sample met walking from ``peak`` in ``direction`` (-1, 1) while ``x <= top``.
-
-    SciPy's prominence base search, sample by sample, except that a whole
-    block of ``_PROM_BLOCK`` samples, entered at its first sample in the walk's
-    direction, is crossed at once when all its samples are ``<= top`` (none
-    NaN): the walk would visit each of them, so its minimum is the block's.  A
-    weak maximum on the tail of a strong line walks to the next higher sample,
-    often the next line or the event's end: tens of thousands of samples.
-    """
-    n = x.shape[0]
-    low = top
-    j = peak
-    while 0 <= j < n:
-        edge = (j + 1) % _PROM_BLOCK == 0 if direction < 0 else j % _PROM_BLOCK == 0
-        if edge:  # the block of j lies entirely ahead of the walk
-            b = j // _PROM_BLOCK
-            while 0 <= b < bmax.shape[0]:
-                if bmax[b] != bmax[b]:
-                    _block_stats(x, b, bmax, bmin)
-                if not bmax[b] <= top:
-                    break
-                v = bmin[b]
-                low = v if v < low else low
-                b += direction
-            if b < 0 or b >= bmax.shape[0]:
-                break
-            j = b * _PROM_BLOCK + (_PROM_BLOCK - 1 if direction < 0 else 0)
-            if j >= n:
-                break
-        v = x[j]
-        if not v <= top:
-            break
-        low = v if v < low else low
-        j += direction
-    return low
 
 
 def sample_step(t: np.ndarray) -> np.ndarray:
@@ -489,52 +371,93 @@ def _scale_at(numr: np.ndarray, d: float, i: int) -> float:  # pragma: no cover 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _smooth_row(
     yr: np.ndarray, tr: np.ndarray, w: int, stop_us: float, numr: np.ndarray, d: float,
-    out: np.ndarray, finite: np.ndarray, vals: np.ndarray,
-) -> tuple[int, int, bool]:  # pragma: no cover - compiled
-    """Boxcar of ``w`` samples of one row into ``out``, its pre-trigger samples, and
-    whether its relative noise varies.
+    out: np.ndarray,
+) -> tuple[int, int, bool, bool]:  # pragma: no cover - compiled
+    """Boxcar of ``w`` samples of one row into ``out``; its finite and pre-trigger
+    samples, and whether its relative noise varies.
 
     ``scipy.ndimage.uniform_filter1d(filled, w, mode="nearest")`` of the row
     with non-finite samples as 0, by :func:`_uniform_row`'s running sum (the
     same additions in the same order, so the same values), read straight from
-    the row; ``finite`` marks the finite samples and ``vals`` receives the
-    smoothed values at ``t < stop_us`` where the sample and its smoothed value
-    are finite.  ``numr`` (the row's noise scale, empty for none) and ``d``:
-    whether any relative noise ``numr / d`` (non-finite -> 1) is not 1; ``x ==
-    d`` gives exactly 1 (or a non-finite quotient), so the quotient is only
-    formed where they differ.  Returns the number of finite samples, of
-    ``vals``, and that flag.
+    the row.  The pre-trigger samples are those at ``t < stop_us`` where the
+    sample and its smoothed value are finite.  ``numr`` (the row's noise
+    scale, empty for none) and ``d``: whether any relative noise ``numr / d``
+    (non-finite -> 1) is not 1; ``x == d`` gives exactly 1 (or a non-finite
+    quotient), so the quotient is only formed where they differ.
+
+    Each pass is a simple loop (branch-free counts the compiler vectorises);
+    the running sum skips the index clamping inside the row, and the test for
+    non-finite samples where the row has none.
+
+    Returns
+    -------
+    (int, int, bool, bool)
+        The number of finite samples, of pre-trigger samples, whether those
+        are the row's first ones (their smoothed values are then ``out[:k]``)
+        and whether the relative noise varies.
     """
     n = yr.shape[0]
     s1 = w // 2
     s2 = w - s1 - 1
+    n_fin = 0
+    for j in range(n):
+        v = yr[j]
+        n_fin += v - v == 0.0
+    varying = False
+    if numr.shape[0] == n:
+        differ = 0
+        for j in range(n):
+            differ += numr[j] != d
+        if differ:
+            for j in range(n):
+                x = numr[j]
+                if x != d:
+                    q = x / d
+                    varying |= q - q == 0.0 and q != 1.0
     tmp = 0.0
     for i in range(w):  # the first window: ext[0..w-1] = filled[i - s1]
         tmp += _filled(yr, i - s1)
-    n_fin = 0
-    k = 0
-    scaled = numr.shape[0] == n
-    varying = False
     # dividing by a power of two is multiplying by its exact reciprocal (the
     # same value), a quarter of the cost: w = 8 at 1 GS/s, 2 at 260 MS/s
     power_of_two = (w & (w - 1)) == 0
     inv_w = 1.0 / w
+    lo = min(s1 + 1, n)  # j - 1 - s1 >= 0 from here
+    hi = max(n - s2, lo)  # j + s2 <= n - 1 below here
+    out[0] = tmp * inv_w if power_of_two else tmp / w
+    for j in range(1, lo):
+        tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
+        out[j] = tmp * inv_w if power_of_two else tmp / w
+    if n_fin == n and power_of_two:
+        for j in range(lo, hi):
+            tmp += yr[j + s2] - yr[j - 1 - s1]
+            out[j] = tmp * inv_w
+    elif power_of_two:
+        for j in range(lo, hi):
+            tmp += _finite_or_zero(yr[j + s2]) - _finite_or_zero(yr[j - 1 - s1])
+            out[j] = tmp * inv_w
+    else:
+        for j in range(lo, hi):
+            tmp += _finite_or_zero(yr[j + s2]) - _finite_or_zero(yr[j - 1 - s1])
+            out[j] = tmp / w
+    for j in range(max(hi, 1), n):
+        tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
+        out[j] = tmp * inv_w if power_of_two else tmp / w
+    # the pre-trigger samples: k distinct indices summing to k (k - 1) / 2 are 0..k-1
+    k = 0
+    index_sum = 0
     for j in range(n):
-        if j > 0:
-            tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
-        v = tmp * inv_w if power_of_two else tmp / w
-        out[j] = v
         yj = yr[j]
-        fin = yj - yj == 0.0
-        finite[j] = fin
-        n_fin += fin
-        if tr[j] < stop_us and fin and v - v == 0.0:
-            vals[k] = v
-            k += 1
-        if scaled and numr[j] != d:
-            q = numr[j] / d
-            varying |= q - q == 0.0 and q != 1.0
-    return n_fin, k, varying
+        v = out[j]
+        c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+        k += c
+        index_sum += j if c else 0
+    return n_fin, k, index_sum == k * (k - 1) // 2, varying
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finite_or_zero(v: float) -> float:  # pragma: no cover - compiled
+    """``v``, 0 where it is not finite."""
+    return v if v - v == 0.0 else 0.0
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -548,10 +471,13 @@ def _search_rows(
     num: np.ndarray,
     den: np.ndarray,
     has_scale: bool,
-    flat: np.ndarray,
     zfloor: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """The normalised search rows of :func:`detect_peaks`, one event at a time.
+    hmin: float,
+    pmin: float,
+    zrows: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """The normalised search rows of :func:`detect_peaks` and their peaks, one event at a time.
 
     Per row: NaN -> 0, boxcar of ``width`` (``mode="nearest"``), robust sigma of
     the smoothed pre-trigger samples (``t < stop_us`` and ``y`` finite; the
@@ -559,43 +485,66 @@ def _search_rows(
     where the MAD is 0; at least ``zfloor``), replaced by ``noise`` when not
     positive; ``z = smooth / sigma``, divided by ``max(boxcar5(scale), 1)``
     where the relative noise ``scale = num / den`` (non-finite -> 1) is not all
-    one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` goes to
-    ``flat[r * (n + 1):(r + 1) * (n + 1)]``, followed by the wall sample.
-    Returns the sigma per row and whether the row is usable.
+    one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` is
+    smoothed into ``zrows[r]`` when ``zrows`` has a row per event (which then
+    receives ``z``), else into ``zrows[0]`` (one buffer, reused); its peaks
+    (:func:`~idexdask.analysis.peak_search.find_peaks` of ``z``, heights in
+    ``[hmin, _WALL / 2]``, prominences of at least ``pmin``) are found at
+    once, while it is in cache, and where the relative noise is all one on
+    the smoothed row itself (``z`` not formed:
+    :func:`~idexdask.analysis.peak_search.find_peaks_scaled`).  The ends of a
+    row stop a prominence walk as a wall sample between rows would, so the
+    peaks are those of one search over
+    ``[z_0, WALL, z_1, WALL, ...]``; they are returned at those positions,
+    ``r * (n + 1) + i``.  Returns the sigma per row, whether the row is usable,
+    and the peaks' positions, heights and prominences.
     """
     rows, n = y.shape
     zsig = np.empty(rows)
     usable = np.zeros(rows, dtype=np.bool_)
-    finite = np.empty(n, dtype=np.bool_)
     vals = np.empty(n)
     scratch = np.empty(n)
+    own_rows = zrows.shape[0] == rows
+    pos = np.empty(64, dtype=np.int64)
+    heights = np.empty(64)
+    proms = np.empty(64)
+    m = 0
     for r in range(rows):
-        base = r * (n + 1)
-        out = flat[base : base + n]  # the smoothed row first, then z in place
+        out = zrows[r] if own_rows else zrows[0]  # the smoothed row first, then z in place
         numr = num[r] if has_scale else num[0, :0]
-        n_fin, k, varying = _smooth_row(
-            y[r], t[r], width[r], stop_us, numr, den[r] if has_scale else 1.0, out, finite, vals
+        yr = y[r]
+        n_fin, k, prefix, varying = _smooth_row(
+            yr, t[r], width[r], stop_us, numr, den[r] if has_scale else 1.0, out
         )
         # robust sigma of the smoothed baseline (baseline_sigma's rules)
+        base_vals = out if prefix else vals  # the smoothed pre-trigger samples
+        if k >= 16 and not prefix:
+            k = 0
+            for j in range(n):
+                v = out[j]
+                if t[r, j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
+                    vals[k] = v
+                    k += 1
         if k < 16:
+            base_vals = vals
             k = 0
             for j in range(min(n_first, n)):
                 v = out[j]
-                if finite[j] and np.isfinite(v):
+                if yr[j] - yr[j] == 0.0 and np.isfinite(v):
                     vals[k] = v
                     k += 1
         zs = np.nan
         if k:
-            m, mad = median_and_mad(vals, k, scratch)
+            _, mad = median_and_mad(base_vals, k, scratch)
             zs = MAD_TO_SIGMA * mad
             if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
                 mean = 0.0
                 for j in range(k):
-                    mean += vals[j]
+                    mean += base_vals[j]
                 mean /= k
                 var = 0.0
                 for j in range(k):
-                    var += (vals[j] - mean) ** 2
+                    var += (base_vals[j] - mean) ** 2
                 zs = np.sqrt(var / k)
             zs = max(zs, zfloor[r])
         if not (np.isfinite(zs) and zs > 0):
@@ -603,7 +552,10 @@ def _search_rows(
         ok = np.isfinite(zs) and zs > 0 and n_fin > 0
         zsig[r] = zs
         usable[r] = ok
-        safe = zs if ok else 1.0
+        if not ok:  # z = 0 everywhere: no local maximum
+            if own_rows:
+                out[:] = 0.0
+            continue
         if varying:
             # boxcar of 5 (mode="reflect") of the relative noise, by _uniform_row's
             # running sum; the last five values in a ring, each quotient formed once
@@ -618,13 +570,30 @@ def _search_rows(
                     new = _scale_at(numr, d, j + 2)
                     acc += new - ring[(j - 1) % 5]
                     ring[(j - 1) % 5] = new
-                z = out[j] / safe
+                z = out[j] / zs
                 if not acc <= 5.0:  # s = acc / 5 > 1 (or NaN); else z / 1 = z
                     z = z / (acc / 5)
-                out[j] = z if (ok and finite[j]) else 0.0
+                out[j] = z if yr[j] - yr[j] == 0.0 else 0.0
+            idx, h, p = find_peaks(out, hmin, 0.5 * _WALL, pmin)
         else:
-            for j in range(n):
-                z = out[j] / safe
-                out[j] = z if (ok and finite[j]) else 0.0
-        flat[base + n] = _WALL
-    return zsig, usable
+            # z = smooth / sigma: searched as such, never formed (but for zrows)
+            if n_fin < n:
+                for j in range(n):
+                    if not yr[j] - yr[j] == 0.0:
+                        out[j] = 0.0
+            idx, h, p = find_peaks_scaled(out, zs, hmin, 0.5 * _WALL, pmin)
+            if own_rows:
+                for j in range(n):
+                    out[j] = out[j] / zs
+        if m + idx.size > pos.shape[0]:
+            size = max(2 * pos.shape[0], m + idx.size)
+            pos = grown(pos, m, size)
+            heights = grown(heights, m, size)
+            proms = grown(proms, m, size)
+        base = r * (n + 1)
+        for i in range(idx.size):
+            pos[m] = base + idx[i]
+            heights[m] = h[i]
+            proms[m] = p[i]
+            m += 1
+    return zsig, usable, pos[:m], heights[:m], proms[:m]

@@ -22,13 +22,18 @@ import numpy as np
 
 from idexdask.numerics import pairwise_sum
 
-__all__ = ["filter_areas", "filter_areas_reference"]
+__all__ = ["filter_areas", "filter_areas_kernel", "filter_areas_reference"]
 
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 
 
 @numba.njit(cache=True, nogil=True)
-def _filter_areas(x, y, w, centres, width, area, err):  # pragma: no cover - compiled
+def filter_areas_kernel(x, y, w, centres, width, area, err):  # pragma: no cover - compiled
+    """:func:`filter_areas` for compiled callers: writes ``area`` and ``err`` where defined.
+
+    ``x`` must not be empty; ``area`` and ``err`` (``centres.size``) keep their
+    values (NaN from the caller) where a centre has no estimate.
+    """
     n = x.size
     m = centres.size
     first = np.searchsorted(x, centres - 4.0 * width)  # side="left"
@@ -104,7 +109,7 @@ def filter_areas(x: np.ndarray, y: np.ndarray, w: np.ndarray, centres: np.ndarra
     err = np.full(centres.size, np.nan)
     if x.size == 0 or centres.size == 0:
         return area, err
-    _filter_areas(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float),
+    filter_areas_kernel(np.ascontiguousarray(x, dtype=float), np.ascontiguousarray(y, dtype=float),
                   np.ascontiguousarray(w, dtype=float), centres, float(width), area, err)
     return area, err
 

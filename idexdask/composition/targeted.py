@@ -52,6 +52,7 @@ __all__ = [
     "searched_times",
     "target_masses",
     "targeted_search",
+    "targeted_search_reference",
     "targeted_variables",
 ]
 
@@ -149,6 +150,99 @@ def targeted_search(
     null_positions: int = 60,
 ) -> TargetedSearch:
     """Matched-filter search for ``masses`` at each calibrated event's arrival times.
+
+    Parameters
+    ----------
+    time, signal : numpy.ndarray
+        Merged spectra: sample times (µs) and signal (n_events, n_samples);
+        ``time`` may be (n_samples,).  Rows stay as given (a lab row holds
+        500,000 samples): only the stretches around the target times are read.
+    sigma : numpy.ndarray
+        Per-sample noise sigma (n_events, n_samples), or one per event (n_events, 1).
+    line_event, line_center, line_sigma, line_gamma, line_area : numpy.ndarray
+        The fitted lines (``peak_*`` products): event index, centre (µs),
+        Gaussian sigma (µs), tail rate (1/µs, NaN for a Gaussian), area.
+    line_converged : numpy.ndarray
+        Lines whose fit converged (bool): their widths set the filter's.
+    coefficients : numpy.ndarray
+        Mass calibration per event (n_events, order + 1), ``mass_calibration``.
+    calibrated : numpy.ndarray
+        Events with a usable calibration (bool).
+    masses : numpy.ndarray
+        Target ion masses, u (n_targets,).
+    min_significance : float
+        Threshold of a targeted detection, sigmas.
+    width_reach_us, null_reach_us : float
+        Reach of the width estimate and of the null positions around ``t_m``, µs.
+    null_positions : int
+        Filter positions that measure the uncertainty.
+
+    Returns
+    -------
+    TargetedSearch
+        As :func:`targeted_search_reference` (the method in NumPy, one event and
+        target at a time) but for a last bit where libm's and NumPy's ``exp``
+        round apart; computed by the compiled
+        :func:`~idexdask.composition.targeted_kernel.search_events`.
+    """
+    from idexdask.analysis.special import scipy_erfcx_address
+    from idexdask.calibration.tofmass import time_axis
+    from idexdask.composition.targeted_kernel import search_events
+
+    n_events = signal.shape[0]
+    masses = np.asarray(masses, dtype=float)
+    shape = (n_events, masses.size)
+    out = {k: np.full(shape, np.nan) for k in ("width", "area", "area_err", "area_err_white")}
+    coefficients = np.asarray(coefficients, dtype=float)
+    searched = np.asarray(calibrated, bool) & np.all(np.isfinite(coefficients), axis=1)
+    target_time = np.full(shape, np.nan)
+    if searched.any() and masses.size:
+        # element by element the same arithmetic as one event at a time
+        target_time[searched] = time_axis(coefficients[searched], masses)
+        line_event = np.asarray(line_event, dtype=np.int64)
+        lines = np.argsort(line_event, kind="stable")  # each event's lines in index order
+        bounds = np.searchsorted(line_event[lines], np.arange(n_events + 1))
+        center, width, gamma, area = (np.ascontiguousarray(v, dtype=float) for v in
+                                      (line_center, line_sigma, line_gamma, line_area))
+        good = np.asarray(line_converged, bool) & np.isfinite(width) & np.isfinite(center)
+        noise = np.asarray(sigma)
+        search_events(
+            scipy_erfcx_address(), np.atleast_2d(np.asarray(time, dtype=float)),
+            np.asarray(signal), noise if noise.ndim == 2 else noise[:, None], target_time,
+            lines, bounds, center, width, gamma, area, np.ascontiguousarray(good),
+            float(width_reach_us), float(null_reach_us), int(null_positions),
+            out["width"], out["area"], out["area_err"], out["area_err_white"],
+        )  # fmt: skip
+    err = out["area_err"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        significance = np.where(err > 0, out["area"] / err, np.nan)
+        detected = significance >= min_significance
+    return TargetedSearch(time=np.where(np.isfinite(out["width"]), target_time, np.nan),
+                          significance=significance, detected=detected,
+                          min_significance=float(min_significance), **out)
+
+
+def targeted_search_reference(
+    time: np.ndarray,
+    signal: np.ndarray,
+    sigma: np.ndarray,
+    line_event: np.ndarray,
+    line_center: np.ndarray,
+    line_sigma: np.ndarray,
+    line_gamma: np.ndarray,
+    line_area: np.ndarray,
+    line_converged: np.ndarray,
+    coefficients: np.ndarray,
+    calibrated: np.ndarray,
+    masses: np.ndarray,
+    *,
+    min_significance: float = 3.0,
+    width_reach_us: float = 0.5,
+    null_reach_us: float = NULL_REACH_US,
+    null_positions: int = 60,
+) -> TargetedSearch:
+    """:func:`targeted_search` in NumPy, one event and target at a time: the
+    reference the compiled search is tested against.
 
     Parameters
     ----------
@@ -403,7 +497,7 @@ def targeted_variables(
     if n_events and names:
         noise = np.asarray(noise, dtype=float)
         res = targeted_search(
-            time, signal, np.broadcast_to(noise[:, None], np.shape(signal)),
+            time, signal, noise[:, None],
             lines["peak_event"], lines["peak_center"], lines["peak_sigma"],
             lines["peak_gamma"], lines["peak_area"], np.asarray(lines["peak_status"]) == 0,
             coefficients, calibrated, masses, min_significance=min_significance,

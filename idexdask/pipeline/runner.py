@@ -15,8 +15,9 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
    share a task);
 5. a new store needs a schema: the processing (decode + analysis, no store
    access) of the first packs, two per worker thread, is submitted at once, and
-   the store is laid out from the first processed pack's schema (one event)
-   while the workers go on with the others.  Then each of those packs' region
+   the store is laid out from the first processed pack's schema (one event's
+   layout, :class:`~idexdask.pipeline.store.StoreSchema`: no per-sample values
+   leave the worker) while the workers go on with the others.  Then each of those packs' region
    write is submitted as a second task on the worker that holds its data, at a
    higher priority than further work, and every other pack as one task that
    processes and writes it, so that a worker never holds more than the packs
@@ -72,6 +73,7 @@ from idexdask.pipeline.plan import (
 from idexdask.pipeline.progress import PLAN_NAME, done_units
 from idexdask.pipeline.recalibrate import campaign_step
 from idexdask.pipeline.store import (
+    StoreSchema,
     check_writable,
     chunk_rows,
     initialise_store,
@@ -504,8 +506,8 @@ def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
             processing.append(submit(index))
         schema = client.submit(schema_task, processing[index], resources=resources,
                                pure=False).result()
-        if isinstance(schema, xr.Dataset):
-            return schema
+        if isinstance(schema, StoreSchema):
+            return schema.template()
         errors.append(f"{packs[index][0].uid}: {schema}")
     raise IdexDaskError("cannot compute the store schema; the first units fail: "
                         + "; ".join(errors))

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -47,6 +48,7 @@ from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
 __all__ = [
     "LOCK_DIR",
     "META_ATTR",
+    "StoreSchema",
     "check_writable",
     "chunk_rows",
     "initialise_store",
@@ -58,6 +60,71 @@ logger = logging.getLogger(__name__)
 META_ATTR = "idexdask_pipeline"
 LOCK_DIR = "locks"
 _MAX_CHUNK_BYTES = 32 << 20
+
+
+#: Bytes of one event's values above which a variable's schema keeps no values
+_SCHEMA_VALUE_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class _VariableSchema:
+    """A variable of the store's schema: its values, or (large) only their layout."""
+
+    dims: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    attrs: dict[str, Any]
+    encoding: dict[str, Any]
+    values: np.ndarray | None  #: None: a per-sample array, laid out from its shape alone
+
+
+@dataclass(frozen=True)
+class StoreSchema:
+    """What laying a store out needs of the unit function's output for one event.
+
+    :func:`initialise_store` uses a template's variables' dimensions, shapes,
+    data types, attributes and encodings, and the values of those not along
+    ``epoch``; a per-sample variable's one-event values (a lab impact: 10 MB of
+    waveforms) are not needed and stay on the worker that made them.
+
+    Attributes
+    ----------
+    variables : dict
+        Per variable name, in the dataset's order.
+    coords : tuple of str
+        Names of the coordinates.
+    attrs : dict
+        The dataset's attributes.
+    """
+
+    variables: dict[str, _VariableSchema]
+    coords: tuple[str, ...]
+    attrs: dict[str, Any]
+
+    @classmethod
+    def of(cls, dataset: xr.Dataset) -> StoreSchema:
+        """The schema of ``dataset``'s first event (its values, up to 64 KiB a variable)."""
+        first = dataset.isel(epoch=slice(0, 1)) if "epoch" in dataset.dims else dataset
+        variables = {}
+        for name, variable in first.variables.items():
+            keep = "epoch" not in variable.dims or variable.nbytes <= _SCHEMA_VALUE_BYTES
+            variables[str(name)] = _VariableSchema(
+                dims=tuple(str(d) for d in variable.dims), shape=tuple(variable.shape),
+                dtype=variable.dtype, attrs=dict(variable.attrs),
+                encoding=dict(variable.encoding),
+                values=np.array(variable.values) if keep else None)
+        return cls(variables, tuple(str(c) for c in dataset.coords), dict(dataset.attrs))
+
+    def template(self) -> xr.Dataset:
+        """The one-event template: a variable without values reads as zeros
+        (a read-only view of one zero, no memory per sample)."""
+        variables = {}
+        for name, v in self.variables.items():
+            values = (v.values if v.values is not None
+                      else np.broadcast_to(np.zeros((), dtype=v.dtype), v.shape))
+            variables[name] = xr.Variable(v.dims, values, attrs=v.attrs, encoding=v.encoding)
+        coords = {k: variables.pop(k) for k in self.coords}
+        return xr.Dataset(variables, coords=coords, attrs=self.attrs)
 
 
 def check_writable(path: str | os.PathLike) -> Path:
@@ -156,7 +223,18 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     boolean arrays.  On the int16 codes of lab captures (4 x 500,002 samples
     per impact) it compresses in half the time of zstd-bitshuffle (2.5 against
     4.8 ms per impact) and decodes in half (1.4 against 3.0 ms), for 5 % more
-    bytes (1.40 against 1.34 MB per impact): ``pipeline.lab_compressor``.
+    bytes (1.40 against 1.34 MB per impact).
+
+    ``lz4-bitshuffle-f32``: ``lz4-bitshuffle`` with the float32 arrays through
+    the same Blosc lz4 and bit shuffle: ``pipeline.lab_compressor``.  The
+    float32 arrays of a lab store are its per-sample ones (the combined TOF,
+    2 MB per impact; the waveforms are int16 codes, the per-event products
+    float64).  zstd takes 4.4 ms of CPU per impact to shrink the combined TOF
+    5.4x, Blosc lz4 with bit shuffle 1.2 ms for 1.2x (docs/performance.md,
+    "Lab campaigns"), within the store's budget of 1.2x the captures' bytes;
+    stored uncompressed it would cost ~1 ms less to write, but the rows of a
+    chunk that no impact fills (a campaign's last chunk) would take their full
+    2 MB each where Blosc stores next to nothing.
     """
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -166,8 +244,11 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
         if dtype is not None and np.dtype(dtype).kind in "biu":
             return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
-    if name == "lz4-bitshuffle":
-        if dtype is not None and np.dtype(dtype).kind in "biu":
+    if name in ("lz4-bitshuffle", "lz4-bitshuffle-f32"):
+        blosc = dtype is not None and (
+            np.dtype(dtype).kind in "biu"
+            or (name == "lz4-bitshuffle-f32" and np.dtype(dtype) == np.float32))
+        if blosc:
             return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
     if name == "zstd":
@@ -186,6 +267,14 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
 CHUNK_KEY_ENCODING = MappingProxyType({"name": "default", "separator": "."})
 
 
+#: Samples per chunk of the per-event spectra that the campaign step
+#: (:mod:`idexdask.pipeline.recalibrate`) reads in windows: its targeted search
+#: reads ~2,500 samples of a 500,002-sample lab row, and whole-row chunks made it
+#: decode 16 MB per 8 impacts for them (1.8 ms per impact; 0.23 in chunks of
+#: 131,072, and the pack's write no slower).  Flight rows (8,192) stay whole.
+WINDOW_CHUNK_SAMPLES = MappingProxyType({"tof_combined": 131072})
+
+
 def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> dict[str, dict]:
     encoding: dict[str, dict] = {}
     for name, variable in template.variables.items():
@@ -193,6 +282,8 @@ def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> d
             continue
         chunks = tuple(rows if d == "epoch" else max(1, s)
                        for d, s in zip(variable.dims, variable.shape, strict=True))
+        if name in WINDOW_CHUNK_SAMPLES and len(chunks) == 2:
+            chunks = (rows, max(1, min(chunks[1], WINDOW_CHUNK_SAMPLES[name])))
         encoding[name] = {"chunks": chunks,
                           "compressors": _compressors(compressor, level, variable.dtype),
                           "chunk_key_encoding": dict(CHUNK_KEY_ENCODING)}

@@ -25,6 +25,7 @@ import xarray as xr
 from idexdask.errors import IdexDaskError
 from idexdask.pipeline.plan import Unit
 from idexdask.pipeline.region_write import write_region
+from idexdask.pipeline.store import StoreSchema
 from idexdask.pipeline.units import ProcessedUnits, process_units
 from idexdask.pipeline.writers import region_writer
 
@@ -112,12 +113,13 @@ def process_task(
     return Processed(processed, time.perf_counter() - start)
 
 
-def schema_task(processed: Processed) -> xr.Dataset | str:
-    """The store template (one event) from a processed pack, or why there is none."""
+def schema_task(processed: Processed) -> StoreSchema | str:
+    """The store's schema (one event, no per-sample values) from a processed pack,
+    or why there is none."""
     units = processed.units
     if units.dataset is None:
         return "; ".join(units.failures.values()) or "no events"
-    return units.dataset.isel(epoch=slice(0, 1)).load()
+    return StoreSchema.of(units.dataset)
 
 
 def _contiguous(units: Sequence[Unit]) -> list[list[Unit]]:

@@ -25,6 +25,7 @@ __all__ = ["emg_constant_normal", "emg_point", "emg_profile"]
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
 _INV_SQRT2 = 1.0 / _SQRT2
+_EXP_ZERO = 746.0  # exp(-x) is exactly 0 beyond this (below half the least subnormal, e**-745.13)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -40,6 +41,13 @@ def emg_profile(scipy_erfcx, u, gs):  # pragma: no cover - compiled
     """
     exact = scipy_erfcx != 0
     z = (gs - u) / _SQRT2 if exact else (gs - u) * _INV_SQRT2
+    if 0.5 * u * u > _EXP_ZERO and z == z:
+        # exp(-u**2/2) is exactly 0, and so is its product with erfcx(|z|) (finite
+        # for a number z): the same values without either call, on the far side
+        # of the Gaussian core (most of a window's tail points)
+        if z >= 0.0:
+            return 0.0, 0.0
+        return 0.0, 2.0 * math.exp(min(gs * (0.5 * gs - u), 0.0))
     az = abs(z)
     e = call_scipy_erfcx(scipy_erfcx, az) if exact else erfcx_kernel(az)
     gauss = math.exp(-0.5 * u * u)
@@ -76,8 +84,14 @@ def emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - co
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b):  # pragma: no cover - compiled
-    """Chi-square, ``A = J J^T`` and ``b = J r`` of EMG + constant on one window."""
+def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, limit):  # pragma: no cover - compiled
+    """Chi-square, ``A = J J^T`` and ``b = J r`` of EMG + constant on one window.
+
+    ``limit``: the chi-square a trial step must stay below to be accepted
+    (NaN for none).  The chi-square only grows point by point, so once its
+    partial sum reaches ``limit`` the step is rejected whatever the rest of the
+    window holds: ``inf`` is returned there and ``A``, ``b`` are not written.
+    """
     amp, mu, s, gam, c = p[0], p[1], p[2], p[3], p[4]
     inv_s = 1.0 / s
     acc = ACC5_ZERO
@@ -88,5 +102,6 @@ def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b):  # pragma: no cover - co
         g, jc, js, jg = emg_point(scipy_erfcx, x[i], amp, mu, s, gam, inv_s)
         r = wi * (y[i] - (amp * g + c))
         acc = acc5(acc, g * wi, jc * wi, js * wi, jg * wi, wi, r)
+        if acc[20] >= limit:
+            return math.inf
     return store5(acc, a, b)
-

@@ -43,20 +43,27 @@ _ST_FAILED_NONFINITE = int(FitStatus.FAILED_NONFINITE)
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, inv_s, lo, hi, has_lo,
-                  has_hi, theta, p, dp, a_ext, b_ext, a, b):  # pragma: no cover - compiled
+                  has_hi, theta, p, dp, a_ext, b_ext, a, b, limit):  # pragma: no cover - compiled
     """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``.
 
     ``lines``, ``jm``, ``rr`` and ``inv_s``: the line shapes of a
     ``KERNEL_LINES`` model and its scratch (see
-    :func:`~.line_kernels.lines_constant_normal`).
+    :func:`~.line_kernels.lines_constant_normal`).  ``limit``: the chi-square
+    of the current parameters for a trial step (NaN for the start: none): the
+    step is rejected unless its chi-square is smaller, so the EMG and line
+    kernels stop summing once their partial chi-square reaches it and ``inf``
+    is returned, ``A`` and ``b`` unwritten (they are read only for an accepted
+    step).  The decisions, and so every result, are those of full sums.
     """
     to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
-        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext)
+        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext, limit)
     elif kernel == KERNEL_LINES:
-        chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jm, rr, inv_s)
+        chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jm, rr, inv_s, limit)
     else:
         chi = impact_normal(x, y, w, p, a_ext, b_ext, step)
+    if limit == limit and not chi < limit:  # a rejected step: A, b unused
+        return math.inf
     k = theta.size
     finite = math.isfinite(chi)
     for j in range(k):
@@ -131,7 +138,7 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
         floor = chi_floor[i]
         theta[:] = theta0[i]
         chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
-                            loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b)
+                            loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b, math.nan)
         lam = LAMBDA_START
         nfev = 1
         niter = 0
@@ -155,7 +162,7 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
                 finite_theta = finite_theta and math.isfinite(theta_try[j])
             chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
                                     loi, hii, hl, hh, theta_try, p_try, dp, a_ext_try, b_ext,
-                                    a_try, b_try)
+                                    a_try, b_try, chi)
             nfev += 1
             niter += 1
             accept = (chi_try < chi) and finite_theta

@@ -44,7 +44,7 @@ def gaussian_point(xq, amp, mu, inv_s):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def lines_constant_normal(x, y, w, p, lines, a, b, jm, rr, inv_s):  # pragma: no cover - compiled
+def lines_constant_normal(x, y, w, p, lines, a, b, jm, rr, inv_s, limit):  # pragma: no cover
     """Chi-square, ``A = J J^T`` and ``b = J r`` of a sum of lines plus a constant on one window.
 
     The weighted Jacobian is written point by point into ``jm`` (one row per
@@ -67,11 +67,16 @@ def lines_constant_normal(x, y, w, p, lines, a, b, jm, rr, inv_s):  # pragma: no
     jm, rr, inv_s : numpy.ndarray
         Scratch: the weighted Jacobian (n_points, k), the weighted residuals
         (n_points,), ``1/sigma`` per line.
+    limit : float
+        The chi-square a trial step must stay below to be accepted (NaN for
+        none): once the partial sum, which only grows, reaches it, the
+        step is rejected whatever the rest of the window holds, and ``inf`` is
+        returned without ``A`` and ``b``.
 
     Returns
     -------
     float
-        Chi-square.
+        Chi-square (``inf`` where it reached ``limit``).
     """
     k = p.size
     j = 0
@@ -107,6 +112,8 @@ def lines_constant_normal(x, y, w, p, lines, a, b, jm, rr, inv_s):  # pragma: no
         r = wi * (y[i] - f)
         rr[i] = r
         chi += r * r
+        if chi >= limit:
+            return math.inf
     np.dot(jm.T, jm, a)
     np.dot(jm.T, rr, b)
     return chi

@@ -1,12 +1,13 @@
-"""Compiled kernels of the pickup analysis: finite-sample counts and the one pass
-per record that forms the running sums, the smoothed derivative's noise and its
-entry and exit edges."""
+"""Compiled kernels of the pickup analysis: the one pass per record that counts
+its missing samples and forms the running sums, the smoothed derivative's noise
+and its entry and exit edges."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
 
+from idexdask.analysis.pickup.order_stats import BINS, COPIES, bin_keys, binned_median_and_mad
 from idexdask.analysis.selection import median_and_mad
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "derivative_rows",
     "derivative_window",
     "extreme_index",
-    "finite_counts",
     "first_extreme",
     "first_maximum",
     "first_minimum",
@@ -31,20 +31,6 @@ CHUNK = 4096
 """Samples per chunk of :func:`derivative_chunks` (its sums and means stay in cache)."""
 BLOCK = 1024
 """Derivative values per block minimum of :func:`derivative_chunks`."""
-
-
-@numba.njit(cache=True, nogil=True)
-def finite_counts(y):  # pragma: no cover - compiled
-    """Finite samples per row of ``y`` (rows, n): an int64 array (rows,)."""
-    rows, n = y.shape
-    out = np.zeros(rows, dtype=np.int64)
-    for r in range(rows):
-        c = 0
-        for i in range(n):
-            v = np.float64(y[r, i])
-            c += v - v == 0.0
-        out[r] = c
-    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -144,27 +130,39 @@ def derivative_rows(
         search range is empty).
     win_in, win_out : numpy.ndarray, (rows, 2 half + 1)
         The derivative around each edge, V.
+    missing : numpy.ndarray, (rows,), int64
+        Non-finite samples of each row (read as its ``fill``).
     """
     rows, n = y.shape
     m = n - 2 * w + 1
     mad = np.empty(rows)
     i_in = np.zeros(rows, dtype=np.int64)
     i_out = np.zeros(rows, dtype=np.int64)
+    missing = np.zeros(rows, dtype=np.int64)
     win_in = np.empty((rows, 2 * half + 1))
     win_out = np.empty((rows, 2 * half + 1))
     core = np.empty(m)  # one row's derivative values
     scratch = np.empty(m)  # the selection's work space (pages touched as it gathers)
     block_max = np.empty((m + BLOCK - 1) // BLOCK)
     block_min = np.empty((m + BLOCK - 1) // BLOCK)
+    keys = np.empty(m, dtype=np.uint16)  # each derivative value's bin
+    counts = np.empty((COPIES, BINS), dtype=np.int32)
+    buf_med = np.empty(m)  # the values of a few bins (pages touched as written)
+    buf_dev = np.empty(m)
     for r in range(rows):
-        nonfinite = derivative_chunks(
-            y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r])
+        counts[:] = 0
+        nonfinite, missing[r] = derivative_chunks(
+            y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r], keys, counts)
         if nonfinite:  # NaN or infinite derivative values: the plain scans
             at = first_extreme(core, n, w, 0, n, 1.0)
         else:
             at = first_maximum(core, block_max, m, w, n)
         i_in[r] = at
-        _, mad[r] = median_and_mad(core, m, scratch)
+        if nonfinite:
+            _, mad[r] = median_and_mad(core, m, scratch)
+        else:
+            _, mad[r] = binned_median_and_mad(
+                core, m, keys, counts, buf_med, buf_dev, scratch)
         lo = min(at + min_transit, n)
         hi = min(at + max_transit + 1, n)
         if hi <= lo:
@@ -176,20 +174,21 @@ def derivative_rows(
         i_out[r] = out
         derivative_window(core, n, w, at, half, win_in[r])
         derivative_window(core, n, w, out, half, win_out[r])
-    return mad, i_in, i_out, win_in, win_out
+    return mad, i_in, i_out, win_in, win_out, missing
 
 
 @numba.njit(cache=True, nogil=True)
 def derivative_chunks(
-    y, polarity, fill, w, core, block_max, block_min, checkpoints
+    y, polarity, fill, w, core, block_max, block_min, checkpoints, keys, counts
 ):  # pragma: no cover - compiled
     """One record's derivative core ``core[j - w] = mean_fwd[j] - mean_fwd[j - w]``
     from its cumulative sums ``cs`` and running means ``mean_fwd[j] = (cs[j + w] -
     cs[j]) / w``; the maximum and minimum of each :data:`BLOCK` core values
     (``block_max``, ``block_min``, for :func:`first_maximum` and
     :func:`first_minimum`; not meaningful where the core has non-finite values);
-    and ``checkpoints[q] = cs[q * CHUNK]``.  Returns the number of non-finite core
-    values.
+    and ``checkpoints[q] = cs[q * CHUNK]``; each core value's bin and the bins'
+    counts (:func:`~idexdask.analysis.pickup.order_stats.bin_keys`).  Returns the
+    number of non-finite core values and that of non-finite samples.
 
     The record goes in chunks of :data:`CHUNK` samples: the sequential sums of a
     chunk, then its means and derivative values in loops without a carried
@@ -209,6 +208,7 @@ def derivative_chunks(
     j_next = 0  # first running mean not formed yet
     k_stat = 0  # first core value not in a block's extremes yet
     nonfinite = 0
+    missing_total = 0
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
         checkpoints[c0 // CHUNK] = total
@@ -224,6 +224,7 @@ def derivative_chunks(
         for t in range(chunk.size):
             v = np.float64(chunk[t])
             missing += (v - v) != 0.0
+        missing_total += missing
         if missing:
             for t in range(chunk.size):
                 v = np.float64(chunk[t])
@@ -251,6 +252,9 @@ def derivative_chunks(
         formed = means[j_next - means_base : j_end - means_base]
         for t in range(formed.size):
             formed[t] = (upper[t] - lower[t]) / w
+        j_next = j_end
+        if k1 <= k0:  # no derivative value yet (a kernel longer than a chunk)
+            continue
         later = means[k0 + w - means_base : k1 + w - means_base]
         earlier = means[k0 - means_base : k1 - means_base]
         d = core[k0:k1]
@@ -259,7 +263,7 @@ def derivative_chunks(
         for t in range(d.size):
             v = d[t]
             nonfinite += (v - v) != 0.0
-        j_next = j_end
+        bin_keys(d, keys[k0:k1], counts)
         while k_stat < k1 and (k_stat + BLOCK <= k1 or k1 == m):
             end = min(k_stat + BLOCK, m)
             block_max[k_stat // BLOCK], block_min[k_stat // BLOCK] = block_extremes(
@@ -267,7 +271,7 @@ def derivative_chunks(
             k_stat = end
     if n % CHUNK == 0:
         checkpoints[n // CHUNK] = total
-    return nonfinite
+    return nonfinite, missing_total
 
 
 @numba.njit(cache=True, nogil=True)

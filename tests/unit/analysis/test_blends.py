@@ -118,7 +118,7 @@ def test_compiled_lines_kernel_matches_array_normal_equations(shapes):
     a, b = np.empty((k, k)), np.empty(k)
     chi = lines_constant_normal(x, y, w, p, np.asarray(model.kernel_lines, np.int64), a, b,
                                 np.empty((x.size, k)), np.empty(x.size),
-                                np.empty(len(shapes)))  # fmt: skip
+                                np.empty(len(shapes)), np.nan)  # fmt: skip
     assert chi == pytest.approx(np.sum(r * r), rel=1e-11)
     terms_a = np.abs(jw) @ np.abs(jw).T
     terms_b = np.abs(jw) @ np.abs(r)

@@ -132,7 +132,10 @@ def _search_rows_ref(y, t, noise, settings, noise_scale):
 @pytest.mark.parametrize("n", [3000, 30_000])
 def test_compiled_search_rows_match_numpy(n):
     """detect_peaks' compiled row pass equals the whole-array formulation, bit for
-    bit (30,000 samples: baselines long enough for the selection's bracketing path)."""
+    bit (30,000 samples: baselines long enough for the selection's bracketing path),
+    and its peaks, found row by row (on the smoothed row where the relative noise
+    is all one), are those of one search over the rows joined by wall samples."""
+    from idexdask.analysis.peak_search import find_peaks as _find_peaks
     from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
 
     rng = np.random.default_rng(3)
@@ -144,6 +147,9 @@ def test_compiled_search_rows_match_numpy(n):
     t[3] = 1.0 + np.arange(n) * DT  # no pre-trigger samples: first 10 %
     y = np.round(rng.normal(0, 3, (n_events, n)))
     y[:, 1500:1510] += 200.0
+    y[:, 2200:2203] += rng.uniform(10.0, 60.0, (n_events, 1))  # a weaker line on its own
+    y[10, 2600:2604] = np.nan  # a gap beside a line: zeros in the search
+    y[10, 2605:2608] += 90.0
     y[4, ::3] = np.nan
     y[5] = np.nan  # nothing finite: unusable
     y[6] = 0.0  # zero sigma: the given noise is used
@@ -161,19 +167,26 @@ def test_compiled_search_rows_match_numpy(n):
             ns = None if scale is None else scale / (1.0 if den is None else den[:, None])
         z_ref, zsig_ref, dt_ref = _search_rows_ref(y, t, noise, settings, ns)
         width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(np.int64)
-        flat = np.empty(n_events * (n + 1))
-        zsig, usable = _search_rows(
-            y, t, width, 0.0, n // 10, noise,
-            np.zeros((1, 1)) if scale is None else scale,
-            np.ones(n_events) if den is None else den, scale is not None, flat,
-            np.zeros(n_events),  # no quantisation floor: the reference has none
-        )  # fmt: skip
-        flat = flat.reshape(n_events, n + 1)
+        args = (y, t, width, 0.0, n // 10, noise,
+                np.zeros((1, 1)) if scale is None else scale,
+                np.ones(n_events) if den is None else den, scale is not None,
+                np.zeros(n_events),  # no quantisation floor: the reference has none
+                5.0, 3.0)  # fmt: skip
+        zrows = np.empty((n_events, n))
+        zsig, usable, pos, heights, proms = _search_rows(*args, zrows)
         assert np.array_equal(dt, dt_ref)
         assert np.array_equal(zsig, zsig_ref, equal_nan=True)
-        assert np.array_equal(flat[:, :n], z_ref)
-        assert (flat[:, n] == _WALL).all()
+        assert np.array_equal(zrows, z_ref)
         assert usable.tolist() == [r not in (5, 6) for r in range(n_events)]
+        flat = np.concatenate([z_ref, np.full((n_events, 1), _WALL)], axis=1).ravel()
+        ref = _find_peaks(flat, 5.0, 0.5 * _WALL, 3.0)
+        assert ref[0].size > 2 * n_events
+        for got, want in zip((pos, heights, proms), ref, strict=True):
+            assert np.array_equal(got, want)
+        # the production path: one row buffer, z never formed where it need not be
+        one_buffer = _search_rows(*args, np.empty((1, n)))
+        for got, want in zip(one_buffer, (zsig, usable, pos, heights, proms), strict=True):
+            assert np.array_equal(got, want, equal_nan=True)
     assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2
 
 
@@ -248,7 +261,8 @@ def test_uniform_row_matches_scipy():
 
 
 def test_compiled_find_peaks_matches_scipy():
-    from idexdask.analysis.peaks import _WALL, _find_peaks
+    from idexdask.analysis.peak_search import find_peaks as _find_peaks
+    from idexdask.analysis.peaks import _WALL
 
     rng = np.random.default_rng(5)
     for trial in range(60):
@@ -273,7 +287,8 @@ def test_compiled_find_peaks_long_walks_match_scipy():
     """Prominence walks that cross many blocks at once (noise maxima on the
     decaying tails of strong lines walk to the next higher line or a wall) give
     SciPy's prominences, also where a NaN or a wall sits in a block walked over."""
-    from idexdask.analysis.peaks import _WALL, _find_peaks
+    from idexdask.analysis.peak_search import find_peaks as _find_peaks
+    from idexdask.analysis.peaks import _WALL
 
     rng = np.random.default_rng(8)
     for trial in range(6):
@@ -293,6 +308,33 @@ def test_compiled_find_peaks_long_walks_match_scipy():
             assert np.array_equal(idx, ref)
             assert np.array_equal(heights, props["peak_heights"])
             assert np.array_equal(proms, props["prominences"])
+
+
+def test_find_peaks_scaled_is_find_peaks_of_the_quotient():
+    """Peaks of ``raw / div`` found on ``raw`` (block extremes divided once) are
+    those of the formed quotient: quantised rows with plateaus, NaN, and
+    divisors that round neighbouring values onto one quotient."""
+    from idexdask.analysis.peak_search import find_peaks as _find_peaks
+    from idexdask.analysis.peak_search import find_peaks_scaled as _find_peaks_scaled
+    from idexdask.analysis.peaks import _WALL
+
+    rng = np.random.default_rng(17)
+    for trial in range(40):
+        n = int(rng.integers(3, 20_000))
+        raw = rng.normal(0, 2.0, n)
+        if trial % 2:
+            raw = np.round(raw * 4.0) / 4.0
+        raw[rng.integers(0, n, max(n // 100, 1))] += rng.uniform(5, 80, max(n // 100, 1))
+        if trial % 3 == 0:
+            raw[rng.integers(0, n, 4)] = np.nan
+        div = float(rng.choice([1.0, 0.3, 3.0 + 1e-15, 7.1e-3, 1e300]))
+        with np.errstate(all="ignore"):
+            x = raw / div
+        for hmin, pmin in ((5.0, 3.0), (0.0, 0.0), (-1.0, 2.0)):
+            got = _find_peaks_scaled(raw, div, hmin, 0.5 * _WALL, pmin)
+            want = _find_peaks(x, hmin, 0.5 * _WALL, pmin)
+            for g, w in zip(got, want, strict=True):
+                assert np.array_equal(g, w), (trial, div, hmin)
 
 
 @pytest.mark.numerics

@@ -129,8 +129,8 @@ def _assert_same_values(expected: xr.Dataset, back: xr.Dataset) -> None:
             assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name
 
 
-@pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
-                                        "blosc-lz4", "none"])
+@pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle",
+                                        "lz4-bitshuffle-f32", "gzip", "blosc-lz4", "none"])
 def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
                                                adapter_path: str) -> None:
     ds = _campaign()
@@ -166,8 +166,8 @@ def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
     assert not any(k.endswith(".partial") for k in files)
 
 
-@pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
-                                        "blosc-lz4"])
+@pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle",
+                                        "lz4-bitshuffle-f32", "gzip", "blosc-lz4"])
 def test_values_read_back_by_zarr_and_xarray(tmp_path: Path, compressor: str,
                                              adapter_path: str) -> None:
     import zarr
@@ -340,6 +340,22 @@ def test_bitshuffle_compressors_compress_integers_with_blosc(tmp_path: Path, com
         assert codecs[-1]["name"] == kind, (name, codecs)
         if kind == "blosc":
             assert codecs[-1]["configuration"]["cname"] == cname
+            assert codecs[-1]["configuration"]["shuffle"] == "bitshuffle"
+            assert codecs[-1]["configuration"]["typesize"] == group[name].dtype.itemsize
+
+
+def test_f32_compressor_passes_float32_arrays_through_blosc(tmp_path: Path) -> None:
+    import zarr
+
+    ds = _campaign()
+    path = _store(tmp_path / "s.zarr", ds, "lz4-bitshuffle-f32")
+    group = zarr.open_group(str(path), mode="r")
+    for name, kind in (("u16", "blosc"), ("flag", "blosc"), ("f32", "blosc"), ("f64", "zstd"),
+                       ("label", "zstd")):
+        codecs = [c.to_dict() for c in group[name].metadata.codecs]
+        assert codecs[-1]["name"] == kind, (name, codecs)
+        if kind == "blosc":
+            assert codecs[-1]["configuration"]["cname"] == "lz4"
             assert codecs[-1]["configuration"]["shuffle"] == "bitshuffle"
             assert codecs[-1]["configuration"]["typesize"] == group[name].dtype.itemsize
 

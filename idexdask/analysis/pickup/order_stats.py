@@ -1,0 +1,353 @@
+"""Exact median and MAD of a long row from the bins of its values, formed in cache.
+
+The pickup derivative's median and median absolute deviation are order
+statistics of ~500,000 values per lab record (4 MB: each pass over them once
+formed is a read from memory, ~0.4 ms).  :func:`bin_keys` puts each value in a
+bin as the value is formed (in cache, in the derivative's own pass) and keeps
+its bin number (2 bytes a value) and the bins' counts.  The bins are contiguous
+ranges of values in value order: sign, binary exponent (clamped to
+``[EXP_LO, EXP_HI]``, so the smallest and largest magnitudes share the end
+bins) and the first four mantissa bits, :data:`BINS` in all (-0.0 lies in the
+bin below 0.0's: a row of signed zeros may give the other zero than NumPy).
+
+:func:`binned_median_and_mad` then finds the bins holding the median's ranks
+from the counts, and the bins whose values' deviations from any median in those
+bins can hold the MAD's ranks (the computed ``|x - median|`` is monotone in
+``x`` on either side, so a bin's range of deviations is exact); one scan of the
+bin numbers gathers those bins' values (a few thousand), and the ranks are
+selected among them, the counts of the bins below added.  The results are
+order statistics of the row itself, no arithmetic beyond
+:func:`~idexdask.analysis.selection.median_and_mad`'s, so they equal its values
+and NumPy's; where the counts do not verify (they cannot for NaN-free rows)
+the row goes to :func:`~idexdask.analysis.selection.median_and_mad`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from idexdask.analysis.selection import median_and_mad, order_pair
+
+__all__ = [
+    "BINS",
+    "COPIES",
+    "EXP_HI",
+    "EXP_LO",
+    "bin_bounds",
+    "bin_keys",
+    "binned_median_and_mad",
+    "linear_median",
+    "window_median_and_mad",
+]
+
+_SUB_BITS = 4
+"""Mantissa bits in a bin number (bins of relative width 1/16)."""
+EXP_LO = 1023 - 96
+"""Smallest biased float64 exponent with bins of its own (2**-96); smaller
+magnitudes, zero included, share the bin next to zero on each side."""
+EXP_HI = 1023 + 31
+"""Largest biased exponent with bins of its own (2**31); larger magnitudes,
+infinities and NaN included, share the end bins."""
+_HALF = (EXP_HI - EXP_LO + 1) << _SUB_BITS
+BINS = 2 * _HALF
+"""Bins in all: negative values in bins ``[0, BINS / 2)``, the others above."""
+COPIES = 4
+"""Interleaved copies of the counts: neighbouring values of a smooth row fall in
+one bin, and four counters take turns so that no increment waits for the last."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _bin(u):  # pragma: no cover - compiled
+    """Bin number of the float64 with bits ``u`` (uint64), without branches (the
+    signs of a noisy row's values defeat prediction)."""
+    top = np.int64((u >> np.uint64(52 - _SUB_BITS)) & np.uint64(0x7FFF))  # exponent, sub
+    magnitude = min(max(top - (EXP_LO << _SUB_BITS), 0), _HALF - 1)
+    negative = np.int64(u >> np.uint64(63))
+    return _HALF + magnitude - negative * (2 * magnitude + 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_keys(values, keys, counts):  # pragma: no cover - compiled
+    """Bin numbers of ``values`` (contiguous float64) into ``keys`` (uint16, same
+    size), each added to ``counts`` (COPIES, BINS), int32."""
+    size = values.size
+    bits = values.view(np.uint64)
+    for t in range(size):  # no carried dependency: vectorised
+        keys[t] = _bin(bits[t])
+    top = size - size % COPIES
+    for t in range(0, top, COPIES):
+        counts[0, keys[t]] += 1
+        counts[1, keys[t + 1]] += 1
+        counts[2, keys[t + 2]] += 1
+        counts[3, keys[t + 3]] += 1
+    for t in range(top, size):
+        counts[0, keys[t]] += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def bin_bounds(b):  # pragma: no cover - compiled
+    """The smallest and largest float64 values in bin ``b`` (±inf at the ends)."""
+    magnitude = b - _HALF if b >= _HALF else _HALF - 1 - b
+    exponent = EXP_LO + (magnitude >> _SUB_BITS) - 1023 - _SUB_BITS
+    sub = (1 << _SUB_BITS) + (magnitude & ((1 << _SUB_BITS) - 1))
+    # (1 + sub / 16) 2**e and the largest value below the next bin's: exact, normal
+    small = 0.0 if magnitude == 0 else math.ldexp(float(sub), exponent)
+    large = np.inf if magnitude == _HALF - 1 else np.nextafter(
+        math.ldexp(float(sub + 1), exponent), 0.0)
+    if b >= _HALF:
+        return small, large
+    return -large, -small
+
+
+@numba.njit(cache=True, nogil=True)
+def _rank_bins(total, k_lo, k_hi):  # pragma: no cover - compiled
+    """The bins holding ranks ``k_lo <= k_hi`` of the counts ``total``, and the
+    count of the bins below the first."""
+    b_lo = -1
+    below = 0
+    seen = 0
+    for b in range(total.size):
+        if b_lo < 0 and seen + total[b] > k_lo:
+            b_lo = b
+            below = seen
+        seen += total[b]
+        if seen > k_hi:
+            return b_lo, b, below
+    return -1, -1, 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _deviation_bins(total, med_lo, med_hi, k_lo, k_hi, flags):  # pragma: no cover - compiled
+    """Mark in ``flags`` (bit 2) the bins that can hold deviation ranks ``k_lo``,
+    ``k_hi`` for a median anywhere in ``[med_lo, med_hi]``; return the pivots
+    ``R_lo <= R_hi`` and the count of the bins whose deviations all lie below
+    ``R_lo``.  Fewer than ``k_lo + 1`` values can lie below ``R_lo``, at least
+    ``k_hi + 1`` lie at or below ``R_hi``."""
+    used = 0
+    for b in range(total.size):
+        used += total[b] > 0
+    dev_min = np.empty(used)
+    dev_max = np.empty(used)
+    count = np.empty(used, dtype=np.int64)
+    which = np.empty(used, dtype=np.int64)
+    j = 0
+    for b in range(total.size):
+        if total[b] == 0:
+            continue
+        a, z = bin_bounds(b)
+        if z <= med_lo:
+            lo, hi = abs(z - med_lo), abs(a - med_hi)
+        elif a >= med_hi:
+            lo, hi = abs(a - med_hi), abs(z - med_lo)
+        else:
+            lo, hi = 0.0, max(abs(a - med_hi), abs(z - med_lo))
+        dev_min[j] = lo
+        dev_max[j] = hi
+        count[j] = total[b]
+        which[j] = b
+        j += 1
+    by_max = np.argsort(dev_max, kind="mergesort")
+    r_hi = np.inf
+    seen = 0
+    for t in range(used):
+        seen += count[by_max[t]]
+        if seen > k_hi:
+            r_hi = dev_max[by_max[t]]
+            break
+    by_min = np.argsort(dev_min, kind="mergesort")
+    r_lo = 0.0
+    seen = 0  # values in the bins whose smallest deviation is below the candidate
+    t = 0
+    while t < used:
+        v = dev_min[by_min[t]]
+        if seen > k_lo:
+            break
+        r_lo = v
+        while t < used and dev_min[by_min[t]] == v:
+            seen += count[by_min[t]]
+            t += 1
+    certain = 0
+    for j in range(used):
+        if dev_max[j] < r_lo:
+            certain += count[j]
+        elif dev_min[j] <= r_hi:
+            flags[which[j]] |= 2
+    return r_lo, r_hi, certain
+
+
+@numba.njit(cache=True, nogil=True)
+def binned_median_and_mad(x, n, keys, counts, buf_med, buf_dev, scratch):
+    # pragma: no cover - compiled
+    """:func:`~idexdask.analysis.selection.median_and_mad` of the NaN-free
+    ``x[:n]`` whose bins :func:`bin_keys` gave.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float64, (>= n,)
+        Values without NaN; not modified.
+    n : int
+    keys : numpy.ndarray of uint16, (>= n,)
+        Bin numbers of ``x[:n]``.
+    counts : numpy.ndarray of int32, (COPIES, BINS)
+        Their counts.
+    buf_med, buf_dev, scratch : numpy.ndarray of float64, (>= n,)
+        Work space, overwritten (a few thousand values of each are written).
+
+    Returns
+    -------
+    (float, float)
+        The median and the (unscaled) median absolute deviation.
+    """
+    k = n // 2
+    k_lo = k if n % 2 else k - 1
+    total = np.zeros(BINS, dtype=np.int64)
+    for c in range(COPIES):
+        for b in range(BINS):
+            total[b] += counts[c, b]
+    b_lo, b_hi, below = _rank_bins(total, k_lo, k)
+    if b_lo < 0:
+        return median_and_mad(x, n, scratch)
+    flags = np.zeros(BINS, dtype=np.uint8)
+    for b in range(b_lo, b_hi + 1):
+        flags[b] = 1
+    med_lo, _ = bin_bounds(b_lo)
+    _, med_hi = bin_bounds(b_hi)
+    r_lo, r_hi, certain = _deviation_bins(total, med_lo, med_hi, k_lo, k, flags)
+    n_med = 0
+    n_dev = 0
+    for i in range(n):  # the values of the flagged bins
+        f = flags[keys[i]]
+        if f:
+            if f & 1:
+                buf_med[n_med] = x[i]
+                n_med += 1
+            if f & 2:
+                buf_dev[n_dev] = x[i]
+                n_dev += 1
+    if not (k - below < n_med):
+        return median_and_mad(x, n, scratch)
+    a, b = order_pair(buf_med, n_med, k_lo - below, k - below, scratch)
+    med = a if n % 2 else 0.5 * (a + b)
+    low = 0
+    c = 0
+    for i in range(n_dev):  # deviations below the lower pivot, and those between
+        v = abs(buf_dev[i] - med)
+        if v < r_lo:
+            low += 1
+        elif v <= r_hi:
+            buf_dev[c] = v
+            c += 1
+    low += certain
+    if not (low <= k_lo and k < low + c):
+        return median_and_mad(x, n, scratch)
+    a, b = order_pair(buf_dev, c, k_lo - low, k - low, scratch)
+    return med, a if n % 2 else 0.5 * (a + b)
+
+
+
+
+_LINEAR_BINS = 4096
+"""Bins of :func:`linear_median` across a window's range of values."""
+
+
+@numba.njit(cache=True, nogil=True)
+def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compiled
+    """``numpy.median`` of the NaN-free ``x[:n]`` (``n >= 1``) by bins of equal
+    width across its range: ``int((x - min) * (bins / (max - min)))`` is a
+    monotone function of ``x`` (each operation rounds monotonically), so the bins
+    are contiguous ranges of values in order; the middle ranks are selected
+    among the values of their bins.
+
+    For the windows of step 4 (a few ten thousand quantised samples, or their
+    running means: a narrow range of values, so a bin per ADC code or finer),
+    where one counting pass and a small selection cost less than a quickselect's
+    passes with their mispredicted branches.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float64, (>= n,)
+    n : int
+    keys : numpy.ndarray of uint16, (>= n,)
+    counts : numpy.ndarray of int32, (COPIES, >= 4096)
+    buf, scratch : numpy.ndarray of float64, (>= n,)
+        Work space, overwritten.
+
+    Returns
+    -------
+    float
+    """
+    k = n // 2
+    k_lo = k if n % 2 else k - 1
+    low = x[0]
+    high = x[0]
+    for i in range(n):
+        v = x[i]
+        low = v if v < low else low
+        high = v if v > high else high
+    scale = _LINEAR_BINS / (high - low) if high > low else 0.0
+    if not (scale > 0.0 and scale < np.inf and high - low < np.inf):
+        if high == low:
+            return low
+        a, b = order_pair(x, n, k_lo, k, scratch)
+        return a if n % 2 else 0.5 * (a + b)
+    counts[:, :_LINEAR_BINS] = 0
+    top = n - n % COPIES
+    for i in range(n):  # no carried dependency: vectorised
+        keys[i] = min(np.int64((x[i] - low) * scale), _LINEAR_BINS - 1)
+    for i in range(0, top, COPIES):
+        counts[0, keys[i]] += 1
+        counts[1, keys[i + 1]] += 1
+        counts[2, keys[i + 2]] += 1
+        counts[3, keys[i + 3]] += 1
+    for i in range(top, n):
+        counts[0, keys[i]] += 1
+    seen = 0
+    b_lo = -1
+    below = 0
+    b_hi = _LINEAR_BINS - 1
+    for b in range(_LINEAR_BINS):
+        c = counts[0, b] + counts[1, b] + counts[2, b] + counts[3, b]
+        if b_lo < 0 and seen + c > k_lo:
+            b_lo = b
+            below = seen
+        seen += c
+        if seen > k:
+            b_hi = b
+            break
+    m = 0
+    for i in range(n):  # the values of the middle bins
+        if b_lo <= keys[i] <= b_hi:
+            buf[m] = x[i]
+            m += 1
+    a, b = order_pair(buf, m, k_lo - below, k - below, scratch)
+    return a if n % 2 else 0.5 * (a + b)
+
+
+@numba.njit(cache=True, nogil=True)
+def window_median_and_mad(x, n, keys, counts, buf, dev, scratch):
+    # pragma: no cover - compiled
+    """:func:`~idexdask.analysis.selection.median_and_mad` of the NaN-free
+    ``x[:n]`` (``n >= 1``) by two :func:`linear_median`, of the values and of
+    their deviations ``|x - median|`` (formed as that function forms them).
+
+    Parameters
+    ----------
+    x : numpy.ndarray of float64, (>= n,)
+    n : int
+    keys : numpy.ndarray of uint16, (>= n,)
+    counts : numpy.ndarray of int32, (COPIES, >= 4096)
+    buf, dev, scratch : numpy.ndarray of float64, (>= n,)
+        Work space, overwritten.
+
+    Returns
+    -------
+    (float, float)
+        The median and the (unscaled) median absolute deviation.
+    """
+    med = linear_median(x, n, keys, counts, buf, scratch)
+    for i in range(n):
+        dev[i] = abs(x[i] - med)
+    return med, linear_median(dev, n, keys, counts, buf, scratch)

@@ -1,0 +1,145 @@
+"""Tests of idexdask.analysis.pickup.order_stats: the binned median and MAD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from idexdask.analysis.pickup.order_stats import (
+    BINS,
+    COPIES,
+    bin_bounds,
+    bin_keys,
+    binned_median_and_mad,
+)
+
+# The median and MAD are order statistics (values of the row), the only
+# arithmetic the mean of two middle values and |x - median|, one rounding each:
+# a relative tolerance of a few ulps covers a NumPy that formed either otherwise.
+RTOL = 4 * np.finfo(float).eps
+
+
+def _binned(x: np.ndarray) -> tuple[float, float]:
+    n = x.size
+    keys = np.empty(n, dtype=np.uint16)
+    counts = np.zeros((COPIES, BINS), dtype=np.int32)
+    bin_keys(x, keys, counts)
+    assert counts.sum() == n
+    return binned_median_and_mad(x, n, keys, counts, np.empty(n), np.empty(n), np.empty(n))
+
+
+def _numpy(x: np.ndarray) -> tuple[float, float]:
+    med = np.median(x)
+    return med, np.median(np.abs(x - med))
+
+
+def _rows() -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    smooth = np.convolve(rng.normal(size=60_000), np.ones(400) / 400, mode="valid") * 1e-3
+    return [
+        rng.normal(size=10_001),  # odd count
+        rng.normal(size=10_000) + 3.0,  # even count, all positive
+        np.round(rng.normal(size=50_000) * 3) / 7,  # many ties, zeros
+        rng.standard_cauchy(100_001),  # heavy tails: end bins
+        smooth - smooth.mean(),  # a smoothed derivative: neighbours in one bin
+        np.full(20_000, 1.5),  # constant: MAD 0
+        np.r_[np.zeros(9_000), np.ones(9_001)],
+        -np.abs(rng.normal(size=30_000)) * 1e-300,  # magnitudes below the bins' range
+        rng.normal(size=4_000) * 1e20,  # above it
+        np.r_[np.full(5_000, np.inf), rng.normal(size=6_000)],  # infinities sort last
+        rng.integers(-3, 4, size=9).astype(float),
+        np.array([2.0]),
+    ]
+
+
+@pytest.mark.parametrize("index", range(len(_rows())))
+def test_binned_median_and_mad_equal_numpy(index):
+    x = _rows()[index]
+    np.testing.assert_allclose(_binned(x), _numpy(x), rtol=RTOL, atol=0)
+
+
+def test_binned_median_and_mad_random_scales():
+    """Rows of few distinct values at scales across the bins' exponent range."""
+    rng = np.random.default_rng(11)
+    for _ in range(200):
+        n = int(rng.integers(1, 3000))
+        x = rng.integers(-5, 6, n) * 10.0 ** rng.integers(-40, 40)
+        if rng.random() < 0.5:
+            x = x + rng.normal(size=n)
+        np.testing.assert_allclose(_binned(x), _numpy(x), rtol=RTOL, atol=0)
+
+
+def test_bins_are_contiguous_value_ranges_in_order():
+    """Every value lies within its bin's bounds, and the bounds increase with the bin."""
+    rng = np.random.default_rng(3)
+    x = np.r_[rng.normal(size=5000) * 10.0 ** rng.integers(-120, 40, 5000),
+              0.0, -0.0, np.inf, -np.inf, 5e-324, -5e-324, 1e308]
+    keys = np.empty(x.size, dtype=np.uint16)
+    counts = np.zeros((COPIES, BINS), dtype=np.int32)
+    bin_keys(x, keys, counts)
+    for v, b in zip(x, keys, strict=True):
+        lo, hi = bin_bounds(int(b))
+        assert lo <= v <= hi
+    order = np.lexsort((keys, x))  # -0.0 and 0.0 are equal values in two bins
+    assert np.all(np.diff(keys[order].astype(int)) >= 0)
+    highs = np.array([bin_bounds(b)[1] for b in range(BINS)])
+    lows = np.array([bin_bounds(b)[0] for b in range(BINS)])
+    assert np.all(lows[1:] >= highs[:-1])
+    assert lows[0] == -np.inf and highs[-1] == np.inf
+
+
+@pytest.mark.parametrize("index", range(len(_rows())))
+def test_window_median_and_mad_equal_numpy(index):
+    """The linear-bin selection of step 4's windows, on the same rows (and on
+    quantised samples, the windows' usual content)."""
+    from idexdask.analysis.pickup.order_stats import linear_median, window_median_and_mad
+
+    x = _rows()[index]
+    if not np.all(np.isfinite(x)):
+        x = x[np.isfinite(x)]
+    n = x.size
+    work = (np.empty(n, dtype=np.uint16), np.zeros((COPIES, BINS), dtype=np.int32),
+            np.empty(n), np.empty(n), np.empty(n))
+    np.testing.assert_allclose(window_median_and_mad(x, n, *work), _numpy(x), rtol=RTOL, atol=0)
+    codes = np.round(x[: n // 2 + 1] * 40) * 2.5e-6 - 0.043  # float ADC codes
+    m = codes.size
+    assert linear_median(codes, m, work[0], work[1], work[2], work[4]) == pytest.approx(
+        np.median(codes), rel=RTOL, abs=0)
+
+
+def test_window_levels_match_the_array_formulas():
+    """Step 4's compiled windows: the median of each window along the polarity and
+    the MAD-scaled scatter of its running means over sqrt(n_s / w), as the
+    array formulas give them (short windows: the samples' own scatter)."""
+    from idexdask.analysis.pickup.kernels import CHUNK
+    from idexdask.analysis.pickup.level_kernels import window_levels
+    from idexdask.analysis.robust import MAD_TO_SIGMA
+
+    rng = np.random.default_rng(5)
+    rows, n, w = 3, 20_000, 50
+    y = (np.round(rng.normal(size=(rows, n)) * 30) * 2.5e-6 - 0.04).astype(np.float32)
+    y[1, 100:300] = np.nan  # read as the fill value
+    fill = np.array([0.0, -0.041, 0.0])
+    filled = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
+    cs = np.zeros((rows, n + 1))
+    np.cumsum(filled, axis=1, out=cs[:, 1:])
+    checkpoints = np.ascontiguousarray(cs[:, : n + 1 : CHUNK][:, : n // CHUNK + 1])
+    lo = np.array([50, 0, 19_990])
+    hi = np.array([12_345, 90, 25_000])  # a long, a short and a window past the end
+    level, err = window_levels(y, -1.0, fill, checkpoints, w, lo, hi)
+    for e in range(rows):
+        a, b = lo[e], min(hi[e], n)
+        window = filled[e, a:b]
+        assert level[e] == pytest.approx(np.median(window), rel=RTOL, abs=0)
+        b_s = min(hi[e] - w + 1, n)
+        n_s = max(b_s - a, 0)
+        if n_s >= w:
+            stop = max(min(b_s, n - w + 1), a)
+            means = (cs[e, a + w : stop + w] - cs[e, a:stop]) / w
+            spread = MAD_TO_SIGMA * np.median(np.abs(means - np.median(means)))
+            expected = spread / np.sqrt(max(n_s / w, 1.0))
+        else:
+            expected = MAD_TO_SIGMA * np.median(np.abs(window - np.median(window)))
+        # the means are differences of the same sums; a few ulps of the running
+        # sum (|cs| < ~1e3) for a NumPy whose cumsum would group the additions otherwise
+        assert err[e] == pytest.approx(expected, rel=1e-9, abs=0)
