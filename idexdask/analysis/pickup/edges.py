@@ -14,7 +14,6 @@ from idexdask.analysis.pickup.kernels import (
     centroid_weights,
     cumsum_span,
     derivative_rows,
-    finite_counts,
 )
 from idexdask.analysis.pickup.settings import PickupSettings
 from idexdask.analysis.robust import MAD_TO_SIGMA
@@ -116,7 +115,12 @@ class Edges:
 def read_records(
     start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: PickupSettings
 ) -> Records:
-    """Step 1: the records as given; non-finite samples read as the event's median.
+    """Step 1: the records as given, their missing samples not yet known.
+
+    The derivative's pass (:func:`smoothed_derivative`) reads every sample: it
+    counts the non-finite ones and sets ``fill`` and ``status`` of the events
+    that have them (no separate pass over the records for a case that lab
+    captures rarely show).
 
     Parameters
     ----------
@@ -129,21 +133,25 @@ def read_records(
     Returns
     -------
     Records
-        With ``status`` 1 for events of fewer than ``4 w`` finite samples.
+        ``fill`` 0 and ``status`` 0 for every event.
     """
     n_ev = signal_v.shape[0]
-    status = np.zeros(n_ev, np.int8)
-    fill = np.zeros(n_ev)
-    finite = finite_counts(signal_v)
-    if bool((finite < signal_v.shape[1]).any()):
-        status[finite < 4 * s.w] = 1
-        for e in np.nonzero(finite < signal_v.shape[1])[0]:  # events with missing samples
-            y = np.asarray(signal_v[e], dtype=np.float64)
-            good = y[np.isfinite(y)]
-            fill[e] = np.median(good) if good.size else 0.0
-    return Records(signal=signal_v, polarity=float(s.polarity), fill=fill,
+    return Records(signal=signal_v, polarity=float(s.polarity), fill=np.zeros(n_ev),
                    t0=np.broadcast_to(start_us, (n_ev,)),
-                   dt=np.broadcast_to(interval_us, (n_ev,)), status=status)
+                   dt=np.broadcast_to(interval_us, (n_ev,)), status=np.zeros(n_ev, np.int8))
+
+
+def _fill_missing(rec: Records, events: np.ndarray, missing: np.ndarray, s: PickupSettings) -> None:
+    """Set ``fill`` (the median of the finite samples, 0 if none) of ``events``,
+    whose ``missing`` samples are not finite, and ``status`` 1 where fewer than
+    ``4 w`` samples are finite."""
+    n = rec.signal.shape[1]
+    for e, k in zip(events, missing, strict=True):
+        y = np.asarray(rec.signal[e], dtype=np.float64)
+        good = y[np.isfinite(y)]
+        rec.fill[e] = np.median(good) if good.size else 0.0
+        if n - k < 4 * s.w:
+            rec.status[e] = 1
 
 
 def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
@@ -151,10 +159,15 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
 
     One compiled pass per record makes the sums; the derivative's values come
     from them as needed (its median and MAD, the edge searches and windows).
+    Records with non-finite samples get their ``fill`` and ``status`` (see
+    :func:`read_records`) and a second pass.
 
     Parameters
     ----------
     rec : Records
+        Its ``fill`` and ``status`` are set in place for events with non-finite
+        samples: ``fill`` their median, ``status`` 1 for fewer than ``4 w``
+        finite samples.
     s : PickupSettings
 
     Returns
@@ -166,9 +179,20 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     n_ev, n = rec.signal.shape
     w = s.w
     checkpoints = np.empty((n_ev, n // CHUNK + 1))
-    mad, i_in, i_out, window_in, window_out = derivative_rows(
+    mad, i_in, i_out, window_in, window_out, missing = derivative_rows(
         rec.signal, rec.polarity, rec.fill, int(w), int(s.min_transit), int(s.max_transit),
         int(s.edge_half), checkpoints)
+    gaps = np.nonzero(missing)[0]
+    if gaps.size:  # their missing samples read as the median of the others: again
+        _fill_missing(rec, gaps, missing[gaps], s)
+        redo = np.empty((gaps.size, n // CHUNK + 1))
+        again = derivative_rows(
+            np.ascontiguousarray(rec.signal[gaps]), rec.polarity, rec.fill[gaps], int(w),
+            int(s.min_transit), int(s.max_transit), int(s.edge_half), redo)
+        checkpoints[gaps] = redo
+        for whole, part in zip((mad, i_in, i_out, window_in, window_out), again[:5],
+                               strict=True):
+            whole[gaps] = part
     der = Derivative(records=rec, checkpoints=checkpoints, w=w, sigma=MAD_TO_SIGMA * mad,
                      i_in=i_in, i_out=i_out, window_in=window_in, window_out=window_out)
     sigma = MAD_TO_SIGMA * mad

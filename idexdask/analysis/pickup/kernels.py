@@ -1,6 +1,6 @@
-"""Compiled kernels of the pickup analysis: finite-sample counts and the one pass
-per record that forms the running sums, the smoothed derivative's noise and its
-entry and exit edges."""
+"""Compiled kernels of the pickup analysis: the one pass per record that counts
+its missing samples and forms the running sums, the smoothed derivative's noise
+and its entry and exit edges."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ __all__ = [
     "derivative_rows",
     "derivative_window",
     "extreme_index",
-    "finite_counts",
     "first_extreme",
     "first_maximum",
     "first_minimum",
@@ -32,20 +31,6 @@ CHUNK = 4096
 """Samples per chunk of :func:`derivative_chunks` (its sums and means stay in cache)."""
 BLOCK = 1024
 """Derivative values per block minimum of :func:`derivative_chunks`."""
-
-
-@numba.njit(cache=True, nogil=True)
-def finite_counts(y):  # pragma: no cover - compiled
-    """Finite samples per row of ``y`` (rows, n): an int64 array (rows,)."""
-    rows, n = y.shape
-    out = np.zeros(rows, dtype=np.int64)
-    for r in range(rows):
-        c = 0
-        for i in range(n):
-            v = np.float64(y[r, i])
-            c += v - v == 0.0
-        out[r] = c
-    return out
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -145,12 +130,15 @@ def derivative_rows(
         search range is empty).
     win_in, win_out : numpy.ndarray, (rows, 2 half + 1)
         The derivative around each edge, V.
+    missing : numpy.ndarray, (rows,), int64
+        Non-finite samples of each row (read as its ``fill``).
     """
     rows, n = y.shape
     m = n - 2 * w + 1
     mad = np.empty(rows)
     i_in = np.zeros(rows, dtype=np.int64)
     i_out = np.zeros(rows, dtype=np.int64)
+    missing = np.zeros(rows, dtype=np.int64)
     win_in = np.empty((rows, 2 * half + 1))
     win_out = np.empty((rows, 2 * half + 1))
     core = np.empty(m)  # one row's derivative values
@@ -163,7 +151,7 @@ def derivative_rows(
     buf_dev = np.empty(m)
     for r in range(rows):
         counts[:] = 0
-        nonfinite = derivative_chunks(
+        nonfinite, missing[r] = derivative_chunks(
             y[r], polarity, fill[r], w, core, block_max, block_min, checkpoints[r], keys, counts)
         if nonfinite:  # NaN or infinite derivative values: the plain scans
             at = first_extreme(core, n, w, 0, n, 1.0)
@@ -186,7 +174,7 @@ def derivative_rows(
         i_out[r] = out
         derivative_window(core, n, w, at, half, win_in[r])
         derivative_window(core, n, w, out, half, win_out[r])
-    return mad, i_in, i_out, win_in, win_out
+    return mad, i_in, i_out, win_in, win_out, missing
 
 
 @numba.njit(cache=True, nogil=True)
@@ -198,8 +186,9 @@ def derivative_chunks(
     cs[j]) / w``; the maximum and minimum of each :data:`BLOCK` core values
     (``block_max``, ``block_min``, for :func:`first_maximum` and
     :func:`first_minimum`; not meaningful where the core has non-finite values);
-    and ``checkpoints[q] = cs[q * CHUNK]``.  Returns the number of non-finite core
-    values.
+    and ``checkpoints[q] = cs[q * CHUNK]``; each core value's bin and the bins'
+    counts (:func:`~idexdask.analysis.pickup.order_stats.bin_keys`).  Returns the
+    number of non-finite core values and that of non-finite samples.
 
     The record goes in chunks of :data:`CHUNK` samples: the sequential sums of a
     chunk, then its means and derivative values in loops without a carried
@@ -219,6 +208,7 @@ def derivative_chunks(
     j_next = 0  # first running mean not formed yet
     k_stat = 0  # first core value not in a block's extremes yet
     nonfinite = 0
+    missing_total = 0
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
         checkpoints[c0 // CHUNK] = total
@@ -234,6 +224,7 @@ def derivative_chunks(
         for t in range(chunk.size):
             v = np.float64(chunk[t])
             missing += (v - v) != 0.0
+        missing_total += missing
         if missing:
             for t in range(chunk.size):
                 v = np.float64(chunk[t])
@@ -280,7 +271,7 @@ def derivative_chunks(
             k_stat = end
     if n % CHUNK == 0:
         checkpoints[n // CHUNK] = total
-    return nonfinite
+    return nonfinite, missing_total
 
 
 @numba.njit(cache=True, nogil=True)

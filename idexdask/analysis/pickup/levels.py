@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from idexdask.analysis.pickup.edges import Derivative, Edges, Records
+from idexdask.analysis.pickup.level_kernels import window_levels
 from idexdask.analysis.pickup.settings import PickupSettings
-from idexdask.analysis.robust import MAD_TO_SIGMA
 
 __all__ = ["Levels", "pulse_levels"]
 
@@ -70,33 +70,9 @@ def _window_stats(
     inside the window, over the square root of the number of such independent
     means (this follows noise correlated over less than ``w`` samples).  Windows
     shorter than ``2 w`` use the scatter of ``y`` itself, with one independent
-    sample per ``w`` (conservative).  One slice per event: the windows are a few
-    per cent of a lab record, so statistics over slices, not full-length masks.
+    sample per ``w`` (conservative).  One compiled pass per window: the windows
+    are a few per cent of a lab record, so statistics over slices, not
+    full-length masks.
     """
-    n_ev, n = rec.signal.shape
-    w = der.w
-    level = np.full(n_ev, np.nan)
-    err = np.full(n_ev, np.nan)
-    for e in range(n_ev):
-        a, b = max(int(lo[e]), 0), min(int(hi[e]), n)
-        if b <= a:
-            continue
-        window = rec.values(e, a, b)
-        finite = window[np.isfinite(window)]
-        level[e] = np.median(finite) if finite.size else np.nan
-        b_s = min(int(hi[e]) - w + 1, n)  # means s[i] of y[i:i+w] inside the window
-        n_s = max(b_s - a, 0)
-        if n_s >= w:
-            err[e] = _mad(der.means(e, a, b_s)) / np.sqrt(max(n_s / w, 1.0))
-        else:
-            err[e] = _mad(window)
-    return level, err
-
-
-def _mad(a: np.ndarray) -> float:
-    """MAD-scaled spread (1.4826 x median absolute deviation) of the finite values."""
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        return np.nan
-    return float(MAD_TO_SIGMA * np.median(np.abs(a - np.median(a))))
-
+    return window_levels(rec.signal, rec.polarity, rec.fill, der.checkpoints, int(der.w),
+                         np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64))

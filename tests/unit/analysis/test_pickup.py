@@ -114,6 +114,20 @@ def test_nan_padding_is_ignored(rng):
     assert res.speed.item() == pytest.approx(9.0, rel=0.01)
 
 
+def test_gaps_in_some_events_of_a_pack(rng):
+    """Events with missing samples among complete ones (their pass is run again
+    with their fill value): each gets the results it gets analysed alone."""
+    y = _events(rng, [9.0, 7.0, 11.0], [8.0, 10.0, 9.0], [-200.0, -150.0, -250.0])
+    y[1, -5000:] = np.nan
+    y[2, :300] = np.nan
+    pack = pickup_charge_speed(T, y)
+    assert list(pack.status.values) == [0, 0, 0]
+    for e in range(3):
+        alone = pickup_charge_speed(T, y[e])
+        for name in ("speed", "transit_time", "charge", "baseline", "snr", "status"):
+            np.testing.assert_array_equal(pack[name].values[e], alone[name].values[0])
+
+
 def test_two_detectors_time_of_flight(rng):
     speeds = np.array([3.0, 9.0, 15.0])
     sep = 0.5  # m, centre to centre
@@ -306,8 +320,9 @@ def _check_derivative_pass(y, fill, w, half, min_transit, max_transit):
     cs, d = _array_derivative(y, fill, w)
     core = d[:, w : n - w + 1]
     checkpoints = np.empty((rows, n // CHUNK + 1))
-    mad, i_in, i_out, win_in, win_out = derivative_rows(
+    mad, i_in, i_out, win_in, win_out, missing = derivative_rows(
         y, -1.0, fill, w, min_transit, max_transit, half, checkpoints)
+    np.testing.assert_array_equal(missing, (~np.isfinite(y)).sum(axis=1))
     # the same operations in the same order; a tolerance of a few ulps of the running
     # sum (|sum| < ~1e4 here) for a NumPy whose accumulate would group the additions otherwise
     np.testing.assert_allclose(checkpoints, cs[:, : n + 1 : CHUNK], rtol=0, atol=1e-10)

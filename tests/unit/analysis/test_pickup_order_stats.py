@@ -86,3 +86,60 @@ def test_bins_are_contiguous_value_ranges_in_order():
     lows = np.array([bin_bounds(b)[0] for b in range(BINS)])
     assert np.all(lows[1:] >= highs[:-1])
     assert lows[0] == -np.inf and highs[-1] == np.inf
+
+
+@pytest.mark.parametrize("index", range(len(_rows())))
+def test_window_median_and_mad_equal_numpy(index):
+    """The linear-bin selection of step 4's windows, on the same rows (and on
+    quantised samples, the windows' usual content)."""
+    from idexdask.analysis.pickup.order_stats import linear_median, window_median_and_mad
+
+    x = _rows()[index]
+    if not np.all(np.isfinite(x)):
+        x = x[np.isfinite(x)]
+    n = x.size
+    work = (np.empty(n, dtype=np.uint16), np.zeros((COPIES, BINS), dtype=np.int32),
+            np.empty(n), np.empty(n), np.empty(n))
+    np.testing.assert_allclose(window_median_and_mad(x, n, *work), _numpy(x), rtol=RTOL, atol=0)
+    codes = np.round(x[: n // 2 + 1] * 40) * 2.5e-6 - 0.043  # float ADC codes
+    m = codes.size
+    assert linear_median(codes, m, work[0], work[1], work[2], work[4]) == pytest.approx(
+        np.median(codes), rel=RTOL, abs=0)
+
+
+def test_window_levels_match_the_array_formulas():
+    """Step 4's compiled windows: the median of each window along the polarity and
+    the MAD-scaled scatter of its running means over sqrt(n_s / w), as the
+    array formulas give them (short windows: the samples' own scatter)."""
+    from idexdask.analysis.pickup.kernels import CHUNK
+    from idexdask.analysis.pickup.level_kernels import window_levels
+    from idexdask.analysis.robust import MAD_TO_SIGMA
+
+    rng = np.random.default_rng(5)
+    rows, n, w = 3, 20_000, 50
+    y = (np.round(rng.normal(size=(rows, n)) * 30) * 2.5e-6 - 0.04).astype(np.float32)
+    y[1, 100:300] = np.nan  # read as the fill value
+    fill = np.array([0.0, -0.041, 0.0])
+    filled = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
+    cs = np.zeros((rows, n + 1))
+    np.cumsum(filled, axis=1, out=cs[:, 1:])
+    checkpoints = np.ascontiguousarray(cs[:, : n + 1 : CHUNK][:, : n // CHUNK + 1])
+    lo = np.array([50, 0, 19_990])
+    hi = np.array([12_345, 90, 25_000])  # a long, a short and a window past the end
+    level, err = window_levels(y, -1.0, fill, checkpoints, w, lo, hi)
+    for e in range(rows):
+        a, b = lo[e], min(hi[e], n)
+        window = filled[e, a:b]
+        assert level[e] == pytest.approx(np.median(window), rel=RTOL, abs=0)
+        b_s = min(hi[e] - w + 1, n)
+        n_s = max(b_s - a, 0)
+        if n_s >= w:
+            stop = max(min(b_s, n - w + 1), a)
+            means = (cs[e, a + w : stop + w] - cs[e, a:stop]) / w
+            spread = MAD_TO_SIGMA * np.median(np.abs(means - np.median(means)))
+            expected = spread / np.sqrt(max(n_s / w, 1.0))
+        else:
+            expected = MAD_TO_SIGMA * np.median(np.abs(window - np.median(window)))
+        # the means are differences of the same sums; a few ulps of the running
+        # sum (|cs| < ~1e3) for a NumPy whose cumsum would group the additions otherwise
+        assert err[e] == pytest.approx(expected, rel=1e-9, abs=0)

@@ -1,0 +1,110 @@
+"""Compiled kernel of the pickup analysis's step 4: the level of a window of each
+record and its error (see :func:`idexdask.analysis.pickup.levels.pulse_levels`)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from idexdask.analysis.pickup.kernels import cumsum_span
+from idexdask.analysis.pickup.order_stats import (
+    BINS,
+    COPIES,
+    linear_median,
+    window_median_and_mad,
+)
+from idexdask.analysis.robust import MAD_TO_SIGMA
+
+__all__ = ["window_levels"]
+
+
+@numba.njit(cache=True, nogil=True)
+def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cover - compiled
+    """Median of each record's window ``y[e, lo:hi]`` along the polarity, and its error.
+
+    The error is the MAD-scaled scatter of the ``w``-sample running means that
+    lie inside the window (those of :func:`cumsum_span`'s sums) over the square
+    root of the number of independent means, ``n_s / w``; windows holding fewer
+    than ``w`` such means use the scatter of the samples themselves.  Medians
+    and MADs are those of ``numpy.median`` over the finite values
+    (:func:`~idexdask.analysis.pickup.order_stats.window_median_and_mad`).
+
+    Parameters
+    ----------
+    y : numpy.ndarray, (rows, n)
+        The records, V, any float dtype (non-finite: missing).
+    polarity : float
+        ±1.
+    fill : numpy.ndarray, (rows,)
+        Value of each row's non-finite samples, V.
+    checkpoints : numpy.ndarray, (rows, n // CHUNK + 1)
+        The sums of :func:`~idexdask.analysis.pickup.kernels.derivative_rows`.
+    w : int
+        Samples per running mean.
+    lo, hi : numpy.ndarray, (rows,), int64
+        Window of each row (clipped to the record; empty: NaN level and error).
+
+    Returns
+    -------
+    level, err : numpy.ndarray, (rows,)
+        V.
+    """
+    rows, n = y.shape
+    level = np.full(rows, np.nan)
+    err = np.full(rows, np.nan)
+    longest = 0
+    for e in range(rows):
+        longest = max(longest, min(hi[e], n) - max(lo[e], 0))
+    size = max(longest, 1)
+    values = np.empty(size)
+    work = (np.empty(size, dtype=np.uint16), np.empty((COPIES, BINS), dtype=np.int32),
+            np.empty(size), np.empty(size), np.empty(size))  # keys, counts, buf, dev, scratch
+    for e in range(rows):
+        a = max(lo[e], 0)
+        b = min(hi[e], n)
+        if b <= a:
+            continue
+        k = _finite(values, _window(y[e], polarity, fill[e], a, b, values))
+        if k:
+            level[e] = linear_median(values, k, work[0], work[1], work[2], work[4])
+        b_s = min(hi[e] - w + 1, n)  # means s[i] of y[i:i+w] inside the window
+        n_s = max(b_s - a, 0)
+        if n_s >= w:
+            stop = max(min(b_s, n - w + 1), a)  # means past the record's end: none
+            cs = cumsum_span(y[e], polarity, fill[e], checkpoints[e], a, stop + w)
+            for i in range(stop - a):  # no carried dependency: vectorised
+                values[i] = (cs[i + w] - cs[i]) / w
+            k = _finite(values, stop - a)
+            spread = MAD_TO_SIGMA * window_median_and_mad(values, k, *work)[1] if k else np.nan
+            err[e] = spread / np.sqrt(max(n_s / w, 1.0))
+        else:  # the window's own values, still in the buffer
+            err[e] = MAD_TO_SIGMA * window_median_and_mad(values, k, *work)[1] if k else np.nan
+    return level, err
+
+
+@numba.njit(cache=True, nogil=True)
+def _window(row, polarity, fill, a, b, out):  # pragma: no cover - compiled
+    """``out[:b - a]``: ``row[a:b]`` along the polarity, non-finite samples read as
+    ``fill``; returns ``b - a``."""
+    for i in range(b - a):
+        v = np.float64(row[a + i])
+        out[i] = polarity * (v if v - v == 0.0 else fill)
+    return b - a
+
+
+@numba.njit(cache=True, nogil=True)
+def _finite(values, n):  # pragma: no cover - compiled
+    """Move the finite values of ``values[:n]`` to its front, in order; return their count."""
+    bad = 0
+    for i in range(n):  # no branch: counted first, moved only if needed
+        v = values[i]
+        bad += v - v != 0.0
+    if bad == 0:
+        return n
+    k = 0
+    for i in range(n):
+        v = values[i]
+        if v - v == 0.0:
+            values[k] = v
+            k += 1
+    return k
