@@ -389,7 +389,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
                 ("peak",), np.where(by_hand, species, ""))
     settings = composition_settings(config if composition is None else composition)
     comp, _ = composition_variables(peaks, n, settings, calibrated=calibrated)
-    comp.update(_targeted(opened, region, lines, coefficients, calibrated, settings))
+    comp.update(_targeted(opened, region, lines, coefficients, calibrated, settings, store))
     names = [k for k in (*variables, *comp) if k != "calibration_coefficient"]
     out = xr.Dataset(
         {**{k: v for k, v in comp.items() if k not in ("epoch",)}, **variables,
@@ -407,7 +407,7 @@ def apply_region(store: str, region: tuple[int, int], part: Mapping[str, Any],
 
 def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.ndarray],
               coefficients: np.ndarray, calibrated: np.ndarray,
-              settings: CompositionSettings) -> dict[str, xr.Variable]:
+              settings: CompositionSettings, store: str) -> dict[str, xr.Variable]:
     """The targeted-search products of the rows ``region`` at their new calibration.
 
     As :func:`idexdask.analyze` makes them (the merged spectrum, its high gain's
@@ -438,7 +438,7 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
         time = time.isel(epoch=rows) if "epoch" in time.dims else time
     else:  # a lab store keeps its axes as terms: rebuild this one, for these rows only
         terms = [k for k in ds.variables if str(k).startswith(f"{time_name}_")]
-        time = expand_axes(ds[terms].isel(epoch=rows)).get(time_name)
+        time = expand_axes(_rows(ds, terms, [region], store)).get(time_name)
         if time is None:
             return {}
     flat = {"peak_event": lines["event"], **{f"peak_{k}": lines[f"peak_{k}"] for k in
@@ -453,7 +453,8 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     signal = merged.isel({"epoch": rows, merged.dims[-1]: columns}).values
     return targeted_variables(
         np.asarray(time.isel({time.dims[-1]: columns}).values, dtype=float), signal,
-        np.asarray(ds[noise_name].isel(epoch=rows).values, dtype=float), flat, coefficients,
+        np.asarray(_rows(ds, [noise_name], [region], store)[noise_name].values, dtype=float),
+        flat, coefficients,
         calibrated, settings.targeted_species,
         min_significance=settings.targeted_min_significance,
         unit=str(merged.attrs.get("units", "")),
