@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["find_peaks", "find_peaks_scaled", "grown"]
+__all__ = ["find_peaks", "find_peaks_scaled", "formula_row", "grown"]
 
 _PROM_BLOCK = 64  # samples per block a prominence walk crosses at once
 
@@ -148,6 +148,19 @@ def _walk_min(raw, div, peak, top, direction, bmax, bmin):  # pragma: no cover -
         low = v if v < low else low
         j += direction
     return low
+
+
+@numba.njit(cache=True, nogil=True)
+def formula_row(
+    start: float, step: float, count: int, scale: float, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """The times of one event of a formula axis (:mod:`idexdask.timeaxis`) into
+    ``out``: ``(start + j * step) * scale``, NaN at ``j >= count``, with the
+    roundings of :class:`~idexdask.timeaxis.UniformAxisArray` (a product, a sum,
+    a product, each rounded: no fused multiply-add without fastmath), so the
+    search reads the values of the materialised axis from a row buffer."""
+    for j in range(out.shape[0]):
+        out[j] = (np.float64(j) * step + start) * scale if j < count else np.nan
 
 
 @numba.njit(cache=True, nogil=True)

@@ -26,7 +26,7 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peak_search import find_peaks, find_peaks_scaled, grown
+from idexdask.analysis.peak_search import find_peaks, find_peaks_scaled, formula_row, grown
 from idexdask.analysis.robust import (
     MAD_TO_SIGMA,
     median_inplace,
@@ -34,6 +34,7 @@ from idexdask.analysis.robust import (
     quiet_nan_warnings,
 )
 from idexdask.analysis.selection import median_and_mad
+from idexdask.analysis.signal_quality.dataset import FormulaTimes
 
 __all__ = ["PeakCandidates", "detect_peaks", "sample_step"]
 
@@ -129,7 +130,7 @@ def _select_by_distance(position: np.ndarray, height: np.ndarray, distance: int)
 
 def detect_peaks(
     y: np.ndarray,
-    t: np.ndarray,
+    t: np.ndarray | FormulaTimes,
     noise: np.ndarray,
     settings: Mapping[str, Any],
     noise_scale: np.ndarray | None = None,
@@ -146,8 +147,9 @@ def detect_peaks(
     y : numpy.ndarray
         Baseline-subtracted, positive-going spectra (n_events, n_samples), NaN
         where missing or unusable.
-    t : numpy.ndarray
-        Sample times (n_events, n_samples), µs.
+    t : numpy.ndarray or FormulaTimes
+        Sample times (n_events, n_samples), µs; an axis given by formula is
+        searched without being materialised (each row formed in one buffer).
     noise : numpy.ndarray
         Not used for the threshold (the smoothed baseline's own sigma is), kept
         for events whose pre-trigger part is unusable: its value replaces a NaN
@@ -192,7 +194,15 @@ def detect_peaks(
             step_out[:] = sample_step(t) if step is None else step
         return _empty_candidates(), np.full(n_events, np.nan)
     y = np.asarray(y, dtype=float)
-    t = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
+    formula = isinstance(t, FormulaTimes) and t.shape == y.shape
+    if formula:  # each row's times formed when it is searched, in one buffer
+        terms = np.stack([t.start, t.step, np.full(n_events, t.scale)])
+        counts = np.asarray(t.count, dtype=np.int64)
+        tbuf = np.empty((1, n))
+        t = np.broadcast_to(tbuf, tbuf.shape)  # read-only, as the materialised path's
+    else:
+        t = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
+        terms, counts, tbuf = np.empty((3, 0)), np.empty(0, dtype=np.int64), np.empty((1, 0))
     find_steps = step is None
     dt = np.full(n_events, np.nan) if find_steps else np.array(step, dtype=float)
     noise = np.broadcast_to(np.asarray(noise, dtype=float), (n_events,))
@@ -210,6 +220,7 @@ def detect_peaks(
         y, t, dt, find_steps, float(settings["smooth_us"]), float(settings["baseline_stop_us"]),
         max(int(0.1 * n), 1), noise, num, den, noise_scale is not None, q,
         float(settings["height_sigma"]), float(settings["prominence_sigma"]), np.empty((1, n)),
+        formula, terms, counts, tbuf,
     )  # fmt: skip
     if step_out is not None:
         step_out[:] = dt
@@ -586,6 +597,10 @@ def _search_rows(
     hmin: float,
     pmin: float,
     zrows: np.ndarray,
+    formula: bool,
+    terms: np.ndarray,
+    counts: np.ndarray,
+    tbuf: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # pragma: no cover - compiled
     """The normalised search rows of :func:`detect_peaks` and their peaks, one event at a time.
@@ -617,6 +632,12 @@ def _search_rows(
     ``[z_0, WALL, z_1, WALL, ...]``; they are returned at those positions,
     ``r * (n + 1) + i``.  Returns the sigma per row, whether the row is usable,
     and the peaks' positions, heights and prominences.
+
+    With ``formula`` the times come from a formula axis (``terms``: start,
+    step and scale per event, (3, rows); ``counts``: its sample counts), each
+    row formed in ``tbuf[0]`` (:func:`~idexdask.analysis.peak_search.formula_row`)
+    when it is searched and read as ``t[0]`` (a read-only view of ``tbuf``, so
+    that both paths read one array type).
     """
     rows, n = y.shape
     zsig = np.empty(rows)
@@ -634,7 +655,11 @@ def _search_rows(
         numr = num[r] if has_scale else num[0, :0]
         d = den[r] if has_scale else 1.0
         yr = y[r]
-        tr = t[r]
+        if formula:
+            formula_row(terms[0, r], terms[1, r], counts[r], terms[2, r], tbuf[0])
+            tr = t[0]
+        else:
+            tr = t[r]
         pivot = _probe_step(tr, probe) if find_steps else np.nan
         if find_steps and pivot != pivot:
             steps[r] = _usable_step(_gathered_median_step(tr))

@@ -50,14 +50,18 @@ from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
+from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
+from idexdask.analysis.signal_quality.kernels import formula_count_below
 
 __all__ = [
     "GainRatioStatus",
+    "MergeTimes",
     "MergedSpectrum",
     "TOF_CHANNELS",
     "channel_polarity",
     "channel_time",
     "merge_gains",
+    "merge_times",
     "saturation_mask",
     "tof_lines",
 ]
@@ -176,8 +180,10 @@ class MergedSpectrum:
         (highest present) gain (n_events, n_samples); NaN where unusable.
     sigma : numpy.ndarray
         Noise sigma of each sample (n_events, n_samples), same unit.
-    time : numpy.ndarray
-        Sample times (n_events, n_samples), µs.
+    time : numpy.ndarray or FormulaTimes
+        Sample times (n_events, n_samples), µs: for an axis given by formula
+        its terms, indexed like the materialised times and forming only the
+        times indexed (exactly those values).
     source : numpy.ndarray
         Index into ``channels`` of the gain used per sample, -1 for none, int8.
     channels : tuple of str
@@ -197,7 +203,7 @@ class MergedSpectrum:
 
     signal: np.ndarray
     sigma: np.ndarray
-    time: np.ndarray
+    time: np.ndarray | FormulaTimes
     source: np.ndarray
     channels: tuple[str, ...]
     ratios: dict[str, np.ndarray]
@@ -237,8 +243,6 @@ def merge_gains(
         present = [c for c in present if c not in dropped]
     n_events = ref_shape[0]
     nominal = settings["nominal_gain"]
-    t = channel_time(ds, present[0])
-    pre_count = _pre_trigger_counts(ds, present[0], ref_shape, float(settings["baseline_stop_us"]))
     n_gains = len(present)
     raws, pols, fills, vmins, vmaxs = [], [], [], [], []
     flags, t0s, t1s, qsigs, noms, quanta = [], [], [], [], [], []
@@ -266,6 +270,8 @@ def merge_gains(
             t1s.append(np.full(n_events, np.nan))
         qsigs.append(_quality_values(quality, f"{low}_noise", n_events))
         noms.append(float(nominal[name]) / float(nominal[present[j - 1]]) if j else 1.0)
+    times = merge_times(ds, present[0], ref_shape, float(settings["baseline_stop_us"]),
+                        np.stack(flags))
     while len(raws) < 3:  # unused slots of the compiled kernel
         raws.append(raws[0])
         for values in (pols, fills, vmins, vmaxs, quanta, codes):
@@ -280,9 +286,9 @@ def merge_gains(
         sigma = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
         ratio, st, ov, noise = merge_rows(
-            raws[0], raws[1], raws[2], n_gains, t, pre_count, float(settings["baseline_stop_us"]),
-            _BASELINE_MIN_SAMPLES, max(int(0.1 * ref_shape[1]), 1),
-            np.array(pols), np.array(fills), np.array(vmins),
+            raws[0], raws[1], raws[2], n_gains, times.kernel, times.pre_count,
+            float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
+            max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
@@ -299,7 +305,7 @@ def merge_gains(
     return MergedSpectrum(
         signal=signal,
         sigma=sigma,
-        time=np.asarray(t, dtype=float),
+        time=times.time,
         source=source,
         channels=tuple(present),
         ratios=ratios,
@@ -325,20 +331,62 @@ def _code_lattice(var: xr.Variable) -> tuple[float, float, bool]:
     return math.nan, 0.0, False
 
 
-def _pre_trigger_counts(
-    ds: xr.Dataset, name: str, shape: tuple[int, ...], stop_us: float
-) -> np.ndarray:
-    """Per event: the samples before ``stop_us`` when they are the first ones of a
-    rising time axis given by formula (found by bisection on it), else -1 (the
-    kernel scans the materialised times)."""
-    from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
-    from idexdask.analysis.signal_quality.kernels import formula_count_below
+@dataclass(frozen=True)
+class MergeTimes:
+    """The time axis of a merge: the merged spectrum's and what the kernel reads.
 
+    Attributes
+    ----------
+    time : numpy.ndarray or FormulaTimes
+        :attr:`MergedSpectrum.time`: the axis's terms when it is given by
+        formula, else the materialised times (n_events, n_samples), µs.
+    kernel : numpy.ndarray
+        Times the merge kernel reads (n_events, n_samples), µs: every row of a
+        materialised axis; of a formula axis only the rows it reads (a
+        saturation interval to locate, or a pre-trigger count of -1), zero
+        elsewhere (pages never touched).
+    pre_count : numpy.ndarray
+        Per event: the samples before the baseline stop when they are the
+        first ones of a rising formula axis (found by bisection), else -1 (the
+        kernel scans ``kernel``'s row).
+    """
+
+    time: np.ndarray | FormulaTimes
+    kernel: np.ndarray
+    pre_count: np.ndarray
+
+
+def merge_times(
+    ds: xr.Dataset, name: str, shape: tuple[int, int], stop_us: float, flagged: np.ndarray
+) -> MergeTimes:
+    """The times of a merge of waveform ``name``'s events (see :class:`MergeTimes`).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The events.
+    name : str
+        The reference gain.
+    shape : (int, int)
+        Its shape.
+    stop_us : float
+        End of the pre-trigger baseline, µs.
+    flagged : numpy.ndarray of bool
+        Events with a saturation interval, per gain (n_gains, n_events).
+    """
     axis = host_time_axis(ds, name, shape)
     if not isinstance(axis, FormulaTimes):
-        return np.full(shape[0], -1, dtype=np.int64)
-    return formula_count_below(axis.start, axis.step, axis.count, axis.scale, shape[1],
-                               stop_us)
+        t = np.asarray(channel_time(ds, name), dtype=float)
+        return MergeTimes(t, t, np.full(shape[0], -1, dtype=np.int64))
+    pre_count = formula_count_below(axis.start, axis.step, axis.count, axis.scale, shape[1],
+                                    stop_us)
+    # merge_rows reads t[r] only where pre_count[r] is -1 or a gain's saturation
+    # interval is flagged; np.zeros of this size maps zero pages on first touch
+    read = np.flatnonzero((pre_count < 0) | np.any(flagged, axis=0))
+    kernel = np.zeros(shape)
+    if read.size:
+        kernel[read] = axis[read]
+    return MergeTimes(axis, kernel, pre_count)
 
 
 def _quality_values(quality: Mapping[str, Any] | None, key: str, n: int) -> np.ndarray:
@@ -448,7 +496,9 @@ def joint_blend_fits(
     from idexdask.analysis.line_fits import classify_lines, line_heights
     from idexdask.analysis.line_status import LineShape
 
-    t = np.broadcast_to(merged.time, merged.signal.shape)
+    t = merged.time  # a formula axis forms only the times indexed
+    if not isinstance(t, FormulaTimes):
+        t = np.broadcast_to(t, merged.signal.shape)
     bf = refit_blends(merged.signal, t, merged.sigma, cand.event, cand.index, fits, settings,
                       step, fixed=cand.manual)  # fmt: skip
     take = np.flatnonzero(bf.converged)

@@ -199,6 +199,59 @@ class FormulaTimes:
         values *= self.scale
         return np.where(idx >= self.count, np.nan, values)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_events, n_samples)``, as the materialised axis."""
+        return (int(self.start.size), int(self.n_samples))
+
+    @property
+    def ndim(self) -> int:
+        """2, as the materialised axis."""
+        return 2
+
+    @property
+    def dtype(self) -> np.dtype:
+        """float64, as the materialised axis."""
+        return np.dtype(np.float64)
+
+    def values_at(self, rows: Any, cols: Any) -> np.ndarray:
+        """Times of samples ``cols`` of events ``rows`` (integer arrays broadcast
+        against each other, negative indices from the end), µs.
+
+        Raises
+        ------
+        IndexError
+            If an index lies outside the axis.
+        """
+        n_events, n = self.shape
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        if rows.size and (rows.min() < -n_events or rows.max() >= n_events):
+            raise IndexError(f"event index out of range for {n_events} events")
+        if cols.size and (cols.min() < -n or cols.max() >= n):
+            raise IndexError(f"sample index out of range for {n} samples")
+        cols = np.where(cols < 0, cols + n, cols)
+        index = cols.astype(np.float64)
+        values = np.multiply(index, self.step[rows])
+        values += self.start[rows]
+        values *= self.scale
+        return np.where(index >= self.count[rows], np.nan, values)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """NumPy indexing of the materialised axis for the forms the analysis uses:
+        ``[rows]`` (whole rows), ``[rows, cols]`` with integer arrays (broadcast
+        against each other) and ``[rows, slice]``; the times formed are those indexed."""
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        if isinstance(cols, slice):
+            cols = np.arange(self.n_samples)[cols]
+            if np.ndim(rows):
+                rows = np.asarray(rows)[..., None]
+        return self.values_at(rows, cols)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        values = self.columns(0, self.n_samples)
+        return values if dtype is None else values.astype(dtype, copy=False)
+
     def columns(self, lo: int, hi: int) -> np.ndarray:
         """Times of samples ``lo:hi`` of every event, (n_events, hi - lo)."""
         lo, hi, _ = slice(lo, hi).indices(self.n_samples)  # as a slice of the full axis

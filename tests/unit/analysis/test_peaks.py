@@ -177,8 +177,10 @@ def test_compiled_search_rows_match_numpy(n):
                 np.zeros(n_events),  # no quantisation floor: the reference has none
                 5.0, 3.0)  # fmt: skip
         zrows = np.empty((n_events, n))
+        no_formula = (False, np.empty((3, 0)), np.empty(0, dtype=np.int64), np.empty((1, 0)))
         found = np.full(n_events, np.nan)  # the steps, found in the search's own pass
-        zsig, usable, pos, heights, proms = _search_rows(y, t, found, True, 0.008, *rest, zrows)
+        zsig, usable, pos, heights, proms = _search_rows(y, t, found, True, 0.008, *rest, zrows,
+                                                        *no_formula)
         assert np.array_equal(dt, dt_ref)
         assert np.array_equal(found, dt)
         assert np.array_equal(zsig, zsig_ref, equal_nan=True)
@@ -191,7 +193,8 @@ def test_compiled_search_rows_match_numpy(n):
             assert np.array_equal(got, want)
         # the production path: one row buffer, z never formed where it need not be
         # and with the steps given
-        one_buffer = _search_rows(y, t, dt.copy(), False, 0.008, *rest, np.empty((1, n)))
+        one_buffer = _search_rows(y, t, dt.copy(), False, 0.008, *rest, np.empty((1, n)),
+                                  *no_formula)
         for got, want in zip(one_buffer, (zsig, usable, pos, heights, proms), strict=True):
             assert np.array_equal(got, want, equal_nan=True)
     assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2

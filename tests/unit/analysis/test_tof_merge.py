@@ -9,6 +9,7 @@ import xarray as xr
 from idexdask.analysis.products import load_analysis_settings
 from idexdask.analysis.robust import MAD_TO_SIGMA, baseline_sigma
 from idexdask.analysis.signal_quality import channel_arrays, signal_quality
+from idexdask.analysis.signal_quality.dataset import FormulaTimes
 from idexdask.analysis.tof import (
     TOF_CHANNELS,
     GainRatioStatus,
@@ -16,6 +17,7 @@ from idexdask.analysis.tof import (
     channel_time,
     merge_gains,
     saturation_mask,
+    tof_lines,
 )
 from idexdask.simulate import simulate_events
 
@@ -163,6 +165,7 @@ def test_merge_on_a_formula_time_axis(events, settings):
     from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
     ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
+    ev["TOF_High"].values[1, 2500:2600] = 1023  # a saturation interval located on the times
     n = ev.sizes["time_high_sample_rate_index"]
     dt = 1 / 260.0  # µs per sample, as the simulated axis
     start = np.array([-7.6, -7.6, -3.0, 1.0, -7.6, -7.6]) * 1e-6
@@ -189,6 +192,46 @@ def test_merge_on_a_formula_time_axis(events, settings):
     m2 = _check(materialised, settings)
     assert np.array_equal(m.signal, m2.signal, equal_nan=True)
     assert np.array_equal(m.noise, m2.noise, equal_nan=True)
+    assert np.array_equal(m.source, m2.source)
+    # the merged spectrum keeps the formula: its times are the axis's values
+    assert isinstance(m.time, FormulaTimes) and isinstance(m2.time, np.ndarray)
+    assert np.array_equal(np.asarray(m.time), times, equal_nan=True)
+    # the line search and fits read the same times from the formula as from the
+    # materialised axis (same values into the same code: the same lines)
+    peaks = {**load_analysis_settings(None)[1]["peaks"], "fit_device": "cpu"}
+    got, want = tof_lines(m, peaks), tof_lines(m2, peaks)
+    assert got[0].size > 0
+    for field in ("event", "index", "prominence"):
+        assert np.array_equal(getattr(got[0], field), getattr(want[0], field))
+    for field in ("center", "sigma", "area", "status"):
+        assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
+    assert np.array_equal(got[2], want[2], equal_nan=True)
+
+
+def test_formula_times_index_as_the_materialised_axis():
+    """FormulaTimes forms only the times indexed, each as the materialised axis holds it
+    (the same expression: equal values), for the indexing forms the analysis uses."""
+    from idexdask.timeaxis import UniformAxisArray
+
+    start = np.array([-7.6e-6, 1e-7, -3e-6])
+    step = np.array([1e-9, 2.5e-10, 1e-9])
+    count = np.array([1000, 700, 0])
+    axis = FormulaTimes(start=start, step=step, count=count, scale=1e6, n_samples=1000)
+    whole = UniformAxisArray(start, step, count, 1000, 1e6).compute((slice(None), slice(None)))
+    assert axis.shape == whole.shape and axis.ndim == 2
+    assert np.array_equal(np.asarray(axis), whole, equal_nan=True)
+    rows = np.array([1, 0, 1, 2])
+    cols = np.array([[0, 5, 699], [999, 3, 1], [700, 2, -1], [4, 5, 6]])
+    assert np.array_equal(axis[rows[:, None], cols], whole[rows[:, None], cols], equal_nan=True)
+    assert np.array_equal(axis[rows, rows], whole[rows, rows], equal_nan=True)
+    assert np.array_equal(axis[np.array([2, 0])], whole[[2, 0]], equal_nan=True)
+    assert np.array_equal(axis[1], whole[1], equal_nan=True)
+    assert np.array_equal(axis[rows, 10:20], whole[rows, 10:20], equal_nan=True)
+    assert np.array_equal(axis[0, ::-7], whole[0, ::-7], equal_nan=True)
+    with pytest.raises(IndexError):
+        axis[0, 1000]
+    with pytest.raises(IndexError):
+        axis[np.array([3]), 0]
 
 
 def test_merge_of_scope_volts_read_through_their_codes(events, settings):
