@@ -330,6 +330,7 @@ def merge_rows(
     x2: np.ndarray,
     n_gains: int,
     t: np.ndarray,
+    t_row: np.ndarray,
     pre_count: np.ndarray,
     stop_us: float,
     min_samples: int,
@@ -367,9 +368,12 @@ def merge_rows(
     measured) and the merged spectrum.  Every value is computed with the
     operations of the array version, so the results are the same.
 
-    The baseline samples of row ``r`` are those whose time ``t[r]`` is below
-    ``stop_us``: the first ``pre_count[r]`` where that is not -1 (a rising axis,
-    located without reading ``t``).  Where gain ``g``'s samples are codes
+    Row ``r``'s times are ``t[t_row[r]]``, read only where ``pre_count[r]`` is
+    -1 or a gain's ``flag[g, r]`` is set (``t_row[r]`` may be -1 elsewhere: a
+    formula axis gives the kernel only the rows it reads).  The baseline
+    samples of row ``r`` are those whose time is below ``stop_us``: the first
+    ``pre_count[r]`` where that is not -1 (a rising axis, located without
+    reading its times).  Where gain ``g``'s samples are codes
     (``code_scale[g]`` finite: value = ``code * code_scale + code_offset``,
     rounded to float32 where ``code_single``), such a prefix's median and MAD
     come from a histogram of the codes
@@ -408,9 +412,10 @@ def merge_rows(
         # axis), else those whose time is below stop_us
         prefix = pre_count[r] >= 0
         n_pre = pre_count[r] if prefix else 0
+        tr = t[max(t_row[r], 0)]
         if not prefix:
             for j in range(n):
-                if t[r, j] < stop_us:
+                if tr[j] < stop_us:
                     pre[n_pre] = j
                     n_pre += 1
         for g in range(n_gains):
@@ -433,13 +438,13 @@ def merge_rows(
             row_noise[g] = noise[g, r]
             if np.isfinite(vmax[g]) or np.isfinite(vmin[g]) or flag[g, r]:
                 if g == 0:
-                    dirty[g] = gain_saturation(x0[r], t[r], fill[0], vmin[0], vmax[0], flag[0, r],
+                    dirty[g] = gain_saturation(x0[r], tr, fill[0], vmin[0], vmax[0], flag[0, r],
                                                t0[0, r], t1[0, r], guard, raw_sat, sat[0])
                 elif g == 1:
-                    dirty[g] = gain_saturation(x1[r], t[r], fill[1], vmin[1], vmax[1], flag[1, r],
+                    dirty[g] = gain_saturation(x1[r], tr, fill[1], vmin[1], vmax[1], flag[1, r],
                                                t0[1, r], t1[1, r], guard, raw_sat, sat[1])
                 else:
-                    dirty[g] = gain_saturation(x2[r], t[r], fill[2], vmin[2], vmax[2], flag[2, r],
+                    dirty[g] = gain_saturation(x2[r], tr, fill[2], vmin[2], vmax[2], flag[2, r],
                                                t0[2, r], t1[2, r], guard, raw_sat, sat[2])
             elif dirty[g]:
                 sat[g, :] = False

@@ -159,8 +159,12 @@ def formula_row(
     roundings of :class:`~idexdask.timeaxis.UniformAxisArray` (a product, a sum,
     a product, each rounded: no fused multiply-add without fastmath), so the
     search reads the values of the materialised axis from a row buffer."""
-    for j in range(out.shape[0]):
-        out[j] = (np.float64(j) * step + start) * scale if j < count else np.nan
+    n = out.shape[0]
+    m = min(max(count, 0), n)
+    for j in range(m):  # branch-free: it vectorises
+        out[j] = (np.float64(j) * step + start) * scale
+    for j in range(m, n):
+        out[j] = np.nan
 
 
 @numba.njit(cache=True, nogil=True)

@@ -286,7 +286,7 @@ def merge_gains(
         sigma = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
         ratio, st, ov, noise = merge_rows(
-            raws[0], raws[1], raws[2], n_gains, times.kernel, times.pre_count,
+            raws[0], raws[1], raws[2], n_gains, times.kernel, times.kernel_row, times.pre_count,
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
             max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
@@ -341,10 +341,11 @@ class MergeTimes:
         :attr:`MergedSpectrum.time`: the axis's terms when it is given by
         formula, else the materialised times (n_events, n_samples), µs.
     kernel : numpy.ndarray
-        Times the merge kernel reads (n_events, n_samples), µs: every row of a
+        Times the merge kernel reads (rows, n_samples), µs: every row of a
         materialised axis; of a formula axis only the rows it reads (a
-        saturation interval to locate, or a pre-trigger count of -1), zero
-        elsewhere (pages never touched).
+        saturation interval to locate, or a pre-trigger count of -1).
+    kernel_row : numpy.ndarray
+        Per event, its row of ``kernel``; -1 where the kernel reads none.
     pre_count : numpy.ndarray
         Per event: the samples before the baseline stop when they are the
         first ones of a rising formula axis (found by bisection), else -1 (the
@@ -353,6 +354,7 @@ class MergeTimes:
 
     time: np.ndarray | FormulaTimes
     kernel: np.ndarray
+    kernel_row: np.ndarray
     pre_count: np.ndarray
 
 
@@ -377,16 +379,16 @@ def merge_times(
     axis = host_time_axis(ds, name, shape)
     if not isinstance(axis, FormulaTimes):
         t = np.asarray(channel_time(ds, name), dtype=float)
-        return MergeTimes(t, t, np.full(shape[0], -1, dtype=np.int64))
+        return MergeTimes(t, t, np.arange(shape[0]), np.full(shape[0], -1, dtype=np.int64))
     pre_count = formula_count_below(axis.start, axis.step, axis.count, axis.scale, shape[1],
                                     stop_us)
-    # merge_rows reads t[r] only where pre_count[r] is -1 or a gain's saturation
-    # interval is flagged; np.zeros of this size maps zero pages on first touch
+    # merge_rows reads an event's times only where pre_count is -1 or a gain's
+    # saturation interval is flagged
     read = np.flatnonzero((pre_count < 0) | np.any(flagged, axis=0))
-    kernel = np.zeros(shape)
-    if read.size:
-        kernel[read] = axis[read]
-    return MergeTimes(axis, kernel, pre_count)
+    row = np.full(shape[0], -1, dtype=np.int64)
+    row[read] = np.arange(read.size)
+    kernel = axis[read] if read.size else np.empty((1, 0))
+    return MergeTimes(axis, kernel, row, pre_count)
 
 
 def _quality_values(quality: Mapping[str, Any] | None, key: str, n: int) -> np.ndarray:
