@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from idexdask.analysis.pickup.centroid_kernels import edge_centroids
 from idexdask.analysis.pickup.kernels import (
     CHUNK,
-    centroid_weights,
     cumsum_span,
     derivative_rows,
 )
@@ -240,14 +240,9 @@ def _edge_centroid(
     window: np.ndarray, peak_idx: np.ndarray, n: int, half: int, sign: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroid (fractional sample index) of the part of a peak above half height,
-    and the peak's half-width in samples.
+    and the peak's half-width in samples (:func:`edge_centroids`).
 
     ``window[e]`` is the derivative at ``clip(peak_idx[e] - half ... + half, 0, n - 1)``.
     """
-    # the weights in one compiled pass (no window-sized temporaries); the sums by NumPy
-    wts, win, left, right = centroid_weights(window, peak_idx, n, half, sign)
-    tot = wts.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cen = (wts * win).sum(axis=1) / tot
-    width = (right - left).astype(np.float64)
-    return cen, width / 2.0
+    return edge_centroids(window, np.asarray(peak_idx, dtype=np.int64), int(n), int(half),
+                          float(sign))

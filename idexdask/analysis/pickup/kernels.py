@@ -14,8 +14,6 @@ __all__ = [
     "BLOCK",
     "CHUNK",
     "block_extremes",
-    "centroid_weights",
-    "clipped_weight",
     "cumsum_span",
     "derivative_at",
     "derivative_chunks",
@@ -371,55 +369,3 @@ def first_minimum(core, block_min, n, w, lo, hi):  # pragma: no cover - compiled
     if at >= 0:
         at += w
     return extreme_index(-low, at, -1, lo, a, b, hi)
-
-
-@numba.njit(cache=True, nogil=True)
-def centroid_weights(window, peak_idx, n, half, sign):  # pragma: no cover - compiled
-    """The weights of an edge centroid: per row, ``sign * window - 0.5 * peak``
-    clipped at 0 (as ``numpy.clip``: NaN kept), zero outside the contiguous run
-    of positive weights around the centre ``half``; the sample index of each
-    window position, ``clip(peak_idx - half ... peak_idx + half, 0, n - 1)``, as
-    float64; and the run's first index and one past its last.
-
-    Parameters
-    ----------
-    window : numpy.ndarray, (rows, 2 half + 1)
-        The derivative around each peak, V.
-    peak_idx : numpy.ndarray, (rows,), int64
-    n : int
-        Samples per record.
-    half : int
-    sign : float
-        +1 for a maximum, -1 for a minimum.
-
-    Returns
-    -------
-    weights, index : numpy.ndarray, (rows, 2 half + 1), float64
-    left, right : numpy.ndarray, (rows,), int64
-    """
-    rows, width = window.shape
-    weights = np.zeros((rows, width))
-    index = np.empty((rows, width))
-    left = np.empty(rows, dtype=np.int64)
-    right = np.empty(rows, dtype=np.int64)
-    for r in range(rows):
-        for k in range(width):
-            index[r, k] = min(max(peak_idx[r] + k - half, 0), n - 1)
-        peak = sign * window[r, half]
-        lo = half
-        while lo > 0 and clipped_weight(sign * window[r, lo - 1] - 0.5 * peak) > 0.0:
-            lo -= 1
-        hi = half
-        while hi < width and clipped_weight(sign * window[r, hi] - 0.5 * peak) > 0.0:
-            hi += 1
-        for k in range(lo, hi):
-            weights[r, k] = clipped_weight(sign * window[r, k] - 0.5 * peak)
-        left[r] = lo
-        right[r] = hi
-    return weights, index, left, right
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def clipped_weight(x):  # pragma: no cover - compiled
-    """``numpy.clip(x, 0.0, None)``: x above 0 or NaN, else 0."""
-    return x if (x > 0.0 or x != x) else 0.0

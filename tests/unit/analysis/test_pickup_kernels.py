@@ -1,4 +1,4 @@
-"""Tests of idexdask.analysis.pickup.order_stats: the binned median and MAD."""
+"""Tests of the pickup analysis's compiled kernels: order statistics (order_stats), window levels and edge centroids."""
 
 from __future__ import annotations
 
@@ -143,3 +143,38 @@ def test_window_levels_match_the_array_formulas():
         # the means are differences of the same sums; a few ulps of the running
         # sum (|cs| < ~1e3) for a NumPy whose cumsum would group the additions otherwise
         assert err[e] == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+def test_pairwise_sum_and_edge_centroids_match_numpy():
+    """The centroid kernel's sums follow NumPy's row sums; its centroid and
+    half-width those of the array formulas (weights above half the peak in the
+    contiguous run around it)."""
+    from idexdask.analysis.pickup.centroid_kernels import edge_centroids, pairwise_sum
+
+    rng = np.random.default_rng(9)
+    for n in (1, 7, 8, 100, 128, 129, 1000, 30_001):
+        x = rng.normal(size=n) * 10.0 ** rng.integers(-3, 3, size=n)
+        # the same additions in the same order; a few ulps of the sum of |x| for a
+        # NumPy that grouped them otherwise
+        assert pairwise_sum(x, 0, n) == pytest.approx(x.sum(), rel=0, abs=1e-13 * np.abs(x).sum())
+    half, n = 40, 500
+    k = np.arange(2 * half + 1)
+    window = np.exp(-0.5 * ((k - half) / 9.0) ** 2)[None, :] * np.array([[1.0], [-2.0], [1.0]])
+    window[2, half + 12] = -1.0  # the run ends there, though the peak rises again after
+    window[2, half + 14 :] = 1.0
+    peak = np.array([100, 60, 480])  # the last window is clipped at the record's end
+    for sign, rows in ((1.0, [0, 2]), (-1.0, [1])):
+        cen, hw = edge_centroids(window[rows], peak[rows], n, half, sign)
+        for j, r in enumerate(rows):
+            wts = np.clip(sign * window[r] - 0.5 * sign * window[r, half], 0.0, None)
+            inside = np.zeros(k.size, bool)
+            lo = hi = half
+            while lo > 0 and wts[lo - 1] > 0:
+                lo -= 1
+            while hi < k.size and wts[hi] > 0:
+                hi += 1
+            inside[lo:hi] = True
+            wts = np.where(inside, wts, 0.0)
+            index = np.clip(peak[r] - half + k, 0, n - 1).astype(float)
+            assert cen[j] == pytest.approx((wts * index).sum() / wts.sum(), rel=1e-12)
+            assert hw[j] == (hi - lo) / 2.0
