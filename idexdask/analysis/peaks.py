@@ -137,6 +137,7 @@ def detect_peaks(
     scale_den: np.ndarray | None = None,
     step: np.ndarray | None = None,
     quantum: float | np.ndarray = 0.0,
+    step_out: np.ndarray | None = None,
 ) -> tuple[PeakCandidates, np.ndarray]:
     """Find the lines of every spectrum with a noise-scaled prominence threshold.
 
@@ -165,14 +166,17 @@ def detect_peaks(
         ``prominence_sigma``, ``height_sigma``, ``min_distance_us``,
         ``baseline_stop_us``, ``max_peaks_per_event``.
     step : numpy.ndarray, optional
-        :func:`sample_step` of ``t`` (n_events,), µs, when the caller has it
-        (a median over every sample: ~25 µs per event); computed otherwise.
+        :func:`sample_step` of ``t`` (n_events,), µs, when the caller has it;
+        computed otherwise, in the search's own pass over each time row.
     quantum : float or numpy.ndarray
         Quantisation step of ``y`` (per event or one for all; 0 when unknown):
         the smoothed baseline's sigma is never below the quantisation noise of
         a ``w``-sample boxcar mean, ``quantum / sqrt(12 w)``, and where its MAD
         collapses (a quiet quantised baseline) its standard deviation is used,
         the rules of :func:`~idexdask.analysis.robust.baseline_sigma`.
+    step_out : numpy.ndarray, optional
+        Receives the sample step of each event (n_events,), µs: ``step``, or
+        :func:`sample_step` of ``t`` as the search found it.
 
     Returns
     -------
@@ -183,11 +187,14 @@ def detect_peaks(
     """
     n_events, n = y.shape
     if n_events == 0 or n < 3:
+        if step_out is not None:
+            t = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
+            step_out[:] = sample_step(t) if step is None else step
         return _empty_candidates(), np.full(n_events, np.nan)
     y = np.asarray(y, dtype=float)
     t = np.broadcast_to(np.asarray(t, dtype=float), y.shape)
-    dt = sample_step(t) if step is None else step
-    width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(np.int64)
+    find_steps = step is None
+    dt = np.full(n_events, np.nan) if find_steps else np.array(step, dtype=float)
     noise = np.broadcast_to(np.asarray(noise, dtype=float), (n_events,))
     if noise_scale is None:
         num, den = np.zeros((1, 1)), np.ones(1)
@@ -195,15 +202,17 @@ def detect_peaks(
         num = np.broadcast_to(np.asarray(noise_scale, dtype=float), y.shape)
         den = np.ones(n_events) if scale_den is None else np.asarray(scale_den, dtype=float)
     q = np.broadcast_to(np.abs(np.asarray(quantum, dtype=float)), (n_events,))
-    zfloor = np.where(np.isfinite(q), q, 0.0) / np.sqrt(12.0 * width)
+    q = np.where(np.isfinite(q), q, 0.0)
     # one search per event, on a row buffer reused from event to event (in cache
     # while it is searched); peaks at positions r * (n + 1) + i, as in one search
     # over [z_0, WALL, z_1, WALL, ...]
     zsig, usable, idx, heights, proms = _search_rows(
-        y, t, width, float(settings["baseline_stop_us"]), max(int(0.1 * n), 1), noise,
-        num, den, noise_scale is not None, zfloor, float(settings["height_sigma"]),
-        float(settings["prominence_sigma"]), np.empty((1, n)),
+        y, t, dt, find_steps, float(settings["smooth_us"]), float(settings["baseline_stop_us"]),
+        max(int(0.1 * n), 1), noise, num, den, noise_scale is not None, q,
+        float(settings["height_sigma"]), float(settings["prominence_sigma"]), np.empty((1, n)),
     )  # fmt: skip
+    if step_out is not None:
+        step_out[:] = dt
     distance = max(int(np.rint(settings["min_distance_us"] / float(np.nanmedian(dt)))), 1)
     props = {"peak_heights": heights, "prominences": proms}
     # scipy's own `distance` selection orders equal heights with an unstable sort,
@@ -264,22 +273,12 @@ def _median_step_rows(t: np.ndarray) -> np.ndarray:  # pragma: no cover - compil
     the steps are gathered and selected (:func:`median_inplace`).  Either way
     the exact order statistics.
     """
-    rows, n = t.shape
+    rows = t.shape[0]
     out = np.empty(rows)
-    buf = np.empty(2 * (n - 1))
     probe = np.empty(_STEP_PROBES)
     for r in range(rows):
         found, value = _probe_median_step(t[r], probe)
-        if found:
-            out[r] = value
-            continue
-        k = 0
-        for j in range(n - 1):
-            d = t[r, j + 1] - t[r, j]
-            if not np.isnan(d):
-                buf[k] = d
-                k += 1
-        out[r] = median_inplace(buf, k) if k else np.nan
+        out[r] = value if found else _gathered_median_step(t[r])
     return out
 
 
@@ -293,28 +292,70 @@ def _probe_median_step(tr: np.ndarray, probe: np.ndarray) -> tuple[bool, float]:
     counts of steps below it and equal to it place both middle ranks (the same
     one for an odd count) on it.
     """
-    m = tr.shape[0] - 1
-    if m < _STEP_PROBES:
-        return False, np.nan
-    for i in range(_STEP_PROBES):
-        j = i * (m - 1) // (_STEP_PROBES - 1)
-        probe[i] = tr[j + 1] - tr[j]
-    probe.sort()
-    pivot = probe[_STEP_PROBES // 2]
+    pivot = _probe_step(tr, probe)
     if pivot != pivot:
         return False, np.nan
     below = 0
     equal = 0
     valid = 0
-    for j in range(m):  # branch-free counts
+    for j in range(tr.shape[0] - 1):  # branch-free counts
         d = tr[j + 1] - tr[j]
         below += d < pivot
         equal += d == pivot
         valid += d == d
+    return _step_is_median(pivot, below, equal, valid)
+
+
+@numba.njit(cache=True, nogil=True)
+def _probe_step(tr: np.ndarray, probe: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The median of ``_STEP_PROBES`` evenly spaced steps of ``tr`` (NaN ones sort
+    last); NaN for a row of fewer steps."""
+    m = tr.shape[0] - 1
+    if m < _STEP_PROBES:
+        return np.nan
+    for i in range(_STEP_PROBES):
+        j = i * (m - 1) // (_STEP_PROBES - 1)
+        probe[i] = tr[j + 1] - tr[j]
+    probe.sort()
+    return probe[_STEP_PROBES // 2]
+
+
+@numba.njit(cache=True, nogil=True)
+def _step_is_median(pivot: float, below: int, equal: int, valid: int) -> tuple[bool, float]:
+    # pragma: no cover - compiled
+    """Whether ``pivot``, with ``below`` steps below it, ``equal`` equal to it of
+    ``valid`` non-NaN steps, holds both middle ranks; and the median it then is."""
     hi = valid // 2
     lo = hi - 1 if valid % 2 == 0 else hi
     found = below <= lo and hi < below + equal
     return found, (0.5 * (pivot + pivot) if valid % 2 == 0 else pivot)  # median_inplace's
+
+
+@numba.njit(cache=True, nogil=True)
+def _gathered_median_step(tr: np.ndarray) -> float:  # pragma: no cover - compiled
+    """The median of the non-NaN steps of ``tr`` by gathering and selecting them (NaN for none)."""
+    n = tr.shape[0]
+    buf = np.empty(2 * max(n - 1, 1))
+    k = 0
+    for j in range(n - 1):
+        d = tr[j + 1] - tr[j]
+        if not np.isnan(d):
+            buf[k] = d
+            k += 1
+    return median_inplace(buf, k) if k else np.nan
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _usable_step(d: float) -> float:  # pragma: no cover - compiled
+    """``sample_step``'s rule: ``d`` where it is a positive number, else 1."""
+    return d if (np.isfinite(d) and d > 0) else 1.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _boxcar_width(smooth_us: float, dt: float, n: int) -> int:  # pragma: no cover - compiled
+    """``clip(rint(smooth_us / dt), 1, n // 4 + 1)`` samples, as an integer."""
+    v = np.rint(smooth_us / dt)
+    return int(min(max(v, 1.0), float(n // 4 + 1)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -371,8 +412,8 @@ def _scale_at(numr: np.ndarray, d: float, i: int) -> float:  # pragma: no cover 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _smooth_row(
     yr: np.ndarray, tr: np.ndarray, w: int, stop_us: float, numr: np.ndarray, d: float,
-    out: np.ndarray,
-) -> tuple[int, int, bool, bool]:  # pragma: no cover - compiled
+    out: np.ndarray, pivot: float,
+) -> tuple[int, int, bool, bool, int, int, int]:  # pragma: no cover - compiled
     """Boxcar of ``w`` samples of one row into ``out``; its finite and pre-trigger
     samples, and whether its relative noise varies.
 
@@ -389,12 +430,16 @@ def _smooth_row(
     the running sum skips the index clamping inside the row, and the test for
     non-finite samples where the row has none.
 
+    With a ``pivot`` (not NaN) the time steps ``tr[j + 1] - tr[j]`` are
+    counted against it as the row is read (:func:`_probe_median_step`'s counts).
+
     Returns
     -------
-    (int, int, bool, bool)
+    (int, int, bool, bool, int, int, int)
         The number of finite samples, of pre-trigger samples, whether those
-        are the row's first ones (their smoothed values are then ``out[:k]``)
-        and whether the relative noise varies.
+        are the row's first ones (their smoothed values are then ``out[:k]``),
+        whether the relative noise varies, and the steps below and equal to
+        the pivot and the steps that are not NaN (0 without a pivot).
     """
     n = yr.shape[0]
     s1 = w // 2
@@ -442,16 +487,33 @@ def _smooth_row(
     for j in range(max(hi, 1), n):
         tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
         out[j] = tmp * inv_w if power_of_two else tmp / w
-    # the pre-trigger samples: k distinct indices summing to k (k - 1) / 2 are 0..k-1
+    # the pre-trigger samples: k distinct indices summing to k (k - 1) / 2 are 0..k-1;
+    # with a pivot, the time steps below, equal to it and not NaN, in the same pass
     k = 0
     index_sum = 0
-    for j in range(n):
+    below = 0
+    equal = 0
+    valid = 0
+    counted = 0
+    if pivot == pivot:
+        counted = n - 1
+        for j in range(counted):
+            yj = yr[j]
+            v = out[j]
+            c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+            k += c
+            index_sum += j if c else 0
+            step = tr[j + 1] - tr[j]
+            below += step < pivot
+            equal += step == pivot
+            valid += step == step
+    for j in range(counted, n):
         yj = yr[j]
         v = out[j]
         c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
         k += c
         index_sum += j if c else 0
-    return n_fin, k, index_sum == k * (k - 1) // 2, varying
+    return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -461,17 +523,66 @@ def _finite_or_zero(v: float) -> float:  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _row_sigma(
+    out: np.ndarray, yr: np.ndarray, tr: np.ndarray, stop_us: float, n_first: int, k: int,
+    prefix: bool, vals: np.ndarray, scratch: np.ndarray, floor: float,
+) -> float:  # pragma: no cover - compiled
+    """Robust sigma of a smoothed row's pre-trigger samples (``baseline_sigma``'s rules).
+
+    ``out``: the smoothed row; ``k`` pre-trigger samples (``t < stop_us``, the
+    sample and its smoothed value finite), the row's first ones when
+    ``prefix``; the first ``n_first`` finite samples when fewer than 16.
+    1.4826 x their MAD, their standard deviation where the MAD is 0, at least
+    ``floor``; NaN for none.  ``vals`` and ``scratch``: work space of the row's
+    length.
+    """
+    n = out.shape[0]
+    base_vals = out if prefix else vals  # the smoothed pre-trigger samples
+    if k >= 16 and not prefix:
+        k = 0
+        for j in range(n):
+            v = out[j]
+            if tr[j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
+                vals[k] = v
+                k += 1
+    if k < 16:
+        base_vals = vals
+        k = 0
+        for j in range(min(n_first, n)):
+            v = out[j]
+            if yr[j] - yr[j] == 0.0 and np.isfinite(v):
+                vals[k] = v
+                k += 1
+    if not k:
+        return np.nan
+    _, mad = median_and_mad(base_vals, k, scratch)
+    zs = MAD_TO_SIGMA * mad
+    if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
+        mean = 0.0
+        for j in range(k):
+            mean += base_vals[j]
+        mean /= k
+        var = 0.0
+        for j in range(k):
+            var += (base_vals[j] - mean) ** 2
+        zs = np.sqrt(var / k)
+    return max(zs, floor)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _search_rows(
     y: np.ndarray,
     t: np.ndarray,
-    width: np.ndarray,
+    steps: np.ndarray,
+    find_steps: bool,
+    smooth_us: float,
     stop_us: float,
     n_first: int,
     noise: np.ndarray,
     num: np.ndarray,
     den: np.ndarray,
     has_scale: bool,
-    zfloor: np.ndarray,
+    quantum: np.ndarray,
     hmin: float,
     pmin: float,
     zrows: np.ndarray,
@@ -479,10 +590,18 @@ def _search_rows(
     # pragma: no cover - compiled
     """The normalised search rows of :func:`detect_peaks` and their peaks, one event at a time.
 
+    ``steps``: each row's :func:`sample_step`, µs; with ``find_steps`` it is
+    written here, the probed step's counts (:func:`_probe_median_step`) made
+    in the boxcar's pass over the row (the time row read once), and the row
+    smoothed again in the rare case where the probe was not the median and
+    the boxcar's width differs.  The boxcar spans ``clip(rint(smooth_us /
+    step), 1, n // 4 + 1)`` samples; the sigma floor of a quantised row is
+    ``quantum / sqrt(12 width)`` (``quantum`` 0 for none).
+
     Per row: NaN -> 0, boxcar of ``width`` (``mode="nearest"``), robust sigma of
     the smoothed pre-trigger samples (``t < stop_us`` and ``y`` finite; the
     first ``n_first`` samples when fewer than 16; their standard deviation
-    where the MAD is 0; at least ``zfloor``), replaced by ``noise`` when not
+    where the MAD is 0; at least the floor), replaced by ``noise`` when not
     positive; ``z = smooth / sigma``, divided by ``max(boxcar5(scale), 1)``
     where the relative noise ``scale = num / den`` (non-finite -> 1) is not all
     one; 0 where ``y`` is not finite or the row is unusable.  Row ``r`` is
@@ -509,44 +628,30 @@ def _search_rows(
     heights = np.empty(64)
     proms = np.empty(64)
     m = 0
+    probe = np.empty(_STEP_PROBES)
     for r in range(rows):
         out = zrows[r] if own_rows else zrows[0]  # the smoothed row first, then z in place
         numr = num[r] if has_scale else num[0, :0]
+        d = den[r] if has_scale else 1.0
         yr = y[r]
-        n_fin, k, prefix, varying = _smooth_row(
-            yr, t[r], width[r], stop_us, numr, den[r] if has_scale else 1.0, out
+        tr = t[r]
+        pivot = _probe_step(tr, probe) if find_steps else np.nan
+        if find_steps and pivot != pivot:
+            steps[r] = _usable_step(_gathered_median_step(tr))
+        w = _boxcar_width(smooth_us, _usable_step(pivot) if pivot == pivot else steps[r], n)
+        n_fin, k, prefix, varying, below, equal, valid = _smooth_row(
+            yr, tr, w, stop_us, numr, d, out, pivot
         )
-        # robust sigma of the smoothed baseline (baseline_sigma's rules)
-        base_vals = out if prefix else vals  # the smoothed pre-trigger samples
-        if k >= 16 and not prefix:
-            k = 0
-            for j in range(n):
-                v = out[j]
-                if t[r, j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
-                    vals[k] = v
-                    k += 1
-        if k < 16:
-            base_vals = vals
-            k = 0
-            for j in range(min(n_first, n)):
-                v = out[j]
-                if yr[j] - yr[j] == 0.0 and np.isfinite(v):
-                    vals[k] = v
-                    k += 1
-        zs = np.nan
-        if k:
-            _, mad = median_and_mad(base_vals, k, scratch)
-            zs = MAD_TO_SIGMA * mad
-            if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
-                mean = 0.0
-                for j in range(k):
-                    mean += base_vals[j]
-                mean /= k
-                var = 0.0
-                for j in range(k):
-                    var += (base_vals[j] - mean) ** 2
-                zs = np.sqrt(var / k)
-            zs = max(zs, zfloor[r])
+        if pivot == pivot:
+            found, value = _step_is_median(pivot, below, equal, valid)
+            steps[r] = _usable_step(value if found else _gathered_median_step(tr))
+            if _boxcar_width(smooth_us, steps[r], n) != w:  # smoothed with the wrong width
+                w = _boxcar_width(smooth_us, steps[r], n)
+                n_fin, k, prefix, varying, _, _, _ = _smooth_row(
+                    yr, tr, w, stop_us, numr, d, out, np.nan
+                )
+        zs = _row_sigma(out, yr, tr, stop_us, n_first, k, prefix, vals, scratch,
+                        quantum[r] / np.sqrt(12.0 * w))  # fmt: skip
         if not (np.isfinite(zs) and zs > 0):
             zs = noise[r]
         ok = np.isfinite(zs) and zs > 0 and n_fin > 0

@@ -48,7 +48,7 @@ from idexdask.adccodes import code_scale
 from idexdask.analysis.gain_merge_kernels import merge_rows
 from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
-from idexdask.analysis.peaks import PeakCandidates, detect_peaks, sample_step
+from idexdask.analysis.peaks import PeakCandidates, detect_peaks
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
 
 __all__ = [
@@ -372,10 +372,10 @@ def tof_lines(
         Smoothed-baseline sigma per event used for the prominence scale.
     """
     # relative noise sigma / noise, formed row by row inside the detection
-    step = sample_step(np.broadcast_to(merged.time, merged.signal.shape))  # for both
+    step = np.empty(merged.signal.shape[0])  # sample steps: found by the search, used by the fits
     cand, zsig = detect_peaks(
         merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise,
-        step=step, quantum=merged.quantum,
+        quantum=merged.quantum, step_out=step,
     )
     if edit is not None:
         cand = edit(cand, merged)

@@ -16,13 +16,20 @@ of parallelism inside a worker and workers do not oversubscribe the cores.
 
 Embedded workers also start *without* distributed's default
 ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``).
-Setting any glibc malloc parameter switches off glibc's adaptive mmap threshold,
-so every temporary array over 128 KiB is mmap-ed, faulted in page by page and
-unmapped again: measured in a worker, a NumPy loop on (256, 512) arrays took 2.2x
-as long with 1,000,000 page faults instead of 1,600, and a 256-event analysis
-unit 2.4x.  A worker holds one unit at a time, so its heap stays bounded without
-the aggressive trimming.  Workers of a running cluster are started by their
-deployment (``deploy/`` sets the same).
+Setting that glibc malloc parameter alone switches off glibc's adaptive mmap
+threshold, so every temporary array over 128 KiB is mmap-ed, faulted in page by
+page and unmapped again: measured in a worker, a NumPy loop on (256, 512) arrays
+took 2.2x as long with 1,000,000 page faults instead of 1,600, and a 256-event
+analysis unit 2.4x.  They start instead with the mmap threshold at its maximum,
+32 MiB (``MALLOC_MMAP_THRESHOLD_``), and free memory trimmed from the top of the
+heap beyond 256 MiB (``MALLOC_TRIM_THRESHOLD_``): :data:`MALLOC_ENVIRON`.  The
+adaptive threshold reaches that maximum only after an array of that size has
+been freed; a lab pack's arrays (8 impacts x 500,002 samples, 16 MB a float32
+channel) are then reused from the heap from the first pack on, not faulted in
+afresh: ``process_units`` of a real 8-impact pack 37-38 -> 34-36 ms of CPU per
+impact; flight units unchanged (2.1-2.3 ms per event, the same peak memory).
+A worker holds one pack at a time, so its heap stays bounded.  Workers of a
+running cluster are started by their deployment (``deploy/``).
 
 The embedded cluster also runs with ``cluster.dask_config``, Dask settings of
 its scheduler, nannies and workers; the shipped ones make Dask's event-loop and
@@ -41,14 +48,20 @@ from typing import Any
 from idexdask.errors import ConfigError, IdexDaskError
 
 __all__ = [
-    "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS", "ClusterOptions", "check_gpu",
+    "MALLOC_ENVIRON", "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS", "ClusterOptions", "check_gpu",
     "check_dask_settings", "open_client",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: distributed's pre-spawn environment, minus the malloc setting that slows array code
-NANNY_ENVIRON_OVERRIDES = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: glibc malloc settings of the embedded workers (bytes): arrays under 32 MiB from the
+#: heap, whose free top is kept up to 256 MiB
+MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20),
+                  "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+#: distributed's pre-spawn environment with :data:`MALLOC_ENVIRON` in place of its
+#: malloc setting, which slows array code
+NANNY_ENVIRON_OVERRIDES = {f"distributed.nanny.pre-spawn-environ.{key}": value
+                           for key, value in MALLOC_ENVIRON.items()}
 #: dask setting of the workers' statistical profiler (the dashboard's Profile page)
 PROFILER_SETTING = "distributed.worker.profile.enabled"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -87,6 +88,7 @@ class _ArraySpec:
         self.dtype = np.dtype(object) if data_type == "string" else np.dtype(str(data_type))
         self.fill = meta["fill_value"]
         self.codec: ChunkCodec | None = None
+        self.inner: list[tuple[tuple[int, ...], tuple[slice, ...]]] = []
         key_encoding = meta.get("chunk_key_encoding", {})
         self.separator = str((key_encoding.get("configuration") or {}).get("separator", "/"))
         self.prefix = "c" + self.separator if key_encoding.get("name") == "default" else ""
@@ -94,12 +96,21 @@ class _ArraySpec:
             (data_type in _NUMERIC_TYPES or data_type == "string")
             and meta["chunk_grid"].get("name") == "regular"
             and key_encoding.get("name") in ("default", "v2")
-            # one chunk across the per-event axes (or no elements at all)
-            and (self.chunks[1:] == self.shape[1:] or 0 in self.shape)
+            and len(self.chunks) == len(self.shape)
+            and all(c >= 1 for c in self.chunks)
             and not meta.get("storage_transformers")
         )
         if not supported:
             return
+        # the chunks along the per-event axes: (their indices, the elements of an
+        # event they hold); one, unless an array is chunked along its samples
+        # (idexdask.pipeline.store.WINDOW_CHUNK_SAMPLES)
+        grid = [range(-(-n // c)) for n, c in zip(self.shape[1:], self.chunks[1:], strict=True)]
+        self.inner = [
+            (index, tuple(slice(i * c, min((i + 1) * c, n))
+                          for i, c, n in zip(index, self.chunks[1:], self.shape[1:], strict=True)))
+            for index in itertools.product(*grid)
+        ]
         try:
             self.fill = self._parse_fill(self.fill)
             # arrays of one dtype and codec chain share one codec object (or None:
@@ -130,9 +141,11 @@ class _ArraySpec:
             raise ValueError(fill)
         return self.dtype.type(fill)
 
-    def chunk_path(self, k: int) -> str:
-        """File of the chunk ``k`` along ``epoch`` (the only chunk along other axes)."""
-        index = self.separator.join([str(int(k))] + ["0"] * (len(self.shape) - 1))
+    def chunk_path(self, k: int, inner: tuple[int, ...] | None = None) -> str:
+        """File of the chunk ``k`` along ``epoch`` and ``inner`` along the other axes
+        (default: their first)."""
+        inner = (0,) * (len(self.shape) - 1) if inner is None else inner
+        index = self.separator.join([str(int(k)), *(str(int(i)) for i in inner)])
         return os.path.join(self.directory, self.prefix + index)
 
     def is_fill(self, chunk: np.ndarray) -> bool:
@@ -327,22 +340,24 @@ class RegionWriter:
         if 0 in spec.shape[1:]:
             return  # no elements, no chunk objects
         rows, n_events = self.rows, self.n_events
-        shape = (rows, *spec.shape[1:])
+        shape = (rows, *spec.chunks[1:])
         for k in range(start // rows, (stop - 1) // rows + 1):
             first, last = k * rows, min((k + 1) * rows, n_events)
             lo, hi = max(start, first), min(stop, last)
-            block = values[lo - start : hi - start]
-            target = spec.chunk_path(k)
             shared = not (lo == first and hi == last)
-            if not shared and hi == first + rows:
-                chunk = block  # a whole chunk of this unit's
-            else:
-                if shared:  # with a neighbour: its flock is held
-                    chunk = self._read_chunk(spec, target, shape)
-                else:  # the store's last chunk, shorter
-                    chunk = np.full(shape, spec.fill, dtype=spec.dtype)
-                chunk[lo - first : hi - first] = block
-            self._put(spec, target, chunk, shared)
+            for inner, elements in spec.inner:
+                block = values[(slice(lo - start, hi - start), *elements)]
+                target = spec.chunk_path(k, inner)
+                if not shared and hi == first + rows and block.shape[1:] == shape[1:]:
+                    chunk = block  # a whole chunk of this unit's
+                else:
+                    if shared:  # with a neighbour: its flock is held
+                        chunk = self._read_chunk(spec, target, shape)
+                    else:  # at the store's end (last rows, last samples): fill padded
+                        chunk = np.full(shape, spec.fill, dtype=spec.dtype)
+                    chunk[(slice(lo - first, hi - first),
+                           *(slice(0, n) for n in block.shape[1:]))] = block
+                self._put(spec, target, chunk, shared)
 
     @staticmethod
     def _read_chunk(spec: _ArraySpec, target: str, shape: tuple[int, ...]) -> np.ndarray:

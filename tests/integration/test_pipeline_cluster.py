@@ -592,8 +592,9 @@ def test_client_interrupted_and_resumed(campaign, tmp_path):
     assert json.loads(json.dumps(store_status(store).failures)) == []
 
 
-def _worker_malloc_env() -> tuple[str | None, str | None]:
-    return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+def _worker_malloc_env() -> tuple[dict[str, str | None], str | None]:
+    return ({k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_")},
+            os.environ.get("OMP_NUM_THREADS"))
 
 
 def _worker_profiles(dask_worker) -> bool:
@@ -601,16 +602,18 @@ def _worker_profiles(dask_worker) -> bool:
     return "profile" in dask_worker.periodic_callbacks
 
 
-def test_embedded_workers_keep_glibc_adaptive_malloc():
-    """Embedded workers start without distributed's MALLOC_TRIM_THRESHOLD_ (2x slower
-    array code: every temporary over 128 KiB mmap-ed and faulted in), thread caps kept."""
+def test_embedded_workers_take_arrays_from_the_heap():
+    """Embedded workers start with the mmap threshold at 32 MiB, not with distributed's
+    MALLOC_TRIM_THRESHOLD_=65536 alone (2x slower array code: every temporary over
+    128 KiB mmap-ed and faulted in), thread caps kept."""
     from idexdask.pipeline.cluster import open_client
 
     options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="")
     with open_client(options) as client:
-        ((trim, omp),) = client.run(_worker_malloc_env).values()
+        ((malloc, omp),) = client.run(_worker_malloc_env).values()
         (profiled,) = client.run(_worker_profiles).values()
-    assert trim is None
+    assert malloc == {"MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+                      "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
     assert omp == "1"
     assert not profiled  # cluster.profile: false (the default) reaches the workers
     with open_client(replace(options, profile=True)) as client:

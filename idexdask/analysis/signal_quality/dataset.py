@@ -201,7 +201,8 @@ class FormulaTimes:
 
     def columns(self, lo: int, hi: int) -> np.ndarray:
         """Times of samples ``lo:hi`` of every event, (n_events, hi - lo)."""
-        index = np.arange(self.n_samples, dtype=np.float64)[lo:hi]
+        lo, hi, _ = slice(lo, hi).indices(self.n_samples)  # as a slice of the full axis
+        index = np.arange(lo, max(hi, lo), dtype=np.float64)
         values = np.multiply(index, self.step[:, None])
         values += self.start[:, None]
         values *= self.scale
@@ -260,13 +261,16 @@ def quantisation_step(var: xr.Variable | xr.DataArray) -> float:
 
 
 def clipped_flag(ds: xr.Dataset, name: str, n_events: int) -> np.ndarray | None:
-    if "channel_clipped" not in ds.variables:
+    """The scope's ``channel_clipped`` flag of channel ``name`` per event, if the
+    dataset has one (an (epoch, channel) variable and its ``channel`` coordinate)."""
+    flag = ds.variables.get("channel_clipped")
+    channel = ds.variables.get("channel") if "channel" in ds.coords else None
+    if flag is None or flag.dims != ("epoch", "channel") or channel is None:
         return None
-    flag = ds["channel_clipped"]
-    if flag.dims != ("epoch", "channel") or "channel" not in flag.coords:
+    if channel.dims != ("channel",):
         return None
-    names = [str(c) for c in flag["channel"].values]
+    names = [str(c) for c in channel.values]
     if name not in names:
         return None
-    out = np.asarray(flag.isel(channel=names.index(name)).values, dtype=bool)
+    out = np.asarray(flag.values[:, names.index(name)], dtype=bool)
     return out if out.shape == (n_events,) else None

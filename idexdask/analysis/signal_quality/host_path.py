@@ -21,6 +21,8 @@ from idexdask.analysis.signal_quality.kernels import (
     array_window,
     baseline_bounds,
     formula_window,
+    ordered_extremes,
+    ordered_extremes32,
     trace_rows,
     window_rows,
 )
@@ -37,7 +39,8 @@ from idexdask.analysis.signal_quality.status import (
     status_codes,
 )
 
-__all__ = ["BaselineColumns", "TraceStats", "baseline_columns", "channel_quality_host"]
+__all__ = ["BaselineColumns", "RowExtremes", "TraceStats", "baseline_columns",
+           "channel_quality_host", "row_extremes"]
 
 
 @dataclass
@@ -155,35 +158,74 @@ class _Channel:
         pick = (lambda v: v) if rows is None else (lambda v: v[rows])
         cfg = self.cfg
         raw = self.raw if rows is None else self.raw[rows]
-        known_max, known_min = self.known_extremes(raw)
+        known = self.known_extremes(raw)
         return TraceStats(*trace_rows(
             raw, self.has_fill, self.fill,
             pick(baseline), pick(threshold), self.dirs, self.rails[0], self.rails[1],
             int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]), pick(self.clipped),
-            known_max, known_min,
+            known.high, known.low, known.block_high, known.block_low,
         ))
 
-    def known_extremes(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def known_extremes(self, raw: np.ndarray) -> RowExtremes:
         """Each row's largest and smallest sample as float64 where :func:`trace_rows`
-        may take them instead of its first pass (NaN elsewhere).
+        may take them instead of its first pass (NaN elsewhere), and those of its
+        blocks of ``EXTREME_BLOCK`` samples.
 
-        NumPy's reductions run in SIMD, several times faster than the compiled
-        pass that must skip missing samples one by one.  They are used where they
-        equal that pass's extremes: no fill value, every sample finite (a NaN
-        propagates to the maximum, so a finite maximum and minimum mean none is
-        NaN or infinite), and both extremes nonzero (of ``-0.0`` and ``0.0``
-        the pass keeps the first; the reductions need not).  Converting to
-        float64 is exact and monotonic, so it commutes with the extremes.
+        One vectorised pass for all (:func:`row_extremes`), several times
+        faster than the compiled pass that must skip missing samples one by one.
+        They are used where they equal that pass's extremes: no fill value, every
+        sample finite (a NaN or an infinity ends up a non-finite extreme, so a
+        finite maximum and minimum mean there is none), and both extremes nonzero
+        (of ``-0.0`` and ``0.0`` the pass keeps the first; the reduction need
+        not).  Converting to float64 is exact and monotonic, so it commutes with
+        the extremes.
         """
         rows = raw.shape[0]
         unknown = np.full(rows, np.nan)
+        none = RowExtremes(unknown, unknown, np.full((rows, 1), np.nan),
+                           np.full((rows, 1), np.nan))
         if self.has_fill or raw.ndim != 2 or raw.shape[1] == 0 or raw.dtype.kind not in "iuf":
-            return unknown, unknown
+            return none
+        found = row_extremes(np.ascontiguousarray(raw))
+        if found is None:
+            return none
         with np.errstate(invalid="ignore"):
-            high = raw.max(axis=1).astype(np.float64)
-            low = raw.min(axis=1).astype(np.float64)
-        usable = np.isfinite(high) & np.isfinite(low) & (high != 0) & (low != 0)
-        return np.where(usable, high, np.nan), np.where(usable, low, np.nan)
+            usable = (np.isfinite(found.high) & np.isfinite(found.low) & (found.high != 0)
+                      & (found.low != 0))
+        return RowExtremes(np.where(usable, found.high, np.nan),
+                           np.where(usable, found.low, np.nan),
+                           found.block_high, found.block_low)
+
+
+@dataclass
+class RowExtremes:
+    """Largest and smallest sample of each row (rows,) and of each block of
+    ``EXTREME_BLOCK`` samples (rows, blocks), float64."""
+
+    high: np.ndarray
+    low: np.ndarray
+    block_high: np.ndarray
+    block_low: np.ndarray
+
+
+def row_extremes(raw: np.ndarray) -> RowExtremes | None:
+    """``raw.max(axis=1)``, ``raw.min(axis=1)`` and the same per block as float64
+    (NaN or an infinity where a row or block holds NaN), in one compiled pass
+    (:func:`ordered_extremes`); None for a dtype it does not read."""
+    if raw.dtype.kind == "f" and raw.dtype.itemsize in (4, 8):
+        bits = np.dtype(f"i{raw.dtype.itemsize}")
+        flip = 2 ** (8 * raw.dtype.itemsize - 1) - 1
+        found = (ordered_extremes32(raw.view(bits)) if raw.dtype.itemsize == 4
+                 else ordered_extremes(raw.view(bits), flip))
+        high, low = (v.view(raw.dtype).astype(np.float64) for v in found)
+    elif raw.dtype.kind == "i" or (raw.dtype.kind == "u" and raw.dtype.itemsize < 8):
+        high, low = (v.astype(np.float64) for v in ordered_extremes(raw, 0))
+    else:
+        return None
+    # the rows' extremes from their blocks' (max and min are exact in any order;
+    # a NaN block extreme makes its row's non-finite, as a NaN makes NumPy's)
+    with np.errstate(invalid="ignore"):
+        return RowExtremes(high.max(axis=1), low.min(axis=1), high, low)
 
 
 def channel_quality_host(

@@ -15,10 +15,13 @@ import numba
 import numpy as np
 
 __all__ = [
+    "EXTREME_BLOCK",
     "array_window",
     "baseline_bounds",
     "formula_count_below",
     "formula_window",
+    "ordered_extremes",
+    "ordered_extremes32",
     "trace_rows",
     "window_rows",
 ]
@@ -33,8 +36,87 @@ def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
     return v
 
 
-_EXTREME_BLOCK = 512
+EXTREME_BLOCK = 512
 """Samples per block of :func:`trace_rows`'s search for the samples at the maximum."""
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _key(b, shift, flip):  # pragma: no cover - compiled
+    """Signed-integer order key of ``b`` (see :func:`ordered_extremes`); its own inverse."""
+    return b ^ ((b >> shift) & flip)
+
+
+@numba.njit(cache=True, nogil=True)
+def ordered_extremes(keys: np.ndarray, flip: int) -> tuple[np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """The largest and smallest sample of each block of :data:`EXTREME_BLOCK`
+    samples of each row (rows, blocks), in one pass over ``keys``.
+
+    ``keys`` are the samples themselves (integers, ``flip = 0``) or the bits of
+    IEEE floats read as signed integers of their width, with ``flip`` the mask of
+    all bits but the sign (``2**31 - 1``, ``2**63 - 1``): ``b ^ ((b >> (w - 1)) &
+    flip)`` orders floats as signed integers (negative ones reversed; NaN beyond
+    the infinities, as integers beyond theirs), an integer reduction that
+    vectorises.  The results are in the form of ``keys`` (the map is its own
+    inverse).  :func:`ordered_extremes32` is the same for int32 keys.
+    """
+    rows, n = keys.shape
+    shift = keys.itemsize * 8 - 1
+    n_blocks = (n + EXTREME_BLOCK - 1) // EXTREME_BLOCK
+    block_high = np.empty((rows, n_blocks), dtype=keys.dtype)
+    block_low = np.empty((rows, n_blocks), dtype=keys.dtype)
+    for r in range(rows):
+        row = keys[r]
+        for k in range(n_blocks):
+            base = k * EXTREME_BLOCK
+            hi = _key(row[base], shift, flip)
+            lo = hi
+            if base + EXTREME_BLOCK <= n:  # a constant trip count: it vectorises
+                for j in range(EXTREME_BLOCK):
+                    key = _key(row[base + j], shift, flip)
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            else:
+                for j in range(base, n):
+                    key = _key(row[j], shift, flip)
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            block_high[r, k] = _key(hi, shift, flip)
+            block_low[r, k] = _key(lo, shift, flip)
+    return block_high, block_low
+
+
+@numba.njit(cache=True, nogil=True)
+def ordered_extremes32(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """:func:`ordered_extremes` of the bits of float32 samples as int32 keys, in
+    int32 arithmetic (numba widens int32 operations to int64, which would halve
+    the vector width)."""
+    rows, n = keys.shape
+    shift = np.int32(31)
+    flip = np.int32(2**31 - 1)
+    n_blocks = (n + EXTREME_BLOCK - 1) // EXTREME_BLOCK
+    block_high = np.empty((rows, n_blocks), dtype=np.int32)
+    block_low = np.empty((rows, n_blocks), dtype=np.int32)
+    for r in range(rows):
+        row = keys[r]
+        for k in range(n_blocks):
+            base = k * EXTREME_BLOCK
+            hi = np.int32(_key(row[base], shift, flip))
+            lo = hi
+            if base + EXTREME_BLOCK <= n:
+                for j in range(EXTREME_BLOCK):
+                    key = np.int32(_key(row[base + j], shift, flip))
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            else:
+                for j in range(base, n):
+                    key = np.int32(_key(row[j], shift, flip))
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            block_high[r, k] = np.int32(_key(hi, shift, flip))
+            block_low[r, k] = np.int32(_key(lo, shift, flip))
+    return block_high, block_low
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -253,13 +335,20 @@ def trace_rows(
     clipped: np.ndarray,
     known_max: np.ndarray,
     known_min: np.ndarray,
+    block_max: np.ndarray,
+    block_min: np.ndarray,
 ) -> tuple[np.ndarray, ...]:  # pragma: no cover - compiled
     """Two passes per row: counts and extremes, then the samples at the excursion.
 
     ``known_max``/``known_min`` (NaN: unknown) are a row's largest and smallest
     sample as float64 when the caller knows every sample of the row is valid
     and finite and both extremes are nonzero (so that their sign of zero cannot
-    depend on the order of the samples): the first pass is then skipped.
+    depend on the order of the samples): the first pass is then skipped, and
+    ``block_max``/``block_min`` (rows, blocks of ``EXTREME_BLOCK`` samples) are
+    the extremes of each block of such a row, which tell which blocks hold a
+    sample at the excursion without reading them again (the excursion rounds
+    monotonically with the sample, so a block reaches the maximum iff its own
+    extreme in that direction does).
 
     For each direction ``d`` the excursion is ``d * (x - baseline)`` over the
     valid samples.  Its maximum is that at the largest (d = 1) or smallest
@@ -374,8 +463,14 @@ def trace_rows(
             j0 = 0
             stop = False
             while j0 < n and not stop:
-                j1 = min(j0 + _EXTREME_BLOCK, n)
-                if not _block_reaches(raw, r, j0, j1, d, b, exc):
+                j1 = min(j0 + EXTREME_BLOCK, n)
+                if known_max[r] == known_max[r]:
+                    extreme = block_max[r, j0 // EXTREME_BLOCK] if d > 0 else \
+                        block_min[r, j0 // EXTREME_BLOCK]
+                    reaches = d * (extreme - b) == exc
+                else:
+                    reaches = _block_reaches(raw, r, j0, j1, d, b, exc)
+                if not reaches:
                     if run >= top_run:
                         n_top += run
                         if t_first < 0:

@@ -139,10 +139,16 @@ def test_compiled_search_rows_match_numpy(n):
     from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
 
     rng = np.random.default_rng(3)
-    n_events = 12
+    n_events = 13
     t0 = -2.0 if n < 10_000 else -0.6 * n * DT  # the long rows: 18,000 pre-trigger samples
     t = np.tile(t0 + np.arange(n) * DT, (n_events, 1))
     t[1] = t0 + np.arange(n) * 2 * DT  # another sampling: another boxcar width
+    # steps of DT but twice that where the step probe looks: the probe is not the
+    # median, and the boxcar width it suggests is not the row's
+    probed = np.arange(65) * (n - 2) // 64
+    steps = np.full(n - 1, DT)
+    steps[probed] = 2 * DT
+    t[12] = t0 + np.concatenate([[0.0], np.cumsum(steps)])
     t[2, 7] = np.nan
     t[3] = 1.0 + np.arange(n) * DT  # no pre-trigger samples: first 10 %
     y = np.round(rng.normal(0, 3, (n_events, n)))
@@ -166,15 +172,15 @@ def test_compiled_search_rows_match_numpy(n):
         with np.errstate(all="ignore"):
             ns = None if scale is None else scale / (1.0 if den is None else den[:, None])
         z_ref, zsig_ref, dt_ref = _search_rows_ref(y, t, noise, settings, ns)
-        width = np.clip(np.rint(settings["smooth_us"] / dt), 1, n // 4 + 1).astype(np.int64)
-        args = (y, t, width, 0.0, n // 10, noise,
-                np.zeros((1, 1)) if scale is None else scale,
+        rest = (0.0, n // 10, noise, np.zeros((1, 1)) if scale is None else scale,
                 np.ones(n_events) if den is None else den, scale is not None,
                 np.zeros(n_events),  # no quantisation floor: the reference has none
                 5.0, 3.0)  # fmt: skip
         zrows = np.empty((n_events, n))
-        zsig, usable, pos, heights, proms = _search_rows(*args, zrows)
+        found = np.full(n_events, np.nan)  # the steps, found in the search's own pass
+        zsig, usable, pos, heights, proms = _search_rows(y, t, found, True, 0.008, *rest, zrows)
         assert np.array_equal(dt, dt_ref)
+        assert np.array_equal(found, dt)
         assert np.array_equal(zsig, zsig_ref, equal_nan=True)
         assert np.array_equal(zrows, z_ref)
         assert usable.tolist() == [r not in (5, 6) for r in range(n_events)]
@@ -184,7 +190,8 @@ def test_compiled_search_rows_match_numpy(n):
         for got, want in zip((pos, heights, proms), ref, strict=True):
             assert np.array_equal(got, want)
         # the production path: one row buffer, z never formed where it need not be
-        one_buffer = _search_rows(*args, np.empty((1, n)))
+        # and with the steps given
+        one_buffer = _search_rows(y, t, dt.copy(), False, 0.008, *rest, np.empty((1, n)))
         for got, want in zip(one_buffer, (zsig, usable, pos, heights, proms), strict=True):
             assert np.array_equal(got, want, equal_nan=True)
     assert len(set(np.clip(np.rint(0.008 / dt), 1, None))) == 2

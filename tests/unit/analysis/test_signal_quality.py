@@ -353,8 +353,9 @@ def test_compiled_path_matches_array_namespace_float():
 
 
 def test_compiled_path_block_edges_and_signed_zeros():
-    """Scope-like float32 rows without missing samples: extremes taken by the NumPy
-    reductions and the maximum's samples found block by block (512 samples) give
+    """Scope-like float32 rows without missing samples: extremes taken from the
+    one-pass block extremes and the maximum's samples found block by block (512
+    samples, those whose extreme reaches the maximum) give
     the array code's results; flat tops that start, end or stop at block edges and
     at the end of the row, and extremes of -0.0 and 0.0 (left to the compiled pass)."""
     rng = np.random.default_rng(24)
@@ -438,3 +439,39 @@ def test_compiled_path_on_formula_time_axes():
     assert np.array_equal(axis.at(idx), times[np.arange(7), idx], equal_nan=True)
     for polarity in (-1, 0, 1):
         _both_paths(ds, "TOF_High", {"polarity": {"TOF_High": polarity}})
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16, np.uint16, np.int64])
+def test_row_extremes_are_numpys(dtype):
+    """The one-pass extremes of rows and of their 512-sample blocks (floats ordered
+    by their bits as integers) are NumPy's ``max``/``min``; a row holding NaN or an
+    infinity gets a non-finite extreme (so its extremes are not used)."""
+    from idexdask.analysis.signal_quality.host_path import row_extremes
+    from idexdask.analysis.signal_quality.kernels import EXTREME_BLOCK
+
+    rng = np.random.default_rng(31)
+    n = 5 * EXTREME_BLOCK + 77
+    if np.dtype(dtype).kind == "f":
+        x = (rng.normal(size=(6, n)) * 100).astype(dtype)
+        x[1, 5] = np.nan
+        x[2, 700] = -np.nan  # a NaN with the sign bit set
+        x[3, 3] = np.inf
+        x[4, n - 1] = -np.inf
+        x[5] = -np.abs(x[5]) - 1
+    else:
+        info = np.iinfo(dtype)
+        x = rng.integers(max(info.min, -30000), min(info.max, 30000), size=(6, n)).astype(dtype)
+    found = row_extremes(x)
+    with np.errstate(invalid="ignore"):
+        high, low = x.max(axis=1).astype(float), x.min(axis=1).astype(float)
+        blocks = [x[:, k:k + EXTREME_BLOCK] for k in range(0, n, EXTREME_BLOCK)]
+        block_high = np.stack([b.max(axis=1) for b in blocks], axis=1).astype(float)
+        block_low = np.stack([b.min(axis=1) for b in blocks], axis=1).astype(float)
+    finite = np.isfinite(high) & np.isfinite(low)
+    assert np.array_equal(np.isfinite(found.high) & np.isfinite(found.low), finite)
+    assert np.array_equal(found.high[finite], high[finite])
+    assert np.array_equal(found.low[finite], low[finite])
+    assert np.array_equal(found.block_high[finite], block_high[finite])
+    assert np.array_equal(found.block_low[finite], block_low[finite])
+    if np.dtype(dtype).kind == "f":
+        assert finite.tolist() == [True, False, False, False, False, True]

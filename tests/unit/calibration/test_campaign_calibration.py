@@ -147,3 +147,25 @@ def test_one_high_voltage_setting_keeps_the_input_group():
     out = analyze(s.events)
     groups = json.loads(out["mass_calibration"].attrs["campaign_calibration"])
     assert list(groups) == ["0"]
+
+
+def test_scan_takes_the_events_that_calibrate_alone_first():
+    """Of more events than the scan takes, those with their own calibration come
+    first (the surest anchors), then the richest in lines: a lab campaign of 300
+    replicated impacts otherwise scanned 100 copies of one that does not calibrate."""
+    from idexdask.calibration.campaign import _scan_events
+
+    rng = np.random.default_rng(5)
+    sizes = np.r_[np.full(140, 12), np.full(10, 5)]
+    lines = [(np.sort(rng.uniform(1.0, 6.0, k)), np.ones(k)) for k in sizes]
+    event = np.repeat(np.arange(sizes.size), sizes)
+    area = np.ones(event.size)
+    own = np.full((sizes.size, 4), np.nan)
+    own[140:] = [-0.5, 0.515, 0.0, 0.0]
+    by_lines = _scan_events(lines, area, event, 100)
+    anchored = _scan_events(lines, area, event, 100, own)
+    assert len(by_lines) == len(anchored) == 100 and anchored == sorted(anchored)
+    assert not set(range(140, 150)) & set(by_lines)
+    assert set(range(140, 150)) <= set(anchored)
+    few = event < 80  # no more events than the scan takes: all of them
+    assert _scan_events(lines[:80], area[few], event[few], 100, own) == list(range(80))

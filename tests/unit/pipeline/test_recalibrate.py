@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -55,8 +57,9 @@ def test_campaign_map_spans_cover_whole_chunks():
         def scheduler_info(self):
             return {"workers": dict.fromkeys(range(self.workers))}
 
-    assert _span_events(Client(1), 24, 512, 8) == 8  # 6 per task -> one chunk
-    assert _span_events(Client(2), 300, 512, 8) == 40  # 38 -> 5 chunks
+    assert _span_events(Client(1), 24, 512, 8) == 24  # one task per worker: 3 chunks
+    assert _span_events(Client(2), 20, 512, 8) == 16  # 10 per task -> 2 chunks
+    assert _span_events(Client(2), 300, 512, 8) == 152  # 150 -> 19 chunks
     assert _span_events(Client(2), 300, 20, 8) == 16  # the cap, in whole chunks
     assert _span_events(Client(2), 3, 512, 512) == 512
 
@@ -77,3 +80,45 @@ def test_open_lists_only_the_variables_kept(tmp_path):
     assert some["a"].identical(whole["a"])
     with pytest.raises(KeyError):
         some["b"]
+
+
+def test_rows_read_from_chunk_files_equal_xarray(tmp_path):
+    """The step's direct chunk reads give xarray's values (floats with NaN, ints,
+    bools, strings, rows never written); CF-scaled arrays are left to xarray."""
+    from idexdask.pipeline.recalibrate import _read_chunks, _rows
+
+    path = str(tmp_path / "s.zarr")
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(10, 3))
+    values[2, 1] = np.nan
+    ds = xr.Dataset({
+        "f": (("epoch", "k"), values, {"units": "us"}),
+        "i": (("epoch",), np.arange(10, dtype=np.int8) - 5),
+        "b": (("epoch", "k"), rng.random((10, 3)) > 0.5),
+        "s": (("epoch",), np.array(["", "Mg", "Fe²⁺", "x" * 30, "a"] * 2, dtype=object)),
+        "coded": (("epoch",), np.linspace(0.0, 1.0, 10)),
+    }, coords={"epoch": np.arange(10)})
+    encoding = {name: {"chunks": (4, 3)[:ds[name].ndim]} for name in ("f", "i", "b", "s")}
+    encoding["coded"] = {"chunks": (4,), "dtype": "int16", "scale_factor": 0.01}
+    ds.to_zarr(path, consolidated=False, zarr_format=3, encoding=encoding)
+    # rows 8-9 never written: their chunk file is gone, they read as the fill value
+    for name in ("f", "i", "b", "s"):  # xarray's chunk keys: c/<row chunk>[/<column chunk>]
+        last = tmp_path / "s.zarr" / name / "c" / "2"
+        shutil.rmtree(last) if last.is_dir() else last.unlink()
+    opened = _open(path)
+    names = ["f", "i", "b", "s", "coded"]
+    regions = [(1, 3), (3, 6), (7, 10)]  # two runs: 1-6 and 7-10
+    assert _read_chunks(path, "coded", [(0, 1)]) is None
+    assert all(_read_chunks(path, name, [(0, 1)]) is not None for name in names[:4])
+    direct = _rows(opened, names, regions, path)
+    through_xarray = _rows(opened, names, regions)
+    for name in names:
+        a, b = direct[name].values, through_xarray[name].values
+        assert direct[name].dims == through_xarray[name].dims
+        if name == "s":
+            assert [str(v) for v in a] == [str(v) for v in b]
+        else:
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+    assert np.isnan(direct["f"].values[-2:]).all() and (direct["i"].values[-2:] == 0).all()
+    assert direct["f"].attrs["units"] == "us"

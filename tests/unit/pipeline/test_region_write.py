@@ -129,10 +129,16 @@ def _assert_same_values(expected: xr.Dataset, back: xr.Dataset) -> None:
             assert np.ascontiguousarray(got).tobytes() == np.ascontiguousarray(want).tobytes(), name
 
 
+@pytest.mark.parametrize("windowed", [False, True])
 @pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle",
                                         "lz4-bitshuffle-f32", "gzip", "blosc-lz4", "none"])
 def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
-                                               adapter_path: str) -> None:
+                                               adapter_path: str, windowed: bool,
+                                               monkeypatch) -> None:
+    if windowed:  # arrays chunked along their samples too, the last chunk there partial
+        import idexdask.pipeline.store as store_module
+
+        monkeypatch.setattr(store_module, "WINDOW_CHUNK_SAMPLES", {"f32": 2, "u16": 3})
     ds = _campaign()
     ours = _store(tmp_path / "ours.zarr", ds, compressor)
     ref = _store(tmp_path / "ref.zarr", ds, compressor)
@@ -162,6 +168,8 @@ def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
     # chunk files sit in their array's directory: no directory per chunk to create
     assert all(k.count("/") == 1 for k in files if not k.startswith("channel/")), sorted(files)
     assert "flags2/c.0.0" in files
+    if windowed:  # 5 and 7 samples in chunks of 2 and 3: three chunks along samples
+        assert {"f32/c.0.2", "u16/c.2.2"} <= set(files) and "f32/c.0.3" not in files
     assert not any(k.startswith("empty/") for k in files)
     assert not any(k.endswith(".partial") for k in files)
 
