@@ -30,6 +30,9 @@ runs after the packs (``analysis.calibration.campaign.enabled``: a reduce task
 per input and a map task per unit, here per impact, rewriting the
 calibration-dependent products), to time the lab path itself.
 
+``--lab-batch-events N`` sets the impacts per task and per Zarr chunk
+(``pipeline.lab_batch_events``, shipped 8) for the runs, to compare pack sizes.
+
 ``--repeat N`` runs the worker counts back to back N times (1, 2, 1, 2, ...), so
 that each speed-up compares runs under the same load, and reports every run, the
 load average (``os.getloadavg``, as ``uptime`` prints it) before each, and per
@@ -195,18 +198,24 @@ def _laid_out(store: Path, dataset, config) -> Path:
     return store
 
 
-def _without_campaign_step() -> None:
-    """Every configuration bench/campaign.py's ``run`` loads gets the campaign step off."""
+def _patch_configs(campaign_step: bool, lab_batch_events: int | None) -> None:
+    """Every configuration bench/campaign.py's ``run`` loads gets these settings:
+    the campaign step off (``campaign_step`` false), the impacts per task and chunk
+    (``pipeline.lab_batch_events``) where given."""
     import idexdask.config as config_module
 
     original = config_module.load_config
 
     def load_config(overrides=None, *args, **kwargs):
         merged = dict(overrides or {})
-        analysis = dict(merged.get("analysis") or {})
-        calibration = dict(analysis.get("calibration") or {})
-        calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
-        merged["analysis"] = {**analysis, "calibration": calibration}
+        if not campaign_step:
+            analysis = dict(merged.get("analysis") or {})
+            calibration = dict(analysis.get("calibration") or {})
+            calibration["campaign"] = {**(calibration.get("campaign") or {}), "enabled": False}
+            merged["analysis"] = {**analysis, "calibration": calibration}
+        if lab_batch_events is not None:
+            merged["pipeline"] = {**(merged.get("pipeline") or {}),
+                                  "lab_batch_events": lab_batch_events}
         return original(merged, *args, **kwargs)
 
     config_module.load_config = load_config
@@ -220,6 +229,8 @@ def main() -> None:
     parser.add_argument("--stage-impacts", type=int, default=8)
     parser.add_argument("--no-campaign-step", action="store_true",
                         help="turn off the campaign calibration step after the packs")
+    parser.add_argument("--lab-batch-events", type=int, default=None,
+                        help="impacts per task and chunk (pipeline.lab_batch_events)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the worker counts back to back this many times")
     args = parser.parse_args()
@@ -231,8 +242,8 @@ def main() -> None:
     from idexdask.config import load_config
 
     batch = int(load_config({})["pipeline"]["batch_events"])  # the shipped setting
-    if args.no_campaign_step:
-        _without_campaign_step()
+    if args.no_campaign_step or args.lab_batch_events is not None:
+        _patch_configs(not args.no_campaign_step, args.lab_batch_events)
 
     print(host_check())
     print(f"load average before the runs: {os.getloadavg()}")

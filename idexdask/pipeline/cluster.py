@@ -48,8 +48,8 @@ from typing import Any
 from idexdask.errors import ConfigError, IdexDaskError
 
 __all__ = [
-    "MALLOC_ENVIRON", "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS", "ClusterOptions", "check_gpu",
-    "check_dask_settings", "open_client",
+    "MALLOC_ENVIRON", "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS",
+    "ClusterOptions", "check_dask_settings", "check_gpu", "open_client",
 ]
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Tests of the pickup analysis's compiled kernels: order statistics (order_stats), window levels and edge centroids."""
+"""Tests of the pickup compiled kernels: order statistics, window levels, edge centroids."""
 
 from __future__ import annotations
 
