@@ -31,7 +31,7 @@ per input and a map task per unit, here per impact, rewriting the
 calibration-dependent products), to time the lab path itself.
 
 ``--lab-batch-events N`` sets the impacts per task and per Zarr chunk
-(``pipeline.lab_batch_events``, shipped 8) for the runs, to compare pack sizes.
+(``pipeline.lab_batch_events``, shipped 16) for the runs, to compare pack sizes.
 
 ``--repeat N`` runs the worker counts back to back N times (1, 2, 1, 2, ...), so
 that each speed-up compares runs under the same load, and reports every run, the
