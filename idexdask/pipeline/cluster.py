@@ -22,13 +22,16 @@ page and unmapped again: measured in a worker, a NumPy loop on (256, 512) arrays
 took 2.2x as long with 1,000,000 page faults instead of 1,600, and a 256-event
 analysis unit 2.4x.  They start instead with the mmap threshold at its maximum,
 32 MiB (``MALLOC_MMAP_THRESHOLD_``), and free memory trimmed from the top of the
-heap beyond 256 MiB (``MALLOC_TRIM_THRESHOLD_``): :data:`MALLOC_ENVIRON`.  The
+heap beyond 32 MiB (``MALLOC_TRIM_THRESHOLD_``): :data:`MALLOC_ENVIRON`.  The
 adaptive threshold reaches that maximum only after an array of that size has
 been freed; a lab pack's arrays (8 impacts x 500,002 samples, 16 MB a float32
 channel) are then reused from the heap from the first pack on, not faulted in
 afresh: ``process_units`` of a real 8-impact pack 37-38 -> 34-36 ms of CPU per
-impact; flight units unchanged (2.1-2.3 ms per event, the same peak memory).
-A worker holds one pack at a time, so its heap stays bounded.  Workers of a
+impact; flight units unchanged (2.1-2.3 ms per event).  A worker holds one
+pack at a time; trimming beyond 32 MiB (not more) keeps its peak memory flat with
+the campaign's size: 2 workers' larger peak RSS at 10k / 100k simulated flight
+events 578 / 619 MiB (+7 %) with 32 MiB against 575 / 677 MiB (+18 %) with 256
+MiB, and a 384-impact lab campaign as fast with either (docs/performance.md).  Workers of a
 running cluster are started by their deployment (``deploy/``).
 
 The embedded cluster also runs with ``cluster.dask_config``, Dask settings of
@@ -55,9 +58,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: glibc malloc settings of the embedded workers (bytes): arrays under 32 MiB from the
-#: heap, whose free top is kept up to 256 MiB
+#: heap, whose free top is kept up to 32 MiB
 MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20),
-                  "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+                  "MALLOC_TRIM_THRESHOLD_": str(32 << 20)}
 #: distributed's pre-spawn environment with :data:`MALLOC_ENVIRON` in place of its
 #: malloc setting, which slows array code
 NANNY_ENVIRON_OVERRIDES = {f"distributed.nanny.pre-spawn-environ.{key}": value

@@ -612,7 +612,7 @@ def test_embedded_workers_take_arrays_from_the_heap():
     with open_client(options) as client:
         ((malloc, omp),) = client.run(_worker_malloc_env).values()
         (profiled,) = client.run(_worker_profiles).values()
-    assert malloc == {"MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+    assert malloc == {"MALLOC_TRIM_THRESHOLD_": str(32 << 20),
                       "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
     assert omp == "1"
     assert not profiled  # cluster.profile: false (the default) reaches the workers
