@@ -6,87 +6,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["PAIRWISE_BLOCK", "clipped_weight", "edge_centroids", "pairwise_sum"]
+from idexdask.numerics import pairwise_sum
 
-PAIRWISE_BLOCK = 128
-"""Values summed by eight running sums before halving (NumPy's ``PW_BLOCKSIZE``)."""
-
-
-@numba.njit(cache=True, nogil=True)
-def _block_sum(a, lo, n):  # pragma: no cover - compiled
-    """NumPy's sum of a block of ``n <= PAIRWISE_BLOCK`` values ``a[lo:lo + n]``."""
-    if n < 8:
-        res = 0.0
-        for i in range(n):
-            res += a[lo + i]
-        return res
-    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
-    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
-    i = 8
-    top = n - n % 8
-    while i < top:
-        r0 += a[lo + i]
-        r1 += a[lo + i + 1]
-        r2 += a[lo + i + 2]
-        r3 += a[lo + i + 3]
-        r4 += a[lo + i + 4]
-        r5 += a[lo + i + 5]
-        r6 += a[lo + i + 6]
-        r7 += a[lo + i + 7]
-        i += 8
-    res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-    while i < n:
-        res += a[lo + i]
-        i += 1
-    return res
-
-
-@numba.njit(cache=True, nogil=True)
-def pairwise_sum(a, lo, n):  # pragma: no cover - compiled
-    """Sum of ``a[lo:lo + n]`` by NumPy's pairwise summation (``numpy.add.reduce``
-    along a contiguous axis): halves split at multiples of 8 down to blocks of
-    :data:`PAIRWISE_BLOCK`, each summed by eight interleaved running sums, the
-    halves' sums added.
-
-    The halving runs on an explicit stack, not by recursion: numba's cache does
-    not reload self-recursive functions safely.
-    """
-    if n <= PAIRWISE_BLOCK:
-        return _block_sum(a, lo, n)
-    depth = 64  # halvings of any int64 length
-    start = np.empty(depth, dtype=np.int64)
-    size = np.empty(depth, dtype=np.int64)
-    stage = np.empty(depth, dtype=np.int64)  # 0: neither half summed, 1: the first, 2: both
-    first = np.empty(depth)
-    second = np.empty(depth)
-    start[0], size[0], stage[0] = lo, n, 0
-    top = 1
-    total = 0.0
-    while top:
-        f = top - 1
-        half = size[f] // 2
-        half -= half % 8
-        if size[f] <= PAIRWISE_BLOCK or stage[f] == 2:
-            if size[f] <= PAIRWISE_BLOCK:
-                value = _block_sum(a, start[f], size[f])
-            else:
-                value = first[f] + second[f]
-            top -= 1
-            if top == 0:
-                total = value
-            elif stage[top - 1] == 0:
-                first[top - 1] = value
-                stage[top - 1] = 1
-            else:
-                second[top - 1] = value
-                stage[top - 1] = 2
-        elif stage[f] == 0:
-            start[top], size[top], stage[top] = start[f], half, 0
-            top += 1
-        else:
-            start[top], size[top], stage[top] = start[f] + half, size[f] - half, 0
-            top += 1
-    return total
+__all__ = ["clipped_weight", "edge_centroids"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -105,7 +27,7 @@ def edge_centroids(window, peak_idx, n, half, sign):  # pragma: no cover - compi
     weights around the centre ``half``; each window position lies at sample
     ``clip(peak_idx - half + k, 0, n - 1)``.  The centroid is the sum of weight
     times index over the sum of weights, both summed over the whole window as
-    NumPy sums a row (:func:`pairwise_sum`); the half-width is half the run's
+    NumPy sums a row (:func:`~idexdask.numerics.pairwise_sum`); the half-width is half the run's
     length.
 
     Parameters

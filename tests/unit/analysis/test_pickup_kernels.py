@@ -149,7 +149,8 @@ def test_pairwise_sum_and_edge_centroids_match_numpy():
     """The centroid kernel's sums follow NumPy's row sums; its centroid and
     half-width those of the array formulas (weights above half the peak in the
     contiguous run around it)."""
-    from idexdask.analysis.pickup.centroid_kernels import edge_centroids, pairwise_sum
+    from idexdask.analysis.pickup.centroid_kernels import edge_centroids
+    from idexdask.numerics import pairwise_sum
 
     rng = np.random.default_rng(9)
     for n in (1, 7, 8, 100, 128, 129, 1000, 30_001):
