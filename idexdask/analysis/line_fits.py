@@ -38,8 +38,9 @@ from idexdask.analysis.line_status import (
     LineStatus,
 )
 from idexdask.analysis.lineshapes import GAMMA_MAX, emg
-from idexdask.analysis.peaks import PeakCandidates, sample_step
+from idexdask.analysis.peaks import PeakCandidates
 from idexdask.analysis.robust import quiet_nan_warnings
+from idexdask.analysis.sample_step import sample_step
 from idexdask.analysis.special import scipy_erfcx_address
 
 __all__ = ["LineFits", "classify_lines", "fit_lines", "line_heights"]

@@ -29,19 +29,24 @@ from idexdask._logging import get_logger
 from idexdask.analysis.peak_search import find_peaks, find_peaks_scaled, formula_row, grown
 from idexdask.analysis.robust import (
     MAD_TO_SIGMA,
-    median_inplace,
-    nanmedian_rows,
-    quiet_nan_warnings,
+)
+from idexdask.analysis.sample_step import (
+    STEP_PROBES,
+    boxcar_width,
+    gathered_median_step,
+    probe_step,
+    sample_step,
+    step_is_median,
+    usable_step,
 )
 from idexdask.analysis.selection import median_and_mad
 from idexdask.analysis.signal_quality.dataset import FormulaTimes
 
-__all__ = ["PeakCandidates", "detect_peaks", "sample_step"]
+__all__ = ["PeakCandidates", "detect_peaks"]
 
 _log = get_logger(__name__)
 
 _WALL = 1e300  # separator sample between events in the concatenated search array
-_STEP_PROBES = 65  # time steps sampled for the trial median of sample_step
 
 
 @dataclass
@@ -258,117 +263,6 @@ def detect_peaks(
     return cand, zsig
 
 
-def sample_step(t: np.ndarray) -> np.ndarray:
-    """Median sample step per event, µs (n_events,).
-
-    ``numpy.nanmedian(numpy.diff(t, axis=1), axis=1)`` (1 where that is not a
-    positive number), computed row by row without the differences array.
-    """
-    t = np.asarray(t, dtype=float)
-    if t.ndim == 2 and t.shape[1] >= 2:
-        d = _median_step_rows(t)
-    else:
-        with quiet_nan_warnings():
-            d = nanmedian_rows(np.diff(t, axis=1))
-    return np.where(np.isfinite(d) & (d > 0), d, 1.0)
-
-
-@numba.njit(cache=True, nogil=True)
-def _median_step_rows(t: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """Per row, the median of ``t[j + 1] - t[j]`` ignoring NaN (NaN for none).
-
-    A sampled time axis has few distinct steps, one of which holds the middle
-    ranks: the median of 65 evenly spaced steps is tried first, by one pass
-    that counts the steps below and equal to it (the differences formed as
-    read, no copy); where it holds both middle ranks it is the median, else
-    the steps are gathered and selected (:func:`median_inplace`).  Either way
-    the exact order statistics.
-    """
-    rows = t.shape[0]
-    out = np.empty(rows)
-    probe = np.empty(_STEP_PROBES)
-    for r in range(rows):
-        found, value = _probe_median_step(t[r], probe)
-        out[r] = value if found else _gathered_median_step(t[r])
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _probe_median_step(tr: np.ndarray, probe: np.ndarray) -> tuple[bool, float]:
-    # pragma: no cover - compiled
-    """Whether a probed step of ``tr`` is the median of its non-NaN steps, and that step.
-
-    The probe is the median of ``_STEP_PROBES`` evenly spaced steps (NaN ones
-    sort last; a NaN probe median gives no answer).  It is the median when the
-    counts of steps below it and equal to it place both middle ranks (the same
-    one for an odd count) on it.
-    """
-    pivot = _probe_step(tr, probe)
-    if pivot != pivot:
-        return False, np.nan
-    below = 0
-    equal = 0
-    valid = 0
-    for j in range(tr.shape[0] - 1):  # branch-free counts
-        d = tr[j + 1] - tr[j]
-        below += d < pivot
-        equal += d == pivot
-        valid += d == d
-    return _step_is_median(pivot, below, equal, valid)
-
-
-@numba.njit(cache=True, nogil=True)
-def _probe_step(tr: np.ndarray, probe: np.ndarray) -> float:  # pragma: no cover - compiled
-    """The median of ``_STEP_PROBES`` evenly spaced steps of ``tr`` (NaN ones sort
-    last); NaN for a row of fewer steps."""
-    m = tr.shape[0] - 1
-    if m < _STEP_PROBES:
-        return np.nan
-    for i in range(_STEP_PROBES):
-        j = i * (m - 1) // (_STEP_PROBES - 1)
-        probe[i] = tr[j + 1] - tr[j]
-    probe.sort()
-    return probe[_STEP_PROBES // 2]
-
-
-@numba.njit(cache=True, nogil=True)
-def _step_is_median(pivot: float, below: int, equal: int, valid: int) -> tuple[bool, float]:
-    # pragma: no cover - compiled
-    """Whether ``pivot``, with ``below`` steps below it, ``equal`` equal to it of
-    ``valid`` non-NaN steps, holds both middle ranks; and the median it then is."""
-    hi = valid // 2
-    lo = hi - 1 if valid % 2 == 0 else hi
-    found = below <= lo and hi < below + equal
-    return found, (0.5 * (pivot + pivot) if valid % 2 == 0 else pivot)  # median_inplace's
-
-
-@numba.njit(cache=True, nogil=True)
-def _gathered_median_step(tr: np.ndarray) -> float:  # pragma: no cover - compiled
-    """The median of the non-NaN steps of ``tr`` by gathering and selecting them (NaN for none)."""
-    n = tr.shape[0]
-    buf = np.empty(2 * max(n - 1, 1))
-    k = 0
-    for j in range(n - 1):
-        d = tr[j + 1] - tr[j]
-        if not np.isnan(d):
-            buf[k] = d
-            k += 1
-    return median_inplace(buf, k) if k else np.nan
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _usable_step(d: float) -> float:  # pragma: no cover - compiled
-    """``sample_step``'s rule: ``d`` where it is a positive number, else 1."""
-    return d if (np.isfinite(d) and d > 0) else 1.0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _boxcar_width(smooth_us: float, dt: float, n: int) -> int:  # pragma: no cover - compiled
-    """``clip(rint(smooth_us / dt), 1, n // 4 + 1)`` samples, as an integer."""
-    v = np.rint(smooth_us / dt)
-    return int(min(max(v, 1.0), float(n // 4 + 1)))
-
-
 @numba.njit(cache=True, nogil=True)
 def _uniform_row(
     src: np.ndarray, w: int, nearest: bool, ext: np.ndarray, out: np.ndarray
@@ -442,7 +336,8 @@ def _smooth_row(
     non-finite samples where the row has none.
 
     With a ``pivot`` (not NaN) the time steps ``tr[j + 1] - tr[j]`` are
-    counted against it as the row is read (:func:`_probe_median_step`'s counts).
+    counted against it as the row is read (for
+    :func:`~idexdask.analysis.sample_step.step_is_median`).
 
     Returns
     -------
@@ -606,8 +501,9 @@ def _search_rows(
     """The normalised search rows of :func:`detect_peaks` and their peaks, one event at a time.
 
     ``steps``: each row's :func:`sample_step`, µs; with ``find_steps`` it is
-    written here, the probed step's counts (:func:`_probe_median_step`) made
-    in the boxcar's pass over the row (the time row read once), and the row
+    written here, the probed step's counts
+    (:func:`~idexdask.analysis.sample_step.step_is_median`) made in the boxcar's
+    pass over the row (the time row read once), and the row
     smoothed again in the rare case where the probe was not the median and
     the boxcar's width differs.  The boxcar spans ``clip(rint(smooth_us /
     step), 1, n // 4 + 1)`` samples; the sigma floor of a quantised row is
@@ -649,7 +545,7 @@ def _search_rows(
     heights = np.empty(64)
     proms = np.empty(64)
     m = 0
-    probe = np.empty(_STEP_PROBES)
+    probe = np.empty(STEP_PROBES)
     for r in range(rows):
         out = zrows[r] if own_rows else zrows[0]  # the smoothed row first, then z in place
         numr = num[r] if has_scale else num[0, :0]
@@ -660,18 +556,18 @@ def _search_rows(
             tr = t[0]
         else:
             tr = t[r]
-        pivot = _probe_step(tr, probe) if find_steps else np.nan
+        pivot = probe_step(tr, probe) if find_steps else np.nan
         if find_steps and pivot != pivot:
-            steps[r] = _usable_step(_gathered_median_step(tr))
-        w = _boxcar_width(smooth_us, _usable_step(pivot) if pivot == pivot else steps[r], n)
+            steps[r] = usable_step(gathered_median_step(tr))
+        w = boxcar_width(smooth_us, usable_step(pivot) if pivot == pivot else steps[r], n)
         n_fin, k, prefix, varying, below, equal, valid = _smooth_row(
             yr, tr, w, stop_us, numr, d, out, pivot
         )
         if pivot == pivot:
-            found, value = _step_is_median(pivot, below, equal, valid)
-            steps[r] = _usable_step(value if found else _gathered_median_step(tr))
-            if _boxcar_width(smooth_us, steps[r], n) != w:  # smoothed with the wrong width
-                w = _boxcar_width(smooth_us, steps[r], n)
+            found, value = step_is_median(pivot, below, equal, valid)
+            steps[r] = usable_step(value if found else gathered_median_step(tr))
+            if boxcar_width(smooth_us, steps[r], n) != w:  # smoothed with the wrong width
+                w = boxcar_width(smooth_us, steps[r], n)
                 n_fin, k, prefix, varying, _, _, _ = _smooth_row(
                     yr, tr, w, stop_us, numr, d, out, np.nan
                 )

@@ -172,8 +172,9 @@ def test_refit_blends_recovers_both_lines(seed):
     window edge)."""
     from idexdask.analysis.line_fits import fit_lines
     from idexdask.analysis.line_status import LineStatus
-    from idexdask.analysis.peaks import detect_peaks, sample_step
+    from idexdask.analysis.peaks import detect_peaks
     from idexdask.analysis.products import load_analysis_settings
+    from idexdask.analysis.sample_step import sample_step
 
     settings = {**load_analysis_settings()[1]["peaks"], "fit_device": "cpu"}
     t, y = _spectrum(seed)
@@ -204,8 +205,9 @@ def test_refit_blends_does_not_depend_on_the_other_events():
     so a campaign's results do not depend on how its events are batched."""
     from idexdask.analysis.line_fits import fit_lines
     from idexdask.analysis.line_status import LineStatus
-    from idexdask.analysis.peaks import detect_peaks, sample_step
+    from idexdask.analysis.peaks import detect_peaks
     from idexdask.analysis.products import load_analysis_settings
+    from idexdask.analysis.sample_step import sample_step
 
     settings = {**load_analysis_settings()[1]["peaks"], "fit_device": "cpu"}
     # the weak line 0.08 and 0.15 µs after the strong one: blend windows of

@@ -136,7 +136,8 @@ def test_compiled_search_rows_match_numpy(n):
     and its peaks, found row by row (on the smoothed row where the relative noise
     is all one), are those of one search over the rows joined by wall samples."""
     from idexdask.analysis.peak_search import find_peaks as _find_peaks
-    from idexdask.analysis.peaks import _WALL, _search_rows, sample_step
+    from idexdask.analysis.peaks import _WALL, _search_rows
+    from idexdask.analysis.sample_step import sample_step
 
     rng = np.random.default_rng(3)
     n_events = 13
@@ -205,7 +206,7 @@ def test_sample_step_is_the_median_step():
     probed step holds the middle ranks), on axes whose steps the probe misses
     (two steps in equal shares, random steps) and with NaN, for odd and even
     counts of steps."""
-    from idexdask.analysis.peaks import sample_step
+    from idexdask.analysis.sample_step import sample_step
 
     rng = np.random.default_rng(12)
     n = 4001
