@@ -24,6 +24,7 @@ from idexdask.analysis.robust import (
 )
 from idexdask.analysis.selection import code_median_mad, median_and_mad
 from idexdask.numerics import pairwise_sum
+from idexdask.sorted_search import count_below
 
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
            "overlap_ratio", "overlap_samples", "sample_value"]
@@ -38,20 +39,6 @@ def sample_value(x: np.ndarray, j: int, fill: float) -> float:  # pragma: no cov
     """``x[j]`` as float64, NaN where it equals ``fill`` (a NaN ``fill``: none)."""
     v = np.float64(x[j])
     return np.nan if v == fill else v
-
-
-@numba.njit(cache=True, nogil=True)
-def _selected_before(idx: np.ndarray, m: int, i: int) -> int:  # pragma: no cover - compiled
-    """How many of the increasing indices ``idx[:m]`` lie below ``i``."""
-    lo = 0
-    hi = m
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if idx[mid] < i:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @numba.njit(cache=True, nogil=True)
@@ -72,7 +59,7 @@ def _sparse_sum(values: np.ndarray, idx: np.ndarray, m: int, n: int) -> float:
     while top:
         top -= 1
         cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        first = _selected_before(idx, m, cl)
+        first = count_below(idx, m, cl)
         empty = first == m or idx[first] >= cl + cn
         if cn <= 128 or empty:
             if empty:

@@ -36,6 +36,7 @@ import numpy as np
 
 from idexdask.analysis.fitting.emg_kernels import emg_profile
 from idexdask.composition.matched_filter import filter_areas_kernel
+from idexdask.sorted_search import count_below
 
 __all__ = ["search_events"]
 
@@ -52,19 +53,6 @@ def _median(values, n):  # pragma: no cover - compiled
     if lo == hi:
         return ordered[lo] / 1.0
     return (ordered[lo] + ordered[hi]) / 2.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _first_not_below(x, value):  # pragma: no cover - compiled
-    """``numpy.searchsorted(x, value, side="left")`` for increasing ``x`` (NaN last)."""
-    lo, hi = 0, x.size
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x[mid] < value:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @numba.njit(cache=True, nogil=True)
@@ -168,7 +156,7 @@ def search_events(scipy_erfcx, time, signal, sigma, target_time, lines, bounds, 
             if not (math.isfinite(width) and width > 0):
                 continue
             reach = null_reach + 4.0 * width
-            lo = _first_not_below(x, t_m - reach)
+            lo = count_below(x, x.size, t_m - reach)
             hi = _first_above(x, t_m + reach)
             first = x[lo] if hi > lo else math.nan
             last = x[hi - 1] if hi > lo else math.nan

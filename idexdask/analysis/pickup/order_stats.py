@@ -36,6 +36,7 @@ __all__ = [
     "COPIES",
     "EXP_HI",
     "EXP_LO",
+    "add_counts",
     "bin_bounds",
     "bin_keys",
     "binned_median_and_mad",
@@ -69,6 +70,21 @@ def _bin(u):  # pragma: no cover - compiled
     return _HALF + magnitude - negative * (2 * magnitude + 1)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def add_counts(keys, n, counts):  # pragma: no cover - compiled
+    """Add each of ``keys[:n]`` (bin numbers) to ``counts`` (COPIES, bins): keys
+    in turn go to the COPIES rows, so that consecutive equal keys (a quiet row)
+    do not wait on one counter; a bin's count is the sum of its column."""
+    top = n - n % COPIES
+    for t in range(0, top, COPIES):
+        counts[0, keys[t]] += 1
+        counts[1, keys[t + 1]] += 1
+        counts[2, keys[t + 2]] += 1
+        counts[3, keys[t + 3]] += 1
+    for t in range(top, n):
+        counts[0, keys[t]] += 1
+
+
 @numba.njit(cache=True, nogil=True)
 def bin_keys(values, keys, counts):  # pragma: no cover - compiled
     """Bin numbers of ``values`` (contiguous float64) into ``keys`` (uint16, same
@@ -77,14 +93,7 @@ def bin_keys(values, keys, counts):  # pragma: no cover - compiled
     bits = values.view(np.uint64)
     for t in range(size):  # no carried dependency: vectorised
         keys[t] = _bin(bits[t])
-    top = size - size % COPIES
-    for t in range(0, top, COPIES):
-        counts[0, keys[t]] += 1
-        counts[1, keys[t + 1]] += 1
-        counts[2, keys[t + 2]] += 1
-        counts[3, keys[t + 3]] += 1
-    for t in range(top, size):
-        counts[0, keys[t]] += 1
+    add_counts(keys, size, counts)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -294,16 +303,9 @@ def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compi
         a, b = order_pair(x, n, k_lo, k, scratch)
         return a if n % 2 else 0.5 * (a + b)
     counts[:, :_LINEAR_BINS] = 0
-    top = n - n % COPIES
     for i in range(n):  # no carried dependency: vectorised
         keys[i] = min(np.int64((x[i] - low) * scale), _LINEAR_BINS - 1)
-    for i in range(0, top, COPIES):
-        counts[0, keys[i]] += 1
-        counts[1, keys[i + 1]] += 1
-        counts[2, keys[i + 2]] += 1
-        counts[3, keys[i + 3]] += 1
-    for i in range(top, n):
-        counts[0, keys[i]] += 1
+    add_counts(keys, n, counts)
     seen = 0
     b_lo = -1
     below = 0
