@@ -24,7 +24,6 @@ from idexdask.analysis.robust import (
 )
 from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats, median_and_mad
 from idexdask.numerics import pairwise_sum
-from idexdask.sorted_search import count_below
 
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
            "overlap_ratio", "overlap_samples", "sample_value"]
@@ -42,50 +41,66 @@ def sample_value(x: np.ndarray, j: int, fill: float) -> float:  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
-def _sparse_sum(values: np.ndarray, idx: np.ndarray, m: int, n: int) -> float:
-    # pragma: no cover - compiled
-    """``a[:n].sum()`` with NumPy's rounding (pairwise) of the row ``a`` that is
-    ``values[i]`` at the increasing indices ``idx[i]`` (``i < m``) and +0.0
-    elsewhere: blocks and subtrees holding none of them are 0 without being
-    formed, the others are formed in a scratch block."""
-    block = np.empty(128)
+def _sparse_sums(
+    va: np.ndarray, vb: np.ndarray, idx: np.ndarray, m: int, n: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """``a[:n].sum()`` and ``b[:n].sum()`` with NumPy's rounding (pairwise) of the
+    rows ``a`` and ``b`` that are ``va[i]`` and ``vb[i]`` at the increasing indices
+    ``idx[i]`` (``i < m``) and +0.0 elsewhere: subtrees holding none of them are
+    +0.0 without being formed; each node carries the range of ``idx`` inside it,
+    split by a binary search within that range; the two rows share the walk."""
+    block_a = np.zeros(128)
+    block_b = np.zeros(128)
     s_lo = np.empty(128, dtype=np.int64)
     s_n = np.empty(128, dtype=np.int64)
+    s_i0 = np.empty(128, dtype=np.int64)
+    s_i1 = np.empty(128, dtype=np.int64)
     s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
+    vals_a = np.empty(128)
+    vals_b = np.empty(128)
     nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    s_lo[0], s_n[0], s_i0[0], s_i1[0], s_state[0] = 0, n, 0, m, 0
     top = 1
     while top:
         top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        first = count_below(idx, m, cl)
-        empty = first == m or idx[first] >= cl + cn
-        if cn <= 128 or empty:
-            if empty:
-                vals[nv] = 0.0
-            else:
-                block[:cn] = 0.0
-                i = first
-                while i < m and idx[i] < cl + cn:
-                    block[idx[i] - cl] = values[i]
-                    i += 1
-                vals[nv] = pairwise_sum(block, 0, cn)
+        cl, cn, i0, i1, st = s_lo[top], s_n[top], s_i0[top], s_i1[top], s_state[top]
+        if i0 == i1:
+            vals_a[nv] = 0.0
+            vals_b[nv] = 0.0
+            nv += 1
+        elif cn <= 128:
+            for i in range(i0, i1):
+                block_a[idx[i] - cl] = va[i]
+                block_b[idx[i] - cl] = vb[i]
+            vals_a[nv] = pairwise_sum(block_a, 0, cn)
+            vals_b[nv] = pairwise_sum(block_b, 0, cn)
+            for i in range(i0, i1):  # left all zero
+                block_a[idx[i] - cl] = 0.0
+                block_b[idx[i] - cl] = 0.0
             nv += 1
         elif st == 0:
             n2 = cn // 2
             n2 -= n2 % 8
+            lo, hi = i0, i1  # the first index at or after the split
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if idx[mid] < cl + n2:
+                    lo = mid + 1
+                else:
+                    hi = mid
             s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_i0[top], s_i1[top] = i0, i1
             s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_i0[top + 1], s_i1[top + 1] = lo, i1
             s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            s_i0[top + 2], s_i1[top + 2] = i0, lo
             top += 3
         else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
             nv -= 2
-            vals[nv] = left + right
+            vals_a[nv] = vals_a[nv] + vals_a[nv + 1]
+            vals_b[nv] = vals_b[nv] + vals_b[nv + 1]
             nv += 1
-    return vals[0]
+    return vals_a[0], vals_b[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,11 +117,27 @@ def overlap_samples(
     """
     m = 0
     n = xh.shape[0]
+    # the blocks' test in float32 (twice as many samples per vector): a signal
+    # above the threshold is a sample at or beyond a float32 limit (pol is +-1;
+    # float32 rounding and the signal's are monotonic in the sample), set a few
+    # float64 ulp beyond the exact boundary and rounded outwards, so the test
+    # never misses a sample (it may pass one to the exact test below)
+    edge = base_h + pol_h * thresh
+    edge -= pol_h * (abs(base_h) + abs(thresh) + abs(edge)) * 1e-15
+    lim = np.float32(pol_h * edge)
+    if np.float64(lim) > pol_h * edge:
+        lim = np.nextafter(lim, np.float32(-np.inf))
+    sign = np.float32(pol_h)
+    single = pol_h == 1.0 or pol_h == -1.0
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
-        for j in range(start, stop):  # a reduction that vectorises
-            hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
+        if single:
+            for j in range(start, stop):  # a reduction that vectorises
+                hit |= sign * np.float32(xh[j]) >= lim
+        else:
+            for j in range(start, stop):
+                hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
         if not hit:  # most blocks: no sample above the threshold
             continue
         for j in range(start, stop):
@@ -136,7 +167,8 @@ def overlap_ratio(
     for i in range(m):
         hl[i] = hv[i] * lv[i]
         hh[i] = hv[i] * hv[i]
-    b = divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n))
+    s_hl, s_hh = _sparse_sums(hl, hh, idx, m, n)
+    b = divide_sum_of_squares(s_hl, s_hh)
     k = 0
     for i in range(m):
         v = lv[i] - b * hv[i]
@@ -161,7 +193,8 @@ def overlap_ratio(
         else:
             hl[i] = 0.0
             hh[i] = 0.0
-    return divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n)), c
+    s_hl, s_hh = _sparse_sums(hl, hh, idx, m, n)
+    return divide_sum_of_squares(s_hl, s_hh), c
 
 
 @numba.njit(cache=True, nogil=True)

@@ -280,3 +280,28 @@ def test_formula_interval_is_the_samples_inside_the_times():
         assert np.array_equal(np.arange(first[r], stop[r]), inside), r
     assert stop[0] > first[0] > 0 and stop[1] == 1500  # a shorter record ends the interval
     assert stop[6] - first[6] == n  # a constant axis inside a point interval: every sample
+
+
+@pytest.mark.parametrize("pol", [1.0, -1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_overlap_samples_at_the_threshold(pol, dtype):
+    """The blocks' float32 pre-test never drops a sample whose signal exceeds the
+    threshold, even by one rounding: thresholds set at the signal of samples
+    themselves (equal: left out) and just below them (in)."""
+    from idexdask.analysis.gain_merge_kernels import overlap_samples
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    xh = (rng.normal(size=n) * 300).astype(dtype)
+    xl = (rng.normal(size=n) * 30).astype(dtype)
+    base_h, base_l = 1.7, -0.3
+    h = pol * (xh.astype(float) - base_h)
+    sat = np.zeros(n, bool)
+    idx, hv, lv = np.empty(n, np.int64), np.empty(n), np.empty(n)
+    for thresh in (np.sort(h)[-7], np.nextafter(np.sort(h)[-40], -np.inf), np.nan, np.inf):
+        m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
+                            thresh, idx, hv, lv)
+        want = np.flatnonzero(h > thresh)
+        assert np.array_equal(idx[:m], want)
+        assert np.array_equal(hv[:m], h[want])
+    assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above
