@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import CODE_DTYPE, code_scale
+from idexdask.adccodes import CODE_DTYPE, RECORDED_CODES_KEY, code_scale
 from idexdask.compat.zarr_chunks import grown_objects
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
@@ -111,7 +111,9 @@ class StoreSchema:
             variables[str(name)] = _VariableSchema(
                 dims=tuple(str(d) for d in variable.dims), shape=tuple(variable.shape),
                 dtype=variable.dtype, attrs=dict(variable.attrs),
-                encoding=dict(variable.encoding),
+                # a reader's kept codes (idexdask.adccodes) stay in the worker
+                encoding={k: v for k, v in variable.encoding.items()
+                          if k != RECORDED_CODES_KEY},
                 values=np.array(variable.values) if keep else None)
         return cls(variables, tuple(str(c) for c in dataset.coords), dict(dataset.attrs))
 
