@@ -52,6 +52,7 @@ __all__ = [
     "int_keys",
     "linear_median",
     "value_bin",
+    "value_range",
     "window_median_and_mad",
 ]
 
@@ -443,6 +444,34 @@ _LINEAR_BINS = 4096
 
 
 @numba.njit(cache=True, nogil=True)
+def value_range(x, n):  # pragma: no cover - compiled
+    """Smallest and largest of the NaN-free ``x[:n]`` (``n >= 1``): four
+    independent comparisons per step (a single float min/max chain does not
+    vectorise: its order matters to LLVM, not to the result)."""
+    lo0 = lo1 = lo2 = lo3 = x[0]
+    hi0 = hi1 = hi2 = hi3 = x[0]
+    top = n - n % 4
+    for t in range(0, top, 4):
+        v0 = x[t]
+        v1 = x[t + 1]
+        v2 = x[t + 2]
+        v3 = x[t + 3]
+        lo0 = v0 if v0 < lo0 else lo0
+        lo1 = v1 if v1 < lo1 else lo1
+        lo2 = v2 if v2 < lo2 else lo2
+        lo3 = v3 if v3 < lo3 else lo3
+        hi0 = v0 if v0 > hi0 else hi0
+        hi1 = v1 if v1 > hi1 else hi1
+        hi2 = v2 if v2 > hi2 else hi2
+        hi3 = v3 if v3 > hi3 else hi3
+    for t in range(top, n):
+        v = x[t]
+        lo0 = v if v < lo0 else lo0
+        hi0 = v if v > hi0 else hi0
+    return min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+
+
+@numba.njit(cache=True, nogil=True)
 def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compiled
     """``numpy.median`` of the NaN-free ``x[:n]`` (``n >= 1``) by bins of equal
     width across its range: ``int((x - min) * (bins / (max - min)))`` is a
@@ -470,12 +499,7 @@ def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compi
     """
     k = n // 2
     k_lo = k if n % 2 else k - 1
-    low = x[0]
-    high = x[0]
-    for i in range(n):
-        v = x[i]
-        low = v if v < low else low
-        high = v if v > high else high
+    low, high = value_range(x, n)
     scale = _LINEAR_BINS / (high - low) if high > low else 0.0
     if not (scale > 0.0 and scale < np.inf and high - low < np.inf):
         if high == low:
@@ -500,10 +524,10 @@ def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compi
             b_hi = b
             break
     m = 0
-    for i in range(n):  # the values of the middle bins
-        if b_lo <= keys[i] <= b_hi:
-            buf[m] = x[i]
-            m += 1
+    for i in range(n):  # the values of the middle bins, without branches (quantised
+        buf[m] = x[i]  # samples fill the middle bins: a branch would mispredict)
+        key = keys[i]
+        m += (key >= b_lo) & (key <= b_hi)
     a, b = order_pair(buf, m, k_lo - below, k - below, scratch)
     return a if n % 2 else 0.5 * (a + b)
 
