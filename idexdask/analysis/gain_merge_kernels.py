@@ -136,11 +136,11 @@ def overlap_samples(
     if np.float64(lim) > pol_h * edge:
         lim = np.nextafter(lim, np.float32(-np.inf))
     sign = np.float32(pol_h)
-    single = pol_h == 1.0 or pol_h == -1.0
+    unit = pol_h == 1.0 or pol_h == -1.0  # the float32 test needs an exact sign flip
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
-        if single:
+        if unit:
             for j in range(start, stop):  # a reduction that vectorises
                 hit |= sign * np.float32(xh[j]) >= lim
         else:
