@@ -272,12 +272,12 @@ class Blend:
         A joint fit on the tail of a strong line can have two minima: a weak
         line narrow at its own maximum, or spread into a broad pedestal under
         its neighbours' tails, and a start from the single-line fits can stall
-        between them.  Where the first round's fit from the prepared starts
-        does not converge, it fits again with every line but the strongest
-        started narrow (1.5 samples) at the highest local maximum of its share
-        of the window (cut at the midpoints to its neighbours in the blend) and
-        keeps the better result (:func:`better_fit`: a converged one, the
-        smaller chi-square of two).
+        between them.  This start has every line but the strongest narrow (1.5
+        samples) at the highest local maximum of its share of the window (cut
+        at the midpoints to its neighbours in the blend); the residual test
+        (:mod:`idexdask.analysis.residual_lines`) fits from it where its
+        prepared start does not converge and keeps the better result
+        (:func:`better_fit`).
         """
         start = np.clip(self.at_peaks, self.lo, self.hi)
         return dataclasses.replace(self, start=start, shapes=list(self.shapes),
@@ -440,20 +440,11 @@ def refit_blends(
     pending = list(range(len(prepared)))
     for attempt in range(_ROUNDS):
         # a later round fits each blend twice: from the failed round's values
-        # and from its prepared starts (:meth:`Blend.restarted`); the first
-        # fits from the prepared starts, and again from the data's maxima
-        # (:meth:`Blend.from_peaks`) where that did not converge
+        # and from its prepared starts (:meth:`Blend.restarted`)
         tries = [(b, prepared[b]) for b in pending]
         if attempt:
             tries += [(b, prepared[b].restarted()) for b in pending]
         results = _fit_tries(tries, device, settings)
-        if not attempt:
-            stalled = [b for i, (b, _) in enumerate(tries)
-                       if results[i][0].status[results[i][1]] != FitStatus.CONVERGED]  # fmt: skip
-            more = [(b, prepared[b].from_peaks()) for b in stalled]
-            extra = _fit_tries(more, device, settings)
-            results.update((len(tries) + i, v) for i, v in extra.items())
-            tries += more
         best = {b: i for i, (b, _) in enumerate(tries[: len(pending)])}
         for i in range(len(pending), len(tries)):
             b = tries[i][0]

@@ -84,16 +84,16 @@ def line_modes(area: np.ndarray, center: np.ndarray, sigma: np.ndarray,
     grid = np.linspace(-1.0, 4.0, _MODE_GRID)[None, :]
     x = np.concatenate([cc + grid * s, cc + (grid + 1.0) / (3.3 * g)], axis=1)
     rows = np.arange(x.shape[0])
-    best = x[rows, np.argmax(line_profiles_rows(x, a, cc, s, g), axis=1)][:, None]
+    best = x[rows, np.argmax(_profiles_rows(x, a, cc, s, g), axis=1)][:, None]
     coarse = np.maximum(s, 1.0 / (3.3 * g)) * (5.0 / (_MODE_GRID - 1))
     fine = best + coarse * np.linspace(-1.0, 1.0, _MODE_GRID)[None, :]
-    prof = line_profiles_rows(fine, a, cc, s, g)
+    prof = _profiles_rows(fine, a, cc, s, g)
     top = fine[rows, np.argmax(prof, axis=1)]
     out[tail] = np.where(prof.max(axis=1) > 0, top, c[tail])
     return out
 
 
-def line_profiles_rows(x: np.ndarray, a: np.ndarray, c: np.ndarray, s: np.ndarray,
+def _profiles_rows(x: np.ndarray, a: np.ndarray, c: np.ndarray, s: np.ndarray,
                        g: np.ndarray) -> np.ndarray:
     """EMG profiles on per-row times ``x`` (rows, points), 0 where not finite."""
     from idexdask.analysis.lineshapes import emg
@@ -114,7 +114,9 @@ class ResidualTest:
     time : float
         Its time, µs.
     residual_sigma : float
-        Smoothed residual there, in smoothed-baseline sigmas.
+        Residual there, smoothed with the detection's boxcar, in smoothed-
+        baseline sigmas: of the hosts' joint fit, or the screen's excess over
+        the fitted lines where that fit did not converge.
     hosts : numpy.ndarray
         Rows (of the fits given) of the lines fitted with it.
     chisq_one, chisq_two : float
@@ -183,7 +185,7 @@ def add_residual_lines(
     trials = [_trial(m, y, t, noise, cand, fits, settings, step) for m in found]
     trials = [tr for tr in trials if tr is not None]
     _fit_trials(trials, zsig, settings)
-    accepted = _accept(trials, y, noise, t, step, settings)
+    accepted = _accept(trials, step, settings)
     if tests is not None:
         tests.extend(tr.test for tr in trials)
     if not accepted:
@@ -509,8 +511,8 @@ def _residual_at(tr: _Trial, settings: Mapping[str, Any]) -> float:
     return float(np.max(part)) if part.size else -math.inf
 
 
-def _accept(trials: list[_Trial], y: np.ndarray, noise: np.ndarray, t: Any, step: np.ndarray,
-            settings: Mapping[str, Any]) -> list[_Trial]:
+def _accept(trials: list[_Trial], step: np.ndarray, settings: Mapping[str, Any]
+            ) -> list[_Trial]:
     """The trials whose second line passes the test; one per set of hosts (the highest)."""
     from scipy.special import fdtrc
 
@@ -529,7 +531,7 @@ def _accept(trials: list[_Trial], y: np.ndarray, noise: np.ndarray, t: Any, step
         if ndof <= 0 or not drop > 0:
             continue
         tr.test.pvalue = float(fdtrc(3, ndof, (drop / 3.0) / (tr.test.chisq_two / ndof)))
-        if tr.test.pvalue > limit or not _lines_hold(tr, noise, t, step, settings):
+        if tr.test.pvalue > limit or not _lines_hold(tr, step, settings):
             continue
         passed.append(tr)
     passed.sort(key=lambda tr: -tr.test.residual_sigma)
@@ -568,8 +570,7 @@ def _joint_values(tr: _Trial) -> dict[str, np.ndarray]:
     return out
 
 
-def _lines_hold(tr: _Trial, noise: np.ndarray, t: Any, step: np.ndarray,
-                settings: Mapping[str, Any]) -> bool:
+def _lines_hold(tr: _Trial, step: np.ndarray, settings: Mapping[str, Any]) -> bool:
     """Whether every line of the two-line fit is a significant line wider than a spike."""
     v = _joint_values(tr)
     e = tr.test.event

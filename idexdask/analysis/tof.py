@@ -47,9 +47,9 @@ from idexdask._logging import get_logger
 from idexdask.adccodes import code_scale
 from idexdask.analysis.gain_merge_kernels import merge_rows
 from idexdask.analysis.line_fits import LineFits, fit_lines
-from idexdask.analysis.residual_lines import add_residual_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks
+from idexdask.analysis.residual_lines import add_residual_lines
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
 from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
 from idexdask.analysis.signal_quality.kernels import formula_count_below
