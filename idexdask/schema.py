@@ -388,7 +388,8 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle", "gzip",
                                    "blosc-lz4", "none")),
     "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle",
-                                       "lz4-bitshuffle-f32", "gzip", "blosc-lz4", "none")),
+                                       "lz4-bitshuffle-f32", "lz4-bitshuffle-raw-f32", "gzip",
+                                       "blosc-lz4", "none")),
     "pipeline.compression_level": Int(min=0, max=22),
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),

@@ -22,9 +22,8 @@ from idexdask.analysis.robust import (
     clipped_prefix_mean,
     median_inplace,
 )
-from idexdask.analysis.selection import code_median_mad, median_and_mad
+from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats, median_and_mad
 from idexdask.numerics import pairwise_sum
-from idexdask.sorted_search import count_below
 
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
            "overlap_ratio", "overlap_samples", "sample_value"]
@@ -42,50 +41,66 @@ def sample_value(x: np.ndarray, j: int, fill: float) -> float:  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True)
-def _sparse_sum(values: np.ndarray, idx: np.ndarray, m: int, n: int) -> float:
-    # pragma: no cover - compiled
-    """``a[:n].sum()`` with NumPy's rounding (pairwise) of the row ``a`` that is
-    ``values[i]`` at the increasing indices ``idx[i]`` (``i < m``) and +0.0
-    elsewhere: blocks and subtrees holding none of them are 0 without being
-    formed, the others are formed in a scratch block."""
-    block = np.empty(128)
+def _sparse_sums(
+    va: np.ndarray, vb: np.ndarray, idx: np.ndarray, m: int, n: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """``a[:n].sum()`` and ``b[:n].sum()`` with NumPy's rounding (pairwise) of the
+    rows ``a`` and ``b`` that are ``va[i]`` and ``vb[i]`` at the increasing indices
+    ``idx[i]`` (``i < m``) and +0.0 elsewhere: subtrees holding none of them are
+    +0.0 without being formed; each node carries the range of ``idx`` inside it,
+    split by a binary search within that range; the two rows share the walk."""
+    block_a = np.zeros(128)
+    block_b = np.zeros(128)
     s_lo = np.empty(128, dtype=np.int64)
     s_n = np.empty(128, dtype=np.int64)
+    s_i0 = np.empty(128, dtype=np.int64)
+    s_i1 = np.empty(128, dtype=np.int64)
     s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
+    vals_a = np.empty(128)
+    vals_b = np.empty(128)
     nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    s_lo[0], s_n[0], s_i0[0], s_i1[0], s_state[0] = 0, n, 0, m, 0
     top = 1
     while top:
         top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        first = count_below(idx, m, cl)
-        empty = first == m or idx[first] >= cl + cn
-        if cn <= 128 or empty:
-            if empty:
-                vals[nv] = 0.0
-            else:
-                block[:cn] = 0.0
-                i = first
-                while i < m and idx[i] < cl + cn:
-                    block[idx[i] - cl] = values[i]
-                    i += 1
-                vals[nv] = pairwise_sum(block, 0, cn)
+        cl, cn, i0, i1, st = s_lo[top], s_n[top], s_i0[top], s_i1[top], s_state[top]
+        if i0 == i1:
+            vals_a[nv] = 0.0
+            vals_b[nv] = 0.0
+            nv += 1
+        elif cn <= 128:
+            for i in range(i0, i1):
+                block_a[idx[i] - cl] = va[i]
+                block_b[idx[i] - cl] = vb[i]
+            vals_a[nv] = pairwise_sum(block_a, 0, cn)
+            vals_b[nv] = pairwise_sum(block_b, 0, cn)
+            for i in range(i0, i1):  # left all zero
+                block_a[idx[i] - cl] = 0.0
+                block_b[idx[i] - cl] = 0.0
             nv += 1
         elif st == 0:
             n2 = cn // 2
             n2 -= n2 % 8
+            lo, hi = i0, i1  # the first index at or after the split
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if idx[mid] < cl + n2:
+                    lo = mid + 1
+                else:
+                    hi = mid
             s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_i0[top], s_i1[top] = i0, i1
             s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_i0[top + 1], s_i1[top + 1] = lo, i1
             s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            s_i0[top + 2], s_i1[top + 2] = i0, lo
             top += 3
         else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
             nv -= 2
-            vals[nv] = left + right
+            vals_a[nv] = vals_a[nv] + vals_a[nv + 1]
+            vals_b[nv] = vals_b[nv] + vals_b[nv + 1]
             nv += 1
-    return vals[0]
+    return vals_a[0], vals_b[0]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -102,11 +117,27 @@ def overlap_samples(
     """
     m = 0
     n = xh.shape[0]
+    # the blocks' test in float32 (twice as many samples per vector): a signal
+    # above the threshold is a sample at or beyond a float32 limit (pol is +-1;
+    # float32 rounding and the signal's are monotonic in the sample), set a few
+    # float64 ulp beyond the exact boundary and rounded outwards, so the test
+    # never misses a sample (it may pass one to the exact test below)
+    edge = base_h + pol_h * thresh
+    edge -= pol_h * (abs(base_h) + abs(thresh) + abs(edge)) * 1e-15
+    lim = np.float32(pol_h * edge)
+    if np.float64(lim) > pol_h * edge:
+        lim = np.nextafter(lim, np.float32(-np.inf))
+    sign = np.float32(pol_h)
+    single = pol_h == 1.0 or pol_h == -1.0
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
-        for j in range(start, stop):  # a reduction that vectorises
-            hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
+        if single:
+            for j in range(start, stop):  # a reduction that vectorises
+                hit |= sign * np.float32(xh[j]) >= lim
+        else:
+            for j in range(start, stop):
+                hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
         if not hit:  # most blocks: no sample above the threshold
             continue
         for j in range(start, stop):
@@ -136,7 +167,8 @@ def overlap_ratio(
     for i in range(m):
         hl[i] = hv[i] * lv[i]
         hh[i] = hv[i] * hv[i]
-    b = divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n))
+    s_hl, s_hh = _sparse_sums(hl, hh, idx, m, n)
+    b = divide_sum_of_squares(s_hl, s_hh)
     k = 0
     for i in range(m):
         v = lv[i] - b * hv[i]
@@ -161,7 +193,8 @@ def overlap_ratio(
         else:
             hl[i] = 0.0
             hh[i] = 0.0
-    return divide_sum_of_squares(_sparse_sum(hl, idx, m, n), _sparse_sum(hh, idx, m, n)), c
+    s_hl, s_hh = _sparse_sums(hl, hh, idx, m, n)
+    return divide_sum_of_squares(s_hl, s_hh), c
 
 
 @numba.njit(cache=True, nogil=True)
@@ -201,22 +234,33 @@ def clipped_baseline(
 def gain_baseline(
     x: np.ndarray, prefix: bool, n_pre: int, pre: np.ndarray, min_samples: int,
     n_first: int, fill: float, code_scale: float, code_offset: float, code_single: bool,
-    codes: np.ndarray, vals: np.ndarray, pos: np.ndarray, buf: np.ndarray,
+    counts: np.ndarray, vals: np.ndarray, pos: np.ndarray, buf: np.ndarray,
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     """Baseline level and MAD of one gain's row ``x`` (see :func:`merge_rows`).
 
     The baseline samples are the valid ones among the first ``n_pre`` (``prefix``)
     or at the indices ``pre[:n_pre]``; with fewer than ``min_samples``, the valid
     ones among the first ``n_first``.  A prefix of codes (``code_scale`` finite)
-    is read through its histogram and summed as it is read; any other set is
-    gathered into ``vals``/``pos`` for :func:`clipped_baseline`; ``codes``
-    (int32), ``vals``, ``pos`` and ``buf`` are scratch of the row's length.
+    is read once (:func:`~idexdask.analysis.selection.code_prefix_stats`: the
+    histogram of its codes and its sum), and once more only where the clip
+    leaves samples out; any other set is gathered into ``vals``/``pos`` for
+    :func:`clipped_baseline`.  ``counts`` is the all-zero int32 histogram of
+    :data:`~idexdask.analysis.selection.CODE_COUNTS` counters (left all zero),
+    ``vals``, ``pos`` and ``buf`` scratch of the row's length.
     """
     n = x.shape[0]
     if prefix and np.isfinite(code_scale):
-        ok, k, med, mad = code_median_mad(x, n_pre, fill == fill, fill, code_scale,
-                                          code_offset, code_single, codes)
-        if ok and k >= min_samples:
+        found = code_prefix_stats(x, n_pre, fill == fill, fill, code_scale, code_offset,
+                                  code_single, counts)
+        if found.ok and found.count >= min_samples:
+            med, mad = found.median, found.mad
+            lim = 4.0 * max(MAD_TO_SIGMA * mad, 0.5)  # clipped_mean's clip
+            # the values rise with the codes and each rounding of |v - med| is
+            # monotonic in v: the clip keeps every valid sample iff it keeps
+            # the two extremes, and its sum is then the pass's
+            if abs(found.low - med) <= lim and abs(found.high - med) <= lim:
+                mean = found.total / found.count
+                return (mean if np.isfinite(mean) else med), mad
             return clipped_prefix_mean(x, n_pre, n, med, mad, fill), mad
     k = 0
     for i in range(n_pre):
@@ -240,31 +284,48 @@ def gain_baseline(
 @numba.njit(cache=True, nogil=True)
 def gain_saturation(
     x: np.ndarray, t: np.ndarray, fill: float, vmin: float, vmax: float, flagged: bool,
-    t0: float, t1: float, guard: int, raw: np.ndarray, sat: np.ndarray,
+    t0: float, t1: float, first: int, stop: int, guard: int, raw: np.ndarray, sat: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """Saturated samples of one gain's row into ``sat``; whether there are any.
 
-    At or beyond a rail (``>= vmax``, ``<= vmin``; NaN: none), or at a time
-    ``t`` within ``[t0, t1]`` when ``flagged``; grown by ``guard`` samples.
-    ``raw`` is scratch of the row's length.
+    At or beyond a rail (``>= vmax``, ``<= vmin``; NaN: none), or, when
+    ``flagged``, inside the saturation interval: the samples ``[first, stop)``
+    where ``first`` is not -1 (located on a rising formula axis), else those
+    at a time ``t`` within ``[t0, t1]``; grown by ``guard`` samples.  Without
+    rails that is one interval, written directly; ``raw`` is scratch of the
+    row's length.
     """
     n = x.shape[0]
+    grow = max(guard, 0)
+    rails = vmin == vmin or vmax == vmax
+    if not rails and (not flagged or first >= 0):
+        sat[:] = False
+        if flagged and stop > first:
+            sat[max(first - grow, 0) : min(stop + grow, n)] = True
+            return True
+        return False
     any_sat = False
-    for j in range(n):  # branch-free (bitwise tests)
-        v = sample_value(x, j, fill)
-        s = (v >= vmax) | (v <= vmin)
-        raw[j] = s
-        any_sat |= s
-    if flagged:
+    if rails:
+        for j in range(n):  # branch-free (bitwise tests)
+            v = sample_value(x, j, fill)
+            s = (v >= vmax) | (v <= vmin)
+            raw[j] = s
+            any_sat |= s
+    else:
+        raw[:] = False
+    if flagged and first >= 0:
+        raw[first:stop] = True
+        any_sat |= stop > first
+    elif flagged:
         for j in range(n):
             s = (t[j] >= t0) & (t[j] <= t1)
             raw[j] |= s
             any_sat |= s
-    if guard > 0 and any_sat:
+    if grow > 0 and any_sat:
         sat[:] = False
         for j in range(n):
             if raw[j]:
-                sat[max(j - guard, 0) : min(j + guard + 1, n)] = True
+                sat[max(j - grow, 0) : min(j + grow + 1, n)] = True
     else:
         sat[:] = raw
     return any_sat
@@ -329,6 +390,8 @@ def merge_rows(
     flag: np.ndarray,
     t0: np.ndarray,
     t1: np.ndarray,
+    sat_first: np.ndarray,
+    sat_stop: np.ndarray,
     guard: int,
     qsig: np.ndarray,
     k_sigma: float,
@@ -350,21 +413,23 @@ def merge_rows(
     replaced by ``qsig`` where that is finite and positive, else never below
     ``floor[g]``, the quantisation noise), the positive-going
     signal ``pol * (x - level)``, its saturated samples (``>= vmax``, ``<= vmin``
-    (NaN: none), the quality interval ``[t0, t1]`` where ``flag``, grown by
-    ``guard`` samples), the ratio to the next higher gain (``nominal[g]`` when not
+    (NaN: none), the quality interval ``[t0, t1]`` where ``flag`` -- the
+    samples ``[sat_first, sat_stop)`` where ``sat_first`` is not -1 --, grown
+    by ``guard`` samples), the ratio to the next higher gain (``nominal[g]`` when not
     measured) and the merged spectrum.  Every value is computed with the
     operations of the array version, so the results are the same.
 
     Row ``r``'s times are ``t[t_row[r]]``, read only where ``pre_count[r]`` is
-    -1 or a gain's ``flag[g, r]`` is set (``t_row[r]`` may be -1 elsewhere: a
-    formula axis gives the kernel only the rows it reads).  The baseline
+    -1 or a gain's ``flag[g, r]`` is set with ``sat_first[g, r]`` -1
+    (``t_row[r]`` may be -1 elsewhere: a formula axis gives the kernel only the
+    rows it reads).  The baseline
     samples of row ``r`` are those whose time is below ``stop_us``: the first
     ``pre_count[r]`` where that is not -1 (a rising axis, located without
     reading its times).  Where gain ``g``'s samples are codes
     (``code_scale[g]`` finite: value = ``code * code_scale + code_offset``,
     rounded to float32 where ``code_single``), such a prefix's median and MAD
     come from a histogram of the codes
-    (:func:`~idexdask.analysis.selection.code_median_mad`, the same values).
+    (:func:`~idexdask.analysis.selection.code_prefix_stats`, the same values).
 
     Fills ``signal``, ``sigma``, ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
@@ -387,7 +452,7 @@ def merge_rows(
     vals = np.empty(n)
     pos = np.empty(n, dtype=np.int64)
     buf = np.empty(2 * n)
-    codes = np.empty(n, dtype=np.int32)
+    counts = np.zeros(CODE_COUNTS, dtype=np.int32)  # kept all zero between rows
     idx = np.empty(n, dtype=np.int64)
     hv = np.empty(n)
     lv = np.empty(n)
@@ -410,15 +475,15 @@ def merge_rows(
             if g == 0:
                 level, mad = gain_baseline(x0[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[0], code_scale[0], code_offset[0],
-                                           code_single[0], codes, vals, pos, buf)
+                                           code_single[0], counts, vals, pos, buf)
             elif g == 1:
                 level, mad = gain_baseline(x1[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[1], code_scale[1], code_offset[1],
-                                           code_single[1], codes, vals, pos, buf)
+                                           code_single[1], counts, vals, pos, buf)
             else:
                 level, mad = gain_baseline(x2[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[2], code_scale[2], code_offset[2],
-                                           code_single[2], codes, vals, pos, buf)
+                                           code_single[2], counts, vals, pos, buf)
             base[g] = level
             q = qsig[g, r]
             noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
@@ -426,13 +491,16 @@ def merge_rows(
             if np.isfinite(vmax[g]) or np.isfinite(vmin[g]) or flag[g, r]:
                 if g == 0:
                     dirty[g] = gain_saturation(x0[r], tr, fill[0], vmin[0], vmax[0], flag[0, r],
-                                               t0[0, r], t1[0, r], guard, raw_sat, sat[0])
+                                               t0[0, r], t1[0, r], sat_first[0, r],
+                                               sat_stop[0, r], guard, raw_sat, sat[0])
                 elif g == 1:
                     dirty[g] = gain_saturation(x1[r], tr, fill[1], vmin[1], vmax[1], flag[1, r],
-                                               t0[1, r], t1[1, r], guard, raw_sat, sat[1])
+                                               t0[1, r], t1[1, r], sat_first[1, r],
+                                               sat_stop[1, r], guard, raw_sat, sat[1])
                 else:
                     dirty[g] = gain_saturation(x2[r], tr, fill[2], vmin[2], vmax[2], flag[2, r],
-                                               t0[2, r], t1[2, r], guard, raw_sat, sat[2])
+                                               t0[2, r], t1[2, r], sat_first[2, r],
+                                               sat_stop[2, r], guard, raw_sat, sat[2])
             elif dirty[g]:
                 sat[g, :] = False
                 dirty[g] = False

@@ -127,8 +127,19 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
         offset = ds["channel_time_offset"].sel(channel=name).values
         start = start + np.where(np.isfinite(offset), offset, 0.0)
     polarity = int(variable.attrs.get("signal_polarity", setting("polarity", -1)))
+    gain, offset = _adc_scale(ds, name)
     return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], variable.values,
-                                    polarity=polarity, **kw)
+                                    polarity=polarity, adc_gain=gain, adc_offset=offset, **kw)
+
+
+def _adc_scale(ds: xr.Dataset, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Each event's ``vertical_gain`` and ``vertical_offset`` of channel ``name``
+    (volts = gain * code - offset), or None where the capture does not carry them."""
+    if ("vertical_gain" not in ds.variables or "vertical_offset" not in ds.variables
+            or name not in ds.indexes.get("channel", ())):
+        return None, None
+    return (np.asarray(ds["vertical_gain"].sel(channel=name).values, dtype=np.float64),
+            np.asarray(ds["vertical_offset"].sel(channel=name).values, dtype=np.float64))
 
 
 def pickup_products(

@@ -26,10 +26,15 @@ so the counts give the same order statistics as a selection on the values.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
-__all__ = ["code_median_mad", "median_and_mad", "order_pair"]
+from idexdask.numerics import pairwise_sum
+
+__all__ = ["CODE_COUNTS", "CodePrefixStats", "code_median_mad", "code_prefix_stats",
+           "counted_median_mad", "median_and_mad", "order_pair"]
 
 _SAMPLE = 4096
 """Values in the random sample that places the pivots."""
@@ -239,6 +244,26 @@ _TABLES = 4
 update different counters, not one counter in a dependency chain."""
 _EXCLUDED = np.iinfo(np.int32).max
 """Code of a sample that is not counted (NaN, fill)."""
+CODE_COUNTS = _TABLES * (2 * _CODE_SPAN + 1)
+"""Counters of the histogram :func:`code_prefix_stats` counts into (int32)."""
+
+
+class CodePrefixStats(NamedTuple):
+    """What :func:`code_prefix_stats` finds of a row's first samples."""
+
+    ok: bool
+    """The valid samples are values of codes spanning fewer than 65,536 (else
+    nothing else is set)."""
+    count: int
+    """Valid samples."""
+    median: float
+    mad: float
+    """As :func:`median_and_mad` of the valid samples (not scaled to sigma)."""
+    low: float
+    high: float
+    """Smallest and largest valid sample (NaN for none)."""
+    total: float
+    """Sum of the valid samples, others 0, over the whole row in NumPy's order."""
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -328,6 +353,18 @@ def code_median_mad(
     for t in range(1, _TABLES):  # into the first table
         for b in range(span):
             counts[b] += counts[t * width + b]
+    med, mad = counted_median_mad(counts, lo, span, count, scale, offset, single)
+    return True, count, med, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def counted_median_mad(
+    counts: np.ndarray, lo: int, span: int, count: int, scale: float, offset: float,
+    single: bool,
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """Median and MAD (not scaled to sigma) of ``count >= 1`` samples of codes
+    ``lo .. lo + span - 1``, ``counts[b]`` of them of code ``lo + b``: the values of
+    :func:`median_and_mad` on their values (see :func:`code_median_mad`)."""
     k = count // 2
     # the median: the k-th (and (k-1)-th) smallest values
     below = 0
@@ -375,5 +412,126 @@ def code_median_mad(
             d_hi = d
             break
     if count % 2:
-        return True, count, med, d_hi
-    return True, count, med, 0.5 * (d_lo + d_hi)
+        return med, d_hi
+    return med, 0.5 * (d_lo + d_hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def code_prefix_stats(
+    x: np.ndarray,
+    end: int,
+    has_fill: bool,
+    fill: float,
+    scale: float,
+    offset: float,
+    single: bool,
+    counts: np.ndarray,
+) -> CodePrefixStats:  # pragma: no cover - compiled
+    """:func:`code_median_mad` of the samples ``x[:end]`` and their sum, in one pass.
+
+    The sum is that of the valid samples (others 0) over the whole row
+    ``x``, in NumPy's pairwise order (:func:`idexdask.numerics.pairwise_sum`:
+    leaves of at most 128 samples, each formed as it is read): what
+    :func:`~idexdask.analysis.robust.clipped_prefix_mean` sums when its clip
+    keeps every valid sample.  Each leaf's codes are counted while in cache,
+    into a histogram spanning ``2 * 65536`` codes around the first valid one.
+
+    Parameters
+    ----------
+    x, end, has_fill, fill, scale, offset, single
+        As :func:`code_median_mad` (``n = end``).
+    counts : numpy.ndarray of int32, (CODE_COUNTS,)
+        All zero; left all zero.
+
+    Returns
+    -------
+    CodePrefixStats
+        ``ok`` False (nothing else set) where :func:`code_median_mad` refuses.
+    """
+    n = x.shape[0]
+    inverse = 1.0 / scale
+    fill = fill if has_fill else np.nan  # never equal: no fill
+    anchor = np.int64(0)
+    for i in range(end):  # the histogram is centred on the first valid code
+        v = np.float64(x[i])
+        if v - v == 0.0 and v != fill:
+            c = min(max(np.rint((v - offset) * inverse), -1073741824.0), 1073741824.0)
+            anchor = np.int64(c) - _CODE_SPAN
+            break
+    width = 2 * _CODE_SPAN + 1  # the last bucket: samples not counted
+    big = np.int64(_EXCLUDED)
+    ok = True
+    lo = big
+    hi = -big
+    count = 0
+    block = np.empty(128)
+    bins = np.empty(128, dtype=np.int64)
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
+        if cn <= 128 or empty:
+            if empty:
+                vals[nv] = 0.0
+            else:
+                for i in range(cn):  # branch-free: it vectorises
+                    v = np.float64(x[cl + i])
+                    use = (cl + i < end) & (v - v == 0.0) & (v != fill)
+                    c = np.rint((v - offset) * inverse)
+                    c = min(max(c, -1073741824.0), 1073741824.0)  # (NaN: not used)
+                    ci = np.int64(c)
+                    rel = ci - anchor
+                    inside = (rel >= 0) & (rel < width - 1)
+                    ok &= ~use | ((_code_value(c, scale, offset, single) == v) & inside)
+                    lo = min(lo, ci if use else big)
+                    hi = max(hi, ci if use else -big)
+                    bins[i] = rel if (use & inside) else width - 1
+                    count += use
+                    block[i] = v if use else 0.0
+                for i in range(cn - cn % _TABLES):  # the leaf's codes, while in cache
+                    counts[(i % _TABLES) * width + bins[i]] += 1
+                for i in range(cn - cn % _TABLES, cn):
+                    counts[bins[i]] += 1
+                vals[nv] = pairwise_sum(block, 0, cn)
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    # the counts touched: the valid codes' buckets inside the histogram, the last
+    b0 = max(lo - anchor, 0) if count else 0
+    b1 = min(hi - anchor, width - 2) if count else -1
+    med = np.nan
+    mad = np.nan
+    good = ok and not (count and hi - lo >= _CODE_SPAN)
+    if good and count:
+        span = hi - lo + 1
+        merged = np.zeros(span, dtype=np.int64)
+        for t in range(_TABLES):
+            for b in range(span):
+                merged[b] += counts[t * width + b0 + b]
+        med, mad = counted_median_mad(merged, lo, span, count, scale, offset, single)
+    for t in range(_TABLES):  # left all zero
+        counts[t * width + b0 : t * width + b1 + 1] = 0
+        counts[t * width + width - 1] = 0
+    if not good:
+        return CodePrefixStats(False, count, np.nan, np.nan, np.nan, np.nan, np.nan)
+    low = _code_value(np.float64(lo), scale, offset, single) if count else np.nan
+    high = _code_value(np.float64(hi), scale, offset, single) if count else np.nan
+    return CodePrefixStats(True, count, med, mad, low, high, vals[0])

@@ -52,7 +52,7 @@ from idexdask.analysis.peaks import PeakCandidates, detect_peaks
 from idexdask.analysis.residual_lines import add_residual_lines
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
 from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
-from idexdask.analysis.signal_quality.kernels import formula_count_below
+from idexdask.analysis.signal_quality.kernels import formula_count_below, formula_interval
 
 __all__ = [
     "GainRatioStatus",
@@ -272,15 +272,14 @@ def merge_gains(
         qsigs.append(_quality_values(quality, f"{low}_noise", n_events))
         noms.append(float(nominal[name]) / float(nominal[present[j - 1]]) if j else 1.0)
     times = merge_times(ds, present[0], ref_shape, float(settings["baseline_stop_us"]),
-                        np.stack(flags))
+                        np.stack(flags), np.stack(t0s), np.stack(t1s))
+    sat_first, sat_stop = list(times.saturated_first), list(times.saturated_stop)
     while len(raws) < 3:  # unused slots of the compiled kernel
         raws.append(raws[0])
         for values in (pols, fills, vmins, vmaxs, quanta, codes):
             values.append(values[0])
-        flags.append(flags[0])
-        t0s.append(t0s[0])
-        t1s.append(t1s[0])
-        qsigs.append(qsigs[0])
+        for rows in (flags, t0s, t1s, qsigs, sat_first, sat_stop):
+            rows.append(rows[0])
         noms.append(noms[0])
     with np.errstate(all="ignore"):
         signal = np.empty(ref_shape)
@@ -291,7 +290,7 @@ def merge_gains(
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
             max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
-            int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
+            np.stack(sat_first), np.stack(sat_stop), int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
             np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip
@@ -343,24 +342,32 @@ class MergeTimes:
         formula, else the materialised times (n_events, n_samples), µs.
     kernel : numpy.ndarray
         Times the merge kernel reads (rows, n_samples), µs: every row of a
-        materialised axis; of a formula axis only the rows it reads (a
-        saturation interval to locate, or a pre-trigger count of -1).
+        materialised axis; of a formula axis only the rows whose times do not
+        rise (a pre-trigger count of -1).
     kernel_row : numpy.ndarray
         Per event, its row of ``kernel``; -1 where the kernel reads none.
     pre_count : numpy.ndarray
         Per event: the samples before the baseline stop when they are the
         first ones of a rising formula axis (found by bisection), else -1 (the
         kernel scans ``kernel``'s row).
+    saturated_first, saturated_stop : numpy.ndarray
+        Per gain and event (n_gains, n_events): the samples ``[first, stop)``
+        inside the gain's saturation interval on a rising formula axis (found
+        by bisection), else -1 (the kernel compares ``kernel``'s row with the
+        interval).
     """
 
     time: np.ndarray | FormulaTimes
     kernel: np.ndarray
     kernel_row: np.ndarray
     pre_count: np.ndarray
+    saturated_first: np.ndarray
+    saturated_stop: np.ndarray
 
 
 def merge_times(
-    ds: xr.Dataset, name: str, shape: tuple[int, int], stop_us: float, flagged: np.ndarray
+    ds: xr.Dataset, name: str, shape: tuple[int, int], stop_us: float, flagged: np.ndarray,
+    saturated_start: np.ndarray, saturated_stop: np.ndarray,
 ) -> MergeTimes:
     """The times of a merge of waveform ``name``'s events (see :class:`MergeTimes`).
 
@@ -376,20 +383,31 @@ def merge_times(
         End of the pre-trigger baseline, µs.
     flagged : numpy.ndarray of bool
         Events with a saturation interval, per gain (n_gains, n_events).
+    saturated_start, saturated_stop : numpy.ndarray
+        The saturation intervals, µs (n_gains, n_events).
     """
     axis = host_time_axis(ds, name, shape)
+    unknown = np.full(flagged.shape, -1, dtype=np.int64)
     if not isinstance(axis, FormulaTimes):
         t = np.asarray(channel_time(ds, name), dtype=float)
-        return MergeTimes(t, t, np.arange(shape[0]), np.full(shape[0], -1, dtype=np.int64))
+        return MergeTimes(t, t, np.arange(shape[0]), np.full(shape[0], -1, dtype=np.int64),
+                          unknown, unknown)
     pre_count = formula_count_below(axis.start, axis.step, axis.count, axis.scale, shape[1],
                                     stop_us)
-    # merge_rows reads an event's times only where pre_count is -1 or a gain's
-    # saturation interval is flagged
-    read = np.flatnonzero((pre_count < 0) | np.any(flagged, axis=0))
+    first, stop = unknown.copy(), unknown.copy()
+    for g in range(flagged.shape[0]):
+        rows = np.flatnonzero(flagged[g])
+        if rows.size:
+            first[g, rows], stop[g, rows] = formula_interval(
+                axis.start[rows], axis.step[rows], axis.count[rows], axis.scale, shape[1],
+                saturated_start[g, rows], saturated_stop[g, rows])
+    # merge_rows reads an event's times only where they do not rise (pre_count
+    # -1, and then no saturation interval is located by bisection either)
+    read = np.flatnonzero(pre_count < 0)
     row = np.full(shape[0], -1, dtype=np.int64)
     row[read] = np.arange(read.size)
     kernel = axis[read] if read.size else np.empty((1, 0))
-    return MergeTimes(axis, kernel, row, pre_count)
+    return MergeTimes(axis, kernel, row, pre_count, first, stop)
 
 
 def _quality_values(quality: Mapping[str, Any] | None, key: str, n: int) -> np.ndarray:

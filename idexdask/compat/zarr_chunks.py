@@ -130,6 +130,22 @@ class ChunkCodec:
             payload = codec.encode(payload)
         return payload
 
+    def raw_rows(self, chunk: np.ndarray) -> list[memoryview] | None:
+        """The bytes of ``chunk``'s object as buffers over its rows, or None.
+
+        Only for a chain without compressor (``bytes`` alone) whose byte order is
+        the chunk's: the object is then the chunk's elements in C order, which
+        the rows of a 2-D chunk with contiguous rows (a window of a wider array's
+        rows) give without the copy :meth:`encode` makes of them.
+        """
+        if self.compressors or self.strings is not None or chunk.dtype != self.stored_dtype:
+            return None
+        if chunk.flags.c_contiguous:
+            return [memoryview(chunk.reshape(-1).view("B"))]
+        if chunk.ndim == 2 and chunk.strides[1] == chunk.itemsize:
+            return [memoryview(row.view("B")) for row in chunk]
+        return None
+
     def decode(self, payload: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """Bytes of a chunk object -> a writable chunk array."""
         for codec in reversed(self.compressors):

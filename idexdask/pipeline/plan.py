@@ -28,7 +28,8 @@ from idexdask.errors import IdexDaskError
 from idexdask.sources import Unit, sources
 
 __all__ = [
-    "Plan", "PlanFailure", "Unit", "batch_sizes", "heavy_events", "pack_units", "plan_inputs",
+    "Plan", "PlanFailure", "Unit", "balanced_rows", "batch_sizes", "heavy_events", "pack_units",
+    "plan_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,14 @@ def batch_sizes(
     """Events per task (pack) and per store chunk for ``plan``.
 
     Lab impacts hold ~80 flight events' worth of samples each: their packs and
-    chunks are ``lab_batch_events`` (at most ``batch_events``), so that a
+    chunks are at most ``lab_batch_events`` (and ``batch_events``), so that a
     campaign of a few hundred impacts is spread over the workers and a task's
-    memory stays near that of a flight task.
+    memory stays near that of a flight task.  The campaign's impacts are cut
+    into as few packs as that allows, of sizes as equal as the count allows
+    (:func:`balanced_rows`): the last chunk of the store holds at most one fill
+    row per chunk, where the fill rows of a per-sample array stored without
+    compression (the combined TOF, ``lz4-bitshuffle-raw-f32``) would take their
+    full bytes, and no pack is left with a few impacts for one worker at the end.
 
     Returns
     -------
@@ -92,9 +98,22 @@ def batch_sizes(
         ``(batch_events, chunk_events)`` to use.
     """
     if heavy_events(plan):
-        n = max(1, min(int(batch_events), int(lab_batch_events)))
+        n = balanced_rows(plan.n_events, min(int(batch_events), int(lab_batch_events)))
         return n, n
     return int(batch_events), int(chunk_events)
+
+
+def balanced_rows(n_events: int, most: int) -> int:
+    """Events per chunk that cut ``n_events`` into the fewest chunks of at most
+    ``most`` events, the chunks as full as possible.
+
+    ``ceil(n / ceil(n / most))``: 384 impacts in chunks of at most 16 give 16
+    (24 full chunks), 17 give 9 (two chunks, one fill row), 3 give 3.
+    """
+    most = max(1, int(most))
+    n_events = max(1, int(n_events))
+    chunks = -(-n_events // most)
+    return -(-n_events // chunks)
 
 
 def heavy_events(plan: Plan) -> bool:

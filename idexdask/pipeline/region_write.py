@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import code_scale
+from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
 from idexdask.compat.zarr_chunks import ChunkCodec, chunk_codec
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import pipeline_dir
@@ -175,7 +175,14 @@ def _store_values(name: str, variable: xr.Variable, spec: _ArraySpec) -> np.ndar
     """
     values = np.asarray(variable.values)
     if spec.code_scale is not None and spec.dtype.kind in "iu" and values.dtype.kind == "f":
-        # the store's scale, not the unit's: a unit of another gain cannot be stored
+        # the codes the reader kept for these very volts (read-only since), else
+        # each value's code found again; the store's scale, not the unit's: a
+        # unit of another gain cannot be stored
+        recorded = variable.encoding.get(RECORDED_CODES_KEY)
+        codes = (recorded.codes_of(values, spec.code_scale)
+                 if isinstance(recorded, RecordedCodes) else None)
+        if codes is not None and codes.dtype == spec.dtype:
+            return codes
         codes = spec.code_scale.encode(values)
         if codes is None:
             raise StoreError(
@@ -385,7 +392,8 @@ class RegionWriter:
                 os.unlink(target)
             return
         assert spec.codec is not None
-        payload = spec.codec.encode(chunk)
+        # an uncompressed chunk is written from its rows (no copy of a window)
+        payload = spec.codec.raw_rows(chunk) or [memoryview(spec.codec.encode(chunk))]
         partial = f"{target}.{uuid.uuid4().hex}.partial"  # zarr-python's own pattern
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
@@ -394,8 +402,10 @@ class RegionWriter:
             os.makedirs(os.path.dirname(partial), exist_ok=True)
             fd = os.open(partial, flags, 0o666)
         try:
-            with open(fd, "wb", closefd=True) as handle:
-                handle.write(payload)
+            try:
+                _write_all(fd, payload)
+            finally:
+                os.close(fd)
             if not shared:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(target)
@@ -404,6 +414,25 @@ class RegionWriter:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)
             raise
+
+
+#: Buffers per ``writev`` call (POSIX guarantees at least 16; Linux takes 1024).
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 16
+
+
+def _write_all(fd: int, buffers: list[memoryview]) -> None:
+    """Write ``buffers`` one after the other to ``fd`` (``writev``, resumed after a
+    short write)."""
+    pending = [b.cast("B") if b.format != "B" or b.ndim != 1 else b for b in buffers]
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        if not written and any(len(b) for b in pending):
+            raise OSError(f"write of a chunk object wrote nothing ({fd})")
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if pending and written:
+            pending[0] = pending[0][written:]
 
 
 def write_region(

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import CODE_DTYPE, code_scale
+from idexdask.adccodes import CODE_DTYPE, RECORDED_CODES_KEY, code_scale
 from idexdask.compat.zarr_chunks import grown_objects
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import PIPELINE_DIR, pipeline_dir
@@ -111,7 +111,9 @@ class StoreSchema:
             variables[str(name)] = _VariableSchema(
                 dims=tuple(str(d) for d in variable.dims), shape=tuple(variable.shape),
                 dtype=variable.dtype, attrs=dict(variable.attrs),
-                encoding=dict(variable.encoding),
+                # a reader's kept codes (idexdask.adccodes) stay in the worker
+                encoding={k: v for k, v in variable.encoding.items()
+                          if k != RECORDED_CODES_KEY},
                 values=np.array(variable.values) if keep else None)
         return cls(variables, tuple(str(c) for c in dataset.coords), dict(dataset.attrs))
 
@@ -235,6 +237,16 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
     stored uncompressed it would cost ~1 ms less to write, but the rows of a
     chunk that no impact fills (a campaign's last chunk) would take their full
     2 MB each where Blosc stores next to nothing.
+
+    ``lz4-bitshuffle-raw-f32``: ``lz4-bitshuffle`` with the float32 arrays
+    stored without compression: ``pipeline.lab_compressor``.  Blosc lz4 with
+    bit shuffle shrinks the combined TOF only to 0.83x (1.67 of 2.00 MB per
+    impact) for ~1.3 ms of CPU per impact, and the region writer writes an
+    uncompressed chunk from the array's rows without a copy; the store grows
+    from 0.77x to ~0.86x the captures' bytes.  Lab campaigns are cut into
+    chunks as full as their impact count allows
+    (:func:`idexdask.pipeline.plan.balanced_rows`: at most one fill row per
+    chunk), so that a store's unfilled rows stay small.
     """
     from zarr.codecs import BloscCodec, GzipCodec, ZstdCodec
 
@@ -244,10 +256,12 @@ def _compressors(name: str, level: int, dtype: np.dtype | None = None) -> list |
         if dtype is not None and np.dtype(dtype).kind in "biu":
             return [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
-    if name in ("lz4-bitshuffle", "lz4-bitshuffle-f32"):
+    if name in ("lz4-bitshuffle", "lz4-bitshuffle-f32", "lz4-bitshuffle-raw-f32"):
+        single = dtype is not None and np.dtype(dtype) == np.float32
+        if name == "lz4-bitshuffle-raw-f32" and single:
+            return None
         blosc = dtype is not None and (
-            np.dtype(dtype).kind in "biu"
-            or (name == "lz4-bitshuffle-f32" and np.dtype(dtype) == np.float32))
+            np.dtype(dtype).kind in "biu" or (name == "lz4-bitshuffle-f32" and single))
         if blosc:
             return [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")]
         return [ZstdCodec(level=int(level))]
@@ -272,6 +286,8 @@ CHUNK_KEY_ENCODING = MappingProxyType({"name": "default", "separator": "."})
 #: reads ~2,500 samples of a 500,002-sample lab row, and whole-row chunks made it
 #: decode 16 MB per 8 impacts for them (1.8 ms per impact; 0.23 in chunks of
 #: 131,072, and the pack's write no slower).  Flight rows (8,192) stay whole.
+#: The most samples per chunk: a row is cut into the fewest windows under it,
+#: equal but for rounding (500,002 samples: 4 of 125,001).
 WINDOW_CHUNK_SAMPLES = MappingProxyType({"tof_combined": 131072})
 
 
@@ -283,7 +299,12 @@ def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> d
         chunks = tuple(rows if d == "epoch" else max(1, s)
                        for d, s in zip(variable.dims, variable.shape, strict=True))
         if name in WINDOW_CHUNK_SAMPLES and len(chunks) == 2:
-            chunks = (rows, max(1, min(chunks[1], WINDOW_CHUNK_SAMPLES[name])))
+            # the fewest windows of at most that many samples, as equal as the
+            # row allows: 500,002 samples in 4 x 125,001, where 131,072 left the
+            # last window 106,786 samples and 24,286 fill, stored as written by
+            # an uncompressed array (lz4-bitshuffle-raw-f32)
+            windows = -(-chunks[1] // max(1, WINDOW_CHUNK_SAMPLES[name]))
+            chunks = (rows, max(1, -(-chunks[1] // windows)))
         encoding[name] = {"chunks": chunks,
                           "compressors": _compressors(compressor, level, variable.dtype),
                           "chunk_key_encoding": dict(CHUNK_KEY_ENCODING)}

@@ -93,7 +93,8 @@ class LecroyCaptures(Source):
     @classmethod
     def read_unit(cls, unit: Unit) -> xr.Dataset:
         """One impact's captures (its files alone, with the directory's settings)."""
-        dataset = read_trc(unit.files)  # read whole; only the time axes stay formulas
+        # read whole (only the time axes stay formulas), the codes kept for the store
+        dataset = read_trc(unit.files, keep_codes=True)
         dataset.attrs["source_path"] = str(Path(unit.path))
         return dataset
 
@@ -110,7 +111,7 @@ class LecroyCaptures(Source):
         if len({u.path for u in units}) != 1 or any(u.n_events != 1 for u in units):
             return None
         try:
-            dataset = read_trc([f for u in units for f in u.files])
+            dataset = read_trc([f for u in units for f in u.files], keep_codes=True)
         except IdexDaskError as exc:
             logger.info("a pack of %d impacts read one by one (%s)", len(units), exc)
             return None

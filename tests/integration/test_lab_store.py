@@ -63,7 +63,7 @@ def test_store_holds_codes_and_no_time_samples(lab_store, trc_dir):
         assert array.dtype == np.int16, name
         assert array.attrs["scale_factor"] == pytest.approx(
             float(captures[name].attrs["vertical_gain"]), rel=0, abs=0)
-        # pipeline.lab_compressor (lz4-bitshuffle-f32): the codes through Blosc lz4
+        # pipeline.lab_compressor (lz4-bitshuffle-raw-f32): the codes through Blosc lz4
         codec = [c.to_dict() for c in array.metadata.codecs][-1]
         assert (codec["name"], codec["configuration"]["cname"]) == ("blosc", "lz4"), name
     # xarray's own CF decoding: float64 values whose float32 rounding is read_trc's

@@ -140,3 +140,73 @@ def test_store_refuses_an_impact_of_another_gain(tmp_path):
     # one read of both impacts: gains differ, so the waveforms stay float32 volts
     both = read_trc(captures)
     assert "scale_factor" not in both["TOF_High"].encoding
+
+
+def _two_impacts(tmp_path):
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    (captures / "lab_settings.txt").write_text("QD 1\n\nTOF High\n")
+    _impact(captures, 1, 2.5e-6)
+    _impact(captures, 2, 2.5e-6)
+    return captures
+
+
+def test_kept_codes_are_those_encode_finds_and_follow_only_their_volts(tmp_path):
+    """read_trc(keep_codes=True): the recorded codes beside read-only volts, given
+    only for rows of those very volts, of the same scale, in this process."""
+    import copy
+    import pickle
+
+    from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
+
+    captures = _two_impacts(tmp_path)
+    plain = read_trc(captures)
+    kept = read_trc(captures, keep_codes=True)
+    for name in ("QD_1", "TOF_High"):
+        assert kept[name].values.tobytes() == plain[name].values.tobytes()
+        recorded = kept[name].encoding[RECORDED_CODES_KEY]
+        scale = code_scale(kept[name].encoding)
+        volts = kept[name].values
+        assert not volts.flags.writeable
+        np.testing.assert_array_equal(recorded.codes, scale.encode(plain[name].values))
+        np.testing.assert_array_equal(recorded.codes_of(volts, scale), recorded.codes)
+        np.testing.assert_array_equal(recorded.codes_of(volts[1:], scale), recorded.codes[1:])
+        np.testing.assert_array_equal(
+            recorded.codes_of(kept.isel(epoch=slice(1, 2))[name].values, scale),
+            recorded.codes[1:])
+        assert recorded.codes_of(volts[:, 1:], scale) is None  # not whole rows
+        assert recorded.codes_of(volts.copy(), scale) is None  # elsewhere in memory
+        assert recorded.codes_of(volts, CodeScale(scale.scale * 2, scale.offset)) is None
+        copied = copy.deepcopy(kept[name].variable)
+        assert copied.encoding[RECORDED_CODES_KEY].codes_of(copied.values, scale) is None
+        sent = pickle.loads(pickle.dumps(kept[name].variable))
+        assert isinstance(sent.encoding[RECORDED_CODES_KEY], RecordedCodes)
+        assert sent.encoding[RECORDED_CODES_KEY].codes_of(sent.values, scale) is None
+    assert RECORDED_CODES_KEY not in plain["TOF_High"].encoding
+
+
+def test_store_writes_the_kept_codes_else_encodes_the_values(tmp_path, monkeypatch):
+    """The store takes a pipeline read's kept codes as they are (no pass over the
+    volts); values it has no codes for are encoded; both read back as read_trc's."""
+    captures = _two_impacts(tmp_path)
+    config = load_config({"pipeline": {"analyze": False}})
+    plan = plan_inputs([captures], 1)
+    first, second = (process_unit(u, config) for u in plan.units)
+    second = second.copy(deep=True)  # its volts elsewhere: no kept codes apply
+    store = tmp_path / "store.zarr"
+    rows = chunk_rows(first, 4)
+    initialise_store(store, first.isel(epoch=slice(0, 1)), plan.n_events, rows=rows,
+                     meta={"n_events": plan.n_events})
+    calls = []
+    encode = CodeScale.encode
+    monkeypatch.setattr(CodeScale, "encode",
+                        lambda self, values: calls.append(values.shape) or encode(self, values))
+    write_region(store, first, plan.units[0].region, rows=rows, n_events=plan.n_events)
+    assert calls == []  # the kept codes, as they are
+    write_region(store, second, plan.units[1].region, rows=rows, n_events=plan.n_events)
+    assert len(calls) == 2  # QD_1 and TOF_High of the copy, encoded
+    with xr.open_zarr(store, consolidated=False, mask_and_scale=False) as back:
+        back = decode_code_variables(back).load()
+    direct = read_trc(captures)
+    for name in ("QD_1", "TOF_High"):
+        assert back[name].values.tobytes() == direct[name].values.tobytes(), name

@@ -46,8 +46,9 @@ def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, inv_s, lo, 
                   has_hi, theta, p, dp, a_ext, b_ext, a, b, limit):  # pragma: no cover - compiled
     """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``.
 
-    ``lines``, ``jm``, ``rr`` and ``inv_s``: the line shapes of a
-    ``KERNEL_LINES`` model and its scratch (see
+    ``lines``: the line shapes of a ``KERNEL_LINES`` model; ``jm``, ``rr``
+    and ``inv_s``: the EMG and line kernels' scratch (see
+    :func:`~.emg_kernels.emg_constant_normal`,
     :func:`~.line_kernels.lines_constant_normal`).  ``limit``: the chi-square
     of the current parameters for a trial step (NaN for the start: none): the
     step is rejected unless its chi-square is smaller, so the EMG and line
@@ -57,7 +58,7 @@ def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, inv_s, lo, 
     """
     to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
-        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext, limit)
+        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext, jm, rr, limit)
     elif kernel == KERNEL_LINES:
         chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jm, rr, inv_s, limit)
     else:
@@ -114,8 +115,9 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
     """
     n, k = theta0.shape
     lined = lines.size > 0
-    jm = np.empty((x.shape[1] if lined else 0, k))
-    rr = np.empty(x.shape[1] if lined else 0)
+    fused = kernel == KERNEL_EMG_CONSTANT or lined  # kernels that take the Jacobian scratch
+    jm = np.empty((x.shape[1] if fused else 0, k))
+    rr = np.empty(x.shape[1] if fused else 0)
     inv_s = np.empty(max(lines.size, 1))
     theta = np.empty(k)
     theta_try = np.empty(k)

@@ -20,7 +20,7 @@ import math
 import numba
 import numpy as np
 
-from idexdask.analysis.fitting.emg_kernels import emg_point
+from idexdask.analysis.fitting.emg_kernels import NEGLIGIBLE_EXPONENT, emg_point
 from idexdask.analysis.fitting.models import LINE_EMG
 
 __all__ = ["gaussian_point", "lines_constant_normal"]
@@ -35,9 +35,13 @@ def gaussian_point(xq, amp, mu, inv_s):  # pragma: no cover - compiled
     ``inv_s`` is ``1/sigma``.  The unit profile is
     ``exp(-u**2/2) / (sigma sqrt(2 pi))`` with ``u = (x - center)/sigma``; the
     line ``amp`` times it has derivatives ``amp g u / sigma`` (centre) and
-    ``amp g (u**2 - 1) / sigma`` (sigma).
+    ``amp g (u**2 - 1) / sigma`` (sigma).  Beyond ``u**2/2 >``
+    :data:`~.emg_kernels.NEGLIGIBLE_EXPONENT` all three are taken as exact zeros
+    (see :func:`~.emg_kernels.fit_profile`).
     """
     u = (xq - mu) * inv_s
+    if 0.5 * u * u > NEGLIGIBLE_EXPONENT:  # negligible: see emg_kernels.fit_profile
+        return 0.0, 0.0, 0.0
     g = math.exp(-0.5 * u * u) * (inv_s * _INV_SQRT_2PI)
     fs = amp * g * inv_s
     return g, fs * u, fs * (u * u - 1.0)

@@ -73,6 +73,12 @@ def pickup_charge_speed(time_us: Any, signal_v: Any, **options: Any) -> xr.Datas
         ``speed_to_target`` = distance / (``impact_time_us`` - centre time).
     impact_time_us : float
         Time of the impact on the trace, µs (0: the scope triggers on the impact).
+    adc_gain, adc_offset : array_like, scalar or (events,), optional
+        The ADC scale of the records, ``signal_v = adc_gain * code - adc_offset``
+        rounded to ``signal_v``'s dtype (V per code and V: a scope's
+        ``vertical_gain`` and ``vertical_offset``; NaN: not known).  Records
+        exactly on their codes are differentiated from the codes' integer sums
+        (exact, no float rounding), the others from float64 sums of their values.
 
     Returns
     -------
@@ -160,6 +166,8 @@ def pickup_uniform_variables(
     calibration: str = "placeholder",
     target_distance_m: float | None = None,
     impact_time_us: float = 0.0,
+    adc_gain: Any = None,
+    adc_offset: Any = None,
 ) -> SingleTube:
     """:func:`pickup_uniform`'s results as a :class:`SingleTube` (no Dataset).
 
@@ -169,7 +177,7 @@ def pickup_uniform_variables(
         As :func:`pickup_uniform`.
     tube_length_m, volts_per_coulomb, polarity, smooth_us, threshold_sigma, \
 min_transit_us, max_transit_us, edge_window_us, baseline_us, plateau_guard, \
-calibration, target_distance_m, impact_time_us
+calibration, target_distance_m, impact_time_us, adc_gain, adc_offset
         The keyword options of every entry point, described in
         :func:`pickup_charge_speed`.
 
@@ -186,7 +194,7 @@ calibration, target_distance_m, impact_time_us
         min_transit_us=min_transit_us, max_transit_us=max_transit_us,
         edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
     )
-    rec = read_records(t0, dt_ev, y, settings)         # 1. NaN samples
+    rec = read_records(t0, dt_ev, y, settings, adc_gain, adc_offset)  # 1. NaN samples
     der = smoothed_derivative(rec, settings)          # 2. smoothed derivative
     edges = find_edges(der, settings, rec.status)     # 2. entry and exit edges
     levels = pulse_levels(rec, der, edges, settings)  # 4. pulse height

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from idexdask.analysis.pickup.centroid_kernels import edge_centroids
+from idexdask.analysis.pickup.code_kernels import code_derivative_rows
 from idexdask.analysis.pickup.kernels import (
     CHUNK,
     cumsum_span,
@@ -56,6 +57,8 @@ class Records:
     t0: np.ndarray  #: time of each event's first sample, µs
     dt: np.ndarray  #: each event's sampling interval, µs
     status: np.ndarray  #: int8, 1 where too few finite samples
+    gain: np.ndarray  #: per event, V per ADC code of the samples (NaN: not known)
+    offset: np.ndarray  #: per event, V: ``signal = gain * code - offset`` (NaN: not known)
 
     def values(self, e: int, a: int, b: int) -> np.ndarray:
         """Samples ``a:b`` of event ``e`` along the polarity, non-finite ones filled."""
@@ -67,10 +70,16 @@ class Records:
 @dataclass(frozen=True)
 class Derivative:
     """Running means and the smoothed derivative of the records, from their
-    cumulative sums (the values are formed on demand, for the few windows read)."""
+    cumulative sums (the values are formed on demand, for the few windows read).
+
+    Records exactly on their ADC codes (``exact``) are differentiated from the
+    codes' integer sums (:mod:`~idexdask.analysis.pickup.code_kernels`); the
+    others from float64 sums of their values, kept at ``checkpoints``."""
 
     records: Records  #: the records summed
-    checkpoints: np.ndarray  #: (events, samples // CHUNK + 1): sums of the first q CHUNK samples
+    exact: np.ndarray  #: bool per event: derivative formed from the ADC codes
+    checkpoints: np.ndarray  #: (events, samples // CHUNK + 1): sums of the first q CHUNK
+    #: samples of the events not ``exact`` (NaN for those)
     w: int  #: samples per running mean
     sigma: np.ndarray  #: MAD-scaled noise of the derivative per event
     i_in: np.ndarray  #: index of the derivative's maximum (the entry edge)
@@ -85,13 +94,15 @@ class Derivative:
 
     def cumsum(self, e: int, a: int, b: int) -> np.ndarray:
         """``cs[a:b]``: sums of the first ``i`` samples of event ``e`` along the
-        polarity, for ``i`` in ``a:b`` (``0 <= a <= b <= samples + 1``), V."""
+        polarity, for ``i`` in ``a:b`` (``0 <= a <= b <= samples + 1``), V; an
+        event differentiated in floats (``exact[e]`` False)."""
         rec = self.records
         return cumsum_span(rec.signal[e], rec.polarity, float(rec.fill[e]),
                            self.checkpoints[e], int(a), int(b))
 
     def means(self, e: int, a: int, b: int) -> np.ndarray:
-        """Means of ``y[i : i + w]`` for ``i`` in ``a:b`` of event ``e`` (NaN past the end)."""
+        """Means of ``y[i : i + w]`` for ``i`` in ``a:b`` of event ``e`` (NaN past the
+        end); an event differentiated in floats (``exact[e]`` False)."""
         n = self.samples
         stop = max(min(b, n - self.w + 1), a)
         out = np.full(max(b - a, 0), np.nan)
@@ -113,7 +124,8 @@ class Edges:
 
 
 def read_records(
-    start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: PickupSettings
+    start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: PickupSettings,
+    gain: np.ndarray | None = None, offset: np.ndarray | None = None,
 ) -> Records:
     """Step 1: the records as given, their missing samples not yet known.
 
@@ -129,6 +141,10 @@ def read_records(
     signal_v : numpy.ndarray, (events, samples)
         Amplifier output, V, any float dtype (kept as given, not copied).
     s : PickupSettings
+    gain, offset : numpy.ndarray, (events,), optional
+        The ADC scale of each record, ``signal_v = gain * code - offset`` (V per
+        code, V; a scope's ``vertical_gain`` and ``vertical_offset``), rounded to
+        ``signal_v``'s dtype; NaN or None: not known.
 
     Returns
     -------
@@ -136,9 +152,16 @@ def read_records(
         ``fill`` 0 and ``status`` 0 for every event.
     """
     n_ev = signal_v.shape[0]
+
+    def per_event(values: np.ndarray | None) -> np.ndarray:
+        if values is None:
+            return np.full(n_ev, np.nan)
+        return np.ascontiguousarray(np.broadcast_to(np.asarray(values, np.float64), (n_ev,)))
+
     return Records(signal=signal_v, polarity=float(s.polarity), fill=np.zeros(n_ev),
                    t0=np.broadcast_to(start_us, (n_ev,)),
-                   dt=np.broadcast_to(interval_us, (n_ev,)), status=np.zeros(n_ev, np.int8))
+                   dt=np.broadcast_to(interval_us, (n_ev,)), status=np.zeros(n_ev, np.int8),
+                   gain=per_event(gain), offset=per_event(offset))
 
 
 def _fill_missing(rec: Records, events: np.ndarray, missing: np.ndarray, s: PickupSettings) -> None:
@@ -159,8 +182,11 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
 
     One compiled pass per record makes the sums; the derivative's values come
     from them as needed (its median and MAD, the edge searches and windows).
-    Records with non-finite samples get their ``fill`` and ``status`` (see
-    :func:`read_records`) and a second pass.
+    Records exactly on their ADC codes are differentiated in integers
+    (:func:`~idexdask.analysis.pickup.code_kernels.code_derivative_rows`), the
+    others (no scale known, values between codes, missing samples, a zero MAD)
+    from float64 sums of their values.  Records with non-finite samples get
+    their ``fill`` and ``status`` (see :func:`read_records`) and a second pass.
 
     Parameters
     ----------
@@ -178,27 +204,43 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     """
     n_ev, n = rec.signal.shape
     w = s.w
-    checkpoints = np.empty((n_ev, n // CHUNK + 1))
-    mad, i_in, i_out, window_in, window_out, missing = derivative_rows(
-        rec.signal, rec.polarity, rec.fill, int(w), int(s.min_transit), int(s.max_transit),
-        int(s.edge_half), checkpoints)
-    gaps = np.nonzero(missing)[0]
-    if gaps.size:  # their missing samples read as the median of the others: again
-        _fill_missing(rec, gaps, missing[gaps], s)
-        redo = np.empty((gaps.size, n // CHUNK + 1))
-        again = derivative_rows(
-            np.ascontiguousarray(rec.signal[gaps]), rec.polarity, rec.fill[gaps], int(w),
-            int(s.min_transit), int(s.max_transit), int(s.edge_half), redo)
-        checkpoints[gaps] = redo
-        for whole, part in zip((mad, i_in, i_out, window_in, window_out), again[:5],
-                               strict=True):
-            whole[gaps] = part
-    der = Derivative(records=rec, checkpoints=checkpoints, w=w, sigma=MAD_TO_SIGMA * mad,
-                     i_in=i_in, i_out=i_out, window_in=window_in, window_out=window_out)
+    search = (int(w), int(s.min_transit), int(s.max_transit), int(s.edge_half))
+    checkpoints = np.full((n_ev, n // CHUNK + 1), np.nan)
+    exact = np.zeros(n_ev, dtype=bool)
+    if rec.signal.dtype in (np.float32, np.float64) and np.isfinite(rec.gain).any():
+        exact, mad, i_in, i_out, window_in, window_out = code_derivative_rows(
+            rec.signal, rec.signal.dtype == np.float32, rec.polarity, rec.gain, rec.offset,
+            *search)
+    else:
+        mad = np.full(n_ev, np.nan)
+        i_in = np.zeros(n_ev, dtype=np.int64)
+        i_out = np.zeros(n_ev, dtype=np.int64)
+        window_in = np.zeros((n_ev, 2 * s.edge_half + 1))
+        window_out = np.zeros((n_ev, 2 * s.edge_half + 1))
+    rest = np.nonzero(~exact)[0]
+    if rest.size:  # the float pass: sums of the values
+        signal = rec.signal if rest.size == n_ev else np.ascontiguousarray(rec.signal[rest])
+        part = np.empty((rest.size, n // CHUNK + 1))
+        *found, missing = derivative_rows(signal, rec.polarity, rec.fill[rest], *search, part)
+        gaps = np.nonzero(missing)[0]
+        if gaps.size:  # their missing samples read as the median of the others: again
+            _fill_missing(rec, rest[gaps], missing[gaps], s)
+            redo = np.empty((gaps.size, n // CHUNK + 1))
+            again = derivative_rows(np.ascontiguousarray(signal[gaps]), rec.polarity,
+                                    rec.fill[rest[gaps]], *search, redo)
+            part[gaps] = redo
+            for whole, values in zip(found, again[:5], strict=True):
+                whole[gaps] = values
+        checkpoints[rest] = part
+        for whole, values in zip((mad, i_in, i_out, window_in, window_out), found, strict=True):
+            whole[rest] = values
     sigma = MAD_TO_SIGMA * mad
+    der = Derivative(records=rec, exact=exact, checkpoints=checkpoints, w=w, sigma=sigma,
+                     i_in=i_in, i_out=i_out, window_in=window_in, window_out=window_out)
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
-        # deviation then (zero only for a constant trace, which has no pulse)
+        # deviation then (zero only for a constant trace, which has no pulse);
+        # such records are differentiated in floats (code_derivative_rows)
         for e in np.nonzero(~(sigma > 0))[0]:
             cumsum = der.cumsum(e, 0, n + 1)
             mean = (cumsum[w:] - cumsum[:-w]) / w  # mean_fwd[0 : n - w + 1]

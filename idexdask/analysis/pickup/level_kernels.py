@@ -6,7 +6,6 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from idexdask.analysis.pickup.kernels import cumsum_span
 from idexdask.analysis.pickup.order_stats import (
     BINS,
     COPIES,
@@ -19,12 +18,13 @@ __all__ = ["window_levels"]
 
 
 @numba.njit(cache=True, nogil=True)
-def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cover - compiled
+def window_levels(y, polarity, fill, w, lo, hi):  # pragma: no cover - compiled
     """Median of each record's window ``y[e, lo:hi]`` along the polarity, and its error.
 
     The error is the MAD-scaled scatter of the ``w``-sample running means that
-    lie inside the window (those of :func:`cumsum_span`'s sums) over the square
-    root of the number of independent means, ``n_s / w``; windows holding fewer
+    lie inside the window (differences of the window's own running float64
+    sums, from its first sample) over the square root of the number of
+    independent means, ``n_s / w``; windows holding fewer
     than ``w`` such means use the scatter of the samples themselves.  Medians
     and MADs are those of ``numpy.median`` over the finite values
     (:func:`~idexdask.analysis.pickup.order_stats.window_median_and_mad`).
@@ -37,8 +37,6 @@ def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cove
         ±1.
     fill : numpy.ndarray, (rows,)
         Value of each row's non-finite samples, V.
-    checkpoints : numpy.ndarray, (rows, n // CHUNK + 1)
-        The sums of :func:`~idexdask.analysis.pickup.kernels.derivative_rows`.
     w : int
         Samples per running mean.
     lo, hi : numpy.ndarray, (rows,), int64
@@ -57,6 +55,7 @@ def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cove
         longest = max(longest, min(hi[e], n) - max(lo[e], 0))
     size = max(longest, 1)
     values = np.empty(size)
+    sums = np.empty(size + w + 1)  # the window's running sums
     work = (np.empty(size, dtype=np.uint16), np.empty((COPIES, BINS), dtype=np.int32),
             np.empty(size), np.empty(size), np.empty(size))  # keys, counts, buf, dev, scratch
     for e in range(rows):
@@ -71,7 +70,7 @@ def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cove
         n_s = max(b_s - a, 0)
         if n_s >= w:
             stop = max(min(b_s, n - w + 1), a)  # means past the record's end: none
-            cs = cumsum_span(y[e], polarity, fill[e], checkpoints[e], a, stop + w)
+            cs = _window_sums(y[e], polarity, fill[e], a, stop + w, sums)
             for i in range(stop - a):  # no carried dependency: vectorised
                 values[i] = (cs[i + w] - cs[i]) / w
             k = _finite(values, stop - a)
@@ -80,6 +79,20 @@ def window_levels(y, polarity, fill, checkpoints, w, lo, hi):  # pragma: no cove
         else:  # the window's own values, still in the buffer
             err[e] = MAD_TO_SIGMA * window_median_and_mad(values, k, *work)[1] if k else np.nan
     return level, err
+
+
+@numba.njit(cache=True, nogil=True)
+def _window_sums(row, polarity, fill, a, b, out):  # pragma: no cover - compiled
+    """``out[:b - a]``: ``out[j]`` the sequential float64 sum of ``row[a : a + j]``
+    along the polarity, non-finite samples read as ``fill``; returns that view."""
+    total = 0.0
+    if b > a:
+        out[0] = total
+    for j in range(1, b - a):
+        v = np.float64(row[a + j - 1])
+        total += polarity * (v if v - v == 0.0 else fill)
+        out[j] = total
+    return out[: max(b - a, 0)]
 
 
 @numba.njit(cache=True, nogil=True)

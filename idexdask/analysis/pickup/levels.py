@@ -74,5 +74,5 @@ def _window_stats(
     are a few per cent of a lab record, so statistics over slices, not
     full-length masks.
     """
-    return window_levels(rec.signal, rec.polarity, rec.fill, der.checkpoints, int(der.w),
+    return window_levels(rec.signal, rec.polarity, rec.fill, int(der.w),
                          np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64))

@@ -7,7 +7,7 @@ bin as the value is formed (in cache, in the derivative's own pass) and keeps
 its bin number (2 bytes a value) and the bins' counts.  The bins are contiguous
 ranges of values in value order: sign, binary exponent (clamped to
 ``[EXP_LO, EXP_HI]``, so the smallest and largest magnitudes share the end
-bins) and the first four mantissa bits, :data:`BINS` in all (-0.0 lies in the
+bins) and the first six mantissa bits, :data:`BINS` in all (-0.0 lies in the
 bin below 0.0's: a row of signed zeros may give the other zero than NumPy).
 
 :func:`binned_median_and_mad` then finds the bins holding the median's ranks
@@ -20,6 +20,12 @@ order statistics of the row itself, no arithmetic beyond
 :func:`~idexdask.analysis.selection.median_and_mad`'s, so they equal its values
 and NumPy's; where the counts do not verify (they cannot for NaN-free rows)
 the row goes to :func:`~idexdask.analysis.selection.median_and_mad`.
+
+:func:`int_keys` and :func:`binned_median_and_mad_of_ints` do the same for
+integers (the derivative formed from ADC codes,
+:mod:`~idexdask.analysis.pickup.code_kernels`): the bins of their float64
+values, the bin numbers not kept, the values gathered by comparisons with the
+flagged bins' value ranges.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import math
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 from idexdask.analysis.selection import median_and_mad, order_pair
 
@@ -40,18 +48,25 @@ __all__ = [
     "bin_bounds",
     "bin_keys",
     "binned_median_and_mad",
+    "binned_median_and_mad_of_ints",
+    "int_keys",
     "linear_median",
+    "value_bin",
+    "value_range",
     "window_median_and_mad",
 ]
 
-_SUB_BITS = 4
-"""Mantissa bits in a bin number (bins of relative width 1/16)."""
+_SUB_BITS = 6
+"""Mantissa bits in a bin number (bins of relative width 1/64: a noisy row's
+median and MAD ranks fall in bins of ~1 % of its values, gathered in one scan)."""
 EXP_LO = 1023 - 96
 """Smallest biased float64 exponent with bins of its own (2**-96); smaller
 magnitudes, zero included, share the bin next to zero on each side."""
 EXP_HI = 1023 + 31
 """Largest biased exponent with bins of its own (2**31); larger magnitudes,
 infinities and NaN included, share the end bins."""
+_TOP_MASK = (1 << (11 + _SUB_BITS)) - 1
+"""The exponent's 11 bits and the sub-bin bits of a float64 shifted down."""
 _HALF = (EXP_HI - EXP_LO + 1) << _SUB_BITS
 BINS = 2 * _HALF
 """Bins in all: negative values in bins ``[0, BINS / 2)``, the others above."""
@@ -60,14 +75,26 @@ COPIES = 4
 one bin, and four counters take turns so that no increment waits for the last."""
 
 
+@intrinsic
+def _float_bits(typingctx, x):  # pragma: no cover - compiled
+    """The bits of the float64 ``x`` as a uint64 (a register move, no memory)."""
+    if x != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint64))
+
+    return types.uint64(types.float64), codegen
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _bin(u):  # pragma: no cover - compiled
     """Bin number of the float64 with bits ``u`` (uint64), without branches (the
     signs of a noisy row's values defeat prediction)."""
-    top = np.int64((u >> np.uint64(52 - _SUB_BITS)) & np.uint64(0x7FFF))  # exponent, sub
+    top = np.int64((u >> np.uint64(52 - _SUB_BITS)) & np.uint64(_TOP_MASK))  # exponent, sub
     magnitude = min(max(top - (EXP_LO << _SUB_BITS), 0), _HALF - 1)
-    negative = np.int64(u >> np.uint64(63))
-    return _HALF + magnitude - negative * (2 * magnitude + 1)
+    negative = -np.int64(u >> np.uint64(63))  # all bits set for a negative value
+    return _HALF + (magnitude ^ negative)  # _HALF - 1 - magnitude below zero
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -210,21 +237,9 @@ def binned_median_and_mad(x, n, keys, counts, buf_med, buf_dev, scratch):
     (float, float)
         The median and the (unscaled) median absolute deviation.
     """
-    k = n // 2
-    k_lo = k if n % 2 else k - 1
-    total = np.zeros(BINS, dtype=np.int64)
-    for c in range(COPIES):
-        for b in range(BINS):
-            total[b] += counts[c, b]
-    b_lo, b_hi, below = _rank_bins(total, k_lo, k)
-    if b_lo < 0:
+    found, k_lo, k, below, flags, r_lo, r_hi, certain = _flagged_bins(counts, n)
+    if not found:
         return median_and_mad(x, n, scratch)
-    flags = np.zeros(BINS, dtype=np.uint8)
-    for b in range(b_lo, b_hi + 1):
-        flags[b] = 1
-    med_lo, _ = bin_bounds(b_lo)
-    _, med_hi = bin_bounds(b_hi)
-    r_lo, r_hi, certain = _deviation_bins(total, med_lo, med_hi, k_lo, k, flags)
     n_med = 0
     n_dev = 0
     for i in range(n):  # the values of the flagged bins
@@ -236,8 +251,176 @@ def binned_median_and_mad(x, n, keys, counts, buf_med, buf_dev, scratch):
             if f & 2:
                 buf_dev[n_dev] = x[i]
                 n_dev += 1
-    if not (k - below < n_med):
+    ok, med, mad = _select_flagged(n, k_lo, k, below, r_lo, r_hi, certain, buf_med, n_med,
+                                   buf_dev, n_dev, scratch)
+    if not ok:
         return median_and_mad(x, n, scratch)
+    return med, mad
+
+
+@numba.njit(cache=True, nogil=True)
+def int_keys(values, keys, counts):  # pragma: no cover - compiled
+    """Add the bins of the integers ``values`` (those of their float64 values,
+    :func:`bin_keys`) to ``counts`` (COPIES, BINS), int32; ``keys`` (uint16, at
+    least ``values.size``) is work space (the bin numbers are not kept:
+    :func:`binned_median_and_mad_of_ints` gathers by the bins' value ranges)."""
+    size = values.size
+    for t in range(size):  # no carried dependency: vectorised
+        keys[t] = value_bin(values[t])
+    add_counts(keys, size, counts)
+
+
+@numba.njit(cache=True, nogil=True)
+def binned_median_and_mad_of_ints(x, n, counts, buf_med, buf_dev, scratch):
+    # pragma: no cover - compiled
+    """The median and MAD of the integers ``x[:n]`` (``numpy.median``'s values,
+    exact: integers, their half-sums and distances are float64 numbers) from
+    the counts :func:`int_keys` gave, as :func:`binned_median_and_mad`.
+
+    The flagged bins are contiguous runs of values: the median's one run and the
+    deviations' (one each side of the median, as a rule), so the values are
+    gathered by comparisons with the runs' bounds, a mask formed in a loop
+    without branches per block of :data:`_GATHER` values and only its flagged
+    values moved.
+
+    Parameters
+    ----------
+    x : numpy.ndarray of int32 or int64, (>= n,)
+        Values (``|x| < 2**52``); not modified.
+    n : int
+        ``n >= 1``.
+    counts : numpy.ndarray of int32, (COPIES, BINS)
+        Their counts.
+    buf_med, buf_dev, scratch : numpy.ndarray of float64, (>= n,)
+        Work space, overwritten (a few thousand values of each are written).
+
+    Returns
+    -------
+    (float, float)
+        The median and the (unscaled) median absolute deviation; NaN, NaN if
+        the counts do not hold ``n`` values or the deviations' bins form more
+        than two runs.
+    """
+    found, k_lo, k, below, flags, r_lo, r_hi, certain = _flagged_bins(counts, n)
+    if not found:
+        return np.nan, np.nan
+    runs = np.zeros((3, 2))  # the median's run, then the deviations' runs
+    n_runs = 0
+    b = 0
+    while b < BINS:
+        if flags[b] & 2:
+            start = b
+            while b < BINS and flags[b] & 2:
+                b += 1
+            if n_runs == 2:
+                return np.nan, np.nan
+            runs[1 + n_runs, 0] = bin_bounds(start)[0]
+            runs[1 + n_runs, 1] = bin_bounds(b - 1)[1]
+            n_runs += 1
+        else:
+            b += 1
+    first = -1
+    last = -1
+    for b in range(BINS):
+        if flags[b] & 1:
+            last = b
+            if first < 0:
+                first = b
+    runs[0, 0] = bin_bounds(first)[0]
+    runs[0, 1] = bin_bounds(last)[1]
+    if n_runs < 2:  # an empty run
+        runs[2, 0] = np.inf
+        runs[2, 1] = -np.inf
+    if n_runs < 1:
+        runs[1, 0] = np.inf
+        runs[1, 1] = -np.inf
+    n_med, n_dev = _gather_runs(x, n, runs, buf_med, buf_dev)
+    ok, med, mad = _select_flagged(n, k_lo, k, below, r_lo, r_hi, certain, buf_med, n_med,
+                                   buf_dev, n_dev, scratch)
+    if not ok:
+        return np.nan, np.nan
+    return med, mad
+
+
+_GATHER = 1024
+"""Values per block of :func:`_gather_runs`'s mask."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather_runs(x, n, runs, buf_med, buf_dev):  # pragma: no cover - compiled
+    """The values of ``x[:n]`` in the median's run ``runs[0]`` into ``buf_med``, those
+    in the deviations' runs ``runs[1]``, ``runs[2]`` into ``buf_dev``; their counts.
+    A mask per block without branches, then its flagged values moved, eight mask
+    bytes at a time skipped where none is set."""
+    m_lo, m_hi = runs[0, 0], runs[0, 1]
+    a_lo, a_hi = runs[1, 0], runs[1, 1]
+    c_lo, c_hi = runs[2, 0], runs[2, 1]
+    mask = np.zeros(_GATHER, dtype=np.uint8)
+    words = mask.view(np.uint64)
+    n_med = 0
+    n_dev = 0
+    for b0 in range(0, n, _GATHER):
+        size = min(_GATHER, n - b0)
+        for t in range(size):  # no branches: vectorised
+            v = np.float64(x[b0 + t])
+            mask[t] = (np.uint8((v >= m_lo) & (v <= m_hi))
+                       | (np.uint8(((v >= a_lo) & (v <= a_hi)) | ((v >= c_lo) & (v <= c_hi)))
+                          << np.uint8(1)))
+        for t in range(size, _GATHER):
+            mask[t] = 0
+        for q in range(_GATHER // 8):
+            if words[q] == 0:
+                continue
+            for t in range(8 * q, 8 * q + 8):
+                f = mask[t]
+                if f:
+                    v = np.float64(x[b0 + t])
+                    if f & 1:
+                        buf_med[n_med] = v
+                        n_med += 1
+                    if f & 2:
+                        buf_dev[n_dev] = v
+                        n_dev += 1
+    return n_med, n_dev
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def value_bin(v):  # pragma: no cover - compiled
+    """Bin number of the number ``v`` (that of its float64 value)."""
+    return _bin(_float_bits(np.float64(v)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _flagged_bins(counts, n):  # pragma: no cover - compiled
+    """The bins to gather for the median and MAD of ``n`` values with these
+    counts: ``(found, k_lo, k, below, flags, r_lo, r_hi, certain)``, ``flags``
+    bit 1 on the median's bins, bit 2 on those that can hold the MAD's
+    (:func:`_deviation_bins`); ``found`` False where the counts hold too few values."""
+    k = n // 2
+    k_lo = k if n % 2 else k - 1
+    total = np.zeros(BINS, dtype=np.int64)
+    for c in range(COPIES):
+        for b in range(BINS):
+            total[b] += counts[c, b]
+    flags = np.zeros(BINS, dtype=np.uint8)
+    b_lo, b_hi, below = _rank_bins(total, k_lo, k)
+    if b_lo < 0:
+        return False, k_lo, k, below, flags, 0.0, 0.0, 0
+    for b in range(b_lo, b_hi + 1):
+        flags[b] = 1
+    med_lo, _ = bin_bounds(b_lo)
+    _, med_hi = bin_bounds(b_hi)
+    r_lo, r_hi, certain = _deviation_bins(total, med_lo, med_hi, k_lo, k, flags)
+    return True, k_lo, k, below, flags, r_lo, r_hi, certain
+
+
+@numba.njit(cache=True, nogil=True)
+def _select_flagged(n, k_lo, k, below, r_lo, r_hi, certain, buf_med, n_med, buf_dev, n_dev,
+                    scratch):  # pragma: no cover - compiled
+    """``(ok, median, mad)`` from the gathered values of the flagged bins
+    (:func:`_flagged_bins`); ``ok`` False where the counts do not verify."""
+    if not (k - below < n_med):
+        return False, np.nan, np.nan
     a, b = order_pair(buf_med, n_med, k_lo - below, k - below, scratch)
     med = a if n % 2 else 0.5 * (a + b)
     low = 0
@@ -251,15 +434,41 @@ def binned_median_and_mad(x, n, keys, counts, buf_med, buf_dev, scratch):
             c += 1
     low += certain
     if not (low <= k_lo and k < low + c):
-        return median_and_mad(x, n, scratch)
+        return False, np.nan, np.nan
     a, b = order_pair(buf_dev, c, k_lo - low, k - low, scratch)
-    return med, a if n % 2 else 0.5 * (a + b)
-
-
+    return True, med, a if n % 2 else 0.5 * (a + b)
 
 
 _LINEAR_BINS = 4096
 """Bins of :func:`linear_median` across a window's range of values."""
+
+
+@numba.njit(cache=True, nogil=True)
+def value_range(x, n):  # pragma: no cover - compiled
+    """Smallest and largest of the NaN-free ``x[:n]`` (``n >= 1``): four
+    independent comparisons per step (a single float min/max chain does not
+    vectorise: its order matters to LLVM, not to the result)."""
+    lo0 = lo1 = lo2 = lo3 = x[0]
+    hi0 = hi1 = hi2 = hi3 = x[0]
+    top = n - n % 4
+    for t in range(0, top, 4):
+        v0 = x[t]
+        v1 = x[t + 1]
+        v2 = x[t + 2]
+        v3 = x[t + 3]
+        lo0 = v0 if v0 < lo0 else lo0
+        lo1 = v1 if v1 < lo1 else lo1
+        lo2 = v2 if v2 < lo2 else lo2
+        lo3 = v3 if v3 < lo3 else lo3
+        hi0 = v0 if v0 > hi0 else hi0
+        hi1 = v1 if v1 > hi1 else hi1
+        hi2 = v2 if v2 > hi2 else hi2
+        hi3 = v3 if v3 > hi3 else hi3
+    for t in range(top, n):
+        v = x[t]
+        lo0 = v if v < lo0 else lo0
+        hi0 = v if v > hi0 else hi0
+    return min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -290,12 +499,7 @@ def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compi
     """
     k = n // 2
     k_lo = k if n % 2 else k - 1
-    low = x[0]
-    high = x[0]
-    for i in range(n):
-        v = x[i]
-        low = v if v < low else low
-        high = v if v > high else high
+    low, high = value_range(x, n)
     scale = _LINEAR_BINS / (high - low) if high > low else 0.0
     if not (scale > 0.0 and scale < np.inf and high - low < np.inf):
         if high == low:
@@ -320,10 +524,10 @@ def linear_median(x, n, keys, counts, buf, scratch):  # pragma: no cover - compi
             b_hi = b
             break
     m = 0
-    for i in range(n):  # the values of the middle bins
-        if b_lo <= keys[i] <= b_hi:
-            buf[m] = x[i]
-            m += 1
+    for i in range(n):  # the values of the middle bins, without branches (quantised
+        buf[m] = x[i]  # samples fill the middle bins: a branch would mispredict)
+        key = keys[i]
+        m += (key >= b_lo) & (key <= b_hi)
     a, b = order_pair(buf, m, k_lo - below, k - below, scratch)
     return a if n % 2 else 0.5 * (a + b)
 

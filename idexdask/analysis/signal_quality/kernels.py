@@ -19,6 +19,7 @@ __all__ = [
     "array_window",
     "baseline_bounds",
     "formula_count_below",
+    "formula_interval",
     "formula_window",
     "ordered_extremes",
     "ordered_extremes32",
@@ -211,6 +212,47 @@ def formula_count_below(
         if t0 == t0 and tl == tl and tl >= t0:
             out[r] = _first_time_at(start[r], step[r], scale, c, limit, False)
     return out
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_time_above(start, step, scale, count, limit):  # pragma: no cover - compiled
+    """First index ``j < count`` of a rising formula row whose time is ``> limit``."""
+    lo = 0
+    hi = count
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _formula_time(start, step, scale, mid) > limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def formula_interval(
+    start: np.ndarray, step: np.ndarray, count: np.ndarray, scale: float, n: int,
+    t0: np.ndarray, t1: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Per row of a formula axis of ``n`` samples: the samples ``[first, stop)``
+    whose times lie in ``[t0[r], t1[r]]`` (NaN bounds: none), found by bisection
+    on a rising row (its times do not fall, so they are consecutive); -1 and -1
+    for a row whose times fall or are not finite (its times must be read), as
+    :func:`formula_count_below`.  NaN times (``i >= count``) are never inside."""
+    rows = start.size
+    first = np.full(rows, -1, dtype=np.int64)
+    stop = np.full(rows, -1, dtype=np.int64)
+    for r in range(rows):
+        c = min(count[r], n)
+        if c <= 0:
+            first[r] = 0
+            stop[r] = 0
+            continue
+        ta = _formula_time(start[r], step[r], scale, 0)
+        tb = _formula_time(start[r], step[r], scale, c - 1)
+        if ta == ta and tb == tb and tb >= ta:
+            first[r] = _first_time_at(start[r], step[r], scale, c, t0[r], False)
+            stop[r] = max(_first_time_above(start[r], step[r], scale, c, t1[r]), first[r])
+    return first, stop
 
 
 @numba.njit(cache=True, nogil=True)

@@ -12,7 +12,14 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.adccodes import CODE_FILL, code_encoding
+from idexdask.adccodes import (
+    CODE_DTYPE,
+    CODE_FILL,
+    RECORDED_CODES_KEY,
+    CodeScale,
+    RecordedCodes,
+    code_encoding,
+)
 from idexdask.errors import TraceFileError
 from idexdask.io.trc.channels import (
     channel_map,
@@ -96,6 +103,7 @@ def read_trc(
     settings: str | Path | Mapping[int, Any] | None = None,
     errors: Literal["raise", "skip"] = "raise",
     polarity: Mapping[str, int] | None = None,
+    keep_codes: bool = False,
 ) -> xr.Dataset:
     """Read LeCroy captures (one file or a directory of impacts) into an event dataset.
 
@@ -118,6 +126,11 @@ def read_trc(
         ``signal_polarity`` per variable name (±1), overriding the defaults
         (``channels.polarity`` of ``configs/scope.yaml``: -1 for ``TOF_*`` and the
         lab's ``QD_1``/``QD_2``; +1 for any other channel) and the settings.
+    keep_codes : bool
+        Keep each waveform's recorded codes beside its volts
+        (:class:`~idexdask.adccodes.RecordedCodes` in its ``encoding``; the volts
+        are then read-only), so that a store writes them as they are: the
+        campaign pipeline's reads.  Half the waveforms' bytes again in memory.
 
     Returns
     -------
@@ -144,7 +157,7 @@ def read_trc(
         directory, impacts, bad = collect_files(tuple(Path(p) for p in path), errors)
         path = directory
     layout = _layout(impacts, settings, directory)
-    arrays = _impact_arrays(impacts, layout, errors)
+    arrays = _impact_arrays(impacts, layout, errors, keep_codes)
     for number, names in arrays.unreadable.items():
         bad.setdefault(number, []).extend(names)
     data_vars = {
@@ -244,6 +257,7 @@ class _ImpactArrays:
     """Per impact (and channel) values of a read, filled in place by :func:`_impact_arrays`."""
 
     waves: dict[int, np.ndarray]  #: (impacts, samples) float32 V per channel
+    codes: dict[int, np.ndarray] | None  #: their int16 codes (CODE_FILL where NaN), if kept
     present: np.ndarray  #: (impacts, channels) bool
     clipped: np.ndarray
     gain: np.ndarray  #: V/count
@@ -261,7 +275,8 @@ class _ImpactArrays:
 
 
 def _impact_arrays(
-    impacts: dict[int, dict[int, TrcHeader]], layout: _Layout, errors: str = "raise"
+    impacts: dict[int, dict[int, TrcHeader]], layout: _Layout, errors: str = "raise",
+    keep_codes: bool = False,
 ) -> _ImpactArrays:
     """Step 2: every impact's volts and header values.
 
@@ -269,12 +284,16 @@ def _impact_arrays(
     the cache, no fresh memory per file) and converted in one pass into their
     row of the read's float32 array: one copy from the page cache, one pass.
     A file that cannot be read then (it shrank since its header was read) raises,
-    or with ``errors="skip"`` leaves its channel missing (NaN).
+    or with ``errors="skip"`` leaves its channel missing (NaN).  ``keep_codes``:
+    each file's codes are read into their row of an int16 array kept beside the
+    volts instead (``CODE_FILL`` where a volt is NaN), the same one copy.
     """
     n_ev, shape = len(layout.numbers), (len(layout.numbers), len(layout.channels))
     out = _ImpactArrays(
         # written in place below; NaN only where no sample is (missing channel, padding)
         waves={c: np.empty((n_ev, layout.length_of[c]), np.float32) for c in layout.channels},
+        codes=({c: np.empty((n_ev, layout.length_of[c]), CODE_DTYPE) for c in layout.channels}
+               if keep_codes else None),
         present=np.zeros(shape, bool), clipped=np.zeros(shape, bool),
         gain=np.full(shape, np.nan), offset=np.full(shape, np.nan),
         time_offset=np.full(shape, np.nan), files=np.full(shape, "", dtype=object),
@@ -300,6 +319,8 @@ def _impact_arrays(
                     _log.warning("skipping bad trace file %s", chans[c].path, exc_info=True)
                     out.unreadable.setdefault(number, []).append(Path(chans[c].path).name)
             out.waves[c][e] = np.nan
+            if out.codes is not None:
+                out.codes[c][e] = CODE_FILL
         h0 = chans[layout.ref] if layout.ref in chans else next(iter(chans.values()))
         out.epoch[e] = tt2000(h0.trigger_time, h0.trigger_time_ns)
         out.trigger_iso[e] = h0.trigger_time.isoformat() if h0.trigger_time else ""
@@ -332,8 +353,14 @@ def _channel_of(
     then V = gain * code - offset in float64, rounded once to float32, written in
     place in the same pass that finds the extreme codes (clipping) and the fill code."""
     n = h.wave_array_count
+    kept = out.codes[c][e] if out.codes is not None else None
     if n:
-        codes = read_codes_into(h, scratch)
+        if kept is not None and h.dtype.itemsize == CODE_DTYPE.itemsize:
+            codes = read_codes_into(h, kept.view(np.uint8))  # read into its kept row
+        else:
+            codes = read_codes_into(h, scratch)
+            if kept is not None:
+                kept[:n] = codes
         lo, hi, fill_seen = volts_into(codes, h.vertical_gain, h.vertical_offset,
                                         CODE_FILL, out.waves[c][e, :n])
         low, high = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
@@ -342,6 +369,8 @@ def _channel_of(
             out.fill_code_seen.add(c)
     out.present[e, k] = True
     out.waves[c][e, n:] = np.nan
+    if kept is not None:
+        kept[n:] = CODE_FILL
     out.gain[e, k], out.offset[e, k] = h.vertical_gain, h.vertical_offset
     out.time_offset[e, k] = (h.horiz_offset * 1e6
                              - out.axis_start[layout.axis_of[c]][e] * 1e6)
@@ -402,6 +431,10 @@ def _waveform_variables(
                 and c not in arrays.fill_code_seen):
             # one gain and offset: the store keeps the codes (idexdask.adccodes)
             waveform.encoding = code_encoding(float(g[0]), -float(o[0]))
+            if arrays.codes is not None:
+                waveform.encoding[RECORDED_CODES_KEY] = RecordedCodes(
+                    arrays.waves[c], arrays.codes[c],
+                    CodeScale(float(g[0]), -float(o[0]), CODE_FILL))
         data_vars[var] = waveform
     return data_vars
 

@@ -111,7 +111,6 @@ def test_window_levels_match_the_array_formulas():
     """Step 4's compiled windows: the median of each window along the polarity and
     the MAD-scaled scatter of its running means over sqrt(n_s / w), as the
     array formulas give them (short windows: the samples' own scatter)."""
-    from idexdask.analysis.pickup.kernels import CHUNK
     from idexdask.analysis.pickup.level_kernels import window_levels
     from idexdask.analysis.robust import MAD_TO_SIGMA
 
@@ -121,12 +120,9 @@ def test_window_levels_match_the_array_formulas():
     y[1, 100:300] = np.nan  # read as the fill value
     fill = np.array([0.0, -0.041, 0.0])
     filled = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
-    cs = np.zeros((rows, n + 1))
-    np.cumsum(filled, axis=1, out=cs[:, 1:])
-    checkpoints = np.ascontiguousarray(cs[:, : n + 1 : CHUNK][:, : n // CHUNK + 1])
     lo = np.array([50, 0, 19_990])
     hi = np.array([12_345, 90, 25_000])  # a long, a short and a window past the end
-    level, err = window_levels(y, -1.0, fill, checkpoints, w, lo, hi)
+    level, err = window_levels(y, -1.0, fill, w, lo, hi)
     for e in range(rows):
         a, b = lo[e], min(hi[e], n)
         window = filled[e, a:b]
@@ -135,7 +131,9 @@ def test_window_levels_match_the_array_formulas():
         n_s = max(b_s - a, 0)
         if n_s >= w:
             stop = max(min(b_s, n - w + 1), a)
-            means = (cs[e, a + w : stop + w] - cs[e, a:stop]) / w
+            cs = np.zeros(stop + w - a)  # the window's sums from its first sample
+            np.cumsum(filled[e, a : stop + w - 1], out=cs[1:])
+            means = (cs[w:] - cs[: stop - a]) / w
             spread = MAD_TO_SIGMA * np.median(np.abs(means - np.median(means)))
             expected = spread / np.sqrt(max(n_s / w, 1.0))
         else:

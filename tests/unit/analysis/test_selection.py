@@ -140,3 +140,49 @@ def test_code_median_mad_refuses_values_off_the_codes():
     ok, count, med, mad = code_median_mad(np.full(10, np.nan), 10, False, np.nan, 1.0, 0.0,
                                           False, codes)
     assert ok and count == 0 and np.isnan(med) and np.isnan(mad)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_code_prefix_stats_is_code_median_mad_and_the_prefix_sum(index):
+    """One pass over the first ``end`` samples: the order statistics of
+    code_median_mad (the same code twice: equal), the extremes, and the sum of
+    the valid samples in NumPy's pairwise order over the whole row."""
+    from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats
+    from idexdask.numerics import pairwise_sum_zero_tail
+
+    x, scale, offset, single, fill = _code_rows()[index]
+    n = x.size
+    end = (4 * n) // 5 + 3
+    counts = np.zeros(CODE_COUNTS, np.int32)
+    got = code_prefix_stats(x, end, fill == fill, fill, scale, offset, single, counts)
+    ok, count, med, mad = code_median_mad(x, end, fill == fill, fill, scale, offset, single,
+                                          np.empty(n, np.int32))
+    assert got.ok and ok and (got.count, got.median, got.mad) == (count, med, mad)
+    assert not counts.any()  # left all zero for the next row
+    head = x[:end].astype(float)
+    valid = np.isfinite(head) & (head != fill)
+    assert (got.low, got.high) == (head[valid].min(), head[valid].max())
+    row = np.zeros(n)
+    row[:end][valid] = head[valid]
+    assert got.total == pairwise_sum_zero_tail(row, 0, n, end)  # the same order, compiled
+    # NumPy's own sum: the same order, within a few ulp where its run-time SIMD
+    # dispatch orders the leaf blocks differently
+    np.testing.assert_allclose(got.total, row.sum(), rtol=8 * np.finfo(float).eps)
+
+
+def test_code_prefix_stats_refuses_as_code_median_mad():
+    """Off the codes, or codes spanning 16 bits or more (here beyond the histogram
+    around the first code): not ok, and the histogram is left all zero."""
+    from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats
+
+    rng = np.random.default_rng(5)
+    x = np.round(rng.normal(size=5_000) * 3.0)
+    counts = np.zeros(CODE_COUNTS, np.int32)
+    assert code_prefix_stats(x, x.size, False, np.nan, 1.0, 0.0, False, counts).ok
+    for j, value in ((77, 0.5), (5, 70_000.0), (9, -65_540.0), (4_000, 65_530.0)):
+        bad = x.copy()
+        bad[j] = value if j != 77 else bad[j] + value
+        assert not code_prefix_stats(bad, x.size, False, np.nan, 1.0, 0.0, False, counts).ok
+        assert not counts.any()
+    none = code_prefix_stats(np.full(10, np.nan), 10, False, np.nan, 1.0, 0.0, False, counts)
+    assert none.ok and none.count == 0 and np.isnan(none.median) and none.total == 0.0

@@ -255,3 +255,53 @@ def test_merge_of_scope_volts_read_through_their_codes(events, settings):
     m = _check(ev, settings)
     assert (m.ratio_status["TOF_Mid"] == GainRatioStatus.MEASURED).any()
     assert np.isfinite(m.noise).all()
+
+
+def test_formula_interval_is_the_samples_inside_the_times():
+    """The saturation interval located by bisection on a formula axis holds
+    exactly the samples whose materialised times lie in it (a rising row;
+    a falling one is left to the kernel's comparison of its times)."""
+    from idexdask.analysis.signal_quality.kernels import formula_interval
+    from idexdask.timeaxis import UniformAxisArray
+
+    n = 2000
+    start = np.array([-7.6e-6, -7.6e-6, 1e-7, -3e-6, -3e-6, -3e-6, 0.0])
+    step = np.array([1e-9, 1e-9, 2.5e-10, 1e-9, -1e-9, 1e-9, 0.0])
+    count = np.array([n, 1500, n, 0, n, n, n])
+    t0 = np.array([-7.0, -6.5, 0.1, -1.0, -4.0, np.nan, 0.0])
+    t1 = np.array([-6.5, 2.0, 0.3, 1.0, -3.5, 1.0, 0.0])
+    first, stop = formula_interval(start, step, count, 1e6, n, t0, t1)
+    times = UniformAxisArray(start, step, count, n, 1e6).compute((slice(None), slice(None)))
+    for r in range(start.size):
+        inside = np.flatnonzero((times[r] >= t0[r]) & (times[r] <= t1[r]))
+        if r == 4:  # falling: not located
+            assert first[r] == -1 and stop[r] == -1
+            continue
+        assert np.array_equal(np.arange(first[r], stop[r]), inside), r
+    assert stop[0] > first[0] > 0 and stop[1] == 1500  # a shorter record ends the interval
+    assert stop[6] - first[6] == n  # a constant axis inside a point interval: every sample
+
+
+@pytest.mark.parametrize("pol", [1.0, -1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+def test_overlap_samples_at_the_threshold(pol, dtype):
+    """The blocks' float32 pre-test never drops a sample whose signal exceeds the
+    threshold, even by one rounding: thresholds set at the signal of samples
+    themselves (equal: left out) and just below them (in)."""
+    from idexdask.analysis.gain_merge_kernels import overlap_samples
+
+    rng = np.random.default_rng(3)
+    n = 5000
+    xh = (rng.normal(size=n) * 300).astype(dtype)
+    xl = (rng.normal(size=n) * 30).astype(dtype)
+    base_h, base_l = 1.7, -0.3
+    h = pol * (xh.astype(float) - base_h)
+    sat = np.zeros(n, bool)
+    idx, hv, lv = np.empty(n, np.int64), np.empty(n), np.empty(n)
+    for thresh in (np.sort(h)[-7], np.nextafter(np.sort(h)[-40], -np.inf), np.nan, np.inf):
+        m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
+                            thresh, idx, hv, lv)
+        want = np.flatnonzero(h > thresh)
+        assert np.array_equal(idx[:m], want)
+        assert np.array_equal(hv[:m], h[want])
+    assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above

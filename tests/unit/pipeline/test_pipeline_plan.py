@@ -155,9 +155,9 @@ def test_lab_captures_get_small_packs_and_chunks(trc_dir, tmp_path):
     """Lab impacts (~80 flight events of samples each) use pipeline.lab_batch_events."""
     from idexdask.pipeline.plan import batch_sizes, pack_units
 
-    plan = plan_inputs([trc_dir], 512)
-    assert batch_sizes(plan, 512, 512, 8) == (8, 8)
-    assert batch_sizes(plan, 4, 512, 8) == (4, 4)
+    plan = plan_inputs([trc_dir], 512)  # 3 impacts: one pack and chunk of 3
+    assert batch_sizes(plan, 512, 512, 8) == (3, 3)
+    assert batch_sizes(plan, 2, 512, 8) == (2, 2)
     packs = pack_units(plan.units, *batch_sizes(plan, 512, 512, 2))
     assert [len(p) for p in packs] == [2, 1]
     write_campaign(tmp_path / "a.pkts", 3, compress=False, seed=1)
@@ -181,3 +181,18 @@ def test_campaign_map_spans_join_contiguous_units_only():
     assert regions == [(0, 2), (2, 3), (5, 6), (6, 20), (20, 21)]
     assert [u for s in spans for u in s] == units
     assert [len(s) for s in contiguous_spans(units, max_events=100)] == [3, 3]
+
+
+@pytest.mark.parametrize(("n_events", "most", "rows"), [
+    (384, 16, 16), (385, 16, 16), (400, 16, 16), (17, 16, 9), (33, 16, 11), (16, 16, 16), (3, 16, 3), (1, 16, 1),
+    (100, 7, 7), (0, 16, 1),
+])
+def test_balanced_rows_cut_into_fewest_fullest_chunks(n_events, most, rows):
+    """Lab chunks: the fewest chunks of at most ``most`` rows, under one fill row each."""
+    from idexdask.pipeline.plan import balanced_rows
+
+    assert balanced_rows(n_events, most) == rows
+    chunks = -(-max(n_events, 1) // rows)
+    assert rows <= most
+    assert chunks == -(-max(n_events, 1) // most)  # no more chunks than needed
+    assert chunks * rows - max(n_events, 1) < chunks  # at most one fill row per chunk

@@ -131,7 +131,8 @@ def _assert_same_values(expected: xr.Dataset, back: xr.Dataset) -> None:
 
 @pytest.mark.parametrize("windowed", [False, True])
 @pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle",
-                                        "lz4-bitshuffle-f32", "gzip", "blosc-lz4", "none"])
+                                        "lz4-bitshuffle-f32", "lz4-bitshuffle-raw-f32",
+                                        "gzip", "blosc-lz4", "none"])
 def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
                                                adapter_path: str, windowed: bool,
                                                monkeypatch) -> None:
@@ -175,7 +176,8 @@ def test_chunk_objects_are_zarrs_byte_for_byte(tmp_path: Path, compressor: str,
 
 
 @pytest.mark.parametrize("compressor", ["zstd", "zstd-bitshuffle", "lz4-bitshuffle",
-                                        "lz4-bitshuffle-f32", "gzip", "blosc-lz4"])
+                                        "lz4-bitshuffle-f32", "lz4-bitshuffle-raw-f32",
+                                        "gzip", "blosc-lz4"])
 def test_values_read_back_by_zarr_and_xarray(tmp_path: Path, compressor: str,
                                              adapter_path: str) -> None:
     import zarr
@@ -366,6 +368,22 @@ def test_f32_compressor_passes_float32_arrays_through_blosc(tmp_path: Path) -> N
             assert codecs[-1]["configuration"]["cname"] == "lz4"
             assert codecs[-1]["configuration"]["shuffle"] == "bitshuffle"
             assert codecs[-1]["configuration"]["typesize"] == group[name].dtype.itemsize
+
+
+def test_raw_f32_compressor_stores_float32_arrays_uncompressed(tmp_path: Path) -> None:
+    """lz4-bitshuffle-raw-f32 (the lab stores'): float32 arrays as their bytes alone,
+    integers and booleans through Blosc lz4 with bit shuffle, other floats zstd."""
+    import zarr
+
+    ds = _campaign()
+    path = _store(tmp_path / "s.zarr", ds, "lz4-bitshuffle-raw-f32")
+    group = zarr.open_group(str(path), mode="r")
+    for name, kind in (("u16", "blosc"), ("flag", "blosc"), ("f32", "bytes"), ("f64", "zstd"),
+                       ("label", "zstd")):
+        codecs = [c.to_dict() for c in group[name].metadata.codecs]
+        assert codecs[-1]["name"] == kind, (name, codecs)
+        if kind == "bytes":
+            assert len(codecs) == 1, codecs
 
 
 @pytest.mark.parametrize("compressor", ["zstd-bitshuffle", "none"])
