@@ -21,9 +21,11 @@ missed.  :func:`add_residual_lines` does that:
   smoothed-baseline sigmas) within :data:`MODE_MATCH_SAMPLES` samples of the
   maximum, the blend is fitted again with one more Gaussian line started
   there (centre within ``min_distance_us`` of it).  Same window, fitter and
-  convergence criteria.  The second line is kept where that fit converges,
-  the F-test of its 3 parameters gives ``p <= residual_max_pvalue``, and the
-  new line and every host are significant and wider than a spike.
+  convergence criteria; a fit that does not converge from its start is
+  repeated from the data's maxima (:meth:`Blend.from_peaks`), the better
+  kept.  The second line is kept where that fit converges, the F-test of its
+  3 parameters gives ``p <= residual_max_pvalue``, and the new line and every
+  host are significant and wider than a spike.
 * **Result.**  A kept line is a new row of the candidates and the fits (its
   ``prominence`` the smoothed residual's height in smoothed-baseline sigmas),
   its hosts take the joint fit's values.  Nothing else changes; maxima that
