@@ -249,16 +249,24 @@ def _prepare(
 
 
 def _working_set(xp: ModuleType, batch: _Batch) -> WorkingSet:
-    """The fits of ``batch`` that can be fitted, started at internal parameters."""
+    """The fits of ``batch`` that can be fitted, started at internal parameters.
+
+    Where every fit can be (the usual batch), the batch's arrays are used as
+    they are, not copied row by row.
+    """
     rows = xp.nonzero(~batch.invalid)[0]
-    ys, ws, bounds = batch.y[rows], batch.weights[rows], batch.bounds.take(rows)
+    if rows.shape[0] == batch.n_fits:
+        xs, ys, ws, bounds, p_start = batch.x, batch.y, batch.weights, batch.bounds, batch.p_start
+    else:
+        xs, ys, ws = batch.x[rows], batch.y[rows], batch.weights[rows]
+        bounds, p_start = batch.bounds.take(rows), batch.p_start[rows]
     return WorkingSet(
         rows=rows,
-        x=batch.x[rows],
+        x=xs,
         y=ys,
         weights=None if batch.unit_weights else ws,  # unit weights: skip the multiplications
         bounds=bounds,
-        theta=bounds.to_internal(xp, batch.p_start[rows]),
+        theta=bounds.to_internal(xp, p_start),
         chi_floor=1e-26 * xp.sum((ws * ys) ** 2, axis=1),
     )
 

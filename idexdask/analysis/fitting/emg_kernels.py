@@ -117,7 +117,7 @@ def emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - co
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, jm, rr, limit):  # pragma: no cover - compiled
+def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, jm, rr, limit):  # pragma: no cover
     """Chi-square, ``A = J J^T`` and ``b = J r`` of EMG + constant on one window.
 
     Two passes: the first evaluates the line and its weighted Jacobian at each

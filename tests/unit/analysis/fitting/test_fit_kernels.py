@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import pytest
 
@@ -23,8 +24,6 @@ from idexdask.analysis.fitting.emg_kernels import (
     fit_profile,
 )
 from idexdask.analysis.fitting.line_kernels import gaussian_point, lines_constant_normal
-
-import numba
 
 # Tolerance of a sum: 1e-11 of the sum of its terms' magnitudes.  The kernels and
 # the array code sum in different orders (~n ulp of the terms), the kernel's
@@ -135,6 +134,7 @@ def test_lines_kernel_with_far_apart_lines_matches_array():
     assert chi == pytest.approx(np.sum(r * r), rel=RTOL)
     # a cross term of two far lines is a sum of ~1e-100 products: compared to
     # the magnitude of the lines' own sums, not to its own
-    scale = np.sqrt(np.outer(np.diag(np.abs(jw) @ np.abs(jw).T), np.diag(np.abs(jw) @ np.abs(jw).T)))
-    assert np.all(np.abs(a - jw @ jw.T) <= RTOL * np.maximum(np.abs(jw) @ np.abs(jw).T, 1e-100 * scale))
+    terms_a = np.abs(jw) @ np.abs(jw).T
+    own = np.sqrt(np.outer(np.diag(terms_a), np.diag(terms_a)))
+    assert np.all(np.abs(a - jw @ jw.T) <= RTOL * np.maximum(terms_a, 1e-100 * own))
     assert np.all(np.abs(b - jw @ r) <= RTOL * (np.abs(jw) @ np.abs(r)))
