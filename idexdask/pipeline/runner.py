@@ -84,7 +84,6 @@ from idexdask.pipeline.tasks import (
     PackResult,
     StoreRegion,
     pack_task,
-    process_after_task,
     process_task,
     schema_task,
     write_task,
@@ -254,18 +253,11 @@ class _Run:
     def run_id(self) -> str:
         return self.target.run_id
 
-    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int,
-                          after: Any = None) -> Any:
-        """Submit the processing (no store access) of ``packs[index]``; with
-        ``after`` (a future), once that task is done."""
-        key = f"idexdask-process-{self.run_id}-{index}"
-        if after is not None:
-            return self.client.submit(process_after_task, packs[index], self.config,
-                                      self.overrides, after, resources=self.resources,
-                                      retries=self.retries, pure=False, key=key)
+    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int) -> Any:
+        """Submit the processing (no store access) of ``packs[index]``."""
         return self.client.submit(process_task, packs[index], self.config, self.overrides,
                                   resources=self.resources, retries=self.retries, pure=False,
-                                  key=key)
+                                  key=f"idexdask-process-{self.run_id}-{index}")
 
 
 def run_campaign(
@@ -397,31 +389,20 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
     A new store needs a schema: the first packs' processing (two per worker
     thread) starts now, and their region writes are submitted once the store
     exists, so that the schema and the store's creation overlap with work
-    instead of preceding it.  The second wave of them waits for the first
-    pack's schema (:func:`~idexdask.pipeline.tasks.process_after_task`): a
-    worker runs the schema task as soon as its first pack ends, and the
-    client lays the store out while the worker processes its second pack
-    (else the schema came after that pack, and the worker idled while the
-    client laid the store out: 0.65 s of a 64-impact run on one worker).
-    Sets ``run.target.rows``.
+    instead of preceding it.  Sets ``run.target.rows``.
 
     Returns
     -------
     list of distributed.Future
         The processing of ``packs[:len(result)]`` (empty for a resumed store).
     """
-    threads = _threads(run.client, run.resources)
-    n_leading = min(len(packs), 2 * threads) if need_init and plan.units else 0
-    processing = [run.submit_processing(packs, i) for i in range(min(n_leading, threads))]
+    n_leading = (min(len(packs), 2 * _threads(run.client, run.resources))
+                 if need_init and plan.units else 0)
+    processing = [run.submit_processing(packs, i) for i in range(n_leading)]
     template = None
     if n_leading:
-        first = run.client.submit(schema_task, processing[0], resources=run.resources,
-                                  pure=False)
-        processing += [run.submit_processing(packs, i, after=first)
-                       for i in range(threads, n_leading)]
         template = _template(run.client, packs, processing,
-                             lambda index: run.submit_processing(packs, index), run.resources,
-                             first)
+                             lambda index: run.submit_processing(packs, index), run.resources)
     rows = (
         chunk_rows(template, chunk_events) if template is not None
         else int(meta["rows"]) if meta else 1
@@ -513,20 +494,18 @@ def _threads(client, resources: Mapping[str, float] | None) -> int:
 
 
 def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
-              submit: Callable[[int], Any], resources, first: Any = None) -> xr.Dataset:
+              submit: Callable[[int], Any], resources) -> xr.Dataset:
     """Schema of the unit function's output, from the first of the first packs that succeeds.
 
     Up to :data:`_SCHEMA_TRIES` packs are tried, in order; those beyond the ones
     already in ``processing`` are submitted (``submit(index)``) and appended to it.
-    ``first``: the schema task of the first pack, if already submitted.
     """
     errors = []
     for index in range(min(_SCHEMA_TRIES, len(packs))):
         if index == len(processing):
             processing.append(submit(index))
-        task = first if index == 0 and first is not None else client.submit(
-            schema_task, processing[index], resources=resources, pure=False)
-        schema = task.result()
+        schema = client.submit(schema_task, processing[index], resources=resources,
+                               pure=False).result()
         if isinstance(schema, StoreSchema):
             return schema.template()
         errors.append(f"{packs[index][0].uid}: {schema}")

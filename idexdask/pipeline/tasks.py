@@ -29,8 +29,8 @@ from idexdask.pipeline.store import StoreSchema
 from idexdask.pipeline.units import ProcessedUnits, process_units
 from idexdask.pipeline.writers import region_writer
 
-__all__ = ["PackResult", "Processed", "StoreRegion", "pack_task", "process_after_task",
-           "process_task", "schema_task", "write_task"]
+__all__ = ["PackResult", "Processed", "StoreRegion", "pack_task", "process_task", "schema_task",
+           "write_task"]
 
 
 @dataclass(frozen=True)
@@ -111,21 +111,6 @@ def process_task(
     start = time.perf_counter()
     processed = process_units(pack, config, overrides)
     return Processed(processed, time.perf_counter() - start)
-
-
-def process_after_task(
-    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None,
-    after: Any,
-) -> Processed:
-    """:func:`process_task`, run once ``after`` (another task's result, unused) exists.
-
-    The runner makes the second wave of a new store's leading packs wait for
-    the first pack's schema: a worker would otherwise start its next pack the
-    moment the first one ends, before the scheduler hands it the schema task,
-    and the client would lay the store out only after that pack too, while the
-    worker, its leading packs done, has nothing to do.
-    """
-    return process_task(pack, config, overrides)
 
 
 def schema_task(processed: Processed) -> StoreSchema | str:
