@@ -335,6 +335,8 @@ SCHEMA: dict[str, Spec] = {
     "analysis.peaks.min_line_snr": Float(min=0),
     "analysis.peaks.ringing_sigma": Float(min=0),
     "analysis.peaks.joint_blends": Bool(),
+    "analysis.peaks.residual_lines": Bool(),
+    "analysis.peaks.residual_max_pvalue": Float(min=0, max=1),
     # analysis.impact
     "analysis.impact.dn_to_pc.Target_Low": Float(min=0, min_open=True),
     "analysis.impact.dn_to_pc.Target_High": Float(min=0, min_open=True),

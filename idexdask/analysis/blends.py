@@ -57,8 +57,9 @@ from idexdask.analysis.lineshapes import (
     gaussian_jacobian,
 )
 
-__all__ = ["BLEND_DEPTH", "MAX_BLEND_LINES", "BlendFits", "blends", "multi_line_model",
-           "refit_blends"]  # fmt: skip
+__all__ = ["BLEND_DEPTH", "MAX_BLEND_LINES", "Blend", "BlendFits", "better_fit", "blends",
+           "fit_blend_group", "line_profiles", "multi_line_model", "prepare_blend", "refit_blends",
+           "store_blend"]  # fmt: skip
 
 _log = get_logger(__name__)
 
@@ -188,7 +189,7 @@ class BlendFits:
 
 
 @dataclass
-class _Blend:
+class Blend:
     """One blend: its data, and per line the shape, start values and bounds.
 
     ``start``, ``lo``, ``hi`` have one row per line and the columns amplitude,
@@ -209,8 +210,11 @@ class _Blend:
     forced: np.ndarray
     """Lines made Gaussian because the joint fit with their EMG did not converge."""
     initial: np.ndarray
-    """The start values of :func:`_prepare` (rows as ``start``): a second start
+    """The start values of :func:`prepare_blend` (rows as ``start``): a second start
     of every later round (see :meth:`restarted`)."""
+    at_peaks: np.ndarray
+    """Start values from the data (rows as ``start``): every line narrow at the
+    highest sample of its share of the window (see :meth:`from_peaks`)."""
 
     def _pack(self, per_line: np.ndarray, constant: float) -> np.ndarray:
         parts = [v[: len(_PARAMS[s])] for v, s in zip(per_line, self.shapes, strict=True)]
@@ -249,7 +253,7 @@ class _Blend:
             self.shapes[i] = "gaussian"
         self.canonical()
 
-    def restarted(self) -> _Blend:
+    def restarted(self) -> Blend:
         """This blend (same shapes) starting from its prepared start values.
 
         A failed joint fit can end with a weak line spread into a broad
@@ -262,7 +266,24 @@ class _Blend:
         return dataclasses.replace(self, start=start, shapes=list(self.shapes),
                                    forced=self.forced.copy())  # fmt: skip
 
-    def canonical(self) -> _Blend:
+    def from_peaks(self) -> Blend:
+        """This blend (same shapes) with every line started narrow at its data maximum.
+
+        A joint fit on the tail of a strong line can have two minima: a weak
+        line narrow at its own maximum, or spread into a broad pedestal under
+        its neighbours' tails, and a start from the single-line fits can stall
+        between them.  This start has every line but the strongest narrow (1.5
+        samples) at the highest local maximum of its share of the window (cut
+        at the midpoints to its neighbours in the blend); the residual test
+        (:mod:`idexdask.analysis.residual_lines`) fits from it where its
+        prepared start does not converge and keeps the better result
+        (:func:`better_fit`).
+        """
+        start = np.clip(self.at_peaks, self.lo, self.hi)
+        return dataclasses.replace(self, start=start, shapes=list(self.shapes),
+                                   forced=self.forced.copy())  # fmt: skip
+
+    def canonical(self) -> Blend:
         """Order the lines EMGs first, then Gaussians (each in time order).
 
         The model is a sum, so the order of its lines does not change the fit;
@@ -271,12 +292,12 @@ class _Blend:
         """
         order = np.argsort([s != "emg" for s in self.shapes], kind="stable")
         self.shapes = [self.shapes[i] for i in order]
-        for name in ("rows", "start", "lo", "hi", "target", "forced", "initial"):
+        for name in ("rows", "start", "lo", "hi", "target", "forced", "initial", "at_peaks"):
             setattr(self, name, getattr(self, name)[order])
         return self
 
 
-def _profiles(
+def line_profiles(
     t: np.ndarray, area: np.ndarray, center: np.ndarray, sigma: np.ndarray, gamma: np.ndarray
 ) -> np.ndarray:
     """Fitted lines' profiles on ``t``, one row per line (Gaussian where ``gamma`` is
@@ -412,39 +433,29 @@ def refit_blends(
     right = np.rint(settings["window_right_us"] / dt).astype(np.int64)
     groups = blends(event, index, refit, left + right, fixed)
     prepared = [
-        _prepare(rows, y, t, noise, event, index, left, right, first, refit, step, settings)
+        prepare_blend(rows, y, t, noise, event, index, left, right, first, refit, step, settings)
         for rows in groups
     ]
     device = str(settings.get("fit_device", "cpu"))
     pending = list(range(len(prepared)))
     for attempt in range(_ROUNDS):
         # a later round fits each blend twice: from the failed round's values
-        # and from its prepared starts (:meth:`_Blend.restarted`)
+        # and from its prepared starts (:meth:`Blend.restarted`)
         tries = [(b, prepared[b]) for b in pending]
         if attempt:
             tries += [(b, prepared[b].restarted()) for b in pending]
-        # one batch per model and width class: padding to the batch's widest
-        # window would change a fit's arithmetic (as in peaks.fit_lines), and a
-        # blend's result must not depend on the other events of its batch
-        by_shape: dict[tuple[tuple[str, ...], int], list[int]] = {}
-        for i, (_, blend) in enumerate(tries):
-            width = (blend.x.size + 15) // 16 * 16
-            by_shape.setdefault((tuple(blend.shapes), width), []).append(i)
-        results: dict[int, tuple[BatchFitResult, int]] = {}
-        for (key, width), members in by_shape.items():
-            res = _fit_group(device, key, [tries[i][1] for i in members], width, settings)
-            results.update((i, (res, r)) for r, i in enumerate(members))
+        results = _fit_tries(tries, device, settings)
         best = {b: i for i, (b, _) in enumerate(tries[: len(pending)])}
         for i in range(len(pending), len(tries)):
             b = tries[i][0]
-            if _better(*results[i], *results[best[b]]):
+            if better_fit(*results[i], *results[best[b]]):
                 best[b] = i
         pending = []
         for b, i in best.items():
             blend = tries[i][1]
             prepared[b] = blend
             res, r = results[i]
-            _store(out, b, blend, res, r)
+            store_blend(out, b, blend, res, r)
             if res.status[r] == FitStatus.CONVERGED or attempt + 1 == _ROUNDS:
                 continue
             collapsed = blend.collapsed(res.params[r])
@@ -463,7 +474,26 @@ def refit_blends(
     return out
 
 
-def _better(res: BatchFitResult, r: int, other: BatchFitResult, q: int) -> bool:
+def _fit_tries(tries: list[tuple[int, Blend]], device: str, settings: Mapping[str, Any]
+               ) -> dict[int, tuple[BatchFitResult, int]]:
+    """Joint fits of ``tries`` ((blend number, blend) pairs), by position in ``tries``.
+
+    One batch per model and width class: padding to the batch's widest window
+    would change a fit's arithmetic (as in peaks.fit_lines), and a blend's
+    result must not depend on the other events of its batch.
+    """
+    by_shape: dict[tuple[tuple[str, ...], int], list[int]] = {}
+    for i, (_, blend) in enumerate(tries):
+        width = (blend.x.size + 15) // 16 * 16
+        by_shape.setdefault((tuple(blend.shapes), width), []).append(i)
+    results: dict[int, tuple[BatchFitResult, int]] = {}
+    for (key, width), members in by_shape.items():
+        res = fit_blend_group(device, key, [tries[i][1] for i in members], width, settings)
+        results.update((i, (res, r)) for r, i in enumerate(members))
+    return results
+
+
+def better_fit(res: BatchFitResult, r: int, other: BatchFitResult, q: int) -> bool:
     """Whether fit ``r`` of ``res`` beats fit ``q`` of ``other`` (same blend, same model).
 
     A converged fit beats an unconverged one; of two converged fits the one
@@ -476,7 +506,7 @@ def _better(res: BatchFitResult, r: int, other: BatchFitResult, q: int) -> bool:
     return bool(ok and res.chisq[r] < other.chisq[q])
 
 
-def _prepare(
+def prepare_blend(
     rows: np.ndarray,
     y: np.ndarray,
     t: np.ndarray,
@@ -489,7 +519,7 @@ def _prepare(
     refit: np.ndarray,
     step: np.ndarray,
     settings: Mapping[str, Any],
-) -> _Blend:
+) -> Blend:
     """A blend's window, data (the event's other lines removed) and start values.
 
     The window spans the members' uncut windows, cut at the midpoint to the
@@ -516,15 +546,19 @@ def _prepare(
     others = np.concatenate([before, after])
     others = others[usable[others]]
     if others.size:
-        profiles = _profiles(x, first.area[others], first.center[others], first.sigma[others],
+        profiles = line_profiles(x, first.area[others], first.center[others], first.sigma[others],
                              first.gamma[others])  # fmt: skip
         for prof in profiles:  # one line after the other, as the sums were formed
             data -= prof
     sig = noise[e, cols] if noise.ndim == 2 else np.full(cols.size, noise[e])
     d = float(step[e])
     span = max(float(x[-1] - x[0]), d)
-    shapes, start, lower, upper = [], [], [], []
-    for k in rows:
+    shapes, start, lower, upper, at_peaks = [], [], [], [], []
+    # each member's share of the window: cut at the midpoints to its neighbours
+    cuts = np.concatenate([[cols[0]], (index[rows][:-1] + index[rows][1:]) // 2 + 1,
+                           [cols[-1] + 1]]) - cols[0]  # fmt: skip
+    reach = max(int(round(float(settings.get("min_distance_us", 0.0)) / float(step[e]))), 1)
+    for r, k in enumerate(rows):
         tk = float(t[e, index[k]])
         # the centre keeps the bounds of the line's own (uncut) window
         c_lo = max(float(x[0]), tk - float(settings["window_left_us"]))
@@ -542,18 +576,47 @@ def _prepare(
         shapes.append(shape)
         start.append([a0, min(max(c0, c_lo), c_hi), min(max(s0, 0.45 * d), 0.25 * span),
                       min(max(g0, 4.0 / span), 0.5 * GAMMA_MAX)])  # fmt: skip
+        top = _share_peak(data, int(cuts[r]), int(cuts[r + 1]), reach)
+        if top >= 0:
+            s1, g1 = 1.5 * d, 1.0 / (2.0 * d)
+            c1 = float(x[top]) - (1.0 / g1 if shape == "emg" else 0.0)
+            a1 = max(float(data[top]), float(np.nanmedian(sig))) * 2.5 * s1
+            at_peaks.append([a1, min(max(c1, c_lo), c_hi), s1, g1])
+        else:
+            at_peaks.append(start[-1])
         lower.append([0.0, c_lo, SIGMA_MIN_SAMPLES * d, 2.0 / span])
         upper.append([math.inf, c_hi, 0.5 * span, GAMMA_MAX])
-    return _Blend(
+    # the strongest line keeps its start: its profile carries the others' baseline
+    at_peaks = np.array(at_peaks)
+    strongest = int(np.argmax([data[np.argmin(np.abs(x - float(t[e, index[k]])))] for k in rows]))
+    at_peaks[strongest] = start[strongest]
+    return Blend(
         rows=rows, x=x, y=data, sigma=np.where(np.isfinite(sig) & (sig > 0), sig, np.nan), dt=d,
         shapes=shapes, start=np.array(start), lo=np.array(lower), hi=np.array(upper),
         target=refit[rows].copy(), forced=np.zeros(rows.size, bool),
-        initial=np.array(start),
+        initial=np.array(start), at_peaks=at_peaks,
     ).canonical()  # fmt: skip
 
 
-def _fit_group(
-    device: str, shapes: tuple[str, ...], group: list[_Blend], width: int,
+def _share_peak(data: np.ndarray, lo: int, hi: int, reach: int) -> int:
+    """The highest sample of ``data[lo:hi]`` that is the highest within ``reach``
+    samples on both sides (inside the share), or -1 (a share on a falling tail
+    has its highest sample at an edge: no line of its own there)."""
+    share = np.where(np.isfinite(data[lo:hi]), data[lo:hi], -np.inf)
+    if share.size < 2 * reach + 1:
+        return -1
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    wmax = sliding_window_view(share, 2 * reach + 1).max(axis=1)
+    inner = share[reach: share.size - reach]
+    ok = (inner == wmax) & np.isfinite(inner)
+    if not ok.any():
+        return -1
+    return lo + reach + int(np.argmax(np.where(ok, inner, -np.inf)))
+
+
+def fit_blend_group(
+    device: str, shapes: tuple[str, ...], group: list[Blend], width: int,
     settings: Mapping[str, Any],
 ) -> BatchFitResult:
     """Joint fits of the blends of ``group`` (line shapes ``shapes``), one batch,
@@ -571,7 +634,7 @@ def _fit_group(
     )  # fmt: skip
 
 
-def _store(out: BlendFits, b: int, blend: _Blend, res: BatchFitResult, r: int) -> None:
+def store_blend(out: BlendFits, b: int, blend: Blend, res: BatchFitResult, r: int) -> None:
     """Blend ``b``'s joint fit (row ``r`` of ``res``) into its lines' rows of ``out``."""
     j = 0
     for i, (k, shape) in enumerate(zip(blend.rows, blend.shapes, strict=True)):

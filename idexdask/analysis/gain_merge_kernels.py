@@ -1,14 +1,22 @@
 """Compiled kernels of the TOF gain merge (:func:`idexdask.analysis.tof.merge_gains`).
 
-Per event row, a few passes over each gain's recorded samples (read as they
-are stored, float32 volts or integer DN, never copied): the baseline (a clipped
-mean of the pre-trigger samples around their median, with their MAD: for ADC
-codes from a histogram of the codes, else by the one-pass bracketing
-selection), the saturated samples where the gain has rails or a saturated
-interval, one pass per pair of neighbouring gains that gathers their overlap,
-and one pass that forms the positive-going signal of every gain and writes the
-merged row.  Every value is computed with the operations of the array statement
-of the merge, so the results are the same (``tests/unit/analysis/test_tof_merge.py``).
+Per event row, the passes over each gain's recorded samples (read as they are
+stored, float32 volts or integer DN, never copied):
+
+* the baseline: a clipped mean of the pre-trigger samples around their median,
+  with their MAD.  For ADC codes one pass over the pre-trigger samples gives
+  the codes' histogram (median, MAD) and the sum (the mean where the clip keeps
+  every sample, as on scope captures); a clip that leaves samples out reads
+  them once more.  Other samples: the one-pass bracketing selection;
+* the saturated samples, only where the gain has rails (a pass) or a
+  saturated interval (located on a rising formula axis by bisection: no pass);
+* per pair of neighbouring gains, the overlap: a float32 block test over the
+  higher gain, the exact test only in the blocks it passes;
+* one pass that forms the positive-going signal of every gain and writes the
+  merged row.
+
+Every value is computed with the operations of the array statement of the
+merge, so the results are the same (``tests/unit/analysis/test_tof_merge.py``).
 """
 
 from __future__ import annotations
@@ -128,11 +136,11 @@ def overlap_samples(
     if np.float64(lim) > pol_h * edge:
         lim = np.nextafter(lim, np.float32(-np.inf))
     sign = np.float32(pol_h)
-    single = pol_h == 1.0 or pol_h == -1.0
+    unit = pol_h == 1.0 or pol_h == -1.0  # the float32 test needs an exact sign flip
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
-        if single:
+        if unit:
             for j in range(start, stop):  # a reduction that vectorises
                 hit |= sign * np.float32(xh[j]) >= lim
         else:

@@ -123,8 +123,8 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
     times = ds.variables[time_name]
     first_two = np.asarray(times[:, :2].values, dtype=np.float64)
     start = first_two[:, 0]
-    if "channel_time_offset" in ds.variables and name in ds.indexes.get("channel", ()):
-        offset = ds["channel_time_offset"].sel(channel=name).values
+    offset = _channel_column(ds, "channel_time_offset", name)
+    if offset is not None:
         start = start + np.where(np.isfinite(offset), offset, 0.0)
     polarity = int(variable.attrs.get("signal_polarity", setting("polarity", -1)))
     gain, offset = _adc_scale(ds, name)
@@ -135,11 +135,24 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
 def _adc_scale(ds: xr.Dataset, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Each event's ``vertical_gain`` and ``vertical_offset`` of channel ``name``
     (volts = gain * code - offset), or None where the capture does not carry them."""
-    if ("vertical_gain" not in ds.variables or "vertical_offset" not in ds.variables
-            or name not in ds.indexes.get("channel", ())):
+    gain = _channel_column(ds, "vertical_gain", name)
+    offset = _channel_column(ds, "vertical_offset", name)
+    if gain is None or offset is None:
         return None, None
-    return (np.asarray(ds["vertical_gain"].sel(channel=name).values, dtype=np.float64),
-            np.asarray(ds["vertical_offset"].sel(channel=name).values, dtype=np.float64))
+    return gain.astype(np.float64), offset.astype(np.float64)
+
+
+def _channel_column(ds: xr.Dataset, variable: str, name: str) -> np.ndarray | None:
+    """``ds[variable].sel(channel=name)``'s values per event (by position: a label
+    selection builds an indexer and a DataArray per call), or None where
+    ``variable`` or the channel is absent."""
+    var = ds.variables.get(variable)
+    index = ds.indexes.get("channel")
+    if var is None or index is None or name not in index:
+        return None
+    if var.dims == ("epoch", "channel"):
+        return np.asarray(var.values[:, index.get_loc(name)])
+    return np.asarray(ds[variable].sel(channel=name).values)
 
 
 def pickup_products(

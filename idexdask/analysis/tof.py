@@ -49,6 +49,7 @@ from idexdask.analysis.gain_merge_kernels import merge_rows
 from idexdask.analysis.line_fits import LineFits, fit_lines
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES
 from idexdask.analysis.peaks import PeakCandidates, detect_peaks
+from idexdask.analysis.residual_lines import add_residual_lines
 from idexdask.analysis.signal_quality import fill_value, quantisation_step
 from idexdask.analysis.signal_quality.dataset import FormulaTimes, host_time_axis
 from idexdask.analysis.signal_quality.kernels import formula_count_below, formula_interval
@@ -450,6 +451,8 @@ def tof_lines(
     fits = fit_lines(merged.signal, merged.time, merged.sigma, cand, settings, step=step)
     if settings["joint_blends"]:
         fits = joint_blend_fits(merged, cand, fits, settings, step)
+    cand, fits = add_residual_lines(merged.signal, merged.time, merged.sigma, cand, fits, zsig,
+                                    settings, step)
     fits = classify_ringing(merged, cand, fits, settings, step)
     return cand, fits, zsig
 

@@ -210,3 +210,32 @@ def test_store_writes_the_kept_codes_else_encodes_the_values(tmp_path, monkeypat
     direct = read_trc(captures)
     for name in ("QD_1", "TOF_High"):
         assert back[name].values.tobytes() == direct[name].values.tobytes(), name
+
+
+def test_kept_codes_of_int8_big_endian_short_and_missing_records(tmp_path):
+    """Every record layout the reader takes: int8 codes, big-endian int16, a
+    shorter record (NaN beyond it) and a missing channel (NaN): the kept codes
+    are those encode finds from the volts, CODE_FILL where they are NaN."""
+    from idexdask.adccodes import RECORDED_CODES_KEY, code_scale
+
+    captures = tmp_path / "captures"
+    captures.mkdir()
+    (captures / "lab_settings.txt").write_text("QD 1\n\nTOF High\n")
+    codes = (np.arange(2000, dtype=np.int16) % 64) * 16 - 512
+    common = {"horiz_interval": 1e-9, "horiz_offset": -1e-6, "vertical_gain": 2.5e-6,
+              "vertical_offset": 0.01}
+    write_trc(captures / "lab_C1_00001.trc", (codes // 16).astype(np.int8), wave_source=1,
+              **common)
+    write_trc(captures / "lab_C3_00001.trc", codes, wave_source=3, byte_order=">", **common)
+    write_trc(captures / "lab_C1_00002.trc", codes[:1500], wave_source=1, **common)
+    write_trc(captures / "lab_C3_00003.trc", codes, wave_source=3, **common)  # no C1
+    plain = read_trc(captures)
+    kept = read_trc(captures, keep_codes=True)
+    for name in ("QD_1", "TOF_High"):
+        assert kept[name].values.tobytes() == plain[name].values.tobytes(), name
+        recorded = kept[name].encoding[RECORDED_CODES_KEY]
+        np.testing.assert_array_equal(
+            recorded.codes, code_scale(kept[name].encoding).encode(plain[name].values))
+    qd = kept["QD_1"].encoding[RECORDED_CODES_KEY].codes
+    np.testing.assert_array_equal(qd[0], codes // 16)  # the int8 codes, widened
+    assert (qd[1, 1500:] == CODE_FILL).all() and (qd[2] == CODE_FILL).all()

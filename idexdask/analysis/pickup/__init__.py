@@ -13,7 +13,9 @@ Method (vectorised over events; one function per step)
    lab amplifiers give negative-going QD pulses, so the default is -1) so that the
    pulse is positive.
 2. Edges: a smoothed derivative, the difference of the means of ``w`` samples after
-   and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n)).  Its
+   and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n): exact
+   integer sums of the ADC codes where the records are exactly on known codes,
+   ``adc_gain``/``adc_offset``, else float64 sums of the values).  Its
    noise is the MAD-scaled spread over the whole record.  The entry edge is its
    maximum, which must exceed ``threshold_sigma`` noise sigmas; the exit edge is its
    minimum between ``min_transit_us`` and ``max_transit_us`` after the entry, with
@@ -45,6 +47,10 @@ Modules
     Placeholders, status codes, ``configs/scope.yaml`` and the settings in samples.
 :mod:`~idexdask.analysis.pickup.kernels`
     The compiled pass over each record (running sums, derivative noise, edge peaks).
+:mod:`~idexdask.analysis.pickup.code_kernels`
+    The same pass from a record's ADC codes, in integers.
+:mod:`~idexdask.analysis.pickup.order_stats`
+    Exact median and MAD of a record's derivative from the bins of its values.
 :mod:`~idexdask.analysis.pickup.edges`
     Steps 1 and 2: the records, the smoothed derivative and the edges.
 :mod:`~idexdask.analysis.pickup.levels`

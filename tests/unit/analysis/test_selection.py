@@ -164,7 +164,9 @@ def test_code_prefix_stats_is_code_median_mad_and_the_prefix_sum(index):
     assert (got.low, got.high) == (head[valid].min(), head[valid].max())
     row = np.zeros(n)
     row[:end][valid] = head[valid]
-    assert got.total == pairwise_sum_zero_tail(row, 0, n, end)  # the same order, compiled
+    # both compiled without fastmath: the same additions in the same order, exact
+    # on any machine (no SIMD dispatch or contraction between them)
+    assert got.total == pairwise_sum_zero_tail(row, 0, n, end)
     # NumPy's own sum: the same order, within a few ulp where its run-time SIMD
     # dispatch orders the leaf blocks differently
     np.testing.assert_allclose(got.total, row.sum(), rtol=8 * np.finfo(float).eps)

@@ -184,8 +184,8 @@ def test_campaign_map_spans_join_contiguous_units_only():
 
 
 @pytest.mark.parametrize(("n_events", "most", "rows"), [
-    (384, 16, 16), (385, 16, 16), (400, 16, 16), (17, 16, 9), (33, 16, 11), (16, 16, 16), (3, 16, 3), (1, 16, 1),
-    (100, 7, 7), (0, 16, 1),
+    (384, 16, 16), (385, 16, 16), (400, 16, 16), (17, 16, 9), (33, 16, 11), (16, 16, 16),
+    (3, 16, 3), (1, 16, 1), (100, 7, 7), (0, 16, 1),
 ])
 def test_balanced_rows_cut_into_fewest_fullest_chunks(n_events, most, rows):
     """Lab chunks: the fewest chunks of at most ``most`` rows, under one fill row each."""
