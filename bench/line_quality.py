@@ -375,21 +375,51 @@ def datasets(data: Path) -> list[tuple[str, xr.Dataset]]:
     return out
 
 
+def analyze_with_residual_tests(ds: xr.Dataset) -> tuple[xr.Dataset, list]:
+    """``idexdask.analyze(ds)`` and the residual test's record of every maximum it
+    looked at (:class:`idexdask.analysis.residual_lines.ResidualTest`)."""
+    import functools
+
+    from idexdask.analysis import tof
+
+    tests: list = []
+    stage = tof.add_residual_lines
+    tof.add_residual_lines = functools.partial(stage, tests=tests)
+    try:
+        out = idexdask.analyze(ds)
+    finally:
+        tof.add_residual_lines = stage
+    return out, tests
+
+
 def print_maxima(data: list[tuple[str, xr.Dataset]]) -> int:
-    """The table of docs/quality.md's unmatched maxima."""
+    """The table of docs/quality.md's unmatched maxima, with the residual test's
+    figures there (screen: excess over the fitted lines; joint: the hosts' joint
+    fit's residual, χ² without → with the second line and its F-test p; both in
+    smoothed-baseline sigmas, threshold ``prominence_sigma``)."""
     w = sys.stdout.write
     w("| data | event | maximum µs (σ) | nearest converged line's mode µs | offset (samples) "
       "| MC: P(offset > 3) | χ² one line → two lines (ndof) | F-test p | second line: "
-      "centre µs, σ (samples), height (σ) |\n|---|---|---|---|---|---|---|---|---|\n")
+      "centre µs, σ (samples), height (σ) | residual test |\n"
+      "|---|---|---|---|---|---|---|---|---|---|\n")
     for name, ds in data:
-        out = idexdask.analyze(ds)
+        out, tests = analyze_with_residual_tests(ds)
         if "tof_combined" not in out:
             continue
         for c in examine_maxima(out):
+            near = [x for x in tests if x.event == c.event and abs(x.time - c.time) < 1e-6]
+            if not near:
+                verdict = "not tested (a line's mode or an unconverged detection within 3 samples)"
+            elif not near[0].hosts.size:
+                verdict = f"screen {near[0].residual_sigma:.1f}"
+            else:
+                x = near[0]
+                verdict = (f"joint residual {x.residual_sigma:.1f}; χ² {x.chisq_one:.1f} → "
+                           f"{x.chisq_two:.1f}, p = {x.pvalue:.2g}, kept {x.kept}")
             w(f"| {name} | {c.event} | {c.time:.4f} ({c.height_sigma:.1f}) | {c.mode:.4f} | "
               f"{c.offset_samples:+.1f} | {c.mc_far:.2f} | {c.chi2_one:.1f} → {c.chi2_two:.1f} "
               f"({c.ndof_two}) | {c.f_pvalue:.1e} | {c.second_center:.4f}, "
-              f"{c.second_sigma_samples:.1f}, {c.second_height_sigma:.1f} |\n")
+              f"{c.second_sigma_samples:.1f}, {c.second_height_sigma:.1f} | {verdict} |\n")
     return 0
 
 

@@ -172,7 +172,9 @@ def add_residual_lines(
     step : numpy.ndarray
         Sample step per event, µs.
     tests : list, optional
-        Receives a :class:`ResidualTest` per maximum tested (diagnostics).
+        Receives a :class:`ResidualTest` per maximum past the mode check
+        (diagnostics): those the screen stops carry only its excess
+        (``residual_sigma``, no hosts).
 
     Returns
     -------
@@ -181,7 +183,12 @@ def add_residual_lines(
     """
     if not settings.get("residual_lines", True) or cand.size == 0:
         return cand, fits
-    found = _unexplained_maxima(y, t, noise, cand, fits, zsig, settings, step)
+    screened = _unexplained_maxima(y, t, noise, cand, fits, zsig, settings, step)
+    if tests is not None:  # the maxima the fitted lines as they stand explain
+        tests.extend(ResidualTest(event=m.event, index=m.index, time=float(t[m.event, m.index]),
+                                  residual_sigma=m.residual_sigma, hosts=np.zeros(0, np.int64))
+                     for m in screened if m.residual_sigma < float(settings["prominence_sigma"]))
+    found = [m for m in screened if m.residual_sigma >= float(settings["prominence_sigma"])]
     if not found:
         return cand, fits
     trials = [_trial(m, y, t, noise, cand, fits, settings, step) for m in found]
@@ -221,7 +228,9 @@ def _unexplained_maxima(
     y: np.ndarray, t: Any, noise: np.ndarray, cand: PeakCandidates, fits: LineFits,
     zsig: np.ndarray, settings: Mapping[str, Any], step: np.ndarray,
 ) -> list[_Maximum]:
-    """Data maxima inside converged lines' windows that no converged line accounts for."""
+    """Data maxima inside converged lines' windows that no converged line accounts
+    for, each with its excess over the fitted lines (:func:`_event_residual`)
+    in smoothed-baseline sigmas."""
     conv = np.flatnonzero((fits.status == FitStatus.CONVERGED) & ~cand.manual)
     if conv.size == 0:
         return []
@@ -280,9 +289,7 @@ def _unexplained_maxima(
         return []
     # the fitted lines as they stand explain it: not refitted
     excess = _event_residual(e, i, y, t, cand, fits, settings, step) / zsig[e]
-    keep = excess >= float(settings["prominence_sigma"])
-    return [_Maximum(int(a), int(b), float(x))
-            for a, b, x in zip(e[keep], i[keep], excess[keep], strict=True)]
+    return [_Maximum(int(a), int(b), float(x)) for a, b, x in zip(e, i, excess, strict=True)]
 
 
 def _ringing(e: np.ndarray, i: np.ndarray, y: np.ndarray, noise: np.ndarray,
