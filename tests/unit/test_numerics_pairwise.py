@@ -50,7 +50,8 @@ def test_combined_leaves_are_numpys_pairwise_sum(n):
     a = np.random.default_rng(n).normal(size=n) * 10.0 ** np.random.default_rng(1).integers(
         -3, 4, size=n)
     starts = pairwise_leaves(n)
-    sums = np.array([pairwise_sum(a, lo, hi - lo) for lo, hi in zip(starts[:-1], starts[1:])])
+    leaves = zip(starts[:-1], starts[1:], strict=True)
+    sums = np.array([pairwise_sum(a, lo, hi - lo) for lo, hi in leaves])
     total = pairwise_combine(sums, n)
     assert total == reference_sum(a)
     assert total == pairwise_sum(a, 0, n)
