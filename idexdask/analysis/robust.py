@@ -350,6 +350,34 @@ def clipped_mean(
 
 
 @numba.njit(cache=True, nogil=True)
+def _prefix_sum_kept(
+    x: np.ndarray, end: int, n: int, fill: float, centre: float, lim: float, first: float,
+    half: float,
+) -> tuple[int, bool, float]:  # pragma: no cover - compiled
+    """Count and sum of the samples of ``x[:end]`` kept: finite, not ``fill``, within
+    ``lim`` of ``centre``; the sum over the row of ``n`` with the others 0, in
+    NumPy's pairwise order (each leaf's values formed as they are read); and
+    whether every kept sample lies within ``half`` of ``first``."""
+    count = 0
+    within = True
+    block = np.empty(128)
+    starts = pairwise_leaves(n)
+    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
+    for leaf in range(sums.size):
+        cl = starts[leaf]
+        cn = starts[leaf + 1] - cl
+        if cl < end:  # a loop that vectorises
+            for i in range(cn):
+                v = np.float64(x[cl + i])
+                keep = (cl + i < end) & (v - v == 0.0) & (v != fill) & (abs(v - centre) <= lim)
+                block[i] = v if keep else 0.0
+                within &= ~keep | (abs(v - first) <= half)
+                count += keep
+            sums[leaf] = pairwise_sum(block, 0, cn)
+    return count, within, pairwise_combine(sums, n)
+
+
+@numba.njit(cache=True, nogil=True)
 def clipped_prefix_mean(
     x: np.ndarray, end: int, n: int, m: float, d: float, fill: float = np.nan
 ) -> float:  # pragma: no cover - compiled
@@ -363,23 +391,10 @@ def clipped_prefix_mean(
     :func:`clipped_mean`.
     """
     lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
-    count = 0
-    block = np.empty(128)
-    starts = pairwise_leaves(n)
-    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
-    for leaf in range(sums.size):
-        cl = starts[leaf]
-        cn = starts[leaf + 1] - cl
-        if cl < end:  # the leaf's values formed into a block (a loop that vectorises)
-            for i in range(cn):
-                v = np.float64(x[cl + i])
-                keep = (cl + i < end) & (v != fill) & (abs(v - m) <= lim)
-                block[i] = v if keep else 0.0
-                count += keep
-            sums[leaf] = pairwise_sum(block, 0, cn)
+    count, _, total = _prefix_sum_kept(x, end, n, fill, m, lim, np.nan, 0.0)
     if count == 0:
         return m
-    mean = pairwise_combine(sums, n) / count
+    mean = total / count
     return mean if np.isfinite(mean) else m
 
 
@@ -413,20 +428,4 @@ def prefix_sum_within(
         if v - v == 0.0 and v != fill:
             first = v
             break
-    count = 0
-    within = True
-    block = np.empty(128)
-    starts = pairwise_leaves(n)
-    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
-    for leaf in range(sums.size):
-        cl = starts[leaf]
-        cn = starts[leaf + 1] - cl
-        if cl < end:  # the leaf's values formed into a block (a loop that vectorises)
-            for i in range(cn):
-                v = np.float64(x[cl + i])
-                keep = (cl + i < end) & (v - v == 0.0) & (v != fill)
-                block[i] = v if keep else 0.0
-                within &= ~keep | (abs(v - first) <= half)
-                count += keep
-            sums[leaf] = pairwise_sum(block, 0, cn)
-    return count, within, pairwise_combine(sums, n)
+    return _prefix_sum_kept(x, end, n, fill, 0.0, np.inf, first, half)

@@ -169,15 +169,18 @@ def _formula_time(start, step, scale, j):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _first_time_at(start, step, scale, count, limit, below):  # pragma: no cover - compiled
-    """First index ``j < count`` whose time is ``>= limit`` (``< limit`` when ``below``),
-    by bisection: the formula's times are monotonic in ``j``."""
+def _first_time_at(
+    start, step, scale, count, limit, below, strict=False
+):  # pragma: no cover - compiled
+    """First index ``j < count`` whose time is ``>= limit`` (``> limit`` when
+    ``strict``; ``< limit`` when ``below``), by bisection: the formula's times
+    are monotonic in ``j``."""
     lo = 0
     hi = count
     while lo < hi:
         mid = (lo + hi) // 2
         t = _formula_time(start, step, scale, mid)
-        if (t < limit) if below else (t >= limit):
+        if (t < limit) if below else ((t > limit) if strict else (t >= limit)):
             hi = mid
         else:
             lo = mid + 1
@@ -245,20 +248,6 @@ def formula_count_below(
     return out
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _first_time_above(start, step, scale, count, limit):  # pragma: no cover - compiled
-    """First index ``j < count`` of a rising formula row whose time is ``> limit``."""
-    lo = 0
-    hi = count
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _formula_time(start, step, scale, mid) > limit:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
-
-
 @numba.njit(cache=True, nogil=True)
 def formula_interval(
     start: np.ndarray, step: np.ndarray, count: np.ndarray, scale: float, n: int,
@@ -282,7 +271,7 @@ def formula_interval(
         tb = _formula_time(start[r], step[r], scale, c - 1)
         if ta == ta and tb == tb and tb >= ta:
             first[r] = _first_time_at(start[r], step[r], scale, c, t0[r], False)
-            stop[r] = max(_first_time_above(start[r], step[r], scale, c, t1[r]), first[r])
+            stop[r] = max(_first_time_at(start[r], step[r], scale, c, t1[r], False, True), first[r])
     return first, stop
 
 
