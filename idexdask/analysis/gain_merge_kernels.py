@@ -4,10 +4,12 @@ Per event row, the passes over each gain's recorded samples (read as they are
 stored, float32 volts or integer DN, never copied):
 
 * the baseline: a clipped mean of the pre-trigger samples around their median,
-  with their MAD.  For ADC codes one pass over the pre-trigger samples gives
+  with their MAD.  Where signal quality gives the noise (no MAD needed) and
+  the samples lie within the clip's floor of each other (scope volts), one
+  pass gives their mean, the clipped mean.  Else, for ADC codes, one pass gives
   the codes' histogram (median, MAD) and the sum (the mean where the clip keeps
-  every sample, as on scope captures); a clip that leaves samples out reads
-  them once more.  Other samples: the one-pass bracketing selection;
+  every sample); a clip that leaves samples out reads them once more.  Other
+  samples: the one-pass bracketing selection;
 * the saturated samples, only where the gain has rails (a pass) or a
   saturated interval (located on a rising formula axis by bisection: no pass);
 * per pair of neighbouring gains, the overlap: a float32 block test over the
@@ -25,10 +27,12 @@ import numba
 import numpy as np
 
 from idexdask.analysis.robust import (
+    CLIP_FLOOR,
     MAD_TO_SIGMA,
     clipped_mean,
     clipped_prefix_mean,
     median_inplace,
+    prefix_sum_within,
 )
 from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats, median_and_mad
 from idexdask.numerics import pairwise_sum
@@ -36,6 +40,13 @@ from idexdask.numerics import pairwise_sum
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
            "overlap_ratio", "overlap_samples", "sample_value"]
 
+
+_FINITE_SUM = 1e300
+"""Largest baseline level taken from :func:`~idexdask.analysis.robust.prefix_sum_within`
+(its samples' median, the mean of two, cannot overflow)."""
+_WITHIN = 0.999 * CLIP_FLOOR / 2
+"""Half-width around a baseline's first sample within which every sample is in
+the clip of :func:`~idexdask.analysis.robust.clipped_mean`."""
 
 _SCAN_BLOCK = 512
 """Samples per block of :func:`overlap_samples`' vectorised test for any overlap."""
@@ -242,13 +253,17 @@ def clipped_baseline(
 def gain_baseline(
     x: np.ndarray, prefix: bool, n_pre: int, pre: np.ndarray, min_samples: int,
     n_first: int, fill: float, code_scale: float, code_offset: float, code_single: bool,
-    counts: np.ndarray, vals: np.ndarray, pos: np.ndarray, buf: np.ndarray,
+    need_mad: bool, counts: np.ndarray, vals: np.ndarray, pos: np.ndarray, buf: np.ndarray,
 ) -> tuple[float, float]:  # pragma: no cover - compiled
     """Baseline level and MAD of one gain's row ``x`` (see :func:`merge_rows`).
 
     The baseline samples are the valid ones among the first ``n_pre`` (``prefix``)
     or at the indices ``pre[:n_pre]``; with fewer than ``min_samples``, the valid
-    ones among the first ``n_first``.  A prefix of codes (``code_scale`` finite)
+    ones among the first ``n_first``.  Where the MAD is not needed (``need_mad``
+    False: the noise comes from signal quality) and a prefix's valid samples
+    lie within ``_WITHIN`` of the first, one pass gives the level
+    (:func:`~idexdask.analysis.robust.prefix_sum_within`; the MAD returned is
+    NaN).  Else a prefix of codes (``code_scale`` finite)
     is read once (:func:`~idexdask.analysis.selection.code_prefix_stats`: the
     histogram of its codes and its sum), and once more only where the clip
     leaves samples out; any other set is gathered into ``vals``/``pos`` for
@@ -257,6 +272,11 @@ def gain_baseline(
     ``vals``, ``pos`` and ``buf`` scratch of the row's length.
     """
     n = x.shape[0]
+    if prefix and not need_mad:
+        k, within, total = prefix_sum_within(x, n_pre, _WITHIN, fill)
+        # every valid sample within any clip: the mean without the median
+        if k >= min_samples and within and abs(total / k) <= _FINITE_SUM:
+            return total / k, np.nan
     if prefix and np.isfinite(code_scale):
         found = code_prefix_stats(x, n_pre, fill == fill, fill, code_scale, code_offset,
                                   code_single, counts)
@@ -479,21 +499,25 @@ def merge_rows(
                     pre[n_pre] = j
                     n_pre += 1
         for g in range(n_gains):
+            q = qsig[g, r]
+            need_mad = not (np.isfinite(q) and q > 0)  # else the noise is q
             # the gains' arrays may differ in type: one call per array
             if g == 0:
                 level, mad = gain_baseline(x0[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[0], code_scale[0], code_offset[0],
-                                           code_single[0], counts, vals, pos, buf)
+                                           code_single[0], need_mad, counts, vals, pos,
+                                           buf)
             elif g == 1:
                 level, mad = gain_baseline(x1[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[1], code_scale[1], code_offset[1],
-                                           code_single[1], counts, vals, pos, buf)
+                                           code_single[1], need_mad, counts, vals, pos,
+                                           buf)
             else:
                 level, mad = gain_baseline(x2[r], prefix, n_pre, pre, min_samples, n_first,
                                            fill[2], code_scale[2], code_offset[2],
-                                           code_single[2], counts, vals, pos, buf)
+                                           code_single[2], need_mad, counts, vals, pos,
+                                           buf)
             base[g] = level
-            q = qsig[g, r]
             noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
             row_noise[g] = noise[g, r]
             if np.isfinite(vmax[g]) or np.isfinite(vmin[g]) or flag[g, r]:

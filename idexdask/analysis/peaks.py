@@ -35,6 +35,7 @@ from idexdask.analysis.sample_step import (
     boxcar_width,
     gathered_median_step,
     probe_step,
+    probe_step_formula,
     sample_step,
     step_is_median,
     usable_step,
@@ -317,7 +318,7 @@ def _scale_at(numr: np.ndarray, d: float, i: int) -> float:  # pragma: no cover 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _smooth_row(
     yr: np.ndarray, tr: np.ndarray, w: int, stop_us: float, numr: np.ndarray, d: float,
-    out: np.ndarray, pivot: float,
+    out: np.ndarray, pivot: float, ft: np.ndarray,
 ) -> tuple[int, int, bool, bool, int, int, int]:  # pragma: no cover - compiled
     """Boxcar of ``w`` samples of one row into ``out``; its finite and pre-trigger
     samples, and whether its relative noise varies.
@@ -337,7 +338,11 @@ def _smooth_row(
 
     With a ``pivot`` (not NaN) the time steps ``tr[j + 1] - tr[j]`` are
     counted against it as the row is read (for
-    :func:`~idexdask.analysis.sample_step.step_is_median`).
+    :func:`~idexdask.analysis.sample_step.step_is_median`).  With formula
+    terms ``ft`` (start, step, count, scale of
+    :func:`~idexdask.analysis.peak_search.formula_row`; empty for none) the
+    times are formed where they are read, as ``formula_row`` forms them, and
+    ``tr`` is not read: no time row is written and read back.
 
     Returns
     -------
@@ -401,25 +406,79 @@ def _smooth_row(
     equal = 0
     valid = 0
     counted = 0
-    if pivot == pivot:
-        counted = n - 1
-        for j in range(counted):
+    if ft.shape[0] == 4:
+        k, index_sum, below, equal, valid = _count_formula_times(yr, out, stop_us, pivot, ft)
+    else:
+        if pivot == pivot:
+            counted = n - 1
+            for j in range(counted):
+                yj = yr[j]
+                v = out[j]
+                c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+                k += c
+                index_sum += j if c else 0
+                step = tr[j + 1] - tr[j]
+                below += step < pivot
+                equal += step == pivot
+                valid += step == step
+        for j in range(counted, n):
             yj = yr[j]
             v = out[j]
             c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
             k += c
             index_sum += j if c else 0
-            step = tr[j + 1] - tr[j]
+    return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_formula_times(
+    yr: np.ndarray, out: np.ndarray, stop_us: float, pivot: float, ft: np.ndarray
+) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
+    """:func:`_smooth_row`'s counts with the times of formula terms ``ft``.
+
+    The times are those :func:`~idexdask.analysis.peak_search.formula_row`
+    writes (``(j step + start) scale``, NaN from ``count`` on), formed where
+    they are read.  Returns the pre-trigger samples, the sum of their indices
+    and, with a pivot, the time steps below, equal to it and not NaN.
+    """
+    n = yr.shape[0]
+    start, step_us, scale = ft[0], ft[1], ft[3]
+    m_f = min(max(int(ft[2]), 0), n)  # samples with a time (not NaN)
+    k = index_sum = below = equal = valid = 0
+    counted = 0
+    if pivot == pivot:
+        counted = n - 1
+        for j in range(min(counted, max(m_f - 1, 0))):  # both times of the step exist
+            yj = yr[j]
+            v = out[j]
+            t0 = (np.float64(j) * step_us + start) * scale
+            t1 = (np.float64(j + 1) * step_us + start) * scale
+            c = (t0 < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+            k += c
+            index_sum += j if c else 0
+            step = t1 - t0
             below += step < pivot
             equal += step == pivot
             valid += step == step
-    for j in range(counted, n):
+        if 0 < m_f <= counted:  # the step from the last time to NaN: NaN
+            j = m_f - 1
+            yj = yr[j]
+            v = out[j]
+            c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
+                v - v == 0.0
+            )
+            k += c
+            index_sum += j if c else 0
+    # the samples not counted above that have a time; from m_f on it is NaN
+    for j in range(counted, max(m_f, counted)):
         yj = yr[j]
         v = out[j]
-        c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+        c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
+            v - v == 0.0
+        )
         k += c
         index_sum += j if c else 0
-    return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
+    return k, index_sum, below, equal, valid
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -473,6 +532,14 @@ def _row_sigma(
             var += (base_vals[j] - mean) ** 2
         zs = np.sqrt(var / k)
     return max(zs, floor)
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_times(ft: np.ndarray, count: int, tbuf: np.ndarray) -> bool:
+    # pragma: no cover - compiled
+    """Write the formula times ``ft`` of one row into ``tbuf[0]``; True."""
+    formula_row(ft[0], ft[1], count, ft[3], tbuf[0])
+    return True
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -530,10 +597,14 @@ def _search_rows(
     and the peaks' positions, heights and prominences.
 
     With ``formula`` the times come from a formula axis (``terms``: start,
-    step and scale per event, (3, rows); ``counts``: its sample counts), each
-    row formed in ``tbuf[0]`` (:func:`~idexdask.analysis.peak_search.formula_row`)
-    when it is searched and read as ``t[0]`` (a read-only view of ``tbuf``, so
-    that both paths read one array type).
+    step and scale per event, (3, rows); ``counts``: its sample counts), formed
+    where they are read (:func:`_count_formula_times`,
+    :func:`~idexdask.analysis.sample_step.probe_step_formula`) with the
+    roundings of :func:`~idexdask.analysis.peak_search.formula_row`; a row is
+    written to ``tbuf[0]`` and read as ``t[0]`` (a read-only view of ``tbuf``,
+    so that both paths read one array type) only where a rare path reads a
+    whole time row (a step the probe misses, pre-trigger samples that are not
+    the row's first ones).
     """
     rows, n = y.shape
     zsig = np.empty(rows)
@@ -546,31 +617,45 @@ def _search_rows(
     proms = np.empty(64)
     m = 0
     probe = np.empty(STEP_PROBES)
+    no_formula = np.empty(0)
     for r in range(rows):
         out = zrows[r] if own_rows else zrows[0]  # the smoothed row first, then z in place
         numr = num[r] if has_scale else num[0, :0]
         d = den[r] if has_scale else 1.0
         yr = y[r]
         if formula:
-            formula_row(terms[0, r], terms[1, r], counts[r], terms[2, r], tbuf[0])
+            # the times are formed where they are read (_smooth_row,
+            # probe_step_formula); the row buffer is written only for the rare
+            # paths that read a whole time row
+            ft = np.array([terms[0, r], terms[1, r], np.float64(counts[r]), terms[2, r]])
             tr = t[0]
+            written = False
+            pivot = probe_step_formula(ft[0], ft[1], counts[r], ft[3], n, probe) \
+                if find_steps else np.nan
         else:
+            ft = no_formula
             tr = t[r]
-        pivot = probe_step(tr, probe) if find_steps else np.nan
+            written = True
+            pivot = probe_step(tr, probe) if find_steps else np.nan
         if find_steps and pivot != pivot:
+            written = written or _write_times(ft, counts[r], tbuf)
             steps[r] = usable_step(gathered_median_step(tr))
         w = boxcar_width(smooth_us, usable_step(pivot) if pivot == pivot else steps[r], n)
         n_fin, k, prefix, varying, below, equal, valid = _smooth_row(
-            yr, tr, w, stop_us, numr, d, out, pivot
+            yr, tr, w, stop_us, numr, d, out, pivot, ft
         )
         if pivot == pivot:
             found, value = step_is_median(pivot, below, equal, valid)
+            if not found:
+                written = written or _write_times(ft, counts[r], tbuf)
             steps[r] = usable_step(value if found else gathered_median_step(tr))
             if boxcar_width(smooth_us, steps[r], n) != w:  # smoothed with the wrong width
                 w = boxcar_width(smooth_us, steps[r], n)
                 n_fin, k, prefix, varying, _, _, _ = _smooth_row(
-                    yr, tr, w, stop_us, numr, d, out, np.nan
+                    yr, tr, w, stop_us, numr, d, out, np.nan, ft
                 )
+        if k >= 16 and not prefix:  # _row_sigma reads the time row
+            written = written or _write_times(ft, counts[r], tbuf)
         zs = _row_sigma(out, yr, tr, stop_us, n_first, k, prefix, vals, scratch,
                         quantum[r] / np.sqrt(12.0 * w))  # fmt: skip
         if not (np.isfinite(zs) and zs > 0):

@@ -25,6 +25,7 @@ import numpy as np
 from idexdask.numerics import pairwise_sum, pairwise_sum_zero_tail
 
 __all__ = [
+    "CLIP_FLOOR",
     "MAD_TO_SIGMA",
     "baseline_level",
     "baseline_sigma",
@@ -33,6 +34,7 @@ __all__ = [
     "gather_finite",
     "median_inplace",
     "nanmedian_rows",
+    "prefix_sum_within",
     "quiet_nan_warnings",
     "robust_sigma",
 ]
@@ -397,3 +399,75 @@ def clipped_prefix_mean(
         return m
     mean = vals[0] / count
     return mean if np.isfinite(mean) else m
+
+
+
+CLIP_FLOOR = 4.0 * 0.5
+"""Smallest half-width of :func:`clipped_mean`'s clip (4 x its 0.5 floor on the
+sigma), in the samples' unit."""
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_sum_within(
+    x: np.ndarray, end: int, half: float, fill: float = np.nan
+) -> tuple[int, bool, float]:  # pragma: no cover - compiled
+    """Count and sum of the valid samples among ``x[:end]`` (finite and not
+    ``fill``; a NaN ``fill``: none), the sum over the whole row with the others
+    0 in :func:`clipped_prefix_mean`'s order; and whether every valid sample
+    lies within ``half`` of the first (``|v - first| <= half`` as rounded).
+
+    With ``half`` at most ``0.999 * CLIP_FLOOR / 2``, every valid sample then
+    lies within any clip of :func:`clipped_mean` around their median (which
+    lies between the smallest and the largest, all within ``1.9982 *
+    CLIP_FLOOR / 2`` of each other; each rounding is monotonic), so the sum
+    divided by the count is that mean, whatever the MAD: the level of a
+    baseline whose noise is known without its MAD, in one pass that
+    vectorises (a boolean reduction, not a floating-point minimum).
+    """
+    n = x.shape[0]
+    first = np.nan
+    for i in range(end):
+        v = np.float64(x[i])
+        if v - v == 0.0 and v != fill:
+            first = v
+            break
+    count = 0
+    within = True
+    block = np.empty(128)
+    s_lo = np.empty(128, dtype=np.int64)
+    s_n = np.empty(128, dtype=np.int64)
+    s_state = np.empty(128, dtype=np.int64)
+    vals = np.empty(128)
+    nv = 0
+    s_lo[0], s_n[0], s_state[0] = 0, n, 0
+    top = 1
+    while top:
+        top -= 1
+        cl, cn, st = s_lo[top], s_n[top], s_state[top]
+        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
+        if cn <= 128 or empty:
+            if empty:
+                vals[nv] = 0.0
+            else:  # the leaf's values formed into a block (a loop that vectorises)
+                for i in range(cn):
+                    v = np.float64(x[cl + i])
+                    keep = (cl + i < end) & (v - v == 0.0) & (v != fill)
+                    block[i] = v if keep else 0.0
+                    within &= ~keep | (abs(v - first) <= half)
+                    count += keep
+                vals[nv] = pairwise_sum(block, 0, cn)
+            nv += 1
+        elif st == 0:
+            n2 = cn // 2
+            n2 -= n2 % 8
+            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
+            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
+            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
+            top += 3
+        else:
+            right = vals[nv - 1]
+            left = vals[nv - 2]
+            nv -= 2
+            vals[nv] = left + right
+            nv += 1
+    return count, within, vals[0]

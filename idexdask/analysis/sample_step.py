@@ -16,8 +16,8 @@ import numpy as np
 from idexdask.analysis.robust import median_inplace, nanmedian_rows, quiet_nan_warnings
 
 __all__ = [
-    "STEP_PROBES", "boxcar_width", "gathered_median_step", "probe_step", "sample_step",
-    "step_is_median", "usable_step",
+    "STEP_PROBES", "boxcar_width", "gathered_median_step", "probe_step", "probe_step_formula",
+    "sample_step", "step_is_median", "usable_step",
 ]
 
 STEP_PROBES = 65
@@ -93,6 +93,26 @@ def probe_step(tr: np.ndarray, probe: np.ndarray) -> float:  # pragma: no cover 
     for i in range(STEP_PROBES):
         j = i * (m - 1) // (STEP_PROBES - 1)
         probe[i] = tr[j + 1] - tr[j]
+    probe.sort()
+    return probe[STEP_PROBES // 2]
+
+
+@numba.njit(cache=True, nogil=True)
+def probe_step_formula(
+    start: float, step: float, count: int, scale: float, n: int, probe: np.ndarray
+) -> float:  # pragma: no cover - compiled
+    """:func:`probe_step` of the ``n`` times of a formula row
+    (:func:`~idexdask.analysis.peak_search.formula_row`: ``(start + j step) scale``,
+    NaN from ``count`` on), formed at the probed samples only."""
+    m = n - 1
+    if m < STEP_PROBES:
+        return np.nan
+    last = min(max(count, 0), n)
+    for i in range(STEP_PROBES):
+        j = i * (m - 1) // (STEP_PROBES - 1)
+        t0 = (np.float64(j) * step + start) * scale if j < last else np.nan
+        t1 = (np.float64(j + 1) * step + start) * scale if j + 1 < last else np.nan
+        probe[i] = t1 - t0
     probe.sort()
     return probe[STEP_PROBES // 2]
 

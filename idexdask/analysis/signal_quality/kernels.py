@@ -22,6 +22,7 @@ __all__ = [
     "formula_interval",
     "formula_window",
     "ordered_extremes",
+    "ordered_extremes16",
     "ordered_extremes32",
     "trace_rows",
     "window_rows",
@@ -117,6 +118,36 @@ def ordered_extremes32(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                     lo = min(lo, key)
             block_high[r, k] = np.int32(_key(hi, shift, flip))
             block_low[r, k] = np.int32(_key(lo, shift, flip))
+    return block_high, block_low
+
+
+@numba.njit(cache=True, nogil=True)
+def ordered_extremes16(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # pragma: no cover - compiled
+    """:func:`ordered_extremes` of int16 samples (a scope's ADC codes) in int16
+    arithmetic: half the bytes of their float32 values, twice the lanes."""
+    rows, n = codes.shape
+    n_blocks = (n + EXTREME_BLOCK - 1) // EXTREME_BLOCK
+    block_high = np.empty((rows, n_blocks), dtype=np.int16)
+    block_low = np.empty((rows, n_blocks), dtype=np.int16)
+    for r in range(rows):
+        row = codes[r]
+        for k in range(n_blocks):
+            base = k * EXTREME_BLOCK
+            hi = row[base]
+            lo = hi
+            if base + EXTREME_BLOCK <= n:
+                for j in range(EXTREME_BLOCK):
+                    key = row[base + j]
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            else:
+                for j in range(base, n):
+                    key = row[j]
+                    hi = max(hi, key)
+                    lo = min(lo, key)
+            block_high[r, k] = hi
+            block_low[r, k] = lo
     return block_high, block_low
 
 

@@ -444,3 +444,37 @@ def test_spikes_and_weak_lines_get_their_own_status():
     assert fits.sigma[k_spike] <= SIGMA_MIN_SAMPLES / 260.0 * 1.001
     assert fits.status[k_line] == LineStatus.CONVERGED
     assert cand.size == fits.status.size
+
+
+def test_formula_times_search_equals_materialised_times():
+    """detect_peaks on a formula time axis (times formed where the search reads
+    them, a row written only for the rare paths) finds the peaks, sigmas and
+    steps it finds on the materialised axis: the same times (formula_row's
+    product, sum and product, correctly rounded), the same counts.  Rows: a lab
+    axis, one whose count ends early (NaN times), one without a pre-trigger
+    sample (the sigma from the first samples), and one with NaN data (the
+    general smoothing path)."""
+    from idexdask.analysis.signal_quality.dataset import FormulaTimes
+
+    rng = np.random.default_rng(21)
+    n, n_events = 40_000, 4
+    start = np.array([-4e-5, -4e-5, 1e-6, -3e-5])
+    step = np.array([1e-9, 1e-9, 1e-9, 2e-9])
+    count = np.array([n, n - 5000, n, n])
+    axis = FormulaTimes(start=start, step=step, count=count, scale=1e6, n_samples=n)
+    times = np.asarray(axis)  # the materialised axis (FormulaTimes.columns)
+    y = np.round(rng.normal(0.0, 3.0, (n_events, n))) * 0.01
+    y[:, 36_000:36_006] += 2.0
+    y[:, 38_000:38_003] += rng.uniform(0.3, 0.8, (n_events, 1))
+    y[3, ::7] = np.nan
+    settings = {"smooth_us": 0.008, "baseline_stop_us": 0.0, "height_sigma": 5.0,
+                "prominence_sigma": 3.0, "min_distance_us": 0.01, "max_peaks_per_event": 50}
+    noise = np.full(n_events, 0.03)
+    got_step, want_step = np.empty(n_events), np.empty(n_events)
+    got, got_sigma = detect_peaks(y, axis, noise, settings, quantum=0.01, step_out=got_step)
+    want, want_sigma = detect_peaks(y, times, noise, settings, quantum=0.01, step_out=want_step)
+    assert got.size >= 2 * n_events
+    for field in ("event", "index", "prominence"):
+        assert np.array_equal(getattr(got, field), getattr(want, field)), field
+    assert np.array_equal(got_sigma, want_sigma)
+    assert np.array_equal(got_step, want_step)

@@ -110,3 +110,36 @@ def test_clipped_prefix_mean_is_the_nanmean_of_the_clipped_prefix(dtype):
     assert np.isnan(x[:end]).any() and (~keep & np.isfinite(head)).sum() == 5
     # nothing within the clip: the median
     assert clipped_prefix_mean(np.full(n, 90.0, dtype), end, n, m, d, np.nan) == m
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_prefix_sum_within_is_the_clipped_mean_whatever_the_mad(dtype):
+    """Valid samples within 0.999 of the first (the clip's floor is 2): their sum
+    over the count is clipped_prefix_mean's level for any median between them
+    and any MAD (the same leaves in the same order, compiled: equal); a far
+    sample, NaN, infinities and the fill value are told apart."""
+    from idexdask.analysis.robust import CLIP_FLOOR, clipped_prefix_mean, prefix_sum_within
+    from idexdask.numerics import pairwise_sum_zero_tail
+
+    rng = np.random.default_rng(2)
+    n, end = 20_003, 15_001
+    x = (0.3 + rng.normal(size=n) * 0.1).astype(dtype)
+    x[rng.random(n) < 0.05] = np.nan
+    x[[11, 12]] = -7.0  # the fill value
+    x[[20, 30]] = np.inf  # not valid: never in a clipped mean
+    x[end:] = 1e3  # after the baseline: never read
+    half = 0.999 * CLIP_FLOOR / 2
+    count, within, total = prefix_sum_within(x, end, half, -7.0)
+    head = x[:end].astype(float)
+    valid = np.isfinite(head) & (head != -7.0)
+    assert within and count == valid.sum()
+    row = np.zeros(n)
+    row[:end][valid] = head[valid]
+    assert total == pairwise_sum_zero_tail(row, 0, n, end)
+    for m in (head[valid].min(), np.median(head[valid]), head[valid].max()):
+        for d in (0.0, 0.05, 3.0):
+            assert clipped_prefix_mean(x, end, n, m, d, -7.0) == total / count
+    far = x.copy()
+    far[500] = far[np.flatnonzero(valid)[0]] + 1.0  # beyond the half-width
+    assert not prefix_sum_within(far, end, half, -7.0)[1]
+    assert prefix_sum_within(far, 500, half, -7.0)[1]  # outside the prefix: not read

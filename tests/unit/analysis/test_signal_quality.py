@@ -475,3 +475,47 @@ def test_row_extremes_are_numpys(dtype):
     assert np.array_equal(found.block_low[finite], block_low[finite])
     if np.dtype(dtype).kind == "f":
         assert finite.tolist() == [True, False, False, False, False, True]
+
+
+def test_block_extremes_from_the_recorded_codes():
+    """Volts the reader decoded from int16 codes (RecordedCodes in the encoding):
+    the whole-trace extremes read from the codes (half the bytes) decode to the
+    values' own, so every product equals that of the same volts without codes;
+    fill codes (NaN), a run at the top code and a flat top included."""
+    from idexdask.adccodes import (RECORDED_CODES_KEY, CodeScale, RecordedCodes,
+                                   code_encoding)
+    from idexdask.analysis.signal_quality import quality_variables
+    from idexdask.analysis.signal_quality.host_path import row_extremes
+    from idexdask.simulate import simulate_events
+
+    ev = simulate_events(6, seed=9).events
+    scale = CodeScale(6.25e-5, -1.685)
+    with_codes = ev.copy()
+    for name in ("TOF_High", "TOF_Low"):
+        raw = ev[name].values.astype(np.int64)
+        codes = np.clip(raw * 16 - 8000, -32768, 32752).astype(np.int16)
+        codes[1, 100:140] = 32767  # missing samples: the fill code, NaN
+        codes[2, 3000:3050] = 32752  # a run at the scope's top code
+        codes[3, :] = codes[3, 0]  # flat
+        volts = scale.decode(codes)
+        for ds, keep in ((ev, False), (with_codes, True)):
+            ds[name] = (ev[name].dims, volts.copy() if not keep else volts,
+                        {"units": "V", "vertical_gain": 6.25e-5})
+            enc = code_encoding(6.25e-5, -1.685)
+            if keep:
+                enc[RECORDED_CODES_KEY] = RecordedCodes(volts, codes, scale)
+            ds[name].encoding = enc
+        recorded = with_codes[name].encoding[RECORDED_CODES_KEY]
+        assert recorded.codes_of(np.asarray(with_codes[name].data), scale) is codes or \
+            np.shares_memory(recorded.codes_of(np.asarray(with_codes[name].data), scale), codes)
+        found = row_extremes(volts, codes, scale)
+        plain = row_extremes(volts.copy())
+        for field in ("high", "low", "block_high", "block_low"):
+            assert np.array_equal(getattr(found, field), getattr(plain, field), equal_nan=True)
+    cfg = load_quality_config()
+    got = quality_variables(with_codes, cfg, channel_dim="quality_channel")
+    want = quality_variables(ev, cfg, channel_dim="quality_channel")
+    assert set(got) == set(want)
+    for key in want:
+        a, b = np.asarray(got[key].values), np.asarray(want[key].values)
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), key

@@ -305,3 +305,42 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
         assert np.array_equal(idx[:m], want)
         assert np.array_equal(hv[:m], h[want])
     assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above
+
+
+def test_merge_of_scope_volts_on_a_formula_axis(events, settings):
+    """Scope-like volts on a rising formula axis (the lab path): where signal
+    quality gives the noise, a baseline whose samples all lie within the
+    clip's floor takes its level from one pass (no median: the clip keeps
+    them all); a baseline with a far sample, or no quality, takes the median
+    route.  Either way the merge is the NumPy statement's."""
+    from idexdask.adccodes import code_encoding, decode_codes
+    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
+
+    ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
+    for name, gain in {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}.items():
+        raw = ev[name].values.astype(np.int64)
+        codes = np.where(raw == 65535, 32767, raw * 16 - 8000).astype(np.int16)
+        volts = decode_codes(codes, gain, -1.685)
+        ev[name] = (ev[name].dims, volts, {"units": "V", "vertical_gain": gain,
+                                           "VALIDMAX": float(volts.max())})
+        ev[name].encoding = code_encoding(gain, -1.685)
+    ev["TOF_High"].values[1, 40] = np.float32(3.5)  # a far baseline sample: median route
+    ev["TOF_Low"].values[2, 30:40] = np.nan  # missing baseline samples
+    n = ev.sizes["time_high_sample_rate_index"]
+    dt = 1 / 260.0
+    start = np.full(6, -7.6e-6)
+    step = np.full(6, dt * 1e-6)
+    count = np.full(6, n)
+    terms = AxisTerms.for_axis("time_high_sample_rate")
+    dims = ("epoch", "time_high_sample_rate_index")
+    formula = ev.assign({
+        "time_high_sample_rate": uniform_axis_variable(
+            dims, start, step, count, n, scale=1e6, terms=terms),
+        terms.start: ("epoch", start), terms.step: ("epoch", step),
+        terms.count: ("epoch", count),
+    })
+    quality = signal_quality(formula)
+    assert np.isfinite(quality["tof_high_noise"].values).all()
+    m = _check(formula, settings, quality=quality)
+    assert np.isfinite(m.noise).all()
+    _check(formula, settings, quality=None)  # no noise given: the MAD is needed
