@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from idexdask.analysis.pickup.centroid_kernels import edge_centroids
 from idexdask.adccodes import CODE_FILL
+from idexdask.analysis.pickup.centroid_kernels import edge_centroids
 from idexdask.analysis.pickup.code_kernels import recorded_derivative_rows
 from idexdask.analysis.pickup.kernels import (
     CHUNK,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from idexdask.analysis.pickup import pickup_uniform
 from idexdask.adccodes import CODE_FILL
+from idexdask.analysis.pickup import pickup_uniform
 from idexdask.analysis.pickup.code_kernels import code_derivative_rows, recorded_derivative_rows
 from idexdask.analysis.pickup.kernels import CHUNK, derivative_rows
 from idexdask.analysis.pickup.order_stats import (
