@@ -22,7 +22,12 @@ from contextlib import contextmanager
 import numba
 import numpy as np
 
-from idexdask.numerics import pairwise_sum, pairwise_sum_zero_tail
+from idexdask.numerics import (
+    pairwise_combine,
+    pairwise_leaves,
+    pairwise_sum,
+    pairwise_sum_zero_tail,
+)
 
 __all__ = [
     "CLIP_FLOOR",
@@ -360,44 +365,21 @@ def clipped_prefix_mean(
     lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
     count = 0
     block = np.empty(128)
-    s_lo = np.empty(128, dtype=np.int64)
-    s_n = np.empty(128, dtype=np.int64)
-    s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
-    nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
-    top = 1
-    while top:
-        top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
-        if cn <= 128 or empty:
-            if empty:
-                vals[nv] = 0.0
-            else:  # the leaf's values formed into a block (a loop that vectorises)
-                for i in range(cn):
-                    v = np.float64(x[cl + i])
-                    keep = (cl + i < end) & (v != fill) & (abs(v - m) <= lim)
-                    block[i] = v if keep else 0.0
-                    count += keep
-                vals[nv] = pairwise_sum(block, 0, cn)
-            nv += 1
-        elif st == 0:
-            n2 = cn // 2
-            n2 -= n2 % 8
-            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
-            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
-            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
-            top += 3
-        else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
-            nv -= 2
-            vals[nv] = left + right
-            nv += 1
+    starts = pairwise_leaves(n)
+    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
+    for leaf in range(sums.size):
+        cl = starts[leaf]
+        cn = starts[leaf + 1] - cl
+        if cl < end:  # the leaf's values formed into a block (a loop that vectorises)
+            for i in range(cn):
+                v = np.float64(x[cl + i])
+                keep = (cl + i < end) & (v != fill) & (abs(v - m) <= lim)
+                block[i] = v if keep else 0.0
+                count += keep
+            sums[leaf] = pairwise_sum(block, 0, cn)
     if count == 0:
         return m
-    mean = vals[0] / count
+    mean = pairwise_combine(sums, n) / count
     return mean if np.isfinite(mean) else m
 
 
@@ -434,40 +416,17 @@ def prefix_sum_within(
     count = 0
     within = True
     block = np.empty(128)
-    s_lo = np.empty(128, dtype=np.int64)
-    s_n = np.empty(128, dtype=np.int64)
-    s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
-    nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
-    top = 1
-    while top:
-        top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
-        if cn <= 128 or empty:
-            if empty:
-                vals[nv] = 0.0
-            else:  # the leaf's values formed into a block (a loop that vectorises)
-                for i in range(cn):
-                    v = np.float64(x[cl + i])
-                    keep = (cl + i < end) & (v - v == 0.0) & (v != fill)
-                    block[i] = v if keep else 0.0
-                    within &= ~keep | (abs(v - first) <= half)
-                    count += keep
-                vals[nv] = pairwise_sum(block, 0, cn)
-            nv += 1
-        elif st == 0:
-            n2 = cn // 2
-            n2 -= n2 % 8
-            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
-            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
-            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
-            top += 3
-        else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
-            nv -= 2
-            vals[nv] = left + right
-            nv += 1
-    return count, within, vals[0]
+    starts = pairwise_leaves(n)
+    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
+    for leaf in range(sums.size):
+        cl = starts[leaf]
+        cn = starts[leaf + 1] - cl
+        if cl < end:  # the leaf's values formed into a block (a loop that vectorises)
+            for i in range(cn):
+                v = np.float64(x[cl + i])
+                keep = (cl + i < end) & (v - v == 0.0) & (v != fill)
+                block[i] = v if keep else 0.0
+                within &= ~keep | (abs(v - first) <= half)
+                count += keep
+            sums[leaf] = pairwise_sum(block, 0, cn)
+    return count, within, pairwise_combine(sums, n)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from idexdask.numerics import pairwise_sum
+from idexdask.numerics import pairwise_combine, pairwise_leaves, pairwise_sum
 
 __all__ = ["CODE_COUNTS", "CodePrefixStats", "code_median_mad", "code_prefix_stats",
            "counted_median_mad", "median_and_mad", "order_pair"]
@@ -466,54 +466,31 @@ def code_prefix_stats(
     count = 0
     block = np.empty(128)
     bins = np.empty(128, dtype=np.int64)
-    s_lo = np.empty(128, dtype=np.int64)
-    s_n = np.empty(128, dtype=np.int64)
-    s_state = np.empty(128, dtype=np.int64)
-    vals = np.empty(128)
-    nv = 0
-    s_lo[0], s_n[0], s_state[0] = 0, n, 0
-    top = 1
-    while top:
-        top -= 1
-        cl, cn, st = s_lo[top], s_n[top], s_state[top]
-        empty = cl >= end  # every value from end on is 0: the block sums to +0.0
-        if cn <= 128 or empty:
-            if empty:
-                vals[nv] = 0.0
-            else:
-                for i in range(cn):  # branch-free: it vectorises
-                    v = np.float64(x[cl + i])
-                    use = (cl + i < end) & (v - v == 0.0) & (v != fill)
-                    c = np.rint((v - offset) * inverse)
-                    c = min(max(c, -1073741824.0), 1073741824.0)  # (NaN: not used)
-                    ci = np.int64(c)
-                    rel = ci - anchor
-                    inside = (rel >= 0) & (rel < width - 1)
-                    ok &= ~use | ((_code_value(c, scale, offset, single) == v) & inside)
-                    lo = min(lo, ci if use else big)
-                    hi = max(hi, ci if use else -big)
-                    bins[i] = rel if (use & inside) else width - 1
-                    count += use
-                    block[i] = v if use else 0.0
-                for i in range(cn - cn % _TABLES):  # the leaf's codes, while in cache
-                    counts[(i % _TABLES) * width + bins[i]] += 1
-                for i in range(cn - cn % _TABLES, cn):
-                    counts[bins[i]] += 1
-                vals[nv] = pairwise_sum(block, 0, cn)
-            nv += 1
-        elif st == 0:
-            n2 = cn // 2
-            n2 -= n2 % 8
-            s_lo[top], s_n[top], s_state[top] = cl, cn, 1  # combine after both halves
-            s_lo[top + 1], s_n[top + 1], s_state[top + 1] = cl + n2, cn - n2, 0
-            s_lo[top + 2], s_n[top + 2], s_state[top + 2] = cl, n2, 0
-            top += 3
-        else:
-            right = vals[nv - 1]
-            left = vals[nv - 2]
-            nv -= 2
-            vals[nv] = left + right
-            nv += 1
+    starts = pairwise_leaves(n)
+    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
+    for leaf in range(sums.size):
+        cl = starts[leaf]
+        cn = starts[leaf + 1] - cl
+        if cl < end:
+            for i in range(cn):  # branch-free: it vectorises
+                v = np.float64(x[cl + i])
+                use = (cl + i < end) & (v - v == 0.0) & (v != fill)
+                c = np.rint((v - offset) * inverse)
+                c = min(max(c, -1073741824.0), 1073741824.0)  # (NaN: not used)
+                ci = np.int64(c)
+                rel = ci - anchor
+                inside = (rel >= 0) & (rel < width - 1)
+                ok &= ~use | ((_code_value(c, scale, offset, single) == v) & inside)
+                lo = min(lo, ci if use else big)
+                hi = max(hi, ci if use else -big)
+                bins[i] = rel if (use & inside) else width - 1
+                count += use
+                block[i] = v if use else 0.0
+            for i in range(cn - cn % _TABLES):  # the leaf's codes, while in cache
+                counts[(i % _TABLES) * width + bins[i]] += 1
+            for i in range(cn - cn % _TABLES, cn):
+                counts[bins[i]] += 1
+            sums[leaf] = pairwise_sum(block, 0, cn)
     # the counts touched: the valid codes' buckets inside the histogram, the last
     b0 = max(lo - anchor, 0) if count else 0
     b1 = min(hi - anchor, width - 2) if count else -1
@@ -534,4 +511,4 @@ def code_prefix_stats(
         return CodePrefixStats(False, count, np.nan, np.nan, np.nan, np.nan, np.nan)
     low = _code_value(np.float64(lo), scale, offset, single) if count else np.nan
     high = _code_value(np.float64(hi), scale, offset, single) if count else np.nan
-    return CodePrefixStats(True, count, med, mad, low, high, vals[0])
+    return CodePrefixStats(True, count, med, mad, low, high, pairwise_combine(sums, n))

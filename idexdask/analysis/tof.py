@@ -290,7 +290,8 @@ def merge_gains(
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
             max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
-            np.stack(sat_first), np.stack(sat_stop), int(settings["saturation_guard"]), np.stack(qsigs), float(settings["overlap_sigma"]),
+            np.stack(sat_first), np.stack(sat_stop), int(settings["saturation_guard"]),
+            np.stack(qsigs), float(settings["overlap_sigma"]),
             np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
             np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip

@@ -11,7 +11,6 @@ import numpy as np
 import xarray as xr
 
 from idexdask.adccodes import RECORDED_CODES_KEY, CodeScale, RecordedCodes, code_scale
-
 from idexdask.analysis.signal_quality.array_path import channel_quality_xp
 from idexdask.analysis.signal_quality.dataset import (
     FormulaTimes,

@@ -482,8 +482,7 @@ def test_block_extremes_from_the_recorded_codes():
     the whole-trace extremes read from the codes (half the bytes) decode to the
     values' own, so every product equals that of the same volts without codes;
     fill codes (NaN), a run at the top code and a flat top included."""
-    from idexdask.adccodes import (RECORDED_CODES_KEY, CodeScale, RecordedCodes,
-                                   code_encoding)
+    from idexdask.adccodes import RECORDED_CODES_KEY, CodeScale, RecordedCodes, code_encoding
     from idexdask.analysis.signal_quality import quality_variables
     from idexdask.analysis.signal_quality.host_path import row_extremes
     from idexdask.simulate import simulate_events
