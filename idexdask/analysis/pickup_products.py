@@ -48,6 +48,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
+from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
 from idexdask.analysis.pickup import (
     DEFAULT_TUBE_LENGTH_M,
     PLACEHOLDER_VOLTS_PER_COULOMB,
@@ -128,8 +129,28 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
         start = start + np.where(np.isfinite(offset), offset, 0.0)
     polarity = int(variable.attrs.get("signal_polarity", setting("polarity", -1)))
     gain, offset = _adc_scale(ds, name)
-    return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], variable.values,
-                                    polarity=polarity, adc_gain=gain, adc_offset=offset, **kw)
+    values = variable.values
+    return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], values,
+                                    polarity=polarity, adc_gain=gain, adc_offset=offset,
+                                    adc_codes=_recorded_codes(variable, values, gain, offset),
+                                    **kw)
+
+
+def _recorded_codes(variable: xr.Variable, values: np.ndarray, gain: np.ndarray | None,
+                    offset: np.ndarray | None) -> np.ndarray | None:
+    """The int16 codes the reader decoded ``values`` (``variable``'s) from, where
+    it kept them (:class:`~idexdask.adccodes.RecordedCodes`, a pack read) with
+    the scale of every event whose ``gain`` and ``offset`` are known (the
+    others, a missing channel, are left to the float path); else None."""
+    recorded = variable.encoding.get(RECORDED_CODES_KEY)
+    scale = code_scale(variable.encoding)
+    if not isinstance(recorded, RecordedCodes) or scale is None or gain is None \
+            or offset is None:
+        return None
+    known = np.isfinite(gain) & np.isfinite(offset)
+    if not (np.all(gain[known] == scale.scale) and np.all(-offset[known] == scale.offset)):
+        return None
+    return recorded.codes_of(values, scale)
 
 
 def _adc_scale(ds: xr.Dataset, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -15,7 +15,8 @@ Method (vectorised over events; one function per step)
 2. Edges: a smoothed derivative, the difference of the means of ``w`` samples after
    and before each sample (``w`` = ``smooth_us``; from cumulative sums, O(n): exact
    integer sums of the ADC codes where the records are exactly on known codes,
-   ``adc_gain``/``adc_offset``, else float64 sums of the values).  Its
+   ``adc_gain``/``adc_offset``, taken as recorded where the reader kept them,
+   ``adc_codes``; else float64 sums of the values).  Its
    noise is the MAD-scaled spread over the whole record.  The entry edge is its
    maximum, which must exceed ``threshold_sigma`` noise sigmas; the exit edge is its
    minimum between ``min_transit_us`` and ``max_transit_us`` after the entry, with

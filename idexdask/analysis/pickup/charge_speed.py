@@ -79,6 +79,13 @@ def pickup_charge_speed(time_us: Any, signal_v: Any, **options: Any) -> xr.Datas
         ``vertical_gain`` and ``vertical_offset``; NaN: not known).  Records
         exactly on their codes are differentiated from the codes' integer sums
         (exact, no float rounding), the others from float64 sums of their values.
+    adc_codes : numpy.ndarray of int16, (events, n), optional
+        The codes the float32 ``signal_v`` was decoded from with that scale
+        (``float32(adc_gain * code - adc_offset)``, :data:`~idexdask.adccodes.CODE_FILL`
+        where NaN), as :func:`idexdask.read_trc` keeps them
+        (:class:`~idexdask.adccodes.RecordedCodes`): taken as they are instead
+        of being found from the values and checked.  Ignored unless of
+        ``signal_v``'s shape, with ``signal_v`` float32.
 
     Returns
     -------
@@ -168,6 +175,7 @@ def pickup_uniform_variables(
     impact_time_us: float = 0.0,
     adc_gain: Any = None,
     adc_offset: Any = None,
+    adc_codes: np.ndarray | None = None,
 ) -> SingleTube:
     """:func:`pickup_uniform`'s results as a :class:`SingleTube` (no Dataset).
 
@@ -177,7 +185,7 @@ def pickup_uniform_variables(
         As :func:`pickup_uniform`.
     tube_length_m, volts_per_coulomb, polarity, smooth_us, threshold_sigma, \
 min_transit_us, max_transit_us, edge_window_us, baseline_us, plateau_guard, \
-calibration, target_distance_m, impact_time_us, adc_gain, adc_offset
+calibration, target_distance_m, impact_time_us, adc_gain, adc_offset, adc_codes
         The keyword options of every entry point, described in
         :func:`pickup_charge_speed`.
 
@@ -194,7 +202,8 @@ calibration, target_distance_m, impact_time_us, adc_gain, adc_offset
         min_transit_us=min_transit_us, max_transit_us=max_transit_us,
         edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
     )
-    rec = read_records(t0, dt_ev, y, settings, adc_gain, adc_offset)  # 1. NaN samples
+    codes = adc_codes if y.dtype == np.float32 else None  # the reader's float32 volts
+    rec = read_records(t0, dt_ev, y, settings, adc_gain, adc_offset, codes)  # 1. NaN samples
     der = smoothed_derivative(rec, settings)          # 2. smoothed derivative
     edges = find_edges(der, settings, rec.status)     # 2. entry and exit edges
     levels = pulse_levels(rec, der, edges, settings)  # 4. pulse height

@@ -20,6 +20,12 @@ its running sums.  A record whose every sample is not exactly the float32 of
 its code (another gain or offset, NaN samples, values between codes) is left
 to the float path, and so is one whose derivative has a zero MAD (the float
 path then takes the derivative's standard deviation).
+
+Where the reader kept the codes it decoded the volts from
+(:class:`idexdask.adccodes.RecordedCodes`), the pass takes them as they are:
+no code is found from a value and none checked (the volts are those codes'
+by construction).  A record holding the fill code (missing samples) is left
+to the float path, as its NaN volts would send it there.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from idexdask.analysis.pickup.order_stats import (
 )
 
 __all__ = ["CODE_LIMIT", "code_derivative", "code_derivative_rows", "decode_chunk",
-           "int_extremes"]
+           "int_extremes", "prefix_sums", "recorded_derivative_rows", "recorded_prefix_sums"]
 
 CODE_LIMIT = 32768.0
 """Largest code magnitude taken (16-bit codes): ``|D| <= 2 w CODE_LIMIT``
@@ -58,12 +64,32 @@ def code_derivative_rows(
     y, single, polarity, gain, offset, w, min_transit, max_transit, half
 ):  # pragma: no cover - compiled
     """:func:`~idexdask.analysis.pickup.kernels.derivative_rows`'s results from
-    the codes of the rows that are exactly on them (see the module docstring).
+    the codes of the rows that are exactly on them (see the module docstring):
+    :func:`recorded_derivative_rows` with no recorded codes (each row's codes
+    found from its values and checked)."""
+    return recorded_derivative_rows(y, np.empty((0, 0), dtype=np.int16), 0, single, polarity,
+                                    gain, offset, w, min_transit, max_transit, half)
+
+
+@numba.njit(cache=True, nogil=True)
+def recorded_derivative_rows(
+    y, recorded, fill, single, polarity, gain, offset, w, min_transit, max_transit, half
+):  # pragma: no cover - compiled
+    """:func:`~idexdask.analysis.pickup.kernels.derivative_rows`'s results from
+    the records' ADC codes: the codes the reader recorded (``recorded``), else
+    those of the rows that are exactly on them (see the module docstring).
 
     Parameters
     ----------
     y : numpy.ndarray of float32 or float64, (rows, n)
         The records, V.
+    recorded : numpy.ndarray of int16, (rows, n) or (0, 0)
+        The codes ``y`` was decoded from (``y = float(gain * code - offset)``
+        exactly, ``fill`` where ``y`` is NaN), or an empty array: none recorded,
+        each row's codes are found from its values and checked.  A row holding
+        ``fill`` is left to the float path (its missing samples).
+    fill : int
+        The code of a missing sample in ``recorded``.
     single : bool
         Whether ``y`` is float32 (its values the float32 of the codes' volts).
     polarity : float
@@ -77,7 +103,9 @@ def code_derivative_rows(
     Returns
     -------
     exact : numpy.ndarray of bool, (rows,)
-        Rows formed from their codes; the other rows' values below are not set.
+        Rows formed from their codes (recorded codes: every row whose scale is
+        known and which holds no ``fill``; else those exactly on their codes);
+        the other rows' values below are not set.
     mad : numpy.ndarray, (rows,)
         Median absolute deviation of the derivative ``d[w : n - w + 1]``, V.
     i_in, i_out : numpy.ndarray, (rows,), int64
@@ -106,14 +134,16 @@ def code_derivative_rows(
     buf_dev = np.empty(m)
     scratch = np.empty(m)
     sign = 1 if polarity > 0 else -1
+    given = recorded.shape[0] == rows and recorded.shape[1] == n
+    none = np.empty(0, dtype=np.int16)
     for r in range(rows):
         g = gain[r]
         o = offset[r]
         if not (g > 0.0 and g < np.inf and o - o == 0.0):
             continue
         counts[:] = 0
-        if not code_derivative(y[r], single, sign, g, o, w, core, block_max, block_min, counts,
-                               sums, codes, keys):
+        if not code_derivative(y[r], recorded[r] if given else none, fill, single, sign, g, o,
+                               w, core, block_max, block_min, counts, sums, codes, keys):
             continue
         _, mad_d = binned_median_and_mad_of_ints(core, m, counts, buf_med, buf_dev, scratch)
         if not mad_d > 0.0:  # unverified (NaN) or zero: the float pass decides
@@ -136,17 +166,19 @@ def code_derivative_rows(
 
 @numba.njit(cache=True, nogil=True)
 def code_derivative(
-    row, single, sign, gain, offset, w, core, block_max, block_min, counts, sums, codes, keys
+    row, recorded, fill, single, sign, gain, offset, w, core, block_max, block_min, counts, sums,
+    codes, keys
 ):  # pragma: no cover - compiled
     """One record's integer derivative ``core[k] = D[k + w]`` from its codes, the
     extremes of each :data:`~idexdask.analysis.pickup.kernels.BLOCK` values and
     their bins' counts (:func:`~idexdask.analysis.pickup.order_stats.int_keys`);
     False (the outputs partly written) as soon as a chunk of the record is not
-    exactly on its codes.
+    exactly on its codes (``recorded`` given: as soon as it holds ``fill``).
 
     The record goes in chunks of
     :data:`~idexdask.analysis.pickup.kernels.CHUNK` samples: their codes
-    (:func:`decode_chunk`), the running int64 sums ``S`` (``S[i]`` the sum of
+    (``recorded``, the record's recorded codes, taken as they are; if empty,
+    :func:`decode_chunk` of ``row``), the running int64 sums ``S`` (``S[i]`` the sum of
     the first ``i`` codes), and ``D[k + w] = sign (S[k + 2 w] - 2 S[k + w] +
     S[k])`` for every ``k`` whose sums are formed; ``sums`` holds the last of
     them, not a record-long array.
@@ -164,7 +196,8 @@ def code_derivative(
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
         size = c1 - c0
-        if not decode_chunk(row, c0, c1, gain, offset, inverse, single, codes):
+        if recorded.size == 0 and not decode_chunk(row, c0, c1, gain, offset, inverse,
+                                                   single, codes):
             return False
         if held + size > capacity:  # keep S[k_next:], the sums still needed
             drop = k_next - base
@@ -173,9 +206,12 @@ def code_derivative(
             held -= drop
             base = k_next
         new = sums[held : held + size]
-        for t in range(size):  # one-cycle integer adds: no float latency chain
-            total += codes[t]
-            new[t] = total
+        if recorded.size:
+            total, missing = recorded_prefix_sums(recorded[c0:c1], fill, total, new)
+            if missing:
+                return False
+        else:
+            total = prefix_sums(codes[:size], total, new)
         held += size
         k_end = min(c1 - 2 * w + 1, m)
         if k_end <= k_next:
@@ -194,6 +230,29 @@ def code_derivative(
                 core[k_stat:end])
             k_stat = end
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def prefix_sums(codes, total, out):  # pragma: no cover - compiled
+    """``out[t] = total + codes[0] + ... + codes[t]`` (int64); the last sum.
+    One-cycle integer adds: no float latency chain."""
+    for t in range(codes.size):
+        total += codes[t]
+        out[t] = total
+    return total
+
+
+@numba.njit(cache=True, nogil=True)
+def recorded_prefix_sums(codes, fill, total, out):  # pragma: no cover - compiled
+    """:func:`prefix_sums` of recorded codes, and whether ``fill`` is among them
+    (the comparison rides along the sums' latency chain at no cost)."""
+    found = False
+    for t in range(codes.size):
+        c = codes[t]
+        found |= c == fill
+        total += c
+        out[t] = total
+    return total, found
 
 
 @numba.njit(cache=True, nogil=True)

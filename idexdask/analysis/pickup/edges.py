@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from idexdask.adccodes import CODE_FILL
 from idexdask.analysis.pickup.centroid_kernels import edge_centroids
-from idexdask.analysis.pickup.code_kernels import code_derivative_rows
+from idexdask.analysis.pickup.code_kernels import recorded_derivative_rows
 from idexdask.analysis.pickup.kernels import (
     CHUNK,
     cumsum_span,
@@ -29,6 +30,9 @@ __all__ = [
     "read_records",
     "smoothed_derivative",
 ]
+
+
+_NO_CODES = np.empty((0, 0), dtype=np.int16)  # recorded_derivative_rows: find the codes
 
 
 def as_2d(a: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
@@ -59,6 +63,8 @@ class Records:
     status: np.ndarray  #: int8, 1 where too few finite samples
     gain: np.ndarray  #: per event, V per ADC code of the samples (NaN: not known)
     offset: np.ndarray  #: per event, V: ``signal = gain * code - offset`` (NaN: not known)
+    codes: np.ndarray | None = None  #: int16 (events, samples): the codes ``signal`` was
+    #: decoded from (``CODE_FILL`` where NaN), if the reader kept them
 
     def values(self, e: int, a: int, b: int) -> np.ndarray:
         """Samples ``a:b`` of event ``e`` along the polarity, non-finite ones filled."""
@@ -126,6 +132,7 @@ class Edges:
 def read_records(
     start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: PickupSettings,
     gain: np.ndarray | None = None, offset: np.ndarray | None = None,
+    codes: np.ndarray | None = None,
 ) -> Records:
     """Step 1: the records as given, their missing samples not yet known.
 
@@ -145,6 +152,10 @@ def read_records(
         The ADC scale of each record, ``signal_v = gain * code - offset`` (V per
         code, V; a scope's ``vertical_gain`` and ``vertical_offset``), rounded to
         ``signal_v``'s dtype; NaN or None: not known.
+    codes : numpy.ndarray of int16, (events, samples), optional
+        The codes ``signal_v`` was decoded from with that scale
+        (:class:`idexdask.adccodes.RecordedCodes`; ``CODE_FILL`` where NaN);
+        ignored unless of ``signal_v``'s shape and dtype int16.
 
     Returns
     -------
@@ -161,7 +172,10 @@ def read_records(
     return Records(signal=signal_v, polarity=float(s.polarity), fill=np.zeros(n_ev),
                    t0=np.broadcast_to(start_us, (n_ev,)),
                    dt=np.broadcast_to(interval_us, (n_ev,)), status=np.zeros(n_ev, np.int8),
-                   gain=per_event(gain), offset=per_event(offset))
+                   gain=per_event(gain), offset=per_event(offset),
+                   codes=(np.ascontiguousarray(codes) if codes is not None
+                          and codes.shape == signal_v.shape and codes.dtype == np.int16
+                          else None))
 
 
 def _fill_missing(rec: Records, events: np.ndarray, missing: np.ndarray, s: PickupSettings) -> None:
@@ -183,7 +197,8 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     One compiled pass per record makes the sums; the derivative's values come
     from them as needed (its median and MAD, the edge searches and windows).
     Records exactly on their ADC codes are differentiated in integers
-    (:func:`~idexdask.analysis.pickup.code_kernels.code_derivative_rows`), the
+    (:func:`~idexdask.analysis.pickup.code_kernels.recorded_derivative_rows`:
+    the recorded codes where ``rec.codes`` has them, else found), the
     others (no scale known, values between codes, missing samples, a zero MAD)
     from float64 sums of their values.  Records with non-finite samples get
     their ``fill`` and ``status`` (see :func:`read_records`) and a second pass.
@@ -208,9 +223,10 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     checkpoints = np.full((n_ev, n // CHUNK + 1), np.nan)
     exact = np.zeros(n_ev, dtype=bool)
     if rec.signal.dtype in (np.float32, np.float64) and np.isfinite(rec.gain).any():
-        exact, mad, i_in, i_out, window_in, window_out = code_derivative_rows(
-            rec.signal, rec.signal.dtype == np.float32, rec.polarity, rec.gain, rec.offset,
-            *search)
+        recorded = rec.codes if rec.codes is not None else _NO_CODES
+        exact, mad, i_in, i_out, window_in, window_out = recorded_derivative_rows(
+            rec.signal, recorded, CODE_FILL, rec.signal.dtype == np.float32, rec.polarity,
+            rec.gain, rec.offset, *search)
     else:
         mad = np.full(n_ev, np.nan)
         i_in = np.zeros(n_ev, dtype=np.int64)
@@ -240,7 +256,7 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     if not np.all(sigma > 0):
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse);
-        # such records are differentiated in floats (code_derivative_rows)
+        # such records are differentiated in floats (recorded_derivative_rows)
         for e in np.nonzero(~(sigma > 0))[0]:
             cumsum = der.cumsum(e, 0, n + 1)
             mean = (cumsum[w:] - cumsum[:-w]) / w  # mean_fwd[0 : n - w + 1]

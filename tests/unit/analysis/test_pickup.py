@@ -244,6 +244,41 @@ def test_analyze_gives_qd_products_and_statuses(tmp_path, rng):
     assert out["qd_charge_detector"].values.tolist() == ["QD_2", "QD_2"]
 
 
+def test_qd_products_from_recorded_codes(tmp_path, rng):
+    """A pack read that keeps its codes (read_trc(keep_codes=True), the
+    pipeline's) gives the QD products of a read that does not (codes found from
+    the volts): the same integer codes, the same arithmetic, the same values.
+    The pack has an impact without QD_2 (a missing channel: fill codes) and a
+    shorter QD_1 record (NaN padding)."""
+    from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes
+    from idexdask.analysis import pickup_products as module
+    from idexdask.io.trc import read_trc
+
+    def qd(imp, gain):
+        pulse = _events(rng, [9.0, 7.0], [20.0, 15.0], [-200.0, -180.0], **QUIET)
+        raw = {1: np.round(pulse[0] / gain).astype(np.int16),
+               4: np.round(pulse[1] / gain).astype(np.int16)}
+        if imp == 2:
+            del raw[4]
+            raw[1] = raw[1][: T.size - 5000]
+        return raw
+
+    _capture(tmp_path, rng, qd)
+    kept, plain = read_trc(tmp_path, keep_codes=True), read_trc(tmp_path)
+    # the recorded path is the one taken (the codes reach the pickup pass)
+    variable = kept.variables["QD_1"]
+    assert isinstance(variable.encoding.get(RECORDED_CODES_KEY), RecordedCodes)
+    gain, offset = module._adc_scale(kept, "QD_1")
+    assert module._recorded_codes(variable, variable.values, gain, offset) is not None
+    assert module._recorded_codes(plain.variables["QD_1"], plain.variables["QD_1"].values,
+                                  gain, offset) is None
+    from_codes, from_volts = module.pickup_products(kept), module.pickup_products(plain)
+    assert list(from_codes) == list(from_volts)
+    for name, var in from_codes.items():
+        np.testing.assert_array_equal(var.values, from_volts[name].values, err_msg=name)
+    assert np.isfinite(from_codes["qd_speed"].values).all()
+
+
 def test_analyze_capture_without_qd_channels(tmp_path, rng):
     """No QD channel at all: every product present, NaN, with a status."""
     from idexdask.analysis.pickup_products import QDStatus

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from idexdask.adccodes import CODE_FILL
 from idexdask.analysis.pickup import pickup_uniform
-from idexdask.analysis.pickup.code_kernels import code_derivative_rows
+from idexdask.analysis.pickup.code_kernels import code_derivative_rows, recorded_derivative_rows
 from idexdask.analysis.pickup.kernels import CHUNK, derivative_rows
 from idexdask.analysis.pickup.order_stats import (
     BINS,
@@ -173,3 +174,42 @@ def test_pickup_from_codes_agrees_with_the_float_path():
         np.testing.assert_allclose(coded[name].values, plain[name].values, rtol=1e-9)
     for name in ("transit_time_err", "speed_err", "charge_err", "snr"):
         np.testing.assert_allclose(coded[name].values, plain[name].values, rtol=1e-6)
+
+
+def test_recorded_codes_give_the_recovered_codes_results():
+    """The codes the reader recorded against those found from the volts: the same
+    integers enter the same integer arithmetic, so the same results exactly
+    (one code path, twice).  Rows the recovery leaves to the float path are left
+    there with recorded codes too: a missing sample (NaN volts, the fill code)
+    and an unknown scale."""
+    rows, n, w, half, min_transit, max_transit = 5, 3 * CHUNK + 321, 50, 80, 100, 5000
+    codes = _records(rows, n, 4)
+    y = _volts(codes)
+    recorded = codes.astype(np.int16)
+    y[2, 777] = np.nan
+    recorded[2, 777] = CODE_FILL
+    gain, offset = np.full(rows, GAIN), np.full(rows, OFFSET)
+    gain[3] = np.nan
+    search = (w, min_transit, max_transit, half)
+    found = code_derivative_rows(y, True, -1.0, gain, offset, *search)
+    given = recorded_derivative_rows(y, recorded, CODE_FILL, True, -1.0, gain, offset, *search)
+    np.testing.assert_array_equal(found[0], [True, True, False, False, True])
+    for a, b in zip(found, given, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_recorded_codes_are_taken_as_they_are():
+    """Recorded codes are not checked against the values (the reader decoded the
+    values from them): values off their codes do not send a row to the float
+    path, and the results are those of the codes."""
+    rows, n, w = 2, 20_000, 30
+    codes = _records(rows, n, 5)
+    y = _volts(codes)
+    gain, offset = np.full(rows, GAIN), np.full(rows, OFFSET)
+    reference = code_derivative_rows(y, True, -1.0, gain, offset, w, 10, 5000, 60)
+    y[:, 100] = np.nextafter(y[:, 100], np.float32(1))  # between codes
+    assert not code_derivative_rows(y, True, -1.0, gain, offset, w, 10, 5000, 60)[0].any()
+    given = recorded_derivative_rows(y, codes.astype(np.int16), CODE_FILL, True, -1.0, gain,
+                                     offset, w, 10, 5000, 60)
+    for a, b in zip(reference, given, strict=True):
+        np.testing.assert_array_equal(a, b)
