@@ -445,10 +445,10 @@ def _count_formula_times(
     start, step_us, scale = ft[0], ft[1], ft[3]
     m_f = min(max(int(ft[2]), 0), n)  # samples with a time (not NaN)
     k = index_sum = below = equal = valid = 0
-    counted = 0
+    done = 0
     if pivot == pivot:
-        counted = n - 1
-        for j in range(min(counted, max(m_f - 1, 0))):  # both times of the step exist
+        done = max(min(n - 1, m_f - 1), 0)
+        for j in range(done):  # both times of the step exist
             yj = yr[j]
             v = out[j]
             t0 = (np.float64(j) * step_us + start) * scale
@@ -460,17 +460,9 @@ def _count_formula_times(
             below += step < pivot
             equal += step == pivot
             valid += step == step
-        if 0 < m_f <= counted:  # the step from the last time to NaN: NaN
-            j = m_f - 1
-            yj = yr[j]
-            v = out[j]
-            c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
-                v - v == 0.0
-            )
-            k += c
-            index_sum += j if c else 0
-    # the samples not counted above that have a time; from m_f on it is NaN
-    for j in range(counted, max(m_f, counted)):
+    # the samples with a time not counted above (the last one's step ends at a
+    # NaN time: not a valid step); from m_f on the time is NaN
+    for j in range(done, m_f):
         yj = yr[j]
         v = out[j]
         c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
