@@ -7,13 +7,18 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from idexdask.analysis.pickup.order_stats import BINS, COPIES, bin_keys, binned_median_and_mad
+from idexdask.analysis.pickup.order_stats import (
+    BINS,
+    COPIES,
+    bin_keys,
+    binned_median_and_mad,
+    block_extremes,
+)
 from idexdask.analysis.selection import median_and_mad
 
 __all__ = [
     "BLOCK",
     "CHUNK",
-    "block_extremes",
     "cumsum_span",
     "derivative_at",
     "derivative_chunks",
@@ -294,34 +299,6 @@ def cumsum_span(y, polarity, fill, checkpoints, a, b):  # pragma: no cover - com
         if i >= a:
             out[i - a] = total
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def block_extremes(values):  # pragma: no cover - compiled
-    """Largest and smallest of finite ``values`` (four independent comparisons
-    per step rather than one chain); ``(-inf, inf)`` when empty."""
-    hi0 = hi1 = hi2 = hi3 = -np.inf
-    lo0 = lo1 = lo2 = lo3 = np.inf
-    size = values.size
-    top = size - size % 4
-    for t in range(0, top, 4):
-        v0 = values[t]
-        v1 = values[t + 1]
-        v2 = values[t + 2]
-        v3 = values[t + 3]
-        hi0 = v0 if v0 > hi0 else hi0
-        hi1 = v1 if v1 > hi1 else hi1
-        hi2 = v2 if v2 > hi2 else hi2
-        hi3 = v3 if v3 > hi3 else hi3
-        lo0 = v0 if v0 < lo0 else lo0
-        lo1 = v1 if v1 < lo1 else lo1
-        lo2 = v2 if v2 < lo2 else lo2
-        lo3 = v3 if v3 < lo3 else lo3
-    for t in range(top, size):
-        v = values[t]
-        hi0 = v if v > hi0 else hi0
-        lo0 = v if v < lo0 else lo0
-    return max(max(hi0, hi1), max(hi2, hi3)), min(min(lo0, lo1), min(lo2, lo3))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -49,6 +49,7 @@ __all__ = [
     "bin_keys",
     "binned_median_and_mad",
     "binned_median_and_mad_of_ints",
+    "block_extremes",
     "int_keys",
     "linear_median",
     "value_bin",
@@ -444,31 +445,38 @@ _LINEAR_BINS = 4096
 
 
 @numba.njit(cache=True, nogil=True)
-def value_range(x, n):  # pragma: no cover - compiled
-    """Smallest and largest of the NaN-free ``x[:n]`` (``n >= 1``): four
-    independent comparisons per step (a single float min/max chain does not
-    vectorise: its order matters to LLVM, not to the result)."""
-    lo0 = lo1 = lo2 = lo3 = x[0]
-    hi0 = hi1 = hi2 = hi3 = x[0]
-    top = n - n % 4
+def block_extremes(values):  # pragma: no cover - compiled
+    """Largest and smallest of finite ``values`` (four independent comparisons
+    per step rather than one chain); ``(-inf, inf)`` when empty."""
+    hi0 = hi1 = hi2 = hi3 = -np.inf
+    lo0 = lo1 = lo2 = lo3 = np.inf
+    size = values.size
+    top = size - size % 4
     for t in range(0, top, 4):
-        v0 = x[t]
-        v1 = x[t + 1]
-        v2 = x[t + 2]
-        v3 = x[t + 3]
-        lo0 = v0 if v0 < lo0 else lo0
-        lo1 = v1 if v1 < lo1 else lo1
-        lo2 = v2 if v2 < lo2 else lo2
-        lo3 = v3 if v3 < lo3 else lo3
+        v0 = values[t]
+        v1 = values[t + 1]
+        v2 = values[t + 2]
+        v3 = values[t + 3]
         hi0 = v0 if v0 > hi0 else hi0
         hi1 = v1 if v1 > hi1 else hi1
         hi2 = v2 if v2 > hi2 else hi2
         hi3 = v3 if v3 > hi3 else hi3
-    for t in range(top, n):
-        v = x[t]
-        lo0 = v if v < lo0 else lo0
+        lo0 = v0 if v0 < lo0 else lo0
+        lo1 = v1 if v1 < lo1 else lo1
+        lo2 = v2 if v2 < lo2 else lo2
+        lo3 = v3 if v3 < lo3 else lo3
+    for t in range(top, size):
+        v = values[t]
         hi0 = v if v > hi0 else hi0
-    return min(min(lo0, lo1), min(lo2, lo3)), max(max(hi0, hi1), max(hi2, hi3))
+        lo0 = v if v < lo0 else lo0
+    return max(max(hi0, hi1), max(hi2, hi3)), min(min(lo0, lo1), min(lo2, lo3))
+
+
+@numba.njit(cache=True, nogil=True)
+def value_range(x, n):  # pragma: no cover - compiled
+    """Smallest and largest of the NaN-free ``x[:n]`` (``n >= 1``)."""
+    high, low = block_extremes(x[:n])
+    return low, high
 
 
 @numba.njit(cache=True, nogil=True)
