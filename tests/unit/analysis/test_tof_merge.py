@@ -123,6 +123,22 @@ def settings() -> dict:
     return {**load_analysis_settings(None)[1]["tof"]}
 
 
+def with_formula_axis(ev, start, step, count):
+    """``ev`` with its high-rate time axis given by formula terms (start and step
+    in s, count of samples with a time) instead of materialised times."""
+    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
+
+    terms = AxisTerms.for_axis("time_high_sample_rate")
+    dims = ("epoch", "time_high_sample_rate_index")
+    n = ev.sizes["time_high_sample_rate_index"]
+    return ev.assign({
+        "time_high_sample_rate": uniform_axis_variable(
+            dims, start, step, count, n, scale=1e6, terms=terms),
+        terms.start: ("epoch", start), terms.step: ("epoch", step),
+        terms.count: ("epoch", count),
+    })
+
+
 @pytest.mark.numerics
 def test_merge_matches_numpy_statement(events, settings):
     ev = events.copy(deep=True)
@@ -162,7 +178,6 @@ def test_merge_on_a_formula_time_axis(events, settings):
     located by bisection (the axis is not scanned), a falling row is scanned;
     either way the merge is the NumPy statement's, as on the materialised axis."""
     from idexdask.analysis.signal_quality.kernels import formula_count_below
-    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
     ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
     ev["TOF_High"].values[1, 2500:2600] = 1023  # a saturation interval located on the times
@@ -171,14 +186,7 @@ def test_merge_on_a_formula_time_axis(events, settings):
     start = np.array([-7.6, -7.6, -3.0, 1.0, -7.6, -7.6]) * 1e-6
     step = np.array([dt, dt, dt, dt, dt, -dt]) * 1e-6
     count = np.array([n, n - 500, n, n, 0, n])  # a shorter record, no record
-    terms = AxisTerms.for_axis("time_high_sample_rate")
-    dims = ("epoch", "time_high_sample_rate_index")
-    formula = ev.assign({
-        "time_high_sample_rate": uniform_axis_variable(
-            dims, start, step, count, n, scale=1e6, terms=terms),
-        terms.start: ("epoch", start), terms.step: ("epoch", step),
-        terms.count: ("epoch", count),
-    })
+    formula = with_formula_axis(ev, start, step, count)
     times = formula["time_high_sample_rate"].values
     stop = float(settings["baseline_stop_us"])
     counts = formula_count_below(start, step, count, 1e6, n, stop)
@@ -188,7 +196,8 @@ def test_merge_on_a_formula_time_axis(events, settings):
     assert counts[5] == -1  # falling: scanned
     assert counts[3] == 0 and counts[4] == 0  # starts after the stop; no samples
     m = _check(formula, settings)
-    materialised = formula.assign(time_high_sample_rate=(dims, times))
+    axis = formula["time_high_sample_rate"]
+    materialised = formula.assign(time_high_sample_rate=(axis.dims, times))
     m2 = _check(materialised, settings)
     assert np.array_equal(m.signal, m2.signal, equal_nan=True)
     assert np.array_equal(m.noise, m2.noise, equal_nan=True)
@@ -314,7 +323,6 @@ def test_merge_of_scope_volts_on_a_formula_axis(events, settings):
     them all); a baseline with a far sample, or no quality, takes the median
     route.  Either way the merge is the NumPy statement's."""
     from idexdask.adccodes import code_encoding, decode_codes
-    from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
     ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
     for name, gain in {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}.items():
@@ -331,14 +339,7 @@ def test_merge_of_scope_volts_on_a_formula_axis(events, settings):
     start = np.full(6, -7.6e-6)
     step = np.full(6, dt * 1e-6)
     count = np.full(6, n)
-    terms = AxisTerms.for_axis("time_high_sample_rate")
-    dims = ("epoch", "time_high_sample_rate_index")
-    formula = ev.assign({
-        "time_high_sample_rate": uniform_axis_variable(
-            dims, start, step, count, n, scale=1e6, terms=terms),
-        terms.start: ("epoch", start), terms.step: ("epoch", step),
-        terms.count: ("epoch", count),
-    })
+    formula = with_formula_axis(ev, start, step, count)
     quality = signal_quality(formula)
     assert np.isfinite(quality["tof_high_noise"].values).all()
     m = _check(formula, settings, quality=quality)
