@@ -275,13 +275,10 @@ def _unexplained_maxima(
     # unconverged detection there (its own failure, the blends' business)
     mine = conv[np.isin(ev[conv], e)]
     modes = line_modes(fits.area[mine], fits.center[mine], fits.sigma[mine], fits.gamma[mine])
-    same = ev[mine][None, :] == e[:, None]
-    explained = np.any(same & (np.abs(modes[None, :] - t[e, i][:, None])
-                               <= MODE_MATCH_SAMPLES * step[e][:, None]), axis=1)  # fmt: skip
+    explained = _any_within(e, t[e, i], ev[mine], modes, MODE_MATCH_SAMPLES * step[e])
     failed = np.flatnonzero(fits.status != FitStatus.CONVERGED)
-    explained |= np.any((ev[failed][None, :] == e[:, None])
-                        & (np.abs(cand.index[failed][None, :] - i[:, None]) <= MODE_MATCH_SAMPLES),
-                        axis=1)  # fmt: skip
+    explained |= _any_within(e, i, ev[failed], cand.index[failed],
+                             np.full(e.size, MODE_MATCH_SAMPLES))
     e, i = e[~explained], i[~explained]
     lobe = _ringing(e, i, y, noise, settings, step)
     e, i = e[~lobe], i[~lobe]
@@ -290,6 +287,22 @@ def _unexplained_maxima(
     # the fitted lines as they stand explain it: not refitted
     excess = _event_residual(e, i, y, t, cand, fits, settings, step) / zsig[e]
     return [_Maximum(int(a), int(b), float(x)) for a, b, x in zip(e, i, excess, strict=True)]
+
+
+def _any_within(event: np.ndarray, x: np.ndarray, line_event: np.ndarray,
+                line_x: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """Whether each point ``x`` of ``event`` has a line of the same event within
+    ``tol`` (``|line_x - x| <= tol``), comparing each point with its own event's
+    lines only: a pack holds thousands of maxima and of lines, whose full
+    cross product would take hundreds of MB."""
+    order = np.argsort(line_event, kind="stable")
+    events, xs = line_event[order], line_x[order]
+    lo = np.searchsorted(events, event, side="left")
+    counts = np.searchsorted(events, event, side="right") - lo
+    point = np.repeat(np.arange(event.size), counts)
+    pos = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+    hit = np.abs(xs[pos] - x[point]) <= tol[point]
+    return np.bincount(point[hit], minlength=event.size) > 0
 
 
 def _ringing(e: np.ndarray, i: np.ndarray, y: np.ndarray, noise: np.ndarray,

@@ -127,3 +127,22 @@ def test_line_modes_is_the_profiles_maximum():
     assert np.all(np.abs(got - want) <= spacing + 2e-6)
     gauss = line_modes(a, c, s, np.full(50, np.nan))
     np.testing.assert_array_equal(gauss, c)
+
+
+def test_maxima_compared_with_their_own_events_lines_only():
+    """The mode check compares each maximum with its event's lines: the same
+    answer as the full cross product (same subtraction and comparison per pair),
+    events without lines and lines of other events included."""
+    from idexdask.analysis import residual_lines
+
+    rng = np.random.default_rng(5)
+    event = rng.integers(0, 40, 300)
+    x = rng.uniform(0.0, 10.0, 300)
+    line_event = rng.integers(0, 35, 500)
+    line_x = rng.uniform(0.0, 10.0, 500)
+    tol = np.full(300, 0.05)
+    got = residual_lines._any_within(event, x, line_event, line_x, tol)
+    dense = np.any((line_event[None, :] == event[:, None])
+                   & (np.abs(line_x[None, :] - x[:, None]) <= tol[:, None]), axis=1)
+    np.testing.assert_array_equal(got, dense)
+    assert got.any() and not got.all() and (event >= 35).any()
