@@ -134,9 +134,13 @@ def stages(directory: Path, n_impacts: int) -> list[tuple[str, float]]:
         return result
 
     source = sources.by_kind(units[0].kind)
-    best("pack read (read_units: what process_units runs)", lambda: source.read_units(units))
+    # the stages analyse the pack as process_units does: its joint read, which
+    # carries the int16 codes the reader recorded (signal quality and the pickup
+    # take them); one-impact reads concatenated would be copies without them
+    events = best("pack read (read_units: what process_units runs)",
+                  lambda: source.read_units(units))
     parts = best("read_trc (per impact)", lambda: [decode_unit(u) for u in units])
-    events = best("concatenate impacts", lambda: concat_events(parts))
+    best("concatenate impacts", lambda: concat_events(parts))
     quality = best("signal quality", lambda: quality_variables(
         events, load_quality_config(settings.get("quality") or None),
         channel_dim="quality_channel"))
