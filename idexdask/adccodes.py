@@ -43,6 +43,7 @@ __all__ = [
     "RecordedCodes",
     "code_encoding",
     "code_scale",
+    "code_value",
     "decode_codes",
     "decode_code_variables",
     "encode_codes",
@@ -198,7 +199,7 @@ def _encode_products(values, scale, offset, fill, single, codes):  # pragma: no 
             v = values[i]
             c = np.rint((np.float64(v) - offset) * inverse)
             nan = v != v
-            ok &= nan | ((np.float32(c * scale + offset) == v) & (c >= -32768.0)
+            ok &= nan | ((code_value(c, scale, offset, True) == v) & (c >= -32768.0)
                          & (c <= 32767.0) & (c != fill))
             codes[i] = np.int16(fill if nan else min(max(c, -32768.0), 32767.0))
     else:
@@ -206,7 +207,8 @@ def _encode_products(values, scale, offset, fill, single, codes):  # pragma: no 
             v = values[i]
             c = np.rint((np.float64(v) - offset) * inverse)
             nan = v != v
-            ok &= nan | ((c * scale + offset == v) & (c >= -32768.0) & (c <= 32767.0)
+            ok &= nan | ((code_value(c, scale, offset, False) == v) & (c >= -32768.0)
+                         & (c <= 32767.0)
                          & (c != fill))
             codes[i] = np.int16(fill if nan else min(max(c, -32768.0), 32767.0))
     return ok
@@ -235,12 +237,20 @@ def _encode_exact(values, scale, offset, fill, single, codes):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def code_value(code: float, scale: float, offset: float, single: bool) -> float:
+    # pragma: no cover - compiled
+    """The value code ``code`` decodes to (:meth:`CodeScale.decode`): ``code *
+    scale + offset`` in float64, rounded to float32 when the values are float32
+    (``single``), as float64.  The one statement of that rounding for the
+    compiled kernels that find or check codes."""
+    back = code * scale + offset
+    return np.float64(np.float32(back)) if single else back
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _decodes_to(code, value, scale, offset, single):  # pragma: no cover - compiled
     """Whether ``code`` decodes (as :meth:`CodeScale.decode`) to exactly ``value``."""
-    back = code * scale + offset
-    if single:  # float32 values: the rounding the decoder makes
-        return np.float32(back) == value
-    return back == value
+    return code_value(code, scale, offset, single) == value
 
 
 def code_encoding(scale: float, offset: float) -> dict[str, Any]:

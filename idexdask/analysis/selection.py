@@ -31,6 +31,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
+from idexdask.adccodes import code_value
 from idexdask.numerics import pairwise_combine, pairwise_leaves, pairwise_sum
 
 __all__ = ["CODE_COUNTS", "CodePrefixStats", "code_median_mad", "code_prefix_stats",
@@ -266,15 +267,6 @@ class CodePrefixStats(NamedTuple):
     """Sum of the valid samples, others 0, over the whole row in NumPy's order."""
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _code_value(c: float, scale: float, offset: float, single: bool) -> float:
-    # pragma: no cover - compiled
-    """The value of code ``c``: ``c * scale + offset`` in float64, rounded to
-    float32 when the samples are float32 (:meth:`idexdask.adccodes.CodeScale.decode`)."""
-    back = c * scale + offset
-    return np.float64(np.float32(back)) if single else back
-
-
 @numba.njit(cache=True, nogil=True)
 def code_median_mad(
     x: np.ndarray,
@@ -330,7 +322,7 @@ def code_median_mad(
         use = (v - v == 0.0) & (v != fill)
         c = np.rint((v - offset) * inverse)
         c = min(max(c, -1073741824.0), 1073741824.0)  # (NaN: not used)
-        ok &= ~use | (_code_value(c, scale, offset, single) == v)
+        ok &= ~use | (code_value(c, scale, offset, single) == v)
         ci = np.int32(c)
         lo = min(lo, ci if use else big)
         hi = max(hi, ci if use else small)
@@ -377,15 +369,15 @@ def counted_median_mad(
         if below > k:
             b_hi = b
             break
-    v_hi = _code_value(np.float64(lo + b_hi), scale, offset, single)
+    v_hi = code_value(np.float64(lo + b_hi), scale, offset, single)
     if count % 2:
         med = v_hi
     else:
-        med = 0.5 * (_code_value(np.float64(lo + b_lo), scale, offset, single) + v_hi)
+        med = 0.5 * (code_value(np.float64(lo + b_lo), scale, offset, single) + v_hi)
     # the MAD: the deviations |value - med| rise from med outwards on either
     # side; merging the two sides in order gives the k-th (and (k-1)-th)
     up = 0
-    while up < span and _code_value(np.float64(lo + up), scale, offset, single) < med:
+    while up < span and code_value(np.float64(lo + up), scale, offset, single) < med:
         up += 1
     down = up - 1
     taken = 0
@@ -394,10 +386,10 @@ def counted_median_mad(
     while True:
         d_up = np.inf
         if up < span:
-            d_up = abs(_code_value(np.float64(lo + up), scale, offset, single) - med)
+            d_up = abs(code_value(np.float64(lo + up), scale, offset, single) - med)
         d_down = np.inf
         if down >= 0:
-            d_down = abs(_code_value(np.float64(lo + down), scale, offset, single) - med)
+            d_down = abs(code_value(np.float64(lo + down), scale, offset, single) - med)
         if d_up <= d_down:
             taken += counts[up]
             d = d_up
@@ -480,7 +472,7 @@ def code_prefix_stats(
                 ci = np.int64(c)
                 rel = ci - anchor
                 inside = (rel >= 0) & (rel < width - 1)
-                ok &= ~use | ((_code_value(c, scale, offset, single) == v) & inside)
+                ok &= ~use | ((code_value(c, scale, offset, single) == v) & inside)
                 lo = min(lo, ci if use else big)
                 hi = max(hi, ci if use else -big)
                 bins[i] = rel if (use & inside) else width - 1
@@ -509,6 +501,6 @@ def code_prefix_stats(
         counts[t * width + width - 1] = 0
     if not good:
         return CodePrefixStats(False, count, np.nan, np.nan, np.nan, np.nan, np.nan)
-    low = _code_value(np.float64(lo), scale, offset, single) if count else np.nan
-    high = _code_value(np.float64(hi), scale, offset, single) if count else np.nan
+    low = code_value(np.float64(lo), scale, offset, single) if count else np.nan
+    high = code_value(np.float64(hi), scale, offset, single) if count else np.nan
     return CodePrefixStats(True, count, med, mad, low, high, pairwise_combine(sums, n))

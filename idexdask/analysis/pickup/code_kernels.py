@@ -33,6 +33,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from idexdask.adccodes import code_value
 from idexdask.analysis.pickup.kernels import (
     BLOCK,
     CHUNK,
@@ -272,13 +273,13 @@ def decode_chunk(row, c0, c1, gain, offset, inverse, single, codes):  # pragma: 
             v = row[c0 + t]
             c = np.rint((v + offset32) * inverse32)
             c = min(max(c, -limit32), limit32)
-            ok &= np.float32(np.float64(c) * gain - offset) == v
+            ok &= code_value(np.float64(c), gain, -offset, True) == v
             codes[t] = np.int32(c)
     else:
         for t in range(c1 - c0):
             v = row[c0 + t]
             c = np.rint((np.float64(v) + offset) * inverse)
-            ok &= (c * gain - offset == v) & (abs(c) <= CODE_LIMIT)
+            ok &= (code_value(c, gain, -offset, False) == v) & (abs(c) <= CODE_LIMIT)
             codes[t] = np.int32(min(max(c, -CODE_LIMIT), CODE_LIMIT))
     return ok
 
