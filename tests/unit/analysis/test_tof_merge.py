@@ -139,6 +139,23 @@ def with_formula_axis(ev, start, step, count):
     })
 
 
+def as_scope_volts(events, n):
+    """The first ``n`` events with their TOF gains as a scope records them:
+    int16 codes (16 per DN, the 65535 fill as the code fill) decoded to float32
+    volts with a gain and offset, the codes' scale in the encoding."""
+    from idexdask.adccodes import code_encoding, decode_codes
+
+    ev = events.isel(epoch=slice(0, n)).copy(deep=True)
+    for name, gain in {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}.items():
+        raw = ev[name].values.astype(np.int64)
+        codes = np.where(raw == 65535, 32767, raw * 16 - 8000).astype(np.int16)
+        volts = decode_codes(codes, gain, -1.685)
+        ev[name] = (ev[name].dims, volts, {"units": "V", "vertical_gain": gain,
+                                           "VALIDMAX": float(volts.max())})
+        ev[name].encoding = code_encoding(gain, -1.685)
+    return ev
+
+
 @pytest.mark.numerics
 def test_merge_matches_numpy_statement(events, settings):
     ev = events.copy(deep=True)
@@ -248,17 +265,8 @@ def test_merge_of_scope_volts_read_through_their_codes(events, settings):
     scale in the variable's encoding): the kernel takes each baseline's median and
     MAD from the codes' counts; a row with a sample off the codes is selected on
     its values.  Either way the merge is the NumPy statement's."""
-    from idexdask.adccodes import code_encoding, decode_codes
 
-    ev = events.isel(epoch=slice(0, 8)).copy(deep=True)
-    gains = {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}
-    for name, gain in gains.items():
-        raw = ev[name].values.astype(np.int64)
-        codes = np.where(raw == 65535, 32767, raw * 16 - 8000).astype(np.int16)
-        volts = decode_codes(codes, gain, -1.685)
-        ev[name] = (ev[name].dims, volts, {"units": "V", "vertical_gain": gain,
-                                           "VALIDMAX": float(volts.max())})
-        ev[name].encoding = code_encoding(gain, -1.685)
+    ev = as_scope_volts(events, 8)
     ev["TOF_High"].values[2, 100:110] = np.nan  # missing samples in the baseline
     ev["TOF_Mid"].values[3, 50] += np.float32(1e-6)  # off the codes: selected on values
     m = _check(ev, settings)
@@ -322,16 +330,8 @@ def test_merge_of_scope_volts_on_a_formula_axis(events, settings):
     clip's floor takes its level from one pass (no median: the clip keeps
     them all); a baseline with a far sample, or no quality, takes the median
     route.  Either way the merge is the NumPy statement's."""
-    from idexdask.adccodes import code_encoding, decode_codes
 
-    ev = events.isel(epoch=slice(0, 6)).copy(deep=True)
-    for name, gain in {"TOF_High": 6.25e-5, "TOF_Mid": 2.5e-5, "TOF_Low": 6.25e-6}.items():
-        raw = ev[name].values.astype(np.int64)
-        codes = np.where(raw == 65535, 32767, raw * 16 - 8000).astype(np.int16)
-        volts = decode_codes(codes, gain, -1.685)
-        ev[name] = (ev[name].dims, volts, {"units": "V", "vertical_gain": gain,
-                                           "VALIDMAX": float(volts.max())})
-        ev[name].encoding = code_encoding(gain, -1.685)
+    ev = as_scope_volts(events, 6)
     ev["TOF_High"].values[1, 40] = np.float32(3.5)  # a far baseline sample: median route
     ev["TOF_Low"].values[2, 30:40] = np.nan  # missing baseline samples
     n = ev.sizes["time_high_sample_rate_index"]
