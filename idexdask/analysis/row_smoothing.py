@@ -17,6 +17,9 @@ from idexdask.analysis.peak_search import PROM_BLOCK, block_stats, formula_row
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.selection import median_and_mad
 
+_TIME_BLOCK = 512
+"""Formula times formed at once (in cache) for the step counts."""
+
 __all__ = ["count_formula_times", "filled_at", "finite_or_zero", "row_sigma", "scale_at",
            "smooth_formula_row", "smooth_row", "uniform_row", "write_times"]
 
@@ -213,13 +216,17 @@ def smooth_formula_row(
     m_f = min(max(int(ft[2]), 0), n)  # samples with a time (not NaN)
     below = equal = valid = 0
     if pivot == pivot:
-        for j in range(max(min(n - 1, m_f - 1), 0)):  # both times of the step exist
-            t0 = (np.float64(j) * step_us + start) * scale
-            t1 = (np.float64(j + 1) * step_us + start) * scale
-            step = t1 - t0
-            below += step < pivot
-            equal += step == pivot
-            valid += step == step
+        n_steps = max(min(n - 1, m_f - 1), 0)  # both times of the step exist
+        times = np.empty(_TIME_BLOCK + 1)
+        for j0 in range(0, n_steps, _TIME_BLOCK):  # each time formed once, a block at a time
+            m = min(_TIME_BLOCK, n_steps - j0)
+            for i in range(m + 1):
+                times[i] = (np.float64(j0 + i) * step_us + start) * scale
+            for i in range(m):
+                step = times[i + 1] - times[i]
+                below += step < pivot
+                equal += step == pivot
+                valid += step == step
     return True, first, varying, below, equal, valid
 
 
