@@ -1,4 +1,4 @@
-"""Worker processes end without the interpreter's finalization once closed (pipeline/worker_exit)."""
+"""Worker processes end without the interpreter's finalization once closed (worker_exit)."""
 
 from __future__ import annotations
 
