@@ -471,11 +471,14 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
             "created": _now(), "idexdask_version": _version(),
         }
         # lab impacts: their int16 codes through the faster lab compressor
-        compressor = pipeline.get("lab_compressor") if heavy_events(plan) else None
+        heavy = heavy_events(plan)
+        compressor = pipeline.get("lab_compressor") if heavy else None
         initialise_store(
             run.target.store, template, plan.n_events, rows=rows,
             compressor=str(compressor or pipeline["compressor"]),
-            level=int(pipeline["compression_level"]), meta=new_meta,
+            level=int(pipeline["compression_level"]),
+            uncompressed=tuple(pipeline.get("lab_uncompressed_waveforms") or ()) if heavy else (),
+            meta=new_meta,
         )
     return processing
 
