@@ -363,40 +363,41 @@ def gain_saturation(
 def merged_row(
     x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_gains: int, fill: np.ndarray,
     base: np.ndarray, pol: np.ndarray, sat: np.ndarray, factor: np.ndarray,
-    noise: np.ndarray, out: np.ndarray, sig: np.ndarray, src: np.ndarray,
-) -> None:  # pragma: no cover - compiled
+    out: np.ndarray, src: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
     """One merged row: each gain's positive-going signal ``pol * (x - base)``; per
     sample the first gain (of ``n_gains``, highest first) where it is finite and
-    unsaturated, times ``factor`` (1 for the first) into ``out``, ``noise`` times
-    ``factor`` into ``sig`` and the gain's index into ``src``; NaN, the first
-    gain's noise and -1 where none.  One branch-free pass (it vectorises)."""
+    unsaturated, times ``factor`` (1 for the first) into ``out`` and the gain's
+    index into ``src``; NaN and -1 where none.  One branch-free pass (it
+    vectorises).  Returns whether any sample came from a lower gain (else the
+    row's noise is the first gain's at every sample: :func:`merge_rows` writes
+    no per-sample noise)."""
     f0, f1, f2 = fill[0], fill[1], fill[2]
     b0, b1, b2 = base[0], base[1], base[2]
     p0, p1, p2 = pol[0], pol[1], pol[2]
     k1, k2 = factor[1], factor[2]
-    n0, n1, n2 = noise[0], noise[1] * factor[1], noise[2] * factor[2]
     on1 = n_gains > 1
     on2 = n_gains > 2
     s0, s1, s2 = sat[0], sat[1], sat[2]
+    lower = False
     for j in range(x0.shape[0]):
         v = p0 * (sample_value(x0, j, f0) - b0)
         use = ~s0[j] & (v - v == 0.0)
         value = v if use else np.nan
-        sigma = n0
         code = np.int8(0) if use else np.int8(-1)
         v = p1 * (sample_value(x1, j, f1) - b1)
         put = on1 & (code < 0) & ~s1[j] & (v - v == 0.0)
         value = v * k1 if put else value
-        sigma = n1 if put else sigma
         code = np.int8(1) if put else code
+        lower |= put
         v = p2 * (sample_value(x2, j, f2) - b2)
         put = on2 & (code < 0) & ~s2[j] & (v - v == 0.0)
         value = v * k2 if put else value
-        sigma = n2 if put else sigma
         code = np.int8(2) if put else code
+        lower |= put
         out[j] = value
-        sig[j] = sigma
         src[j] = code
+    return lower
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -426,7 +427,6 @@ def merge_rows(
     nominal: np.ndarray,
     min_overlap: int,
     signal: np.ndarray,
-    sigma: np.ndarray,
     source: np.ndarray,
     floor: np.ndarray,
     code_scale: np.ndarray,
@@ -459,10 +459,12 @@ def merge_rows(
     come from a histogram of the codes
     (:func:`~idexdask.analysis.selection.code_prefix_stats`, the same values).
 
-    Fills ``signal``, ``sigma``, ``source`` (rows, n; allocated by the caller:
+    Fills ``signal`` and ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
     write) and returns per gain and row ``ratio``, ``status``, ``overlap`` and
-    ``noise``.
+    ``noise``, and per row whether any sample came from a lower gain (the
+    per-sample noise is then ``noise[source] * ratio[source]``, else the first
+    gain's ``noise`` at every sample; no per-sample noise is written here).
     """
     rows, n = x0.shape
     ratio = np.ones((n_gains, rows))
@@ -471,7 +473,7 @@ def merge_rows(
     noise = np.empty((n_gains, rows))
     base = np.zeros(3)
     factor = np.ones(3)
-    row_noise = np.zeros(3)
+    lower = np.zeros(rows, dtype=np.bool_)
     # saturated samples of each gain's row; a row without any leaves them all False
     sat = np.zeros((3, n), dtype=np.bool_)
     dirty = np.zeros(3, dtype=np.bool_)
@@ -519,7 +521,6 @@ def merge_rows(
                                            buf)
             base[g] = level
             noise[g, r] = q if (np.isfinite(q) and q > 0) else max(MAD_TO_SIGMA * mad, floor[g])
-            row_noise[g] = noise[g, r]
             if np.isfinite(vmax[g]) or np.isfinite(vmin[g]) or flag[g, r]:
                 if g == 0:
                     dirty[g] = gain_saturation(x0[r], tr, fill[0], vmin[0], vmax[0], flag[0, r],
@@ -556,6 +557,6 @@ def merge_rows(
             overlap[g, r] = c
             factor[g] = ratio[g, r]
         # the merged row: highest unsaturated gain, scaled to the first
-        merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor, row_noise,
-                   signal[r], sigma[r], source[r])
-    return ratio, status, overlap, noise
+        lower[r] = merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor,
+                              signal[r], source[r])
+    return ratio, status, overlap, noise, lower

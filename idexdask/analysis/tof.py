@@ -180,7 +180,10 @@ class MergedSpectrum:
         Baseline-subtracted, positive-going spectrum in units of the reference
         (highest present) gain (n_events, n_samples); NaN where unusable.
     sigma : numpy.ndarray
-        Noise sigma of each sample (n_events, n_samples), same unit.
+        Noise sigma of each sample (n_events, n_samples), same unit: the noise
+        of the gain the sample came from.  Where no sample came from a lower
+        gain (``sigma_varies`` False) a read-only view of ``noise`` along each
+        row.
     time : numpy.ndarray or FormulaTimes
         Sample times (n_events, n_samples), µs: for an axis given by formula
         its terms, indexed like the materialised times and forming only the
@@ -200,6 +203,9 @@ class MergedSpectrum:
         Baseline noise of the reference gain per event (n_events,).
     quantum : float
         Quantisation step of the reference gain, its unit (0 when unknown).
+    sigma_varies : bool
+        Whether ``sigma`` differs from ``noise`` anywhere (a sample from a
+        lower gain); else the relative noise ``sigma / noise`` is 1 everywhere.
     """
 
     signal: np.ndarray
@@ -212,6 +218,7 @@ class MergedSpectrum:
     overlap: dict[str, np.ndarray]
     noise: np.ndarray
     quantum: float = 0.0
+    sigma_varies: bool = True
 
 
 def merge_gains(
@@ -283,18 +290,18 @@ def merge_gains(
         noms.append(noms[0])
     with np.errstate(all="ignore"):
         signal = np.empty(ref_shape)
-        sigma = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
-        ratio, st, ov, noise = merge_rows(
+        ratio, st, ov, noise, lower = merge_rows(
             raws[0], raws[1], raws[2], n_gains, times.kernel, times.kernel_row, times.pre_count,
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
             max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             np.stack(sat_first), np.stack(sat_stop), int(settings["saturation_guard"]),
             np.stack(qsigs), float(settings["overlap_sigma"]),
-            np.array(noms), int(settings["min_overlap_samples"]), signal, sigma, source,
+            np.array(noms), int(settings["min_overlap_samples"]), signal, source,
             np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip
+    sigma = _sample_noise(noise, ratio, source, bool(lower.any()))
     ratios = {name: ratio[j] for j, name in enumerate(present)}
     status = {name: st[j] for j, name in enumerate(present)}
     overlap = {name: ov[j] for j, name in enumerate(present)}
@@ -314,7 +321,26 @@ def merge_gains(
         overlap=overlap,
         noise=noise[0],
         quantum=float(quanta[0]),
+        sigma_varies=bool(lower.any()),
     )
+
+
+def _sample_noise(noise: np.ndarray, ratio: np.ndarray, source: np.ndarray,
+                  varies: bool) -> np.ndarray:
+    """:attr:`MergedSpectrum.sigma` of a merge: the noise of the gain each sample
+    came from in the first gain's unit, ``noise[g] * ratio[g]`` (the first
+    gain's noise where none).  Where no sample came from a lower gain
+    (``varies`` False: every lab capture whose high gain never saturates) it
+    is one value per row, a read-only view of ``noise[0]`` (no per-sample
+    array written: 8 bytes per sample, the merge's largest output)."""
+    first = noise[0]
+    if not varies:
+        return np.broadcast_to(first[:, None], source.shape)
+    sigma = np.empty(source.shape)
+    sigma[...] = first[:, None]
+    for g in range(1, noise.shape[0]):
+        np.copyto(sigma, (noise[g] * ratio[g])[:, None], where=source == g)
+    return sigma
 
 
 def _code_lattice(var: xr.Variable) -> tuple[float, float, bool]:
@@ -443,8 +469,10 @@ def tof_lines(
     """
     # relative noise sigma / noise, formed row by row inside the detection
     step = np.empty(merged.signal.shape[0])  # sample steps: found by the search, used by the fits
+    # a relative noise of 1 everywhere searches as none (detect_peaks' rule)
+    scale = merged.sigma if merged.sigma_varies else None
     cand, zsig = detect_peaks(
-        merged.signal, merged.time, merged.noise, settings, merged.sigma, scale_den=merged.noise,
+        merged.signal, merged.time, merged.noise, settings, scale, scale_den=merged.noise,
         quantum=merged.quantum, step_out=step,
     )
     if edit is not None:

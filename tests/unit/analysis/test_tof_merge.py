@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -176,6 +178,37 @@ def test_merge_matches_numpy_statement(events, settings):
     _check(ev, {**settings, "saturation_guard": 0, "min_overlap_samples": 1})
     _check(ev.drop_vars("TOF_Mid"), settings)  # high/low directly
     _check(ev.drop_vars(["TOF_Mid", "TOF_Low"]), settings)
+
+
+def test_sigma_of_a_merge_that_uses_only_the_first_gain(events, settings):
+    """No sample from a lower gain: the per-sample noise is the first gain's,
+    a read-only view of one value per row (no per-sample array written), and
+    the lines found and fitted are those of the same sigma given as a plain
+    per-sample array (the relative noise sigma / noise is exactly 1 either way:
+    the same search, so the same values)."""
+    first_only = ~(merge_gains(events, signal_quality(events), settings).source > 0).any(axis=1)
+    assert first_only.sum() >= 4  # the simulated events: most never saturate the high gain
+    ev = events.isel(epoch=np.flatnonzero(first_only)[:8])
+    m = _check(ev, settings)
+    assert not (m.source > 0).any() and not m.sigma_varies
+    assert not m.sigma.flags.writeable
+    assert np.array_equal(m.sigma, np.repeat(m.noise[:, None], m.signal.shape[1], axis=1),
+                          equal_nan=True)
+    plain = dataclasses.replace(m, sigma=np.array(m.sigma), sigma_varies=True)
+    peaks = {**load_analysis_settings(None)[1]["peaks"], "fit_device": "cpu"}
+    got, want = tof_lines(m, peaks), tof_lines(plain, peaks)
+    assert got[0].size > 0
+    for field in ("event", "index", "prominence"):
+        assert np.array_equal(getattr(got[0], field), getattr(want[0], field))
+    for field in ("center", "sigma", "area", "status"):
+        assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
+    # one saturated run in the high gain: that row's samples there come from a
+    # lower gain, with its noise; the pack's sigma is then a per-sample array
+    ev = ev.copy(deep=True)
+    ev["TOF_High"].values[2, 2500:2600] = 1023
+    m = _check(ev, settings)
+    assert m.sigma_varies and m.sigma.flags.writeable and (m.source[2] > 0).any()
+    assert not (np.delete(m.source, 2, axis=0) > 0).any()
 
 
 def test_merge_float_negative_going(events, settings):
