@@ -37,8 +37,8 @@ from idexdask.analysis.robust import (
 from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats, median_and_mad
 from idexdask.numerics import pairwise_sum
 
-__all__ = ["clipped_baseline", "divide_sum_of_squares", "gain_baseline", "merge_rows",
-           "overlap_ratio", "overlap_samples", "sample_value"]
+__all__ = ["clipped_baseline", "divide_sum_of_squares", "first_gain_row", "gain_baseline",
+           "merge_rows", "overlap_ratio", "overlap_samples", "sample_value"]
 
 
 _FINITE_SUM = 1e300
@@ -126,13 +126,16 @@ def _sparse_sums(
 def overlap_samples(
     xh: np.ndarray, xl: np.ndarray, fill_h: float, fill_l: float, base_h: float,
     base_l: float, pol_h: float, pol_l: float, sat_h: np.ndarray, sat_l: np.ndarray,
-    thresh: float, idx: np.ndarray, hv: np.ndarray, lv: np.ndarray,
+    thresh: float, idx: np.ndarray, hv: np.ndarray, lv: np.ndarray, hits: np.ndarray,
 ) -> int:  # pragma: no cover - compiled
     """The overlap of a higher gain (``xh``) and the next lower one (``xl``) in one row.
 
     Samples where both positive-going signals ``pol * (x - base)`` are finite
     and unsaturated and the higher one exceeds ``thresh``: their indices go to
-    ``idx``, the two signals to ``hv`` and ``lv``; returns how many.
+    ``idx``, the two signals to ``hv`` and ``lv``; returns how many.  ``hits``,
+    one flag per :data:`_SCAN_BLOCK` samples, marks the blocks where the
+    higher signal exceeds ``thresh`` somewhere (:func:`first_gain_row`, which
+    read the row already); empty: each block is tested here.
     """
     m = 0
     n = xh.shape[0]
@@ -148,10 +151,13 @@ def overlap_samples(
         lim = np.nextafter(lim, np.float32(-np.inf))
     sign = np.float32(pol_h)
     unit = pol_h == 1.0 or pol_h == -1.0  # the float32 test needs an exact sign flip
+    marked = hits.size > 0
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
-        if unit:
+        if marked:
+            hit = hits[start // _SCAN_BLOCK]
+        elif unit:
             for j in range(start, stop):  # a reduction that vectorises
                 hit |= sign * np.float32(xh[j]) >= lim
         else:
@@ -360,6 +366,42 @@ def gain_saturation(
 
 
 @numba.njit(cache=True, nogil=True)
+def first_gain_row(
+    x: np.ndarray, fill: float, base: float, pol: float, thresh: float, hits: np.ndarray,
+    out: np.ndarray, src: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """:func:`merged_row` of a row whose first gain has no saturated sample, as
+    long as every one of its samples is finite: its positive-going signal
+    ``pol * (x - base)`` into ``out``, 0 into ``src``; returns whether every
+    value was finite (else the row is :func:`merged_row`'s to write, lower
+    gains filling in, and ``out``/``src`` are overwritten there).  The same
+    pass marks in ``hits`` each :data:`_SCAN_BLOCK` samples where the signal
+    exceeds ``thresh`` (the overlap with the next gain is searched only
+    there: :func:`overlap_samples`), so that the row is read once and the
+    lower gains not at all."""
+    n = x.shape[0]
+    src[:] = 0
+    bad = 0  # integer reductions and a loop per kind of fill: they vectorise best
+    for start in range(0, n, _SCAN_BLOCK):
+        stop = min(start + _SCAN_BLOCK, n)
+        hit = 0
+        if fill == fill:
+            for j in range(start, stop):
+                v = pol * (sample_value(x, j, fill) - base)
+                out[j] = v
+                bad |= np.int32(not v - v == 0.0)
+                hit |= np.int32(v > thresh)
+        else:
+            for j in range(start, stop):
+                v = pol * (np.float64(x[j]) - base)
+                out[j] = v
+                bad |= np.int32(not v - v == 0.0)
+                hit |= np.int32(v > thresh)
+        hits[start // _SCAN_BLOCK] = hit != 0
+    return bad == 0
+
+
+@numba.njit(cache=True, nogil=True)
 def merged_row(
     x0: np.ndarray, x1: np.ndarray, x2: np.ndarray, n_gains: int, fill: np.ndarray,
     base: np.ndarray, pol: np.ndarray, sat: np.ndarray, factor: np.ndarray,
@@ -474,6 +516,7 @@ def merge_rows(
     base = np.zeros(3)
     factor = np.ones(3)
     lower = np.zeros(rows, dtype=np.bool_)
+    thresholds = np.full(3, np.nan)  # per gain, of its overlap with the next higher one
     # saturated samples of each gain's row; a row without any leaves them all False
     sat = np.zeros((3, n), dtype=np.bool_)
     dirty = np.zeros(3, dtype=np.bool_)
@@ -483,6 +526,8 @@ def merge_rows(
     pos = np.empty(n, dtype=np.int64)
     buf = np.empty(2 * n)
     counts = np.zeros(CODE_COUNTS, dtype=np.int32)  # kept all zero between rows
+    hits = np.empty((n + _SCAN_BLOCK - 1) // _SCAN_BLOCK, dtype=np.bool_)
+    own_test = hits[:0]  # overlap_samples tests each block itself
     idx = np.empty(n, dtype=np.int64)
     hv = np.empty(n)
     lv = np.empty(n)
@@ -537,17 +582,28 @@ def merge_rows(
             elif dirty[g]:
                 sat[g, :] = False
                 dirty[g] = False
-        # ratios to the next higher gain, from the overlap
+        # the first gain without saturated samples: the merged row is its
+        # signal where that is finite everywhere (the lower gains unread),
+        # formed in the pass that marks where the overlap with the next lies
+        fast = not dirty[0]
+        written = False
         for g in range(1, n_gains):
             a = k_sigma * noise[g - 1, r]
             b = k_sigma * noise[g, r] * nominal[g]
-            thresh = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
+            thresholds[g] = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
+        if fast:
+            written = first_gain_row(x0[r], fill[0], base[0], pol[0], thresholds[1], hits,
+                                     signal[r], source[r])
+        # ratios to the next higher gain, from the overlap
+        for g in range(1, n_gains):
+            thresh = thresholds[g]
             if g == 1:
                 m = overlap_samples(x0[r], x1[r], fill[0], fill[1], base[0], base[1], pol[0],
-                                    pol[1], sat[0], sat[1], thresh, idx, hv, lv)
+                                    pol[1], sat[0], sat[1], thresh, idx, hv, lv,
+                                    hits if fast else own_test)
             else:
                 m = overlap_samples(x1[r], x2[r], fill[1], fill[2], base[1], base[2], pol[1],
-                                    pol[2], sat[1], sat[2], thresh, idx, hv, lv)
+                                    pol[2], sat[1], sat[2], thresh, idx, hv, lv, own_test)
             slope, c = overlap_ratio(idx, hv, lv, m, n, noise[g, r], hl, hh, resid, buf)
             rr = 1.0 / slope
             good = c >= min_overlap and np.isfinite(rr) and rr > 0
@@ -557,6 +613,7 @@ def merge_rows(
             overlap[g, r] = c
             factor[g] = ratio[g, r]
         # the merged row: highest unsaturated gain, scaled to the first
-        lower[r] = merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor,
-                              signal[r], source[r])
+        if not written:
+            lower[r] = merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor,
+                                  signal[r], source[r])
     return ratio, status, overlap, noise, lower

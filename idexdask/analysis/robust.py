@@ -428,4 +428,34 @@ def prefix_sum_within(
         if v - v == 0.0 and v != fill:
             first = v
             break
-    return _prefix_sum_kept(x, end, n, fill, 0.0, np.inf, first, half)
+    # _prefix_sum_kept's sum without its clip (every valid sample kept), and a
+    # loop per kind of fill: the per-sample work is what this pass costs
+    count = 0
+    far = False
+    block = np.empty(128)
+    starts = pairwise_leaves(n)
+    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
+    for leaf in range(sums.size):
+        cl = starts[leaf]
+        cn = starts[leaf + 1] - cl
+        if cl >= end:
+            break
+        k = min(cn, end - cl)
+        if fill == fill:
+            for i in range(k):  # loops that vectorise
+                v = np.float64(x[cl + i])
+                keep = (v - v == 0.0) & (v != fill)
+                block[i] = v if keep else 0.0
+                far |= keep & (abs(v - first) > half)
+                count += keep
+        else:
+            for i in range(k):
+                v = np.float64(x[cl + i])
+                keep = v - v == 0.0
+                block[i] = v if keep else 0.0
+                far |= keep & (abs(v - first) > half)
+                count += keep
+        for i in range(k, cn):
+            block[i] = 0.0
+        sums[leaf] = pairwise_sum(block, 0, cn)
+    return count, not far, pairwise_combine(sums, n)

@@ -29,8 +29,8 @@ from idexdask.pipeline.store import StoreSchema
 from idexdask.pipeline.units import ProcessedUnits, process_units
 from idexdask.pipeline.writers import region_writer
 
-__all__ = ["PackResult", "Processed", "StoreRegion", "pack_task", "process_task", "schema_task",
-           "write_task"]
+__all__ = ["PackResult", "Processed", "StoreRegion", "held_schema", "pack_task", "process_task",
+           "schema_task", "write_task"]
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,33 @@ def schema_task(processed: Processed) -> StoreSchema | str:
     if units.dataset is None:
         return "; ".join(units.failures.values()) or "no events"
     return StoreSchema.of(units.dataset)
+
+
+def held_schema(key: str, dask_worker: Any) -> StoreSchema | str:
+    """:func:`schema_task` of the processed pack a worker holds under ``key``.
+
+    Run with :meth:`distributed.Client.run`: in the worker's event loop, beside the
+    task its thread runs, so that the schema leaves as soon as the pack is
+    processed, not after the worker's next task.  The pack is only read.
+
+    Parameters
+    ----------
+    key : str
+        Key of the pack's :func:`process_task`.
+    dask_worker : distributed.Worker
+        The worker (given by ``Client.run``).
+
+    Returns
+    -------
+    StoreSchema or str
+        As :func:`schema_task`.
+
+    Raises
+    ------
+    KeyError
+        If the worker does not hold ``key``.
+    """
+    return schema_task(dask_worker.data[key])
 
 
 def _contiguous(units: Sequence[Unit]) -> list[list[Unit]]:

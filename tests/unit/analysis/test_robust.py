@@ -139,6 +139,15 @@ def test_prefix_sum_within_is_the_clipped_mean_whatever_the_mad(dtype):
     for m in (head[valid].min(), np.median(head[valid]), head[valid].max()):
         for d in (0.0, 0.05, 3.0):
             assert clipped_prefix_mean(x, end, n, m, d, -7.0) == total / count
+    # no fill value (NaN: scope volts): the -7.0 samples are valid and far
+    count, within, total = prefix_sum_within(x, end, half, np.nan)
+    finite = np.isfinite(head)
+    assert not within and count == finite.sum()
+    row[:] = 0.0
+    row[:end][finite] = head[finite]
+    assert total == pairwise_sum_zero_tail(row, 0, n, end)
+    near = np.where(x == -7.0, np.float32(0.25), x).astype(dtype)
+    assert prefix_sum_within(near, end, half, np.nan)[1]
     far = x.copy()
     far[500] = far[np.flatnonzero(valid)[0]] + 1.0  # beyond the half-width
     assert not prefix_sum_within(far, end, half, -7.0)[1]

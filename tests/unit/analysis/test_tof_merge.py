@@ -337,8 +337,10 @@ def test_formula_interval_is_the_samples_inside_the_times():
 def test_overlap_samples_at_the_threshold(pol, dtype):
     """The blocks' float32 pre-test never drops a sample whose signal exceeds the
     threshold, even by one rounding: thresholds set at the signal of samples
-    themselves (equal: left out) and just below them (in)."""
-    from idexdask.analysis.gain_merge_kernels import overlap_samples
+    themselves (equal: left out) and just below them (in).  Nor do the blocks
+    the first gain's pass marks (first_gain_row, which writes the row's signal:
+    every value of a finite row, finite or not)."""
+    from idexdask.analysis.gain_merge_kernels import first_gain_row, overlap_samples
 
     rng = np.random.default_rng(3)
     n = 5000
@@ -348,12 +350,23 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
     h = pol * (xh.astype(float) - base_h)
     sat = np.zeros(n, bool)
     idx, hv, lv = np.empty(n, np.int64), np.empty(n), np.empty(n)
+    hits, out, src = np.empty(-(-n // 512), bool), np.empty(n), np.full(n, 5, np.int8)
     for thresh in (np.sort(h)[-7], np.nextafter(np.sort(h)[-40], -np.inf), np.nan, np.inf):
-        m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
-                            thresh, idx, hv, lv)
         want = np.flatnonzero(h > thresh)
+        m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
+                            thresh, idx, hv, lv, np.empty(0, bool))
         assert np.array_equal(idx[:m], want)
         assert np.array_equal(hv[:m], h[want])
+        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out, src)
+        assert np.array_equal(out, h) and (src == 0).all()
+        assert hits.sum() == len(set(want // 512))  # only blocks holding a sample above
+        m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
+                            thresh, idx, hv, lv, hits)
+        assert np.array_equal(idx[:m], want)
+        assert np.array_equal(hv[:m], h[want])
+    if dtype != np.int16:
+        xh[123] = np.nan
+        assert not first_gain_row(xh, np.nan, base_h, pol, 0.0, hits, out, src)
     assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above
 
 
