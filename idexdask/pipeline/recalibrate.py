@@ -363,9 +363,13 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     if noise_name not in ds.variables:
         return {}
     rows = slice(*region)
-    if time_name in ds.variables:
+    if time_name in ds.variables and "epoch" in ds[time_name].dims:
+        # the rows' times decoded once (from the chunk files where it can), then
+        # read twice (the column grid, the window): a flight chunk of 512 rows
+        # through xarray is decompressed for each read
+        time = xr.DataArray(_rows(ds, [time_name], [region], store)[time_name])
+    elif time_name in ds.variables:
         time = ds[time_name]
-        time = time.isel(epoch=rows) if "epoch" in time.dims else time
     else:  # a lab store keeps its axes as terms: rebuild this one, for these rows only
         terms = [k for k in ds.variables if str(k).startswith(f"{time_name}_")]
         time = expand_axes(_rows(ds, terms, [region], store)).get(time_name)
