@@ -19,21 +19,42 @@ Subpackages by layer (docs/architecture.md): :mod:`idexdask.packets` and
 :mod:`idexdask.composition`, :mod:`idexdask.pipeline`, :mod:`idexdask.dashboard`.
 """
 
+import importlib
+
 from idexdask import kernel_cache
 
 # numba reads NUMBA_CACHE_DIR when first imported, which the imports below do:
 # a read-only installation caches its kernels per user (idexdask/kernel_cache.py)
 kernel_cache.configure()
 
-from idexdask import simulate  # noqa: E402
-from idexdask.analysis.instrument import instrument_state  # noqa: E402
-from idexdask.config import load_config  # noqa: E402
-from idexdask.io.l1a_cdf import read_cdf  # noqa: E402
-from idexdask.io.trc import read_trc  # noqa: E402
-from idexdask.packets.reader import read_l0  # noqa: E402
-from idexdask.pipeline.export import open_campaign  # noqa: E402
-from idexdask.pipeline.runner import run_campaign  # noqa: E402
-from idexdask.workflow import analyze  # noqa: E402
+# the public names are imported on first use: a Dask worker imports this package
+# (its tasks live in idexdask.pipeline) and needs only the modules its tasks
+# use, not the simulator, the readers of other sources or the run's client side
+_PUBLIC = {
+    "analyze": "idexdask.workflow",
+    "instrument_state": "idexdask.analysis.instrument",
+    "load_config": "idexdask.config",
+    "open_campaign": "idexdask.pipeline.export",
+    "read_cdf": "idexdask.io.l1a_cdf",
+    "read_l0": "idexdask.packets.reader",
+    "read_trc": "idexdask.io.trc",
+    "run_campaign": "idexdask.pipeline.runner",
+}
+
+
+def __getattr__(name: str):
+    if name == "simulate":
+        return importlib.import_module("idexdask.simulate")
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'idexdask' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "analyze",

@@ -56,6 +56,7 @@ from idexdask.analysis.lineshapes import (
     gaussian,
     gaussian_jacobian,
 )
+from idexdask.analysis.robust import quiet_nan_warnings
 
 __all__ = ["BLEND_DEPTH", "MAX_BLEND_LINES", "Blend", "BlendFits", "better_fit", "blends",
            "fit_blend_group", "line_profiles", "multi_line_model", "prepare_blend", "refit_blends",
@@ -551,6 +552,16 @@ def prepare_blend(
         for prof in profiles:  # one line after the other, as the sums were formed
             data -= prof
     sig = noise[e, cols] if noise.ndim == 2 else np.full(cols.size, noise[e])
+    # the members' peak times, read from the window's times where their peak
+    # samples lie in it (always, but for coinciding manual peaks): no lookup
+    # into a formula axis per member
+    peaks = index[rows]
+    if np.all((peaks >= lo) & (peaks <= hi)):
+        member_t = x[peaks - lo]
+    else:
+        member_t = np.array([float(t[e, i]) for i in peaks])
+    with quiet_nan_warnings():
+        sig_median = float(np.nanmedian(sig))
     d = float(step[e])
     span = max(float(x[-1] - x[0]), d)
     shapes, start, lower, upper, at_peaks = [], [], [], [], []
@@ -559,7 +570,7 @@ def prepare_blend(
                            [cols[-1] + 1]]) - cols[0]  # fmt: skip
     reach = max(int(round(float(settings.get("min_distance_us", 0.0)) / float(step[e]))), 1)
     for r, k in enumerate(rows):
-        tk = float(t[e, index[k]])
+        tk = float(member_t[r])
         # the centre keeps the bounds of the line's own (uncut) window
         c_lo = max(float(x[0]), tk - float(settings["window_left_us"]))
         c_hi = min(float(x[-1]), tk + float(settings["window_right_us"]))
@@ -571,7 +582,7 @@ def prepare_blend(
             peak = float(np.nanmax(np.append(data[np.abs(x - tk) <= 1.5 * d], 0.0)))
             s0, g0 = 1.5 * d, 1.0 / (2.0 * d)
             c0 = tk - 1.0 / g0
-            a0 = max(peak, float(np.nanmedian(sig))) * 2.5 * s0
+            a0 = max(peak, sig_median) * 2.5 * s0
         g0 = g0 if np.isfinite(g0) else 1.0 / (2.0 * d)
         shapes.append(shape)
         start.append([a0, min(max(c0, c_lo), c_hi), min(max(s0, 0.45 * d), 0.25 * span),
@@ -580,7 +591,7 @@ def prepare_blend(
         if top >= 0:
             s1, g1 = 1.5 * d, 1.0 / (2.0 * d)
             c1 = float(x[top]) - (1.0 / g1 if shape == "emg" else 0.0)
-            a1 = max(float(data[top]), float(np.nanmedian(sig))) * 2.5 * s1
+            a1 = max(float(data[top]), sig_median) * 2.5 * s1
             at_peaks.append([a1, min(max(c1, c_lo), c_hi), s1, g1])
         else:
             at_peaks.append(start[-1])
@@ -588,7 +599,7 @@ def prepare_blend(
         upper.append([math.inf, c_hi, 0.5 * span, GAMMA_MAX])
     # the strongest line keeps its start: its profile carries the others' baseline
     at_peaks = np.array(at_peaks)
-    strongest = int(np.argmax([data[np.argmin(np.abs(x - float(t[e, index[k]])))] for k in rows]))
+    strongest = int(np.argmax([data[np.argmin(np.abs(x - tk))] for tk in member_t]))
     at_peaks[strongest] = start[strongest]
     return Blend(
         rows=rows, x=x, y=data, sigma=np.where(np.isfinite(sig) & (sig > 0), sig, np.nan), dt=d,

@@ -425,8 +425,12 @@ def _fit_windows(
     xw = np.where(inside, t[ev[:, None], cols], np.nan)
     yw = np.where(inside, y[ev[:, None], cols], np.nan)
     dt = step[ev]
-    t_lo = t[ev, start]
-    t_hi = t[ev, stop]
+    if np.all(stop >= start):  # the window's first and last times, read from its times
+        t_lo = xw[:, 0].copy()
+        t_hi = xw[np.arange(m), stop - start]
+    else:
+        t_lo = t[ev, start]
+        t_hi = t[ev, stop]
     span = np.maximum(t_hi - t_lo, dt)
 
     # starting values from the moments of the line's core in the window

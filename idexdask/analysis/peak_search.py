@@ -4,7 +4,7 @@
 of one row; :func:`find_peaks_scaled` those of ``raw / div`` without forming
 the quotient (the line search's normalised spectrum, see
 :mod:`idexdask.analysis.peaks`).  Prominence walks cross blocks of
-``_PROM_BLOCK`` samples at once where every sample stays below the peak.
+``PROM_BLOCK`` samples at once where every sample stays below the peak.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["find_peaks", "find_peaks_scaled", "formula_row", "grown"]
+__all__ = ["PROM_BLOCK", "block_stats", "find_peaks", "find_peaks_in_blocks",
+           "find_peaks_scaled", "formula_row", "grown"]
 
-_PROM_BLOCK = 64  # samples per block a prominence walk crosses at once
+PROM_BLOCK = 64
+"""Samples per block a prominence walk crosses at once."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -41,19 +43,32 @@ def find_peaks_scaled(
 
     ``raw / div`` is a non-decreasing function of ``raw`` (rounding included),
     so the largest and smallest ``x`` of a block of samples are its largest and
-    smallest ``raw`` divided by ``div``: each block of ``_PROM_BLOCK`` samples
+    smallest ``raw`` divided by ``div``: each block of ``PROM_BLOCK`` samples
     gets those two (max ``inf`` where it holds a NaN, which stops a walk) in one
     pass; a block is searched for maxima only where its largest ``x`` reaches
     ``hmin``, and a prominence walk crosses it at once where it stays ``<= top``
     (see :func:`_walk_min`).  Only the samples a search or walk visits one by
     one are divided.
     """
-    n = raw.shape[0]
-    n_blocks = (n + _PROM_BLOCK - 1) // _PROM_BLOCK
+    n_blocks = (raw.shape[0] + PROM_BLOCK - 1) // PROM_BLOCK
     bmax = np.empty(n_blocks)
     bmin = np.empty(n_blocks)
     for b in range(n_blocks):
-        _block_stats(raw, b, bmax, bmin)
+        block_stats(raw, b, bmax, bmin)
+    return find_peaks_in_blocks(raw, div, hmin, hmax, pmin, bmax, bmin)
+
+
+@numba.njit(cache=True, nogil=True)
+def find_peaks_in_blocks(
+    raw: np.ndarray, div: float, hmin: float, hmax: float, pmin: float, bmax: np.ndarray,
+    bmin: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`find_peaks_scaled` given each block's largest and smallest ``raw``
+    (``bmax``, ``bmin``: :func:`block_stats` of every block, as a pass that
+    writes ``raw`` may form them; divided by ``div`` here, in place)."""
+    n = raw.shape[0]
+    n_blocks = bmax.shape[0]
+    for b in range(n_blocks):
         bmax[b] = bmax[b] / div
         bmin[b] = bmin[b] / div
     peaks = np.empty(16, dtype=np.int64)
@@ -65,7 +80,7 @@ def find_peaks_scaled(
     for b in range(n_blocks):
         if not bmax[b] >= hmin:  # blocks of noise are skipped
             continue
-        for i in range(max(b * _PROM_BLOCK, 1), min((b + 1) * _PROM_BLOCK, i_max)):
+        for i in range(max(b * PROM_BLOCK, 1), min((b + 1) * PROM_BLOCK, i_max)):
             v = raw[i] / div
             if v >= hmin and v <= hmax and raw[i - 1] / div < v:
                 ahead = i + 1
@@ -95,10 +110,10 @@ def find_peaks_scaled(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_stats(x, b, bmax, bmin):  # pragma: no cover - compiled
+def block_stats(x, b, bmax, bmin):  # pragma: no cover - compiled
     """Fill ``bmax[b]``, ``bmin[b]`` for block ``b`` of ``x`` (max inf where a NaN is in it)."""
-    lo = b * _PROM_BLOCK
-    hi = min(lo + _PROM_BLOCK, x.shape[0])
+    lo = b * PROM_BLOCK
+    hi = min(lo + PROM_BLOCK, x.shape[0])
     top = -np.inf
     low = np.inf
     nan = False
@@ -117,7 +132,7 @@ def _walk_min(raw, div, peak, top, direction, bmax, bmin):  # pragma: no cover -
     ``x <= top``.
 
     SciPy's prominence base search, sample by sample, except that a whole
-    block of ``_PROM_BLOCK`` samples, entered at its first sample in the walk's
+    block of ``PROM_BLOCK`` samples, entered at its first sample in the walk's
     direction, is crossed at once when all its samples are ``<= top`` (none
     NaN): the walk would visit each of them, so its minimum is the block's
     (``bmax``, ``bmin``: each block's largest and smallest ``x``).  A weak
@@ -128,9 +143,9 @@ def _walk_min(raw, div, peak, top, direction, bmax, bmin):  # pragma: no cover -
     low = top
     j = peak
     while 0 <= j < n:
-        edge = (j + 1) % _PROM_BLOCK == 0 if direction < 0 else j % _PROM_BLOCK == 0
+        edge = (j + 1) % PROM_BLOCK == 0 if direction < 0 else j % PROM_BLOCK == 0
         if edge:  # the block of j lies entirely ahead of the walk
-            b = j // _PROM_BLOCK
+            b = j // PROM_BLOCK
             while 0 <= b < bmax.shape[0]:
                 if not bmax[b] <= top:
                     break
@@ -139,7 +154,7 @@ def _walk_min(raw, div, peak, top, direction, bmax, bmin):  # pragma: no cover -
                 b += direction
             if b < 0 or b >= bmax.shape[0]:
                 break
-            j = b * _PROM_BLOCK + (_PROM_BLOCK - 1 if direction < 0 else 0)
+            j = b * PROM_BLOCK + (PROM_BLOCK - 1 if direction < 0 else 0)
             if j >= n:
                 break
         v = raw[j] / div

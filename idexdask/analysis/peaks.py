@@ -26,9 +26,19 @@ import numba
 import numpy as np
 
 from idexdask._logging import get_logger
-from idexdask.analysis.peak_search import find_peaks, find_peaks_scaled, formula_row, grown
-from idexdask.analysis.robust import (
-    MAD_TO_SIGMA,
+from idexdask.analysis.peak_search import (
+    PROM_BLOCK,
+    find_peaks,
+    find_peaks_in_blocks,
+    find_peaks_scaled,
+    grown,
+)
+from idexdask.analysis.row_smoothing import (
+    row_sigma,
+    scale_at,
+    smooth_formula_row,
+    smooth_row,
+    write_times,
 )
 from idexdask.analysis.sample_step import (
     STEP_PROBES,
@@ -40,7 +50,6 @@ from idexdask.analysis.sample_step import (
     step_is_median,
     usable_step,
 )
-from idexdask.analysis.selection import median_and_mad
 from idexdask.analysis.signal_quality.dataset import FormulaTimes
 
 __all__ = ["PeakCandidates", "detect_peaks"]
@@ -264,275 +273,6 @@ def detect_peaks(
     return cand, zsig
 
 
-@numba.njit(cache=True, nogil=True)
-def _uniform_row(
-    src: np.ndarray, w: int, nearest: bool, ext: np.ndarray, out: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """``scipy.ndimage.uniform_filter1d(src, w, mode="nearest" or "reflect")`` into ``out``.
-
-    The same running sum as SciPy's (``NI_UniformFilter1D``: the sum of the
-    first window, then one sample in and one out per step, divided by ``w`` at
-    each output), so the values are bitwise equal; ``ext`` is scratch of
-    ``len(src) + w`` values.
-    """
-    n = src.shape[0]
-    s1 = w // 2
-    s2 = w - s1 - 1
-    for i in range(s1):  # original index -(s1 - i)
-        ext[i] = src[0] if nearest else src[min(s1 - i - 1, n - 1)]
-    ext[s1 : s1 + n] = src
-    for i in range(s2):  # original index n + i
-        ext[s1 + n + i] = src[n - 1] if nearest else src[max(n - 1 - i, 0)]
-    tmp = 0.0
-    for j in range(w):
-        tmp += ext[j]
-    out[0] = tmp / w
-    for j in range(1, n):
-        tmp += ext[j + w - 1] - ext[j - 1]
-        out[j] = tmp / w
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _filled(yr: np.ndarray, i: int) -> float:  # pragma: no cover - compiled
-    """``yr[i]`` with the index clamped into the row (``mode="nearest"``), 0 where not finite."""
-    v = yr[min(max(i, 0), yr.shape[0] - 1)]
-    return v if v - v == 0.0 else 0.0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _scale_at(numr: np.ndarray, d: float, i: int) -> float:  # pragma: no cover - compiled
-    """Relative noise ``numr[i] / d`` at ``i`` reflected into the row (``mode="reflect"``),
-    1 where not finite (``x == d``: exactly 1, or a non-finite quotient)."""
-    n = numr.shape[0]
-    if i < 0:
-        i = min(-i - 1, n - 1)
-    elif i >= n:
-        i = max(2 * n - 1 - i, 0)
-    x = numr[i]
-    if x == d:
-        return 1.0
-    v = x / d
-    return v if v - v == 0.0 else 1.0
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _smooth_row(
-    yr: np.ndarray, tr: np.ndarray, w: int, stop_us: float, numr: np.ndarray, d: float,
-    out: np.ndarray, pivot: float, ft: np.ndarray,
-) -> tuple[int, int, bool, bool, int, int, int]:  # pragma: no cover - compiled
-    """Boxcar of ``w`` samples of one row into ``out``; its finite and pre-trigger
-    samples, and whether its relative noise varies.
-
-    ``scipy.ndimage.uniform_filter1d(filled, w, mode="nearest")`` of the row
-    with non-finite samples as 0, by :func:`_uniform_row`'s running sum (the
-    same additions in the same order, so the same values), read straight from
-    the row.  The pre-trigger samples are those at ``t < stop_us`` where the
-    sample and its smoothed value are finite.  ``numr`` (the row's noise
-    scale, empty for none) and ``d``: whether any relative noise ``numr / d``
-    (non-finite -> 1) is not 1; ``x == d`` gives exactly 1 (or a non-finite
-    quotient), so the quotient is only formed where they differ.
-
-    Each pass is a simple loop (branch-free counts the compiler vectorises);
-    the running sum skips the index clamping inside the row, and the test for
-    non-finite samples where the row has none.
-
-    With a ``pivot`` (not NaN) the time steps ``tr[j + 1] - tr[j]`` are
-    counted against it as the row is read (for
-    :func:`~idexdask.analysis.sample_step.step_is_median`).  With formula
-    terms ``ft`` (start, step, count, scale of
-    :func:`~idexdask.analysis.peak_search.formula_row`; empty for none) the
-    times are formed where they are read, as ``formula_row`` forms them, and
-    ``tr`` is not read: no time row is written and read back.
-
-    Returns
-    -------
-    (int, int, bool, bool, int, int, int)
-        The number of finite samples, of pre-trigger samples, whether those
-        are the row's first ones (their smoothed values are then ``out[:k]``),
-        whether the relative noise varies, and the steps below and equal to
-        the pivot and the steps that are not NaN (0 without a pivot).
-    """
-    n = yr.shape[0]
-    s1 = w // 2
-    s2 = w - s1 - 1
-    n_fin = 0
-    for j in range(n):
-        v = yr[j]
-        n_fin += v - v == 0.0
-    varying = False
-    if numr.shape[0] == n:
-        differ = 0
-        for j in range(n):
-            differ += numr[j] != d
-        if differ:
-            for j in range(n):
-                x = numr[j]
-                if x != d:
-                    q = x / d
-                    varying |= q - q == 0.0 and q != 1.0
-    tmp = 0.0
-    for i in range(w):  # the first window: ext[0..w-1] = filled[i - s1]
-        tmp += _filled(yr, i - s1)
-    # dividing by a power of two is multiplying by its exact reciprocal (the
-    # same value), a quarter of the cost: w = 8 at 1 GS/s, 2 at 260 MS/s
-    power_of_two = (w & (w - 1)) == 0
-    inv_w = 1.0 / w
-    lo = min(s1 + 1, n)  # j - 1 - s1 >= 0 from here
-    hi = max(n - s2, lo)  # j + s2 <= n - 1 below here
-    out[0] = tmp * inv_w if power_of_two else tmp / w
-    for j in range(1, lo):
-        tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
-        out[j] = tmp * inv_w if power_of_two else tmp / w
-    if n_fin == n and power_of_two:
-        for j in range(lo, hi):
-            tmp += yr[j + s2] - yr[j - 1 - s1]
-            out[j] = tmp * inv_w
-    elif power_of_two:
-        for j in range(lo, hi):
-            tmp += _finite_or_zero(yr[j + s2]) - _finite_or_zero(yr[j - 1 - s1])
-            out[j] = tmp * inv_w
-    else:
-        for j in range(lo, hi):
-            tmp += _finite_or_zero(yr[j + s2]) - _finite_or_zero(yr[j - 1 - s1])
-            out[j] = tmp / w
-    for j in range(max(hi, 1), n):
-        tmp += _filled(yr, j + s2) - _filled(yr, j - 1 - s1)
-        out[j] = tmp * inv_w if power_of_two else tmp / w
-    # the pre-trigger samples: k distinct indices summing to k (k - 1) / 2 are 0..k-1;
-    # with a pivot, the time steps below, equal to it and not NaN, in the same pass
-    k = 0
-    index_sum = 0
-    below = 0
-    equal = 0
-    valid = 0
-    counted = 0
-    if ft.shape[0] == 4:
-        k, index_sum, below, equal, valid = _count_formula_times(yr, out, stop_us, pivot, ft)
-    else:
-        if pivot == pivot:
-            counted = n - 1
-            for j in range(counted):
-                yj = yr[j]
-                v = out[j]
-                c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
-                k += c
-                index_sum += j if c else 0
-                step = tr[j + 1] - tr[j]
-                below += step < pivot
-                equal += step == pivot
-                valid += step == step
-        for j in range(counted, n):
-            yj = yr[j]
-            v = out[j]
-            c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
-            k += c
-            index_sum += j if c else 0
-    return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
-
-
-@numba.njit(cache=True, nogil=True)
-def _count_formula_times(
-    yr: np.ndarray, out: np.ndarray, stop_us: float, pivot: float, ft: np.ndarray
-) -> tuple[int, int, int, int, int]:  # pragma: no cover - compiled
-    """:func:`_smooth_row`'s counts with the times of formula terms ``ft``.
-
-    The times are those :func:`~idexdask.analysis.peak_search.formula_row`
-    writes (``(j step + start) scale``, NaN from ``count`` on), formed where
-    they are read.  Returns the pre-trigger samples, the sum of their indices
-    and, with a pivot, the time steps below, equal to it and not NaN.
-    """
-    n = yr.shape[0]
-    start, step_us, scale = ft[0], ft[1], ft[3]
-    m_f = min(max(int(ft[2]), 0), n)  # samples with a time (not NaN)
-    k = index_sum = below = equal = valid = 0
-    done = 0
-    if pivot == pivot:
-        done = max(min(n - 1, m_f - 1), 0)
-        for j in range(done):  # both times of the step exist
-            yj = yr[j]
-            v = out[j]
-            t0 = (np.float64(j) * step_us + start) * scale
-            t1 = (np.float64(j + 1) * step_us + start) * scale
-            c = (t0 < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
-            k += c
-            index_sum += j if c else 0
-            step = t1 - t0
-            below += step < pivot
-            equal += step == pivot
-            valid += step == step
-    # the samples with a time not counted above (the last one's step ends at a
-    # NaN time: not a valid step); from m_f on the time is NaN
-    for j in range(done, m_f):
-        yj = yr[j]
-        v = out[j]
-        c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
-            v - v == 0.0
-        )
-        k += c
-        index_sum += j if c else 0
-    return k, index_sum, below, equal, valid
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _finite_or_zero(v: float) -> float:  # pragma: no cover - compiled
-    """``v``, 0 where it is not finite."""
-    return v if v - v == 0.0 else 0.0
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _row_sigma(
-    out: np.ndarray, yr: np.ndarray, tr: np.ndarray, stop_us: float, n_first: int, k: int,
-    prefix: bool, vals: np.ndarray, scratch: np.ndarray, floor: float,
-) -> float:  # pragma: no cover - compiled
-    """Robust sigma of a smoothed row's pre-trigger samples (``baseline_sigma``'s rules).
-
-    ``out``: the smoothed row; ``k`` pre-trigger samples (``t < stop_us``, the
-    sample and its smoothed value finite), the row's first ones when
-    ``prefix``; the first ``n_first`` finite samples when fewer than 16.
-    1.4826 x their MAD, their standard deviation where the MAD is 0, at least
-    ``floor``; NaN for none.  ``vals`` and ``scratch``: work space of the row's
-    length.
-    """
-    n = out.shape[0]
-    base_vals = out if prefix else vals  # the smoothed pre-trigger samples
-    if k >= 16 and not prefix:
-        k = 0
-        for j in range(n):
-            v = out[j]
-            if tr[j] < stop_us and yr[j] - yr[j] == 0.0 and v - v == 0.0:
-                vals[k] = v
-                k += 1
-    if k < 16:
-        base_vals = vals
-        k = 0
-        for j in range(min(n_first, n)):
-            v = out[j]
-            if yr[j] - yr[j] == 0.0 and np.isfinite(v):
-                vals[k] = v
-                k += 1
-    if not k:
-        return np.nan
-    _, mad = median_and_mad(base_vals, k, scratch)
-    zs = MAD_TO_SIGMA * mad
-    if zs == 0.0:  # a MAD that collapsed on a quiet quantised baseline
-        mean = 0.0
-        for j in range(k):
-            mean += base_vals[j]
-        mean /= k
-        var = 0.0
-        for j in range(k):
-            var += (base_vals[j] - mean) ** 2
-        zs = np.sqrt(var / k)
-    return max(zs, floor)
-
-
-@numba.njit(cache=True, nogil=True)
-def _write_times(ft: np.ndarray, count: int, tbuf: np.ndarray) -> bool:
-    # pragma: no cover - compiled
-    """Write the formula times ``ft`` of one row into ``tbuf[0]``; True."""
-    formula_row(ft[0], ft[1], count, ft[3], tbuf[0])
-    return True
-
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _search_rows(
@@ -590,7 +330,9 @@ def _search_rows(
 
     With ``formula`` the times come from a formula axis (``terms``: start,
     step and scale per event, (3, rows); ``counts``: its sample counts), formed
-    where they are read (:func:`_count_formula_times`,
+    where they are read
+    (:func:`~idexdask.analysis.row_smoothing.smooth_formula_row`,
+    :func:`~idexdask.analysis.row_smoothing.count_formula_times`,
     :func:`~idexdask.analysis.sample_step.probe_step_formula`) with the
     roundings of :func:`~idexdask.analysis.peak_search.formula_row`; a row is
     written to ``tbuf[0]`` and read as ``t[0]`` (a read-only view of ``tbuf``,
@@ -609,6 +351,8 @@ def _search_rows(
     proms = np.empty(64)
     m = 0
     probe = np.empty(STEP_PROBES)
+    bmax = np.empty((n + PROM_BLOCK - 1) // PROM_BLOCK)
+    bmin = np.empty_like(bmax)
     no_formula = np.empty(0)
     for r in range(rows):
         out = zrows[r] if own_rows else zrows[0]  # the smoothed row first, then z in place
@@ -616,7 +360,7 @@ def _search_rows(
         d = den[r] if has_scale else 1.0
         yr = y[r]
         if formula:
-            # the times are formed where they are read (_smooth_row,
+            # the times are formed where they are read (smooth_row,
             # probe_step_formula); the row buffer is written only for the rare
             # paths that read a whole time row
             ft = np.array([terms[0, r], terms[1, r], np.float64(counts[r]), terms[2, r]])
@@ -630,25 +374,35 @@ def _search_rows(
             written = True
             pivot = probe_step(tr, probe) if find_steps else np.nan
         if find_steps and pivot != pivot:
-            written = written or _write_times(ft, counts[r], tbuf)
+            written = written or write_times(ft, counts[r], tbuf)
             steps[r] = usable_step(gathered_median_step(tr))
         w = boxcar_width(smooth_us, usable_step(pivot) if pivot == pivot else steps[r], n)
-        n_fin, k, prefix, varying, below, equal, valid = _smooth_row(
-            yr, tr, w, stop_us, numr, d, out, pivot, ft
-        )
+        blocks, k, varying, below, equal, valid = smooth_formula_row(
+            yr, w, stop_us, numr, d, out, pivot, ft, bmax, bmin
+        ) if formula else (False, 0, False, 0, 0, 0)
+        n_fin, prefix = n, True
+        if not blocks:  # the general passes
+            n_fin, k, prefix, varying, below, equal, valid = smooth_row(
+                yr, tr, w, stop_us, numr, d, out, pivot, ft
+            )
         if pivot == pivot:
             found, value = step_is_median(pivot, below, equal, valid)
             if not found:
-                written = written or _write_times(ft, counts[r], tbuf)
+                written = written or write_times(ft, counts[r], tbuf)
             steps[r] = usable_step(value if found else gathered_median_step(tr))
             if boxcar_width(smooth_us, steps[r], n) != w:  # smoothed with the wrong width
                 w = boxcar_width(smooth_us, steps[r], n)
-                n_fin, k, prefix, varying, _, _, _ = _smooth_row(
-                    yr, tr, w, stop_us, numr, d, out, np.nan, ft
-                )
-        if k >= 16 and not prefix:  # _row_sigma reads the time row
-            written = written or _write_times(ft, counts[r], tbuf)
-        zs = _row_sigma(out, yr, tr, stop_us, n_first, k, prefix, vals, scratch,
+                blocks, k, varying, _, _, _ = smooth_formula_row(
+                    yr, w, stop_us, numr, d, out, np.nan, ft, bmax, bmin
+                ) if formula else (False, 0, False, 0, 0, 0)
+                n_fin, prefix = n, True
+                if not blocks:
+                    n_fin, k, prefix, varying, _, _, _ = smooth_row(
+                        yr, tr, w, stop_us, numr, d, out, np.nan, ft
+                    )
+        if k >= 16 and not prefix:  # row_sigma reads the time row
+            written = written or write_times(ft, counts[r], tbuf)
+        zs = row_sigma(out, yr, tr, stop_us, n_first, k, prefix, vals, scratch,
                         quantum[r] / np.sqrt(12.0 * w))  # fmt: skip
         if not (np.isfinite(zs) and zs > 0):
             zs = noise[r]
@@ -660,17 +414,17 @@ def _search_rows(
                 out[:] = 0.0
             continue
         if varying:
-            # boxcar of 5 (mode="reflect") of the relative noise, by _uniform_row's
+            # boxcar of 5 (mode="reflect") of the relative noise, by uniform_row's
             # running sum; the last five values in a ring, each quotient formed once
             d = den[r]
             ring = np.empty(5)
             acc = 0.0
             for i in range(5):
-                ring[i] = _scale_at(numr, d, i - 2)
+                ring[i] = scale_at(numr, d, i - 2)
                 acc += ring[i]
             for j in range(n):
                 if j > 0:
-                    new = _scale_at(numr, d, j + 2)
+                    new = scale_at(numr, d, j + 2)
                     acc += new - ring[(j - 1) % 5]
                     ring[(j - 1) % 5] = new
                 z = out[j] / zs
@@ -684,7 +438,10 @@ def _search_rows(
                 for j in range(n):
                     if not yr[j] - yr[j] == 0.0:
                         out[j] = 0.0
-            idx, h, p = find_peaks_scaled(out, zs, hmin, 0.5 * _WALL, pmin)
+            if blocks:  # the blocks' extremes formed with the smoothed row
+                idx, h, p = find_peaks_in_blocks(out, zs, hmin, 0.5 * _WALL, pmin, bmax, bmin)
+            else:
+                idx, h, p = find_peaks_scaled(out, zs, hmin, 0.5 * _WALL, pmin)
             if own_rows:
                 for j in range(n):
                     out[j] = out[j] / zs

@@ -229,6 +229,8 @@ def open_client(options: ClusterOptions) -> Iterator:
     import dask
     from distributed import Client, LocalCluster
 
+    from idexdask.pipeline.worker_exit import QuickExit
+
     cluster = None
     try:
         if options.address:
@@ -258,9 +260,11 @@ def open_client(options: ClusterOptions) -> Iterator:
         else:
             if options.workers < 1 or options.threads_per_worker < 1:
                 raise ConfigError("cluster.workers and cluster.threads_per_worker must be >= 1")
-            # worker processes get the thread caps; an in-process worker has
-            # this process's (a Worker takes no environment)
-            environment = {"env": dict(THREAD_CAPS)} if options.processes else {}
+            # worker processes get the thread caps and end without the interpreter's
+            # finalization once closed (pipeline/worker_exit.py); an in-process
+            # worker has this process's caps (a Worker takes no environment)
+            environment = ({"env": dict(THREAD_CAPS), "plugins": (QuickExit(),)}
+                           if options.processes else {})
             with dask.config.set(_embedded_settings(options)):
                 cluster = LocalCluster(
                     n_workers=options.workers,

@@ -14,7 +14,8 @@ Order of work (everything that can fail cheaply fails before a cluster starts):
    (:func:`~idexdask.pipeline.plan.pack_units`: short files and lab impacts
    share a task);
 5. a new store needs a schema: the processing (decode + analysis, no store
-   access) of the first packs, two per worker thread, is submitted at once, and
+   access) of the first packs, two per worker thread, is submitted at once (the
+   second of each thread's two ordered after the first pack's schema), and
    the store is laid out from the first processed pack's schema (one event's
    layout, :class:`~idexdask.pipeline.store.StoreSchema`: no per-sample values
    leave the worker) while the workers go on with the others.  Then each of those packs' region
@@ -253,11 +254,13 @@ class _Run:
     def run_id(self) -> str:
         return self.target.run_id
 
-    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int) -> Any:
-        """Submit the processing (no store access) of ``packs[index]``."""
+    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int,
+                          after: Any = None) -> Any:
+        """Submit the processing (no store access) of ``packs[index]``, once ``after``
+        (a future, or None) is done."""
         return self.client.submit(process_task, packs[index], self.config, self.overrides,
-                                  resources=self.resources, retries=self.retries, pure=False,
-                                  key=f"idexdask-process-{self.run_id}-{index}")
+                                  after=after, resources=self.resources, retries=self.retries,
+                                  pure=False, key=f"idexdask-process-{self.run_id}-{index}")
 
 
 def run_campaign(
@@ -396,13 +399,21 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
     list of distributed.Future
         The processing of ``packs[:len(result)]`` (empty for a resumed store).
     """
-    n_leading = (min(len(packs), 2 * _threads(run.client, run.resources))
-                 if need_init and plan.units else 0)
-    processing = [run.submit_processing(packs, i) for i in range(n_leading)]
+    threads = _threads(run.client, run.resources)
+    n_leading = min(len(packs), 2 * threads) if need_init and plan.units else 0
+    # the first wave, one pack per worker thread; the second waits for the first
+    # pack's schema, so that its worker hands the schema over as soon as that pack
+    # is processed (not after its next pack) and the client lays the store out
+    # while the second wave is processed
+    processing = [run.submit_processing(packs, i) for i in range(min(n_leading, threads))]
     template = None
     if n_leading:
+        first = _submit_schema(run.client, processing[0], run.resources)
+        processing += [run.submit_processing(packs, i, after=first)
+                       for i in range(len(processing), n_leading)]
         template = _template(run.client, packs, processing,
-                             lambda index: run.submit_processing(packs, index), run.resources)
+                             lambda index: run.submit_processing(packs, index), run.resources,
+                             first_schema=first)
     rows = (
         chunk_rows(template, chunk_events) if template is not None
         else int(meta["rows"]) if meta else 1
@@ -493,19 +504,26 @@ def _threads(client, resources: Mapping[str, float] | None) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in able))
 
 
+def _submit_schema(client, processing: Any, resources) -> Any:
+    """The schema task of a processed pack, ahead of the work queued on its worker."""
+    return client.submit(schema_task, processing, resources=resources, pure=False, priority=2)
+
+
 def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
-              submit: Callable[[int], Any], resources) -> xr.Dataset:
+              submit: Callable[[int], Any], resources, first_schema: Any = None) -> xr.Dataset:
     """Schema of the unit function's output, from the first of the first packs that succeeds.
 
     Up to :data:`_SCHEMA_TRIES` packs are tried, in order; those beyond the ones
     already in ``processing`` are submitted (``submit(index)``) and appended to it.
+    ``first_schema``: the schema task of ``processing[0]`` if already submitted.
     """
     errors = []
     for index in range(min(_SCHEMA_TRIES, len(packs))):
         if index == len(processing):
             processing.append(submit(index))
-        schema = client.submit(schema_task, processing[index], resources=resources,
-                               pure=False).result()
+        task = (first_schema if index == 0 and first_schema is not None
+                else _submit_schema(client, processing[index], resources))
+        schema = task.result()
         if isinstance(schema, StoreSchema):
             return schema.template()
         errors.append(f"{packs[index][0].uid}: {schema}")

@@ -102,11 +102,15 @@ def worker_name() -> str:
 
 
 def process_task(
-    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None
+    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None,
+    after: Any = None,
 ) -> Processed:
     """Decode and analyse a pack's units (no store access).
 
     ``overrides``: the store's override rows in force, applied to their events.
+    ``after``: a task result that is not read, only waited for (the runner orders
+    the second wave of a new store's leading packs after the store's schema, so
+    that a worker hands the schema over before it starts its next pack).
     """
     start = time.perf_counter()
     processed = process_units(pack, config, overrides)

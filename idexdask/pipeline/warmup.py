@@ -4,10 +4,14 @@ The decoder's and the analysis' kernels are compiled on first use and cached
 next to their modules (``cache=True``).  On a fresh installation the first task
 of every worker process compiles them all: ~70 s of one core each, on every
 worker at once.  :func:`compile_kernels` runs the pipeline's own code once, on
-two tiny simulated files (one plain, one Rice-compressed) and a tiny LeCroy
-capture decoded, analysed and written to throw-away stores, so that the caches
-exist before any worker starts; ``make setup`` calls it (``idexdask compile``), and a cluster image
-should too (docs/deploy.md).  With warm caches it takes a few seconds.
+two tiny simulated files (one plain, one Rice-compressed) and two tiny LeCroy
+impacts (one with TOF lines and a clipped, saturated stretch) decoded, analysed,
+written to throw-away stores and calibrated by the campaign step (its joint
+calibration, targeted search and matched filter), so that the caches exist
+before any worker starts; ``make setup`` calls it (``idexdask compile``), and a
+cluster image should too (docs/deploy.md).  With warm caches it takes a few
+seconds.  ``tests/unit/test_warmup.py`` checks that a lab and a flight campaign
+run after it compile nothing more.
 
 A campaign on the embedded cluster calls :func:`ensure_kernels` first: where
 the kernels of this installation are not yet in the cache
@@ -22,11 +26,17 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from idexdask import kernel_cache
 from idexdask.errors import IdexDaskError
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+    from idexdask.sources import Unit
 
 __all__ = ["compile_kernels", "ensure_kernels"]
 
@@ -37,7 +47,8 @@ COLD_COMPILE_S = 70
 
 
 def compile_kernels() -> float:
-    """Run decode, analysis and a region write once, compiling every kernel they use.
+    """Run decode, analysis, a region write and the campaign step once, compiling
+    every kernel they use.
 
     Returns
     -------
@@ -58,6 +69,7 @@ def compile_kernels() -> float:
     from idexdask.simulate import write_campaign
 
     started = time.perf_counter()
+    config = load_config({})
     with tempfile.TemporaryDirectory(prefix="idexdask-compile-") as tmp:
         directory = Path(tmp)
         files = []
@@ -65,16 +77,17 @@ def compile_kernels() -> float:
             files.append(directory / f"warmup{index}.pkts")
             write_campaign(files[-1], 4, compress=compress, seed=index)
         plan = plan_inputs(files, 8)
-        processed = process_units(tuple(plan.units), load_config({}))
+        processed = process_units(tuple(plan.units), config)
         if processed.failures or processed.dataset is None:
             raise IdexDaskError(f"the warm-up events could not be processed: {processed.failures}")
-        for name, events in (("warmup", processed.dataset),
-                             ("warmup_lab", _lab_events(directory / "lab"))):
+        for name, (units, events) in (("warmup", (plan.units, processed.dataset)),
+                                      ("warmup_lab", _lab_events(directory / "lab"))):
             n_events = events.sizes["epoch"]
             store = directory / f"{name}.zarr"
             initialise_store(store, events.isel(epoch=slice(0, 1)), n_events, rows=n_events,
                              meta={})
             write_region(store, events, (0, n_events), rows=n_events, n_events=n_events)
+            _campaign_step(store, units, config, n_events)
     kernel_cache.mark_ready()
     return time.perf_counter() - started
 
@@ -103,9 +116,51 @@ def ensure_kernels(echo: Callable[[str], None] | None = None) -> float | None:
     return seconds
 
 
-def _lab_events(directory: Path):
-    """A tiny LeCroy capture (4 channels of noise) through the unit function: the
-    kernels of the lab path (float32 volts, int16 codes) compiled too."""
+#: Stretch of the warm-up capture's TOF lines, µs/sqrt(u): the shared peridot
+#: captures' (configs/calibration.yaml, preset ``lab_peridot``), so that the
+#: lines calibrate and the campaign step's targeted search runs on them.
+_LAB_STRETCH_US = 0.515
+#: Ions of the warm-up capture's TOF lines: more than the lab presets'
+#: ``min_matches`` (5), so that the impact calibrates on its own.
+_LAB_IONS_U = (1.008, 12.0, 15.995, 22.990, 23.985, 27.977, 38.964, 39.963, 55.935)
+_LAB_SAMPLES = 16384
+_LAB_START_S = -4e-6
+
+
+def _campaign_step(store: Path, units: Sequence[Unit], config: Mapping[str, Any],
+                   n_events: int) -> None:
+    """The campaign calibration step on a warm-up store, in this process: the
+    reduce of each input's rows, then the map over them (as
+    :func:`~idexdask.pipeline.recalibrate.campaign_step` runs them on the
+    cluster): the joint calibration's shift search, the targeted search and
+    its matched filter."""
+    from idexdask.composition.settings import composition_settings
+    from idexdask.pipeline.recalibrate import apply_region, reduce_group
+
+    composition = composition_settings(config)
+    by_input: dict[int, list[Unit]] = {}
+    for unit in units:
+        by_input.setdefault(unit.input_index, []).append(unit)
+    for group in by_input.values():
+        regions = [tuple(u.region) for u in group]
+        reduced = reduce_group(str(store), regions, group[0].kind, config)
+        part = {key: value for key, value in reduced.items() if key != "summary"}
+        region = (regions[0][0], regions[-1][1])
+        apply_region(str(store), region, part, {"0": reduced["summary"]}, config, n_events,
+                     n_events, composition)
+
+
+def _lab_events(directory: Path) -> tuple[Sequence[Unit], xr.Dataset]:
+    """Two tiny LeCroy impacts through the unit function: the kernels of the lab
+    path (float32 volts, int16 codes) compiled too.
+
+    Impact 1 is noise on every channel.  Impact 2's TOF channels hold
+    negative-going lines (as the scope records ions) at the comb's times, the
+    strongest (Mg) clipped at the ADC's lowest code for 12 samples: the scope's
+    clipping flag, a saturated stretch, whose interval the TOF gain merge
+    locates on the formula time axis (:func:`~idexdask.analysis.signal_quality.
+    kernels.formula_interval`); its lines are fitted and calibrate the impact.
+    """
     import numpy as np
 
     from idexdask.config import load_config
@@ -115,12 +170,24 @@ def _lab_events(directory: Path):
 
     directory.mkdir()
     rng = np.random.default_rng(0)
-    for channel in range(1, 5):
-        codes = (rng.integers(-64, 64, 8192) * 16).astype(np.int16)
-        write_trc(directory / f"lab_C{channel}_00001.trc", codes, horiz_interval=1e-9,
-                  horiz_offset=-4e-6, vertical_gain=2.5e-6, wave_source=channel)
+    time_us = 1e6 * _LAB_START_S + 1e-3 * np.arange(_LAB_SAMPLES)
+    lines = np.zeros(_LAB_SAMPLES)  # TOF High, codes below the baseline
+    for k, mass in enumerate(_LAB_IONS_U):
+        depth = 40000.0 if mass == 23.985 else 4000.0 + 1000.0 * k  # Mg beyond the rail
+        centre = _LAB_STRETCH_US * np.sqrt(mass)
+        lines -= depth * np.exp(-0.5 * ((time_us - centre) / 0.008) ** 2)
+    for impact, signal in ((1, None), (2, lines)):
+        for channel in range(1, 5):
+            codes = rng.integers(-64, 64, _LAB_SAMPLES).astype(float) * 16
+            if signal is not None and channel in (2, 3):  # TOF Low, TOF High
+                codes += signal * (0.1 if channel == 2 else 1.0)  # TOF Low: a tenth
+            codes = np.clip(np.round(codes), -32768, 32752).astype(np.int16)
+            write_trc(directory / f"lab_C{channel}_{impact:05d}.trc", codes,
+                      horiz_interval=1e-9, horiz_offset=_LAB_START_S, vertical_gain=2.5e-6,
+                      wave_source=channel)
     (directory / "lab_settings.txt").write_text("QD 1\nTOF Low\nTOF High\nQD 2\n")
-    processed = process_units(tuple(plan_inputs([directory], 1).units), load_config({}))
+    plan = plan_inputs([directory], 2)
+    processed = process_units(tuple(plan.units), load_config({}))
     if processed.failures or processed.dataset is None:
         raise IdexDaskError(f"the warm-up capture could not be processed: {processed.failures}")
-    return processed.dataset
+    return plan.units, processed.dataset

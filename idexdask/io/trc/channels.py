@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -51,7 +52,7 @@ def parse_trc_filename(name: str | Path) -> tuple[int, int] | None:
     >>> parse_trc_filename("peridot_C4_00006.trc")
     (4, 6)
     """
-    m = TRC_NAME_PATTERN.search(Path(name).name)
+    m = TRC_NAME_PATTERN.search(os.path.basename(name) if isinstance(name, str) else name.name)
     if m is None:
         return None
     return int(m.group("channel")), int(m.group("impact"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +58,10 @@ def collect_files(
     if isinstance(path, tuple):  # given files (one impact of a campaign), not a directory
         if not path:
             raise TraceFileError("no .trc files given")
-        directory, files = path[0].parent, sorted(path)
-        if any(f.parent != directory for f in files):
+        # the files' names as strings: a pack's 64 paths, not ~4 Path objects each
+        directory, files = path[0].parent, sorted(path, key=str)
+        folder = os.path.dirname(str(path[0]))
+        if any(os.path.dirname(str(f)) != folder for f in files):
             raise TraceFileError(f"files of one read must share a directory: {files}")
     elif path.is_dir():
         directory = path
@@ -70,7 +73,7 @@ def collect_files(
     impacts: dict[int, dict[int, TrcHeader]] = {}
     bad: dict[int, list[str]] = {}
     for f in files:
-        parsed = parse_trc_filename(f.name)
+        parsed = parse_trc_filename(os.path.basename(str(f)))
         if parsed is None:
             msg = f"{f}: name does not match <...>C<channel><sep>...<impact>.trc"
             if errors == "raise" and (isinstance(path, tuple) or path.is_file()):
@@ -209,7 +212,7 @@ def _layout(
     """Step 1: channel names and time axes.  Channels sampled like the first TOF
     channel share ``high_sample_rate``; the others share ``low_sample_rate`` when
     alike, else get an axis each."""
-    trace_names = [Path(h.path).name for ch in impacts.values() for h in ch.values()]
+    trace_names = [os.path.basename(h.path) for ch in impacts.values() for h in ch.values()]
     names, pol_override, settings_source = channel_map(settings, directory, trace_names)
     channels = sorted({c for ch in impacts.values() for c in ch} | set(names))
     if settings is None and not names:
@@ -374,7 +377,7 @@ def _channel_of(
     out.gain[e, k], out.offset[e, k] = h.vertical_gain, h.vertical_offset
     out.time_offset[e, k] = (h.horiz_offset * 1e6
                              - out.axis_start[layout.axis_of[c]][e] * 1e6)
-    out.files[e, k] = Path(h.path).name
+    out.files[e, k] = os.path.basename(h.path)
     out.instruments.add(h.instrument_name)
 
 

@@ -254,7 +254,7 @@ def test_quiet_quantised_baseline_gets_a_floored_detection_sigma():
 def test_uniform_row_matches_scipy():
     from scipy.ndimage import uniform_filter1d
 
-    from idexdask.analysis.peaks import _uniform_row
+    from idexdask.analysis.row_smoothing import uniform_row
 
     rng = np.random.default_rng(4)
     for trial in range(300):
@@ -267,7 +267,7 @@ def test_uniform_row_matches_scipy():
             if mode == "reflect":
                 w = min(w, 5, n)
             out = np.empty(n)
-            _uniform_row(x, w, mode == "nearest", np.empty(n + w), out)
+            uniform_row(x, w, mode == "nearest", np.empty(n + w), out)
             assert np.array_equal(out, uniform_filter1d(x, w, mode=mode)), (n, w, mode)
 
 

@@ -80,6 +80,33 @@ def test_roundtrip_single_file(tmp_path, order, scpi, dtype):
     assert wf.header.wave_source == 2
 
 
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("scpi", [False, True])
+def test_header_fields(tmp_path, order, scpi):
+    """Every descriptor field the reader keeps, at its offset, in either byte order."""
+    raw = _raw(2)
+    f = write_trc(tmp_path / "C3--Trace--00002.trc", raw, horiz_interval=DT,
+                  horiz_offset=T0, vertical_gain=2.5e-5, vertical_offset=-0.125,
+                  byte_order=order, scpi_header=scpi, trigger_time=STAMP,
+                  instrument_name="LECROYWR640ZI", user_text=b"twelve bytes", wave_source=3)
+    h = read_trc_header(f)
+    assert (h.path, h.wavedesc_offset, h.template_name) == (str(f), 11 if scpi else 0,
+                                                            "LECROY_2_3")
+    assert (h.comm_type, h.byte_order, h.wave_descriptor, h.user_text) == (1, order, 346, 12)
+    assert (h.res_desc1, h.trigtime_array, h.ris_time_array, h.res_array1) == (0, 0, 0, 0)
+    assert (h.wave_array_1, h.wave_array_count, h.subarray_count) == (2 * N, N, 1)
+    assert (h.instrument_name, h.instrument_number, h.trace_label) == ("LECROYWR640ZI", 0, "")
+    # float32 fields: the written values rounded to float32
+    assert (h.vertical_gain, h.vertical_offset) == (float(np.float32(2.5e-5)), -0.125)
+    assert (h.max_value, h.min_value, h.nominal_bits) == (32767.0, -32768.0, 12)
+    assert (h.horiz_interval, h.horiz_offset) == (float(np.float32(DT)), T0)
+    assert (h.vertical_unit, h.horizontal_unit) == ("V", "S")
+    assert (h.trigger_time, h.trigger_time_ns) == (STAMP, 0)
+    assert (h.record_type, h.vertical_coupling) == ("single_sweep", "DC_50_Ohms")
+    assert (h.probe_attenuation, h.wave_source) == (1.0, 3)
+    assert h.data_offset == (11 if scpi else 0) + 346 + 12
+
+
 def test_directory_naming_styles_and_settings(tmp_path):
     for style, imp in (("C{c}--Trace--{i:05d}.trc", 3), ("peridot_C{c}_{i:05d}.trc", 1),
                        ("C{c}Fe{i:05d}.trc", 6)):
