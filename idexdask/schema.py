@@ -390,6 +390,7 @@ SCHEMA: dict[str, Spec] = {
     "pipeline.lab_compressor": Choice(("zstd", "zstd-bitshuffle", "lz4-bitshuffle",
                                        "lz4-bitshuffle-f32", "lz4-bitshuffle-raw-f32", "gzip",
                                        "blosc-lz4", "none")),
+    "pipeline.lab_uncompressed_waveforms": ListOf(Str(nonempty=True), unique=True),
     "pipeline.compression_level": Int(min=0, max=22),
     # export
     "export.formats": ListOf(Choice(("hdf5", "cdf")), unique=True),

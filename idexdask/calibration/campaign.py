@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from idexdask._logging import get_logger
+from idexdask.calibration.comb_assign import assign_events
 from idexdask.calibration.mass_axes import mass_axis
 from idexdask.calibration.settings import CalibrationSettings
 from idexdask.calibration.shift_search import EventLines, best_shifts, joint_shift_totals
@@ -75,6 +76,9 @@ _SCAN_EVENTS = 100
 # geometry (a campaign mixing settings, or the simulator's per-event stretches)
 # and stays with the events' own calibrations.
 _MASS_TOL = 0.5
+# Masses within this of the _MASS_TOL limit are checked with the event's own
+# inversion (_own_disagree), u: a thousand times the batch's last-bit scatter.
+_NEAR_TOL = 1e-9
 _MAX_DISAGREE = 1.0 / 3.0
 
 
@@ -262,20 +266,44 @@ def _joint_score(lines: EventLines, predicted_rel: np.ndarray,
 def _own_disagree(own: np.ndarray, jf: _JointFit) -> float:
     """Share of the events calibrated on their own that the campaign's shape does
     not describe: not matched by it, or given another mass (by more than
-    ``_MASS_TOL`` u) for a line the campaign assigned them."""
+    ``_MASS_TOL`` u) for a line the campaign assigned them.
+
+    The masses of every such event's lines come from one :func:`mass_axis` call
+    (an event's lines per row, NaN after them).  Its inversion brackets each
+    time in a table searched for all rows at once, whose keys round with the
+    row's place in the batch, so a mass may end a last bit or two (< 1e-12 u)
+    from the event's own call: an event with a line within ``_NEAR_TOL`` of the
+    ``_MASS_TOL`` limit is decided by its own call, so the answer is the same.
+    """
     ev_a, t_a, m_a, _ = jf.rows
     ok = np.nonzero(np.all(np.isfinite(own[:, :2]), axis=1))[0]
     if ok.size == 0:
         return 0.0
-    disagree = 0
-    for e in ok:
-        sel = ev_a == e
-        if not sel.any():
-            disagree += 1
-            continue
-        mine = mass_axis(np.nan_to_num(own[[e]]), t_a[sel][None, :])[0]
-        disagree += bool(np.any(~(np.abs(mine - m_a[sel]) <= _MASS_TOL)))
-    return disagree / ok.size
+    counts = np.bincount(ev_a, minlength=own.shape[0])[ok]
+    rows = ok[counts > 0]
+    disagree = int(np.sum(counts == 0))  # not matched by the campaign's shape
+    if rows.size == 0:
+        return disagree / ok.size
+    mine_lines = np.flatnonzero(np.isin(ev_a, rows))
+    row = np.searchsorted(rows, ev_a[mine_lines])
+    order = np.argsort(row, kind="stable")  # each event's lines in their order
+    mine_lines, row = mine_lines[order], row[order]
+    column = np.arange(row.size) - np.searchsorted(row, np.arange(rows.size))[row]
+    times = np.full((rows.size, int(counts.max())), np.nan)
+    times[row, column] = t_a[mine_lines]
+    expected = np.full(times.shape, np.nan)
+    expected[row, column] = m_a[mine_lines]
+    filled = np.zeros(times.shape, bool)
+    filled[row, column] = True
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(mass_axis(np.nan_to_num(own[rows]), times) - expected)
+        apart = (filled & ~(diff <= _MASS_TOL)).any(axis=1)
+        near = (filled & (np.abs(diff - _MASS_TOL) <= _NEAR_TOL)).any(axis=1)
+    for r in np.flatnonzero(near):
+        sel = ev_a == rows[r]
+        mine = mass_axis(np.nan_to_num(own[[rows[r]]]), t_a[sel][None, :])[0]
+        apart[r] = bool(np.any(~(np.abs(mine - m_a[sel]) <= _MASS_TOL)))
+    return (disagree + int(apart.sum())) / ok.size
 
 
 def _centred(v: np.ndarray, col: np.ndarray, per_event: np.ndarray) -> np.ndarray:
@@ -305,26 +333,6 @@ def _scan_events(lines: list[tuple[np.ndarray, np.ndarray]], area: np.ndarray,
         keys = (*keys, ~np.all(np.isfinite(own[:, :2]), axis=1))
     order = np.lexsort(keys)[:limit]
     return sorted(int(e) for e in order)
-
-
-def _assign(t: np.ndarray, model_t: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Comb lines (index) matched by a line within ``tol`` (each line used once)."""
-    if t.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    d = np.abs(model_t[:, None] - t[None, :])  # (n_comb, n_lines)
-    k_best = np.argmin(d, axis=1)
-    ok = d[np.arange(model_t.size), k_best] <= tol
-    comb = np.nonzero(ok)[0]
-    line = k_best[ok]
-    # a line claimed by two comb ions goes to the closer one
-    keep = []
-    seen: set[int] = set()
-    for i in np.argsort(d[comb, line], kind="stable"):
-        if int(line[i]) not in seen:
-            seen.add(int(line[i]))
-            keep.append(i)
-    keep_idx = np.sort(np.array(keep, dtype=np.int64))
-    return comb[keep_idx], line[keep_idx]
 
 
 def _order_for(n_masses: int, thresholds: tuple[int, ...], max_order: int) -> int:
@@ -395,18 +403,15 @@ def _joint_fit(
     rows = None
     order_k = 1
     for _ in range(_N_ITER):
-        ev_l, t_l, m_l, w_l = [], [], [], []
-        for e in np.nonzero(accepted)[0]:
-            t, w = lines[e]
-            model = t0_e[e] + sum(shape[k] * comb_s ** (k + 1) for k in range(3))
-            k_idx, l_idx = _assign(t, model, tol)
-            ev_l.append(np.full(k_idx.size, e))
-            t_l.append(t[l_idx])
-            m_l.append(comb_s[k_idx] ** 2)
-            w_l.append(comb_w[k_idx] * w[l_idx])
-        if not ev_l:
+        if not accepted.any():
             return None
-        ev_a, t_a, m_a, w_a = (np.concatenate(x) for x in (ev_l, t_l, m_l, w_l))
+        # every accepted event's lines matched to the comb at its shift (assign_events)
+        model_rel = sum(shape[k] * comb_s ** (k + 1) for k in range(3))
+        ev_a, k_idx, l_idx = assign_events(flat.t, flat.offsets, np.nonzero(accepted)[0], t0_e,
+                                           np.asarray(model_rel, dtype=np.float64), tol)
+        t_a = flat.t[l_idx]
+        m_a = comb_s[k_idx] ** 2
+        w_a = comb_w[k_idx] * flat.w[l_idx]
         counts = np.bincount(ev_a, minlength=n_events)
         accepted &= counts >= np.where(is_anchor, 1, options.min_event_matches)
         keep = accepted[ev_a]

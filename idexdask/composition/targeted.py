@@ -423,20 +423,30 @@ def searched_times(
     from idexdask.calibration.tofmass import time_axis
 
     masses = np.asarray(masses, dtype=float)
+    coefficients = np.asarray(coefficients, dtype=float)
+    calibrated = np.asarray(calibrated, bool)
     good = np.asarray(line_converged, bool) & np.isfinite(line_sigma) & np.isfinite(line_center)
-    low, high = math.inf, -math.inf
-    for e in np.flatnonzero(np.asarray(calibrated, bool)):
-        coeff = np.asarray(coefficients[e], dtype=float)
-        sigmas = line_sigma[(line_event == e) & good]
-        if not np.all(np.isfinite(coeff)) or not sigmas.size:
-            continue
-        tm = np.asarray(time_axis(coeff, masses), dtype=float)
-        tm = tm[np.isfinite(tm)]
-        if not tm.size:
-            continue
-        reach = null_reach_us + 4.0 * float(np.max(sigmas))
-        low, high = min(low, float(tm.min()) - reach), max(high, float(tm.max()) + reach)
-    return (low, high) if low <= high else None
+    # every event at once: each event's widest good line, its target times
+    # (time_axis works row by row, the same values as one event at a time)
+    events = np.asarray(line_event)[good]
+    widest = np.full(calibrated.size, -np.inf)
+    np.maximum.at(widest, events, np.asarray(line_sigma, dtype=float)[good])
+    has_lines = np.zeros(calibrated.size, bool)
+    has_lines[events] = True
+    rows = np.flatnonzero(calibrated & has_lines & np.all(np.isfinite(coefficients), axis=1))
+    if not rows.size or not masses.size:
+        return None
+    tm = np.asarray(time_axis(coefficients[rows], np.broadcast_to(masses, (rows.size,
+                                                                            masses.size))),
+                    dtype=float).reshape(rows.size, masses.size)
+    finite = np.isfinite(tm)
+    searched = finite.any(axis=1)
+    if not searched.any():
+        return None
+    reach = null_reach_us + 4.0 * widest[rows[searched]]
+    earliest = np.where(finite, tm, np.inf)[searched].min(axis=1)
+    latest = np.where(finite, tm, -np.inf)[searched].max(axis=1)
+    return float(np.min(earliest - reach)), float(np.max(latest + reach))
 
 
 def target_masses(species: Sequence[str]) -> np.ndarray:

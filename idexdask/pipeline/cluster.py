@@ -45,6 +45,7 @@ import contextlib
 import importlib.util
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +53,7 @@ from idexdask.errors import ConfigError, IdexDaskError
 
 __all__ = [
     "MALLOC_ENVIRON", "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS",
-    "ClusterOptions", "check_dask_settings", "check_gpu", "open_client",
+    "ClusterOptions", "StartingClient", "check_dask_settings", "check_gpu", "open_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -286,3 +287,54 @@ def open_client(options: ClusterOptions) -> Iterator:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+class StartingClient:
+    """:func:`open_client` entered in a thread of its own, so that the cluster starts
+    (its worker processes import what their tasks need) while the caller plans its run.
+
+    Parameters
+    ----------
+    options : ClusterOptions
+        The cluster to start or connect to.
+
+    Examples
+    --------
+    >>> starting = StartingClient(options)  # doctest: +SKIP
+    >>> try:
+    ...     plan = ...  # the caller's work, beside the start
+    ... except BaseException:
+    ...     starting.close()  # waits for the start, then closes what it started
+    ...     raise
+    >>> with starting.client() as client:  # the start's error, if any, raised here
+    ...     ...
+    """
+
+    def __init__(self, options: ClusterOptions) -> None:
+        self._stack = contextlib.ExitStack()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="idexdask-cluster-start")
+        self._client = pool.submit(self._stack.enter_context, open_client(options))
+        pool.shutdown(wait=False)  # the start goes on; the thread ends with it
+
+    @contextlib.contextmanager
+    def client(self) -> Iterator:
+        """The started client (once the start is done); closed on exit.
+
+        Raises
+        ------
+        IdexDaskError
+            As :func:`open_client`.
+        """
+        try:
+            yield self._client.result()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Wait for the start to end and close what it started (nothing if it failed)."""
+        try:
+            self._client.result()
+        except BaseException:  # noqa: BLE001 - a failed start closed its cluster itself
+            logger.debug("the cluster's start failed", exc_info=True)
+        finally:
+            self._stack.close()

@@ -1,24 +1,28 @@
 """Run a campaign: plan, lay out the store, run every unit on the cluster, journal it.
 
-Order of work (everything that can fail cheaply fails before a cluster starts):
+Order of work (everything that can fail cheaply fails before any task runs):
 
 1. the store path is checked writable; the configuration is already validated;
+   the cluster starts (or is connected to) in a thread of its own, while the
+   next steps run (its workers import their modules meanwhile), unless this
+   machine's workers need their kernels compiled first (then it starts after
+   step 3, once they are); a failure of steps 2-3 closes it again;
 2. the inputs are planned (:func:`~idexdask.pipeline.plan.plan_inputs`): every
    unit's exact event count, hence every unit's store region;
 3. an existing store is checked against the plan: the same inputs with the same
    event counts, else :class:`~idexdask.errors.StoreError` (use a new store or
    ``--overwrite``); units the manifest records as done with the same input
    digest and configuration digest are skipped;
-4. the cluster starts (or is connected to); the remaining units are grouped into
-   packs of about ``batch_events`` events ending on chunk boundaries
+4. once the cluster is up, the remaining units are grouped into packs of
+   about ``batch_events`` events ending on chunk boundaries
    (:func:`~idexdask.pipeline.plan.pack_units`: short files and lab impacts
    share a task);
 5. a new store needs a schema: the processing (decode + analysis, no store
-   access) of the first packs, two per worker thread, is submitted at once (the
-   second of each thread's two ordered after the first pack's schema), and
+   access) of the first packs, two per worker thread, is submitted at once, and
    the store is laid out from the first processed pack's schema (one event's
    layout, :class:`~idexdask.pipeline.store.StoreSchema`: no per-sample values
-   leave the worker) while the workers go on with the others.  Then each of those packs' region
+   leave the worker; read where the pack is held as soon as it is processed)
+   while the workers go on with the others.  Then each of those packs' region
    write is submitted as a second task on the worker that holds its data, at a
    higher priority than further work, and every other pack as one task that
    processes and writes it, so that a worker never holds more than the packs
@@ -53,8 +57,9 @@ from typing import Any
 import xarray as xr
 
 from idexdask.errors import ConfigError, IdexDaskError, StoreError
+from idexdask.kernel_cache import kernels_ready
 from idexdask.pipeline.campaign_config import recalibrates
-from idexdask.pipeline.cluster import ClusterOptions, check_gpu, open_client
+from idexdask.pipeline.cluster import ClusterOptions, StartingClient, check_gpu
 from idexdask.pipeline.lock import LOCK_NAME
 from idexdask.pipeline.manifest import PIPELINE_DIR, Manifest, UnitRecord, pipeline_dir
 from idexdask.pipeline.overrides_store import (
@@ -84,6 +89,7 @@ from idexdask.pipeline.summary import Progress, RunSummary, store_status
 from idexdask.pipeline.tasks import (
     PackResult,
     StoreRegion,
+    held_schema,
     pack_task,
     process_task,
     schema_task,
@@ -254,13 +260,11 @@ class _Run:
     def run_id(self) -> str:
         return self.target.run_id
 
-    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int,
-                          after: Any = None) -> Any:
-        """Submit the processing (no store access) of ``packs[index]``, once ``after``
-        (a future, or None) is done."""
+    def submit_processing(self, packs: Sequence[tuple[Unit, ...]], index: int) -> Any:
+        """Submit the processing (no store access) of ``packs[index]``."""
         return self.client.submit(process_task, packs[index], self.config, self.overrides,
-                                  after=after, resources=self.resources, retries=self.retries,
-                                  pure=False, key=f"idexdask-process-{self.run_id}-{index}")
+                                  resources=self.resources, retries=self.retries, pure=False,
+                                  key=f"idexdask-process-{self.run_id}-{index}")
 
 
 def run_campaign(
@@ -313,39 +317,28 @@ def run_campaign(
     store = check_writable(store)
     cluster = cluster or ClusterOptions.from_config(dict(config))
     check_gpu(cluster)
-    config = _for_device(config, cluster)
-    pipeline = config["pipeline"]
-    # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
-    # every unit writes whole chunks except at the ends of its file
-    plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
-    batch_events, chunk_events = batch_sizes(  # lab impacts: smaller packs and chunks
-        plan, pipeline["batch_events"], pipeline["chunk_events"],
-        pipeline.get("lab_batch_events", pipeline["batch_events"]))
-    chash = config_hash(config)
-
-    meta = None if overwrite else read_store_meta(store)
-    _check_layout(store, meta, plan)
-    need_init = meta is None or meta.get("config_hash") != chash
-    manifest = Manifest(store)
-    latest = {} if need_init else manifest.latest_units()
-    # the manual overrides: a unit whose rows changed is redone (docs/pipeline.md)
-    overrides = overrides_in_force(store)
-    todo = _units_to_do(store, plan, latest, overrides, chash)
-    skipped = len(plan.units) - len(todo)
-    summary = RunSummary(
-        store=str(store), events_total=plan.n_events, units_total=len(plan.units),
-        units_skipped=skipped, empty_inputs=list(plan.empty),
-        events_done=sum(u.n_events for u in plan.units) - sum(u.n_events for u in todo),
-    )
-    summary.units_done = skipped
-    _reset_store(store, overwrite)
-    run_id = uuid.uuid4().hex[:12]
-
-    if not cluster.address:  # workers on this machine: compile their kernels once, here
+    # the cluster starts while the inputs are planned, unless this machine's
+    # workers need the kernels compiled first (after planning, below)
+    starting = StartingClient(cluster) if cluster.address or kernels_ready() else None
+    try:
+        prepared = _prepare(inputs, store, config, cluster, overwrite)
+    except BaseException:
+        if starting is not None:
+            starting.close()
+        raise
+    if starting is None:  # workers on this machine: compile their kernels once, here
         from idexdask.pipeline.warmup import ensure_kernels
 
         ensure_kernels()
-    with open_client(cluster) as client, _writers_registered(client):
+        starting = StartingClient(cluster)
+    plan, summary, config, todo = prepared.plan, prepared.summary, prepared.config, prepared.todo
+    manifest, overrides, chash = prepared.manifest, prepared.overrides, prepared.chash
+    pipeline = config["pipeline"]
+    batch_events, chunk_events = batch_sizes(  # lab impacts: smaller packs and chunks
+        plan, pipeline["batch_events"], pipeline["chunk_events"],
+        pipeline.get("lab_batch_events", pipeline["batch_events"]))
+    run_id = uuid.uuid4().hex[:12]
+    with starting.client() as client, _writers_registered(client):
         summary.dashboard = getattr(client, "dashboard_link", None)
         summary.workers = len(client.scheduler_info(n_workers=-1)["workers"])
         run = _Run(
@@ -360,7 +353,8 @@ def run_campaign(
         packs = pack_units(todo, batch_events, chunk_events)
         if overrides.sizes.get("override", 0):
             run.overrides = client.scatter(overrides, broadcast=True, hash=False)
-        processing = _lay_out_store(run, plan, packs, meta, need_init, chunk_events)
+        processing = _lay_out_store(run, plan, packs, prepared.meta, prepared.need_init,
+                                    chunk_events)
         _write_plan(store, plan, chash)
         _journal_start(run, plan, todo)
         from idexdask.pipeline.export import CampaignExports
@@ -384,6 +378,64 @@ def run_campaign(
     return summary
 
 
+@dataclass
+class _Prepared:
+    """A run's plan and what it found in the store (:func:`_prepare`).
+
+    Attributes
+    ----------
+    plan, summary : Plan, RunSummary
+        The inputs' units; the run's summary so far (the units done before).
+    config, chash : mapping, str
+        The configuration with the fits on the workers' device; its :func:`config_hash`.
+    manifest, overrides : Manifest, xarray.Dataset
+        The store's journal; the override rows in force.
+    todo : list of Unit
+        The units to do.
+    meta, need_init : mapping or None, bool
+        The store's metadata (None: a new store); whether it is laid out anew.
+    """
+
+    plan: Plan
+    summary: RunSummary
+    config: Mapping[str, Any]
+    manifest: Manifest
+    overrides: xr.Dataset
+    todo: list[Unit]
+    meta: Mapping[str, Any] | None
+    need_init: bool
+    chash: str
+
+
+def _prepare(inputs: Sequence[str | os.PathLike], store: Path, config: Mapping[str, Any],
+             cluster: ClusterOptions, overwrite: bool) -> _Prepared:
+    """Plan the inputs, check the store against the plan, find the units to do, reset the store."""
+    config = _for_device(config, cluster)
+    pipeline = config["pipeline"]
+    # units cut at chunk boundaries (chunk_rows divides chunk_events), so that
+    # every unit writes whole chunks except at the ends of its file
+    plan = plan_inputs(inputs, int(pipeline["batch_events"]), align=int(pipeline["chunk_events"]))
+    chash = config_hash(config)
+
+    meta = None if overwrite else read_store_meta(store)
+    _check_layout(store, meta, plan)
+    need_init = meta is None or meta.get("config_hash") != chash
+    manifest = Manifest(store)
+    latest = {} if need_init else manifest.latest_units()
+    # the manual overrides: a unit whose rows changed is redone (docs/pipeline.md)
+    overrides = overrides_in_force(store)
+    todo = _units_to_do(store, plan, latest, overrides, chash)
+    skipped = len(plan.units) - len(todo)
+    summary = RunSummary(
+        store=str(store), events_total=plan.n_events, units_total=len(plan.units),
+        units_skipped=skipped, empty_inputs=list(plan.empty),
+        events_done=sum(u.n_events for u in plan.units) - sum(u.n_events for u in todo),
+    )
+    summary.units_done = skipped
+    _reset_store(store, overwrite)
+    return _Prepared(plan, summary, config, manifest, overrides, todo, meta, need_init, chash)
+
+
 def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
                    meta: Mapping[str, Any] | None, need_init: bool,
                    chunk_events: int) -> list[Any]:
@@ -399,21 +451,13 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
     list of distributed.Future
         The processing of ``packs[:len(result)]`` (empty for a resumed store).
     """
-    threads = _threads(run.client, run.resources)
-    n_leading = min(len(packs), 2 * threads) if need_init and plan.units else 0
-    # the first wave, one pack per worker thread; the second waits for the first
-    # pack's schema, so that its worker hands the schema over as soon as that pack
-    # is processed (not after its next pack) and the client lays the store out
-    # while the second wave is processed
-    processing = [run.submit_processing(packs, i) for i in range(min(n_leading, threads))]
+    n_leading = (min(len(packs), 2 * _threads(run.client, run.resources))
+                 if need_init and plan.units else 0)
+    processing = [run.submit_processing(packs, i) for i in range(n_leading)]
     template = None
     if n_leading:
-        first = _submit_schema(run.client, processing[0], run.resources)
-        processing += [run.submit_processing(packs, i, after=first)
-                       for i in range(len(processing), n_leading)]
         template = _template(run.client, packs, processing,
-                             lambda index: run.submit_processing(packs, index), run.resources,
-                             first_schema=first)
+                             lambda index: run.submit_processing(packs, index), run.resources)
     rows = (
         chunk_rows(template, chunk_events) if template is not None
         else int(meta["rows"]) if meta else 1
@@ -427,11 +471,14 @@ def _lay_out_store(run: _Run, plan: Plan, packs: list[tuple[Unit, ...]],
             "created": _now(), "idexdask_version": _version(),
         }
         # lab impacts: their int16 codes through the faster lab compressor
-        compressor = pipeline.get("lab_compressor") if heavy_events(plan) else None
+        heavy = heavy_events(plan)
+        compressor = pipeline.get("lab_compressor") if heavy else None
         initialise_store(
             run.target.store, template, plan.n_events, rows=rows,
             compressor=str(compressor or pipeline["compressor"]),
-            level=int(pipeline["compression_level"]), meta=new_meta,
+            level=int(pipeline["compression_level"]),
+            uncompressed=tuple(pipeline.get("lab_uncompressed_waveforms") or ()) if heavy else (),
+            meta=new_meta,
         )
     return processing
 
@@ -504,26 +551,47 @@ def _threads(client, resources: Mapping[str, float] | None) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in able))
 
 
-def _submit_schema(client, processing: Any, resources) -> Any:
-    """The schema task of a processed pack, ahead of the work queued on its worker."""
-    return client.submit(schema_task, processing, resources=resources, pure=False, priority=2)
+def _schema(client, processing: Any, resources) -> StoreSchema | str:
+    """The schema of a processed pack (:func:`~idexdask.pipeline.tasks.schema_task`).
+
+    Read where the pack is held, in the worker's event loop
+    (:func:`~idexdask.pipeline.tasks.held_schema`) the moment it is processed,
+    while the worker's thread goes on with its next pack; a schema task (which
+    would wait for that pack) where that fails (a worker that lost the pack, a
+    cluster that runs no functions sent by a client).
+
+    Raises
+    ------
+    Exception
+        The processing's own error, after its retries.
+    """
+    from distributed import wait
+
+    wait(processing)
+    if processing.status != "finished":
+        processing.result()  # the task's error
+    holders = client.who_has(processing).get(processing.key, ())
+    if holders:
+        try:
+            return next(iter(client.run(held_schema, processing.key,
+                                        workers=list(holders)[:1]).values()))
+        except Exception as exc:  # noqa: BLE001 - the schema task below is the authority
+            logger.debug("schema of %s not read where it is held: %s", processing.key, exc)
+    return client.submit(schema_task, processing, resources=resources, pure=False).result()
 
 
 def _template(client, packs: list[tuple[Unit, ...]], processing: list[Any],
-              submit: Callable[[int], Any], resources, first_schema: Any = None) -> xr.Dataset:
+              submit: Callable[[int], Any], resources) -> xr.Dataset:
     """Schema of the unit function's output, from the first of the first packs that succeeds.
 
     Up to :data:`_SCHEMA_TRIES` packs are tried, in order; those beyond the ones
     already in ``processing`` are submitted (``submit(index)``) and appended to it.
-    ``first_schema``: the schema task of ``processing[0]`` if already submitted.
     """
     errors = []
     for index in range(min(_SCHEMA_TRIES, len(packs))):
         if index == len(processing):
             processing.append(submit(index))
-        task = (first_schema if index == 0 and first_schema is not None
-                else _submit_schema(client, processing[index], resources))
-        schema = task.result()
+        schema = _schema(client, processing[index], resources)
         if isinstance(schema, StoreSchema):
             return schema.template()
         errors.append(f"{packs[index][0].uid}: {schema}")

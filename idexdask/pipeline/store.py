@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -291,7 +291,8 @@ CHUNK_KEY_ENCODING = MappingProxyType({"name": "default", "separator": "."})
 WINDOW_CHUNK_SAMPLES = MappingProxyType({"tof_combined": 131072})
 
 
-def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> dict[str, dict]:
+def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int,
+              uncompressed: Collection[str] = ()) -> dict[str, dict]:
     encoding: dict[str, dict] = {}
     for name, variable in template.variables.items():
         if "epoch" not in variable.dims:
@@ -305,8 +306,9 @@ def _encoding(template: xr.Dataset, rows: int, compressor: str, level: int) -> d
             # an uncompressed array (lz4-bitshuffle-raw-f32)
             windows = -(-chunks[1] // max(1, WINDOW_CHUNK_SAMPLES[name]))
             chunks = (rows, max(1, -(-chunks[1] // windows)))
+        codecs = None if name in uncompressed else _compressors(compressor, level, variable.dtype)
         encoding[name] = {"chunks": chunks,
-                          "compressors": _compressors(compressor, level, variable.dtype),
+                          "compressors": codecs,
                           "chunk_key_encoding": dict(CHUNK_KEY_ENCODING)}
     return encoding
 
@@ -319,6 +321,7 @@ def initialise_store(
     rows: int,
     compressor: str = "zstd-bitshuffle",
     level: int = 3,
+    uncompressed: Collection[str] = (),
     meta: Mapping[str, Any],
 ) -> None:
     """Create the store at full size from a one-event template (metadata only).
@@ -336,6 +339,11 @@ def initialise_store(
     compressor, level : str, int
         Chunk compressor (zstd, zstd-bitshuffle, gzip, blosc-lz4, none) and its
         level (see :func:`_compressors`); the default is the configured one.
+    uncompressed : collection of str
+        Variables stored without a compressor whatever ``compressor`` says
+        (``pipeline.lab_uncompressed_waveforms``); names the template lacks are
+        ignored.  The region writer writes their chunks from the rows as they
+        are.
     meta : mapping
         Pipeline metadata stored as the ``idexdask_pipeline`` attribute.
 
@@ -375,7 +383,8 @@ def initialise_store(
     full.attrs = {"title": "IDEX events, idexdask campaign store"}
     full.attrs[META_ATTR] = json.dumps(dict(meta), sort_keys=True)
     try:
-        objects = _layout_in_memory(full, strings, _encoding(full, rows, compressor, level),
+        objects = _layout_in_memory(full, strings,
+                                    _encoding(full, rows, compressor, level, uncompressed),
                                     _compressors(compressor, level, np.dtype(object)),
                                     resized, n_events)
     except (ValueError, TypeError, KeyError) as exc:

@@ -29,8 +29,8 @@ from idexdask.pipeline.store import StoreSchema
 from idexdask.pipeline.units import ProcessedUnits, process_units
 from idexdask.pipeline.writers import region_writer
 
-__all__ = ["PackResult", "Processed", "StoreRegion", "pack_task", "process_task", "schema_task",
-           "write_task"]
+__all__ = ["PackResult", "Processed", "StoreRegion", "held_schema", "pack_task", "process_task",
+           "schema_task", "write_task"]
 
 
 @dataclass(frozen=True)
@@ -102,15 +102,11 @@ def worker_name() -> str:
 
 
 def process_task(
-    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None,
-    after: Any = None,
+    pack: tuple[Unit, ...], config: Mapping[str, Any], overrides: xr.Dataset | None = None
 ) -> Processed:
     """Decode and analyse a pack's units (no store access).
 
     ``overrides``: the store's override rows in force, applied to their events.
-    ``after``: a task result that is not read, only waited for (the runner orders
-    the second wave of a new store's leading packs after the store's schema, so
-    that a worker hands the schema over before it starts its next pack).
     """
     start = time.perf_counter()
     processed = process_units(pack, config, overrides)
@@ -124,6 +120,33 @@ def schema_task(processed: Processed) -> StoreSchema | str:
     if units.dataset is None:
         return "; ".join(units.failures.values()) or "no events"
     return StoreSchema.of(units.dataset)
+
+
+def held_schema(key: str, dask_worker: Any) -> StoreSchema | str:
+    """:func:`schema_task` of the processed pack a worker holds under ``key``.
+
+    Run with :meth:`distributed.Client.run`: in the worker's event loop, beside the
+    task its thread runs, so that the schema leaves as soon as the pack is
+    processed, not after the worker's next task.  The pack is only read.
+
+    Parameters
+    ----------
+    key : str
+        Key of the pack's :func:`process_task`.
+    dask_worker : distributed.Worker
+        The worker (given by ``Client.run``).
+
+    Returns
+    -------
+    StoreSchema or str
+        As :func:`schema_task`.
+
+    Raises
+    ------
+    KeyError
+        If the worker does not hold ``key``.
+    """
+    return schema_task(dask_worker.data[key])
 
 
 def _contiguous(units: Sequence[Unit]) -> list[list[Unit]]:

@@ -65,7 +65,6 @@ def compile_kernels() -> float:
     from idexdask.pipeline.plan import plan_inputs
     from idexdask.pipeline.region_write import write_region
     from idexdask.pipeline.store import initialise_store
-    from idexdask.pipeline.units import process_units
     from idexdask.simulate import write_campaign
 
     started = time.perf_counter()
@@ -76,18 +75,22 @@ def compile_kernels() -> float:
         for index, compress in enumerate((False, True)):
             files.append(directory / f"warmup{index}.pkts")
             write_campaign(files[-1], 4, compress=compress, seed=index)
-        plan = plan_inputs(files, 8)
-        processed = process_units(tuple(plan.units), config)
-        if processed.failures or processed.dataset is None:
-            raise IdexDaskError(f"the warm-up events could not be processed: {processed.failures}")
-        for name, (units, events) in (("warmup", (plan.units, processed.dataset)),
-                                      ("warmup_lab", _lab_events(directory / "lab"))):
-            n_events = events.sizes["epoch"]
+        flight = plan_inputs(files, 8).units
+        lab = _lab_inputs(directory / "lab")
+        # the flight events in one pack; the lab impacts one pack each (a pack
+        # with a saturated TOF High has a per-sample merged noise, one without a
+        # view of its high gain's: the line search compiles for both)
+        for name, packs in (("warmup", [flight]), ("warmup_lab", [[u] for u in lab])):
+            parts = [_processed(pack, config) for pack in packs]
+            n_events = sum(p.sizes["epoch"] for p in parts)
+            rows = parts[0].sizes["epoch"]  # one chunk per pack
             store = directory / f"{name}.zarr"
-            initialise_store(store, events.isel(epoch=slice(0, 1)), n_events, rows=n_events,
+            initialise_store(store, parts[0].isel(epoch=slice(0, 1)), n_events, rows=rows,
                              meta={})
-            write_region(store, events, (0, n_events), rows=n_events, n_events=n_events)
-            _campaign_step(store, units, config, n_events)
+            for pack, events in zip(packs, parts, strict=True):
+                write_region(store, events, (pack[0].region[0], pack[-1].region[1]), rows=rows,
+                             n_events=n_events)
+            _campaign_step(store, [u for pack in packs for u in pack], config, rows, n_events)
     kernel_cache.mark_ready()
     return time.perf_counter() - started
 
@@ -127,7 +130,17 @@ _LAB_SAMPLES = 16384
 _LAB_START_S = -4e-6
 
 
-def _campaign_step(store: Path, units: Sequence[Unit], config: Mapping[str, Any],
+def _processed(units: Sequence[Unit], config: Mapping[str, Any]) -> xr.Dataset:
+    """The events of one pack of ``units``, analysed for the store (as a pack task)."""
+    from idexdask.pipeline.units import process_units
+
+    processed = process_units(tuple(units), config)
+    if processed.failures or processed.dataset is None:
+        raise IdexDaskError(f"the warm-up events could not be processed: {processed.failures}")
+    return processed.dataset
+
+
+def _campaign_step(store: Path, units: Sequence[Unit], config: Mapping[str, Any], rows: int,
                    n_events: int) -> None:
     """The campaign calibration step on a warm-up store, in this process: the
     reduce of each input's rows, then the map over them (as
@@ -146,13 +159,13 @@ def _campaign_step(store: Path, units: Sequence[Unit], config: Mapping[str, Any]
         reduced = reduce_group(str(store), regions, group[0].kind, config)
         part = {key: value for key, value in reduced.items() if key != "summary"}
         region = (regions[0][0], regions[-1][1])
-        apply_region(str(store), region, part, {"0": reduced["summary"]}, config, n_events,
+        apply_region(str(store), region, part, {"0": reduced["summary"]}, config, rows,
                      n_events, composition)
 
 
-def _lab_events(directory: Path) -> tuple[Sequence[Unit], xr.Dataset]:
-    """Two tiny LeCroy impacts through the unit function: the kernels of the lab
-    path (float32 volts, int16 codes) compiled too.
+def _lab_inputs(directory: Path) -> Sequence[Unit]:
+    """Two tiny LeCroy impacts, planned: the kernels of the lab path (float32
+    volts, int16 codes) compiled too.
 
     Impact 1 is noise on every channel.  Impact 2's TOF channels hold
     negative-going lines (as the scope records ions) at the comb's times, the
@@ -163,10 +176,8 @@ def _lab_events(directory: Path) -> tuple[Sequence[Unit], xr.Dataset]:
     """
     import numpy as np
 
-    from idexdask.config import load_config
     from idexdask.io.trc import write_trc
     from idexdask.pipeline.plan import plan_inputs
-    from idexdask.pipeline.units import process_units
 
     directory.mkdir()
     rng = np.random.default_rng(0)
@@ -186,8 +197,4 @@ def _lab_events(directory: Path) -> tuple[Sequence[Unit], xr.Dataset]:
                       horiz_interval=1e-9, horiz_offset=_LAB_START_S, vertical_gain=2.5e-6,
                       wave_source=channel)
     (directory / "lab_settings.txt").write_text("QD 1\nTOF Low\nTOF High\nQD 2\n")
-    plan = plan_inputs([directory], 2)
-    processed = process_units(tuple(plan.units), load_config({}))
-    if processed.failures or processed.dataset is None:
-        raise IdexDaskError(f"the warm-up capture could not be processed: {processed.failures}")
-    return plan.units, processed.dataset
+    return plan_inputs([directory], 1).units

@@ -63,14 +63,19 @@ def test_store_holds_codes_and_no_time_samples(lab_store, trc_dir):
         assert array.dtype == np.int16, name
         assert array.attrs["scale_factor"] == pytest.approx(
             float(captures[name].attrs["vertical_gain"]), rel=0, abs=0)
-        # pipeline.lab_compressor (lz4-bitshuffle-raw-f32): the codes through Blosc lz4
-        codec = [c.to_dict() for c in array.metadata.codecs][-1]
-        assert (codec["name"], codec["configuration"]["cname"]) == ("blosc", "lz4"), name
+        codecs = [c.to_dict()["name"] for c in array.metadata.codecs]
+        if name in ("QD_1", "QD_2"):
+            # pipeline.lab_uncompressed_waveforms: the pickup codes as they are
+            assert codecs == ["bytes"], name
+        else:
+            # pipeline.lab_compressor (lz4-bitshuffle-raw-f32): the codes through Blosc lz4
+            codec = [c.to_dict() for c in array.metadata.codecs][-1]
+            assert (codec["name"], codec["configuration"]["cname"]) == ("blosc", "lz4"), name
     # xarray's own CF decoding: float64 values whose float32 rounding is read_trc's
     decoded = xr.open_zarr(store, consolidated=False)
     np.testing.assert_array_equal(decoded["TOF_High"].values.astype(np.float32),
                                   captures["TOF_High"].values)
-    # compact: at most the size of the captures (the target is 1.2x)
+    # compact: the target is 1.2x the captures (1.14x with the QD codes raw)
     store_bytes = sum(p.stat().st_size for p in store.rglob("*") if p.is_file())
     input_bytes = sum(p.stat().st_size for p in trc_dir.glob("*.trc"))
     assert store_bytes <= 1.2 * input_bytes, (store_bytes, input_bytes)

@@ -691,3 +691,27 @@ def test_store_schema_from_the_first_pack_that_processes():
                     _template(client, packs, processing, submit, None)
                 assert "u0: bad bytes" in str(failure.value)
                 assert len(processing) == 5
+
+
+def _lost_pack(key, dask_worker):
+    raise KeyError(key)  # a worker that no longer holds the pack
+
+
+def test_store_schema_read_where_the_pack_is_held_or_by_a_task(monkeypatch):
+    """The schema of a processed pack is read on the worker holding it; where that
+    fails, a schema task gives the same; a pack whose processing raised raises."""
+    from idexdask.pipeline import runner
+    from idexdask.pipeline.cluster import open_client
+
+    with open_client(ClusterOptions(workers=1, threads_per_worker=1, dashboard="")) as client:
+        held = client.submit(_processed, 2, 0, pure=False)
+        with monkeypatch.context() as patch:
+            patch.setattr(runner, "schema_task", _lost_pack)  # no task may be needed
+            direct = runner._schema(client, held, None)
+        monkeypatch.setattr(runner, "held_schema", _lost_pack)
+        by_task = runner._schema(client, held, None)
+        for schema in (direct, by_task):
+            assert float(schema.template()["x"].values[0]) == 2
+        failing = client.submit(_processed, "not an index", 0, pure=False, retries=0)
+        with pytest.raises(TypeError):
+            runner._schema(client, failing, None)

@@ -169,3 +169,45 @@ def test_scan_takes_the_events_that_calibrate_alone_first():
     assert set(range(140, 150)) <= set(anchored)
     few = event < 80  # no more events than the scan takes: all of them
     assert _scan_events(lines[:80], area[few], event[few], 100, own) == list(range(80))
+
+
+def test_own_disagreement_of_all_events_at_once_is_each_events():
+    """The share of self-calibrated events the campaign's shape does not describe,
+    from one batched mass inversion, counts the events the per-event inversion
+    counts: events not matched, NaN masses, and lines placed exactly at the
+    0.5 u limit by the event's own inversion (decided by that inversion)."""
+    from types import SimpleNamespace
+
+    from idexdask.calibration.campaign import _MASS_TOL, _own_disagree
+
+    rng = np.random.default_rng(8)
+    n = 80
+    own = np.tile([0.1, 1.45, 0.01, 0.0], (n, 1)) + rng.normal(0.0, 0.002, (n, 4))
+    own[rng.random(n) < 0.2, :2] = np.nan  # not calibrated on their own
+    own[5, 3] = np.nan  # a NaN higher term counts as zero
+    ev, t, m = [], [], []
+    for e in range(n - 3):  # the last three events have no line in the joint fit
+        k = rng.integers(1, 8)
+        times = np.sort(rng.uniform(1.0, 20.0, k))
+        mine = mass_axis(np.nan_to_num(own[[e]]), times[None, :])[0]
+        masses = mine + rng.choice([0.0, 0.1, 0.6, -0.7], k, p=[0.7, 0.2, 0.05, 0.05])
+        if e % 9 == 4:  # a line exactly at the limit, either side, by its own inversion
+            masses[0] = mine[0] + _MASS_TOL * (1 if e % 2 else -1)
+        if e == 11:
+            times[-1] = np.nan
+        ev += [e] * k
+        t += list(times)
+        m += list(masses)
+    rows = (np.array(ev), np.array(t), np.array(m), np.zeros(len(ev)))
+    ok = np.flatnonzero(np.all(np.isfinite(own[:, :2]), axis=1))
+    expected = 0
+    for e in ok:  # the definition, event by event
+        sel = rows[0] == e
+        if not sel.any():
+            expected += 1
+            continue
+        mine = mass_axis(np.nan_to_num(own[[e]]), rows[1][sel][None, :])[0]
+        expected += bool(np.any(~(np.abs(mine - rows[2][sel]) <= _MASS_TOL)))
+    share = _own_disagree(own, SimpleNamespace(rows=rows))
+    assert 0 < expected < ok.size
+    assert round(share * ok.size) == expected

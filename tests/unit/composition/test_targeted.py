@@ -153,6 +153,45 @@ def test_searched_times_bound_every_sample_read():
                           coefficients, np.zeros(n, bool), masses) is None
 
 
+def test_searched_times_is_the_bound_of_each_event():
+    """All events at once give the bound that each event's own target times and
+    widest good line give (rtol 1e-15: the same elementwise expressions; two
+    codes, so a tolerance, not bit identity).  Events that are uncalibrated,
+    have a NaN coefficient, no good line or only lines that did not converge
+    take no part; a negative mass (a NaN target time) is left out."""
+    from idexdask.calibration.tofmass import time_axis
+    from idexdask.composition.targeted import searched_times
+
+    rng = np.random.default_rng(11)
+    n = 40
+    coefficients = np.tile(COEFF, (n, 1)) + rng.normal(0.0, 0.05, (n, COEFF.size))
+    coefficients[3, 1] = np.nan
+    calibrated = rng.random(n) < 0.8
+    line_event = rng.integers(0, n - 2, 300)  # the last two events have no line
+    line_center = rng.uniform(1.0, 10.0, line_event.size)
+    line_sigma = rng.uniform(0.005, 0.05, line_event.size)
+    line_sigma[::17] = np.nan
+    converged = rng.random(line_event.size) < 0.9
+    converged[line_event == 7] = False
+    calibrated[[7, n - 1]] = True
+    masses = np.array([-1.0, 1.0, 23.985, 39.96, 55.93])
+    expected_low, expected_high = np.inf, -np.inf
+    for e in range(n):
+        mine = (line_event == e) & converged & np.isfinite(line_sigma)
+        if not calibrated[e] or not np.isfinite(coefficients[e]).all() or not mine.any():
+            continue
+        tm = time_axis(coefficients[e], masses)
+        tm = tm[np.isfinite(tm)]
+        reach = 0.5 + 4.0 * line_sigma[mine].max()
+        expected_low = min(expected_low, tm.min() - reach)
+        expected_high = max(expected_high, tm.max() + reach)
+    bound = searched_times(line_event, line_center, line_sigma, converged, coefficients,
+                           calibrated, masses, null_reach_us=0.5)
+    np.testing.assert_allclose(bound, (expected_low, expected_high), rtol=1e-15)
+    assert searched_times(line_event, line_center, line_sigma, converged, coefficients,
+                          calibrated, masses[:0]) is None
+
+
 def test_median_is_numpys():
     """The search's median (the middle values' mean, as numpy.median forms it)
     equals numpy.median on odd and even counts, signed zeros included (rtol

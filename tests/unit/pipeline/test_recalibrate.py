@@ -122,3 +122,41 @@ def test_rows_read_from_chunk_files_equal_xarray(tmp_path):
             np.testing.assert_array_equal(a, b)
     assert np.isnan(direct["f"].values[-2:]).all() and (direct["i"].values[-2:] == 0).all()
     assert direct["f"].attrs["units"] == "us"
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_column_windows_read_from_chunk_files_equal_xarray(tmp_path, compressed):
+    """A window of columns of rows of an array chunked along both axes (the
+    merged spectrum) reads as xarray reads it: float32 with NaN (its NaN
+    ``_FillValue`` written as a float64), windows across chunk edges, to the
+    array's end (a partial last chunk) and empty; chunks never written read as
+    NaN.  Uncompressed chunks are read row by row from the file, compressed
+    ones decoded whole."""
+    from idexdask.pipeline.recalibrate import _read_chunks
+
+    path = str(tmp_path / "s.zarr")
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(10, 23)).astype(np.float32)
+    values[2, 7] = np.nan
+    ds = xr.Dataset({"m": (("epoch", "sample"), values, {"units": "V"})},
+                    coords={"epoch": np.arange(10)})
+    encoding = {"m": {"chunks": (4, 5), "_FillValue": np.nan}}
+    if not compressed:
+        encoding["m"]["compressors"] = None
+    ds.to_zarr(path, consolidated=False, zarr_format=3, encoding=encoding)
+    chunk_files = sorted((tmp_path / "s.zarr" / "m" / "c").rglob("*"))
+    (tmp_path / "s.zarr" / "m" / "c" / "1" / "2").unlink()  # rows 4-7, columns 10-14
+    opened = _open(path)
+    for runs in ([(0, 10)], [(1, 3), (5, 9)]):
+        for columns in (slice(3, 12), slice(10, 15), slice(18, 23), slice(0, 23), slice(6, 6)):
+            direct = _read_chunks(path, "m", runs, columns)
+            assert direct is not None and direct.dims == ("epoch", "sample")
+            expected = np.concatenate(
+                [opened["m"].isel(epoch=slice(a, b), sample=columns).values for a, b in runs])
+            assert direct.values.dtype == expected.dtype == np.float32
+            np.testing.assert_array_equal(direct.values, expected)
+    whole = _read_chunks(path, "m", [(0, 10)], slice(0, 23)).values
+    assert np.isnan(whole[4:8, 10:15]).all() and np.isnan(whole[2, 7])
+    assert np.isfinite(np.delete(whole[4:8], np.s_[10:15], axis=1)).all()
+    assert len(chunk_files) > 10  # chunked along both axes
+    assert _read_chunks(path, "m", [(0, 10)], slice(0, 23, 2)) is None  # a step: xarray's
