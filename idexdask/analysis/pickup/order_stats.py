@@ -352,7 +352,8 @@ def _gather_runs(x, n, runs, buf_med, buf_dev):  # pragma: no cover - compiled
     """The values of ``x[:n]`` in the median's run ``runs[0]`` into ``buf_med``, those
     in the deviations' runs ``runs[1]``, ``runs[2]`` into ``buf_dev``; their counts.
     A mask per block without branches, then its flagged values moved, eight mask
-    bytes at a time skipped where none is set."""
+    bytes at a time skipped where none is set.  ``buf_med`` and ``buf_dev`` hold
+    at least ``n`` values (a value is written one place past those gathered)."""
     m_lo, m_hi = runs[0, 0], runs[0, 1]
     a_lo, a_hi = runs[1, 0], runs[1, 1]
     c_lo, c_hi = runs[2, 0], runs[2, 1]
@@ -372,16 +373,16 @@ def _gather_runs(x, n, runs, buf_med, buf_dev):  # pragma: no cover - compiled
         for q in range(_GATHER // 8):
             if words[q] == 0:
                 continue
+            # without branches: each value written at the next free place of
+            # both buffers, which advance only where it is flagged (a flagged
+            # value every few samples mispredicts a branch per value)
             for t in range(8 * q, 8 * q + 8):
                 f = mask[t]
-                if f:
-                    v = np.float64(x[b0 + t])
-                    if f & 1:
-                        buf_med[n_med] = v
-                        n_med += 1
-                    if f & 2:
-                        buf_dev[n_dev] = v
-                        n_dev += 1
+                v = np.float64(x[b0 + t])
+                buf_med[n_med] = v
+                n_med += f & 1
+                buf_dev[n_dev] = v
+                n_dev += f >> 1
     return n_med, n_dev
 
 
