@@ -185,7 +185,7 @@ def add_residual_lines(
         return cand, fits
     screened = _unexplained_maxima(y, t, noise, cand, fits, zsig, settings, step)
     if tests is not None:  # the maxima the fitted lines as they stand explain
-        tests.extend(ResidualTest(event=m.event, index=m.index, time=float(t[m.event, m.index]),
+        tests.extend(ResidualTest(event=m.event, index=m.index, time=m.time,
                                   residual_sigma=m.residual_sigma, hosts=np.zeros(0, np.int64))
                      for m in screened if m.residual_sigma < float(settings["prominence_sigma"]))
     found = [m for m in screened if m.residual_sigma >= float(settings["prominence_sigma"])]
@@ -209,6 +209,7 @@ class _Maximum:
     event: int
     index: int
     residual_sigma: float
+    time: float  # of the maximum's sample, µs
 
 
 @dataclass
@@ -267,26 +268,28 @@ def _unexplained_maxima(
         return []
     key = np.unique(ev[conv][r] * n + cols[r, k + hmax])  # a maximum in several windows
     e, i = key // n, key % n
-    after = t[e, i] > float(settings.get("baseline_stop_us", 0.0))
-    e, i = e[after], i[after]
+    te = t[e, i]  # the maxima's times, formed once
+    after = te > float(settings.get("baseline_stop_us", 0.0))
+    e, i, te = e[after], i[after], te[after]
     if e.size == 0:
         return []
     # no converged line's maximum within MODE_MATCH_SAMPLES samples, and no
     # unconverged detection there (its own failure, the blends' business)
     mine = conv[np.isin(ev[conv], e)]
     modes = line_modes(fits.area[mine], fits.center[mine], fits.sigma[mine], fits.gamma[mine])
-    explained = _any_within(e, t[e, i], ev[mine], modes, MODE_MATCH_SAMPLES * step[e])
+    explained = _any_within(e, te, ev[mine], modes, MODE_MATCH_SAMPLES * step[e])
     failed = np.flatnonzero(fits.status != FitStatus.CONVERGED)
     explained |= _any_within(e, i, ev[failed], cand.index[failed],
                              np.full(e.size, MODE_MATCH_SAMPLES))
-    e, i = e[~explained], i[~explained]
+    e, i, te = e[~explained], i[~explained], te[~explained]
     lobe = _ringing(e, i, y, noise, settings, step)
-    e, i = e[~lobe], i[~lobe]
+    e, i, te = e[~lobe], i[~lobe], te[~lobe]
     if e.size == 0:
         return []
     # the fitted lines as they stand explain it: not refitted
     excess = _event_residual(e, i, y, t, cand, fits, settings, step) / zsig[e]
-    return [_Maximum(int(a), int(b), float(x)) for a, b, x in zip(e, i, excess, strict=True)]
+    return [_Maximum(int(a), int(b), float(x), float(tm))
+            for a, b, x, tm in zip(e, i, excess, te, strict=True)]
 
 
 def _any_within(event: np.ndarray, x: np.ndarray, line_event: np.ndarray,
@@ -381,9 +384,10 @@ def _event_residual(e: np.ndarray, i: np.ndarray, y: np.ndarray, t: Any,
     return smooth.max(axis=1)
 
 
-def _extended(cand: PeakCandidates, fits: LineFits, e: int, i: int, t: Any
+def _extended(cand: PeakCandidates, fits: LineFits, e: int, i: int, time: float
               ) -> tuple[np.ndarray, np.ndarray, LineFits, int]:
-    """Events, peak samples and fits with one more row at sample ``i`` of event ``e``.
+    """Events, peak samples and fits with one more row at sample ``i`` of event ``e``
+    (at ``time``, µs).
 
     The new row is a converged Gaussian centred there (so :func:`prepare_blend`
     starts it from its values, which the caller sets) and returns its row.
@@ -398,7 +402,7 @@ def _extended(cand: PeakCandidates, fits: LineFits, e: int, i: int, t: Any
         fill = (FitStatus.CONVERGED if f.name == "status" else LineShape.GAUSSIAN
                 if f.name == "shape" else False if v.dtype == bool else np.nan)
         cols[f.name] = np.insert(v, p, fill)
-    cols["center"][p] = float(t[e, i])
+    cols["center"][p] = time
     return event, index, LineFits(**cols), p
 
 
@@ -414,7 +418,7 @@ def _trial(m: _Maximum, y: np.ndarray, t: Any, noise: np.ndarray, cand: PeakCand
     # profile there is below 1e-20 of its height for the instrument's tails)
     near = np.flatnonzero((cand.event == e) & (np.abs(cand.index - i) <= 2 * (left + right)))
     sub = LineFits(**{f.name: getattr(fits, f.name)[near] for f in dataclasses.fields(LineFits)})
-    event, index, ext, p = _extended(cand.take(near), sub, e, i, t)
+    event, index, ext, p = _extended(cand.take(near), sub, e, i, m.time)
     same = np.arange(event.size)
     holds = same[same != p]
     if holds.size == 0:
@@ -422,7 +426,7 @@ def _trial(m: _Maximum, y: np.ndarray, t: Any, noise: np.ndarray, cand: PeakCand
     # the hosts: the nearest line, the lines whose fits (single or joint) span
     # the maximum, and every line whose fitted profile reaches it with at least
     # 2 noise sigmas (a tail it sits on)
-    tc = float(t[e, i])
+    tc = m.time
     ok = np.isfinite(ext.area[holds]) & np.isfinite(ext.center[holds])
     prof = line_profiles(np.array([tc]), ext.area[holds], ext.center[holds], ext.sigma[holds],
                          ext.gamma[holds])[:, 0]  # fmt: skip
@@ -434,7 +438,7 @@ def _trial(m: _Maximum, y: np.ndarray, t: Any, noise: np.ndarray, cand: PeakCand
     rows = np.arange(lo, hi + 1)
     manual = np.insert(cand.manual[near], p, False)
     kept = rows[rows != p]
-    test = ResidualTest(event=e, index=i, time=float(t[e, i]), residual_sigma=m.residual_sigma,
+    test = ResidualTest(event=e, index=i, time=tc, residual_sigma=m.residual_sigma,
                         hosts=near[np.where(kept > p, kept - 1, kept)])
     if rows.size > MAX_BLEND_LINES or manual[rows].any():
         return _Trial(test, p, near, None, None)  # type: ignore[arg-type]
@@ -455,9 +459,8 @@ def _trial(m: _Maximum, y: np.ndarray, t: Any, noise: np.ndarray, cand: PeakCand
             continue
         a, c, s, g = blend.start[j]
         hosts_model += line_profiles(blend.x, [a], [c], [s], [g if shape == "emg" else np.nan])[0]
-    at = int(np.argmin(np.abs(blend.x - float(t[e, i]))))
+    at = int(np.argmin(np.abs(blend.x - tc)))
     excess = max(float(blend.y[at] - hosts_model[at]), float(np.nanmedian(blend.sigma)))
-    tc = float(t[e, i])
     blend.start[k, :3] = [excess * s0 * math.sqrt(2.0 * math.pi), tc, s0]
     blend.lo[k, 1] = max(float(blend.x[0]), tc - h * d)
     blend.hi[k, 1] = min(float(blend.x[-1]), tc + h * d)

@@ -126,6 +126,8 @@ _LAB_STRETCH_US = 0.515
 #: Ions of the warm-up capture's TOF lines: more than the lab presets'
 #: ``min_matches`` (5), so that the impact calibrates on its own.
 _LAB_IONS_U = (1.008, 12.0, 15.995, 22.990, 23.985, 27.977, 38.964, 39.963, 55.935)
+#: Samples (1 ns apart) and start (s) of the warm-up captures: -4 to 12.4 µs,
+#: a pre-trigger baseline and every line's time.
 _LAB_SAMPLES = 16384
 _LAB_START_S = -4e-6
 

@@ -85,7 +85,8 @@ def test_open_lists_only_the_variables_kept(tmp_path):
 def test_rows_read_from_chunk_files_equal_xarray(tmp_path):
     """The step's direct chunk reads give xarray's values (floats with NaN, ints,
     bools, strings, rows never written); CF-scaled arrays are left to xarray."""
-    from idexdask.pipeline.recalibrate import _read_chunks, _rows
+    from idexdask.pipeline.chunk_reads import read_chunks as _read_chunks
+    from idexdask.pipeline.recalibrate import _rows
 
     path = str(tmp_path / "s.zarr")
     rng = np.random.default_rng(3)
@@ -132,7 +133,7 @@ def test_column_windows_read_from_chunk_files_equal_xarray(tmp_path, compressed)
     array's end (a partial last chunk) and empty; chunks never written read as
     NaN.  Uncompressed chunks are read row by row from the file, compressed
     ones decoded whole."""
-    from idexdask.pipeline.recalibrate import _read_chunks
+    from idexdask.pipeline.chunk_reads import read_chunks as _read_chunks
 
     path = str(tmp_path / "s.zarr")
     rng = np.random.default_rng(4)
