@@ -368,19 +368,19 @@ def gain_saturation(
 @numba.njit(cache=True, nogil=True)
 def first_gain_row(
     x: np.ndarray, fill: float, base: float, pol: float, thresh: float, hits: np.ndarray,
-    out: np.ndarray, src: np.ndarray,
+    out: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """:func:`merged_row` of a row whose first gain has no saturated sample, as
     long as every one of its samples is finite: its positive-going signal
-    ``pol * (x - base)`` into ``out``, 0 into ``src``; returns whether every
-    value was finite (else the row is :func:`merged_row`'s to write, lower
-    gains filling in, and ``out``/``src`` are overwritten there).  The same
+    ``pol * (x - base)`` into ``out`` (every sample's source is then the first
+    gain: the caller writes no source row); returns whether every value was
+    finite (else the row is :func:`merged_row`'s to write, lower gains
+    filling in, and ``out`` is overwritten there).  The same
     pass marks in ``hits`` each :data:`_SCAN_BLOCK` samples where the signal
     exceeds ``thresh`` (the overlap with the next gain is searched only
     there: :func:`overlap_samples`), so that the row is read once and the
     lower gains not at all."""
     n = x.shape[0]
-    src[:] = 0
     bad = 0  # integer reductions and a loop per kind of fill: they vectorise best
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
@@ -506,7 +506,9 @@ def merge_rows(
     write) and returns per gain and row ``ratio``, ``status``, ``overlap`` and
     ``noise``, and per row whether any sample came from a lower gain (the
     per-sample noise is then ``noise[source] * ratio[source]``, else the first
-    gain's ``noise`` at every sample; no per-sample noise is written here).
+    gain's ``noise`` at every sample; no per-sample noise is written here),
+    and per row whether every sample came from the first gain (no unusable
+    sample: its ``source`` row is left unwritten, all 0).
     """
     rows, n = x0.shape
     ratio = np.ones((n_gains, rows))
@@ -516,6 +518,7 @@ def merge_rows(
     base = np.zeros(3)
     factor = np.ones(3)
     lower = np.zeros(rows, dtype=np.bool_)
+    first_only = np.zeros(rows, dtype=np.bool_)
     thresholds = np.full(3, np.nan)  # per gain, of its overlap with the next higher one
     # saturated samples of each gain's row; a row without any leaves them all False
     sat = np.zeros((3, n), dtype=np.bool_)
@@ -593,7 +596,8 @@ def merge_rows(
             thresholds[g] = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
         if fast:
             written = first_gain_row(x0[r], fill[0], base[0], pol[0], thresholds[1], hits,
-                                     signal[r], source[r])
+                                     signal[r])
+            first_only[r] = written
         # ratios to the next higher gain, from the overlap
         for g in range(1, n_gains):
             thresh = thresholds[g]
@@ -616,4 +620,4 @@ def merge_rows(
         if not written:
             lower[r] = merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor,
                                   signal[r], source[r])
-    return ratio, status, overlap, noise, lower
+    return ratio, status, overlap, noise, lower, first_only

@@ -189,7 +189,9 @@ class MergedSpectrum:
         its terms, indexed like the materialised times and forming only the
         times indexed (exactly those values).
     source : numpy.ndarray
-        Index into ``channels`` of the gain used per sample, -1 for none, int8.
+        Index into ``channels`` of the gain used per sample, -1 for none, int8;
+        a read-only view of 0 where every sample of every event is the first
+        gain's.
     channels : tuple of str
         Gains present, highest first.
     ratios : dict
@@ -291,7 +293,7 @@ def merge_gains(
     with np.errstate(all="ignore"):
         signal = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
-        ratio, st, ov, noise, lower = merge_rows(
+        ratio, st, ov, noise, lower, first_only = merge_rows(
             raws[0], raws[1], raws[2], n_gains, times.kernel, times.kernel_row, times.pre_count,
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
             max(int(0.1 * ref_shape[1]), 1), np.array(pols), np.array(fills), np.array(vmins),
@@ -301,6 +303,10 @@ def merge_gains(
             np.array(noms), int(settings["min_overlap_samples"]), signal, source,
             np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip
+    if first_only.all():  # every sample the first gain's: the unwritten rows untouched
+        source = np.broadcast_to(np.int8(0), ref_shape)
+    else:
+        source[first_only] = 0
     sigma = _sample_noise(noise, ratio, source, bool(lower.any()))
     ratios = {name: ratio[j] for j, name in enumerate(present)}
     status = {name: st[j] for j, name in enumerate(present)}

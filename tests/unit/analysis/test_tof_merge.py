@@ -192,6 +192,9 @@ def test_sigma_of_a_merge_that_uses_only_the_first_gain(events, settings):
     m = _check(ev, settings)
     assert not (m.source > 0).any() and not m.sigma_varies
     assert not m.sigma.flags.writeable
+    # no unusable sample either: every source 0, no source array written
+    assert not (m.source < 0).any()
+    assert not m.source.flags.writeable and m.source.dtype == np.int8
     assert np.array_equal(m.sigma, np.repeat(m.noise[:, None], m.signal.shape[1], axis=1),
                           equal_nan=True)
     plain = dataclasses.replace(m, sigma=np.array(m.sigma), sigma_varies=True)
@@ -208,6 +211,7 @@ def test_sigma_of_a_merge_that_uses_only_the_first_gain(events, settings):
     ev["TOF_High"].values[2, 2500:2600] = 1023
     m = _check(ev, settings)
     assert m.sigma_varies and m.sigma.flags.writeable and (m.source[2] > 0).any()
+    assert m.source.flags.writeable and (np.delete(m.source, 2, axis=0) == 0).all()
     assert not (np.delete(m.source, 2, axis=0) > 0).any()
 
 
@@ -350,15 +354,15 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
     h = pol * (xh.astype(float) - base_h)
     sat = np.zeros(n, bool)
     idx, hv, lv = np.empty(n, np.int64), np.empty(n), np.empty(n)
-    hits, out, src = np.empty(-(-n // 512), bool), np.empty(n), np.full(n, 5, np.int8)
+    hits, out = np.empty(-(-n // 512), bool), np.empty(n)
     for thresh in (np.sort(h)[-7], np.nextafter(np.sort(h)[-40], -np.inf), np.nan, np.inf):
         want = np.flatnonzero(h > thresh)
         m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
                             thresh, idx, hv, lv, np.empty(0, bool))
         assert np.array_equal(idx[:m], want)
         assert np.array_equal(hv[:m], h[want])
-        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out, src)
-        assert np.array_equal(out, h) and (src == 0).all()
+        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out)
+        assert np.array_equal(out, h)
         assert hits.sum() == len(set(want // 512))  # only blocks holding a sample above
         m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
                             thresh, idx, hv, lv, hits)
@@ -366,7 +370,7 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
         assert np.array_equal(hv[:m], h[want])
     if dtype != np.int16:
         xh[123] = np.nan
-        assert not first_gain_row(xh, np.nan, base_h, pol, 0.0, hits, out, src)
+        assert not first_gain_row(xh, np.nan, base_h, pol, 0.0, hits, out)
     assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above
 
 
