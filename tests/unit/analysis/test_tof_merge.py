@@ -159,6 +159,19 @@ def as_scope_volts(events, n):
 
 
 @pytest.mark.numerics
+
+def _assert_same_lines(merged, reference) -> None:
+    """The line search and fits give the same lines on both merged spectra
+    (the same values into the same code: compared exactly)."""
+    peaks = {**load_analysis_settings(None)[1]["peaks"], "fit_device": "cpu"}
+    got, want = tof_lines(merged, peaks), tof_lines(reference, peaks)
+    assert got[0].size > 0
+    for field in ("event", "index", "prominence"):
+        assert np.array_equal(getattr(got[0], field), getattr(want[0], field))
+    for field in ("center", "sigma", "area", "status"):
+        assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
+    assert np.array_equal(got[2], want[2], equal_nan=True)
+
 def test_merge_matches_numpy_statement(events, settings):
     ev = events.copy(deep=True)
     hi = ev["TOF_High"].values
@@ -198,13 +211,7 @@ def test_sigma_of_a_merge_that_uses_only_the_first_gain(events, settings):
     assert np.array_equal(m.sigma, np.repeat(m.noise[:, None], m.signal.shape[1], axis=1),
                           equal_nan=True)
     plain = dataclasses.replace(m, sigma=np.array(m.sigma), sigma_varies=True)
-    peaks = {**load_analysis_settings(None)[1]["peaks"], "fit_device": "cpu"}
-    got, want = tof_lines(m, peaks), tof_lines(plain, peaks)
-    assert got[0].size > 0
-    for field in ("event", "index", "prominence"):
-        assert np.array_equal(getattr(got[0], field), getattr(want[0], field))
-    for field in ("center", "sigma", "area", "status"):
-        assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
+    _assert_same_lines(m, plain)
     # one saturated run in the high gain: that row's samples there come from a
     # lower gain, with its noise; the pack's sigma is then a per-sample array
     ev = ev.copy(deep=True)
@@ -261,14 +268,7 @@ def test_merge_on_a_formula_time_axis(events, settings):
     assert np.array_equal(np.asarray(m.time), times, equal_nan=True)
     # the line search and fits read the same times from the formula as from the
     # materialised axis (same values into the same code: the same lines)
-    peaks = {**load_analysis_settings(None)[1]["peaks"], "fit_device": "cpu"}
-    got, want = tof_lines(m, peaks), tof_lines(m2, peaks)
-    assert got[0].size > 0
-    for field in ("event", "index", "prominence"):
-        assert np.array_equal(getattr(got[0], field), getattr(want[0], field))
-    for field in ("center", "sigma", "area", "status"):
-        assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
-    assert np.array_equal(got[2], want[2], equal_nan=True)
+    _assert_same_lines(m, m2)
 
 
 def test_formula_times_index_as_the_materialised_axis():
