@@ -158,8 +158,6 @@ def as_scope_volts(events, n):
     return ev
 
 
-@pytest.mark.numerics
-
 def _assert_same_lines(merged, reference) -> None:
     """The line search and fits give the same lines on both merged spectra
     (the same values into the same code: compared exactly)."""
@@ -172,6 +170,8 @@ def _assert_same_lines(merged, reference) -> None:
         assert np.array_equal(getattr(got[1], field), getattr(want[1], field), equal_nan=True)
     assert np.array_equal(got[2], want[2], equal_nan=True)
 
+
+@pytest.mark.numerics
 def test_merge_matches_numpy_statement(events, settings):
     ev = events.copy(deep=True)
     hi = ev["TOF_High"].values
