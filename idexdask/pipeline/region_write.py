@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
+from idexdask.adccodes import code_scale, recorded_codes
 from idexdask.compat.zarr_chunks import ChunkCodec, chunk_codec
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import pipeline_dir
@@ -173,16 +173,16 @@ def _store_values(name: str, variable: xr.Variable, spec: _ArraySpec) -> np.ndar
     ``_FillValue``/... attributes or encodings) are stored as they are, which is
     what ``encode_cf_variable`` returns for them, without its ~0.2 ms per call.
     """
+    if spec.code_scale is not None and spec.dtype.kind in "iu":
+        # the codes the reader kept for these very volts (read-only since, or
+        # not decoded at all: a lazy waveform), in the store's scale
+        codes = recorded_codes(variable, spec.code_scale)
+        if codes is not None and codes.dtype == spec.dtype and variable.dtype.kind == "f":
+            return codes
     values = np.asarray(variable.values)
     if spec.code_scale is not None and spec.dtype.kind in "iu" and values.dtype.kind == "f":
-        # the codes the reader kept for these very volts (read-only since), else
         # each value's code found again; the store's scale, not the unit's: a
         # unit of another gain cannot be stored
-        recorded = variable.encoding.get(RECORDED_CODES_KEY)
-        codes = (recorded.codes_of(values, spec.code_scale)
-                 if isinstance(recorded, RecordedCodes) else None)
-        if codes is not None and codes.dtype == spec.dtype:
-            return codes
         codes = spec.code_scale.encode(values)
         if codes is None:
             raise StoreError(
