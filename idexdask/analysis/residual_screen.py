@@ -16,11 +16,20 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
 
 __all__ = ["window_maxima"]
 
+_ROWS = types.Array(types.float64, 2, "A", readonly=True)
+_INTS = types.Array(types.int64, 1, "A", readonly=True)
+_SIGNATURE = types.Array(types.int64, 1, "C")(_ROWS, _ROWS, _INTS, _INTS, _INTS, _INTS, _INTS,
+                                              types.float64)
+"""The one signature of :func:`window_maxima`: any layout, read-only or not (a lab
+pack's noise is a read-only broadcast view of one value per event, a flight pack's
+a C array), so that every call runs the one version ``idexdask compile`` cached."""
 
-@numba.njit(cache=True, nogil=True)
+
+@numba.njit(_SIGNATURE, cache=True, nogil=True)
 def window_maxima(
     y: np.ndarray,
     noise: np.ndarray,
