@@ -96,7 +96,7 @@ _U_ZERO = 38.75
 _TAIL_ZERO = -750.0
 
 
-def profiles_vanish(t_lo: float, t_hi: float, amplitude: Any, center: Any, sigma: Any,
+def profiles_vanish(t_lo: Any, t_hi: Any, amplitude: Any, center: Any, sigma: Any,
                     gamma: Any) -> Any:
     """Lines whose :func:`emg` (or :func:`gaussian` where ``gamma`` is not finite)
     profile is exactly 0 at every time of ``[t_lo, t_hi]``, as those functions compute it.
@@ -116,8 +116,8 @@ def profiles_vanish(t_lo: float, t_hi: float, amplitude: Any, center: Any, sigma
 
     Parameters
     ----------
-    t_lo, t_hi : float
-        The interval, µs.
+    t_lo, t_hi : float or numpy.ndarray
+        The interval, µs (one for all lines, or one per line).
     amplitude, center, sigma, gamma : numpy.ndarray
         The lines' parameters (DN·µs, µs, µs, 1/µs; NaN gamma: a Gaussian), (m,).
 
@@ -127,7 +127,8 @@ def profiles_vanish(t_lo: float, t_hi: float, amplitude: Any, center: Any, sigma
         Bool (m,).
     """
     xp = _xp.get_namespace(amplitude, center, sigma, gamma)
-    a, c, s, g = (xp.asarray(v, dtype=xp.float64) for v in (amplitude, center, sigma, gamma))
+    a, c, s, g, t_lo, t_hi = (xp.asarray(v, dtype=xp.float64)
+                              for v in (amplitude, center, sigma, gamma, t_lo, t_hi))
     with _xp.errstate(xp, all="ignore"):
         u_hi = (t_hi - c) / s
         u_lo = (t_lo - c) / s
@@ -137,7 +138,7 @@ def profiles_vanish(t_lo: float, t_hi: float, amplitude: Any, center: Any, sigma
         before = (u_lo > _U_ZERO) & (~tail | ((g > 0) & (tail_exp < _TAIL_ZERO)))
         after = (u_hi < -_U_ZERO) & (~tail | (g > 0))
         usable = (a >= 0) & xp.isfinite(a) & xp.isfinite(c) & (s > 0) & xp.isfinite(s)
-    ends = math.isfinite(t_lo) and math.isfinite(t_hi)
+    ends = xp.isfinite(t_lo) & xp.isfinite(t_hi)
     return usable & (before | after) & ends
 
 

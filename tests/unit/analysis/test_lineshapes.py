@@ -267,6 +267,9 @@ def test_profiles_vanish_only_where_every_value_is_plus_zero():
     sigma = rng.uniform(1e-3, 20e-3, m)
     gamma = np.where(rng.random(m) < 0.3, np.nan, 1.0 / rng.uniform(0.5e-3, 30e-3, m))
     far = profiles_vanish(float(x[0]), float(x[-1]), area, center, sigma, gamma)
+    # one interval per line: the same answers
+    np.testing.assert_array_equal(
+        profiles_vanish(np.full(m, x[0]), np.full(m, x[-1]), area, center, sigma, gamma), far)
     tail = np.isfinite(gamma)
     with np.errstate(all="ignore"):
         prof = np.where(tail[:, None],
