@@ -56,6 +56,7 @@ from idexdask.analysis.lineshapes import (
     emg_jacobian,
     gaussian,
     gaussian_jacobian,
+    profiles_vanish,
 )
 from idexdask.analysis.robust import quiet_nan_warnings
 
@@ -547,6 +548,10 @@ def prepare_blend(
     usable &= (status <= FitStatus.HIT_BOUND) | (status >= LineStatus.SPIKE)
     others = np.concatenate([before, after])
     others = others[usable[others]]
+    if others.size:  # lines whose profiles are exactly 0 on the window subtract nothing
+        far = profiles_vanish(float(np.min(x)), float(np.max(x)), first.area[others],
+                              first.center[others], first.sigma[others], first.gamma[others])
+        others = others[~far]
     if others.size:
         profiles = line_profiles(x, first.area[others], first.center[others], first.sigma[others],
                              first.gamma[others])  # fmt: skip
