@@ -32,7 +32,7 @@ import numba
 import numpy as np
 import xarray as xr
 
-from idexdask.compat.lazy import lazy_variable
+from idexdask.compat.lazy import in_memory, lazy_selection, lazy_variable
 from idexdask.errors import IdexDaskError
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "decode_codes",
     "decode_code_variables",
     "encode_codes",
+    "recorded_codes",
 ]
 
 CODE_DTYPE = np.dtype(np.int16)
@@ -79,8 +80,9 @@ class RecordedCodes:
 
     Parameters
     ----------
-    volts : numpy.ndarray
-        float32 values, C-contiguous, made read-only here.
+    volts : numpy.ndarray or None
+        float32 values, C-contiguous, made read-only here; None for codes whose
+        volts are decoded later (a lazy waveform: :meth:`attach`).
     codes : numpy.ndarray
         int16 codes of the same shape.
     scale : CodeScale
@@ -89,15 +91,31 @@ class RecordedCodes:
 
     def __init__(self, volts: np.ndarray | None, codes: np.ndarray | None,
                  scale: CodeScale | None) -> None:
-        if volts is not None:
-            if (codes is None or volts.shape != codes.shape or volts.dtype != np.float32
-                    or codes.dtype != CODE_DTYPE or not volts.flags.c_contiguous
-                    or not codes.flags.c_contiguous):
-                raise ValueError("volts and codes of one C-contiguous shape, float32 and int16")
-            volts.flags.writeable = False
-        self.volts = volts
+        self.volts: np.ndarray | None = None
         self.codes = codes
         self.scale = scale
+        if volts is not None:
+            self.attach(volts)
+
+    def attach(self, volts: np.ndarray) -> None:
+        """Give the volts decoded from :attr:`codes` (made read-only here), for
+        codes recorded before their volts were decoded (a lazy waveform).
+
+        Raises
+        ------
+        ValueError
+            If ``volts`` and the codes are not of one C-contiguous shape,
+            float32 and int16, or other volts were given before.
+        """
+        codes = self.codes
+        if (codes is None or volts.shape != codes.shape or volts.dtype != np.float32
+                or codes.dtype != CODE_DTYPE or not volts.flags.c_contiguous
+                or not codes.flags.c_contiguous):
+            raise ValueError("volts and codes of one C-contiguous shape, float32 and int16")
+        if self.volts is not None and self.volts is not volts:
+            raise ValueError("these codes' volts were given before")
+        volts.flags.writeable = False
+        self.volts = volts
 
     def __deepcopy__(self, memo: dict) -> RecordedCodes:
         return self  # read-only arrays; a deep copy of the volts lies elsewhere
@@ -133,6 +151,50 @@ class RecordedCodes:
         if first + values.shape[0] > volts.shape[0]:
             return None
         return codes[first:first + values.shape[0]]
+
+
+def recorded_codes(variable: xr.Variable, scale: CodeScale | None = None) -> np.ndarray | None:
+    """The recorded codes of a waveform variable's values, without reading the values.
+
+    For a variable carrying :class:`RecordedCodes` (:data:`RECORDED_CODES_KEY` of
+    its ``encoding``) whose values are whole rows of those codes' volts: a
+    pipeline read's waveform (:func:`idexdask.read_trc` with ``keep_codes``) or
+    a selection of its events (``isel(epoch=...)``), its volts in memory or still
+    lazy (``lazy_volts``: no volts are decoded here).
+
+    Parameters
+    ----------
+    variable : xarray.Variable
+        The waveform (float32 volts, events first).
+    scale : CodeScale, optional
+        The scale the codes must be of (a store's); default: theirs.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        int16 codes of the variable's shape (a view of the recorded ones), or
+        None where the variable carries none, holds other values (a copy,
+        computed values, part of a row) or ``scale`` is another.
+    """
+    recorded = variable.encoding.get(RECORDED_CODES_KEY)
+    if not isinstance(recorded, RecordedCodes) or recorded.codes is None or recorded.scale is None:
+        return None
+    if scale is not None and (scale.scale, scale.offset, scale.fill) != (
+            recorded.scale.scale, recorded.scale.offset, recorded.scale.fill):
+        return None
+    selection = lazy_selection(variable)
+    if selection is not None:
+        source, key = selection
+        if getattr(source, "recorded", None) is not recorded or len(key) != recorded.codes.ndim:
+            return None
+        rows, *others = key
+        whole = all(isinstance(k, slice) and k.indices(n) == (0, n, 1)
+                    for k, n in zip(others, recorded.codes.shape[1:], strict=True))
+        if not (whole and isinstance(rows, slice) and rows.step in (None, 1)):
+            return None
+        return recorded.codes[rows]
+    values = in_memory(variable)
+    return None if values is None else recorded.codes_of(values, recorded.scale)
 
 
 class CodeScale:

@@ -37,7 +37,8 @@ except ImportError:  # pragma: no cover - depends on the installed xarray
     BackendArray = object  # type: ignore[assignment,misc]
     _indexing = None
 
-__all__ = ["OuterIndexedSource", "internals_available", "lazy_variable"]
+__all__ = ["OuterIndexedSource", "in_memory", "internals_available", "lazy_selection",
+           "lazy_variable", "outer_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,3 +118,54 @@ def lazy_variable(
         data = np.asarray(source.compute(tuple(slice(None) for _ in source.shape)))
     return xr.Variable(tuple(dims), data, attrs=dict(attrs or {}),
                        encoding=dict(encoding or {}))
+
+
+def lazy_selection(variable: xr.Variable) -> tuple[Any, tuple] | None:
+    """The source of a variable made by :func:`lazy_variable`, and what it selects.
+
+    Parameters
+    ----------
+    variable : xarray.Variable
+        Any variable.
+
+    Returns
+    -------
+    tuple of (OuterIndexedSource, tuple) or None
+        The source and the outer-indexing key (one int, slice or 1-D integer
+        array per axis of the source) of a variable still lazy over it (itself
+        or a selection of it, e.g. ``isel``), without computing any value; None
+        for any other variable (values in memory, another backend, or the
+        internals unavailable).
+    """
+    if not internals_available():
+        return None
+    data = getattr(variable, "_data", None)  # xarray keeps a lazy array there unloaded
+    if not isinstance(data, _indexing.LazilyIndexedArray):
+        return None
+    backend = getattr(data, "array", None)
+    key = getattr(getattr(data, "key", None), "tuple", None)
+    if not isinstance(backend, _LazyBackendArray) or key is None:
+        return None
+    return backend.source, tuple(key)
+
+
+def in_memory(variable: xr.Variable) -> np.ndarray | None:
+    """The NumPy array a variable holds, or None where its values are not in memory
+    as one (lazy, Dask, another backend's array), without computing anything."""
+    data = getattr(variable, "_data", None)  # what ``variable.data`` returns for NumPy
+    return data if isinstance(data, np.ndarray) else None
+
+
+def outer_index(array: np.ndarray, key: tuple) -> np.ndarray:
+    """``array`` at an outer-indexing ``key`` (the module's contract): basic
+    indexing (a view) where every entry is an int or a slice."""
+    if all(isinstance(k, int | np.integer | slice) for k in key):
+        return array[key]
+    result, axis = array, 0
+    for k in key:
+        if isinstance(k, int | np.integer):
+            result = result.take(int(k), axis=axis)  # the axis goes
+        else:
+            result = result[(slice(None),) * axis + (k,)]
+            axis += 1
+    return result

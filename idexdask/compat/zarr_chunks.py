@@ -146,6 +146,35 @@ class ChunkCodec:
             return [memoryview(row.view("B")) for row in chunk]
         return None
 
+    def raw_padded_rows(self, block: np.ndarray, shape: tuple[int, ...],
+                        fill: Any) -> list[memoryview] | None:
+        """The bytes of a chunk of ``shape`` holding ``block`` at its start and
+        ``fill`` elsewhere (a store's last rows or samples), as buffers over
+        ``block``'s rows and a few of fill, or None.
+
+        For the chains :meth:`raw_rows` serves, and a 2-D ``block`` with
+        contiguous rows: the object is each row of ``block`` followed by its
+        fill, then rows of fill, in C order, without the chunk-sized array
+        that filling and copying would write.
+        """
+        if (self.compressors or self.strings is not None or block.dtype != self.stored_dtype
+                or block.ndim != 2 or len(shape) != 2
+                or block.shape[0] > shape[0] or block.shape[1] > shape[1]
+                or (block.size and block.strides[1] != block.itemsize)):
+            return None
+        rows, columns = shape
+        filled, width = block.shape
+        buffers: list[memoryview] = []
+        pad = memoryview(np.full(columns - width, fill, block.dtype).view("B"))
+        for row in block:
+            buffers.append(memoryview(row.view("B")))
+            if columns > width:
+                buffers.append(pad)
+        if rows > filled:
+            blank = memoryview(np.full(columns, fill, block.dtype).view("B"))
+            buffers.extend([blank] * (rows - filled))
+        return buffers
+
     def decode(self, payload: bytes, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
         """Bytes of a chunk object -> a writable chunk array."""
         for codec in reversed(self.compressors):

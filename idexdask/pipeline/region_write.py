@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
+from idexdask.adccodes import code_scale, recorded_codes
 from idexdask.compat.zarr_chunks import ChunkCodec, chunk_codec
 from idexdask.errors import StoreError
 from idexdask.pipeline.manifest import pipeline_dir
@@ -173,16 +173,16 @@ def _store_values(name: str, variable: xr.Variable, spec: _ArraySpec) -> np.ndar
     ``_FillValue``/... attributes or encodings) are stored as they are, which is
     what ``encode_cf_variable`` returns for them, without its ~0.2 ms per call.
     """
+    if spec.code_scale is not None and spec.dtype.kind in "iu":
+        # the codes the reader kept for these very volts (read-only since, or
+        # not decoded at all: a lazy waveform), in the store's scale
+        codes = recorded_codes(variable, spec.code_scale)
+        if codes is not None and codes.dtype == spec.dtype and variable.dtype.kind == "f":
+            return codes
     values = np.asarray(variable.values)
     if spec.code_scale is not None and spec.dtype.kind in "iu" and values.dtype.kind == "f":
-        # the codes the reader kept for these very volts (read-only since), else
         # each value's code found again; the store's scale, not the unit's: a
         # unit of another gain cannot be stored
-        recorded = variable.encoding.get(RECORDED_CODES_KEY)
-        codes = (recorded.codes_of(values, spec.code_scale)
-                 if isinstance(recorded, RecordedCodes) else None)
-        if codes is not None and codes.dtype == spec.dtype:
-            return codes
         codes = spec.code_scale.encode(values)
         if codes is None:
             raise StoreError(
@@ -255,6 +255,11 @@ class RegionWriter:
         self.n_events = int(n_events)
         self._specs: dict[str, _ArraySpec] = {}
         self._codecs: dict[str, ChunkCodec | None] = {}
+        # temporary files named <chunk>.<this writer's token>.<serial>.partial:
+        # unique between writers as zarr-python's uuid4 per file is, without a
+        # random draw per chunk (O_EXCL refuses a name in use all the same)
+        self._token = uuid.uuid4().hex
+        self._serial = itertools.count()
 
     def spec(self, name: str) -> _ArraySpec:
         """Metadata of the stored array ``name``.
@@ -357,6 +362,12 @@ class RegionWriter:
                 target = spec.chunk_path(k, inner)
                 if not shared and hi == first + rows and block.shape[1:] == shape[1:]:
                     chunk = block  # a whole chunk of this unit's
+                elif not shared and (padded := spec.codec.raw_padded_rows(
+                        block, shape, spec.fill)) is not None:
+                    # at the store's end, uncompressed: its rows and their fill
+                    # written as they are (all fill if and only if the block is)
+                    self._put(spec, target, block, shared, padded)
+                    continue
                 else:
                     if shared:  # with a neighbour: its flock is held
                         chunk = self._read_chunk(spec, target, shape)
@@ -376,9 +387,12 @@ class RegionWriter:
         assert spec.codec is not None
         return spec.codec.decode(payload, spec.dtype, shape)
 
-    @staticmethod
-    def _put(spec: _ArraySpec, target: str, chunk: np.ndarray, shared: bool) -> None:
+    def _put(self, spec: _ArraySpec, target: str, chunk: np.ndarray, shared: bool,
+             payload: list[memoryview] | None = None) -> None:
         """Store one chunk object (or delete it: all fill), through a temporary file.
+
+        ``payload``: the object's bytes where the caller has them (else encoded
+        from ``chunk``, which then decides alone whether it is all fill).
 
         A chunk shared with a neighbouring unit is renamed over the old one:
         atomic, so the neighbour's rows are never missing.  A chunk of this unit
@@ -393,8 +407,9 @@ class RegionWriter:
             return
         assert spec.codec is not None
         # an uncompressed chunk is written from its rows (no copy of a window)
-        payload = spec.codec.raw_rows(chunk) or [memoryview(spec.codec.encode(chunk))]
-        partial = f"{target}.{uuid.uuid4().hex}.partial"  # zarr-python's own pattern
+        if payload is None:
+            payload = spec.codec.raw_rows(chunk) or [memoryview(spec.codec.encode(chunk))]
+        partial = f"{target}.{self._token}.{next(self._serial)}.partial"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(partial, flags, 0o666)

@@ -355,7 +355,7 @@ def initialise_store(
     path = Path(path)
     variables = {}
     strings = {}  # per-event string variables, created directly as Zarr v3 strings below
-    resized = []  # arrays along epoch: laid out for one event, then given their full size
+    resized = []  # arrays along epoch: laid out without rows, then given their full size
     for name, variable in template.variables.items():
         if "epoch" in variable.dims:
             if variable.dims[0] != "epoch":
@@ -365,15 +365,19 @@ def initialise_store(
                 chunks = (rows, *variable.shape[1:])
                 strings[str(name)] = (variable.dims, shape, chunks, dict(variable.attrs))
                 continue
+            # no template row to write and drop again (each write is a round trip
+            # to zarr's event-loop thread and a chunk encoded), except for times,
+            # whose CF units xarray infers from the values
+            laid_rows = 1 if variable.dtype.kind in "mM" else 0
             scale = code_scale(variable.encoding)
             if scale is not None and variable.dtype.kind == "f":
                 # stored as its ADC codes, decoded on read (idexdask.adccodes)
-                data = np.zeros((1, *variable.shape[1:]), dtype=CODE_DTYPE)
+                data = np.zeros((laid_rows, *variable.shape[1:]), dtype=CODE_DTYPE)
                 attrs = {**variable.attrs, "scale_factor": scale.scale,
                          "add_offset": scale.offset, "_FillValue": scale.fill}
                 variables[name] = xr.Variable(variable.dims, data, attrs=attrs)
             else:
-                data = np.zeros((1, *variable.shape[1:]), dtype=variable.dtype)
+                data = np.zeros((laid_rows, *variable.shape[1:]), dtype=variable.dtype)
                 variables[name] = xr.Variable(variable.dims, data, attrs=variable.attrs)
             resized.append(str(name))
         else:
@@ -432,10 +436,25 @@ def _layout_in_memory(
         )
     grow = {}
     for name in resized:
-        attributes = dict(group[name].attrs)
+        attributes = _stored_attributes(objects, group, name)
         coded = code_scale(attributes) is not None and "_FillValue" in attributes
         grow[name] = int(attributes["_FillValue"]) if coded else None
     return grown_objects(group, objects, grow, n_events)
+
+
+def _stored_attributes(objects: Mapping[str, Any], group: Any, name: str) -> dict[str, Any]:
+    """The attributes xarray stored for array ``name`` of the group laid out in memory.
+
+    Parsed from its ``zarr.json`` in the memory store's dictionary (``objects``):
+    opening the array through ``group`` is a round trip to zarr's event-loop
+    thread per array (~170 of them for a lab store).
+    """
+    document = objects.get(f"{name}/zarr.json")
+    if document is not None:
+        meta = json.loads(document.to_bytes())
+        if meta.get("node_type") == "array" and isinstance(meta.get("attributes"), dict):
+            return meta["attributes"]
+    return dict(group[name].attrs)
 
 
 def _write_objects(path: Path, objects: Mapping[str, bytes]) -> None:

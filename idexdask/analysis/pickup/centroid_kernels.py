@@ -6,9 +6,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from idexdask.numerics import pairwise_sum
+from idexdask.numerics import pairwise_combine, pairwise_leaves, pairwise_sum
 
-__all__ = ["clipped_weight", "edge_centroids"]
+__all__ = ["clipped_weight", "edge_centroids", "run_sum"]
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -27,8 +27,8 @@ def edge_centroids(window, peak_idx, n, half, sign):  # pragma: no cover - compi
     weights around the centre ``half``; each window position lies at sample
     ``clip(peak_idx - half + k, 0, n - 1)``.  The centroid is the sum of weight
     times index over the sum of weights, both summed over the whole window as
-    NumPy sums a row (:func:`~idexdask.numerics.pairwise_sum`); the half-width is half the run's
-    length.
+    NumPy sums a row (:func:`run_sum`: the leaves of its pairwise order that
+    hold no weight are not read); the half-width is half the run's length.
 
     Parameters
     ----------
@@ -51,6 +51,8 @@ def edge_centroids(window, peak_idx, n, half, sign):  # pragma: no cover - compi
     half_width = np.empty(rows)
     weights = np.zeros(width)
     moments = np.zeros(width)
+    leaves = pairwise_leaves(width)
+    sums = np.empty(leaves.size - 1)
     for r in range(rows):
         peak = sign * window[r, half]
         lo = half
@@ -63,10 +65,24 @@ def edge_centroids(window, peak_idx, n, half, sign):  # pragma: no cover - compi
             wt = clipped_weight(sign * window[r, k] - 0.5 * peak)
             weights[k] = wt
             moments[k] = wt * np.float64(min(max(peak_idx[r] + k - half, 0), n - 1))
-        total = pairwise_sum(weights, 0, width)
-        centroid[r] = pairwise_sum(moments, 0, width) / total
+        total = run_sum(weights, leaves, sums, lo, hi)
+        centroid[r] = run_sum(moments, leaves, sums, lo, hi) / total
         half_width[r] = (hi - lo) / 2.0
         for k in range(lo, hi):  # zeros again for the next row
             weights[k] = 0.0
             moments[k] = 0.0
     return centroid, half_width
+
+
+@numba.njit(cache=True, nogil=True)
+def run_sum(values, leaves, sums, lo, hi):  # pragma: no cover - compiled
+    """``values.sum()`` in NumPy's pairwise order, ``values`` being +0.0 outside
+    ``[lo, hi)`` and non-negative (or NaN) inside: the leaves
+    (:func:`~idexdask.numerics.pairwise_leaves` of ``values.size``) outside the
+    run are +0.0 without being read (+0.0 leaves combine to +0.0, and adding
+    +0.0 leaves any such sum as it is).  ``sums``: a leaf's sum each."""
+    for j in range(sums.size):
+        a = leaves[j]
+        b = leaves[j + 1]
+        sums[j] = pairwise_sum(values, a, b - a) if (b > lo and a < hi) else 0.0
+    return pairwise_combine(sums, values.size)

@@ -11,7 +11,7 @@ import numpy as np
 
 from idexdask.adccodes import CODE_FILL
 from idexdask.analysis.pickup.centroid_kernels import edge_centroids
-from idexdask.analysis.pickup.code_kernels import recorded_derivative_rows
+from idexdask.analysis.pickup.histogram_kernels import histogram_derivative_rows
 from idexdask.analysis.pickup.kernels import (
     CHUNK,
     cumsum_span,
@@ -224,7 +224,7 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     exact = np.zeros(n_ev, dtype=bool)
     if rec.signal.dtype in (np.float32, np.float64) and np.isfinite(rec.gain).any():
         recorded = rec.codes if rec.codes is not None else _NO_CODES
-        exact, mad, i_in, i_out, window_in, window_out = recorded_derivative_rows(
+        exact, mad, i_in, i_out, window_in, window_out = histogram_derivative_rows(
             rec.signal, recorded, CODE_FILL, rec.signal.dtype == np.float32, rec.polarity,
             rec.gain, rec.offset, *search)
     else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from idexdask.adccodes import code_value
 from idexdask.analysis.pickup.order_stats import (
     BINS,
     COPIES,
@@ -14,11 +15,15 @@ from idexdask.analysis.pickup.order_stats import (
 )
 from idexdask.analysis.robust import MAD_TO_SIGMA
 
-__all__ = ["window_levels"]
+__all__ = ["LEVEL_BINS", "code_level", "window_levels"]
+
+LEVEL_BINS = 4096
+"""Most bins of :func:`code_level`'s histogram of a window's codes (16 kB of counts)."""
 
 
 @numba.njit(cache=True, nogil=True)
-def window_levels(y, polarity, fill, w, lo, hi):  # pragma: no cover - compiled
+def window_levels(y, polarity, fill, w, lo, hi, codes, exact, gain, offset):
+    # pragma: no cover - compiled
     """Median of each record's window ``y[e, lo:hi]`` along the polarity, and its error.
 
     The error is the MAD-scaled scatter of the ``w``-sample running means that
@@ -41,6 +46,14 @@ def window_levels(y, polarity, fill, w, lo, hi):  # pragma: no cover - compiled
         Samples per running mean.
     lo, hi : numpy.ndarray, (rows,), int64
         Window of each row (clipped to the record; empty: NaN level and error).
+    codes : numpy.ndarray of int16, (rows, n) or (0, 0)
+        The codes ``y`` was decoded from (``y = float32(gain * code - offset)``),
+        where the reader kept them: the level of a row in ``exact`` is then the
+        median of its codes' values (:func:`code_level`).
+    exact : numpy.ndarray of bool, (rows,)
+        Rows exactly on their ``codes`` with no missing sample.
+    gain, offset : numpy.ndarray, (rows,)
+        Each row's ADC scale, V per code and V.
 
     Returns
     -------
@@ -58,16 +71,24 @@ def window_levels(y, polarity, fill, w, lo, hi):  # pragma: no cover - compiled
     sums = np.empty(size + w + 1)  # the window's running sums
     work = (np.empty(size, dtype=np.uint16), np.empty((COPIES, BINS), dtype=np.int32),
             np.empty(size), np.empty(size), np.empty(size))  # keys, counts, buf, dev, scratch
+    counts = np.empty(LEVEL_BINS, dtype=np.int32)
+    given = codes.shape[0] == rows and codes.shape[1] == n
     for e in range(rows):
         a = max(lo[e], 0)
         b = min(hi[e], n)
         if b <= a:
             continue
-        k = _finite(values, _window(y[e], polarity, fill[e], a, b, values))
-        if k:
-            level[e] = linear_median(values, k, work[0], work[1], work[2], work[4])
         b_s = min(hi[e] - w + 1, n)  # means s[i] of y[i:i+w] inside the window
         n_s = max(b_s - a, 0)
+        found = np.nan
+        if given and exact[e] and n_s >= w:  # the window's values not needed below
+            found = code_level(codes[e], a, b, polarity, gain[e], offset[e], counts)
+        if found == found:
+            level[e] = found
+        else:
+            k = _finite(values, _window(y[e], polarity, fill[e], a, b, values))
+            if k:
+                level[e] = linear_median(values, k, work[0], work[1], work[2], work[4])
         if n_s >= w:
             stop = max(min(b_s, n - w + 1), a)  # means past the record's end: none
             cs = _window_sums(y[e], polarity, fill[e], a, stop + w, sums)
@@ -121,3 +142,54 @@ def _finite(values, n):  # pragma: no cover - compiled
             values[k] = v
             k += 1
     return k
+
+
+@numba.njit(cache=True, nogil=True)
+def code_level(codes, a, b, polarity, gain, offset, counts):  # pragma: no cover - compiled
+    """``numpy.median`` of ``polarity * y[a:b]`` (``a < b``) from the codes the
+    float32 ``y`` was decoded from: decoding rises with the code (``gain > 0``),
+    so the middle values are the decoded middle codes (the other way round for
+    ``polarity`` -1), found from the counts of the codes, the same float64
+    values and the same half-sum as :func:`~idexdask.analysis.pickup.order_stats.linear_median`.
+    The codes' bins are their distinct values (the low bits they all share
+    dropped); NaN where the window spans more than :data:`LEVEL_BINS` of them.
+    ``counts``: int32, :data:`LEVEL_BINS` values, work space."""
+    first = np.int32(codes[a])
+    low = first
+    high = first
+    shared = np.int32(0)
+    for t in range(a, b):  # no carried dependency beyond the reductions: vectorised
+        c = np.int32(codes[t])
+        low = min(low, c)
+        high = max(high, c)
+        shared |= c ^ first
+    shift = 0
+    while shift < 15 and (shared >> shift) & 1 == 0:
+        shift += 1
+    span = (high - low) >> shift
+    if span >= LEVEL_BINS:
+        return np.nan
+    counts[: span + 1] = 0
+    for t in range(a, b):
+        counts[(np.int32(codes[t]) - low) >> shift] += 1
+    n = b - a
+    k = n // 2
+    k_lo = k if n % 2 else k - 1
+    if polarity > 0:  # the codes' ranks of the values' ranks k_lo <= k
+        r_lo, r_hi = k_lo, k
+    else:
+        r_lo, r_hi = n - 1 - k, n - 1 - k_lo
+    seen = 0
+    bin_lo = -1
+    bin_hi = -1
+    for j in range(span + 1):
+        seen += counts[j]
+        if bin_lo < 0 and seen > r_lo:
+            bin_lo = j
+        if seen > r_hi:
+            bin_hi = j
+            break
+    v_lo = polarity * code_value(np.float64(low + (bin_lo << shift)), gain, -offset, True)
+    v_hi = polarity * code_value(np.float64(low + (bin_hi << shift)), gain, -offset, True)
+    lower, upper = (v_lo, v_hi) if polarity > 0 else (v_hi, v_lo)
+    return lower if n % 2 else 0.5 * (lower + upper)

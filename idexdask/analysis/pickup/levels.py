@@ -12,6 +12,8 @@ from idexdask.analysis.pickup.settings import PickupSettings
 
 __all__ = ["Levels", "pulse_levels"]
 
+_NO_CODES = np.empty((0, 0), dtype=np.int16)  # window_levels: no recorded codes
+
 
 @dataclass(frozen=True)
 class Levels:
@@ -72,7 +74,10 @@ def _window_stats(
     shorter than ``2 w`` use the scatter of ``y`` itself, with one independent
     sample per ``w`` (conservative).  One compiled pass per window: the windows
     are a few per cent of a lab record, so statistics over slices, not
-    full-length masks.
+    full-length masks.  Records differentiated from the codes the reader kept
+    (``der.exact`` with ``rec.codes``) take the window's median from those codes.
     """
+    codes = rec.codes if rec.codes is not None and rec.signal.dtype == np.float32 else _NO_CODES
     return window_levels(rec.signal, rec.polarity, rec.fill, int(der.w),
-                         np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64))
+                         np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64),
+                         codes, der.exact, rec.gain, rec.offset)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from idexdask.adccodes import (
     RecordedCodes,
     code_encoding,
 )
+from idexdask.compat.lazy import lazy_variable, outer_index
 from idexdask.errors import TraceFileError
 from idexdask.io.trc.channels import (
     channel_map,
@@ -107,6 +109,7 @@ def read_trc(
     errors: Literal["raise", "skip"] = "raise",
     polarity: Mapping[str, int] | None = None,
     keep_codes: bool = False,
+    lazy_volts: Collection[str] = (),
 ) -> xr.Dataset:
     """Read LeCroy captures (one file or a directory of impacts) into an event dataset.
 
@@ -134,6 +137,13 @@ def read_trc(
         (:class:`~idexdask.adccodes.RecordedCodes` in its ``encoding``; the volts
         are then read-only), so that a store writes them as they are: the
         campaign pipeline's reads.  Half the waveforms' bytes again in memory.
+    lazy_volts : collection of str
+        Waveforms (variable names) whose volts are decoded only when first
+        indexed, once (the same values), for readers that take their recorded
+        codes instead (:func:`idexdask.adccodes.recorded_codes`: the store, the
+        pickup): the read writes no float32 volts for them.  Needs
+        ``keep_codes``; a channel whose codes cannot stand for its volts (gains
+        differ between impacts, the fill code recorded) is decoded in the read.
 
     Returns
     -------
@@ -153,6 +163,8 @@ def read_trc(
     """
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', not {errors!r}")
+    if lazy_volts and not keep_codes:
+        raise ValueError("lazy_volts needs keep_codes: the volts are decoded from the codes")
     if isinstance(path, str | Path):
         path = Path(path)
         directory, impacts, bad = collect_files(path, errors)
@@ -160,7 +172,7 @@ def read_trc(
         directory, impacts, bad = collect_files(tuple(Path(p) for p in path), errors)
         path = directory
     layout = _layout(impacts, settings, directory)
-    arrays = _impact_arrays(impacts, layout, errors, keep_codes)
+    arrays = _impact_arrays(impacts, layout, errors, keep_codes, frozenset(lazy_volts))
     for number, names in arrays.unreadable.items():
         bad.setdefault(number, []).extend(names)
     data_vars = {
@@ -259,9 +271,11 @@ def _layout(
 class _ImpactArrays:
     """Per impact (and channel) values of a read, filled in place by :func:`_impact_arrays`."""
 
-    waves: dict[int, np.ndarray]  #: (impacts, samples) float32 V per channel
+    #: (impacts, samples) float32 V per channel; None: decoded later (``lazy_volts``)
+    waves: dict[int, np.ndarray | None]
     codes: dict[int, np.ndarray] | None  #: their int16 codes (CODE_FILL where NaN), if kept
     present: np.ndarray  #: (impacts, channels) bool
+    count: np.ndarray  #: (impacts, channels) samples read (0: missing)
     clipped: np.ndarray
     gain: np.ndarray  #: V/count
     offset: np.ndarray  #: V
@@ -279,7 +293,7 @@ class _ImpactArrays:
 
 def _impact_arrays(
     impacts: dict[int, dict[int, TrcHeader]], layout: _Layout, errors: str = "raise",
-    keep_codes: bool = False,
+    keep_codes: bool = False, lazy_volts: frozenset[str] = frozenset(),
 ) -> _ImpactArrays:
     """Step 2: every impact's volts and header values.
 
@@ -289,15 +303,19 @@ def _impact_arrays(
     A file that cannot be read then (it shrank since its header was read) raises,
     or with ``errors="skip"`` leaves its channel missing (NaN).  ``keep_codes``:
     each file's codes are read into their row of an int16 array kept beside the
-    volts instead (``CODE_FILL`` where a volt is NaN), the same one copy.
+    volts instead (``CODE_FILL`` where a volt is NaN), the same one copy; the
+    channels of ``lazy_volts`` get no volts here (:func:`_waveform_variables`).
     """
     n_ev, shape = len(layout.numbers), (len(layout.numbers), len(layout.channels))
     out = _ImpactArrays(
         # written in place below; NaN only where no sample is (missing channel, padding)
-        waves={c: np.empty((n_ev, layout.length_of[c]), np.float32) for c in layout.channels},
+        waves={c: (None if keep_codes and layout.var_of[c] in lazy_volts
+                   else np.empty((n_ev, layout.length_of[c]), np.float32))
+               for c in layout.channels},
         codes=({c: np.empty((n_ev, layout.length_of[c]), CODE_DTYPE) for c in layout.channels}
                if keep_codes else None),
-        present=np.zeros(shape, bool), clipped=np.zeros(shape, bool),
+        present=np.zeros(shape, bool), count=np.zeros(shape, np.int64),
+        clipped=np.zeros(shape, bool),
         gain=np.full(shape, np.nan), offset=np.full(shape, np.nan),
         time_offset=np.full(shape, np.nan), files=np.full(shape, "", dtype=object),
         epoch=np.full(n_ev, np.iinfo(np.int64).min, dtype=np.int64), trigger_iso=[""] * n_ev,
@@ -321,7 +339,8 @@ def _impact_arrays(
                         raise
                     _log.warning("skipping bad trace file %s", chans[c].path, exc_info=True)
                     out.unreadable.setdefault(number, []).append(Path(chans[c].path).name)
-            out.waves[c][e] = np.nan
+            if out.waves[c] is not None:
+                out.waves[c][e] = np.nan
             if out.codes is not None:
                 out.codes[c][e] = CODE_FILL
         h0 = chans[layout.ref] if layout.ref in chans else next(iter(chans.values()))
@@ -354,9 +373,12 @@ def _channel_of(
 ) -> None:
     """Channel ``c`` (column ``k``) of impact ``e``: its codes read into ``scratch``,
     then V = gain * code - offset in float64, rounded once to float32, written in
-    place in the same pass that finds the extreme codes (clipping) and the fill code."""
+    place in the same pass that finds the extreme codes (clipping) and the fill code.
+    A channel without volts (``lazy_volts``): the extreme codes alone, from its
+    kept codes."""
     n = h.wave_array_count
     kept = out.codes[c][e] if out.codes is not None else None
+    waves = out.waves[c]
     if n:
         if kept is not None and h.dtype.itemsize == CODE_DTYPE.itemsize:
             codes = read_codes_into(h, kept.view(np.uint8))  # read into its kept row
@@ -364,14 +386,20 @@ def _channel_of(
             codes = read_codes_into(h, scratch)
             if kept is not None:
                 kept[:n] = codes
-        lo, hi, fill_seen = volts_into(codes, h.vertical_gain, h.vertical_offset,
-                                        CODE_FILL, out.waves[c][e, :n])
+        if waves is None:  # two SIMD reductions over the row still in cache
+            lo, hi = int(codes.min()), int(codes.max())
+            fill_seen = hi >= CODE_FILL  # no code is above it
+        else:
+            lo, hi, fill_seen = volts_into(codes, h.vertical_gain, h.vertical_offset,
+                                            CODE_FILL, waves[e, :n])
         low, high = (-128, 127) if h.comm_type == 0 else (-32768, 32752)
         out.clipped[e, k] = bool(hi >= high or lo <= low)
         if fill_seen:
             out.fill_code_seen.add(c)
     out.present[e, k] = True
-    out.waves[c][e, n:] = np.nan
+    out.count[e, k] = n
+    if waves is not None:
+        waves[e, n:] = np.nan
     if kept is not None:
         kept[n:] = CODE_FILL
     out.gain[e, k], out.offset[e, k] = h.vertical_gain, h.vertical_offset
@@ -428,18 +456,96 @@ def _waveform_variables(
             "vertical_offset": float(o[0]) if np.all(o == o[0]) else [float(x) for x in o],
             "source_files": [str(x) for x in arrays.files[:, k]],
         }
-        waveform = xr.Variable(("epoch", f"time_{layout.axis_of[c]}_index"), arrays.waves[c],
-                               attrs)
-        if (g.size and np.all(g == g[0]) and np.all(o == o[0])
-                and c not in arrays.fill_code_seen):
-            # one gain and offset: the store keeps the codes (idexdask.adccodes)
-            waveform.encoding = code_encoding(float(g[0]), -float(o[0]))
-            if arrays.codes is not None:
-                waveform.encoding[RECORDED_CODES_KEY] = RecordedCodes(
-                    arrays.waves[c], arrays.codes[c],
-                    CodeScale(float(g[0]), -float(o[0]), CODE_FILL))
-        data_vars[var] = waveform
+        dims = ("epoch", f"time_{layout.axis_of[c]}_index")
+        coded = bool(g.size and np.all(g == g[0]) and np.all(o == o[0])
+                     and c not in arrays.fill_code_seen)
+        if not coded and arrays.waves[c] is None:  # lazy_volts: decoded here after all
+            arrays.waves[c] = _decoded_volts(arrays.codes[c], arrays.count[:, k],
+                                             arrays.gain[:, k], arrays.offset[:, k])
+        if not coded:
+            data_vars[var] = xr.Variable(dims, arrays.waves[c], attrs)
+            continue
+        # one gain and offset: the store keeps the codes (idexdask.adccodes)
+        encoding = code_encoding(float(g[0]), -float(o[0]))
+        if arrays.codes is None:
+            data_vars[var] = xr.Variable(dims, arrays.waves[c], attrs, encoding)
+            continue
+        recorded = RecordedCodes(arrays.waves[c], arrays.codes[c],
+                                 CodeScale(float(g[0]), -float(o[0]), CODE_FILL))
+        encoding[RECORDED_CODES_KEY] = recorded
+        if arrays.waves[c] is None:
+            data_vars[var] = lazy_variable(dims, _RecordedVolts(
+                recorded, arrays.count[:, k], float(g[0]), float(o[0])),
+                attrs=attrs, encoding=encoding)
+        else:
+            data_vars[var] = xr.Variable(dims, arrays.waves[c], attrs, encoding)
     return data_vars
+
+
+def _decoded_volts(codes: np.ndarray, count: np.ndarray, gain: np.ndarray,
+                   offset: np.ndarray) -> np.ndarray:
+    """float32 volts of kept codes, as the read writes them: each row's first
+    ``count`` codes through :func:`volts_into` with its gain and offset, NaN
+    beyond (and for a missing channel, whose count is 0)."""
+    volts = np.empty(codes.shape, np.float32)
+    for e, n in enumerate(count.tolist()):
+        if n:
+            volts_into(codes[e, :n], float(gain[e]), float(offset[e]), CODE_FILL,
+                       volts[e, :n])
+        volts[e, n:] = np.nan
+    return volts
+
+
+class _RecordedVolts:
+    """The volts of a channel read with ``lazy_volts``, decoded when first indexed.
+
+    A source of :func:`~idexdask.compat.lazy.lazy_variable`: the whole array is
+    decoded once (:func:`_decoded_volts`, the read's own pass, so the values are
+    those an eager read gives) and attached to the channel's
+    :class:`~idexdask.adccodes.RecordedCodes`, so that
+    :meth:`~idexdask.adccodes.RecordedCodes.codes_of` knows them; every
+    selection is a view of them.  :func:`idexdask.adccodes.recorded_codes`
+    gives the codes of a selection without decoding.  Pickled, it carries the
+    codes (decoded again where it lands, no longer tied to the variable's
+    ``RecordedCodes``, which stays in this process).
+    """
+
+    def __init__(self, recorded: RecordedCodes, count: np.ndarray, gain: float,
+                 offset: float) -> None:
+        self.recorded = recorded
+        self.count = np.asarray(count, np.int64)
+        self.gain, self.offset = float(gain), float(offset)
+        self.shape = tuple(recorded.codes.shape)
+        self.dtype = np.dtype(np.float32)
+        self._lock = threading.Lock()
+
+    def volts(self) -> np.ndarray:
+        """The whole array's volts (read-only), decoded on the first call."""
+        with self._lock:
+            if self.recorded.volts is None:
+                gain = np.full(self.count.size, self.gain)
+                offset = np.full(self.count.size, self.offset)
+                self.recorded.attach(_decoded_volts(self.recorded.codes, self.count, gain,
+                                                    offset))
+            return self.recorded.volts
+
+    def compute(self, key: tuple) -> np.ndarray:
+        """Volts at the outer-indexing ``key``."""
+        return outer_index(self.volts(), key)
+
+    def __deepcopy__(self, memo: dict) -> _RecordedVolts:
+        return self  # the codes are never written; the volts are read-only
+
+    def __reduce__(self) -> tuple:
+        # the codes themselves (a RecordedCodes pickles empty: see its docstring)
+        return (_restored_volts, (self.recorded.codes, self.recorded.scale, self.count,
+                                  self.gain, self.offset))
+
+
+def _restored_volts(codes: np.ndarray, scale: CodeScale, count: np.ndarray, gain: float,
+                    offset: float) -> _RecordedVolts:
+    """A pickled :class:`_RecordedVolts`, with codes of its own."""
+    return _RecordedVolts(RecordedCodes(None, codes, scale), count, gain, offset)
 
 
 def _channel_variables(layout: _Layout, arrays: _ImpactArrays) -> dict[str, Any]:

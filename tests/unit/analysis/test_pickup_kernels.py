@@ -122,7 +122,9 @@ def test_window_levels_match_the_array_formulas():
     filled = -np.where(np.isfinite(y), y.astype(np.float64), fill[:, None])
     lo = np.array([50, 0, 19_990])
     hi = np.array([12_345, 90, 25_000])  # a long, a short and a window past the end
-    level, err = window_levels(y, -1.0, fill, w, lo, hi)
+    level, err = window_levels(y, -1.0, fill, w, lo, hi, np.empty((0, 0), dtype=np.int16),
+                               np.zeros(rows, dtype=bool), np.full(rows, np.nan),
+                               np.full(rows, np.nan))
     for e in range(rows):
         a, b = lo[e], min(hi[e], n)
         window = filled[e, a:b]
@@ -141,6 +143,42 @@ def test_window_levels_match_the_array_formulas():
         # the means are differences of the same sums; a few ulps of the running
         # sum (|cs| < ~1e3) for a NumPy whose cumsum would group the additions otherwise
         assert err[e] == pytest.approx(expected, rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize("polarity", [-1.0, 1.0])
+def test_window_levels_from_codes_equal_those_from_the_volts(polarity):
+    """A row exactly on its recorded codes takes its windows' medians from the
+    codes' counts: the same middle samples, so the same values as the volts'
+    selection (one code algorithm, two routes to the same order statistics)."""
+    from idexdask.analysis.pickup.level_kernels import LEVEL_BINS, code_level, window_levels
+
+    rng = np.random.default_rng(7)
+    rows, n, w = 4, 30_000, 40
+    gain = np.float64(np.float32(2.5e-6))
+    offset = np.float64(np.float32(0.043))
+    codes = (np.round(rng.normal(size=(rows, n)) * 25 + 900) * 16).astype(np.int16)
+    codes[2, :] = (np.round(rng.normal(size=n) * 25) + 900).astype(np.int16)  # no shared bits
+    codes[3, : n // 2] += LEVEL_BINS + 1  # no shared bits, wider than the bins: the volts' route
+    y = (gain * codes.astype(np.float64) - offset).astype(np.float32)
+    lo = np.array([100, 3_001, 50, 0])
+    hi = np.array([12_345, 29_000, 20_050, n])  # odd and even lengths
+    args = (y, polarity, np.zeros(rows), w, lo, hi)
+    scale = (np.full(rows, gain), np.full(rows, offset))
+    from_volts = window_levels(*args, np.empty((0, 0), dtype=np.int16),
+                               np.zeros(rows, dtype=bool), *scale)
+    from_codes = window_levels(*args, codes, np.ones(rows, dtype=bool), *scale)
+    # order statistics of the same values and the same half-sum: exact
+    np.testing.assert_array_equal(from_codes[0], from_volts[0])
+    np.testing.assert_array_equal(from_codes[1], from_volts[1])
+    counts = np.empty(LEVEL_BINS, dtype=np.int32)
+    for e in range(rows):
+        window = polarity * y[e, lo[e] : hi[e]].astype(np.float64)
+        assert from_codes[0][e] == pytest.approx(np.median(window), rel=RTOL, abs=0)
+        # the codes' route taken where the window spans at most LEVEL_BINS codes
+        found = code_level(codes[e], lo[e], hi[e], polarity, gain, offset, counts)
+        assert np.isnan(found) == (e == 3)
+        if e != 3:
+            assert found == from_volts[0][e]
 
 
 def test_pairwise_sum_and_edge_centroids_match_numpy():
