@@ -37,7 +37,7 @@ from idexdask.analysis.line_status import (
     LineShape,
     LineStatus,
 )
-from idexdask.analysis.lineshapes import GAMMA_MAX, emg
+from idexdask.analysis.lineshapes import GAMMA_MAX, emg, profiles_vanish
 from idexdask.analysis.peaks import PeakCandidates
 from idexdask.analysis.robust import quiet_nan_warnings
 from idexdask.analysis.sample_step import sample_step
@@ -271,22 +271,36 @@ def _remove_neighbours(
     samples used; times ``rows_t``) is updated in place.  The profiles of all
     (line, neighbour) pairs of a block of lines are evaluated at once and added
     to each window's total neighbour by neighbour in event order: the sums of
-    one loop per line, the same values.  Returns whether each line had a
-    neighbour to remove.
+    one loop per line, the same values; neighbours whose profiles are exactly
+    +0 on a window (:func:`~idexdask.analysis.lineshapes.profiles_vanish`)
+    add nothing to it and are left out.  Returns whether each line had a
+    neighbour to remove (vanishing ones included).
     """
     from idexdask.analysis.lineshapes import gaussian
 
     others = [np.flatnonzero((ev == ev[k]) & usable & (np.arange(ev.size) != k)) for k in bad]
     count = np.array([o.size for o in others], dtype=np.int64)
+    if count.sum():  # neighbours whose profiles are exactly 0 on a window add nothing to it
+        pair_row = np.repeat(np.arange(bad.size), count)
+        pair_line = np.concatenate(others)
+        with np.errstate(invalid="ignore"), quiet_nan_warnings():
+            used = np.where(np.arange(rows_t.shape[1])[None, :] < length[:, None], rows_t, np.nan)
+            t_lo, t_hi = np.nanmin(used, axis=1), np.nanmax(used, axis=1)
+        shown = np.where(fits.shape[pair_line] == LineShape.EMG, fits.gamma[pair_line], np.nan)
+        vanish = profiles_vanish(t_lo[pair_row], t_hi[pair_row], fits.area[pair_line],
+                                 fits.center[pair_line], fits.sigma[pair_line], shown)
+        others = np.split(pair_line[~vanish], np.cumsum(np.bincount(
+            pair_row[~vanish], minlength=bad.size))[:-1])  # fmt: skip
+    near = np.array([o.size for o in others], dtype=np.int64)
     for r0 in range(0, bad.size, _DEBLEND_BLOCK):
         rows = np.arange(r0, min(r0 + _DEBLEND_BLOCK, bad.size))
-        depth = int(count[rows].max())
+        depth = int(near[rows].max())
         if depth == 0:
             continue
         idx = np.zeros((rows.size, depth), dtype=np.int64)
         for i, r in enumerate(rows):
-            idx[i, : count[r]] = others[r]
-        present = np.arange(depth)[None, :] < count[rows, None]
+            idx[i, : near[r]] = others[r]
+        present = np.arange(depth)[None, :] < near[rows, None]
         width = int(length[rows].max())
         x = rows_t[rows, None, :width]
         area, center, sigma = (getattr(fits, f)[idx][:, :, None]

@@ -51,6 +51,7 @@ __all__ = [
     "gaussian_model",
     "hyper_emg",
     "hyper_emg_model",
+    "profiles_vanish",
     "voigt",
     "voigt_model",
 ]
@@ -86,6 +87,59 @@ def emg_tail_factor(xp: ModuleType, u: Any, gs: Any, with_gauss: bool = False) -
     if with_gauss:
         return h, gauss
     return h
+
+
+#: ``|u|`` beyond which ``exp(-u**2/2)`` is exactly 0 in double precision (its exponent
+#: below -750, past -745.13 where the least subnormal rounds to 0), whatever exp rounds.
+_U_ZERO = 38.75
+#: Tail exponent ``gs (gs/2 - u)`` below which the EMG's tail term is exactly 0.
+_TAIL_ZERO = -750.0
+
+
+def profiles_vanish(t_lo: Any, t_hi: Any, amplitude: Any, center: Any, sigma: Any,
+                    gamma: Any) -> Any:
+    """Lines whose :func:`emg` (or :func:`gaussian` where ``gamma`` is not finite)
+    profile is exactly 0 at every time of ``[t_lo, t_hi]``, as those functions compute it.
+
+    A line after the interval (``u = (t_hi - center)/sigma`` below -38.75): its
+    ``exp(-u**2/2)`` underflows to 0 at every time of it, and so does the EMG
+    (left of its tail's onset there, ``gauss * erfcx``).  A line before it
+    (``u = (t_lo - center)/sigma`` above 38.75) likewise, an EMG only where its
+    tail's exponent ``gs (gs/2 - u)`` (``gs = gamma sigma``) is below -750 there
+    too.  ``u`` and the tail's exponent are rounded monotonically in the time
+    (the same expressions), so their bounds at the interval's ends hold at
+    every time inside; the margins (exponents of -750 against exp's -745.13)
+    cover the rounding of ``u**2/2``.  With ``amplitude >= 0`` each such
+    profile is ``+0``: leaving it out of a sum (or a difference) of profiles
+    changes no value.  Lines with a negative or non-finite amplitude, sigma or
+    centre, or an interval end that is not finite, are never reported.
+
+    Parameters
+    ----------
+    t_lo, t_hi : float or numpy.ndarray
+        The interval, µs (one for all lines, or one per line).
+    amplitude, center, sigma, gamma : numpy.ndarray
+        The lines' parameters (DN·µs, µs, µs, 1/µs; NaN gamma: a Gaussian), (m,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Bool (m,).
+    """
+    xp = _xp.get_namespace(amplitude, center, sigma, gamma)
+    a, c, s, g, t_lo, t_hi = (xp.asarray(v, dtype=xp.float64)
+                              for v in (amplitude, center, sigma, gamma, t_lo, t_hi))
+    with _xp.errstate(xp, all="ignore"):
+        u_hi = (t_hi - c) / s
+        u_lo = (t_lo - c) / s
+        tail = xp.isfinite(g)
+        gs = xp.where(tail, g * s, 0.0)
+        tail_exp = gs * (0.5 * gs - u_lo)
+        before = (u_lo > _U_ZERO) & (~tail | ((g > 0) & (tail_exp < _TAIL_ZERO)))
+        after = (u_hi < -_U_ZERO) & (~tail | (g > 0))
+        usable = (a >= 0) & xp.isfinite(a) & xp.isfinite(c) & (s > 0) & xp.isfinite(s)
+    ends = xp.isfinite(t_lo) & xp.isfinite(t_hi)
+    return usable & (before | after) & ends
 
 
 def _prepare(x: Any, *params: Any) -> tuple[ModuleType, Any]:

@@ -56,6 +56,11 @@ from idexdask.analysis.pickup import (
 )
 from idexdask.analysis.pickup.charge_speed import SingleTube, pickup_uniform_variables
 from idexdask.analysis.pickup.detectors import combine_tubes
+from idexdask.analysis.signal_quality.dataset import (
+    FormulaTimes,
+    find_time_variable,
+    host_time_axis,
+)
 
 __all__ = ["DETECTORS", "QDStatus", "is_capture", "pickup_products"]
 
@@ -121,8 +126,7 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
         signal = np.full((n_events, _ABSENT_SAMPLES), np.nan)
         return pickup_uniform_variables(0.0, 1.0, signal, polarity=int(setting("polarity", -1)),
                                         **kw)
-    times = ds.variables[time_name]
-    first_two = np.asarray(times[:, :2].values, dtype=np.float64)
+    first_two = _first_two_times(ds, name, variable, time_name)
     start = first_two[:, 0]
     offset = _channel_column(ds, "channel_time_offset", name)
     if offset is not None:
@@ -134,6 +138,18 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
                                     polarity=polarity, adc_gain=gain, adc_offset=offset,
                                     adc_codes=_recorded_codes(variable, values, gain, offset),
                                     **kw)
+
+
+def _first_two_times(ds: xr.Dataset, name: str, variable: xr.Variable,
+                     time_name: str) -> np.ndarray:
+    """The times of each event's first two samples, (events, 2), µs: from the
+    axis's terms where it is given by formula (the same roundings as the
+    materialised axis, which indexing the lazy axis would form in full)."""
+    axis = host_time_axis(ds, name, variable.shape)
+    if isinstance(axis, FormulaTimes) and find_time_variable(ds, name) == time_name:
+        rows = np.arange(variable.shape[0])[:, None]
+        return axis.values_at(rows, np.arange(2))
+    return np.asarray(ds.variables[time_name][:, :2].values, dtype=np.float64)
 
 
 def _recorded_codes(variable: xr.Variable, values: np.ndarray, gain: np.ndarray | None,

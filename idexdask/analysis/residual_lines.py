@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.ndimage import maximum_filter1d
 
 from idexdask._logging import get_logger
 from idexdask.analysis.blends import (
@@ -58,6 +57,7 @@ from idexdask.analysis.line_fits import LineFits, classify_lines, line_heights
 from idexdask.analysis.line_status import SIGMA_MIN_SAMPLES, LineShape, LineStatus
 from idexdask.analysis.lineshapes import emg, gaussian
 from idexdask.analysis.peaks import PeakCandidates
+from idexdask.analysis.residual_screen import window_maxima
 
 __all__ = ["MODE_MATCH_SAMPLES", "ResidualTest", "add_residual_lines", "line_modes"]
 
@@ -241,32 +241,12 @@ def _unexplained_maxima(
     left = np.rint(float(settings["window_left_us"]) / dt).astype(np.int64)
     right = np.rint(float(settings["window_right_us"]) / dt).astype(np.int64)
     h = np.maximum(np.rint(float(settings["min_distance_us"]) / dt).astype(np.int64), 1)
-    hmax = int(h.max())
-    width = int((left + right).max()) + 1 + 2 * hmax
-    cols = cand.index[conv, None] - left[:, None] - hmax + np.arange(width)[None, :]
-    inside = (cols >= 0) & (cols < n)
-    cols = np.clip(cols, 0, n - 1)
-    rows = ev[conv, None]
-    block = np.where(inside, y[rows, cols], np.nan)
-    sig = np.where(inside, noise[rows, cols], np.nan)
-    finite = np.isfinite(block)
-    padded = np.where(finite, block, -np.inf)
-    core = slice(hmax, width - hmax)
-    own = (np.arange(width - 2 * hmax)[None, :] <= (left + right)[:, None])
-    peak = np.zeros((conv.size, width - 2 * hmax), dtype=bool)
-    for reach in np.unique(h):  # one reach per sample step (one in a campaign)
-        r = h == reach
-        # the highest sample within +-reach, every sample there usable
-        wmax = maximum_filter1d(padded[r], 2 * int(reach) + 1, axis=1, mode="nearest")
-        gap = maximum_filter1d((~finite[r]).view(np.uint8), 2 * int(reach) + 1, axis=1,
-                               mode="nearest")  # fmt: skip
-        peak[r] = (padded[r][:, core] == wmax[:, core]) & (gap[:, core] == 0)
-    with np.errstate(invalid="ignore"):
-        peak &= own & (block[:, core] >= float(settings["height_sigma"]) * sig[:, core])
-    r, k = np.nonzero(peak)
-    if r.size == 0:
+    # the highest sample within +-h, every sample there usable, in a window
+    key = np.unique(window_maxima(np.asarray(y, dtype=float), np.asarray(noise, dtype=float),
+                                  ev[conv], cand.index[conv], left, right, h,
+                                  float(settings["height_sigma"])))  # a maximum in several windows
+    if key.size == 0:
         return []
-    key = np.unique(ev[conv][r] * n + cols[r, k + hmax])  # a maximum in several windows
     e, i = key // n, key % n
     te = t[e, i]  # the maxima's times, formed once
     after = te > float(settings.get("baseline_stop_us", 0.0))

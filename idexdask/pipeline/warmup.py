@@ -48,7 +48,8 @@ COLD_COMPILE_S = 70
 
 def compile_kernels() -> float:
     """Run decode, analysis, a region write and the campaign step once, compiling
-    every kernel they use.
+    every kernel they use; write the package's bytecode
+    (:func:`idexdask.kernel_cache.compile_modules`).
 
     Returns
     -------
@@ -91,6 +92,8 @@ def compile_kernels() -> float:
                 write_region(store, events, (pack[0].region[0], pack[-1].region[1]), rows=rows,
                              n_events=n_events)
             _campaign_step(store, [u for pack in packs for u in pack], config, rows, n_events)
+    # the modules' bytecode too: every worker process imports them from it
+    kernel_cache.compile_modules()
     kernel_cache.mark_ready()
     return time.perf_counter() - started
 

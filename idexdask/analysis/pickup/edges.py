@@ -91,6 +91,8 @@ class Derivative:
     i_in: np.ndarray  #: index of the derivative's maximum (the entry edge)
     i_out: np.ndarray  #: index of its minimum in the exit search range (0 if empty)
     window_in: np.ndarray  #: (events, 2 h + 1): derivative at ``clip(i_in - h ... i_in + h)``
+    #: (events from the codes: where the entry's centroid reads it, the run above
+    #: half height and the values ending it where the peak is positive; 0 elsewhere)
     window_out: np.ndarray  #: the same around ``i_out``
 
     @property

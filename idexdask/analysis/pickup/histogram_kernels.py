@@ -37,12 +37,14 @@ from idexdask.analysis.pickup.code_kernels import (
     recorded_derivative_rows,
     recorded_prefix_sums,
 )
+from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index
 
 __all__ = [
     "HIST_BINS",
     "MAX_SHIFT",
     "derivative_span",
+    "edge_run_window",
     "histogram_derivative",
     "histogram_derivative_rows",
     "histogram_median_and_mad",
@@ -381,24 +383,63 @@ def histogram_search(
 
 
 @numba.njit(cache=True, nogil=True)
-def _edge_window(row, recorded, gain, offset, single, sign, w, n, checkpoints, centre, half,
-                 scratch, work, out):  # pragma: no cover - compiled
-    """:func:`~idexdask.analysis.pickup.kernels.derivative_window` (``out[k] =
-    d[clip(centre - half + k, 0, n - 1)]``, d 0 outside ``[w, n - w]``) from the
-    codes, in values of ``gain / w`` (``D * gain`` exact, one rounding in the
-    division)."""
-    i0 = max(centre - half, w)
-    i1 = max(min(centre + half, n - w) + 1, i0)
+def _window_values(row, recorded, gain, offset, single, sign, w, n, checkpoints, centre, half,
+                   k0, k1, scratch, work, out):  # pragma: no cover - compiled
+    """``out[k0:k1]`` of :func:`~idexdask.analysis.pickup.kernels.derivative_window`
+    (``out[k] = d[clip(centre - half + k, 0, n - 1)]``, d 0 outside ``[w, n - w]``)
+    from the codes, in values of ``gain / w`` (``D * gain``, one rounding in the
+    division, as the written-out pass scales them)."""
+    i0 = max(centre - half + k0, w)
+    i1 = max(min(centre - half + k1 - 1, n - w) + 1, i0)
     d = derivative_span(row, recorded, gain, offset, single, sign, w, checkpoints,
                         i0 - w, i1 - w, scratch, work)
-    if centre - half >= w and centre + half <= n - w:  # inside the core: a copy
-        for k in range(2 * half + 1):  # no carried dependency: vectorised
-            out[k] = np.float64(d[k]) * gain / w
+    if centre - half + k0 >= w and centre - half + k1 - 1 <= n - w:  # inside the core
+        for k in range(k0, k1):  # no carried dependency: vectorised
+            out[k] = np.float64(d[k - k0]) * gain / w
         return
-    for k in range(2 * half + 1):
+    for k in range(k0, k1):
         i = min(max(centre - half + k, 0), n - 1)
         value = np.float64(d[i - i0]) if w <= i < i1 else 0.0
         out[k] = value * gain / w
+
+
+_RUN_RADIUS = 2048
+"""Window positions each side of an edge's peak formed first (a lab edge's part
+above half height spans a few hundred to a few thousand samples)."""
+
+
+@numba.njit(cache=True, nogil=True)
+def edge_run_window(row, recorded, gain, offset, single, sign, w, n, checkpoints, centre,
+                    half, side, scratch, work, out):  # pragma: no cover - compiled
+    """The values of an edge window (:func:`_window_values` of ``out``, all
+    ``2 half + 1``, zeros as given) that its centroid reads
+    (:func:`~idexdask.analysis.pickup.centroid_kernels.edge_centroids`, peak
+    sign ``side``): the centre and the run around it whose weight ``side * v -
+    peak / 2`` is positive, with the values that end it; the rest stays 0, which
+    ends the run as those values do (a positive peak makes its weight negative).
+    A peak that is not positive gets the whole window."""
+    width = 2 * half + 1
+    radius = min(half, _RUN_RADIUS)
+    while True:
+        k0 = half - radius
+        k1 = half + radius + 1
+        _window_values(row, recorded, gain, offset, single, sign, w, n, checkpoints, centre,
+                       half, k0, k1, scratch, work, out)
+        if k0 == 0 and k1 == width:
+            return
+        peak = side * out[half]
+        if not peak > 0.0:
+            radius = half
+            continue
+        lo = half
+        while lo > k0 and clipped_weight(side * out[lo - 1] - 0.5 * peak) > 0.0:
+            lo -= 1
+        hi = half
+        while hi < k1 and clipped_weight(side * out[hi] - 0.5 * peak) > 0.0:
+            hi += 1
+        if (lo > k0 or k0 == 0) and (hi < k1 or k1 == width):
+            return
+        radius = half
 
 
 @numba.njit(cache=True, nogil=True)
@@ -468,9 +509,9 @@ def histogram_derivative_rows(
         mad[r] = mad_d * g / w
         i_in[r] = at
         i_out[r] = out
-        _edge_window(y[r], codes_r, g, o, single, sign, w, n, checkpoints, at, half, scratch,
-                     work, win_in[r])
-        _edge_window(y[r], codes_r, g, o, single, sign, w, n, checkpoints, out, half, scratch,
-                     work, win_out[r])
+        edge_run_window(y[r], codes_r, g, o, single, sign, w, n, checkpoints, at, half, 1.0,
+                        scratch, work, win_in[r])
+        edge_run_window(y[r], codes_r, g, o, single, sign, w, n, checkpoints, out, half, -1.0,
+                        scratch, work, win_out[r])
         exact[r] = True
     return exact, mad, i_in, i_out, win_in, win_out

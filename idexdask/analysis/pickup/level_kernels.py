@@ -8,6 +8,7 @@ import numpy as np
 
 from idexdask.adccodes import code_value
 from idexdask.analysis.pickup.order_stats import (
+    add_counts,
     BINS,
     COPIES,
     linear_median,
@@ -18,7 +19,7 @@ from idexdask.analysis.robust import MAD_TO_SIGMA
 __all__ = ["LEVEL_BINS", "code_level", "window_levels"]
 
 LEVEL_BINS = 4096
-"""Most bins of :func:`code_level`'s histogram of a window's codes (16 kB of counts)."""
+"""Most bins of :func:`code_level`'s histogram of a window's codes."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,7 +72,6 @@ def window_levels(y, polarity, fill, w, lo, hi, codes, exact, gain, offset):
     sums = np.empty(size + w + 1)  # the window's running sums
     work = (np.empty(size, dtype=np.uint16), np.empty((COPIES, BINS), dtype=np.int32),
             np.empty(size), np.empty(size), np.empty(size))  # keys, counts, buf, dev, scratch
-    counts = np.empty(LEVEL_BINS, dtype=np.int32)
     given = codes.shape[0] == rows and codes.shape[1] == n
     for e in range(rows):
         a = max(lo[e], 0)
@@ -82,7 +82,8 @@ def window_levels(y, polarity, fill, w, lo, hi, codes, exact, gain, offset):
         n_s = max(b_s - a, 0)
         found = np.nan
         if given and exact[e] and n_s >= w:  # the window's values not needed below
-            found = code_level(codes[e], a, b, polarity, gain[e], offset[e], counts)
+            found = code_level(codes[e], a, b, polarity, gain[e], offset[e], work[0],
+                               work[1])
         if found == found:
             level[e] = found
         else:
@@ -145,7 +146,7 @@ def _finite(values, n):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def code_level(codes, a, b, polarity, gain, offset, counts):  # pragma: no cover - compiled
+def code_level(codes, a, b, polarity, gain, offset, keys, counts):  # pragma: no cover - compiled
     """``numpy.median`` of ``polarity * y[a:b]`` (``a < b``) from the codes the
     float32 ``y`` was decoded from: decoding rises with the code (``gain > 0``),
     so the middle values are the decoded middle codes (the other way round for
@@ -153,25 +154,28 @@ def code_level(codes, a, b, polarity, gain, offset, counts):  # pragma: no cover
     values and the same half-sum as :func:`~idexdask.analysis.pickup.order_stats.linear_median`.
     The codes' bins are their distinct values (the low bits they all share
     dropped); NaN where the window spans more than :data:`LEVEL_BINS` of them.
-    ``counts``: int32, :data:`LEVEL_BINS` values, work space."""
-    first = np.int32(codes[a])
+    ``keys`` (uint16, at least ``b - a``) and ``counts`` (int32, (COPIES, at
+    least :data:`LEVEL_BINS`)): work space."""
+    x = codes[a:b]
+    first = x[0]
     low = first
     high = first
-    shared = np.int32(0)
-    for t in range(a, b):  # no carried dependency beyond the reductions: vectorised
-        c = np.int32(codes[t])
+    shared = 0
+    for t in range(x.size):  # in the codes' own width: vectorised
+        c = x[t]
         low = min(low, c)
         high = max(high, c)
         shared |= c ^ first
     shift = 0
     while shift < 15 and (shared >> shift) & 1 == 0:
         shift += 1
-    span = (high - low) >> shift
+    span = (np.int64(high) - np.int64(low)) >> shift
     if span >= LEVEL_BINS:
         return np.nan
-    counts[: span + 1] = 0
-    for t in range(a, b):
-        counts[(np.int32(codes[t]) - low) >> shift] += 1
+    for t in range(x.size):  # no carried dependency: vectorised
+        keys[t] = (x[t] - low) >> shift
+    counts[:, : span + 1] = 0
+    add_counts(keys, x.size, counts)
     n = b - a
     k = n // 2
     k_lo = k if n % 2 else k - 1
@@ -183,13 +187,15 @@ def code_level(codes, a, b, polarity, gain, offset, counts):  # pragma: no cover
     bin_lo = -1
     bin_hi = -1
     for j in range(span + 1):
-        seen += counts[j]
+        seen += counts[0, j] + counts[1, j] + counts[2, j] + counts[3, j]
         if bin_lo < 0 and seen > r_lo:
             bin_lo = j
         if seen > r_hi:
             bin_hi = j
             break
-    v_lo = polarity * code_value(np.float64(low + (bin_lo << shift)), gain, -offset, True)
-    v_hi = polarity * code_value(np.float64(low + (bin_hi << shift)), gain, -offset, True)
+    v_lo = polarity * code_value(np.float64(np.int64(low) + (bin_lo << shift)), gain, -offset,
+                                 True)
+    v_hi = polarity * code_value(np.float64(np.int64(low) + (bin_hi << shift)), gain, -offset,
+                                 True)
     lower, upper = (v_lo, v_hi) if polarity > 0 else (v_hi, v_lo)
     return lower if n % 2 else 0.5 * (lower + upper)

@@ -248,3 +248,56 @@ def test_emg_model_fits_idex_like_tail():
     assert res.success
     for name, value in truth.items():
         assert abs(res.params[name].value - value) < 5 * res.params[name].stderr
+
+
+def test_profiles_vanish_only_where_every_value_is_plus_zero():
+    """Lines around a window of 300 samples (1 ns): sigma 1-20 ns, tails of
+    0.5-30 ns or none, centres from far before to far after it.  Every line
+    reported has ``emg``/``gaussian`` exactly +0 at every sample of the window
+    (checked on the window's own times and the ends); lines near it are never
+    reported; both sides and both shapes are reported somewhere (the check
+    tests something)."""
+    from idexdask.analysis.lineshapes import profiles_vanish
+
+    rng = np.random.default_rng(3)
+    x = 10.0 + np.arange(300) * 1e-3  # µs
+    m = 4000
+    area = rng.uniform(0.0, 5.0, m)
+    center = rng.uniform(5.0, 16.0, m)
+    sigma = rng.uniform(1e-3, 20e-3, m)
+    gamma = np.where(rng.random(m) < 0.3, np.nan, 1.0 / rng.uniform(0.5e-3, 30e-3, m))
+    far = profiles_vanish(float(x[0]), float(x[-1]), area, center, sigma, gamma)
+    # one interval per line: the same answers
+    np.testing.assert_array_equal(
+        profiles_vanish(np.full(m, x[0]), np.full(m, x[-1]), area, center, sigma, gamma), far)
+    tail = np.isfinite(gamma)
+    with np.errstate(all="ignore"):
+        prof = np.where(tail[:, None],
+                        emg(x[None, :], area[:, None], center[:, None], sigma[:, None],
+                            np.where(tail, gamma, 1.0)[:, None]),
+                        gaussian(x[None, :], area[:, None], center[:, None], sigma[:, None]))
+    assert np.all(prof[far] == 0.0) and not np.any(np.signbit(prof[far]))
+    after, before = far & (center > x[-1]), far & (center < x[0])
+    assert (after & tail).sum() > 10 and (after & ~tail).sum() > 10
+    assert (before & tail).sum() > 10 and (before & ~tail).sum() > 10
+    # within 30 sigma of the window: never (their Gaussian cores still reach it)
+    near = (center > x[0] - 30 * sigma) & (center < x[-1] + 30 * sigma)
+    assert not np.any(far & near)
+    # a long tail reaches far: an EMG before the window with a tail a tenth of the
+    # distance is not reported, its Gaussian twin is
+    args = (float(x[0]), float(x[-1]), [1.0, 1.0], [9.0, 9.0], [2e-3, 2e-3])
+    np.testing.assert_array_equal(profiles_vanish(*args, [1.0 / 0.1, np.nan]), [False, True])
+
+
+def test_profiles_vanish_reports_nothing_it_cannot_vouch_for():
+    """A negative area (its +0 would be -0), a non-positive or NaN sigma, a
+    non-positive tail rate, a NaN interval end: never reported."""
+    from idexdask.analysis.lineshapes import profiles_vanish
+
+    far = dict(center=[20.0] * 4, sigma=[1e-3, 0.0, np.nan, 1e-3], gamma=[np.nan] * 3 + [-5.0])
+    got = profiles_vanish(10.0, 10.3, [-1.0, 1.0, 1.0, 1.0], **far)
+    np.testing.assert_array_equal(got, [False] * 4)
+    np.testing.assert_array_equal(
+        profiles_vanish(10.0, np.nan, [1.0], [20.0], [1e-3], [np.nan]), [False])
+    np.testing.assert_array_equal(
+        profiles_vanish(10.0, 10.3, [1.0], [20.0], [1e-3], [np.nan]), [True])

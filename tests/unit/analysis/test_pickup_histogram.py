@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from idexdask.adccodes import CODE_FILL
+from idexdask.analysis.pickup.centroid_kernels import edge_centroids
 from idexdask.analysis.pickup.code_kernels import recorded_derivative_rows
 from idexdask.analysis.pickup.histogram_kernels import (
     HIST_BINS,
@@ -63,9 +64,19 @@ def _check_formulas(codes, got, w, half, min_transit, max_transit):
     for e in range(rows):
         lo, hi = i_in[e] + min_transit, min(i_in[e] + max_transit + 1, n)
         assert i_out[e] == (lo + np.argmin(d[e, lo:hi]) if hi > lo else 0)
-        for centre, window in ((i_in[e], win_in[e]), (i_out[e], win_out[e])):
+        for centre, window, side in ((i_in[e], win_in[e], 1.0), (i_out[e], win_out[e], -1.0)):
             idx = np.clip(np.arange(centre - half, centre + half + 1), 0, n - 1)
-            np.testing.assert_allclose(window, d[e, idx] * GAIN / w, rtol=4 * EPS, atol=0)
+            full = d[e, idx] * GAIN / w
+            # the values formed: those of the full window (the rest 0)
+            formed = window != 0
+            np.testing.assert_allclose(window[formed], full[formed], rtol=4 * EPS, atol=0)
+            assert window[half] == pytest.approx(full[half], rel=4 * EPS, abs=0)
+            # ... at least the run above half height and the values ending it,
+            # so the centroid is the full window's (the same compiled code on
+            # the same values where it reads them)
+            got = edge_centroids(window[None, :], np.array([centre]), n, half, side)
+            ref = edge_centroids(full[None, :], np.array([centre]), n, half, side)
+            np.testing.assert_allclose(got, ref, rtol=4 * EPS, atol=0)
 
 
 @pytest.mark.parametrize("recorded", [True, False])
@@ -111,6 +122,7 @@ def test_unverified_histograms_take_the_written_derivative():
     got = histogram_derivative_rows(_volts(codes), codes, *args)
     _check_formulas(codes, got, w, half, 100, 3000)
     # the written-out pass gives the same exact integers and the same scaling
+    # (full windows: the unverified rows are that pass's)
     for a, b in zip(got, recorded_derivative_rows(_volts(codes), codes, *args), strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -160,3 +172,26 @@ def test_shared_low_bits():
     assert shared_low_bits(np.array([17, 49, -31], dtype=np.int16)) == 4  # same residue
     assert shared_low_bits(np.array([16, 17], dtype=np.int16)) == 0
     assert shared_low_bits(np.array([5, 5], dtype=np.int16)) == 12  # constant: capped
+
+
+def test_edge_windows_formed_over_the_run():
+    """Windows wider than the first radius: a sharp edge's window formed only
+    around its run (zeros beyond), a slow ramp's run past the first radius
+    (the whole window formed), an exit window whose peak is not positive
+    (whole); the centroids those of the full windows."""
+    n, w, half = 10 * CHUNK, 40, 5000
+    rng = np.random.default_rng(9)
+    codes = (np.round(rng.normal(size=(3, n)) * 2 + 500) * 16).astype(np.int64)
+    codes[1] = (np.round(rng.normal(size=n) * 0.6 + 500) * 16).astype(np.int64)  # quieter
+    codes[0, 12_000:20_000] -= 16 * 300  # sharp edges
+    ramp = np.minimum(np.arange(n - 12_000), 6000) / 6000.0
+    codes[1, 12_000:] -= np.round(ramp * 300).astype(np.int64) * 16  # a 6000-sample entry
+    codes[2, n - 50 :] -= 16 * 300  # an entry at the end: no exit range, exit window at 0
+    codes = codes.astype(np.int16)
+    got = histogram_derivative_rows(_volts(codes), codes, CODE_FILL, True, -1.0,
+                                    np.full(3, GAIN), np.full(3, OFFSET), w, 100, 20_000, half)
+    _check_formulas(codes, got, w, half, 100, 20_000)
+    assert np.count_nonzero(got[4][0]) < half  # the sharp entry's window: its run only
+    assert np.count_nonzero(got[4][1]) > 2 * 2048 + 1  # the ramp's: past the first radius
+    assert got[3][2] == 0 and got[5][2][half] == 0.0  # a peak of 0: the whole window
+    assert np.count_nonzero(got[5][2]) > 2 * 2048 + 1

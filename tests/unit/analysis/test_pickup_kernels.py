@@ -170,12 +170,12 @@ def test_window_levels_from_codes_equal_those_from_the_volts(polarity):
     # order statistics of the same values and the same half-sum: exact
     np.testing.assert_array_equal(from_codes[0], from_volts[0])
     np.testing.assert_array_equal(from_codes[1], from_volts[1])
-    counts = np.empty(LEVEL_BINS, dtype=np.int32)
+    keys, counts = np.empty(n, dtype=np.uint16), np.empty((4, LEVEL_BINS), dtype=np.int32)
     for e in range(rows):
         window = polarity * y[e, lo[e] : hi[e]].astype(np.float64)
         assert from_codes[0][e] == pytest.approx(np.median(window), rel=RTOL, abs=0)
         # the codes' route taken where the window spans at most LEVEL_BINS codes
-        found = code_level(codes[e], lo[e], hi[e], polarity, gain, offset, counts)
+        found = code_level(codes[e], lo[e], hi[e], polarity, gain, offset, keys, counts)
         assert np.isnan(found) == (e == 3)
         if e != 3:
             assert found == from_volts[0][e]
