@@ -32,9 +32,13 @@ from idexdask.analysis.robust import (
     clipped_mean,
     clipped_prefix_mean,
     median_inplace,
-    prefix_sum_within,
 )
-from idexdask.analysis.selection import CODE_COUNTS, code_prefix_stats, median_and_mad
+from idexdask.analysis.selection import (
+    CODE_COUNTS,
+    code_prefix_stats,
+    median_and_mad,
+    prefix_sum_near_first,
+)
 from idexdask.numerics import pairwise_sum
 
 __all__ = ["clipped_baseline", "divide_sum_of_squares", "first_gain_row", "gain_baseline",
@@ -42,7 +46,7 @@ __all__ = ["clipped_baseline", "divide_sum_of_squares", "first_gain_row", "gain_
 
 
 _FINITE_SUM = 1e300
-"""Largest baseline level taken from :func:`~idexdask.analysis.robust.prefix_sum_within`
+"""Largest baseline level taken from :func:`~idexdask.analysis.selection.prefix_sum_near_first`
 (its samples' median, the mean of two, cannot overflow)."""
 _WITHIN = 0.999 * CLIP_FLOOR / 2
 """Half-width around a baseline's first sample within which every sample is in
@@ -155,14 +159,15 @@ def overlap_samples(
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
         hit = False
+        xb = xh[start:stop]  # a view indexed from 0: contiguous loads, not a gather
         if marked:
             hit = hits[start // _SCAN_BLOCK]
         elif unit:
-            for j in range(start, stop):  # a reduction that vectorises
-                hit |= sign * np.float32(xh[j]) >= lim
+            for j in range(stop - start):  # a reduction that vectorises
+                hit |= sign * np.float32(xb[j]) >= lim
         else:
-            for j in range(start, stop):
-                hit |= pol_h * (sample_value(xh, j, fill_h) - base_h) > thresh
+            for j in range(stop - start):
+                hit |= pol_h * (sample_value(xb, j, fill_h) - base_h) > thresh
         if not hit:  # most blocks: no sample above the threshold
             continue
         for j in range(start, stop):
@@ -268,7 +273,7 @@ def gain_baseline(
     ones among the first ``n_first``.  Where the MAD is not needed (``need_mad``
     False: the noise comes from signal quality) and a prefix's valid samples
     lie within ``_WITHIN`` of the first, one pass gives the level
-    (:func:`~idexdask.analysis.robust.prefix_sum_within`; the MAD returned is
+    (:func:`~idexdask.analysis.selection.prefix_sum_near_first`; the MAD returned is
     NaN).  Else a prefix of codes (``code_scale`` finite)
     is read once (:func:`~idexdask.analysis.selection.code_prefix_stats`: the
     histogram of its codes and its sum), and once more only where the clip
@@ -279,7 +284,7 @@ def gain_baseline(
     """
     n = x.shape[0]
     if prefix and not need_mad:
-        k, within, total = prefix_sum_within(x, n_pre, _WITHIN, fill)
+        k, within, total = prefix_sum_near_first(x, n_pre, _WITHIN, fill)
         # every valid sample within any clip: the mean without the median
         if k >= min_samples and within and abs(total / k) <= _FINITE_SUM:
             return total / k, np.nan
@@ -368,33 +373,56 @@ def gain_saturation(
 @numba.njit(cache=True, nogil=True)
 def first_gain_row(
     x: np.ndarray, fill: float, base: float, pol: float, thresh: float, hits: np.ndarray,
-    out: np.ndarray,
+    out: np.ndarray, single: np.ndarray,
 ) -> bool:  # pragma: no cover - compiled
     """:func:`merged_row` of a row whose first gain has no saturated sample, as
     long as every one of its samples is finite: its positive-going signal
     ``pol * (x - base)`` into ``out`` (every sample's source is then the first
-    gain: the caller writes no source row); returns whether every value was
-    finite (else the row is :func:`merged_row`'s to write, lower gains
-    filling in, and ``out`` is overwritten there).  The same
+    gain: the caller writes no source row), and rounded to float32 into
+    ``single`` unless that is empty (the value ``out.astype(numpy.float32)``
+    gives, formed while in a register: the row is not read back for it);
+    returns whether every value was finite (else the row is
+    :func:`merged_row`'s to write, lower gains filling in, and ``out`` is
+    overwritten there).  The same
     pass marks in ``hits`` each :data:`_SCAN_BLOCK` samples where the signal
     exceeds ``thresh`` (the overlap with the next gain is searched only
     there: :func:`overlap_samples`), so that the row is read once and the
     lower gains not at all."""
     n = x.shape[0]
-    bad = 0  # integer reductions and a loop per kind of fill: they vectorise best
+    both = single.size > 0
+    bad = 0  # integer reductions and a loop per kind of fill and output: they vectorise best
     for start in range(0, n, _SCAN_BLOCK):
         stop = min(start + _SCAN_BLOCK, n)
+        # views, indexed from 0: contiguous vector loads and stores (an index
+        # start + j that might be negative is wrapped per value: a gather)
+        xb = x[start:stop]
+        ob = out[start:stop]
+        sb = single[start:stop] if both else single
         hit = 0
-        if fill == fill:
-            for j in range(start, stop):
-                v = pol * (sample_value(x, j, fill) - base)
-                out[j] = v
+        if both and fill == fill:
+            for j in range(stop - start):
+                v = pol * (sample_value(xb, j, fill) - base)
+                ob[j] = v
+                sb[j] = np.float32(v)
+                bad |= np.int32(not v - v == 0.0)
+                hit |= np.int32(v > thresh)
+        elif both:
+            for j in range(stop - start):
+                v = pol * (np.float64(xb[j]) - base)
+                ob[j] = v
+                sb[j] = np.float32(v)
+                bad |= np.int32(not v - v == 0.0)
+                hit |= np.int32(v > thresh)
+        elif fill == fill:
+            for j in range(stop - start):
+                v = pol * (sample_value(xb, j, fill) - base)
+                ob[j] = v
                 bad |= np.int32(not v - v == 0.0)
                 hit |= np.int32(v > thresh)
         else:
-            for j in range(start, stop):
-                v = pol * (np.float64(x[j]) - base)
-                out[j] = v
+            for j in range(stop - start):
+                v = pol * (np.float64(xb[j]) - base)
+                ob[j] = v
                 bad |= np.int32(not v - v == 0.0)
                 hit |= np.int32(v > thresh)
         hits[start // _SCAN_BLOCK] = hit != 0
@@ -470,6 +498,7 @@ def merge_rows(
     min_overlap: int,
     signal: np.ndarray,
     source: np.ndarray,
+    single: np.ndarray,
     floor: np.ndarray,
     code_scale: np.ndarray,
     code_offset: np.ndarray,
@@ -503,7 +532,8 @@ def merge_rows(
 
     Fills ``signal`` and ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
-    write) and returns per gain and row ``ratio``, ``status``, ``overlap`` and
+    write), and ``single`` with ``signal`` rounded to float32 unless it has
+    no columns (formed in the pass that writes ``signal``), and returns per gain and row ``ratio``, ``status``, ``overlap`` and
     ``noise``, and per row whether any sample came from a lower gain (the
     per-sample noise is then ``noise[source] * ratio[source]``, else the first
     gain's ``noise`` at every sample; no per-sample noise is written here),
@@ -596,7 +626,7 @@ def merge_rows(
             thresholds[g] = np.nan if (np.isnan(a) or np.isnan(b)) else max(a, b)
         if fast:
             written = first_gain_row(x0[r], fill[0], base[0], pol[0], thresholds[1], hits,
-                                     signal[r])
+                                     signal[r], single[r])
             first_only[r] = written
         # ratios to the next higher gain, from the overlap
         for g in range(1, n_gains):
@@ -620,4 +650,8 @@ def merge_rows(
         if not written:
             lower[r] = merged_row(x0[r], x1[r], x2[r], n_gains, fill, base, pol, sat, factor,
                                   signal[r], source[r])
+            if single.shape[1]:
+                row, row32 = signal[r], single[r]
+                for j in range(n):
+                    row32[j] = np.float32(row[j])
     return ratio, status, overlap, noise, lower, first_only

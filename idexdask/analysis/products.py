@@ -194,7 +194,7 @@ def tof_products(
     ``tof_line_count`` products to ``out``; returns the fitted lines the
     calibration step reads, or None when ``ds`` has no TOF channel.
     """
-    merged = merge_gains(ds, quality, {**settings["tof"]})
+    merged = merge_gains(ds, quality, {**settings["tof"]}, single=True)
     if merged is None:
         _log.info("no TOF channel: no line products")
         return None
@@ -215,7 +215,7 @@ def tof_products(
     ref = ds.variables[merged.channels[0]]
     out["tof_combined"] = xr.Variable(
         ref.dims,
-        merged.signal.astype(np.float32),
+        merged.single,  # signal.astype(numpy.float32), formed by the merge's pass
         attrs={
             "units": unit,
             "long_name": "merged TOF spectrum: baseline removed, positive-going, in units of "

@@ -208,6 +208,9 @@ class MergedSpectrum:
     sigma_varies : bool
         Whether ``sigma`` differs from ``noise`` anywhere (a sample from a
         lower gain); else the relative noise ``sigma / noise`` is 1 everywhere.
+    single : numpy.ndarray or None
+        ``signal.astype(numpy.float32)`` (the stored ``tof_combined``) where
+        :func:`merge_gains` was asked for it (``single=True``), else None.
     """
 
     signal: np.ndarray
@@ -221,10 +224,12 @@ class MergedSpectrum:
     noise: np.ndarray
     quantum: float = 0.0
     sigma_varies: bool = True
+    single: np.ndarray | None = None
 
 
 def merge_gains(
-    ds: xr.Dataset, quality: Mapping[str, Any] | None, settings: Mapping[str, Any]
+    ds: xr.Dataset, quality: Mapping[str, Any] | None, settings: Mapping[str, Any],
+    *, single: bool = False,
 ) -> MergedSpectrum | None:
     """Merge the TOF gains of every event into one spectrum (see module docstring).
 
@@ -237,6 +242,10 @@ def merge_gains(
         or its variables (:func:`~idexdask.analysis.signal_quality.quality_variables`).
     settings : mapping
         The ``tof`` section of the analysis settings.
+    single : bool
+        Also give the merged spectrum rounded to float32
+        (:attr:`MergedSpectrum.single`), formed in the pass that writes it:
+        a caller that stores it reads the 8 bytes per sample back no more.
 
     Returns
     -------
@@ -293,6 +302,7 @@ def merge_gains(
     with np.errstate(all="ignore"):
         signal = np.empty(ref_shape)
         source = np.empty(ref_shape, dtype=np.int8)
+        single_out = np.empty(ref_shape if single else (n_events, 0), dtype=np.float32)
         ratio, st, ov, noise, lower, first_only = merge_rows(
             raws[0], raws[1], raws[2], n_gains, times.kernel, times.kernel_row, times.pre_count,
             float(settings["baseline_stop_us"]), _BASELINE_MIN_SAMPLES,
@@ -300,7 +310,7 @@ def merge_gains(
             np.array(vmaxs), np.stack(flags), np.stack(t0s), np.stack(t1s),
             np.stack(sat_first), np.stack(sat_stop), int(settings["saturation_guard"]),
             np.stack(qsigs), float(settings["overlap_sigma"]),
-            np.array(noms), int(settings["min_overlap_samples"]), signal, source,
+            np.array(noms), int(settings["min_overlap_samples"]), signal, source, single_out,
             np.array(quanta) / math.sqrt(12.0), *(np.array(c) for c in zip(*codes, strict=True)),
         )  # fmt: skip
     if first_only.all():  # every sample the first gain's: the unwritten rows untouched
@@ -328,6 +338,7 @@ def merge_gains(
         noise=noise[0],
         quantum=float(quanta[0]),
         sigma_varies=bool(lower.any()),
+        single=single_out if single else None,
     )
 
 

@@ -188,3 +188,41 @@ def test_code_prefix_stats_refuses_as_code_median_mad():
         assert not counts.any()
     none = code_prefix_stats(np.full(10, np.nan), 10, False, np.nan, 1.0, 0.0, False, counts)
     assert none.ok and none.count == 0 and np.isnan(none.median) and none.total == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int16])
+@pytest.mark.parametrize("fill", [np.nan, -7.0])
+def test_prefix_sum_near_first_counts_and_sums_the_valid_prefix(dtype, fill):
+    """The valid samples among the first ``end`` (finite and not the fill): their
+    count, whether each lies within ``half`` of the first valid one, and their
+    sum over the whole row (others 0) in NumPy's pairwise order; ``end`` inside
+    a leaf, samples missing before and inside it."""
+    from idexdask.analysis.selection import prefix_sum_near_first
+    from idexdask.numerics import pairwise_sum_zero_tail
+
+    rng = np.random.default_rng(8)
+    n = 50_003
+    x = (rng.normal(size=n) * 40.0 + 3.0).astype(dtype)
+    x[[0, 1, 5_000, 9_999]] = -7  # the fill where there is one (the first valid: index 2)
+    if dtype != np.int16:
+        x[[3, 700, 12_345]] = [np.nan, np.inf, -np.inf]
+    end = (4 * n) // 5 + 3
+    head = x[:end].astype(float)
+    valid = np.isfinite(head) & (head != fill)
+    row = np.zeros(n)
+    row[:end][valid] = head[valid]
+    first = head[valid][0]
+    far = np.abs(head[valid] - first).max()
+    for half in (far, np.nextafter(far, 0.0), 0.0, np.inf):
+        count, within, total = prefix_sum_near_first(x, end, half, fill)
+        assert count == valid.sum()
+        assert within == (half >= far)
+        # both compiled without fastmath: the same additions in the same order,
+        # exact on any machine (no SIMD dispatch or contraction between them)
+        assert total == pairwise_sum_zero_tail(row, 0, n, end)
+        # NumPy's own sum: the same order, within a few ulp of the values' scale
+        # where its run-time SIMD dispatch orders the leaf blocks differently
+        np.testing.assert_allclose(total, row.sum(), rtol=0,
+                                   atol=8 * np.finfo(float).eps * np.abs(row).sum())
+    nothing = prefix_sum_near_first(np.full(300, np.nan, dtype=np.float32), 200, 1.0, np.nan)
+    assert nothing[0] == 0 and nothing[1] and nothing[2] == 0.0

@@ -109,6 +109,15 @@ def _check(ds, settings, quality="compute"):
         assert m.overlap[name].dtype == np.int32
     for name in set(TOF_CHANNELS) - set(ratios):
         assert (m.ratio_status[name] == GainRatioStatus.ABSENT).all()
+    assert m.single is None
+    # the float32 copy formed in the merge's pass: NumPy's cast of the merged
+    # spectrum (one correctly rounded conversion per value: the same bits on
+    # any machine), the rest of the merge unchanged (the same code)
+    both = merge_gains(ds, quality, settings, single=True)
+    assert both.single.dtype == np.float32 and both.single.shape == m.signal.shape
+    assert np.array_equal(both.single.view(np.int32), m.signal.astype(np.float32).view(np.int32))
+    assert np.array_equal(both.signal, m.signal, equal_nan=True)
+    assert np.array_equal(both.source, m.source)
     return m
 
 
@@ -355,14 +364,19 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
     sat = np.zeros(n, bool)
     idx, hv, lv = np.empty(n, np.int64), np.empty(n), np.empty(n)
     hits, out = np.empty(-(-n // 512), bool), np.empty(n)
+    none, out32 = np.empty(0, np.float32), np.empty(n, np.float32)
     for thresh in (np.sort(h)[-7], np.nextafter(np.sort(h)[-40], -np.inf), np.nan, np.inf):
         want = np.flatnonzero(h > thresh)
         m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
                             thresh, idx, hv, lv, np.empty(0, bool))
         assert np.array_equal(idx[:m], want)
         assert np.array_equal(hv[:m], h[want])
-        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out)
+        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out, none)
         assert np.array_equal(out, h)
+        out[:] = np.nan
+        assert first_gain_row(xh, np.nan, base_h, pol, thresh, hits, out, out32)
+        assert np.array_equal(out, h)
+        assert np.array_equal(out32.view(np.int32), h.astype(np.float32).view(np.int32))
         assert hits.sum() == len(set(want // 512))  # only blocks holding a sample above
         m = overlap_samples(xh, xl, np.nan, np.nan, base_h, base_l, pol, pol, sat, sat,
                             thresh, idx, hv, lv, hits)
@@ -370,7 +384,7 @@ def test_overlap_samples_at_the_threshold(pol, dtype):
         assert np.array_equal(hv[:m], h[want])
     if dtype != np.int16:
         xh[123] = np.nan
-        assert not first_gain_row(xh, np.nan, base_h, pol, 0.0, hits, out)
+        assert not first_gain_row(xh, np.nan, base_h, pol, 0.0, hits, out, none)
     assert (h > np.sort(h)[-7]).sum() == 6  # the equal sample is not above
 
 
