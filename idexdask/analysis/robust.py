@@ -8,8 +8,9 @@ products, the TOF gain merge and the impact-charge fits:
   selection (O(n) per row) with the same values as ``numpy.nanmedian``;
 * :func:`baseline_sigma`: each event's pre-trigger baseline level (a clipped
   mean) and noise sigma, floored at the quantisation noise;
-* the compiled building blocks :func:`median_inplace`, :func:`gather_finite`
-  and :func:`baseline_level`, which other compiled kernels call per row.
+* the compiled building blocks :func:`median_inplace`,
+  :func:`order_pair_inplace`, :func:`gather_finite` and :func:`baseline_level`,
+  which other compiled kernels call per row.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "gather_finite",
     "median_inplace",
     "nanmedian_rows",
+    "order_pair_inplace",
     "quiet_nan_warnings",
     "robust_sigma",
 ]
@@ -71,12 +73,28 @@ def median_inplace(buf: np.ndarray, k: int) -> float:  # pragma: no cover - comp
     ``buf[k:2k]`` is used as scratch: ``buf`` must hold at least ``2k`` values.
     """
     kth = k // 2
+    lo, hi = order_pair_inplace(buf, k, kth - 1 + k % 2, kth)
+    return hi if k % 2 else 0.5 * (lo + hi)
+
+
+@numba.njit(cache=True, nogil=True)
+def order_pair_inplace(
+    buf: np.ndarray, k: int, k_lo: int, k_hi: int
+) -> tuple[float, float]:  # pragma: no cover - compiled
+    """The ``k_lo``-th and ``k_hi``-th smallest of ``buf[:k]`` (0-based, no NaN,
+    ``k_hi`` equal to ``k_lo`` or ``k_lo + 1``), the values a sort places there.
+
+    ``buf[:k]`` is left as it is; ``buf[k:2k]`` is scratch (``buf`` must hold at
+    least ``2k`` values).  The selection's passes are branch-free counts and
+    compactions, so that values with many ties (quantised records) cost no
+    mispredicted branches.
+    """
     work = buf[k : 2 * k]
     work[:] = buf[:k]
-    hi = _select(work, k, kth)
-    if k % 2:
-        return hi
-    # the (kth-1)-th smallest: hi itself when enough values equal it, else the
+    hi = _select(work, k, k_hi)
+    if k_hi == k_lo:
+        return hi, hi
+    # the (k_hi-1)-th smallest: hi itself when enough values equal it, else the
     # largest value below it (two loops: each compiles branch-free, together not)
     below = 0
     for j in range(k):
@@ -86,9 +104,9 @@ def median_inplace(buf: np.ndarray, k: int) -> float:  # pragma: no cover - comp
         v = buf[j]
         if v < hi and v > lo:
             lo = v
-    if below < kth:
+    if below < k_hi:
         lo = hi
-    return 0.5 * (lo + hi)
+    return lo, hi
 
 
 @numba.njit(cache=True, nogil=True)

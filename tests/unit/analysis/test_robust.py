@@ -12,6 +12,7 @@ from idexdask.analysis.robust import (
     MAD_TO_SIGMA,
     median_inplace,
     nanmedian_rows,
+    order_pair_inplace,
     quiet_nan_warnings,
     robust_sigma,
 )
@@ -72,6 +73,25 @@ def test_median_inplace_matches_numpy(k):
     buf = np.empty(2 * k)
     buf[:k] = values
     assert median_inplace(buf, k) == pytest.approx(float(np.median(values)), rel=RTOL, abs=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 31, 32, 33, 34, 1000, 25_001])
+@pytest.mark.parametrize("scale", [0.5, 3.0, 1e4])
+def test_order_pair_inplace_is_what_a_sort_places(k, scale):
+    """Neighbouring ranks (both ends, the middle, any) of tied and distinct values;
+    ``buf[:k]`` untouched.  A selection does no arithmetic: the values are the
+    sorted array's own elements, so equality with numpy's sort is exact."""
+    rng = np.random.default_rng(k)
+    values = np.round(rng.normal(size=k) * scale) * 0.125  # few distinct values at small scale
+    ranks = {0, k // 2, k - 1, int(rng.integers(0, k))}
+    want = np.sort(values)
+    for k_lo in ranks:
+        for k_hi in {k_lo, min(k_lo + 1, k - 1)}:
+            buf = np.empty(2 * k)
+            buf[:k] = values
+            lo, hi = order_pair_inplace(buf, k, k_lo, k_hi)
+            assert (lo, hi) == (want[k_lo], want[k_hi])
+            np.testing.assert_array_equal(buf[:k], values)
 
 
 def test_quiet_nan_warnings_silences_only_inside():
