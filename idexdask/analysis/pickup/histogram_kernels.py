@@ -30,6 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.code_kernels import (
     decode_chunk,
     int_extremes,
@@ -37,7 +38,6 @@ from idexdask.analysis.pickup.code_kernels import (
     recorded_derivative_rows,
     recorded_prefix_sums,
 )
-from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index
 
 __all__ = [
@@ -127,8 +127,9 @@ def histogram_derivative(
     checkpoints, sums, codes, values, keys
 ):  # pragma: no cover - compiled
     """One record's derivative counted in ``hist`` (:data:`HIST_BINS` int32 and
-    ``2 _SPARES`` spare counters after them, zeroed by the caller), the extremes of each :data:`BLOCK` values and the prefix
-    sums at each chunk's start, its values not kept.
+    ``2 _SPARES`` spare counters after them, zeroed by the caller), the
+    extremes of each :data:`BLOCK` values and the prefix sums at each chunk's
+    start, its values not kept.
 
     The record goes in chunks as
     :func:`~idexdask.analysis.pickup.code_kernels.code_derivative`'s pass (the
