@@ -166,8 +166,9 @@ def smooth_formula_row(
     if has_scale:
         for j in range(lo):
             differ += numr[j] != d
-        for j in range(hi, n):
-            differ += numr[j] != d
+        tail = numr[hi:]  # a view indexed from 0: contiguous loads (no wrapped index)
+        for j in range(n - hi):
+            differ += tail[j] != d
     # block by block: the running sum's chain of additions hides the other
     # loads, counts and each block's extremes
     for b in range(lo // PROM_BLOCK, (hi - 1) // PROM_BLOCK + 1):
@@ -338,12 +339,15 @@ def smooth_row(
                 below += step < pivot
                 equal += step == pivot
                 valid += step == step
-        for j in range(counted, n):
-            yj = yr[j]
-            v = out[j]
-            c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+        ytail = yr[counted:]  # views indexed from 0: contiguous loads (no wrapped index)
+        otail = out[counted:]
+        ttail = tr[counted:]
+        for i in range(n - counted):
+            yj = ytail[i]
+            v = otail[i]
+            c = (ttail[i] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
             k += c
-            index_sum += j if c else 0
+            index_sum += counted + i if c else 0
     return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
 
 
@@ -379,9 +383,14 @@ def count_formula_times(
             valid += step == step
     # the samples with a time not counted above (the last one's step ends at a
     # NaN time: not a valid step); from m_f on the time is NaN
-    for j in range(done, m_f):
-        yj = yr[j]
-        v = out[j]
+    # (read through views indexed from 0: contiguous loads, where an index
+    # from ``done`` on is wrapped per value and compiles to gathers)
+    ytail = yr[done:m_f]
+    otail = out[done:m_f]
+    for i in range(m_f - done):
+        j = done + i
+        yj = ytail[i]
+        v = otail[i]
         c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
             v - v == 0.0
         )
