@@ -171,25 +171,32 @@ def smooth_formula_row(
             differ += tail[j] != d
     # block by block: the running sum's chain of additions hides the other
     # loads, counts and each block's extremes
+    # (each block read through views indexed from 0: no index wrapped per value)
     for b in range(lo // PROM_BLOCK, (hi - 1) // PROM_BLOCK + 1):
         top = -np.inf
         low = np.inf
+        a = max(b * PROM_BLOCK, lo)
+        e = min((b + 1) * PROM_BLOCK, hi)
+        ahead = yr[a + s2 : e + s2]
+        behind = yr[a - 1 - s1 : e - 1 - s1]
+        dst = out[a:e]
         if has_scale:
-            for j in range(max(b * PROM_BLOCK, lo), min((b + 1) * PROM_BLOCK, hi)):
-                v = yr[j + s2]
-                tmp += v - yr[j - 1 - s1]
+            scl = numr[a:e]
+            for i in range(e - a):
+                v = ahead[i]
+                tmp += v - behind[i]
                 o = tmp * inv_w
-                out[j] = o
+                dst[i] = o
                 top = o if o > top else top
                 low = o if o < low else low
                 bad += not v - v == 0.0
-                differ += numr[j] != d
+                differ += scl[i] != d
         else:
-            for j in range(max(b * PROM_BLOCK, lo), min((b + 1) * PROM_BLOCK, hi)):
-                v = yr[j + s2]
-                tmp += v - yr[j - 1 - s1]
+            for i in range(e - a):
+                v = ahead[i]
+                tmp += v - behind[i]
                 o = tmp * inv_w
-                out[j] = o
+                dst[i] = o
                 top = o if o > top else top
                 low = o if o < low else low
                 bad += not v - v == 0.0
