@@ -166,29 +166,37 @@ def smooth_formula_row(
     if has_scale:
         for j in range(lo):
             differ += numr[j] != d
-        for j in range(hi, n):
-            differ += numr[j] != d
+        tail = numr[hi:]  # a view indexed from 0: contiguous loads (no wrapped index)
+        for j in range(n - hi):
+            differ += tail[j] != d
     # block by block: the running sum's chain of additions hides the other
     # loads, counts and each block's extremes
+    # (each block read through views indexed from 0: no index wrapped per value)
     for b in range(lo // PROM_BLOCK, (hi - 1) // PROM_BLOCK + 1):
         top = -np.inf
         low = np.inf
+        a = max(b * PROM_BLOCK, lo)
+        e = min((b + 1) * PROM_BLOCK, hi)
+        ahead = yr[a + s2 : e + s2]
+        behind = yr[a - 1 - s1 : e - 1 - s1]
+        dst = out[a:e]
         if has_scale:
-            for j in range(max(b * PROM_BLOCK, lo), min((b + 1) * PROM_BLOCK, hi)):
-                v = yr[j + s2]
-                tmp += v - yr[j - 1 - s1]
+            scl = numr[a:e]
+            for i in range(e - a):
+                v = ahead[i]
+                tmp += v - behind[i]
                 o = tmp * inv_w
-                out[j] = o
+                dst[i] = o
                 top = o if o > top else top
                 low = o if o < low else low
                 bad += not v - v == 0.0
-                differ += numr[j] != d
+                differ += scl[i] != d
         else:
-            for j in range(max(b * PROM_BLOCK, lo), min((b + 1) * PROM_BLOCK, hi)):
-                v = yr[j + s2]
-                tmp += v - yr[j - 1 - s1]
+            for i in range(e - a):
+                v = ahead[i]
+                tmp += v - behind[i]
                 o = tmp * inv_w
-                out[j] = o
+                dst[i] = o
                 top = o if o > top else top
                 low = o if o < low else low
                 bad += not v - v == 0.0
@@ -338,12 +346,15 @@ def smooth_row(
                 below += step < pivot
                 equal += step == pivot
                 valid += step == step
-        for j in range(counted, n):
-            yj = yr[j]
-            v = out[j]
-            c = (tr[j] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
+        ytail = yr[counted:]  # views indexed from 0: contiguous loads (no wrapped index)
+        otail = out[counted:]
+        ttail = tr[counted:]
+        for i in range(n - counted):
+            yj = ytail[i]
+            v = otail[i]
+            c = (ttail[i] < stop_us) & (yj - yj == 0.0) & (v - v == 0.0)
             k += c
-            index_sum += j if c else 0
+            index_sum += counted + i if c else 0
     return n_fin, k, index_sum == k * (k - 1) // 2, varying, below, equal, valid
 
 
@@ -379,9 +390,14 @@ def count_formula_times(
             valid += step == step
     # the samples with a time not counted above (the last one's step ends at a
     # NaN time: not a valid step); from m_f on the time is NaN
-    for j in range(done, m_f):
-        yj = yr[j]
-        v = out[j]
+    # (read through views indexed from 0: contiguous loads, where an index
+    # from ``done`` on is wrapped per value and compiles to gathers)
+    ytail = yr[done:m_f]
+    otail = out[done:m_f]
+    for i in range(m_f - done):
+        j = done + i
+        yj = ytail[i]
+        v = otail[i]
         c = (((np.float64(j) * step_us + start) * scale) < stop_us) & (yj - yj == 0.0) & (
             v - v == 0.0
         )

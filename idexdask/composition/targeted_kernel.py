@@ -192,9 +192,15 @@ def search_events(scipy_erfcx, time, signal, sigma, target_time, lines, bounds, 
         profile = np.empty(p_start[n_mine])
         for k in range(n_mine):
             i = mine[k]
-            for q in range(p_lo[k], p_hi[k]):
-                profile[p_start[k] + q - p_lo[k]] = _line_value(
-                    scipy_erfcx, x[q], line_area[i], line_center[i], line_sigma[i],
+            # views indexed from 0: contiguous loads and stores (an index
+            # ``start + q`` is wrapped per value and compiles to gathers)
+            if p_hi[k] <= p_lo[k]:
+                continue
+            xk = x[p_lo[k]:p_hi[k]]
+            pk = profile[p_start[k]:p_start[k + 1]]
+            for q in range(xk.size):
+                pk[q] = _line_value(
+                    scipy_erfcx, xk[q], line_area[i], line_center[i], line_sigma[i],
                     line_gamma[i])
         # steps 4-6 per target
         for j in range(n_targets):
@@ -210,17 +216,21 @@ def search_events(scipy_erfcx, time, signal, sigma, target_time, lines, bounds, 
             xs = np.empty(n)
             resid = np.empty(n)
             ws = np.empty(n)
+            x_j = x[lo:hi]  # views indexed from 0: contiguous loads
+            y_j = y[lo:hi]
+            s_j = sigma[e, 0:1] if per_event_noise else sigma[e, lo:hi]
             for q in range(n):
-                xs[q] = x[lo + q]
-                ws[q] = 1.0 / sigma[e, 0 if per_event_noise else lo + q]
+                xs[q] = x_j[q]
+                ws[q] = 1.0 / s_j[0 if per_event_noise else q]
                 resid[q] = 0.0
             for k in range(n_mine):
                 if t_sub[j, k]:
                     off = p_start[k] + lo - p_lo[k]
+                    prof = profile[off:off + n]
                     for q in range(n):
-                        resid[q] += profile[off + q]
+                        resid[q] += prof[q]
             for q in range(n):
-                resid[q] = y[lo + q] - resid[q]
+                resid[q] = y_j[q] - resid[q]
             # the null: the same filter away from t_m and from every fitted line
             centres[0] = t_m
             m = 1

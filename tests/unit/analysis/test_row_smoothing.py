@@ -12,7 +12,7 @@ from idexdask.analysis.peak_search import (
     find_peaks_scaled,
     formula_row,
 )
-from idexdask.analysis.row_smoothing import smooth_formula_row, smooth_row
+from idexdask.analysis.row_smoothing import count_formula_times, smooth_formula_row, smooth_row
 
 _EMPTY = np.empty(0)
 
@@ -122,3 +122,52 @@ def test_peaks_from_given_block_extremes_equal_peaks_found_alone():
         for g, w in zip(got, want, strict=True):
             assert np.array_equal(g, w)
     assert found > 10
+
+
+def _reference_counts(y, out, t, stop_us, pivot):
+    """NumPy's pre-trigger samples (count, index sum) and, with a pivot, the time
+    steps below, equal to it and not NaN."""
+    pre = (t < stop_us) & np.isfinite(y) & np.isfinite(out)
+    counts = [int(pre.sum()), int(np.flatnonzero(pre).sum())]
+    if pivot == pivot:
+        steps = np.diff(t)
+        counts += [int((steps < pivot).sum()), int((steps == pivot).sum()),
+                   int((~np.isnan(steps)).sum())]  # fmt: skip
+    else:
+        counts += [0, 0, 0]
+    return tuple(counts)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("n", [3, 1000, 4099])
+def test_counts_equal_numpy_on_rows_with_gaps(n):
+    """The pre-trigger and step counts of smooth_row (formula times and a time
+    row) and count_formula_times equal NumPy's on rows with non-finite samples
+    (pre-trigger samples that are not the row's first ones), counts that end
+    early (NaN times) and with and without a pivot.
+
+    Exact equality: the counts are integers of comparisons of the same values;
+    the formula times are three correctly rounded IEEE operations in NumPy as
+    in the compiled code (no fused multiply-add without fastmath), and NumPy's
+    integer sums are exact."""
+    rng = np.random.default_rng(21)
+    y = _row(rng, n)
+    y[rng.integers(0, n, max(n // 50, 1))] = np.nan
+    y[n // 3] = np.inf
+    for count in (0, 1, n - n // 7, n):
+        ft = np.array([-0.5e-9 * n, 1e-9, count, 1e6])  # half the row pre-trigger
+        t = np.empty(n)
+        formula_row(ft[0], ft[1], count, ft[3], t)
+        for pivot in (np.nan, ft[1] * ft[3], 1e-3):
+            out = np.empty(n)
+            smoothed = smooth_row(y, t, 2, 0.0, _EMPTY, 1.0, out, pivot, _EMPTY)
+            want = _reference_counts(y, out, t, 0.0, pivot)
+            k, index_sum = want[:2]
+            assert smoothed[1] == k and smoothed[4:] == want[2:]
+            assert smoothed[2] == (index_sum == k * (k - 1) // 2)
+            assert count_formula_times(y, out, 0.0, pivot, ft) == want
+            out_f = np.empty(n)
+            got = smooth_row(y, t, 2, 0.0, _EMPTY, 1.0, out_f, pivot, ft)
+            assert np.array_equal(out_f, out, equal_nan=True)  # the same compiled pass
+            assert got == smoothed
+    assert 0 < want[0] < n  # the last row has pre-trigger samples and others
