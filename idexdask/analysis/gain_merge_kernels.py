@@ -533,8 +533,9 @@ def merge_rows(
     Fills ``signal`` and ``source`` (rows, n; allocated by the caller:
     NumPy maps large arrays on huge pages, which makes them much cheaper to
     write), and ``single`` with ``signal`` rounded to float32 unless it has
-    no columns (formed in the pass that writes ``signal``), and returns per gain and row ``ratio``, ``status``, ``overlap`` and
-    ``noise``, and per row whether any sample came from a lower gain (the
+    no columns (formed in the pass that writes ``signal``), and returns per
+    gain and row ``ratio``, ``status``, ``overlap`` and ``noise``, and per
+    row whether any sample came from a lower gain (the
     per-sample noise is then ``noise[source] * ratio[source]``, else the first
     gain's ``noise`` at every sample; no per-sample noise is written here),
     and per row whether every sample came from the first gain (no unusable

@@ -39,7 +39,6 @@ __all__ = [
     "gather_finite",
     "median_inplace",
     "nanmedian_rows",
-    "prefix_sum_within",
     "quiet_nan_warnings",
     "robust_sigma",
 ]
@@ -351,30 +350,34 @@ def clipped_mean(
 
 @numba.njit(cache=True, nogil=True)
 def _prefix_sum_kept(
-    x: np.ndarray, end: int, n: int, fill: float, centre: float, lim: float, first: float,
-    half: float,
-) -> tuple[int, bool, float]:  # pragma: no cover - compiled
+    x: np.ndarray, end: int, n: int, fill: float, centre: float, lim: float
+) -> tuple[int, float]:  # pragma: no cover - compiled
     """Count and sum of the samples of ``x[:end]`` kept: finite, not ``fill``, within
     ``lim`` of ``centre``; the sum over the row of ``n`` with the others 0, in
-    NumPy's pairwise order (each leaf's values formed as they are read); and
-    whether every kept sample lies within ``half`` of ``first``."""
+    NumPy's pairwise order (each leaf's values formed as they are read)."""
     count = 0
-    within = True
     block = np.empty(128)
     starts = pairwise_leaves(n)
     sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
     for leaf in range(sums.size):
         cl = starts[leaf]
         cn = starts[leaf + 1] - cl
-        if cl < end:  # a loop that vectorises
-            for i in range(cn):
-                v = np.float64(x[cl + i])
-                keep = (cl + i < end) & (v - v == 0.0) & (v != fill) & (abs(v - centre) <= lim)
-                block[i] = v if keep else 0.0
-                within &= ~keep | (abs(v - first) <= half)
-                count += keep
-            sums[leaf] = pairwise_sum(block, 0, cn)
-    return count, within, pairwise_combine(sums, n)
+        if cl >= end:
+            break
+        k = min(cn, end - cl)
+        # read through a view of the leaf: an index ``cl + i`` that might be
+        # negative is wrapped per value, which compiles to a gather, not to
+        # contiguous vector loads
+        leaf_x = x[cl : cl + k]
+        for i in range(k):  # a loop that vectorises
+            v = np.float64(leaf_x[i])
+            keep = (v - v == 0.0) & (v != fill) & (abs(v - centre) <= lim)
+            block[i] = v if keep else 0.0
+            count += keep
+        for i in range(k, cn):  # the samples from end on: 0 in the sum
+            block[i] = 0.0
+        sums[leaf] = pairwise_sum(block, 0, cn)
+    return count, pairwise_combine(sums, n)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -391,71 +394,13 @@ def clipped_prefix_mean(
     :func:`clipped_mean`.
     """
     lim = 4.0 * max(MAD_TO_SIGMA * d, 0.5)
-    count, _, total = _prefix_sum_kept(x, end, n, fill, m, lim, np.nan, 0.0)
+    count, total = _prefix_sum_kept(x, end, n, fill, m, lim)
     if count == 0:
         return m
     mean = total / count
     return mean if np.isfinite(mean) else m
 
 
-
 CLIP_FLOOR = 4.0 * 0.5
 """Smallest half-width of :func:`clipped_mean`'s clip (4 x its 0.5 floor on the
 sigma), in the samples' unit."""
-
-
-@numba.njit(cache=True, nogil=True)
-def prefix_sum_within(
-    x: np.ndarray, end: int, half: float, fill: float = np.nan
-) -> tuple[int, bool, float]:  # pragma: no cover - compiled
-    """Count and sum of the valid samples among ``x[:end]`` (finite and not
-    ``fill``; a NaN ``fill``: none), the sum over the whole row with the others
-    0 in :func:`clipped_prefix_mean`'s order; and whether every valid sample
-    lies within ``half`` of the first (``|v - first| <= half`` as rounded).
-
-    With ``half`` at most ``0.999 * CLIP_FLOOR / 2``, every valid sample then
-    lies within any clip of :func:`clipped_mean` around their median (which
-    lies between the smallest and the largest, all within ``1.9982 *
-    CLIP_FLOOR / 2`` of each other; each rounding is monotonic), so the sum
-    divided by the count is that mean, whatever the MAD: the level of a
-    baseline whose noise is known without its MAD, in one pass that
-    vectorises (a boolean reduction, not a floating-point minimum).
-    """
-    n = x.shape[0]
-    first = np.nan
-    for i in range(end):
-        v = np.float64(x[i])
-        if v - v == 0.0 and v != fill:
-            first = v
-            break
-    # _prefix_sum_kept's sum without its clip (every valid sample kept), and a
-    # loop per kind of fill: the per-sample work is what this pass costs
-    count = 0
-    far = False
-    block = np.empty(128)
-    starts = pairwise_leaves(n)
-    sums = np.zeros(starts.size - 1)  # a leaf from end on holds only 0: sums to +0.0
-    for leaf in range(sums.size):
-        cl = starts[leaf]
-        cn = starts[leaf + 1] - cl
-        if cl >= end:
-            break
-        k = min(cn, end - cl)
-        if fill == fill:
-            for i in range(k):  # loops that vectorise
-                v = np.float64(x[cl + i])
-                keep = (v - v == 0.0) & (v != fill)
-                block[i] = v if keep else 0.0
-                far |= keep & (abs(v - first) > half)
-                count += keep
-        else:
-            for i in range(k):
-                v = np.float64(x[cl + i])
-                keep = v - v == 0.0
-                block[i] = v if keep else 0.0
-                far |= keep & (abs(v - first) > half)
-                count += keep
-        for i in range(k, cn):
-            block[i] = 0.0
-        sums[leaf] = pairwise_sum(block, 0, cn)
-    return count, not far, pairwise_combine(sums, n)

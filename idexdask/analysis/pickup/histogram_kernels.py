@@ -30,6 +30,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.code_kernels import (
     decode_chunk,
     int_extremes,
@@ -37,7 +38,6 @@ from idexdask.analysis.pickup.code_kernels import (
     recorded_derivative_rows,
     recorded_prefix_sums,
 )
-from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index
 
 __all__ = [
@@ -61,6 +61,10 @@ _GROUP = 1 << _GROUP_BITS
 """Bins per group of the histogram's cumulative counts (rank queries sum a group's bins)."""
 MAX_SHIFT = 12
 """Most low bits the codes may share (a 4-bit ADC in 16-bit codes)."""
+_SPARES = 4
+"""Counters taking turns for the values below the bins (and as many above), added
+to the end bins after the pass: a run of such values (a fifth of a QD_1 record
+lies beyond the bins) would otherwise wait on one counter at each step."""
 
 
 @numba.njit(cache=True, nogil=True)
@@ -122,9 +126,10 @@ def histogram_derivative(
     row, recorded, fill, single, sign, gain, offset, w, hist, block_max, block_min,
     checkpoints, sums, codes, values, keys
 ):  # pragma: no cover - compiled
-    """One record's derivative counted in ``hist`` (:data:`HIST_BINS` int32, zeroed
-    by the caller), the extremes of each :data:`BLOCK` values and the prefix
-    sums at each chunk's start, its values not kept.
+    """One record's derivative counted in ``hist`` (:data:`HIST_BINS` int32 and
+    ``2 _SPARES`` spare counters after them, zeroed by the caller), the
+    extremes of each :data:`BLOCK` values and the prefix sums at each chunk's
+    start, its values not kept.
 
     The record goes in chunks as
     :func:`~idexdask.analysis.pickup.code_kernels.code_derivative`'s pass (the
@@ -188,7 +193,9 @@ def histogram_derivative(
             d[t] = v
             low_bits |= v & mask
         for t in range(count):  # no carried dependency: vectorised
-            keys[t] = min(max((d[t] >> shift) + _CENTRE, 0), HIST_BINS - 1)
+            u = (d[t] >> shift) + _CENTRE
+            spare = HIST_BINS + (t & (_SPARES - 1))  # beyond the bins: a spare counter
+            keys[t] = u if 0 <= u < HIST_BINS else (spare if u < 0 else spare + _SPARES)
         top = count - count % 4
         for t in range(0, top, 4):  # four increments in flight
             hist[keys[t]] += 1
@@ -211,6 +218,9 @@ def histogram_derivative(
                 block_min[blk] = min(block_min[blk], lo)
             k = end
         k_next = k_end
+    for j in range(_SPARES):  # the values beyond the bins, into the end bins
+        hist[0] += hist[HIST_BINS + j]
+        hist[HIST_BINS - 1] += hist[HIST_BINS + _SPARES + j]
     if n % CHUNK == 0:
         checkpoints[n // CHUNK] = total
     if low_bits != 0:
@@ -461,14 +471,14 @@ def histogram_derivative_rows(
     win_out = np.zeros((rows, 2 * half + 1))
     if m < 1 or w >= 1 << 15:
         return exact, mad, i_in, i_out, win_in, win_out
-    hist = np.empty(HIST_BINS, dtype=np.int32)
+    hist = np.empty(HIST_BINS + 2 * _SPARES, dtype=np.int32)
     block_max = np.empty((m + BLOCK - 1) // BLOCK)
     block_min = np.empty((m + BLOCK - 1) // BLOCK)
     checkpoints = np.empty(n // CHUNK + 1, dtype=np.int64)
     sums = np.empty(2 * w + 1 + 8 * CHUNK, dtype=np.int64)
     codes = np.empty(CHUNK, dtype=np.int32)
     values = np.empty(CHUNK, dtype=np.int32)
-    keys = np.empty(CHUNK, dtype=np.uint16)
+    keys = np.empty(CHUNK, dtype=np.int32)
     scratch = np.empty(max(BLOCK, 2 * half + 1), dtype=np.int32)
     work = np.empty(2 * (scratch.size + 2 * w + CHUNK + 1), dtype=np.int64)  # derivative_span
     sign = 1 if polarity > 0 else -1

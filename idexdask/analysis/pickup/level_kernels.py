@@ -8,9 +8,9 @@ import numpy as np
 
 from idexdask.adccodes import code_value
 from idexdask.analysis.pickup.order_stats import (
-    add_counts,
     BINS,
     COPIES,
+    add_counts,
     linear_median,
     window_median_and_mad,
 )

@@ -80,10 +80,15 @@ def _check_formulas(codes, got, w, half, min_transit, max_transit):
 
 
 @pytest.mark.parametrize("recorded", [True, False])
-def test_histogram_derivative_matches_the_integer_formulas(recorded):
-    """Recorded codes, and codes found from the volts: many blocks, both edges inside."""
-    rows, n, w, half, min_transit, max_transit = 3, 6 * CHUNK + 123, 40, 80, 100, 9000
+@pytest.mark.parametrize("w", [40, 400])
+def test_histogram_derivative_matches_the_integer_formulas(recorded, w):
+    """Recorded codes, and codes found from the volts: many blocks, both edges
+    inside; with w = 400 the edges' derivative lies beyond the bins (counted in
+    the end bins through the spare counters), the median and MAD inside."""
+    rows, n, half, min_transit, max_transit = 3, 6 * CHUNK + 123, 80, 100, 9000
     codes = _records(rows, n, 1)
+    beyond = np.abs(_integer_derivative(codes, w) >> 4).max() >= HIST_BINS // 2
+    assert beyond == (w == 400)
     got = histogram_derivative_rows(
         _volts(codes), codes if recorded else NO_CODES, CODE_FILL, True, -1.0,
         np.full(rows, GAIN), np.full(rows, OFFSET), w, min_transit, max_transit, half)
