@@ -85,7 +85,10 @@ def fit_batch(
     ftol : float
         Convergence when the chi-square a Gauss–Newton step still predicts to
         gain is below ``ftol * chisq`` (parameters then lie within about
-        ``sqrt(ftol*ndata)`` standard errors of the minimum).
+        ``sqrt(ftol*ndata)`` standard errors of the minimum).  The step planned
+        is that step while the damping is at most ``LAMBDA_GN``; a fit about to
+        stop unconverged with more damping (a strongly coupled fit converging
+        linearly keeps it there) takes the test with the Gauss-Newton step.
     gtol : float
         Convergence when every scaled gradient component
         ``|J_j . r| / (|J_j| |r|)`` is below ``gtol``.

@@ -194,11 +194,15 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
             window_end = (niter % STALL_WINDOW) == 0
             no_progress = window_end and not (chi_ref - chi > stall_tol * chi_ref)
             converged = converged or (no_progress and chi <= 100.0 * floor)
+            done = converged or stalled or no_progress or niter >= max_iter
+            if done and not converged and lam > LAMBDA_GN:
+                # the ftol test of a Gauss-Newton step, which a fit whose
+                # damping stays above LAMBDA_GN never takes (see iterate_xp)
+                converged = _plan_one(a, b, chi, LAMBDA_GN, floor, ftol, gtol, step, m, s)[1]
             if converged:
                 status = _ST_CONVERGED
             if window_end:
                 chi_ref = chi
-            done = converged or stalled or no_progress or niter >= max_iter
         out_p[i] = p
         out_chi[i] = chi
         out_a[i] = a_ext
