@@ -32,6 +32,7 @@ import numba
 import numpy as np
 
 from idexdask.adccodes import code_value
+from idexdask.analysis.robust import order_pair_inplace
 from idexdask.numerics import pairwise_combine, pairwise_leaves, pairwise_sum
 
 __all__ = ["CODE_COUNTS", "CodePrefixStats", "code_median_mad", "code_prefix_stats",
@@ -199,6 +200,10 @@ def order_pair(
         if below >= 0:
             k_lo -= below
             k_hi -= below
+            if k_hi - k_lo <= 1 and 2 * c <= scratch.size:
+                # the gathered values lie between two finite pivots: no NaN;
+                # a branch-free selection (tied, quantised values: ~7x faster)
+                return order_pair_inplace(scratch, c, k_lo, k_hi)
             if c > _SMALL:  # a second bracket within the first
                 inner = np.empty(c)
                 below, c2, both = _bracket(scratch, c, k_lo, k_hi, inner, np.nan)
@@ -517,9 +522,9 @@ def prefix_sum_near_first(
     leaf formed as it is read); and whether every valid sample lies within
     ``half`` of the first (``|v - first| <= half`` as rounded).
 
-    The values of :func:`idexdask.analysis.robust.prefix_sum_within` (the TOF
-    gain merge's baseline level where the clip keeps every sample): each leaf
-    is read through a view of the row, so that its loads are contiguous
+    This is the TOF gain merge's baseline level where the clip keeps every
+    sample (:func:`idexdask.analysis.robust.clipped_prefix_mean` where it
+    does not): each leaf is read through a view of the row, so that its loads are contiguous
     vector loads (an index ``start + i`` that might be negative is wrapped
     per value, which compiles to a gather: ~1.8x slower on a 400,000-sample
     lab baseline).
