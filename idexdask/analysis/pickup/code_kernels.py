@@ -48,8 +48,9 @@ from idexdask.analysis.pickup.order_stats import (
     int_keys,
 )
 
-__all__ = ["CODE_LIMIT", "code_derivative", "code_derivative_rows", "decode_chunk",
-           "int_extremes", "prefix_sums", "recorded_derivative_rows", "recorded_prefix_sums"]
+__all__ = ["CODE_LIMIT", "chunk_prefix_sums", "code_derivative", "code_derivative_rows",
+           "decode_chunk", "int_extremes", "prefix_sums", "recorded_derivative_rows",
+           "recorded_prefix_sums"]
 
 CODE_LIMIT = 32768.0
 """Largest code magnitude taken (16-bit codes): ``|D| <= 2 w CODE_LIMIT``
@@ -187,7 +188,6 @@ def code_derivative(
     n = row.size
     m = n - 2 * w + 1
     inverse = 1.0 / gain
-    capacity = sums.size
     sums[0] = 0
     base = 0  # sums[t] = S[base + t]
     held = 1
@@ -196,24 +196,11 @@ def code_derivative(
     k_stat = 0  # first derivative value not in a block's extremes yet
     for c0 in range(0, n, CHUNK):
         c1 = min(c0 + CHUNK, n)
-        size = c1 - c0
-        if recorded.size == 0 and not decode_chunk(row, c0, c1, gain, offset, inverse,
-                                                   single, codes):
+        ok, total, held, base = chunk_prefix_sums(row, c0, c1, gain, offset, inverse, single,
+                                                  codes, recorded, fill, sums, held, base,
+                                                  k_next, total)
+        if not ok:
             return False
-        if held + size > capacity:  # keep S[k_next:], the sums still needed
-            drop = k_next - base
-            for t in range(held - drop):
-                sums[t] = sums[t + drop]
-            held -= drop
-            base = k_next
-        new = sums[held : held + size]
-        if recorded.size:
-            total, missing = recorded_prefix_sums(recorded[c0:c1], fill, total, new)
-            if missing:
-                return False
-        else:
-            total = prefix_sums(codes[:size], total, new)
-        held += size
         k_end = min(c1 - 2 * w + 1, m)
         if k_end <= k_next:
             continue
@@ -231,6 +218,47 @@ def code_derivative(
                 core[k_stat:end])
             k_stat = end
     return True
+
+
+@numba.njit(cache=True, nogil=True)
+def chunk_prefix_sums(
+    row, c0, c1, gain, offset, inverse, single, codes, recorded, fill, sums, held, base, k_next,
+    total
+):  # pragma: no cover - compiled
+    """The running int64 sums ``S`` of the codes of samples ``c0:c1`` appended to the
+    ones ``sums`` holds, the pass over a record in chunks that
+    :func:`code_derivative` and
+    :func:`~idexdask.analysis.pickup.histogram_kernels.histogram_derivative` share.
+
+    The chunk's codes are ``recorded[c0:c1]`` (the recorded codes, taken as they
+    are) or, where ``recorded`` is empty, :func:`decode_chunk` of ``row`` into
+    ``codes``.  ``sums[t]`` is ``S[base + t]`` for ``t < held``; where the chunk's
+    sums do not fit, the ones before ``S[k_next]`` (no longer needed) are dropped.
+
+    Returns
+    -------
+    (bool, int, int, int)
+        Whether the chunk is exactly on its codes (``recorded`` given: holds no
+        ``fill``), and the new ``total`` (``S`` at ``c1``), ``held`` and ``base``.
+    """
+    size = c1 - c0
+    if recorded.size == 0 and not decode_chunk(row, c0, c1, gain, offset, inverse, single,
+                                               codes):
+        return False, total, held, base
+    if held + size > sums.size:  # keep S[k_next:], the sums still needed
+        drop = k_next - base
+        for t in range(held - drop):
+            sums[t] = sums[t + drop]
+        held -= drop
+        base = k_next
+    new = sums[held : held + size]
+    if recorded.size:
+        total, missing = recorded_prefix_sums(recorded[c0:c1], fill, total, new)
+        if missing:
+            return False, total, held, base
+    else:
+        total = prefix_sums(codes[:size], total, new)
+    return True, total, held + size, base
 
 
 @numba.njit(cache=True, nogil=True)

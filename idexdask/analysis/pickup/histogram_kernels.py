@@ -32,11 +32,10 @@ import numpy as np
 
 from idexdask.analysis.pickup.centroid_kernels import clipped_weight
 from idexdask.analysis.pickup.code_kernels import (
+    chunk_prefix_sums,
     decode_chunk,
     int_extremes,
-    prefix_sums,
     recorded_derivative_rows,
-    recorded_prefix_sums,
 )
 from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index
 
@@ -147,7 +146,6 @@ def histogram_derivative(
     n = row.size
     m = n - 2 * w + 1
     inverse = 1.0 / gain
-    capacity = sums.size
     sums[0] = 0
     base = 0  # sums[t] = S[base + t]
     held = 1
@@ -159,26 +157,14 @@ def histogram_derivative(
         c1 = min(c0 + CHUNK, n)
         size = c1 - c0
         checkpoints[c0 // CHUNK] = total
-        if recorded.size == 0 and not decode_chunk(row, c0, c1, gain, offset, inverse,
-                                                   single, codes):
+        ok, total, held, base = chunk_prefix_sums(row, c0, c1, gain, offset, inverse, single,
+                                                  codes, recorded, fill, sums, held, base,
+                                                  k_next, total)
+        if not ok:
             return 0, 0
-        if shift < 0:
+        if shift < 0:  # the chunk's codes: read, not changed, by its sums
             shift = shared_low_bits(recorded[c0:c1]) if recorded.size else shared_low_bits(
                 codes[:size])
-        if held + size > capacity:  # keep S[k_next:], the sums still needed
-            drop = k_next - base
-            for t in range(held - drop):
-                sums[t] = sums[t + drop]
-            held -= drop
-            base = k_next
-        new = sums[held : held + size]
-        if recorded.size:
-            total, missing = recorded_prefix_sums(recorded[c0:c1], fill, total, new)
-            if missing:
-                return 0, 0
-        else:
-            total = prefix_sums(codes[:size], total, new)
-        held += size
         k_end = min(c1 - 2 * w + 1, m)
         if k_end <= k_next:
             continue
