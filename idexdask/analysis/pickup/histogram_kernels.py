@@ -37,7 +37,7 @@ from idexdask.analysis.pickup.code_kernels import (
     int_extremes,
     recorded_derivative_rows,
 )
-from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index
+from idexdask.analysis.pickup.kernels import BLOCK, CHUNK, extreme_index, largest_block
 
 __all__ = [
     "HIST_BINS",
@@ -321,12 +321,7 @@ def histogram_search(
         Sample indices of the entry peak and of the exit peak (0 if its range is empty).
     """
     m = n - 2 * w + 1
-    best = -np.inf
-    first = -1
-    for blk in range(block_max.size):
-        if block_max[blk] > best:
-            best = block_max[blk]
-            first = blk
+    best, first = largest_block(block_max)
     at = -1
     if first >= 0:
         k0 = first * BLOCK

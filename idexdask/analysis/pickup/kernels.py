@@ -28,6 +28,7 @@ __all__ = [
     "first_extreme",
     "first_maximum",
     "first_minimum",
+    "largest_block",
 ]
 
 CHUNK = 4096
@@ -302,15 +303,23 @@ def cumsum_span(y, polarity, fill, checkpoints, a, b):  # pragma: no cover - com
 
 
 @numba.njit(cache=True, nogil=True)
-def first_maximum(core, block_max, m, w, n):  # pragma: no cover - compiled
-    """``first_extreme(core, n, w, 0, n, 1.0)`` for a finite core of ``m`` values:
-    the first block holding the largest block maximum, scanned for its first index."""
+def largest_block(block_max):  # pragma: no cover - compiled
+    """The largest of the blocks' maxima (``-inf`` if none is above it) and the
+    first block that holds it (-1 if none)."""
     best = -np.inf
     first = -1
     for blk in range(block_max.size):
         if block_max[blk] > best:
             best = block_max[blk]
             first = blk
+    return best, first
+
+
+@numba.njit(cache=True, nogil=True)
+def first_maximum(core, block_max, m, w, n):  # pragma: no cover - compiled
+    """``first_extreme(core, n, w, 0, n, 1.0)`` for a finite core of ``m`` values:
+    the first block holding the largest block maximum, scanned for its first index."""
+    best, first = largest_block(block_max)
     at = -1
     if first >= 0:
         for k in range(first * BLOCK, min((first + 1) * BLOCK, m)):
