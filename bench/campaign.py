@@ -51,6 +51,7 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -213,11 +214,13 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int,
     runner_module.campaign_step = timed_step
     try:
         steal = _steal_seconds()
+        every_cpu = _run_cpu_seconds()
         start = time.perf_counter()
         summary = run_campaign(files, store, config, cluster=options, overwrite=True,
                                export_dir=export_dir)
         elapsed = time.perf_counter() - start
         steal = _steal_seconds() - steal
+        every_cpu = _run_cpu_seconds() - every_cpu
     finally:
         cluster_module.open_client = original
         runner_module.open_client = original
@@ -228,7 +231,21 @@ def run(files: list[Path], store: Path, workers: int, analyze: bool, batch: int,
             "worker_cpu": sum(map(sum, cpu_end)) - sum(map(sum, cpu_start)),
             "worker_sys": sum(c[1] for c in cpu_end) - sum(c[1] for c in cpu_start),
             "overhead_cpu": sum(overhead), "steal": steal, "exports": summary.exports,
-            "export_s": summary.export_s, "campaign_s": sum(campaign_s)}
+            "export_s": summary.export_s, "campaign_s": sum(campaign_s),
+            "run_cpu": every_cpu}
+
+
+def _run_cpu_seconds() -> float:
+    """CPU seconds of this process and of every process it started and reaped.
+
+    Over a run: the client (with an embedded cluster's scheduler and nannies),
+    the worker processes from their start (their imports included, which the
+    workers' own figure, taken once they are connected, leaves out) and a
+    forkserver the workers were forked from (with the imports it made for them),
+    each reaped when the cluster closes.
+    """
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def _sizes_per_1000(files: list[Path], n_events: int) -> str:

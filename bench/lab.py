@@ -30,6 +30,11 @@ runs after the packs (``analysis.calibration.campaign.enabled``: a reduce task
 per input and a map task per unit, here per impact, rewriting the
 calibration-dependent products), to time the lab path itself.
 
+``--worker-start spawn`` starts each worker as a fresh interpreter instead of
+forking it from a preloaded forkserver (``cluster.worker_start``), to compare
+the two; the "all CPU" column counts every process of a run (client, workers
+from their start, the forkserver).
+
 ``--lab-batch-events N`` sets the impacts per task and per Zarr chunk
 (``pipeline.lab_batch_events``, shipped 16) for the runs, to compare pack sizes.
 
@@ -258,10 +263,12 @@ def _worker_malloc() -> None:
             raise RuntimeError(f"mallopt refused {name}={value}")
 
 
-def _patch_configs(campaign_step: bool, lab_batch_events: int | None) -> None:
+def _patch_configs(campaign_step: bool, lab_batch_events: int | None,
+                   worker_start: str | None = None) -> None:
     """Every configuration bench/campaign.py's ``run`` loads gets these settings:
     the campaign step off (``campaign_step`` false), the impacts per task and chunk
-    (``pipeline.lab_batch_events``) where given."""
+    (``pipeline.lab_batch_events``) and the workers' start (``cluster.worker_start``)
+    where given."""
     import idexdask.config as config_module
 
     original = config_module.load_config
@@ -276,6 +283,8 @@ def _patch_configs(campaign_step: bool, lab_batch_events: int | None) -> None:
         if lab_batch_events is not None:
             merged["pipeline"] = {**(merged.get("pipeline") or {}),
                                   "lab_batch_events": lab_batch_events}
+        if worker_start is not None:
+            merged["cluster"] = {**(merged.get("cluster") or {}), "worker_start": worker_start}
         return original(merged, *args, **kwargs)
 
     config_module.load_config = load_config
@@ -291,6 +300,8 @@ def main() -> None:
                         help="turn off the campaign calibration step after the packs")
     parser.add_argument("--lab-batch-events", type=int, default=None,
                         help="impacts per task and chunk (pipeline.lab_batch_events)")
+    parser.add_argument("--worker-start", choices=("forkserver", "spawn"), default=None,
+                        help="how the workers start (cluster.worker_start; default: shipped)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="run the worker counts back to back this many times")
     args = parser.parse_args()
@@ -302,8 +313,8 @@ def main() -> None:
     from idexdask.config import load_config
 
     batch = int(load_config({})["pipeline"]["batch_events"])  # the shipped setting
-    if args.no_campaign_step or args.lab_batch_events is not None:
-        _patch_configs(not args.no_campaign_step, args.lab_batch_events)
+    if args.no_campaign_step or args.lab_batch_events is not None or args.worker_start:
+        _patch_configs(not args.no_campaign_step, args.lab_batch_events, args.worker_start)
 
     print(host_check())
     print(f"load average before the runs: {os.getloadavg()}")
@@ -327,16 +338,18 @@ def main() -> None:
                 shutil.rmtree(store)
         print(f"\n{args.impacts} impacts, {input_bytes / 1e6:.0f} MB of .trc\n")
         print("| repeat | workers | load (1 min) | wall s | impacts/s | per core | speed-up | "
-              "worker CPU ms/impact | client CPU ms/impact | store / input | steal s |")
-        print("|---|---|---|---|---|---|---|---|---|---|---|")
+              "worker CPU ms/impact | client CPU ms/impact | all CPU ms/impact | store / input | "
+              "steal s |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for repeat, workers, load, result, rate, size in rows:
             one = next((r[4] for r in rows if r[0] == repeat and r[1] == 1), None)
             speedup = f"{rate / one:.2f}x" if one else "-"
             cpu = result["worker_cpu"] / result["events"] * 1e3
             client = result["overhead_cpu"] / result["events"] * 1e3
+            every = result["run_cpu"] / result["events"] * 1e3
             print(f"| {repeat + 1} | {workers} | {load:.1f} | {result['seconds']:.1f} | "
                   f"{rate:.1f} | {rate / workers:.1f} | {speedup} | {cpu:.1f} | {client:.1f} | "
-                  f"{size / input_bytes:.2f} | {result['steal']:.1f} |")
+                  f"{every:.1f} | {size / input_bytes:.2f} | {result['steal']:.1f} |")
         print("\n| workers | best impacts/s | spread impacts/s | best per core |")
         print("|---|---|---|---|")
         best = {}

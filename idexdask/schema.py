@@ -378,6 +378,7 @@ SCHEMA: dict[str, Spec] = {
                              '"" none)'),
     "cluster.profile": Bool(),
     "cluster.dask_config": Table(Scalar()),
+    "cluster.worker_start": Choice(("forkserver", "spawn")),
     # pipeline
     "pipeline.batch_events": Int(min=1),
     "pipeline.analyze": Bool(),

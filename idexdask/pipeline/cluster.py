@@ -53,7 +53,8 @@ from idexdask.errors import ConfigError, IdexDaskError
 
 __all__ = [
     "MALLOC_ENVIRON", "NANNY_ENVIRON_OVERRIDES", "PROFILER_SETTING", "THREAD_CAPS",
-    "ClusterOptions", "StartingClient", "check_dask_settings", "check_gpu", "open_client",
+    "WORKER_STARTS", "ClusterOptions", "StartingClient", "check_dask_settings", "check_gpu",
+    "open_client",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,9 @@ NANNY_ENVIRON_OVERRIDES = {f"distributed.nanny.pre-spawn-environ.{key}": value
                            for key, value in MALLOC_ENVIRON.items()}
 #: dask setting of the workers' statistical profiler (the dashboard's Profile page)
 PROFILER_SETTING = "distributed.worker.profile.enabled"
+
+#: How the embedded cluster's worker processes may start (``cluster.worker_start``)
+WORKER_STARTS = ("forkserver", "spawn")
 
 THREAD_CAPS = {
     "OMP_NUM_THREADS": "1",
@@ -106,6 +110,11 @@ class ClusterOptions:
         Embedded workers are processes (the default); False runs the embedded
         cluster's one worker inside this process (``idexdask decode``: the
         same tasks as ``submit``, no process started).
+    worker_start : str
+        How the embedded cluster's worker processes start: ``forkserver`` (the
+        default), forked from one process that imported their modules once
+        (:mod:`idexdask.pipeline.forkserver`); ``spawn``, each a fresh
+        interpreter importing them itself.  GPU workers are spawned.
     dask_config : mapping
         Dask settings (dotted keys, e.g. ``distributed.admin.tick.interval``)
         for the embedded cluster's scheduler, nannies and workers; empty keeps
@@ -123,9 +132,13 @@ class ClusterOptions:
     profile: bool = False
     dask_config: Mapping[str, Any] = field(default_factory=dict)
     processes: bool = True
+    worker_start: str = "forkserver"
 
     def __post_init__(self) -> None:  # once per options, whoever makes them
         object.__setattr__(self, "dask_config", check_dask_settings(self.dask_config))
+        if self.worker_start not in WORKER_STARTS:
+            raise ConfigError(f"cluster.worker_start must be one of {', '.join(WORKER_STARTS)}, "
+                              f"not {self.worker_start!r}")
 
     @classmethod
     def from_config(cls, config: dict, gpu: bool = False) -> ClusterOptions:
@@ -139,6 +152,7 @@ class ClusterOptions:
             gpu=gpu,
             profile=bool(section["profile"]),
             dask_config=dict(section["dask_config"]),
+            worker_start=str(section.get("worker_start", "forkserver")),
         )
 
 
@@ -230,9 +244,11 @@ def open_client(options: ClusterOptions) -> Iterator:
     import dask
     from distributed import Client, LocalCluster
 
+    from idexdask.pipeline import forkserver
     from idexdask.pipeline.worker_exit import QuickExit
 
     cluster = None
+    stack = contextlib.ExitStack()  # the workers' forkserver, stopped after the cluster
     try:
         if options.address:
             kwargs = (
@@ -266,7 +282,13 @@ def open_client(options: ClusterOptions) -> Iterator:
             # worker has this process's caps (a Worker takes no environment)
             environment = ({"env": dict(THREAD_CAPS), "plugins": (QuickExit(),)}
                            if options.processes else {})
-            with dask.config.set(_embedded_settings(options)):
+            settings = _embedded_settings(options)
+            if options.processes and options.worker_start == "forkserver":
+                # the workers forked from one process that has imported their
+                # modules, started with their environment (pipeline/forkserver.py)
+                method = stack.enter_context(forkserver.started({**THREAD_CAPS, **MALLOC_ENVIRON}))
+                settings[forkserver.MULTIPROCESSING_SETTING] = method
+            with dask.config.set(settings):
                 cluster = LocalCluster(
                     n_workers=options.workers,
                     threads_per_worker=options.threads_per_worker,
@@ -278,15 +300,17 @@ def open_client(options: ClusterOptions) -> Iterator:
                 )
             client = Client(cluster)
     except BaseException:
-        if cluster is not None:
-            cluster.close()
+        with stack:
+            if cluster is not None:
+                cluster.close()
         raise
-    try:
-        yield client
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    with stack:
+        try:
+            yield client
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 class StartingClient:
