@@ -34,6 +34,12 @@ events 578 / 619 MiB (+7 %) with 32 MiB against 575 / 677 MiB (+18 %) with 256
 MiB, and a 384-impact lab campaign as fast with either (docs/performance.md).  Workers of a
 running cluster are started by their deployment (``deploy/``).
 
+Embedded worker processes are forked from a forkserver that has imported the
+workers' modules once, started with the thread caps and malloc settings in
+its environment and stopped with the cluster (``cluster.worker_start:
+forkserver``, :mod:`idexdask.pipeline.forkserver`): a second worker no longer
+pays its own imports.  A worker a nanny restarts later is spawned.
+
 The embedded cluster also runs with ``cluster.dask_config``, Dask settings of
 its scheduler, nannies and workers; the shipped ones make Dask's event-loop and
 memory monitors poll less often (``configs/default.yaml`` says why).
