@@ -194,6 +194,7 @@ def read_records(
             # a stand-in never written nor read: every pass reads the codes of a
             # record on them, and the volts replace it before any other is read
             volts, signal_v = signal_v, np.empty(codes.shape, np.float32)
+            signal_v.flags.writeable = False  # read-only, as the reader's volts
         else:
             signal_v = np.asarray(signal_v())
     n_ev = signal_v.shape[0]
