@@ -43,14 +43,7 @@ import numpy as np
 from idexdask.analysis._erfcx_table import COEFFICIENTS, DEGREE, FIRST_INTERVAL
 from idexdask.compat.erfcx import call_scipy_erfcx, scipy_erfcx_address
 
-__all__ = [
-    "call_scipy_erfcx",
-    "erfcx_branch_free",
-    "erfcx_coefficients",
-    "erfcx_kernel",
-    "exp_split",
-    "scipy_erfcx_address",
-]
+__all__ = ["call_scipy_erfcx", "erfcx_coefficients", "erfcx_kernel", "scipy_erfcx_address"]
 
 _TABLE = np.array(COEFFICIENTS, dtype=np.float64)
 _TABLE.flags.writeable = False
@@ -118,71 +111,3 @@ def erfcx_coefficients(degree: int = DEGREE) -> np.ndarray:
         coefficients = context.lu_solve(vandermonde, values)
         rows.append([float(coefficients[j]) for j in range(n)])
     return np.array(rows)
-
-
-# exp(r) on |r| <= ln(2)/2 by its Taylor series to r**13: the truncation is below
-# 0.35**14/14! = 4e-18 relative (0.02 ulp); the Horner sum rounds within ~1 ulp
-_EXP_TAYLOR = tuple(1.0 / math.factorial(j) for j in range(14))
-_LOG2E = 1.0 / math.log(2.0)
-_LN2_HI = 6.93147180369123816490e-01  # fdlibm's split of ln 2: n * _LN2_HI is exact
-_LN2_LO = 1.90821492927058770002e-10
-_ROUND_MAGIC = 6755399441055744.0  # 1.5 * 2**52: x + it - it rounds x to an integer
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def exp_split(x):  # pragma: no cover - compiled
-    """``exp(x)`` for ``-708 <= x <= 0`` as a mantissa and the bits of a power of two.
-
-    Branch-free and free of calls, so a loop over many ``x`` vectorises (SIMD),
-    which ``math.exp`` (a libm call per point) never does.  ``exp(x) = m * 2**n``
-    with ``m`` in ``[0.7, 1.42]`` returned as a float and ``2**n`` as the int64
-    bits of that double (``(n + 1023) << 52``), which a caller reads through an
-    int64 array viewed as float64: numba has no scalar bitcast, and that view
-    is what keeps the loop free of conversions.  ``x = 0`` gives ``m = 1``,
-    ``n = 0`` exactly.  Within ~1 ulp of the correctly rounded value (libm's
-    ``exp`` is within ~0.5 ulp, so the two differ by an ulp at some points).
-    The argument must be finite and in range: callers clamp it (a NaN would
-    convert to an arbitrary integer).
-    """
-    n = (x * _LOG2E + _ROUND_MAGIC) - _ROUND_MAGIC
-    r = (x - n * _LN2_HI) - n * _LN2_LO
-    c = _EXP_TAYLOR
-    m = c[13]
-    m = c[12] + r * m
-    m = c[11] + r * m
-    m = c[10] + r * m
-    m = c[9] + r * m
-    m = c[8] + r * m
-    m = c[7] + r * m
-    m = c[6] + r * m
-    m = c[5] + r * m
-    m = c[4] + r * m
-    m = c[3] + r * m
-    m = c[2] + r * m
-    m = c[1] + r * m
-    m = c[0] + r * m
-    return m, (np.int64(n) + 1023) << 52
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def erfcx_branch_free(x):  # pragma: no cover - compiled
-    """:func:`erfcx_kernel` of ``x >= 0`` (not NaN) with both of its branches computed.
-
-    The same operations as :func:`erfcx_kernel` in the branch that applies (so
-    the same values), the other computed on a stand-in argument and discarded
-    by a select: a loop over many ``x`` vectorises, the table rows read by
-    gathers.
-    """
-    small = x < _POLYNOMIAL_LIMIT
-    xt = x if small else 0.0
-    y = 400.0 / (4.0 + xt)
-    k = np.int64(y)
-    u = 2.0 * y - (2 * k + 1)
-    row = k - FIRST_INTERVAL
-    c0, c1, c2, c3 = _TABLE[row, 0], _TABLE[row, 1], _TABLE[row, 2], _TABLE[row, 3]
-    c4, c5, c6 = _TABLE[row, 4], _TABLE[row, 5], _TABLE[row, 6]
-    table = c0 + u * (c1 + u * (c2 + u * (c3 + u * (c4 + u * (c5 + u * c6)))))
-    xa = _POLYNOMIAL_LIMIT if small else x
-    v = 1.0 / (xa * xa)
-    series = 1.0 - v * (0.5 - v * (0.75 - v * (1.875 - v * (6.5625 - v * 29.53125))))
-    return table if small else _INV_SQRT_PI / xa * series

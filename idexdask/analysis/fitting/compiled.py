@@ -22,12 +22,9 @@ per-point arithmetic in numba, used on NumPy inputs:
   solved by Gaussian elimination instead of LAPACK, erfcx is
   :func:`~idexdask.analysis.special.erfcx_kernel` (``scipy_erfcx = 0``; within
   1 ulp of scipy's, equal at ~99.99 % of points, without scipy's mispredicted
-  interval dispatch), the EMG's divisions by sigma are multiplications by its
+  interval dispatch) and the EMG's divisions by sigma are multiplications by its
   reciprocal (EMG kernel 3.73 -> 2.95 us per evaluation of a 56-point window for
-  the two) and the EMG + constant kernel evaluates a window's points at once
-  (:func:`~idexdask.analysis.fitting.emg_kernels.emg_window`: SIMD, its exps
-  :func:`~idexdask.analysis.special.exp_split`'s, within an ulp of libm's):
-  rounding-level differences, which a converged fit absorbs (~1e-5
+  the two): rounding-level differences, which a converged fit absorbs (~1e-5
   standard errors) but a wandering one (MAX_ITERATIONS / HIT_BOUND after a
   creep) may not -- exactly as under a 1-ulp change of its data.
 

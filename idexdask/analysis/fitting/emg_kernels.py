@@ -15,20 +15,12 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 from idexdask.analysis.normal_sums import ACC5_ZERO, acc5, store5
-from idexdask.analysis.special import erfcx_branch_free, erfcx_kernel, exp_split
+from idexdask.analysis.special import erfcx_kernel
 from idexdask.compat.erfcx import call_scipy_erfcx
 
-__all__ = [
-    "NEGLIGIBLE_EXPONENT",
-    "emg_constant_normal",
-    "emg_point",
-    "emg_profile",
-    "emg_window",
-    "fit_profile",
-]
+__all__ = ["NEGLIGIBLE_EXPONENT", "emg_constant_normal", "emg_point", "emg_profile", "fit_profile"]
 
 _SQRT2 = math.sqrt(2.0)
 _SQRT_2PI = math.sqrt(2.0 * math.pi)
@@ -125,79 +117,7 @@ def emg_point(scipy_erfcx, xq, amp, mu, s, gam, inv_s):  # pragma: no cover - co
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def emg_window(x, amp, mu, s, gam, parts, bits, out):  # pragma: no cover - compiled
-    """:func:`emg_point` of the compiled engine at every point of a window, vectorised.
-
-    The same expressions as :func:`fit_profile` and :func:`emg_point` (with
-    ``scipy_erfcx = 0``), negligible terms dropped by the same tests, but every
-    branch computed and the applicable one selected, and ``exp`` as
-    :func:`~idexdask.analysis.special.exp_split`: the loops vectorise (SIMD),
-    where a point's libm ``exp`` calls and branches kept :func:`emg_point`
-    scalar.  The values are :func:`emg_point`'s but where ``exp_split`` and
-    libm's ``exp`` round an ulp apart (the erfcx polynomial is the same).
-
-    Parameters
-    ----------
-    x : numpy.ndarray
-        Times of the window's points (µs), finite.
-    amp, mu, s, gam : float
-        The line's amplitude, centre (µs), sigma (µs) and tail rate (1/µs).
-    parts : numpy.ndarray
-        Scratch, float64 (3, n).
-    bits : numpy.ndarray
-        Scratch, int64 (2, n): the powers of two of the two exponentials.
-    out : numpy.ndarray
-        Written, (4, n): the unit profile ``g`` and the line's derivatives
-        d/d(center, sigma, gamma) per point (:func:`emg_point`'s four values).
-    """
-    n = x.size
-    inv_s = 1.0 / s
-    gs = gam * s
-    for i in range(n):
-        u = (x[i] - mu) * inv_s
-        z = (gs - u) * _INV_SQRT2
-        # exp(-u**2/2) and the tail's exp(min(gs (gs/2 - u), 0)), their arguments
-        # clamped where the term is dropped anyway (and a NaN replaced)
-        ag = -0.5 * u * u
-        ag = ag if ag >= -NEGLIGIBLE_EXPONENT else -NEGLIGIBLE_EXPONENT
-        at = gs * (0.5 * gs - u)
-        at = at if at < 0.0 else 0.0
-        at = at if at >= -NEGLIGIBLE_EXPONENT else -NEGLIGIBLE_EXPONENT
-        parts[0, i], bits[0, i] = exp_split(ag)
-        parts[1, i], bits[1, i] = exp_split(at)
-        az = abs(z)
-        parts[2, i] = erfcx_branch_free(az if az == az else 0.0)
-    scale = bits.view(np.float64)
-    gg_scale = gam / _SQRT_2PI
-    gam2s = gam * gam * s
-    gss = gam * s * s
-    inv_s2 = inv_s * inv_s
-    for i in range(n):
-        t = x[i] - mu
-        u = t * inv_s
-        z = (gs - u) * _INV_SQRT2
-        half_u2 = 0.5 * u * u
-        tail = gs * (0.5 * gs - u)
-        gauss = parts[0, i] * scale[0, i]
-        ge = gauss * parts[2, i]
-        two_tail = 2.0 * (parts[1, i] * scale[1, i])
-        core = half_u2 <= NEGLIGIBLE_EXPONENT
-        # fit_profile's cases: z >= 0 (left of the tail's onset), z < 0, NaN
-        h_right = (two_tail - ge if core else two_tail) if tail >= -NEGLIGIBLE_EXPONENT else 0.0
-        h = (ge if core else 0.0) if z >= 0.0 else (h_right if z < 0.0 else math.nan)
-        gauss = (gauss if core and tail >= -NEGLIGIBLE_EXPONENT else 0.0) if z < 0.0 else gauss
-        gauss = (gauss if core else 0.0) if z >= 0.0 else (gauss if z < 0.0 else math.nan)
-        half_h = 0.5 * h
-        g = gam * half_h
-        gg = gg_scale * gauss
-        out[0, i] = g
-        out[1, i] = amp * (gam * g - gg * inv_s)
-        out[2, i] = amp * (gam2s * g - gg * (gam + t * inv_s2))
-        out[3, i] = amp * (half_h * (1.0 + gam * (gss - t)) - gg * s)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, jm, rr, prof, bits, limit):  # pragma: no cover
+def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, jm, rr, limit):  # pragma: no cover
     """Chi-square, ``A = J J^T`` and ``b = J r`` of EMG + constant on one window.
 
     Two passes: the first evaluates the line and its weighted Jacobian at each
@@ -213,28 +133,16 @@ def emg_constant_normal(scipy_erfcx, x, y, w, p, a, b, jm, rr, prof, bits, limit
     (NaN for none).  The chi-square only grows point by point, so once its
     partial sum reaches ``limit`` the step is rejected whatever the rest of the
     window holds: ``inf`` is returned there and ``A``, ``b`` are not written.
-
-    ``scipy_erfcx = 0`` (the compiled engine) evaluates the line at every point
-    at once with :func:`emg_window` (``prof``: float64 scratch (7, n), ``bits``:
-    int64 (2, n)); otherwise point by point with :func:`emg_point` (``prof``
-    and ``bits`` unused).
     """
     amp, mu, s, gam, c = p[0], p[1], p[2], p[3], p[4]
     inv_s = 1.0 / s
-    vector = scipy_erfcx == 0
-    if vector:
-        out = prof[3:7]
-        emg_window(x, amp, mu, s, gam, prof[0:3], bits, out)
     chi = 0.0
     m = 0
     for i in range(x.size):
         wi = w[i]
         if wi == 0.0:
             continue  # a masked point adds exact zeros (its x is finite, see fit_batch)
-        if vector:
-            g, jc, js, jg = out[0, i], out[1, i], out[2, i], out[3, i]
-        else:
-            g, jc, js, jg = emg_point(scipy_erfcx, x[i], amp, mu, s, gam, inv_s)
+        g, jc, js, jg = emg_point(scipy_erfcx, x[i], amp, mu, s, gam, inv_s)
         r = wi * (y[i] - (amp * g + c))
         jm[m, 0] = g * wi
         jm[m, 1] = jc * wi

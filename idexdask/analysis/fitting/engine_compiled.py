@@ -42,12 +42,12 @@ _ST_FAILED_NONFINITE = int(FitStatus.FAILED_NONFINITE)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, prof, bits, inv_s, lo, hi,
-                  has_lo, has_hi, theta, p, dp, a_ext, b_ext, a, b, limit):  # pragma: no cover - compiled
+def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, inv_s, lo, hi, has_lo,
+                  has_hi, theta, p, dp, a_ext, b_ext, a, b, limit):  # pragma: no cover - compiled
     """The array engine's evaluation for one fit: chi-square (inf if not finite), ``A``, ``b``.
 
-    ``lines``: the line shapes of a ``KERNEL_LINES`` model; ``jm``, ``rr``,
-    ``prof``, ``bits`` and ``inv_s``: the EMG and line kernels' scratch (see
+    ``lines``: the line shapes of a ``KERNEL_LINES`` model; ``jm``, ``rr``
+    and ``inv_s``: the EMG and line kernels' scratch (see
     :func:`~.emg_kernels.emg_constant_normal`,
     :func:`~.line_kernels.lines_constant_normal`).  ``limit``: the chi-square
     of the current parameters for a trial step (NaN for the start: none): the
@@ -58,8 +58,7 @@ def _evaluate_one(kernel, scipy_erfcx, x, y, w, step, lines, jm, rr, prof, bits,
     """
     to_external_one(theta, lo, hi, has_lo, has_hi, p, dp)
     if kernel == KERNEL_EMG_CONSTANT:
-        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext, jm, rr, prof, bits,
-                                  limit)
+        chi = emg_constant_normal(scipy_erfcx, x, y, w, p, a_ext, b_ext, jm, rr, limit)
     elif kernel == KERNEL_LINES:
         chi = lines_constant_normal(x, y, w, p, lines, a_ext, b_ext, jm, rr, inv_s, limit)
     else:
@@ -119,9 +118,6 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
     fused = kernel == KERNEL_EMG_CONSTANT or lined  # kernels that take the Jacobian scratch
     jm = np.empty((x.shape[1] if fused else 0, k))
     rr = np.empty(x.shape[1] if fused else 0)
-    emg = kernel == KERNEL_EMG_CONSTANT
-    prof = np.empty((7, x.shape[1] if emg else 0))
-    bits = np.empty((2, x.shape[1] if emg else 0), dtype=np.int64)
     inv_s = np.empty(max(lines.size, 1))
     theta = np.empty(k)
     theta_try = np.empty(k)
@@ -143,8 +139,8 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
         loi, hii, hl, hh = lo[i], hi[i], has_lo[i], has_hi[i]
         floor = chi_floor[i]
         theta[:] = theta0[i]
-        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, prof, bits,
-                            inv_s, loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b, math.nan)
+        chi = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
+                            loi, hii, hl, hh, theta, p, dp, a_ext, b_ext, a, b, math.nan)
         lam = LAMBDA_START
         nfev = 1
         niter = 0
@@ -166,9 +162,9 @@ def lm_compiled(kernel, scipy_erfcx, x, y, w, steps, lines, lo, hi, has_lo, has_
             for j in range(k):
                 theta_try[j] = theta[j] + step[j]
                 finite_theta = finite_theta and math.isfinite(theta_try[j])
-            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, prof,
-                                    bits, inv_s, loi, hii, hl, hh, theta_try, p_try, dp,
-                                    a_ext_try, b_ext, a_try, b_try, chi)
+            chi_try = _evaluate_one(kernel, scipy_erfcx, xi, yi, wi, steps[i], lines, jm, rr, inv_s,
+                                    loi, hii, hl, hh, theta_try, p_try, dp, a_ext_try, b_ext,
+                                    a_try, b_try, chi)
             nfev += 1
             niter += 1
             accept = (chi_try < chi) and finite_theta

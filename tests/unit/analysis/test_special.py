@@ -11,12 +11,7 @@ import pytest
 import scipy.special as sp
 
 from idexdask.analysis import _erfcx_table
-from idexdask.analysis.special import (
-    erfcx_branch_free,
-    erfcx_coefficients,
-    erfcx_kernel,
-    exp_split,
-)
+from idexdask.analysis.special import erfcx_coefficients, erfcx_kernel
 
 
 @numba.njit
@@ -76,47 +71,3 @@ def test_as_accurate_as_scipy():
     assert ours.mean() <= theirs.mean() + 0.05
     big = np.exp(rng.uniform(np.log(50.0), np.log(1e7), 500))  # the asymptotic series
     assert _ulps(_evaluate(big), _exact(big)).max() <= 2.0
-
-
-@numba.njit(cache=False)
-def _exp_split_values(x):  # pragma: no cover - compiled
-    mantissa = np.empty(x.size)
-    bits = np.empty(x.size, dtype=np.int64)
-    for i in range(x.size):
-        mantissa[i], bits[i] = exp_split(x[i])
-    return mantissa * bits.view(np.float64)
-
-
-@pytest.mark.numerics
-def test_exp_split_within_an_ulp_of_the_exact_value():
-    """``exp_split`` against mpmath (50 digits) on the engine's range: within 1 ulp
-    (its Taylor series is truncated at 0.02 ulp, the Horner sum rounds ~14 times
-    on terms falling geometrically; libm's exp, within 0.5 ulp, is the reference
-    it replaces, so the two differ by an ulp where either rounds the other way)."""
-    rng = np.random.default_rng(3)
-    x = np.concatenate([-rng.uniform(0.0, 300.0, 3000), -rng.uniform(0.0, 1.0, 1000),
-                        [0.0, -0.0, -math.log(2.0) / 2, -300.0, -700.0]])  # fmt: skip
-    got = _exp_split_values(x)
-    exact = np.array([float(mpmath.exp(mpmath.mpf(v))) for v in x])
-    assert np.all(np.abs(got - exact) <= np.spacing(exact))
-    assert got[-5] == 1.0 and got[-4] == 1.0  # exp(0) exactly
-
-
-@numba.njit(cache=False)
-def _erfcx_pair(x):  # pragma: no cover - compiled
-    out = np.empty((2, x.size))
-    for i in range(x.size):
-        out[0, i] = erfcx_branch_free(x[i])
-        out[1, i] = erfcx_kernel(x[i])
-    return out
-
-
-def test_erfcx_branch_free_follows_the_kernel():
-    """Both branches computed, the applicable one kept: the kernel's values on
-    both sides of the table's limit (50), at its interval edges and at inf.
-    The same operations in the same order, but another compiled function:
-    compared to 1e-15 relative (an ulp) rather than bit for bit."""
-    x = np.concatenate([np.linspace(0.0, 60.0, 6001), [49.999999, 50.0, 50.000001, 1e3, 1e30,
-                                                       math.inf]])  # fmt: skip
-    branch_free, kernel = _erfcx_pair(x)
-    assert np.all(np.abs(branch_free - kernel) <= 1e-15 * kernel)

@@ -20,13 +20,10 @@ from idexdask.analysis.fitting import batch_model
 from idexdask.analysis.fitting.emg_kernels import (
     NEGLIGIBLE_EXPONENT,
     emg_constant_normal,
-    emg_point,
     emg_profile,
-    emg_window,
     fit_profile,
 )
 from idexdask.analysis.fitting.line_kernels import gaussian_point, lines_constant_normal
-from idexdask.analysis.lineshapes import GAMMA_MAX
 
 # Tolerance of a sum: 1e-11 of the sum of its terms' magnitudes.  The kernels and
 # the array code sum in different orders (~n ulp of the terms), the kernel's
@@ -35,11 +32,6 @@ from idexdask.analysis.lineshapes import GAMMA_MAX
 # of terms up to ~(gamma sigma)**2 larger than itself, so an ulp of a term is up
 # to ~1e-12 of the sum's magnitude.  The dropped terms are below 1e-125 of it.
 RTOL = 1e-11
-
-
-def _emg_scratch(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The EMG kernel's vectorised evaluation's scratch for an ``n``-point window."""
-    return np.empty((7, n)), np.empty((2, n), dtype=np.int64)
 
 
 def _emg_window(seed: int, gamma: float):
@@ -64,7 +56,7 @@ def test_emg_kernel_matches_array_normal_equations(gamma):
     jw, r = jac[0] * w, w * (y - f[0])
     a, b = np.empty((5, 5)), np.empty(5)
     chi = emg_constant_normal(0, x, y, w, p, a, b, np.empty((x.size, 5)), np.empty(x.size),
-                              *_emg_scratch(x.size), math.nan)  # fmt: skip
+                              math.nan)  # fmt: skip
     assert chi == pytest.approx(np.sum(r * r), rel=RTOL)
     assert np.all(np.abs(a - jw @ jw.T) <= RTOL * (np.abs(jw) @ np.abs(jw).T))
     assert np.all(np.abs(b - jw @ r) <= RTOL * (np.abs(jw) @ np.abs(r)))
@@ -74,13 +66,13 @@ def test_emg_kernel_limit_rejects_without_sums():
     """Below the chi-square, ``limit`` gives ``inf`` and leaves ``A``, ``b``
     unwritten; above it, the values of an evaluation without a limit (same code)."""
     _, x, y, w, p = _emg_window(2, 200.0)
-    jm, rr, prof, bits = np.empty((x.size, 5)), np.empty(x.size), *_emg_scratch(x.size)
+    jm, rr = np.empty((x.size, 5)), np.empty(x.size)
     a, b = np.empty((5, 5)), np.empty(5)
-    chi = emg_constant_normal(0, x, y, w, p, a, b, jm, rr, prof, bits, math.nan)
+    chi = emg_constant_normal(0, x, y, w, p, a, b, jm, rr, math.nan)
     a2, b2 = np.full((5, 5), -7.0), np.full(5, -7.0)
-    assert emg_constant_normal(0, x, y, w, p, a2, b2, jm, rr, prof, bits, 0.5 * chi) == math.inf
+    assert emg_constant_normal(0, x, y, w, p, a2, b2, jm, rr, 0.5 * chi) == math.inf
     assert np.all(a2 == -7.0) and np.all(b2 == -7.0)
-    assert emg_constant_normal(0, x, y, w, p, a2, b2, jm, rr, prof, bits, 2.0 * chi) == chi
+    assert emg_constant_normal(0, x, y, w, p, a2, b2, jm, rr, 2.0 * chi) == chi
     assert np.array_equal(a2, a) and np.array_equal(b2, b)
 
 
@@ -146,44 +138,3 @@ def test_lines_kernel_with_far_apart_lines_matches_array():
     own = np.sqrt(np.outer(np.diag(terms_a), np.diag(terms_a)))
     assert np.all(np.abs(a - jw @ jw.T) <= RTOL * np.maximum(terms_a, 1e-100 * own))
     assert np.all(np.abs(b - jw @ r) <= RTOL * (np.abs(jw) @ np.abs(r)))
-
-
-@numba.njit(cache=False)
-def _points(x, amp, mu, s, gam):  # pragma: no cover - compiled
-    out = np.empty((4, x.size))
-    for i in range(x.size):
-        out[0, i], out[1, i], out[2, i], out[3, i] = emg_point(0, x[i], amp, mu, s, gam, 1.0 / s)
-    return out
-
-
-@pytest.mark.numerics
-@pytest.mark.parametrize("gamma", [0.0, 30.0, 400.0, 5000.0, GAMMA_MAX])
-def test_emg_window_matches_emg_point(gamma):
-    """The vectorised window against ``emg_point`` point by point, from 80 sigma
-    left of the line to 300 right (both sides of every dropped-term test): the
-    same terms dropped (the same zeros, decided by the same comparisons), the
-    values within 1e-11 of each column's largest magnitude.  Only the exps
-    differ (``exp_split`` within an ulp of libm's); the derivatives are
-    differences of terms up to ~(gamma sigma)**2 larger than themselves, which
-    turns that ulp into ~1e-12 of the column here (measured 2e-12 at most up to
-    the fits' bound ``GAMMA_MAX``; ten times beyond it, 1.5e-10)."""
-    sigma = 0.004
-    x = 5.0 + np.linspace(-80.0, 300.0, 1521) * sigma
-    ref = _points(x, 3.0, 5.0, sigma, gamma)
-    got = np.empty((4, x.size))
-    emg_window(x, 3.0, 5.0, sigma, gamma, np.empty((3, x.size)),
-               np.empty((2, x.size), dtype=np.int64), got)  # fmt: skip
-    assert np.array_equal(got == 0.0, ref == 0.0)
-    assert (ref == 0.0).any() and (ref != 0.0).any()
-    scale = np.max(np.abs(ref), axis=1, keepdims=True)
-    assert np.all(np.abs(got - ref) <= 1e-11 * scale)
-
-
-def test_emg_window_nan_parameters_give_nan():
-    """A NaN centre or tail rate gives NaN at every point, as ``emg_point`` does."""
-    x = np.linspace(4.9, 5.1, 33)
-    for mu, gam in ((math.nan, 300.0), (5.0, math.nan)):
-        got = np.empty((4, x.size))
-        emg_window(x, 3.0, mu, 0.004, gam, np.empty((3, x.size)),
-                   np.empty((2, x.size), dtype=np.int64), got)  # fmt: skip
-        assert np.all(np.isnan(got[0])) and np.all(np.isnan(_points(x, 3.0, mu, 0.004, gam)[0]))
