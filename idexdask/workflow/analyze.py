@@ -54,6 +54,7 @@ from idexdask.analysis.products import (
     quality_products,
     tof_products,
 )
+from idexdask.analysis.tof import MergeBuffers
 from idexdask.calibration.products import (
     manual_calibration_products,
     mass_calibration_products,
@@ -167,6 +168,7 @@ def analysis_products(
     *,
     overrides: xr.Dataset | str | Path | Iterable[Mapping[str, Any]] | None = None,
     defer_targeted: bool = False,
+    buffers: MergeBuffers | None = None,
 ) -> AnalysisProducts:
     """The products :func:`analyze` adds to ``l1a``, not yet assembled into a Dataset.
 
@@ -175,7 +177,10 @@ def analysis_products(
     Same parameters and errors as :func:`analyze`, and ``defer_targeted``: the
     ``targeted_*`` variables are laid out but left NaN (not detected), for a
     caller that runs the targeted search itself after calibrating the events
-    again (``submit``'s campaign step, :mod:`idexdask.pipeline.recalibrate`).
+    again (``submit``'s campaign step, :mod:`idexdask.pipeline.recalibrate`);
+    ``buffers``: memory the caller keeps between analyses for the merged TOF
+    spectrum (:class:`~idexdask.analysis.tof.MergeBuffers`; no product is a
+    view of it, so it may be reused as soon as this returns).
     """
     if "epoch" not in l1a.dims:
         raise AnalysisError("analyze needs an event dataset with an 'epoch' dimension")
@@ -184,7 +189,7 @@ def analysis_products(
     n_events = int(l1a.sizes["epoch"])
     products: dict[str, xr.Variable] = {}
     quality = quality_products(l1a, settings)
-    lines = tof_products(l1a, quality, settings, table, products)
+    lines = tof_products(l1a, quality, settings, table, products, buffers)
     calibrated = None
     instrument = instrument_products(l1a)  # header words -> engineering units
     if lines is not None and settings["calibration"]["enabled"] and cfg.get("calibration"):
