@@ -290,8 +290,8 @@ def _agrees_once(dtype: str, chain: str, sample: tuple[int, ...]) -> bool:
 
     Its answer depends on nothing else (the zarr-python and numcodecs releases
     loaded, fixed for a process's life), and each round trip costs ~2 ms of CPU:
-    a writer made per task (the campaign step's map tasks) checked its ~9 chains
-    again each time, ~20 ms per task.
+    without this, a writer made per task (the campaign step's map tasks) would
+    check its ~9 chains again each time, ~20 ms per task.
     """
     dtype_ = np.dtype(dtype)
     codecs = json.loads(chain)
