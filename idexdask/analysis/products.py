@@ -53,6 +53,7 @@ from idexdask.analysis.peaks import PeakCandidates
 from idexdask.analysis.tof import (
     TOF_CHANNELS,
     GainRatioStatus,
+    MergeBuffers,
     MergedSpectrum,
     merge_gains,
     tof_lines,
@@ -65,6 +66,7 @@ from idexdask.analysis.velocity import (
 )
 from idexdask.config import load_settings
 from idexdask.errors import ConfigError, IdexDaskError
+from idexdask.schema import Settings
 
 __all__ = [
     "TofLines",
@@ -119,7 +121,9 @@ def load_analysis_settings(
     config : mapping, path or None
         Anything :func:`idexdask.config.load_config` accepts; its ``analysis``
         mapping overrides the ``analysis:`` section of ``configs/default.yaml``
-        (any subset of its keys).
+        (any subset of its keys).  A complete configuration already validated
+        and frozen (:class:`idexdask.schema.Settings`, as
+        :func:`idexdask.config.load_settings` gives) is taken as it is.
 
     Returns
     -------
@@ -131,6 +135,8 @@ def load_analysis_settings(
     ConfigError
         On unknown keys or invalid values.
     """
+    if isinstance(config, Settings) and "analysis" in config:
+        return config, config["analysis"]  # validated when it was frozen
     cfg = load_settings(config if config is not None else {})
     return cfg, cfg["analysis"]
 
@@ -187,14 +193,17 @@ def tof_products(
     settings: Mapping[str, Any],
     table: xr.Dataset,
     out: dict[str, xr.Variable],
+    buffers: MergeBuffers | None = None,
 ) -> TofLines | None:
     """TOF gain merge, line search and fits, with the manual line edits applied.
 
     Adds the ``peak_*``, ``tof_gain_ratio_*``, ``tof_combined`` and
     ``tof_line_count`` products to ``out``; returns the fitted lines the
     calibration step reads, or None when ``ds`` has no TOF channel.
+    ``buffers``: the caller's memory for the merged spectrum
+    (:class:`~idexdask.analysis.tof.MergeBuffers`; no product keeps it).
     """
-    merged = merge_gains(ds, quality, {**settings["tof"]}, single=True)
+    merged = merge_gains(ds, quality, {**settings["tof"]}, single=True, buffers=buffers)
     if merged is None:
         _log.info("no TOF channel: no line products")
         return None

@@ -18,11 +18,17 @@ The dataset returned is normalised for the store (:func:`normalise_for_store`):
 fixed-width strings become variable-length strings, uniform time axes given by
 formula are replaced by their terms (:mod:`idexdask.timeaxis`), and
 ``input_index`` records which input each event came from.
+
+A Dask worker keeps the memory of the merged TOF spectrum between the packs it
+analyses (:class:`AnalysisBuffers`, one
+:class:`~idexdask.analysis.tof.MergeBuffers` per thread): a lab pack's 64 MB
+is then faulted in once per worker, not once per pack.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,14 +38,16 @@ import xarray as xr
 
 from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.ragged import event_major_peaks
+from idexdask.schema import freeze
 from idexdask.sources import Unit, sources
 from idexdask.timeaxis import compact_axes, concat_axis, is_formula_axis
 
 if TYPE_CHECKING:
+    from idexdask.analysis.tof import MergeBuffers
     from idexdask.workflow.analyze import AnalysisProducts
 
-__all__ = ["LEVEL_ATTR", "ProcessedUnits", "normalise_for_store", "process_unit",
-           "process_units"]
+__all__ = ["BUFFERS_PLUGIN", "LEVEL_ATTR", "AnalysisBuffers", "ProcessedUnits",
+           "normalise_for_store", "process_unit", "process_units", "worker_buffers"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +55,51 @@ LEVEL_ATTR = "product_level"
 """Variable attribute saying which product a stored variable belongs to: ``l1a``
 (decoded by the reader) or ``l2a`` (made by the analysis); the CDF exports
 split on it."""
+
+
+#: name under which a Dask worker keeps its :class:`AnalysisBuffers` (``worker.plugins``)
+BUFFERS_PLUGIN = "idexdask-analysis-buffers"
+
+
+class AnalysisBuffers:
+    """The memory a Dask worker keeps between the packs it analyses.
+
+    A worker plugin (duck-typed: no hooks): :func:`worker_buffers` places one
+    in ``worker.plugins`` when a worker analyses its first pack, and it lives
+    as long as the worker.  Each of the worker's threads gets buffers of its
+    own (a thread analyses one pack at a time: the merged spectrum of a pack
+    is dead once its analysis returns).  ~64 MB per thread for lab packs of
+    16 impacts, the size of one pack's merged spectrum.
+    """
+
+    name = BUFFERS_PLUGIN
+
+    def __init__(self) -> None:
+        self._threads = threading.local()
+
+    def merge(self) -> MergeBuffers:
+        """This thread's buffers of the TOF gain merge (made on first use)."""
+        buffers = getattr(self._threads, "merge", None)
+        if buffers is None:
+            from idexdask.analysis.tof import MergeBuffers  # noqa: PLC0415 - the analysis's
+
+            buffers = self._threads.merge = MergeBuffers()
+        return buffers
+
+
+def worker_buffers() -> MergeBuffers | None:
+    """The calling thread's merge buffers kept by its Dask worker; None outside a
+    worker (the analysis then allocates afresh)."""
+    try:
+        from distributed import get_worker  # noqa: PLC0415 - only within a worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # no distributed, or not in a Dask worker
+        return None
+    kept = worker.plugins.get(BUFFERS_PLUGIN)
+    if not isinstance(kept, AnalysisBuffers):
+        kept = worker.plugins[BUFFERS_PLUGIN] = AnalysisBuffers()
+    return kept.merge()
 
 
 def decode_unit(unit: Unit) -> xr.Dataset:
@@ -182,18 +235,18 @@ class _Events:
 
 def _analysis_products(
     dataset: xr.Dataset, config: Mapping[str, Any], overrides: xr.Dataset | None = None,
-    *, defer_targeted: bool = False,
+    *, defer_targeted: bool = False, buffers: MergeBuffers | None = None,
 ) -> AnalysisProducts:
     """:func:`idexdask.analysis.analysis_products` (imported when first needed)."""
     from idexdask.workflow.analyze import analysis_products  # noqa: PLC0415
 
     return analysis_products(dataset, config, overrides=overrides,
-                             defer_targeted=defer_targeted)
+                             defer_targeted=defer_targeted, buffers=buffers)
 
 
 def _analysed(
     dataset: xr.Dataset, config: Mapping[str, Any], n_events: int,
-    overrides: xr.Dataset | None = None,
+    overrides: xr.Dataset | None = None, buffers: MergeBuffers | None = None,
 ) -> _Events:
     """The analysis of ``dataset`` (when enabled), checked to keep every event.
 
@@ -214,8 +267,10 @@ def _analysed(
     # (idexdask.pipeline.recalibrate) calibrates every input's events together
     # and searches the targeted species at the times of that calibration, so
     # the pack leaves that search's values to it (their layout is kept)
-    products = _analysis_products(dataset, pack_config(config), overrides,
-                                  defer_targeted=recalibrates(config))
+    # the run's configuration is validated (process_units' contract): frozen as it
+    # is, the analysis does not validate it again (~4 ms per pack)
+    products = _analysis_products(dataset, freeze(pack_config(config)), overrides,
+                                  defer_targeted=recalibrates(config), buffers=buffers)
     for name, variable in products.variables.items():
         if "epoch" in variable.dims and variable.sizes["epoch"] != n_events:
             raise IdexDaskError(
@@ -231,7 +286,8 @@ def _analysed(
 
 
 def process_units(
-    units: Sequence[Unit], config: Mapping[str, Any], overrides: xr.Dataset | None = None
+    units: Sequence[Unit], config: Mapping[str, Any], overrides: xr.Dataset | None = None,
+    *, buffers: MergeBuffers | None = None,
 ) -> ProcessedUnits:
     """Decode a pack of units, analyse their events together, normalise for the store.
 
@@ -243,6 +299,9 @@ def process_units(
         The validated run configuration (:func:`idexdask.config.load_config`).
     overrides : xarray.Dataset, optional
         The store's override table (rows in force); each event gets its rows.
+    buffers : MergeBuffers, optional
+        Memory kept between packs for the merged TOF spectrum; by default the
+        Dask worker's (:func:`worker_buffers`), none outside a worker.
 
     Returns
     -------
@@ -253,15 +312,20 @@ def process_units(
         analysed alone, so that only the unit at fault fails.
     """
     max_peaks = int(config.get("pipeline", {}).get("max_peaks_per_event", 64))
+    buffers = worker_buffers() if buffers is None else buffers
     result = ProcessedUnits(dataset=None)
-    decoded: list[tuple[Unit, xr.Dataset]] = []
+    # (unit, its events); of a joint read, the unit's row (its events, a view
+    # made only if the pack fails together: ~0.5 ms each)
+    decoded: list[tuple[Unit, xr.Dataset | int]] = []
     joint = _read_jointly(units)
     if joint is not None:  # every impact of the pack in one read: no copy to concatenate
+        attrs = _scalar_attrs(joint.attrs)
+        epochs = joint.variables["epoch"].values
         for index, unit in enumerate(units):
-            view = joint.isel(epoch=slice(index, index + 1))
-            result.attrs[unit.uid] = _scalar_attrs(joint.attrs)
-            result.overrides_hash[unit.uid] = _overrides_hash(overrides, view)
-            decoded.append((unit, view))
+            result.attrs[unit.uid] = dict(attrs)
+            result.overrides_hash[unit.uid] = _overrides_hash(overrides,
+                                                              epochs[index : index + 1])
+            decoded.append((unit, index))
     for unit in units if joint is None else ():
         try:
             dataset = decode_unit(unit)
@@ -275,13 +339,16 @@ def process_units(
             )
             continue
         result.attrs[unit.uid] = _scalar_attrs(dataset.attrs)
-        result.overrides_hash[unit.uid] = _overrides_hash(overrides, dataset)
+        result.overrides_hash[unit.uid] = _overrides_hash(overrides,
+                                                          dataset.variables["epoch"].values)
         decoded.append((unit, dataset))
     if not decoded:
         return result
     try:
-        events = joint if joint is not None else concat_events([d for _, d in decoded])
-        analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded), overrides)
+        events = joint if joint is not None else concat_events(
+            [d for _, d in decoded if isinstance(d, xr.Dataset)])
+        analysed = _analysed(events, config, sum(u.n_events for u, _ in decoded), overrides,
+                             buffers)
         done = [u for u, _ in decoded]
         result.dataset = _normalised(analysed, _input_indices(done), max_peaks=max_peaks)
         result.done = tuple(done)
@@ -296,8 +363,10 @@ def process_units(
                        len(decoded), exc)
     parts, done = [], []
     for unit, dataset in decoded:  # one by one: only the unit at fault fails
+        if joint is not None:  # the unit's row of the joint read
+            dataset = joint.isel(epoch=slice(int(dataset), int(dataset) + 1))
         try:
-            analysed = _analysed(dataset, config, unit.n_events, overrides)
+            analysed = _analysed(dataset, config, unit.n_events, overrides, buffers)
             parts.append(_normalised(analysed, unit.input_index, max_peaks=max_peaks))
             done.append(unit)
         except ConfigError:
@@ -322,13 +391,13 @@ def _read_jointly(units: Sequence[Unit]) -> xr.Dataset | None:
     return sources.by_kind(kinds.pop()).read_units(units)
 
 
-def _overrides_hash(overrides: xr.Dataset | None, dataset: xr.Dataset) -> str:
-    """Digest of the override rows of the unit's events (``""`` without any)."""
+def _overrides_hash(overrides: xr.Dataset | None, epochs: np.ndarray) -> str:
+    """Digest of the override rows of a unit's events, their ``epochs`` (``""`` without any)."""
     if overrides is None or overrides.sizes.get("override", 0) == 0:
         return ""
     from idexdask.analysis.overrides import override_digest  # noqa: PLC0415
 
-    return override_digest(overrides, dataset.variables["epoch"].values)
+    return override_digest(overrides, epochs)
 
 
 def _input_indices(units: Sequence[Unit]) -> np.ndarray:

@@ -15,6 +15,7 @@ from idexdask.analysis.signal_quality.dataset import FormulaTimes
 from idexdask.analysis.tof import (
     TOF_CHANNELS,
     GainRatioStatus,
+    MergeBuffers,
     channel_polarity,
     channel_time,
     merge_gains,
@@ -118,6 +119,18 @@ def _check(ds, settings, quality="compute"):
     assert np.array_equal(both.single.view(np.int32), m.signal.astype(np.float32).view(np.int32))
     assert np.array_equal(both.signal, m.signal, equal_nan=True)
     assert np.array_equal(both.source, m.source)
+    # into a caller's buffers that hold another merge's values (a larger pack's,
+    # stale values everywhere): every sample is written, the rest is the same code
+    kept = MergeBuffers()
+    stale = kept.signal((m.signal.shape[0] + 1, m.signal.shape[1]))
+    stale[::2] = np.nan
+    stale[1::2] = 7.0
+    reused = merge_gains(ds, quality, settings, single=True, buffers=kept)
+    assert np.shares_memory(reused.signal, stale)
+    assert reused.signal.shape == m.signal.shape and reused.signal.flags.c_contiguous
+    assert np.array_equal(reused.signal, m.signal, equal_nan=True)
+    assert np.array_equal(reused.single.view(np.int32), both.single.view(np.int32))
+    assert np.array_equal(reused.source, m.source)
     return m
 
 

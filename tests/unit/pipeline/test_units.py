@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
+import distributed
 import numpy as np
 import pytest
 import xarray as xr
 
+from idexdask.analysis.tof import MergeBuffers
 from idexdask.config import load_config
 from idexdask.errors import IdexDaskError
 from idexdask.packets.reader import read_l0
 from idexdask.pipeline.plan import plan_inputs
-from idexdask.pipeline.units import LEVEL_ATTR, normalise_for_store, process_unit, process_units
+from idexdask.pipeline.units import (
+    LEVEL_ATTR,
+    AnalysisBuffers,
+    normalise_for_store,
+    process_unit,
+    process_units,
+    worker_buffers,
+)
 from idexdask.simulate import write_campaign
 
 CONFIG = load_config({"pipeline": {"analyze": False, "batch_events": 3}})
@@ -117,3 +127,24 @@ def test_normalise_for_store_keeps_formula_axes_lazy(monkeypatch):
     monkeypatch.undo()
     back = expand_axes(stored)
     np.testing.assert_array_equal(back["time_x"].values, expected)
+
+
+
+def test_each_thread_of_a_worker_has_merge_buffers_of_its_own():
+    kept = AnalysisBuffers()
+    mine = kept.merge()
+    other = []
+    thread = threading.Thread(target=lambda: other.append(kept.merge()))
+    thread.start()
+    thread.join()
+    assert kept.merge() is mine and other[0] is not mine and isinstance(mine, MergeBuffers)
+
+
+def test_a_worker_keeps_the_merge_buffers_between_packs():
+    assert worker_buffers() is None  # outside a worker: each analysis allocates afresh
+    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        kept = client.submit(worker_buffers, pure=False).result()
+        again = client.submit(worker_buffers, pure=False).result()
+        assert isinstance(kept, MergeBuffers) and kept is again  # one in-process thread
