@@ -48,7 +48,7 @@ import numpy as np
 import xarray as xr
 
 from idexdask._logging import get_logger
-from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
+from idexdask.adccodes import code_scale, recorded_codes
 from idexdask.analysis.pickup import (
     DEFAULT_TUBE_LENGTH_M,
     PLACEHOLDER_VOLTS_PER_COULOMB,
@@ -133,11 +133,13 @@ def _detector(ds: xr.Dataset, name: str, cfg: Mapping[str, Any]) -> SingleTube:
         start = start + np.where(np.isfinite(offset), offset, 0.0)
     polarity = int(variable.attrs.get("signal_polarity", setting("polarity", -1)))
     gain, offset = _adc_scale(ds, name)
-    values = variable.values
-    return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], values,
+    codes = _recorded_codes(variable, gain, offset)
+    # with the recorded codes the volts are decoded only if a record needs them
+    # (a lazy waveform of a pipeline read: mostly never)
+    signal = (lambda: variable.values) if codes is not None else variable.values
+    return pickup_uniform_variables(start, first_two[:, 1] - first_two[:, 0], signal,
                                     polarity=polarity, adc_gain=gain, adc_offset=offset,
-                                    adc_codes=_recorded_codes(variable, values, gain, offset),
-                                    **kw)
+                                    adc_codes=codes, **kw)
 
 
 def _first_two_times(ds: xr.Dataset, name: str, variable: xr.Variable,
@@ -152,21 +154,21 @@ def _first_two_times(ds: xr.Dataset, name: str, variable: xr.Variable,
     return np.asarray(ds.variables[time_name][:, :2].values, dtype=np.float64)
 
 
-def _recorded_codes(variable: xr.Variable, values: np.ndarray, gain: np.ndarray | None,
+def _recorded_codes(variable: xr.Variable, gain: np.ndarray | None,
                     offset: np.ndarray | None) -> np.ndarray | None:
-    """The int16 codes the reader decoded ``values`` (``variable``'s) from, where
-    it kept them (:class:`~idexdask.adccodes.RecordedCodes`, a pack read) with
-    the scale of every event whose ``gain`` and ``offset`` are known (the
-    others, a missing channel, are left to the float path); else None."""
-    recorded = variable.encoding.get(RECORDED_CODES_KEY)
+    """The int16 codes the reader decoded ``variable``'s float32 volts from, where
+    it kept them (:func:`idexdask.adccodes.recorded_codes`, a pack read: without
+    decoding a lazy waveform) with the scale of every event whose ``gain`` and
+    ``offset`` are known (the others, a missing channel, are left to the float
+    path); else None."""
     scale = code_scale(variable.encoding)
-    if not isinstance(recorded, RecordedCodes) or scale is None or gain is None \
-            or offset is None:
+    if scale is None or gain is None or offset is None or variable.dtype != np.float32:
         return None
     known = np.isfinite(gain) & np.isfinite(offset)
     if not (np.all(gain[known] == scale.scale) and np.all(-offset[known] == scale.offset)):
         return None
-    return recorded.codes_of(values, scale)
+    codes = recorded_codes(variable, scale)
+    return codes if codes is not None and codes.dtype == np.int16 else None
 
 
 def _adc_scale(ds: xr.Dataset, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -12,8 +12,9 @@ zarr-python's API serve that:
   (gzip: the header's time stamp is 0 here).  :func:`chunk_codec` builds one
   only for a chain it knows, and only when a round trip through zarr-python
   (:func:`agrees_with_zarr`: zarr reads what it encodes, it reads what zarr
-  writes, the same bytes) passes for this zarr release; otherwise it returns
-  None and the store writes that array with ``Array.__setitem__``.
+  writes, the same bytes) passes for this zarr release (run once per process
+  for each data type and chain); otherwise it returns None and the store
+  writes that array with ``Array.__setitem__``.
 * :func:`grown_objects` gives arrays laid out for a one-event template their
   full number of rows by editing their ``zarr.json`` (and dropping the
   template's chunks); the public path re-creates them at full size with
@@ -25,6 +26,7 @@ zarr-python's API serve that:
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -36,8 +38,8 @@ import numpy as np
 
 from idexdask.compat import public_api_forced
 
-__all__ = ["ChunkCodec", "agrees_with_zarr", "chunk_codec", "grown_objects",
-           "shortcut_allowed"]
+__all__ = ["ChunkCodec", "agrees_with_zarr", "chunk_codec", "forget_zarr_checks",
+           "grown_objects", "shortcut_allowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +264,9 @@ def chunk_codec(dtype: np.dtype, codecs: list[dict[str, Any]],
     -------
     ChunkCodec or None
         None when :func:`shortcut_allowed` is false, the chain is not one
-        :class:`ChunkCodec` runs, or :func:`agrees_with_zarr` fails.
+        :class:`ChunkCodec` runs, or :func:`agrees_with_zarr` fails (run once
+        per process for a data type, chain and sample shape:
+        :func:`forget_zarr_checks`).
     """
     if not shortcut_allowed():
         return None
@@ -270,7 +274,34 @@ def chunk_codec(dtype: np.dtype, codecs: list[dict[str, Any]],
         codec = ChunkCodec(dtype, codecs)
     except (NotImplementedError, KeyError, TypeError, ValueError):
         return None
-    return codec if agrees_with_zarr(codec, dtype, codecs, inner_shape) else None
+    try:
+        chain = json.dumps(codecs, sort_keys=True)
+    except (TypeError, ValueError):
+        return codec if agrees_with_zarr(codec, dtype, codecs, inner_shape) else None
+    # the round trip's sample has at most 64 elements per axis (agrees_with_zarr)
+    sample = tuple(min(max(1, int(n)), 64) for n in inner_shape)
+    return codec if _agrees_once(np.dtype(dtype).str, chain, sample) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _agrees_once(dtype: str, chain: str, sample: tuple[int, ...]) -> bool:
+    """:func:`agrees_with_zarr` for one data type, chain (JSON) and sample shape,
+    run once per process.
+
+    Its answer depends on nothing else (the zarr-python and numcodecs releases
+    loaded, fixed for a process's life), and each round trip costs ~2 ms of CPU:
+    without this, a writer made per task (the campaign step's map tasks) would
+    check its ~9 chains again each time, ~20 ms per task.
+    """
+    dtype_ = np.dtype(dtype)
+    codecs = json.loads(chain)
+    return agrees_with_zarr(ChunkCodec(dtype_, codecs), dtype_, codecs, sample)
+
+
+def forget_zarr_checks() -> None:
+    """Forget the round trips :func:`chunk_codec` remembers (for tests that change
+    how a chain encodes within one process)."""
+    _agrees_once.cache_clear()
 
 
 def _resized_document(document: bytes, n_events: int, fill: Any) -> bytes | None:

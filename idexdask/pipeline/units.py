@@ -36,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
+from idexdask.adccodes import recorded_codes
+from idexdask.compat.lazy import lazy_selection
 from idexdask.errors import ConfigError, IdexDaskError
 from idexdask.pipeline.ragged import event_major_peaks
 from idexdask.schema import freeze
@@ -464,6 +466,12 @@ def normalise_for_store(
     return _normalised(_Events.of(dataset), input_index, max_peaks=max_peaks)
 
 
+def _lazy_codes(variable: xr.Variable) -> bool:
+    """Whether ``variable`` is a waveform whose volts are still undecoded over the
+    int16 codes its reader kept (:func:`idexdask.adccodes.recorded_codes`)."""
+    return lazy_selection(variable) is not None and recorded_codes(variable) is not None
+
+
 def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: int) -> xr.Dataset:
     """:func:`normalise_for_store` of ``events``, assembled into one Dataset."""
     n_events = events.like.sizes.get("epoch", 0)
@@ -482,12 +490,14 @@ def _normalised(events: _Events, input_index: int | np.ndarray, *, max_peaks: in
         if name in skip:
             continue
         level = variable.attrs.get(LEVEL_ATTR, untagged)
-        if is_formula_axis(variable):
+        if is_formula_axis(variable) or _lazy_codes(variable):
             # kept lazy (``.data`` would materialise 4 MB per event of a scope
-            # axis): compact_axes below stores its terms, never its values
-            axis = variable.copy(deep=False)
-            axis.attrs = {**variable.attrs, LEVEL_ATTR: level}
-            variables[name] = axis
+            # axis, or decode a waveform whose volts no one asked for):
+            # compact_axes below stores an axis's terms, the store a waveform's
+            # recorded codes, never their values
+            lazy = variable.copy(deep=False)
+            lazy.attrs = {**variable.attrs, LEVEL_ATTR: level}
+            variables[name] = lazy
             continue
         values = variable.data
         if variable.dtype.kind in "US":

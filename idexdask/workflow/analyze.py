@@ -61,10 +61,10 @@ from idexdask.calibration.products import (
 )
 from idexdask.composition.products import composition_variables
 from idexdask.composition.settings import composition_settings
-from idexdask.composition.targeted import targeted_variables
+from idexdask.composition.targeted import searched_times, target_masses, targeted_variables
 from idexdask.errors import AnalysisError, ConfigError
 
-__all__ = ["AnalysisProducts", "analysis_products", "analyze"]
+__all__ = ["AnalysisProducts", "analysis_products", "analyze", "searched_columns"]
 
 _log = get_logger(__name__)
 
@@ -125,8 +125,17 @@ def _targeted_products(
         time, signal = np.zeros(0), np.zeros((n_events, 0))
         calibrated = np.zeros(n_events, dtype=bool)
     else:
-        time = np.asarray(l1a.variables[name].values, dtype=float)
-        signal = np.asarray(merged.values, float)
+        # only the samples the search reads (~2,500 of a lab row's 500,002: its
+        # formula times and float64 spectrum are 8 MB per event in full)
+        bounds = searched_times(
+            lines["peak_event"], lines["peak_center"], lines["peak_sigma"],
+            lines["peak_status"] == 0, new["mass_calibration"].values, calibrated,
+            target_masses(settings.targeted_species),
+        )  # fmt: skip
+        axis = l1a.variables[name]
+        columns = slice(None) if bounds is None else searched_columns(axis, *bounds)
+        time = np.asarray(axis[..., columns].values, dtype=float)
+        signal = np.asarray(merged[..., columns].values, float)
     return targeted_variables(
         time, signal,
         np.asarray(noise.values, dtype=float), lines, new["mass_calibration"].values,
@@ -134,6 +143,32 @@ def _targeted_products(
         min_significance=settings.targeted_min_significance,
         unit=str(merged.attrs.get("units", "")),
     )  # fmt: skip
+
+
+def searched_columns(time: xr.Variable, low: float, high: float, stride: int = 256) -> slice:
+    """Columns of the time rows ``time`` (``(n_samples,)`` or ``(n_events,
+    n_samples)``, µs) that hold every time in [``low``, ``high``].
+
+    Each row increases (NaN after a short record sorts last), as the targeted
+    search requires: the columns run from after the last sample below ``low``
+    to the first sample above ``high`` (or NaN) in every row, so that a
+    ``searchsorted`` of a time in the range finds the same sample in these
+    columns as in the whole row
+    (:func:`~idexdask.composition.targeted.searched_times`).  Read on a grid of
+    every ``stride``-th column (a few thousand times of a lab row, formed from
+    a formula axis's terms), the range is exact up to ``stride`` samples more
+    on either side.
+    """
+    n = int(time.shape[-1])
+    if n == 0:
+        return slice(0, 0)
+    grid = np.unique(np.append(np.arange(0, n, stride), n - 1))
+    x = np.atleast_2d(np.asarray(time[..., grid].values, dtype=float))
+    below = np.sum(x < low, axis=1) - 1  # per row: the last grid column before ``low``
+    above = np.sum(x <= high, axis=1)  # per row: the first grid column after ``high``
+    first = int(np.min(np.where(below >= 0, grid[np.maximum(below, 0)] + 1, 0)))
+    last = int(np.max(np.where(above < grid.size, grid[np.minimum(above, grid.size - 1)], n)))
+    return slice(first, max(first, last))
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.adccodes import CODE_FILL, CodeScale, decode_code_variables, encode_codes
+from idexdask.adccodes import (
+    CODE_FILL,
+    RECORDED_CODES_KEY,
+    CodeScale,
+    decode_code_variables,
+    encode_codes,
+)
 from idexdask.config import load_config
 from idexdask.errors import IdexDaskError, StoreError
 from idexdask.io.trc import read_trc, write_trc
@@ -157,7 +163,7 @@ def test_kept_codes_are_those_encode_finds_and_follow_only_their_volts(tmp_path)
     import copy
     import pickle
 
-    from idexdask.adccodes import RECORDED_CODES_KEY, RecordedCodes, code_scale
+    from idexdask.adccodes import RecordedCodes, code_scale
 
     captures = _two_impacts(tmp_path)
     plain = read_trc(captures)
@@ -192,7 +198,10 @@ def test_store_writes_the_kept_codes_else_encodes_the_values(tmp_path, monkeypat
     config = load_config({"pipeline": {"analyze": False}})
     plan = plan_inputs([captures], 1)
     first, second = (process_unit(u, config) for u in plan.units)
-    second = second.copy(deep=True)  # its volts elsewhere: no kept codes apply
+    # the QD volts a pipeline read leaves lazy pass through undecoded; loaded and
+    # copied, the volts lie elsewhere: no kept codes apply
+    assert first.variables["QD_1"].encoding[RECORDED_CODES_KEY].volts is None
+    second = second.load().copy(deep=True)
     store = tmp_path / "store.zarr"
     rows = chunk_rows(first, 4)
     initialise_store(store, first.isel(epoch=slice(0, 1)), plan.n_events, rows=rows,
@@ -203,6 +212,7 @@ def test_store_writes_the_kept_codes_else_encodes_the_values(tmp_path, monkeypat
                         lambda self, values: calls.append(values.shape) or encode(self, values))
     write_region(store, first, plan.units[0].region, rows=rows, n_events=plan.n_events)
     assert calls == []  # the kept codes, as they are
+    assert first.variables["QD_1"].encoding[RECORDED_CODES_KEY].volts is None  # never decoded
     write_region(store, second, plan.units[1].region, rows=rows, n_events=plan.n_events)
     assert len(calls) == 2  # QD_1 and TOF_High of the copy, encoded
     with xr.open_zarr(store, consolidated=False, mask_and_scale=False) as back:

@@ -44,6 +44,9 @@ def pickup_charge_speed(time_us: Any, signal_v: Any, **options: Any) -> xr.Datas
         Sample times, µs, uniformly spaced.
     signal_v : array_like, (n,) or (events, n)
         Amplifier output, V.  NaN samples (missing channel, padding) are ignored.
+        With ``adc_codes``, :func:`pickup_uniform_variables` also takes a
+        function returning the float32 volts, called only where a record is
+        not read from its codes alone (a missing sample, an unknown scale).
     **options
         Keyword options of :func:`pickup_uniform_variables`, the same for every
         entry point, with these meanings:
@@ -85,7 +88,8 @@ def pickup_charge_speed(time_us: Any, signal_v: Any, **options: Any) -> xr.Datas
         where NaN), as :func:`idexdask.read_trc` keeps them
         (:class:`~idexdask.adccodes.RecordedCodes`): taken as they are instead
         of being found from the values and checked.  Ignored unless of
-        ``signal_v``'s shape, with ``signal_v`` float32.
+        ``signal_v``'s shape, with ``signal_v`` float32 (or a function
+        returning those volts).
 
     Returns
     -------
@@ -193,8 +197,12 @@ calibration, target_distance_m, impact_time_us, adc_gain, adc_offset, adc_codes
     -------
     SingleTube
     """
-    y = as_2d(signal_v, "signal_v", dtype=None)  # as given: step 1 makes the float64 copy
-    n_ev, n = y.shape
+    if callable(signal_v) and adc_codes is not None:  # volts decoded only if needed
+        y = signal_v
+        n_ev, n = adc_codes.shape
+    else:
+        y = as_2d(signal_v() if callable(signal_v) else signal_v, "signal_v", dtype=None)
+        n_ev, n = y.shape
     t0 = np.broadcast_to(np.asarray(start_us, dtype=np.float64), (n_ev,))
     dt_ev = np.broadcast_to(np.asarray(interval_us, dtype=np.float64), (n_ev,))
     settings = pickup_settings(
@@ -202,9 +210,11 @@ calibration, target_distance_m, impact_time_us, adc_gain, adc_offset, adc_codes
         min_transit_us=min_transit_us, max_transit_us=max_transit_us,
         edge_window_us=edge_window_us, baseline_us=baseline_us, plateau_guard=plateau_guard,
     )
-    codes = adc_codes if y.dtype == np.float32 else None  # the reader's float32 volts
+    # the reader's float32 volts (or the function decoding them)
+    codes = adc_codes if callable(y) or y.dtype == np.float32 else None
     rec = read_records(t0, dt_ev, y, settings, adc_gain, adc_offset, codes)  # 1. NaN samples
     der = smoothed_derivative(rec, settings)          # 2. smoothed derivative
+    rec = der.records  # with the volts, where a record needed them
     edges = find_edges(der, settings, rec.status)     # 2. entry and exit edges
     levels = pulse_levels(rec, der, edges, settings)  # 4. pulse height
     return _single_tube(                              # 3, 5. speed, charge, errors

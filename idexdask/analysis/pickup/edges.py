@@ -4,6 +4,7 @@ their smoothed derivative and the entry and exit edges it shows."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +66,26 @@ class Records:
     offset: np.ndarray  #: per event, V: ``signal = gain * code - offset`` (NaN: not known)
     codes: np.ndarray | None = None  #: int16 (events, samples): the codes ``signal`` was
     #: decoded from (``CODE_FILL`` where NaN), if the reader kept them
+    volts: Callable[[], np.ndarray] | None = None  #: where not None, ``signal`` is an
+    #: unwritten stand-in of the volts' shape and dtype, and this gives the volts of
+    #: ``codes`` (decoded when called: :meth:`decoded`); the passes read a record
+    #: differentiated from its codes (``Derivative.exact``) from ``codes`` alone
+
+    def decoded(self) -> Records:
+        """These records with ``signal`` holding the volts (decoded now, if pending).
+
+        Raises
+        ------
+        AnalysisError
+            If the volts given are not float32 of the codes' shape.
+        """
+        if self.volts is None:
+            return self
+        volts = np.asarray(self.volts())
+        if volts.shape != self.signal.shape or volts.dtype != np.float32:
+            raise AnalysisError(f"the volts {volts.shape} {volts.dtype} are not those of "
+                                f"codes {self.signal.shape}")
+        return dataclasses.replace(self, signal=volts, volts=None)
 
     def values(self, e: int, a: int, b: int) -> np.ndarray:
         """Samples ``a:b`` of event ``e`` along the polarity, non-finite ones filled."""
@@ -132,7 +153,8 @@ class Edges:
 
 
 def read_records(
-    start_us: np.ndarray, interval_us: np.ndarray, signal_v: np.ndarray, s: PickupSettings,
+    start_us: np.ndarray, interval_us: np.ndarray,
+    signal_v: np.ndarray | Callable[[], np.ndarray], s: PickupSettings,
     gain: np.ndarray | None = None, offset: np.ndarray | None = None,
     codes: np.ndarray | None = None,
 ) -> Records:
@@ -147,8 +169,10 @@ def read_records(
     ----------
     start_us, interval_us : numpy.ndarray, (events,)
         Time of each record's first sample and its sampling interval, µs.
-    signal_v : numpy.ndarray, (events, samples)
-        Amplifier output, V, any float dtype (kept as given, not copied).
+    signal_v : numpy.ndarray, (events, samples), or callable
+        Amplifier output, V, any float dtype (kept as given, not copied); or a
+        function returning the float32 volts of ``codes``, called only if some
+        record is not differentiated from its codes (:attr:`Records.volts`).
     s : PickupSettings
     gain, offset : numpy.ndarray, (events,), optional
         The ADC scale of each record, ``signal_v = gain * code - offset`` (V per
@@ -164,6 +188,15 @@ def read_records(
     Records
         ``fill`` 0 and ``status`` 0 for every event.
     """
+    volts = None
+    if callable(signal_v):
+        if codes is not None and codes.ndim == 2 and codes.dtype == np.int16:
+            # a stand-in never written nor read: every pass reads the codes of a
+            # record on them, and the volts replace it before any other is read
+            volts, signal_v = signal_v, np.empty(codes.shape, np.float32)
+            signal_v.flags.writeable = False  # read-only, as the reader's volts
+        else:
+            signal_v = np.asarray(signal_v())
     n_ev = signal_v.shape[0]
 
     def per_event(values: np.ndarray | None) -> np.ndarray:
@@ -177,7 +210,7 @@ def read_records(
                    gain=per_event(gain), offset=per_event(offset),
                    codes=(np.ascontiguousarray(codes) if codes is not None
                           and codes.shape == signal_v.shape and codes.dtype == np.int16
-                          else None))
+                          else None), volts=volts)
 
 
 def _fill_missing(rec: Records, events: np.ndarray, missing: np.ndarray, s: PickupSettings) -> None:
@@ -237,6 +270,7 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
         window_out = np.zeros((n_ev, 2 * s.edge_half + 1))
     rest = np.nonzero(~exact)[0]
     if rest.size:  # the float pass: sums of the values
+        rec = rec.decoded()
         signal = rec.signal if rest.size == n_ev else np.ascontiguousarray(rec.signal[rest])
         part = np.empty((rest.size, n // CHUNK + 1))
         *found, missing = derivative_rows(signal, rec.polarity, rec.fill[rest], *search, part)
@@ -256,6 +290,7 @@ def smoothed_derivative(rec: Records, s: PickupSettings) -> Derivative:
     der = Derivative(records=rec, exact=exact, checkpoints=checkpoints, w=w, sigma=sigma,
                      i_in=i_in, i_out=i_out, window_in=window_in, window_out=window_out)
     if not np.all(sigma > 0):
+        der = dataclasses.replace(der, records=rec.decoded())
         # a quiet quantised trace can have a zero MAD: its derivative's standard
         # deviation then (zero only for a constant trace, which has no pulse);
         # such records are differentiated in floats (recorded_derivative_rows)

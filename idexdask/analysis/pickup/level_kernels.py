@@ -52,7 +52,9 @@ def window_levels(y, polarity, fill, w, lo, hi, codes, exact, gain, offset):
         where the reader kept them: the level of a row in ``exact`` is then the
         median of its codes' values (:func:`code_level`).
     exact : numpy.ndarray of bool, (rows,)
-        Rows exactly on their ``codes`` with no missing sample.
+        Rows exactly on their ``codes`` with no missing sample: with ``codes``
+        given, read from the codes alone (each code as the value it decodes
+        to, :func:`~idexdask.adccodes.code_value`), never from ``y``.
     gain, offset : numpy.ndarray, (rows,)
         Each row's ADC scale, V per code and V.
 
@@ -81,18 +83,27 @@ def window_levels(y, polarity, fill, w, lo, hi, codes, exact, gain, offset):
         b_s = min(hi[e] - w + 1, n)  # means s[i] of y[i:i+w] inside the window
         n_s = max(b_s - a, 0)
         found = np.nan
-        if given and exact[e] and n_s >= w:  # the window's values not needed below
+        coded = given and exact[e]  # read from the codes: y may hold no values
+        if coded and n_s >= w:  # the window's values not needed below
             found = code_level(codes[e], a, b, polarity, gain[e], offset[e], work[0],
                                work[1])
         if found == found:
             level[e] = found
         else:
-            k = _finite(values, _window(y[e], polarity, fill[e], a, b, values))
+            if coded:
+                count = _code_window(codes[e], polarity, gain[e], offset[e], a, b, values)
+            else:
+                count = _window(y[e], polarity, fill[e], a, b, values)
+            k = _finite(values, count)
             if k:
                 level[e] = linear_median(values, k, work[0], work[1], work[2], work[4])
         if n_s >= w:
             stop = max(min(b_s, n - w + 1), a)  # means past the record's end: none
-            cs = _window_sums(y[e], polarity, fill[e], a, stop + w, sums)
+            if coded:
+                cs = _code_window_sums(codes[e], polarity, gain[e], offset[e], a, stop + w,
+                                       sums)
+            else:
+                cs = _window_sums(y[e], polarity, fill[e], a, stop + w, sums)
             for i in range(stop - a):  # no carried dependency: vectorised
                 values[i] = (cs[i + w] - cs[i]) / w
             k = _finite(values, stop - a)
@@ -115,6 +126,27 @@ def _window_sums(row, polarity, fill, a, b, out):  # pragma: no cover - compiled
         total += polarity * (v if v - v == 0.0 else fill)
         out[j] = total
     return out[: max(b - a, 0)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_window_sums(codes, polarity, gain, offset, a, b, out):  # pragma: no cover - compiled
+    """:func:`_window_sums` of the float32 values ``codes`` decode to
+    (``float32(gain * code - offset)``, none missing): the same sums."""
+    total = 0.0
+    if b > a:
+        out[0] = total
+    for j in range(1, b - a):
+        total += polarity * code_value(np.float64(codes[a + j - 1]), gain, -offset, True)
+        out[j] = total
+    return out[: max(b - a, 0)]
+
+
+@numba.njit(cache=True, nogil=True)
+def _code_window(codes, polarity, gain, offset, a, b, out):  # pragma: no cover - compiled
+    """:func:`_window` of the float32 values ``codes`` decode to (none missing)."""
+    for i in range(b - a):
+        out[i] = polarity * code_value(np.float64(codes[a + i]), gain, -offset, True)
+    return b - a
 
 
 @numba.njit(cache=True, nogil=True)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from idexdask.adccodes import RECORDED_CODES_KEY, CodeScale, RecordedCodes, code_scale
+from idexdask.adccodes import CodeScale, code_scale, recorded_codes
 from idexdask.analysis.signal_quality.array_path import channel_quality_xp
 from idexdask.analysis.signal_quality.dataset import (
     FormulaTimes,
@@ -42,7 +42,7 @@ from idexdask.analysis.signal_quality.status import (
 )
 
 __all__ = ["BaselineColumns", "RowExtremes", "TraceStats", "baseline_columns",
-           "channel_quality_host", "row_extremes"]
+           "channel_quality_host", "code_row_extremes", "host_codes", "row_extremes"]
 
 
 @dataclass
@@ -66,10 +66,14 @@ def baseline_columns(
     window: tuple[float, float],
     min_samples: int,
     head: int,
+    code_scale: CodeScale | None = None,
 ) -> BaselineColumns:
     """The baseline window of each event located on its time axis (by bisection on a
     formula axis), and the samples it keeps: those in the window when it is covered
-    (see the module's definitions), else the valid ones of the head of the trace."""
+    (see the module's definitions), else the valid ones of the head of the trace.
+
+    ``code_scale``: ``raw`` holds the int16 codes of float32 volts of that scale
+    (read as their volts, see :mod:`.kernels`)."""
     n_events, n = raw.shape
     w0, w1 = window
     if axis is None:
@@ -92,7 +96,8 @@ def baseline_columns(
         times = np.zeros((1, 0))
     a = np.ascontiguousarray(a)
     b = np.ascontiguousarray(b)
-    n_win, wf, wl, hf, hl = baseline_bounds(raw, has_fill, fill, times, lo, a, b, w0, w1, head)
+    n_win, wf, wl, hf, hl = baseline_bounds(raw, has_fill, fill, *_decoding(code_scale), times,
+                                            lo, a, b, w0, w1, head)
     covered = (tmin <= w0) & (tmax >= w1) & (n_win >= min_samples)
     if axis is None:
         covered = np.zeros(n_events, dtype=bool)
@@ -130,26 +135,46 @@ class TraceStats:
             getattr(self, key)[rows] = values
 
 
+def _decoding(scale: CodeScale | None) -> tuple[bool, float, float]:
+    """The kernels' ``coded, scale, offset`` arguments: samples read as they are
+    (None), or int16 codes of ``scale`` read as their float32 volts."""
+    if scale is None:
+        return False, 1.0, 0.0
+    return True, scale.scale, scale.offset
+
+
 @dataclass
 class _Channel:
-    """One channel's samples as the compiled passes read them."""
+    """One channel's samples as the compiled passes read them.
 
-    raw: np.ndarray  #: (events, samples), native dtype, C-contiguous
+    Where the reader kept the int16 codes the float32 volts were decoded from
+    (:func:`idexdask.adccodes.recorded_codes`), ``raw`` is those codes and
+    ``code_scale`` their scale: every pass reads a code as the volts sample it
+    decodes to, so the volts are never decoded (a pipeline read leaves the QD
+    channels' volts undecoded)."""
+
+    raw: np.ndarray  #: (events, samples), native dtype (or int16 codes), C-contiguous
     fill: float  #: missing-sample value (NaN: none)
     cfg: Mapping[str, Any]
     dirs: np.ndarray  #: excursion directions
     rails: tuple[float, float]  #: (low, high), NaN for none
     clipped: np.ndarray  #: the scope's clipping flag per event
-    #: the int16 codes ``raw`` was decoded from (``code_scale``), when the reader kept them
-    codes: np.ndarray | None = None
+    #: the scale of ``raw`` when it holds codes (None: ``raw`` holds the samples)
     code_scale: CodeScale | None = None
 
     @property
     def has_fill(self) -> bool:
         return math.isfinite(self.fill)
 
+    @property
+    def decoding(self) -> tuple[bool, float, float]:
+        """The kernels' ``coded, scale, offset`` arguments."""
+        return _decoding(self.code_scale)
+
     def rows_x(self, rows: np.ndarray) -> np.ndarray:
         """Rows as float64, NaN where missing (as :func:`channel_arrays`)."""
+        if self.code_scale is not None:  # the volts of these rows' codes (NaN at the fill)
+            return self.code_scale.decode(self.raw[rows]).astype(np.float64)
         x = self.raw[rows].astype(np.float64)
         miss = np.isnan(x)
         if self.has_fill:
@@ -165,7 +190,7 @@ class _Channel:
         raw = self.raw if rows is None else self.raw[rows]
         known = self.known_extremes(raw)
         return TraceStats(*trace_rows(
-            raw, self.has_fill, self.fill,
+            raw, self.has_fill, self.fill, *self.decoding,
             pick(baseline), pick(threshold), self.dirs, self.rails[0], self.rails[1],
             int(cfg["saturation_min_run"]), int(cfg["flat_top_min_run"]), pick(self.clipped),
             known.high, known.low, known.block_high, known.block_low,
@@ -191,8 +216,10 @@ class _Channel:
                            np.full((rows, 1), np.nan))
         if self.has_fill or raw.ndim != 2 or raw.shape[1] == 0 or raw.dtype.kind not in "iuf":
             return none
-        codes = self.codes if raw is self.raw else None
-        found = row_extremes(np.ascontiguousarray(raw), codes, self.code_scale)
+        if self.code_scale is not None:
+            found = code_row_extremes(np.ascontiguousarray(raw), self.code_scale)
+        else:
+            found = row_extremes(np.ascontiguousarray(raw))
         if found is None:
             return none
         with np.errstate(invalid="ignore"):
@@ -214,6 +241,16 @@ class RowExtremes:
     block_low: np.ndarray
 
 
+def code_row_extremes(codes: np.ndarray, scale: CodeScale) -> RowExtremes | None:
+    """:func:`row_extremes` of the float32 volts of int16 ``codes`` of ``scale``
+    (NaN at its fill code), read from the codes alone; None where decoding does
+    not rise with the code or the fill code is not the largest int16."""
+    if scale.scale > 0 and scale.fill == np.iinfo(np.int16).max and codes.dtype == np.int16:
+        return _block_extremes(*(scale.decode(v).astype(np.float64)
+                                 for v in ordered_extremes16(codes)))
+    return None
+
+
 def row_extremes(raw: np.ndarray, codes: np.ndarray | None = None,
                  scale: CodeScale | None = None) -> RowExtremes | None:
     """``raw.max(axis=1)``, ``raw.min(axis=1)`` and the same per block as float64
@@ -226,12 +263,12 @@ def row_extremes(raw: np.ndarray, codes: np.ndarray | None = None,
     positive scale) and the fill code is the largest int16, so the decoded
     extremes of the codes' blocks are the extremes of ``raw``'s blocks, found
     reading half the bytes (:func:`ordered_extremes16`)."""
-    if (codes is not None and scale is not None and scale.scale > 0
-            and scale.fill == np.iinfo(np.int16).max and codes.dtype == np.int16
-            and codes.shape == raw.shape and raw.dtype == np.float32):
-        found = ordered_extremes16(np.ascontiguousarray(codes))
-        high, low = (scale.decode(v).astype(np.float64) for v in found)
-    elif raw.dtype.kind == "f" and raw.dtype.itemsize in (4, 8):
+    if (codes is not None and scale is not None and codes.shape == raw.shape
+            and raw.dtype == np.float32):
+        found_codes = code_row_extremes(np.ascontiguousarray(codes), scale)
+        if found_codes is not None:
+            return found_codes
+    if raw.dtype.kind == "f" and raw.dtype.itemsize in (4, 8):
         bits = np.dtype(f"i{raw.dtype.itemsize}")
         flip = 2 ** (8 * raw.dtype.itemsize - 1) - 1
         found = (ordered_extremes32(raw.view(bits)) if raw.dtype.itemsize == 4
@@ -241,10 +278,28 @@ def row_extremes(raw: np.ndarray, codes: np.ndarray | None = None,
         high, low = (v.astype(np.float64) for v in ordered_extremes(raw, 0))
     else:
         return None
-    # the rows' extremes from their blocks' (max and min are exact in any order;
-    # a NaN block extreme makes its row's non-finite, as a NaN makes NumPy's)
+    return _block_extremes(high, low)
+
+
+def _block_extremes(high: np.ndarray, low: np.ndarray) -> RowExtremes:
+    """The rows' extremes from their blocks' (max and min are exact in any order;
+    a NaN block extreme makes its row's non-finite, as a NaN makes NumPy's)."""
     with np.errstate(invalid="ignore"):
         return RowExtremes(high.max(axis=1), low.min(axis=1), high, low)
+
+
+def host_codes(var: xr.Variable) -> np.ndarray | None:
+    """The int16 codes the compiled passes read instead of ``var``'s float32
+    volts: those the reader kept (:func:`idexdask.adccodes.recorded_codes`,
+    without decoding a lazy waveform), where their scale rises with the code
+    and marks a missing sample with the largest int16 (so that the codes'
+    block extremes are the volts'); else None."""
+    scale = code_scale(var.encoding)
+    if scale is None or var.dtype != np.float32 or var.ndim != 2 or not (
+            scale.scale > 0 and scale.fill == np.iinfo(np.int16).max):
+        return None
+    codes = recorded_codes(var, scale)
+    return codes if codes is not None and codes.dtype == np.int16 else None
 
 
 def channel_quality_host(
@@ -271,13 +326,11 @@ def channel_quality_host(
     """
     var = ds.variables[name]
     n_events = var.shape[0]
-    raw = np.ascontiguousarray(var.data)
-    scale = code_scale(var.encoding)
-    recorded = var.encoding.get(RECORDED_CODES_KEY)
-    codes = (recorded.codes_of(raw, scale)
-             if isinstance(recorded, RecordedCodes) and scale is not None else None)
+    codes = host_codes(var) if math.isnan(fill_value(var.attrs)) else None
+    scale = code_scale(var.encoding) if codes is not None else None
     channel = _Channel(
-        raw=raw, fill=fill_value(var.attrs), cfg=cfg, codes=codes, code_scale=scale,
+        raw=np.ascontiguousarray(var.data if codes is None else codes),
+        fill=fill_value(var.attrs), cfg=cfg, code_scale=scale,
         dirs=np.array([1.0, -1.0] if polarity == 0 else [float(polarity)]),
         rails=tuple(math.nan if r is None else r for r in rails),
         clipped=(np.zeros(n_events, dtype=np.bool_) if clipped is None
@@ -323,10 +376,11 @@ def _baseline_samples(
     head = max(1, int(math.ceil(cfg["baseline_fallback_fraction"] * raw.shape[1])))
     w0, w1 = (float(v) for v in window)
     cols = baseline_columns(raw, channel.has_fill, channel.fill, axis, (w0, w1),
-                            int(cfg["min_baseline_samples"]), head)
+                            int(cfg["min_baseline_samples"]), head, channel.code_scale)
     used = cols.first >= 0
     lo, hi = (int(cols.first[used].min()), int(cols.last[used].max()) + 1) if used.any() else (0, 0)
-    xb = window_rows(raw, channel.has_fill, channel.fill, cols.times, cols.times_lo, cols.a,
+    xb = window_rows(raw, channel.has_fill, channel.fill, *channel.decoding, cols.times,
+                     cols.times_lo, cols.a,
                      cols.b, cols.covered, w0, w1, head, lo, hi)
     return cols.covered, xb
 

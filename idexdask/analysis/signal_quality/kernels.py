@@ -7,12 +7,21 @@ window is located on the time axis first (by bisection on a formula axis), so
 the pass already knows the baseline.  Every floating-point operation is the one
 the array-namespace path (:mod:`.array_path`) performs, so the results are
 identical (checked by ``tests/unit/analysis/test_signal_quality.py``).
+
+The passes read either the samples themselves or, where the reader kept them,
+the int16 ADC codes the float32 volts were decoded from (``coded``, with the
+code scale ``scale``/``offset``): each code read is decoded as the reader
+decoded it (:func:`~idexdask.adccodes.code_value`, NaN at
+:data:`~idexdask.adccodes.CODE_FILL`), the same float64 value as the volts
+sample, so the volts never need to exist.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from idexdask.adccodes import CODE_FILL, code_value
 
 __all__ = [
     "EXTREME_BLOCK",
@@ -30,8 +39,15 @@ __all__ = [
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _sample(raw, r, j, has_fill, fill):  # pragma: no cover - compiled
-    """Sample ``raw[r, j]`` as float64, NaN when missing (NaN or ``fill``)."""
+def _sample(raw, r, j, has_fill, fill, coded, scale, offset):  # pragma: no cover - compiled
+    """Sample ``raw[r, j]`` as float64, NaN when missing (NaN or ``fill``); for
+    ``coded`` int16 codes, the float32 volts the code decodes to (``scale``,
+    ``offset``: :func:`~idexdask.adccodes.code_value`), NaN at the fill code."""
+    if coded:
+        c = raw[r, j]
+        if c == CODE_FILL:
+            return np.nan
+        return code_value(np.float64(c), scale, offset, True)
     v = np.float64(raw[r, j])
     if v != v or (has_fill and v == fill):
         return np.nan
@@ -152,10 +168,17 @@ def ordered_extremes16(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_reaches(raw, r, j0, j1, d, b, exc):  # pragma: no cover - compiled
+def _block_reaches(raw, r, j0, j1, d, b, exc, coded, scale, offset):
+    # pragma: no cover - compiled
     """Whether some sample ``raw[r, j0:j1]`` has ``d * (v - b) == exc`` (NaN never; a
-    fill value may, which only sends the block to the exact walk)."""
+    fill value may, which only sends the block to the exact walk; ``coded``: the
+    codes' values, :func:`_sample`)."""
     hits = 0
+    if coded:
+        for j in range(j0, j1):
+            if d * (_sample(raw, r, j, False, 0.0, True, scale, offset) - b) == exc:
+                hits += 1
+        return hits > 0
     for j in range(j0, j1):
         if d * (np.float64(raw[r, j]) - b) == exc:
             hits += 1
@@ -306,6 +329,9 @@ def baseline_bounds(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
+    coded: bool,
+    scale: float,
+    offset: float,
     tw: np.ndarray,
     t_lo: int,
     a: np.ndarray,
@@ -327,7 +353,7 @@ def baseline_bounds(
     for r in range(rows):
         tr = r if t_rows == rows else 0
         for j in range(a[r], b[r]):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             tj = tw[tr, j - t_lo]
             if v == v and tj >= w0 and tj < w1:
                 n_win[r] += 1
@@ -335,12 +361,12 @@ def baseline_bounds(
                     wf[r] = j
                 wl[r] = j
         for j in range(m):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             if v == v:
                 hf[r] = j
                 break
         for j in range(m - 1, -1, -1):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             if v == v:
                 hl[r] = j
                 break
@@ -352,6 +378,9 @@ def window_rows(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
+    coded: bool,
+    scale: float,
+    offset: float,
     tw: np.ndarray,
     t_lo: int,
     a: np.ndarray,
@@ -370,7 +399,7 @@ def window_rows(
     for r in range(rows):
         tr = r if t_rows == rows else 0
         for j in range(lo, hi):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             if covered[r]:
                 keep = False
                 if j >= a[r] and j < b[r]:
@@ -387,6 +416,9 @@ def trace_rows(
     raw: np.ndarray,
     has_fill: bool,
     fill: float,
+    coded: bool,
+    scale: float,
+    offset: float,
     baseline: np.ndarray,
     threshold: np.ndarray,
     dirs: np.ndarray,
@@ -456,7 +488,7 @@ def trace_rows(
             lo = known_min[r]
         else:
             for j in range(n):
-                v = _sample(raw, r, j, has_fill, fill)
+                v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
                 if v == v:
                     nv += 1
                     hi = max(hi, v)
@@ -467,12 +499,12 @@ def trace_rows(
         if nv == 0:
             continue  # every excursion -inf at index 0, nothing saturated
         for j in range(n):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             if v == v:
                 first_valid[r] = j
                 break
         for j in range(n - 1, -1, -1):
-            v = _sample(raw, r, j, has_fill, fill)
+            v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
             if v == v:
                 last_valid[r] = j
                 break
@@ -481,7 +513,7 @@ def trace_rows(
             nr = 0
             run = 0
             for j in range(n):
-                v = _sample(raw, r, j, has_fill, fill)
+                v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
                 if v == v and (v >= vmax or v <= vmin):
                     nr += 1
                     run += 1
@@ -531,7 +563,7 @@ def trace_rows(
                         block_min[r, j0 // EXTREME_BLOCK]
                     reaches = d * (extreme - b) == exc
                 else:
-                    reaches = _block_reaches(raw, r, j0, j1, d, b, exc)
+                    reaches = _block_reaches(raw, r, j0, j1, d, b, exc, coded, scale, offset)
                 if not reaches:
                     if run >= top_run:
                         n_top += run
@@ -542,7 +574,7 @@ def trace_rows(
                     j0 = j1
                     continue
                 for j in range(j0, j1):
-                    v = _sample(raw, r, j, has_fill, fill)
+                    v = _sample(raw, r, j, has_fill, fill, coded, scale, offset)
                     if v == v and d * (v - b) == exc:
                         if at < 0:
                             at = j

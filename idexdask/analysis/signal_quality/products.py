@@ -15,7 +15,7 @@ from idexdask._logging import get_logger
 from idexdask.analysis.robust import MAD_TO_SIGMA
 from idexdask.analysis.signal_quality.array_path import channel_quality_xp
 from idexdask.analysis.signal_quality.dataset import adc_rails, clipped_flag, waveform_variables
-from idexdask.analysis.signal_quality.host_path import channel_quality_host
+from idexdask.analysis.signal_quality.host_path import channel_quality_host, host_codes
 from idexdask.analysis.signal_quality.settings import load_quality_config
 from idexdask.analysis.signal_quality.status import (
     STATUS_MEANINGS,
@@ -50,13 +50,14 @@ def channel_quality(
     rails = adc_rails(var.attrs)
     n_events = var.shape[0] if var.ndim == 2 else 0
     clipped = clipped_flag(ds, name, n_events)
-    raw = var.data
+    # the compiled passes read NumPy samples, or the int16 codes the reader kept
+    # for float32 volts (a lazy waveform's volts are then never decoded)
     if (
         compiled
-        and isinstance(raw, np.ndarray)
-        and raw.ndim == 2
-        and raw.dtype.kind in "iuf"
-        and raw.size > 0
+        and var.ndim == 2
+        and var.dtype.kind in "iuf"
+        and var.size > 0
+        and (host_codes(var) is not None or isinstance(var.data, np.ndarray))
     ):
         res = channel_quality_host(ds, name, cfg, window, polarity, rails, clipped)
     else:

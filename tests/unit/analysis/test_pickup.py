@@ -269,14 +269,44 @@ def test_qd_products_from_recorded_codes(tmp_path, rng):
     variable = kept.variables["QD_1"]
     assert isinstance(variable.encoding.get(RECORDED_CODES_KEY), RecordedCodes)
     gain, offset = module._adc_scale(kept, "QD_1")
-    assert module._recorded_codes(variable, variable.values, gain, offset) is not None
-    assert module._recorded_codes(plain.variables["QD_1"], plain.variables["QD_1"].values,
-                                  gain, offset) is None
+    assert module._recorded_codes(variable, gain, offset) is not None
+    assert module._recorded_codes(plain.variables["QD_1"], gain, offset) is None
     from_codes, from_volts = module.pickup_products(kept), module.pickup_products(plain)
     assert list(from_codes) == list(from_volts)
     for name, var in from_codes.items():
         np.testing.assert_array_equal(var.values, from_volts[name].values, err_msg=name)
     assert np.isfinite(from_codes["qd_speed"].values).all()
+    # the QD volts left undecoded (a pipeline read): the records not on their
+    # codes (the missing channel, the padding) have them decoded, the same values
+    lazy = read_trc(tmp_path, keep_codes=True, lazy_volts=("QD_1", "QD_2"))
+    from_lazy = module.pickup_products(lazy)
+    for name, var in from_codes.items():
+        np.testing.assert_array_equal(var.values, from_lazy[name].values, err_msg=name)
+
+
+def test_qd_products_leave_lazy_volts_undecoded(tmp_path, rng):
+    """A capture whose QD records are all on their codes: the pickup reads the
+    codes the reader kept and never decodes the volts it left lazy, with the
+    products of the decoded volts (the same integer codes and arithmetic)."""
+    from idexdask.adccodes import RECORDED_CODES_KEY
+    from idexdask.analysis.pickup_products import pickup_products
+    from idexdask.io.trc import read_trc
+
+    def qd(imp, gain):
+        pulse = _events(rng, [9.0, 7.0], [20.0, 15.0], [-200.0, -180.0], **QUIET)
+        return {1: np.round(pulse[0] / gain).astype(np.int16),
+                4: np.round(pulse[1] / gain).astype(np.int16)}
+
+    _capture(tmp_path, rng, qd)
+    lazy = read_trc(tmp_path, keep_codes=True, lazy_volts=("QD_1", "QD_2"))
+    from_lazy = pickup_products(lazy)
+    for name in ("QD_1", "QD_2"):
+        assert lazy.variables[name].encoding[RECORDED_CODES_KEY].volts is None, name
+    from_volts = pickup_products(read_trc(tmp_path))
+    assert list(from_lazy) == list(from_volts)
+    for name, var in from_lazy.items():
+        np.testing.assert_array_equal(var.values, from_volts[name].values, err_msg=name)
+    assert np.isfinite(from_lazy["qd_speed"].values).all()
 
 
 def test_analyze_capture_without_qd_channels(tmp_path, rng):

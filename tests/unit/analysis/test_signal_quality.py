@@ -400,6 +400,27 @@ def test_compiled_path_with_scope_clipping_flags(trc_dir):
         _both_paths(ds, name)
 
 
+def test_lazy_volts_read_as_their_codes(trc_dir):
+    """Real captures read as a campaign reads them (codes kept, the QD channels'
+    volts left undecoded): the compiled passes read the recorded codes as the
+    volts they decode to, never decoding the lazy volts, and every product
+    equals that of the plain read (the same values, the same arithmetic)."""
+    from idexdask.adccodes import RECORDED_CODES_KEY
+    from idexdask.analysis.signal_quality import quality_variables
+    from idexdask.io.trc import read_trc
+
+    lazy = read_trc(trc_dir, keep_codes=True, lazy_volts=("QD_1", "QD_2"))
+    cfg = load_quality_config()
+    got = quality_variables(lazy, cfg, channel_dim="quality_channel")
+    for name in ("QD_1", "QD_2"):
+        assert lazy.variables[name].encoding[RECORDED_CODES_KEY].volts is None, name
+    want = quality_variables(read_trc(trc_dir), cfg, channel_dim="quality_channel")
+    assert set(got) == set(want)
+    for key in want:
+        a, b = np.asarray(got[key].values), np.asarray(want[key].values)
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"), key
+
+
 def test_compiled_path_on_formula_time_axes():
     """A time axis given by formula (start, step, count per event) is located by
     bisection, never materialised: the same products as the array code, which

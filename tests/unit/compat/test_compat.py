@@ -217,7 +217,46 @@ def test_chunk_codec_checks_itself_against_zarr(adapter_path, monkeypatch):
         real = zarr_chunks.ChunkCodec.encode
         monkeypatch.setattr(zarr_chunks.ChunkCodec, "encode",
                             lambda self, chunk: bytes(real(self, chunk)) + b"\0")
-        assert zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,)) is None
+        zarr_chunks.forget_zarr_checks()  # the round trip above is remembered
+        try:
+            assert zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,)) is None
+        finally:
+            zarr_chunks.forget_zarr_checks()  # not this patched answer
+
+
+def test_chunk_codec_checks_a_chain_once(monkeypatch):
+    """The round trip through zarr runs once per data type, chain and sample
+    shape in a process (a writer per task asked again each time); another data
+    type, chain or shape is checked for itself, and every answer's codec
+    encodes as zarr does."""
+    from idexdask.compat import zarr_chunks
+
+    monkeypatch.delenv(PUBLIC_API_ENV, raising=False)
+    zarr_chunks.forget_zarr_checks()
+    calls = []
+    real = zarr_chunks.agrees_with_zarr
+
+    def counted(*args, **kwargs):
+        calls.append(args[1:])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(zarr_chunks, "agrees_with_zarr", counted)
+    zstd = [{"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": 3, "checksum": False}}]
+    try:
+        first = zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,))
+        again = zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (7,))
+        wider = zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (500,))
+        same_sample = zarr_chunks.chunk_codec(np.dtype(np.int16), zstd, (600,))
+        other = zarr_chunks.chunk_codec(np.dtype(np.float32), zstd, (7,))
+    finally:
+        zarr_chunks.forget_zarr_checks()
+    assert all(c is not None for c in (first, again, wider, same_sample, other))
+    # (7,), (500,) capped to the sample's 64, float32: three checks, not five
+    assert [(np.dtype(d).str, tuple(s)) for d, _, s in calls] == [
+        ("<i2", (7,)), ("<i2", (64,)), ("<f4", (7,))]
+    values = np.arange(14, dtype=np.int16).reshape(2, 7)
+    assert bytes(again.encode(values)) == bytes(first.encode(values))
 
 
 def test_real_l0_file_decodes_the_same_on_both_paths(l0_dir, monkeypatch):

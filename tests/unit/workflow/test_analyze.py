@@ -306,3 +306,42 @@ def test_deferred_targeted_search_keeps_the_layout(events, result):
     for name in ("peak_center", "mass_calibration", "composition_fraction"):
         if name in result:
             np.testing.assert_array_equal(deferred[name].values, result[name].values)
+
+
+def test_targeted_search_reads_only_the_searched_columns(events, result):
+    """analyze passes the targeted search the columns of its time window only
+    (searched_columns of searched_times' bounds); the search over whole rows
+    gives the same products.  The same compiled search on the same samples:
+    each row's ``searchsorted`` finds the same sample in the window as in the
+    row (searched_times' contract), so the values are exact."""
+    from idexdask.composition.settings import composition_settings
+    from idexdask.composition.targeted import searched_times, target_masses, targeted_variables
+    from idexdask.config import load_settings
+    from idexdask.workflow.analyze import searched_columns
+
+    settings = composition_settings(load_settings({}))
+    lines = {k: result[k].values for k in ("peak_event", "peak_center", "peak_sigma",
+                                           "peak_gamma", "peak_area", "peak_status")}
+    # the events analyze searched: a finite calibration (mass_calibration_products)
+    calibrated = np.all(np.isfinite(result["mass_calibration"].values[:, :2]), axis=1)
+    assert calibrated.any()
+    time = events["time_high_sample_rate"]
+    whole = targeted_variables(
+        np.asarray(time.values, dtype=float), result["tof_combined"].values.astype(float),
+        result["tof_high_noise"].values, lines, result["mass_calibration"].values,
+        calibrated, settings.targeted_species,
+        min_significance=settings.targeted_min_significance, unit="DN",
+    )  # fmt: skip
+    for name, variable in whole.items():
+        if name.startswith("targeted_") and "epoch" in variable.dims:
+            np.testing.assert_array_equal(result[name].values, variable.values, err_msg=name)
+    low, high = searched_times(lines["peak_event"], lines["peak_center"], lines["peak_sigma"],
+                               lines["peak_status"] == 0, result["mass_calibration"].values,
+                               calibrated, target_masses(settings.targeted_species))
+    columns = searched_columns(time.variable, low, high)
+    rows = np.atleast_2d(np.asarray(time.values, dtype=float))
+    assert 0 < columns.stop - columns.start < rows.shape[1]  # a window, not the row
+    for row in rows:  # the window holds [low, high] and a sample beyond each end
+        inside = row[columns]
+        assert inside[0] < low or columns.start == 0
+        assert inside[-1] > high or columns.stop == row.size
