@@ -27,7 +27,8 @@ Two things make a forkserver safe and fair here:
   forkserver per process; it is started with the cluster and stopped when the
   cluster closes (:func:`started` is a context manager), so that every run in
   one process (a notebook, ``bench/lab.py``'s repeats) starts its workers
-  alike, from the code and settings of that run.  multiprocessing has no
+  alike, from the code and settings of that run (a cluster started while
+  another one of the process runs shares that one's).  multiprocessing has no
   public way to stop it: this uses its ``ForkServer`` object's own (its tests
   use it), where the interpreter has it.
 """
@@ -114,10 +115,13 @@ def started(environ: Mapping[str, str],
         return
     from multiprocessing import forkserver
 
+    server = getattr(forkserver, "_forkserver", None)
+    if getattr(server, "_forkserver_pid", None) is not None:
+        # another cluster of this process runs one: its workers' exit statuses
+        # come through it, so it is left alone, and used
+        yield "forkserver"
+        return
     context = multiprocessing.get_context("forkserver")
-    # a forkserver left by someone else (another cluster of this process) would
-    # hold other settings: stopped, so that this one starts with these
-    _stop(forkserver)
     context.set_forkserver_preload(list(modules))
     # the forkserver imports from this process's path (a checkout put first on
     # it, as bench/ does): multiprocessing passes it to the forked workers, not

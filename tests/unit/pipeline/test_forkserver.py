@@ -77,3 +77,18 @@ def test_the_preload_starts_no_thread():
 def test_an_unknown_worker_start_is_a_config_error():
     with pytest.raises(ConfigError, match="worker_start"):
         replace(ClusterOptions(), worker_start="fork")
+
+
+def test_a_second_cluster_shares_the_running_forkserver():
+    """A cluster started while another one of this process runs uses its forkserver
+    and leaves it running: that cluster's workers report their exits through it."""
+    options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="")
+    with open_client(options) as first:
+        server = _forkserver_pid()
+        with open_client(options) as second:
+            (state,) = second.run(_worker_state).values()
+            assert state["parent"] == server
+        assert _forkserver_pid() == server  # still running for the first cluster
+        (state,) = first.run(_worker_state).values()
+        assert state["parent"] == server
+    assert _forkserver_pid() is None
