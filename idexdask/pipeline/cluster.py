@@ -34,8 +34,8 @@ events 578 / 619 MiB (+7 %) with 32 MiB against 575 / 677 MiB (+18 %) with 256
 MiB, and a 384-impact lab campaign as fast with either (docs/performance.md).  Workers of a
 running cluster are started by their deployment (``deploy/``).
 
-Embedded worker processes are forked from a forkserver that has imported the
-workers' modules once, started with the thread caps and malloc settings in
+Two or more embedded worker processes are forked from a forkserver that has
+imported the workers' modules once, started with the thread caps and malloc settings in
 its environment and stopped with the cluster (``cluster.worker_start:
 forkserver``, :mod:`idexdask.pipeline.forkserver`): a second worker no longer
 pays its own imports.  A worker a nanny restarts later is spawned.
@@ -119,8 +119,9 @@ class ClusterOptions:
     worker_start : str
         How the embedded cluster's worker processes start: ``forkserver`` (the
         default), forked from one process that imported their modules once
-        (:mod:`idexdask.pipeline.forkserver`); ``spawn``, each a fresh
-        interpreter importing them itself.  GPU workers are spawned.
+        (:mod:`idexdask.pipeline.forkserver`), where there are two workers or
+        more; ``spawn``, each a fresh interpreter importing them itself.  One
+        worker and GPU workers are spawned.
     dask_config : mapping
         Dask settings (dotted keys, e.g. ``distributed.admin.tick.interval``)
         for the embedded cluster's scheduler, nannies and workers; empty keeps
@@ -289,9 +290,12 @@ def open_client(options: ClusterOptions) -> Iterator:
             environment = ({"env": dict(THREAD_CAPS), "plugins": (QuickExit(),)}
                            if options.processes else {})
             settings = _embedded_settings(options)
-            if options.processes and options.worker_start == "forkserver":
+            if options.processes and options.worker_start == "forkserver" \
+                    and options.workers > 1:
                 # the workers forked from one process that has imported their
-                # modules, started with their environment (pipeline/forkserver.py)
+                # modules, started with their environment (pipeline/forkserver.py);
+                # one worker has no start to share: spawned (bench/lab.py, 1 worker:
+                # 21.8-23.8 impacts/s forked against 24.1-25.8 spawned, alternately)
                 method = stack.enter_context(forkserver.started({**THREAD_CAPS, **MALLOC_ENVIRON}))
                 settings[forkserver.MULTIPROCESSING_SETTING] = method
             with dask.config.set(settings):

@@ -51,13 +51,18 @@ def test_workers_are_forked_from_a_forkserver_that_imported_their_modules():
     assert {k: os.environ.get(k) for k in ours} == before
 
 
-def test_spawned_workers_import_their_modules_themselves():
-    options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="", worker_start="spawn")
+@pytest.mark.parametrize("workers, start", [(2, "spawn"), (1, "forkserver")])
+def test_spawned_workers_import_their_modules_themselves(workers, start):
+    """``spawn``, and one worker (no start to share), start fresh interpreters."""
+    options = ClusterOptions(workers=workers, threads_per_worker=1, dashboard="",
+                             worker_start=start)
     with open_client(options) as client:
-        (state,) = client.run(_worker_state).values()
-    assert "idexdask.workflow.analyze" not in state["preloaded"]  # imported by a first task
-    assert state["parent"] == os.getpid()
-    assert state["environ"] == {**THREAD_CAPS, **MALLOC_ENVIRON}
+        states = list(client.run(_worker_state).values())
+    assert _forkserver_pid() is None
+    for state in states:
+        assert "idexdask.workflow.analyze" not in state["preloaded"]  # imported by a task
+        assert state["parent"] == os.getpid()
+        assert state["environ"] == {**THREAD_CAPS, **MALLOC_ENVIRON}
 
 
 def test_the_preload_starts_no_thread():
@@ -82,13 +87,11 @@ def test_an_unknown_worker_start_is_a_config_error():
 def test_a_second_cluster_shares_the_running_forkserver():
     """A cluster started while another one of this process runs uses its forkserver
     and leaves it running: that cluster's workers report their exits through it."""
-    options = ClusterOptions(workers=1, threads_per_worker=1, dashboard="")
+    options = ClusterOptions(workers=2, threads_per_worker=1, dashboard="")
     with open_client(options) as first:
         server = _forkserver_pid()
         with open_client(options) as second:
-            (state,) = second.run(_worker_state).values()
-            assert state["parent"] == server
+            assert {s["parent"] for s in second.run(_worker_state).values()} == {server}
         assert _forkserver_pid() == server  # still running for the first cluster
-        (state,) = first.run(_worker_state).values()
-        assert state["parent"] == server
+        assert {s["parent"] for s in first.run(_worker_state).values()} == {server}
     assert _forkserver_pid() is None
