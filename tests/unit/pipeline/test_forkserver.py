@@ -95,3 +95,26 @@ def test_a_second_cluster_shares_the_running_forkserver():
         assert _forkserver_pid() == server  # still running for the first cluster
         assert {s["parent"] for s in first.run(_worker_state).values()} == {server}
     assert _forkserver_pid() is None
+
+
+def test_a_forked_worker_that_dies_is_restarted():
+    """Its nanny sees the death through the forkserver and starts another worker
+    (spawned: the forkserver's settings apply while the cluster starts)."""
+    import signal
+    import time
+
+    options = ClusterOptions(workers=2, threads_per_worker=1, dashboard="")
+    with open_client(options) as client:
+        pids = client.run(os.getpid)
+        victim, pid = next(iter(pids.items()))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            workers = set(client.scheduler_info(n_workers=-1)["workers"])
+            if len(workers) == 2 and victim not in workers:
+                break
+            time.sleep(0.5)
+        now = client.run(os.getpid)
+        states = list(client.run(_worker_state).values())
+    assert len(now) == 2 and pid not in now.values()
+    assert all(state["environ"] == {**THREAD_CAPS, **MALLOC_ENVIRON} for state in states)
