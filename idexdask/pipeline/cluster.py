@@ -37,8 +37,8 @@ running cluster are started by their deployment (``deploy/``).
 Two or more embedded worker processes are forked from a forkserver that has
 imported the workers' modules once, started with the thread caps and malloc settings in
 its environment and stopped with the cluster (``cluster.worker_start:
-forkserver``, :mod:`idexdask.pipeline.forkserver`): a second worker no longer
-pays its own imports.  A worker a nanny restarts later is spawned.
+forkserver``, :mod:`idexdask.pipeline.forkserver`): the workers' imports are
+paid once per cluster, not once per worker.  A worker a nanny restarts later is spawned.
 
 The embedded cluster also runs with ``cluster.dask_config``, Dask settings of
 its scheduler, nannies and workers; the shipped ones make Dask's event-loop and

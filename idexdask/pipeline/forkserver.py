@@ -27,8 +27,12 @@ Two things make a forkserver safe and fair here:
   forkserver per process; it is started with the cluster and stopped when the
   cluster closes (:func:`started` is a context manager), so that every run in
   one process (a notebook, ``bench/lab.py``'s repeats) starts its workers
-  alike, from the code and settings of that run (a cluster started while
-  another one of the process runs shares that one's).  multiprocessing has no
+  alike, from the code and settings of that run.  A cluster started while
+  another one of the process runs forks its workers from that one's
+  forkserver, which stops when the cluster that started it closes: nested
+  clusters (``with`` blocks) close in the right order; a cluster that
+  outlives the one whose forkserver it shares loses its workers' exit
+  statuses when that one closes.  multiprocessing has no
   public way to stop it: this uses its ``ForkServer`` object's own (its tests
   use it), where the interpreter has it.
 """
