@@ -347,6 +347,7 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
     a lab row holds 500,000 samples, the search ~2,500 of them.
     """
     from idexdask.composition.targeted import (
+        searched_columns,
         searched_times,
         target_masses,
         targeted_variables,
@@ -382,7 +383,7 @@ def _targeted(ds: xr.Dataset, region: tuple[int, int], lines: Mapping[str, np.nd
         np.asarray(flat["peak_status"]) == 0, coefficients, calibrated,
         target_masses(settings.targeted_species),
     )  # fmt: skip
-    columns = slice(0, 0) if bounds is None else _sample_columns(time, *bounds)
+    columns = slice(0, 0) if bounds is None else searched_columns(time, *bounds)
     # the stored float32 samples: the search converts the stretches it reads
     window = read_chunks(store, "tof_combined", [region], columns)
     signal = (merged.isel({"epoch": rows, merged.dims[-1]: columns}).values if window is None
@@ -406,30 +407,6 @@ def _targeted_input(name: str) -> bool:
     """
     return (name == "tof_combined" or name.startswith(("TOF_", "time_"))
             or (name.startswith("tof_") and name.endswith("_noise")))
-
-
-def _sample_columns(time: xr.DataArray, low: float, high: float,
-                    stride: int = 256) -> slice:
-    """Columns of the time rows that hold every time in [``low``, ``high``].
-
-    Each row is increasing (NaN after a short record sorts last), as the
-    targeted search requires: the columns run from after the last sample below
-    ``low`` to the first sample above ``high`` (or NaN) in every row, so that a
-    ``searchsorted`` of a time in the range finds the same sample in these
-    columns as in the whole row.  Read on a grid of every ``stride``-th column
-    (a few thousand times of a lab row, computed from the terms or decoded),
-    the range is exact up to ``stride`` samples more on either side.
-    """
-    n = int(time.shape[-1])
-    if n == 0:
-        return slice(0, 0)
-    grid = np.unique(np.append(np.arange(0, n, stride), n - 1))
-    x = np.atleast_2d(np.asarray(time.isel({time.dims[-1]: grid}).values, dtype=float))
-    below = np.sum(x < low, axis=1) - 1  # per row: the last grid column before ``low``
-    above = np.sum(x <= high, axis=1)  # per row: the first grid column after ``high``
-    first = int(np.min(np.where(below >= 0, grid[np.maximum(below, 0)] + 1, 0)))
-    last = int(np.max(np.where(above < grid.size, grid[np.minimum(above, grid.size - 1)], n)))
-    return slice(first, max(first, last))
 
 
 def _strings(values: Any) -> np.ndarray:

@@ -61,10 +61,15 @@ from idexdask.calibration.products import (
 )
 from idexdask.composition.products import composition_variables
 from idexdask.composition.settings import composition_settings
-from idexdask.composition.targeted import searched_times, target_masses, targeted_variables
+from idexdask.composition.targeted import (
+    searched_columns,
+    searched_times,
+    target_masses,
+    targeted_variables,
+)
 from idexdask.errors import AnalysisError, ConfigError
 
-__all__ = ["AnalysisProducts", "analysis_products", "analyze", "searched_columns"]
+__all__ = ["AnalysisProducts", "analysis_products", "analyze"]
 
 _log = get_logger(__name__)
 
@@ -143,32 +148,6 @@ def _targeted_products(
         min_significance=settings.targeted_min_significance,
         unit=str(merged.attrs.get("units", "")),
     )  # fmt: skip
-
-
-def searched_columns(time: xr.Variable, low: float, high: float, stride: int = 256) -> slice:
-    """Columns of the time rows ``time`` (``(n_samples,)`` or ``(n_events,
-    n_samples)``, µs) that hold every time in [``low``, ``high``].
-
-    Each row increases (NaN after a short record sorts last), as the targeted
-    search requires: the columns run from after the last sample below ``low``
-    to the first sample above ``high`` (or NaN) in every row, so that a
-    ``searchsorted`` of a time in the range finds the same sample in these
-    columns as in the whole row
-    (:func:`~idexdask.composition.targeted.searched_times`).  Read on a grid of
-    every ``stride``-th column (a few thousand times of a lab row, formed from
-    a formula axis's terms), the range is exact up to ``stride`` samples more
-    on either side.
-    """
-    n = int(time.shape[-1])
-    if n == 0:
-        return slice(0, 0)
-    grid = np.unique(np.append(np.arange(0, n, stride), n - 1))
-    x = np.atleast_2d(np.asarray(time[..., grid].values, dtype=float))
-    below = np.sum(x < low, axis=1) - 1  # per row: the last grid column before ``low``
-    above = np.sum(x <= high, axis=1)  # per row: the first grid column after ``high``
-    first = int(np.min(np.where(below >= 0, grid[np.maximum(below, 0)] + 1, 0)))
-    last = int(np.max(np.where(above < grid.size, grid[np.minimum(above, grid.size - 1)], n)))
-    return slice(first, max(first, last))
 
 
 @dataclass(frozen=True)

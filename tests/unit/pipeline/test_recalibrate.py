@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from idexdask.pipeline.recalibrate import _open, _sample_columns, _span_events, contiguous_spans
+from idexdask.composition.targeted import searched_columns
+from idexdask.pipeline.recalibrate import _open, _span_events, contiguous_spans
 from idexdask.sources.unit import Unit
 from idexdask.timeaxis import AxisTerms, uniform_axis_variable
 
@@ -24,7 +25,7 @@ def test_sample_columns_hold_every_searched_time_and_one_sample_either_side():
         scale=1e6, terms=AxisTerms.for_axis("t"))
     time = xr.DataArray(axis)
     low, high = 1.4, 3.9
-    columns = _sample_columns(time, low, high)
+    columns = searched_columns(time, low, high)
     rows = np.asarray(time.values)
     for row in rows:
         if columns.start:
@@ -33,9 +34,9 @@ def test_sample_columns_hold_every_searched_time_and_one_sample_either_side():
     # exact to 256 samples either side: ~2,500 samples searched, a few hundred more read
     assert columns.stop - columns.start < 2_500 + 3 * 256 + 500
     shared = xr.DataArray(rows[0], dims=("i",))
-    one = _sample_columns(shared, low, high)
+    one = searched_columns(shared, low, high)
     assert rows[0][one.start - 1] < low < high < rows[0][one.stop]
-    assert _sample_columns(shared, 200.0, 300.0) == slice(n, n)  # beyond the record
+    assert searched_columns(shared, 200.0, 300.0) == slice(n, n)  # beyond the record
 
 
 def test_campaign_map_spans_cover_whole_chunks():

@@ -315,9 +315,13 @@ def test_targeted_search_reads_only_the_searched_columns(events, result):
     each row's ``searchsorted`` finds the same sample in the window as in the
     row (searched_times' contract), so the values are exact."""
     from idexdask.composition.settings import composition_settings
-    from idexdask.composition.targeted import searched_times, target_masses, targeted_variables
+    from idexdask.composition.targeted import (
+        searched_columns,
+        searched_times,
+        target_masses,
+        targeted_variables,
+    )
     from idexdask.config import load_settings
-    from idexdask.workflow.analyze import searched_columns
 
     settings = composition_settings(load_settings({}))
     lines = {k: result[k].values for k in ("peak_event", "peak_center", "peak_sigma",
